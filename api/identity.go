@@ -1,0 +1,118 @@
+package api
+
+import "time"
+
+// ResourceCounts is a set of per-project resource figures: used both for
+// quota limits (-1 = unlimited) and for live usage. Memory is in MiB, disk and
+// image bytes in GiB.
+type ResourceCounts struct {
+	Instances   int64 `json:"instances"`
+	VCPUs       int64 `json:"vcpus"`
+	MemoryMiB   int64 `json:"memory_mib"`
+	DiskGiB     int64 `json:"disk_gib"`
+	Volumes     int64 `json:"volumes"`
+	Networks    int64 `json:"networks"`
+	FloatingIPs int64 `json:"floating_ips"`
+	Images      int64 `json:"images"`
+}
+
+// Project is a tenant: it owns instances, images, networks and volumes.
+type Project struct {
+	Meta
+	Description string         `json:"description,omitempty"`
+	Quota       ResourceCounts `json:"quota"`
+	Usage       ResourceCounts `json:"usage"`
+}
+
+// ProjectsPost creates a project (cloud admin only). Quota fields left out
+// take the server's default quota.
+type ProjectsPost struct {
+	Name        string            `json:"name"`
+	Description string            `json:"description,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Quota       map[string]int64  `json:"quota,omitempty"`
+}
+
+// ProjectPatch changes a project's description or labels (project admin).
+type ProjectPatch struct {
+	Description *string           `json:"description,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Revision    int64             `json:"revision,omitempty"`
+}
+
+// QuotaPut changes some of a project's quota limits (cloud admin). Keys are
+// the JSON names of ResourceCounts; -1 means unlimited.
+type QuotaPut struct {
+	Quota map[string]int64 `json:"quota"`
+}
+
+// User is a person or a robot that logs in.
+type User struct {
+	Meta
+	CloudAdmin     bool          `json:"cloud_admin"`
+	DefaultProject string        `json:"default_project,omitempty"`
+	Roles          []RoleBinding `json:"roles"`
+}
+
+// RoleBinding gives a user a role in a project.
+type RoleBinding struct {
+	Project string `json:"project"`
+	Role    string `json:"role"`
+}
+
+// UsersPost creates a user (cloud admin only).
+type UsersPost struct {
+	Name           string `json:"name"`
+	Password       string `json:"password"`
+	CloudAdmin     bool   `json:"cloud_admin,omitempty"`
+	DefaultProject string `json:"default_project,omitempty"`
+}
+
+// UserPasswordPut sets a user's password (the user or a cloud admin).
+type UserPasswordPut struct {
+	Password string `json:"password"`
+}
+
+// MemberPut grants a user a role in a project (project admin).
+type MemberPut struct {
+	Role string `json:"role"`
+}
+
+// Member is one user's role in a project.
+type Member struct {
+	User string `json:"user"`
+	Role string `json:"role"`
+}
+
+// TokensPost logs in: it trades a username and password for an API token.
+// When the request already carries a valid token, username and password may
+// be left out and the new token is for the same user.
+type TokensPost struct {
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+	// Description says what the token is for.
+	Description string `json:"description,omitempty"`
+	// TTLSeconds is the token's lifetime; 0 takes the server's default.
+	TTLSeconds int64 `json:"ttl_seconds,omitempty"`
+}
+
+// Token is an API token. Secret is returned once, on creation.
+type Token struct {
+	ID          string    `json:"id"`
+	User        string    `json:"user"`
+	Description string    `json:"description,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	Revoked     bool      `json:"revoked"`
+	Secret      string    `json:"secret,omitempty"`
+}
+
+// Whoami tells a caller who the server thinks they are.
+type Whoami struct {
+	User           string        `json:"user"`
+	CloudAdmin     bool          `json:"cloud_admin"`
+	DefaultProject string        `json:"default_project,omitempty"`
+	Roles          []RoleBinding `json:"roles"`
+	// Via is "socket" for the local Unix socket or "token".
+	Via string `json:"via"`
+}

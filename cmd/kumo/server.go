@@ -1,0 +1,99 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kumocloud/kumo/internal/cli"
+	"github.com/kumocloud/kumo/internal/identity"
+	"github.com/kumocloud/kumo/internal/quota"
+	"github.com/kumocloud/kumo/internal/server"
+)
+
+func serverCommand(root *cobra.Command) {
+	var (
+		dataDir, listen, socket, etcdEndpoints, etcdPrefix string
+		defaultQuota, logLevel, logFormat                  string
+		tokenTTL, eventRetention                           time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the kumo server (API, embedded store, controllers) on this machine",
+		Long: `Run the all-in-one kumo server.
+
+At first start it makes the data dir, a CA and server certificate for HTTPS,
+the cloud admin (credentials printed once and kept 0600 in DATA_DIR/admin-credentials),
+the "default" project and the default flavors. State lives in an embedded etcd
+under DATA_DIR, or in an external etcd cluster with --etcd-endpoints.
+Root on this machine reaches the server through the Unix socket with no login.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logLevel, logFormat)
+			if err != nil {
+				return err
+			}
+			opts := identity.DefaultOptions()
+			if tokenTTL > 0 {
+				opts.TokenTTL = tokenTTL
+			}
+			changes, err := quota.ParseSpec(defaultQuota)
+			if err != nil {
+				return fmt.Errorf("--default-quota: %w", err)
+			}
+			if err := quota.Apply(&opts.DefaultQuota, changes, "default-quota"); err != nil {
+				return fmt.Errorf("--default-quota: %w", err)
+			}
+			cfg := server.Config{
+				DataDir: dataDir, Listen: listen, Socket: socket, EtcdPrefix: etcdPrefix,
+				Identity: opts, EventRetention: eventRetention, Version: version, Logger: log,
+				UnsafeNoFsync: os.Getenv("KUMO_UNSAFE_NO_FSYNC") == "1",
+			}
+			if etcdEndpoints != "" {
+				cfg.EtcdEndpoints = strings.Split(etcdEndpoints, ",")
+			}
+			ctx := cmd.Context()
+			srv, err := server.New(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			if srv.AdminPassword != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "kumo: first start. Cloud admin: user %q, password %q (also in %s/admin-credentials, mode 0600).\n",
+					identity.AdminUser, srv.AdminPassword, dataDir)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "kumo: serving https://%s and %s; CA fingerprint %s\n", listen, socket, srv.CAFingerprint())
+			return srv.Serve(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dataDir, "data-dir", "/var/lib/kumo", "where the store, certificates and credentials live")
+	f.StringVar(&listen, "listen", ":8443", "HTTPS listen address (empty: none)")
+	f.StringVar(&socket, "socket", cli.DefaultSocket, "Unix socket path for local root access (empty: none)")
+	f.StringVar(&etcdEndpoints, "etcd-endpoints", "", "use this external etcd cluster (comma-separated URLs) instead of the embedded one")
+	f.StringVar(&etcdPrefix, "etcd-prefix", "/kumo", "key prefix in an external etcd")
+	f.StringVar(&defaultQuota, "default-quota", "", "quota of new projects, e.g. instances=20,vcpus=40,memory=80GiB (unnamed limits keep the built-in defaults)")
+	f.DurationVar(&tokenTTL, "token-ttl", 0, "lifetime of new API tokens (default 168h)")
+	f.DurationVar(&eventRetention, "event-retention", 24*time.Hour, "how long events are kept")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	root.AddCommand(cmd)
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: use text or json", format)
+}

@@ -1,0 +1,158 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kumocloud/kumo/api"
+)
+
+func roleList(u api.User) string {
+	var parts []string
+	for _, b := range u.Roles {
+		parts = append(parts, b.Project+":"+b.Role)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (a *app) userCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "user", Aliases: []string{"users"}, Short: "Manage users and their roles (cloud admin; project admins grant roles)"}
+
+	var pwStdin, cloudAdmin, wait bool
+	var defProject string
+	create := &cobra.Command{
+		Use: "create NAME", Short: "Create a user", Args: cobra.ExactArgs(1),
+		Example: "  echo 's3cret-pass' | kumo user create alice --password-stdin --default-project web",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			pw, err := a.readPassword(pwStdin, true)
+			if err != nil {
+				return err
+			}
+			u, err := c.CreateUser(cmd.Context(), api.UsersPost{Name: args[0], Password: pw, CloudAdmin: cloudAdmin, DefaultProject: defProject})
+			if err != nil {
+				return err
+			}
+			return a.printObject(u)
+		},
+	}
+	create.Flags().BoolVar(&pwStdin, "password-stdin", false, "read the password from standard input")
+	create.Flags().BoolVar(&cloudAdmin, "cloud-admin", false, "make the user a cloud admin (all projects, all rights)")
+	create.Flags().StringVar(&defProject, "default-project", "", "project the CLI uses for this user unless told otherwise")
+	waitFlag(create, &wait, "wait until the user exists (creation is immediate; accepted for scripts)")
+
+	var llabels []string
+	var llim int
+	list := &cobra.Command{
+		Use: "list", Short: "List users", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			o, err := a.listOptions(llabels, llim)
+			if err != nil {
+				return err
+			}
+			us, err := c.Users(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			return printList(a, us, []column[api.User]{
+				col("NAME", func(u api.User) string { return u.Name }),
+				col("CLOUD ADMIN", func(u api.User) string { return fmt.Sprint(u.CloudAdmin) }),
+				col("DEFAULT PROJECT", func(u api.User) string { return u.DefaultProject }),
+				col("ROLES", roleList),
+				col("AGE", func(u api.User) string { return age(u.CreatedAt) }),
+			})
+		},
+	}
+	listFlags(list, &llabels, &llim)
+
+	show := &cobra.Command{
+		Use: "show NAME", Short: "Show a user", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			u, err := c.User(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return a.printObject(u)
+		},
+	}
+	del := &cobra.Command{
+		Use: "delete NAME", Short: "Delete a user (their tokens stop working at once)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			return c.DeleteUser(cmd.Context(), args[0])
+		},
+	}
+	var grole string
+	grant := &cobra.Command{
+		Use: "grant NAME --project P --role admin|member|reader", Short: "Give a user a role in a project (replaces their role there)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			project, err := a.projectName(cmd.Context())
+			if err != nil {
+				return err
+			}
+			m, err := c.SetMember(cmd.Context(), project, args[0], grole)
+			if err != nil {
+				return err
+			}
+			if a.output == "table" {
+				fmt.Fprintf(a.stdout, "%s is now %s in project %s\n", m.User, m.Role, project)
+				return nil
+			}
+			return a.printObject(m)
+		},
+	}
+	grant.Flags().StringVar(&grole, "role", "", "admin, member or reader")
+	grant.MarkFlagRequired("role")
+	revoke := &cobra.Command{
+		Use: "revoke NAME --project P", Short: "Take a user's role in a project away", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			project, err := a.projectName(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return c.RemoveMember(cmd.Context(), project, args[0])
+		},
+	}
+	var ppwStdin bool
+	passwd := &cobra.Command{
+		Use: "passwd NAME", Short: "Set a user's password (yours, or anyone's as cloud admin)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			pw, err := a.readPassword(ppwStdin, true)
+			if err != nil {
+				return err
+			}
+			return c.SetPassword(cmd.Context(), args[0], pw)
+		},
+	}
+	passwd.Flags().BoolVar(&ppwStdin, "password-stdin", false, "read the new password from standard input")
+	cmd.AddCommand(create, list, show, del, grant, revoke, passwd)
+	return cmd
+}

@@ -1,0 +1,86 @@
+// Package identity owns users, projects, role bindings and API tokens (the
+// Keystone part of kumo), and decides who may do what.
+//
+// Keys: /users/{name}, /projects/{name}, /tokens/{id}. Quota records are
+// the quota package's; identity creates and removes them together with
+// their project in one transaction.
+package identity
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/quota"
+	"github.com/kumocloud/kumo/internal/store"
+)
+
+// Key prefixes this package owns.
+const (
+	usersPrefix    = "/users/"
+	projectsPrefix = "/projects/"
+	tokensPrefix   = "/tokens/"
+)
+
+// DefaultProject is created at first start; the local socket's default.
+const DefaultProject = "default"
+
+// AdminUser is the cloud admin created at first start.
+const AdminUser = "admin"
+
+// Options configures the service.
+type Options struct {
+	// BcryptCost for password hashes (tests lower it).
+	BcryptCost int
+	// TokenTTL is a new token's lifetime unless asked otherwise.
+	TokenTTL time.Duration
+	// MaxTokenTTL caps asked-for lifetimes.
+	MaxTokenTTL time.Duration
+	// DefaultQuota applies to new projects for limits not given.
+	DefaultQuota api.ResourceCounts
+	// LoginFailures within LoginWindow lock a user name (and a client
+	// address) out of password logins until the window passes.
+	LoginFailures int
+	LoginWindow   time.Duration
+}
+
+// DefaultOptions are the production settings.
+func DefaultOptions() Options {
+	return Options{
+		BcryptCost:    bcrypt.DefaultCost,
+		TokenTTL:      7 * 24 * time.Hour,
+		MaxTokenTTL:   365 * 24 * time.Hour,
+		DefaultQuota:  quota.Defaults(),
+		LoginFailures: 5,
+		LoginWindow:   time.Minute,
+	}
+}
+
+// Service is the identity service.
+type Service struct {
+	s       store.Store
+	opts    Options
+	limiter *loginLimiter
+	log     *slog.Logger
+}
+
+// New returns the identity service on s.
+func New(s store.Store, opts Options, log *slog.Logger) *Service {
+	if opts.BcryptCost == 0 {
+		opts.BcryptCost = bcrypt.DefaultCost
+	}
+	return &Service{s: s, opts: opts, limiter: newLoginLimiter(opts.LoginFailures, opts.LoginWindow), log: log}
+}
+
+// Store returns the service's store.
+func (svc *Service) Store() store.Store { return svc.s }
+
+func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
+
+func now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
+
+func randUUID() string { return uuid.NewString() }

@@ -1,0 +1,271 @@
+package identity
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+
+	"github.com/google/uuid"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/store"
+	"github.com/kumocloud/kumo/internal/validate"
+)
+
+// userRecord is what is stored: the API object plus the password hash.
+type userRecord struct {
+	api.User
+	PasswordHash string `json:"password_hash"`
+}
+
+func userKey(name string) string { return usersPrefix + name }
+
+func userURL(name string) string { return "/v1/users/" + name }
+
+func unmarshal(kv store.KV, v any) error {
+	if err := json.Unmarshal(kv.Value, v); err != nil {
+		return fmt.Errorf("decode %s: %w", kv.Key, err)
+	}
+	return nil
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func sortBindings(b []api.RoleBinding) {
+	slices.SortFunc(b, func(x, y api.RoleBinding) int {
+		if x.Project < y.Project {
+			return -1
+		}
+		if x.Project > y.Project {
+			return 1
+		}
+		return 0
+	})
+}
+
+func hasBinding(b []api.RoleBinding, project string) bool {
+	return slices.ContainsFunc(b, func(r api.RoleBinding) bool { return r.Project == project })
+}
+
+func (r userRecord) api(rev int64) api.User {
+	u := r.User
+	u.Revision = rev
+	if u.Roles == nil {
+		u.Roles = []api.RoleBinding{}
+	}
+	return u
+}
+
+// ValidateUsersPost checks a create request.
+func ValidateUsersPost(req *api.UsersPost) error {
+	if err := validate.Name("name", req.Name); err != nil {
+		return err
+	}
+	if err := validate.Password("password", req.Password); err != nil {
+		return err
+	}
+	if req.DefaultProject != "" {
+		return validate.Name("default_project", req.DefaultProject)
+	}
+	return nil
+}
+
+// CreateUser creates a user with a hashed password.
+func (svc *Service) CreateUser(ctx context.Context, req api.UsersPost) (api.User, error) {
+	if err := ValidateUsersPost(&req); err != nil {
+		return api.User{}, err
+	}
+	if req.DefaultProject != "" {
+		ok, err := svc.ProjectExists(ctx, req.DefaultProject)
+		if err != nil {
+			return api.User{}, err
+		}
+		if !ok {
+			return api.User{}, errs.Invalid("default_project", "default_project %q does not exist", req.DefaultProject)
+		}
+	}
+	rec, err := svc.newUser(req)
+	if err != nil {
+		return api.User{}, err
+	}
+	rev, err := svc.s.Txn(ctx, []store.Cond{store.Absent(userKey(req.Name))}, []store.Op{
+		store.PutJSON(userKey(req.Name), rec),
+		events.Op(ctx, "user", events.Created, "", userURL(req.Name), rec.api(0)),
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return api.User{}, errs.Conflict("user %q already exists", req.Name)
+	}
+	if err != nil {
+		return api.User{}, err
+	}
+	return rec.api(rev), nil
+}
+
+func (svc *Service) newUser(req api.UsersPost) (userRecord, error) {
+	hash, err := bcrypt.GenerateFromPassword([]byte(req.Password), svc.opts.BcryptCost)
+	if err != nil {
+		return userRecord{}, fmt.Errorf("hash password: %w", err)
+	}
+	t := now()
+	return userRecord{
+		User: api.User{
+			Meta:           api.Meta{ID: uuid.NewString(), Name: req.Name, CreatedAt: t, UpdatedAt: t},
+			CloudAdmin:     req.CloudAdmin,
+			DefaultProject: req.DefaultProject,
+			Roles:          []api.RoleBinding{},
+		},
+		PasswordHash: string(hash),
+	}, nil
+}
+
+func (svc *Service) getUserRecord(ctx context.Context, name string) (userRecord, int64, error) {
+	var rec userRecord
+	rev, err := store.GetJSON(ctx, svc.s, userKey(name), &rec)
+	if isNotFound(err) {
+		return rec, 0, errs.NotFound("user %q not found", name)
+	}
+	return rec, rev, err
+}
+
+// GetUser returns a user.
+func (svc *Service) GetUser(ctx context.Context, name string) (api.User, error) {
+	rec, rev, err := svc.getUserRecord(ctx, name)
+	if err != nil {
+		return api.User{}, err
+	}
+	return rec.api(rev), nil
+}
+
+// ListUsers lists users, one page at a time.
+func (svc *Service) ListUsers(ctx context.Context, sel map[string]string, after string, limit int) ([]api.User, string, error) {
+	return store.Paginate(ctx, svc.s, usersPrefix, after, limit, func(kv store.KV) (api.User, bool, error) {
+		var rec userRecord
+		if err := unmarshal(kv, &rec); err != nil {
+			return api.User{}, false, err
+		}
+		return rec.api(kv.Revision), rec.HasLabels(sel), nil
+	})
+}
+
+// updateUser applies fn to a user with CAS and records an event.
+func (svc *Service) updateUser(ctx context.Context, name, project string, fn func(*userRecord) error) (api.User, error) {
+	for {
+		rec, rev, err := svc.getUserRecord(ctx, name)
+		if err != nil {
+			return api.User{}, err
+		}
+		if err := fn(&rec); err != nil {
+			return api.User{}, err
+		}
+		rec.UpdatedAt = now()
+		nrev, err := svc.s.Txn(ctx, []store.Cond{store.At(userKey(name), rev)}, []store.Op{
+			store.PutJSON(userKey(name), rec),
+			events.Op(ctx, "user", events.Updated, project, userURL(name), rec.api(0)),
+		})
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return api.User{}, err
+		}
+		return rec.api(nrev), nil
+	}
+}
+
+// SetPassword replaces a user's password.
+func (svc *Service) SetPassword(ctx context.Context, name, password string) error {
+	if err := validate.Password("password", password); err != nil {
+		return err
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), svc.opts.BcryptCost)
+	if err != nil {
+		return err
+	}
+	_, err = svc.updateUser(ctx, name, "", func(r *userRecord) error {
+		r.PasswordHash = string(hash)
+		return nil
+	})
+	return err
+}
+
+// DeleteUser removes a user; their tokens stop working at once (each request
+// checks that the token's user still exists) and are pruned later.
+func (svc *Service) DeleteUser(ctx context.Context, name string) error {
+	if name == AdminUser {
+		return errs.Conflict("the bootstrap cloud admin %q cannot be deleted; create another cloud admin and disable this one by changing its password", AdminUser)
+	}
+	rec, rev, err := svc.getUserRecord(ctx, name)
+	if err != nil {
+		return err
+	}
+	_, err = svc.s.Txn(ctx, []store.Cond{store.At(userKey(name), rev)}, []store.Op{
+		store.Del(userKey(name)),
+		events.Op(ctx, "user", events.Deleted, "", userURL(rec.Name), nil),
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return errs.Conflict("user %q changed while being deleted; try again", name)
+	}
+	return err
+}
+
+// SetMember gives user the role in project (replacing any role they had).
+func (svc *Service) SetMember(ctx context.Context, project, user, role string) (api.Member, error) {
+	if err := validate.Role("role", role); err != nil {
+		return api.Member{}, err
+	}
+	if ok, err := svc.ProjectExists(ctx, project); err != nil || !ok {
+		if err == nil {
+			err = errs.NotFound("project %q not found", project)
+		}
+		return api.Member{}, err
+	}
+	_, err := svc.updateUser(ctx, user, project, func(r *userRecord) error {
+		r.Roles = slices.DeleteFunc(r.Roles, func(b api.RoleBinding) bool { return b.Project == project })
+		r.Roles = append(r.Roles, api.RoleBinding{Project: project, Role: role})
+		sortBindings(r.Roles)
+		return nil
+	})
+	if err != nil {
+		return api.Member{}, err
+	}
+	return api.Member{User: user, Role: role}, nil
+}
+
+// RemoveMember takes away user's role in project.
+func (svc *Service) RemoveMember(ctx context.Context, project, user string) error {
+	_, err := svc.updateUser(ctx, user, project, func(r *userRecord) error {
+		if !hasBinding(r.Roles, project) {
+			return errs.NotFound("user %q has no role in project %q", user, project)
+		}
+		r.Roles = slices.DeleteFunc(r.Roles, func(b api.RoleBinding) bool { return b.Project == project })
+		return nil
+	})
+	return err
+}
+
+// Members lists the users holding a role in project.
+func (svc *Service) Members(ctx context.Context, project string) ([]api.Member, error) {
+	kvs, err := store.ListAll(ctx, svc.s, usersPrefix)
+	if err != nil {
+		return nil, err
+	}
+	out := []api.Member{}
+	for _, kv := range kvs {
+		var u userRecord
+		if err := unmarshal(kv, &u); err != nil {
+			return nil, err
+		}
+		for _, b := range u.Roles {
+			if b.Project == project {
+				out = append(out, api.Member{User: u.Name, Role: b.Role})
+			}
+		}
+	}
+	return out, nil
+}

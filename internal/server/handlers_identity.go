@@ -1,0 +1,311 @@
+package server
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/operations"
+	"github.com/kumocloud/kumo/internal/server/response"
+)
+
+func (s *Server) healthz(r *request, w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/plain")
+	w.Write([]byte("ok\n"))
+}
+
+func (s *Server) readyz(r *request, w http.ResponseWriter) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if _, err := s.store.Revision(ctx); err != nil || !s.ready {
+		response.Error(errs.Unavailable("not ready: the store does not answer")).Render(w, r.Request)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	w.Write([]byte("ready\n"))
+}
+
+func (s *Server) getServerInfo(r *request) response.Response {
+	return response.OK(api.ServerInfo{Version: s.cfg.Version, APIVersion: api.Version, CAFingerprint: s.caFP, Store: s.storeDesc})
+}
+
+func (s *Server) getOpenAPI(r *request, w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/yaml")
+	w.Write(api.OpenAPI)
+}
+
+func list[T any](items []T, next string) response.Response {
+	if items == nil {
+		items = []T{}
+	}
+	return response.OK(api.List[T]{Items: items, Next: next})
+}
+
+// --- tokens ---
+
+func (s *Server) postTokens(r *request) response.Response {
+	var req api.TokensPost
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	if req.TTLSeconds < 0 {
+		return response.Error(errs.Invalid("ttl_seconds", "ttl_seconds must not be negative"))
+	}
+	ttl := time.Duration(req.TTLSeconds) * time.Second
+	if req.Username == "" && req.Password == "" {
+		// A new token for whoever is already authenticated.
+		if r.p == nil {
+			p, err := s.authenticate(r.Request)
+			if err != nil {
+				return response.Error(errs.Invalid("username", "username and password are required (or send a valid token)"))
+			}
+			r.p = p
+		}
+		if r.p.Via == "socket" {
+			return response.Error(errs.Invalid("username", "the local socket needs no token; to make one for a user, give username and password"))
+		}
+		tok, err := s.ids.IssueToken(r.Context(), r.p.User, req.Description, ttl)
+		if err != nil {
+			return response.Error(err)
+		}
+		return response.Created(tok)
+	}
+	client, _, _ := net.SplitHostPort(r.RemoteAddr)
+	tok, err := s.ids.Login(r.Context(), req.Username, req.Password, client, req.Description, ttl)
+	result := "ok"
+	if err != nil {
+		result = "failed"
+		if errs.KindOf(err) == errs.KindTooMany {
+			result = "throttled"
+		}
+	}
+	s.metrics.logins.WithLabelValues(result).Inc()
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.Created(tok)
+}
+
+func (s *Server) getTokens(r *request) response.Response {
+	all, err := parseBool(r.Request, "all")
+	if err != nil {
+		return response.Error(err)
+	}
+	user := r.p.User
+	if all {
+		if !r.p.CloudAdmin {
+			return response.Error(errs.Forbidden("only a cloud admin may list everyone's tokens"))
+		}
+		user = ""
+	}
+	toks, err := s.ids.ListTokens(r.Context(), user)
+	if err != nil {
+		return response.Error(err)
+	}
+	return list(toks, "")
+}
+
+// ownToken returns the token if the caller owns it or is a cloud admin;
+// anyone else is told it does not exist.
+func (s *Server) ownToken(r *request) (api.Token, error) {
+	id := r.PathValue("id")
+	tok, err := s.ids.GetToken(r.Context(), id)
+	if err != nil {
+		return tok, err
+	}
+	if !r.p.CloudAdmin && tok.User != r.p.User {
+		return tok, errs.NotFound("token %q not found", id)
+	}
+	return tok, nil
+}
+
+func (s *Server) getToken(r *request) response.Response {
+	tok, err := s.ownToken(r)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(tok)
+}
+
+func (s *Server) deleteToken(r *request) response.Response {
+	if _, err := s.ownToken(r); err != nil {
+		return response.Error(err)
+	}
+	tok, err := s.ids.RevokeToken(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(tok)
+}
+
+func (s *Server) getWhoami(r *request) response.Response {
+	return response.OK(r.p.Whoami())
+}
+
+// --- projects ---
+
+func (s *Server) getProjects(r *request) response.Response {
+	lp, err := parseList(r.Request)
+	if err != nil {
+		return response.Error(err)
+	}
+	items, next, err := s.ids.ListProjects(r.Context(), r.p, lp.labels, lp.after, lp.limit)
+	if err != nil {
+		return response.Error(err)
+	}
+	return list(items, next)
+}
+
+func (s *Server) postProjects(r *request) response.Response {
+	var req api.ProjectsPost
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	p, err := s.ids.CreateProject(r.Context(), req)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.Created(p)
+}
+
+func (s *Server) getProject(r *request) response.Response {
+	p, err := s.ids.GetProject(r.Context(), r.PathValue("project"))
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(p)
+}
+
+func (s *Server) patchProject(r *request) response.Response {
+	var req api.ProjectPatch
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	p, err := s.ids.PatchProject(r.Context(), r.PathValue("project"), req)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(p)
+}
+
+const opDeleteProject = "project.delete"
+
+func (s *Server) deleteProject(r *request) response.Response {
+	name := r.PathValue("project")
+	if _, err := s.ids.GetProject(r.Context(), name); err != nil {
+		return response.Error(err)
+	}
+	// Refuse at once what would fail anyway, so the caller gets a 409
+	// instead of a failed operation.
+	if err := s.ids.CheckProjectDeletable(r.Context(), name); err != nil {
+		return response.Error(err)
+	}
+	op, err := s.ops.Start(r.Context(), name, opDeleteProject, "Deleting project "+name, "/v1/projects/"+name, map[string]string{"project": name})
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.Async(op)
+}
+
+func (s *Server) runDeleteProject(ctx context.Context, op *operations.Op) error {
+	op.Progress(ctx, 5)
+	return s.ids.DeleteProject(ctx, op.Args["project"], func(pct int) { op.Progress(ctx, pct) })
+}
+
+func (s *Server) putQuota(r *request) response.Response {
+	var req api.QuotaPut
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	p, err := s.ids.SetQuota(r.Context(), r.PathValue("project"), req.Quota)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(p)
+}
+
+func (s *Server) getMembers(r *request) response.Response {
+	project := r.PathValue("project")
+	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+		return response.Error(err)
+	}
+	m, err := s.ids.Members(r.Context(), project)
+	if err != nil {
+		return response.Error(err)
+	}
+	return list(m, "")
+}
+
+func (s *Server) putMember(r *request) response.Response {
+	var req api.MemberPut
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	m, err := s.ids.SetMember(r.Context(), r.PathValue("project"), r.PathValue("user"), req.Role)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(m)
+}
+
+func (s *Server) deleteMember(r *request) response.Response {
+	if err := s.ids.RemoveMember(r.Context(), r.PathValue("project"), r.PathValue("user")); err != nil {
+		return response.Error(err)
+	}
+	return response.NoContent()
+}
+
+// --- users ---
+
+func (s *Server) getUsers(r *request) response.Response {
+	lp, err := parseList(r.Request)
+	if err != nil {
+		return response.Error(err)
+	}
+	items, next, err := s.ids.ListUsers(r.Context(), lp.labels, lp.after, lp.limit)
+	if err != nil {
+		return response.Error(err)
+	}
+	return list(items, next)
+}
+
+func (s *Server) postUsers(r *request) response.Response {
+	var req api.UsersPost
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	u, err := s.ids.CreateUser(r.Context(), req)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.Created(u)
+}
+
+func (s *Server) getUser(r *request) response.Response {
+	u, err := s.ids.GetUser(r.Context(), r.PathValue("user"))
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(u)
+}
+
+func (s *Server) deleteUser(r *request) response.Response {
+	if err := s.ids.DeleteUser(r.Context(), r.PathValue("user")); err != nil {
+		return response.Error(err)
+	}
+	return response.NoContent()
+}
+
+func (s *Server) putPassword(r *request) response.Response {
+	var req api.UserPasswordPut
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	if err := s.ids.SetPassword(r.Context(), r.PathValue("user"), req.Password); err != nil {
+		return response.Error(err)
+	}
+	return response.NoContent()
+}

@@ -1,0 +1,118 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/identity"
+	"github.com/kumocloud/kumo/internal/store/memstore"
+)
+
+// testServer is a server on an in-memory store, reached in-process.
+type testServer struct {
+	t   *testing.T
+	s   *Server
+	net http.Handler // as over HTTPS
+}
+
+func newTestServer(t *testing.T) *testServer {
+	t.Helper()
+	opts := identity.DefaultOptions()
+	opts.BcryptCost = bcrypt.MinCost
+	s, err := NewWithStore(context.Background(), Config{DataDir: t.TempDir(), Identity: opts}, memstore.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return &testServer{t: t, s: s, net: s.Handler()}
+}
+
+type resp struct {
+	Status int
+	Body   []byte
+	Header http.Header
+}
+
+func (r resp) decode(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("decode %s: %v", r.Body, err)
+	}
+}
+
+func (r resp) errBody(t *testing.T) api.ErrorBody {
+	t.Helper()
+	var e api.ErrorResponse
+	r.decode(t, &e)
+	return e.Error
+}
+
+// do sends a request with a token ("" = none); body may be a string (sent
+// as is) or a value (sent as JSON).
+func (ts *testServer) do(method, path, token string, body any, hdr ...string) resp {
+	ts.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = bytes.NewBufferString(b)
+	default:
+		j, _ := json.Marshal(b)
+		rd = bytes.NewReader(j)
+	}
+	req := httptest.NewRequest(method, path, rd)
+	req.RemoteAddr = "192.0.2.1:1234"
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	w := httptest.NewRecorder()
+	ts.net.ServeHTTP(w, req)
+	return resp{w.Code, w.Body.Bytes(), w.Header()}
+}
+
+// socket sends a request as over the local Unix socket.
+func (ts *testServer) socket(method, path string, body any) resp {
+	ts.t.Helper()
+	saved := ts.net
+	ts.net = ts.s.SocketHandler()
+	defer func() { ts.net = saved }()
+	return ts.do(method, path, "", body)
+}
+
+// user creates a user with roles (project:role) and returns a token.
+func (ts *testServer) user(name string, cloudAdmin bool, roles ...string) string {
+	ts.t.Helper()
+	ctx := context.Background()
+	if _, err := ts.s.ids.CreateUser(ctx, api.UsersPost{Name: name, Password: "password-" + name, CloudAdmin: cloudAdmin}); err != nil {
+		ts.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(roles); i += 2 {
+		if _, err := ts.s.ids.SetMember(ctx, roles[i], name, roles[i+1]); err != nil {
+			ts.t.Fatal(err)
+		}
+	}
+	tok, err := ts.s.ids.IssueToken(ctx, name, "test", time.Hour)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	return tok.Secret
+}
+
+func (ts *testServer) project(name string) {
+	ts.t.Helper()
+	if _, err := ts.s.ids.CreateProject(context.Background(), api.ProjectsPost{Name: name}); err != nil {
+		ts.t.Fatal(err)
+	}
+}

@@ -1,0 +1,148 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/server/response"
+	"github.com/kumocloud/kumo/internal/store"
+)
+
+// Idempotency-Key: a create retried with the same key (by the same caller,
+// on the same path, with the same body) returns the first result instead of
+// creating twice, for idempotencyTTL. Records are in the store, so a retry
+// after a server crash or on another server behaves the same.
+const (
+	idempotencyPrefix = "/idempotency/"
+	idempotencyTTL    = 24 * time.Hour
+	// A pending record older than this belongs to a request that died
+	// (server killed mid-request); a retry may take it over.
+	idempotencyStale = time.Minute
+	maxBody          = 1 << 20
+)
+
+type idemRecord struct {
+	Pending   bool            `json:"pending"`
+	BodyHash  string          `json:"body_hash"`
+	Status    int             `json:"status"`
+	Body      json.RawMessage `json:"body,omitempty"`
+	Location  string          `json:"location,omitempty"`
+	CreatedAt time.Time       `json:"created_at"`
+}
+
+// captureWriter keeps a handler's response to store it and replay it.
+type captureWriter struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (c *captureWriter) Header() http.Header { return c.header }
+func (c *captureWriter) WriteHeader(s int) {
+	if c.status == 0 {
+		c.status = s
+	}
+}
+func (c *captureWriter) Write(b []byte) (int, error) {
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
+	return c.body.Write(b)
+}
+
+func (s *Server) idempotent(w http.ResponseWriter, r *request, ep Endpoint) {
+	ctx := r.Context()
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		response.Error(errs.Invalid("body", "reading the request body: %v", err)).Render(w, r.Request)
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	bh := sha256.Sum256(body)
+	bodyHash := hex.EncodeToString(bh[:])
+	kh := sha256.Sum256([]byte(r.p.User + "\x00" + r.Method + "\x00" + r.URL.Path + "\x00" + r.Header.Get("Idempotency-Key")))
+	key := idempotencyPrefix + hex.EncodeToString(kh[:])
+
+	rec := idemRecord{Pending: true, BodyHash: bodyHash, CreatedAt: time.Now().UTC()}
+	rev, err := s.store.Create(ctx, key, mustJSON(rec))
+	if errors.Is(err, store.ErrExists) {
+		var old idemRecord
+		orev, gerr := store.GetJSON(ctx, s.store, key, &old)
+		switch {
+		case gerr != nil:
+			response.Error(gerr).Render(w, r.Request)
+			return
+		case old.BodyHash != bodyHash:
+			response.Error(errs.Conflict("this Idempotency-Key was used for a different request; use a new key")).Render(w, r.Request)
+			return
+		case !old.Pending:
+			replay(w, old)
+			return
+		case time.Since(old.CreatedAt) < idempotencyStale:
+			response.Error(errs.Conflict("a request with this Idempotency-Key is still in progress; retry in a moment")).Render(w, r.Request)
+			return
+		}
+		// A stale pending record: its request died; take it over.
+		rev, err = s.store.Update(ctx, key, mustJSON(rec), orev)
+	}
+	if err != nil {
+		response.Error(err).Render(w, r.Request)
+		return
+	}
+	cw := &captureWriter{header: http.Header{}}
+	ep.handler(s, r).Render(cw, r.Request)
+	done := idemRecord{BodyHash: bodyHash, Status: cw.status, Body: cw.body.Bytes(), Location: cw.header.Get("Location"), CreatedAt: rec.CreatedAt}
+	// Use a context that outlives a client hang-up: the work is done, its
+	// result must be kept for the retry.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if cw.status >= 500 {
+		s.store.Delete(sctx, key, rev) // let a retry try again
+	} else if _, err := s.store.Update(sctx, key, mustJSON(done), rev); err != nil {
+		s.log.Warn("saving idempotency record", "err", err)
+	}
+	for k, v := range cw.header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(cw.status)
+	w.Write(cw.body.Bytes())
+}
+
+func replay(w http.ResponseWriter, rec idemRecord) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Idempotent-Replayed", "true")
+	if rec.Location != "" {
+		w.Header().Set("Location", rec.Location)
+	}
+	w.WriteHeader(rec.Status)
+	w.Write(rec.Body)
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func pruneIdempotency(ctx context.Context, s store.Store, cutoff time.Time) {
+	kvs, err := store.ListAll(ctx, s, idempotencyPrefix)
+	if err != nil {
+		return
+	}
+	for _, kv := range kvs {
+		var rec idemRecord
+		if json.Unmarshal(kv.Value, &rec) == nil && rec.CreatedAt.Before(cutoff) {
+			s.Delete(ctx, kv.Key, kv.Revision)
+		}
+	}
+}

@@ -1,0 +1,206 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kumocloud/kumo/internal/operations"
+)
+
+// The tenant isolation matrix: every endpoint, every kind of caller, and
+// the exact status the policy gives. Callers:
+//
+//	cA   cloud admin          pA  admin of project p   pM  member of p
+//	pR   reader of p          qA  admin of project q (a stranger to p)
+//	anon no token             exp expired token        rev revoked token
+var principals = []string{"cA", "pA", "pM", "pR", "qA", "anon", "exp", "rev"}
+
+type matrixCase struct {
+	method, path string
+	body         any
+	want         string // "cA:200 pA:403 ..." for every principal
+}
+
+func matrixCases() []matrixCase {
+	const bad = " anon:401 exp:401 rev:401"
+	const pub = "cA:200 pA:200 pM:200 pR:200 qA:200 anon:200 exp:200 rev:200"
+	const anyValid = "cA:200 pA:200 pM:200 pR:200 qA:200" + bad
+	const readersOfP = "cA:200 pA:200 pM:200 pR:200 qA:404" + bad
+	return []matrixCase{
+		{"GET", "/healthz", nil, pub},
+		{"GET", "/readyz", nil, pub},
+		{"GET", "/metrics", nil, pub},
+		{"GET", "/v1", nil, pub},
+		{"GET", "/v1/openapi.yaml", nil, pub},
+
+		{"POST", "/v1/tokens", map[string]any{}, "cA:201 pA:201 pM:201 pR:201 qA:201 anon:400 exp:400 rev:400"},
+		{"GET", "/v1/tokens", nil, anyValid},
+		{"GET", "/v1/tokens/{token}", nil, "cA:200 pA:404 pM:200 pR:404 qA:404" + bad},
+		{"DELETE", "/v1/tokens/{token}", nil, "cA:200 pA:404 pM:200 pR:404 qA:404" + bad},
+		{"GET", "/v1/whoami", nil, anyValid},
+
+		{"GET", "/v1/projects", nil, anyValid},
+		{"POST", "/v1/projects", map[string]any{"name": "new"}, "cA:201 pA:403 pM:403 pR:403 qA:403" + bad},
+		{"GET", "/v1/projects/p", nil, readersOfP},
+		{"PATCH", "/v1/projects/p", map[string]any{"description": "x"}, "cA:200 pA:200 pM:403 pR:403 qA:404" + bad},
+		{"DELETE", "/v1/projects/p", nil, "cA:202 pA:403 pM:403 pR:403 qA:403" + bad},
+		{"PUT", "/v1/projects/p/quota", map[string]any{"quota": map[string]int{"instances": 5}}, "cA:200 pA:403 pM:403 pR:403 qA:403" + bad},
+		{"GET", "/v1/projects/p/members", nil, readersOfP},
+		{"PUT", "/v1/projects/p/members/qadmin", map[string]any{"role": "reader"}, "cA:200 pA:200 pM:403 pR:403 qA:404" + bad},
+		{"DELETE", "/v1/projects/p/members/preader", nil, "cA:204 pA:204 pM:403 pR:403 qA:404" + bad},
+		{"GET", "/v1/projects/p/operations", nil, readersOfP},
+
+		{"GET", "/v1/operations", nil, anyValid},
+		{"GET", "/v1/operations/{op}", nil, readersOfP},
+		{"GET", "/v1/events?follow=false", nil, anyValid},
+		{"GET", "/v1/events?follow=false&project=p", nil, readersOfP},
+
+		{"GET", "/v1/users", nil, "cA:200 pA:403 pM:403 pR:403 qA:403" + bad},
+		{"POST", "/v1/users", map[string]any{"name": "newu", "password": "password123"}, "cA:201 pA:403 pM:403 pR:403 qA:403" + bad},
+		{"GET", "/v1/users/pmember", nil, "cA:200 pA:404 pM:200 pR:404 qA:404" + bad},
+		{"DELETE", "/v1/users/preader", nil, "cA:204 pA:403 pM:403 pR:403 qA:403" + bad},
+		{"PUT", "/v1/users/pmember/password", map[string]any{"password": "another-password"}, "cA:204 pA:404 pM:204 pR:404 qA:404" + bad},
+
+		{"GET", "/v1/flavors", nil, anyValid},
+		{"POST", "/v1/flavors", map[string]any{"name": "f1", "vcpus": 1, "memory_mib": 512}, "cA:201 pA:403 pM:403 pR:403 qA:403" + bad},
+		{"GET", "/v1/flavors/small", nil, anyValid},
+		{"DELETE", "/v1/flavors/small", nil, "cA:204 pA:403 pM:403 pR:403 qA:403" + bad},
+	}
+}
+
+type fixture struct {
+	ts            *testServer
+	tokens        map[string]string
+	memberTokenID string
+	opID          string
+}
+
+func newFixture(t *testing.T) *fixture {
+	ts := newTestServer(t)
+	ctx := context.Background()
+	ts.project("p")
+	ts.project("q")
+	f := &fixture{ts: ts, tokens: map[string]string{}}
+	f.tokens["cA"] = ts.user("cadmin", true)
+	f.tokens["pA"] = ts.user("padmin", false, "p", "admin")
+	f.tokens["pM"] = ts.user("pmember", false, "p", "member")
+	f.tokens["pR"] = ts.user("preader", false, "p", "reader")
+	f.tokens["qA"] = ts.user("qadmin", false, "q", "admin")
+	extra, _ := ts.s.ids.IssueToken(ctx, "pmember", "extra", time.Hour)
+	f.memberTokenID = extra.ID
+	exp, _ := ts.s.ids.IssueToken(ctx, "pmember", "short", time.Millisecond)
+	f.tokens["exp"] = exp.Secret
+	rev, _ := ts.s.ids.IssueToken(ctx, "pmember", "revoked", time.Hour)
+	ts.s.ids.RevokeToken(ctx, rev.ID)
+	f.tokens["rev"] = rev.Secret
+	ts.s.ops.Register("test.noop", func(context.Context, *operations.Op) error { return nil })
+	op, err := ts.s.ops.Start(ctx, "p", "test.noop", "nothing", "/v1/projects/p", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.opID = op.ID
+	time.Sleep(2 * time.Millisecond) // let the short token expire
+	return f
+}
+
+func parseWant(t *testing.T, s string) map[string]int {
+	out := map[string]int{}
+	for _, part := range strings.Fields(s) {
+		k, v, _ := strings.Cut(part, ":")
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			t.Fatalf("bad want %q", s)
+		}
+		out[k] = n
+	}
+	for _, p := range principals {
+		if _, ok := out[p]; !ok {
+			t.Fatalf("want %q does not say what %s gets", s, p)
+		}
+	}
+	return out
+}
+
+func TestIsolationMatrix(t *testing.T) {
+	cases := matrixCases()
+	// Every endpoint of the table must be in the matrix.
+	covered := map[string]bool{}
+	for _, c := range cases {
+		covered[c.method+" "+c.path] = true
+	}
+	for _, ep := range Endpoints() {
+		found := false
+		for k := range covered {
+			m, path, _ := strings.Cut(k, " ")
+			path, _, _ = strings.Cut(path, "?")
+			if m == ep.Method && patternMatches(ep.Path, path) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("endpoint %s %s has no row in the isolation matrix", ep.Method, ep.Path)
+		}
+	}
+	for _, c := range cases {
+		want := parseWant(t, c.want)
+		for _, who := range principals {
+			t.Run(fmt.Sprintf("%s %s as %s", c.method, c.path, who), func(t *testing.T) {
+				// A fresh cloud per call: calls change state.
+				f := newFixture(t)
+				path := strings.NewReplacer("{token}", f.memberTokenID, "{op}", f.opID).Replace(c.path)
+				got := f.ts.do(c.method, path, f.tokens[who], c.body)
+				if got.Status != want[who] {
+					t.Fatalf("status %d, want %d: %s", got.Status, want[who], got.Body)
+				}
+				if got.Status == 404 && who == "qA" && strings.Contains(c.path, "/projects/p") {
+					// Indistinguishable from a project that does not exist.
+					ghost := f.ts.do(c.method, strings.Replace(path, "/projects/p", "/projects/nope", 1), f.tokens[who], c.body)
+					if ghost.Status != 404 || !strings.Contains(string(ghost.Body), `"code":"not_found"`) {
+						t.Fatalf("a missing project answers %d %s", ghost.Status, ghost.Body)
+					}
+				}
+			})
+		}
+	}
+}
+
+// patternMatches reports whether a concrete path fits a {wildcard} pattern.
+func patternMatches(pattern, path string) bool {
+	ps, xs := strings.Split(pattern, "/"), strings.Split(path, "/")
+	if len(ps) != len(xs) {
+		return false
+	}
+	for i := range ps {
+		if strings.HasPrefix(ps[i], "{") {
+			continue
+		}
+		if ps[i] != xs[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Strangers see neither the operations nor the events of other projects.
+func TestListsHideOtherProjects(t *testing.T) {
+	f := newFixture(t)
+	ops := f.ts.do("GET", "/v1/operations", f.tokens["qA"], nil)
+	if strings.Contains(string(ops.Body), f.opID) {
+		t.Fatalf("q's admin sees p's operation: %s", ops.Body)
+	}
+	evs := f.ts.do("GET", "/v1/events?follow=false", f.tokens["qA"], nil)
+	if strings.Contains(string(evs.Body), `"project":"p"`) {
+		t.Fatalf("q's admin sees p's events: %s", evs.Body)
+	}
+	projects := f.ts.do("GET", "/v1/projects", f.tokens["qA"], nil)
+	if strings.Contains(string(projects.Body), `"name":"p"`) || !strings.Contains(string(projects.Body), `"name":"q"`) {
+		t.Fatalf("q's admin's project list: %s", projects.Body)
+	}
+	if evs := f.ts.do("GET", "/v1/events?follow=false", f.tokens["pR"], nil); !strings.Contains(string(evs.Body), `"project":"p"`) {
+		t.Fatalf("p's reader does not see p's events: %s", evs.Body)
+	}
+}

@@ -1,0 +1,284 @@
+// Package server is kumo's API server: the HTTP endpoint table, its
+// middleware (authentication, permissions, idempotency, logging, metrics)
+// and the listeners (HTTPS with a self-signed CA, and a local Unix socket
+// that needs no login).
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/flavor"
+	"github.com/kumocloud/kumo/internal/identity"
+	"github.com/kumocloud/kumo/internal/operations"
+	"github.com/kumocloud/kumo/internal/store"
+	"github.com/kumocloud/kumo/internal/store/etcdstore"
+)
+
+// Config configures a server.
+type Config struct {
+	// DataDir holds the embedded etcd data, TLS material and the
+	// bootstrap admin credentials.
+	DataDir string
+	// Listen is the HTTPS address ("" = none).
+	Listen string
+	// Socket is the Unix socket path ("" = none).
+	Socket string
+	// EtcdEndpoints selects an external etcd cluster instead of the
+	// embedded one; EtcdPrefix is the key prefix used there.
+	EtcdEndpoints []string
+	EtcdPrefix    string
+	// Identity settings (token lifetimes, default quota...).
+	Identity identity.Options
+	// EventRetention is how long events are kept.
+	EventRetention time.Duration
+	// OperationRetention is how long ended operations are kept.
+	OperationRetention time.Duration
+	// Version is reported by GET /v1.
+	Version string
+	// Logger; the default discards.
+	Logger *slog.Logger
+	// UnsafeNoFsync makes the embedded etcd skip fsync: tests only.
+	UnsafeNoFsync bool
+}
+
+// Server is a running kumo API server.
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	store     store.Store
+	storeDesc string
+	ids       *identity.Service
+	ops       *operations.Manager
+	metrics   *metrics
+	registry  *prometheus.Registry
+	handler   http.Handler
+	tlsCert   tls.Certificate
+	caFP      string
+	ready     bool
+
+	// AdminPassword is set when this start bootstrapped the cloud.
+	AdminPassword string
+
+	mu        sync.Mutex
+	listeners []*http.Server
+	stopJan   context.CancelFunc
+	janDone   chan struct{}
+}
+
+// New opens the store (embedded etcd in DataDir unless EtcdEndpoints is
+// set), bootstraps the cloud on first start and builds the handler.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("server: a data dir is required")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	var st store.Store
+	desc := ""
+	if len(cfg.EtcdEndpoints) > 0 {
+		prefix := cfg.EtcdPrefix
+		if prefix == "" {
+			prefix = "/kumo"
+		}
+		es, err := etcdstore.OpenRemote(ctx, cfg.EtcdEndpoints, prefix)
+		if err != nil {
+			return nil, err
+		}
+		st, desc = es, es.String()
+	} else {
+		es, err := etcdstore.OpenEmbedded(ctx, etcdstore.EmbedOptions{Dir: filepath.Join(cfg.DataDir, "etcd"), NoFsync: cfg.UnsafeNoFsync})
+		if err != nil {
+			return nil, err
+		}
+		st, desc = es, "embedded etcd"
+	}
+	s, err := NewWithStore(ctx, cfg, st)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	s.storeDesc = desc
+	return s, nil
+}
+
+// NewWithStore builds a server on an open store (tests use memstore).
+func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Identity.TokenTTL == 0 {
+		cfg.Identity = identity.DefaultOptions()
+	}
+	if cfg.EventRetention == 0 {
+		cfg.EventRetention = 24 * time.Hour
+	}
+	if cfg.OperationRetention == 0 {
+		cfg.OperationRetention = 7 * 24 * time.Hour
+	}
+	if cfg.Version == "" {
+		cfg.Version = "dev"
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, store: st, storeDesc: "store"}
+	cert, fp, err := loadOrCreateTLS(filepath.Join(cfg.DataDir, "tls"))
+	if err != nil {
+		return nil, err
+	}
+	s.tlsCert, s.caFP = cert, fp
+	s.ids = identity.New(st, cfg.Identity, cfg.Logger)
+	s.ops = operations.New(st, cfg.Logger)
+	s.ops.Register(opDeleteProject, s.runDeleteProject)
+	credFile := filepath.Join(cfg.DataDir, "admin-credentials")
+	pw, err := s.ids.Bootstrap(ctx, flavor.SeedOps(ctx), func(password string) error {
+		return writeFileAtomic(credFile, []byte(fmt.Sprintf("user: %s\npassword: %s\n", identity.AdminUser, password)), 0o600)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	s.AdminPassword = pw
+	s.registry = prometheus.NewRegistry()
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.metrics = newMetrics(s.registry)
+	s.handler = s.buildHandler()
+	if _, err := s.ops.Resume(ctx); err != nil {
+		return nil, fmt.Errorf("resume operations: %w", err)
+	}
+	jctx, cancel := context.WithCancel(context.Background())
+	s.stopJan, s.janDone = cancel, make(chan struct{})
+	go s.janitor(jctx)
+	s.ready = true
+	return s, nil
+}
+
+// CAFingerprint is the SHA-256 fingerprint clients pin.
+func (s *Server) CAFingerprint() string { return s.caFP }
+
+// Handler serves the API as if over the network (token auth).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// SocketHandler serves the API as the local Unix socket does: every
+// request acts as the machine's root (cloud admin), no login.
+func (s *Server) SocketHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.handler.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), viaSocketKey{}, true)))
+	})
+}
+
+type viaSocketKey struct{}
+
+// Serve opens the configured listeners and serves until ctx ends, then
+// shuts down gracefully: in-flight requests get up to 10 s, running
+// operations are stopped to be resumed at the next start.
+func (s *Server) Serve(ctx context.Context) error {
+	errc := make(chan error, 2)
+	if s.cfg.Listen != "" {
+		ln, err := net.Listen("tcp", s.cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", s.cfg.Listen, err)
+		}
+		srv := &http.Server{
+			Handler:           s.handler,
+			TLSConfig:         &tls.Config{Certificates: []tls.Certificate{s.tlsCert}, MinVersion: tls.VersionTLS12},
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		}
+		s.track(srv)
+		s.log.Info("listening", "https", ln.Addr().String(), "ca_fingerprint", s.caFP)
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	}
+	if s.cfg.Socket != "" {
+		if err := os.MkdirAll(filepath.Dir(s.cfg.Socket), 0o755); err != nil {
+			return err
+		}
+		os.Remove(s.cfg.Socket) // a stale socket from a killed server
+		ln, err := net.Listen("unix", s.cfg.Socket)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", s.cfg.Socket, err)
+		}
+		// Only root (the socket's owner) may talk to it.
+		if err := os.Chmod(s.cfg.Socket, 0o600); err != nil {
+			ln.Close()
+			return err
+		}
+		srv := &http.Server{Handler: s.SocketHandler(), ReadHeaderTimeout: 10 * time.Second}
+		s.track(srv)
+		s.log.Info("listening", "socket", s.cfg.Socket)
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.Close()
+			return err
+		}
+	}
+	s.Close()
+	return nil
+}
+
+func (s *Server) track(srv *http.Server) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.listeners = append(s.listeners, srv)
+}
+
+// Close shuts the server down and closes the store.
+func (s *Server) Close() {
+	s.mu.Lock()
+	ls := s.listeners
+	s.listeners = nil
+	s.mu.Unlock()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, l := range ls {
+		l.Shutdown(sctx)
+	}
+	if s.stopJan != nil {
+		s.stopJan()
+		<-s.janDone
+		s.stopJan = nil
+	}
+	s.ops.Shutdown()
+	if s.cfg.Socket != "" {
+		os.Remove(s.cfg.Socket)
+	}
+	s.store.Close()
+	s.log.Info("server stopped")
+}
+
+// janitor prunes what outlives its use: old events, ended operations,
+// expired tokens and idempotency records.
+func (s *Server) janitor(ctx context.Context) {
+	defer close(s.janDone)
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		if n, err := events.Prune(ctx, s.store, now.Add(-s.cfg.EventRetention)); err == nil && n > 0 {
+			s.log.Debug("pruned events", "count", n)
+		}
+		s.ops.Prune(ctx, now.Add(-s.cfg.OperationRetention))
+		s.ids.PruneTokens(ctx, now.Add(-7*24*time.Hour))
+		pruneIdempotency(ctx, s.store, now.Add(-idempotencyTTL))
+	}
+}

@@ -1,0 +1,93 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+)
+
+// GetJSON reads key into v and returns its revision.
+func GetJSON(ctx context.Context, s Store, key string, v any) (int64, error) {
+	kv, err := s.Get(ctx, key)
+	if err != nil {
+		return 0, err
+	}
+	if err := json.Unmarshal(kv.Value, v); err != nil {
+		return 0, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return kv.Revision, nil
+}
+
+// PutJSON is an Op writing v as JSON at key.
+func PutJSON(key string, v any) Op {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only kumo's own types are stored; they always marshal.
+		panic(fmt.Sprintf("store: marshal %s: %v", key, err))
+	}
+	return Put(key, b)
+}
+
+// ListAll returns every key under prefix, reading in pages.
+func ListAll(ctx context.Context, s Store, prefix string) ([]KV, error) {
+	var out []KV
+	after := ""
+	for {
+		res, err := s.List(ctx, prefix, Page{After: after, Limit: 1000})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res.KVs...)
+		if !res.More || len(res.KVs) == 0 {
+			return out, nil
+		}
+		after = res.KVs[len(res.KVs)-1].Key
+	}
+}
+
+// Paginate lists objects under prefix after the name `after`, decoding each
+// with decode, which may also drop it (keep=false, e.g. a filter). It
+// returns at most limit objects (0 = all) and, when more may follow, the
+// name to pass as `after` for the next page.
+func Paginate[T any](ctx context.Context, s Store, prefix, after string, limit int, decode func(KV) (T, bool, error)) ([]T, string, error) {
+	out := []T{}
+	cursor := ""
+	if after != "" {
+		cursor = prefix + after
+	}
+	for {
+		batch := 500
+		if limit > 0 && limit < batch {
+			batch = limit
+		}
+		res, err := s.List(ctx, prefix, Page{After: cursor, Limit: batch})
+		if err != nil {
+			return nil, "", err
+		}
+		for _, kv := range res.KVs {
+			cursor = kv.Key
+			v, keep, err := decode(kv)
+			if err != nil {
+				return nil, "", err
+			}
+			if !keep {
+				continue
+			}
+			out = append(out, v)
+			if limit > 0 && len(out) == limit {
+				// There is a next page only if keys remain.
+				more, err := s.List(ctx, prefix, Page{After: cursor, Limit: 1})
+				if err != nil {
+					return nil, "", err
+				}
+				if len(more.KVs) > 0 {
+					return out, cursor[len(prefix):], nil
+				}
+				return out, "", nil
+			}
+		}
+		if !res.More || len(res.KVs) == 0 {
+			return out, "", nil
+		}
+	}
+}

@@ -1,0 +1,222 @@
+// Package memstore is an in-memory store.Store for unit tests. It keeps the
+// same semantics as etcd (global revisions, CAS, atomic transactions, watch
+// from a revision) and passes the same conformance suite.
+package memstore
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/kumocloud/kumo/internal/store"
+)
+
+// historyLimit bounds the watch history kept; older revisions are compacted.
+const historyLimit = 100000
+
+// Store is an in-memory store.Store.
+type Store struct {
+	mu      sync.Mutex
+	rev     int64
+	kvs     map[string]store.KV
+	history []store.WatchEvent
+	// compacted is the newest revision no longer in history.
+	compacted int64
+	changed   chan struct{} // closed and replaced on every write
+	closed    bool
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New returns an empty store.
+func New() *Store {
+	return &Store{kvs: map[string]store.KV{}, changed: make(chan struct{})}
+}
+
+func copyKV(kv store.KV) store.KV {
+	kv.Value = append([]byte(nil), kv.Value...)
+	return kv
+}
+
+// Get implements store.Store.
+func (s *Store) Get(ctx context.Context, key string) (store.KV, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	kv, ok := s.kvs[key]
+	if !ok {
+		return store.KV{}, store.ErrNotFound
+	}
+	return copyKV(kv), nil
+}
+
+// List implements store.Store.
+func (s *Store) List(ctx context.Context, prefix string, page store.Page) (store.ListResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var keys []string
+	for k := range s.kvs {
+		if strings.HasPrefix(k, prefix) && k > page.After {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	res := store.ListResult{Revision: s.rev}
+	if page.Limit > 0 && len(keys) > page.Limit {
+		keys = keys[:page.Limit]
+		res.More = true
+	}
+	for _, k := range keys {
+		res.KVs = append(res.KVs, copyKV(s.kvs[k]))
+	}
+	return res, nil
+}
+
+// Create implements store.Store.
+func (s *Store) Create(ctx context.Context, key string, value []byte) (int64, error) {
+	rev, err := s.Txn(ctx, []store.Cond{store.Absent(key)}, []store.Op{store.Put(key, value)})
+	if err == store.ErrConflict {
+		return 0, store.ErrExists
+	}
+	return rev, err
+}
+
+// Update implements store.Store.
+func (s *Store) Update(ctx context.Context, key string, value []byte, rev int64) (int64, error) {
+	if rev <= 0 {
+		return 0, store.ErrConflict
+	}
+	n, err := s.Txn(ctx, []store.Cond{store.At(key, rev)}, []store.Op{store.Put(key, value)})
+	if err == store.ErrConflict {
+		if _, gerr := s.Get(ctx, key); gerr == store.ErrNotFound {
+			return 0, store.ErrNotFound
+		}
+	}
+	return n, err
+}
+
+// Delete implements store.Store.
+func (s *Store) Delete(ctx context.Context, key string, rev int64) error {
+	s.mu.Lock()
+	kv, ok := s.kvs[key]
+	s.mu.Unlock()
+	if !ok {
+		return store.ErrNotFound
+	}
+	cond := store.At(key, kv.Revision)
+	if rev > 0 {
+		cond.Revision = rev
+	}
+	_, err := s.Txn(ctx, []store.Cond{cond}, []store.Op{store.Del(key)})
+	if err == store.ErrConflict {
+		if _, gerr := s.Get(ctx, key); gerr == store.ErrNotFound {
+			return store.ErrNotFound
+		}
+	}
+	return err
+}
+
+// Txn implements store.Store.
+func (s *Store) Txn(ctx context.Context, conds []store.Cond, ops []store.Op) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range conds {
+		kv, ok := s.kvs[c.Key]
+		if c.Revision == 0 && ok || c.Revision != 0 && (!ok || kv.Revision != c.Revision) {
+			return 0, store.ErrConflict
+		}
+	}
+	if len(ops) == 0 {
+		return s.rev, nil
+	}
+	s.rev++
+	for _, op := range ops {
+		switch op.Kind {
+		case store.OpPut:
+			kv := store.KV{Key: op.Key, Value: append([]byte(nil), op.Value...), Revision: s.rev, CreateRevision: s.rev}
+			if old, ok := s.kvs[op.Key]; ok {
+				kv.CreateRevision = old.CreateRevision
+			}
+			s.kvs[op.Key] = kv
+			s.record(store.WatchEvent{Type: store.EventPut, KV: copyKV(kv)})
+		case store.OpDelete:
+			if _, ok := s.kvs[op.Key]; ok {
+				delete(s.kvs, op.Key)
+				s.record(store.WatchEvent{Type: store.EventDelete, KV: store.KV{Key: op.Key, Revision: s.rev}})
+			}
+		}
+	}
+	close(s.changed)
+	s.changed = make(chan struct{})
+	return s.rev, nil
+}
+
+func (s *Store) record(ev store.WatchEvent) {
+	s.history = append(s.history, ev)
+	if len(s.history) > historyLimit {
+		drop := len(s.history) - historyLimit/2
+		s.compacted = s.history[drop-1].KV.Revision
+		s.history = append([]store.WatchEvent(nil), s.history[drop:]...)
+	}
+}
+
+// Watch implements store.Store.
+func (s *Store) Watch(ctx context.Context, prefix string, fromRev int64) <-chan store.WatchEvent {
+	out := make(chan store.WatchEvent, 64)
+	s.mu.Lock()
+	next := fromRev
+	if next <= 0 {
+		next = s.rev + 1
+	}
+	s.mu.Unlock()
+	go func() {
+		defer close(out)
+		for {
+			s.mu.Lock()
+			if next <= s.compacted {
+				s.mu.Unlock()
+				select {
+				case out <- store.WatchEvent{Err: store.ErrCompacted}:
+				case <-ctx.Done():
+				}
+				return
+			}
+			i := sort.Search(len(s.history), func(i int) bool { return s.history[i].KV.Revision >= next })
+			batch := make([]store.WatchEvent, 0, len(s.history)-i)
+			for _, ev := range s.history[i:] {
+				if strings.HasPrefix(ev.KV.Key, prefix) {
+					batch = append(batch, ev)
+				}
+			}
+			next = s.rev + 1
+			changed := s.changed
+			s.mu.Unlock()
+			for _, ev := range batch {
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					return
+				}
+			}
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// Revision implements store.Store.
+func (s *Store) Revision(ctx context.Context) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rev, nil
+}
+
+// Close implements store.Store.
+func (s *Store) Close() error { return nil }

@@ -1,0 +1,260 @@
+// Package storetest is the conformance suite every store.Store must pass.
+// Each implementation's tests call Run with a constructor of empty stores.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kumocloud/kumo/internal/store"
+)
+
+// Run runs the whole suite. newStore returns an empty store; the suite
+// closes it.
+func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		fn   func(*testing.T, store.Store)
+	}{
+		{"CreateGet", testCreateGet},
+		{"UpdateCAS", testUpdateCAS},
+		{"Delete", testDelete},
+		{"ListPaging", testListPaging},
+		{"TxnAtomic", testTxnAtomic},
+		{"ConcurrentCAS", testConcurrentCAS},
+		{"WatchFromRevision", testWatchFromRevision},
+		{"WatchLive", testWatchLive},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStore(t)
+			defer s.Close()
+			tc.fn(t, s)
+		})
+	}
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func testCreateGet(t *testing.T, s store.Store) {
+	c := ctx(t)
+	if _, err := s.Get(c, "/a"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Get of missing key: %v, want ErrNotFound", err)
+	}
+	rev, err := s.Create(c, "/a", []byte("1"))
+	if err != nil || rev <= 0 {
+		t.Fatalf("Create: rev %d err %v", rev, err)
+	}
+	if _, err := s.Create(c, "/a", []byte("2")); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("second Create: %v, want ErrExists", err)
+	}
+	kv, err := s.Get(c, "/a")
+	if err != nil || string(kv.Value) != "1" || kv.Revision != rev || kv.CreateRevision != rev {
+		t.Fatalf("Get = %+v, %v; want value 1 at rev %d", kv, err, rev)
+	}
+	cur, err := s.Revision(c)
+	if err != nil || cur < rev {
+		t.Fatalf("Revision = %d, %v; want >= %d", cur, err, rev)
+	}
+}
+
+func testUpdateCAS(t *testing.T, s store.Store) {
+	c := ctx(t)
+	rev, _ := s.Create(c, "/k", []byte("v1"))
+	rev2, err := s.Update(c, "/k", []byte("v2"), rev)
+	if err != nil || rev2 <= rev {
+		t.Fatalf("Update at current rev: %d %v", rev2, err)
+	}
+	if _, err := s.Update(c, "/k", []byte("v3"), rev); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("Update at stale rev: %v, want ErrConflict", err)
+	}
+	if _, err := s.Update(c, "/missing", []byte("x"), 5); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Update of missing key: %v, want ErrNotFound", err)
+	}
+	kv, _ := s.Get(c, "/k")
+	if string(kv.Value) != "v2" || kv.CreateRevision != rev {
+		t.Fatalf("after CAS: %+v", kv)
+	}
+}
+
+func testDelete(t *testing.T, s store.Store) {
+	c := ctx(t)
+	rev, _ := s.Create(c, "/d", []byte("x"))
+	if err := s.Delete(c, "/d", rev+100); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("Delete at wrong rev: %v, want ErrConflict", err)
+	}
+	if err := s.Delete(c, "/d", rev); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if err := s.Delete(c, "/d", 0); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Delete of missing: %v, want ErrNotFound", err)
+	}
+	s.Create(c, "/d", []byte("y"))
+	if err := s.Delete(c, "/d", 0); err != nil {
+		t.Fatalf("unconditional Delete: %v", err)
+	}
+}
+
+func testListPaging(t *testing.T, s store.Store) {
+	c := ctx(t)
+	for i := 0; i < 25; i++ {
+		s.Create(c, fmt.Sprintf("/list/%03d", i), []byte{byte(i)})
+	}
+	s.Create(c, "/lisx", nil) // same leading bytes, other prefix
+	s.Create(c, "/list", nil) // the prefix minus its slash is another key
+	s.Create(c, "/a-before", nil)
+	var got []string
+	after := ""
+	pages := 0
+	for {
+		res, err := s.List(c, "/list/", store.Page{After: after, Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, kv := range res.KVs {
+			got = append(got, kv.Key)
+		}
+		if !res.More {
+			break
+		}
+		after = res.KVs[len(res.KVs)-1].Key
+		if pages > 10 {
+			t.Fatal("paging does not end")
+		}
+	}
+	if len(got) != 25 || pages != 3 || got[0] != "/list/000" || got[24] != "/list/024" {
+		t.Fatalf("paged list: %d keys in %d pages: %v", len(got), pages, got)
+	}
+	res, _ := s.List(c, "/list/", store.Page{})
+	if len(res.KVs) != 25 || res.More {
+		t.Fatalf("unpaged list: %d keys, more=%v", len(res.KVs), res.More)
+	}
+}
+
+func testTxnAtomic(t *testing.T, s store.Store) {
+	c := ctx(t)
+	rev, _ := s.Create(c, "/usage", []byte("0"))
+	// A failing condition writes nothing.
+	_, err := s.Txn(c, []store.Cond{store.At("/usage", rev+7), store.Absent("/obj/1")},
+		[]store.Op{store.Put("/usage", []byte("1")), store.Put("/obj/1", []byte("x"))})
+	if !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("Txn with failing cond: %v, want ErrConflict", err)
+	}
+	if _, err := s.Get(c, "/obj/1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatal("failed Txn left a write behind")
+	}
+	_, err = s.Txn(c, []store.Cond{store.At("/usage", rev), store.Absent("/obj/1")},
+		[]store.Op{store.Put("/usage", []byte("1")), store.Put("/obj/1", []byte("x")), store.Del("/nothing")})
+	if err != nil {
+		t.Fatalf("Txn: %v", err)
+	}
+	u, _ := s.Get(c, "/usage")
+	o, _ := s.Get(c, "/obj/1")
+	if string(u.Value) != "1" || u.Revision != o.Revision {
+		t.Fatalf("Txn writes not at one revision: %+v %+v", u, o)
+	}
+}
+
+// testConcurrentCAS: N writers increment one counter with CAS and retry;
+// no increment may be lost.
+func testConcurrentCAS(t *testing.T, s store.Store) {
+	c := ctx(t)
+	s.Create(c, "/counter", []byte("0"))
+	const writers, each = 8, 10
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				for {
+					kv, err := s.Get(c, "/counter")
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					var n int
+					fmt.Sscan(string(kv.Value), &n)
+					_, err = s.Update(c, "/counter", []byte(fmt.Sprint(n+1)), kv.Revision)
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, store.ErrConflict) {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	kv, _ := s.Get(c, "/counter")
+	if string(kv.Value) != fmt.Sprint(writers*each) {
+		t.Fatalf("counter = %s, want %d: CAS lost updates", kv.Value, writers*each)
+	}
+}
+
+func testWatchFromRevision(t *testing.T, s store.Store) {
+	c := ctx(t)
+	r1, _ := s.Create(c, "/w/a", []byte("1"))
+	s.Create(c, "/other", []byte("x"))
+	r2, _ := s.Update(c, "/w/a", []byte("2"), r1)
+	s.Delete(c, "/w/a", 0)
+	wctx, cancel := context.WithCancel(c)
+	defer cancel()
+	ch := s.Watch(wctx, "/w/", r1)
+	want := []struct {
+		typ store.EventType
+		val string
+	}{{store.EventPut, "1"}, {store.EventPut, "2"}, {store.EventDelete, ""}}
+	for i, w := range want {
+		select {
+		case ev := <-ch:
+			if ev.Err != nil || ev.Type != w.typ || string(ev.KV.Value) != w.val || ev.KV.Key != "/w/a" {
+				t.Fatalf("event %d = %+v, want %+v", i, ev, w)
+			}
+			if i == 1 && ev.KV.Revision != r2 {
+				t.Fatalf("event revision %d, want %d", ev.KV.Revision, r2)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("event %d never came", i)
+		}
+	}
+}
+
+func testWatchLive(t *testing.T, s store.Store) {
+	c := ctx(t)
+	wctx, cancel := context.WithCancel(c)
+	ch := s.Watch(wctx, "/live/", 0)
+	time.Sleep(50 * time.Millisecond) // let the watch register
+	rev, _ := s.Create(c, "/live/x", []byte("hello"))
+	select {
+	case ev := <-ch:
+		if ev.Err != nil || ev.KV.Key != "/live/x" || ev.KV.Revision != rev {
+			t.Fatalf("live event = %+v", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("live event never came")
+	}
+	cancel()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+		case <-deadline:
+			t.Fatal("watch channel not closed after cancel")
+		}
+	}
+}
