@@ -82,6 +82,12 @@ func (c *Client) Tokens(ctx context.Context, all bool) ([]api.Token, error) {
 	return out.Items, c.do(ctx, http.MethodGet, "/v1/tokens", q, nil, &out)
 }
 
+// Token shows one of the caller's tokens.
+func (c *Client) Token(ctx context.Context, id string) (api.Token, error) {
+	var out api.Token
+	return out, c.do(ctx, http.MethodGet, p("v1", "tokens", id), nil, nil, &out)
+}
+
 // RevokeToken revokes a token.
 func (c *Client) RevokeToken(ctx context.Context, id string) (api.Token, error) {
 	var out api.Token

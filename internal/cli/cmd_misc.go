@@ -97,34 +97,14 @@ func (a *app) tokenCmd() *cobra.Command {
 
 func (a *app) flavorCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "flavor", Aliases: []string{"flavors"}, Short: "Instance types: sizes and prices"}
-	var llabels []string
-	var llim int
-	list := &cobra.Command{
-		Use: "list", Short: "List flavors", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			o, err := a.listOptions(llabels, llim)
-			if err != nil {
-				return err
-			}
-			fs, err := c.Flavors(cmd.Context(), o)
-			if err != nil {
-				return err
-			}
-			return printList(a, fs, []column[api.Flavor]{
-				col("NAME", func(f api.Flavor) string { return f.Name }),
-				col("VCPUS", func(f api.Flavor) string { return strconv.FormatInt(f.VCPUs, 10) }),
-				col("MEMORY MIB", func(f api.Flavor) string { return strconv.FormatInt(f.MemoryMiB, 10) }),
-				col("DISK GIB", func(f api.Flavor) string { return strconv.FormatInt(f.DiskGiB, 10) }),
-				col("PRICE/HOUR", func(f api.Flavor) string { return strconv.FormatFloat(f.PricePerHour, 'f', -1, 64) }),
-				col("DESCRIPTION", func(f api.Flavor) string { return f.Description }),
-			})
-		},
-	}
-	listFlags(list, &llabels, &llim)
+	list := listCmd(a, "List flavors", (*client.Client).Flavors, []column[api.Flavor]{
+		col("NAME", func(f api.Flavor) string { return f.Name }),
+		col("VCPUS", func(f api.Flavor) string { return strconv.FormatInt(f.VCPUs, 10) }),
+		col("MEMORY MIB", func(f api.Flavor) string { return strconv.FormatInt(f.MemoryMiB, 10) }),
+		col("DISK GIB", func(f api.Flavor) string { return strconv.FormatInt(f.DiskGiB, 10) }),
+		col("PRICE/HOUR", func(f api.Flavor) string { return strconv.FormatFloat(f.PricePerHour, 'f', -1, 64) }),
+		col("DESCRIPTION", func(f api.Flavor) string { return f.Description }),
+	})
 	show := &cobra.Command{
 		Use: "show NAME", Short: "Show a flavor", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -107,35 +107,15 @@ func (a *app) projectCmd() *cobra.Command {
 	create.Flags().StringVar(&quotaSpec, "quota", "", "quota limits, e.g. instances=10,vcpus=20,memory=20GiB,disk=500GiB (others take the server's defaults; -1 or unlimited lifts one)")
 	waitFlag(create, &wait, "wait until the project exists (creation is immediate; accepted for scripts)")
 
-	var llabels []string
-	var llim int
-	list := &cobra.Command{
-		Use: "list", Short: "List the projects you can see", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			o, err := a.listOptions(llabels, llim)
-			if err != nil {
-				return err
-			}
-			ps, err := c.Projects(cmd.Context(), o)
-			if err != nil {
-				return err
-			}
-			return printList(a, ps, []column[api.Project]{
-				col("NAME", func(p api.Project) string { return p.Name }),
-				col("INSTANCES", func(p api.Project) string { return limit(p.Usage.Instances, p.Quota.Instances) }),
-				col("VCPUS", func(p api.Project) string { return limit(p.Usage.VCPUs, p.Quota.VCPUs) }),
-				col("MEMORY MIB", func(p api.Project) string { return limit(p.Usage.MemoryMiB, p.Quota.MemoryMiB) }),
-				col("LABELS", func(p api.Project) string { return labelString(p.Labels) }),
-				col("AGE", func(p api.Project) string { return age(p.CreatedAt) }),
-				col("DESCRIPTION", func(p api.Project) string { return p.Description }),
-			})
-		},
-	}
-	listFlags(list, &llabels, &llim)
+	list := listCmd(a, "List the projects you can see", (*client.Client).Projects, []column[api.Project]{
+		col("NAME", func(p api.Project) string { return p.Name }),
+		col("INSTANCES", func(p api.Project) string { return limit(p.Usage.Instances, p.Quota.Instances) }),
+		col("VCPUS", func(p api.Project) string { return limit(p.Usage.VCPUs, p.Quota.VCPUs) }),
+		col("MEMORY MIB", func(p api.Project) string { return limit(p.Usage.MemoryMiB, p.Quota.MemoryMiB) }),
+		col("LABELS", func(p api.Project) string { return labelString(p.Labels) }),
+		col("AGE", func(p api.Project) string { return age(p.CreatedAt) }),
+		col("DESCRIPTION", func(p api.Project) string { return p.Description }),
+	})
 
 	show := &cobra.Command{
 		Use: "show [NAME]", Short: "Show a project with its quota and live usage", Args: cobra.MaximumNArgs(1),

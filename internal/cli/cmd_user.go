@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/client"
 )
 
 func roleList(u api.User) string {
@@ -46,33 +47,13 @@ func (a *app) userCmd() *cobra.Command {
 	create.Flags().StringVar(&defProject, "default-project", "", "project the CLI uses for this user unless told otherwise")
 	waitFlag(create, &wait, "wait until the user exists (creation is immediate; accepted for scripts)")
 
-	var llabels []string
-	var llim int
-	list := &cobra.Command{
-		Use: "list", Short: "List users", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			o, err := a.listOptions(llabels, llim)
-			if err != nil {
-				return err
-			}
-			us, err := c.Users(cmd.Context(), o)
-			if err != nil {
-				return err
-			}
-			return printList(a, us, []column[api.User]{
-				col("NAME", func(u api.User) string { return u.Name }),
-				col("CLOUD ADMIN", func(u api.User) string { return fmt.Sprint(u.CloudAdmin) }),
-				col("DEFAULT PROJECT", func(u api.User) string { return u.DefaultProject }),
-				col("ROLES", roleList),
-				col("AGE", func(u api.User) string { return age(u.CreatedAt) }),
-			})
-		},
-	}
-	listFlags(list, &llabels, &llim)
+	list := listCmd(a, "List users", (*client.Client).Users, []column[api.User]{
+		col("NAME", func(u api.User) string { return u.Name }),
+		col("CLOUD ADMIN", func(u api.User) string { return fmt.Sprint(u.CloudAdmin) }),
+		col("DEFAULT PROJECT", func(u api.User) string { return u.DefaultProject }),
+		col("ROLES", roleList),
+		col("AGE", func(u api.User) string { return age(u.CreatedAt) }),
+	})
 
 	show := &cobra.Command{
 		Use: "show NAME", Short: "Show a user", Args: cobra.ExactArgs(1),

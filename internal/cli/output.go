@@ -1,9 +1,14 @@
 package cli
 
 import (
+	"context"
+
+	"github.com/spf13/cobra"
+
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/kumocloud/kumo/client"
 	"io"
 	"strings"
 	"text/tabwriter"
@@ -115,4 +120,30 @@ func (a *app) printCompactJSON(v any) error {
 	}
 	_, err = fmt.Fprintln(a.stdout, string(b))
 	return err
+}
+
+// listCmd is the "list" verb of a noun: --label and --limit, fetch, print.
+func listCmd[T any](a *app, short string, fetch func(*client.Client, context.Context, client.ListOptions) ([]T, error), cols []column[T]) *cobra.Command {
+	var labels []string
+	var lim int
+	cmd := &cobra.Command{
+		Use: "list", Short: short, Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			o, err := a.listOptions(labels, lim)
+			if err != nil {
+				return err
+			}
+			items, err := fetch(c, cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			return printList(a, items, cols)
+		},
+	}
+	listFlags(cmd, &labels, &lim)
+	return cmd
 }

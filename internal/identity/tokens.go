@@ -220,20 +220,7 @@ func (svc *Service) RevokeToken(ctx context.Context, id string) (api.Token, erro
 
 // PruneTokens deletes tokens that expired before cutoff.
 func (svc *Service) PruneTokens(ctx context.Context, cutoff time.Time) (int, error) {
-	kvs, err := store.ListAll(ctx, svc.s, tokensPrefix)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, kv := range kvs {
-		var rec tokenRecord
-		if unmarshal(kv, &rec) == nil && rec.ExpiresAt.Before(cutoff) {
-			if svc.s.Delete(ctx, kv.Key, kv.Revision) == nil {
-				n++
-			}
-		}
-	}
-	return n, nil
+	return store.PruneJSON(ctx, svc.s, tokensPrefix, func(r *tokenRecord) bool { return r.ExpiresAt.Before(cutoff) })
 }
 
 // loginLimiter counts failed logins per user name and per client address.

@@ -243,20 +243,7 @@ func (m *Manager) List(ctx context.Context, keep func(api.Operation) bool, after
 
 // Prune deletes ended operations last updated before cutoff.
 func (m *Manager) Prune(ctx context.Context, cutoff time.Time) (int, error) {
-	kvs, err := store.ListAll(ctx, m.s, prefix)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, kv := range kvs {
-		var rec record
-		if json.Unmarshal(kv.Value, &rec) == nil && rec.Done() && rec.UpdatedAt.Before(cutoff) {
-			if m.s.Delete(ctx, kv.Key, kv.Revision) == nil {
-				n++
-			}
-		}
-	}
-	return n, nil
+	return store.PruneJSON(ctx, m.s, prefix, func(r *record) bool { return r.Done() && r.UpdatedAt.Before(cutoff) })
 }
 
 // Shutdown stops running handlers (their operations stay unfinished in the

@@ -71,6 +71,9 @@ func (ts *testServer) do(method, path, token string, body any, hdr ...string) re
 	}
 	req := httptest.NewRequest(method, path, rd)
 	req.RemoteAddr = "192.0.2.1:1234"
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}

@@ -30,12 +30,14 @@ const (
 )
 
 type idemRecord struct {
-	Pending   bool            `json:"pending"`
-	BodyHash  string          `json:"body_hash"`
-	Status    int             `json:"status"`
-	Body      json.RawMessage `json:"body,omitempty"`
-	Location  string          `json:"location,omitempty"`
-	CreatedAt time.Time       `json:"created_at"`
+	Pending   bool      `json:"pending"`
+	BodyHash  string    `json:"body_hash"`
+	Status    int       `json:"status"`
+	Body      []byte    `json:"body,omitempty"` // exact bytes (base64 in JSON)
+	Location  string    `json:"location,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	// Instance is the server process that took the request.
+	Instance string `json:"instance,omitempty"`
 }
 
 // captureWriter keeps a handler's response to store it and replay it.
@@ -71,7 +73,7 @@ func (s *Server) idempotent(w http.ResponseWriter, r *request, ep Endpoint) {
 	kh := sha256.Sum256([]byte(r.p.User + "\x00" + r.Method + "\x00" + r.URL.Path + "\x00" + r.Header.Get("Idempotency-Key")))
 	key := idempotencyPrefix + hex.EncodeToString(kh[:])
 
-	rec := idemRecord{Pending: true, BodyHash: bodyHash, CreatedAt: time.Now().UTC()}
+	rec := idemRecord{Pending: true, BodyHash: bodyHash, CreatedAt: time.Now().UTC(), Instance: s.instance}
 	rev, err := s.store.Create(ctx, key, mustJSON(rec))
 	if errors.Is(err, store.ErrExists) {
 		var old idemRecord
@@ -86,7 +88,7 @@ func (s *Server) idempotent(w http.ResponseWriter, r *request, ep Endpoint) {
 		case !old.Pending:
 			replay(w, old)
 			return
-		case time.Since(old.CreatedAt) < idempotencyStale:
+		case !s.staleIdempotency(old):
 			response.Error(errs.Conflict("a request with this Idempotency-Key is still in progress; retry in a moment")).Render(w, r.Request)
 			return
 		}
@@ -116,6 +118,16 @@ func (s *Server) idempotent(w http.ResponseWriter, r *request, ep Endpoint) {
 	w.Write(cw.body.Bytes())
 }
 
+// staleIdempotency: a pending record belongs to a request that died. A
+// server alone on its store (embedded etcd) knows that any other process's
+// pending record is dead; servers sharing a store wait idempotencyStale.
+func (s *Server) staleIdempotency(rec idemRecord) bool {
+	if s.alone && rec.Instance != s.instance {
+		return true
+	}
+	return time.Since(rec.CreatedAt) >= idempotencyStale
+}
+
 func replay(w http.ResponseWriter, rec idemRecord) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Idempotent-Replayed", "true")
@@ -135,14 +147,5 @@ func mustJSON(v any) []byte {
 }
 
 func pruneIdempotency(ctx context.Context, s store.Store, cutoff time.Time) {
-	kvs, err := store.ListAll(ctx, s, idempotencyPrefix)
-	if err != nil {
-		return
-	}
-	for _, kv := range kvs {
-		var rec idemRecord
-		if json.Unmarshal(kv.Value, &rec) == nil && rec.CreatedAt.Before(cutoff) {
-			s.Delete(ctx, kv.Key, kv.Revision)
-		}
-	}
+	store.PruneJSON(ctx, s, idempotencyPrefix, func(r *idemRecord) bool { return r.CreatedAt.Before(cutoff) })
 }

@@ -69,6 +69,10 @@ type Server struct {
 	tlsCert   tls.Certificate
 	caFP      string
 	ready     bool
+	// instance identifies this server process; alone says no other
+	// server shares its store (embedded etcd).
+	instance string
+	alone    bool
 
 	// AdminPassword is set when this start bootstrapped the cloud.
 	AdminPassword string
@@ -133,7 +137,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	if cfg.Version == "" {
 		cfg.Version = "dev"
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, store: st, storeDesc: "store"}
+	s := &Server{cfg: cfg, log: cfg.Logger, store: st, storeDesc: "store", instance: requestID(), alone: len(cfg.EtcdEndpoints) == 0}
 	cert, fp, err := loadOrCreateTLS(filepath.Join(cfg.DataDir, "tls"))
 	if err != nil {
 		return nil, err

@@ -91,3 +91,23 @@ func Paginate[T any](ctx context.Context, s Store, prefix, after string, limit i
 		}
 	}
 }
+
+// PruneJSON deletes the objects under prefix that doom (given the object
+// decoded into a fresh T) says must go, each only if unchanged since read.
+// It returns how many went. Undecodable records are left alone.
+func PruneJSON[T any](ctx context.Context, s Store, prefix string, doom func(*T) bool) (int, error) {
+	kvs, err := ListAll(ctx, s, prefix)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, kv := range kvs {
+		var v T
+		if json.Unmarshal(kv.Value, &v) == nil && doom(&v) {
+			if s.Delete(ctx, kv.Key, kv.Revision) == nil {
+				n++
+			}
+		}
+	}
+	return n, nil
+}

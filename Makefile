@@ -1,0 +1,39 @@
+# kumo - the two commands of the README's quick start are `make up` and `make test`.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO      ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+BIN     := bin/kumo
+
+.PHONY: all build up down deps test check fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/kumo
+
+# Bring the cloud up on this machine: install what it needs, build, start.
+up: deps build
+	scripts/up.sh
+
+# Stop the server started by `make up` (its state stays in /var/lib/kumo).
+down:
+	scripts/down.sh
+
+deps:
+	scripts/deps.sh
+
+# The whole test suite, as CI runs it. Installs what it needs first.
+test: deps check
+	$(GO) test -count=1 -timeout 25m ./...
+	$(GO) test -run '^$$' -fuzz FuzzDecodeAndValidate -fuzztime 20s ./internal/server
+
+check:
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecodeAndValidate -fuzztime 5m ./internal/server
+
+clean:
+	rm -rf bin

@@ -1,0 +1,256 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/quota"
+)
+
+func TestBadInputNamesTheField(t *testing.T) {
+	ts := validated(t)
+	admin := ts.user("root2", true)
+	long := strings.Repeat("a", 64)
+	tests := []struct {
+		name, method, path string
+		body               any
+		status             int
+		field              string
+	}{
+		{"malformed JSON", "POST", "/v1/projects", `{"name": "x"`, 400, "body"},
+		{"not an object", "POST", "/v1/projects", `[1,2]`, 400, "body"},
+		{"empty body", "POST", "/v1/projects", ``, 400, "body"},
+		{"two values", "POST", "/v1/projects", `{"name":"a"} {"name":"b"}`, 400, "body"},
+		{"unknown field", "POST", "/v1/projects", `{"name":"a","colour":"red"}`, 400, "colour"},
+		{"wrong type", "POST", "/v1/projects", `{"name":42}`, 400, "name"},
+		{"name too long", "POST", "/v1/projects", map[string]any{"name": long}, 400, "name"},
+		{"name not DNS-like", "POST", "/v1/projects", map[string]any{"name": "Web_1"}, 400, "name"},
+		{"name missing", "POST", "/v1/projects", map[string]any{"description": "x"}, 400, "name"},
+		{"negative quota", "POST", "/v1/projects", map[string]any{"name": "a", "quota": map[string]int{"instances": -3}}, 400, "quota.instances"},
+		{"unknown quota", "POST", "/v1/projects", map[string]any{"name": "a", "quota": map[string]int{"gpus": 1}}, 400, "quota.gpus"},
+		{"bad label key", "POST", "/v1/projects", map[string]any{"name": "a", "labels": map[string]string{"bad key": "v"}}, 400, "labels.bad key"},
+		{"short password", "POST", "/v1/users", map[string]any{"name": "bob", "password": "short"}, 400, "password"},
+		{"bad role", "PUT", "/v1/projects/default/members/root2", map[string]any{"role": "owner"}, 400, "role"},
+		{"bad flavor", "POST", "/v1/flavors", map[string]any{"name": "f", "vcpus": 0, "memory_mib": 512}, 400, "vcpus"},
+		{"bad limit", "GET", "/v1/projects?limit=0", nil, 400, "limit"},
+		{"bad label filter", "GET", "/v1/projects?label=novalue", nil, 400, "label"},
+		{"bad wait", "GET", "/v1/operations/x?wait=soon", nil, 404, ""},
+		{"unknown project", "GET", "/v1/projects/nope", nil, 404, ""},
+		{"unknown flavor", "GET", "/v1/flavors/nope", nil, 404, ""},
+		{"unknown endpoint", "GET", "/v1/nothing-here", nil, 404, ""},
+		{"name taken", "POST", "/v1/projects", map[string]any{"name": "default"}, 409, ""},
+		{"default project undeletable", "DELETE", "/v1/projects/default", nil, 409, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := ts.do(tc.method, tc.path, admin, tc.body)
+			if r.Status != tc.status {
+				t.Fatalf("status %d, want %d: %s", r.Status, tc.status, r.Body)
+			}
+			e := r.errBody(t)
+			if e.Field != tc.field || e.Message == "" {
+				t.Fatalf("error %+v, want field %q", e, tc.field)
+			}
+		})
+	}
+	// Nothing half-made: none of the refused projects exists.
+	var l api.List[api.Project]
+	ts.do("GET", "/v1/projects", admin, nil).decode(t, &l)
+	if len(l.Items) != 1 || l.Items[0].Name != "default" {
+		t.Fatalf("projects after bad input: %+v", l.Items)
+	}
+}
+
+func TestQuotaAndUsageShown(t *testing.T) {
+	ts := validated(t)
+	admin := ts.user("boss", true)
+	r := ts.do("POST", "/v1/projects", admin, map[string]any{"name": "web", "quota": map[string]int64{"instances": 10, "vcpus": 20, "memory_mib": 20480}})
+	if r.Status != 201 {
+		t.Fatalf("create: %d %s", r.Status, r.Body)
+	}
+	var p api.Project
+	r.decode(t, &p)
+	def := quota.Defaults()
+	if p.Quota.Instances != 10 || p.Quota.MemoryMiB != 20480 || p.Quota.Networks != def.Networks {
+		t.Fatalf("quota = %+v", p.Quota)
+	}
+	// Usage reserved by a resource shows up live.
+	if _, err := quota.Reserve(context.Background(), ts.s.store, "web", api.ResourceCounts{Instances: 2, VCPUs: 4}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	ts.do("GET", "/v1/projects/web", admin, nil).decode(t, &p)
+	if p.Usage.Instances != 2 || p.Usage.VCPUs != 4 {
+		t.Fatalf("usage = %+v", p.Usage)
+	}
+	// Over quota names resource, limit and usage.
+	ts.do("PUT", "/v1/projects/web/quota", admin, map[string]any{"quota": map[string]int{"instances": 2}})
+	_, err := quota.Reserve(context.Background(), ts.s.store, "web", api.ResourceCounts{Instances: 1}, nil, nil)
+	status, body := errorOf(err)
+	if status != 403 || body.Code != api.CodeQuotaExceeded || body.Field != "instances" || !strings.Contains(body.Message, "limit 2, in use 2") {
+		t.Fatalf("over quota: %d %+v", status, body)
+	}
+	// A project holding resources cannot be deleted.
+	if r := ts.do("DELETE", "/v1/projects/web", admin, nil); r.Status != 409 || !strings.Contains(string(r.Body), "2 instances") {
+		t.Fatalf("delete of a busy project: %d %s", r.Status, r.Body)
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	ts := validated(t)
+	admin := ts.user("boss", true)
+	body := map[string]any{"name": "once"}
+	r1 := ts.do("POST", "/v1/projects", admin, body, "Idempotency-Key", "k1")
+	r2 := ts.do("POST", "/v1/projects", admin, body, "Idempotency-Key", "k1")
+	if r1.Status != 201 || r2.Status != 201 || string(r1.Body) != string(r2.Body) || r2.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("retry: %d %s / %d %s", r1.Status, r1.Body, r2.Status, r2.Body)
+	}
+	// Without the key, the same create is a conflict.
+	if r := ts.do("POST", "/v1/projects", admin, body); r.Status != 409 {
+		t.Fatalf("plain retry: %d", r.Status)
+	}
+	// The same key with another body is refused.
+	if r := ts.do("POST", "/v1/projects", admin, map[string]any{"name": "other"}, "Idempotency-Key", "k1"); r.Status != 409 {
+		t.Fatalf("key reuse: %d %s", r.Status, r.Body)
+	}
+	// A 4xx is remembered too: the retry gets the same answer.
+	bad := map[string]any{"name": "BAD"}
+	a := ts.do("POST", "/v1/projects", admin, bad, "Idempotency-Key", "k2")
+	b := ts.do("POST", "/v1/projects", admin, bad, "Idempotency-Key", "k2")
+	if a.Status != 400 || b.Status != 400 || string(a.Body) != string(b.Body) {
+		t.Fatalf("bad create retried: %d / %d", a.Status, b.Status)
+	}
+}
+
+func TestPaginationAndLabels(t *testing.T) {
+	ts := validated(t)
+	admin := ts.user("boss", true)
+	for i := 0; i < 7; i++ {
+		tier := "web"
+		if i%2 == 1 {
+			tier = "db"
+		}
+		r := ts.do("POST", "/v1/projects", admin, map[string]any{"name": fmt.Sprintf("p%d", i), "labels": map[string]string{"tier": tier}})
+		if r.Status != 201 {
+			t.Fatal(string(r.Body))
+		}
+	}
+	var names []string
+	after := ""
+	for pages := 0; pages < 10; pages++ {
+		var l api.List[api.Project]
+		ts.do("GET", "/v1/projects?limit=3&after="+after, admin, nil).decode(t, &l)
+		for _, p := range l.Items {
+			names = append(names, p.Name)
+		}
+		if l.Next == "" {
+			break
+		}
+		after = l.Next
+	}
+	if strings.Join(names, ",") != "default,p0,p1,p2,p3,p4,p5,p6" {
+		t.Fatalf("paged: %v", names)
+	}
+	var l api.List[api.Project]
+	ts.do("GET", "/v1/projects?label=tier=db", admin, nil).decode(t, &l)
+	if len(l.Items) != 3 || l.Next != "" {
+		t.Fatalf("label filter: %+v", l)
+	}
+	ts.do("GET", "/v1/projects?label=tier=db&limit=2", admin, nil).decode(t, &l)
+	if len(l.Items) != 2 || l.Next == "" {
+		t.Fatalf("label filter, paged: %d items, next %q", len(l.Items), l.Next)
+	}
+}
+
+func TestLoginTokensAndRateLimit(t *testing.T) {
+	ts := validated(t)
+	ts.user("alice", false)
+	ok := ts.do("POST", "/v1/tokens", "", map[string]any{"username": "alice", "password": "password-alice", "ttl_seconds": 3600})
+	if ok.Status != 201 {
+		t.Fatalf("login: %d %s", ok.Status, ok.Body)
+	}
+	var tok api.Token
+	ok.decode(t, &tok)
+	if !strings.HasPrefix(tok.Secret, "kumo_") || time.Until(tok.ExpiresAt) > time.Hour+time.Minute {
+		t.Fatalf("token %+v", tok)
+	}
+	if r := ts.do("GET", "/v1/whoami", tok.Secret, nil); r.Status != 200 {
+		t.Fatalf("whoami: %d", r.Status)
+	}
+	// Tokens are stored hashed: the secret is nowhere in the store.
+	if r := ts.do("GET", "/v1/tokens", tok.Secret, nil); strings.Contains(string(r.Body), tok.Secret) {
+		t.Fatal("token list shows the secret")
+	}
+	// Revoked: refused at once.
+	ts.do("DELETE", "/v1/tokens/"+tok.ID, tok.Secret, nil)
+	if r := ts.do("GET", "/v1/whoami", tok.Secret, nil); r.Status != 401 || !strings.Contains(string(r.Body), "revoked") {
+		t.Fatalf("revoked token: %d %s", r.Status, r.Body)
+	}
+	// Five wrong passwords lock the name out, even for the right one.
+	for i := 0; i < 5; i++ {
+		if r := ts.do("POST", "/v1/tokens", "", map[string]any{"username": "alice", "password": "wrong-password"}); r.Status != 401 {
+			t.Fatalf("wrong password %d: %d", i, r.Status)
+		}
+	}
+	r := ts.do("POST", "/v1/tokens", "", map[string]any{"username": "alice", "password": "password-alice"})
+	if r.Status != 429 {
+		t.Fatalf("after 5 failures: %d %s", r.Status, r.Body)
+	}
+	// Unknown users and wrong passwords are told apart by nothing.
+	a := ts.do("POST", "/v1/tokens", "", map[string]any{"username": "nobody", "password": "x"})
+	if a.Status != 429 && (a.Status != 401 || !strings.Contains(string(a.Body), "wrong user name or password")) {
+		t.Fatalf("unknown user: %d %s", a.Status, a.Body)
+	}
+}
+
+func TestProjectDeleteIsAsync(t *testing.T) {
+	ts := validated(t)
+	admin := ts.user("boss", true)
+	ts.project("gone")
+	ts.user("member1", false, "gone", "member")
+	r := ts.do("DELETE", "/v1/projects/gone", admin, nil)
+	if r.Status != 202 || !strings.HasPrefix(r.Header.Get("Location"), "/v1/operations/") {
+		t.Fatalf("delete: %d %v %s", r.Status, r.Header, r.Body)
+	}
+	var op api.Operation
+	ts.do("GET", r.Header.Get("Location")+"?wait=10", admin, nil).decode(t, &op)
+	if op.Status != api.OpSucceeded || op.Progress != 100 {
+		t.Fatalf("operation %+v", op)
+	}
+	if r := ts.do("GET", "/v1/projects/gone", admin, nil); r.Status != 404 {
+		t.Fatalf("project still there: %d", r.Status)
+	}
+	var u api.User
+	ts.do("GET", "/v1/users/member1", admin, nil).decode(t, &u)
+	if len(u.Roles) != 0 {
+		t.Fatalf("role binding left behind: %+v", u.Roles)
+	}
+}
+
+func TestEventsResume(t *testing.T) {
+	ts := validated(t)
+	admin := ts.user("boss", true)
+	ts.do("POST", "/v1/projects", admin, map[string]any{"name": "e1"})
+	all := parseSSE(t, ts.do("GET", "/v1/events?follow=false", admin, nil).Body)
+	if len(all) < 2 {
+		t.Fatalf("events: %+v", all)
+	}
+	last := all[len(all)-1]
+	if last.Type != "project" || last.Action != "created" || last.Project != "e1" || last.Actor != "boss" {
+		t.Fatalf("last event %+v", last)
+	}
+	ts.do("POST", "/v1/projects", admin, map[string]any{"name": "e2"})
+	more := parseSSE(t, ts.do("GET", fmt.Sprintf("/v1/events?follow=false&since=%d", last.ID), admin, nil).Body)
+	if len(more) != 1 || more[0].Project != "e2" || more[0].ID <= last.ID {
+		t.Fatalf("resumed: %+v", more)
+	}
+	typed := parseSSE(t, ts.do("GET", "/v1/events?follow=false&type=flavor", admin, nil).Body)
+	for _, ev := range typed {
+		if ev.Type != "flavor" {
+			t.Fatalf("type filter let %q through", ev.Type)
+		}
+	}
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Start the all-in-one kumo server in the background and wait until it
+# answers. State: $KUMO_DATA_DIR (default /var/lib/kumo). Log: $KUMO_LOG.
+set -euo pipefail
+umask 077 # the log holds the first-start admin password
+cd "$(dirname "$0")/.."
+DATA_DIR="${KUMO_DATA_DIR:-/var/lib/kumo}"
+SOCKET="${KUMO_SOCKET_PATH:-/run/kumo/kumo.sock}"
+LISTEN="${KUMO_LISTEN:-:8443}"
+LOG="${KUMO_LOG:-/var/log/kumo/server.log}"
+PIDFILE="$(dirname "$SOCKET")/server.pid"
+
+install -m 0755 bin/kumo /usr/local/bin/kumo
+mkdir -p "$(dirname "$LOG")" "$(dirname "$SOCKET")"
+
+if [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+	echo "kumo server already running (pid $(cat "$PIDFILE")); 'make down' stops it"
+else
+	nohup /usr/local/bin/kumo server --data-dir "$DATA_DIR" --listen "$LISTEN" --socket "$SOCKET" >>"$LOG" 2>&1 &
+	echo $! >"$PIDFILE"
+fi
+for _ in $(seq 1 300); do
+	if kumo --socket "$SOCKET" version 2>/dev/null | grep -q '^server:'; then
+		break
+	fi
+	if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+		echo "kumo server exited; last lines of $LOG:"; tail -20 "$LOG"; exit 1
+	fi
+	sleep 0.2
+done
+kumo --socket "$SOCKET" version
+echo
+grep -h "first start" "$LOG" | tail -1 || true
+grep -h "CA fingerprint" "$LOG" | tail -1 || true
+echo
+echo "kumo is up. As root on this machine, no login needed:"
+echo "  kumo flavor list"
+echo "  kumo project create web --quota instances=10,vcpus=20,memory=20GiB"
+echo "From elsewhere: kumo login https://$(hostname -f 2>/dev/null || hostname):${LISTEN##*:} --user admin"
+echo "(admin password: $DATA_DIR/admin-credentials; log: $LOG; stop: make down)"

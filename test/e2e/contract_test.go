@@ -1,0 +1,171 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/client"
+	"github.com/kumocloud/kumo/internal/apitest"
+	kumoserver "github.com/kumocloud/kumo/internal/server"
+)
+
+// TestContract drives every endpoint of a real server over HTTPS through
+// client/, validating each request and response against api/openapi.yaml.
+func TestContract(t *testing.T) {
+	s := startServer(t)
+	v, err := apitest.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	anon := s.remote(t, "")
+	anon.WrapTransport(v.Transport)
+	tok, err := anon.Login(ctx, api.TokensPost{Username: "admin", Password: s.AdminPassword, Description: "contract"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := anon.WithToken(tok.Secret)
+	check := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	info, err := admin.ServerInfo(ctx)
+	check("server info", err)
+	if info.CAFingerprint != s.Fingerprint {
+		t.Errorf("GET /v1 fingerprint %s, server printed %s", info.CAFingerprint, s.Fingerprint)
+	}
+	_, err = admin.Whoami(ctx)
+	check("whoami", err)
+	_, err = admin.CreateProject(client.WithIdempotencyKey(ctx, "c1"), api.ProjectsPost{Name: "web", Labels: map[string]string{"tier": "front"}, Quota: map[string]int64{"instances": 3}})
+	check("create project", err)
+	_, err = admin.Projects(ctx, client.ListOptions{Labels: map[string]string{"tier": "front"}, Limit: 5})
+	check("list projects", err)
+	desc := "the web tier"
+	_, err = admin.PatchProject(ctx, "web", api.ProjectPatch{Description: &desc})
+	check("patch project", err)
+	_, err = admin.SetQuota(ctx, "web", map[string]int64{"vcpus": 8})
+	check("set quota", err)
+	_, err = admin.CreateUser(ctx, api.UsersPost{Name: "bob", Password: "bob-password", DefaultProject: "web"})
+	check("create user", err)
+	_, err = admin.Users(ctx, client.ListOptions{})
+	check("list users", err)
+	_, err = admin.User(ctx, "bob")
+	check("show user", err)
+	check("set password", admin.SetPassword(ctx, "bob", "bob-password-2"))
+	_, err = admin.SetMember(ctx, "web", "bob", "reader")
+	check("set member", err)
+	_, err = admin.Members(ctx, "web")
+	check("members", err)
+	bobTok, err := anon.Login(ctx, api.TokensPost{Username: "bob", Password: "bob-password-2"})
+	check("bob login", err)
+	bob := anon.WithToken(bobTok.Secret)
+	_, err = bob.Login(ctx, api.TokensPost{Description: "second"})
+	check("token from token", err)
+	toks, err := bob.Tokens(ctx, false)
+	check("list tokens", err)
+	_, err = admin.Tokens(ctx, true)
+	check("list all tokens", err)
+	if _, err := bob.CreateProject(ctx, api.ProjectsPost{Name: "nope"}); client.StatusOf(err) != 403 {
+		t.Errorf("reader creating a project: %v", err)
+	}
+	_, err = bob.Token(ctx, toks[0].ID)
+	check("show token", err)
+	_, err = admin.Project(ctx, "web")
+	check("show project", err)
+	_, err = bob.RevokeToken(ctx, toks[0].ID)
+	check("revoke", err)
+	check("remove member", admin.RemoveMember(ctx, "web", "bob"))
+	check("delete user", admin.DeleteUser(ctx, "bob"))
+	_, err = admin.CreateFlavor(ctx, api.FlavorsPost{Name: "gpu-ish", VCPUs: 16, MemoryMiB: 65536, DiskGiB: 100, PricePerHour: 1.5})
+	check("create flavor", err)
+	_, err = admin.Flavors(ctx, client.ListOptions{})
+	check("list flavors", err)
+	_, err = admin.Flavor(ctx, "gpu-ish")
+	check("show flavor", err)
+	check("delete flavor", admin.DeleteFlavor(ctx, "gpu-ish"))
+	_, err = admin.CreateProject(ctx, api.ProjectsPost{Name: "temp"})
+	check("create temp", err)
+	op, err := admin.DeleteProject(ctx, "temp")
+	check("delete project", err)
+	_, err = admin.Operation(ctx, op.ID)
+	check("show operation", err)
+	_, err = admin.WaitOperation(ctx, op.ID)
+	check("wait operation", err)
+	_, err = admin.Operations(ctx, "", client.ListOptions{})
+	check("list operations", err)
+	_, err = admin.Operations(ctx, "temp", client.ListOptions{Limit: 10})
+	if client.StatusOf(err) != 404 {
+		t.Errorf("operations of a deleted project: %v", err)
+	}
+	_, err = admin.Operations(ctx, "web", client.ListOptions{})
+	check("project operations", err)
+	var n int
+	check("events", admin.Events(ctx, client.EventQuery{NoFollow: true}, func(api.Event) error { n++; return nil }))
+	if n < 10 {
+		t.Errorf("only %d events", n)
+	}
+	// A live event arrives on a following stream.
+	got := make(chan api.Event, 1)
+	sctx, scancel := context.WithCancel(ctx)
+	go admin.Events(sctx, client.EventQuery{Types: []string{"project"}}, func(ev api.Event) error {
+		select {
+		case got <- ev:
+		default:
+		}
+		return nil
+	})
+	time.Sleep(300 * time.Millisecond)
+	_, err = admin.CreateProject(ctx, api.ProjectsPost{Name: "live"})
+	check("create live", err)
+	select {
+	case ev := <-got:
+		if ev.Project != "live" || ev.Action != "created" {
+			t.Errorf("live event %+v", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("no live event within 10 s")
+	}
+	scancel()
+	// Plain HTTP endpoints.
+	hc := &http.Client{}
+	admin.WrapTransport(func(rt http.RoundTripper) http.RoundTripper { hc.Transport = rt; return rt })
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/v1/openapi.yaml"} {
+		resp, err := hc.Get(s.url() + path)
+		check(path, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s: %d", path, resp.StatusCode)
+		}
+		if path == "/metrics" && !strings.Contains(string(b), `kumo_http_requests_total{code="201",method="POST",route="/v1/projects"}`) {
+			t.Errorf("metrics lack the request counter:\n%.2000s", b)
+		}
+	}
+	for _, p := range v.Problems() {
+		t.Error(p)
+	}
+	// Every endpoint of the table went through the validator.
+	checked := map[string]bool{}
+	for _, k := range v.Checked() {
+		checked[k] = true
+	}
+	var missed []string
+	for _, ep := range kumoserver.Endpoints() {
+		if !checked[ep.Method+" "+ep.Path] {
+			missed = append(missed, ep.Method+" "+ep.Path)
+		}
+	}
+	sort.Strings(missed)
+	if len(missed) > 0 {
+		t.Errorf("endpoints not exercised against the contract: %v", missed)
+	}
+}
