@@ -13,5 +13,5 @@ var version = "dev"
 
 func main() {
 	cli.Version = version
-	os.Exit(cli.Main(os.Args[1:], serverCommand))
+	os.Exit(cli.Main(os.Args[1:], serverCommand, agentCommand))
 }

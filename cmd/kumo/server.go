@@ -19,7 +19,9 @@ func serverCommand(root *cobra.Command) {
 	var (
 		dataDir, listen, socket, etcdEndpoints, etcdPrefix string
 		defaultQuota, logLevel, logFormat                  string
-		tokenTTL, eventRetention                           time.Duration
+		tokenTTL, eventRetention, hostGrace                time.Duration
+		drivers, policy                                    string
+		sim                                                simFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -52,6 +54,14 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 				DataDir: dataDir, Listen: listen, Socket: socket, EtcdPrefix: etcdPrefix,
 				Identity: opts, EventRetention: eventRetention, Version: version, Logger: log,
 				UnsafeNoFsync: os.Getenv("KUMO_UNSAFE_NO_FSYNC") == "1",
+				HostGrace:     hostGrace, SchedulerPolicy: policy,
+			}
+			switch drivers {
+			case "", "none":
+			case "sim":
+				cfg.LocalDriver, cfg.LocalDriverOptions = "sim", sim.options()
+			default:
+				return fmt.Errorf("--drivers %q: this build has the sim driver only (qemu and container come with their issues)", drivers)
 			}
 			if etcdEndpoints != "" {
 				cfg.EtcdEndpoints = strings.Split(etcdEndpoints, ",")
@@ -78,6 +88,10 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 	f.StringVar(&defaultQuota, "default-quota", "", "quota of new projects, e.g. instances=20,vcpus=40,memory=80GiB (unnamed limits keep the built-in defaults)")
 	f.DurationVar(&tokenTTL, "token-ttl", 0, "lifetime of new API tokens (default 168h)")
 	f.DurationVar(&eventRetention, "event-retention", 24*time.Hour, "how long events are kept")
+	f.StringVar(&drivers, "drivers", "", "run a local agent with this driver (sim)")
+	f.StringVar(&policy, "scheduler-policy", "packing", "packing, striping or load-aware")
+	f.DurationVar(&hostGrace, "host-grace", 15*time.Second, "a host silent this long goes OFFLINE and its instances UNKNOWN")
+	sim.register(f)
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	root.AddCommand(cmd)

@@ -3,6 +3,7 @@ package server
 import (
 	"net/http"
 
+	"github.com/kumocloud/kumo/internal/hosts"
 	"github.com/kumocloud/kumo/internal/identity"
 	"github.com/kumocloud/kumo/internal/server/response"
 )
@@ -28,16 +29,20 @@ const (
 	PermProjectAdmin
 	// PermCloudAdmin: cloud admins only (403 for everyone else).
 	PermCloudAdmin
+	// PermAgent: the agent named by {id}, with its credential (others 404).
+	// Agent credentials work nowhere else.
+	PermAgent
 )
 
 func (p Permission) String() string {
-	return [...]string{"public", "authenticated", "self", "project reader", "project member", "project admin", "cloud admin"}[p]
+	return [...]string{"public", "authenticated", "self", "project reader", "project member", "project admin", "cloud admin", "agent"}[p]
 }
 
 // request is what a handler gets: the HTTP request and who made it.
 type request struct {
 	*http.Request
-	p *identity.Principal
+	p     *identity.Principal
+	agent *hosts.AgentPrincipal // set for agents only
 }
 
 // Endpoint is one row of the API table.
@@ -89,6 +94,29 @@ func Endpoints() []Endpoint {
 		{Method: "GET", Path: "/v1/users/{user}", Perm: PermSelf, Summary: "Show a user", handler: (*Server).getUser},
 		{Method: "DELETE", Path: "/v1/users/{user}", Perm: PermCloudAdmin, Summary: "Delete a user", handler: (*Server).deleteUser},
 		{Method: "PUT", Path: "/v1/users/{user}/password", Perm: PermSelf, Summary: "Set a user's password", handler: (*Server).putPassword},
+
+		{Method: "GET", Path: "/v1/projects/{project}/instances", Perm: PermProjectReader, Summary: "List instances (?all=true: DONE ones too)", handler: (*Server).getInstances},
+		{Method: "POST", Path: "/v1/projects/{project}/instances", Perm: PermProjectMember, Summary: "Create an instance", handler: (*Server).postInstances, create: true},
+		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}", Perm: PermProjectReader, Summary: "Show an instance", handler: (*Server).getInstance},
+		{Method: "POST", Path: "/v1/projects/{project}/instances/{name}/actions", Perm: PermProjectMember, Summary: "Stop, start, suspend, resume, poweroff, reboot, hold, release or terminate", handler: (*Server).postInstanceAction},
+		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/history", Perm: PermProjectReader, Summary: "An instance's state transitions", handler: (*Server).getInstanceHistory},
+		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/explain", Perm: PermProjectReader, Summary: "Why each host can or cannot take the instance", handler: (*Server).getInstanceExplain},
+		{Method: "GET", Path: "/v1/projects/{project}/server-groups", Perm: PermProjectReader, Summary: "List server groups", handler: (*Server).getServerGroups},
+		{Method: "POST", Path: "/v1/projects/{project}/server-groups", Perm: PermProjectMember, Summary: "Create a server group", handler: (*Server).postServerGroups, create: true},
+		{Method: "GET", Path: "/v1/projects/{project}/server-groups/{name}", Perm: PermProjectReader, Summary: "Show a server group", handler: (*Server).getServerGroup},
+		{Method: "DELETE", Path: "/v1/projects/{project}/server-groups/{name}", Perm: PermProjectMember, Summary: "Delete an empty server group", handler: (*Server).deleteServerGroup},
+
+		{Method: "GET", Path: "/v1/hosts", Perm: PermCloudAdmin, Summary: "List hosts", handler: (*Server).getHosts},
+		{Method: "GET", Path: "/v1/hosts/{host}", Perm: PermCloudAdmin, Summary: "Show a host", handler: (*Server).getHost},
+		{Method: "PATCH", Path: "/v1/hosts/{host}", Perm: PermCloudAdmin, Summary: "Enable, disable, drain a host; labels; ratios", handler: (*Server).patchHost},
+		{Method: "POST", Path: "/v1/join-tokens", Perm: PermCloudAdmin, Summary: "Make a join token for agents", handler: (*Server).postJoinTokens},
+		{Method: "GET", Path: "/v1/join-tokens", Perm: PermCloudAdmin, Summary: "List join tokens", handler: (*Server).getJoinTokens},
+		{Method: "DELETE", Path: "/v1/join-tokens/{id}", Perm: PermCloudAdmin, Summary: "Revoke a join token", handler: (*Server).deleteJoinToken},
+		{Method: "POST", Path: "/v1/agents", Perm: PermPublic, Summary: "An agent joins with a join token", handler: (*Server).postAgents},
+		{Method: "PUT", Path: "/v1/agents/{id}/hosts", Perm: PermAgent, Summary: "An agent re-registers its hosts", handler: (*Server).putAgentHosts},
+		{Method: "POST", Path: "/v1/agents/{id}/heartbeat", Perm: PermAgent, Summary: "An agent's hosts are alive", handler: (*Server).postHeartbeat},
+		{Method: "GET", Path: "/v1/agents/{id}/assignments", Perm: PermAgent, Summary: "Long poll for the instances on an agent's hosts", handler: (*Server).getAssignments},
+		{Method: "POST", Path: "/v1/agents/{id}/reports", Perm: PermAgent, Summary: "An agent reports instance state changes", handler: (*Server).postReports},
 
 		{Method: "GET", Path: "/v1/flavors", Perm: PermAuthenticated, Summary: "List flavors", handler: (*Server).getFlavors},
 		{Method: "POST", Path: "/v1/flavors", Perm: PermCloudAdmin, Summary: "Create a flavor", handler: (*Server).postFlavors, create: true},

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/hosts"
 	"github.com/kumocloud/kumo/internal/identity"
 	"github.com/kumocloud/kumo/internal/reqctx"
 	"github.com/kumocloud/kumo/internal/server/response"
@@ -113,7 +114,17 @@ func (s *Server) wrap(ep Endpoint) http.Handler {
 				log.Info("request", "status", w.status, "user", user, "duration_ms", time.Since(start).Milliseconds())
 			}
 		}()
-		p, err := s.authenticate(hr)
+		var p *identity.Principal
+		var agent *hosts.AgentPrincipal
+		var err error
+		if tok, isAgent := strings.CutPrefix(hr.Header.Get("Authorization"), "Bearer "+hosts.CredentialPrefix); isAgent {
+			agent, err = s.hosts.Authenticate(hr.Context(), hosts.CredentialPrefix+tok)
+			if agent != nil {
+				p = &identity.Principal{User: "agent:" + agent.Name, Via: "agent"}
+			}
+		} else {
+			p, err = s.authenticate(hr)
+		}
 		if err != nil && ep.Perm != PermPublic {
 			response.Error(err).Render(w, hr)
 			return
@@ -122,11 +133,11 @@ func (s *Server) wrap(ep Endpoint) http.Handler {
 			user = p.User
 			hr = hr.WithContext(reqctx.WithActor(hr.Context(), p.User))
 		}
-		if err := authorize(ep.Perm, p, hr); err != nil {
+		if err := authorize(ep.Perm, p, agent, hr); err != nil {
 			response.Error(err).Render(w, hr)
 			return
 		}
-		req := &request{Request: hr, p: p}
+		req := &request{Request: hr, p: p, agent: agent}
 		if ep.raw != nil {
 			ep.raw(s, req, w)
 			return
@@ -160,9 +171,17 @@ func (s *Server) authenticate(r *http.Request) (*identity.Principal, error) {
 }
 
 // authorize enforces an endpoint's permission.
-func authorize(perm Permission, p *identity.Principal, r *http.Request) error {
+func authorize(perm Permission, p *identity.Principal, agent *hosts.AgentPrincipal, r *http.Request) error {
+	if agent != nil && perm != PermPublic && perm != PermAgent {
+		return errs.Forbidden("agent credentials only work on /v1/agents endpoints")
+	}
 	switch perm {
 	case PermPublic:
+		return nil
+	case PermAgent:
+		if agent == nil || agent.ID != r.PathValue("id") {
+			return errs.NotFound("agent %q not found", r.PathValue("id"))
+		}
 		return nil
 	case PermAuthenticated:
 		return nil

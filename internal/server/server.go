@@ -20,7 +20,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/kumocloud/kumo/internal/compute"
+	"github.com/kumocloud/kumo/internal/driver"
 	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/hosts"
+	"github.com/kumocloud/kumo/internal/scheduler"
 	"github.com/kumocloud/kumo/internal/flavor"
 	"github.com/kumocloud/kumo/internal/identity"
 	"github.com/kumocloud/kumo/internal/operations"
@@ -53,6 +57,15 @@ type Config struct {
 	Logger *slog.Logger
 	// UnsafeNoFsync makes the embedded etcd skip fsync: tests only.
 	UnsafeNoFsync bool
+	// HostGrace is how long a host may miss heartbeats before it is
+	// OFFLINE (default 15 s).
+	HostGrace time.Duration
+	// SchedulerPolicy: packing (default), striping or load-aware.
+	SchedulerPolicy string
+	// LocalDriver, when set, runs an agent inside the server for this
+	// driver (the all-in-one setup), with LocalDriverOptions.
+	LocalDriver        string
+	LocalDriverOptions driver.Options
 }
 
 // Server is a running kumo API server.
@@ -62,6 +75,9 @@ type Server struct {
 	store     store.Store
 	storeDesc string
 	ids       *identity.Service
+	hosts     *hosts.Service
+	compute   *compute.Service
+	stopRun   context.CancelFunc
 	ops       *operations.Manager
 	metrics   *metrics
 	registry  *prometheus.Registry
@@ -77,6 +93,7 @@ type Server struct {
 	// AdminPassword is set when this start bootstrapped the cloud.
 	AdminPassword string
 
+	httpsAddr string
 	mu        sync.Mutex
 	listeners []*http.Server
 	stopJan   context.CancelFunc
@@ -144,6 +161,13 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	}
 	s.tlsCert, s.caFP = cert, fp
 	s.ids = identity.New(st, cfg.Identity, cfg.Logger)
+	switch cfg.SchedulerPolicy {
+	case "", scheduler.Packing, scheduler.Striping, scheduler.LoadAware:
+	default:
+		return nil, fmt.Errorf("scheduler policy %q: use packing, striping or load-aware", cfg.SchedulerPolicy)
+	}
+	s.hosts = hosts.New(st, fp, cfg.HostGrace)
+	s.compute = compute.New(st, s.hosts, cfg.SchedulerPolicy, cfg.Logger.With("component", "compute"))
 	s.ops = operations.New(st, cfg.Logger)
 	s.ops.Register(opDeleteProject, s.runDeleteProject)
 	credFile := filepath.Join(cfg.DataDir, "admin-credentials")
@@ -164,6 +188,9 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	jctx, cancel := context.WithCancel(context.Background())
 	s.stopJan, s.janDone = cancel, make(chan struct{})
 	go s.janitor(jctx)
+	rctx, rcancel := context.WithCancel(context.Background())
+	s.stopRun = rcancel
+	go s.compute.Run(rctx)
 	s.ready = true
 	return s, nil
 }
@@ -202,6 +229,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		s.track(srv)
 		s.log.Info("listening", "https", ln.Addr().String(), "ca_fingerprint", s.caFP)
+		s.httpsAddr = ln.Addr().String()
 		go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	}
 	if s.cfg.Socket != "" {
@@ -222,6 +250,12 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.track(srv)
 		s.log.Info("listening", "socket", s.cfg.Socket)
 		go func() { errc <- srv.Serve(ln) }()
+	}
+	if s.cfg.LocalDriver != "" {
+		if err := s.startLocalAgent(ctx); err != nil {
+			s.Close()
+			return err
+		}
 	}
 	select {
 	case <-ctx.Done():
@@ -256,6 +290,10 @@ func (s *Server) Close() {
 		s.stopJan()
 		<-s.janDone
 		s.stopJan = nil
+	}
+	if s.stopRun != nil {
+		s.stopRun()
+		s.stopRun = nil
 	}
 	s.ops.Shutdown()
 	if s.cfg.Socket != "" {

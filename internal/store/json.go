@@ -111,3 +111,11 @@ func PruneJSON[T any](ctx context.Context, s Store, prefix string, doom func(*T)
 	}
 	return n, nil
 }
+
+// Decode reads a KV's JSON value into v.
+func Decode(kv KV, v any) error {
+	if err := json.Unmarshal(kv.Value, v); err != nil {
+		return fmt.Errorf("decode %s: %w", kv.Key, err)
+	}
+	return nil
+}

@@ -1,0 +1,268 @@
+package api
+
+import "time"
+
+// Instance states, named as OpenNebula names them (docs/states.md).
+const (
+	StatePending   = "PENDING"
+	StateHold      = "HOLD"
+	StateProlog    = "PROLOG"
+	StateBoot      = "BOOT"
+	StateRunning   = "RUNNING"
+	StateShutdown  = "SHUTDOWN"
+	StateEpilog    = "EPILOG"
+	StateSave      = "SAVE"
+	StateSuspended = "SUSPENDED"
+	StateStopped   = "STOPPED"
+	StatePoweroff  = "POWEROFF"
+	StateMigrate   = "MIGRATE"
+	StateFailed    = "FAILED"
+	StateUnknown   = "UNKNOWN"
+	StateDone      = "DONE"
+)
+
+// Instance types.
+const (
+	TypeVM        = "vm"
+	TypeContainer = "container"
+)
+
+// Size is what an instance takes from a host.
+type Size struct {
+	VCPUs     int64 `json:"vcpus"`
+	MemoryMiB int64 `json:"memory_mib"`
+	DiskGiB   int64 `json:"disk_gib"`
+}
+
+// Instance is a virtual machine or a system container.
+type Instance struct {
+	Meta
+	Project      string `json:"project"`
+	Type         string `json:"type"`
+	Flavor       string `json:"flavor"`
+	Size         Size   `json:"size"`
+	Image        string `json:"image"`
+	Requirements string `json:"requirements,omitempty"`
+	Rank         string `json:"rank,omitempty"`
+	ServerGroup  string `json:"server_group,omitempty"`
+	UserData     string `json:"user_data,omitempty"`
+	// State is where the instance is in its lifecycle; Reason says why it
+	// is there (e.g. why a PENDING instance fits nowhere).
+	State  string `json:"state"`
+	Reason string `json:"reason,omitempty"`
+	// Action is the user action being carried out, if any.
+	Action string `json:"action,omitempty"`
+	Host   string `json:"host,omitempty"`
+	// Actions lists what may be done in this state.
+	Actions []string `json:"actions"`
+	// Placements are the instance's stays on hosts, for metering and audit.
+	Placements []Placement `json:"placements,omitempty"`
+}
+
+// Placement is one stay of an instance on a host; End is zero while it lasts.
+type Placement struct {
+	Host  string    `json:"host"`
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end,omitzero"`
+}
+
+// InstancesPost creates an instance.
+type InstancesPost struct {
+	Name         string            `json:"name"`
+	Type         string            `json:"type"`
+	Flavor       string            `json:"flavor"`
+	Image        string            `json:"image"`
+	Requirements string            `json:"requirements,omitempty"`
+	Rank         string            `json:"rank,omitempty"`
+	ServerGroup  string            `json:"server_group,omitempty"`
+	UserData     string            `json:"user_data,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+}
+
+// InstanceActionPost asks for a lifecycle action: stop, start, suspend,
+// resume, poweroff, reboot, hold, release or terminate.
+type InstanceActionPost struct {
+	Action string `json:"action"`
+}
+
+// HistoryRecord is one state transition.
+type HistoryRecord struct {
+	Seq    int       `json:"seq"`
+	Time   time.Time `json:"time"`
+	From   string    `json:"from"`
+	To     string    `json:"to"`
+	Host   string    `json:"host,omitempty"`
+	Actor  string    `json:"actor"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// ExplainHost is one host's verdict for an instance.
+type ExplainHost struct {
+	Host     string  `json:"host"`
+	Feasible bool    `json:"feasible"`
+	Reason   string  `json:"reason,omitempty"`
+	Score    float64 `json:"score"`
+}
+
+// Explain says, for every host, why an instance can or cannot go there.
+type Explain struct {
+	Instance string        `json:"instance"`
+	Policy   string        `json:"policy"`
+	Summary  string        `json:"summary"`
+	Hosts    []ExplainHost `json:"hosts"`
+}
+
+// Host states.
+const (
+	HostOnline  = "ONLINE"
+	HostOffline = "OFFLINE"
+)
+
+// Ratios are a host's allocation (overcommit) ratios.
+type Ratios struct {
+	CPU    float64 `json:"cpu"`
+	Memory float64 `json:"memory"`
+	Disk   float64 `json:"disk"`
+}
+
+// Host is a compute host.
+type Host struct {
+	Meta
+	Address    string            `json:"address,omitempty"`
+	Driver     string            `json:"driver"`
+	Kinds      []string          `json:"kinds"`
+	Capacity   Size              `json:"capacity"`
+	Ratios     Ratios            `json:"ratios"`
+	Attributes map[string]string `json:"attributes,omitempty"`
+	State      string            `json:"state"`
+	Enabled    bool              `json:"enabled"`
+	Draining   bool              `json:"draining"`
+	Allocated  Size              `json:"allocated"`
+	Instances  int               `json:"instances"`
+	Agent      string            `json:"agent"`
+	// LastSeen is the last heartbeat this server received.
+	LastSeen time.Time `json:"last_seen,omitzero"`
+}
+
+// HostPatch changes what an admin controls of a host.
+type HostPatch struct {
+	Enabled  *bool             `json:"enabled,omitempty"`
+	Draining *bool             `json:"draining,omitempty"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	Ratios   *Ratios           `json:"ratios,omitempty"`
+}
+
+// JoinTokensPost makes a join token (cloud admin).
+type JoinTokensPost struct {
+	TTLSeconds  int64  `json:"ttl_seconds,omitempty"`
+	Description string `json:"description,omitempty"`
+}
+
+// JoinToken lets agents join. Token ("kumo-join.<ca fingerprint>.<id>.<secret>")
+// is shown once.
+type JoinToken struct {
+	ID          string    `json:"id"`
+	Description string    `json:"description,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	Token       string    `json:"token,omitempty"`
+}
+
+// HostSpec is what an agent says of a host it brings.
+type HostSpec struct {
+	Name       string            `json:"name"`
+	Address    string            `json:"address,omitempty"`
+	Kinds      []string          `json:"kinds"`
+	Capacity   Size              `json:"capacity"`
+	Attributes map[string]string `json:"attributes,omitempty"`
+}
+
+// AgentsPost is an agent joining with a join token.
+type AgentsPost struct {
+	JoinToken string     `json:"join_token"`
+	Name      string     `json:"name"`
+	Driver    string     `json:"driver"`
+	Hosts     []HostSpec `json:"hosts"`
+}
+
+// Agent is a registered agent; Credential is returned once, at join.
+type Agent struct {
+	ID         string    `json:"id"`
+	Name       string    `json:"name"`
+	Driver     string    `json:"driver"`
+	Hosts      []string  `json:"hosts"`
+	CreatedAt  time.Time `json:"created_at"`
+	Credential string    `json:"credential,omitempty"`
+}
+
+// AgentHostsPut re-registers an agent's hosts (on every agent start).
+type AgentHostsPut struct {
+	Hosts []HostSpec `json:"hosts"`
+}
+
+// Assignment is an instance as its agent needs it.
+type Assignment struct {
+	ID       string `json:"id"`
+	Project  string `json:"project"`
+	Name     string `json:"name"`
+	Type     string `json:"type"`
+	Host     string `json:"host"`
+	Size     Size   `json:"size"`
+	Image    string `json:"image"`
+	UserData string `json:"user_data,omitempty"`
+	State    string `json:"state"`
+	Action   string `json:"action,omitempty"`
+	Revision int64  `json:"revision"`
+}
+
+// Assignments is the answer of the assignments long poll.
+type Assignments struct {
+	Items    []Assignment `json:"items"`
+	Revision int64        `json:"revision"`
+}
+
+// InstanceReport is an agent telling where an instance went.
+type InstanceReport struct {
+	ID     string `json:"id"`
+	Host   string `json:"host"`
+	From   string `json:"from"`
+	To     string `json:"to"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// AgentReport carries state changes.
+type AgentReport struct {
+	Instances []InstanceReport `json:"instances"`
+}
+
+// AgentReportResult says which reports were applied: Revisions gives the
+// store revision each applied instance is now at; Rejected lists the ids
+// whose reports did not fit the instance's state.
+type AgentReportResult struct {
+	Applied   int              `json:"applied"`
+	Revisions map[string]int64 `json:"revisions"`
+	Rejected  []string         `json:"rejected,omitempty"`
+}
+
+// ServerGroup keeps instances together or apart.
+type ServerGroup struct {
+	Meta
+	Project string   `json:"project"`
+	Policy  string   `json:"policy"`
+	Hard    bool     `json:"hard"`
+	Members []string `json:"members"`
+}
+
+// ServerGroupsPost creates a server group.
+type ServerGroupsPost struct {
+	Name   string            `json:"name"`
+	Policy string            `json:"policy"`
+	Soft   bool              `json:"soft,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// Heartbeat is an agent saying its hosts are alive; Down lists those of
+// its hosts that are not.
+type Heartbeat struct {
+	Down []string `json:"down,omitempty"`
+}

@@ -1,0 +1,140 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+)
+
+// Instances lists a project's instances (all=true: DONE ones too).
+func (c *Client) Instances(ctx context.Context, project string, all bool, o ListOptions) ([]api.Instance, error) {
+	path := p("v1", "projects", project, "instances")
+	if all {
+		var out api.List[api.Instance]
+		return out.Items, c.do(ctx, http.MethodGet, path, url.Values{"all": {"true"}}, nil, &out)
+	}
+	return listAll[api.Instance](ctx, c, path, o)
+}
+
+// CreateInstance creates an instance (it starts PENDING).
+func (c *Client) CreateInstance(ctx context.Context, project string, req api.InstancesPost) (api.Instance, error) {
+	var out api.Instance
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "instances"), nil, req, &out)
+}
+
+// Instance shows an instance.
+func (c *Client) Instance(ctx context.Context, project, name string) (api.Instance, error) {
+	var out api.Instance
+	return out, c.do(ctx, http.MethodGet, p("v1", "projects", project, "instances", name), nil, nil, &out)
+}
+
+// InstanceAction asks for a lifecycle action.
+func (c *Client) InstanceAction(ctx context.Context, project, name, action string) (api.Instance, error) {
+	var out api.Instance
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "instances", name, "actions"), nil, api.InstanceActionPost{Action: action}, &out)
+}
+
+// InstanceHistory returns an instance's state transitions.
+func (c *Client) InstanceHistory(ctx context.Context, project, name string) ([]api.HistoryRecord, error) {
+	var out api.List[api.HistoryRecord]
+	return out.Items, c.do(ctx, http.MethodGet, p("v1", "projects", project, "instances", name, "history"), nil, nil, &out)
+}
+
+// Explain says how every host judges an instance.
+func (c *Client) Explain(ctx context.Context, project, name string) (api.Explain, error) {
+	var out api.Explain
+	return out, c.do(ctx, http.MethodGet, p("v1", "projects", project, "instances", name, "explain"), nil, nil, &out)
+}
+
+// ServerGroups lists a project's server groups.
+func (c *Client) ServerGroups(ctx context.Context, project string) ([]api.ServerGroup, error) {
+	var out api.List[api.ServerGroup]
+	return out.Items, c.do(ctx, http.MethodGet, p("v1", "projects", project, "server-groups"), nil, nil, &out)
+}
+
+// CreateServerGroup creates a server group.
+func (c *Client) CreateServerGroup(ctx context.Context, project string, req api.ServerGroupsPost) (api.ServerGroup, error) {
+	var out api.ServerGroup
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "server-groups"), nil, req, &out)
+}
+
+// ServerGroup shows a server group.
+func (c *Client) ServerGroup(ctx context.Context, project, name string) (api.ServerGroup, error) {
+	var out api.ServerGroup
+	return out, c.do(ctx, http.MethodGet, p("v1", "projects", project, "server-groups", name), nil, nil, &out)
+}
+
+// DeleteServerGroup deletes an empty server group.
+func (c *Client) DeleteServerGroup(ctx context.Context, project, name string) error {
+	return c.do(ctx, http.MethodDelete, p("v1", "projects", project, "server-groups", name), nil, nil, nil)
+}
+
+// Hosts lists hosts (cloud admin).
+func (c *Client) Hosts(ctx context.Context) ([]api.Host, error) {
+	var out api.List[api.Host]
+	return out.Items, c.do(ctx, http.MethodGet, "/v1/hosts", nil, nil, &out)
+}
+
+// Host shows a host.
+func (c *Client) Host(ctx context.Context, name string) (api.Host, error) {
+	var out api.Host
+	return out, c.do(ctx, http.MethodGet, p("v1", "hosts", name), nil, nil, &out)
+}
+
+// PatchHost changes a host's admin settings.
+func (c *Client) PatchHost(ctx context.Context, name string, req api.HostPatch) (api.Host, error) {
+	var out api.Host
+	return out, c.do(ctx, http.MethodPatch, p("v1", "hosts", name), nil, req, &out)
+}
+
+// CreateJoinToken makes a join token for agents.
+func (c *Client) CreateJoinToken(ctx context.Context, req api.JoinTokensPost) (api.JoinToken, error) {
+	var out api.JoinToken
+	return out, c.do(ctx, http.MethodPost, "/v1/join-tokens", nil, req, &out)
+}
+
+// JoinTokens lists join tokens.
+func (c *Client) JoinTokens(ctx context.Context) ([]api.JoinToken, error) {
+	var out api.List[api.JoinToken]
+	return out.Items, c.do(ctx, http.MethodGet, "/v1/join-tokens", nil, nil, &out)
+}
+
+// DeleteJoinToken revokes a join token.
+func (c *Client) DeleteJoinToken(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, p("v1", "join-tokens", id), nil, nil, nil)
+}
+
+// JoinAgent registers an agent with a join token.
+func (c *Client) JoinAgent(ctx context.Context, req api.AgentsPost) (api.Agent, error) {
+	var out api.Agent
+	return out, c.do(ctx, http.MethodPost, "/v1/agents", nil, req, &out)
+}
+
+// PutAgentHosts re-registers an agent's hosts.
+func (c *Client) PutAgentHosts(ctx context.Context, id string, hosts []api.HostSpec) (api.Agent, error) {
+	var out api.Agent
+	return out, c.do(ctx, http.MethodPut, p("v1", "agents", id, "hosts"), nil, api.AgentHostsPut{Hosts: hosts}, &out)
+}
+
+// AgentHeartbeat tells the server the agent's hosts are alive.
+func (c *Client) AgentHeartbeat(ctx context.Context, id string, hb api.Heartbeat) error {
+	return c.do(ctx, http.MethodPost, p("v1", "agents", id, "heartbeat"), nil, hb, nil)
+}
+
+// Assignments long-polls the instances on the agent's hosts changed after
+// revision since.
+func (c *Client) Assignments(ctx context.Context, id string, since int64, wait time.Duration) (api.Assignments, error) {
+	var out api.Assignments
+	q := url.Values{"since": {strconv.FormatInt(since, 10)}, "wait": {strconv.FormatFloat(wait.Seconds(), 'f', 1, 64)}}
+	return out, c.do(ctx, http.MethodGet, p("v1", "agents", id, "assignments"), q, nil, &out)
+}
+
+// AgentReport sends instance state changes.
+func (c *Client) AgentReport(ctx context.Context, id string, reps []api.InstanceReport) (api.AgentReportResult, error) {
+	var out api.AgentReportResult
+	return out, c.do(ctx, http.MethodPost, p("v1", "agents", id, "reports"), nil, api.AgentReport{Instances: reps}, &out)
+}

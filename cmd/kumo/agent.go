@@ -1,0 +1,86 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/kumocloud/kumo/internal/agent"
+	"github.com/kumocloud/kumo/internal/driver"
+	_ "github.com/kumocloud/kumo/internal/driver/sim" // registers "sim"
+)
+
+// simFlags are the simulator's settings, shared by 'kumo server --drivers
+// sim' and 'kumo agent --driver sim'.
+type simFlags struct {
+	hosts           int
+	prefix          string
+	cpus, mem, disk int64
+	boot, stop      time.Duration
+	failRate        float64
+}
+
+func (s *simFlags) register(f *pflag.FlagSet) {
+	f.IntVar(&s.hosts, "sim-hosts", 1, "sim driver: how many hosts to simulate")
+	f.StringVar(&s.prefix, "sim-prefix", "sim", "sim driver: host names are PREFIX-0000, PREFIX-0001...")
+	f.Int64Var(&s.cpus, "sim-cpus", 16, "sim driver: cores per host")
+	f.Int64Var(&s.mem, "sim-memory", 65536, "sim driver: MiB of memory per host")
+	f.Int64Var(&s.disk, "sim-disk", 1000, "sim driver: GiB of disk per host")
+	f.DurationVar(&s.boot, "sim-boot-delay", 0, "sim driver: time a boot takes")
+	f.DurationVar(&s.stop, "sim-stop-delay", 0, "sim driver: time a graceful stop takes")
+	f.Float64Var(&s.failRate, "sim-fail-rate", 0, "sim driver: share of boots that fail (0-1)")
+}
+
+func (s *simFlags) options() driver.Options {
+	return driver.Options{SimHosts: s.hosts, SimPrefix: s.prefix, SimCPUs: s.cpus, SimMemoryMiB: s.mem, SimDiskGiB: s.disk,
+		SimBootDelay: s.boot, SimStopDelay: s.stop, SimFailRate: s.failRate, SimSeed: time.Now().UnixNano()}
+}
+
+func agentCommand(root *cobra.Command) {
+	var (
+		server, token, name, stateDir, drv, logLevel string
+		heartbeat                                    time.Duration
+		sim                                          simFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run a host agent: join the cloud and run instances on this machine's (or simulated) hosts",
+		Long: `Run a host agent. The first start joins the cloud with a join token
+('kumo host join-token create' on the server makes one; it carries the server
+CA's fingerprint, so no other trust setting is needed). The agent keeps its
+credential in --state-dir and re-attaches to its instances on restart.`,
+		Example: "  kumo agent --server https://10.0.0.1:8443 --join-token kumo-join.… --driver sim --sim-hosts 2000",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logLevel, "text")
+			if err != nil {
+				return err
+			}
+			o := sim.options()
+			o.StateDir = stateDir
+			d, err := driver.New(drv, o)
+			if err != nil {
+				return err
+			}
+			a, err := agent.New(cmd.Context(), agent.Config{Server: server, JoinToken: token, Name: name, StateDir: stateDir, Driver: d, HeartbeatEvery: heartbeat, Log: log})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "kumo agent %s running (%s driver)\n", a.ID(), drv)
+			return a.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&server, "server", os.Getenv("KUMO_SERVER"), "the server's https URL")
+	f.StringVar(&token, "join-token", os.Getenv("KUMO_JOIN_TOKEN"), "join token (first start only)")
+	f.StringVar(&name, "name", "", "agent name (default: host name)")
+	f.StringVar(&stateDir, "state-dir", "/var/lib/kumo-agent", "credential and driver state")
+	f.StringVar(&drv, "driver", "sim", "driver: sim")
+	f.DurationVar(&heartbeat, "heartbeat", 5*time.Second, "heartbeat interval")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	sim.register(f)
+	root.AddCommand(cmd)
+}

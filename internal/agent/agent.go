@@ -1,0 +1,395 @@
+// Package agent is the host agent: it joins the cloud with a join token,
+// registers the hosts its driver brings, beats for them, long-polls the
+// API for the instances assigned to them, drives the driver through
+// PROLOG/BOOT/... and reports each state change. It never sees the store.
+//
+// On restart it re-attaches (Recover): what the driver still runs keeps
+// running; assigned instances the driver lost are reported FAILED with the
+// reason, and driver instances nobody assigns any more are cleaned up.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/client"
+	"github.com/kumocloud/kumo/internal/driver"
+	"github.com/kumocloud/kumo/internal/hosts"
+)
+
+// Config configures an agent.
+type Config struct {
+	// Server is the API's https URL; JoinToken is needed on first start.
+	Server    string
+	JoinToken string
+	// Name of the agent (default: the machine's host name).
+	Name string
+	// StateDir keeps the agent's credential (0600) and the driver's state.
+	StateDir string
+	Driver   driver.Driver
+	// HeartbeatEvery defaults to 5 s (the server's grace is 15 s).
+	HeartbeatEvery time.Duration
+	// Workers bounds instances handled at once (default 64).
+	Workers int
+	Log     *slog.Logger
+}
+
+// credential is what the agent keeps after joining.
+type credential struct {
+	Server      string `json:"server"`
+	Fingerprint string `json:"ca_fingerprint"`
+	AgentID     string `json:"agent_id"`
+	Credential  string `json:"credential"`
+}
+
+// Agent is a running agent.
+type Agent struct {
+	cfg  Config
+	c    *client.Client
+	id   string
+	log  *slog.Logger
+	reps chan api.InstanceReport
+
+	mu      sync.Mutex
+	work    map[string]*work
+	written map[string]int64 // instance -> revision of the agent's last write
+	sem     chan struct{}
+	hostSet map[string]bool
+}
+
+// New prepares an agent: it joins (first start) or loads its credential,
+// and registers its driver's hosts.
+func New(ctx context.Context, cfg Config) (*Agent, error) {
+	if cfg.HeartbeatEvery <= 0 {
+		cfg.HeartbeatEvery = 5 * time.Second
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 64
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Name == "" {
+		cfg.Name, _ = os.Hostname()
+	}
+	a := &Agent{cfg: cfg, log: cfg.Log, reps: make(chan api.InstanceReport, 4096), work: map[string]*work{}, written: map[string]int64{}, sem: make(chan struct{}, cfg.Workers)}
+	specs, err := cfg.Driver.Hosts(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("driver %s: fingerprint: %w", cfg.Driver.Name(), err)
+	}
+	a.hostSet = map[string]bool{}
+	for _, h := range specs {
+		a.hostSet[h.Name] = true
+	}
+	credPath := filepath.Join(cfg.StateDir, "agent.json")
+	var cred credential
+	if b, err := os.ReadFile(credPath); err == nil {
+		if err := json.Unmarshal(b, &cred); err != nil {
+			return nil, fmt.Errorf("%s: %w", credPath, err)
+		}
+		a.c, err = client.Remote(cred.Server, cred.Credential, cred.Fingerprint)
+		if err != nil {
+			return nil, err
+		}
+		a.id = cred.AgentID
+		if _, err := a.c.PutAgentHosts(ctx, a.id, specs); err != nil {
+			return nil, fmt.Errorf("re-registering hosts: %w", err)
+		}
+		a.log.Info("agent re-attached", "agent", a.id, "hosts", len(specs))
+		return a, nil
+	}
+	if cfg.JoinToken == "" || cfg.Server == "" {
+		return nil, errors.New("first start: give --server URL and --join-token TOKEN ('kumo host join-token create' makes one)")
+	}
+	fp, _, _, err := hosts.ParseJoinToken(cfg.JoinToken)
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.Remote(cfg.Server, "", fp)
+	if err != nil {
+		return nil, err
+	}
+	ag, err := c.JoinAgent(ctx, api.AgentsPost{JoinToken: cfg.JoinToken, Name: cfg.Name, Driver: cfg.Driver.Name(), Hosts: specs})
+	if err != nil {
+		return nil, fmt.Errorf("joining %s: %w", cfg.Server, err)
+	}
+	cred = credential{Server: cfg.Server, Fingerprint: fp, AgentID: ag.ID, Credential: ag.Credential}
+	b, _ := json.Marshal(cred)
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(credPath, b, 0o600); err != nil {
+		return nil, err
+	}
+	a.c, a.id = c.WithToken(ag.Credential), ag.ID
+	a.log.Info("agent joined", "agent", a.id, "hosts", len(specs))
+	return a, nil
+}
+
+// ID is the agent's id.
+func (a *Agent) ID() string { return a.id }
+
+// Run works until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	go a.heartbeats(ctx)
+	go a.reporter(ctx)
+	recovered, err := a.cfg.Driver.Recover(ctx)
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	since := int64(0)
+	for ctx.Err() == nil {
+		as, err := a.c.Assignments(ctx, a.id, since, 30*time.Second)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			a.log.Warn("assignments", "err", err)
+			time.Sleep(time.Second)
+			continue
+		}
+		if since == 0 {
+			a.reconcile(ctx, as.Items, recovered)
+			recovered = nil
+		}
+		for _, as := range as.Items {
+			a.dispatch(ctx, as)
+		}
+		since = as.Revision
+	}
+	return nil
+}
+
+// reconcile runs once, after a (re)start: assigned instances that should
+// be on a host but the driver does not have are reported FAILED; driver
+// instances that no assignment names are cleaned up.
+func (a *Agent) reconcile(ctx context.Context, assigned []api.Assignment, recovered []driver.Status) {
+	have := map[string]driver.Status{}
+	for _, st := range recovered {
+		have[st.ID] = st
+	}
+	named := map[string]bool{}
+	for _, as := range assigned {
+		named[as.ID] = true
+		if _, ok := have[as.ID]; !ok {
+			switch as.State {
+			case api.StateRunning, api.StateSuspended, api.StatePoweroff:
+				a.report(as, api.StateFailed, "the instance vanished while the agent was down")
+			}
+		}
+	}
+	for id, st := range have {
+		if !named[id] {
+			a.log.Warn("cleaning up an instance nobody assigns any more", "instance", id, "host", st.Host)
+			a.cfg.Driver.Stop(ctx, id, true)
+			a.cfg.Driver.Cleanup(ctx, id, false)
+		}
+	}
+	a.log.Info("reconciled after start", "assigned", len(assigned), "recovered", len(recovered))
+}
+
+func (a *Agent) heartbeats(ctx context.Context) {
+	t := time.NewTicker(a.cfg.HeartbeatEvery)
+	defer t.Stop()
+	for {
+		hb := api.Heartbeat{}
+		if hh, ok := a.cfg.Driver.(driver.HostHealth); ok {
+			for h := range a.hostSet {
+				if !hh.HostUp(h) {
+					hb.Down = append(hb.Down, h)
+				}
+			}
+		}
+		if err := a.c.AgentHeartbeat(ctx, a.id, hb); err != nil && ctx.Err() == nil {
+			a.log.Warn("heartbeat", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// work is one instance's queue: only the newest assignment matters, since
+// it supersedes older ones.
+type work struct {
+	next    *api.Assignment
+	running bool
+}
+
+// dispatch hands an assignment to its instance's worker; work for one
+// instance is done in order, at most cfg.Workers instances at a time.
+// Echoes of the agent's own writes (revision not newer than what its last
+// report wrote) are dropped.
+func (a *Agent) dispatch(ctx context.Context, as api.Assignment) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if as.Revision <= a.written[as.ID] {
+		return
+	}
+	w := a.work[as.ID]
+	if w == nil {
+		w = &work{}
+		a.work[as.ID] = w
+	}
+	w.next = &as
+	if w.running {
+		return
+	}
+	w.running = true
+	go func() {
+		a.sem <- struct{}{}
+		defer func() { <-a.sem }()
+		for {
+			a.mu.Lock()
+			next := w.next
+			w.next = nil
+			if next == nil || ctx.Err() != nil {
+				w.running = false
+				delete(a.work, as.ID)
+				a.mu.Unlock()
+				return
+			}
+			stale := next.Revision <= a.written[next.ID]
+			a.mu.Unlock()
+			if !stale {
+				a.handle(ctx, *next)
+			}
+		}
+	}()
+}
+
+func spec(as api.Assignment) driver.Spec {
+	return driver.Spec{ID: as.ID, Project: as.Project, Name: as.Name, Type: as.Type, Host: as.Host, Image: as.Image, UserData: as.UserData, Size: as.Size}
+}
+
+// handle does what an instance's state asks of the host.
+func (a *Agent) handle(ctx context.Context, as api.Assignment) {
+	d := a.cfg.Driver
+	fail := func(err error) {
+		a.report(as, api.StateFailed, "driver "+d.Name()+": "+err.Error())
+	}
+	step := func(to string, err error) bool {
+		if err != nil {
+			fail(err)
+			return false
+		}
+		a.report(as, to, "")
+		as.State = to
+		return true
+	}
+	switch as.State {
+	case api.StateProlog:
+		if step(api.StateBoot, d.Prepare(ctx, spec(as))) {
+			step(api.StateRunning, d.Start(ctx, spec(as)))
+		}
+	case api.StateBoot:
+		var err error
+		switch as.Action {
+		case "reboot":
+			err = d.Reboot(ctx, as.ID)
+		case "resume":
+			err = d.Resume(ctx, as.ID)
+		default:
+			err = d.Start(ctx, spec(as))
+		}
+		step(api.StateRunning, err)
+	case api.StateShutdown:
+		err := d.Stop(ctx, as.ID, false)
+		if errors.Is(err, driver.ErrNotFound) {
+			err = nil
+		}
+		if as.Action == "poweroff" {
+			step(api.StatePoweroff, err)
+		} else if step(api.StateEpilog, err) {
+			step(api.StateDone, d.Cleanup(ctx, as.ID, false))
+		}
+	case api.StateSave:
+		if as.Action == "suspend" {
+			step(api.StateSuspended, d.Suspend(ctx, as.ID))
+		} else if step(api.StateEpilog, d.Save(ctx, as.ID)) {
+			step(api.StateStopped, d.Cleanup(ctx, as.ID, true))
+		}
+	case api.StateEpilog:
+		if as.Action == "stop" {
+			step(api.StateStopped, d.Cleanup(ctx, as.ID, true))
+		} else {
+			d.Stop(ctx, as.ID, true)
+			step(api.StateDone, d.Cleanup(ctx, as.ID, false))
+		}
+	case api.StateUnknown:
+		st, err := d.Status(ctx, as.ID)
+		switch {
+		case errors.Is(err, driver.ErrNotFound):
+			a.report(as, api.StateFailed, "the host is back but the instance is gone")
+		case err != nil:
+		case st.State == driver.Running:
+			a.report(as, api.StateRunning, "host back online")
+		case st.State == driver.Suspended:
+			a.report(as, api.StateSuspended, "host back online")
+		case st.State == driver.Stopped:
+			a.report(as, api.StatePoweroff, "host back online")
+		}
+	}
+}
+
+func (a *Agent) report(as api.Assignment, to, reason string) {
+	a.reps <- api.InstanceReport{ID: as.ID, Host: as.Host, From: as.State, To: to, Reason: reason}
+}
+
+// reporter batches reports (up to 500, or what arrives within 10 ms),
+// makes the driver's state durable, then sends them.
+func (a *Agent) reporter(ctx context.Context) {
+	for {
+		var batch []api.InstanceReport
+		select {
+		case r := <-a.reps:
+			batch = append(batch, r)
+		case <-ctx.Done():
+			return
+		}
+		timer := time.NewTimer(10 * time.Millisecond)
+	collect:
+		for len(batch) < 500 {
+			select {
+			case r := <-a.reps:
+				batch = append(batch, r)
+			case <-timer.C:
+				break collect
+			}
+		}
+		timer.Stop()
+		if sy, ok := a.cfg.Driver.(driver.Syncer); ok {
+			if err := sy.Sync(); err != nil {
+				a.log.Error("driver sync", "err", err)
+			}
+		}
+		for attempt := 0; ctx.Err() == nil; attempt++ {
+			res, err := a.c.AgentReport(ctx, a.id, batch)
+			if err == nil {
+				a.mu.Lock()
+				for id, rev := range res.Revisions {
+					a.written[id] = rev
+				}
+				for _, r := range batch {
+					if r.To == api.StateDone || r.To == api.StateStopped {
+						delete(a.written, r.ID)
+					}
+				}
+				a.mu.Unlock()
+				break
+			}
+			a.log.Warn("report", "err", err, "attempt", attempt)
+			time.Sleep(time.Duration(min(attempt+1, 10)) * 200 * time.Millisecond)
+		}
+	}
+}

@@ -1,0 +1,113 @@
+package compute
+
+import (
+	"context"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/hosts"
+	"github.com/kumocloud/kumo/internal/reqctx"
+)
+
+func assignment(e *entry) api.Assignment {
+	r := &e.rec
+	return api.Assignment{ID: r.ID, Project: r.Project, Name: r.Name, Type: r.Type, Host: r.Host, Size: r.Size,
+		Image: r.Image, UserData: r.UserData, State: r.State, Action: r.Action, Revision: e.rev}
+}
+
+// Assignments returns the instances on an agent's hosts that changed after
+// revision since (all live ones when since is 0), waiting up to wait for a
+// change when there is none yet: the agent's long poll.
+func (svc *Service) Assignments(ctx context.Context, agent *hosts.AgentPrincipal, since int64, wait time.Duration) (api.Assignments, error) {
+	if err := svc.Ready(ctx); err != nil {
+		return api.Assignments{}, err
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for {
+		svc.cache.mu.RLock()
+		out := api.Assignments{Items: []api.Assignment{}, Revision: svc.cache.instRev}
+		for _, e := range svc.cache.instances {
+			if e.rev > since && agent.Hosts[e.rec.Host] && onHost(e.rec.State) {
+				out.Items = append(out.Items, assignment(e))
+			}
+		}
+		ch := svc.cache.changed
+		svc.cache.mu.RUnlock()
+		if len(out.Items) > 0 || since == 0 {
+			return out, nil
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return out, nil
+		case <-ctx.Done():
+			return out, nil
+		}
+	}
+}
+
+// Report applies an agent's state reports. Each must name an instance on
+// one of the agent's hosts, start from the state the instance is in, and
+// be a move the agent table allows; others are rejected (and listed).
+// Several reports for one instance are applied in order in one write.
+func (svc *Service) Report(ctx context.Context, agent *hosts.AgentPrincipal, reports []api.InstanceReport) api.AgentReportResult {
+	ctx = reqctx.WithActor(ctx, "agent:"+agent.Name)
+	res := api.AgentReportResult{Revisions: map[string]int64{}}
+	byID := map[string][]api.InstanceReport{}
+	var order []string
+	for _, r := range reports {
+		if _, ok := byID[r.ID]; !ok {
+			order = append(order, r.ID)
+		}
+		byID[r.ID] = append(byID[r.ID], r)
+	}
+	apply := func(rec *record, rs []api.InstanceReport) bool {
+		for _, r := range rs {
+			if !agent.Hosts[r.Host] || rec.Host != r.Host || rec.State != r.From || !agentMayReportFor(rec, r.To) {
+				return false
+			}
+			rec.transition(r.To, "", "agent:"+agent.Name, r.Reason)
+			if r.To == api.StateRunning || r.To == api.StateSuspended || r.To == api.StatePoweroff || r.To == api.StateStopped || r.To == api.StateDone || r.To == api.StateFailed {
+				rec.Action = ""
+			}
+		}
+		return true
+	}
+	var changes []change
+	svc.cache.mu.RLock()
+	for _, id := range order {
+		key, ok := svc.cache.byID[id]
+		e := svc.cache.instances[key]
+		if !ok || e == nil {
+			res.Rejected = append(res.Rejected, id)
+			continue
+		}
+		rec := e.rec.clone()
+		rs := byID[id]
+		if !apply(&rec, rs) {
+			res.Rejected = append(res.Rejected, id)
+			continue
+		}
+		changes = append(changes, change{rec: rec, rev: e.rev, redo: func(f *record) bool { return apply(f, rs) }})
+	}
+	svc.cache.mu.RUnlock()
+	revs, _ := svc.writeBatch(ctx, changes)
+	res.Applied, res.Revisions = len(revs), revs
+	for _, c := range changes {
+		if _, ok := revs[c.rec.ID]; !ok {
+			res.Rejected = append(res.Rejected, c.rec.ID)
+		}
+	}
+	return res
+}
+
+// agentMayReportFor checks a move against the agent table, given the
+// action in progress. An UNKNOWN instance whose host is back may return to
+// what its driver says it is.
+func agentMayReportFor(rec *record, to string) bool {
+	if rec.State == api.StateUnknown {
+		return to == api.StateRunning || to == api.StateSuspended || to == api.StatePoweroff || to == api.StateFailed
+	}
+	return agentMayReport(rec.State, rec.Action, to)
+}

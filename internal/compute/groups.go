@@ -1,0 +1,133 @@
+package compute
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/store"
+	"github.com/kumocloud/kumo/internal/validate"
+)
+
+const groupsPrefix = "/servergroups/"
+
+func groupKey(project, name string) string { return groupsPrefix + project + "/" + name }
+
+type groupRecord struct {
+	api.Meta
+	Project string `json:"project"`
+	Policy  string `json:"policy"`
+	Hard    bool   `json:"hard"`
+}
+
+func (svc *Service) getGroup(ctx context.Context, project, name string) (groupRecord, int64, error) {
+	var g groupRecord
+	rev, err := store.GetJSON(ctx, svc.s, groupKey(project, name), &g)
+	if errors.Is(err, store.ErrNotFound) {
+		return g, 0, errs.NotFound("server group %q not found in project %q", name, project)
+	}
+	return g, rev, err
+}
+
+// allGroups maps "project/name" to every server group.
+func (svc *Service) allGroups(ctx context.Context) (map[string]groupRecord, error) {
+	kvs, err := store.ListAll(ctx, svc.s, groupsPrefix)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]groupRecord{}
+	for _, kv := range kvs {
+		var g groupRecord
+		if store.Decode(kv, &g) == nil {
+			out[g.Project+"/"+g.Name] = g
+		}
+	}
+	return out, nil
+}
+
+func (svc *Service) groupAPI(g groupRecord, rev int64) api.ServerGroup {
+	out := api.ServerGroup{Meta: g.Meta, Project: g.Project, Policy: g.Policy, Hard: g.Hard, Members: []string{}}
+	out.Revision = rev
+	svc.cache.mu.RLock()
+	for _, e := range svc.cache.instances {
+		if e.rec.Project == g.Project && e.rec.ServerGroup == g.Name {
+			out.Members = append(out.Members, e.rec.Name)
+		}
+	}
+	svc.cache.mu.RUnlock()
+	sort.Strings(out.Members)
+	return out
+}
+
+// CreateGroup makes a server group.
+func (svc *Service) CreateGroup(ctx context.Context, project string, req api.ServerGroupsPost) (api.ServerGroup, error) {
+	if err := validate.Name("name", req.Name); err != nil {
+		return api.ServerGroup{}, err
+	}
+	if req.Policy != "affinity" && req.Policy != "anti-affinity" {
+		return api.ServerGroup{}, errs.Invalid("policy", "policy %q: use affinity or anti-affinity", req.Policy)
+	}
+	if err := validate.Labels("labels", req.Labels); err != nil {
+		return api.ServerGroup{}, err
+	}
+	t := time.Now().UTC()
+	g := groupRecord{Meta: api.Meta{ID: uuid.NewString(), Name: req.Name, Labels: req.Labels, CreatedAt: t, UpdatedAt: t}, Project: project, Policy: req.Policy, Hard: !req.Soft}
+	rev, err := svc.s.Txn(ctx, []store.Cond{store.Absent(groupKey(project, req.Name))}, []store.Op{
+		store.PutJSON(groupKey(project, req.Name), g),
+		events.Op(ctx, "servergroup", events.Created, project, "/v1/projects/"+project+"/server-groups/"+req.Name, g),
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return api.ServerGroup{}, errs.Conflict("server group %q already exists", req.Name)
+	}
+	if err != nil {
+		return api.ServerGroup{}, err
+	}
+	return svc.groupAPI(g, rev), nil
+}
+
+// GetGroup shows a server group with its members.
+func (svc *Service) GetGroup(ctx context.Context, project, name string) (api.ServerGroup, error) {
+	g, rev, err := svc.getGroup(ctx, project, name)
+	if err != nil {
+		return api.ServerGroup{}, err
+	}
+	return svc.groupAPI(g, rev), nil
+}
+
+// ListGroups lists a project's server groups.
+func (svc *Service) ListGroups(ctx context.Context, project string) ([]api.ServerGroup, error) {
+	kvs, err := store.ListAll(ctx, svc.s, groupsPrefix+project+"/")
+	if err != nil {
+		return nil, err
+	}
+	out := []api.ServerGroup{}
+	for _, kv := range kvs {
+		var g groupRecord
+		if store.Decode(kv, &g) == nil {
+			out = append(out, svc.groupAPI(g, kv.Revision))
+		}
+	}
+	return out, nil
+}
+
+// DeleteGroup removes an empty server group.
+func (svc *Service) DeleteGroup(ctx context.Context, project, name string) error {
+	g, rev, err := svc.getGroup(ctx, project, name)
+	if err != nil {
+		return err
+	}
+	if m := svc.groupAPI(g, rev).Members; len(m) > 0 {
+		return errs.Conflict("server group %q still has %d members", name, len(m))
+	}
+	_, err = svc.s.Txn(ctx, []store.Cond{store.At(groupKey(project, name), rev)}, []store.Op{
+		store.Del(groupKey(project, name)),
+		events.Op(ctx, "servergroup", events.Deleted, project, "/v1/projects/"+project+"/server-groups/"+name, nil),
+	})
+	return err
+}

@@ -1,0 +1,410 @@
+package compute
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/flavor"
+	"github.com/kumocloud/kumo/internal/hosts"
+	"github.com/kumocloud/kumo/internal/quota"
+	"github.com/kumocloud/kumo/internal/reqctx"
+	"github.com/kumocloud/kumo/internal/scheduler"
+	"github.com/kumocloud/kumo/internal/store"
+	"github.com/kumocloud/kumo/internal/validate"
+)
+
+const (
+	instancesPrefix = "/instances/"
+	// DONE instances move here, by project, name and id, so names can be
+	// used again and live lists stay short; history is kept.
+	archivePrefix = "/archive/instances/"
+	maxHistory    = 200
+)
+
+func instanceKey(project, name string) string { return instancesPrefix + project + "/" + name }
+
+func archiveKey(project, name, id string) string {
+	return archivePrefix + project + "/" + name + "/" + id
+}
+
+func instanceURL(project, name string) string {
+	return "/v1/projects/" + project + "/instances/" + name
+}
+
+// record is what is stored: the API object plus its history.
+type record struct {
+	api.Instance
+	History []api.HistoryRecord `json:"history"`
+}
+
+func (r *record) api(rev int64) api.Instance {
+	in := r.Instance
+	in.Revision = rev
+	in.Actions = Allowed(in.State)
+	return in
+}
+
+// clone deep-copies a record, so a change never writes through to the
+// cache's copy.
+func (r *record) clone() record {
+	c := *r
+	c.History = append([]api.HistoryRecord(nil), r.History...)
+	c.Placements = append([]api.Placement(nil), r.Placements...)
+	c.Actions = nil
+	return c
+}
+
+// transition moves the record to a new state and records it.
+func (r *record) transition(to, host, actor, reason string) {
+	t := time.Now().UTC()
+	from := r.State
+	if host != "" && host != r.Host {
+		r.Placements = append(r.Placements, api.Placement{Host: host, Start: t})
+		r.Host = host
+	}
+	if !onHost(to) && r.Host != "" && onHost(from) {
+		if n := len(r.Placements); n > 0 && r.Placements[n-1].End.IsZero() {
+			r.Placements[n-1].End = t
+		}
+	}
+	seq := 1
+	if n := len(r.History); n > 0 {
+		seq = r.History[n-1].Seq + 1
+	}
+	r.History = append(r.History, api.HistoryRecord{Seq: seq, Time: t, From: from, To: to, Host: r.Host, Actor: actor, Reason: reason})
+	if len(r.History) > maxHistory {
+		r.History = r.History[len(r.History)-maxHistory:]
+	}
+	r.State, r.Reason, r.UpdatedAt = to, reason, t
+	if to == api.StateStopped || to == api.StatePending {
+		r.Host = ""
+	}
+}
+
+// charge is what an instance counts against its project's quota.
+func charge(size api.Size, sign int64) api.ResourceCounts {
+	return api.ResourceCounts{Instances: sign, VCPUs: sign * size.VCPUs, MemoryMiB: sign * size.MemoryMiB, DiskGiB: sign * size.DiskGiB}
+}
+
+// Service is the compute service.
+type Service struct {
+	s      store.Store
+	hosts  *hosts.Service
+	log    *slog.Logger
+	cache  *cache
+	policy string
+	kick   chan struct{}
+}
+
+// New returns the compute service; Run starts its cache and controllers.
+func New(s store.Store, h *hosts.Service, policy string, log *slog.Logger) *Service {
+	if policy == "" {
+		policy = scheduler.Packing
+	}
+	return &Service{s: s, hosts: h, log: log, cache: newCache(), policy: policy, kick: make(chan struct{}, 1)}
+}
+
+// Policy is the scheduling policy in force.
+func (svc *Service) Policy() string { return svc.policy }
+
+// Run keeps the cache and runs the scheduler and node controllers until
+// ctx ends.
+func (svc *Service) Run(ctx context.Context) {
+	go svc.cache.run(ctx, svc.s, svc.log)
+	select {
+	case <-svc.cache.ready:
+	case <-ctx.Done():
+		return
+	}
+	go svc.nodeController(ctx)
+	svc.schedulerLoop(ctx)
+}
+
+// Ready waits until the cache is filled.
+func (svc *Service) Ready(ctx context.Context) error {
+	select {
+	case <-svc.cache.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Wake makes the scheduler run now (hosts or capacity changed).
+func (svc *Service) Wake() { svc.wake() }
+
+func (svc *Service) wake() {
+	select {
+	case svc.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Validate checks a create request.
+func ValidateInstancesPost(req *api.InstancesPost) error {
+	if err := validate.Name("name", req.Name); err != nil {
+		return err
+	}
+	if req.Type != api.TypeVM && req.Type != api.TypeContainer {
+		return errs.Invalid("type", "type %q: use vm or container", req.Type)
+	}
+	if err := validate.Name("flavor", req.Flavor); err != nil {
+		return err
+	}
+	if req.Image == "" {
+		return errs.Invalid("image", "image is required")
+	}
+	if err := validate.Text("image", req.Image, 253); err != nil {
+		return err
+	}
+	for _, e := range []struct{ field, src string }{{"requirements", req.Requirements}, {"rank", req.Rank}} {
+		if e.src == "" {
+			continue
+		}
+		if _, err := scheduler.Parse(e.src); err != nil {
+			return errs.Invalid(e.field, "%s: %v", e.field, err)
+		}
+	}
+	if req.ServerGroup != "" {
+		if err := validate.Name("server_group", req.ServerGroup); err != nil {
+			return err
+		}
+	}
+	if err := validate.Text("user_data", req.UserData, 64*1024); err != nil {
+		return err
+	}
+	return validate.Labels("labels", req.Labels)
+}
+
+// Create makes an instance in PENDING, charging the project's quota in
+// the same transaction.
+func (svc *Service) Create(ctx context.Context, project string, req api.InstancesPost) (api.Instance, error) {
+	if err := ValidateInstancesPost(&req); err != nil {
+		return api.Instance{}, err
+	}
+	fl, err := flavor.Get(ctx, svc.s, req.Flavor)
+	if err != nil {
+		return api.Instance{}, err
+	}
+	if req.ServerGroup != "" {
+		if _, _, err := svc.getGroup(ctx, project, req.ServerGroup); err != nil {
+			return api.Instance{}, err
+		}
+	}
+	t := time.Now().UTC()
+	r := record{Instance: api.Instance{
+		Meta:    api.Meta{ID: uuid.NewString(), Name: req.Name, Labels: req.Labels, CreatedAt: t, UpdatedAt: t},
+		Project: project, Type: req.Type, Flavor: fl.Name,
+		Size:  api.Size{VCPUs: fl.VCPUs, MemoryMiB: fl.MemoryMiB, DiskGiB: fl.DiskGiB},
+		Image: req.Image, Requirements: req.Requirements, Rank: req.Rank, ServerGroup: req.ServerGroup, UserData: req.UserData,
+		State: api.StatePending,
+	}}
+	r.History = []api.HistoryRecord{{Seq: 1, Time: t, To: api.StatePending, Actor: reqctx.Actor(ctx), Reason: "created"}}
+	key := instanceKey(project, req.Name)
+	rev, err := quota.Reserve(ctx, svc.s, project, charge(r.Size, 1), []store.Cond{store.Absent(key)}, []store.Op{
+		store.PutJSON(key, r),
+		events.Op(ctx, "instance", events.Created, project, instanceURL(project, r.Name), r.api(0)),
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return api.Instance{}, errs.Conflict("instance %q already exists in project %q", req.Name, project)
+	}
+	if err != nil {
+		return api.Instance{}, err
+	}
+	svc.wake()
+	return r.api(rev), nil
+}
+
+// get reads a live instance.
+func (svc *Service) get(ctx context.Context, project, name string) (record, int64, error) {
+	var r record
+	rev, err := store.GetJSON(ctx, svc.s, instanceKey(project, name), &r)
+	if errors.Is(err, store.ErrNotFound) {
+		return r, 0, errs.NotFound("instance %q not found in project %q", name, project)
+	}
+	return r, rev, err
+}
+
+// Get returns an instance; a DONE one is found in the archive.
+func (svc *Service) Get(ctx context.Context, project, name string) (api.Instance, []api.HistoryRecord, error) {
+	r, rev, err := svc.get(ctx, project, name)
+	if errors.Is(err, errs.ErrNotFound) {
+		kvs, lerr := store.ListAll(ctx, svc.s, archivePrefix+project+"/"+name+"/")
+		if lerr != nil || len(kvs) == 0 {
+			return api.Instance{}, nil, err
+		}
+		// The newest archived one.
+		var newest record
+		var nrev int64
+		for _, kv := range kvs {
+			var a record
+			if store.Decode(kv, &a) == nil && (nrev == 0 || a.UpdatedAt.After(newest.UpdatedAt)) {
+				newest, nrev = a, kv.Revision
+			}
+		}
+		return newest.api(nrev), newest.History, nil
+	}
+	if err != nil {
+		return api.Instance{}, nil, err
+	}
+	return r.api(rev), r.History, nil
+}
+
+// List lists a project's live instances (and DONE ones with all).
+func (svc *Service) List(ctx context.Context, project string, sel map[string]string, all bool, after string, limit int) ([]api.Instance, string, error) {
+	items, next, err := store.Paginate(ctx, svc.s, instancesPrefix+project+"/", after, limit, func(kv store.KV) (api.Instance, bool, error) {
+		var r record
+		if err := store.Decode(kv, &r); err != nil {
+			return api.Instance{}, false, err
+		}
+		return r.api(kv.Revision), r.HasLabels(sel), nil
+	})
+	if err != nil || !all || next != "" {
+		return items, next, err
+	}
+	done, err := store.ListAll(ctx, svc.s, archivePrefix+project+"/")
+	for _, kv := range done {
+		var r record
+		if store.Decode(kv, &r) == nil && r.HasLabels(sel) {
+			items = append(items, r.api(kv.Revision))
+		}
+	}
+	return items, "", err
+}
+
+// Action carries out a user action: the instance moves at once to the
+// state the action table says, and the agent (or the scheduler) does the
+// rest. A wrong action is a conflict naming the state and what is allowed.
+func (svc *Service) Action(ctx context.Context, project, name, action string) (api.Instance, error) {
+	known := false
+	for _, a := range AllActions {
+		known = known || a == action
+	}
+	if !known {
+		return api.Instance{}, errs.Invalid("action", "action %q: use one of %s", action, strings.Join(AllActions, ", "))
+	}
+	for attempt := 0; attempt < 50; attempt++ {
+		r, rev, err := svc.get(ctx, project, name)
+		if err != nil {
+			return api.Instance{}, err
+		}
+		rule, ok := ruleFor(r.State, action)
+		if !ok {
+			allowed := Allowed(r.State)
+			what := "nothing, until it settles"
+			if len(allowed) > 0 {
+				what = strings.Join(allowed, ", ")
+			}
+			return api.Instance{}, errs.Conflict("cannot %s instance %q: it is %s; allowed now: %s", action, name, r.State, what)
+		}
+		r.Action = action
+		if rule.To == api.StatePending || rule.To == api.StateHold || rule.To == api.StateDone {
+			r.Action = ""
+		}
+		r.transition(rule.To, "", reqctx.Actor(ctx), "user: "+action)
+		nrev, err := svc.write(ctx, &r, rev)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return api.Instance{}, err
+		}
+		if rule.To == api.StatePending {
+			svc.wake()
+		}
+		return r.api(nrev), nil
+	}
+	return api.Instance{}, errs.Unavailable("instance %q is changing too fast; try again", name)
+}
+
+// write stores a changed record with CAS on rev. Reaching DONE moves it to
+// the archive and gives its quota back, in the same transaction.
+func (svc *Service) write(ctx context.Context, r *record, rev int64) (int64, error) {
+	key := instanceKey(r.Project, r.Name)
+	ev := events.Op(ctx, "instance", strings.ToLower(r.State), r.Project, instanceURL(r.Project, r.Name), r.api(0))
+	if r.State == api.StateDone {
+		return quota.Reserve(ctx, svc.s, r.Project, charge(r.Size, -1), []store.Cond{store.At(key, rev)}, []store.Op{
+			store.Del(key), store.PutJSON(archiveKey(r.Project, r.Name, r.ID), r), ev,
+		})
+	}
+	return svc.s.Txn(ctx, []store.Cond{store.At(key, rev)}, []store.Op{store.PutJSON(key, *r), ev})
+}
+
+// writeBatch writes many changed records in few transactions (CAS on each);
+// a batch that conflicts is retried one record at a time. fn re-applies the
+// change to a freshly read record and says whether it still applies.
+func (svc *Service) writeBatch(ctx context.Context, changes []change) (revs map[string]int64, lastRev int64) {
+	revs = map[string]int64{}
+	const chunk = 50
+	for i := 0; i < len(changes); i += chunk {
+		part := changes[i:min(i+chunk, len(changes))]
+		var conds []store.Cond
+		var ops []store.Op
+		simple := true
+		for _, c := range part {
+			if c.rec.State == api.StateDone {
+				simple = false
+				break
+			}
+			key := instanceKey(c.rec.Project, c.rec.Name)
+			conds = append(conds, store.At(key, c.rev))
+			ops = append(ops, store.PutJSON(key, c.rec), events.Op(ctx, "instance", strings.ToLower(c.rec.State), c.rec.Project, instanceURL(c.rec.Project, c.rec.Name), c.rec.api(0)))
+		}
+		if simple {
+			rev, err := svc.s.Txn(ctx, conds, ops)
+			if err == nil {
+				for _, c := range part {
+					revs[c.rec.ID] = rev
+				}
+				lastRev = max(lastRev, rev)
+				continue
+			}
+			if !errors.Is(err, store.ErrConflict) {
+				svc.log.Warn("batch write", "err", err)
+			}
+		}
+		for _, c := range part {
+			if rev, ok := svc.writeOne(ctx, c); ok {
+				revs[c.rec.ID] = rev
+				lastRev = max(lastRev, rev)
+			}
+		}
+	}
+	return revs, lastRev
+}
+
+// change is a record to write at a revision, with how to redo it on a
+// fresh copy if the revision moved.
+type change struct {
+	rec   record
+	rev   int64
+	redo  func(*record) bool
+	label string
+}
+
+func (svc *Service) writeOne(ctx context.Context, c change) (int64, bool) {
+	rec, rev := c.rec, c.rev
+	for attempt := 0; attempt < 10; attempt++ {
+		nrev, err := svc.write(ctx, &rec, rev)
+		if err == nil {
+			return nrev, true
+		}
+		if !errors.Is(err, store.ErrConflict) || c.redo == nil {
+			return 0, false
+		}
+		fresh, frev, gerr := svc.get(ctx, c.rec.Project, c.rec.Name)
+		if gerr != nil || !c.redo(&fresh) {
+			return 0, false
+		}
+		rec, rev = fresh, frev
+	}
+	return 0, false
+}

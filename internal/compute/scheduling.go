@@ -1,0 +1,202 @@
+package compute
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/reqctx"
+	"github.com/kumocloud/kumo/internal/scheduler"
+)
+
+// snapshot builds the scheduler's view from the cache: hosts with their
+// liveness and computed allocations, and where each server group's members
+// are. Allocations are summed from the instances themselves, never kept
+// as counters, so they always equal the sum of the instances' flavors.
+// Called with the cache read-locked.
+func (svc *Service) snapshot() scheduler.Snapshot {
+	alloc := svc.cache.allocations()
+	counts := svc.cache.counts()
+	snap := scheduler.Snapshot{GroupHosts: map[string]map[string]int{}}
+	for _, h := range svc.cache.hosts {
+		alive, _ := svc.hosts.Alive(h.Name)
+		attrs := map[string]string{}
+		for k, v := range h.Attributes {
+			attrs[k] = v
+		}
+		for k, v := range h.Labels {
+			attrs[k] = v
+		}
+		a := alloc[h.Name]
+		snap.Hosts = append(snap.Hosts, scheduler.Host{
+			Name: h.Name, Enabled: h.Enabled, Online: alive && h.State == api.HostOnline, Draining: h.Draining,
+			Kinds: h.Kinds, CPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB, DiskGiB: h.Capacity.DiskGiB,
+			CPURatio: h.Ratios.CPU, MemRatio: h.Ratios.Memory, DiskRatio: h.Ratios.Disk, Attrs: attrs,
+			Used: scheduler.Resources{VCPUs: a.VCPUs, MemoryMiB: a.MemoryMiB, DiskGiB: a.DiskGiB}, Instances: counts[h.Name],
+		})
+	}
+	for _, e := range svc.cache.instances {
+		if e.rec.ServerGroup != "" && e.rec.Host != "" && onHost(e.rec.State) {
+			g := e.rec.Project + "/" + e.rec.ServerGroup
+			if snap.GroupHosts[g] == nil {
+				snap.GroupHosts[g] = map[string]int{}
+			}
+			snap.GroupHosts[g][e.rec.Host]++
+		}
+	}
+	return snap
+}
+
+// request turns an instance into a scheduler request.
+func (svc *Service) request(r *record, groups map[string]groupRecord) scheduler.Request {
+	req := scheduler.Request{ID: r.ID, Kind: r.Type, Size: scheduler.Resources{VCPUs: r.Size.VCPUs, MemoryMiB: r.Size.MemoryMiB, DiskGiB: r.Size.DiskGiB}}
+	if r.Requirements != "" {
+		req.Requirements, _ = scheduler.Parse(r.Requirements)
+	}
+	if r.Rank != "" {
+		req.Rank, _ = scheduler.Parse(r.Rank)
+	}
+	if r.ServerGroup != "" {
+		if g, ok := groups[r.Project+"/"+r.ServerGroup]; ok {
+			req.Group, req.GroupPolicy, req.GroupHard = r.Project+"/"+r.ServerGroup, g.Policy, g.Hard
+		}
+	}
+	return req
+}
+
+// schedulerLoop plans every PENDING instance against one snapshot, commits
+// the placements with compare-and-swap, and records why the rest fit
+// nowhere. It runs when woken (a create, a release, a start) and every
+// second, so instances are placed as soon as capacity appears.
+func (svc *Service) schedulerLoop(ctx context.Context) {
+	ctx = reqctx.WithActor(ctx, "scheduler")
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-svc.kick:
+		case <-tick.C:
+		}
+		for ctx.Err() == nil {
+			placed, rev := svc.scheduleOnce(ctx)
+			if placed == 0 {
+				break
+			}
+			// Let the cache see our writes before planning again.
+			svc.cache.waitRev(ctx, rev)
+		}
+	}
+}
+
+// scheduleOnce runs one round and returns how many instances it placed.
+func (svc *Service) scheduleOnce(ctx context.Context) (int, int64) {
+	groups, _ := svc.allGroups(ctx)
+	svc.cache.mu.RLock()
+	var pending []*entry
+	for _, e := range svc.cache.instances {
+		if e.rec.State == api.StatePending {
+			pending = append(pending, e)
+		}
+	}
+	if len(pending) == 0 {
+		svc.cache.mu.RUnlock()
+		return 0, 0
+	}
+	sort.Slice(pending, func(i, j int) bool {
+		if !pending[i].rec.CreatedAt.Equal(pending[j].rec.CreatedAt) {
+			return pending[i].rec.CreatedAt.Before(pending[j].rec.CreatedAt)
+		}
+		return pending[i].rec.ID < pending[j].rec.ID
+	})
+	snap := svc.snapshot()
+	reqs := make([]scheduler.Request, len(pending))
+	byID := map[string]*entry{}
+	for i, e := range pending {
+		reqs[i] = svc.request(&e.rec, groups)
+		byID[e.rec.ID] = e
+	}
+	// Copies: the cache's records must not be changed in place.
+	recs := map[string]record{}
+	for id, e := range byID {
+		recs[id] = e.rec.clone()
+	}
+	svc.cache.mu.RUnlock()
+
+	plan := scheduler.Schedule(snap, reqs, svc.policy)
+	var changes []change
+	for _, p := range plan.Placements {
+		r := recs[p.RequestID]
+		host := p.Host
+		r.transition(api.StateProlog, host, "scheduler", "placed on "+host)
+		changes = append(changes, change{rec: r, rev: byID[p.RequestID].rev})
+	}
+	for _, f := range plan.Failures {
+		r := recs[f.RequestID]
+		if r.Reason == f.Reason {
+			continue // nothing new to say: no write
+		}
+		r.Reason = f.Reason
+		changes = append(changes, change{rec: r, rev: byID[f.RequestID].rev})
+	}
+	applied, rev := svc.writeBatch(ctx, changes)
+	if len(applied) < len(changes) {
+		svc.log.Debug("scheduler: some placements were stale", "planned", len(changes), "applied", len(applied))
+	}
+	return len(plan.Placements), rev
+}
+
+// Explain says, for every host, why an instance can or cannot go there.
+func (svc *Service) Explain(ctx context.Context, project, name string) (api.Explain, error) {
+	r, _, err := svc.get(ctx, project, name)
+	if err != nil {
+		return api.Explain{}, err
+	}
+	groups, err := svc.allGroups(ctx)
+	if err != nil {
+		return api.Explain{}, err
+	}
+	svc.cache.mu.RLock()
+	snap := svc.snapshot()
+	svc.cache.mu.RUnlock()
+	req := svc.request(&r, groups)
+	if onHost(r.State) && r.Host != "" {
+		// Explain the instance as if it were not placed yet.
+		for i := range snap.Hosts {
+			if snap.Hosts[i].Name == r.Host {
+				snap.Hosts[i].Used.VCPUs -= r.Size.VCPUs
+				snap.Hosts[i].Used.MemoryMiB -= r.Size.MemoryMiB
+				snap.Hosts[i].Used.DiskGiB -= r.Size.DiskGiB
+				snap.Hosts[i].Instances--
+			}
+		}
+		if m := snap.GroupHosts[req.Group]; m != nil {
+			m[r.Host]--
+		}
+	}
+	res := scheduler.Explain(snap, req, svc.policy)
+	out := api.Explain{Instance: name, Policy: svc.policy, Hosts: make([]api.ExplainHost, len(res))}
+	if r.Rank != "" {
+		out.Policy = "rank: " + r.Rank
+	}
+	for i, h := range res {
+		out.Hosts[i] = api.ExplainHost{Host: h.Host, Feasible: h.Feasible, Reason: h.Reason, Score: h.Score}
+	}
+	out.Summary = scheduler.Summarize(snap.Hosts, &req, snap.GroupHosts)
+	if len(snap.Hosts) == 0 {
+		out.Summary = "no hosts have joined"
+	}
+	return out, nil
+}
+
+// HostUsage returns, per host, what its instances take and how many.
+func (svc *Service) HostUsage() (map[string]api.Size, map[string]int) {
+	svc.cache.mu.RLock()
+	defer svc.cache.mu.RUnlock()
+	return svc.cache.allocations(), svc.cache.counts()
+}
+
+var _ = errs.ErrNotFound

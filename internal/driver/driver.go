@@ -1,0 +1,151 @@
+// Package driver is the contract between the agent and what really runs
+// instances (QEMU, runc, or the simulator), and the registry of drivers by
+// name. The contract is narrow and context-first; every driver passes the
+// drivertest conformance suite.
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+)
+
+// ErrNotFound: the driver has no such instance.
+var ErrNotFound = errors.New("driver: no such instance")
+
+// ErrState: the instance is not in a state that allows this.
+var ErrState = errors.New("driver: wrong state for this")
+
+// Spec is what a driver needs to run an instance.
+type Spec struct {
+	ID       string
+	Project  string
+	Name     string
+	Type     string
+	Host     string
+	Image    string
+	UserData string
+	Size     api.Size
+}
+
+// State is what the driver sees of an instance.
+type State string
+
+// Driver states.
+const (
+	Prepared  State = "prepared"  // PROLOG done, not started
+	Running   State = "running"   //
+	Suspended State = "suspended" // paused, memory kept on the host
+	Stopped   State = "stopped"   // powered off, disks kept
+	Saved     State = "saved"     // state saved to disk, host resources freed
+)
+
+// Status is one instance as the driver sees it.
+type Status struct {
+	ID         string
+	Host       string
+	State      State
+	CPUSeconds float64
+	MemoryMiB  int64
+}
+
+// Driver runs instances on the hosts it brings.
+type Driver interface {
+	// Name is the registry name ("sim", "container", "qemu").
+	Name() string
+	// Hosts fingerprints the hosts this driver brings: capacity, kinds,
+	// attributes (ARCH, CPU_MODEL, KERNEL...).
+	Hosts(ctx context.Context) ([]api.HostSpec, error)
+	// Prepare is PROLOG: disks, rootfs, contextualization. Idempotent.
+	Prepare(ctx context.Context, s Spec) error
+	// Start is BOOT from prepared or stopped. Starting a running instance
+	// is a no-op.
+	Start(ctx context.Context, s Spec) error
+	// Stop powers off: gracefully, or at once with force. Idempotent.
+	Stop(ctx context.Context, id string, force bool) error
+	// Suspend pauses a running instance; Resume continues it.
+	Suspend(ctx context.Context, id string) error
+	Resume(ctx context.Context, id string) error
+	// Reboot restarts a running instance.
+	Reboot(ctx context.Context, id string) error
+	// Save writes a running or suspended instance's state to disk and
+	// frees the host (Start restores it).
+	Save(ctx context.Context, id string) error
+	// Cleanup is EPILOG: remove everything of the instance from the host
+	// (a saved state is kept when keepSaved). Idempotent.
+	Cleanup(ctx context.Context, id string, keepSaved bool) error
+	// Status reports one instance (ErrNotFound if the driver has none).
+	Status(ctx context.Context, id string) (Status, error)
+	// Recover lists every instance the driver has, after an agent restart;
+	// it must never stop any of them.
+	Recover(ctx context.Context) ([]Status, error)
+}
+
+// Syncer is implemented by drivers that keep state in files: Sync makes
+// what was done so far survive a crash of the agent. The agent syncs before
+// it reports.
+type Syncer interface{ Sync() error }
+
+// HostHealth is implemented by drivers that can lose a host (the
+// simulator's crash injection): the agent stops beating for hosts down.
+type HostHealth interface{ HostUp(name string) bool }
+
+// Options configure a driver.
+type Options struct {
+	// StateDir is where the driver keeps its files.
+	StateDir string
+	// Sim settings.
+	SimHosts     int
+	SimPrefix    string
+	SimCPUs      int64
+	SimMemoryMiB int64
+	SimDiskGiB   int64
+	SimBootDelay time.Duration
+	SimStopDelay time.Duration
+	SimFailRate  float64
+	SimSeed      int64
+	SimLabels    map[string]string
+}
+
+// Factory makes a driver.
+type Factory func(Options) (Driver, error)
+
+var (
+	mu       sync.Mutex
+	registry = map[string]Factory{}
+)
+
+// Register adds a driver factory under its name.
+func Register(name string, f Factory) {
+	mu.Lock()
+	defer mu.Unlock()
+	registry[name] = f
+}
+
+// New makes the named driver.
+func New(name string, o Options) (Driver, error) {
+	mu.Lock()
+	f, ok := registry[name]
+	mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("no driver %q (have: %v)", name, Names())
+	}
+	return f(o)
+}
+
+// Names lists the registered drivers.
+func Names() []string {
+	mu.Lock()
+	defer mu.Unlock()
+	var out []string
+	for n := range registry {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,159 @@
+// Package drivertest is the conformance suite every driver passes: the
+// lifecycle, idempotent stop and cleanup, errors for wrong states, and
+// recovery after an agent restart.
+package drivertest
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/driver"
+)
+
+// Factory makes a driver keeping its state in dir; called again with the
+// same dir it must find what the first one left (an agent restart).
+type Factory func(t *testing.T, dir string) driver.Driver
+
+// Run runs the suite.
+func Run(t *testing.T, newDriver Factory) {
+	t.Run("Hosts", func(t *testing.T) { testHosts(t, newDriver(t, t.TempDir())) })
+	t.Run("Lifecycle", func(t *testing.T) { testLifecycle(t, newDriver(t, t.TempDir())) })
+	t.Run("Idempotent", func(t *testing.T) { testIdempotent(t, newDriver(t, t.TempDir())) })
+	t.Run("WrongState", func(t *testing.T) { testWrongState(t, newDriver(t, t.TempDir())) })
+	t.Run("Recover", func(t *testing.T) { testRecover(t, newDriver) })
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
+
+func spec(t *testing.T, d driver.Driver, id string) driver.Spec {
+	hs, err := d.Hosts(ctx(t))
+	if err != nil || len(hs) == 0 {
+		t.Fatalf("Hosts: %v %v", hs, err)
+	}
+	return driver.Spec{ID: id, Project: "p", Name: id, Type: hs[0].Kinds[0], Host: hs[0].Name, Image: "tiny", Size: api.Size{VCPUs: 1, MemoryMiB: 64, DiskGiB: 1}}
+}
+
+func want(t *testing.T, d driver.Driver, id string, st driver.State) {
+	t.Helper()
+	s, err := d.Status(ctx(t), id)
+	if err != nil || s.State != st {
+		t.Fatalf("Status(%s) = %+v, %v; want %s", id, s, err, st)
+	}
+}
+
+func ok(t *testing.T, what string, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+func testHosts(t *testing.T, d driver.Driver) {
+	hs, err := d.Hosts(ctx(t))
+	ok(t, "Hosts", err)
+	for _, h := range hs {
+		if h.Name == "" || len(h.Kinds) == 0 || h.Capacity.VCPUs < 1 || h.Capacity.MemoryMiB < 1 || h.Attributes["ARCH"] == "" {
+			t.Fatalf("host %+v lacks name, kinds, capacity or ARCH", h)
+		}
+	}
+}
+
+func testLifecycle(t *testing.T, d driver.Driver) {
+	c := ctx(t)
+	s := spec(t, d, "i-1")
+	ok(t, "Prepare", d.Prepare(c, s))
+	ok(t, "Start", d.Start(c, s))
+	want(t, d, s.ID, driver.Running)
+	ok(t, "Suspend", d.Suspend(c, s.ID))
+	want(t, d, s.ID, driver.Suspended)
+	ok(t, "Resume", d.Resume(c, s.ID))
+	want(t, d, s.ID, driver.Running)
+	ok(t, "Reboot", d.Reboot(c, s.ID))
+	want(t, d, s.ID, driver.Running)
+	ok(t, "Stop", d.Stop(c, s.ID, false))
+	want(t, d, s.ID, driver.Stopped)
+	ok(t, "Start after Stop", d.Start(c, s))
+	want(t, d, s.ID, driver.Running)
+	ok(t, "Save", d.Save(c, s.ID))
+	want(t, d, s.ID, driver.Saved)
+	ok(t, "Cleanup keeping the saved state", d.Cleanup(c, s.ID, true))
+	ok(t, "Start from saved", d.Start(c, s))
+	want(t, d, s.ID, driver.Running)
+	ok(t, "Stop (force)", d.Stop(c, s.ID, true))
+	ok(t, "Cleanup", d.Cleanup(c, s.ID, false))
+	if _, err := d.Status(c, s.ID); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("Status after Cleanup: %v, want ErrNotFound", err)
+	}
+}
+
+func testIdempotent(t *testing.T, d driver.Driver) {
+	c := ctx(t)
+	s := spec(t, d, "i-2")
+	ok(t, "Prepare", d.Prepare(c, s))
+	ok(t, "Prepare again", d.Prepare(c, s))
+	ok(t, "Start", d.Start(c, s))
+	ok(t, "Start again", d.Start(c, s))
+	ok(t, "Stop", d.Stop(c, s.ID, false))
+	ok(t, "Stop again", d.Stop(c, s.ID, false))
+	ok(t, "Cleanup", d.Cleanup(c, s.ID, false))
+	ok(t, "Cleanup again", d.Cleanup(c, s.ID, false))
+	ok(t, "Cleanup of an unknown instance", d.Cleanup(c, "never-was", false))
+}
+
+func testWrongState(t *testing.T, d driver.Driver) {
+	c := ctx(t)
+	s := spec(t, d, "i-3")
+	if err := d.Start(c, s); err == nil {
+		t.Fatal("Start before Prepare succeeded")
+	}
+	if err := d.Suspend(c, "never-was"); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("Suspend of unknown: %v", err)
+	}
+	ok(t, "Prepare", d.Prepare(c, s))
+	ok(t, "Start", d.Start(c, s))
+	ok(t, "Stop", d.Stop(c, s.ID, true))
+	if err := d.Resume(c, s.ID); !errors.Is(err, driver.ErrState) {
+		t.Fatalf("Resume of a stopped instance: %v, want ErrState", err)
+	}
+	if err := d.Reboot(c, s.ID); !errors.Is(err, driver.ErrState) {
+		t.Fatalf("Reboot of a stopped instance: %v, want ErrState", err)
+	}
+}
+
+func testRecover(t *testing.T, newDriver Factory) {
+	dir := t.TempDir()
+	c := ctx(t)
+	d := newDriver(t, dir)
+	a, b := spec(t, d, "i-a"), spec(t, d, "i-b")
+	for _, s := range []driver.Spec{a, b} {
+		ok(t, "Prepare", d.Prepare(c, s))
+		ok(t, "Start", d.Start(c, s))
+	}
+	ok(t, "Suspend", d.Suspend(c, b.ID))
+	if sy, isSyncer := d.(driver.Syncer); isSyncer {
+		ok(t, "Sync", sy.Sync())
+	}
+	// The agent restarts: a new driver on the same state.
+	d2 := newDriver(t, dir)
+	sts, err := d2.Recover(c)
+	ok(t, "Recover", err)
+	got := map[string]driver.State{}
+	for _, s := range sts {
+		got[s.ID] = s.State
+	}
+	if got[a.ID] != driver.Running || got[b.ID] != driver.Suspended {
+		t.Fatalf("Recover = %v; want i-a running, i-b suspended", got)
+	}
+	ok(t, "Resume after recover", d2.Resume(c, b.ID))
+	for _, s := range []driver.Spec{a, b} {
+		ok(t, "Stop", d2.Stop(c, s.ID, true))
+		ok(t, "Cleanup", d2.Cleanup(c, s.ID, false))
+	}
+}

@@ -1,0 +1,431 @@
+// Package hosts owns the compute hosts, the agents that bring them, join
+// tokens, and host liveness.
+//
+// Liveness is not stored: heartbeats only touch memory in the server that
+// receives them, so 10,000 hosts beating cost no store writes at all (as
+// Nomad's TTL timers and Kubernetes' node leases keep heartbeats cheap).
+// Only a change of a host's state (ONLINE <-> OFFLINE) is written. After a
+// server start every host gets a full grace period before it can be
+// declared offline. Keys: /hosts/{name}, /agents/{id}, /jointokens/{id}.
+package hosts
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/store"
+	"github.com/kumocloud/kumo/internal/validate"
+)
+
+const (
+	hostsPrefix  = "/hosts/"
+	agentsPrefix = "/agents/"
+	joinPrefix   = "/jointokens/"
+	// JoinPrefix starts every join token.
+	JoinPrefix = "kumo-join."
+	// CredentialPrefix starts every agent credential.
+	CredentialPrefix = "kumoa_"
+)
+
+// Default allocation ratios, as the course material teaches.
+var DefaultRatios = api.Ratios{CPU: 16, Memory: 1.5, Disk: 1}
+
+type hostRecord struct {
+	api.Host
+}
+
+type agentRecord struct {
+	api.Agent
+	SecretHash string `json:"secret_hash"`
+}
+
+type joinRecord struct {
+	api.JoinToken
+	SecretHash string `json:"secret_hash"`
+}
+
+// Service is the host registry.
+type Service struct {
+	s       store.Store
+	caFP    string
+	grace   time.Duration
+	started time.Time
+
+	mu       sync.Mutex
+	lastSeen map[string]time.Time // host -> last heartbeat
+}
+
+// New returns the registry. caFP is put in join tokens; grace is how long a
+// host may stay silent before it is OFFLINE.
+func New(s store.Store, caFP string, grace time.Duration) *Service {
+	if grace <= 0 {
+		grace = 15 * time.Second
+	}
+	return &Service{s: s, caFP: caFP, grace: grace, started: time.Now(), lastSeen: map[string]time.Time{}}
+}
+
+// Grace is how long a host may be silent.
+func (svc *Service) Grace() time.Duration { return svc.grace }
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func hash(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
+}
+
+func now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
+
+// CreateJoinToken makes a token agents join with. It carries the server
+// CA's fingerprint, so an agent given only the URL and the token can verify
+// the server (as k3s's tokens do).
+func (svc *Service) CreateJoinToken(ctx context.Context, req api.JoinTokensPost) (api.JoinToken, error) {
+	ttl := time.Duration(req.TTLSeconds) * time.Second
+	switch {
+	case req.TTLSeconds < 0:
+		return api.JoinToken{}, errs.Invalid("ttl_seconds", "ttl_seconds must not be negative")
+	case ttl == 0:
+		ttl = 24 * time.Hour
+	case ttl > 365*24*time.Hour:
+		return api.JoinToken{}, errs.Invalid("ttl_seconds", "ttl_seconds is over a year")
+	}
+	if err := validate.Text("description", req.Description, 256); err != nil {
+		return api.JoinToken{}, err
+	}
+	id, secret := randHex(6), randHex(20)
+	t := now()
+	rec := joinRecord{JoinToken: api.JoinToken{ID: id, Description: req.Description, CreatedAt: t, ExpiresAt: t.Add(ttl)}, SecretHash: hash(secret)}
+	if _, err := svc.s.Txn(ctx, []store.Cond{store.Absent(joinPrefix + id)}, []store.Op{
+		store.PutJSON(joinPrefix+id, rec),
+		events.Op(ctx, "jointoken", events.Created, "", "/v1/join-tokens/"+id, rec.JoinToken),
+	}); err != nil {
+		return api.JoinToken{}, err
+	}
+	out := rec.JoinToken
+	out.Token = JoinPrefix + svc.caFP + "." + id + "." + secret
+	return out, nil
+}
+
+// ParseJoinToken splits a join token into the CA fingerprint, id and secret.
+func ParseJoinToken(tok string) (fp, id, secret string, err error) {
+	rest, ok := strings.CutPrefix(tok, JoinPrefix)
+	parts := strings.Split(rest, ".")
+	if !ok || len(parts) != 3 || len(parts[0]) != 64 {
+		return "", "", "", errs.Invalid("join_token", "malformed join token: expected %s<ca-fingerprint>.<id>.<secret>", JoinPrefix)
+	}
+	return parts[0], parts[1], parts[2], nil
+}
+
+// ListJoinTokens lists join tokens (without secrets).
+func (svc *Service) ListJoinTokens(ctx context.Context) ([]api.JoinToken, error) {
+	kvs, err := store.ListAll(ctx, svc.s, joinPrefix)
+	if err != nil {
+		return nil, err
+	}
+	out := []api.JoinToken{}
+	for _, kv := range kvs {
+		var r joinRecord
+		if store.Decode(kv, &r) == nil {
+			out = append(out, r.JoinToken)
+		}
+	}
+	return out, nil
+}
+
+// DeleteJoinToken revokes a join token (agents that joined stay).
+func (svc *Service) DeleteJoinToken(ctx context.Context, id string) error {
+	err := svc.s.Delete(ctx, joinPrefix+id, 0)
+	if errors.Is(err, store.ErrNotFound) {
+		return errs.NotFound("join token %q not found", id)
+	}
+	return err
+}
+
+func validateSpecs(specs []api.HostSpec) error {
+	if len(specs) == 0 {
+		return errs.Invalid("hosts", "an agent must bring at least one host")
+	}
+	seen := map[string]bool{}
+	for i, h := range specs {
+		f := fmt.Sprintf("hosts[%d]", i)
+		if err := validate.Name(f+".name", h.Name); err != nil {
+			return err
+		}
+		if seen[h.Name] {
+			return errs.Invalid(f+".name", "host %q twice", h.Name)
+		}
+		seen[h.Name] = true
+		if len(h.Kinds) == 0 {
+			return errs.Invalid(f+".kinds", "host %q offers no driver kind", h.Name)
+		}
+		for _, k := range h.Kinds {
+			if k != api.TypeVM && k != api.TypeContainer {
+				return errs.Invalid(f+".kinds", "kind %q: use vm or container", k)
+			}
+		}
+		if h.Capacity.VCPUs < 1 || h.Capacity.MemoryMiB < 1 || h.Capacity.DiskGiB < 0 {
+			return errs.Invalid(f+".capacity", "host %q: capacity must have vcpus and memory", h.Name)
+		}
+	}
+	return nil
+}
+
+// Join registers an agent and its hosts with a valid join token and returns
+// the agent's credential (once).
+func (svc *Service) Join(ctx context.Context, req api.AgentsPost) (api.Agent, error) {
+	_, id, secret, err := ParseJoinToken(req.JoinToken)
+	if err != nil {
+		return api.Agent{}, err
+	}
+	var jt joinRecord
+	if _, err := store.GetJSON(ctx, svc.s, joinPrefix+id, &jt); err != nil || subtle.ConstantTimeCompare([]byte(hash(secret)), []byte(jt.SecretHash)) != 1 {
+		return api.Agent{}, errs.Unauthorized("join token not recognised")
+	}
+	if time.Now().After(jt.ExpiresAt) {
+		return api.Agent{}, errs.Unauthorized("join token expired at %s; ask an admin for a new one", jt.ExpiresAt.Format(time.RFC3339))
+	}
+	if err := validate.Name("name", req.Name); err != nil {
+		return api.Agent{}, err
+	}
+	if err := validate.Name("driver", req.Driver); err != nil {
+		return api.Agent{}, err
+	}
+	if err := validateSpecs(req.Hosts); err != nil {
+		return api.Agent{}, err
+	}
+	aid, asecret := randHex(8), randHex(24)
+	rec := agentRecord{Agent: api.Agent{ID: aid, Name: req.Name, Driver: req.Driver, CreatedAt: now()}, SecretHash: hash(asecret)}
+	for _, h := range req.Hosts {
+		rec.Hosts = append(rec.Hosts, h.Name)
+	}
+	if err := svc.putHosts(ctx, &rec, req.Hosts, true); err != nil {
+		return api.Agent{}, err
+	}
+	out := rec.Agent
+	out.Credential = CredentialPrefix + aid + "_" + asecret
+	svc.Heartbeat(out.Hosts)
+	return out, nil
+}
+
+// putHosts writes the agent record and its hosts, in chunks of hosts (etcd
+// limits operations per transaction). Hosts of another agent are refused;
+// admin settings (enabled, draining, labels, ratios) of existing hosts stay.
+func (svc *Service) putHosts(ctx context.Context, rec *agentRecord, specs []api.HostSpec, create bool) error {
+	const chunk = 50
+	for i := 0; i < len(specs); i += chunk {
+		var conds []store.Cond
+		var ops []store.Op
+		for _, spec := range specs[i:min(i+chunk, len(specs))] {
+			var h hostRecord
+			rev, err := store.GetJSON(ctx, svc.s, hostsPrefix+spec.Name, &h)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				t := now()
+				h = hostRecord{api.Host{Meta: api.Meta{ID: randHex(8), Name: spec.Name, CreatedAt: t}, Enabled: true, Ratios: DefaultRatios, State: api.HostOnline}}
+				conds = append(conds, store.Absent(hostsPrefix+spec.Name))
+				ops = append(ops, events.Op(ctx, "host", events.Created, "", "/v1/hosts/"+spec.Name, nil))
+			case err != nil:
+				return err
+			default:
+				if h.Agent != rec.ID {
+					var other agentRecord
+					if _, err := store.GetJSON(ctx, svc.s, agentsPrefix+h.Agent, &other); err == nil && other.Name != rec.Name {
+						return errs.Conflict("host %q belongs to agent %q; delete the host first", spec.Name, other.Name)
+					}
+				}
+				conds = append(conds, store.At(hostsPrefix+spec.Name, rev))
+			}
+			h.Agent, h.Driver = rec.ID, rec.Driver
+			h.Address, h.Kinds, h.Capacity, h.Attributes = spec.Address, spec.Kinds, spec.Capacity, spec.Attributes
+			h.UpdatedAt = now()
+			ops = append(ops, store.PutJSON(hostsPrefix+spec.Name, h))
+		}
+		if i+chunk >= len(specs) {
+			ops = append(ops, store.PutJSON(agentsPrefix+rec.ID, rec))
+			if create {
+				conds = append(conds, store.Absent(agentsPrefix+rec.ID))
+				ops = append(ops, events.Op(ctx, "agent", events.Created, "", "/v1/agents/"+rec.ID, rec.Agent))
+			}
+		}
+		if _, err := svc.s.Txn(ctx, conds, ops); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				return errs.Conflict("hosts changed while registering; try again")
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// PutAgentHosts re-registers an agent's hosts (capacity and attributes may
+// have changed since it joined).
+func (svc *Service) PutAgentHosts(ctx context.Context, agentID string, specs []api.HostSpec) (api.Agent, error) {
+	if err := validateSpecs(specs); err != nil {
+		return api.Agent{}, err
+	}
+	var rec agentRecord
+	if _, err := store.GetJSON(ctx, svc.s, agentsPrefix+agentID, &rec); err != nil {
+		return api.Agent{}, errs.NotFound("agent %q not found", agentID)
+	}
+	rec.Hosts = nil
+	for _, h := range specs {
+		rec.Hosts = append(rec.Hosts, h.Name)
+	}
+	if err := svc.putHosts(ctx, &rec, specs, false); err != nil {
+		return api.Agent{}, err
+	}
+	svc.Heartbeat(rec.Hosts)
+	return rec.Agent, nil
+}
+
+// AgentPrincipal is an authenticated agent.
+type AgentPrincipal struct {
+	ID    string
+	Name  string
+	Hosts map[string]bool
+}
+
+// Authenticate checks an agent credential.
+func (svc *Service) Authenticate(ctx context.Context, cred string) (*AgentPrincipal, error) {
+	rest, _ := strings.CutPrefix(cred, CredentialPrefix)
+	id, secret, ok := strings.Cut(rest, "_")
+	if !ok {
+		return nil, errs.Unauthorized("malformed agent credential")
+	}
+	var rec agentRecord
+	if _, err := store.GetJSON(ctx, svc.s, agentsPrefix+id, &rec); err != nil || subtle.ConstantTimeCompare([]byte(hash(secret)), []byte(rec.SecretHash)) != 1 {
+		return nil, errs.Unauthorized("agent credential not recognised; join again")
+	}
+	p := &AgentPrincipal{ID: rec.ID, Name: rec.Name, Hosts: map[string]bool{}}
+	for _, h := range rec.Hosts {
+		p.Hosts[h] = true
+	}
+	return p, nil
+}
+
+// Heartbeat marks hosts alive now. Memory only.
+func (svc *Service) Heartbeat(hosts []string) {
+	t := time.Now()
+	svc.mu.Lock()
+	for _, h := range hosts {
+		svc.lastSeen[h] = t
+	}
+	svc.mu.Unlock()
+}
+
+// Alive reports whether a host beat within the grace period (a server that
+// just started gives every host a full grace period first).
+func (svc *Service) Alive(host string) (bool, time.Time) {
+	svc.mu.Lock()
+	seen, ok := svc.lastSeen[host]
+	svc.mu.Unlock()
+	since := seen
+	if !ok || seen.Before(svc.started) {
+		since = svc.started
+	}
+	return time.Since(since) < svc.grace, seen
+}
+
+// List returns every host record.
+func (svc *Service) List(ctx context.Context) ([]api.Host, error) {
+	kvs, err := store.ListAll(ctx, svc.s, hostsPrefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Host, 0, len(kvs))
+	for _, kv := range kvs {
+		var h hostRecord
+		if err := store.Decode(kv, &h); err != nil {
+			return nil, err
+		}
+		h.Revision = kv.Revision
+		_, h.LastSeen = svc.Alive(h.Name)
+		out = append(out, h.Host)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Get returns one host.
+func (svc *Service) Get(ctx context.Context, name string) (api.Host, error) {
+	var h hostRecord
+	rev, err := store.GetJSON(ctx, svc.s, hostsPrefix+name, &h)
+	if errors.Is(err, store.ErrNotFound) {
+		return api.Host{}, errs.NotFound("host %q not found", name)
+	}
+	h.Revision = rev
+	_, h.LastSeen = svc.Alive(name)
+	return h.Host, err
+}
+
+// Patch changes admin settings of a host.
+func (svc *Service) Patch(ctx context.Context, name string, p api.HostPatch) (api.Host, error) {
+	if err := validate.Labels("labels", p.Labels); err != nil {
+		return api.Host{}, err
+	}
+	if r := p.Ratios; r != nil && (r.CPU <= 0 || r.Memory <= 0 || r.Disk <= 0 || r.CPU > 1000 || r.Memory > 100 || r.Disk > 100) {
+		return api.Host{}, errs.Invalid("ratios", "ratios must be > 0 (cpu up to 1000, memory and disk up to 100)")
+	}
+	return svc.update(ctx, name, func(h *hostRecord) {
+		if p.Enabled != nil {
+			h.Enabled = *p.Enabled
+		}
+		if p.Draining != nil {
+			h.Draining = *p.Draining
+		}
+		if p.Labels != nil {
+			h.Labels = p.Labels
+		}
+		if p.Ratios != nil {
+			h.Ratios = *p.Ratios
+		}
+	})
+}
+
+// SetState writes a host's ONLINE/OFFLINE state.
+func (svc *Service) SetState(ctx context.Context, name, state string) (api.Host, error) {
+	return svc.update(ctx, name, func(h *hostRecord) { h.State = state })
+}
+
+func (svc *Service) update(ctx context.Context, name string, fn func(*hostRecord)) (api.Host, error) {
+	for {
+		var h hostRecord
+		rev, err := store.GetJSON(ctx, svc.s, hostsPrefix+name, &h)
+		if errors.Is(err, store.ErrNotFound) {
+			return api.Host{}, errs.NotFound("host %q not found", name)
+		}
+		if err != nil {
+			return api.Host{}, err
+		}
+		fn(&h)
+		h.UpdatedAt = now()
+		nrev, err := svc.s.Txn(ctx, []store.Cond{store.At(hostsPrefix+name, rev)}, []store.Op{
+			store.PutJSON(hostsPrefix+name, h),
+			events.Op(ctx, "host", events.Updated, "", "/v1/hosts/"+name, h.Host),
+		})
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		h.Revision = nrev
+		return h.Host, err
+	}
+}
+
+// Watch reports host changes (the compute cache follows them).
+const Prefix = hostsPrefix

@@ -1,0 +1,43 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/agent"
+	"github.com/kumocloud/kumo/internal/driver"
+	_ "github.com/kumocloud/kumo/internal/driver/sim" // registers "sim"
+	"github.com/kumocloud/kumo/internal/reqctx"
+)
+
+// startLocalAgent runs the all-in-one server's own agent: the same agent
+// code as 'kumo agent', joined with a join token the server makes for it,
+// talking HTTPS to this server's listener on loopback.
+func (s *Server) startLocalAgent(ctx context.Context) error {
+	if s.httpsAddr == "" {
+		return fmt.Errorf("the local agent needs the HTTPS listener (--listen)")
+	}
+	_, port, _ := net.SplitHostPort(s.httpsAddr)
+	opts := s.cfg.LocalDriverOptions
+	opts.StateDir = filepath.Join(s.cfg.DataDir, "agent", s.cfg.LocalDriver)
+	d, err := driver.New(s.cfg.LocalDriver, opts)
+	if err != nil {
+		return err
+	}
+	tok, err := s.hosts.CreateJoinToken(reqctx.WithActor(ctx, "local-agent"), api.JoinTokensPost{TTLSeconds: 300, Description: "local agent"})
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(ctx, agent.Config{
+		Server: "https://127.0.0.1:" + port, JoinToken: tok.Token, Name: "local-" + s.cfg.LocalDriver,
+		StateDir: opts.StateDir, Driver: d, Log: s.log.With("component", "agent"),
+	})
+	if err != nil {
+		return fmt.Errorf("local agent: %w", err)
+	}
+	go a.Run(ctx)
+	return nil
+}
