@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -64,6 +65,17 @@ func listAll[T any](ctx context.Context, c *Client, path string, o ListOptions) 
 func (c *Client) ServerInfo(ctx context.Context) (api.ServerInfo, error) {
 	var out api.ServerInfo
 	return out, c.do(ctx, http.MethodGet, "/v1", nil, nil, &out)
+}
+
+// Metrics returns the server's Prometheus metrics text.
+func (c *Client) Metrics(ctx context.Context) (string, error) {
+	resp, err := c.send(ctx, http.MethodGet, "/metrics", nil, nil, "text/plain")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
 
 // Login trades a user name and password for a token.

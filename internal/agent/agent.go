@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -40,6 +41,9 @@ type Config struct {
 	// Workers bounds instances handled at once (default 64).
 	Workers int
 	Log     *slog.Logger
+	// WrapTransport, if set, sees every API call (tests check them
+	// against the OpenAPI contract).
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
 // credential is what the agent keeps after joining.
@@ -99,6 +103,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		if err != nil {
 			return nil, err
 		}
+		if cfg.WrapTransport != nil {
+			a.c.WrapTransport(cfg.WrapTransport)
+		}
 		a.id = cred.AgentID
 		if _, err := a.c.PutAgentHosts(ctx, a.id, specs); err != nil {
 			return nil, fmt.Errorf("re-registering hosts: %w", err)
@@ -116,6 +123,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	c, err := client.Remote(cfg.Server, "", fp)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.WrapTransport != nil {
+		c.WrapTransport(cfg.WrapTransport)
 	}
 	ag, err := c.JoinAgent(ctx, api.AgentsPost{JoinToken: cfg.JoinToken, Name: cfg.Name, Driver: cfg.Driver.Name(), Hosts: specs})
 	if err != nil {

@@ -114,7 +114,8 @@ func (a *app) rootCmd() *cobra.Command {
 		return nil
 	}
 	root.AddCommand(a.versionCmd(), a.loginCmd(), a.logoutCmd(), a.remoteCmd(), a.whoamiCmd(),
-		a.projectCmd(), a.userCmd(), a.tokenCmd(), a.flavorCmd(), a.operationCmd(), a.eventCmd())
+		a.projectCmd(), a.userCmd(), a.tokenCmd(), a.flavorCmd(), a.operationCmd(), a.eventCmd(),
+		a.instanceCmd(), a.serverGroupCmd(), a.hostCmd(), a.benchCmd())
 	return root
 }
 

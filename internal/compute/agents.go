@@ -62,17 +62,21 @@ func (svc *Service) Report(ctx context.Context, agent *hosts.AgentPrincipal, rep
 		}
 		byID[r.ID] = append(byID[r.ID], r)
 	}
+	// apply applies, in order, the reports that fit; reports that do not
+	// (duplicates, or overtaken by a user action) are skipped.
 	apply := func(rec *record, rs []api.InstanceReport) bool {
+		applied := false
 		for _, r := range rs {
 			if !agent.Hosts[r.Host] || rec.Host != r.Host || rec.State != r.From || !agentMayReportFor(rec, r.To) {
-				return false
+				continue
 			}
+			applied = true
 			rec.transition(r.To, "", "agent:"+agent.Name, r.Reason)
 			if r.To == api.StateRunning || r.To == api.StateSuspended || r.To == api.StatePoweroff || r.To == api.StateStopped || r.To == api.StateDone || r.To == api.StateFailed {
 				rec.Action = ""
 			}
 		}
-		return true
+		return applied
 	}
 	var changes []change
 	svc.cache.mu.RLock()
@@ -83,13 +87,21 @@ func (svc *Service) Report(ctx context.Context, agent *hosts.AgentPrincipal, rep
 			res.Rejected = append(res.Rejected, id)
 			continue
 		}
-		rec := e.rec.clone()
+		rec, rev := e.rec.clone(), e.rev
 		rs := byID[id]
 		if !apply(&rec, rs) {
-			res.Rejected = append(res.Rejected, id)
-			continue
+			// The cache may be behind the agent's previous report.
+			svc.cache.mu.RUnlock()
+			fresh, frev, err := svc.get(ctx, e.rec.Project, e.rec.Name)
+			ok := err == nil && apply(&fresh, rs)
+			svc.cache.mu.RLock()
+			if !ok {
+				res.Rejected = append(res.Rejected, id)
+				continue
+			}
+			rec, rev = fresh, frev
 		}
-		changes = append(changes, change{rec: rec, rev: e.rev, redo: func(f *record) bool { return apply(f, rs) }})
+		changes = append(changes, change{rec: rec, rev: rev, redo: func(f *record) bool { return apply(f, rs) }})
 	}
 	svc.cache.mu.RUnlock()
 	revs, _ := svc.writeBatch(ctx, changes)

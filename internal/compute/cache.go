@@ -99,7 +99,11 @@ func (c *cache) sync(ctx context.Context, s store.Store, first bool) error {
 			delete(c.byID, e.rec.ID)
 			delete(c.instances, ev.KV.Key)
 		}
-		c.instRev = max(c.instRev, ev.KV.Revision)
+		// Publish a revision only once all its changes are in, or a
+		// long poll could hand out half a transaction.
+		if ev.RevisionEnd {
+			c.instRev = max(c.instRev, ev.KV.Revision)
+		}
 	})
 	go follow(hosts.Prefix, func(ev store.WatchEvent) {
 		if ev.Type == store.EventPut {

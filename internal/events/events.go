@@ -3,9 +3,10 @@
 // lose an event nor record a change that did not happen), streamed to
 // clients and pruned after a retention period.
 //
-// An event's ID is the store revision that wrote it. IDs only grow, so a
-// client that remembers the last ID it saw resumes with every later event,
-// exactly once.
+// An event's ID is made of the store revision that wrote it and its place
+// among the events of that transaction: ID = revision*4096 + index. IDs
+// only grow, so a client that remembers the last ID it saw resumes with
+// every later event, exactly once.
 package events
 
 import (
@@ -18,6 +19,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
@@ -47,19 +49,37 @@ func Op(ctx context.Context, typ, action, project, resource string, obj any) sto
 			ev.Object = b
 		}
 	}
-	var r [4]byte
-	rand.Read(r[:])
-	key := fmt.Sprintf("%s%020d-%s", Prefix, now.UnixNano(), hex.EncodeToString(r[:]))
+	// The sequence number orders the events of one transaction (one
+	// process makes all of them) the way the transaction applies them.
+	key := fmt.Sprintf("%s%020d-%s-%012d", Prefix, now.UnixNano(), proc, seq.Add(1))
 	return store.PutJSON(key, ev)
 }
 
-// Decode reads an event record; its ID is the revision that created it.
-func Decode(kv store.KV) (api.Event, error) {
+var (
+	seq  atomic.Int64
+	proc = func() string {
+		var r [4]byte
+		rand.Read(r[:])
+		return hex.EncodeToString(r[:])
+	}()
+)
+
+// perRevision is how many events one transaction may carry.
+const perRevision = 4096
+
+// ID makes an event ID from a revision and an index within it.
+func ID(rev int64, index int) int64 { return rev*perRevision + int64(index) }
+
+func seqOf(key string) string { return key[strings.LastIndex(key, "-")+1:] }
+
+// Decode reads an event record, giving it the ID of its place: index
+// among its revision's events.
+func Decode(kv store.KV, index int) (api.Event, error) {
 	var ev api.Event
 	if err := json.Unmarshal(kv.Value, &ev); err != nil {
 		return ev, fmt.Errorf("decode event %s: %w", kv.Key, err)
 	}
-	ev.ID = kv.CreateRevision
+	ev.ID = ID(kv.CreateRevision, index)
 	return ev, nil
 }
 
@@ -108,19 +128,28 @@ func Stream(ctx context.Context, s store.Store, since int64, follow bool, f Filt
 			return err
 		}
 		// Keys are in time order, which can differ from revision order
-		// by a little when servers' clocks differ; sort by ID.
-		evs := make([]api.Event, 0, len(kvs))
-		for _, kv := range kvs {
-			if kv.CreateRevision <= since {
-				continue
+		// by a little when servers' clocks differ: order by revision, and
+		// within one by the sequence the transaction wrote them in.
+		slices.SortFunc(kvs, func(a, b store.KV) int {
+			if c := cmp.Compare(a.CreateRevision, b.CreateRevision); c != 0 {
+				return c
 			}
-			ev, err := Decode(kv)
-			if err != nil {
+			return cmp.Compare(seqOf(a.Key), seqOf(b.Key))
+		})
+		evs := make([]api.Event, 0, len(kvs))
+		index := 0
+		for i, kv := range kvs {
+			if i > 0 && kvs[i-1].CreateRevision == kv.CreateRevision {
+				index++
+			} else {
+				index = 0
+			}
+			ev, err := Decode(kv, index)
+			if err != nil || ev.ID <= since {
 				continue
 			}
 			evs = append(evs, ev)
 		}
-		sortByID(evs)
 		for _, ev := range evs {
 			if f.Match(ev) {
 				if err := fn(ev); err != nil {
@@ -129,11 +158,12 @@ func Stream(ctx context.Context, s store.Store, since int64, follow bool, f Filt
 			}
 			last = max(last, ev.ID)
 		}
-		from = max(rev, last) + 1
+		from = max(rev, last/perRevision) + 1
 	}
 	if !follow {
 		return nil
 	}
+	curRev, index := int64(0), 0
 	for ev := range s.Watch(ctx, Prefix, from) {
 		if ev.Err != nil {
 			if errors.Is(ev.Err, store.ErrCompacted) {
@@ -141,11 +171,16 @@ func Stream(ctx context.Context, s store.Store, since int64, follow bool, f Filt
 			}
 			return ev.Err
 		}
-		if ev.Type != store.EventPut || ev.KV.CreateRevision <= last {
+		if ev.Type != store.EventPut {
 			continue
 		}
-		e, err := Decode(ev.KV)
-		if err != nil {
+		if ev.KV.Revision == curRev {
+			index++
+		} else {
+			curRev, index = ev.KV.Revision, 0
+		}
+		e, err := Decode(ev.KV, index)
+		if err != nil || e.ID <= last {
 			continue
 		}
 		last = e.ID
@@ -156,10 +191,6 @@ func Stream(ctx context.Context, s store.Store, since int64, follow bool, f Filt
 		}
 	}
 	return ctx.Err()
-}
-
-func sortByID(evs []api.Event) {
-	slices.SortFunc(evs, func(a, b api.Event) int { return cmp.Compare(a.ID, b.ID) })
 }
 
 // Prune deletes events older than cutoff and returns how many.

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
@@ -218,35 +219,174 @@ func Update(ctx context.Context, s store.Store, project string, fn func(*Record)
 // checked against the limits: going over is a quota_exceeded error naming
 // the resource. When one of conds fails (not the quota record changing),
 // Reserve returns store.ErrConflict and changes nothing.
+//
+// Concurrent reservations in one project are committed together (group
+// commit): they all compare-and-swap the same quota record, so one at a
+// time would serialize every create in a project on one store write.
 func Reserve(ctx context.Context, s store.Store, project string, delta api.ResourceCounts, conds []store.Cond, ops []store.Op) (int64, error) {
-	for i := 0; i < maxRetries; i++ {
-		r, rev, err := Get(ctx, s, project)
-		if err != nil {
-			return 0, err
+	r := &reservation{ctx: ctx, delta: delta, conds: conds, ops: ops, done: make(chan result, 1)}
+	q := queueFor(s, project)
+	q.mu.Lock()
+	q.waiting = append(q.waiting, r)
+	lead := !q.leading
+	q.leading = true
+	q.mu.Unlock()
+	if lead {
+		q.lead(s, project)
+	}
+	select {
+	case res := <-r.done:
+		return res.rev, res.err
+	case <-ctx.Done():
+		// The batch may still commit it; the caller's retry with the same
+		// conditions then sees a conflict, never a double charge.
+		return 0, ctx.Err()
+	}
+}
+
+type reservation struct {
+	ctx   context.Context
+	delta api.ResourceCounts
+	conds []store.Cond
+	ops   []store.Op
+	done  chan result
+}
+
+type result struct {
+	rev int64
+	err error
+}
+
+type queue struct {
+	mu      sync.Mutex
+	waiting []*reservation
+	leading bool
+}
+
+type queueKey struct {
+	s       store.Store
+	project string
+}
+
+var queues sync.Map // queueKey -> *queue
+
+func queueFor(s store.Store, project string) *queue {
+	q, _ := queues.LoadOrStore(queueKey{s, project}, &queue{})
+	return q.(*queue)
+}
+
+// maxBatchOps keeps a batch within etcd's default limit of 128 operations
+// per transaction.
+const maxBatchOps = 120
+
+// lead commits batches until nobody waits.
+func (q *queue) lead(s store.Store, project string) {
+	for {
+		q.mu.Lock()
+		n, ops := 0, 1
+		for n < len(q.waiting) && (n == 0 || ops+len(q.waiting[n].ops)+len(q.waiting[n].conds) <= maxBatchOps) {
+			ops += len(q.waiting[n].ops) + len(q.waiting[n].conds)
+			n++
 		}
-		for _, res := range resources {
-			d := *res.field(&delta)
-			if d == 0 {
-				continue
-			}
-			used, limit := res.field(&r.Usage), *res.field(&r.Limit)
-			if d > 0 && limit != Unlimited && *used+d > limit {
-				return 0, errs.QuotaExceeded(res.name, limit, *used, d)
-			}
-			*used = max(0, *used+d)
+		batch := q.waiting[:n:n]
+		q.waiting = q.waiting[n:]
+		if n == 0 {
+			q.leading = false
+			q.mu.Unlock()
+			return
 		}
-		all := append([]store.Cond{store.At(Key(project), rev)}, conds...)
-		wrev, err := s.Txn(ctx, all, append([]store.Op{store.PutJSON(Key(project), r)}, ops...))
-		if err == nil {
-			return wrev, nil
-		}
-		if !errors.Is(err, store.ErrConflict) {
-			return 0, err
-		}
-		// Retry only when it was the quota record that moved.
-		if _, now, gerr := Get(ctx, s, project); gerr == nil && now == rev {
-			return 0, store.ErrConflict
+		q.mu.Unlock()
+		commit(s, project, batch)
+	}
+}
+
+// commit tries the batch as one transaction; when a caller's condition
+// fails it falls back to one transaction each, so one bad create cannot
+// fail the others.
+func commit(s store.Store, project string, batch []*reservation) {
+	live := batch[:0:0]
+	for _, r := range batch {
+		if r.ctx.Err() == nil {
+			live = append(live, r)
+		} else {
+			r.done <- result{err: r.ctx.Err()}
 		}
 	}
-	return 0, errs.Unavailable("quota of project %q is too contended; try again", project)
+	if len(live) == 0 {
+		return
+	}
+	ctx := context.WithoutCancel(live[0].ctx)
+	for attempt := 0; attempt < maxRetries; attempt++ {
+		rec, rev, err := Get(ctx, s, project)
+		if err != nil {
+			for _, r := range live {
+				r.done <- result{err: err}
+			}
+			return
+		}
+		var in []*reservation
+		all := []store.Cond{store.At(Key(project), rev)}
+		for _, r := range live {
+			if err := apply(&rec.Usage, rec.Limit, r.delta); err != nil {
+				r.done <- result{err: err}
+				continue
+			}
+			in = append(in, r)
+			all = append(all, r.conds...)
+		}
+		if len(in) == 0 {
+			return
+		}
+		ops := []store.Op{store.PutJSON(Key(project), rec)}
+		for _, r := range in {
+			ops = append(ops, r.ops...)
+		}
+		wrev, err := s.Txn(ctx, all, ops)
+		if err == nil {
+			for _, r := range in {
+				r.done <- result{rev: wrev}
+			}
+			return
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			for _, r := range in {
+				r.done <- result{err: err}
+			}
+			return
+		}
+		if _, now, gerr := Get(ctx, s, project); gerr == nil && now == rev {
+			// A caller's own condition failed.
+			if len(in) == 1 {
+				in[0].done <- result{err: store.ErrConflict}
+				return
+			}
+			for _, r := range in {
+				commit(s, project, []*reservation{r})
+			}
+			return
+		}
+		live = in
+	}
+	for _, r := range live {
+		r.done <- result{err: errs.Unavailable("quota of project %q is too contended; try again", project)}
+	}
+}
+
+// apply adds delta to usage, checking positive figures against limits;
+// on error usage is unchanged.
+func apply(usage *api.ResourceCounts, limit api.ResourceCounts, delta api.ResourceCounts) error {
+	next := *usage
+	for _, res := range resources {
+		d := *res.field(&delta)
+		if d == 0 {
+			continue
+		}
+		used, lim := res.field(&next), *res.field(&limit)
+		if d > 0 && lim != Unlimited && *used+d > lim {
+			return errs.QuotaExceeded(res.name, lim, *used, d)
+		}
+		*used = max(0, *used+d)
+	}
+	*usage = next
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/events"
 	"github.com/kumocloud/kumo/internal/operations"
 	"github.com/kumocloud/kumo/internal/server/response"
 )
@@ -29,7 +30,11 @@ func (s *Server) readyz(r *request, w http.ResponseWriter) {
 }
 
 func (s *Server) getServerInfo(r *request) response.Response {
-	return response.OK(api.ServerInfo{Version: s.cfg.Version, APIVersion: api.Version, CAFingerprint: s.caFP, Store: s.storeDesc})
+	rev, err := s.store.Revision(r.Context())
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(api.ServerInfo{Version: s.cfg.Version, APIVersion: api.Version, CAFingerprint: s.caFP, Store: s.storeDesc, StoreRevision: rev, EventsAfter: events.ID(rev+1, 0) - 1})
 }
 
 func (s *Server) getOpenAPI(r *request, w http.ResponseWriter) {
@@ -55,6 +60,9 @@ func (s *Server) postTokens(r *request) response.Response {
 		return response.Error(errs.Invalid("ttl_seconds", "ttl_seconds must not be negative"))
 	}
 	ttl := time.Duration(req.TTLSeconds) * time.Second
+	if r.agent != nil {
+		return response.Error(errs.Invalid("username", "agents cannot make user tokens"))
+	}
 	if req.Username == "" && req.Password == "" {
 		// A new token for whoever is already authenticated.
 		if r.p == nil {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/operations"
 )
 
@@ -17,7 +18,8 @@ import (
 //	cA   cloud admin          pA  admin of project p   pM  member of p
 //	pR   reader of p          qA  admin of project q (a stranger to p)
 //	anon no token             exp expired token        rev revoked token
-var principals = []string{"cA", "pA", "pM", "pR", "qA", "anon", "exp", "rev"}
+//	ag   an agent's credential (good only on its own /v1/agents/{id} endpoints)
+var principals = []string{"cA", "pA", "pM", "pR", "qA", "anon", "exp", "rev", "ag"}
 
 type matrixCase struct {
 	method, path string
@@ -26,8 +28,11 @@ type matrixCase struct {
 }
 
 func matrixCases() []matrixCase {
-	const bad = " anon:401 exp:401 rev:401"
-	const pub = "cA:200 pA:200 pM:200 pR:200 qA:200 anon:200 exp:200 rev:200"
+	const bad = " anon:401 exp:401 rev:401 ag:403"
+	const pub = "cA:200 pA:200 pM:200 pR:200 qA:200 anon:200 exp:200 rev:200 ag:200"
+	const members = "cA:201 pA:201 pM:201 pR:403 qA:404" + bad
+	const admins = "cA:200 pA:403 pM:403 pR:403 qA:403" + bad
+	const agentOnly = "cA:404 pA:404 pM:404 pR:404 qA:404 anon:401 exp:401 rev:401"
 	const anyValid = "cA:200 pA:200 pM:200 pR:200 qA:200" + bad
 	const readersOfP = "cA:200 pA:200 pM:200 pR:200 qA:404" + bad
 	return []matrixCase{
@@ -37,7 +42,7 @@ func matrixCases() []matrixCase {
 		{"GET", "/v1", nil, pub},
 		{"GET", "/v1/openapi.yaml", nil, pub},
 
-		{"POST", "/v1/tokens", map[string]any{}, "cA:201 pA:201 pM:201 pR:201 qA:201 anon:400 exp:400 rev:400"},
+		{"POST", "/v1/tokens", map[string]any{}, "cA:201 pA:201 pM:201 pR:201 qA:201 anon:400 exp:400 rev:400 ag:400"},
 		{"GET", "/v1/tokens", nil, anyValid},
 		{"GET", "/v1/tokens/{token}", nil, "cA:200 pA:404 pM:200 pR:404 qA:404" + bad},
 		{"DELETE", "/v1/tokens/{token}", nil, "cA:200 pA:404 pM:200 pR:404 qA:404" + bad},
@@ -47,7 +52,7 @@ func matrixCases() []matrixCase {
 		{"POST", "/v1/projects", map[string]any{"name": "new"}, "cA:201 pA:403 pM:403 pR:403 qA:403" + bad},
 		{"GET", "/v1/projects/p", nil, readersOfP},
 		{"PATCH", "/v1/projects/p", map[string]any{"description": "x"}, "cA:200 pA:200 pM:403 pR:403 qA:404" + bad},
-		{"DELETE", "/v1/projects/p", nil, "cA:202 pA:403 pM:403 pR:403 qA:403" + bad},
+		{"DELETE", "/v1/projects/p", nil, "cA:409 pA:403 pM:403 pR:403 qA:403" + bad},
 		{"PUT", "/v1/projects/p/quota", map[string]any{"quota": map[string]int{"instances": 5}}, "cA:200 pA:403 pM:403 pR:403 qA:403" + bad},
 		{"GET", "/v1/projects/p/members", nil, readersOfP},
 		{"PUT", "/v1/projects/p/members/qadmin", map[string]any{"role": "reader"}, "cA:200 pA:200 pM:403 pR:403 qA:404" + bad},
@@ -65,6 +70,29 @@ func matrixCases() []matrixCase {
 		{"DELETE", "/v1/users/preader", nil, "cA:204 pA:403 pM:403 pR:403 qA:403" + bad},
 		{"PUT", "/v1/users/pmember/password", map[string]any{"password": "another-password"}, "cA:204 pA:404 pM:204 pR:404 qA:404" + bad},
 
+		{"GET", "/v1/projects/p/instances", nil, readersOfP},
+		{"POST", "/v1/projects/p/instances", map[string]any{"name": "new", "type": "container", "flavor": "tiny", "image": "x"}, members},
+		{"GET", "/v1/projects/p/instances/i1", nil, readersOfP},
+		{"POST", "/v1/projects/p/instances/i1/actions", map[string]any{"action": "hold"}, "cA:200 pA:200 pM:200 pR:403 qA:404" + bad},
+		{"GET", "/v1/projects/p/instances/i1/history", nil, readersOfP},
+		{"GET", "/v1/projects/p/instances/i1/explain", nil, readersOfP},
+		{"GET", "/v1/projects/p/server-groups", nil, readersOfP},
+		{"POST", "/v1/projects/p/server-groups", map[string]any{"name": "g2", "policy": "anti-affinity"}, members},
+		{"GET", "/v1/projects/p/server-groups/g1", nil, readersOfP},
+		{"DELETE", "/v1/projects/p/server-groups/g1", nil, "cA:204 pA:204 pM:204 pR:403 qA:404" + bad},
+
+		{"GET", "/v1/hosts", nil, admins},
+		{"GET", "/v1/hosts/h1", nil, admins},
+		{"PATCH", "/v1/hosts/h1", map[string]any{"enabled": false}, admins},
+		{"POST", "/v1/join-tokens", map[string]any{}, "cA:201 pA:403 pM:403 pR:403 qA:403" + bad},
+		{"GET", "/v1/join-tokens", nil, admins},
+		{"DELETE", "/v1/join-tokens/{jt}", nil, "cA:204 pA:403 pM:403 pR:403 qA:403" + bad},
+		{"POST", "/v1/agents", `{"join_token":"{jtsecret}","name":"a2","driver":"sim","hosts":[{"name":"h2","kinds":["vm"],"capacity":{"vcpus":2,"memory_mib":2048,"disk_gib":10}}]}`, "cA:201 pA:201 pM:201 pR:201 qA:201 anon:201 exp:201 rev:201 ag:201"},
+		{"PUT", "/v1/agents/{agent}/hosts", map[string]any{"hosts": []map[string]any{{"name": "h1", "kinds": []string{"container"}, "capacity": map[string]int{"vcpus": 4, "memory_mib": 4096, "disk_gib": 10}}}}, agentOnly + " ag:200"},
+		{"POST", "/v1/agents/{agent}/heartbeat", map[string]any{}, agentOnly + " ag:204"},
+		{"GET", "/v1/agents/{agent}/assignments?wait=0", nil, agentOnly + " ag:200"},
+		{"POST", "/v1/agents/{agent}/reports", map[string]any{"instances": []any{}}, agentOnly + " ag:200"},
+
 		{"GET", "/v1/flavors", nil, anyValid},
 		{"POST", "/v1/flavors", map[string]any{"name": "f1", "vcpus": 1, "memory_mib": 512}, "cA:201 pA:403 pM:403 pR:403 qA:403" + bad},
 		{"GET", "/v1/flavors/small", nil, anyValid},
@@ -77,6 +105,9 @@ type fixture struct {
 	tokens        map[string]string
 	memberTokenID string
 	opID          string
+	agentID       string
+	joinID        string
+	joinSecret    string
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -103,6 +134,23 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f.opID = op.ID
+	ctxA := context.Background()
+	if _, err := ts.s.compute.Create(ctxA, "p", api.InstancesPost{Name: "i1", Type: "container", Flavor: "tiny", Image: "x", Requirements: `RACK = "nowhere"`}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.s.compute.CreateGroup(ctxA, "p", api.ServerGroupsPost{Name: "g1", Policy: "affinity"}); err != nil {
+		t.Fatal(err)
+	}
+	jt, err := ts.s.hosts.CreateJoinToken(ctxA, api.JoinTokensPost{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.joinID, f.joinSecret = jt.ID, jt.Token
+	ag, err := ts.s.hosts.Join(ctxA, api.AgentsPost{JoinToken: jt.Token, Name: "a1", Driver: "sim", Hosts: []api.HostSpec{{Name: "h1", Kinds: []string{"container"}, Capacity: api.Size{VCPUs: 4, MemoryMiB: 4096, DiskGiB: 10}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.agentID, f.tokens["ag"] = ag.ID, ag.Credential
 	time.Sleep(2 * time.Millisecond) // let the short token expire
 	return f
 }
@@ -151,8 +199,13 @@ func TestIsolationMatrix(t *testing.T) {
 			t.Run(fmt.Sprintf("%s %s as %s", c.method, c.path, who), func(t *testing.T) {
 				// A fresh cloud per call: calls change state.
 				f := newFixture(t)
-				path := strings.NewReplacer("{token}", f.memberTokenID, "{op}", f.opID).Replace(c.path)
-				got := f.ts.do(c.method, path, f.tokens[who], c.body)
+				rep := strings.NewReplacer("{token}", f.memberTokenID, "{op}", f.opID, "{agent}", f.agentID, "{jt}", f.joinID, "{jtsecret}", f.joinSecret)
+				path := rep.Replace(c.path)
+				body := c.body
+				if b, ok := body.(string); ok {
+					body = rep.Replace(b)
+				}
+				got := f.ts.do(c.method, path, f.tokens[who], body)
 				if got.Status != want[who] {
 					t.Fatalf("status %d, want %d: %s", got.Status, want[who], got.Body)
 				}

@@ -98,7 +98,11 @@ const (
 type WatchEvent struct {
 	Type EventType
 	KV   KV // for deletes, Key and Revision (the deletion's) only
-	Err  error
+	// RevisionEnd marks the last event (under the watched prefix) of its
+	// revision: a transaction's changes arrive together, and a consumer
+	// that publishes "seen up to revision R" must wait for it.
+	RevisionEnd bool
+	Err         error
 }
 
 // Store is the contract every state store implements.

@@ -261,12 +261,14 @@ func (s *Store) Watch(ctx context.Context, prefix string, fromRev int64) <-chan 
 				send(store.WatchEvent{Err: err})
 				return
 			}
-			for _, ev := range resp.Events {
+			for i, ev := range resp.Events {
 				we := store.WatchEvent{Type: store.EventPut, KV: toKV(ev.Kv)}
 				if ev.Type == clientv3.EventTypeDelete {
 					we.Type = store.EventDelete
 					we.KV = store.KV{Key: string(ev.Kv.Key), Revision: ev.Kv.ModRevision}
 				}
+				// etcd never splits a revision across watch responses.
+				we.RevisionEnd = i == len(resp.Events)-1 || resp.Events[i+1].Kv.ModRevision != ev.Kv.ModRevision
 				if !send(we) {
 					return
 				}

@@ -194,6 +194,9 @@ func (s *Store) Watch(ctx context.Context, prefix string, fromRev int64) <-chan 
 			next = s.rev + 1
 			changed := s.changed
 			s.mu.Unlock()
+			for i := range batch {
+				batch[i].RevisionEnd = i == len(batch)-1 || batch[i+1].KV.Revision != batch[i].KV.Revision
+			}
 			for _, ev := range batch {
 				select {
 				case out <- ev:

@@ -28,6 +28,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ConcurrentCAS", testConcurrentCAS},
 		{"WatchFromRevision", testWatchFromRevision},
 		{"WatchLive", testWatchLive},
+		{"WatchRevisionEnd", testWatchRevisionEnd},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -228,6 +229,33 @@ func testWatchFromRevision(t *testing.T, s store.Store) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("event %d never came", i)
 		}
+	}
+}
+
+// testWatchRevisionEnd: a transaction's events arrive together, the last
+// one marked.
+func testWatchRevisionEnd(t *testing.T, s store.Store) {
+	c := ctx(t)
+	wctx, cancel := context.WithCancel(c)
+	defer cancel()
+	rev0, _ := s.Revision(c)
+	s.Txn(c, nil, []store.Op{store.Put("/tx/a", nil), store.Put("/tx/b", nil), store.Put("/tx/c", nil)})
+	s.Create(c, "/tx/d", nil)
+	ch := s.Watch(wctx, "/tx/", rev0+1)
+	var ends []bool
+	for len(ends) < 4 {
+		select {
+		case ev := <-ch:
+			if ev.Err != nil {
+				t.Fatal(ev.Err)
+			}
+			ends = append(ends, ev.RevisionEnd)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("only %d events", len(ends))
+		}
+	}
+	if fmt.Sprint(ends) != "[false false true true]" {
+		t.Fatalf("RevisionEnd flags %v, want [false false true true]", ends)
 	}
 }
 

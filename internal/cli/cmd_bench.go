@@ -1,0 +1,250 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/client"
+)
+
+// BenchResult is what 'kumo bench provision' measured.
+type BenchResult struct {
+	Instances      int     `json:"instances"`
+	Concurrency    int     `json:"concurrency"`
+	Running        int     `json:"running"`
+	Failed         int     `json:"failed"`
+	Seconds        float64 `json:"seconds"`
+	PerSecond      float64 `json:"instances_per_second"`
+	P50ms          float64 `json:"p50_ms"`
+	P95ms          float64 `json:"p95_ms"`
+	P99ms          float64 `json:"p99_ms"`
+	WritesPerInst  float64 `json:"store_writes_per_instance"`
+	ServerRSSMiB   float64 `json:"server_rss_mib"`
+	Hosts          int     `json:"hosts"`
+	Project        string  `json:"project"`
+	CreateFailures int     `json:"create_failures"`
+}
+
+func (a *app) benchCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "bench", Short: "Measure the cloud"}
+	var n, conc int
+	var typ, image, flv, project string
+	var timeout time.Duration
+	var cleanup bool
+	prov := &cobra.Command{
+		Use:   "provision",
+		Short: "Create instances through the API and measure how fast they reach RUNNING",
+		Long: `Create --instances instances at --concurrency through the API against whatever
+hosts exist, and report throughput (instances/s reaching RUNNING), p50/p95/p99 of
+create-to-RUNNING, the store writes per instance and the server's memory.
+Without --project it makes a project with unlimited quota (cloud admin).`,
+		Example: "  kumo bench provision --instances 10000 --concurrency 64 -o json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			if n < 1 || conc < 1 {
+				return usagef("--instances and --concurrency must be at least 1")
+			}
+			if project == "" {
+				b := make([]byte, 3)
+				rand.Read(b)
+				project = "bench-" + hex.EncodeToString(b)
+				unl := map[string]int64{"instances": -1, "vcpus": -1, "memory_mib": -1, "disk_gib": -1}
+				if _, err := c.CreateProject(ctx, api.ProjectsPost{Name: project, Description: "kumo bench provision", Quota: unl}); err != nil {
+					return fmt.Errorf("making a bench project (needs cloud admin; or pass --project): %w", err)
+				}
+			}
+			res, err := runBench(ctx, c, project, n, conc, typ, image, flv, timeout)
+			if err != nil {
+				return err
+			}
+			if cleanup {
+				terminateAll(ctx, c, project, n, conc)
+			}
+			if a.output != "table" {
+				return a.printObject(res)
+			}
+			fmt.Fprintf(a.stdout, "%d instances (%d running, %d failed) on %d hosts, concurrency %d, project %s\n", res.Instances, res.Running, res.Failed, res.Hosts, res.Concurrency, res.Project)
+			fmt.Fprintf(a.stdout, "throughput    %.0f instances/s reaching RUNNING (%.2f s in all)\n", res.PerSecond, res.Seconds)
+			fmt.Fprintf(a.stdout, "create->RUNNING p50 %.0f ms, p95 %.0f ms, p99 %.0f ms\n", res.P50ms, res.P95ms, res.P99ms)
+			fmt.Fprintf(a.stdout, "store writes  %.2f per instance\n", res.WritesPerInst)
+			if res.ServerRSSMiB > 0 {
+				fmt.Fprintf(a.stdout, "server RSS    %.0f MiB\n", res.ServerRSSMiB)
+			}
+			return nil
+		},
+	}
+	f := prov.Flags()
+	f.IntVar(&n, "instances", 1000, "how many instances")
+	f.IntVar(&conc, "concurrency", 64, "creates in flight at once")
+	f.StringVar(&typ, "type", "container", "vm or container")
+	f.StringVar(&image, "image", "bench", "image")
+	f.StringVar(&flv, "flavor", "tiny", "flavor")
+	f.StringVar(&project, "project", "", "project to use (default: a new one with unlimited quota)")
+	f.DurationVar(&timeout, "timeout", 10*time.Minute, "give up waiting after this long")
+	f.BoolVar(&cleanup, "cleanup", false, "terminate the instances afterwards")
+	cmd.AddCommand(prov)
+	return cmd
+}
+
+func runBench(ctx context.Context, c *client.Client, project string, n, conc int, typ, image, flv string, timeout time.Duration) (BenchResult, error) {
+	res := BenchResult{Instances: n, Concurrency: conc, Project: project}
+	info, err := c.ServerInfo(ctx)
+	if err != nil {
+		return res, err
+	}
+	if hs, err := c.Hosts(ctx); err == nil {
+		res.Hosts = len(hs)
+	}
+	b := make([]byte, 3)
+	rand.Read(b)
+	prefix := "b" + hex.EncodeToString(b) + "-"
+	var mu sync.Mutex
+	created := map[string]time.Time{}
+	running := map[string]time.Time{}
+	failed := map[string]bool{}
+	allDone := make(chan struct{})
+	var closeOnce sync.Once
+	check := func() {
+		if len(running)+len(failed) >= n {
+			closeOnce.Do(func() { close(allDone) })
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	go c.Events(wctx, client.EventQuery{Project: project, Types: []string{"instance"}, Since: info.EventsAfter}, func(ev api.Event) error {
+		name := ev.Resource[strings.LastIndex(ev.Resource, "/")+1:]
+		if !strings.HasPrefix(name, prefix) {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		switch ev.Action {
+		case "running":
+			if _, ok := running[name]; !ok {
+				running[name] = ev.Time
+			}
+		case "failed":
+			failed[name] = true
+		}
+		check()
+		return nil
+	})
+	start := time.Now()
+	var next atomic.Int64
+	var createFail atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || wctx.Err() != nil {
+					return
+				}
+				name := prefix + strconv.Itoa(i)
+				t := time.Now()
+				_, err := c.CreateInstance(wctx, project, api.InstancesPost{Name: name, Type: typ, Flavor: flv, Image: image})
+				mu.Lock()
+				if err != nil {
+					createFail.Add(1)
+					failed[name] = true
+					check()
+				} else {
+					created[name] = t
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case <-allDone:
+	case <-wctx.Done():
+	}
+	end := time.Now()
+	mu.Lock()
+	defer mu.Unlock()
+	var lat []float64
+	last := start
+	for name, t := range running {
+		if c0, ok := created[name]; ok {
+			lat = append(lat, float64(t.Sub(c0).Microseconds())/1000)
+			if t.After(last) {
+				last = t
+			}
+		}
+	}
+	sort.Float64s(lat)
+	pct := func(p float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[int(math.Min(float64(len(lat)-1), math.Ceil(p*float64(len(lat)))-1))]
+	}
+	res.Running, res.Failed, res.CreateFailures = len(running), len(failed), int(createFail.Load())
+	res.Seconds = last.Sub(start).Seconds()
+	if len(running) < n {
+		res.Seconds = end.Sub(start).Seconds()
+	}
+	if res.Seconds > 0 {
+		res.PerSecond = float64(res.Running) / res.Seconds
+	}
+	res.P50ms, res.P95ms, res.P99ms = pct(0.50), pct(0.95), pct(0.99)
+	if after, err := c.ServerInfo(ctx); err == nil {
+		res.WritesPerInst = float64(after.StoreRevision-info.StoreRevision) / float64(n)
+	}
+	if m, err := c.Metrics(ctx); err == nil {
+		for _, line := range strings.Split(m, "\n") {
+			if v, ok := strings.CutPrefix(line, "process_resident_memory_bytes "); ok {
+				f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				res.ServerRSSMiB = f / (1 << 20)
+			}
+		}
+	}
+	if res.Running < n {
+		return res, fmt.Errorf("only %d of %d instances reached RUNNING within %s (%d failed)", res.Running, n, timeout, res.Failed)
+	}
+	return res, nil
+}
+
+// terminateAll terminates the bench's instances.
+func terminateAll(ctx context.Context, c *client.Client, project string, n, conc int) {
+	ins, err := c.Instances(ctx, project, false, client.ListOptions{})
+	if err != nil {
+		return
+	}
+	ch := make(chan string)
+	var wg sync.WaitGroup
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for name := range ch {
+				c.InstanceAction(ctx, project, name, "terminate")
+			}
+		}()
+	}
+	for _, in := range ins {
+		ch <- in.Name
+	}
+	close(ch)
+	wg.Wait()
+}
