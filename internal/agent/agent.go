@@ -107,7 +107,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 			a.c.WrapTransport(cfg.WrapTransport)
 		}
 		a.id = cred.AgentID
-		if _, err := a.c.PutAgentHosts(ctx, a.id, specs); err != nil {
+		if err := retry(ctx, a.log, func() error { _, err := a.c.PutAgentHosts(ctx, a.id, specs); return err }); err != nil {
 			return nil, fmt.Errorf("re-registering hosts: %w", err)
 		}
 		a.log.Info("agent re-attached", "agent", a.id, "hosts", len(specs))
@@ -127,7 +127,11 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.WrapTransport != nil {
 		c.WrapTransport(cfg.WrapTransport)
 	}
-	ag, err := c.JoinAgent(ctx, api.AgentsPost{JoinToken: cfg.JoinToken, Name: cfg.Name, Driver: cfg.Driver.Name(), Hosts: specs})
+	var ag api.Agent
+	err = retry(ctx, a.log, func() (err error) {
+		ag, err = c.JoinAgent(ctx, api.AgentsPost{JoinToken: cfg.JoinToken, Name: cfg.Name, Driver: cfg.Driver.Name(), Hosts: specs})
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("joining %s: %w", cfg.Server, err)
 	}
@@ -142,6 +146,27 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a.c, a.id = c.WithToken(ag.Credential), ag.ID
 	a.log.Info("agent joined", "agent", a.id, "hosts", len(specs))
 	return a, nil
+}
+
+// retry calls fn until it succeeds, ctx ends, or the server answers with
+// a client error (4xx: retrying will not help). An unreachable or failing
+// server is waited for, as a host agent must outlive server restarts.
+func retry(ctx context.Context, log *slog.Logger, fn func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := fn()
+		st := client.StatusOf(err)
+		if err == nil || st >= 400 && st < 500 {
+			return err
+		}
+		if attempt%10 == 0 {
+			log.Warn("server not reachable yet; retrying", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(min(attempt+1, 10)) * 200 * time.Millisecond):
+		}
+	}
 }
 
 // ID is the agent's id.

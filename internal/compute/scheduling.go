@@ -31,7 +31,7 @@ func (svc *Service) snapshot() scheduler.Snapshot {
 		}
 		a := alloc[h.Name]
 		snap.Hosts = append(snap.Hosts, scheduler.Host{
-			Name: h.Name, Enabled: h.Enabled, Online: alive && h.State == api.HostOnline, Draining: h.Draining,
+			Name: h.Name, Enabled: h.Enabled, Online: alive, Draining: h.Draining,
 			Kinds: h.Kinds, CPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB, DiskGiB: h.Capacity.DiskGiB,
 			CPURatio: h.Ratios.CPU, MemRatio: h.Ratios.Memory, DiskRatio: h.Ratios.Disk, Attrs: attrs,
 			Used: scheduler.Resources{VCPUs: a.VCPUs, MemoryMiB: a.MemoryMiB, DiskGiB: a.DiskGiB}, Instances: counts[h.Name],
