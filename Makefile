@@ -26,11 +26,16 @@ deps:
 # The whole test suite, as CI runs it. Installs what it needs first.
 test: deps check
 	$(GO) test -count=1 -timeout 25m ./...
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 15s ./internal/scheduler
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./internal/scheduler
 	$(GO) test -run '^$$' -fuzz FuzzDecodeAndValidate -fuzztime 20s ./internal/server
 
 check:
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . ./internal/scheduler
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeAndValidate -fuzztime 5m ./internal/server

@@ -294,7 +294,7 @@ func (svc *Service) Action(ctx context.Context, project, name, action string) (a
 	for attempt := 0; attempt < 50; attempt++ {
 		r, rev, err := svc.get(ctx, project, name)
 		if err != nil {
-			return api.Instance{}, err
+			return api.Instance{}, svc.doneOr(ctx, project, name, action, err)
 		}
 		rule, ok := ruleFor(r.State, action)
 		if !ok {
@@ -323,6 +323,18 @@ func (svc *Service) Action(ctx context.Context, project, name, action string) (a
 		return r.api(nrev), nil
 	}
 	return api.Instance{}, errs.Unavailable("instance %q is changing too fast; try again", name)
+}
+
+// doneOr turns "not found" into a conflict when the instance is DONE
+// (archived): it exists, but nothing can be done to it.
+func (svc *Service) doneOr(ctx context.Context, project, name, what string, err error) error {
+	if !errors.Is(err, errs.ErrNotFound) {
+		return err
+	}
+	if in, _, gerr := svc.Get(ctx, project, name); gerr == nil && in.State == api.StateDone {
+		return errs.Conflict("cannot %s instance %q: it is DONE; allowed now: nothing (create a new one)", what, name)
+	}
+	return err
 }
 
 // write stores a changed record with CAS on rev. Reaching DONE moves it to

@@ -153,7 +153,7 @@ func (svc *Service) scheduleOnce(ctx context.Context) (int, int64) {
 func (svc *Service) Explain(ctx context.Context, project, name string) (api.Explain, error) {
 	r, _, err := svc.get(ctx, project, name)
 	if err != nil {
-		return api.Explain{}, err
+		return api.Explain{}, svc.doneOr(ctx, project, name, "explain", err)
 	}
 	groups, err := svc.allGroups(ctx)
 	if err != nil {

@@ -1,0 +1,119 @@
+package e2e
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/client"
+	"github.com/kumocloud/kumo/internal/agent"
+	"github.com/kumocloud/kumo/internal/apitest"
+	"github.com/kumocloud/kumo/internal/driver"
+	"github.com/kumocloud/kumo/internal/driver/sim"
+	kumoserver "github.com/kumocloud/kumo/internal/server"
+)
+
+// TestComputeContract drives the compute, host and agent endpoints over
+// HTTPS - the agent's own calls included - validating every exchange
+// against api/openapi.yaml.
+func TestComputeContract(t *testing.T) {
+	s := startServer(t)
+	v, err := apitest.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	admin := s.remote(t, s.adminToken(t))
+	admin.WrapTransport(v.Transport)
+	check := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	jt, err := admin.CreateJoinToken(ctx, api.JoinTokensPost{Description: "contract"})
+	check("join token", err)
+	_, err = admin.JoinTokens(ctx)
+	check("list join tokens", err)
+
+	d, err := sim.New(driver.Options{SimHosts: 3, StateDir: t.TempDir()})
+	check("sim", err)
+	actx, acancel := context.WithCancel(ctx)
+	defer acancel()
+	cfg := agent.Config{Server: s.url(), JoinToken: jt.Token, Name: "contract", StateDir: t.TempDir(), Driver: d, HeartbeatEvery: 500 * time.Millisecond, WrapTransport: v.Transport}
+	_, err = agent.New(actx, cfg)
+	check("agent joins", err)
+	ag, err := agent.New(actx, cfg) // a restart: re-attaches with its credential
+	check("agent re-attaches", err)
+	go ag.Run(actx)
+
+	_, err = admin.Hosts(ctx)
+	check("hosts", err)
+	_, err = admin.Host(ctx, "sim-0000")
+	check("host", err)
+	yes := true
+	_, err = admin.PatchHost(ctx, "sim-0000", api.HostPatch{Labels: map[string]string{"zone": "a"}, Draining: &yes})
+	check("patch host", err)
+	_, err = admin.CreateServerGroup(ctx, "default", api.ServerGroupsPost{Name: "web", Policy: "anti-affinity", Soft: true})
+	check("server group", err)
+	_, err = admin.ServerGroups(ctx, "default")
+	check("server groups", err)
+	_, err = admin.CreateInstance(client.WithIdempotencyKey(ctx, "i1"), "default", api.InstancesPost{Name: "c1", Type: "container", Flavor: "tiny", Image: "x", ServerGroup: "web", Rank: "-RUNNING_VMS", UserData: "#!/bin/sh\necho hi\n"})
+	check("create instance", err)
+	wait := func(want string) {
+		eventually(t, 20*time.Second, "c1 "+want, func() (bool, string) {
+			in, err := admin.Instance(ctx, "default", "c1")
+			return err == nil && in.State == want, in.State
+		})
+	}
+	wait(api.StateRunning)
+	_, err = admin.ServerGroup(ctx, "default", "web")
+	check("server group", err)
+	for _, step := range []struct{ action, want string }{{"suspend", "SUSPENDED"}, {"resume", "RUNNING"}, {"terminate", "DONE"}} {
+		_, err := admin.InstanceAction(ctx, "default", "c1", step.action)
+		check(step.action, err)
+		wait(step.want)
+	}
+	if _, err := admin.InstanceAction(ctx, "default", "c1", "start"); client.StatusOf(err) != 409 {
+		t.Errorf("start of a DONE instance: %v", err)
+	}
+	_, err = admin.InstanceHistory(ctx, "default", "c1")
+	check("history", err)
+	if _, err := admin.Explain(ctx, "default", "c1"); client.StatusOf(err) != 409 {
+		t.Errorf("explain of a DONE instance: %v", err)
+	}
+	_, err = admin.CreateInstance(ctx, "default", api.InstancesPost{Name: "c2", Type: "vm", Flavor: "small", Image: "x", Requirements: "FREE_MEM > 1"})
+	check("create c2", err)
+	_, err = admin.Explain(ctx, "default", "c2")
+	check("explain", err)
+	_, err = admin.Instances(ctx, "default", true, client.ListOptions{})
+	check("instances --all", err)
+	_, err = admin.Instances(ctx, "default", false, client.ListOptions{Limit: 5})
+	check("instances", err)
+	check("delete server group", admin.DeleteServerGroup(ctx, "default", "web"))
+	check("delete join token", admin.DeleteJoinToken(ctx, jt.ID))
+	acancel()
+
+	for _, p := range v.Problems() {
+		t.Error(p)
+	}
+	checked := map[string]bool{}
+	for _, k := range v.Checked() {
+		checked[k] = true
+	}
+	var missed []string
+	for _, ep := range kumoserver.Endpoints() {
+		if (strings.Contains(ep.Path, "instances") || strings.Contains(ep.Path, "server-groups") || strings.Contains(ep.Path, "hosts") ||
+			strings.Contains(ep.Path, "join-tokens") || strings.Contains(ep.Path, "agents")) && !checked[ep.Method+" "+ep.Path] {
+			missed = append(missed, ep.Method+" "+ep.Path)
+		}
+	}
+	sort.Strings(missed)
+	if len(missed) > 0 {
+		t.Errorf("compute endpoints not exercised against the contract: %v", missed)
+	}
+}
