@@ -266,3 +266,70 @@ type ServerGroupsPost struct {
 type Heartbeat struct {
 	Down []string `json:"down,omitempty"`
 }
+
+// UsageReport is what a project used (or every project, for a cloud
+// admin) over [From, To), and what it cost.
+type UsageReport struct {
+	From     time.Time   `json:"from"`
+	To       time.Time   `json:"to"`
+	GroupBy  string      `json:"group_by"`
+	Currency string      `json:"currency"`
+	Groups   []UsageLine `json:"groups"`
+	Total    UsageLine   `json:"total"`
+}
+
+// UsageLine is the usage of one group (an instance, a flavor, a day, a
+// project). Money is in integer micro-units of Currency; Cost is the same
+// amount as a decimal string.
+type UsageLine struct {
+	Key             string   `json:"key"`
+	InstanceSeconds int64    `json:"instance_seconds"`
+	VCPUHours       float64  `json:"vcpu_hours"`
+	MemoryGiBHours  float64  `json:"memory_gib_hours"`
+	StorageGiBHours float64  `json:"storage_gib_hours"`
+	CostMicro       int64    `json:"cost_micro"`
+	Cost            string   `json:"cost"`
+	Charges         []Charge `json:"charges,omitempty"`
+}
+
+// Charge is one price applied: what, at which price (per hour, or per
+// GiB-hour for storage), effective since when, for how much.
+type Charge struct {
+	What         string    `json:"what"`
+	MicroPerHour int64     `json:"micro_per_hour"`
+	Effective    time.Time `json:"effective,omitzero"`
+	Hours        float64   `json:"hours"`
+	CostMicro    int64     `json:"cost_micro"`
+}
+
+// PricePoint is a price from its effective time on, in micro-units per
+// hour (per GiB-hour for storage).
+type PricePoint struct {
+	Effective time.Time `json:"effective,omitzero"`
+	Micro     int64     `json:"micro_per_hour"`
+}
+
+// Prices are the cloud's prices and charging rules.
+type Prices struct {
+	Currency string                  `json:"currency"`
+	Flavors  map[string][]PricePoint `json:"flavors"`
+	// Storage is per GiB-hour of an instance's disk in states billed as
+	// storage.
+	Storage []PricePoint `json:"storage"`
+	// ComputeStates bill the flavor's price; StorageStates bill storage
+	// only; all others bill nothing.
+	ComputeStates []string `json:"compute_states"`
+	StorageStates []string `json:"storage_states"`
+}
+
+// PricePut changes a price from EffectiveAt (default: now) on.
+type PricePut struct {
+	Micro       int64     `json:"micro_per_hour"`
+	EffectiveAt time.Time `json:"effective_at,omitzero"`
+}
+
+// RulesPut changes which states bill what.
+type RulesPut struct {
+	ComputeStates []string `json:"compute_states"`
+	StorageStates []string `json:"storage_states"`
+}

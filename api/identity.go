@@ -22,6 +22,12 @@ type Project struct {
 	Description string         `json:"description,omitempty"`
 	Quota       ResourceCounts `json:"quota"`
 	Usage       ResourceCounts `json:"usage"`
+	// BudgetMicro is the monthly budget (0 = none); events fire at 80 %
+	// and 100 % of it, once each per month.
+	BudgetMicro int64 `json:"budget_micro,omitempty"`
+	// Currency of the cloud's prices, and the month-to-date cost in it.
+	Currency         string `json:"currency,omitempty"`
+	MonthToDateMicro int64  `json:"month_to_date_cost_micro"`
 }
 
 // ProjectsPost creates a project (cloud admin only). Quota fields left out
@@ -36,6 +42,10 @@ type ProjectsPost struct {
 // ProjectPatch changes a project's description or labels (project admin).
 type ProjectPatch struct {
 	Description *string           `json:"description,omitempty"`
+	// BudgetMicro sets the monthly budget (0 removes it); Currency, if
+	// given, must be the cloud's.
+	BudgetMicro *int64  `json:"budget_micro,omitempty"`
+	Currency    *string `json:"currency,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	Revision    int64             `json:"revision,omitempty"`
 }

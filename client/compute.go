@@ -138,3 +138,39 @@ func (c *Client) AgentReport(ctx context.Context, id string, reps []api.Instance
 	var out api.AgentReportResult
 	return out, c.do(ctx, http.MethodPost, p("v1", "agents", id, "reports"), nil, api.AgentReport{Instances: reps}, &out)
 }
+
+// Usage reports usage and cost of a project ("" = every project, cloud
+// admin) over [from, to).
+func (c *Client) Usage(ctx context.Context, project, from, to, groupBy string) (api.UsageReport, error) {
+	var out api.UsageReport
+	path := "/v1/usage"
+	if project != "" {
+		path = p("v1", "projects", project, "usage")
+	}
+	q := url.Values{"from": {from}, "to": {to}, "group_by": {groupBy}}
+	return out, c.do(ctx, http.MethodGet, path, q, nil, &out)
+}
+
+// Prices returns prices, their history and the charging rules.
+func (c *Client) Prices(ctx context.Context) (api.Prices, error) {
+	var out api.Prices
+	return out, c.do(ctx, http.MethodGet, "/v1/prices", nil, nil, &out)
+}
+
+// SetFlavorPrice changes a flavor's price.
+func (c *Client) SetFlavorPrice(ctx context.Context, flavor string, put api.PricePut) (api.Flavor, error) {
+	var out api.Flavor
+	return out, c.do(ctx, http.MethodPut, p("v1", "flavors", flavor, "price"), nil, put, &out)
+}
+
+// SetStoragePrice changes the storage price.
+func (c *Client) SetStoragePrice(ctx context.Context, put api.PricePut) (api.Prices, error) {
+	var out api.Prices
+	return out, c.do(ctx, http.MethodPut, "/v1/prices/storage", nil, put, &out)
+}
+
+// SetRules changes the charging rules.
+func (c *Client) SetRules(ctx context.Context, put api.RulesPut) (api.Prices, error) {
+	var out api.Prices
+	return out, c.do(ctx, http.MethodPut, "/v1/prices/rules", nil, put, &out)
+}

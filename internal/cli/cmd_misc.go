@@ -9,6 +9,7 @@ import (
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/client"
+	"github.com/kumocloud/kumo/internal/metering"
 )
 
 func (a *app) tokenCmd() *cobra.Command {
@@ -102,7 +103,7 @@ func (a *app) flavorCmd() *cobra.Command {
 		col("VCPUS", func(f api.Flavor) string { return strconv.FormatInt(f.VCPUs, 10) }),
 		col("MEMORY MIB", func(f api.Flavor) string { return strconv.FormatInt(f.MemoryMiB, 10) }),
 		col("DISK GIB", func(f api.Flavor) string { return strconv.FormatInt(f.DiskGiB, 10) }),
-		col("PRICE/HOUR", func(f api.Flavor) string { return strconv.FormatFloat(f.PricePerHour, 'f', -1, 64) }),
+		col("PRICE/HOUR", func(f api.Flavor) string { return metering.FormatMicro(f.PriceMicro) }),
 		col("DESCRIPTION", func(f api.Flavor) string { return f.Description }),
 	})
 	show := &cobra.Command{
@@ -121,6 +122,7 @@ func (a *app) flavorCmd() *cobra.Command {
 	}
 	var req api.FlavorsPost
 	var labels []string
+	var price string
 	var wait bool
 	create := &cobra.Command{
 		Use: "create NAME --vcpus N --memory MIB --disk GIB [--price P]", Short: "Create a flavor (cloud admin)", Args: cobra.ExactArgs(1),
@@ -130,6 +132,9 @@ func (a *app) flavorCmd() *cobra.Command {
 				return err
 			}
 			req.Name = args[0]
+			if req.PriceMicro, err = metering.ParseMicro(price); err != nil {
+				return usagef("--price-per-hour: %v", err)
+			}
 			if req.Labels, err = parseLabels(labels); err != nil {
 				return err
 			}
@@ -143,7 +148,7 @@ func (a *app) flavorCmd() *cobra.Command {
 	create.Flags().Int64Var(&req.VCPUs, "vcpus", 1, "virtual CPUs")
 	create.Flags().Int64Var(&req.MemoryMiB, "memory", 1024, "memory in MiB")
 	create.Flags().Int64Var(&req.DiskGiB, "disk", 10, "root disk in GiB")
-	create.Flags().Float64Var(&req.PricePerHour, "price", 0, "price per hour")
+	create.Flags().StringVar(&price, "price-per-hour", "0", "price per hour in the cloud's currency, e.g. 0.023")
 	create.Flags().StringVar(&req.Description, "description", "", "description")
 	create.Flags().StringArrayVarP(&labels, "label", "l", nil, "label KEY=VALUE (repeatable)")
 	waitFlag(create, &wait, "accepted for scripts (flavors are made at once)")
@@ -157,7 +162,29 @@ func (a *app) flavorCmd() *cobra.Command {
 			return c.DeleteFlavor(cmd.Context(), args[0])
 		},
 	}
-	cmd.AddCommand(list, show, create, del)
+	var fprice, feff string
+	set := &cobra.Command{
+		Use: "set NAME --price-per-hour P [--effective TIME]", Short: "Change a flavor's price from now (or a later time) on (cloud admin)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			put, err := pricePut(fprice, feff)
+			if err != nil {
+				return err
+			}
+			f, err := c.SetFlavorPrice(cmd.Context(), args[0], put)
+			if err != nil {
+				return err
+			}
+			return a.printObject(f)
+		},
+	}
+	set.Flags().StringVar(&fprice, "price-per-hour", "", "new price per hour, e.g. 0.012")
+	set.Flags().StringVar(&feff, "effective", "", "from when (RFC 3339; default now)")
+	set.MarkFlagRequired("price-per-hour")
+	cmd.AddCommand(list, show, create, del, set)
 	return cmd
 }
 

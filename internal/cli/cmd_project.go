@@ -10,6 +10,7 @@ import (
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/client"
+	"github.com/kumocloud/kumo/internal/metering"
 	"github.com/kumocloud/kumo/internal/quota"
 )
 
@@ -132,7 +133,7 @@ func (a *app) projectCmd() *cobra.Command {
 		},
 	}
 
-	var sdesc string
+	var sdesc, sbudget, scurrency string
 	var slabels []string
 	set := &cobra.Command{
 		Use: "set NAME", Short: "Change a project's description or labels (project admin)", Args: cobra.ExactArgs(1),
@@ -153,6 +154,16 @@ func (a *app) projectCmd() *cobra.Command {
 					patch.Labels = map[string]string{}
 				}
 			}
+			if cmd.Flags().Changed("budget") {
+				b, err := metering.ParseMicro(sbudget)
+				if err != nil {
+					return usagef("--budget: %v", err)
+				}
+				patch.BudgetMicro = &b
+			}
+			if cmd.Flags().Changed("currency") {
+				patch.Currency = &scurrency
+			}
 			p, err := c.PatchProject(cmd.Context(), args[0], patch)
 			if err != nil {
 				return err
@@ -161,6 +172,8 @@ func (a *app) projectCmd() *cobra.Command {
 		},
 	}
 	set.Flags().StringVar(&sdesc, "description", "", "new description")
+	set.Flags().StringVar(&sbudget, "budget", "", "monthly budget, e.g. 50.00 (0 removes it); events fire at 80 % and 100 %")
+	set.Flags().StringVar(&scurrency, "currency", "", "the budget's currency (must be the cloud's)")
 	set.Flags().StringArrayVarP(&slabels, "label", "l", nil, "the project's labels KEY=VALUE (repeatable; replaces all labels)")
 
 	setQuota := &cobra.Command{

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"bytes"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"github.com/kumocloud/kumo/client"
@@ -32,6 +33,22 @@ func printList[T any](a *app, items []T, cols []column[T]) error {
 			items = []T{}
 		}
 		return a.printData(map[string]any{"items": items})
+	case "csv":
+		w := csv.NewWriter(a.stdout)
+		hs := make([]string, len(cols))
+		for i, c := range cols {
+			hs[i] = strings.ToLower(strings.ReplaceAll(c.header, " ", "_"))
+		}
+		w.Write(hs)
+		for _, it := range items {
+			vs := make([]string, len(cols))
+			for i, c := range cols {
+				vs[i] = c.value(it)
+			}
+			w.Write(vs)
+		}
+		w.Flush()
+		return w.Error()
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 	hs := make([]string, len(cols))
@@ -55,6 +72,8 @@ func (a *app) printObject(v any) error { return a.printData(v) }
 
 func (a *app) printData(v any) error {
 	switch a.output {
+	case "csv":
+		return usagef("-o csv is for lists; use json or yaml for one object")
 	case "json":
 		enc := json.NewEncoder(a.stdout)
 		enc.SetIndent("", "  ")

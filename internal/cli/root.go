@@ -103,19 +103,19 @@ func (a *app) rootCmd() *cobra.Command {
 	pf.StringVar(&a.socket, "socket", "", "talk to a local server's Unix socket (no login; env KUMO_SOCKET)")
 	pf.StringVar(&a.remote, "remote", "", "server URL or remote name from 'kumo login' (env KUMO_REMOTE; with a URL, KUMO_TOKEN gives the token)")
 	pf.StringVarP(&a.project, "project", "p", "", "project to act in (env KUMO_PROJECT; default: your default project)")
-	pf.StringVarP(&a.output, "output", "o", "table", "output format: table, json or yaml")
+	pf.StringVarP(&a.output, "output", "o", "table", "output format: table, json, yaml, or csv for lists")
 	pf.BoolVar(&a.insecureFP, "insecure-fingerprint-ok", false, "with a remote URL and no KUMO_CA_FINGERPRINT, trust whatever CA the server shows (scripts on trusted networks only)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
 		switch a.output {
-		case "table", "json", "yaml":
+		case "table", "json", "yaml", "csv":
 		default:
-			return usagef("--output %q: use table, json or yaml", a.output)
+			return usagef("--output %q: use table, json, yaml or csv (lists)", a.output)
 		}
 		return nil
 	}
 	root.AddCommand(a.versionCmd(), a.loginCmd(), a.logoutCmd(), a.remoteCmd(), a.whoamiCmd(),
 		a.projectCmd(), a.userCmd(), a.tokenCmd(), a.flavorCmd(), a.operationCmd(), a.eventCmd(),
-		a.instanceCmd(), a.serverGroupCmd(), a.hostCmd(), a.benchCmd())
+		a.instanceCmd(), a.serverGroupCmd(), a.hostCmd(), a.benchCmd(), a.usageCmd(), a.priceCmd())
 	return root
 }
 

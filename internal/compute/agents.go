@@ -71,7 +71,7 @@ func (svc *Service) Report(ctx context.Context, agent *hosts.AgentPrincipal, rep
 				continue
 			}
 			applied = true
-			rec.transition(r.To, "", "agent:"+agent.Name, r.Reason)
+			rec.transition(svc.now(), r.To, "", "agent:"+agent.Name, r.Reason)
 			if r.To == api.StateRunning || r.To == api.StateSuspended || r.To == api.StatePoweroff || r.To == api.StateStopped || r.To == api.StateDone || r.To == api.StateFailed {
 				rec.Action = ""
 			}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sort"
-	"time"
 
 	"github.com/google/uuid"
 
@@ -76,7 +75,7 @@ func (svc *Service) CreateGroup(ctx context.Context, project string, req api.Ser
 	if err := validate.Labels("labels", req.Labels); err != nil {
 		return api.ServerGroup{}, err
 	}
-	t := time.Now().UTC()
+	t := svc.now()
 	g := groupRecord{Meta: api.Meta{ID: uuid.NewString(), Name: req.Name, Labels: req.Labels, CreatedAt: t, UpdatedAt: t}, Project: project, Policy: req.Policy, Hard: !req.Soft}
 	rev, err := svc.s.Txn(ctx, []store.Cond{store.Absent(groupKey(project, req.Name))}, []store.Op{
 		store.PutJSON(groupKey(project, req.Name), g),

@@ -26,7 +26,9 @@ const (
 	// DONE instances move here, by project, name and id, so names can be
 	// used again and live lists stay short; history is kept.
 	archivePrefix = "/archive/instances/"
-	maxHistory    = 200
+	// maxHistory bounds a record (etcd values are limited to 1.5 MiB);
+	// metering reads the history, so it is generous.
+	maxHistory = 5000
 )
 
 func instanceKey(project, name string) string { return instancesPrefix + project + "/" + name }
@@ -62,9 +64,8 @@ func (r *record) clone() record {
 	return c
 }
 
-// transition moves the record to a new state and records it.
-func (r *record) transition(to, host, actor, reason string) {
-	t := time.Now().UTC()
+// transition moves the record to a new state at time t and records it.
+func (r *record) transition(t time.Time, to, host, actor, reason string) {
 	from := r.State
 	if host != "" && host != r.Host {
 		r.Placements = append(r.Placements, api.Placement{Host: host, Start: t})
@@ -102,6 +103,8 @@ type Service struct {
 	cache  *cache
 	policy string
 	kick   chan struct{}
+	// Now is the clock every transition is stamped with (tests set it).
+	Now func() time.Time
 }
 
 // New returns the compute service; Run starts its cache and controllers.
@@ -109,7 +112,7 @@ func New(s store.Store, h *hosts.Service, policy string, log *slog.Logger) *Serv
 	if policy == "" {
 		policy = scheduler.Packing
 	}
-	return &Service{s: s, hosts: h, log: log, cache: newCache(), policy: policy, kick: make(chan struct{}, 1)}
+	return &Service{s: s, hosts: h, log: log, cache: newCache(), policy: policy, kick: make(chan struct{}, 1), Now: time.Now}
 }
 
 // Policy is the scheduling policy in force.
@@ -137,6 +140,8 @@ func (svc *Service) Ready(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
+
+func (svc *Service) now() time.Time { return svc.Now().UTC() }
 
 // Wake makes the scheduler run now (hosts or capacity changed).
 func (svc *Service) Wake() { svc.wake() }
@@ -199,7 +204,7 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 			return api.Instance{}, err
 		}
 	}
-	t := time.Now().UTC()
+	t := svc.now()
 	r := record{Instance: api.Instance{
 		Meta:    api.Meta{ID: uuid.NewString(), Name: req.Name, Labels: req.Labels, CreatedAt: t, UpdatedAt: t},
 		Project: project, Type: req.Type, Flavor: fl.Name,
@@ -280,6 +285,35 @@ func (svc *Service) List(ctx context.Context, project string, sel map[string]str
 	return items, "", err
 }
 
+// Metered is an instance with its whole history, for metering.
+type Metered struct {
+	Instance api.Instance
+	History  []api.HistoryRecord
+}
+
+// ForMetering returns every instance of a project ("" = all), live and
+// archived, with history.
+func (svc *Service) ForMetering(ctx context.Context, project string) ([]Metered, error) {
+	var out []Metered
+	for _, prefix := range []string{instancesPrefix, archivePrefix} {
+		p := prefix
+		if project != "" {
+			p += project + "/"
+		}
+		kvs, err := store.ListAll(ctx, svc.s, p)
+		if err != nil {
+			return nil, err
+		}
+		for _, kv := range kvs {
+			var r record
+			if store.Decode(kv, &r) == nil {
+				out = append(out, Metered{Instance: r.Instance, History: r.History})
+			}
+		}
+	}
+	return out, nil
+}
+
 // Action carries out a user action: the instance moves at once to the
 // state the action table says, and the agent (or the scheduler) does the
 // rest. A wrong action is a conflict naming the state and what is allowed.
@@ -309,7 +343,7 @@ func (svc *Service) Action(ctx context.Context, project, name, action string) (a
 		if rule.To == api.StatePending || rule.To == api.StateHold || rule.To == api.StateDone {
 			r.Action = ""
 		}
-		r.transition(rule.To, "", reqctx.Actor(ctx), "user: "+action)
+		r.transition(svc.now(), rule.To, "", reqctx.Actor(ctx), "user: "+action)
 		nrev, err := svc.write(ctx, &r, rev)
 		if errors.Is(err, store.ErrConflict) {
 			continue

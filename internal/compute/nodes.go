@@ -61,13 +61,13 @@ func (svc *Service) checkNodes(ctx context.Context) {
 				reason += " (last heartbeat " + seen.UTC().Format(time.RFC3339) + ")"
 			}
 			r.Action = ""
-			r.transition(api.StateUnknown, "", "node-controller", reason)
+			r.transition(svc.now(), api.StateUnknown, "", "node-controller", reason)
 			changes = append(changes, change{rec: r, rev: e.rev, redo: func(f *record) bool {
 				if !onHost(f.State) || f.State == api.StateUnknown || f.Host != r.Host {
 					return false
 				}
 				f.Action = ""
-				f.transition(api.StateUnknown, "", "node-controller", reason)
+				f.transition(svc.now(), api.StateUnknown, "", "node-controller", reason)
 				return true
 			}})
 		}

@@ -131,7 +131,7 @@ func (svc *Service) scheduleOnce(ctx context.Context) (int, int64) {
 	for _, p := range plan.Placements {
 		r := recs[p.RequestID]
 		host := p.Host
-		r.transition(api.StateProlog, host, "scheduler", "placed on "+host)
+		r.transition(svc.now(), api.StateProlog, host, "scheduler", "placed on "+host)
 		changes = append(changes, change{rec: r, rev: byID[p.RequestID].rev})
 	}
 	for _, f := range plan.Failures {

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"math"
 	"time"
 
 	"github.com/google/uuid"
@@ -14,6 +13,7 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/metering"
 	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/validate"
 )
@@ -28,13 +28,13 @@ func url(name string) string { return "/v1/flavors/" + name }
 // general purpose (t/m), compute (c) and memory (r) families.
 func Defaults() []api.FlavorsPost {
 	return []api.FlavorsPost{
-		{Name: "tiny", VCPUs: 1, MemoryMiB: 512, DiskGiB: 1, PricePerHour: 0.0058, Description: "1 vCPU, 512 MiB (like t3.nano)"},
-		{Name: "small", VCPUs: 1, MemoryMiB: 2048, DiskGiB: 10, PricePerHour: 0.023, Description: "1 vCPU, 2 GiB (like t3.small)"},
-		{Name: "medium", VCPUs: 2, MemoryMiB: 4096, DiskGiB: 20, PricePerHour: 0.0416, Description: "2 vCPU, 4 GiB (like t3.medium)"},
-		{Name: "large", VCPUs: 2, MemoryMiB: 8192, DiskGiB: 40, PricePerHour: 0.096, Description: "2 vCPU, 8 GiB (like m5.large)"},
-		{Name: "xlarge", VCPUs: 4, MemoryMiB: 16384, DiskGiB: 80, PricePerHour: 0.192, Description: "4 vCPU, 16 GiB (like m5.xlarge)"},
-		{Name: "high-cpu", VCPUs: 8, MemoryMiB: 16384, DiskGiB: 40, PricePerHour: 0.34, Description: "8 vCPU, 16 GiB (like c5.2xlarge)"},
-		{Name: "high-mem", VCPUs: 4, MemoryMiB: 32768, DiskGiB: 40, PricePerHour: 0.252, Description: "4 vCPU, 32 GiB (like r5.xlarge)"},
+		{Name: "tiny", VCPUs: 1, MemoryMiB: 512, DiskGiB: 1, PriceMicro: 5800, Description: "1 vCPU, 512 MiB (like t3.nano)"},
+		{Name: "small", VCPUs: 1, MemoryMiB: 2048, DiskGiB: 10, PriceMicro: 23000, Description: "1 vCPU, 2 GiB (like t3.small)"},
+		{Name: "medium", VCPUs: 2, MemoryMiB: 4096, DiskGiB: 20, PriceMicro: 41600, Description: "2 vCPU, 4 GiB (like t3.medium)"},
+		{Name: "large", VCPUs: 2, MemoryMiB: 8192, DiskGiB: 40, PriceMicro: 96000, Description: "2 vCPU, 8 GiB (like m5.large)"},
+		{Name: "xlarge", VCPUs: 4, MemoryMiB: 16384, DiskGiB: 80, PriceMicro: 192000, Description: "4 vCPU, 16 GiB (like m5.xlarge)"},
+		{Name: "high-cpu", VCPUs: 8, MemoryMiB: 16384, DiskGiB: 40, PriceMicro: 340000, Description: "8 vCPU, 16 GiB (like c5.2xlarge)"},
+		{Name: "high-mem", VCPUs: 4, MemoryMiB: 32768, DiskGiB: 40, PriceMicro: 252000, Description: "4 vCPU, 32 GiB (like r5.xlarge)"},
 	}
 }
 
@@ -50,8 +50,8 @@ func Validate(req *api.FlavorsPost) error {
 		return errs.Invalid("memory_mib", "memory_mib must be between 16 and 16777216, got %d", req.MemoryMiB)
 	case req.DiskGiB < 0 || req.DiskGiB > 1024*1024:
 		return errs.Invalid("disk_gib", "disk_gib must be between 0 and 1048576, got %d", req.DiskGiB)
-	case req.PricePerHour < 0 || math.IsNaN(req.PricePerHour) || math.IsInf(req.PricePerHour, 0):
-		return errs.Invalid("price_per_hour", "price_per_hour must be a number >= 0")
+	case req.PriceMicro < 0:
+		return errs.Invalid("price_micro_per_hour", "price_micro_per_hour must be >= 0")
 	}
 	if err := validate.Text("description", req.Description, 1024); err != nil {
 		return err
@@ -62,7 +62,7 @@ func Validate(req *api.FlavorsPost) error {
 func record(req api.FlavorsPost) api.Flavor {
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	t := api.Meta{ID: uuid.NewString(), Name: req.Name, Labels: req.Labels, CreatedAt: now, UpdatedAt: now}
-	return api.Flavor{Meta: t, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, DiskGiB: req.DiskGiB, PricePerHour: req.PricePerHour, Description: req.Description}
+	return api.Flavor{Meta: t, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, DiskGiB: req.DiskGiB, PriceMicro: req.PriceMicro, Description: req.Description}
 }
 
 // SeedOps are the writes that create the default flavors (at bootstrap).
@@ -70,7 +70,7 @@ func SeedOps(ctx context.Context) []store.Op {
 	var ops []store.Op
 	for _, req := range Defaults() {
 		f := record(req)
-		ops = append(ops, store.PutJSON(key(f.Name), f))
+		ops = append(ops, store.PutJSON(key(f.Name), f), metering.InitFlavorPriceOp(f.Name, f.PriceMicro))
 	}
 	return ops
 }
@@ -88,8 +88,16 @@ func Create(ctx context.Context, s store.Store, req api.FlavorsPost) (api.Flavor
 	if errors.Is(err, store.ErrConflict) {
 		return api.Flavor{}, errs.Conflict("flavor %q already exists", f.Name)
 	}
+	if err != nil {
+		return api.Flavor{}, err
+	}
+	// Its price from now on; a name used before keeps its old prices for
+	// old usage.
+	if err := metering.EnsureFlavorPrice(ctx, s, f.Name, f.PriceMicro, time.Now()); err != nil {
+		return api.Flavor{}, err
+	}
 	f.Revision = rev
-	return f, err
+	return f, nil
 }
 
 // Get returns a flavor.

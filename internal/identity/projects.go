@@ -19,6 +19,7 @@ import (
 type projectRecord struct {
 	api.Meta
 	Description string `json:"description,omitempty"`
+	BudgetMicro int64  `json:"budget_micro,omitempty"`
 }
 
 func projectKey(name string) string { return projectsPrefix + name }
@@ -26,7 +27,7 @@ func projectKey(name string) string { return projectsPrefix + name }
 func projectURL(name string) string { return "/v1/projects/" + name }
 
 func (r projectRecord) api(q quota.Record, rev int64) api.Project {
-	p := api.Project{Meta: r.Meta, Description: r.Description, Quota: q.Limit, Usage: q.Usage}
+	p := api.Project{Meta: r.Meta, Description: r.Description, Quota: q.Limit, Usage: q.Usage, BudgetMicro: r.BudgetMicro}
 	p.Revision = rev
 	return p
 }
@@ -136,6 +137,9 @@ func (svc *Service) PatchProject(ctx context.Context, name string, patch api.Pro
 	if err := validate.Labels("labels", patch.Labels); err != nil {
 		return api.Project{}, err
 	}
+	if patch.BudgetMicro != nil && *patch.BudgetMicro < 0 {
+		return api.Project{}, errs.Invalid("budget_micro", "budget_micro must be >= 0 (0 removes the budget)")
+	}
 	for {
 		rec, rev, err := svc.getProjectRecord(ctx, name)
 		if err != nil {
@@ -146,6 +150,9 @@ func (svc *Service) PatchProject(ctx context.Context, name string, patch api.Pro
 		}
 		if patch.Description != nil {
 			rec.Description = *patch.Description
+		}
+		if patch.BudgetMicro != nil {
+			rec.BudgetMicro = *patch.BudgetMicro
 		}
 		if patch.Labels != nil {
 			rec.Labels = maps.Clone(patch.Labels)

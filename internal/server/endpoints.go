@@ -118,6 +118,13 @@ func Endpoints() []Endpoint {
 		{Method: "GET", Path: "/v1/agents/{id}/assignments", Perm: PermAgent, Summary: "Long poll for the instances on an agent's hosts", handler: (*Server).getAssignments},
 		{Method: "POST", Path: "/v1/agents/{id}/reports", Perm: PermAgent, Summary: "An agent reports instance state changes", handler: (*Server).postReports},
 
+		{Method: "GET", Path: "/v1/projects/{project}/usage", Perm: PermProjectReader, Summary: "Usage and cost of a project over ?from&to, ?group_by=instance|flavor|day", handler: (*Server).getProjectUsage},
+		{Method: "GET", Path: "/v1/usage", Perm: PermCloudAdmin, Summary: "Usage and cost of every project (showback)", handler: (*Server).getUsage},
+		{Method: "GET", Path: "/v1/prices", Perm: PermAuthenticated, Summary: "Prices, their history and the charging rules", handler: (*Server).getPrices},
+		{Method: "PUT", Path: "/v1/prices/storage", Perm: PermCloudAdmin, Summary: "Change the storage price per GiB-hour", handler: (*Server).putStoragePrice},
+		{Method: "PUT", Path: "/v1/prices/rules", Perm: PermCloudAdmin, Summary: "Change which states bill compute or storage", handler: (*Server).putRules},
+		{Method: "PUT", Path: "/v1/flavors/{flavor}/price", Perm: PermCloudAdmin, Summary: "Change a flavor's price from a time on", handler: (*Server).putFlavorPrice},
+
 		{Method: "GET", Path: "/v1/flavors", Perm: PermAuthenticated, Summary: "List flavors", handler: (*Server).getFlavors},
 		{Method: "POST", Path: "/v1/flavors", Perm: PermCloudAdmin, Summary: "Create a flavor", handler: (*Server).postFlavors, create: true},
 		{Method: "GET", Path: "/v1/flavors/{flavor}", Perm: PermAuthenticated, Summary: "Show a flavor", handler: (*Server).getFlavor},

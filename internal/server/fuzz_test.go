@@ -21,7 +21,7 @@ func FuzzDecodeAndValidate(f *testing.F) {
 		`{"name":"web","quota":{"instances":10,"memory_mib":2048}}`,
 		`{"name":"web","labels":{"a":"b"},"description":"x"}`,
 		`{"name":"alice","password":"longenough","cloud_admin":true}`,
-		`{"name":"f","vcpus":2,"memory_mib":512,"disk_gib":10,"price_per_hour":0.1}`,
+		`{"name":"f","vcpus":2,"memory_mib":512,"disk_gib":10,"price_micro_per_hour":100000}`,
 		`{"quota":{"vcpus":-1}}`,
 		`{"name":"x","quota":{"instances":-2}}`,
 		`{"name":42}`, `[]`, `{`, `{"name":"a"}{"name":"b"}`, `{"unknown":1}`, ``,
@@ -56,7 +56,7 @@ func FuzzDecodeAndValidate(f *testing.F) {
 		case 2:
 			var req api.FlavorsPost
 			if err = decodeJSON(body, &req); err == nil {
-				if err = flavor.Validate(&req); err == nil && (req.VCPUs < 1 || req.MemoryMiB < 16 || req.PricePerHour < 0) {
+				if err = flavor.Validate(&req); err == nil && (req.VCPUs < 1 || req.MemoryMiB < 16 || req.PriceMicro < 0) {
 					t.Fatalf("accepted flavor %+v", req)
 				}
 			}

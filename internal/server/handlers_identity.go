@@ -184,6 +184,9 @@ func (s *Server) getProject(r *request) response.Response {
 	if err != nil {
 		return response.Error(err)
 	}
+	if p, err = s.withCost(r.Context(), p); err != nil {
+		return response.Error(err)
+	}
 	return response.OK(p)
 }
 
@@ -192,8 +195,14 @@ func (s *Server) patchProject(r *request) response.Response {
 	if err := decodeBody(r.Request, &req); err != nil {
 		return response.Error(err)
 	}
+	if req.Currency != nil && *req.Currency != s.cfg.Currency {
+		return response.Error(errs.Invalid("currency", "this cloud prices in %s, not %q", s.cfg.Currency, *req.Currency))
+	}
 	p, err := s.ids.PatchProject(r.Context(), r.PathValue("project"), req)
 	if err != nil {
+		return response.Error(err)
+	}
+	if p, err = s.withCost(r.Context(), p); err != nil {
 		return response.Error(err)
 	}
 	return response.OK(p)

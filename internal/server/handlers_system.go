@@ -14,6 +14,7 @@ import (
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
 	"github.com/kumocloud/kumo/internal/flavor"
+	"github.com/kumocloud/kumo/internal/metering"
 	"github.com/kumocloud/kumo/internal/server/response"
 )
 
@@ -204,6 +205,15 @@ func (s *Server) getFlavors(r *request) response.Response {
 	if err != nil {
 		return response.Error(err)
 	}
+	prices, _, err := metering.Load(r.Context(), s.store, s.cfg.Currency)
+	if err != nil {
+		return response.Error(err)
+	}
+	for i := range items {
+		if pts, ok := prices.Flavors[items[i].Name]; ok {
+			items[i].PriceMicro = metering.Current(pts, s.now())
+		}
+	}
 	return list(items, next)
 }
 
@@ -220,7 +230,7 @@ func (s *Server) postFlavors(r *request) response.Response {
 }
 
 func (s *Server) getFlavor(r *request) response.Response {
-	f, err := flavor.Get(r.Context(), s.store, r.PathValue("flavor"))
+	f, err := s.getFlavorWithPrice(r.Context(), r.PathValue("flavor"))
 	if err != nil {
 		return response.Error(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/identity"
+	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/store/memstore"
 )
 
@@ -119,3 +120,5 @@ func (ts *testServer) project(name string) {
 		ts.t.Fatal(err)
 	}
 }
+
+func memStore() store.Store { return memstore.New() }

@@ -93,6 +93,13 @@ func matrixCases() []matrixCase {
 		{"GET", "/v1/agents/{agent}/assignments?wait=0", nil, agentOnly + " ag:200"},
 		{"POST", "/v1/agents/{agent}/reports", map[string]any{"instances": []any{}}, agentOnly + " ag:200"},
 
+		{"GET", "/v1/projects/p/usage?from=2020-01-01&to=2020-02-01", nil, readersOfP},
+		{"GET", "/v1/usage?from=2020-01-01&to=2020-02-01", nil, admins},
+		{"GET", "/v1/prices", nil, anyValid},
+		{"PUT", "/v1/prices/storage", map[string]any{"micro_per_hour": 100}, admins},
+		{"PUT", "/v1/prices/rules", map[string]any{"compute_states": []string{"RUNNING"}, "storage_states": []string{"STOPPED"}}, admins},
+		{"PUT", "/v1/flavors/small/price", map[string]any{"micro_per_hour": 12000}, admins},
+
 		{"GET", "/v1/flavors", nil, anyValid},
 		{"POST", "/v1/flavors", map[string]any{"name": "f1", "vcpus": 1, "memory_mib": 512}, "cA:201 pA:403 pM:403 pR:403 qA:403" + bad},
 		{"GET", "/v1/flavors/small", nil, anyValid},

@@ -66,25 +66,33 @@ type Config struct {
 	// driver (the all-in-one setup), with LocalDriverOptions.
 	LocalDriver        string
 	LocalDriverOptions driver.Options
+	// Currency of all prices (default EUR).
+	Currency string
+	// Clock stamps history and bounds reports (tests control it).
+	Clock func() time.Time
+	// BudgetEvery is how often budgets and metering metrics are checked
+	// (default 30 s).
+	BudgetEvery time.Duration
 }
 
 // Server is a running kumo API server.
 type Server struct {
-	cfg       Config
-	log       *slog.Logger
-	store     store.Store
-	storeDesc string
-	ids       *identity.Service
-	hosts     *hosts.Service
-	compute   *compute.Service
-	stopRun   context.CancelFunc
-	ops       *operations.Manager
-	metrics   *metrics
-	registry  *prometheus.Registry
-	handler   http.Handler
-	tlsCert   tls.Certificate
-	caFP      string
-	ready     bool
+	cfg          Config
+	log          *slog.Logger
+	store        store.Store
+	storeDesc    string
+	ids          *identity.Service
+	hosts        *hosts.Service
+	compute      *compute.Service
+	stopRun      context.CancelFunc
+	ops          *operations.Manager
+	metrics      *metrics
+	meterMetrics *meteringMetrics
+	registry     *prometheus.Registry
+	handler      http.Handler
+	tlsCert      tls.Certificate
+	caFP         string
+	ready        bool
 	// instance identifies this server process; alone says no other
 	// server shares its store (embedded etcd).
 	instance string
@@ -154,6 +162,15 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	if cfg.Version == "" {
 		cfg.Version = "dev"
 	}
+	if cfg.Currency == "" {
+		cfg.Currency = "EUR"
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.BudgetEvery <= 0 {
+		cfg.BudgetEvery = 30 * time.Second
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, store: st, storeDesc: "store", instance: requestID(), alone: len(cfg.EtcdEndpoints) == 0}
 	cert, fp, err := loadOrCreateTLS(filepath.Join(cfg.DataDir, "tls"))
 	if err != nil {
@@ -168,6 +185,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	}
 	s.hosts = hosts.New(st, fp, cfg.HostGrace)
 	s.compute = compute.New(st, s.hosts, cfg.SchedulerPolicy, cfg.Logger.With("component", "compute"))
+	s.compute.Now = cfg.Clock
 	s.ops = operations.New(st, cfg.Logger)
 	s.ops.Register(opDeleteProject, s.runDeleteProject)
 	credFile := filepath.Join(cfg.DataDir, "admin-credentials")
@@ -181,6 +199,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	s.registry = prometheus.NewRegistry()
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = newMetrics(s.registry)
+	s.meterMetrics = newMeteringMetrics(s.registry)
 	s.handler = s.buildHandler()
 	if _, err := s.ops.Resume(ctx); err != nil {
 		return nil, fmt.Errorf("resume operations: %w", err)
@@ -191,6 +210,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	rctx, rcancel := context.WithCancel(context.Background())
 	s.stopRun = rcancel
 	go s.compute.Run(rctx)
+	go s.meteringLoop(rctx)
 	s.ready = true
 	return s, nil
 }

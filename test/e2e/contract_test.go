@@ -85,7 +85,7 @@ func TestContract(t *testing.T) {
 	check("revoke", err)
 	check("remove member", admin.RemoveMember(ctx, "web", "bob"))
 	check("delete user", admin.DeleteUser(ctx, "bob"))
-	_, err = admin.CreateFlavor(ctx, api.FlavorsPost{Name: "gpu-ish", VCPUs: 16, MemoryMiB: 65536, DiskGiB: 100, PricePerHour: 1.5})
+	_, err = admin.CreateFlavor(ctx, api.FlavorsPost{Name: "gpu-ish", VCPUs: 16, MemoryMiB: 65536, DiskGiB: 100, PriceMicro: 1_500_000})
 	check("create flavor", err)
 	_, err = admin.Flavors(ctx, client.ListOptions{})
 	check("list flavors", err)

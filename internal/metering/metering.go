@@ -1,0 +1,278 @@
+// Package metering turns instance history into usage and cost, exactly.
+//
+// Usage is derived from the persisted history of every instance (each
+// interval of each state on each host), never from counters in memory, so
+// restarts and crashes neither lose nor double-count time; an open interval
+// counts up to "now". Which states bill what is one table (Rules). Prices
+// are points in time: a change applies from its effective time on, and a
+// report says which price applied. Money is integer micro-units; time is
+// counted in milliseconds and cost is rounded once per charge.
+package metering
+
+import (
+	"fmt"
+	"math/big"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+)
+
+// Class is what a state bills.
+type Class int
+
+// Classes.
+const (
+	None Class = iota
+	Compute
+	Storage
+)
+
+// DefaultComputeStates bill the flavor's price: the host holds the
+// instance's CPU and memory (SUSPENDED keeps the memory).
+var DefaultComputeStates = []string{api.StateRunning, api.StateUnknown, api.StateMigrate, api.StateSuspended}
+
+// DefaultStorageStates bill storage only: disks are kept, nothing runs.
+var DefaultStorageStates = []string{api.StateStopped, api.StatePoweroff}
+
+// Rules maps states to what they bill; states not in it bill nothing.
+type Rules map[string]Class
+
+// NewRules builds rules from state lists.
+func NewRules(compute, storage []string) Rules {
+	r := Rules{}
+	for _, s := range compute {
+		r[s] = Compute
+	}
+	for _, s := range storage {
+		r[s] = Storage
+	}
+	return r
+}
+
+// Instance is one instance as metering needs it.
+type Instance struct {
+	ID, Name, Project, Flavor string
+	Size                      api.Size
+	History                   []api.HistoryRecord
+}
+
+// Group-by keys.
+const (
+	ByNone     = ""
+	ByInstance = "instance"
+	ByFlavor   = "flavor"
+	ByDay      = "day"
+	ByProject  = "project"
+)
+
+// FormatMicro writes micro-units as a decimal: 150000 -> "0.150000".
+func FormatMicro(m int64) string {
+	sign := ""
+	if m < 0 {
+		sign, m = "-", -m
+	}
+	return fmt.Sprintf("%s%d.%06d", sign, m/1_000_000, m%1_000_000)
+}
+
+// ParseMicro reads a decimal amount ("0.012", "50", "1.5") into
+// micro-units exactly, without floating point.
+func ParseMicro(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	whole, frac, _ := strings.Cut(s, ".")
+	if whole == "" && frac == "" || strings.HasPrefix(s, "-") || len(frac) > 6 {
+		return 0, fmt.Errorf("%q: want an amount like 0.012 (at most 6 decimals, not negative)", s)
+	}
+	var w, f int64
+	for _, c := range whole {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("%q is not an amount", s)
+		}
+		w = w*10 + int64(c-'0')
+		if w > 9_000_000_000_000 {
+			return 0, fmt.Errorf("%q is too large", s)
+		}
+	}
+	frac += strings.Repeat("0", 6-len(frac))
+	for _, c := range frac {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("%q is not an amount", s)
+		}
+		f = f*10 + int64(c-'0')
+	}
+	return w*1_000_000 + f, nil
+}
+
+// at returns the price point in force at t (points sorted by Effective).
+func at(points []api.PricePoint, t time.Time) (api.PricePoint, int) {
+	i := sort.Search(len(points), func(i int) bool { return points[i].Effective.After(t) })
+	if i == 0 {
+		return api.PricePoint{}, -1
+	}
+	return points[i-1], i - 1
+}
+
+// chargeKey identifies one price applied.
+type chargeKey struct {
+	what string
+	idx  int
+}
+
+type acc struct {
+	instMS, vcpuMS, memMiBMS, diskGiBMS int64
+	// per price point applied: milliseconds (compute) or GiB-ms (storage)
+	charges map[chargeKey]int64
+	points  map[chargeKey]api.PricePoint
+}
+
+func (a *acc) add(b *acc) {
+	a.instMS += b.instMS
+	a.vcpuMS += b.vcpuMS
+	a.memMiBMS += b.memMiBMS
+	a.diskGiBMS += b.diskGiBMS
+	for k, v := range b.charges {
+		a.charges[k] += v
+		a.points[k] = b.points[k]
+	}
+}
+
+func newAcc() *acc {
+	return &acc{charges: map[chargeKey]int64{}, points: map[chargeKey]api.PricePoint{}}
+}
+
+// charge splits [s, e) at the price changes of points and adds quantity
+// per millisecond times the milliseconds to each price in force.
+func (a *acc) charge(what string, points []api.PricePoint, s, e time.Time, perMS int64) {
+	for s.Before(e) {
+		p, idx := at(points, s)
+		end := e
+		if idx+1 < len(points) && points[idx+1].Effective.Before(e) {
+			end = points[idx+1].Effective
+		}
+		k := chargeKey{what, idx}
+		a.charges[k] += perMS * end.Sub(s).Milliseconds()
+		a.points[k] = p
+		s = end
+	}
+}
+
+// Report computes usage and cost over [from, to) as of now.
+func Report(insts []Instance, prices api.Prices, rules Rules, from, to, now time.Time, groupBy string) api.UsageReport {
+	end := to
+	if now.Before(end) {
+		end = now
+	}
+	groups := map[string]*acc{}
+	group := func(key string) *acc {
+		g := groups[key]
+		if g == nil {
+			g = newAcc()
+			groups[key] = g
+		}
+		return g
+	}
+	for i := range insts {
+		in := &insts[i]
+		h := in.History
+		for j := range h {
+			class := rules[h[j].To]
+			if class == None {
+				continue
+			}
+			s := h[j].Time
+			e := end
+			if j+1 < len(h) {
+				e = h[j+1].Time
+			}
+			if s.Before(from) {
+				s = from
+			}
+			if e.After(end) {
+				e = end
+			}
+			// Milliseconds are the unit: cut both ends to them.
+			s, e = s.Truncate(time.Millisecond), e.Truncate(time.Millisecond)
+			for s.Before(e) {
+				segEnd := e
+				key := ""
+				switch groupBy {
+				case ByInstance:
+					key = in.Name
+				case ByFlavor:
+					key = in.Flavor
+				case ByProject:
+					key = in.Project
+				case ByDay:
+					day := s.UTC().Truncate(24 * time.Hour)
+					if next := day.Add(24 * time.Hour); next.Before(segEnd) {
+						segEnd = next
+					}
+					key = day.Format("2006-01-02")
+				}
+				g := group(key)
+				ms := segEnd.Sub(s).Milliseconds()
+				g.diskGiBMS += in.Size.DiskGiB * ms
+				if class == Compute {
+					g.instMS += ms
+					g.vcpuMS += in.Size.VCPUs * ms
+					g.memMiBMS += in.Size.MemoryMiB * ms
+					g.charge("flavor "+in.Flavor, prices.Flavors[in.Flavor], s, segEnd, 1)
+				} else {
+					g.charge("storage", prices.Storage, s, segEnd, in.Size.DiskGiB)
+				}
+				s = segEnd
+			}
+		}
+	}
+	rep := api.UsageReport{From: from, To: to, GroupBy: groupBy, Currency: prices.Currency, Groups: []api.UsageLine{}}
+	keys := make([]string, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	total := newAcc()
+	for _, k := range keys {
+		line := lineOf(k, groups[k])
+		rep.Groups = append(rep.Groups, line)
+		total.add(groups[k])
+		rep.Total.CostMicro += line.CostMicro
+	}
+	t := lineOf("total", total)
+	t.CostMicro, t.Cost = rep.Total.CostMicro, FormatMicro(rep.Total.CostMicro)
+	rep.Total = t
+	if groupBy == ByNone {
+		rep.Groups = []api.UsageLine{}
+	}
+	return rep
+}
+
+var msPerHour = big.NewInt(3_600_000)
+
+// lineOf renders an accumulator: each charge's cost is price x quantity /
+// hour, rounded half up once; the line's cost is the sum of its charges.
+func lineOf(key string, a *acc) api.UsageLine {
+	l := api.UsageLine{Key: key, InstanceSeconds: a.instMS / 1000,
+		VCPUHours: float64(a.vcpuMS) / 3.6e6, MemoryGiBHours: float64(a.memMiBMS) / 1024 / 3.6e6, StorageGiBHours: float64(a.diskGiBMS) / 3.6e6}
+	ks := make([]chargeKey, 0, len(a.charges))
+	for k := range a.charges {
+		ks = append(ks, k)
+	}
+	sort.Slice(ks, func(i, j int) bool {
+		if ks[i].what != ks[j].what {
+			return ks[i].what < ks[j].what
+		}
+		return ks[i].idx < ks[j].idx
+	})
+	for _, k := range ks {
+		q := a.charges[k]
+		p := a.points[k]
+		num := new(big.Int).Mul(big.NewInt(p.Micro), big.NewInt(q))
+		num.Add(num, big.NewInt(1_800_000)) // half up
+		cost := num.Quo(num, msPerHour).Int64()
+		l.Charges = append(l.Charges, api.Charge{What: k.what, MicroPerHour: p.Micro, Effective: p.Effective, Hours: float64(q) / 3.6e6, CostMicro: cost})
+		l.CostMicro += cost
+	}
+	l.Cost = FormatMicro(l.CostMicro)
+	return l
+}
