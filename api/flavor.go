@@ -3,22 +3,22 @@ package api
 // Flavor is an instance type: the size of an instance and its price.
 type Flavor struct {
 	Meta
-	VCPUs        int64   `json:"vcpus"`
-	MemoryMiB    int64   `json:"memory_mib"`
-	DiskGiB      int64   `json:"disk_gib"`
+	VCPUs     int64 `json:"vcpus"`
+	MemoryMiB int64 `json:"memory_mib"`
+	DiskGiB   int64 `json:"disk_gib"`
 	// PriceMicro is the price per hour now, in micro-units of the cloud's
 	// currency (GET /v1/prices has its history).
-	PriceMicro int64 `json:"price_micro_per_hour"`
-	Description  string  `json:"description,omitempty"`
+	PriceMicro  int64  `json:"price_micro_per_hour"`
+	Description string `json:"description,omitempty"`
 }
 
 // FlavorsPost creates a flavor (cloud admin).
 type FlavorsPost struct {
-	Name         string            `json:"name"`
-	VCPUs        int64             `json:"vcpus"`
-	MemoryMiB    int64             `json:"memory_mib"`
-	DiskGiB      int64             `json:"disk_gib"`
-	PriceMicro   int64             `json:"price_micro_per_hour"`
-	Description  string            `json:"description,omitempty"`
-	Labels       map[string]string `json:"labels,omitempty"`
+	Name        string            `json:"name"`
+	VCPUs       int64             `json:"vcpus"`
+	MemoryMiB   int64             `json:"memory_mib"`
+	DiskGiB     int64             `json:"disk_gib"`
+	PriceMicro  int64             `json:"price_micro_per_hour"`
+	Description string            `json:"description,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
 }

@@ -41,11 +41,11 @@ type ProjectsPost struct {
 
 // ProjectPatch changes a project's description or labels (project admin).
 type ProjectPatch struct {
-	Description *string           `json:"description,omitempty"`
+	Description *string `json:"description,omitempty"`
 	// BudgetMicro sets the monthly budget (0 removes it); Currency, if
 	// given, must be the cloud's.
-	BudgetMicro *int64  `json:"budget_micro,omitempty"`
-	Currency    *string `json:"currency,omitempty"`
+	BudgetMicro *int64            `json:"budget_micro,omitempty"`
+	Currency    *string           `json:"currency,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	Revision    int64             `json:"revision,omitempty"`
 }
