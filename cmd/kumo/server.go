@@ -20,7 +20,7 @@ func serverCommand(root *cobra.Command) {
 		dataDir, listen, socket, etcdEndpoints, etcdPrefix string
 		defaultQuota, logLevel, logFormat                  string
 		tokenTTL, eventRetention, hostGrace                time.Duration
-		drivers, policy                                    string
+		drivers, policy, currency                          string
 		sim                                                simFlags
 	)
 	cmd := &cobra.Command{
@@ -54,7 +54,7 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 				DataDir: dataDir, Listen: listen, Socket: socket, EtcdPrefix: etcdPrefix,
 				Identity: opts, EventRetention: eventRetention, Version: version, Logger: log,
 				UnsafeNoFsync: os.Getenv("KUMO_UNSAFE_NO_FSYNC") == "1",
-				HostGrace:     hostGrace, SchedulerPolicy: policy,
+				HostGrace:     hostGrace, SchedulerPolicy: policy, Currency: currency,
 			}
 			switch drivers {
 			case "", "none":
@@ -89,6 +89,7 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 	f.DurationVar(&tokenTTL, "token-ttl", 0, "lifetime of new API tokens (default 168h)")
 	f.DurationVar(&eventRetention, "event-retention", 24*time.Hour, "how long events are kept")
 	f.StringVar(&drivers, "drivers", "", "run a local agent with this driver (sim)")
+	f.StringVar(&currency, "currency", "EUR", "currency of all prices and budgets")
 	f.StringVar(&policy, "scheduler-policy", "packing", "packing, striping or load-aware")
 	f.DurationVar(&hostGrace, "host-grace", 15*time.Second, "a host silent this long goes OFFLINE and its instances UNKNOWN")
 	sim.register(f)
