@@ -11,10 +11,7 @@ package hosts
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
@@ -25,6 +22,7 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
+	secretpkg "github.com/kumocloud/kumo/internal/secret"
 	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/validate"
 )
@@ -79,17 +77,6 @@ func New(s store.Store, caFP string, grace time.Duration) *Service {
 // Grace is how long a host may be silent.
 func (svc *Service) Grace() time.Duration { return svc.grace }
 
-func randHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-func hash(s string) string {
-	h := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(h[:])
-}
-
 func now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
 
 // CreateJoinToken makes a token agents join with. It carries the server
@@ -108,9 +95,9 @@ func (svc *Service) CreateJoinToken(ctx context.Context, req api.JoinTokensPost)
 	if err := validate.Text("description", req.Description, 256); err != nil {
 		return api.JoinToken{}, err
 	}
-	id, secret := randHex(6), randHex(20)
+	id, secret := secretpkg.Hex(6), secretpkg.Hex(20)
 	t := now()
-	rec := joinRecord{JoinToken: api.JoinToken{ID: id, Description: req.Description, CreatedAt: t, ExpiresAt: t.Add(ttl)}, SecretHash: hash(secret)}
+	rec := joinRecord{JoinToken: api.JoinToken{ID: id, Description: req.Description, CreatedAt: t, ExpiresAt: t.Add(ttl)}, SecretHash: secretpkg.Hash(secret)}
 	if _, err := svc.s.Txn(ctx, []store.Cond{store.Absent(joinPrefix + id)}, []store.Op{
 		store.PutJSON(joinPrefix+id, rec),
 		events.Op(ctx, "jointoken", events.Created, "", "/v1/join-tokens/"+id, rec.JoinToken),
@@ -194,7 +181,7 @@ func (svc *Service) Join(ctx context.Context, req api.AgentsPost) (api.Agent, er
 		return api.Agent{}, err
 	}
 	var jt joinRecord
-	if _, err := store.GetJSON(ctx, svc.s, joinPrefix+id, &jt); err != nil || subtle.ConstantTimeCompare([]byte(hash(secret)), []byte(jt.SecretHash)) != 1 {
+	if _, err := store.GetJSON(ctx, svc.s, joinPrefix+id, &jt); err != nil || subtle.ConstantTimeCompare([]byte(secretpkg.Hash(secret)), []byte(jt.SecretHash)) != 1 {
 		return api.Agent{}, errs.Unauthorized("join token not recognised")
 	}
 	if time.Now().After(jt.ExpiresAt) {
@@ -209,8 +196,8 @@ func (svc *Service) Join(ctx context.Context, req api.AgentsPost) (api.Agent, er
 	if err := validateSpecs(req.Hosts); err != nil {
 		return api.Agent{}, err
 	}
-	aid, asecret := randHex(8), randHex(24)
-	rec := agentRecord{Agent: api.Agent{ID: aid, Name: req.Name, Driver: req.Driver, CreatedAt: now()}, SecretHash: hash(asecret)}
+	aid, asecret := secretpkg.Hex(8), secretpkg.Hex(24)
+	rec := agentRecord{Agent: api.Agent{ID: aid, Name: req.Name, Driver: req.Driver, CreatedAt: now()}, SecretHash: secretpkg.Hash(asecret)}
 	for _, h := range req.Hosts {
 		rec.Hosts = append(rec.Hosts, h.Name)
 	}
@@ -237,7 +224,7 @@ func (svc *Service) putHosts(ctx context.Context, rec *agentRecord, specs []api.
 			switch {
 			case errors.Is(err, store.ErrNotFound):
 				t := now()
-				h = hostRecord{api.Host{Meta: api.Meta{ID: randHex(8), Name: spec.Name, CreatedAt: t}, Enabled: true, Ratios: DefaultRatios, State: api.HostOnline}}
+				h = hostRecord{api.Host{Meta: api.Meta{ID: secretpkg.Hex(8), Name: spec.Name, CreatedAt: t}, Enabled: true, Ratios: DefaultRatios, State: api.HostOnline}}
 				conds = append(conds, store.Absent(hostsPrefix+spec.Name))
 				ops = append(ops, events.Op(ctx, "host", events.Created, "", "/v1/hosts/"+spec.Name, nil))
 			case err != nil:
@@ -309,7 +296,7 @@ func (svc *Service) Authenticate(ctx context.Context, cred string) (*AgentPrinci
 		return nil, errs.Unauthorized("malformed agent credential")
 	}
 	var rec agentRecord
-	if _, err := store.GetJSON(ctx, svc.s, agentsPrefix+id, &rec); err != nil || subtle.ConstantTimeCompare([]byte(hash(secret)), []byte(rec.SecretHash)) != 1 {
+	if _, err := store.GetJSON(ctx, svc.s, agentsPrefix+id, &rec); err != nil || subtle.ConstantTimeCompare([]byte(secretpkg.Hash(secret)), []byte(rec.SecretHash)) != 1 {
 		return nil, errs.Unauthorized("agent credential not recognised; join again")
 	}
 	p := &AgentPrincipal{ID: rec.ID, Name: rec.Name, Hosts: map[string]bool{}}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/quota"
+	secretpkg "github.com/kumocloud/kumo/internal/secret"
 	"github.com/kumocloud/kumo/internal/store"
 )
 
@@ -24,7 +25,7 @@ func (svc *Service) Bootstrap(ctx context.Context, extra []store.Op, beforeCommi
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return "", err
 	}
-	password := randHex(12)
+	password := secretpkg.Hex(12)
 	admin, err := svc.newUser(api.UsersPost{Name: AdminUser, Password: password, CloudAdmin: true, DefaultProject: DefaultProject})
 	if err != nil {
 		return "", err

@@ -2,10 +2,7 @@ package identity
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"strings"
 	"sync"
@@ -16,6 +13,7 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
+	secretpkg "github.com/kumocloud/kumo/internal/secret"
 	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/validate"
 )
@@ -33,17 +31,6 @@ const TokenPrefix = "kumo_"
 func tokenKey(id string) string { return tokensPrefix + id }
 
 func tokenURL(id string) string { return "/v1/tokens/" + id }
-
-func randHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-func hashSecret(secret string) string {
-	h := sha256.Sum256([]byte(secret))
-	return hex.EncodeToString(h[:])
-}
 
 func (r tokenRecord) api() api.Token {
 	t := r.Token
@@ -65,12 +52,12 @@ func (svc *Service) IssueToken(ctx context.Context, user, description string, tt
 	case ttl > svc.opts.MaxTokenTTL:
 		return api.Token{}, errs.Invalid("ttl_seconds", "ttl_seconds is more than the server allows (%d)", int64(svc.opts.MaxTokenTTL.Seconds()))
 	}
-	id := randHex(8)
-	secret := randHex(24)
+	id := secretpkg.Hex(8)
+	secret := secretpkg.Hex(24)
 	t := now()
 	rec := tokenRecord{
 		Token:      api.Token{ID: id, User: user, Description: description, CreatedAt: t, ExpiresAt: t.Add(ttl)},
-		SecretHash: hashSecret(secret),
+		SecretHash: secretpkg.Hash(secret),
 	}
 	_, err := svc.s.Txn(ctx, []store.Cond{store.Absent(tokenKey(id))}, []store.Op{
 		store.PutJSON(tokenKey(id), rec),
@@ -140,7 +127,7 @@ func (svc *Service) Authenticate(ctx context.Context, bearer string) (*Principal
 	if err != nil {
 		return nil, err
 	}
-	if subtle.ConstantTimeCompare([]byte(hashSecret(secret)), []byte(rec.SecretHash)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(secretpkg.Hash(secret)), []byte(rec.SecretHash)) != 1 {
 		return nil, errs.Unauthorized("token not recognised; log in again")
 	}
 	if rec.Revoked {
