@@ -333,3 +333,55 @@ type RulesPut struct {
 	ComputeStates []string `json:"compute_states"`
 	StorageStates []string `json:"storage_states"`
 }
+
+// Image kinds, formats, statuses and visibilities.
+const (
+	KindContainerRootfs = "container-rootfs"
+	KindVMDisk          = "vm-disk"
+	KindVMKernel        = "vm-kernel"
+
+	ImageQueued = "queued"
+	ImageSaving = "saving"
+	ImageActive = "active"
+	ImageError  = "error"
+
+	VisibilityPrivate = "private"
+	VisibilityPublic  = "public"
+	VisibilityShared  = "shared"
+)
+
+// Image is a bootable image: a container rootfs now, VM disks later.
+type Image struct {
+	Meta
+	Project    string            `json:"project"`
+	Kind       string            `json:"kind"`
+	Format     string            `json:"format"`
+	Status     string            `json:"status"`
+	Error      string            `json:"error,omitempty"`
+	Size       int64             `json:"size"`
+	SHA256     string            `json:"sha256,omitempty"`
+	Visibility string            `json:"visibility"`
+	SharedWith []string          `json:"shared_with,omitempty"`
+	MinFlavor  string            `json:"min_flavor,omitempty"`
+	Properties map[string]string `json:"properties,omitempty"`
+}
+
+// ImagesPost registers an image; its bytes follow with PUT .../file.
+// SHA256, if given, is checked against the upload.
+type ImagesPost struct {
+	Name       string            `json:"name"`
+	Kind       string            `json:"kind"`
+	Format     string            `json:"format,omitempty"`
+	Visibility string            `json:"visibility,omitempty"`
+	SharedWith []string          `json:"shared_with,omitempty"`
+	MinFlavor  string            `json:"min_flavor,omitempty"`
+	Properties map[string]string `json:"properties,omitempty"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	SHA256     string            `json:"sha256,omitempty"`
+}
+
+// ImagePatch changes who can use an image.
+type ImagePatch struct {
+	Visibility *string  `json:"visibility,omitempty"`
+	SharedWith []string `json:"shared_with,omitempty"`
+}

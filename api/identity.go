@@ -3,8 +3,8 @@ package api
 import "time"
 
 // ResourceCounts is a set of per-project resource figures: used both for
-// quota limits (-1 = unlimited) and for live usage. Memory is in MiB, disk and
-// image bytes in GiB.
+// quota limits (-1 = unlimited) and for live usage. Memory and image bytes
+// are in MiB, disk in GiB.
 type ResourceCounts struct {
 	Instances   int64 `json:"instances"`
 	VCPUs       int64 `json:"vcpus"`
@@ -14,6 +14,7 @@ type ResourceCounts struct {
 	Networks    int64 `json:"networks"`
 	FloatingIPs int64 `json:"floating_ips"`
 	Images      int64 `json:"images"`
+	ImageMiB    int64 `json:"image_mib"`
 }
 
 // Project is a tenant: it owns instances, images, networks and volumes.

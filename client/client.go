@@ -209,6 +209,16 @@ func (c *Client) send(ctx context.Context, method, path string, q url.Values, bo
 	if k, ok := ctx.Value(idemKey).(string); ok && k != "" && method == http.MethodPost {
 		req.Header.Set("Idempotency-Key", k)
 	}
+	return c.raw(req)
+}
+
+// raw sends a prepared request with the client's credentials and turns an
+// error answer into *api.ErrorBody.
+func (c *Client) raw(req *http.Request) (*http.Response, error) {
+	if c.token != "" && req.Header.Get("Authorization") == "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	method, path := req.Method, req.URL.Path
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach the kumo server: %w", err)

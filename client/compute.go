@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -173,4 +175,72 @@ func (c *Client) SetStoragePrice(ctx context.Context, put api.PricePut) (api.Pri
 func (c *Client) SetRules(ctx context.Context, put api.RulesPut) (api.Prices, error) {
 	var out api.Prices
 	return out, c.do(ctx, http.MethodPut, "/v1/prices/rules", nil, put, &out)
+}
+
+// Images lists the images a project can use.
+func (c *Client) Images(ctx context.Context, project string) ([]api.Image, error) {
+	var out api.List[api.Image]
+	return out.Items, c.do(ctx, http.MethodGet, p("v1", "projects", project, "images"), nil, nil, &out)
+}
+
+// CreateImage registers an image.
+func (c *Client) CreateImage(ctx context.Context, project string, req api.ImagesPost) (api.Image, error) {
+	var out api.Image
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "images"), nil, req, &out)
+}
+
+// Image shows an image.
+func (c *Client) Image(ctx context.Context, project, name string) (api.Image, error) {
+	var out api.Image
+	return out, c.do(ctx, http.MethodGet, p("v1", "projects", project, "images", name), nil, nil, &out)
+}
+
+// PatchImage changes an image's visibility or sharing.
+func (c *Client) PatchImage(ctx context.Context, project, name string, req api.ImagePatch) (api.Image, error) {
+	var out api.Image
+	return out, c.do(ctx, http.MethodPatch, p("v1", "projects", project, "images", name), nil, req, &out)
+}
+
+// DeleteImage deletes an image (force: even in use; cloud admin).
+func (c *Client) DeleteImage(ctx context.Context, project, name string, force bool) error {
+	var q url.Values
+	if force {
+		q = url.Values{"force": {"true"}}
+	}
+	return c.do(ctx, http.MethodDelete, p("v1", "projects", project, "images", name), q, nil, nil)
+}
+
+// UploadImage streams an image's bytes.
+func (c *Client) UploadImage(ctx context.Context, project, name string, body io.Reader, size int64) (api.Image, error) {
+	var out api.Image
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.base+p("v1", "projects", project, "images", name, "file"), body)
+	if err != nil {
+		return out, err
+	}
+	req.ContentLength = size
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := c.raw(req)
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	return out, json.NewDecoder(resp.Body).Decode(&out)
+}
+
+// DownloadImage streams an image's bytes; the caller closes the reader.
+func (c *Client) DownloadImage(ctx context.Context, project, name string) (io.ReadCloser, error) {
+	resp, err := c.send(ctx, http.MethodGet, p("v1", "projects", project, "images", name, "file"), nil, nil, "application/octet-stream")
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// AgentImage fetches image bytes by sha256 (agents).
+func (c *Client) AgentImage(ctx context.Context, agentID, sum string) (io.ReadCloser, error) {
+	resp, err := c.send(ctx, http.MethodGet, p("v1", "agents", agentID, "images", sum), nil, nil, "application/octet-stream")
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
 }

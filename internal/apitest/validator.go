@@ -70,6 +70,10 @@ func (v *Validator) Check(req *http.Request, reqBody []byte, status int, header 
 	}
 	key := req.Method + " " + route.Path
 	opts := &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, IncludeResponseStatus: true, MultiError: true}
+	// Raw bytes (image uploads) are not JSON to check.
+	if strings.HasPrefix(req.Header.Get("Content-Type"), "application/octet-stream") {
+		opts.ExcludeRequestBody = true
+	}
 	in := &openapi3filter.RequestValidationInput{Request: r2, PathParams: params, Route: route, Options: opts}
 	if status < 400 {
 		if err := openapi3filter.ValidateRequest(context.Background(), in); err != nil {
@@ -77,7 +81,7 @@ func (v *Validator) Check(req *http.Request, reqBody []byte, status int, header 
 		}
 	}
 	ropts := *opts
-	if strings.HasPrefix(header.Get("Content-Type"), "text/event-stream") {
+	if ct := header.Get("Content-Type"); strings.HasPrefix(ct, "text/event-stream") || strings.HasPrefix(ct, "application/octet-stream") {
 		ropts.ExcludeResponseBody = true
 	}
 	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: status, Header: header, Options: &ropts}

@@ -285,6 +285,23 @@ func (svc *Service) List(ctx context.Context, project string, sel map[string]str
 	return items, "", err
 }
 
+// ImageUsers counts the live instances using an image (named as the
+// instance named it: "name", or "owner/name" from another project).
+func (svc *Service) ImageUsers(ctx context.Context, project, image string) (int, error) {
+	if err := svc.Ready(ctx); err != nil {
+		return 0, err
+	}
+	svc.cache.mu.RLock()
+	defer svc.cache.mu.RUnlock()
+	n := 0
+	for _, e := range svc.cache.instances {
+		if e.rec.Project == project && e.rec.Image == image || e.rec.Image == project+"/"+image {
+			n++
+		}
+	}
+	return n, nil
+}
+
 // Metered is an instance with its whole history, for metering.
 type Metered struct {
 	Instance api.Instance

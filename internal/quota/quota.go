@@ -53,6 +53,7 @@ var resources = []resource{
 	{"networks", nil, "", func(r *api.ResourceCounts) *int64 { return &r.Networks }},
 	{"floating_ips", []string{"floating-ips", "fips"}, "", func(r *api.ResourceCounts) *int64 { return &r.FloatingIPs }},
 	{"images", nil, "", func(r *api.ResourceCounts) *int64 { return &r.Images }},
+	{"image_mib", []string{"image-size", "image-storage"}, "MiB", func(r *api.ResourceCounts) *int64 { return &r.ImageMiB }},
 }
 
 // Names lists the quota resource names, in API order.
@@ -81,7 +82,7 @@ func lookup(name string) (resource, bool) {
 
 // Defaults is the quota of a new project unless the server is told otherwise.
 func Defaults() api.ResourceCounts {
-	return api.ResourceCounts{Instances: 20, VCPUs: 40, MemoryMiB: 80 * 1024, DiskGiB: 1000, Volumes: 20, Networks: 10, FloatingIPs: 5, Images: 20}
+	return api.ResourceCounts{Instances: 20, VCPUs: 40, MemoryMiB: 80 * 1024, DiskGiB: 1000, Volumes: 20, Networks: 10, FloatingIPs: 5, Images: 20, ImageMiB: 50 * 1024}
 }
 
 // Apply sets the limits named in changes (API names) on lim. A value must be
@@ -121,7 +122,7 @@ func ParseSpec(spec string) (map[string]int64, error) {
 		}
 		r, ok := lookup(k)
 		if !ok {
-			return nil, fmt.Errorf("quota %q: unknown resource %q; use one of instances, vcpus, memory, disk, volumes, networks, floating-ips, images", part, k)
+			return nil, fmt.Errorf("quota %q: unknown resource %q; use one of instances, vcpus, memory, disk, volumes, networks, floating-ips, images, image-size", part, k)
 		}
 		n, err := parseValue(strings.TrimSpace(v), r.unit)
 		if err != nil {

@@ -106,6 +106,15 @@ func Endpoints() []Endpoint {
 		{Method: "GET", Path: "/v1/projects/{project}/server-groups/{name}", Perm: PermProjectReader, Summary: "Show a server group", handler: (*Server).getServerGroup},
 		{Method: "DELETE", Path: "/v1/projects/{project}/server-groups/{name}", Perm: PermProjectMember, Summary: "Delete an empty server group", handler: (*Server).deleteServerGroup},
 
+		{Method: "GET", Path: "/v1/projects/{project}/images", Perm: PermProjectReader, Summary: "List the images the project can use (own, public, shared)", handler: (*Server).getImages},
+		{Method: "POST", Path: "/v1/projects/{project}/images", Perm: PermProjectMember, Summary: "Register an image; upload its bytes next", handler: (*Server).postImages, create: true},
+		{Method: "GET", Path: "/v1/projects/{project}/images/{name}", Perm: PermProjectReader, Summary: "Show an image", handler: (*Server).getImage},
+		{Method: "PATCH", Path: "/v1/projects/{project}/images/{name}", Perm: PermProjectMember, Summary: "Change an image's visibility or sharing", handler: (*Server).patchImage},
+		{Method: "DELETE", Path: "/v1/projects/{project}/images/{name}", Perm: PermProjectMember, Summary: "Delete an image not in use (?force=true: cloud admin)", handler: (*Server).deleteImage},
+		{Method: "PUT", Path: "/v1/projects/{project}/images/{name}/file", Perm: PermProjectMember, Summary: "Upload an image's bytes (streamed, sha256-checked)", handler: (*Server).putImageFile},
+		{Method: "GET", Path: "/v1/projects/{project}/images/{name}/file", Perm: PermProjectReader, Summary: "Download an image's bytes", raw: (*Server).getImageFile},
+		{Method: "GET", Path: "/v1/agents/{id}/images/{sha256}", Perm: PermAgent, Summary: "An agent fetches image bytes by hash", raw: (*Server).getAgentImage},
+
 		{Method: "GET", Path: "/v1/hosts", Perm: PermCloudAdmin, Summary: "List hosts", handler: (*Server).getHosts},
 		{Method: "GET", Path: "/v1/hosts/{host}", Perm: PermCloudAdmin, Summary: "Show a host", handler: (*Server).getHost},
 		{Method: "PATCH", Path: "/v1/hosts/{host}", Perm: PermCloudAdmin, Summary: "Enable, disable, drain a host; labels; ratios", handler: (*Server).patchHost},

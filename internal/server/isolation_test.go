@@ -81,6 +81,15 @@ func matrixCases() []matrixCase {
 		{"GET", "/v1/projects/p/server-groups/g1", nil, readersOfP},
 		{"DELETE", "/v1/projects/p/server-groups/g1", nil, "cA:204 pA:204 pM:204 pR:403 qA:404" + bad},
 
+		{"GET", "/v1/projects/p/images", nil, readersOfP},
+		{"POST", "/v1/projects/p/images", map[string]any{"name": "img2", "kind": "container-rootfs"}, members},
+		{"GET", "/v1/projects/p/images/img1", nil, readersOfP},
+		{"PATCH", "/v1/projects/p/images/img1", map[string]any{"visibility": "shared", "shared_with": []string{"q"}}, "cA:200 pA:200 pM:200 pR:403 qA:404" + bad},
+		{"DELETE", "/v1/projects/p/images/img1", nil, "cA:204 pA:204 pM:204 pR:403 qA:404" + bad},
+		{"PUT", "/v1/projects/p/images/img1/file", "raw:not a tarball", "cA:400 pA:400 pM:400 pR:403 qA:404" + bad},
+		{"GET", "/v1/projects/p/images/img1/file", nil, "cA:409 pA:409 pM:409 pR:409 qA:404" + bad},
+		{"GET", "/v1/agents/{agent}/images/0000", nil, agentOnly + " ag:404"},
+
 		{"GET", "/v1/hosts", nil, admins},
 		{"GET", "/v1/hosts/h1", nil, admins},
 		{"PATCH", "/v1/hosts/h1", map[string]any{"enabled": false}, admins},
@@ -158,6 +167,9 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f.agentID, f.tokens["ag"] = ag.ID, ag.Credential
+	if _, err := ts.s.images.Create(ctxA, "p", api.ImagesPost{Name: "img1", Kind: "container-rootfs"}); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(2 * time.Millisecond) // let the short token expire
 	return f
 }
@@ -209,10 +221,14 @@ func TestIsolationMatrix(t *testing.T) {
 				rep := strings.NewReplacer("{token}", f.memberTokenID, "{op}", f.opID, "{agent}", f.agentID, "{jt}", f.joinID, "{jtsecret}", f.joinSecret)
 				path := rep.Replace(c.path)
 				body := c.body
+				var hdr []string
 				if b, ok := body.(string); ok {
 					body = rep.Replace(b)
+					if raw, isRaw := strings.CutPrefix(b, "raw:"); isRaw {
+						body, hdr = raw, []string{"Content-Type", "application/octet-stream"}
+					}
 				}
-				got := f.ts.do(c.method, path, f.tokens[who], body)
+				got := f.ts.do(c.method, path, f.tokens[who], body, hdr...)
 				if got.Status != want[who] {
 					t.Fatalf("status %d, want %d: %s", got.Status, want[who], got.Body)
 				}

@@ -26,6 +26,7 @@ import (
 	"github.com/kumocloud/kumo/internal/flavor"
 	"github.com/kumocloud/kumo/internal/hosts"
 	"github.com/kumocloud/kumo/internal/identity"
+	"github.com/kumocloud/kumo/internal/images"
 	"github.com/kumocloud/kumo/internal/operations"
 	"github.com/kumocloud/kumo/internal/scheduler"
 	"github.com/kumocloud/kumo/internal/store"
@@ -84,6 +85,7 @@ type Server struct {
 	ids          *identity.Service
 	hosts        *hosts.Service
 	compute      *compute.Service
+	images       *images.Service
 	stopRun      context.CancelFunc
 	ops          *operations.Manager
 	metrics      *metrics
@@ -186,6 +188,9 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	s.hosts = hosts.New(st, fp, cfg.HostGrace)
 	s.compute = compute.New(st, s.hosts, cfg.SchedulerPolicy, cfg.Logger.With("component", "compute"))
 	s.compute.Now = cfg.Clock
+	if s.images, err = images.New(st, filepath.Join(cfg.DataDir, "images"), s.compute.ImageUsers, cfg.Clock); err != nil {
+		return nil, err
+	}
 	s.ops = operations.New(st, cfg.Logger)
 	s.ops.Register(opDeleteProject, s.runDeleteProject)
 	credFile := filepath.Join(cfg.DataDir, "admin-credentials")

@@ -1,7 +1,12 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -104,6 +109,27 @@ func TestComputeContract(t *testing.T) {
 	check("instances", err)
 	check("delete server group", admin.DeleteServerGroup(ctx, "default", "web"))
 	check("delete join token", admin.DeleteJoinToken(ctx, jt.ID))
+	// The agent fetches an image by its hash, with its own credential.
+	rootfs := tinyRootfs(t)
+	_, err = admin.CreateImage(ctx, "default", api.ImagesPost{Name: "tiny", Kind: api.KindContainerRootfs})
+	check("image", err)
+	img, err := admin.UploadImage(ctx, "default", "tiny", bytes.NewReader(rootfs), int64(len(rootfs)))
+	check("upload", err)
+	var cred struct {
+		AgentID    string `json:"agent_id"`
+		Credential string `json:"credential"`
+	}
+	b, _ := os.ReadFile(filepath.Join(cfg.StateDir, "agent.json"))
+	json.Unmarshal(b, &cred)
+	agentClient := s.remote(t, cred.Credential)
+	agentClient.WrapTransport(v.Transport)
+	rc, err := agentClient.AgentImage(ctx, cred.AgentID, img.SHA256)
+	check("agent image", err)
+	got, _ := io.ReadAll(rc)
+	rc.Close()
+	if !bytes.Equal(got, rootfs) {
+		t.Error("the agent got other bytes")
+	}
 	acancel()
 
 	assertContract(t, v, computePath)

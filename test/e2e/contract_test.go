@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -108,6 +109,23 @@ func TestContract(t *testing.T) {
 	_, err = admin.PatchProject(ctx, "web", api.ProjectPatch{BudgetMicro: &budget})
 	check("budget", err)
 	check("delete flavor", admin.DeleteFlavor(ctx, "gpu-ish"))
+	rootfs := tinyRootfs(t)
+	_, err = admin.CreateImage(ctx, "web", api.ImagesPost{Name: "tiny", Kind: api.KindContainerRootfs})
+	check("create image", err)
+	_, err = admin.UploadImage(ctx, "web", "tiny", bytes.NewReader(rootfs), int64(len(rootfs)))
+	check("upload image", err)
+	_, err = admin.Images(ctx, "web")
+	check("images", err)
+	_, err = admin.Image(ctx, "web", "tiny")
+	check("image", err)
+	shared := "shared"
+	_, err = admin.PatchImage(ctx, "web", "tiny", api.ImagePatch{Visibility: &shared, SharedWith: []string{"default"}})
+	check("patch image", err)
+	rc, err := admin.DownloadImage(ctx, "web", "tiny")
+	check("download image", err)
+	io.Copy(io.Discard, rc)
+	rc.Close()
+	check("delete image", admin.DeleteImage(ctx, "web", "tiny", false))
 	_, err = admin.CreateProject(ctx, api.ProjectsPost{Name: "temp"})
 	check("create temp", err)
 	op, err := admin.DeleteProject(ctx, "temp")

@@ -1,0 +1,161 @@
+package cli
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kumocloud/kumo/api"
+)
+
+func (a *app) imageCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "image", Aliases: []string{"images"}, Short: "Images: container rootfs tarballs (VM disks with the VM driver)"}
+	var name, kind, format string
+	var public bool
+	var share []string
+	imp := &cobra.Command{
+		Use: "import PATH --name NAME [--kind container-rootfs] [--public | --share P,...]", Short: "Upload an image (sha256-checked end to end)", Args: cobra.ExactArgs(1),
+		Example: "  kumo image import ./tiny-rootfs.tar.gz --name tiny --kind container-rootfs --public",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, project, err := a.clientAndProject(cmd)
+			if err != nil {
+				return err
+			}
+			f, err := os.Open(args[0])
+			if err != nil {
+				return usagef("%v", err)
+			}
+			defer f.Close()
+			h := sha256.New()
+			size, err := io.Copy(h, f)
+			if err != nil {
+				return err
+			}
+			if name == "" {
+				base := args[0][strings.LastIndex(args[0], "/")+1:]
+				name = strings.ToLower(strings.SplitN(base, ".", 2)[0])
+			}
+			if format == "" && (strings.HasSuffix(args[0], ".tar")) {
+				format = "tar"
+			}
+			req := api.ImagesPost{Name: name, Kind: kind, Format: format, SHA256: hex.EncodeToString(h.Sum(nil)), SharedWith: share}
+			switch {
+			case public:
+				req.Visibility = api.VisibilityPublic
+			case len(share) > 0:
+				req.Visibility = api.VisibilityShared
+			}
+			if _, err := c.CreateImage(cmd.Context(), project, req); err != nil {
+				return err
+			}
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				return err
+			}
+			img, err := c.UploadImage(cmd.Context(), project, name, f, size)
+			if err != nil {
+				return fmt.Errorf("uploading %s: %w (the image %q stays registered in error; retry the import or delete it)", args[0], err, name)
+			}
+			return a.printObject(img)
+		},
+	}
+	imp.Flags().StringVar(&name, "name", "", "image name (default: the file name up to the first dot)")
+	imp.Flags().StringVar(&kind, "kind", "container-rootfs", "container-rootfs, vm-disk or vm-kernel")
+	imp.Flags().StringVar(&format, "format", "", "tar.gz (default for rootfs), tar, qcow2, raw")
+	imp.Flags().BoolVar(&public, "public", false, "every project may use it (cloud admin)")
+	imp.Flags().StringSliceVar(&share, "share", nil, "projects that may use it")
+
+	list := &cobra.Command{
+		Use: "list", Short: "Images the project can use: its own, public and shared ones", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, project, err := a.clientAndProject(cmd)
+			if err != nil {
+				return err
+			}
+			imgs, err := c.Images(cmd.Context(), project)
+			if err != nil {
+				return err
+			}
+			return printList(a, imgs, []column[api.Image]{
+				col("NAME", func(i api.Image) string {
+					if i.Project != project {
+						return i.Project + "/" + i.Name
+					}
+					return i.Name
+				}),
+				col("KIND", func(i api.Image) string { return i.Kind }),
+				col("STATUS", func(i api.Image) string { return i.Status }),
+				col("SIZE", func(i api.Image) string { return strconv.FormatInt(i.Size, 10) }),
+				col("VISIBILITY", func(i api.Image) string { return i.Visibility }),
+				col("SHA256", func(i api.Image) string {
+					if len(i.SHA256) > 12 {
+						return i.SHA256[:12] + "…"
+					}
+					return i.SHA256
+				}),
+				col("AGE", func(i api.Image) string { return age(i.CreatedAt) }),
+			})
+		},
+	}
+	show := &cobra.Command{
+		Use: "show NAME", Short: "Show an image: size, sha256, status, visibility, who can use it", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, project, err := a.clientAndProject(cmd)
+			if err != nil {
+				return err
+			}
+			img, err := c.Image(cmd.Context(), project, args[0])
+			if err != nil {
+				return err
+			}
+			return a.printObject(img)
+		},
+	}
+	var force bool
+	del := &cobra.Command{
+		Use: "delete NAME", Short: "Delete an image (refused while instances use it)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, project, err := a.clientAndProject(cmd)
+			if err != nil {
+				return err
+			}
+			return c.DeleteImage(cmd.Context(), project, args[0], force)
+		},
+	}
+	del.Flags().BoolVar(&force, "force", false, "delete even if in use (cloud admin)")
+	var vis string
+	var sshare []string
+	set := &cobra.Command{
+		Use: "set NAME [--visibility private|public|shared] [--share P,...]", Short: "Change who can use an image", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, project, err := a.clientAndProject(cmd)
+			if err != nil {
+				return err
+			}
+			var p api.ImagePatch
+			if cmd.Flags().Changed("visibility") {
+				p.Visibility = &vis
+			}
+			if cmd.Flags().Changed("share") {
+				p.SharedWith = sshare
+				if p.SharedWith == nil {
+					p.SharedWith = []string{}
+				}
+			}
+			img, err := c.PatchImage(cmd.Context(), project, args[0], p)
+			if err != nil {
+				return err
+			}
+			return a.printObject(img)
+		},
+	}
+	set.Flags().StringVar(&vis, "visibility", "", "private, public (cloud admin) or shared")
+	set.Flags().StringSliceVar(&sshare, "share", nil, "projects that may use it (with --visibility shared)")
+	cmd.AddCommand(imp, list, show, del, set)
+	return cmd
+}

@@ -1,0 +1,380 @@
+// Package images is the image service (the Glance part): images are
+// project objects whose bytes are uploaded as a stream, hashed while they
+// are written to a temporary file, checked (a container rootfs must be a
+// tarball that cannot write outside its root), and renamed into a
+// content-addressed store only when complete; a failed upload leaves
+// nothing on disk. Identical uploads share one file. Keys:
+// /images/{project}/{name}; files: DATA_DIR/images/blobs/<sha256>.
+package images
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/quota"
+	"github.com/kumocloud/kumo/internal/store"
+	"github.com/kumocloud/kumo/internal/validate"
+)
+
+const prefix = "/images/"
+
+func key(project, name string) string { return prefix + project + "/" + name }
+
+func url(project, name string) string { return "/v1/projects/" + project + "/images/" + name }
+
+// Service is the image service.
+type Service struct {
+	s     store.Store
+	dir   string
+	inUse func(ctx context.Context, project, image string) (int, error)
+	now   func() time.Time
+}
+
+// New returns the service keeping files under dir. inUse counts the live
+// instances using an image.
+func New(s store.Store, dir string, inUse func(ctx context.Context, project, image string) (int, error), now func() time.Time) (*Service, error) {
+	for _, d := range []string{"blobs", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	// Uploads cut short by a crash leave temp files: nobody owns them now.
+	tmps, _ := filepath.Glob(filepath.Join(dir, "tmp", "*"))
+	for _, f := range tmps {
+		os.Remove(f)
+	}
+	return &Service{s: s, dir: dir, inUse: inUse, now: now}, nil
+}
+
+var formats = map[string][]string{
+	api.KindContainerRootfs: {"tar.gz", "tar"},
+	api.KindVMDisk:          {"qcow2", "raw"},
+	api.KindVMKernel:        {"tar.gz"},
+}
+
+func validatePost(req *api.ImagesPost) error {
+	if err := validate.Name("name", req.Name); err != nil {
+		return err
+	}
+	fs, ok := formats[req.Kind]
+	if !ok {
+		return errs.Invalid("kind", "kind %q: use container-rootfs, vm-disk or vm-kernel", req.Kind)
+	}
+	if req.Format == "" {
+		req.Format = fs[0]
+	}
+	if !slices.Contains(fs, req.Format) {
+		return errs.Invalid("format", "format %q for a %s: use %s", req.Format, req.Kind, strings.Join(fs, " or "))
+	}
+	if req.Visibility == "" {
+		req.Visibility = api.VisibilityPrivate
+	}
+	if err := checkVisibility(req.Visibility, req.SharedWith); err != nil {
+		return err
+	}
+	if req.SHA256 != "" {
+		if b, err := hex.DecodeString(req.SHA256); err != nil || len(b) != 32 {
+			return errs.Invalid("sha256", "sha256 must be 64 hex digits")
+		}
+	}
+	if err := validate.Labels("properties", req.Properties); err != nil {
+		return err
+	}
+	return validate.Labels("labels", req.Labels)
+}
+
+func checkVisibility(v string, shared []string) error {
+	switch v {
+	case api.VisibilityPrivate, api.VisibilityPublic, api.VisibilityShared:
+	default:
+		return errs.Invalid("visibility", "visibility %q: use private, public or shared", v)
+	}
+	for i, p := range shared {
+		if err := validate.Name(fmt.Sprintf("shared_with[%d]", i), p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type record struct {
+	api.Image
+	// Expect is the sha256 the uploader announced.
+	Expect string `json:"expect,omitempty"`
+}
+
+// Create registers an image (status queued), counting it in the quota.
+func (svc *Service) Create(ctx context.Context, project string, req api.ImagesPost) (api.Image, error) {
+	if err := validatePost(&req); err != nil {
+		return api.Image{}, err
+	}
+	t := svc.now().UTC()
+	r := record{Image: api.Image{Meta: api.Meta{ID: uuid.NewString(), Name: req.Name, Labels: req.Labels, CreatedAt: t, UpdatedAt: t},
+		Project: project, Kind: req.Kind, Format: req.Format, Status: api.ImageQueued, Visibility: req.Visibility,
+		SharedWith: req.SharedWith, MinFlavor: req.MinFlavor, Properties: req.Properties}, Expect: strings.ToLower(req.SHA256)}
+	k := key(project, req.Name)
+	rev, err := quota.Reserve(ctx, svc.s, project, api.ResourceCounts{Images: 1}, []store.Cond{store.Absent(k)}, []store.Op{
+		store.PutJSON(k, r), events.Op(ctx, "image", events.Created, project, url(project, req.Name), r.Image),
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return api.Image{}, errs.Conflict("image %q already exists in project %q", req.Name, project)
+	}
+	if err != nil {
+		return api.Image{}, err
+	}
+	r.Revision = rev
+	return r.Image, nil
+}
+
+func (svc *Service) get(ctx context.Context, project, name string) (record, int64, error) {
+	var r record
+	rev, err := store.GetJSON(ctx, svc.s, key(project, name), &r)
+	if errors.Is(err, store.ErrNotFound) {
+		return r, 0, errs.NotFound("image %q not found in project %q", name, project)
+	}
+	r.Revision = rev
+	return r, rev, err
+}
+
+// visibleTo says whether project may use the image.
+func visibleTo(img api.Image, project string) bool {
+	return img.Project == project || img.Visibility == api.VisibilityPublic ||
+		img.Visibility == api.VisibilityShared && slices.Contains(img.SharedWith, project)
+}
+
+// Get returns an image by name as project sees it: its own, or another
+// project's public or shared one named "owner/name".
+func (svc *Service) Get(ctx context.Context, project, ref string) (api.Image, error) {
+	owner, name := project, ref
+	if o, n, ok := strings.Cut(ref, "/"); ok {
+		owner, name = o, n
+	}
+	r, _, err := svc.get(ctx, owner, name)
+	if err != nil || !visibleTo(r.Image, project) {
+		return api.Image{}, errs.NotFound("image %q not found", ref)
+	}
+	return r.Image, nil
+}
+
+// Resolve finds the image an instance names: the project's own first,
+// then a public or shared one of that name in any project.
+func (svc *Service) Resolve(ctx context.Context, project, ref string) (api.Image, error) {
+	if img, err := svc.Get(ctx, project, ref); err == nil || strings.Contains(ref, "/") {
+		return img, err
+	}
+	all, err := svc.List(ctx, project)
+	if err != nil {
+		return api.Image{}, err
+	}
+	for _, img := range all {
+		if img.Name == ref {
+			return img, nil
+		}
+	}
+	return api.Image{}, errs.NotFound("image %q not found (own, public or shared with project %q)", ref, project)
+}
+
+// List returns the images project can use: its own, public and shared ones.
+func (svc *Service) List(ctx context.Context, project string) ([]api.Image, error) {
+	kvs, err := store.ListAll(ctx, svc.s, prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := []api.Image{}
+	for _, kv := range kvs {
+		var r record
+		if store.Decode(kv, &r) == nil && visibleTo(r.Image, project) {
+			r.Revision = kv.Revision
+			out = append(out, r.Image)
+		}
+	}
+	return out, nil
+}
+
+// Patch changes visibility and sharing (the owner project).
+func (svc *Service) Patch(ctx context.Context, project, name string, p api.ImagePatch) (api.Image, error) {
+	for {
+		r, rev, err := svc.get(ctx, project, name)
+		if err != nil {
+			return api.Image{}, err
+		}
+		if p.Visibility != nil {
+			r.Visibility = *p.Visibility
+		}
+		if p.SharedWith != nil {
+			r.SharedWith = p.SharedWith
+		}
+		if err := checkVisibility(r.Visibility, r.SharedWith); err != nil {
+			return api.Image{}, err
+		}
+		r.UpdatedAt = svc.now().UTC()
+		nrev, err := svc.s.Txn(ctx, []store.Cond{store.At(key(project, name), rev)}, []store.Op{
+			store.PutJSON(key(project, name), r), events.Op(ctx, "image", events.Updated, project, url(project, name), r.Image)})
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		r.Revision = nrev
+		return r.Image, err
+	}
+}
+
+// BlobPath is where the bytes with this sha256 are kept.
+func (svc *Service) BlobPath(sum string) string { return filepath.Join(svc.dir, "blobs", sum) }
+
+// Upload streams an image's bytes: hashed while written to a temp file,
+// checked, and renamed into the store only when complete and valid. The
+// project's image bytes quota bounds it; any failure removes the temp file
+// and puts the image in error, with the reason.
+func (svc *Service) Upload(ctx context.Context, project, name string, body io.Reader) (api.Image, error) {
+	r, rev, err := svc.get(ctx, project, name)
+	if err != nil {
+		return api.Image{}, err
+	}
+	if r.Status != api.ImageQueued && r.Status != api.ImageError {
+		return api.Image{}, errs.Conflict("image %q is %s; its bytes can be uploaded once, while queued", name, r.Status)
+	}
+	q, _, err := quota.Get(ctx, svc.s, project)
+	if err != nil {
+		return api.Image{}, err
+	}
+	limit := int64(-1)
+	if q.Limit.ImageMiB >= 0 {
+		limit = (q.Limit.ImageMiB - q.Usage.ImageMiB) << 20
+	}
+	r.Status, r.Error = api.ImageSaving, ""
+	if rev, err = svc.s.Update(ctx, key(project, name), store.PutJSON("", r).Value, rev); err != nil {
+		return api.Image{}, errs.Conflict("image %q changed; try again", name)
+	}
+	sum, size, tmp, err := svc.receive(body, limit, r)
+	if err == nil {
+		// Charge the bytes and go active in one transaction.
+		mib := (size + 1<<20 - 1) >> 20
+		r.Status, r.Size, r.SHA256, r.UpdatedAt = api.ImageActive, size, sum, svc.now().UTC()
+		if rerr := os.Rename(tmp, svc.BlobPath(sum)); rerr != nil {
+			err = rerr
+		} else {
+			var nrev int64
+			nrev, err = quota.Reserve(ctx, svc.s, project, api.ResourceCounts{ImageMiB: mib}, []store.Cond{store.At(key(project, name), rev)},
+				[]store.Op{store.PutJSON(key(project, name), r), events.Op(ctx, "image", "active", project, url(project, name), r.Image)})
+			if err == nil {
+				r.Revision = nrev
+				return r.Image, nil
+			}
+			svc.dropBlobIfUnused(ctx, sum)
+		}
+	}
+	os.Remove(tmp)
+	fail := r
+	fail.Status, fail.Error, fail.Size, fail.SHA256 = api.ImageError, err.Error(), 0, ""
+	svc.s.Update(context.WithoutCancel(ctx), key(project, name), store.PutJSON("", fail).Value, rev)
+	return api.Image{}, err
+}
+
+// receive writes body to a temp file, hashing it, and checks it.
+func (svc *Service) receive(body io.Reader, limit int64, r record) (sum string, size int64, tmp string, err error) {
+	f, err := os.CreateTemp(filepath.Join(svc.dir, "tmp"), "upload-*")
+	if err != nil {
+		return "", 0, "", err
+	}
+	tmp = f.Name()
+	defer f.Close()
+	h := sha256.New()
+	src := body
+	if limit >= 0 {
+		src = io.LimitReader(body, limit+1)
+	}
+	size, err = io.Copy(io.MultiWriter(f, h), src)
+	if err != nil {
+		return "", size, tmp, errs.Invalid("body", "upload broken off after %d bytes: %v", size, err)
+	}
+	if limit >= 0 && size > limit {
+		return "", size, tmp, &errs.Error{Kind: errs.KindQuotaExceeded, Field: "image_mib", Message: fmt.Sprintf("quota exceeded for image_mib: the upload is larger than the %d MiB of image storage the project has left", limit>>20)}
+	}
+	if size == 0 {
+		return "", 0, tmp, errs.Invalid("body", "the upload is empty")
+	}
+	if err := f.Sync(); err != nil {
+		return "", size, tmp, err
+	}
+	sum = hex.EncodeToString(h.Sum(nil))
+	if r.Expect != "" && r.Expect != sum {
+		return "", size, tmp, errs.Invalid("sha256", "the upload's sha256 is %s, not %s as announced: corrupt or truncated", sum, r.Expect)
+	}
+	if r.Kind == api.KindContainerRootfs {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return "", size, tmp, err
+		}
+		if err := CheckRootfs(f, r.Format == "tar.gz"); err != nil {
+			return "", size, tmp, err
+		}
+	}
+	return sum, size, tmp, nil
+}
+
+// dropBlobIfUnused removes a file no image points at any more.
+func (svc *Service) dropBlobIfUnused(ctx context.Context, sum string) {
+	kvs, err := store.ListAll(ctx, svc.s, prefix)
+	if err != nil {
+		return
+	}
+	for _, kv := range kvs {
+		var r record
+		if store.Decode(kv, &r) == nil && r.SHA256 == sum {
+			return
+		}
+	}
+	os.Remove(svc.BlobPath(sum))
+}
+
+// Delete removes an image; one in use by live instances is refused unless
+// force (cloud admins only; checked by the caller).
+func (svc *Service) Delete(ctx context.Context, project, name string, force bool) error {
+	r, rev, err := svc.get(ctx, project, name)
+	if err != nil {
+		return err
+	}
+	if n, err := svc.inUse(ctx, project, name); err != nil {
+		return err
+	} else if n > 0 && !force {
+		return errs.Conflict("image %q is used by %d instances; terminate them first (a cloud admin may force)", name, n)
+	}
+	mib := (r.Size + 1<<20 - 1) >> 20
+	_, err = quota.Reserve(ctx, svc.s, project, api.ResourceCounts{Images: -1, ImageMiB: -mib}, []store.Cond{store.At(key(project, name), rev)},
+		[]store.Op{store.Del(key(project, name)), events.Op(ctx, "image", events.Deleted, project, url(project, name), nil)})
+	if errors.Is(err, store.ErrConflict) {
+		return errs.Conflict("image %q changed while being deleted; try again", name)
+	}
+	if err == nil && r.SHA256 != "" {
+		svc.dropBlobIfUnused(ctx, r.SHA256)
+	}
+	return err
+}
+
+// BySum finds an active image with these bytes (agents fetch by hash).
+func (svc *Service) BySum(ctx context.Context, sum string) (api.Image, error) {
+	kvs, err := store.ListAll(ctx, svc.s, prefix)
+	if err != nil {
+		return api.Image{}, err
+	}
+	for _, kv := range kvs {
+		var r record
+		if store.Decode(kv, &r) == nil && r.SHA256 == sum && r.Status == api.ImageActive {
+			return r.Image, nil
+		}
+	}
+	return api.Image{}, errs.NotFound("no image with sha256 %s", sum)
+}

@@ -1,0 +1,225 @@
+package images
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/quota"
+	"github.com/kumocloud/kumo/internal/store"
+	"github.com/kumocloud/kumo/internal/store/memstore"
+)
+
+type entry struct {
+	name, link string
+	typ        byte
+	body       string
+}
+
+func tarball(t *testing.T, gz bool, entries ...entry) []byte {
+	var buf bytes.Buffer
+	var w *tar.Writer
+	var zw *gzip.Writer
+	if gz {
+		zw = gzip.NewWriter(&buf)
+		w = tar.NewWriter(zw)
+	} else {
+		w = tar.NewWriter(&buf)
+	}
+	for _, e := range entries {
+		h := &tar.Header{Name: e.name, Linkname: e.link, Typeflag: e.typ, Mode: 0o755, Size: int64(len(e.body))}
+		if e.typ != tar.TypeReg {
+			h.Size = 0
+		}
+		if err := w.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if e.typ == tar.TypeReg {
+			w.Write([]byte(e.body))
+		}
+	}
+	w.Close()
+	if zw != nil {
+		zw.Close()
+	}
+	return buf.Bytes()
+}
+
+var good = []entry{
+	{name: "bin/", typ: tar.TypeDir},
+	{name: "bin/busybox", typ: tar.TypeReg, body: "ELF..."},
+	{name: "bin/sh", link: "busybox", typ: tar.TypeSymlink},
+	{name: "sbin/init", link: "/bin/busybox", typ: tar.TypeSymlink},
+	{name: "bin/ash", link: "bin/busybox", typ: tar.TypeLink},
+}
+
+func TestCheckRootfs(t *testing.T) {
+	tests := []struct {
+		name string
+		add  entry
+		want string // "" = accepted
+	}{
+		{"good", entry{name: "etc/hostname", typ: tar.TypeReg, body: "x"}, ""},
+		{"dot-dot path", entry{name: "../../etc/cron.d/evil", typ: tar.TypeReg, body: "x"}, "climbs out"},
+		{"dot-dot inside", entry{name: "etc/../../x", typ: tar.TypeReg, body: "x"}, "climbs out"},
+		{"absolute path", entry{name: "/etc/passwd", typ: tar.TypeReg, body: "x"}, "absolute path"},
+		{"relative symlink out", entry{name: "etc/evil", link: "../../../etc/shadow", typ: tar.TypeSymlink}, "points out"},
+		{"absolute symlink out", entry{name: "etc/evil", link: "/../../etc/shadow", typ: tar.TypeSymlink}, "climbs out"},
+		{"device node", entry{name: "dev/sda", typ: tar.TypeBlock}, "device nodes"},
+		{"char device", entry{name: "dev/mem", typ: tar.TypeChar}, "device nodes"},
+		{"hard link out", entry{name: "etc/hl", link: "../outside", typ: tar.TypeLink}, "hard link"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, gz := range []bool{true, false} {
+				b := tarball(t, gz, append(append([]entry{}, good...), tc.add)...)
+				err := CheckRootfs(bytes.NewReader(b), gz)
+				if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+					t.Fatalf("gzip=%v: %v, want %q", gz, err, tc.want)
+				}
+			}
+		})
+	}
+	b := tarball(t, true, good...)
+	if err := CheckRootfs(bytes.NewReader(b[:len(b)/2]), true); err == nil {
+		t.Fatal("a truncated tarball was accepted")
+	}
+	if err := CheckRootfs(strings.NewReader("not a tarball at all"), true); err == nil {
+		t.Fatal("garbage was accepted")
+	}
+}
+
+func newSvc(t *testing.T, limitMiB int64) (*Service, store.Store, string) {
+	st := memstore.New()
+	st.Txn(context.Background(), nil, []store.Op{quota.InitOp("p", api.ResourceCounts{Images: 3, ImageMiB: limitMiB})})
+	dir := t.TempDir()
+	used := map[string]int{}
+	svc, err := New(st, dir, func(_ context.Context, _, name string) (int, error) { return used[name], nil }, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc, st, dir
+}
+
+func files(t *testing.T, dir string) int {
+	n := 0
+	for _, d := range []string{"blobs", "tmp"} {
+		es, _ := os.ReadDir(filepath.Join(dir, d))
+		n += len(es)
+	}
+	return n
+}
+
+func TestUploadLifecycle(t *testing.T) {
+	svc, st, dir := newSvc(t, 10)
+	ctx := context.Background()
+	body := tarball(t, true, good...)
+	sum := sha256.Sum256(body)
+	hexsum := hex.EncodeToString(sum[:])
+	if _, err := svc.Create(ctx, "p", api.ImagesPost{Name: "tiny", Kind: api.KindContainerRootfs, SHA256: hexsum, Visibility: "public"}); err != nil {
+		t.Fatal(err)
+	}
+	img, err := svc.Upload(ctx, "p", "tiny", bytes.NewReader(body))
+	if err != nil || img.Status != api.ImageActive || img.SHA256 != hexsum || img.Size != int64(len(body)) {
+		t.Fatalf("upload: %+v %v", img, err)
+	}
+	if _, err := svc.Upload(ctx, "p", "tiny", bytes.NewReader(body)); !errors.Is(err, errs.ErrConflict) {
+		t.Fatalf("second upload: %v", err)
+	}
+	// The same bytes again share one file.
+	svc.Create(ctx, "p", api.ImagesPost{Name: "tiny2", Kind: api.KindContainerRootfs})
+	if _, err := svc.Upload(ctx, "p", "tiny2", bytes.NewReader(body)); err != nil {
+		t.Fatal(err)
+	}
+	if n := files(t, dir); n != 1 {
+		t.Fatalf("%d files for two identical images", n)
+	}
+	q, _, _ := quota.Get(ctx, st, "p")
+	if q.Usage.Images != 2 || q.Usage.ImageMiB != 2 {
+		t.Fatalf("usage %+v", q.Usage)
+	}
+	// Another project sees the public image, not the private one.
+	if _, err := svc.Resolve(ctx, "other", "tiny"); err != nil {
+		t.Fatalf("public image from another project: %v", err)
+	}
+	if _, err := svc.Get(ctx, "other", "p/tiny2"); !errors.Is(err, errs.ErrNotFound) {
+		t.Fatalf("private image from another project: %v", err)
+	}
+	// Deleting one keeps the shared file; deleting both removes it.
+	if err := svc.Delete(ctx, "p", "tiny2", false); err != nil {
+		t.Fatal(err)
+	}
+	if n := files(t, dir); n != 1 {
+		t.Fatalf("file gone while still used: %d", n)
+	}
+	svc.Delete(ctx, "p", "tiny", false)
+	if n := files(t, dir); n != 0 {
+		t.Fatalf("%d files left after deleting every image", n)
+	}
+	q, _, _ = quota.Get(ctx, st, "p")
+	if q.Usage.Images != 0 || q.Usage.ImageMiB != 0 {
+		t.Fatalf("usage after deletes %+v", q.Usage)
+	}
+}
+
+func TestBadUploadsLeaveNothing(t *testing.T) {
+	ctx := context.Background()
+	good := tarball(t, true, good...)
+	evil := tarball(t, true, entry{name: "../../x", typ: tar.TypeReg, body: "x"})
+	big := bytes.Repeat([]byte("A"), 3<<20)
+	tests := []struct {
+		name, sha string
+		body      []byte
+		limit     int64
+		want      string
+	}{
+		{"wrong sha256", strings.Repeat("0", 64), good, 10, "not " + strings.Repeat("0", 64)},
+		{"truncated", "", good[:len(good)-10], 10, "truncated or corrupt"},
+		{"path traversal", "", evil, 10, "climbs out"},
+		{"over quota", "", big, 2, "quota exceeded for image_mib"},
+		{"empty", "", nil, 10, "empty"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			svc, st, dir := newSvc(t, tc.limit)
+			svc.Create(ctx, "p", api.ImagesPost{Name: "x", Kind: api.KindContainerRootfs, SHA256: tc.sha})
+			_, err := svc.Upload(ctx, "p", "x", bytes.NewReader(tc.body))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("%v, want %q", err, tc.want)
+			}
+			if n := files(t, dir); n != 0 {
+				t.Fatalf("%d files left on disk", n)
+			}
+			img, _ := svc.Get(ctx, "p", "x")
+			q, _, _ := quota.Get(ctx, st, "p")
+			if img.Status != api.ImageError || img.Error == "" || q.Usage.ImageMiB != 0 {
+				t.Fatalf("image %+v, usage %+v", img, q.Usage)
+			}
+		})
+	}
+}
+
+func TestDeleteInUse(t *testing.T) {
+	st := memstore.New()
+	st.Txn(context.Background(), nil, []store.Op{quota.InitOp("p", quota.Defaults())})
+	svc, _ := New(st, t.TempDir(), func(context.Context, string, string) (int, error) { return 2, nil }, time.Now)
+	ctx := context.Background()
+	svc.Create(ctx, "p", api.ImagesPost{Name: "x", Kind: api.KindContainerRootfs})
+	if err := svc.Delete(ctx, "p", "x", false); !errors.Is(err, errs.ErrConflict) || !strings.Contains(err.Error(), "used by 2 instances") {
+		t.Fatalf("delete in use: %v", err)
+	}
+	if err := svc.Delete(ctx, "p", "x", true); err != nil {
+		t.Fatalf("forced delete: %v", err)
+	}
+}
