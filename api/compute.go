@@ -37,11 +37,14 @@ type Size struct {
 // Instance is a virtual machine or a system container.
 type Instance struct {
 	Meta
-	Project      string `json:"project"`
-	Type         string `json:"type"`
-	Flavor       string `json:"flavor"`
-	Size         Size   `json:"size"`
-	Image        string `json:"image"`
+	Project string `json:"project"`
+	Type    string `json:"type"`
+	Flavor  string `json:"flavor"`
+	Size    Size   `json:"size"`
+	Image   string `json:"image"`
+	// ImageSHA256 is the image's content, fixed at create (empty when the
+	// image is not in the image service: only the sim driver runs those).
+	ImageSHA256  string `json:"image_sha256,omitempty"`
 	Requirements string `json:"requirements,omitempty"`
 	Rank         string `json:"rank,omitempty"`
 	ServerGroup  string `json:"server_group,omitempty"`
@@ -202,17 +205,18 @@ type AgentHostsPut struct {
 
 // Assignment is an instance as its agent needs it.
 type Assignment struct {
-	ID       string `json:"id"`
-	Project  string `json:"project"`
-	Name     string `json:"name"`
-	Type     string `json:"type"`
-	Host     string `json:"host"`
-	Size     Size   `json:"size"`
-	Image    string `json:"image"`
-	UserData string `json:"user_data,omitempty"`
-	State    string `json:"state"`
-	Action   string `json:"action,omitempty"`
-	Revision int64  `json:"revision"`
+	ID          string `json:"id"`
+	Project     string `json:"project"`
+	Name        string `json:"name"`
+	Type        string `json:"type"`
+	Host        string `json:"host"`
+	Size        Size   `json:"size"`
+	Image       string `json:"image"`
+	ImageSHA256 string `json:"image_sha256,omitempty"`
+	UserData    string `json:"user_data,omitempty"`
+	State       string `json:"state"`
+	Action      string `json:"action,omitempty"`
+	Revision    int64  `json:"revision"`
 }
 
 // Assignments is the answer of the assignments long poll.

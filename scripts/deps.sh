@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install what kumo needs to build and test: Go modules, and the Debian
-# packages the drivers need (none yet: the foundation is pure Go).
+# packages the drivers need (runc for containers, busybox-static for the
+# tiny rootfs image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 
 # Debian packages kumo's tests and drivers use. Installed only if missing.
-PACKAGES=(ca-certificates)
+PACKAGES=(ca-certificates runc busybox-static)
 missing=()
 for p in "${PACKAGES[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -10,7 +13,8 @@ import (
 
 	"github.com/kumocloud/kumo/internal/agent"
 	"github.com/kumocloud/kumo/internal/driver"
-	_ "github.com/kumocloud/kumo/internal/driver/sim" // registers "sim"
+	_ "github.com/kumocloud/kumo/internal/driver/container" // registers "container"
+	_ "github.com/kumocloud/kumo/internal/driver/sim"       // registers "sim"
 )
 
 // simFlags are the simulator's settings, shared by 'kumo server --drivers
@@ -60,12 +64,14 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 				return err
 			}
 			o := sim.options()
-			o.StateDir = stateDir
+			o.StateDir = filepath.Join(stateDir, drv)
+			var a *agent.Agent
+			o.FetchImage = func(ctx context.Context, sum string) (io.ReadCloser, error) { return a.FetchImage(ctx, sum) }
 			d, err := driver.New(drv, o)
 			if err != nil {
 				return err
 			}
-			a, err := agent.New(cmd.Context(), agent.Config{Server: server, JoinToken: token, Name: name, StateDir: stateDir, Driver: d, HeartbeatEvery: heartbeat, Log: log})
+			a, err = agent.New(cmd.Context(), agent.Config{Server: server, JoinToken: token, Name: name, StateDir: stateDir, Driver: d, HeartbeatEvery: heartbeat, Log: log})
 			if err != nil {
 				return err
 			}
@@ -78,7 +84,7 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 	f.StringVar(&token, "join-token", os.Getenv("KUMO_JOIN_TOKEN"), "join token (first start only)")
 	f.StringVar(&name, "name", "", "agent name (default: host name)")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/kumo-agent", "credential and driver state")
-	f.StringVar(&drv, "driver", "sim", "driver: sim")
+	f.StringVar(&drv, "driver", "container", "driver: container (runc) or sim")
 	f.DurationVar(&heartbeat, "heartbeat", 5*time.Second, "heartbeat interval")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	sim.register(f)

@@ -60,8 +60,10 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 			case "", "none":
 			case "sim":
 				cfg.LocalDriver, cfg.LocalDriverOptions = "sim", sim.options()
+			case "container":
+				cfg.LocalDriver = "container"
 			default:
-				return fmt.Errorf("--drivers %q: this build has the sim driver only (qemu and container come with their issues)", drivers)
+				return fmt.Errorf("--drivers %q: use container (runc) or sim (the qemu driver comes with its issue)", drivers)
 			}
 			if etcdEndpoints != "" {
 				cfg.EtcdEndpoints = strings.Split(etcdEndpoints, ",")
@@ -88,7 +90,7 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 	f.StringVar(&defaultQuota, "default-quota", "", "quota of new projects, e.g. instances=20,vcpus=40,memory=80GiB (unnamed limits keep the built-in defaults)")
 	f.DurationVar(&tokenTTL, "token-ttl", 0, "lifetime of new API tokens (default 168h)")
 	f.DurationVar(&eventRetention, "event-retention", 24*time.Hour, "how long events are kept")
-	f.StringVar(&drivers, "drivers", "", "run a local agent with this driver (sim)")
+	f.StringVar(&drivers, "drivers", "", "run a local agent with this driver: container (runc) or sim")
 	f.StringVar(&currency, "currency", "EUR", "currency of all prices and budgets")
 	f.StringVar(&policy, "scheduler-policy", "packing", "packing, striping or load-aware")
 	f.DurationVar(&hostGrace, "host-grace", 15*time.Second, "a host silent this long goes OFFLINE and its instances UNKNOWN")

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -169,6 +170,12 @@ func retry(ctx context.Context, log *slog.Logger, fn func() error) error {
 	}
 }
 
+// FetchImage gets image bytes from the server by sha256 (drivers verify
+// them against the hash).
+func (a *Agent) FetchImage(ctx context.Context, sum string) (io.ReadCloser, error) {
+	return a.c.AgentImage(ctx, a.id, sum)
+}
+
 // ID is the agent's id.
 func (a *Agent) ID() string { return a.id }
 
@@ -304,7 +311,7 @@ func (a *Agent) dispatch(ctx context.Context, as api.Assignment) {
 }
 
 func spec(as api.Assignment) driver.Spec {
-	return driver.Spec{ID: as.ID, Project: as.Project, Name: as.Name, Type: as.Type, Host: as.Host, Image: as.Image, UserData: as.UserData, Size: as.Size}
+	return driver.Spec{ID: as.ID, Project: as.Project, Name: as.Name, Type: as.Type, Host: as.Host, Image: as.Image, ImageSHA256: as.ImageSHA256, UserData: as.UserData, Size: as.Size}
 }
 
 // handle does what an instance's state asks of the host.

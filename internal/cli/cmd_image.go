@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/rootfs"
 )
 
 func (a *app) imageCmd() *cobra.Command {
@@ -156,6 +157,37 @@ func (a *app) imageCmd() *cobra.Command {
 	}
 	set.Flags().StringVar(&vis, "visibility", "", "private, public (cloud admin) or shared")
 	set.Flags().StringSliceVar(&sshare, "share", nil, "projects that may use it (with --visibility shared)")
-	cmd.AddCommand(imp, list, show, del, set)
+	cmd.AddCommand(imp, list, show, del, set, a.imageBuildCmd())
+	return cmd
+}
+
+func (a *app) imageBuildCmd() *cobra.Command {
+	var out, busybox string
+	cmd := &cobra.Command{
+		Use: "build tiny-rootfs [-f FILE]", Short: "Build an image offline from Debian packages (tiny-rootfs: busybox-static)", Args: cobra.ExactArgs(1),
+		Example: "  kumo image build tiny-rootfs -f tiny-rootfs.tar.gz && kumo image import tiny-rootfs.tar.gz --name tiny --public",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[0] != "tiny-rootfs" {
+				return usagef("image %q: this build makes tiny-rootfs (tiny-vm comes with the VM driver)", args[0])
+			}
+			f, err := os.Create(out)
+			if err != nil {
+				return err
+			}
+			if err := rootfs.Build(f, busybox); err != nil {
+				f.Close()
+				os.Remove(out)
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+			st, _ := os.Stat(out)
+			fmt.Fprintf(a.stdout, "%s: %d bytes\n", out, st.Size())
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&out, "file", "f", "tiny-rootfs.tar.gz", "where to write it")
+	cmd.Flags().StringVar(&busybox, "busybox", rootfs.Busybox, "the busybox-static binary")
 	return cmd
 }

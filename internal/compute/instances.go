@@ -105,6 +105,8 @@ type Service struct {
 	kick   chan struct{}
 	// Now is the clock every transition is stamped with (tests set it).
 	Now func() time.Time
+	// ResolveImage finds the image an instance names (the image service).
+	ResolveImage func(ctx context.Context, project, ref string) (api.Image, error)
 }
 
 // New returns the compute service; Run starts its cache and controllers.
@@ -204,12 +206,28 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 			return api.Instance{}, err
 		}
 	}
+	imageSum := ""
+	if svc.ResolveImage != nil {
+		// An image in the image service must be active and of the right
+		// kind; a name it does not know is kept as is (the sim driver
+		// needs no bytes; real drivers fail its PROLOG with the reason).
+		if img, err := svc.ResolveImage(ctx, project, req.Image); err == nil {
+			switch {
+			case img.Status != api.ImageActive:
+				return api.Instance{}, errs.Conflict("image %q is %s, not active", req.Image, img.Status)
+			case req.Type == api.TypeContainer && img.Kind != api.KindContainerRootfs,
+				req.Type == api.TypeVM && img.Kind == api.KindContainerRootfs:
+				return api.Instance{}, errs.Invalid("image", "image %q is a %s; a %s needs another kind", req.Image, img.Kind, req.Type)
+			}
+			imageSum = img.SHA256
+		}
+	}
 	t := svc.now()
 	r := record{Instance: api.Instance{
 		Meta:    api.Meta{ID: uuid.NewString(), Name: req.Name, Labels: req.Labels, CreatedAt: t, UpdatedAt: t},
 		Project: project, Type: req.Type, Flavor: fl.Name,
 		Size:  api.Size{VCPUs: fl.VCPUs, MemoryMiB: fl.MemoryMiB, DiskGiB: fl.DiskGiB},
-		Image: req.Image, Requirements: req.Requirements, Rank: req.Rank, ServerGroup: req.ServerGroup, UserData: req.UserData,
+		Image: req.Image, ImageSHA256: imageSum, Requirements: req.Requirements, Rank: req.Rank, ServerGroup: req.ServerGroup, UserData: req.UserData,
 		State: api.StatePending,
 	}}
 	r.History = []api.HistoryRecord{{Seq: 1, Time: t, To: api.StatePending, Actor: reqctx.Actor(ctx), Reason: "created"}}

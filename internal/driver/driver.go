@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"sync"
 	"time"
@@ -23,14 +24,16 @@ var ErrState = errors.New("driver: wrong state for this")
 
 // Spec is what a driver needs to run an instance.
 type Spec struct {
-	ID       string
-	Project  string
-	Name     string
-	Type     string
-	Host     string
-	Image    string
-	UserData string
-	Size     api.Size
+	ID      string
+	Project string
+	Name    string
+	Type    string
+	Host    string
+	Image   string
+	// ImageSHA256 names the image's bytes (drivers fetch them by it).
+	ImageSHA256 string
+	UserData    string
+	Size        api.Size
 }
 
 // State is what the driver sees of an instance.
@@ -110,6 +113,11 @@ type Options struct {
 	SimFailRate  float64
 	SimSeed      int64
 	SimLabels    map[string]string
+	// HostName overrides the name of a single-host driver's host.
+	HostName string
+	// FetchImage returns an image's bytes by sha256 (the agent fetches
+	// them from the API).
+	FetchImage func(ctx context.Context, sha256 string) (io.ReadCloser, error)
 }
 
 // Factory makes a driver.

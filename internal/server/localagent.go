@@ -3,13 +3,15 @@ package server
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"path/filepath"
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/agent"
 	"github.com/kumocloud/kumo/internal/driver"
-	_ "github.com/kumocloud/kumo/internal/driver/sim" // registers "sim"
+	_ "github.com/kumocloud/kumo/internal/driver/container" // registers "container"
+	_ "github.com/kumocloud/kumo/internal/driver/sim"       // registers "sim"
 	"github.com/kumocloud/kumo/internal/reqctx"
 )
 
@@ -23,6 +25,8 @@ func (s *Server) startLocalAgent(ctx context.Context) error {
 	_, port, _ := net.SplitHostPort(s.httpsAddr)
 	opts := s.cfg.LocalDriverOptions
 	opts.StateDir = filepath.Join(s.cfg.DataDir, "agent", s.cfg.LocalDriver)
+	var a *agent.Agent
+	opts.FetchImage = func(ctx context.Context, sum string) (io.ReadCloser, error) { return a.FetchImage(ctx, sum) }
 	d, err := driver.New(s.cfg.LocalDriver, opts)
 	if err != nil {
 		return err
@@ -31,7 +35,7 @@ func (s *Server) startLocalAgent(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(ctx, agent.Config{
+	a, err = agent.New(ctx, agent.Config{
 		Server: "https://127.0.0.1:" + port, JoinToken: tok.Token, Name: "local-" + s.cfg.LocalDriver,
 		StateDir: opts.StateDir, Driver: d, Log: s.log.With("component", "agent"),
 	})

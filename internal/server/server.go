@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kumocloud/kumo/api"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/kumocloud/kumo/internal/compute"
@@ -188,6 +190,9 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	s.hosts = hosts.New(st, fp, cfg.HostGrace)
 	s.compute = compute.New(st, s.hosts, cfg.SchedulerPolicy, cfg.Logger.With("component", "compute"))
 	s.compute.Now = cfg.Clock
+	s.compute.ResolveImage = func(ctx context.Context, project, ref string) (api.Image, error) {
+		return s.images.Resolve(ctx, project, ref)
+	}
 	if s.images, err = images.New(st, filepath.Join(cfg.DataDir, "images"), s.compute.ImageUsers, cfg.Clock); err != nil {
 		return nil, err
 	}

@@ -17,6 +17,10 @@ import (
 // same dir it must find what the first one left (an agent restart).
 type Factory func(t *testing.T, dir string) driver.Driver
 
+// Image is the image instances of the suite use (drivers that need real
+// bytes get them through driver.Options.FetchImage).
+var Image = struct{ Name, SHA256 string }{Name: "tiny"}
+
 // Run runs the suite.
 func Run(t *testing.T, newDriver Factory) {
 	t.Run("Hosts", func(t *testing.T) { testHosts(t, newDriver(t, t.TempDir())) })
@@ -37,7 +41,7 @@ func spec(t *testing.T, d driver.Driver, id string) driver.Spec {
 	if err != nil || len(hs) == 0 {
 		t.Fatalf("Hosts: %v %v", hs, err)
 	}
-	return driver.Spec{ID: id, Project: "p", Name: id, Type: hs[0].Kinds[0], Host: hs[0].Name, Image: "tiny", Size: api.Size{VCPUs: 1, MemoryMiB: 64, DiskGiB: 1}}
+	return driver.Spec{ID: id, Project: "p", Name: id, Type: hs[0].Kinds[0], Host: hs[0].Name, Image: Image.Name, ImageSHA256: Image.SHA256, Size: api.Size{VCPUs: 1, MemoryMiB: 64, DiskGiB: 1}}
 }
 
 func want(t *testing.T, d driver.Driver, id string, st driver.State) {

@@ -1,0 +1,539 @@
+// Package container is the system-container driver: OCI bundles built
+// with runtime-spec types and run by runc, an overlayfs per instance on a
+// read-only, cached image rootfs (100 containers share one copy), cgroup
+// limits from the flavor, the image's /sbin/init as PID 1, and user-data
+// written into the rootfs for init to run once.
+//
+// Containers run in their own session, so agent restarts never touch
+// them; Recover finds them again from the driver's state dir and runc.
+// Stop saves the filesystem, not memory (there is no CRIU here): a
+// STOPPED container starts again from its kept upper layer.
+package container
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/driver"
+)
+
+func init() {
+	driver.Register("container", func(o driver.Options) (driver.Driver, error) { return New(o) })
+}
+
+// Driver runs containers with runc.
+type Driver struct {
+	o    driver.Options
+	root string // state dir
+	runc string
+	host string
+	mu   sync.Mutex // image cache fills
+}
+
+var _ driver.Driver = (*Driver)(nil)
+
+// New checks runc and prepares the state dir.
+func New(o driver.Options) (*Driver, error) {
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		return nil, fmt.Errorf("the container driver needs runc (apt-get install runc): %w", err)
+	}
+	if o.StateDir == "" {
+		return nil, errors.New("the container driver needs a state dir")
+	}
+	d := &Driver{o: o, root: o.StateDir, runc: runc, host: o.HostName}
+	if d.host == "" {
+		h, _ := os.Hostname()
+		d.host = strings.ToLower(strings.Split(h, ".")[0])
+	}
+	for _, sub := range []string{"images", "instances", "runc"} {
+		if err := os.MkdirAll(filepath.Join(d.root, sub), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// Name implements driver.Driver.
+func (d *Driver) Name() string { return "container" }
+
+// Hosts implements driver.Driver: this machine.
+func (d *Driver) Hosts(ctx context.Context) ([]api.HostSpec, error) {
+	var st syscall.Statfs_t
+	syscall.Statfs(d.root, &st)
+	disk := int64(st.Bavail) * int64(st.Bsize) >> 30
+	arch := runtime.GOARCH
+	if arch == "amd64" {
+		arch = "x86_64"
+	}
+	var uts syscall.Utsname
+	syscall.Uname(&uts)
+	kernel := strings.TrimRight(string(int8sToBytes(uts.Release[:])), "\x00")
+	return []api.HostSpec{{Name: d.host, Kinds: []string{api.TypeContainer},
+		Capacity:   api.Size{VCPUs: int64(runtime.NumCPU()), MemoryMiB: memTotalMiB(), DiskGiB: max(disk, 1)},
+		Attributes: map[string]string{"ARCH": arch, "KERNEL": kernel, "CPU_MODEL": cpuModel(), "RUNTIME": "runc"}}}, nil
+}
+
+func int8sToBytes(a []int8) []byte {
+	b := make([]byte, len(a))
+	for i, c := range a {
+		b[i] = byte(c)
+	}
+	return b
+}
+
+func memTotalMiB() int64 {
+	b, _ := os.ReadFile("/proc/meminfo")
+	var kb int64
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "MemTotal:") {
+			fmt.Sscanf(strings.TrimPrefix(l, "MemTotal:"), "%d", &kb)
+		}
+	}
+	return max(kb>>10, 1)
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "model name") {
+			if _, v, ok := strings.Cut(l, ":"); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+	}
+	return "unknown"
+}
+
+func (d *Driver) dir(id string) string { return filepath.Join(d.root, "instances", id) }
+
+// meta is kept per instance.
+type meta struct {
+	Spec  driver.Spec `json:"spec"`
+	Saved bool        `json:"saved"`
+}
+
+func (d *Driver) readMeta(id string) (meta, error) {
+	var m meta
+	b, err := os.ReadFile(filepath.Join(d.dir(id), "meta.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return m, driver.ErrNotFound
+	}
+	if err != nil {
+		return m, err
+	}
+	return m, json.Unmarshal(b, &m)
+}
+
+func (d *Driver) writeMeta(id string, m meta) error {
+	b, _ := json.Marshal(m)
+	tmp := filepath.Join(d.dir(id), "meta.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(d.dir(id), "meta.json"))
+}
+
+// image returns the cached, read-only rootfs of an image, filling the
+// cache on first use: bytes fetched by hash, verified, unpacked to a temp
+// dir and renamed into place.
+func (d *Driver) image(ctx context.Context, s driver.Spec) (string, error) {
+	if s.ImageSHA256 == "" || d.o.FetchImage == nil {
+		return "", fmt.Errorf("image %q has no bytes in the image service (import it with 'kumo image import')", s.Image)
+	}
+	dir := filepath.Join(d.root, "images", s.ImageSHA256)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, err := os.Stat(filepath.Join(dir, "rootfs")); err == nil {
+		os.Chtimes(dir, time.Now(), time.Now()) // last use, for eviction
+		return filepath.Join(dir, "rootfs"), nil
+	}
+	rc, err := d.o.FetchImage(ctx, s.ImageSHA256)
+	if err != nil {
+		return "", fmt.Errorf("fetching image %s: %w", s.Image, err)
+	}
+	defer rc.Close()
+	tmp, err := os.MkdirTemp(filepath.Join(d.root, "images"), ".fill-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	h := sha256.New()
+	var buf bytes.Buffer
+	if _, err := io.Copy(io.MultiWriter(&buf, h), rc); err != nil {
+		return "", fmt.Errorf("fetching image %s: %w", s.Image, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != s.ImageSHA256 {
+		return "", fmt.Errorf("image %s: fetched bytes hash to %s, not %s", s.Image, got, s.ImageSHA256)
+	}
+	if err := extract(&buf, true, filepath.Join(tmp, "rootfs")); err != nil {
+		return "", fmt.Errorf("unpacking image %s: %w", s.Image, err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "rootfs"), nil
+}
+
+// Prepare implements driver.Driver: image cache, overlay, bundle.
+func (d *Driver) Prepare(ctx context.Context, s driver.Spec) (err error) {
+	if _, err := d.readMeta(s.ID); err == nil {
+		return nil
+	}
+	lower, err := d.image(ctx, s)
+	if err != nil {
+		return err
+	}
+	dir := d.dir(s.ID)
+	defer func() {
+		if err != nil { // nothing half-made stays behind
+			syscall.Unmount(filepath.Join(dir, "rootfs"), syscall.MNT_DETACH)
+			os.RemoveAll(dir)
+		}
+	}()
+	for _, sub := range []string{"upper", "work", "rootfs"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+			return err
+		}
+	}
+	if err := d.mount(s.ID, lower); err != nil {
+		return err
+	}
+	merged := filepath.Join(dir, "rootfs")
+	os.MkdirAll(filepath.Join(merged, "var/lib/kumo"), 0o755)
+	if err := os.WriteFile(filepath.Join(merged, "etc/hostname"), []byte(s.Name+"\n"), 0o644); err != nil {
+		return err
+	}
+	if s.UserData != "" {
+		if err := os.WriteFile(filepath.Join(merged, "var/lib/kumo/user-data"), []byte(s.UserData), 0o600); err != nil {
+			return err
+		}
+	}
+	if err := d.writeBundle(s); err != nil {
+		return err
+	}
+	return d.writeMeta(s.ID, meta{Spec: s})
+}
+
+func (d *Driver) mount(id, lower string) error {
+	dir := d.dir(id)
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, filepath.Join(dir, "upper"), filepath.Join(dir, "work"))
+	if err := syscall.Mount("overlay", filepath.Join(dir, "rootfs"), "overlay", 0, opts); err != nil {
+		return fmt.Errorf("overlay mount: %w", err)
+	}
+	return nil
+}
+
+func (d *Driver) mounted(id string) bool {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	return strings.Contains(string(b), " "+filepath.Join(d.dir(id), "rootfs")+" ")
+}
+
+// writeBundle writes config.json from runtime-spec types.
+func (d *Driver) writeBundle(s driver.Spec) error {
+	period := uint64(100000)
+	quota := int64(period) * max(s.Size.VCPUs, 1)
+	mem := s.Size.MemoryMiB << 20
+	pids := int64(1024)
+	swap := mem
+	spec := specs.Spec{
+		Version:  specs.Version,
+		Hostname: s.Name,
+		Root:     &specs.Root{Path: "rootfs"},
+		Process: &specs.Process{
+			Args: []string{"/sbin/init"}, Cwd: "/",
+			Env:  []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "container=kumo"},
+			User: specs.User{UID: 0, GID: 0},
+			Capabilities: &specs.LinuxCapabilities{
+				Bounding:  defaultCaps,
+				Effective: defaultCaps,
+				Permitted: defaultCaps,
+			},
+			NoNewPrivileges: true,
+			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
+		},
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
+			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+			{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755"}},
+		},
+		Linux: &specs.Linux{
+			CgroupsPath: "/kumo/" + s.ID,
+			Resources: &specs.LinuxResources{
+				Memory:  &specs.LinuxMemory{Limit: &mem, Swap: &swap},
+				CPU:     &specs.LinuxCPU{Quota: &quota, Period: &period},
+				Pids:    &specs.LinuxPids{Limit: &pids},
+				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
+			},
+			Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.UTSNamespace},
+				{Type: specs.IPCNamespace}, {Type: specs.NetworkNamespace}},
+			MaskedPaths:   []string{"/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"},
+			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
+		},
+	}
+	b, err := json.MarshalIndent(spec, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(d.dir(s.ID), "config.json"), b, 0o600)
+}
+
+var defaultCaps = []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+	"CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"}
+
+// runcCmd runs runc with the driver's own state root.
+func (d *Driver) runcCmd(ctx context.Context, args ...string) ([]byte, error) {
+	full := append([]string{"--root", filepath.Join(d.root, "runc")}, args...)
+	cmd := exec.CommandContext(ctx, d.runc, full...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("runc %s: %v: %s", args[0], err, strings.TrimSpace(string(out)))
+	}
+	return out, nil
+}
+
+// state asks runc; "" when runc has no such container.
+func (d *Driver) state(ctx context.Context, id string) string {
+	out, err := d.runcCmd(ctx, "state", id)
+	if err != nil {
+		return ""
+	}
+	var st struct {
+		Status string `json:"status"`
+	}
+	json.Unmarshal(out, &st)
+	return st.Status
+}
+
+// Start implements driver.Driver.
+func (d *Driver) Start(ctx context.Context, s driver.Spec) error {
+	m, err := d.readMeta(s.ID)
+	if err != nil {
+		return err
+	}
+	switch d.state(ctx, s.ID) {
+	case "running":
+		return nil
+	case "paused":
+		return fmt.Errorf("%w: suspended (resume it)", driver.ErrState)
+	case "stopped", "created":
+		d.runcCmd(ctx, "delete", "--force", s.ID)
+	}
+	if !d.mounted(s.ID) {
+		lower, err := d.image(ctx, m.Spec)
+		if err != nil {
+			return err
+		}
+		if err := d.mount(s.ID, lower); err != nil {
+			return err
+		}
+	}
+	log, err := os.OpenFile(filepath.Join(d.dir(s.ID), "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	cmd := exec.Command(d.runc, "--root", filepath.Join(d.root, "runc"), "run", "--detach", "--bundle", d.dir(s.ID), s.ID)
+	cmd.Stdout, cmd.Stderr = log, log
+	// Its own session: an agent restart (or its process group dying)
+	// leaves the container alone.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Run(); err != nil {
+		tail, _ := os.ReadFile(filepath.Join(d.dir(s.ID), "console.log"))
+		return fmt.Errorf("runc run: %v: %s", err, lastLine(string(tail)))
+	}
+	m.Saved = false
+	return d.writeMeta(s.ID, m)
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// Stop implements driver.Driver: SIGTERM, up to 10 s, then SIGKILL.
+func (d *Driver) Stop(ctx context.Context, id string, force bool) error {
+	if _, err := d.readMeta(id); err != nil {
+		return err
+	}
+	st := d.state(ctx, id)
+	if st == "" || st == "stopped" {
+		if st == "stopped" {
+			d.runcCmd(ctx, "delete", "--force", id)
+		}
+		return nil
+	}
+	if st == "paused" {
+		d.runcCmd(ctx, "resume", id)
+	}
+	if !force {
+		d.runcCmd(ctx, "kill", id, "TERM")
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) && d.state(ctx, id) == "running" {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if d.state(ctx, id) == "running" {
+		d.runcCmd(ctx, "kill", id, "KILL")
+	}
+	_, err := d.runcCmd(ctx, "delete", "--force", id)
+	return err
+}
+
+func (d *Driver) runcOn(ctx context.Context, verb, id, want string) error {
+	if _, err := d.readMeta(id); err != nil {
+		return err
+	}
+	st := d.state(ctx, id)
+	if st == want {
+		return nil
+	}
+	if st != map[string]string{"paused": "running", "running": "paused"}[want] {
+		return fmt.Errorf("%w: container is %s", driver.ErrState, orStopped(st))
+	}
+	_, err := d.runcCmd(ctx, verb, id)
+	return err
+}
+
+func orStopped(st string) string {
+	if st == "" {
+		return "stopped"
+	}
+	return st
+}
+
+// Suspend implements driver.Driver (the freezer).
+func (d *Driver) Suspend(ctx context.Context, id string) error {
+	return d.runcOn(ctx, "pause", id, "paused")
+}
+
+// Resume implements driver.Driver.
+func (d *Driver) Resume(ctx context.Context, id string) error {
+	return d.runcOn(ctx, "resume", id, "running")
+}
+
+// Reboot implements driver.Driver.
+func (d *Driver) Reboot(ctx context.Context, id string) error {
+	m, err := d.readMeta(id)
+	if err != nil {
+		return err
+	}
+	if d.state(ctx, id) != "running" {
+		return fmt.Errorf("%w: container is %s", driver.ErrState, orStopped(d.state(ctx, id)))
+	}
+	if err := d.Stop(ctx, id, false); err != nil {
+		return err
+	}
+	return d.Start(ctx, m.Spec)
+}
+
+// Save implements driver.Driver: the processes end, the filesystem stays.
+func (d *Driver) Save(ctx context.Context, id string) error {
+	m, err := d.readMeta(id)
+	if err != nil {
+		return err
+	}
+	if st := d.state(ctx, id); st != "running" && st != "paused" {
+		return fmt.Errorf("%w: container is %s", driver.ErrState, orStopped(st))
+	}
+	if err := d.Stop(ctx, id, false); err != nil {
+		return err
+	}
+	m.Saved = true
+	return d.writeMeta(id, m)
+}
+
+// Cleanup implements driver.Driver: no runc state, mount or cgroup is left.
+func (d *Driver) Cleanup(ctx context.Context, id string, keepSaved bool) error {
+	m, err := d.readMeta(id)
+	if errors.Is(err, driver.ErrNotFound) {
+		d.runcCmd(ctx, "delete", "--force", id)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if keepSaved && m.Saved {
+		syscall.Unmount(filepath.Join(d.dir(id), "rootfs"), syscall.MNT_DETACH)
+		return nil
+	}
+	d.runcCmd(ctx, "delete", "--force", id)
+	if err := syscall.Unmount(filepath.Join(d.dir(id), "rootfs"), syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("unmount: %w", err)
+	}
+	return os.RemoveAll(d.dir(id))
+}
+
+// Status implements driver.Driver.
+func (d *Driver) Status(ctx context.Context, id string) (driver.Status, error) {
+	m, err := d.readMeta(id)
+	if err != nil {
+		return driver.Status{}, err
+	}
+	st := driver.Status{ID: id, Host: m.Spec.Host}
+	switch d.state(ctx, id) {
+	case "running":
+		st.State = driver.Running
+	case "paused":
+		st.State = driver.Suspended
+	case "created":
+		st.State = driver.Prepared
+	default:
+		st.State = driver.Stopped
+		if m.Saved {
+			st.State = driver.Saved
+		} else if _, err := os.Stat(filepath.Join(d.dir(id), "console.log")); errors.Is(err, os.ErrNotExist) {
+			st.State = driver.Prepared
+		}
+	}
+	st.CPUSeconds, st.MemoryMiB = cgroupUsage(id)
+	return st, nil
+}
+
+// cgroupUsage reads CPU time and memory from the v1 hierarchy.
+func cgroupUsage(id string) (float64, int64) {
+	var ns, mem int64
+	if b, err := os.ReadFile("/sys/fs/cgroup/cpuacct/kumo/" + id + "/cpuacct.usage"); err == nil {
+		fmt.Sscan(string(b), &ns)
+	}
+	if b, err := os.ReadFile("/sys/fs/cgroup/memory/kumo/" + id + "/memory.usage_in_bytes"); err == nil {
+		fmt.Sscan(string(b), &mem)
+	}
+	return float64(ns) / 1e9, mem >> 20
+}
+
+// Recover implements driver.Driver.
+func (d *Driver) Recover(ctx context.Context) ([]driver.Status, error) {
+	es, err := os.ReadDir(filepath.Join(d.root, "instances"))
+	if err != nil {
+		return nil, err
+	}
+	var out []driver.Status
+	for _, e := range es {
+		if st, err := d.Status(ctx, e.Name()); err == nil {
+			out = append(out, st)
+		}
+	}
+	return out, nil
+}

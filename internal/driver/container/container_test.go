@@ -1,0 +1,137 @@
+package container
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/driver"
+	"github.com/kumocloud/kumo/internal/driver/drivertest"
+	"github.com/kumocloud/kumo/internal/rootfs"
+)
+
+// tiny builds the tiny rootfs and serves it like the image service.
+func tiny(t *testing.T) (string, func(context.Context, string) (io.ReadCloser, error)) {
+	var buf bytes.Buffer
+	if err := rootfs.Build(&buf, rootfs.Busybox); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(buf.Bytes())
+	b := buf.Bytes()
+	return hex.EncodeToString(sum[:]), func(context.Context, string) (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+}
+
+func newDriver(t *testing.T, dir string, fetch func(context.Context, string) (io.ReadCloser, error)) *Driver {
+	if os.Geteuid() != 0 {
+		t.Skip("runc containers need root; CI runs as root")
+	}
+	d, err := New(driver.Options{StateDir: dir, FetchImage: fetch, HostName: "testhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestConformance(t *testing.T) {
+	sum, fetch := tiny(t)
+	drivertest.Image.Name, drivertest.Image.SHA256 = "tiny", sum
+	defer func() { drivertest.Image.SHA256 = "" }()
+	drivertest.Run(t, func(t *testing.T, dir string) driver.Driver {
+		d := newDriver(t, dir, fetch)
+		t.Cleanup(func() { assertNoLeftovers(t, d) })
+		return d
+	})
+}
+
+// assertNoLeftovers: after the suite, no runc container, mount or cgroup
+// of this driver remains.
+func assertNoLeftovers(t *testing.T, d *Driver) {
+	ctx := context.Background()
+	sts, _ := d.Recover(ctx)
+	for _, st := range sts { // the suite cleans what it made; be sure
+		d.Stop(ctx, st.ID, true)
+		d.Cleanup(ctx, st.ID, false)
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(mi), d.root) {
+		t.Errorf("mounts left under %s", d.root)
+	}
+	out, _ := d.runcCmd(ctx, "list", "-q")
+	if strings.TrimSpace(string(out)) != "" {
+		t.Errorf("runc containers left: %s", out)
+	}
+}
+
+func spec(id, sum string, mem int64, userData string) driver.Spec {
+	return driver.Spec{ID: id, Name: id, Project: "p", Type: "container", Host: "testhost", Image: "tiny", ImageSHA256: sum, UserData: userData, Size: api.Size{VCPUs: 1, MemoryMiB: mem, DiskGiB: 1}}
+}
+
+// TestContainerFacts: hostname and user-data reach the container, 100
+// containers would share one image copy (two do here), the memory limit
+// is the cgroup's, and terminating leaves no cgroup behind.
+func TestContainerFacts(t *testing.T) {
+	sum, fetch := tiny(t)
+	d := newDriver(t, t.TempDir(), fetch)
+	ctx := context.Background()
+	hog := "x=$(head -c 67108864 /dev/zero | tr '\\000' a); echo survived\n"
+	a, b := spec("c-a", sum, 16, hog), spec("c-b", sum, 64, "hostname > /var/lib/kumo/seen\n")
+	for _, s := range []driver.Spec{a, b} {
+		if err := d.Prepare(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Start(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() {
+		for _, s := range []driver.Spec{a, b} {
+			d.Stop(ctx, s.ID, true)
+			d.Cleanup(ctx, s.ID, false)
+		}
+		if _, err := os.Stat("/sys/fs/cgroup/memory/kumo/" + a.ID); err == nil {
+			t.Error("the memory cgroup outlived the container")
+		}
+	}()
+	waitFor := func(what string, f func() bool) {
+		deadline := time.Now().Add(15 * time.Second)
+		for !f() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 15 s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	seen := filepath.Join(d.dir(b.ID), "rootfs/var/lib/kumo/seen")
+	waitFor("user-data ran", func() bool { s, _ := os.ReadFile(seen); return strings.TrimSpace(string(s)) == "c-b" })
+	waitFor("the hog was killed by its cgroup", func() bool {
+		done, _ := os.ReadFile(filepath.Join(d.dir(a.ID), "rootfs/var/lib/kumo/user-data.done"))
+		return strings.TrimSpace(string(done)) != "" && strings.TrimSpace(string(done)) != "0"
+	})
+	if log, _ := os.ReadFile(filepath.Join(d.dir(a.ID), "rootfs/var/log/user-data.log")); strings.Contains(string(log), "survived") {
+		t.Error("the hog survived a 16 MiB limit")
+	}
+	// Killed by the kernel inside its cgroup, which peaked at its limit.
+	log, _ := os.ReadFile(filepath.Join(d.dir(a.ID), "rootfs/var/log/user-data.log"))
+	peak, _ := os.ReadFile("/sys/fs/cgroup/memory/kumo/" + a.ID + "/memory.max_usage_in_bytes")
+	if !strings.Contains(string(log), "Killed") || strings.TrimSpace(string(peak)) != "16777216" {
+		t.Errorf("hog: log %q, cgroup peak %q (want Killed at 16777216)", log, peak)
+	}
+	if st, err := d.Status(ctx, a.ID); err != nil || st.State != driver.Running {
+		t.Errorf("the container itself (init) should still run: %+v %v", st, err)
+	}
+	imgs, _ := os.ReadDir(filepath.Join(d.root, "images"))
+	if len(imgs) != 1 {
+		t.Errorf("%d image copies for two containers of one image", len(imgs))
+	}
+	if log, _ := os.ReadFile(filepath.Join(d.dir(b.ID), "console.log")); !strings.Contains(string(log), "kumo: ready") {
+		t.Errorf("console log: %q", log)
+	}
+}
