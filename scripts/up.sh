@@ -16,7 +16,7 @@ mkdir -p "$(dirname "$LOG")" "$(dirname "$SOCKET")"
 if [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
 	echo "kumo server already running (pid $(cat "$PIDFILE")); 'make down' stops it"
 else
-	nohup /usr/local/bin/kumo server --data-dir "$DATA_DIR" --listen "$LISTEN" --socket "$SOCKET" >>"$LOG" 2>&1 &
+	nohup /usr/local/bin/kumo server --data-dir "$DATA_DIR" --listen "$LISTEN" --socket "$SOCKET" --drivers container >>"$LOG" 2>&1 &
 	echo $! >"$PIDFILE"
 fi
 for _ in $(seq 1 300); do
@@ -29,11 +29,23 @@ for _ in $(seq 1 300); do
 	sleep 0.2
 done
 kumo --socket "$SOCKET" version
+# The tiny rootfs image, built offline from busybox-static, and a demo container.
+export KUMO_SOCKET="$SOCKET"
+if ! kumo image show tiny >/dev/null 2>&1; then
+	kumo image build tiny-rootfs -f "$DATA_DIR/tiny-rootfs.tar.gz" >/dev/null
+	kumo image import "$DATA_DIR/tiny-rootfs.tar.gz" --name tiny --public >/dev/null
+	echo "imported image tiny (busybox rootfs)"
+fi
+if ! kumo instance show demo >/dev/null 2>&1; then
+	kumo instance create demo --type container --image tiny --flavor tiny --wait >/dev/null &&
+		echo "demo container: $(kumo instance show demo -o json | grep -m1 '"state"')"
+fi
 echo
 grep -h "first start" "$LOG" | tail -1 || true
 grep -h "CA fingerprint" "$LOG" | tail -1 || true
 echo
 echo "kumo is up. As root on this machine, no login needed:"
+echo "  kumo instance list ; kumo instance history demo ; kumo host list"
 echo "  kumo flavor list"
 echo "  kumo project create web --quota instances=10,vcpus=20,memory=20GiB"
 echo "From elsewhere: kumo login https://$(hostname -f 2>/dev/null || hostname):${LISTEN##*:} --user admin"
