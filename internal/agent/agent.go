@@ -65,7 +65,8 @@ type Agent struct {
 
 	mu      sync.Mutex
 	work    map[string]*work
-	written map[string]int64 // instance -> revision of the agent's last write
+	running map[string]api.Assignment // instances last seen RUNNING
+	written map[string]int64          // instance -> revision of the agent's last write
 	sem     chan struct{}
 	hostSet map[string]bool
 }
@@ -85,7 +86,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.Name == "" {
 		cfg.Name, _ = os.Hostname()
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, reps: make(chan api.InstanceReport, 4096), work: map[string]*work{}, written: map[string]int64{}, sem: make(chan struct{}, cfg.Workers)}
+	a := &Agent{cfg: cfg, log: cfg.Log, reps: make(chan api.InstanceReport, 4096), work: map[string]*work{}, running: map[string]api.Assignment{}, written: map[string]int64{}, sem: make(chan struct{}, cfg.Workers)}
 	specs, err := cfg.Driver.Hosts(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("driver %s: fingerprint: %w", cfg.Driver.Name(), err)
@@ -183,6 +184,7 @@ func (a *Agent) ID() string { return a.id }
 func (a *Agent) Run(ctx context.Context) error {
 	go a.heartbeats(ctx)
 	go a.reporter(ctx)
+	go a.monitor(ctx)
 	recovered, err := a.cfg.Driver.Recover(ctx)
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)
@@ -275,6 +277,11 @@ type work struct {
 func (a *Agent) dispatch(ctx context.Context, as api.Assignment) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if as.State == api.StateRunning {
+		a.running[as.ID] = as
+	} else {
+		delete(a.running, as.ID)
+	}
 	if as.Revision <= a.written[as.ID] {
 		return
 	}
@@ -380,6 +387,46 @@ func (a *Agent) handle(ctx context.Context, as api.Assignment) {
 			a.report(as, api.StateSuspended, "host back online")
 		case st.State == driver.Stopped:
 			a.report(as, api.StatePoweroff, "host back online")
+		}
+	}
+}
+
+// monitor notices instances that stopped by themselves: a container
+// whose init exited goes POWEROFF with the reason (its host resources are
+// then accounted as the table says); one the driver lost goes FAILED.
+func (a *Agent) monitor(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	hh, _ := a.cfg.Driver.(driver.HostHealth)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a.mu.Lock()
+		var check []api.Assignment
+		for _, as := range a.running {
+			if a.work[as.ID] == nil && (hh == nil || hh.HostUp(as.Host)) {
+				check = append(check, as)
+			}
+		}
+		a.mu.Unlock()
+		for _, as := range check {
+			st, err := a.cfg.Driver.Status(ctx, as.ID)
+			switch {
+			case errors.Is(err, driver.ErrNotFound):
+				a.report(as, api.StateFailed, "the instance disappeared from its host")
+			case err != nil:
+				continue
+			case st.State == driver.Stopped:
+				a.report(as, api.StatePoweroff, "it stopped by itself (PID 1 exited)")
+			default:
+				continue
+			}
+			a.mu.Lock()
+			delete(a.running, as.ID)
+			a.mu.Unlock()
 		}
 	}
 }

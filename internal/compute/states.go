@@ -66,6 +66,9 @@ var agentTable = []struct {
 	{api.StateBoot, ActReboot, api.StateRunning},
 	{api.StateBoot, ActResume, api.StateRunning},
 	{api.StateBoot, ActStart, api.StateRunning},
+	// The instance stopped by itself (a container's init exited, a VM
+	// powered itself off): the agent notices and says why.
+	{api.StateRunning, "", api.StatePoweroff},
 	{api.StateShutdown, ActTerminate, api.StateEpilog},
 	{api.StateShutdown, ActPoweroff, api.StatePoweroff},
 	{api.StateSave, ActSuspend, api.StateSuspended},

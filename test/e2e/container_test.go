@@ -99,3 +99,29 @@ func TestContainers(t *testing.T) {
 		t.Errorf("an unknown image: exit %d %s", r.code, r.err)
 	}
 }
+
+// TestContainerInitExits: a container whose init ends leaves RUNNING for
+// POWEROFF with the reason, and starts again.
+func TestContainerInitExits(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("runc containers need root; CI runs as root")
+	}
+	s := startServer(t, "--drivers", "container")
+	root := []string{"KUMO_SOCKET=" + s.socket}
+	img := filepath.Join(t.TempDir(), "tiny.tar.gz")
+	must(t, root, "", "image", "build", "tiny-rootfs", "-f", img)
+	must(t, root, "", "image", "import", img, "--name", "tiny")
+	must(t, root, "", "instance", "create", "c1", "--type", "container", "--image", "tiny", "--flavor", "tiny", "--wait")
+	c := client.Socket(s.socket)
+	in, _ := instanceState(t, c, "default", "c1")
+	// PID 1 dies (as if it crashed).
+	out, err := exec.Command("runc", "--root", filepath.Join(s.dir, "agent", "container", "runc"), "kill", in.ID, "KILL").CombinedOutput()
+	if err != nil {
+		t.Fatalf("runc kill: %v %s", err, out)
+	}
+	eventually(t, 20*time.Second, "c1 POWEROFF", func() (bool, string) {
+		in, _ := instanceState(t, c, "default", "c1")
+		return in.State == "POWEROFF" && strings.Contains(in.Reason, "PID 1 exited"), in.State + " " + in.Reason
+	})
+	must(t, root, "", "instance", "terminate", "c1", "--wait")
+}
