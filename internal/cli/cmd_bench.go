@@ -42,7 +42,7 @@ func (a *app) benchCmd() *cobra.Command {
 	var n, conc int
 	var typ, image, flv, project string
 	var timeout time.Duration
-	var cleanup bool
+	var cleanup, closed bool
 	prov := &cobra.Command{
 		Use:   "provision",
 		Short: "Create instances through the API and measure how fast they reach RUNNING",
@@ -70,7 +70,7 @@ Without --project it makes a project with unlimited quota (cloud admin).`,
 					return fmt.Errorf("making a bench project (needs cloud admin; or pass --project): %w", err)
 				}
 			}
-			res, err := runBench(ctx, c, project, n, conc, typ, image, flv, timeout)
+			res, err := runBench(ctx, c, project, n, conc, typ, image, flv, timeout, closed)
 			if err != nil {
 				return err
 			}
@@ -99,11 +99,12 @@ Without --project it makes a project with unlimited quota (cloud admin).`,
 	f.StringVar(&project, "project", "", "project to use (default: a new one with unlimited quota)")
 	f.DurationVar(&timeout, "timeout", 10*time.Minute, "give up waiting after this long")
 	f.BoolVar(&cleanup, "cleanup", false, "terminate the instances afterwards")
+	f.BoolVar(&closed, "closed-loop", false, "each worker waits for its instance to be RUNNING before the next create (latency without queueing)")
 	cmd.AddCommand(prov)
 	return cmd
 }
 
-func runBench(ctx context.Context, c *client.Client, project string, n, conc int, typ, image, flv string, timeout time.Duration) (BenchResult, error) {
+func runBench(ctx context.Context, c *client.Client, project string, n, conc int, typ, image, flv string, timeout time.Duration, closed bool) (BenchResult, error) {
 	res := BenchResult{Instances: n, Concurrency: conc, Project: project}
 	info, err := c.ServerInfo(ctx)
 	if err != nil {
@@ -171,6 +172,16 @@ func runBench(ctx context.Context, c *client.Client, project string, n, conc int
 					created[name] = t
 				}
 				mu.Unlock()
+				for closed && err == nil && wctx.Err() == nil {
+					mu.Lock()
+					_, ok := running[name]
+					ok = ok || failed[name]
+					mu.Unlock()
+					if ok {
+						break
+					}
+					time.Sleep(2 * time.Millisecond)
+				}
 			}
 		}()
 	}
