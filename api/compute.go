@@ -389,3 +389,41 @@ type ImagePatch struct {
 	Visibility *string  `json:"visibility,omitempty"`
 	SharedWith []string `json:"shared_with,omitempty"`
 }
+
+// InstanceExecPost runs a command inside an instance (non-interactive).
+type InstanceExecPost struct {
+	Command []string `json:"command"`
+	// TimeoutSeconds bounds the command (default 60, at most 600).
+	TimeoutSeconds int `json:"timeout_seconds,omitempty"`
+}
+
+// InstanceExecResult is what the command printed (stdout and stderr
+// together) and how it ended.
+type InstanceExecResult struct {
+	Output   string `json:"output"`
+	ExitCode int    `json:"exit_code"`
+}
+
+// InstanceLogs is the end of an instance's console log (PID 1's output).
+type InstanceLogs struct {
+	Output string `json:"output"`
+}
+
+// Session is work the server asks of an agent on a user's behalf (exec,
+// logs): agents are never called, they fetch sessions with a long poll
+// and post the results.
+type Session struct {
+	ID         string   `json:"id"`
+	Kind       string   `json:"kind"` // exec or logs
+	InstanceID string   `json:"instance_id"`
+	Command    []string `json:"command,omitempty"`
+	Timeout    int      `json:"timeout_seconds,omitempty"`
+	Tail       int      `json:"tail,omitempty"`
+}
+
+// SessionResult is an agent's answer to a session.
+type SessionResult struct {
+	Output   string `json:"output"`
+	ExitCode int    `json:"exit_code"`
+	Error    string `json:"error,omitempty"`
+}

@@ -244,3 +244,27 @@ func (c *Client) AgentImage(ctx context.Context, agentID, sum string) (io.ReadCl
 	}
 	return resp.Body, nil
 }
+
+// InstanceExec runs a command inside a RUNNING instance.
+func (c *Client) InstanceExec(ctx context.Context, project, name string, req api.InstanceExecPost) (api.InstanceExecResult, error) {
+	var out api.InstanceExecResult
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "instances", name, "exec"), nil, req, &out)
+}
+
+// InstanceLogs returns the end of an instance's console log.
+func (c *Client) InstanceLogs(ctx context.Context, project, name string, tail int) (api.InstanceLogs, error) {
+	var out api.InstanceLogs
+	return out, c.do(ctx, http.MethodGet, p("v1", "projects", project, "instances", name, "logs"), url.Values{"tail": {strconv.Itoa(tail)}}, nil, &out)
+}
+
+// AgentSessions long-polls the exec and logs requests for an agent.
+func (c *Client) AgentSessions(ctx context.Context, id string, wait time.Duration) ([]api.Session, error) {
+	var out api.List[api.Session]
+	q := url.Values{"wait": {strconv.FormatFloat(wait.Seconds(), 'f', 1, 64)}}
+	return out.Items, c.do(ctx, http.MethodGet, p("v1", "agents", id, "sessions"), q, nil, &out)
+}
+
+// AgentSessionResult answers a session.
+func (c *Client) AgentSessionResult(ctx context.Context, id, sid string, res api.SessionResult) error {
+	return c.do(ctx, http.MethodPost, p("v1", "agents", id, "sessions", sid), nil, res, nil)
+}

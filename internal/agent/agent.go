@@ -185,6 +185,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.heartbeats(ctx)
 	go a.reporter(ctx)
 	go a.monitor(ctx)
+	go a.serveSessions(ctx)
 	recovered, err := a.cfg.Driver.Recover(ctx)
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)
@@ -389,6 +390,57 @@ func (a *Agent) handle(ctx context.Context, as api.Assignment) {
 			a.report(as, api.StatePoweroff, "host back online")
 		}
 	}
+}
+
+// serveSessions answers exec and logs requests the server queues for this
+// agent's instances.
+func (a *Agent) serveSessions(ctx context.Context) {
+	for ctx.Err() == nil {
+		ss, err := a.c.AgentSessions(ctx, a.id, 30*time.Second)
+		if err != nil {
+			if ctx.Err() == nil {
+				time.Sleep(time.Second)
+			}
+			continue
+		}
+		for _, s := range ss {
+			go func() {
+				res := a.session(ctx, s)
+				if err := a.c.AgentSessionResult(ctx, a.id, s.ID, res); err != nil {
+					a.log.Warn("session result", "session", s.ID, "err", err)
+				}
+			}()
+		}
+	}
+}
+
+func (a *Agent) session(ctx context.Context, s api.Session) api.SessionResult {
+	d := a.cfg.Driver
+	switch s.Kind {
+	case "exec":
+		ex, ok := d.(driver.Execer)
+		if !ok {
+			return api.SessionResult{Error: "the " + d.Name() + " driver cannot run commands in instances"}
+		}
+		cctx, cancel := context.WithTimeout(ctx, time.Duration(max(s.Timeout, 1))*time.Second)
+		defer cancel()
+		out, code, err := ex.Exec(cctx, s.InstanceID, s.Command)
+		if err != nil {
+			return api.SessionResult{Output: string(out), Error: "exec: " + err.Error()}
+		}
+		return api.SessionResult{Output: string(out), ExitCode: code}
+	case "logs":
+		lg, ok := d.(driver.Logger)
+		if !ok {
+			return api.SessionResult{Error: "the " + d.Name() + " driver keeps no console log"}
+		}
+		out, err := lg.Logs(ctx, s.InstanceID, s.Tail)
+		if err != nil {
+			return api.SessionResult{Error: "logs: " + err.Error()}
+		}
+		return api.SessionResult{Output: string(out)}
+	}
+	return api.SessionResult{Error: "unknown session kind " + s.Kind}
 }
 
 // monitor notices instances that stopped by themselves: a container

@@ -167,7 +167,45 @@ func (a *app) instanceCmd() *cobra.Command {
 		},
 	}
 	explain.Flags().IntVar(&top, "top", 20, "show at most this many hosts (0 = all)")
-	cmd.AddCommand(create, list, show, history, explain)
+	var timeout int
+	execCmd := &cobra.Command{
+		Use: "exec NAME -- COMMAND [ARG...]", Short: "Run a command inside a RUNNING instance; exits with its status", Args: cobra.MinimumNArgs(2),
+		Example: "  kumo instance exec c1 -- ps\n  kumo instance exec c1 -- sh -c 'cat /etc/hostname'",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, project, err := a.clientAndProject(cmd)
+			if err != nil {
+				return err
+			}
+			res, err := c.InstanceExec(cmd.Context(), project, args[0], api.InstanceExecPost{Command: args[1:], TimeoutSeconds: timeout})
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(a.stdout, res.Output)
+			if res.ExitCode != 0 {
+				return exitCode(res.ExitCode)
+			}
+			return nil
+		},
+	}
+	execCmd.Flags().IntVar(&timeout, "timeout", 60, "seconds the command may run")
+	var tail int
+	logs := &cobra.Command{
+		Use: "logs NAME", Short: "The end of an instance's console log (PID 1's output)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, project, err := a.clientAndProject(cmd)
+			if err != nil {
+				return err
+			}
+			l, err := c.InstanceLogs(cmd.Context(), project, args[0], tail)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(a.stdout, l.Output)
+			return nil
+		},
+	}
+	logs.Flags().IntVar(&tail, "tail", 200, "lines")
+	cmd.AddCommand(create, list, show, history, explain, execCmd, logs)
 	for _, act := range compute.AllActions {
 		cmd.AddCommand(a.actionCmd(act))
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -47,6 +48,11 @@ const (
 	ExitUsage = 2 // the command line is wrong
 )
 
+// exitCode passes on the exit status of a command run in an instance.
+type exitCode int
+
+func (e exitCode) Error() string { return "exit status " + strconv.Itoa(int(e)) }
+
 // usageError marks command-line mistakes (exit 2).
 type usageError struct{ msg string }
 
@@ -70,6 +76,10 @@ func Main(args []string, extra ...Extra) int {
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
+	}
+	var ec exitCode
+	if errors.As(err, &ec) {
+		return int(ec) // a command run in an instance: its own status, no message
 	}
 	fmt.Fprintln(a.stderr, "Error: "+oneLine(err.Error()))
 	var ue usageError

@@ -94,6 +94,18 @@ type Driver interface {
 // it reports.
 type Syncer interface{ Sync() error }
 
+// Execer is implemented by drivers that can run a command inside an
+// instance; it returns the combined output and the exit code.
+type Execer interface {
+	Exec(ctx context.Context, id string, cmd []string) ([]byte, int, error)
+}
+
+// Logger is implemented by drivers that keep an instance's console log; it
+// returns the last tail lines.
+type Logger interface {
+	Logs(ctx context.Context, id string, tail int) ([]byte, error)
+}
+
 // HostHealth is implemented by drivers that can lose a host (the
 // simulator's crash injection): the agent stops beating for hosts down.
 type HostHealth interface{ HostUp(name string) bool }

@@ -101,6 +101,8 @@ func Endpoints() []Endpoint {
 		{Method: "POST", Path: "/v1/projects/{project}/instances/{name}/actions", Perm: PermProjectMember, Summary: "Stop, start, suspend, resume, poweroff, reboot, hold, release or terminate", handler: (*Server).postInstanceAction},
 		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/history", Perm: PermProjectReader, Summary: "An instance's state transitions", handler: (*Server).getInstanceHistory},
 		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/explain", Perm: PermProjectReader, Summary: "Why each host can or cannot take the instance", handler: (*Server).getInstanceExplain},
+		{Method: "POST", Path: "/v1/projects/{project}/instances/{name}/exec", Perm: PermProjectMember, Summary: "Run a command inside a RUNNING instance", handler: (*Server).postInstanceExec},
+		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/logs", Perm: PermProjectReader, Summary: "The end of the instance's console log", handler: (*Server).getInstanceLogs},
 		{Method: "GET", Path: "/v1/projects/{project}/server-groups", Perm: PermProjectReader, Summary: "List server groups", handler: (*Server).getServerGroups},
 		{Method: "POST", Path: "/v1/projects/{project}/server-groups", Perm: PermProjectMember, Summary: "Create a server group", handler: (*Server).postServerGroups, create: true},
 		{Method: "GET", Path: "/v1/projects/{project}/server-groups/{name}", Perm: PermProjectReader, Summary: "Show a server group", handler: (*Server).getServerGroup},
@@ -113,6 +115,8 @@ func Endpoints() []Endpoint {
 		{Method: "DELETE", Path: "/v1/projects/{project}/images/{name}", Perm: PermProjectMember, Summary: "Delete an image not in use (?force=true: cloud admin)", handler: (*Server).deleteImage},
 		{Method: "PUT", Path: "/v1/projects/{project}/images/{name}/file", Perm: PermProjectMember, Summary: "Upload an image's bytes (streamed, sha256-checked)", handler: (*Server).putImageFile},
 		{Method: "GET", Path: "/v1/projects/{project}/images/{name}/file", Perm: PermProjectReader, Summary: "Download an image's bytes", raw: (*Server).getImageFile},
+		{Method: "GET", Path: "/v1/agents/{id}/sessions", Perm: PermAgent, Summary: "Long poll for exec and logs requests", handler: (*Server).getSessions},
+		{Method: "POST", Path: "/v1/agents/{id}/sessions/{sid}", Perm: PermAgent, Summary: "An agent answers an exec or logs request", handler: (*Server).postSessionResult},
 		{Method: "GET", Path: "/v1/agents/{id}/images/{sha256}", Perm: PermAgent, Summary: "An agent fetches image bytes by hash", raw: (*Server).getAgentImage},
 
 		{Method: "GET", Path: "/v1/hosts", Perm: PermCloudAdmin, Summary: "List hosts", handler: (*Server).getHosts},

@@ -76,6 +76,8 @@ func matrixCases() []matrixCase {
 		{"POST", "/v1/projects/p/instances/i1/actions", map[string]any{"action": "hold"}, "cA:200 pA:200 pM:200 pR:403 qA:404" + bad},
 		{"GET", "/v1/projects/p/instances/i1/history", nil, readersOfP},
 		{"GET", "/v1/projects/p/instances/i1/explain", nil, readersOfP},
+		{"POST", "/v1/projects/p/instances/i1/exec", map[string]any{"command": []string{"true"}}, "cA:409 pA:409 pM:409 pR:403 qA:404" + bad},
+		{"GET", "/v1/projects/p/instances/i1/logs", nil, "cA:409 pA:409 pM:409 pR:409 qA:404" + bad},
 		{"GET", "/v1/projects/p/server-groups", nil, readersOfP},
 		{"POST", "/v1/projects/p/server-groups", map[string]any{"name": "g2", "policy": "anti-affinity"}, members},
 		{"GET", "/v1/projects/p/server-groups/g1", nil, readersOfP},
@@ -89,6 +91,8 @@ func matrixCases() []matrixCase {
 		{"PUT", "/v1/projects/p/images/img1/file", "raw:not a tarball", "cA:400 pA:400 pM:400 pR:403 qA:404" + bad},
 		{"GET", "/v1/projects/p/images/img1/file", nil, "cA:409 pA:409 pM:409 pR:409 qA:404" + bad},
 		{"GET", "/v1/agents/{agent}/images/0000", nil, agentOnly + " ag:404"},
+		{"GET", "/v1/agents/{agent}/sessions?wait=0", nil, agentOnly + " ag:200"},
+		{"POST", "/v1/agents/{agent}/sessions/nope", map[string]any{"output": "", "exit_code": 0}, agentOnly + " ag:404"},
 
 		{"GET", "/v1/hosts", nil, admins},
 		{"GET", "/v1/hosts/h1", nil, admins},

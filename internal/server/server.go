@@ -88,6 +88,7 @@ type Server struct {
 	hosts        *hosts.Service
 	compute      *compute.Service
 	images       *images.Service
+	sessions     *sessions
 	stopRun      context.CancelFunc
 	ops          *operations.Manager
 	metrics      *metrics
@@ -188,6 +189,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 		return nil, fmt.Errorf("scheduler policy %q: use packing, striping or load-aware", cfg.SchedulerPolicy)
 	}
 	s.hosts = hosts.New(st, fp, cfg.HostGrace)
+	s.sessions = newSessions()
 	s.compute = compute.New(st, s.hosts, cfg.SchedulerPolicy, cfg.Logger.With("component", "compute"))
 	s.compute.Now = cfg.Clock
 	s.compute.ResolveImage = func(ctx context.Context, project, ref string) (api.Image, error) {

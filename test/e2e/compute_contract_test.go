@@ -86,6 +86,14 @@ func TestComputeContract(t *testing.T) {
 	wait(api.StateRunning)
 	_, err = admin.ServerGroup(ctx, "default", "web")
 	check("server group", err)
+	logs, err := admin.InstanceLogs(ctx, "default", "c1", 10)
+	check("logs", err)
+	if !strings.Contains(logs.Output, "sim: c1") {
+		t.Errorf("logs: %q", logs.Output)
+	}
+	if _, err := admin.InstanceExec(ctx, "default", "c1", api.InstanceExecPost{Command: []string{"true"}}); client.StatusOf(err) != 409 || !strings.Contains(err.Error(), "cannot run commands") {
+		t.Errorf("exec on the sim driver: %v", err)
+	}
 	for _, step := range []struct{ action, want string }{{"suspend", "SUSPENDED"}, {"resume", "RUNNING"}, {"terminate", "DONE"}} {
 		_, err := admin.InstanceAction(ctx, "default", "c1", step.action)
 		check(step.action, err)

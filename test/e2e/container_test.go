@@ -61,6 +61,19 @@ func TestContainers(t *testing.T) {
 			t.Fatalf("after %s runc says %s", step.action, st)
 		}
 	}
+	// exec and logs go through the API to the host's agent.
+	if out := must(t, root, "", "instance", "exec", "c1", "--", "cat", "/etc/hostname"); strings.TrimSpace(out) != "c1" {
+		t.Errorf("exec hostname: %q", out)
+	}
+	if out := must(t, root, "", "instance", "exec", "c1", "--", "ps"); !strings.Contains(out, "/sbin/init") {
+		t.Errorf("exec ps: %q", out)
+	}
+	if r := kumo(t, root, "", "instance", "exec", "c1", "--", "sh", "-c", "echo oops; exit 3"); r.code != 3 || strings.TrimSpace(r.out) != "oops" {
+		t.Errorf("exec exit status: %d %q %q", r.code, r.out, r.err)
+	}
+	if out := must(t, root, "", "instance", "logs", "c1"); !strings.Contains(out, "kumo: ready") {
+		t.Errorf("logs: %q", out)
+	}
 	// The file written by user-data survived stop/start (the upper layer is kept).
 	if b, _ := os.ReadFile(filepath.Join(instDir, "rootfs/root/hello")); strings.TrimSpace(string(b)) != "from-user-data" {
 		t.Error("the container's filesystem was lost across stop/start")

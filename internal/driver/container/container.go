@@ -537,3 +537,58 @@ func (d *Driver) Recover(ctx context.Context) ([]driver.Status, error) {
 	}
 	return out, nil
 }
+
+// Exec implements driver.Execer with runc exec.
+func (d *Driver) Exec(ctx context.Context, id string, cmd []string) ([]byte, int, error) {
+	if _, err := d.readMeta(id); err != nil {
+		return nil, 0, err
+	}
+	if st := d.state(ctx, id); st != "running" {
+		return nil, 0, fmt.Errorf("%w: container is %s", driver.ErrState, orStopped(st))
+	}
+	c := exec.CommandContext(ctx, d.runc, append([]string{"--root", filepath.Join(d.root, "runc"), "exec", id}, cmd...)...)
+	out, err := c.CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return out, ee.ExitCode(), nil
+	}
+	return out, 0, err
+}
+
+// maxLog is the console log size at which it is rotated (one old copy kept).
+const maxLog = 1 << 20
+
+// Logs implements driver.Logger: the end of PID 1's output. The log is
+// rotated (copy, then truncate: runc's process keeps writing with
+// O_APPEND) when it passes 1 MiB.
+func (d *Driver) Logs(ctx context.Context, id string, tail int) ([]byte, error) {
+	if _, err := d.readMeta(id); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(d.dir(id), "console.log")
+	d.rotate(path)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	lines := strings.SplitAfter(string(b), "\n")
+	if n := len(lines); n > tail+1 {
+		lines = lines[n-tail-1:]
+	}
+	return []byte(strings.Join(lines, "")), nil
+}
+
+func (d *Driver) rotate(path string) {
+	st, err := os.Stat(path)
+	if err != nil || st.Size() < maxLog {
+		return
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || os.WriteFile(path+".1", b, 0o600) != nil {
+		return
+	}
+	os.Truncate(path, 0)
+}

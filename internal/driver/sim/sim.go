@@ -302,3 +302,14 @@ func (d *Driver) Sync() error {
 	}
 	return err
 }
+
+// Logs implements driver.Logger: the simulator's story of the instance.
+func (d *Driver) Logs(ctx context.Context, id string, tail int) ([]byte, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	in, ok := d.insts[id]
+	if !ok {
+		return nil, driver.ErrNotFound
+	}
+	return []byte(fmt.Sprintf("sim: %s on %s is %s since %s\n", in.Spec.Name, in.Spec.Host, in.State, in.Since.UTC().Format(time.RFC3339))), nil
+}
