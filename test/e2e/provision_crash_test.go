@@ -97,7 +97,7 @@ func TestKill9DuringProvision(t *testing.T) {
 	})
 	// The agent's driver runs each exactly once, on the host the cloud says.
 	ag.stop() // flushes nothing new; the file is written before every report
-	b, err := os.ReadFile(filepath.Join(ag.stateDir, "sim-instances.json"))
+	b, err := os.ReadFile(filepath.Join(ag.stateDir, "sim", "sim-instances.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
