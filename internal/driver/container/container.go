@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -165,6 +166,7 @@ func (d *Driver) image(ctx context.Context, s driver.Spec) (string, error) {
 		os.Chtimes(dir, time.Now(), time.Now()) // last use, for eviction
 		return filepath.Join(dir, "rootfs"), nil
 	}
+	d.evict(s.ImageSHA256)
 	rc, err := d.o.FetchImage(ctx, s.ImageSHA256)
 	if err != nil {
 		return "", fmt.Errorf("fetching image %s: %w", s.Image, err)
@@ -591,4 +593,48 @@ func (d *Driver) rotate(path string) {
 		return
 	}
 	os.Truncate(path, 0)
+}
+
+// minFree is the free space the image cache keeps on its filesystem: below
+// it, cached images no instance uses are removed, least recently used first.
+var minFree int64 = 2 << 30
+
+// evict frees cache space before a fill, never touching an image an
+// instance on this host still uses.
+func (d *Driver) evict(keep string) {
+	free := func() int64 {
+		var st syscall.Statfs_t
+		if syscall.Statfs(d.root, &st) != nil {
+			return 1 << 62
+		}
+		return int64(st.Bavail) * int64(st.Bsize)
+	}
+	if free() >= minFree {
+		return
+	}
+	used := map[string]bool{keep: true}
+	insts, _ := os.ReadDir(filepath.Join(d.root, "instances"))
+	for _, e := range insts {
+		if m, err := d.readMeta(e.Name()); err == nil {
+			used[m.Spec.ImageSHA256] = true
+		}
+	}
+	imgs, _ := os.ReadDir(filepath.Join(d.root, "images"))
+	type cached struct {
+		name string
+		used time.Time
+	}
+	var cands []cached
+	for _, e := range imgs {
+		if info, err := e.Info(); err == nil && !used[e.Name()] && !strings.HasPrefix(e.Name(), ".") {
+			cands = append(cands, cached{e.Name(), info.ModTime()})
+		}
+	}
+	sort.Slice(cands, func(i, j int) bool { return cands[i].used.Before(cands[j].used) })
+	for _, c := range cands {
+		if free() >= minFree {
+			return
+		}
+		os.RemoveAll(filepath.Join(d.root, "images", c.name))
+	}
 }

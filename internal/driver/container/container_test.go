@@ -135,3 +135,28 @@ func TestContainerFacts(t *testing.T) {
 		t.Errorf("console log: %q", log)
 	}
 }
+
+// TestImageCacheEviction: with space short, cached images no instance
+// uses go, oldest first; one in use stays.
+func TestImageCacheEviction(t *testing.T) {
+	sum, fetch := tiny(t)
+	d := newDriver(t, t.TempDir(), fetch)
+	ctx := context.Background()
+	s := spec("c-e", sum, 64, "")
+	if err := d.Prepare(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Cleanup(ctx, s.ID, false)
+	stale := filepath.Join(d.root, "images", strings.Repeat("a", 64))
+	os.MkdirAll(filepath.Join(stale, "rootfs"), 0o700)
+	saved := minFree
+	minFree = 1 << 62 // pretend the disk is full
+	defer func() { minFree = saved }()
+	d.evict("")
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Error("an unused cached image was kept while space is short")
+	}
+	if _, err := os.Stat(filepath.Join(d.root, "images", sum)); err != nil {
+		t.Error("the image an instance uses was evicted")
+	}
+}
