@@ -37,7 +37,7 @@ func (a *app) usageCmd() *cobra.Command {
 				from, to = m.Format(time.RFC3339), end.Format(time.RFC3339)
 			}
 			if to == "" {
-				to = time.Now().UTC().Format(time.RFC3339)
+				to = time.Now().UTC().Format(time.RFC3339Nano)
 			}
 			if from == "" {
 				return usagef("give --from (and --to), or --month")

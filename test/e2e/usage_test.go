@@ -22,14 +22,14 @@ func TestUsageCLI(t *testing.T) {
 	must(t, root, "", "project", "set", "default", "--budget", "50.00", "--currency", "EUR")
 	start := time.Now().UTC().Add(-time.Second).Format(time.RFC3339)
 	must(t, root, "", "instance", "create", "m1", "--flavor", "small", "--image", "x", "--wait")
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(2500 * time.Millisecond)
 	must(t, root, "", "instance", "terminate", "m1", "--wait")
 
 	var rep api.UsageReport
 	if err := json.Unmarshal([]byte(must(t, root, "", "usage", "show", "--from", start, "-o", "json")), &rep); err != nil {
 		t.Fatal(err)
 	}
-	// At 3600/h a second costs 1.000000: about 1.5 s of RUNNING.
+	// At 3600/h a second costs 1.000000: about 2.5 s of RUNNING.
 	if len(rep.Groups) != 1 || rep.Groups[0].Key != "m1" || rep.Total.CostMicro < 1_000_000 || rep.Total.CostMicro > 5_000_000 || rep.Currency != "EUR" {
 		t.Fatalf("usage: %+v", rep)
 	}
