@@ -414,7 +414,7 @@ type InstanceLogs struct {
 // and post the results.
 type Session struct {
 	ID         string   `json:"id"`
-	Kind       string   `json:"kind"` // exec or logs
+	Kind       string   `json:"kind"` // exec, logs or console
 	InstanceID string   `json:"instance_id"`
 	Command    []string `json:"command,omitempty"`
 	Timeout    int      `json:"timeout_seconds,omitempty"`

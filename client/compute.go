@@ -268,3 +268,34 @@ func (c *Client) AgentSessions(ctx context.Context, id string, wait time.Duratio
 func (c *Client) AgentSessionResult(ctx context.Context, id, sid string, res api.SessionResult) error {
 	return c.do(ctx, http.MethodPost, p("v1", "agents", id, "sessions", sid), nil, res, nil)
 }
+
+// stream opens an upgraded byte stream (consoles).
+func (c *Client) stream(ctx context.Context, path string) (io.ReadWriteCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "kumo-stream")
+	resp, err := c.raw(req)
+	if err != nil {
+		return nil, err
+	}
+	rwc, ok := resp.Body.(io.ReadWriteCloser)
+	if resp.StatusCode != http.StatusSwitchingProtocols || !ok {
+		resp.Body.Close()
+		return nil, &api.ErrorBody{Code: "unavailable", Message: "the server did not switch to a console stream (" + resp.Status + ")", Status: resp.StatusCode}
+	}
+	return rwc, nil
+}
+
+// InstanceConsole opens an interactive shell in a RUNNING instance: what
+// is written goes to the shell's input, what it prints comes back.
+func (c *Client) InstanceConsole(ctx context.Context, project, name string) (io.ReadWriteCloser, error) {
+	return c.stream(ctx, p("v1", "projects", project, "instances", name, "console"))
+}
+
+// AgentStream is an agent's end of a console session.
+func (c *Client) AgentStream(ctx context.Context, id, sid string) (io.ReadWriteCloser, error) {
+	return c.stream(ctx, p("v1", "agents", id, "sessions", sid, "stream"))
+}

@@ -404,6 +404,10 @@ func (a *Agent) serveSessions(ctx context.Context) {
 			continue
 		}
 		for _, s := range ss {
+			if s.Kind == "console" {
+				go a.console(ctx, s)
+				continue
+			}
 			go func() {
 				res := a.session(ctx, s)
 				if err := a.c.AgentSessionResult(ctx, a.id, s.ID, res); err != nil {
@@ -411,6 +415,25 @@ func (a *Agent) serveSessions(ctx context.Context) {
 				}
 			}()
 		}
+	}
+}
+
+// console opens its end of a console session and joins it to a shell in
+// the instance.
+func (a *Agent) console(ctx context.Context, s api.Session) {
+	rw, err := a.c.AgentStream(ctx, a.id, s.ID)
+	if err != nil {
+		a.log.Warn("console stream", "session", s.ID, "err", err)
+		return
+	}
+	defer rw.Close()
+	cs, ok := a.cfg.Driver.(driver.Consoler)
+	if !ok {
+		fmt.Fprintf(rw, "kumo: the %s driver has no console\r\n", a.cfg.Driver.Name())
+		return
+	}
+	if err := cs.Console(ctx, s.InstanceID, rw); err != nil {
+		fmt.Fprintf(rw, "kumo: console: %v\r\n", err)
 	}
 }
 

@@ -148,6 +148,10 @@ func (v *Validator) Transport(rt http.RoundTripper) http.RoundTripper {
 		if err != nil {
 			return resp, err
 		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			v.Check(req, body, resp.StatusCode, resp.Header, nil)
+			return resp, nil
+		}
 		if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 			v.Check(req, body, resp.StatusCode, resp.Header, nil)
 			return resp, nil

@@ -106,6 +106,12 @@ type Logger interface {
 	Logs(ctx context.Context, id string, tail int) ([]byte, error)
 }
 
+// Consoler is implemented by drivers that can join a byte stream to an
+// interactive shell (or serial console) of an instance, until either ends.
+type Consoler interface {
+	Console(ctx context.Context, id string, rw io.ReadWriter) error
+}
+
 // HostHealth is implemented by drivers that can lose a host (the
 // simulator's crash injection): the agent stops beating for hosts down.
 type HostHealth interface{ HostUp(name string) bool }

@@ -102,6 +102,7 @@ func Endpoints() []Endpoint {
 		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/history", Perm: PermProjectReader, Summary: "An instance's state transitions", handler: (*Server).getInstanceHistory},
 		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/explain", Perm: PermProjectReader, Summary: "Why each host can or cannot take the instance", handler: (*Server).getInstanceExplain},
 		{Method: "POST", Path: "/v1/projects/{project}/instances/{name}/exec", Perm: PermProjectMember, Summary: "Run a command inside a RUNNING instance", handler: (*Server).postInstanceExec},
+		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/console", Perm: PermProjectMember, Summary: "An interactive shell in the instance (Upgrade: kumo-stream)", raw: (*Server).getInstanceConsole},
 		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/logs", Perm: PermProjectReader, Summary: "The end of the instance's console log", handler: (*Server).getInstanceLogs},
 		{Method: "GET", Path: "/v1/projects/{project}/server-groups", Perm: PermProjectReader, Summary: "List server groups", handler: (*Server).getServerGroups},
 		{Method: "POST", Path: "/v1/projects/{project}/server-groups", Perm: PermProjectMember, Summary: "Create a server group", handler: (*Server).postServerGroups, create: true},
@@ -116,6 +117,7 @@ func Endpoints() []Endpoint {
 		{Method: "PUT", Path: "/v1/projects/{project}/images/{name}/file", Perm: PermProjectMember, Summary: "Upload an image's bytes (streamed, sha256-checked)", handler: (*Server).putImageFile},
 		{Method: "GET", Path: "/v1/projects/{project}/images/{name}/file", Perm: PermProjectReader, Summary: "Download an image's bytes", raw: (*Server).getImageFile},
 		{Method: "GET", Path: "/v1/agents/{id}/sessions", Perm: PermAgent, Summary: "Long poll for exec and logs requests", handler: (*Server).getSessions},
+		{Method: "GET", Path: "/v1/agents/{id}/sessions/{sid}/stream", Perm: PermAgent, Summary: "An agent's end of a console (Upgrade: kumo-stream)", raw: (*Server).getSessionStream},
 		{Method: "POST", Path: "/v1/agents/{id}/sessions/{sid}", Perm: PermAgent, Summary: "An agent answers an exec or logs request", handler: (*Server).postSessionResult},
 		{Method: "GET", Path: "/v1/agents/{id}/images/{sha256}", Perm: PermAgent, Summary: "An agent fetches image bytes by hash", raw: (*Server).getAgentImage},
 

@@ -77,6 +77,7 @@ func matrixCases() []matrixCase {
 		{"GET", "/v1/projects/p/instances/i1/history", nil, readersOfP},
 		{"GET", "/v1/projects/p/instances/i1/explain", nil, readersOfP},
 		{"POST", "/v1/projects/p/instances/i1/exec", map[string]any{"command": []string{"true"}}, "cA:409 pA:409 pM:409 pR:403 qA:404" + bad},
+		{"GET", "/v1/projects/p/instances/i1/console", nil, "cA:400 pA:400 pM:400 pR:403 qA:404" + bad},
 		{"GET", "/v1/projects/p/instances/i1/logs", nil, "cA:409 pA:409 pM:409 pR:409 qA:404" + bad},
 		{"GET", "/v1/projects/p/server-groups", nil, readersOfP},
 		{"POST", "/v1/projects/p/server-groups", map[string]any{"name": "g2", "policy": "anti-affinity"}, members},
@@ -92,6 +93,7 @@ func matrixCases() []matrixCase {
 		{"GET", "/v1/projects/p/images/img1/file", nil, "cA:409 pA:409 pM:409 pR:409 qA:404" + bad},
 		{"GET", "/v1/agents/{agent}/images/0000", nil, agentOnly + " ag:404"},
 		{"GET", "/v1/agents/{agent}/sessions?wait=0", nil, agentOnly + " ag:200"},
+		{"GET", "/v1/agents/{agent}/sessions/nope/stream", nil, agentOnly + " ag:404"},
 		{"POST", "/v1/agents/{agent}/sessions/nope", map[string]any{"output": "", "exit_code": 0}, agentOnly + " ag:404"},
 
 		{"GET", "/v1/hosts", nil, admins},

@@ -1,8 +1,13 @@
 package server
 
 import (
+	"bufio"
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,10 +26,11 @@ type sessions struct {
 	pending map[string][]api.Session          // agent -> sessions not yet fetched
 	wake    map[string]chan struct{}          // agent -> closed when one is queued
 	results map[string]chan api.SessionResult // session -> answer
+	streams map[string]chan net.Conn          // console session -> the agent's connection
 }
 
 func newSessions() *sessions {
-	return &sessions{pending: map[string][]api.Session{}, wake: map[string]chan struct{}{}, results: map[string]chan api.SessionResult{}}
+	return &sessions{pending: map[string][]api.Session{}, wake: map[string]chan struct{}{}, results: map[string]chan api.SessionResult{}, streams: map[string]chan net.Conn{}}
 }
 
 func (ss *sessions) wakeChan(agent string) chan struct{} {
@@ -36,16 +42,23 @@ func (ss *sessions) wakeChan(agent string) chan struct{} {
 	return ch
 }
 
+// queue hands a session to an agent.
+func (ss *sessions) queue(agent string, s api.Session) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.pending[agent] = append(ss.pending[agent], s)
+	close(ss.wakeChan(agent))
+	delete(ss.wake, agent)
+}
+
 // run queues a session for an agent and waits for its result.
 func (ss *sessions) run(ctx context.Context, agent string, s api.Session, wait time.Duration) (api.SessionResult, error) {
 	s.ID = secret.Hex(8)
 	res := make(chan api.SessionResult, 1)
 	ss.mu.Lock()
-	ss.pending[agent] = append(ss.pending[agent], s)
 	ss.results[s.ID] = res
-	close(ss.wakeChan(agent))
-	delete(ss.wake, agent)
 	ss.mu.Unlock()
+	ss.queue(agent, s)
 	defer func() {
 		ss.mu.Lock()
 		delete(ss.results, s.ID)
@@ -174,4 +187,112 @@ func (s *Server) postSessionResult(r *request) response.Response {
 		return response.Error(errs.NotFound("session %q is not waiting (the user gave up?)", r.PathValue("sid")))
 	}
 	return response.NoContent()
+}
+
+// hijack takes over an HTTP/1.1 connection after answering 101.
+func hijack(w http.ResponseWriter) (net.Conn, error) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		return nil, errs.Invalid("Upgrade", "this connection cannot be upgraded (HTTP/2?)")
+	}
+	conn, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, err
+	}
+	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + streamProto + "\r\nConnection: Upgrade\r\n\r\n")
+	if err := brw.Flush(); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return &bufConn{Conn: conn, r: brw.Reader}, nil
+}
+
+// streamProto is the Upgrade token of console streams.
+const streamProto = "kumo-stream"
+
+// bufConn reads what the hijacked reader already buffered first.
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// getInstanceConsole joins the user to a shell in the instance: the
+// request is upgraded to a raw byte stream, the host's agent is asked to
+// open a stream of its own for the session, and the two are spliced.
+func (s *Server) getInstanceConsole(r *request, w http.ResponseWriter) {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), streamProto) {
+		response.Error(errs.Invalid("Upgrade", "send 'Connection: Upgrade' and 'Upgrade: %s' (kumo instance console does)", streamProto)).Render(w, r.Request)
+		return
+	}
+	in, _, err := s.compute.Get(r.Context(), r.PathValue("project"), r.PathValue("name"))
+	if err == nil && in.State != api.StateRunning {
+		err = errs.Conflict("instance %q is %s; the console needs it RUNNING", in.Name, in.State)
+	}
+	var h api.Host
+	if err == nil {
+		h, err = s.hosts.Get(r.Context(), in.Host)
+	}
+	if err != nil {
+		response.Error(err).Render(w, r.Request)
+		return
+	}
+	sid := secret.Hex(8)
+	ch := make(chan net.Conn, 1)
+	s.sessions.mu.Lock()
+	s.sessions.streams[sid] = ch
+	s.sessions.mu.Unlock()
+	defer func() {
+		s.sessions.mu.Lock()
+		delete(s.sessions.streams, sid)
+		s.sessions.mu.Unlock()
+	}()
+	s.sessions.queue(h.Agent, api.Session{ID: sid, Kind: "console", InstanceID: in.ID})
+	var agentConn net.Conn
+	select {
+	case agentConn = <-ch:
+	case <-time.After(15 * time.Second):
+		response.Error(errs.Unavailable("the instance's host did not open the console within 15 s; is its agent running?")).Render(w, r.Request)
+		return
+	case <-r.Context().Done():
+		return
+	}
+	userConn, err := hijack(w)
+	if err != nil {
+		agentConn.Close()
+		return
+	}
+	splice(userConn, agentConn)
+}
+
+// splice copies both ways until either side ends, then closes both.
+func splice(a, b net.Conn) {
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(a, b); done <- struct{}{} }()
+	go func() { io.Copy(b, a); done <- struct{}{} }()
+	<-done
+	a.Close()
+	b.Close()
+	<-done
+}
+
+// getSessionStream is the agent's end of a console session.
+func (s *Server) getSessionStream(r *request, w http.ResponseWriter) {
+	s.sessions.mu.Lock()
+	ch, ok := s.sessions.streams[r.PathValue("sid")]
+	s.sessions.mu.Unlock()
+	if !ok {
+		response.Error(errs.NotFound("console session %q is not waiting", r.PathValue("sid"))).Render(w, r.Request)
+		return
+	}
+	conn, err := hijack(w)
+	if err != nil {
+		return
+	}
+	select {
+	case ch <- conn:
+	default:
+		conn.Close()
+	}
 }

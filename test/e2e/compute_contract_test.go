@@ -91,6 +91,15 @@ func TestComputeContract(t *testing.T) {
 	if !strings.Contains(logs.Output, "sim: c1") {
 		t.Errorf("logs: %q", logs.Output)
 	}
+	if rw, err := admin.InstanceConsole(ctx, "default", "c1"); err != nil {
+		t.Errorf("console: %v", err)
+	} else {
+		out, _ := io.ReadAll(rw)
+		rw.Close()
+		if !strings.Contains(string(out), "sim driver has no console") {
+			t.Errorf("console on the sim driver: %q", out)
+		}
+	}
 	if _, err := admin.InstanceExec(ctx, "default", "c1", api.InstanceExecPost{Command: []string{"true"}}); client.StatusOf(err) != 409 || !strings.Contains(err.Error(), "cannot run commands") {
 		t.Errorf("exec on the sim driver: %v", err)
 	}

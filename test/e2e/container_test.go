@@ -71,6 +71,10 @@ func TestContainers(t *testing.T) {
 	if r := kumo(t, root, "", "instance", "exec", "c1", "--", "sh", "-c", "echo oops; exit 3"); r.code != 3 || strings.TrimSpace(r.out) != "oops" {
 		t.Errorf("exec exit status: %d %q %q", r.code, r.out, r.err)
 	}
+	// An interactive shell through the API (the console).
+	if out := must(t, root, "echo console-says-$(hostname)\nexit\n", "instance", "console", "c1"); !strings.Contains(out, "console-says-c1") {
+		t.Errorf("console: %q", out)
+	}
 	if out := must(t, root, "", "instance", "logs", "c1"); !strings.Contains(out, "kumo: ready") {
 		t.Errorf("logs: %q", out)
 	}
