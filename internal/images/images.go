@@ -115,7 +115,14 @@ type record struct {
 	api.Image
 	// Expect is the sha256 the uploader announced.
 	Expect string `json:"expect,omitempty"`
+	// ActiveAt and DeletedAt bound the time its bytes were stored
+	// (metering bills image storage for it).
+	ActiveAt  time.Time `json:"active_at,omitzero"`
+	DeletedAt time.Time `json:"deleted_at,omitzero"`
 }
+
+// archivePrefix keeps deleted images that had bytes, for metering.
+const archivePrefix = "/archive/images/"
 
 // Create registers an image (status queued), counting it in the quota.
 func (svc *Service) Create(ctx context.Context, project string, req api.ImagesPost) (api.Image, error) {
@@ -264,6 +271,7 @@ func (svc *Service) Upload(ctx context.Context, project, name string, body io.Re
 		// Charge the bytes and go active in one transaction.
 		mib := (size + 1<<20 - 1) >> 20
 		r.Status, r.Size, r.SHA256, r.UpdatedAt = api.ImageActive, size, sum, svc.now().UTC()
+		r.ActiveAt = r.UpdatedAt
 		if rerr := os.Rename(tmp, svc.BlobPath(sum)); rerr != nil {
 			err = rerr
 		} else {
@@ -353,8 +361,12 @@ func (svc *Service) Delete(ctx context.Context, project, name string, force bool
 		return errs.Conflict("image %q is used by %d instances; terminate them first (a cloud admin may force)", name, n)
 	}
 	mib := (r.Size + 1<<20 - 1) >> 20
-	_, err = quota.Reserve(ctx, svc.s, project, api.ResourceCounts{Images: -1, ImageMiB: -mib}, []store.Cond{store.At(key(project, name), rev)},
-		[]store.Op{store.Del(key(project, name)), events.Op(ctx, "image", events.Deleted, project, url(project, name), nil)})
+	ops := []store.Op{store.Del(key(project, name)), events.Op(ctx, "image", events.Deleted, project, url(project, name), nil)}
+	if !r.ActiveAt.IsZero() {
+		r.DeletedAt = svc.now().UTC()
+		ops = append(ops, store.PutJSON(archivePrefix+project+"/"+r.ID, r))
+	}
+	_, err = quota.Reserve(ctx, svc.s, project, api.ResourceCounts{Images: -1, ImageMiB: -mib}, []store.Cond{store.At(key(project, name), rev)}, ops)
 	if errors.Is(err, store.ErrConflict) {
 		return errs.Conflict("image %q changed while being deleted; try again", name)
 	}
@@ -377,4 +389,34 @@ func (svc *Service) BySum(ctx context.Context, sum string) (api.Image, error) {
 		}
 	}
 	return api.Image{}, errs.NotFound("no image with sha256 %s", sum)
+}
+
+// Stored is an image's stay in storage, for metering.
+type Stored struct {
+	Project, Name string
+	Bytes         int64
+	From, To      time.Time // To is zero while it is kept
+}
+
+// StoredImages lists every image of a project ("" = all) that has had
+// bytes, deleted ones included.
+func (svc *Service) StoredImages(ctx context.Context, project string) ([]Stored, error) {
+	var out []Stored
+	for _, pre := range []string{prefix, archivePrefix} {
+		p := pre
+		if project != "" {
+			p += project + "/"
+		}
+		kvs, err := store.ListAll(ctx, svc.s, p)
+		if err != nil {
+			return nil, err
+		}
+		for _, kv := range kvs {
+			var r record
+			if store.Decode(kv, &r) == nil && !r.ActiveAt.IsZero() {
+				out = append(out, Stored{Project: r.Project, Name: r.Name, Bytes: r.Size, From: r.ActiveAt, To: r.DeletedAt})
+			}
+		}
+	}
+	return out, nil
 }

@@ -157,8 +157,21 @@ func (a *acc) charge(what string, points []api.PricePoint, s, e time.Time, perMS
 	}
 }
 
-// Report computes usage and cost over [from, to) as of now.
+// Image is an image's stay in storage: billed per GiB-hour (whole GiB,
+// rounded up) at the storage price.
+type Image struct {
+	Project, Name string
+	Bytes         int64
+	From, To      time.Time // To zero: still stored
+}
+
+// Report computes usage and cost of instances over [from, to) as of now.
 func Report(insts []Instance, prices api.Prices, rules Rules, from, to, now time.Time, groupBy string) api.UsageReport {
+	return ReportAll(insts, nil, prices, rules, from, to, now, groupBy)
+}
+
+// ReportAll computes usage and cost of instances and stored images.
+func ReportAll(insts []Instance, imgs []Image, prices api.Prices, rules Rules, from, to, now time.Time, groupBy string) api.UsageReport {
 	end := to
 	if now.Before(end) {
 		end = now
@@ -223,6 +236,39 @@ func Report(insts []Instance, prices api.Prices, rules Rules, from, to, now time
 				}
 				s = segEnd
 			}
+		}
+	}
+	for _, img := range imgs {
+		s, e := img.From, img.To
+		if e.IsZero() || e.After(end) {
+			e = end
+		}
+		if s.Before(from) {
+			s = from
+		}
+		s, e = s.Truncate(time.Millisecond), e.Truncate(time.Millisecond)
+		gib := (img.Bytes + 1<<30 - 1) >> 30
+		for s.Before(e) {
+			segEnd := e
+			key := ""
+			switch groupBy {
+			case ByInstance:
+				key = "image:" + img.Name
+			case ByFlavor:
+				key = "images"
+			case ByProject:
+				key = img.Project
+			case ByDay:
+				day := s.UTC().Truncate(24 * time.Hour)
+				if next := day.Add(24 * time.Hour); next.Before(segEnd) {
+					segEnd = next
+				}
+				key = day.Format("2006-01-02")
+			}
+			g := group(key)
+			g.diskGiBMS += gib * segEnd.Sub(s).Milliseconds()
+			g.charge("image storage", prices.Storage, s, segEnd, gib)
+			s = segEnd
 		}
 	}
 	rep := api.UsageReport{From: from, To: to, GroupBy: groupBy, Currency: prices.Currency, Groups: []api.UsageLine{}}

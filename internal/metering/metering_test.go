@@ -88,6 +88,16 @@ func TestRangesAndOpenIntervals(t *testing.T) {
 	}
 }
 
+// Image storage: whole GiB (rounded up) per hour at the storage price,
+// from upload to delete.
+func TestImageStorage(t *testing.T) {
+	img := Image{Project: "p", Name: "tiny", Bytes: 1 << 20, From: t0, To: t0.Add(3 * time.Hour)}
+	r := ReportAll(nil, []Image{img}, prices(100_000), rules, t0, t0.Add(24*time.Hour), t0.Add(24*time.Hour), ByInstance)
+	if len(r.Groups) != 1 || r.Groups[0].Key != "image:tiny" || r.Total.CostMicro != 300 || r.Total.StorageGiBHours != 3 {
+		t.Fatalf("image storage: %+v", r)
+	}
+}
+
 func TestParseMicro(t *testing.T) {
 	for in, want := range map[string]int64{"0.012": 12_000, "50": 50_000_000, "50.00": 50_000_000, "1.5": 1_500_000, ".5": 500_000, "0.000001": 1} {
 		if got, err := ParseMicro(in); err != nil || got != want {

@@ -87,7 +87,15 @@ func (s *Server) report(ctx context.Context, project string, from, to time.Time,
 	for i, m := range ms {
 		insts[i] = metering.Instance{ID: m.Instance.ID, Name: m.Instance.Name, Project: m.Instance.Project, Flavor: m.Instance.Flavor, Size: m.Instance.Size, History: m.History}
 	}
-	return metering.Report(insts, prices, rules, from, to, s.now(), groupBy), nil
+	stored, err := s.images.StoredImages(ctx, project)
+	if err != nil {
+		return api.UsageReport{}, err
+	}
+	imgs := make([]metering.Image, len(stored))
+	for i, st := range stored {
+		imgs[i] = metering.Image{Project: st.Project, Name: st.Name, Bytes: st.Bytes, From: st.From, To: st.To}
+	}
+	return metering.ReportAll(insts, imgs, prices, rules, from, to, s.now(), groupBy), nil
 }
 
 func (s *Server) getProjectUsage(r *request) response.Response {
