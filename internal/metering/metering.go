@@ -157,6 +157,26 @@ func (a *acc) charge(what string, points []api.PricePoint, s, e time.Time, perMS
 	}
 }
 
+// segment returns where the piece of [s, e) that starts at s ends (at
+// midnight UTC when grouping by day) and the group it belongs to.
+func segment(groupBy string, s, e time.Time, instance, flavor, project string) (time.Time, string) {
+	switch groupBy {
+	case ByInstance:
+		return e, instance
+	case ByFlavor:
+		return e, flavor
+	case ByProject:
+		return e, project
+	case ByDay:
+		day := s.UTC().Truncate(24 * time.Hour)
+		if next := day.Add(24 * time.Hour); next.Before(e) {
+			e = next
+		}
+		return e, day.Format("2006-01-02")
+	}
+	return e, ""
+}
+
 // Image is an image's stay in storage: billed per GiB-hour (whole GiB,
 // rounded up) at the storage price.
 type Image struct {
@@ -207,22 +227,7 @@ func ReportAll(insts []Instance, imgs []Image, prices api.Prices, rules Rules, f
 			// Milliseconds are the unit: cut both ends to them.
 			s, e = s.Truncate(time.Millisecond), e.Truncate(time.Millisecond)
 			for s.Before(e) {
-				segEnd := e
-				key := ""
-				switch groupBy {
-				case ByInstance:
-					key = in.Name
-				case ByFlavor:
-					key = in.Flavor
-				case ByProject:
-					key = in.Project
-				case ByDay:
-					day := s.UTC().Truncate(24 * time.Hour)
-					if next := day.Add(24 * time.Hour); next.Before(segEnd) {
-						segEnd = next
-					}
-					key = day.Format("2006-01-02")
-				}
+				segEnd, key := segment(groupBy, s, e, in.Name, in.Flavor, in.Project)
 				g := group(key)
 				ms := segEnd.Sub(s).Milliseconds()
 				g.diskGiBMS += in.Size.DiskGiB * ms
@@ -249,22 +254,7 @@ func ReportAll(insts []Instance, imgs []Image, prices api.Prices, rules Rules, f
 		s, e = s.Truncate(time.Millisecond), e.Truncate(time.Millisecond)
 		gib := (img.Bytes + 1<<30 - 1) >> 30
 		for s.Before(e) {
-			segEnd := e
-			key := ""
-			switch groupBy {
-			case ByInstance:
-				key = "image:" + img.Name
-			case ByFlavor:
-				key = "images"
-			case ByProject:
-				key = img.Project
-			case ByDay:
-				day := s.UTC().Truncate(24 * time.Hour)
-				if next := day.Add(24 * time.Hour); next.Before(segEnd) {
-					segEnd = next
-				}
-				key = day.Format("2006-01-02")
-			}
+			segEnd, key := segment(groupBy, s, e, "image:"+img.Name, "images", img.Project)
 			g := group(key)
 			g.diskGiBMS += gib * segEnd.Sub(s).Milliseconds()
 			g.charge("image storage", prices.Storage, s, segEnd, gib)
