@@ -101,28 +101,30 @@ func TestContainerFacts(t *testing.T) {
 		}
 	}()
 	waitFor := func(what string, f func() bool) {
-		deadline := time.Now().Add(15 * time.Second)
+		deadline := time.Now().Add(60 * time.Second)
 		for !f() {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 15 s", what)
+				t.Fatalf("%s: not within 60 s", what)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
 	seen := filepath.Join(d.dir(b.ID), "rootfs/var/lib/kumo/seen")
 	waitFor("user-data ran", func() bool { s, _ := os.ReadFile(seen); return strings.TrimSpace(string(s)) == "c-b" })
-	waitFor("the hog was killed by its cgroup", func() bool {
-		done, _ := os.ReadFile(filepath.Join(d.dir(a.ID), "rootfs/var/lib/kumo/user-data.done"))
-		return strings.TrimSpace(string(done)) != "" && strings.TrimSpace(string(done)) != "0"
-	})
-	if log, _ := os.ReadFile(filepath.Join(d.dir(a.ID), "rootfs/var/log/user-data.log")); strings.Contains(string(log), "survived") {
-		t.Error("the hog survived a 16 MiB limit")
+	// The kernel kills inside the container's memory cgroup (which process
+	// it picks is its choice), and the cgroup never exceeds its limit.
+	oomKills := func() string {
+		b, _ := os.ReadFile("/sys/fs/cgroup/memory/kumo/" + a.ID + "/memory.oom_control")
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "oom_kill "); ok {
+				return v
+			}
+		}
+		return ""
 	}
-	// Killed by the kernel inside its cgroup, which peaked at its limit.
-	log, _ := os.ReadFile(filepath.Join(d.dir(a.ID), "rootfs/var/log/user-data.log"))
-	peak, _ := os.ReadFile("/sys/fs/cgroup/memory/kumo/" + a.ID + "/memory.max_usage_in_bytes")
-	if !strings.Contains(string(log), "Killed") || strings.TrimSpace(string(peak)) != "16777216" {
-		t.Errorf("hog: log %q, cgroup peak %q (want Killed at 16777216)", log, peak)
+	waitFor("an OOM kill in the container's cgroup", func() bool { k := oomKills(); return k != "" && k != "0" })
+	if peak, _ := os.ReadFile("/sys/fs/cgroup/memory/kumo/" + a.ID + "/memory.max_usage_in_bytes"); strings.TrimSpace(string(peak)) != "16777216" {
+		t.Errorf("cgroup peak %q, want the 16 MiB limit", peak)
 	}
 	if st, err := d.Status(ctx, a.ID); err != nil || st.State != driver.Running {
 		t.Errorf("the container itself (init) should still run: %+v %v", st, err)
