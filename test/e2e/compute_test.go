@@ -91,7 +91,7 @@ func instanceState(t *testing.T, c *client.Client, project, name string) (api.In
 // hold; a host that disappears takes its instances to UNKNOWN (not DONE)
 // and back to RUNNING when it returns.
 func TestComputeCLI(t *testing.T) {
-	s := startServer(t, "--host-grace", "2s")
+	s := startServer(t, "--host-grace", "4s")
 	root := []string{"KUMO_SOCKET=" + s.socket}
 	c := client.Socket(s.socket)
 	ag := startAgent(t, s, joinToken(t, root), 4)
