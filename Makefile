@@ -1,6 +1,6 @@
 # kumo - the two commands of the README's quick start are `make up` and `make test`.
 SHELL := /bin/bash
-export PATH := $(PATH):/usr/local/go/bin
+export PATH := $(PATH):/usr/local/go/bin:/usr/sbin:/sbin
 GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/kumo

@@ -4,7 +4,7 @@
 # tiny rootfs image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$PATH:/usr/local/go/bin"
+export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
 
 # Debian packages kumo's tests and drivers use. Installed only if missing.
 PACKAGES=(ca-certificates runc busybox-static)

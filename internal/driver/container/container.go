@@ -54,6 +54,15 @@ var _ driver.Driver = (*Driver)(nil)
 func New(o driver.Options) (*Driver, error) {
 	runc, err := exec.LookPath("runc")
 	if err != nil {
+		// Debian puts it in /usr/sbin, which a user's PATH may lack.
+		for _, p := range []string{"/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc"} {
+			if _, serr := os.Stat(p); serr == nil {
+				runc, err = p, nil
+				break
+			}
+		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("the container driver needs runc (apt-get install runc): %w", err)
 	}
 	if o.StateDir == "" {
