@@ -1,6 +1,9 @@
 package api
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Error codes carried in ErrorBody.Code. Each maps to exactly one HTTP status
 // (internal/server/response owns that map).
@@ -31,17 +34,8 @@ type ErrorBody struct {
 }
 
 func (e *ErrorBody) Error() string {
-	if e.Field != "" && !containsField(e.Message, e.Field) {
+	if e.Field != "" && !strings.Contains(e.Message, e.Field) {
 		return fmt.Sprintf("%s (field %q)", e.Message, e.Field)
 	}
 	return e.Message
-}
-
-func containsField(msg, field string) bool {
-	for i := 0; i+len(field) <= len(msg); i++ {
-		if msg[i:i+len(field)] == field {
-			return true
-		}
-	}
-	return false
 }

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/kumocloud/kumo/api"
-	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/reqctx"
 	"github.com/kumocloud/kumo/internal/scheduler"
 )
@@ -198,5 +197,3 @@ func (svc *Service) HostUsage() (map[string]api.Size, map[string]int) {
 	defer svc.cache.mu.RUnlock()
 	return svc.cache.allocations(), svc.cache.counts()
 }
-
-var _ = errs.ErrNotFound

@@ -414,5 +414,5 @@ func (svc *Service) update(ctx context.Context, name string, fn func(*hostRecord
 	}
 }
 
-// Watch reports host changes (the compute cache follows them).
+// Prefix is the key prefix of hosts (the compute cache follows it).
 const Prefix = hostsPrefix

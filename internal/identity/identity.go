@@ -76,9 +76,6 @@ func New(s store.Store, opts Options, log *slog.Logger) *Service {
 	return &Service{s: s, opts: opts, limiter: newLoginLimiter(opts.LoginFailures, opts.LoginWindow), log: log}
 }
 
-// Store returns the service's store.
-func (svc *Service) Store() store.Store { return svc.s }
-
 func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
 
 func now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"strconv"
 
 	"github.com/google/uuid"
 
@@ -230,7 +231,7 @@ func describeUsage(u api.ResourceCounts) string {
 			if s != "" {
 				s += ", "
 			}
-			s += itoa(p.n) + " " + p.name
+			s += strconv.FormatInt(p.n, 10) + " " + p.name
 		}
 	}
 	if s == "" {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 
 	"github.com/google/uuid"
 	"golang.org/x/crypto/bcrypt"
@@ -34,8 +33,6 @@ func unmarshal(kv store.KV, v any) error {
 	}
 	return nil
 }
-
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 func sortBindings(b []api.RoleBinding) {
 	slices.SortFunc(b, func(x, y api.RoleBinding) int {

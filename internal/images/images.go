@@ -263,7 +263,7 @@ func (svc *Service) Upload(ctx context.Context, project, name string, body io.Re
 		limit = (q.Limit.ImageMiB - q.Usage.ImageMiB) << 20
 	}
 	r.Status, r.Error = api.ImageSaving, ""
-	if rev, err = svc.s.Update(ctx, key(project, name), store.PutJSON("", r).Value, rev); err != nil {
+	if rev, err = svc.s.Update(ctx, key(project, name), store.MustJSON(r), rev); err != nil {
 		return api.Image{}, errs.Conflict("image %q changed; try again", name)
 	}
 	sum, size, tmp, err := svc.receive(body, limit, r)
@@ -288,7 +288,7 @@ func (svc *Service) Upload(ctx context.Context, project, name string, body io.Re
 	os.Remove(tmp)
 	fail := r
 	fail.Status, fail.Error, fail.Size, fail.SHA256 = api.ImageError, err.Error(), 0, ""
-	svc.s.Update(context.WithoutCancel(ctx), key(project, name), store.PutJSON("", fail).Value, rev)
+	svc.s.Update(context.WithoutCancel(ctx), key(project, name), store.MustJSON(fail), rev)
 	return api.Image{}, err
 }
 

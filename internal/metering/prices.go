@@ -2,10 +2,10 @@ package metering
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
@@ -41,15 +41,10 @@ func InitFlavorPriceOp(flavor string, micro int64) store.Op {
 // EnsureFlavorPrice gives a flavor its price: since always if it never had
 // one, else from now on.
 func EnsureFlavorPrice(ctx context.Context, s store.Store, flavor string, micro int64, now time.Time) error {
-	if _, err := s.Create(ctx, flavorPricesPrefix+flavor, mustJSON(pointsRecord{Points: []api.PricePoint{{Micro: micro}}})); err == nil || !errors.Is(err, store.ErrExists) {
+	if _, err := s.Create(ctx, flavorPricesPrefix+flavor, store.MustJSON(pointsRecord{Points: []api.PricePoint{{Micro: micro}}})); err == nil || !errors.Is(err, store.ErrExists) {
 		return err
 	}
 	return SetFlavorPrice(ctx, s, flavor, api.PricePut{Micro: micro, EffectiveAt: now}, now)
-}
-
-func mustJSON(v any) []byte {
-	b, _ := json.Marshal(v)
-	return b
 }
 
 // Load reads prices and rules.
@@ -157,22 +152,10 @@ func SetRules(ctx context.Context, s store.Store, put api.RulesPut) error {
 // MarkAlert records that a budget threshold was crossed in a period;
 // it returns false if it was already recorded (each fires once).
 func MarkAlert(ctx context.Context, s store.Store, project, period string, pct int, ev store.Op) (bool, error) {
-	key := alertsPrefix + project + "/" + period + "/" + itoa(pct)
+	key := alertsPrefix + project + "/" + period + "/" + strconv.Itoa(pct)
 	_, err := s.Txn(ctx, []store.Cond{store.Absent(key)}, []store.Op{store.Put(key, []byte(time.Now().UTC().Format(time.RFC3339))), ev})
 	if errors.Is(err, store.ErrConflict) {
 		return false, nil
 	}
 	return err == nil, err
-}
-
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	var b []byte
-	for n > 0 {
-		b = append([]byte{byte('0' + n%10)}, b...)
-		n /= 10
-	}
-	return string(b)
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -74,7 +73,7 @@ func (s *Server) idempotent(w http.ResponseWriter, r *request, ep Endpoint) {
 	key := idempotencyPrefix + hex.EncodeToString(kh[:])
 
 	rec := idemRecord{Pending: true, BodyHash: bodyHash, CreatedAt: time.Now().UTC(), Instance: s.instance}
-	rev, err := s.store.Create(ctx, key, mustJSON(rec))
+	rev, err := s.store.Create(ctx, key, store.MustJSON(rec))
 	if errors.Is(err, store.ErrExists) {
 		var old idemRecord
 		orev, gerr := store.GetJSON(ctx, s.store, key, &old)
@@ -93,7 +92,7 @@ func (s *Server) idempotent(w http.ResponseWriter, r *request, ep Endpoint) {
 			return
 		}
 		// A stale pending record: its request died; take it over.
-		rev, err = s.store.Update(ctx, key, mustJSON(rec), orev)
+		rev, err = s.store.Update(ctx, key, store.MustJSON(rec), orev)
 	}
 	if err != nil {
 		response.Error(err).Render(w, r.Request)
@@ -108,7 +107,7 @@ func (s *Server) idempotent(w http.ResponseWriter, r *request, ep Endpoint) {
 	defer cancel()
 	if cw.status >= 500 {
 		s.store.Delete(sctx, key, rev) // let a retry try again
-	} else if _, err := s.store.Update(sctx, key, mustJSON(done), rev); err != nil {
+	} else if _, err := s.store.Update(sctx, key, store.MustJSON(done), rev); err != nil {
 		s.log.Warn("saving idempotency record", "err", err)
 	}
 	for k, v := range cw.header {
@@ -136,14 +135,6 @@ func replay(w http.ResponseWriter, rec idemRecord) {
 	}
 	w.WriteHeader(rec.Status)
 	w.Write(rec.Body)
-}
-
-func mustJSON(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	return b
 }
 
 func pruneIdempotency(ctx context.Context, s store.Store, cutoff time.Time) {

@@ -19,13 +19,15 @@ func GetJSON(ctx context.Context, s Store, key string, v any) (int64, error) {
 }
 
 // PutJSON is an Op writing v as JSON at key.
-func PutJSON(key string, v any) Op {
+func PutJSON(key string, v any) Op { return Put(key, MustJSON(v)) }
+
+// MustJSON encodes one of kumo's own stored types, which always marshal.
+func MustJSON(v any) []byte {
 	b, err := json.Marshal(v)
 	if err != nil {
-		// Only kumo's own types are stored; they always marshal.
-		panic(fmt.Sprintf("store: marshal %s: %v", key, err))
+		panic(fmt.Sprintf("store: marshal %T: %v", v, err))
 	}
-	return Put(key, b)
+	return b
 }
 
 // ListAll returns every key under prefix, reading in pages.
