@@ -8,6 +8,8 @@ import (
 	"sort"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/kumocloud/kumo/internal/atomicfile"
 )
 
 // Config is the CLI's file of remotes (servers logged in to), kept 0600
@@ -82,11 +84,7 @@ func (c *Config) save() error {
 	if err != nil {
 		return err
 	}
-	tmp := c.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, c.path)
+	return atomicfile.Write(c.path, b, 0o600)
 }
 
 func (c *Config) names() []string {

@@ -22,6 +22,7 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/kumocloud/kumo/internal/atomicfile"
 	"github.com/kumocloud/kumo/internal/compute"
 	"github.com/kumocloud/kumo/internal/driver"
 	"github.com/kumocloud/kumo/internal/events"
@@ -202,7 +203,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	s.ops.Register(opDeleteProject, s.runDeleteProject)
 	credFile := filepath.Join(cfg.DataDir, "admin-credentials")
 	pw, err := s.ids.Bootstrap(ctx, flavor.SeedOps(ctx), func(password string) error {
-		return writeFileAtomic(credFile, []byte(fmt.Sprintf("user: %s\npassword: %s\n", identity.AdminUser, password)), 0o600)
+		return atomicfile.Write(credFile, []byte(fmt.Sprintf("user: %s\npassword: %s\n", identity.AdminUser, password)), 0o600)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bootstrap: %w", err)

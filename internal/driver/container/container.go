@@ -32,6 +32,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/atomicfile"
 	"github.com/kumocloud/kumo/internal/driver"
 )
 
@@ -154,11 +155,7 @@ func (d *Driver) readMeta(id string) (meta, error) {
 
 func (d *Driver) writeMeta(id string, m meta) error {
 	b, _ := json.Marshal(m)
-	tmp := filepath.Join(d.dir(id), "meta.json.tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(d.dir(id), "meta.json"))
+	return atomicfile.Write(filepath.Join(d.dir(id), "meta.json"), b, 0o600)
 }
 
 // image returns the cached, read-only rootfs of an image, filling the

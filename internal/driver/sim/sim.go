@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/atomicfile"
 	"github.com/kumocloud/kumo/internal/driver"
 )
 
@@ -290,12 +291,7 @@ func (d *Driver) Sync() error {
 	if err != nil {
 		return err
 	}
-	tmp := d.path + ".tmp"
-	err = os.WriteFile(tmp, b, 0o600)
-	if err == nil {
-		err = os.Rename(tmp, d.path)
-	}
-	if err != nil {
+	if err = atomicfile.Write(d.path, b, 0o600); err != nil {
 		d.mu.Lock()
 		d.dirty = true
 		d.mu.Unlock()
