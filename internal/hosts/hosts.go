@@ -391,27 +391,18 @@ func (svc *Service) SetState(ctx context.Context, name, state string) (api.Host,
 }
 
 func (svc *Service) update(ctx context.Context, name string, fn func(*hostRecord)) (api.Host, error) {
-	for {
-		var h hostRecord
-		rev, err := store.GetJSON(ctx, svc.s, hostsPrefix+name, &h)
-		if errors.Is(err, store.ErrNotFound) {
-			return api.Host{}, errs.NotFound("host %q not found", name)
-		}
-		if err != nil {
-			return api.Host{}, err
-		}
-		fn(&h)
+	h, rev, err := store.UpdateJSON(ctx, svc.s, hostsPrefix+name, func(h *hostRecord) error {
+		fn(h)
 		h.UpdatedAt = now()
-		nrev, err := svc.s.Txn(ctx, []store.Cond{store.At(hostsPrefix+name, rev)}, []store.Op{
-			store.PutJSON(hostsPrefix+name, h),
-			events.Op(ctx, "host", events.Updated, "", "/v1/hosts/"+name, h.Host),
-		})
-		if errors.Is(err, store.ErrConflict) {
-			continue
-		}
-		h.Revision = nrev
-		return h.Host, err
+		return nil
+	}, func(h *hostRecord) []store.Op {
+		return []store.Op{events.Op(ctx, "host", events.Updated, "", "/v1/hosts/"+name, h.Host)}
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return api.Host{}, errs.NotFound("host %q not found", name)
 	}
+	h.Revision = rev
+	return h.Host, err
 }
 
 // Prefix is the key prefix of hosts (the compute cache follows it).

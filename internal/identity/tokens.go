@@ -184,25 +184,16 @@ func (svc *Service) GetToken(ctx context.Context, id string) (api.Token, error) 
 
 // RevokeToken marks a token revoked; it fails authentication from then on.
 func (svc *Service) RevokeToken(ctx context.Context, id string) (api.Token, error) {
-	for {
-		var rec tokenRecord
-		rev, err := store.GetJSON(ctx, svc.s, tokenKey(id), &rec)
-		if isNotFound(err) {
-			return api.Token{}, errs.NotFound("token %q not found", id)
-		}
-		if err != nil {
-			return api.Token{}, err
-		}
-		rec.Revoked = true
-		_, err = svc.s.Txn(ctx, []store.Cond{store.At(tokenKey(id), rev)}, []store.Op{
-			store.PutJSON(tokenKey(id), rec),
-			events.Op(ctx, "token", events.Deleted, "", tokenURL(id), rec.api()),
-		})
-		if errors.Is(err, store.ErrConflict) {
-			continue
-		}
-		return rec.api(), err
+	rec, _, err := store.UpdateJSON(ctx, svc.s, tokenKey(id), func(r *tokenRecord) error {
+		r.Revoked = true
+		return nil
+	}, func(r *tokenRecord) []store.Op {
+		return []store.Op{events.Op(ctx, "token", events.Deleted, "", tokenURL(id), r.api())}
+	})
+	if isNotFound(err) {
+		return api.Token{}, errs.NotFound("token %q not found", id)
 	}
+	return rec.api(), err
 }
 
 // PruneTokens deletes tokens that expired before cutoff.

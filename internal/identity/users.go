@@ -152,27 +152,22 @@ func (svc *Service) ListUsers(ctx context.Context, sel map[string]string, after 
 
 // updateUser applies fn to a user with CAS and records an event.
 func (svc *Service) updateUser(ctx context.Context, name, project string, fn func(*userRecord) error) (api.User, error) {
-	for {
-		rec, rev, err := svc.getUserRecord(ctx, name)
-		if err != nil {
-			return api.User{}, err
+	rec, rev, err := store.UpdateJSON(ctx, svc.s, userKey(name), func(r *userRecord) error {
+		if err := fn(r); err != nil {
+			return err
 		}
-		if err := fn(&rec); err != nil {
-			return api.User{}, err
-		}
-		rec.UpdatedAt = now()
-		nrev, err := svc.s.Txn(ctx, []store.Cond{store.At(userKey(name), rev)}, []store.Op{
-			store.PutJSON(userKey(name), rec),
-			events.Op(ctx, "user", events.Updated, project, userURL(name), rec.api(0)),
-		})
-		if errors.Is(err, store.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return api.User{}, err
-		}
-		return rec.api(nrev), nil
+		r.UpdatedAt = now()
+		return nil
+	}, func(r *userRecord) []store.Op {
+		return []store.Op{events.Op(ctx, "user", events.Updated, project, userURL(name), r.api(0))}
+	})
+	if isNotFound(err) {
+		return api.User{}, errs.NotFound("user %q not found", name)
 	}
+	if err != nil {
+		return api.User{}, err
+	}
+	return rec.api(rev), nil
 }
 
 // SetPassword replaces a user's password.

@@ -214,29 +214,23 @@ func (svc *Service) List(ctx context.Context, project string) ([]api.Image, erro
 
 // Patch changes visibility and sharing (the owner project).
 func (svc *Service) Patch(ctx context.Context, project, name string, p api.ImagePatch) (api.Image, error) {
-	for {
-		r, rev, err := svc.get(ctx, project, name)
-		if err != nil {
-			return api.Image{}, err
-		}
+	r, rev, err := store.UpdateJSON(ctx, svc.s, key(project, name), func(r *record) error {
 		if p.Visibility != nil {
 			r.Visibility = *p.Visibility
 		}
 		if p.SharedWith != nil {
 			r.SharedWith = p.SharedWith
 		}
-		if err := checkVisibility(r.Visibility, r.SharedWith); err != nil {
-			return api.Image{}, err
-		}
 		r.UpdatedAt = svc.now().UTC()
-		nrev, err := svc.s.Txn(ctx, []store.Cond{store.At(key(project, name), rev)}, []store.Op{
-			store.PutJSON(key(project, name), r), events.Op(ctx, "image", events.Updated, project, url(project, name), r.Image)})
-		if errors.Is(err, store.ErrConflict) {
-			continue
-		}
-		r.Revision = nrev
-		return r.Image, err
+		return checkVisibility(r.Visibility, r.SharedWith)
+	}, func(r *record) []store.Op {
+		return []store.Op{events.Op(ctx, "image", events.Updated, project, url(project, name), r.Image)}
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return api.Image{}, errs.NotFound("image %q not found in project %q", name, project)
 	}
+	r.Revision = rev
+	return r.Image, err
 }
 
 // BlobPath is where the bytes with this sha256 are kept.

@@ -153,22 +153,15 @@ func (m *Manager) run(rec record) {
 
 // update applies fn to the record with CAS and emits an event.
 func (m *Manager) update(ctx context.Context, id string, fn func(*record)) {
-	for i := 0; i < 100; i++ {
-		var rec record
-		rev, err := store.GetJSON(ctx, m.s, key(id), &rec)
-		if err != nil {
-			m.log.Warn("operation update", "operation", id, "err", err)
-			return
-		}
-		fn(&rec)
-		rec.UpdatedAt = time.Now().UTC()
-		_, err = m.s.Txn(ctx, []store.Cond{store.At(key(id), rev)}, []store.Op{
-			store.PutJSON(key(id), rec),
-			events.Op(ctx, "operation", events.Updated, rec.Project, "/v1/operations/"+id, rec.Operation),
-		})
-		if err == nil || !errors.Is(err, store.ErrConflict) {
-			return
-		}
+	_, _, err := store.UpdateJSON(ctx, m.s, key(id), func(r *record) error {
+		fn(r)
+		r.UpdatedAt = time.Now().UTC()
+		return nil
+	}, func(r *record) []store.Op {
+		return []store.Op{events.Op(ctx, "operation", events.Updated, r.Project, "/v1/operations/"+id, r.Operation)}
+	})
+	if err != nil {
+		m.log.Warn("operation update", "operation", id, "err", err)
 	}
 }
 

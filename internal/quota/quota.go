@@ -192,27 +192,19 @@ const maxRetries = 1000
 // Update applies fn to the record with CAS, retrying on conflicts, and
 // writes extra ops (e.g. an event) in the same transaction.
 func Update(ctx context.Context, s store.Store, project string, fn func(*Record) error, extra func(Record) []store.Op) (Record, error) {
-	for i := 0; i < maxRetries; i++ {
-		r, rev, err := Get(ctx, s, project)
-		if err != nil {
-			return r, err
+	r, _, err := store.UpdateJSON(ctx, s, Key(project), fn, func(r *Record) []store.Op {
+		if extra == nil {
+			return nil
 		}
-		if err := fn(&r); err != nil {
-			return r, err
-		}
-		ops := []store.Op{store.PutJSON(Key(project), r)}
-		if extra != nil {
-			ops = append(ops, extra(r)...)
-		}
-		_, err = s.Txn(ctx, []store.Cond{store.At(Key(project), rev)}, ops)
-		if err == nil {
-			return r, nil
-		}
-		if !errors.Is(err, store.ErrConflict) {
-			return r, err
-		}
+		return extra(*r)
+	})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return r, errs.NotFound("project %q not found", project)
+	case errors.Is(err, store.ErrConflict):
+		return r, errs.Unavailable("quota of project %q is too contended; try again", project)
 	}
-	return Record{}, errs.Unavailable("quota of project %q is too contended; try again", project)
+	return r, err
 }
 
 // Reserve adds delta to the project's usage (negative figures release) and

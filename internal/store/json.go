@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 )
 
@@ -120,4 +121,32 @@ func Decode(kv KV, v any) error {
 		return fmt.Errorf("decode %s: %w", kv.Key, err)
 	}
 	return nil
+}
+
+// UpdateJSON is the read-modify-write of one JSON object, done right: it
+// reads key, lets fn change the value, and writes it back only if key is
+// still at the revision read (with extra ops, made from the new value, in
+// the same transaction), trying again when somebody wrote in between. An
+// error from fn ends it unchanged; a missing key is ErrNotFound.
+func UpdateJSON[T any](ctx context.Context, s Store, key string, fn func(*T) error, extra func(*T) []Op) (T, int64, error) {
+	for attempt := 0; attempt < 100; attempt++ {
+		var v T
+		rev, err := GetJSON(ctx, s, key, &v)
+		if err != nil {
+			return v, 0, err
+		}
+		if err := fn(&v); err != nil {
+			return v, 0, err
+		}
+		ops := []Op{PutJSON(key, v)}
+		if extra != nil {
+			ops = append(ops, extra(&v)...)
+		}
+		nrev, err := s.Txn(ctx, []Cond{At(key, rev)}, ops)
+		if !errors.Is(err, ErrConflict) {
+			return v, nrev, err
+		}
+	}
+	var zero T
+	return zero, 0, fmt.Errorf("%s keeps changing: %w", key, ErrConflict)
 }
