@@ -36,18 +36,12 @@ func (svc *Service) getGroup(ctx context.Context, project, name string) (groupRe
 
 // allGroups maps "project/name" to every server group.
 func (svc *Service) allGroups(ctx context.Context) (map[string]groupRecord, error) {
-	kvs, err := store.ListAll(ctx, svc.s, groupsPrefix)
-	if err != nil {
-		return nil, err
-	}
+	items, err := store.ListJSON[groupRecord](ctx, svc.s, groupsPrefix)
 	out := map[string]groupRecord{}
-	for _, kv := range kvs {
-		var g groupRecord
-		if store.Decode(kv, &g) == nil {
-			out[g.Project+"/"+g.Name] = g
-		}
+	for _, it := range items {
+		out[it.Value.Project+"/"+it.Value.Name] = it.Value
 	}
-	return out, nil
+	return out, err
 }
 
 func (svc *Service) groupAPI(g groupRecord, rev int64) api.ServerGroup {
@@ -101,18 +95,12 @@ func (svc *Service) GetGroup(ctx context.Context, project, name string) (api.Ser
 
 // ListGroups lists a project's server groups.
 func (svc *Service) ListGroups(ctx context.Context, project string) ([]api.ServerGroup, error) {
-	kvs, err := store.ListAll(ctx, svc.s, groupsPrefix+project+"/")
-	if err != nil {
-		return nil, err
-	}
+	items, err := store.ListJSON[groupRecord](ctx, svc.s, groupsPrefix+project+"/")
 	out := []api.ServerGroup{}
-	for _, kv := range kvs {
-		var g groupRecord
-		if store.Decode(kv, &g) == nil {
-			out = append(out, svc.groupAPI(g, kv.Revision))
-		}
+	for _, it := range items {
+		out = append(out, svc.groupAPI(it.Value, it.Revision))
 	}
-	return out, nil
+	return out, err
 }
 
 // DeleteGroup removes an empty server group.

@@ -329,24 +329,12 @@ type Metered struct {
 // ForMetering returns every instance of a project ("" = all), live and
 // archived, with history.
 func (svc *Service) ForMetering(ctx context.Context, project string) ([]Metered, error) {
-	var out []Metered
-	for _, prefix := range []string{instancesPrefix, archivePrefix} {
-		p := prefix
-		if project != "" {
-			p += project + "/"
-		}
-		kvs, err := store.ListAll(ctx, svc.s, p)
-		if err != nil {
-			return nil, err
-		}
-		for _, kv := range kvs {
-			var r record
-			if store.Decode(kv, &r) == nil {
-				out = append(out, Metered{Instance: r.Instance, History: r.History})
-			}
-		}
+	items, err := store.ListJSON[record](ctx, svc.s, store.Under(project, instancesPrefix, archivePrefix)...)
+	out := make([]Metered, len(items))
+	for i, it := range items {
+		out[i] = Metered{Instance: it.Value.Instance, History: it.Value.History}
 	}
-	return out, nil
+	return out, err
 }
 
 // Action carries out a user action: the instance moves at once to the

@@ -121,18 +121,12 @@ func ParseJoinToken(tok string) (fp, id, secret string, err error) {
 
 // ListJoinTokens lists join tokens (without secrets).
 func (svc *Service) ListJoinTokens(ctx context.Context) ([]api.JoinToken, error) {
-	kvs, err := store.ListAll(ctx, svc.s, joinPrefix)
-	if err != nil {
-		return nil, err
-	}
+	items, err := store.ListJSON[joinRecord](ctx, svc.s, joinPrefix)
 	out := []api.JoinToken{}
-	for _, kv := range kvs {
-		var r joinRecord
-		if store.Decode(kv, &r) == nil {
-			out = append(out, r.JoinToken)
-		}
+	for _, it := range items {
+		out = append(out, it.Value.JoinToken)
 	}
-	return out, nil
+	return out, err
 }
 
 // DeleteJoinToken revokes a join token (agents that joined stay).

@@ -197,15 +197,14 @@ func (svc *Service) Resolve(ctx context.Context, project, ref string) (api.Image
 
 // List returns the images project can use: its own, public and shared ones.
 func (svc *Service) List(ctx context.Context, project string) ([]api.Image, error) {
-	kvs, err := store.ListAll(ctx, svc.s, prefix)
+	items, err := store.ListJSON[record](ctx, svc.s, prefix)
 	if err != nil {
 		return nil, err
 	}
 	out := []api.Image{}
-	for _, kv := range kvs {
-		var r record
-		if store.Decode(kv, &r) == nil && visibleTo(r.Image, project) {
-			r.Revision = kv.Revision
+	for _, it := range items {
+		if r := it.Value; visibleTo(r.Image, project) {
+			r.Revision = it.Revision
 			out = append(out, r.Image)
 		}
 	}
@@ -329,13 +328,12 @@ func (svc *Service) receive(body io.Reader, limit int64, r record) (sum string, 
 
 // dropBlobIfUnused removes a file no image points at any more.
 func (svc *Service) dropBlobIfUnused(ctx context.Context, sum string) {
-	kvs, err := store.ListAll(ctx, svc.s, prefix)
+	items, err := store.ListJSON[record](ctx, svc.s, prefix)
 	if err != nil {
 		return
 	}
-	for _, kv := range kvs {
-		var r record
-		if store.Decode(kv, &r) == nil && r.SHA256 == sum {
+	for _, it := range items {
+		if it.Value.SHA256 == sum {
 			return
 		}
 	}
@@ -372,14 +370,13 @@ func (svc *Service) Delete(ctx context.Context, project, name string, force bool
 
 // BySum finds an active image with these bytes (agents fetch by hash).
 func (svc *Service) BySum(ctx context.Context, sum string) (api.Image, error) {
-	kvs, err := store.ListAll(ctx, svc.s, prefix)
+	items, err := store.ListJSON[record](ctx, svc.s, prefix)
 	if err != nil {
 		return api.Image{}, err
 	}
-	for _, kv := range kvs {
-		var r record
-		if store.Decode(kv, &r) == nil && r.SHA256 == sum && r.Status == api.ImageActive {
-			return r.Image, nil
+	for _, it := range items {
+		if it.Value.SHA256 == sum && it.Value.Status == api.ImageActive {
+			return it.Value.Image, nil
 		}
 	}
 	return api.Image{}, errs.NotFound("no image with sha256 %s", sum)
@@ -395,22 +392,12 @@ type Stored struct {
 // StoredImages lists every image of a project ("" = all) that has had
 // bytes, deleted ones included.
 func (svc *Service) StoredImages(ctx context.Context, project string) ([]Stored, error) {
+	items, err := store.ListJSON[record](ctx, svc.s, store.Under(project, prefix, archivePrefix)...)
 	var out []Stored
-	for _, pre := range []string{prefix, archivePrefix} {
-		p := pre
-		if project != "" {
-			p += project + "/"
-		}
-		kvs, err := store.ListAll(ctx, svc.s, p)
-		if err != nil {
-			return nil, err
-		}
-		for _, kv := range kvs {
-			var r record
-			if store.Decode(kv, &r) == nil && !r.ActiveAt.IsZero() {
-				out = append(out, Stored{Project: r.Project, Name: r.Name, Bytes: r.Size, From: r.ActiveAt, To: r.DeletedAt})
-			}
+	for _, it := range items {
+		if r := it.Value; !r.ActiveAt.IsZero() {
+			out = append(out, Stored{Project: r.Project, Name: r.Name, Bytes: r.Size, From: r.ActiveAt, To: r.DeletedAt})
 		}
 	}
-	return out, nil
+	return out, err
 }

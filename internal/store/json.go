@@ -150,3 +150,42 @@ func UpdateJSON[T any](ctx context.Context, s Store, key string, fn func(*T) err
 	var zero T
 	return zero, 0, fmt.Errorf("%s keeps changing: %w", key, ErrConflict)
 }
+
+// Item is one decoded object of a listing.
+type Item[T any] struct {
+	Key      string
+	Revision int64
+	Value    T
+}
+
+// ListJSON decodes every object under the prefixes, in key order per
+// prefix; records that do not decode are skipped.
+func ListJSON[T any](ctx context.Context, s Store, prefixes ...string) ([]Item[T], error) {
+	var out []Item[T]
+	for _, prefix := range prefixes {
+		kvs, err := ListAll(ctx, s, prefix)
+		if err != nil {
+			return nil, err
+		}
+		for _, kv := range kvs {
+			var v T
+			if json.Unmarshal(kv.Value, &v) == nil {
+				out = append(out, Item[T]{Key: kv.Key, Revision: kv.Revision, Value: v})
+			}
+		}
+	}
+	return out, nil
+}
+
+// Under narrows key prefixes of per-project keys (PREFIX/project/...) to
+// one project; "" keeps them whole.
+func Under(project string, prefixes ...string) []string {
+	if project == "" {
+		return prefixes
+	}
+	out := make([]string, len(prefixes))
+	for i, p := range prefixes {
+		out[i] = p + project + "/"
+	}
+	return out
+}
