@@ -67,7 +67,7 @@ func Paginate[T any](ctx context.Context, s Store, prefix, after string, limit i
 		if err != nil {
 			return nil, "", err
 		}
-		for _, kv := range res.KVs {
+		for i, kv := range res.KVs {
 			cursor = kv.Key
 			v, keep, err := decode(kv)
 			if err != nil {
@@ -78,12 +78,9 @@ func Paginate[T any](ctx context.Context, s Store, prefix, after string, limit i
 			}
 			out = append(out, v)
 			if limit > 0 && len(out) == limit {
-				// There is a next page only if keys remain.
-				more, err := s.List(ctx, prefix, Page{After: cursor, Limit: 1})
-				if err != nil {
-					return nil, "", err
-				}
-				if len(more.KVs) > 0 {
+				// A next page only if keys remain (they may all be
+				// filtered out: then that page is empty).
+				if i < len(res.KVs)-1 || res.More {
 					return out, cursor[len(prefix):], nil
 				}
 				return out, "", nil
