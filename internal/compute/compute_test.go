@@ -121,3 +121,37 @@ func TestCreateActionsAndQuota(t *testing.T) {
 		t.Fatalf("unknown action: %v", err)
 	}
 }
+
+// An image's min flavor, kind and status are checked at create.
+func TestImageChecksAtCreate(t *testing.T) {
+	svc, _ := newService(t)
+	ctx := context.Background()
+	images := map[string]api.Image{
+		"big":     {Meta: api.Meta{Name: "big"}, Kind: api.KindContainerRootfs, Status: api.ImageActive, MinFlavor: "medium", SHA256: "abc"},
+		"disk":    {Meta: api.Meta{Name: "disk"}, Kind: api.KindVMDisk, Status: api.ImageActive},
+		"pending": {Meta: api.Meta{Name: "pending"}, Kind: api.KindContainerRootfs, Status: api.ImageQueued},
+	}
+	svc.ResolveImage = func(_ context.Context, _, ref string) (api.Image, error) {
+		if img, ok := images[ref]; ok {
+			return img, nil
+		}
+		return api.Image{}, errs.NotFound("image %q not found", ref)
+	}
+	for _, tc := range []struct {
+		req  api.InstancesPost
+		want error
+	}{
+		{api.InstancesPost{Name: "a", Type: "container", Flavor: "small", Image: "big"}, errs.ErrInvalid},
+		{api.InstancesPost{Name: "b", Type: "container", Flavor: "disk-less", Image: "big"}, errs.ErrNotFound},
+		{api.InstancesPost{Name: "c", Type: "container", Flavor: "small", Image: "disk"}, errs.ErrInvalid},
+		{api.InstancesPost{Name: "d", Type: "container", Flavor: "small", Image: "pending"}, errs.ErrConflict},
+	} {
+		if _, err := svc.Create(ctx, "p", tc.req); !errors.Is(err, tc.want) {
+			t.Errorf("%+v: %v, want %v", tc.req, err, tc.want)
+		}
+	}
+	in, err := svc.Create(ctx, "p", api.InstancesPost{Name: "e", Type: "container", Flavor: "large", Image: "big"})
+	if err != nil || in.ImageSHA256 != "abc" {
+		t.Fatalf("create from an image: %+v %v", in, err)
+	}
+}

@@ -219,6 +219,12 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 				req.Type == api.TypeVM && img.Kind == api.KindContainerRootfs:
 				return api.Instance{}, errs.Invalid("image", "image %q is a %s; a %s needs another kind", req.Image, img.Kind, req.Type)
 			}
+			if img.MinFlavor != "" {
+				if min, err := flavor.Get(ctx, svc.s, img.MinFlavor); err == nil &&
+					(fl.VCPUs < min.VCPUs || fl.MemoryMiB < min.MemoryMiB || fl.DiskGiB < min.DiskGiB) {
+					return api.Instance{}, errs.Invalid("flavor", "image %q needs at least flavor %s (%d vCPU, %d MiB, %d GiB); %s is smaller", req.Image, min.Name, min.VCPUs, min.MemoryMiB, min.DiskGiB, fl.Name)
+				}
+			}
 			imageSum = img.SHA256
 		}
 	}

@@ -19,8 +19,7 @@ func BenchmarkStartVsRunc(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
 	}
-	t := &testing.T{}
-	sum, fetch := tiny(t)
+	sum, fetch := tiny(b)
 	d, err := New(driver.Options{StateDir: b.TempDir(), FetchImage: fetch, HostName: "bench"})
 	if err != nil {
 		b.Fatal(err)

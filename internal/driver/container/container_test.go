@@ -19,7 +19,7 @@ import (
 )
 
 // tiny builds the tiny rootfs and serves it like the image service.
-func tiny(t *testing.T) (string, func(context.Context, string) (io.ReadCloser, error)) {
+func tiny(t testing.TB) (string, func(context.Context, string) (io.ReadCloser, error)) {
 	var buf bytes.Buffer
 	if err := rootfs.Build(&buf, rootfs.Busybox); err != nil {
 		t.Fatal(err)
