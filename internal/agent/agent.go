@@ -487,13 +487,23 @@ func (a *Agent) monitor(ctx context.Context) {
 			}
 		}
 		a.mu.Unlock()
+		if len(check) == 0 {
+			continue
+		}
+		// One listing per check, not one driver call per instance.
+		sts, err := a.cfg.Driver.Recover(ctx)
+		if err != nil {
+			continue
+		}
+		have := make(map[string]driver.Status, len(sts))
+		for _, st := range sts {
+			have[st.ID] = st
+		}
 		for _, as := range check {
-			st, err := a.cfg.Driver.Status(ctx, as.ID)
+			st, ok := have[as.ID]
 			switch {
-			case errors.Is(err, driver.ErrNotFound):
+			case !ok:
 				a.report(as, api.StateFailed, "the instance disappeared from its host")
-			case err != nil:
-				continue
 			case st.State == driver.Stopped:
 				a.report(as, api.StatePoweroff, "it stopped by itself (PID 1 exited)")
 			default:

@@ -499,8 +499,13 @@ func (d *Driver) Status(ctx context.Context, id string) (driver.Status, error) {
 	if err != nil {
 		return driver.Status{}, err
 	}
+	return d.status(id, m, d.state(ctx, id)), nil
+}
+
+// status turns runc's word for a container into the driver's.
+func (d *Driver) status(id string, m meta, runcState string) driver.Status {
 	st := driver.Status{ID: id, Host: m.Spec.Host}
-	switch d.state(ctx, id) {
+	switch runcState {
 	case "running":
 		st.State = driver.Running
 	case "paused":
@@ -516,7 +521,27 @@ func (d *Driver) Status(ctx context.Context, id string) (driver.Status, error) {
 		}
 	}
 	st.CPUSeconds, st.MemoryMiB = cgroupUsage(id)
-	return st, nil
+	return st
+}
+
+// states asks runc once for every container it knows.
+func (d *Driver) states(ctx context.Context) (map[string]string, error) {
+	out, err := d.runcCmd(ctx, "list", "--format", "json")
+	if err != nil {
+		return nil, err
+	}
+	var list []struct {
+		ID     string `json:"id"`
+		Status string `json:"status"`
+	}
+	if err := json.Unmarshal(out, &list); err != nil {
+		return nil, fmt.Errorf("runc list: %w", err)
+	}
+	m := make(map[string]string, len(list))
+	for _, c := range list {
+		m[c.ID] = c.Status
+	}
+	return m, nil
 }
 
 // cgroupUsage reads CPU time and memory from the v1 hierarchy.
@@ -537,10 +562,15 @@ func (d *Driver) Recover(ctx context.Context) ([]driver.Status, error) {
 	if err != nil {
 		return nil, err
 	}
+	// One runc call for all of them: agents call this on every check.
+	states, err := d.states(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var out []driver.Status
 	for _, e := range es {
-		if st, err := d.Status(ctx, e.Name()); err == nil {
-			out = append(out, st)
+		if m, err := d.readMeta(e.Name()); err == nil {
+			out = append(out, d.status(e.Name(), m, states[e.Name()]))
 		}
 	}
 	return out, nil
