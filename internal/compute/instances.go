@@ -459,10 +459,9 @@ func (svc *Service) writeBatch(ctx context.Context, changes []change) (revs map[
 // change is a record to write at a revision, with how to redo it on a
 // fresh copy if the revision moved.
 type change struct {
-	rec   record
-	rev   int64
-	redo  func(*record) bool
-	label string
+	rec  record
+	rev  int64
+	redo func(*record) bool
 }
 
 func (svc *Service) writeOne(ctx context.Context, c change) (int64, bool) {

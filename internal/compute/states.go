@@ -121,15 +121,6 @@ func onHost(state string) bool {
 	return true
 }
 
-// agentWork: states in which the agent has something to do.
-func agentWork(state string) bool {
-	switch state {
-	case api.StateProlog, api.StateBoot, api.StateShutdown, api.StateSave, api.StateEpilog:
-		return true
-	}
-	return false
-}
-
 // StatesDoc renders the action table as the Markdown table in
 // docs/states.md.
 func StatesDoc() string {

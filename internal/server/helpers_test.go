@@ -86,15 +86,6 @@ func (ts *testServer) do(method, path, token string, body any, hdr ...string) re
 	return resp{w.Code, w.Body.Bytes(), w.Header()}
 }
 
-// socket sends a request as over the local Unix socket.
-func (ts *testServer) socket(method, path string, body any) resp {
-	ts.t.Helper()
-	saved := ts.net
-	ts.net = ts.s.SocketHandler()
-	defer func() { ts.net = saved }()
-	return ts.do(method, path, "", body)
-}
-
 // user creates a user with roles (project:role) and returns a token.
 func (ts *testServer) user(name string, cloudAdmin bool, roles ...string) string {
 	ts.t.Helper()

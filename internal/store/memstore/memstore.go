@@ -24,7 +24,6 @@ type Store struct {
 	// compacted is the newest revision no longer in history.
 	compacted int64
 	changed   chan struct{} // closed and replaced on every write
-	closed    bool
 }
 
 var _ store.Store = (*Store)(nil)
