@@ -60,6 +60,8 @@ type Instance struct {
 	Actions []string `json:"actions"`
 	// Placements are the instance's stays on hosts, for metering and audit.
 	Placements []Placement `json:"placements,omitempty"`
+	// Usage is the latest its host reported (kept in memory, not stored).
+	Usage *InstanceUsage `json:"usage,omitempty"`
 }
 
 // Placement is one stay of an instance on a host; End is zero while it lasts.
@@ -269,6 +271,17 @@ type ServerGroupsPost struct {
 // its hosts that are not.
 type Heartbeat struct {
 	Down []string `json:"down,omitempty"`
+	// Usage is what the running instances of its hosts use now.
+	Usage []InstanceUsage `json:"usage,omitempty"`
+}
+
+// InstanceUsage is an instance's CPU time and memory, as its host's
+// driver measures them (cgroups for containers).
+type InstanceUsage struct {
+	ID         string    `json:"id"`
+	CPUSeconds float64   `json:"cpu_seconds"`
+	MemoryMiB  int64     `json:"memory_mib"`
+	At         time.Time `json:"at"`
 }
 
 // UsageReport is what a project used (or every project, for a cloud

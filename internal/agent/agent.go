@@ -253,6 +253,14 @@ func (a *Agent) heartbeats(ctx context.Context) {
 				}
 			}
 		}
+		if sts, err := a.cfg.Driver.Recover(ctx); err == nil {
+			now := time.Now().UTC()
+			for _, st := range sts {
+				if st.State == driver.Running || st.State == driver.Suspended {
+					hb.Usage = append(hb.Usage, api.InstanceUsage{ID: st.ID, CPUSeconds: st.CPUSeconds, MemoryMiB: st.MemoryMiB, At: now})
+				}
+			}
+		}
 		if err := a.c.AgentHeartbeat(ctx, a.id, hb); err != nil && ctx.Err() == nil {
 			a.log.Warn("heartbeat", "err", err)
 		}

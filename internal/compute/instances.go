@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -104,7 +105,9 @@ type Service struct {
 	policy string
 	kick   chan struct{}
 	// Now is the clock every transition is stamped with (tests set it).
-	Now func() time.Time
+	Now     func() time.Time
+	usageMu sync.Mutex
+	usage   map[string]api.InstanceUsage
 	// ResolveImage finds the image an instance names (the image service).
 	ResolveImage func(ctx context.Context, project, ref string) (api.Image, error)
 }
@@ -114,7 +117,7 @@ func New(s store.Store, h *hosts.Service, policy string, log *slog.Logger) *Serv
 	if policy == "" {
 		policy = scheduler.Packing
 	}
-	return &Service{s: s, hosts: h, log: log, cache: newCache(), policy: policy, kick: make(chan struct{}, 1), Now: time.Now}
+	return &Service{s: s, hosts: h, log: log, cache: newCache(), policy: policy, kick: make(chan struct{}, 1), Now: time.Now, usage: map[string]api.InstanceUsage{}}
 }
 
 // Policy is the scheduling policy in force.
@@ -284,7 +287,7 @@ func (svc *Service) Get(ctx context.Context, project, name string) (api.Instance
 	if err != nil {
 		return api.Instance{}, nil, err
 	}
-	return r.api(rev), r.History, nil
+	return svc.withUsage(r.api(rev)), r.History, nil
 }
 
 // List lists a project's live instances (and DONE ones with all).
@@ -294,7 +297,7 @@ func (svc *Service) List(ctx context.Context, project string, sel map[string]str
 		if err := store.Decode(kv, &r); err != nil {
 			return api.Instance{}, false, err
 		}
-		return r.api(kv.Revision), r.HasLabels(sel), nil
+		return svc.withUsage(r.api(kv.Revision)), r.HasLabels(sel), nil
 	})
 	if err != nil || !all || next != "" {
 		return items, next, err
@@ -307,6 +310,36 @@ func (svc *Service) List(ctx context.Context, project string, sel map[string]str
 		}
 	}
 	return items, "", err
+}
+
+// SetUsage keeps the latest usage reported for instances, in memory like
+// liveness: it changes every heartbeat and is worth nothing after a restart.
+func (svc *Service) SetUsage(us []api.InstanceUsage) {
+	svc.usageMu.Lock()
+	defer svc.usageMu.Unlock()
+	for _, u := range us {
+		svc.usage[u.ID] = u
+	}
+	// Forget instances nobody reported for ten minutes (gone, or their
+	// host is): the map must not grow with every instance ever run.
+	if len(us) > 0 {
+		cutoff := us[0].At.Add(-10 * time.Minute)
+		for id, u := range svc.usage {
+			if u.At.Before(cutoff) {
+				delete(svc.usage, id)
+			}
+		}
+	}
+}
+
+// withUsage adds the latest reported usage to an instance.
+func (svc *Service) withUsage(in api.Instance) api.Instance {
+	svc.usageMu.Lock()
+	defer svc.usageMu.Unlock()
+	if u, ok := svc.usage[in.ID]; ok && onHost(in.State) {
+		in.Usage = &u
+	}
+	return in
 }
 
 // ImageUsers counts the live instances using an image (named as the

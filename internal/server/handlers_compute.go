@@ -241,6 +241,7 @@ func (s *Server) postHeartbeat(r *request) response.Response {
 		}
 	}
 	s.hosts.Heartbeat(alive)
+	s.compute.SetUsage(req.Usage)
 	return response.NoContent()
 }
 

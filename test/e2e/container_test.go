@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,6 +79,11 @@ func TestContainers(t *testing.T) {
 	if out := must(t, root, "", "instance", "logs", "c1"); !strings.Contains(out, "kumo: ready") {
 		t.Errorf("logs: %q", out)
 	}
+	// CPU time read from the container's cgroup reaches the API.
+	eventually(t, 20*time.Second, "usage reported", func() (bool, string) {
+		in, _ := instanceState(t, c, "default", "c1")
+		return in.Usage != nil && in.Usage.CPUSeconds > 0, fmt.Sprint(in.Usage)
+	})
 	// The file written by user-data survived stop/start (the upper layer is kept).
 	if b, _ := os.ReadFile(filepath.Join(instDir, "rootfs/root/hello")); strings.TrimSpace(string(b)) != "from-user-data" {
 		t.Error("the container's filesystem was lost across stop/start")
