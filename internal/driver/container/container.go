@@ -11,10 +11,7 @@
 package container
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,10 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -34,6 +28,7 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/atomicfile"
 	"github.com/kumocloud/kumo/internal/driver"
+	"github.com/kumocloud/kumo/internal/driver/local"
 )
 
 func init() {
@@ -45,8 +40,8 @@ type Driver struct {
 	o    driver.Options
 	root string // state dir
 	runc string
-	host string
-	mu   sync.Mutex // image cache fills
+	host  string
+	cache *local.Cache
 }
 
 var _ driver.Driver = (*Driver)(nil)
@@ -71,9 +66,9 @@ func New(o driver.Options) (*Driver, error) {
 	}
 	d := &Driver{o: o, root: o.StateDir, runc: runc, host: o.HostName}
 	if d.host == "" {
-		h, _ := os.Hostname()
-		d.host = strings.ToLower(strings.Split(h, ".")[0])
+		d.host = local.HostName()
 	}
+	d.cache = &local.Cache{Dir: filepath.Join(d.root, "images"), Fetch: o.FetchImage, MinFree: 2 << 30, InUse: d.imagesInUse}
 	for _, sub := range []string{"images", "instances", "runc"} {
 		if err := os.MkdirAll(filepath.Join(d.root, sub), 0o700); err != nil {
 			return nil, err
@@ -87,50 +82,10 @@ func (d *Driver) Name() string { return "container" }
 
 // Hosts implements driver.Driver: this machine.
 func (d *Driver) Hosts(ctx context.Context) ([]api.HostSpec, error) {
-	var st syscall.Statfs_t
-	syscall.Statfs(d.root, &st)
-	disk := int64(st.Bavail) * int64(st.Bsize) >> 30
-	arch := runtime.GOARCH
-	if arch == "amd64" {
-		arch = "x86_64"
-	}
-	var uts syscall.Utsname
-	syscall.Uname(&uts)
-	kernel := strings.TrimRight(string(int8sToBytes(uts.Release[:])), "\x00")
+	f := local.HostFacts(d.root)
 	return []api.HostSpec{{Name: d.host, Kinds: []string{api.TypeContainer},
-		Capacity:   api.Size{VCPUs: int64(runtime.NumCPU()), MemoryMiB: memTotalMiB(), DiskGiB: max(disk, 1)},
-		Attributes: map[string]string{"ARCH": arch, "KERNEL": kernel, "CPU_MODEL": cpuModel(), "RUNTIME": "runc"}}}, nil
-}
-
-func int8sToBytes(a []int8) []byte {
-	b := make([]byte, len(a))
-	for i, c := range a {
-		b[i] = byte(c)
-	}
-	return b
-}
-
-func memTotalMiB() int64 {
-	b, _ := os.ReadFile("/proc/meminfo")
-	var kb int64
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "MemTotal:") {
-			fmt.Sscanf(strings.TrimPrefix(l, "MemTotal:"), "%d", &kb)
-		}
-	}
-	return max(kb>>10, 1)
-}
-
-func cpuModel() string {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "model name") {
-			if _, v, ok := strings.Cut(l, ":"); ok {
-				return strings.TrimSpace(v)
-			}
-		}
-	}
-	return "unknown"
+		Capacity:   api.Size{VCPUs: f.CPUs, MemoryMiB: f.MemoryMiB, DiskGiB: f.DiskGiB},
+		Attributes: map[string]string{"ARCH": f.Arch, "KERNEL": f.Kernel, "CPU_MODEL": f.CPUModel, "RUNTIME": "runc"}}}, nil
 }
 
 func (d *Driver) dir(id string) string { return filepath.Join(d.root, "instances", id) }
@@ -158,46 +113,30 @@ func (d *Driver) writeMeta(id string, m meta) error {
 	return atomicfile.Write(filepath.Join(d.dir(id), "meta.json"), b, 0o600)
 }
 
-// image returns the cached, read-only rootfs of an image, filling the
-// cache on first use: bytes fetched by hash, verified, unpacked to a temp
-// dir and renamed into place.
+// image returns the cached, read-only rootfs of an image (100
+// containers of one image share one copy).
 func (d *Driver) image(ctx context.Context, s driver.Spec) (string, error) {
-	if s.ImageSHA256 == "" || d.o.FetchImage == nil {
-		return "", fmt.Errorf("image %q has no bytes in the image service (import it with 'kumo image import')", s.Image)
+	dir, err := d.cache.Get(ctx, s.Image, s.ImageSHA256, func(blob, out string) error {
+		f, err := os.Open(blob)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return local.Extract(f, true, filepath.Join(out, "rootfs"))
+	})
+	return filepath.Join(dir, "rootfs"), err
+}
+
+// imagesInUse are the cached images instances on this host use.
+func (d *Driver) imagesInUse() map[string]bool {
+	used := map[string]bool{}
+	insts, _ := os.ReadDir(filepath.Join(d.root, "instances"))
+	for _, e := range insts {
+		if m, err := d.readMeta(e.Name()); err == nil {
+			used[m.Spec.ImageSHA256] = true
+		}
 	}
-	dir := filepath.Join(d.root, "images", s.ImageSHA256)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if _, err := os.Stat(filepath.Join(dir, "rootfs")); err == nil {
-		os.Chtimes(dir, time.Now(), time.Now()) // last use, for eviction
-		return filepath.Join(dir, "rootfs"), nil
-	}
-	d.evict(s.ImageSHA256)
-	rc, err := d.o.FetchImage(ctx, s.ImageSHA256)
-	if err != nil {
-		return "", fmt.Errorf("fetching image %s: %w", s.Image, err)
-	}
-	defer rc.Close()
-	tmp, err := os.MkdirTemp(filepath.Join(d.root, "images"), ".fill-*")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	h := sha256.New()
-	var buf bytes.Buffer
-	if _, err := io.Copy(io.MultiWriter(&buf, h), rc); err != nil {
-		return "", fmt.Errorf("fetching image %s: %w", s.Image, err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != s.ImageSHA256 {
-		return "", fmt.Errorf("image %s: fetched bytes hash to %s, not %s", s.Image, got, s.ImageSHA256)
-	}
-	if err := extract(&buf, true, filepath.Join(tmp, "rootfs")); err != nil {
-		return "", fmt.Errorf("unpacking image %s: %w", s.Image, err)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return "", err
-	}
-	return filepath.Join(dir, "rootfs"), nil
+	return used
 }
 
 // Prepare implements driver.Driver: image cache, overlay, bundle.
@@ -593,86 +532,13 @@ func (d *Driver) Exec(ctx context.Context, id string, cmd []string) ([]byte, int
 	return out, 0, err
 }
 
-// maxLog is the console log size at which it is rotated (one old copy kept).
-const maxLog = 1 << 20
-
-// Logs implements driver.Logger: the end of PID 1's output. The log is
-// rotated (copy, then truncate: runc's process keeps writing with
-// O_APPEND) when it passes 1 MiB.
+// Logs implements driver.Logger: the end of PID 1's output (rotated at
+// 1 MiB).
 func (d *Driver) Logs(ctx context.Context, id string, tail int) ([]byte, error) {
 	if _, err := d.readMeta(id); err != nil {
 		return nil, err
 	}
-	path := filepath.Join(d.dir(id), "console.log")
-	d.rotate(path)
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	lines := strings.SplitAfter(string(b), "\n")
-	if n := len(lines); n > tail+1 {
-		lines = lines[n-tail-1:]
-	}
-	return []byte(strings.Join(lines, "")), nil
-}
-
-func (d *Driver) rotate(path string) {
-	st, err := os.Stat(path)
-	if err != nil || st.Size() < maxLog {
-		return
-	}
-	b, err := os.ReadFile(path)
-	if err != nil || os.WriteFile(path+".1", b, 0o600) != nil {
-		return
-	}
-	os.Truncate(path, 0)
-}
-
-// minFree is the free space the image cache keeps on its filesystem: below
-// it, cached images no instance uses are removed, least recently used first.
-var minFree int64 = 2 << 30
-
-// evict frees cache space before a fill, never touching an image an
-// instance on this host still uses.
-func (d *Driver) evict(keep string) {
-	free := func() int64 {
-		var st syscall.Statfs_t
-		if syscall.Statfs(d.root, &st) != nil {
-			return 1 << 62
-		}
-		return int64(st.Bavail) * int64(st.Bsize)
-	}
-	if free() >= minFree {
-		return
-	}
-	used := map[string]bool{keep: true}
-	insts, _ := os.ReadDir(filepath.Join(d.root, "instances"))
-	for _, e := range insts {
-		if m, err := d.readMeta(e.Name()); err == nil {
-			used[m.Spec.ImageSHA256] = true
-		}
-	}
-	imgs, _ := os.ReadDir(filepath.Join(d.root, "images"))
-	type cached struct {
-		name string
-		used time.Time
-	}
-	var cands []cached
-	for _, e := range imgs {
-		if info, err := e.Info(); err == nil && !used[e.Name()] && !strings.HasPrefix(e.Name(), ".") {
-			cands = append(cands, cached{e.Name(), info.ModTime()})
-		}
-	}
-	sort.Slice(cands, func(i, j int) bool { return cands[i].used.Before(cands[j].used) })
-	for _, c := range cands {
-		if free() >= minFree {
-			return
-		}
-		os.RemoveAll(filepath.Join(d.root, "images", c.name))
-	}
+	return local.Tail(filepath.Join(d.dir(id), "console.log"), tail)
 }
 
 // Console implements driver.Consoler: an interactive shell in the

@@ -151,10 +151,8 @@ func TestImageCacheEviction(t *testing.T) {
 	defer d.Cleanup(ctx, s.ID, false)
 	stale := filepath.Join(d.root, "images", strings.Repeat("a", 64))
 	os.MkdirAll(filepath.Join(stale, "rootfs"), 0o700)
-	saved := minFree
-	minFree = 1 << 62 // pretend the disk is full
-	defer func() { minFree = saved }()
-	d.evict("")
+	d.cache.MinFree = 1 << 62 // pretend the disk is full
+	d.cache.Evict("")
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
 		t.Error("an unused cached image was kept while space is short")
 	}

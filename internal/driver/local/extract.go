@@ -1,4 +1,4 @@
-package container
+package local
 
 import (
 	"archive/tar"
@@ -11,10 +11,10 @@ import (
 	"strings"
 )
 
-// extract unpacks a rootfs tarball into dir without ever writing outside
+// Extract unpacks a rootfs tarball into dir without ever writing outside
 // it: names with .. or absolute paths are refused, and no entry is
 // written through a symlink (each parent must be a real directory).
-func extract(r io.Reader, gzipped bool, dir string) error {
+func Extract(r io.Reader, gzipped bool, dir string) error {
 	if gzipped {
 		zr, err := gzip.NewReader(r)
 		if err != nil {
