@@ -37,9 +37,9 @@ func init() {
 
 // Driver runs containers with runc.
 type Driver struct {
-	o    driver.Options
-	root string // state dir
-	runc string
+	o     driver.Options
+	root  string // state dir
+	runc  string
 	host  string
 	cache *local.Cache
 }
