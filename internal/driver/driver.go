@@ -46,6 +46,9 @@ const (
 	Suspended State = "suspended" // paused, memory kept on the host
 	Stopped   State = "stopped"   // powered off, disks kept
 	Saved     State = "saved"     // state saved to disk, host resources freed
+	// Crashed: the instance's process died without being asked to and
+	// without its guest powering off (Reason says what is known).
+	Crashed State = "crashed"
 )
 
 // Status is one instance as the driver sees it.
@@ -55,6 +58,13 @@ type Status struct {
 	State      State
 	CPUSeconds float64
 	MemoryMiB  int64
+	// Reason says why a Stopped instance stopped by itself or why one
+	// Crashed.
+	Reason string
+	// Ready: the guest said it is up (a readiness line on its console);
+	// ReadyReason says why it is not when it should be by now.
+	Ready       bool
+	ReadyReason string
 }
 
 // Driver runs instances on the hosts it brings.
@@ -131,6 +141,15 @@ type Options struct {
 	SimFailRate  float64
 	SimSeed      int64
 	SimLabels    map[string]string
+	// QemuAccel is the qemu driver's acceleration: "kvm" or "tcg" (the
+	// agent decides "auto" with a probe boot); QemuAccelReason says why.
+	QemuAccel       string
+	QemuAccelReason string
+	// ReadyTimeout is how long a guest may take to say it is ready before
+	// its instance shows ready=false with a reason (default 5 minutes).
+	ReadyTimeout time.Duration
+	// StopTimeout bounds a graceful stop before it is forced (default 30 s).
+	StopTimeout time.Duration
 	// HostName overrides the name of a single-host driver's host.
 	HostName string
 	// FetchImage returns an image's bytes by sha256 (the agent fetches

@@ -174,9 +174,8 @@ func (c *Conn) Execute(ctx context.Context, cmd string, args, out any) error {
 		req["arguments"] = args
 	}
 	b, _ := json.Marshal(req)
-	if dl, ok := ctx.Deadline(); ok {
-		c.c.SetWriteDeadline(dl)
-	}
+	dl, _ := ctx.Deadline() // zero (none) when ctx has no deadline
+	c.c.SetWriteDeadline(dl)
 	if _, err := c.c.Write(append(b, '\n')); err != nil {
 		c.forget(id)
 		return fmt.Errorf("qmp: %s: %w", cmd, err)

@@ -82,6 +82,16 @@ func TestProtocol(t *testing.T) {
 	if err := c.Execute(ctx, "no-such", nil, nil); !errors.As(err, &qe) || qe.Class != "CommandNotFound" {
 		t.Fatalf("unknown command: %v", err)
 	}
+	// A deadline of one call must not outlive it.
+	short, cancelShort := context.WithTimeout(ctx, 30*time.Millisecond)
+	if err := c.Execute(short, "cont", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	cancelShort()
+	time.Sleep(50 * time.Millisecond)
+	if err := c.Execute(ctx, "cont", nil, nil); err != nil {
+		t.Fatalf("a call after an earlier call's deadline passed: %v", err)
+	}
 	if err := c.Execute(ctx, "quit", nil, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -459,7 +459,7 @@ func (d *Driver) status(id string, m meta, runcState string) driver.Status {
 			st.State = driver.Prepared
 		}
 	}
-	st.CPUSeconds, st.MemoryMiB = cgroupUsage(id)
+	st.CPUSeconds, st.MemoryMiB = local.CgroupUsage(id)
 	return st
 }
 
@@ -481,18 +481,6 @@ func (d *Driver) states(ctx context.Context) (map[string]string, error) {
 		m[c.ID] = c.Status
 	}
 	return m, nil
-}
-
-// cgroupUsage reads CPU time and memory from the v1 hierarchy.
-func cgroupUsage(id string) (float64, int64) {
-	var ns, mem int64
-	if b, err := os.ReadFile("/sys/fs/cgroup/cpuacct/kumo/" + id + "/cpuacct.usage"); err == nil {
-		fmt.Sscan(string(b), &ns)
-	}
-	if b, err := os.ReadFile("/sys/fs/cgroup/memory/kumo/" + id + "/memory.usage_in_bytes"); err == nil {
-		fmt.Sscan(string(b), &mem)
-	}
-	return float64(ns) / 1e9, mem >> 20
 }
 
 // Recover implements driver.Driver.

@@ -41,7 +41,7 @@ func spec(t *testing.T, d driver.Driver, id string) driver.Spec {
 	if err != nil || len(hs) == 0 {
 		t.Fatalf("Hosts: %v %v", hs, err)
 	}
-	return driver.Spec{ID: id, Project: "p", Name: id, Type: hs[0].Kinds[0], Host: hs[0].Name, Image: Image.Name, ImageSHA256: Image.SHA256, Size: api.Size{VCPUs: 1, MemoryMiB: 64, DiskGiB: 1}}
+	return driver.Spec{ID: id, Project: "p", Name: id, Type: hs[0].Kinds[0], Host: hs[0].Name, Image: Image.Name, ImageSHA256: Image.SHA256, Size: api.Size{VCPUs: 1, MemoryMiB: 128, DiskGiB: 1}}
 }
 
 func want(t *testing.T, d driver.Driver, id string, st driver.State) {

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"sort"
 	"strings"
@@ -211,4 +212,104 @@ func Tail(path string, n int) ([]byte, error) {
 		lines = lines[k-n-1:]
 	}
 	return []byte(strings.Join(lines, "")), nil
+}
+
+// cgroupControllers are the v1 hierarchies an instance's processes are
+// moved into (kumo/<id> in each), so their usage is read there and a
+// restart of the agent's own cgroup (a systemd unit) does not take them.
+var cgroupControllers = []string{"cpu,cpuacct", "memory", "pids", "systemd", "unified"}
+
+// JoinCgroup moves pid into kumo/<id> of each hierarchy there is.
+func JoinCgroup(pid int, id string) error {
+	var errs []error
+	for _, c := range cgroupControllers {
+		root := filepath.Join("/sys/fs/cgroup", c)
+		if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
+			continue
+		}
+		dir := filepath.Join(root, "kumo", id)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(fmt.Sprint(pid)), 0o644); err != nil {
+			errs = append(errs, fmt.Errorf("cgroup %s: %w", c, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RemoveCgroup removes kumo/<id> (empty by then) from each hierarchy.
+func RemoveCgroup(id string) {
+	for _, c := range cgroupControllers {
+		os.Remove(filepath.Join("/sys/fs/cgroup", c, "kumo", id))
+	}
+}
+
+// CgroupUsage reads CPU time and memory of kumo/<id> in the v1 hierarchy.
+func CgroupUsage(id string) (float64, int64) {
+	var ns, mem int64
+	if b, err := os.ReadFile("/sys/fs/cgroup/cpuacct/kumo/" + id + "/cpuacct.usage"); err == nil {
+		fmt.Sscan(string(b), &ns)
+	}
+	if b, err := os.ReadFile("/sys/fs/cgroup/memory/kumo/" + id + "/memory.usage_in_bytes"); err == nil {
+		fmt.Sscan(string(b), &mem)
+	}
+	return float64(ns) / 1e9, mem >> 20
+}
+
+// ReadyMarker matches console lines that mean a guest is up: kumo's tiny
+// images print the first, cloud-init's final stage the second.
+var ReadyMarker = regexp.MustCompile(`kumo: ready|Cloud-init v\. \S+ finished at`)
+
+// Readiness remembers, per log, how far it was read and whether a ready
+// marker was seen, so the log is scanned once, not on every status.
+type Readiness struct {
+	mu   sync.Mutex
+	seen map[string]readyScan
+}
+
+type readyScan struct {
+	from, off int64
+	ready     bool
+}
+
+// Check says whether a ready marker appears in the log at path after
+// offset from (where the current boot began).
+func (r *Readiness) Check(path string, from int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.seen == nil {
+		r.seen = map[string]readyScan{}
+	}
+	sc := r.seen[path]
+	if sc.from != from || sc.off < from {
+		sc = readyScan{from: from, off: from}
+	}
+	if sc.ready {
+		return true
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || st.Size() < sc.off {
+		sc.off = 0 // rotated
+	}
+	// Re-read a little before where the last scan stopped: a marker may
+	// have been cut in two.
+	start := max(sc.off-64, sc.from, 0)
+	b, _ := io.ReadAll(io.NewSectionReader(f, start, 1<<22))
+	sc.ready = ReadyMarker.Match(b)
+	sc.off = start + int64(len(b))
+	r.seen[path] = sc
+	return sc.ready
+}
+
+// Forget drops what is known of a log (its instance is gone).
+func (r *Readiness) Forget(path string) {
+	r.mu.Lock()
+	delete(r.seen, path)
+	r.mu.Unlock()
 }

@@ -1,0 +1,299 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kumocloud/kumo/internal/driver"
+	"github.com/kumocloud/kumo/internal/driver/local"
+	"github.com/kumocloud/kumo/internal/vmimage"
+)
+
+// image returns the cached image: a vm-disk becomes disk.qcow2 or
+// disk.raw, a vm-kernel tarball is unpacked (vmlinuz, initrd, cmdline,
+// disk.qcow2). Disks are checked with qemu-img before they are used.
+func (d *Driver) image(ctx context.Context, s driver.Spec) (string, error) {
+	return d.cache.Get(ctx, s.Image, s.ImageSHA256, func(blob, out string) error {
+		f, err := os.Open(blob)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		var magic [2]byte
+		f.Read(magic[:])
+		if magic == [2]byte{0x1f, 0x8b} { // gzip: a vm-kernel tarball
+			f.Seek(0, 0)
+			if err := local.Extract(f, true, out); err != nil {
+				return err
+			}
+			if _, err := os.Stat(filepath.Join(out, "vmlinuz")); err != nil {
+				return errors.New("a vm-kernel image needs a vmlinuz")
+			}
+			if disk := filepath.Join(out, "disk.qcow2"); exists(disk) {
+				if _, err := vmimage.InspectDisk(ctx, disk, "qcow2"); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		info, err := vmimage.InspectDisk(ctx, blob, "")
+		if err != nil {
+			return err
+		}
+		return os.Rename(blob, filepath.Join(out, "disk."+info.Format))
+	})
+}
+
+// MinMemoryMiB is the least memory a VM is given.
+const MinMemoryMiB = 128
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// Prepare implements driver.Driver (PROLOG): the overlay disk on the
+// cached base, grown to the flavor's disk, and the NoCloud seed. Nothing
+// is left when it fails.
+func (d *Driver) Prepare(ctx context.Context, s driver.Spec) (err error) {
+	l := d.lock(s.ID)
+	l.Lock()
+	defer l.Unlock()
+	if _, err := d.readMeta(s.ID); err == nil {
+		return nil
+	}
+	if s.Size.MemoryMiB < MinMemoryMiB {
+		// Below this a Linux guest does not come up: it resets in a loop
+		// without a word on the console.
+		return fmt.Errorf("a VM needs at least %d MiB of memory; the flavor gives %d MiB", MinMemoryMiB, s.Size.MemoryMiB)
+	}
+	img, err := d.image(ctx, s)
+	if err != nil {
+		return err
+	}
+	dir := d.dir(s.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	m := meta{Spec: s, Want: wantPrepared}
+	size := s.Size.DiskGiB << 30
+	args := []string{"create", "-q", "-f", "qcow2"}
+	for _, base := range []string{"disk.qcow2", "disk.raw"} {
+		if p := filepath.Join(img, base); exists(p) {
+			info, err := vmimage.InspectDisk(ctx, p, "")
+			if err != nil {
+				return err
+			}
+			size = max(size, info.VirtualSize)
+			args = append(args, "-F", info.Format, "-b", p)
+			break
+		}
+	}
+	if exists(filepath.Join(img, "vmlinuz")) {
+		m.Kernel = filepath.Join(img, "vmlinuz")
+		if p := filepath.Join(img, "initrd"); exists(p) {
+			m.Initrd = p
+		}
+		if b, err := os.ReadFile(filepath.Join(img, "cmdline")); err == nil {
+			m.Cmdline = strings.TrimSpace(string(b))
+		}
+	}
+	if size <= 0 {
+		size = 1 << 30
+	}
+	args = append(args, d.path(s.ID, "disk.qcow2"), strconv.FormatInt(size, 10))
+	if out, err := exec.CommandContext(ctx, "qemu-img", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("qemu-img create: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	if err := d.writeSeed(ctx, s); err != nil {
+		return err
+	}
+	return d.writeMeta(s.ID, m)
+}
+
+// writeSeed makes the NoCloud seed: an ISO 9660 disk labelled cidata with
+// meta-data and user-data (network-config joins when networks exist).
+func (d *Driver) writeSeed(ctx context.Context, s driver.Spec) error {
+	tmp, err := os.MkdirTemp(d.dir(s.ID), "seed-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	ud := s.UserData
+	if ud == "" {
+		ud = "#cloud-config\n{}\n"
+	}
+	files := map[string]string{
+		"meta-data": fmt.Sprintf("instance-id: %s\nlocal-hostname: %s\n", s.ID, s.Name),
+		"user-data": ud,
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(tmp, name), []byte(body), 0o600); err != nil {
+			return err
+		}
+	}
+	out, err := exec.CommandContext(ctx, "genisoimage", "-quiet", "-output", d.path(s.ID, "seed.iso"), "-volid", "cidata", "-joliet", "-rock",
+		filepath.Join(tmp, "meta-data"), filepath.Join(tmp, "user-data")).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("genisoimage: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Args is the QEMU command line of a VM (without the binary), from its
+// meta; incoming names a saved state to restore.
+func (d *Driver) Args(id string, m meta, incoming string) []string {
+	p := func(name string) string { return d.path(id, name) }
+	a := []string{
+		"-name", "kumo-" + m.Spec.Name + ",debug-threads=on",
+		"-machine", "pc,accel=" + d.accel,
+		"-m", strconv.FormatInt(m.Spec.Size.MemoryMiB, 10),
+		"-smp", strconv.FormatInt(max(m.Spec.Size.VCPUs, 1), 10),
+		"-nodefaults", "-no-user-config", "-display", "none", "-no-shutdown",
+		"-daemonize", "-pidfile", p("qemu.pid"),
+		"-qmp", "unix:" + p("qmp.sock") + ",server=on,wait=off",
+		"-chardev", "socket,id=serial0,path=" + p("console.sock") + ",server=on,wait=off,logfile=" + p("console.log") + ",logappend=on",
+		"-serial", "chardev:serial0",
+		"-drive", "file=" + p("disk.qcow2") + ",if=virtio,format=qcow2,discard=unmap",
+		"-drive", "file=" + p("seed.iso") + ",if=virtio,format=raw,readonly=on",
+		"-nic", "none",
+	}
+	if m.Kernel != "" {
+		a = append(a, "-kernel", m.Kernel)
+		if m.Initrd != "" {
+			a = append(a, "-initrd", m.Initrd)
+		}
+		cmdline := m.Cmdline
+		if cmdline == "" {
+			cmdline = "console=ttyS0 root=/dev/vda rw"
+		}
+		a = append(a, "-append", cmdline)
+	}
+	if incoming != "" {
+		a = append(a, "-incoming", "exec:cat "+shellQuote(incoming))
+	}
+	return a
+}
+
+// Start implements driver.Driver (BOOT): a fresh boot, or the restore of a
+// saved state. It returns when QEMU runs the guest.
+func (d *Driver) Start(ctx context.Context, s driver.Spec) error {
+	l := d.lock(s.ID)
+	l.Lock()
+	defer l.Unlock()
+	m, err := d.readMeta(s.ID)
+	if err != nil {
+		return err
+	}
+	switch qs, _ := d.qemuState(ctx, s.ID); qs {
+	case "running":
+		return nil
+	case "paused":
+		return fmt.Errorf("%w: suspended (resume it)", driver.ErrState)
+	case "":
+	default:
+		d.ensureQuit(ctx, s.ID)
+	}
+	state := d.path(s.ID, "state.bin")
+	incoming := ""
+	if m.Want == wantSaved && exists(state) {
+		if m.Accel != "" && m.Accel != d.accel {
+			return fmt.Errorf("the VM was saved under %s and this host runs %s: a saved state restores only under the same acceleration", m.Accel, d.accel)
+		}
+		incoming = state
+	} else {
+		m.BootAt, m.BootOffset = time.Now().UTC(), logSize(d.path(s.ID, "console.log"))
+	}
+	m.Want, m.Reason, m.Accel = wantRunning, "", d.accel
+	if err := d.writeMeta(s.ID, m); err != nil {
+		return err
+	}
+	if err := d.spawn(ctx, s.ID, m, incoming); err != nil {
+		m.Want = wantStopped
+		if incoming != "" {
+			m.Want = wantSaved // the state is still there to try again
+		}
+		d.writeMeta(s.ID, m)
+		return err
+	}
+	if incoming != "" {
+		if err := d.waitRunning(ctx, s.ID); err != nil {
+			d.ensureQuit(ctx, s.ID)
+			m.Want = wantSaved
+			d.writeMeta(s.ID, m)
+			return fmt.Errorf("restoring the saved state: %w", err)
+		}
+		os.Remove(state)
+	}
+	return nil
+}
+
+// spawn starts QEMU daemonized in its own session; its startup errors
+// (stderr until it daemonizes) are kept in qemu.log.
+func (d *Driver) spawn(ctx context.Context, id string, m meta, incoming string) error {
+	for _, f := range []string{"qemu.pid", "qmp.sock", "console.sock"} {
+		os.Remove(d.path(id, f))
+	}
+	logf, err := os.Create(d.path(id, "qemu.log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(d.qemu, d.Args(id, m, incoming)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Run(); err != nil {
+		b, _ := os.ReadFile(d.path(id, "qemu.log"))
+		return fmt.Errorf("qemu did not start: %v: %s", err, oneLine(b))
+	}
+	pid := d.pid(id)
+	if pid == 0 {
+		b, _ := os.ReadFile(d.path(id, "qemu.log"))
+		return fmt.Errorf("qemu exited right after it started: %s", oneLine(b))
+	}
+	if err := local.JoinCgroup(pid, id); err != nil {
+		d.ensureQuit(ctx, id)
+		return fmt.Errorf("moving qemu into its cgroup: %w", err)
+	}
+	return nil
+}
+
+// waitRunning waits for a restore to finish (the guest then runs).
+func (d *Driver) waitRunning(ctx context.Context, id string) error {
+	wc, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	for {
+		qs, err := d.qemuState(wc, id)
+		switch {
+		case qs == "running":
+			return nil
+		case qs == "paused":
+			// The state was saved from a paused VM (Save pauses first):
+			// once loaded, it continues.
+			if err := d.do(wc, id, "cont", nil, nil); err != nil {
+				return err
+			}
+			continue
+		case qs == "" && err == nil:
+			b, _ := os.ReadFile(d.path(id, "qemu.log"))
+			return fmt.Errorf("qemu exited: %s", oneLine(b))
+		case qs != "inmigrate" && qs != "prelaunch" && qs != "" && qs != "restore-vm":
+			return fmt.Errorf("qemu is %s after the restore", qs)
+		}
+		select {
+		case <-wc.Done():
+			return wc.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,611 @@
+// Package qemu is the virtual machine driver: one qemu-system-x86_64
+// process per VM, controlled over QMP.
+//
+// PROLOG makes a qcow2 overlay on the cached base image (copy-on-write,
+// grown to the flavor's disk) and a NoCloud seed disk (label cidata:
+// meta-data, user-data). BOOT starts qemu daemonized, in its own session
+// and in cgroup kumo/<id>, so agent restarts never touch it; Recover finds
+// VMs again through their pid files and QMP sockets.
+//
+// The guest runs with -no-shutdown: when it powers itself off, QEMU stays
+// and says "shutdown", so a guest poweroff (POWEROFF) is told apart from
+// a QEMU that died (FAILED). Stop is an ACPI power-button press, a
+// timeout, then quit. Suspend/resume are QMP stop/cont (memory stays on
+// the host). Save migrates the whole VM state to a file (QEMU 7.2 has no
+// file: migration, so exec:cat) and ends the process; Start restores it
+// with -incoming.
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/atomicfile"
+	"github.com/kumocloud/kumo/internal/driver"
+	"github.com/kumocloud/kumo/internal/driver/local"
+	"github.com/kumocloud/kumo/internal/qmp"
+)
+
+func init() {
+	driver.Register("qemu", func(o driver.Options) (driver.Driver, error) { return New(o) })
+}
+
+// Driver runs VMs with qemu-system-x86_64.
+type Driver struct {
+	o       driver.Options
+	root    string
+	qemu    string
+	version string
+	host    string
+	accel   string
+	cache   *local.Cache
+	ready   local.Readiness
+
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex
+}
+
+var _ driver.Driver = (*Driver)(nil)
+
+// New checks qemu and qemu-img and prepares the state dir.
+func New(o driver.Options) (*Driver, error) {
+	bin, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		return nil, fmt.Errorf("the qemu driver needs qemu-system-x86_64 (apt-get install qemu-system-x86 qemu-utils genisoimage): %w", err)
+	}
+	for _, tool := range []string{"qemu-img", "genisoimage"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("the qemu driver needs %s (apt-get install qemu-utils genisoimage): %w", tool, err)
+		}
+	}
+	if o.StateDir == "" {
+		return nil, errors.New("the qemu driver needs a state dir")
+	}
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s --version: %w", bin, err)
+	}
+	version := strings.TrimPrefix(strings.SplitN(string(out), "\n", 2)[0], "QEMU emulator version ")
+	d := &Driver{o: o, root: o.StateDir, qemu: bin, version: version, host: o.HostName, accel: o.QemuAccel, locks: map[string]*sync.Mutex{}}
+	if d.host == "" {
+		d.host = local.HostName()
+	}
+	if d.accel == "" {
+		d.accel = "tcg"
+	}
+	if d.accel != "tcg" && d.accel != "kvm" {
+		return nil, fmt.Errorf("qemu accel %q: use kvm or tcg (the agent resolves auto)", d.accel)
+	}
+	if d.o.ReadyTimeout == 0 {
+		d.o.ReadyTimeout = 5 * time.Minute
+	}
+	if d.o.StopTimeout == 0 {
+		d.o.StopTimeout = 30 * time.Second
+	}
+	d.cache = &local.Cache{Dir: filepath.Join(d.root, "images"), Fetch: o.FetchImage, MinFree: 2 << 30, InUse: d.imagesInUse}
+	for _, sub := range []string{"images", "instances"} {
+		if err := os.MkdirAll(filepath.Join(d.root, sub), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// Name implements driver.Driver.
+func (d *Driver) Name() string { return "qemu" }
+
+// Accel is the acceleration this driver's VMs use.
+func (d *Driver) Accel() string { return d.accel }
+
+// Hosts implements driver.Driver: this machine, for VMs.
+func (d *Driver) Hosts(ctx context.Context) ([]api.HostSpec, error) {
+	f := local.HostFacts(d.root)
+	attrs := map[string]string{"ARCH": f.Arch, "KERNEL": f.Kernel, "CPU_MODEL": f.CPUModel,
+		"HYPERVISOR": "qemu", "QEMU_VERSION": d.version, "ACCEL": d.accel}
+	if d.o.QemuAccelReason != "" {
+		attrs["ACCEL_REASON"] = d.o.QemuAccelReason
+	}
+	return []api.HostSpec{{Name: d.host, Kinds: []string{api.TypeVM},
+		Capacity: api.Size{VCPUs: f.CPUs, MemoryMiB: f.MemoryMiB, DiskGiB: f.DiskGiB}, Attributes: attrs}}, nil
+}
+
+// Want is what the driver last made of a VM; the process's presence is
+// checked against it, so a QEMU that vanished is seen as a crash.
+type want string
+
+const (
+	wantPrepared want = "prepared"
+	wantRunning  want = "running"
+	wantStopped  want = "stopped"
+	wantSaved    want = "saved"
+)
+
+// meta is kept per instance in meta.json.
+type meta struct {
+	Spec driver.Spec `json:"spec"`
+	Want want        `json:"want"`
+	// Accel the VM was started with: a saved state restores only under
+	// the same one.
+	Accel string `json:"accel,omitempty"`
+	// Reason is why the VM stopped by itself (the guest powered off).
+	Reason string `json:"reason,omitempty"`
+	// BootAt and BootOffset mark the last start: when, and where the
+	// console log stood (readiness is looked for after it).
+	BootAt     time.Time `json:"boot_at,omitzero"`
+	BootOffset int64     `json:"boot_offset"`
+	// Kernel boots: a vm-kernel image's files (else the disk boots).
+	Kernel  string `json:"kernel,omitempty"`
+	Initrd  string `json:"initrd,omitempty"`
+	Cmdline string `json:"cmdline,omitempty"`
+}
+
+func (d *Driver) dir(id string) string { return filepath.Join(d.root, "instances", id) }
+
+func (d *Driver) path(id, name string) string { return filepath.Join(d.dir(id), name) }
+
+func (d *Driver) readMeta(id string) (meta, error) {
+	var m meta
+	b, err := os.ReadFile(d.path(id, "meta.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return m, driver.ErrNotFound
+	}
+	if err != nil {
+		return m, err
+	}
+	return m, json.Unmarshal(b, &m)
+}
+
+func (d *Driver) writeMeta(id string, m meta) error {
+	b, _ := json.Marshal(m)
+	return atomicfile.Write(d.path(id, "meta.json"), b, 0o600)
+}
+
+// lock serializes actions on one VM (QMP takes one client at a time).
+func (d *Driver) lock(id string) *sync.Mutex {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l := d.locks[id]
+	if l == nil {
+		l = &sync.Mutex{}
+		d.locks[id] = l
+	}
+	return l
+}
+
+// pid returns the VM's QEMU process if it is alive (and is that VM's).
+func (d *Driver) pid(id string) int {
+	b, err := os.ReadFile(d.path(id, "qemu.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if pid <= 0 {
+		return 0
+	}
+	cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !bytes.Contains(cmd, []byte(d.dir(id))) {
+		return 0 // gone, or the pid was reused
+	}
+	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		if f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:])); len(f) > 0 && f[0] == "Z" {
+			return 0 // a zombie its parent has not reaped yet
+		}
+	}
+	return pid
+}
+
+// dial opens the VM's QMP socket.
+func (d *Driver) dial(ctx context.Context, id string) (*qmp.Conn, error) {
+	c, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return qmp.Dial(c, d.path(id, "qmp.sock"))
+}
+
+// do runs one QMP command on a VM.
+func (d *Driver) do(ctx context.Context, id, cmd string, args, out any) error {
+	c, err := d.dial(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.Execute(ctx, cmd, args, out)
+}
+
+// qemuState asks QEMU what the guest is doing ("" when no QEMU runs).
+func (d *Driver) qemuState(ctx context.Context, id string) (string, error) {
+	if d.pid(id) == 0 {
+		return "", nil
+	}
+	c, err := d.dial(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	st, err := c.QueryStatus(ctx)
+	return st.Status, err
+}
+
+// ensureQuit ends the VM's QEMU: quit over QMP, then SIGKILL if it lingers.
+func (d *Driver) ensureQuit(ctx context.Context, id string) {
+	pid := d.pid(id)
+	if pid == 0 {
+		return
+	}
+	qc, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	d.do(qc, id, "quit", nil, nil)
+	for i := 0; i < 100 && d.pid(id) != 0; i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if d.pid(id) != 0 {
+		syscall.Kill(pid, syscall.SIGKILL)
+		for i := 0; i < 100 && d.pid(id) != 0; i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// Stop implements driver.Driver: an ACPI power-button press, up to
+// StopTimeout for the guest to power off, then quit (at once with force).
+func (d *Driver) Stop(ctx context.Context, id string, force bool) error {
+	l := d.lock(id)
+	l.Lock()
+	defer l.Unlock()
+	m, err := d.readMeta(id)
+	if err != nil {
+		return err
+	}
+	if m.Want != wantSaved {
+		m.Want = wantStopped
+	}
+	if err := d.writeMeta(id, m); err != nil {
+		return err
+	}
+	st, err := d.qemuState(ctx, id)
+	if err == nil && st != "" && st != "shutdown" && !force {
+		if st == "paused" {
+			d.do(ctx, id, "cont", nil, nil) // a paused guest cannot see the button
+		}
+		// A press that fails is no reason to keep the VM: quit follows.
+		_ = d.powerdown(ctx, id)
+	}
+	d.ensureQuit(ctx, id)
+	local.RemoveCgroup(id)
+	return nil
+}
+
+// powerdown presses the power button until the guest goes off or
+// StopTimeout passes (then quit follows: the forced stop). The press is
+// repeated, as Nova does, because a guest still booting misses it.
+func (d *Driver) powerdown(ctx context.Context, id string) error {
+	c, err := d.dial(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	deadline := time.Now().Add(d.o.StopTimeout)
+	for time.Now().Before(deadline) {
+		if err := c.Execute(ctx, "system_powerdown", nil, nil); err != nil {
+			return err
+		}
+		wc, cancel := context.WithTimeout(ctx, min(2*time.Second, time.Until(deadline)))
+		_, err := c.WaitEvent(wc, "SHUTDOWN")
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+// pauseResume moves a VM between running and paused with stop/cont.
+func (d *Driver) pauseResume(ctx context.Context, id, cmd, from, to string) error {
+	l := d.lock(id)
+	l.Lock()
+	defer l.Unlock()
+	if _, err := d.readMeta(id); err != nil {
+		return err
+	}
+	st, err := d.qemuState(ctx, id)
+	if err != nil {
+		return err
+	}
+	switch st {
+	case to:
+		return nil
+	case from:
+		return d.do(ctx, id, cmd, nil, nil)
+	}
+	return fmt.Errorf("%w: the VM is %s", driver.ErrState, orStopped(st))
+}
+
+func orStopped(st string) string {
+	if st == "" || st == "shutdown" {
+		return "stopped"
+	}
+	return st
+}
+
+// Suspend implements driver.Driver: QMP stop; memory stays on the host.
+func (d *Driver) Suspend(ctx context.Context, id string) error {
+	return d.pauseResume(ctx, id, "stop", "running", "paused")
+}
+
+// Resume implements driver.Driver: QMP cont.
+func (d *Driver) Resume(ctx context.Context, id string) error {
+	return d.pauseResume(ctx, id, "cont", "paused", "running")
+}
+
+// Reboot implements driver.Driver: a reset of the running VM.
+func (d *Driver) Reboot(ctx context.Context, id string) error {
+	l := d.lock(id)
+	l.Lock()
+	defer l.Unlock()
+	m, err := d.readMeta(id)
+	if err != nil {
+		return err
+	}
+	st, err := d.qemuState(ctx, id)
+	if err != nil {
+		return err
+	}
+	if st != "running" {
+		return fmt.Errorf("%w: the VM is %s", driver.ErrState, orStopped(st))
+	}
+	if err := d.do(ctx, id, "system_reset", nil, nil); err != nil {
+		return err
+	}
+	m.BootAt, m.BootOffset = time.Now().UTC(), logSize(d.path(id, "console.log"))
+	return d.writeMeta(id, m)
+}
+
+// Save implements driver.Driver: pause, migrate the whole VM state to a
+// file, end the process. The file is written under a temporary name and
+// renamed only when QEMU says the migration completed.
+func (d *Driver) Save(ctx context.Context, id string) error {
+	l := d.lock(id)
+	l.Lock()
+	defer l.Unlock()
+	m, err := d.readMeta(id)
+	if err != nil {
+		return err
+	}
+	st, err := d.qemuState(ctx, id)
+	if err != nil {
+		return err
+	}
+	if st != "running" && st != "paused" {
+		return fmt.Errorf("%w: the VM is %s", driver.ErrState, orStopped(st))
+	}
+	c, err := d.dial(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Execute(ctx, "stop", nil, nil); err != nil {
+		return err
+	}
+	tmp := d.path(id, "state.tmp")
+	if err := c.Execute(ctx, "migrate", map[string]any{"uri": "exec:cat > " + shellQuote(tmp)}, nil); err != nil {
+		return err
+	}
+	for {
+		var mi struct {
+			Status    string `json:"status"`
+			ErrorDesc string `json:"error-desc"`
+		}
+		if err := c.Execute(ctx, "query-migrate", nil, &mi); err != nil {
+			return err
+		}
+		if mi.Status == "completed" {
+			break
+		}
+		if mi.Status == "failed" || mi.Status == "cancelled" {
+			os.Remove(tmp)
+			c.Execute(ctx, "cont", nil, nil)
+			return fmt.Errorf("saving the VM state: migration %s: %s", mi.Status, mi.ErrorDesc)
+		}
+		select {
+		case <-ctx.Done():
+			c.Execute(context.WithoutCancel(ctx), "migrate_cancel", nil, nil)
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := os.Rename(tmp, d.path(id, "state.bin")); err != nil {
+		return err
+	}
+	m.Want, m.Accel = wantSaved, d.accel
+	if err := d.writeMeta(id, m); err != nil {
+		return err
+	}
+	c.Close()
+	d.ensureQuit(ctx, id)
+	local.RemoveCgroup(id)
+	return nil
+}
+
+// shellQuote quotes a path for the sh -c that QEMU's exec: migration runs.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// Cleanup implements driver.Driver (EPILOG): the process, overlay, seed,
+// sockets and cgroup go; with keepSaved, a saved VM's files stay.
+func (d *Driver) Cleanup(ctx context.Context, id string, keepSaved bool) error {
+	l := d.lock(id)
+	l.Lock()
+	defer l.Unlock()
+	m, err := d.readMeta(id)
+	if errors.Is(err, driver.ErrNotFound) {
+		os.RemoveAll(d.dir(id)) // a half-made PROLOG
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if keepSaved && m.Want == wantSaved {
+		return nil
+	}
+	d.ensureQuit(ctx, id)
+	local.RemoveCgroup(id)
+	d.ready.Forget(d.path(id, "console.log"))
+	if err := os.RemoveAll(d.dir(id)); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	delete(d.locks, id)
+	d.mu.Unlock()
+	return nil
+}
+
+// Status implements driver.Driver.
+func (d *Driver) Status(ctx context.Context, id string) (driver.Status, error) {
+	m, err := d.readMeta(id)
+	if err != nil {
+		return driver.Status{}, err
+	}
+	return d.status(ctx, id, m), nil
+}
+
+// status reads a VM's state from QEMU. A VM busy with an action reports
+// what the driver last made of it rather than waiting for QMP. A guest
+// that powered itself off is reaped here: QEMU is ended and the VM is
+// Stopped with the reason.
+func (d *Driver) status(ctx context.Context, id string, m meta) driver.Status {
+	st := driver.Status{ID: id, Host: m.Spec.Host, Reason: m.Reason}
+	l := d.lock(id)
+	if !l.TryLock() {
+		st.State = map[want]driver.State{wantPrepared: driver.Prepared, wantRunning: driver.Running, wantStopped: driver.Stopped, wantSaved: driver.Saved}[m.Want]
+		return st
+	}
+	defer l.Unlock()
+	qs, err := d.qemuState(ctx, id)
+	switch {
+	case qs == "" && err == nil:
+		switch m.Want {
+		case wantRunning:
+			st.State = driver.Crashed
+			tail, _ := local.Tail(d.path(id, "console.log"), 5)
+			st.Reason = "qemu exited unexpectedly; console tail: " + oneLine(tail)
+		case wantStopped:
+			st.State = driver.Stopped
+		case wantSaved:
+			st.State = driver.Saved
+		default:
+			st.State = driver.Prepared
+		}
+		return st
+	case qs == "shutdown":
+		m.Want, m.Reason = wantStopped, "the guest powered itself off"
+		d.writeMeta(id, m)
+		d.ensureQuit(ctx, id)
+		local.RemoveCgroup(id)
+		st.State, st.Reason = driver.Stopped, m.Reason
+		return st
+	case qs == "paused" || qs == "finish-migrate" || qs == "postmigrate":
+		st.State = driver.Suspended
+	default:
+		// running, or QMP did not answer (QEMU is alive: it runs).
+		st.State = driver.Running
+	}
+	st.CPUSeconds, st.MemoryMiB = local.CgroupUsage(id)
+	st.Ready = d.ready.Check(d.path(id, "console.log"), m.BootOffset)
+	if !st.Ready && !m.BootAt.IsZero() && time.Since(m.BootAt) > d.o.ReadyTimeout {
+		tail, _ := local.Tail(d.path(id, "console.log"), 5)
+		st.ReadyReason = fmt.Sprintf("the guest did not say it was ready within %s; console tail: %s", d.o.ReadyTimeout, oneLine(tail))
+	}
+	return st
+}
+
+// oneLine joins a console tail into one line for a reason.
+func oneLine(b []byte) string {
+	s := strings.Join(strings.Fields(strings.ToValidUTF8(string(b), "?")), " ")
+	if len(s) > 400 {
+		s = "..." + s[len(s)-400:]
+	}
+	if s == "" {
+		return "(empty)"
+	}
+	return s
+}
+
+// Recover implements driver.Driver: every VM in the state dir, as QEMU
+// says it is. Running VMs are never touched.
+func (d *Driver) Recover(ctx context.Context) ([]driver.Status, error) {
+	es, err := os.ReadDir(filepath.Join(d.root, "instances"))
+	if err != nil {
+		return nil, err
+	}
+	var out []driver.Status
+	for _, e := range es {
+		if m, err := d.readMeta(e.Name()); err == nil {
+			out = append(out, d.status(ctx, e.Name(), m))
+		}
+	}
+	return out, nil
+}
+
+// Logs implements driver.Logger: the end of the serial console.
+func (d *Driver) Logs(ctx context.Context, id string, tail int) ([]byte, error) {
+	if _, err := d.readMeta(id); err != nil {
+		return nil, err
+	}
+	return local.Tail(d.path(id, "console.log"), tail)
+}
+
+// Console implements driver.Consoler: the serial console, joined to rw
+// until either side ends. QEMU serves one console client at a time.
+func (d *Driver) Console(ctx context.Context, id string, rw io.ReadWriter) error {
+	if _, err := d.readMeta(id); err != nil {
+		return err
+	}
+	if d.pid(id) == 0 {
+		return fmt.Errorf("%w: the VM is not running", driver.ErrState)
+	}
+	var dl net.Dialer
+	c, err := dl.DialContext(ctx, "unix", d.path(id, "console.sock"))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(c, rw); done <- struct{}{} }()
+	go func() { io.Copy(rw, c); done <- struct{}{} }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+func logSize(path string) int64 {
+	if st, err := os.Stat(path); err == nil {
+		return st.Size()
+	}
+	return 0
+}
+
+// imagesInUse are the cached images VMs on this host use.
+func (d *Driver) imagesInUse() map[string]bool {
+	used := map[string]bool{}
+	es, _ := os.ReadDir(filepath.Join(d.root, "instances"))
+	for _, e := range es {
+		if m, err := d.readMeta(e.Name()); err == nil {
+			used[m.Spec.ImageSHA256] = true
+		}
+	}
+	return used
+}

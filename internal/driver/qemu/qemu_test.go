@@ -1,0 +1,239 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/driver"
+	"github.com/kumocloud/kumo/internal/driver/drivertest"
+	"github.com/kumocloud/kumo/internal/rootfs"
+	"github.com/kumocloud/kumo/internal/vmimage"
+)
+
+var (
+	tinyOnce  sync.Once
+	tinyBytes []byte
+	tinyErr   error
+)
+
+// tinyVM builds (once per machine, cached) the tiny-vm image and serves it
+// like the image service.
+func tinyVM(t testing.TB) (string, func(context.Context, string) (io.ReadCloser, error)) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 is not installed (make test installs it)")
+	}
+	tinyOnce.Do(func() {
+		var path string
+		if path, tinyErr = vmimage.TinyVMCached(context.Background(), vmimage.DefaultCache, rootfs.Busybox); tinyErr == nil {
+			tinyBytes, tinyErr = os.ReadFile(path)
+		}
+	})
+	if tinyErr != nil {
+		t.Fatal(tinyErr)
+	}
+	sum := sha256.Sum256(tinyBytes)
+	return hex.EncodeToString(sum[:]), func(context.Context, string) (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(tinyBytes)), nil
+	}
+}
+
+func newDriver(t testing.TB, dir string, fetch func(context.Context, string) (io.ReadCloser, error)) *Driver {
+	if os.Geteuid() != 0 {
+		t.Skip("VM cgroups need root; CI runs as root")
+	}
+	d, err := New(driver.Options{StateDir: dir, FetchImage: fetch, HostName: "testhost", QemuAccel: "tcg", StopTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestConformance(t *testing.T) {
+	sum, fetch := tinyVM(t)
+	drivertest.Image.Name, drivertest.Image.SHA256 = "tiny-vm", sum
+	defer func() { drivertest.Image.SHA256 = "" }()
+	drivertest.Run(t, func(t *testing.T, dir string) driver.Driver {
+		d := newDriver(t, dir, fetch)
+		t.Cleanup(func() { assertNoLeftovers(t, d) })
+		return d
+	})
+}
+
+// assertNoLeftovers: after the suite, no QEMU process or cgroup of this
+// driver remains.
+func assertNoLeftovers(t *testing.T, d *Driver) {
+	ctx := context.Background()
+	sts, _ := d.Recover(ctx)
+	for _, st := range sts { // the suite leaves some; clean them as EPILOG would
+		d.Stop(ctx, st.ID, true)
+		if err := d.Cleanup(ctx, st.ID, false); err != nil {
+			t.Errorf("Cleanup(%s): %v", st.ID, err)
+		}
+	}
+	out, _ := exec.Command("pgrep", "-f", d.root).Output()
+	if s := strings.TrimSpace(string(out)); s != "" {
+		t.Errorf("qemu processes left: %s", s)
+		exec.Command("pkill", "-9", "-f", d.root).Run()
+	}
+	es, _ := os.ReadDir(filepath.Join(d.root, "instances"))
+	if len(es) != 0 {
+		t.Errorf("%d instance dirs left", len(es))
+	}
+}
+
+func spec(id, sum string, mem int64, userData string) driver.Spec {
+	return driver.Spec{ID: id, Project: "p", Name: id, Type: api.TypeVM, Host: "testhost", Image: "tiny-vm", ImageSHA256: sum,
+		UserData: userData, Size: api.Size{VCPUs: 1, MemoryMiB: mem, DiskGiB: 1}}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 600; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// ticks returns the numbers the guest's counter printed on its console.
+func ticks(t *testing.T, d *Driver, id string) []int {
+	b, _ := d.Logs(context.Background(), id, 1000)
+	var out []int
+	for _, l := range strings.Split(string(b), "\n") {
+		var n int
+		if _, err := fmt.Sscanf(strings.TrimSpace(l), "tick %d", &n); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+const counter = "#!/bin/sh\n(i=0; while :; do i=$((i+1)); echo \"tick $i\" >/dev/ttyS0; sleep 1; done) &\n"
+
+// TestGuest: the seed reaches the guest (hostname, user-data), readiness
+// is seen, a save/restore keeps the guest's memory (its counter goes on
+// from where it was), a guest poweroff is POWEROFF-worthy and a killed
+// QEMU is a crash, with reasons.
+func TestGuest(t *testing.T) {
+	sum, fetch := tinyVM(t)
+	d := newDriver(t, t.TempDir(), fetch)
+	t.Cleanup(func() { assertNoLeftovers(t, d) })
+	ctx := context.Background()
+	s := spec("vm-guest", sum, 128, counter)
+	s.Name = "counter-vm"
+	if err := d.Prepare(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "ready", func() bool { st, _ := d.Status(ctx, s.ID); return st.Ready })
+	if log, _ := d.Logs(ctx, s.ID, 100); !strings.Contains(string(log), "kumo: ready (counter-vm)") {
+		t.Fatalf("the hostname from the seed is not applied: %s", log)
+	}
+	waitFor(t, "the counter to reach 3", func() bool { n := ticks(t, d, s.ID); return len(n) > 0 && n[len(n)-1] >= 3 })
+
+	if err := d.Save(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	before := ticks(t, d, s.ID)
+	last := before[len(before)-1]
+	if st, _ := d.Status(ctx, s.ID); st.State != driver.Saved || d.pid(s.ID) != 0 {
+		t.Fatalf("after Save: %+v, pid %d", st, d.pid(s.ID))
+	}
+	time.Sleep(2 * time.Second) // a cold boot would be counting by now
+	if err := d.Start(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the counter to go on", func() bool { return len(ticks(t, d, s.ID)) >= len(before)+2 })
+	after := ticks(t, d, s.ID)[len(before):]
+	if after[0] != last+1 || after[1] != last+2 {
+		t.Fatalf("after restore the counter printed %v after %d: the guest's memory was not kept", after, last)
+	}
+	if st, _ := d.Status(ctx, s.ID); !st.Ready || st.State != driver.Running {
+		t.Fatalf("a restored guest: %+v", st)
+	}
+
+	// A QEMU killed from outside is a crash, not a poweroff.
+	syscall.Kill(d.pid(s.ID), syscall.SIGKILL)
+	waitFor(t, "the crash to be seen", func() bool { st, _ := d.Status(ctx, s.ID); return st.State == driver.Crashed })
+	if st, _ := d.Status(ctx, s.ID); !strings.Contains(st.Reason, "qemu exited unexpectedly") || !strings.Contains(st.Reason, "tick") {
+		t.Fatalf("crash reason %q lacks the console tail", st.Reason)
+	}
+
+	// A guest that powers itself off: Stopped with the reason, QEMU gone.
+	p := spec("vm-off", sum, 128, "#!/bin/sh\n(sleep 1; poweroff -f) &\n")
+	if err := d.Prepare(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the guest to power off", func() bool { st, _ := d.Status(ctx, p.ID); return st.State == driver.Stopped })
+	if st, _ := d.Status(ctx, p.ID); st.Reason != "the guest powered itself off" || d.pid(p.ID) != 0 {
+		t.Fatalf("after a guest poweroff: %+v pid %d", st, d.pid(p.ID))
+	}
+	for _, id := range []string{s.ID, p.ID} {
+		if err := d.Cleanup(ctx, id, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestBadStarts: QEMU refusing to start, and a guest that never gets
+// ready, are reported with their reasons; nothing is left behind.
+func TestBadStarts(t *testing.T) {
+	sum, fetch := tinyVM(t)
+	dir := t.TempDir()
+	d, err := New(driver.Options{StateDir: dir, FetchImage: fetch, HostName: "testhost", QemuAccel: "tcg", ReadyTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { assertNoLeftovers(t, d) })
+	ctx := context.Background()
+
+	if err := d.Prepare(ctx, spec("vm-small", sum, 64, "")); err == nil || !strings.Contains(err.Error(), "at least 128 MiB") {
+		t.Fatalf("a 64 MiB VM: %v", err)
+	}
+	huge := spec("vm-huge", sum, 128, "")
+	huge.Size.VCPUs = 100000
+	if err := d.Prepare(ctx, huge); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(ctx, huge); err == nil || !strings.Contains(err.Error(), "qemu did not start") || !strings.Contains(err.Error(), "CPUs") {
+		t.Fatalf("Start with 100000 vCPUs: %v", err)
+	}
+	if st, _ := d.Status(ctx, huge.ID); st.State != driver.Stopped || d.pid(huge.ID) != 0 {
+		t.Fatalf("after a failed start: %+v", st)
+	}
+	d.Cleanup(ctx, huge.ID, false)
+
+	stuck := spec("vm-stuck", sum, 128, "#!/bin/sh\nsleep 600\n")
+	if err := d.Prepare(ctx, stuck); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(ctx, stuck); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "ready=false with a reason", func() bool { st, _ := d.Status(ctx, stuck.ID); return st.ReadyReason != "" })
+	if st, _ := d.Status(ctx, stuck.ID); st.Ready || st.State != driver.Running || !strings.Contains(st.ReadyReason, "did not say it was ready within 2s") {
+		t.Fatalf("a guest that never gets ready: %+v", st)
+	}
+	d.Stop(ctx, stuck.ID, true)
+	d.Cleanup(ctx, stuck.ID, false)
+}
