@@ -62,6 +62,12 @@ type Instance struct {
 	Placements []Placement `json:"placements,omitempty"`
 	// Usage is the latest its host reported (kept in memory, not stored).
 	Usage *InstanceUsage `json:"usage,omitempty"`
+	// Ready: the guest said it is up (a readiness line on its console:
+	// kumo's tiny images, cloud-init's final message) - separate from
+	// RUNNING, which says the VM or container runs. ReadyReason says why
+	// it is not when it should be by now. Reported with heartbeats.
+	Ready       bool   `json:"ready"`
+	ReadyReason string `json:"ready_reason,omitempty"`
 }
 
 // Placement is one stay of an instance on a host; End is zero while it lasts.
@@ -278,10 +284,12 @@ type Heartbeat struct {
 // InstanceUsage is an instance's CPU time and memory, as its host's
 // driver measures them (cgroups for containers).
 type InstanceUsage struct {
-	ID         string    `json:"id"`
-	CPUSeconds float64   `json:"cpu_seconds"`
-	MemoryMiB  int64     `json:"memory_mib"`
-	At         time.Time `json:"at"`
+	ID          string    `json:"id"`
+	CPUSeconds  float64   `json:"cpu_seconds"`
+	MemoryMiB   int64     `json:"memory_mib"`
+	Ready       bool      `json:"ready,omitempty"`
+	ReadyReason string    `json:"ready_reason,omitempty"`
+	At          time.Time `json:"at"`
 }
 
 // UsageReport is what a project used (or every project, for a cloud

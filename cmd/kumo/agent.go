@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,8 +14,46 @@ import (
 	"github.com/kumocloud/kumo/internal/agent"
 	"github.com/kumocloud/kumo/internal/driver"
 	_ "github.com/kumocloud/kumo/internal/driver/container" // registers "container"
+	_ "github.com/kumocloud/kumo/internal/driver/qemu"      // registers "qemu"
 	_ "github.com/kumocloud/kumo/internal/driver/sim"       // registers "sim"
 )
+
+// driverFlags are the drivers' settings, shared by 'kumo server --drivers'
+// and 'kumo agent --driver'.
+type driverFlags struct {
+	sim   simFlags
+	accel string
+}
+
+func (d *driverFlags) register(f *pflag.FlagSet) {
+	d.sim.register(f)
+	f.StringVar(&d.accel, "qemu-accel", "auto", "qemu driver: auto (KVM if a probe boot under it works, else TCG), kvm or tcg")
+}
+
+func (d *driverFlags) options() driver.Options {
+	o := d.sim.options()
+	o.QemuAccel = d.accel
+	return o
+}
+
+// checkDrivers validates a driver list: sim alone, or any of container
+// and qemu (combined into one host).
+func checkDrivers(flag, list string) error {
+	names := strings.Split(list, ",")
+	for _, n := range names {
+		switch n {
+		case "container", "qemu":
+		case "sim":
+			if len(names) == 1 {
+				continue
+			}
+			return fmt.Errorf("--%s %q: sim runs alone", flag, list)
+		default:
+			return fmt.Errorf("--%s %q: use container (runc), qemu (VMs), container,qemu (both on one host) or sim", flag, list)
+		}
+	}
+	return nil
+}
 
 // simFlags are the simulator's settings, shared by 'kumo server --drivers
 // sim' and 'kumo agent --driver sim'.
@@ -47,7 +85,7 @@ func agentCommand(root *cobra.Command) {
 	var (
 		server, token, name, stateDir, drv, logLevel string
 		heartbeat                                    time.Duration
-		sim                                          simFlags
+		drivers                                      driverFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -63,11 +101,13 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 			if err != nil {
 				return err
 			}
-			o := sim.options()
-			o.StateDir = filepath.Join(stateDir, drv)
+			if err := checkDrivers("driver", drv); err != nil {
+				return err
+			}
+			o := drivers.options()
 			var a *agent.Agent
 			o.FetchImage = func(ctx context.Context, sum string) (io.ReadCloser, error) { return a.FetchImage(ctx, sum) }
-			d, err := driver.New(drv, o)
+			d, err := driver.Open(drv, stateDir, o)
 			if err != nil {
 				return err
 			}
@@ -84,9 +124,9 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 	f.StringVar(&token, "join-token", os.Getenv("KUMO_JOIN_TOKEN"), "join token (first start only)")
 	f.StringVar(&name, "name", "", "agent name (default: host name)")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/kumo-agent", "credential and driver state")
-	f.StringVar(&drv, "driver", "container", "driver: container (runc) or sim")
+	f.StringVar(&drv, "driver", "container", "driver: container (runc), qemu (VMs), container,qemu (both) or sim")
 	f.DurationVar(&heartbeat, "heartbeat", 5*time.Second, "heartbeat interval")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	sim.register(f)
+	drivers.register(f)
 	root.AddCommand(cmd)
 }

@@ -21,7 +21,7 @@ func serverCommand(root *cobra.Command) {
 		defaultQuota, logLevel, logFormat                  string
 		tokenTTL, eventRetention, hostGrace                time.Duration
 		drivers, policy, currency                          string
-		sim                                                simFlags
+		drvFlags                                           driverFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -56,14 +56,11 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 				UnsafeNoFsync: os.Getenv("KUMO_UNSAFE_NO_FSYNC") == "1",
 				HostGrace:     hostGrace, SchedulerPolicy: policy, Currency: currency,
 			}
-			switch drivers {
-			case "", "none":
-			case "sim":
-				cfg.LocalDriver, cfg.LocalDriverOptions = "sim", sim.options()
-			case "container":
-				cfg.LocalDriver = "container"
-			default:
-				return fmt.Errorf("--drivers %q: use container (runc) or sim (the qemu driver comes with its issue)", drivers)
+			if drivers != "" && drivers != "none" {
+				if err := checkDrivers("drivers", drivers); err != nil {
+					return err
+				}
+				cfg.LocalDriver, cfg.LocalDriverOptions = drivers, drvFlags.options()
 			}
 			if etcdEndpoints != "" {
 				cfg.EtcdEndpoints = strings.Split(etcdEndpoints, ",")
@@ -90,11 +87,11 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 	f.StringVar(&defaultQuota, "default-quota", "", "quota of new projects, e.g. instances=20,vcpus=40,memory=80GiB (unnamed limits keep the built-in defaults)")
 	f.DurationVar(&tokenTTL, "token-ttl", 0, "lifetime of new API tokens (default 168h)")
 	f.DurationVar(&eventRetention, "event-retention", 24*time.Hour, "how long events are kept")
-	f.StringVar(&drivers, "drivers", "", "run a local agent with this driver: container (runc) or sim")
+	f.StringVar(&drivers, "drivers", "", "run a local agent with these drivers: container (runc), qemu (VMs), container,qemu (both on this host) or sim")
 	f.StringVar(&currency, "currency", "EUR", "currency of all prices and budgets")
 	f.StringVar(&policy, "scheduler-policy", "packing", "packing, striping or load-aware")
 	f.DurationVar(&hostGrace, "host-grace", 15*time.Second, "a host silent this long goes OFFLINE and its instances UNKNOWN")
-	sim.register(f)
+	drvFlags.register(f)
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	root.AddCommand(cmd)

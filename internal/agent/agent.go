@@ -257,7 +257,7 @@ func (a *Agent) heartbeats(ctx context.Context) {
 			now := time.Now().UTC()
 			for _, st := range sts {
 				if st.State == driver.Running || st.State == driver.Suspended {
-					hb.Usage = append(hb.Usage, api.InstanceUsage{ID: st.ID, CPUSeconds: st.CPUSeconds, MemoryMiB: st.MemoryMiB, At: now})
+					hb.Usage = append(hb.Usage, api.InstanceUsage{ID: st.ID, CPUSeconds: st.CPUSeconds, MemoryMiB: st.MemoryMiB, Ready: st.Ready, ReadyReason: st.ReadyReason, At: now})
 				}
 			}
 		}
@@ -475,8 +475,9 @@ func (a *Agent) session(ctx context.Context, s api.Session) api.SessionResult {
 }
 
 // monitor notices instances that stopped by themselves: a container
-// whose init exited goes POWEROFF with the reason (its host resources are
-// then accounted as the table says); one the driver lost goes FAILED.
+// whose init exited or a VM whose guest powered off goes POWEROFF with the
+// reason (its host resources are then accounted as the table says); one
+// the driver lost, or whose QEMU crashed, goes FAILED.
 func (a *Agent) monitor(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
@@ -512,8 +513,14 @@ func (a *Agent) monitor(ctx context.Context) {
 			switch {
 			case !ok:
 				a.report(as, api.StateFailed, "the instance disappeared from its host")
+			case st.State == driver.Crashed:
+				a.report(as, api.StateFailed, st.Reason)
 			case st.State == driver.Stopped:
-				a.report(as, api.StatePoweroff, "it stopped by itself (PID 1 exited)")
+				reason := st.Reason
+				if reason == "" {
+					reason = "it stopped by itself (PID 1 exited)"
+				}
+				a.report(as, api.StatePoweroff, reason)
 			default:
 				continue
 			}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/rootfs"
+	"github.com/kumocloud/kumo/internal/vmimage"
 )
 
 func (a *app) imageCmd() *cobra.Command {
@@ -24,45 +25,10 @@ func (a *app) imageCmd() *cobra.Command {
 		Use: "import PATH --name NAME [--kind container-rootfs] [--public | --share P,...]", Short: "Upload an image (sha256-checked end to end)", Args: cobra.ExactArgs(1),
 		Example: "  kumo image import ./tiny-rootfs.tar.gz --name tiny --kind container-rootfs --public",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, project, err := a.clientAndProject(cmd)
-			if err != nil {
-				return err
+			if !cmd.Flags().Changed("kind") {
+				kind = kindOf(args[0])
 			}
-			f, err := os.Open(args[0])
-			if err != nil {
-				return usagef("%v", err)
-			}
-			defer f.Close()
-			h := sha256.New()
-			size, err := io.Copy(h, f)
-			if err != nil {
-				return err
-			}
-			if name == "" {
-				base := args[0][strings.LastIndex(args[0], "/")+1:]
-				name = strings.ToLower(strings.SplitN(base, ".", 2)[0])
-			}
-			if format == "" && (strings.HasSuffix(args[0], ".tar")) {
-				format = "tar"
-			}
-			req := api.ImagesPost{Name: name, Kind: kind, Format: format, SHA256: hex.EncodeToString(h.Sum(nil)), SharedWith: share}
-			switch {
-			case public:
-				req.Visibility = api.VisibilityPublic
-			case len(share) > 0:
-				req.Visibility = api.VisibilityShared
-			}
-			if _, err := c.CreateImage(cmd.Context(), project, req); err != nil {
-				return err
-			}
-			if _, err := f.Seek(0, io.SeekStart); err != nil {
-				return err
-			}
-			img, err := c.UploadImage(cmd.Context(), project, name, f, size)
-			if err != nil {
-				return fmt.Errorf("uploading %s: %w (the image %q stays registered in error; retry the import or delete it)", args[0], err, name)
-			}
-			return a.printObject(img)
+			return a.importImage(cmd, args[0], name, kind, format, public, share)
 		},
 	}
 	imp.Flags().StringVar(&name, "name", "", "image name (default: the file name up to the first dot)")
@@ -161,33 +127,133 @@ func (a *app) imageCmd() *cobra.Command {
 	return cmd
 }
 
+// kindOf guesses an image's kind from its file name: disks are vm-disk,
+// the rest a container rootfs (--kind says otherwise).
+func kindOf(path string) string {
+	for _, ext := range []string{".qcow2", ".raw", ".img"} {
+		if strings.HasSuffix(path, ext) {
+			return api.KindVMDisk
+		}
+	}
+	return api.KindContainerRootfs
+}
+
+// importImage registers an image and uploads its file, announcing its
+// sha256 so the server checks the bytes end to end.
+func (a *app) importImage(cmd *cobra.Command, path, name, kind, format string, public bool, share []string) error {
+	c, project, err := a.clientAndProject(cmd)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	size, err := io.Copy(h, f)
+	if err != nil {
+		return err
+	}
+	if name == "" {
+		base := path[strings.LastIndex(path, "/")+1:]
+		name = strings.ToLower(strings.SplitN(base, ".", 2)[0])
+	}
+	if format == "" {
+		switch {
+		case strings.HasSuffix(path, ".tar"):
+			format = "tar"
+		case strings.HasSuffix(path, ".qcow2"):
+			format = "qcow2"
+		case strings.HasSuffix(path, ".raw"), strings.HasSuffix(path, ".img"):
+			format = "raw"
+		}
+	}
+	req := api.ImagesPost{Name: name, Kind: kind, Format: format, SHA256: hex.EncodeToString(h.Sum(nil)), SharedWith: share}
+	switch {
+	case public:
+		req.Visibility = api.VisibilityPublic
+	case len(share) > 0:
+		req.Visibility = api.VisibilityShared
+	}
+	if _, err := c.CreateImage(cmd.Context(), project, req); err != nil {
+		return err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	img, err := c.UploadImage(cmd.Context(), project, name, f, size)
+	if err != nil {
+		return fmt.Errorf("uploading %s: %w (the image %q stays registered in error; retry the import or delete it)", path, err, name)
+	}
+	return a.printObject(img)
+}
+
 func (a *app) imageBuildCmd() *cobra.Command {
-	var out, busybox string
+	var out, busybox, cache, kernelDeb, name string
+	var doImport, public bool
 	cmd := &cobra.Command{
-		Use: "build tiny-rootfs [-f FILE]", Short: "Build an image offline from Debian packages (tiny-rootfs: busybox-static)", Args: cobra.ExactArgs(1),
-		Example: "  kumo image build tiny-rootfs -f tiny-rootfs.tar.gz && kumo image import tiny-rootfs.tar.gz --name tiny --public",
+		Use:   "build tiny-rootfs|tiny-vm [-f FILE] [--import [--name NAME] [--public]]",
+		Short: "Build an image offline from Debian packages (tiny-rootfs: busybox-static; tiny-vm: the cloud kernel + a busybox initramfs)",
+		Long: `Build an image from Debian packages, with nothing downloaded from elsewhere:
+  tiny-rootfs  a container rootfs: busybox-static and an init that applies the
+               hostname, runs the user-data once and prints "kumo: ready"
+  tiny-vm      a vm-kernel image: the kernel of linux-image-cloud-amd64 (fetched
+               with apt-get download, never installed) and a busybox initramfs
+               that reads the NoCloud seed, applies the hostname, runs a
+               user-data script and prints "kumo: ready" on the serial console
+With --import the image is uploaded too (named after what was built).`,
+		Example: "  kumo image build tiny-rootfs -f tiny-rootfs.tar.gz && kumo image import tiny-rootfs.tar.gz --name tiny --public\n  kumo image build tiny-vm --import --public",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if args[0] != "tiny-rootfs" {
-				return usagef("image %q: this build makes tiny-rootfs (tiny-vm comes with the VM driver)", args[0])
+			what := args[0]
+			if what != "tiny-rootfs" && what != "tiny-vm" {
+				return usagef("image %q: this builds tiny-rootfs or tiny-vm", what)
+			}
+			if out == "" {
+				out = what + ".tar.gz"
 			}
 			f, err := os.Create(out)
 			if err != nil {
 				return err
 			}
-			if err := rootfs.Build(f, busybox); err != nil {
+			if what == "tiny-rootfs" {
+				err = rootfs.Build(f, busybox)
+			} else {
+				var k vmimage.Kernel
+				if k, err = vmimage.FetchKernel(cmd.Context(), cache, kernelDeb); err == nil {
+					err = vmimage.BuildTinyVM(f, busybox, k)
+				}
+			}
+			if err == nil {
+				err = f.Close()
+			}
+			if err != nil {
 				f.Close()
 				os.Remove(out)
 				return err
 			}
-			if err := f.Close(); err != nil {
-				return err
-			}
 			st, _ := os.Stat(out)
-			fmt.Fprintf(a.stdout, "%s: %d bytes\n", out, st.Size())
-			return nil
+			fmt.Fprintf(a.stderr, "%s: %d bytes\n", out, st.Size())
+			if !doImport {
+				return nil
+			}
+			kind := api.KindContainerRootfs
+			if what == "tiny-vm" {
+				kind = api.KindVMKernel
+			}
+			if name == "" {
+				name = map[string]string{"tiny-rootfs": "tiny", "tiny-vm": "tiny-vm"}[what]
+			}
+			return a.importImage(cmd, out, name, kind, "tar.gz", public, nil)
 		},
 	}
-	cmd.Flags().StringVarP(&out, "file", "f", "tiny-rootfs.tar.gz", "where to write it")
+	cmd.Flags().StringVarP(&out, "file", "f", "", "where to write it (default: NAME.tar.gz)")
 	cmd.Flags().StringVar(&busybox, "busybox", rootfs.Busybox, "the busybox-static binary")
+	cmd.Flags().StringVar(&cache, "cache", vmimage.DefaultCache, "tiny-vm: where the unpacked kernel package is kept")
+	cmd.Flags().StringVar(&kernelDeb, "kernel-deb", "", "tiny-vm: a linux-image-*-cloud-amd64 .deb to use instead of apt-get download")
+	cmd.Flags().BoolVar(&doImport, "import", false, "upload it as an image too")
+	cmd.Flags().StringVar(&name, "name", "", "with --import: the image name (default tiny for tiny-rootfs, tiny-vm for tiny-vm)")
+	cmd.Flags().BoolVar(&public, "public", false, "with --import: every project may use it (cloud admin)")
 	return cmd
 }

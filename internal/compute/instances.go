@@ -338,6 +338,8 @@ func (svc *Service) withUsage(in api.Instance) api.Instance {
 	defer svc.usageMu.Unlock()
 	if u, ok := svc.usage[in.ID]; ok && onHost(in.State) {
 		in.Usage = &u
+		in.Ready = u.Ready && in.State == api.StateRunning
+		in.ReadyReason = u.ReadyReason
 	}
 	return in
 }

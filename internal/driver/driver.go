@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -141,10 +143,9 @@ type Options struct {
 	SimFailRate  float64
 	SimSeed      int64
 	SimLabels    map[string]string
-	// QemuAccel is the qemu driver's acceleration: "kvm" or "tcg" (the
-	// agent decides "auto" with a probe boot); QemuAccelReason says why.
-	QemuAccel       string
-	QemuAccelReason string
+	// QemuAccel is the qemu driver's acceleration: auto (the default:
+	// KVM if a probe boot under it works, else TCG), kvm or tcg.
+	QemuAccel string
 	// ReadyTimeout is how long a guest may take to say it is ready before
 	// its instance shows ready=false with a reason (default 5 minutes).
 	ReadyTimeout time.Duration
@@ -170,6 +171,22 @@ func Register(name string, f Factory) {
 	mu.Lock()
 	defer mu.Unlock()
 	registry[name] = f
+}
+
+// Open makes the drivers named in a list ("container,qemu"), each keeping
+// its state in base/<name>, and combines them: one host offering every
+// kind they run.
+func Open(names, base string, o Options) (Driver, error) {
+	var ds []Driver
+	for _, n := range strings.Split(names, ",") {
+		o.StateDir = filepath.Join(base, strings.TrimSpace(n))
+		d, err := New(strings.TrimSpace(n), o)
+		if err != nil {
+			return nil, err
+		}
+		ds = append(ds, d)
+	}
+	return Combine(ds...), nil
 }
 
 // New makes the named driver.

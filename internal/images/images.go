@@ -1,7 +1,9 @@
 // Package images is the image service (the Glance part): images are
 // project objects whose bytes are uploaded as a stream, hashed while they
 // are written to a temporary file, checked (a container rootfs must be a
-// tarball that cannot write outside its root), and renamed into a
+// tarball that cannot write outside its root; a VM disk must be the
+// qcow2 or raw it claims, with no backing file, as qemu-img sees it; a
+// vm-kernel tarball holds only a kernel, initrd, cmdline and disk), and renamed into a
 // content-addressed store only when complete; a failed upload leaves
 // nothing on disk. Identical uploads share one file. Keys:
 // /images/{project}/{name}; files: DATA_DIR/images/blobs/<sha256>.
@@ -28,6 +30,7 @@ import (
 	"github.com/kumocloud/kumo/internal/quota"
 	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/validate"
+	"github.com/kumocloud/kumo/internal/vmimage"
 )
 
 const prefix = "/images/"
@@ -259,7 +262,7 @@ func (svc *Service) Upload(ctx context.Context, project, name string, body io.Re
 	if rev, err = svc.s.Update(ctx, key(project, name), store.MustJSON(r), rev); err != nil {
 		return api.Image{}, errs.Conflict("image %q changed; try again", name)
 	}
-	sum, size, tmp, err := svc.receive(body, limit, r)
+	sum, size, tmp, err := svc.receive(ctx, body, limit, r)
 	if err == nil {
 		// Charge the bytes and go active in one transaction.
 		mib := (size + 1<<20 - 1) >> 20
@@ -286,7 +289,7 @@ func (svc *Service) Upload(ctx context.Context, project, name string, body io.Re
 }
 
 // receive writes body to a temp file, hashing it, and checks it.
-func (svc *Service) receive(body io.Reader, limit int64, r record) (sum string, size int64, tmp string, err error) {
+func (svc *Service) receive(ctx context.Context, body io.Reader, limit int64, r record) (sum string, size int64, tmp string, err error) {
 	f, err := os.CreateTemp(filepath.Join(svc.dir, "tmp"), "upload-*")
 	if err != nil {
 		return "", 0, "", err
@@ -315,13 +318,23 @@ func (svc *Service) receive(body io.Reader, limit int64, r record) (sum string, 
 	if r.Expect != "" && r.Expect != sum {
 		return "", size, tmp, errs.Invalid("sha256", "the upload's sha256 is %s, not %s as announced: corrupt or truncated", sum, r.Expect)
 	}
-	if r.Kind == api.KindContainerRootfs {
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return "", size, tmp, err
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", size, tmp, err
+	}
+	switch r.Kind {
+	case api.KindContainerRootfs:
+		err = CheckRootfs(f, r.Format == "tar.gz")
+	case api.KindVMDisk:
+		if _, err = vmimage.InspectDisk(ctx, tmp, r.Format); err != nil {
+			err = errs.Invalid("body", "not a usable %s disk: %v", r.Format, err)
 		}
-		if err := CheckRootfs(f, r.Format == "tar.gz"); err != nil {
-			return "", size, tmp, err
+	case api.KindVMKernel:
+		if err = vmimage.CheckKernelImage(ctx, f, filepath.Dir(tmp)); err != nil {
+			err = errs.Invalid("body", "not a usable vm-kernel image: %v", err)
 		}
+	}
+	if err != nil {
+		return "", size, tmp, err
 	}
 	return sum, size, tmp, nil
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -221,5 +222,72 @@ func TestDeleteInUse(t *testing.T) {
 	}
 	if err := svc.Delete(ctx, "p", "x", true); err != nil {
 		t.Fatalf("forced delete: %v", err)
+	}
+}
+
+// qcow2 makes a qcow2 disk with qemu-img (with a backing file when given).
+func qcow2(t *testing.T, backing string) []byte {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img is not installed (make test installs qemu-utils)")
+	}
+	p := filepath.Join(t.TempDir(), "d.qcow2")
+	args := []string{"create", "-q", "-f", "qcow2"}
+	if backing != "" {
+		args = append(args, "-F", "raw", "-b", backing)
+	}
+	if out, err := exec.Command("qemu-img", append(args, p, "64M")...).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img: %v %s", err, out)
+	}
+	b, _ := os.ReadFile(p)
+	return b
+}
+
+// TestVMImageChecks: VM disks are what they claim, standalone; vm-kernel
+// tarballs hold a kernel and nothing unexpected. Rejections say why and
+// leave nothing on disk.
+func TestVMImageChecks(t *testing.T) {
+	ctx := context.Background()
+	disk := qcow2(t, "")
+	kernel := func(entries ...entry) []byte { return tarball(t, true, entries...) }
+	tests := []struct {
+		name, kind, format string
+		body               []byte
+		want               string // "" = accepted
+	}{
+		{"qcow2 disk", api.KindVMDisk, "qcow2", disk, ""},
+		{"raw disk", api.KindVMDisk, "raw", bytes.Repeat([]byte{0}, 1<<20), ""},
+		{"qcow2 claimed raw", api.KindVMDisk, "raw", disk, "is qcow2, not raw"},
+		{"raw claimed qcow2", api.KindVMDisk, "qcow2", bytes.Repeat([]byte{0}, 1<<20), "is raw, not qcow2"},
+		{"backing file", api.KindVMDisk, "qcow2", qcow2(t, "/etc/shadow"), "backing file (/etc/shadow)"},
+		{"kernel image", api.KindVMKernel, "tar.gz", kernel(entry{name: "vmlinuz", typ: tar.TypeReg, body: "k"}, entry{name: "initrd", typ: tar.TypeReg, body: "i"}), ""},
+		{"kernel with its disk", api.KindVMKernel, "tar.gz", kernel(entry{name: "vmlinuz", typ: tar.TypeReg, body: "k"}, entry{name: "disk.qcow2", typ: tar.TypeReg, body: string(disk)}), ""},
+		{"no kernel", api.KindVMKernel, "tar.gz", kernel(entry{name: "initrd", typ: tar.TypeReg, body: "i"}), "needs a vmlinuz"},
+		{"stray member", api.KindVMKernel, "tar.gz", kernel(entry{name: "vmlinuz", typ: tar.TypeReg, body: "k"}, entry{name: "etc/passwd", typ: tar.TypeReg, body: "x"}), `entry "etc/passwd"`},
+		{"symlink kernel", api.KindVMKernel, "tar.gz", kernel(entry{name: "vmlinuz", typ: tar.TypeSymlink, link: "/boot/vmlinuz"}), "only regular files"},
+		{"bad disk inside", api.KindVMKernel, "tar.gz", kernel(entry{name: "vmlinuz", typ: tar.TypeReg, body: "k"}, entry{name: "disk.qcow2", typ: tar.TypeReg, body: "not a disk"}), "disk.qcow2: the disk is raw, not qcow2"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			svc, _, dir := newSvc(t, 100)
+			if _, err := svc.Create(ctx, "p", api.ImagesPost{Name: "x", Kind: tc.kind, Format: tc.format}); err != nil {
+				t.Fatal(err)
+			}
+			img, err := svc.Upload(ctx, "p", "x", bytes.NewReader(tc.body))
+			if tc.want == "" {
+				if err != nil || img.Status != api.ImageActive {
+					t.Fatalf("rejected: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("%v, want %q", err, tc.want)
+			}
+			if !errors.Is(err, errs.ErrInvalid) {
+				t.Fatalf("%v is not a 400", err)
+			}
+			if n := files(t, dir); n != 0 {
+				t.Fatalf("%d files left on disk", n)
+			}
+		})
 	}
 }

@@ -24,10 +24,10 @@ func (s *Server) startLocalAgent(ctx context.Context) error {
 	}
 	_, port, _ := net.SplitHostPort(s.httpsAddr)
 	opts := s.cfg.LocalDriverOptions
-	opts.StateDir = filepath.Join(s.cfg.DataDir, "agent", s.cfg.LocalDriver)
+	base := filepath.Join(s.cfg.DataDir, "agent")
 	var a *agent.Agent
 	opts.FetchImage = func(ctx context.Context, sum string) (io.ReadCloser, error) { return a.FetchImage(ctx, sum) }
-	d, err := driver.New(s.cfg.LocalDriver, opts)
+	d, err := driver.Open(s.cfg.LocalDriver, base, opts)
 	if err != nil {
 		return err
 	}
@@ -36,8 +36,8 @@ func (s *Server) startLocalAgent(ctx context.Context) error {
 		return err
 	}
 	a, err = agent.New(ctx, agent.Config{
-		Server: "https://127.0.0.1:" + port, JoinToken: tok.Token, Name: "local-" + s.cfg.LocalDriver,
-		StateDir: opts.StateDir, Driver: d, Log: s.log.With("component", "agent"),
+		Server: "https://127.0.0.1:" + port, JoinToken: tok.Token, Name: "local",
+		StateDir: base, Driver: d, Log: s.log.With("component", "agent"),
 	})
 	if err != nil {
 		return fmt.Errorf("local agent: %w", err)

@@ -1,10 +1,16 @@
 package vmimage
 
 import (
+	"archive/tar"
+	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"os/exec"
+	"slices"
 	"strings"
 )
 
@@ -46,4 +52,61 @@ func InspectDisk(ctx context.Context, path, want string) (DiskInfo, error) {
 		return info, fmt.Errorf("the disk has no size")
 	}
 	return info, nil
+}
+
+// CheckKernelImage checks a vm-kernel tarball: only the known members
+// (vmlinuz, initrd, cmdline, disk.qcow2), regular files, a vmlinuz, and a
+// disk.qcow2 that InspectDisk accepts (unpacked to tmpDir to be read).
+func CheckKernelImage(ctx context.Context, r io.Reader, tmpDir string) error {
+	zr, err := gzip.NewReader(r)
+	if err != nil {
+		return fmt.Errorf("not a gzipped tarball: %w", err)
+	}
+	tr := tar.NewReader(zr)
+	seen := map[string]bool{}
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("broken tarball: %w", err)
+		}
+		name := strings.TrimPrefix(h.Name, "./")
+		if h.Typeflag == tar.TypeDir && (name == "" || name == ".") {
+			continue
+		}
+		if !slices.Contains(KernelImageFiles, name) || h.Typeflag != tar.TypeReg {
+			return fmt.Errorf("entry %q: a vm-kernel image holds only regular files named %s", h.Name, strings.Join(KernelImageFiles, ", "))
+		}
+		if seen[name] {
+			return fmt.Errorf("entry %q appears twice", name)
+		}
+		seen[name] = true
+		if name == "disk.qcow2" {
+			if err := checkMember(ctx, tr, tmpDir); err != nil {
+				return err
+			}
+		}
+	}
+	if !seen["vmlinuz"] {
+		return errors.New("a vm-kernel image needs a vmlinuz")
+	}
+	return nil
+}
+
+func checkMember(ctx context.Context, r io.Reader, tmpDir string) error {
+	f, err := os.CreateTemp(tmpDir, "disk-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	if _, err := io.Copy(f, r); err != nil {
+		return fmt.Errorf("broken tarball: %w", err)
+	}
+	if _, err := InspectDisk(ctx, f.Name(), "qcow2"); err != nil {
+		return fmt.Errorf("disk.qcow2: %w", err)
+	}
+	return nil
 }

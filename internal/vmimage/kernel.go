@@ -18,6 +18,7 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,6 +39,9 @@ type Kernel struct {
 // it with apt-get download (the package is never installed on the host)
 // the first time, or unpacking deb when one is given.
 func FetchKernel(ctx context.Context, cacheDir, deb string) (Kernel, error) {
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return Kernel{}, err
+	}
 	if deb == "" {
 		if k, err := findKernel(filepath.Join(cacheDir, "kernel")); err == nil {
 			return k, nil
@@ -203,24 +207,50 @@ const DefaultCache = "/var/cache/kumo/vm"
 // TinyVMCached returns the tiny-vm image built once under cacheDir (the
 // kernel package fetched on first use): tests and the accel probe share it.
 func TinyVMCached(ctx context.Context, cacheDir, busybox string) (string, error) {
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return "", err
-	}
-	k, err := FetchKernel(ctx, cacheDir, "")
+	k, initrd, err := TinyPartsCached(ctx, cacheDir, busybox)
 	if err != nil {
 		return "", err
 	}
-	path := filepath.Join(cacheDir, "tiny-vm-"+k.Version+".tar.gz")
+	return cached(filepath.Join(cacheDir, "tiny-vm-"+k.Version+".tar.gz"), func(w io.Writer) error {
+		vmlinuz, err := os.ReadFile(k.Vmlinuz)
+		if err != nil {
+			return err
+		}
+		rd, err := os.ReadFile(initrd)
+		if err != nil {
+			return err
+		}
+		return WriteKernelImage(w, map[string][]byte{"vmlinuz": vmlinuz, "initrd": rd, "cmdline": []byte(TinyCmdline + "\n")})
+	})
+}
+
+// TinyPartsCached returns the cloud kernel and the tiny initramfs, built
+// once under cacheDir.
+func TinyPartsCached(ctx context.Context, cacheDir, busybox string) (Kernel, string, error) {
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return Kernel{}, "", err
+	}
+	k, err := FetchKernel(ctx, cacheDir, "")
+	if err != nil {
+		return Kernel{}, "", err
+	}
+	initrd, err := cached(filepath.Join(cacheDir, "tiny-initrd-"+k.Version+".img"), func(w io.Writer) error { return BuildInitramfs(w, busybox, k) })
+	return k, initrd, err
+}
+
+// cached makes path with build once (through a temp file renamed into
+// place, so a half-written file is never used).
+func cached(path string, build func(io.Writer) error) (string, error) {
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
-	f, err := os.CreateTemp(cacheDir, ".tiny-vm-*")
+	f, err := os.CreateTemp(filepath.Dir(path), ".build-*")
 	if err != nil {
 		return "", err
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	if err := BuildTinyVM(f, busybox, k); err != nil {
+	if err := build(f); err != nil {
 		return "", err
 	}
 	if err := f.Close(); err != nil {

@@ -42,6 +42,7 @@ type Driver struct {
 	runc  string
 	host  string
 	cache *local.Cache
+	ready local.Readiness
 }
 
 var _ driver.Driver = (*Driver)(nil)
@@ -94,6 +95,9 @@ func (d *Driver) dir(id string) string { return filepath.Join(d.root, "instances
 type meta struct {
 	Spec  driver.Spec `json:"spec"`
 	Saved bool        `json:"saved"`
+	// BootOffset is where the console log stood at the last start:
+	// readiness is looked for after it.
+	BootOffset int64 `json:"boot_offset,omitempty"`
 }
 
 func (d *Driver) readMeta(id string) (meta, error) {
@@ -301,6 +305,9 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) error {
 		return err
 	}
 	defer log.Close()
+	if st, err := log.Stat(); err == nil {
+		m.BootOffset = st.Size()
+	}
 	cmd := exec.Command(d.runc, "--root", filepath.Join(d.root, "runc"), "run", "--detach", "--bundle", d.dir(s.ID), s.ID)
 	cmd.Stdout, cmd.Stderr = log, log
 	// Its own session: an agent restart (or its process group dying)
@@ -460,6 +467,9 @@ func (d *Driver) status(id string, m meta, runcState string) driver.Status {
 		}
 	}
 	st.CPUSeconds, st.MemoryMiB = local.CgroupUsage(id)
+	if st.State == driver.Running {
+		st.Ready = d.ready.Check(filepath.Join(d.dir(id), "console.log"), m.BootOffset)
+	}
 	return st
 }
 

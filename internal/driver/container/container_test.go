@@ -81,7 +81,9 @@ func TestContainerFacts(t *testing.T) {
 	sum, fetch := tiny(t)
 	d := newDriver(t, t.TempDir(), fetch)
 	ctx := context.Background()
-	hog := "x=$(head -c 67108864 /dev/zero | tr '\\000' a); echo survived\n"
+	// The hog offers itself to the OOM killer first: the kernel otherwise
+	// weighs processes by size, and under load init can lose that race.
+	hog := "echo 1000 >/proc/self/oom_score_adj; x=$(head -c 67108864 /dev/zero | tr '\\000' a); echo survived\n"
 	a, b := spec("c-a", sum, 16, hog), spec("c-b", sum, 64, "hostname > /var/lib/kumo/seen\n")
 	for _, s := range []driver.Spec{a, b} {
 		if err := d.Prepare(ctx, s); err != nil {

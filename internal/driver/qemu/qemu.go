@@ -52,8 +52,10 @@ type Driver struct {
 	version string
 	host    string
 	accel   string
-	cache   *local.Cache
-	ready   local.Readiness
+	// accelReason says why accel was chosen (the probe's verdict).
+	accelReason string
+	cache       *local.Cache
+	ready       local.Readiness
 
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex
@@ -61,7 +63,8 @@ type Driver struct {
 
 var _ driver.Driver = (*Driver)(nil)
 
-// New checks qemu and qemu-img and prepares the state dir.
+// New checks qemu and qemu-img, settles the acceleration (probing KVM
+// with a real boot for "auto") and prepares the state dir.
 func New(o driver.Options) (*Driver, error) {
 	bin, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
@@ -80,15 +83,13 @@ func New(o driver.Options) (*Driver, error) {
 		return nil, fmt.Errorf("%s --version: %w", bin, err)
 	}
 	version := strings.TrimPrefix(strings.SplitN(string(out), "\n", 2)[0], "QEMU emulator version ")
-	d := &Driver{o: o, root: o.StateDir, qemu: bin, version: version, host: o.HostName, accel: o.QemuAccel, locks: map[string]*sync.Mutex{}}
+	d := &Driver{o: o, root: o.StateDir, qemu: bin, version: version, host: o.HostName, locks: map[string]*sync.Mutex{}}
 	if d.host == "" {
 		d.host = local.HostName()
 	}
-	if d.accel == "" {
-		d.accel = "tcg"
-	}
+	d.accel, d.accelReason = ResolveAccel(context.Background(), bin, o.QemuAccel)
 	if d.accel != "tcg" && d.accel != "kvm" {
-		return nil, fmt.Errorf("qemu accel %q: use kvm or tcg (the agent resolves auto)", d.accel)
+		return nil, fmt.Errorf("qemu accel %q: use auto, kvm or tcg", o.QemuAccel)
 	}
 	if d.o.ReadyTimeout == 0 {
 		d.o.ReadyTimeout = 5 * time.Minute
@@ -116,8 +117,8 @@ func (d *Driver) Hosts(ctx context.Context) ([]api.HostSpec, error) {
 	f := local.HostFacts(d.root)
 	attrs := map[string]string{"ARCH": f.Arch, "KERNEL": f.Kernel, "CPU_MODEL": f.CPUModel,
 		"HYPERVISOR": "qemu", "QEMU_VERSION": d.version, "ACCEL": d.accel}
-	if d.o.QemuAccelReason != "" {
-		attrs["ACCEL_REASON"] = d.o.QemuAccelReason
+	if d.accelReason != "" {
+		attrs["ACCEL_REASON"] = d.accelReason
 	}
 	return []api.HostSpec{{Name: d.host, Kinds: []string{api.TypeVM},
 		Capacity: api.Size{VCPUs: f.CPUs, MemoryMiB: f.MemoryMiB, DiskGiB: f.DiskGiB}, Attributes: attrs}}, nil
