@@ -184,8 +184,11 @@ func (svc *Service) Join(ctx context.Context, req api.AgentsPost) (api.Agent, er
 	if err := validate.Name("name", req.Name); err != nil {
 		return api.Agent{}, err
 	}
-	if err := validate.Name("driver", req.Driver); err != nil {
-		return api.Agent{}, err
+	// One driver, or several combined on one host ("container,qemu").
+	for _, d := range strings.Split(req.Driver, ",") {
+		if err := validate.Name("driver", d); err != nil {
+			return api.Agent{}, err
+		}
 	}
 	if err := validateSpecs(req.Hosts); err != nil {
 		return api.Agent{}, err

@@ -115,9 +115,13 @@ func ticks(t *testing.T, d *Driver, id string) []int {
 	b, _ := d.Logs(context.Background(), id, 1000)
 	var out []int
 	for _, l := range strings.Split(string(b), "\n") {
-		var n int
-		if _, err := fmt.Sscanf(strings.TrimSpace(l), "tick %d", &n); err == nil {
-			out = append(out, n)
+		// The console is shared with the guest's shell: a tick may follow
+		// a prompt on the same line.
+		if i := strings.LastIndex(l, "tick "); i >= 0 {
+			var v int
+			if _, err := fmt.Sscanf(l[i:], "tick %d", &v); err == nil {
+				out = append(out, v)
+			}
 		}
 	}
 	return out
