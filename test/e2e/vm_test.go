@@ -70,7 +70,10 @@ func TestVMs(t *testing.T) {
 	})
 	in, _ := instanceState(t, c, "default", "vm1")
 	vmDir := filepath.Join(s.dir, "agent", "qemu", "instances", in.ID)
-	pid := func() string { b, _ := os.ReadFile(filepath.Join(vmDir, "qemu.pid")); return strings.TrimSpace(string(b)) }
+	pid := func() string {
+		b, _ := os.ReadFile(filepath.Join(vmDir, "qemu.pid"))
+		return strings.TrimSpace(string(b))
+	}
 	alive := func() bool { _, err := os.Stat("/proc/" + pid()); return pid() != "" && err == nil }
 	if out := must(t, root, "", "instance", "logs", "vm1"); !strings.Contains(out, "kumo: ready (vm1)") {
 		t.Fatalf("the console log lacks the readiness line with the hostname from the seed: %q", out)
