@@ -16,7 +16,11 @@ mkdir -p "$(dirname "$LOG")" "$(dirname "$SOCKET")"
 if [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
 	echo "kumo server already running (pid $(cat "$PIDFILE")); 'make down' stops it"
 else
-	nohup /usr/local/bin/kumo server --data-dir "$DATA_DIR" --listen "$LISTEN" --socket "$SOCKET" --drivers container >>"$LOG" 2>&1 &
+	# Containers and VMs on this machine (one host offering both); VMs use
+	# KVM when a probe boot under it works, else TCG.
+	DRIVERS=container
+	command -v qemu-system-x86_64 >/dev/null && DRIVERS=container,qemu
+	nohup /usr/local/bin/kumo server --data-dir "$DATA_DIR" --listen "$LISTEN" --socket "$SOCKET" --drivers "$DRIVERS" >>"$LOG" 2>&1 &
 	echo $! >"$PIDFILE"
 fi
 for _ in $(seq 1 300); do
@@ -36,6 +40,10 @@ if ! kumo image show tiny >/dev/null 2>&1; then
 	kumo image import "$DATA_DIR/tiny-rootfs.tar.gz" --name tiny --public >/dev/null
 	echo "imported image tiny (busybox rootfs)"
 fi
+if command -v qemu-system-x86_64 >/dev/null && ! kumo image show tiny-vm >/dev/null 2>&1; then
+	kumo image build tiny-vm -f "$DATA_DIR/tiny-vm.tar.gz" --import --public >/dev/null
+	echo "imported image tiny-vm (Debian cloud kernel + busybox initramfs)"
+fi
 if ! kumo instance show demo >/dev/null 2>&1; then
 	kumo instance create demo --type container --image tiny --flavor tiny --wait >/dev/null &&
 		echo "demo container: $(kumo instance show demo -o json | grep -m1 '"state"')"
@@ -46,6 +54,7 @@ grep -h "CA fingerprint" "$LOG" | tail -1 || true
 echo
 echo "kumo is up. As root on this machine, no login needed:"
 echo "  kumo instance list ; kumo instance history demo ; kumo host list"
+echo "  kumo instance create vm1 --type vm --image tiny-vm --flavor tiny --wait ; kumo instance console vm1"
 echo "  kumo flavor list"
 echo "  kumo project create web --quota instances=10,vcpus=20,memory=20GiB"
 echo "From elsewhere: kumo login https://$(hostname -f 2>/dev/null || hostname):${LISTEN##*:} --user admin"

@@ -69,6 +69,10 @@ type Agent struct {
 	written map[string]int64          // instance -> revision of the agent's last write
 	sem     chan struct{}
 	hostSet map[string]bool
+	// ready is what the monitor last saw of each running instance's
+	// readiness; a change kicks a heartbeat at once (it carries it).
+	ready map[string]bool
+	kick  chan struct{}
 }
 
 // New prepares an agent: it joins (first start) or loads its credential,
@@ -86,7 +90,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.Name == "" {
 		cfg.Name, _ = os.Hostname()
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, reps: make(chan api.InstanceReport, 4096), work: map[string]*work{}, running: map[string]api.Assignment{}, written: map[string]int64{}, sem: make(chan struct{}, cfg.Workers)}
+	a := &Agent{cfg: cfg, log: cfg.Log, reps: make(chan api.InstanceReport, 4096), work: map[string]*work{}, running: map[string]api.Assignment{}, written: map[string]int64{}, sem: make(chan struct{}, cfg.Workers),
+		ready: map[string]bool{}, kick: make(chan struct{}, 1)}
 	specs, err := cfg.Driver.Hosts(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("driver %s: fingerprint: %w", cfg.Driver.Name(), err)
@@ -268,6 +273,7 @@ func (a *Agent) heartbeats(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-a.kick:
 		}
 	}
 }
@@ -479,14 +485,24 @@ func (a *Agent) session(ctx context.Context, s api.Session) api.SessionResult {
 // reason (its host resources are then accounted as the table says); one
 // the driver lost, or whose QEMU crashed, goes FAILED.
 func (a *Agent) monitor(ctx context.Context) {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
 	hh, _ := a.cfg.Driver.(driver.HostHealth)
+	// Checks come every 2 s, and every 250 ms while a guest that started
+	// within the last minute has not said it is ready: the moment it does
+	// is what users wait for (create-to-ready).
+	booting := map[string]time.Time{}
 	for {
+		every := 2 * time.Second
+		for id, since := range booting {
+			if time.Since(since) < time.Minute {
+				every = 250 * time.Millisecond
+			} else {
+				delete(booting, id)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(every):
 		}
 		a.mu.Lock()
 		var check []api.Assignment
@@ -508,8 +524,22 @@ func (a *Agent) monitor(ctx context.Context) {
 		for _, st := range sts {
 			have[st.ID] = st
 		}
+		kick := false
 		for _, as := range check {
 			st, ok := have[as.ID]
+			if ok && st.State == driver.Running {
+				if _, seen := booting[as.ID]; !seen && !st.Ready {
+					booting[as.ID] = time.Now()
+				}
+				if st.Ready {
+					delete(booting, as.ID)
+				}
+				a.mu.Lock()
+				if a.ready[as.ID] != st.Ready {
+					a.ready[as.ID], kick = st.Ready, true
+				}
+				a.mu.Unlock()
+			}
 			switch {
 			case !ok:
 				a.report(as, api.StateFailed, "the instance disappeared from its host")
@@ -526,7 +556,15 @@ func (a *Agent) monitor(ctx context.Context) {
 			}
 			a.mu.Lock()
 			delete(a.running, as.ID)
+			delete(a.ready, as.ID)
 			a.mu.Unlock()
+			delete(booting, as.ID)
+		}
+		if kick {
+			select {
+			case a.kick <- struct{}{}:
+			default:
+			}
 		}
 	}
 }

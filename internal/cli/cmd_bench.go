@@ -32,6 +32,10 @@ type BenchResult struct {
 	P99ms          float64 `json:"p99_ms"`
 	WritesPerInst  float64 `json:"store_writes_per_instance"`
 	ServerRSSMiB   float64 `json:"server_rss_mib"`
+	// Ready* are create-to-ready (the guest said it is up), with --ready.
+	Ready        int     `json:"ready,omitempty"`
+	ReadyP50ms   float64 `json:"ready_p50_ms,omitempty"`
+	ReadyP95ms   float64 `json:"ready_p95_ms,omitempty"`
 	Hosts          int     `json:"hosts"`
 	Project        string  `json:"project"`
 	CreateFailures int     `json:"create_failures"`
@@ -42,7 +46,7 @@ func (a *app) benchCmd() *cobra.Command {
 	var n, conc int
 	var typ, image, flv, project string
 	var timeout time.Duration
-	var cleanup, closed bool
+	var cleanup, closed, ready bool
 	prov := &cobra.Command{
 		Use:   "provision",
 		Short: "Create instances through the API and measure how fast they reach RUNNING",
@@ -70,7 +74,10 @@ Without --project it makes a project with unlimited quota (cloud admin).`,
 					return fmt.Errorf("making a bench project (needs cloud admin; or pass --project): %w", err)
 				}
 			}
-			res, err := runBench(ctx, c, project, n, conc, typ, image, flv, timeout, closed)
+			res, err := runBench(ctx, c, project, n, conc, typ, image, flv, timeout, closed, ready)
+			if err == nil && ready && !closed {
+				err = waitReady(ctx, c, project, &res, timeout)
+			}
 			if err != nil {
 				return err
 			}
@@ -83,6 +90,9 @@ Without --project it makes a project with unlimited quota (cloud admin).`,
 			fmt.Fprintf(a.stdout, "%d instances (%d running, %d failed) on %d hosts, concurrency %d, project %s\n", res.Instances, res.Running, res.Failed, res.Hosts, res.Concurrency, res.Project)
 			fmt.Fprintf(a.stdout, "throughput    %.0f instances/s reaching RUNNING (%.2f s in all)\n", res.PerSecond, res.Seconds)
 			fmt.Fprintf(a.stdout, "create->RUNNING p50 %.0f ms, p95 %.0f ms, p99 %.0f ms\n", res.P50ms, res.P95ms, res.P99ms)
+			if ready {
+				fmt.Fprintf(a.stdout, "create->ready   p50 %.0f ms, p95 %.0f ms (%d ready)\n", res.ReadyP50ms, res.ReadyP95ms, res.Ready)
+			}
 			fmt.Fprintf(a.stdout, "store writes  %.2f per instance\n", res.WritesPerInst)
 			if res.ServerRSSMiB > 0 {
 				fmt.Fprintf(a.stdout, "server RSS    %.0f MiB\n", res.ServerRSSMiB)
@@ -99,12 +109,57 @@ Without --project it makes a project with unlimited quota (cloud admin).`,
 	f.StringVar(&project, "project", "", "project to use (default: a new one with unlimited quota)")
 	f.DurationVar(&timeout, "timeout", 10*time.Minute, "give up waiting after this long")
 	f.BoolVar(&cleanup, "cleanup", false, "terminate the instances afterwards")
+	f.BoolVar(&ready, "ready", false, "also wait for each guest to say it is ready and report create-to-ready (readiness reaches the API with heartbeats, checked every 250 ms while a guest boots); with --closed-loop each worker waits for its guest")
 	f.BoolVar(&closed, "closed-loop", false, "each worker waits for its instance to be RUNNING before the next create (latency without queueing)")
 	cmd.AddCommand(prov)
 	return cmd
 }
 
-func runBench(ctx context.Context, c *client.Client, project string, n, conc int, typ, image, flv string, timeout time.Duration, closed bool) (BenchResult, error) {
+// waitReady polls the bench's instances until each is ready, and records
+// create-to-ready from their creation times.
+func waitReady(ctx context.Context, c *client.Client, project string, res *BenchResult, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	readyAt := map[string]time.Time{}
+	created := map[string]time.Time{}
+	for time.Now().Before(deadline) {
+		ins, err := c.Instances(ctx, project, false, client.ListOptions{})
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		for _, in := range ins {
+			created[in.Name] = in.CreatedAt
+			if _, seen := readyAt[in.Name]; in.Ready && !seen {
+				readyAt[in.Name] = now
+			}
+		}
+		if len(readyAt) >= res.Running && len(readyAt) > 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var lat []float64
+	for name, t := range readyAt {
+		lat = append(lat, float64(t.Sub(created[name]).Microseconds())/1000)
+	}
+	sort.Float64s(lat)
+	res.Ready = len(lat)
+	res.ReadyP50ms, res.ReadyP95ms = percentile(lat, 0.50), percentile(lat, 0.95)
+	if res.Ready < res.Running {
+		return fmt.Errorf("only %d of %d running instances said they were ready within %s", res.Ready, res.Running, timeout)
+	}
+	return nil
+}
+
+// percentile of sorted values (0 for none).
+func percentile(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[int(math.Min(float64(len(sorted)-1), math.Ceil(p*float64(len(sorted)))-1))]
+}
+
+func runBench(ctx context.Context, c *client.Client, project string, n, conc int, typ, image, flv string, timeout time.Duration, closed, ready bool) (BenchResult, error) {
 	res := BenchResult{Instances: n, Concurrency: conc, Project: project}
 	info, err := c.ServerInfo(ctx)
 	if err != nil {
@@ -117,6 +172,7 @@ func runBench(ctx context.Context, c *client.Client, project string, n, conc int
 	rand.Read(b)
 	prefix := "b" + hex.EncodeToString(b) + "-"
 	var mu sync.Mutex
+	var readyLat []float64 // closed loop with ready: create-to-ready
 	created := map[string]time.Time{}
 	running := map[string]time.Time{}
 	failed := map[string]bool{}
@@ -182,6 +238,20 @@ func runBench(ctx context.Context, c *client.Client, project string, n, conc int
 					}
 					time.Sleep(2 * time.Millisecond)
 				}
+				// With --ready, a closed loop also waits for the guest: the
+				// next create then does not compete with this boot.
+				for closed && ready && err == nil && wctx.Err() == nil {
+					in, gerr := c.Instance(wctx, project, name)
+					if gerr == nil && in.Ready {
+						mu.Lock()
+						readyLat = append(readyLat, float64(time.Since(t).Microseconds())/1000)
+						mu.Unlock()
+					}
+					if gerr != nil || in.Ready || in.State != api.StateRunning {
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
 			}
 		}()
 	}
@@ -204,12 +274,7 @@ func runBench(ctx context.Context, c *client.Client, project string, n, conc int
 		}
 	}
 	sort.Float64s(lat)
-	pct := func(p float64) float64 {
-		if len(lat) == 0 {
-			return 0
-		}
-		return lat[int(math.Min(float64(len(lat)-1), math.Ceil(p*float64(len(lat)))-1))]
-	}
+	pct := func(p float64) float64 { return percentile(lat, p) }
 	res.Running, res.Failed, res.CreateFailures = len(running), len(failed), int(createFail.Load())
 	res.Seconds = last.Sub(start).Seconds()
 	if len(running) < n {
@@ -219,6 +284,10 @@ func runBench(ctx context.Context, c *client.Client, project string, n, conc int
 		res.PerSecond = float64(res.Running) / res.Seconds
 	}
 	res.P50ms, res.P95ms, res.P99ms = pct(0.50), pct(0.95), pct(0.99)
+	if closed && ready {
+		sort.Float64s(readyLat)
+		res.Ready, res.ReadyP50ms, res.ReadyP95ms = len(readyLat), percentile(readyLat, 0.5), percentile(readyLat, 0.95)
+	}
 	if after, err := c.ServerInfo(ctx); err == nil {
 		res.WritesPerInst = float64(after.StoreRevision-info.StoreRevision) / float64(n)
 	}

@@ -50,6 +50,8 @@ func TestVMs(t *testing.T) {
 		t.Skip("qemu-system-x86_64 is not installed (make test installs it)")
 	}
 	s := startServer(t, "--drivers", "container,qemu")
+	// VMs outlive their agent by design: a failed run must not leave any.
+	t.Cleanup(func() { exec.Command("pkill", "-9", "-f", filepath.Join(s.dir, "agent", "qemu")).Run() })
 	root := []string{"KUMO_SOCKET=" + s.socket}
 	dir := t.TempDir()
 	must(t, root, "", "image", "build", "tiny-vm", "-f", filepath.Join(dir, "tiny-vm.tar.gz"), "--import", "--public")
