@@ -21,21 +21,21 @@ import (
 
 // BenchResult is what 'kumo bench provision' measured.
 type BenchResult struct {
-	Instances      int     `json:"instances"`
-	Concurrency    int     `json:"concurrency"`
-	Running        int     `json:"running"`
-	Failed         int     `json:"failed"`
-	Seconds        float64 `json:"seconds"`
-	PerSecond      float64 `json:"instances_per_second"`
-	P50ms          float64 `json:"p50_ms"`
-	P95ms          float64 `json:"p95_ms"`
-	P99ms          float64 `json:"p99_ms"`
-	WritesPerInst  float64 `json:"store_writes_per_instance"`
-	ServerRSSMiB   float64 `json:"server_rss_mib"`
+	Instances     int     `json:"instances"`
+	Concurrency   int     `json:"concurrency"`
+	Running       int     `json:"running"`
+	Failed        int     `json:"failed"`
+	Seconds       float64 `json:"seconds"`
+	PerSecond     float64 `json:"instances_per_second"`
+	P50ms         float64 `json:"p50_ms"`
+	P95ms         float64 `json:"p95_ms"`
+	P99ms         float64 `json:"p99_ms"`
+	WritesPerInst float64 `json:"store_writes_per_instance"`
+	ServerRSSMiB  float64 `json:"server_rss_mib"`
 	// Ready* are create-to-ready (the guest said it is up), with --ready.
-	Ready        int     `json:"ready,omitempty"`
-	ReadyP50ms   float64 `json:"ready_p50_ms,omitempty"`
-	ReadyP95ms   float64 `json:"ready_p95_ms,omitempty"`
+	Ready          int     `json:"ready,omitempty"`
+	ReadyP50ms     float64 `json:"ready_p50_ms,omitempty"`
+	ReadyP95ms     float64 `json:"ready_p95_ms,omitempty"`
 	Hosts          int     `json:"hosts"`
 	Project        string  `json:"project"`
 	CreateFailures int     `json:"create_failures"`
