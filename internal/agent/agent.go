@@ -457,13 +457,13 @@ func (a *Agent) session(ctx context.Context, s api.Session) api.SessionResult {
 	case "exec":
 		ex, ok := d.(driver.Execer)
 		if !ok {
-			return api.SessionResult{Error: "the " + d.Name() + " driver cannot run commands in instances"}
+			return api.SessionResult{Error: "the " + d.Name() + " driver cannot run commands inside an instance (VMs have no guest agent: use the console)"}
 		}
 		cctx, cancel := context.WithTimeout(ctx, time.Duration(max(s.Timeout, 1))*time.Second)
 		defer cancel()
 		out, code, err := ex.Exec(cctx, s.InstanceID, s.Command)
 		if err != nil {
-			return api.SessionResult{Output: string(out), Error: "exec: " + err.Error()}
+			return api.SessionResult{Output: string(out), Error: err.Error()}
 		}
 		return api.SessionResult{Output: string(out), ExitCode: code}
 	case "logs":

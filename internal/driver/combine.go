@@ -187,7 +187,7 @@ func (c *combined) Exec(ctx context.Context, id string, cmd []string) ([]byte, i
 	}
 	ex, ok := d.(Execer)
 	if !ok {
-		return nil, 0, fmt.Errorf("%w: the %s driver cannot run commands inside an instance", ErrState, d.Name())
+		return nil, 0, fmt.Errorf("the %s driver cannot run commands inside an instance (VMs have no guest agent: use the console)", d.Name())
 	}
 	return ex.Exec(ctx, id, cmd)
 }

@@ -84,6 +84,10 @@ func TestVMs(t *testing.T) {
 	if out := must(t, root, "\necho console-says-$(hostname)\n", "instance", "console", "vm1"); !strings.Contains(out, "console-says-vm1") {
 		t.Errorf("console: %q", out)
 	}
+	// No guest agent: exec into a VM says so and what to use instead.
+	if r := kumo(t, root, "", "instance", "exec", "vm1", "--", "true"); r.code != 1 || !strings.Contains(r.err, "use the console") {
+		t.Errorf("exec into a VM: exit %d %s", r.code, r.err)
+	}
 	// A container on the same host, from the same server.
 	img := filepath.Join(dir, "tiny-rootfs.tar.gz")
 	must(t, root, "", "image", "build", "tiny-rootfs", "-f", img)
