@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // KernelPackage is the Debian package whose dependency is the cloud kernel.
@@ -42,6 +43,11 @@ func FetchKernel(ctx context.Context, cacheDir, deb string) (Kernel, error) {
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return Kernel{}, err
 	}
+	unlock, err := lockDir(cacheDir)
+	if err != nil {
+		return Kernel{}, err
+	}
+	defer unlock()
 	if deb == "" {
 		if k, err := findKernel(filepath.Join(cacheDir, "kernel")); err == nil {
 			return k, nil
@@ -241,6 +247,11 @@ func TinyPartsCached(ctx context.Context, cacheDir, busybox string) (Kernel, str
 // cached makes path with build once (through a temp file renamed into
 // place, so a half-written file is never used).
 func cached(path string, build func(io.Writer) error) (string, error) {
+	unlock, err := lockDir(filepath.Dir(path))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
@@ -257,4 +268,18 @@ func cached(path string, build func(io.Writer) error) (string, error) {
 		return "", err
 	}
 	return path, os.Rename(f.Name(), path)
+}
+
+// lockDir takes an exclusive lock on dir's .lock file: several processes
+// (an agent's probe, a build, tests run in parallel) may fill one cache.
+func lockDir(dir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
 }
