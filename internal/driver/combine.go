@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/kumocloud/kumo/api"
 )
@@ -24,7 +25,12 @@ func Combine(ds ...Driver) Driver {
 	return &combined{ds: ds}
 }
 
-type combined struct{ ds []Driver }
+type combined struct {
+	ds []Driver
+
+	mu    sync.Mutex
+	kinds map[string]Driver // instance type -> its driver, learnt once
+}
 
 var _ Driver = (*combined)(nil)
 
@@ -75,20 +81,37 @@ func mapsClone(m map[string]string) map[string]string {
 	return out
 }
 
-// forType is the driver whose hosts run this kind of instance.
+// forType is the driver whose hosts run this kind of instance (asked of
+// the drivers once: their kinds do not change).
 func (c *combined) forType(ctx context.Context, typ string) (Driver, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d, ok := c.kinds[typ]; ok {
+		return d, nil
+	}
 	for _, d := range c.ds {
 		hs, err := d.Hosts(ctx)
 		if err == nil && len(hs) > 0 && slices.Contains(hs[0].Kinds, typ) {
+			if c.kinds == nil {
+				c.kinds = map[string]Driver{}
+			}
+			c.kinds[typ] = d
 			return d, nil
 		}
 	}
 	return nil, fmt.Errorf("no driver here runs %q instances", typ)
 }
 
-// owner is the driver that has the instance.
+// owner is the driver that has the instance: asked with Has where the
+// driver can answer from its records, else with Status.
 func (c *combined) owner(ctx context.Context, id string) (Driver, error) {
 	for _, d := range c.ds {
+		if h, ok := d.(Haver); ok {
+			if h.Has(id) {
+				return d, nil
+			}
+			continue
+		}
 		if _, err := d.Status(ctx, id); !errors.Is(err, ErrNotFound) {
 			return d, nil
 		}
@@ -150,12 +173,11 @@ func (c *combined) Cleanup(ctx context.Context, id string, keepSaved bool) error
 }
 
 func (c *combined) Status(ctx context.Context, id string) (Status, error) {
-	for _, d := range c.ds {
-		if st, err := d.Status(ctx, id); !errors.Is(err, ErrNotFound) {
-			return st, err
-		}
+	d, err := c.owner(ctx, id)
+	if err != nil {
+		return Status{}, err
 	}
-	return Status{}, ErrNotFound
+	return d.Status(ctx, id)
 }
 
 func (c *combined) Recover(ctx context.Context) ([]Status, error) {

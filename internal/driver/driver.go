@@ -124,6 +124,10 @@ type Consoler interface {
 	Console(ctx context.Context, id string, rw io.ReadWriter) error
 }
 
+// Haver is implemented by drivers that can tell cheaply whether they have
+// an instance (a record on disk), without asking the runtime as Status does.
+type Haver interface{ Has(id string) bool }
+
 // HostHealth is implemented by drivers that can lose a host (the
 // simulator's crash injection): the agent stops beating for hosts down.
 type HostHealth interface{ HostUp(name string) bool }

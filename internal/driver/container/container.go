@@ -26,7 +26,6 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/kumocloud/kumo/api"
-	"github.com/kumocloud/kumo/internal/atomicfile"
 	"github.com/kumocloud/kumo/internal/driver"
 	"github.com/kumocloud/kumo/internal/driver/local"
 )
@@ -41,6 +40,7 @@ type Driver struct {
 	root  string // state dir
 	runc  string
 	host  string
+	inst  local.Instances
 	cache *local.Cache
 	ready local.Readiness
 }
@@ -69,7 +69,8 @@ func New(o driver.Options) (*Driver, error) {
 	if d.host == "" {
 		d.host = local.HostName()
 	}
-	d.cache = &local.Cache{Dir: filepath.Join(d.root, "images"), Fetch: o.FetchImage, MinFree: 2 << 30, InUse: d.imagesInUse}
+	d.inst = local.Instances(filepath.Join(d.root, "instances"))
+	d.cache = &local.Cache{Dir: filepath.Join(d.root, "images"), Fetch: o.FetchImage, MinFree: 2 << 30, InUse: d.inst.ImagesInUse}
 	for _, sub := range []string{"images", "instances", "runc"} {
 		if err := os.MkdirAll(filepath.Join(d.root, sub), 0o700); err != nil {
 			return nil, err
@@ -89,7 +90,7 @@ func (d *Driver) Hosts(ctx context.Context) ([]api.HostSpec, error) {
 		Attributes: map[string]string{"ARCH": f.Arch, "KERNEL": f.Kernel, "CPU_MODEL": f.CPUModel, "RUNTIME": "runc"}}}, nil
 }
 
-func (d *Driver) dir(id string) string { return filepath.Join(d.root, "instances", id) }
+func (d *Driver) dir(id string) string { return d.inst.Dir(id) }
 
 // meta is kept per instance.
 type meta struct {
@@ -100,22 +101,12 @@ type meta struct {
 	BootOffset int64 `json:"boot_offset,omitempty"`
 }
 
-func (d *Driver) readMeta(id string) (meta, error) {
-	var m meta
-	b, err := os.ReadFile(filepath.Join(d.dir(id), "meta.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return m, driver.ErrNotFound
-	}
-	if err != nil {
-		return m, err
-	}
-	return m, json.Unmarshal(b, &m)
-}
+// Has implements driver.Haver.
+func (d *Driver) Has(id string) bool { return d.inst.Has(id) }
 
-func (d *Driver) writeMeta(id string, m meta) error {
-	b, _ := json.Marshal(m)
-	return atomicfile.Write(filepath.Join(d.dir(id), "meta.json"), b, 0o600)
-}
+func (d *Driver) readMeta(id string) (meta, error) { return local.ReadMeta[meta](d.inst, id) }
+
+func (d *Driver) writeMeta(id string, m meta) error { return local.WriteMeta(d.inst, id, m) }
 
 // image returns the cached, read-only rootfs of an image (100
 // containers of one image share one copy).
@@ -129,18 +120,6 @@ func (d *Driver) image(ctx context.Context, s driver.Spec) (string, error) {
 		return local.Extract(f, true, filepath.Join(out, "rootfs"))
 	})
 	return filepath.Join(dir, "rootfs"), err
-}
-
-// imagesInUse are the cached images instances on this host use.
-func (d *Driver) imagesInUse() map[string]bool {
-	used := map[string]bool{}
-	insts, _ := os.ReadDir(filepath.Join(d.root, "instances"))
-	for _, e := range insts {
-		if m, err := d.readMeta(e.Name()); err == nil {
-			used[m.Spec.ImageSHA256] = true
-		}
-	}
-	return used
 }
 
 // Prepare implements driver.Driver: image cache, overlay, bundle.
@@ -436,6 +415,7 @@ func (d *Driver) Cleanup(ctx context.Context, id string, keepSaved bool) error {
 	if err := syscall.Unmount(filepath.Join(d.dir(id), "rootfs"), syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
 		return fmt.Errorf("unmount: %w", err)
 	}
+	d.ready.Forget(filepath.Join(d.dir(id), "console.log"))
 	return os.RemoveAll(d.dir(id))
 }
 
@@ -495,7 +475,7 @@ func (d *Driver) states(ctx context.Context) (map[string]string, error) {
 
 // Recover implements driver.Driver.
 func (d *Driver) Recover(ctx context.Context) ([]driver.Status, error) {
-	es, err := os.ReadDir(filepath.Join(d.root, "instances"))
+	ids, err := d.inst.IDs()
 	if err != nil {
 		return nil, err
 	}
@@ -505,9 +485,9 @@ func (d *Driver) Recover(ctx context.Context) ([]driver.Status, error) {
 		return nil, err
 	}
 	var out []driver.Status
-	for _, e := range es {
-		if m, err := d.readMeta(e.Name()); err == nil {
-			out = append(out, d.status(e.Name(), m, states[e.Name()]))
+	for _, id := range ids {
+		if m, err := d.readMeta(id); err == nil {
+			out = append(out, d.status(id, m, states[id]))
 		}
 	}
 	return out, nil

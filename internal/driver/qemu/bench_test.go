@@ -26,7 +26,7 @@ func BenchmarkBootVsQemu(b *testing.B) {
 		b.Fatal(err)
 	}
 	m, _ := d.readMeta(base.ID)
-	args := d.Args(base.ID, m, "")
+	args := d.args(base.ID, m, "")
 	var running, ready, bare time.Duration
 	var rss int64
 	b.ResetTimer()

@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -19,9 +20,15 @@ import (
 
 // image returns the cached image: a vm-disk becomes disk.qcow2 or
 // disk.raw, a vm-kernel tarball is unpacked (vmlinuz, initrd, cmdline,
-// disk.qcow2). Disks are checked with qemu-img before they are used.
+// disk.qcow2). A disk is checked with qemu-img once, when the cache is
+// filled, and what qemu-img said is kept beside it in disk.json for every
+// instance made from it.
 func (d *Driver) image(ctx context.Context, s driver.Spec) (string, error) {
 	return d.cache.Get(ctx, s.Image, s.ImageSHA256, func(blob, out string) error {
+		keep := func(info vmimage.DiskInfo) error {
+			b, _ := json.Marshal(info)
+			return os.WriteFile(filepath.Join(out, "disk.json"), b, 0o600)
+		}
 		f, err := os.Open(blob)
 		if err != nil {
 			return err
@@ -38,9 +45,11 @@ func (d *Driver) image(ctx context.Context, s driver.Spec) (string, error) {
 				return errors.New("a vm-kernel image needs a vmlinuz")
 			}
 			if disk := filepath.Join(out, "disk.qcow2"); exists(disk) {
-				if _, err := vmimage.InspectDisk(ctx, disk, "qcow2"); err != nil {
+				info, err := vmimage.InspectDisk(ctx, disk, "qcow2")
+				if err != nil {
 					return err
 				}
+				return keep(info)
 			}
 			return nil
 		}
@@ -48,8 +57,24 @@ func (d *Driver) image(ctx context.Context, s driver.Spec) (string, error) {
 		if err != nil {
 			return err
 		}
+		if err := keep(info); err != nil {
+			return err
+		}
 		return os.Rename(blob, filepath.Join(out, "disk."+info.Format))
 	})
+}
+
+// cachedDisk is what qemu-img said of a cached image's disk, if it has one.
+func cachedDisk(img string) (vmimage.DiskInfo, bool, error) {
+	var info vmimage.DiskInfo
+	b, err := os.ReadFile(filepath.Join(img, "disk.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return info, false, nil
+	}
+	if err == nil {
+		err = json.Unmarshal(b, &info)
+	}
+	return info, err == nil, err
 }
 
 // MinMemoryMiB is the least memory a VM is given.
@@ -88,16 +113,11 @@ func (d *Driver) Prepare(ctx context.Context, s driver.Spec) (err error) {
 	m := meta{Spec: s, Want: wantPrepared}
 	size := s.Size.DiskGiB << 30
 	args := []string{"create", "-q", "-f", "qcow2"}
-	for _, base := range []string{"disk.qcow2", "disk.raw"} {
-		if p := filepath.Join(img, base); exists(p) {
-			info, err := vmimage.InspectDisk(ctx, p, "")
-			if err != nil {
-				return err
-			}
-			size = max(size, info.VirtualSize)
-			args = append(args, "-F", info.Format, "-b", p)
-			break
-		}
+	if info, ok, err := cachedDisk(img); err != nil {
+		return fmt.Errorf("cached image %s: %w", s.Image, err)
+	} else if ok {
+		size = max(size, info.VirtualSize)
+		args = append(args, "-F", info.Format, "-b", filepath.Join(img, "disk."+info.Format))
 	}
 	if exists(filepath.Join(img, "vmlinuz")) {
 		m.Kernel = filepath.Join(img, "vmlinuz")
@@ -150,9 +170,9 @@ func (d *Driver) writeSeed(ctx context.Context, s driver.Spec) error {
 	return nil
 }
 
-// Args is the QEMU command line of a VM (without the binary), from its
+// args is the QEMU command line of a VM (without the binary), from its
 // meta; incoming names a saved state to restore.
-func (d *Driver) Args(id string, m meta, incoming string) []string {
+func (d *Driver) args(id string, m meta, incoming string) []string {
 	p := func(name string) string { return d.path(id, name) }
 	a := []string{
 		"-name", "kumo-" + m.Spec.Name + ",debug-threads=on",
@@ -188,23 +208,24 @@ func (d *Driver) Args(id string, m meta, incoming string) []string {
 // Start implements driver.Driver (BOOT): a fresh boot, or the restore of a
 // saved state. It returns when QEMU runs the guest.
 func (d *Driver) Start(ctx context.Context, s driver.Spec) error {
-	l := d.lock(s.ID)
-	l.Lock()
-	defer l.Unlock()
-	m, err := d.readMeta(s.ID)
-	if err != nil {
-		return err
-	}
-	switch qs, _ := d.qemuState(ctx, s.ID); qs {
-	case "running":
-		return nil
-	case "paused":
-		return fmt.Errorf("%w: suspended (resume it)", driver.ErrState)
-	case "":
-	default:
-		d.ensureQuit(ctx, s.ID)
-	}
-	state := d.path(s.ID, "state.bin")
+	return d.act(ctx, s.ID, func(m meta, qs string) error {
+		switch qs {
+		case "running":
+			return nil
+		case "paused":
+			return fmt.Errorf("%w: suspended (resume it)", driver.ErrState)
+		case "":
+		default: // a guest that powered off, not yet reaped
+			d.ensureQuit(ctx, s.ID)
+		}
+		return d.boot(ctx, s.ID, m)
+	})
+}
+
+// boot starts QEMU for a VM: a fresh boot, or the restore of its saved
+// state; on failure the record says what is still there to start.
+func (d *Driver) boot(ctx context.Context, id string, m meta) error {
+	state := d.path(id, "state.bin")
 	incoming := ""
 	if m.Want == wantSaved && exists(state) {
 		if m.Accel != "" && m.Accel != d.accel {
@@ -212,25 +233,25 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) error {
 		}
 		incoming = state
 	} else {
-		m.BootAt, m.BootOffset = time.Now().UTC(), logSize(d.path(s.ID, "console.log"))
+		m.BootAt, m.BootOffset = time.Now().UTC(), logSize(d.path(id, "console.log"))
 	}
 	m.Want, m.Reason, m.Accel = wantRunning, "", d.accel
-	if err := d.writeMeta(s.ID, m); err != nil {
+	if err := d.writeMeta(id, m); err != nil {
 		return err
 	}
-	if err := d.spawn(ctx, s.ID, m, incoming); err != nil {
+	if err := d.spawn(ctx, id, m, incoming); err != nil {
 		m.Want = wantStopped
 		if incoming != "" {
 			m.Want = wantSaved // the state is still there to try again
 		}
-		d.writeMeta(s.ID, m)
+		d.writeMeta(id, m)
 		return err
 	}
 	if incoming != "" {
-		if err := d.waitRunning(ctx, s.ID); err != nil {
-			d.ensureQuit(ctx, s.ID)
+		if err := d.waitRunning(ctx, id); err != nil {
+			d.ensureQuit(ctx, id)
 			m.Want = wantSaved
-			d.writeMeta(s.ID, m)
+			d.writeMeta(id, m)
 			return fmt.Errorf("restoring the saved state: %w", err)
 		}
 		os.Remove(state)
@@ -249,7 +270,7 @@ func (d *Driver) spawn(ctx context.Context, id string, m meta, incoming string) 
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(d.qemu, d.Args(id, m, incoming)...)
+	cmd := exec.Command(d.qemu, d.args(id, m, incoming)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Run(); err != nil {

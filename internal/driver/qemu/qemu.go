@@ -19,7 +19,6 @@ package qemu
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -34,7 +33,6 @@ import (
 	"time"
 
 	"github.com/kumocloud/kumo/api"
-	"github.com/kumocloud/kumo/internal/atomicfile"
 	"github.com/kumocloud/kumo/internal/driver"
 	"github.com/kumocloud/kumo/internal/driver/local"
 	"github.com/kumocloud/kumo/internal/qmp"
@@ -54,6 +52,7 @@ type Driver struct {
 	accel   string
 	// accelReason says why accel was chosen (the probe's verdict).
 	accelReason string
+	inst        local.Instances
 	cache       *local.Cache
 	ready       local.Readiness
 
@@ -97,7 +96,8 @@ func New(o driver.Options) (*Driver, error) {
 	if d.o.StopTimeout == 0 {
 		d.o.StopTimeout = 30 * time.Second
 	}
-	d.cache = &local.Cache{Dir: filepath.Join(d.root, "images"), Fetch: o.FetchImage, MinFree: 2 << 30, InUse: d.imagesInUse}
+	d.inst = local.Instances(filepath.Join(d.root, "instances"))
+	d.cache = &local.Cache{Dir: filepath.Join(d.root, "images"), Fetch: o.FetchImage, MinFree: 2 << 30, InUse: d.inst.ImagesInUse}
 	for _, sub := range []string{"images", "instances"} {
 		if err := os.MkdirAll(filepath.Join(d.root, sub), 0o700); err != nil {
 			return nil, err
@@ -108,9 +108,6 @@ func New(o driver.Options) (*Driver, error) {
 
 // Name implements driver.Driver.
 func (d *Driver) Name() string { return "qemu" }
-
-// Accel is the acceleration this driver's VMs use.
-func (d *Driver) Accel() string { return d.accel }
 
 // Hosts implements driver.Driver: this machine, for VMs.
 func (d *Driver) Hosts(ctx context.Context) ([]api.HostSpec, error) {
@@ -154,26 +151,16 @@ type meta struct {
 	Cmdline string `json:"cmdline,omitempty"`
 }
 
-func (d *Driver) dir(id string) string { return filepath.Join(d.root, "instances", id) }
+func (d *Driver) dir(id string) string { return d.inst.Dir(id) }
 
-func (d *Driver) path(id, name string) string { return filepath.Join(d.dir(id), name) }
+func (d *Driver) path(id, name string) string { return d.inst.Path(id, name) }
 
-func (d *Driver) readMeta(id string) (meta, error) {
-	var m meta
-	b, err := os.ReadFile(d.path(id, "meta.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return m, driver.ErrNotFound
-	}
-	if err != nil {
-		return m, err
-	}
-	return m, json.Unmarshal(b, &m)
-}
+// Has implements driver.Haver.
+func (d *Driver) Has(id string) bool { return d.inst.Has(id) }
 
-func (d *Driver) writeMeta(id string, m meta) error {
-	b, _ := json.Marshal(m)
-	return atomicfile.Write(d.path(id, "meta.json"), b, 0o600)
-}
+func (d *Driver) readMeta(id string) (meta, error) { return local.ReadMeta[meta](d.inst, id) }
+
+func (d *Driver) writeMeta(id string, m meta) error { return local.WriteMeta(d.inst, id, m) }
 
 // lock serializes actions on one VM (QMP takes one client at a time).
 func (d *Driver) lock(id string) *sync.Mutex {
@@ -313,27 +300,36 @@ func (d *Driver) powerdown(ctx context.Context, id string) error {
 	return nil
 }
 
-// pauseResume moves a VM between running and paused with stop/cont.
-func (d *Driver) pauseResume(ctx context.Context, id, cmd, from, to string) error {
+// act runs fn on a VM under its lock, with its record and what QEMU says
+// the guest is doing ("" when no QEMU runs). A QEMU that is there but does
+// not answer is an error: nothing is done to it.
+func (d *Driver) act(ctx context.Context, id string, fn func(m meta, qs string) error) error {
 	l := d.lock(id)
 	l.Lock()
 	defer l.Unlock()
-	if _, err := d.readMeta(id); err != nil {
-		return err
-	}
-	st, err := d.qemuState(ctx, id)
+	m, err := d.readMeta(id)
 	if err != nil {
 		return err
 	}
-	switch st {
-	case to:
-		return nil
-	case from:
-		return d.do(ctx, id, cmd, nil, nil)
+	qs, err := d.qemuState(ctx, id)
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("%w: the VM is %s", driver.ErrState, orStopped(st))
+	return fn(m, qs)
 }
 
+// pauseResume moves a VM between running and paused with stop/cont.
+func (d *Driver) pauseResume(ctx context.Context, id, cmd, from, to string) error {
+	return d.act(ctx, id, func(_ meta, qs string) error {
+		switch qs {
+		case to:
+			return nil
+		case from:
+			return d.do(ctx, id, cmd, nil, nil)
+		}
+		return fmt.Errorf("%w: the VM is %s", driver.ErrState, orStopped(qs))
+	})
+}
 func orStopped(st string) string {
 	if st == "" || st == "shutdown" {
 		return "stopped"
@@ -353,45 +349,43 @@ func (d *Driver) Resume(ctx context.Context, id string) error {
 
 // Reboot implements driver.Driver: a reset of the running VM.
 func (d *Driver) Reboot(ctx context.Context, id string) error {
-	l := d.lock(id)
-	l.Lock()
-	defer l.Unlock()
-	m, err := d.readMeta(id)
-	if err != nil {
-		return err
-	}
-	st, err := d.qemuState(ctx, id)
-	if err != nil {
-		return err
-	}
-	if st != "running" {
-		return fmt.Errorf("%w: the VM is %s", driver.ErrState, orStopped(st))
-	}
-	if err := d.do(ctx, id, "system_reset", nil, nil); err != nil {
-		return err
-	}
-	m.BootAt, m.BootOffset = time.Now().UTC(), logSize(d.path(id, "console.log"))
-	return d.writeMeta(id, m)
+	return d.act(ctx, id, func(m meta, qs string) error {
+		if qs != "running" {
+			return fmt.Errorf("%w: the VM is %s", driver.ErrState, orStopped(qs))
+		}
+		if err := d.do(ctx, id, "system_reset", nil, nil); err != nil {
+			return err
+		}
+		m.BootAt, m.BootOffset = time.Now().UTC(), logSize(d.path(id, "console.log"))
+		return d.writeMeta(id, m)
+	})
 }
 
 // Save implements driver.Driver: pause, migrate the whole VM state to a
 // file, end the process. The file is written under a temporary name and
 // renamed only when QEMU says the migration completed.
 func (d *Driver) Save(ctx context.Context, id string) error {
-	l := d.lock(id)
-	l.Lock()
-	defer l.Unlock()
-	m, err := d.readMeta(id)
-	if err != nil {
-		return err
-	}
-	st, err := d.qemuState(ctx, id)
-	if err != nil {
-		return err
-	}
-	if st != "running" && st != "paused" {
-		return fmt.Errorf("%w: the VM is %s", driver.ErrState, orStopped(st))
-	}
+	return d.act(ctx, id, func(m meta, qs string) error {
+		if qs != "running" && qs != "paused" {
+			return fmt.Errorf("%w: the VM is %s", driver.ErrState, orStopped(qs))
+		}
+		if err := d.migrateToFile(ctx, id, d.path(id, "state.bin")); err != nil {
+			return err
+		}
+		m.Want, m.Accel = wantSaved, d.accel
+		if err := d.writeMeta(id, m); err != nil {
+			return err
+		}
+		d.ensureQuit(ctx, id)
+		local.RemoveCgroup(id)
+		return nil
+	})
+}
+
+// migrateToFile pauses the guest and writes its whole state to path
+// (under a temporary name, renamed when QEMU says it completed). A failed
+// migration lets the guest continue.
+func (d *Driver) migrateToFile(ctx context.Context, id, path string) error {
 	c, err := d.dial(ctx, id)
 	if err != nil {
 		return err
@@ -400,7 +394,7 @@ func (d *Driver) Save(ctx context.Context, id string) error {
 	if err := c.Execute(ctx, "stop", nil, nil); err != nil {
 		return err
 	}
-	tmp := d.path(id, "state.tmp")
+	tmp := path + ".tmp"
 	if err := c.Execute(ctx, "migrate", map[string]any{"uri": "exec:cat > " + shellQuote(tmp)}, nil); err != nil {
 		return err
 	}
@@ -412,10 +406,10 @@ func (d *Driver) Save(ctx context.Context, id string) error {
 		if err := c.Execute(ctx, "query-migrate", nil, &mi); err != nil {
 			return err
 		}
-		if mi.Status == "completed" {
-			break
-		}
-		if mi.Status == "failed" || mi.Status == "cancelled" {
+		switch mi.Status {
+		case "completed":
+			return os.Rename(tmp, path)
+		case "failed", "cancelled":
 			os.Remove(tmp)
 			c.Execute(ctx, "cont", nil, nil)
 			return fmt.Errorf("saving the VM state: migration %s: %s", mi.Status, mi.ErrorDesc)
@@ -423,21 +417,11 @@ func (d *Driver) Save(ctx context.Context, id string) error {
 		select {
 		case <-ctx.Done():
 			c.Execute(context.WithoutCancel(ctx), "migrate_cancel", nil, nil)
+			os.Remove(tmp)
 			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	if err := os.Rename(tmp, d.path(id, "state.bin")); err != nil {
-		return err
-	}
-	m.Want, m.Accel = wantSaved, d.accel
-	if err := d.writeMeta(id, m); err != nil {
-		return err
-	}
-	c.Close()
-	d.ensureQuit(ctx, id)
-	local.RemoveCgroup(id)
-	return nil
 }
 
 // shellQuote quotes a path for the sh -c that QEMU's exec: migration runs.
@@ -546,14 +530,14 @@ func oneLine(b []byte) string {
 // Recover implements driver.Driver: every VM in the state dir, as QEMU
 // says it is. Running VMs are never touched.
 func (d *Driver) Recover(ctx context.Context) ([]driver.Status, error) {
-	es, err := os.ReadDir(filepath.Join(d.root, "instances"))
+	ids, err := d.inst.IDs()
 	if err != nil {
 		return nil, err
 	}
 	var out []driver.Status
-	for _, e := range es {
-		if m, err := d.readMeta(e.Name()); err == nil {
-			out = append(out, d.status(ctx, e.Name(), m))
+	for _, id := range ids {
+		if m, err := d.readMeta(id); err == nil {
+			out = append(out, d.status(ctx, id, m))
 		}
 	}
 	return out, nil
@@ -597,16 +581,4 @@ func logSize(path string) int64 {
 		return st.Size()
 	}
 	return 0
-}
-
-// imagesInUse are the cached images VMs on this host use.
-func (d *Driver) imagesInUse() map[string]bool {
-	used := map[string]bool{}
-	es, _ := os.ReadDir(filepath.Join(d.root, "instances"))
-	for _, e := range es {
-		if m, err := d.readMeta(e.Name()); err == nil {
-			used[m.Spec.ImageSHA256] = true
-		}
-	}
-	return used
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -240,4 +241,48 @@ func TestBadStarts(t *testing.T) {
 	}
 	d.Stop(ctx, stuck.ID, true)
 	d.Cleanup(ctx, stuck.ID, false)
+}
+
+// TestDiskImagePrologue: a vm-disk image becomes the backing file of the
+// instance's overlay, with the format qemu-img found, grown to the larger
+// of the image's virtual size and the flavor's disk.
+func TestDiskImagePrologue(t *testing.T) {
+	tinyVM(t) // skips without qemu
+	for _, tc := range []struct {
+		name, format string
+		virtual      string
+		wantGiB      int64
+	}{
+		{"qcow2 larger than the flavor", "qcow2", "3G", 3},
+		{"raw smaller than the flavor", "raw", "16M", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := filepath.Join(t.TempDir(), "base")
+			if out, err := exec.Command("qemu-img", "create", "-q", "-f", tc.format, img, tc.virtual).CombinedOutput(); err != nil {
+				t.Fatalf("%v %s", err, out)
+			}
+			b, _ := os.ReadFile(img)
+			sum := sha256.Sum256(b)
+			d := newDriver(t, t.TempDir(), func(context.Context, string) (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
+			s := spec("vm-disk", hex.EncodeToString(sum[:]), 128, "")
+			ctx := context.Background()
+			if err := d.Prepare(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+			defer d.Cleanup(ctx, s.ID, false)
+			out, err := exec.Command("qemu-img", "info", "--output=json", d.path(s.ID, "disk.qcow2")).Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var info struct {
+				VirtualSize   int64  `json:"virtual-size"`
+				Backing       string `json:"backing-filename"`
+				BackingFormat string `json:"backing-filename-format"`
+			}
+			json.Unmarshal(out, &info)
+			if info.VirtualSize != tc.wantGiB<<30 || info.BackingFormat != tc.format || !strings.HasSuffix(info.Backing, "disk."+tc.format) {
+				t.Fatalf("overlay %+v; want %d GiB on a %s base", info, tc.wantGiB, tc.format)
+			}
+		})
+	}
 }
