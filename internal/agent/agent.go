@@ -296,6 +296,7 @@ func (a *Agent) dispatch(ctx context.Context, as api.Assignment) {
 		a.running[as.ID] = as
 	} else {
 		delete(a.running, as.ID)
+		delete(a.ready, as.ID)
 	}
 	if as.Revision <= a.written[as.ID] {
 		return
@@ -441,9 +442,9 @@ func (a *Agent) console(ctx context.Context, s api.Session) {
 		return
 	}
 	defer rw.Close()
-	cs, ok := a.cfg.Driver.(driver.Consoler)
-	if !ok {
-		fmt.Fprintf(rw, "kumo: the %s driver has no console\r\n", a.cfg.Driver.Name())
+	cs, err := driver.Feature[driver.Consoler](a.cfg.Driver)
+	if err != nil {
+		fmt.Fprintf(rw, "kumo: %v\r\n", err)
 		return
 	}
 	if err := cs.Console(ctx, s.InstanceID, rw); err != nil {
@@ -455,9 +456,9 @@ func (a *Agent) session(ctx context.Context, s api.Session) api.SessionResult {
 	d := a.cfg.Driver
 	switch s.Kind {
 	case "exec":
-		ex, ok := d.(driver.Execer)
-		if !ok {
-			return api.SessionResult{Error: "the " + d.Name() + " driver cannot run commands inside an instance (VMs have no guest agent: use the console)"}
+		ex, err := driver.Feature[driver.Execer](d)
+		if err != nil {
+			return api.SessionResult{Error: err.Error()}
 		}
 		cctx, cancel := context.WithTimeout(ctx, time.Duration(max(s.Timeout, 1))*time.Second)
 		defer cancel()
@@ -467,9 +468,9 @@ func (a *Agent) session(ctx context.Context, s api.Session) api.SessionResult {
 		}
 		return api.SessionResult{Output: string(out), ExitCode: code}
 	case "logs":
-		lg, ok := d.(driver.Logger)
-		if !ok {
-			return api.SessionResult{Error: "the " + d.Name() + " driver keeps no console log"}
+		lg, err := driver.Feature[driver.Logger](d)
+		if err != nil {
+			return api.SessionResult{Error: err.Error()}
 		}
 		out, err := lg.Logs(ctx, s.InstanceID, s.Tail)
 		if err != nil {

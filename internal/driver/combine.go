@@ -203,37 +203,35 @@ func (c *combined) Sync() error {
 }
 
 func (c *combined) Exec(ctx context.Context, id string, cmd []string) ([]byte, int, error) {
-	d, err := c.owner(ctx, id)
+	ex, err := featureOf[Execer](ctx, c, id)
 	if err != nil {
 		return nil, 0, err
-	}
-	ex, ok := d.(Execer)
-	if !ok {
-		return nil, 0, fmt.Errorf("the %s driver cannot run commands inside an instance (VMs have no guest agent: use the console)", d.Name())
 	}
 	return ex.Exec(ctx, id, cmd)
 }
 
 func (c *combined) Logs(ctx context.Context, id string, tail int) ([]byte, error) {
-	d, err := c.owner(ctx, id)
+	lg, err := featureOf[Logger](ctx, c, id)
 	if err != nil {
 		return nil, err
-	}
-	lg, ok := d.(Logger)
-	if !ok {
-		return nil, fmt.Errorf("%w: the %s driver keeps no console log", ErrState, d.Name())
 	}
 	return lg.Logs(ctx, id, tail)
 }
 
 func (c *combined) Console(ctx context.Context, id string, rw io.ReadWriter) error {
-	d, err := c.owner(ctx, id)
+	cs, err := featureOf[Consoler](ctx, c, id)
 	if err != nil {
 		return err
 	}
-	cs, ok := d.(Consoler)
-	if !ok {
-		return fmt.Errorf("%w: the %s driver has no console", ErrState, d.Name())
-	}
 	return cs.Console(ctx, id, rw)
+}
+
+// featureOf is the optional feature of the driver that has the instance.
+func featureOf[F any](ctx context.Context, c *combined, id string) (F, error) {
+	d, err := c.owner(ctx, id)
+	if err != nil {
+		var none F
+		return none, err
+	}
+	return Feature[F](d)
 }

@@ -124,6 +124,26 @@ type Consoler interface {
 	Console(ctx context.Context, id string, rw io.ReadWriter) error
 }
 
+// Feature returns a driver's optional feature (Execer, Logger,
+// Consoler), or an error that says the driver lacks it - the one wording
+// users see, whether the driver stands alone or in a Combine.
+func Feature[F any](d Driver) (F, error) {
+	f, ok := d.(F)
+	if ok {
+		return f, nil
+	}
+	what := "cannot do this"
+	switch any(&f).(type) {
+	case *Execer:
+		what = "cannot run commands inside an instance (VMs have no guest agent: use the console)"
+	case *Logger:
+		what = "keeps no console log"
+	case *Consoler:
+		what = "has no console"
+	}
+	return f, fmt.Errorf("the %s driver %s", d.Name(), what)
+}
+
 // Haver is implemented by drivers that can tell cheaply whether they have
 // an instance (a record on disk), without asking the runtime as Status does.
 type Haver interface{ Has(id string) bool }
