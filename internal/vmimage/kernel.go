@@ -218,15 +218,11 @@ func TinyVMCached(ctx context.Context, cacheDir, busybox string) (string, error)
 		return "", err
 	}
 	return cached(filepath.Join(cacheDir, "tiny-vm-"+k.Version+".tar.gz"), func(w io.Writer) error {
-		vmlinuz, err := os.ReadFile(k.Vmlinuz)
-		if err != nil {
-			return err
-		}
 		rd, err := os.ReadFile(initrd)
 		if err != nil {
 			return err
 		}
-		return WriteKernelImage(w, map[string][]byte{"vmlinuz": vmlinuz, "initrd": rd, "cmdline": []byte(TinyCmdline + "\n")})
+		return writeTinyVM(w, k.Vmlinuz, rd)
 	})
 }
 

@@ -131,11 +131,16 @@ func BuildTinyVM(w io.Writer, busybox string, k Kernel) error {
 	if err := BuildInitramfs(&initrd, busybox, k); err != nil {
 		return err
 	}
-	vmlinuz, err := os.ReadFile(k.Vmlinuz)
+	return writeTinyVM(w, k.Vmlinuz, initrd.Bytes())
+}
+
+// writeTinyVM writes the tiny-vm tarball of a kernel and an initramfs.
+func writeTinyVM(w io.Writer, vmlinuz string, initrd []byte) error {
+	kernel, err := os.ReadFile(vmlinuz)
 	if err != nil {
 		return err
 	}
-	return WriteKernelImage(w, map[string][]byte{"vmlinuz": vmlinuz, "initrd": initrd.Bytes(), "cmdline": []byte(TinyCmdline + "\n")})
+	return WriteKernelImage(w, map[string][]byte{"vmlinuz": kernel, "initrd": initrd, "cmdline": []byte(TinyCmdline + "\n")})
 }
 
 // WriteKernelImage writes a vm-kernel tarball with the given members.
