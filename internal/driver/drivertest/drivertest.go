@@ -21,13 +21,33 @@ type Factory func(t *testing.T, dir string) driver.Driver
 // bytes get them through driver.Options.FetchImage).
 var Image = struct{ Name, SHA256 string }{Name: "tiny"}
 
-// Run runs the suite.
-func Run(t *testing.T, newDriver Factory) {
+// Run runs the suite. Every test ends with nothing left: what Recover
+// lists then is an error (and is stopped and cleaned up, so that the
+// driver's own leftover checks, registered by its factory, see the rest).
+func Run(t *testing.T, factory Factory) {
+	newDriver := func(t *testing.T, dir string) driver.Driver {
+		d := factory(t, dir)
+		t.Cleanup(func() {
+			c := context.Background()
+			sts, err := d.Recover(c)
+			if err != nil {
+				t.Errorf("Recover after the test: %v", err)
+			}
+			for _, st := range sts {
+				t.Errorf("instance %s (%s) left after the test", st.ID, st.State)
+				d.Stop(c, st.ID, true)
+				d.Cleanup(c, st.ID, false)
+			}
+		})
+		return d
+	}
 	t.Run("Hosts", func(t *testing.T) { testHosts(t, newDriver(t, t.TempDir())) })
 	t.Run("Lifecycle", func(t *testing.T) { testLifecycle(t, newDriver(t, t.TempDir())) })
 	t.Run("Idempotent", func(t *testing.T) { testIdempotent(t, newDriver(t, t.TempDir())) })
 	t.Run("WrongState", func(t *testing.T) { testWrongState(t, newDriver(t, t.TempDir())) })
-	t.Run("Recover", func(t *testing.T) { testRecover(t, newDriver) })
+	// The first driver of Recover is the agent that went away: only the one
+	// after the restart must end with nothing.
+	t.Run("Recover", func(t *testing.T) { testRecover(t, factory, newDriver) })
 }
 
 func ctx(t *testing.T) context.Context {
@@ -129,12 +149,13 @@ func testWrongState(t *testing.T, d driver.Driver) {
 	if err := d.Reboot(c, s.ID); !errors.Is(err, driver.ErrState) {
 		t.Fatalf("Reboot of a stopped instance: %v, want ErrState", err)
 	}
+	ok(t, "Cleanup", d.Cleanup(c, s.ID, false))
 }
 
-func testRecover(t *testing.T, newDriver Factory) {
+func testRecover(t *testing.T, before, after Factory) {
 	dir := t.TempDir()
 	c := ctx(t)
-	d := newDriver(t, dir)
+	d := before(t, dir)
 	a, b := spec(t, d, "i-a"), spec(t, d, "i-b")
 	for _, s := range []driver.Spec{a, b} {
 		ok(t, "Prepare", d.Prepare(c, s))
@@ -145,7 +166,7 @@ func testRecover(t *testing.T, newDriver Factory) {
 		ok(t, "Sync", sy.Sync())
 	}
 	// The agent restarts: a new driver on the same state.
-	d2 := newDriver(t, dir)
+	d2 := after(t, dir)
 	sts, err := d2.Recover(c)
 	ok(t, "Recover", err)
 	got := map[string]driver.State{}

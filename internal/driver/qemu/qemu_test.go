@@ -76,14 +76,6 @@ func TestConformance(t *testing.T) {
 // assertNoLeftovers: after the suite, no QEMU process or cgroup of this
 // driver remains.
 func assertNoLeftovers(t *testing.T, d *Driver) {
-	ctx := context.Background()
-	sts, _ := d.Recover(ctx)
-	for _, st := range sts { // the suite leaves some; clean them as EPILOG would
-		d.Stop(ctx, st.ID, true)
-		if err := d.Cleanup(ctx, st.ID, false); err != nil {
-			t.Errorf("Cleanup(%s): %v", st.ID, err)
-		}
-	}
 	out, _ := exec.Command("pgrep", "-f", d.root).Output()
 	if s := strings.TrimSpace(string(out)); s != "" {
 		t.Errorf("qemu processes left: %s", s)
