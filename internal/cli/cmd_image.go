@@ -26,7 +26,7 @@ func (a *app) imageCmd() *cobra.Command {
 		Example: "  kumo image import ./tiny-rootfs.tar.gz --name tiny --kind container-rootfs --public",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("kind") {
-				kind = kindOf(args[0])
+				kind, _ = guessKind(args[0])
 			}
 			return a.importImage(cmd, args[0], name, kind, format, public, share)
 		},
@@ -127,15 +127,19 @@ func (a *app) imageCmd() *cobra.Command {
 	return cmd
 }
 
-// kindOf guesses an image's kind from its file name: disks are vm-disk,
-// the rest a container rootfs (--kind says otherwise).
-func kindOf(path string) string {
-	for _, ext := range []string{".qcow2", ".raw", ".img"} {
+// guessKind guesses an image's kind and format from its file name: disks
+// are vm-disk, the rest a container rootfs ("" format: the kind's default).
+// --kind and --format say otherwise.
+func guessKind(path string) (kind, format string) {
+	for ext, f := range map[string]string{".qcow2": "qcow2", ".raw": "raw", ".img": "raw"} {
 		if strings.HasSuffix(path, ext) {
-			return api.KindVMDisk
+			return api.KindVMDisk, f
 		}
 	}
-	return api.KindContainerRootfs
+	if strings.HasSuffix(path, ".tar") {
+		return api.KindContainerRootfs, "tar"
+	}
+	return api.KindContainerRootfs, ""
 }
 
 // importImage registers an image and uploads its file, announcing its
@@ -160,14 +164,7 @@ func (a *app) importImage(cmd *cobra.Command, path, name, kind, format string, p
 		name = strings.ToLower(strings.SplitN(base, ".", 2)[0])
 	}
 	if format == "" {
-		switch {
-		case strings.HasSuffix(path, ".tar"):
-			format = "tar"
-		case strings.HasSuffix(path, ".qcow2"):
-			format = "qcow2"
-		case strings.HasSuffix(path, ".raw"), strings.HasSuffix(path, ".img"):
-			format = "raw"
-		}
+		_, format = guessKind(path)
 	}
 	req := api.ImagesPost{Name: name, Kind: kind, Format: format, SHA256: hex.EncodeToString(h.Sum(nil)), SharedWith: share}
 	switch {
