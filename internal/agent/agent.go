@@ -73,6 +73,11 @@ type Agent struct {
 	// readiness; a change kicks a heartbeat at once (it carries it).
 	ready map[string]bool
 	kick  chan struct{}
+	// listed is the monitor's latest listing of the driver's instances;
+	// heartbeats reuse it while it is fresh rather than list again (for
+	// VMs a listing asks every QEMU over QMP).
+	listed   []driver.Status
+	listedAt time.Time
 }
 
 // New prepares an agent: it joins (first start) or loads its credential,
@@ -258,7 +263,7 @@ func (a *Agent) heartbeats(ctx context.Context) {
 				}
 			}
 		}
-		if sts, err := a.cfg.Driver.Recover(ctx); err == nil {
+		if sts, err := a.statuses(ctx); err == nil {
 			now := time.Now().UTC()
 			for _, st := range sts {
 				if st.State == driver.Running || st.State == driver.Suspended {
@@ -276,6 +281,18 @@ func (a *Agent) heartbeats(ctx context.Context) {
 		case <-a.kick:
 		}
 	}
+}
+
+// statuses lists the driver's instances, or reuses the monitor's listing
+// when it is younger than a heartbeat interval.
+func (a *Agent) statuses(ctx context.Context) ([]driver.Status, error) {
+	a.mu.Lock()
+	sts, at := a.listed, a.listedAt
+	a.mu.Unlock()
+	if time.Since(at) < a.cfg.HeartbeatEvery {
+		return sts, nil
+	}
+	return a.cfg.Driver.Recover(ctx)
 }
 
 // work is one instance's queue: only the newest assignment matters, since
@@ -521,6 +538,9 @@ func (a *Agent) monitor(ctx context.Context) {
 		if err != nil {
 			continue
 		}
+		a.mu.Lock()
+		a.listed, a.listedAt = sts, time.Now()
+		a.mu.Unlock()
 		have := make(map[string]driver.Status, len(sts))
 		for _, st := range sts {
 			have[st.ID] = st
