@@ -42,9 +42,7 @@ func newDriver(t *testing.T, dir string, fetch func(context.Context, string) (io
 
 func TestConformance(t *testing.T) {
 	sum, fetch := tiny(t)
-	drivertest.Image.Name, drivertest.Image.SHA256 = "tiny", sum
-	defer func() { drivertest.Image.SHA256 = "" }()
-	drivertest.Run(t, func(t *testing.T, dir string) driver.Driver {
+	drivertest.Run(t, drivertest.Image{Name: "tiny", SHA256: sum}, func(t *testing.T, dir string) driver.Driver {
 		d := newDriver(t, dir, fetch)
 		t.Cleanup(func() { assertNoLeftovers(t, d) })
 		return d

@@ -18,13 +18,13 @@ import (
 type Factory func(t *testing.T, dir string) driver.Driver
 
 // Image is the image instances of the suite use (drivers that need real
-// bytes get them through driver.Options.FetchImage).
-var Image = struct{ Name, SHA256 string }{Name: "tiny"}
+// bytes get them by SHA256 through driver.Options.FetchImage).
+type Image struct{ Name, SHA256 string }
 
 // Run runs the suite. Every test ends with nothing left: what Recover
 // lists then is an error (and is stopped and cleaned up, so that the
 // driver's own leftover checks, registered by its factory, see the rest).
-func Run(t *testing.T, factory Factory) {
+func Run(t *testing.T, img Image, factory Factory) {
 	newDriver := func(t *testing.T, dir string) driver.Driver {
 		d := factory(t, dir)
 		t.Cleanup(func() {
@@ -42,12 +42,12 @@ func Run(t *testing.T, factory Factory) {
 		return d
 	}
 	t.Run("Hosts", func(t *testing.T) { testHosts(t, newDriver(t, t.TempDir())) })
-	t.Run("Lifecycle", func(t *testing.T) { testLifecycle(t, newDriver(t, t.TempDir())) })
-	t.Run("Idempotent", func(t *testing.T) { testIdempotent(t, newDriver(t, t.TempDir())) })
-	t.Run("WrongState", func(t *testing.T) { testWrongState(t, newDriver(t, t.TempDir())) })
+	t.Run("Lifecycle", func(t *testing.T) { testLifecycle(t, newDriver(t, t.TempDir()), img) })
+	t.Run("Idempotent", func(t *testing.T) { testIdempotent(t, newDriver(t, t.TempDir()), img) })
+	t.Run("WrongState", func(t *testing.T) { testWrongState(t, newDriver(t, t.TempDir()), img) })
 	// The first driver of Recover is the agent that went away: only the one
 	// after the restart must end with nothing.
-	t.Run("Recover", func(t *testing.T) { testRecover(t, factory, newDriver) })
+	t.Run("Recover", func(t *testing.T) { testRecover(t, img, factory, newDriver) })
 }
 
 func ctx(t *testing.T) context.Context {
@@ -56,12 +56,12 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-func spec(t *testing.T, d driver.Driver, id string) driver.Spec {
+func spec(t *testing.T, d driver.Driver, img Image, id string) driver.Spec {
 	hs, err := d.Hosts(ctx(t))
 	if err != nil || len(hs) == 0 {
 		t.Fatalf("Hosts: %v %v", hs, err)
 	}
-	return driver.Spec{ID: id, Project: "p", Name: id, Type: hs[0].Kinds[0], Host: hs[0].Name, Image: Image.Name, ImageSHA256: Image.SHA256, Size: api.Size{VCPUs: 1, MemoryMiB: 128, DiskGiB: 1}}
+	return driver.Spec{ID: id, Project: "p", Name: id, Type: hs[0].Kinds[0], Host: hs[0].Name, Image: img.Name, ImageSHA256: img.SHA256, Size: api.Size{VCPUs: 1, MemoryMiB: 128, DiskGiB: 1}}
 }
 
 func want(t *testing.T, d driver.Driver, id string, st driver.State) {
@@ -89,9 +89,9 @@ func testHosts(t *testing.T, d driver.Driver) {
 	}
 }
 
-func testLifecycle(t *testing.T, d driver.Driver) {
+func testLifecycle(t *testing.T, d driver.Driver, img Image) {
 	c := ctx(t)
-	s := spec(t, d, "i-1")
+	s := spec(t, d, img, "i-1")
 	ok(t, "Prepare", d.Prepare(c, s))
 	ok(t, "Start", d.Start(c, s))
 	want(t, d, s.ID, driver.Running)
@@ -117,9 +117,9 @@ func testLifecycle(t *testing.T, d driver.Driver) {
 	}
 }
 
-func testIdempotent(t *testing.T, d driver.Driver) {
+func testIdempotent(t *testing.T, d driver.Driver, img Image) {
 	c := ctx(t)
-	s := spec(t, d, "i-2")
+	s := spec(t, d, img, "i-2")
 	ok(t, "Prepare", d.Prepare(c, s))
 	ok(t, "Prepare again", d.Prepare(c, s))
 	ok(t, "Start", d.Start(c, s))
@@ -131,9 +131,9 @@ func testIdempotent(t *testing.T, d driver.Driver) {
 	ok(t, "Cleanup of an unknown instance", d.Cleanup(c, "never-was", false))
 }
 
-func testWrongState(t *testing.T, d driver.Driver) {
+func testWrongState(t *testing.T, d driver.Driver, img Image) {
 	c := ctx(t)
-	s := spec(t, d, "i-3")
+	s := spec(t, d, img, "i-3")
 	if err := d.Start(c, s); err == nil {
 		t.Fatal("Start before Prepare succeeded")
 	}
@@ -152,11 +152,11 @@ func testWrongState(t *testing.T, d driver.Driver) {
 	ok(t, "Cleanup", d.Cleanup(c, s.ID, false))
 }
 
-func testRecover(t *testing.T, before, after Factory) {
+func testRecover(t *testing.T, img Image, before, after Factory) {
 	dir := t.TempDir()
 	c := ctx(t)
 	d := before(t, dir)
-	a, b := spec(t, d, "i-a"), spec(t, d, "i-b")
+	a, b := spec(t, d, img, "i-a"), spec(t, d, img, "i-b")
 	for _, s := range []driver.Spec{a, b} {
 		ok(t, "Prepare", d.Prepare(c, s))
 		ok(t, "Start", d.Start(c, s))

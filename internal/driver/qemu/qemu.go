@@ -249,6 +249,8 @@ func (d *Driver) ensureQuit(ctx context.Context, id string) {
 
 // Stop implements driver.Driver: an ACPI power-button press, up to
 // StopTimeout for the guest to power off, then quit (at once with force).
+// Unlike the other actions it does not go through act: a QEMU that does
+// not answer is still stopped, by force.
 func (d *Driver) Stop(ctx context.Context, id string, force bool) error {
 	l := d.lock(id)
 	l.Lock()

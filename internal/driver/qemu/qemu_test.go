@@ -64,9 +64,7 @@ func newDriver(t testing.TB, dir string, fetch func(context.Context, string) (io
 
 func TestConformance(t *testing.T) {
 	sum, fetch := tinyVM(t)
-	drivertest.Image.Name, drivertest.Image.SHA256 = "tiny-vm", sum
-	defer func() { drivertest.Image.SHA256 = "" }()
-	drivertest.Run(t, func(t *testing.T, dir string) driver.Driver {
+	drivertest.Run(t, drivertest.Image{Name: "tiny-vm", SHA256: sum}, func(t *testing.T, dir string) driver.Driver {
 		d := newDriver(t, dir, fetch)
 		t.Cleanup(func() { assertNoLeftovers(t, d) })
 		return d

@@ -10,7 +10,7 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	drivertest.Run(t, func(t *testing.T, dir string) driver.Driver {
+	drivertest.Run(t, drivertest.Image{Name: "any"}, func(t *testing.T, dir string) driver.Driver {
 		d, err := New(driver.Options{StateDir: dir, SimHosts: 3})
 		if err != nil {
 			t.Fatal(err)
