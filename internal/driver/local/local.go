@@ -270,21 +270,23 @@ type Readiness struct {
 }
 
 type readyScan struct {
-	from, off int64
-	ready     bool
+	boot  int64 // where the boot began, as the caller said
+	off   int64 // where the last scan stopped
+	ready bool
 }
 
 // Check says whether a ready marker appears in the log at path after
-// offset from (where the current boot began).
-func (r *Readiness) Check(path string, from int64) bool {
+// offset boot (where the current boot began). Each call reads only what
+// was appended since the last one.
+func (r *Readiness) Check(path string, boot int64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.seen == nil {
 		r.seen = map[string]readyScan{}
 	}
-	sc := r.seen[path]
-	if sc.from != from || sc.off < from {
-		sc = readyScan{from: from, off: from}
+	sc, ok := r.seen[path]
+	if !ok || sc.boot != boot {
+		sc = readyScan{boot: boot, off: boot}
 	}
 	if sc.ready {
 		return true
@@ -294,12 +296,15 @@ func (r *Readiness) Check(path string, from int64) bool {
 		return false
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err != nil || st.Size() < sc.off {
-		sc.off = 0 // rotated
+	if st, err := f.Stat(); err == nil && st.Size() < sc.off {
+		sc.off = 0 // rotated (copied away and truncated): all of it is new
 	}
 	// Re-read a little before where the last scan stopped: a marker may
-	// have been cut in two.
-	start := max(sc.off-64, sc.from, 0)
+	// have been cut in two. Never before the boot, while the log holds it.
+	start := max(sc.off-64, 0)
+	if sc.off >= sc.boot {
+		start = max(start, sc.boot)
+	}
 	b, _ := io.ReadAll(io.NewSectionReader(f, start, 1<<22))
 	sc.ready = ReadyMarker.Match(b)
 	sc.off = start + int64(len(b))
