@@ -86,7 +86,10 @@ func New(o driver.Options) (*Driver, error) {
 	if d.host == "" {
 		d.host = local.HostName()
 	}
-	d.accel, d.accelReason = ResolveAccel(context.Background(), bin, o.QemuAccel)
+	// The probe may first fetch the kernel package: bound it all.
+	pctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	d.accel, d.accelReason = ResolveAccel(pctx, bin, o.QemuAccel)
+	cancel()
 	if d.accel != "tcg" && d.accel != "kvm" {
 		return nil, fmt.Errorf("qemu accel %q: use auto, kvm or tcg", o.QemuAccel)
 	}
