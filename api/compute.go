@@ -411,6 +411,15 @@ type ImagePatch struct {
 	SharedWith []string `json:"shared_with,omitempty"`
 }
 
+// InstanceSnapshotPost copies a VM's disk into a new image of the
+// instance's project: a vm-disk (qcow2), or a vm-kernel image when the VM
+// boots from one.
+type InstanceSnapshotPost struct {
+	Name       string            `json:"name"`
+	Visibility string            `json:"visibility,omitempty"`
+	Labels     map[string]string `json:"labels,omitempty"`
+}
+
 // InstanceExecPost runs a command inside an instance (non-interactive).
 type InstanceExecPost struct {
 	Command []string `json:"command"`

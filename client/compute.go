@@ -246,6 +246,12 @@ func (c *Client) AgentImage(ctx context.Context, agentID, sum string) (io.ReadCl
 }
 
 // InstanceExec runs a command inside a RUNNING instance.
+// SnapshotInstance copies a VM's disk into a new image (201: the image).
+func (c *Client) SnapshotInstance(ctx context.Context, project, name string, req api.InstanceSnapshotPost) (api.Image, error) {
+	var out api.Image
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "instances", name, "snapshot"), nil, req, &out)
+}
+
 func (c *Client) InstanceExec(ctx context.Context, project, name string, req api.InstanceExecPost) (api.InstanceExecResult, error) {
 	var out api.InstanceExecResult
 	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "instances", name, "exec"), nil, req, &out)

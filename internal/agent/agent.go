@@ -436,8 +436,12 @@ func (a *Agent) serveSessions(ctx context.Context) {
 			continue
 		}
 		for _, s := range ss {
-			if s.Kind == "console" {
+			switch s.Kind {
+			case "console":
 				go a.console(ctx, s)
+				continue
+			case "snapshot":
+				go a.snapshot(ctx, s)
 				continue
 			}
 			go func() {
@@ -452,6 +456,43 @@ func (a *Agent) serveSessions(ctx context.Context) {
 
 // console opens its end of a console session and joins it to a shell in
 // the instance.
+// snapshot streams an instance's disk image to the server: a first line,
+// "ok" or "error: why", then the bytes.
+func (a *Agent) snapshot(ctx context.Context, s api.Session) {
+	rw, err := a.c.AgentStream(ctx, a.id, s.ID)
+	if err != nil {
+		a.log.Warn("snapshot stream", "session", s.ID, "err", err)
+		return
+	}
+	defer rw.Close()
+	sn, err := driver.Feature[driver.Snapshotter](a.cfg.Driver)
+	if err != nil {
+		fmt.Fprintf(rw, "error: %v\n", err)
+		return
+	}
+	// The image is made before the first byte is sent, so an error can
+	// still be told; it is kept in a temporary file meanwhile.
+	f, err := os.CreateTemp(a.cfg.StateDir, ".snapshot-*")
+	if err != nil {
+		fmt.Fprintf(rw, "error: %v\n", err)
+		return
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	if err := sn.Snapshot(ctx, s.InstanceID, f); err != nil {
+		fmt.Fprintf(rw, "error: %v\n", err)
+		return
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		fmt.Fprintf(rw, "error: %v\n", err)
+		return
+	}
+	io.WriteString(rw, "ok\n")
+	if _, err := io.Copy(rw, f); err != nil {
+		a.log.Warn("snapshot stream", "session", s.ID, "err", err)
+	}
+}
+
 func (a *Agent) console(ctx context.Context, s api.Session) {
 	rw, err := a.c.AgentStream(ctx, a.id, s.ID)
 	if err != nil {

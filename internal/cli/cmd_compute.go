@@ -228,7 +228,33 @@ func (a *app) instanceCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(create, list, show, history, explain, execCmd, logs, console)
+	var snapName string
+	var snapPublic bool
+	snapshot := &cobra.Command{
+		Use: "snapshot NAME --name IMAGE [--public]", Short: "Copy a VM's disk into a new image (a running VM is paused while its disk is copied)", Args: cobra.ExactArgs(1),
+		Example: "  kumo instance snapshot vm1 --name vm1-snap && kumo instance create vm2 --type vm --image vm1-snap --flavor tiny",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if snapName == "" {
+				return usagef("--name is required: the new image's name")
+			}
+			c, project, err := a.clientAndProject(cmd)
+			if err != nil {
+				return err
+			}
+			req := api.InstanceSnapshotPost{Name: snapName}
+			if snapPublic {
+				req.Visibility = api.VisibilityPublic
+			}
+			img, err := c.SnapshotInstance(cmd.Context(), project, args[0], req)
+			if err != nil {
+				return err
+			}
+			return a.printObject(img)
+		},
+	}
+	snapshot.Flags().StringVar(&snapName, "name", "", "the new image's name")
+	snapshot.Flags().BoolVar(&snapPublic, "public", false, "every project may use it (cloud admin)")
+	cmd.AddCommand(create, list, show, history, explain, execCmd, logs, console, snapshot)
 	for _, act := range compute.AllActions {
 		cmd.AddCommand(a.actionCmd(act))
 	}

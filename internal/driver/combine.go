@@ -235,3 +235,11 @@ func featureOf[F any](ctx context.Context, c *combined, id string) (F, error) {
 	}
 	return Feature[F](d)
 }
+
+func (c *combined) Snapshot(ctx context.Context, id string, w io.Writer) error {
+	sn, err := featureOf[Snapshotter](ctx, c, id)
+	if err != nil {
+		return err
+	}
+	return sn.Snapshot(ctx, id, w)
+}

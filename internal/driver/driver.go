@@ -140,6 +140,8 @@ func Feature[F any](d Driver) (F, error) {
 		what = "keeps no console log"
 	case *Consoler:
 		what = "has no console"
+	case *Snapshotter:
+		what = "cannot snapshot disks"
 	}
 	return f, fmt.Errorf("the %s driver %s", d.Name(), what)
 }
@@ -147,6 +149,14 @@ func Feature[F any](d Driver) (F, error) {
 // Haver is implemented by drivers that can tell cheaply whether they have
 // an instance (a record on disk), without asking the runtime as Status does.
 type Haver interface{ Has(id string) bool }
+
+// Snapshotter is implemented by drivers that can copy an instance's disk
+// into a standalone image written to w: a qcow2 disk for instances booted
+// from a disk, a vm-kernel tarball (kernel, initrd, cmdline, the disk)
+// for those booted from a kernel image.
+type Snapshotter interface {
+	Snapshot(ctx context.Context, id string, w io.Writer) error
+}
 
 // HostHealth is implemented by drivers that can lose a host (the
 // simulator's crash injection): the agent stops beating for hosts down.

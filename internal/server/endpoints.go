@@ -103,6 +103,7 @@ func Endpoints() []Endpoint {
 		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/explain", Perm: PermProjectReader, Summary: "Why each host can or cannot take the instance", handler: (*Server).getInstanceExplain},
 		{Method: "POST", Path: "/v1/projects/{project}/instances/{name}/exec", Perm: PermProjectMember, Summary: "Run a command inside a RUNNING instance", handler: (*Server).postInstanceExec},
 		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/console", Perm: PermProjectMember, Summary: "An interactive shell in the instance (Upgrade: kumo-stream)", raw: (*Server).getInstanceConsole},
+		{Method: "POST", Path: "/v1/projects/{project}/instances/{name}/snapshot", Perm: PermProjectMember, Summary: "Copy a VM's disk into a new image", handler: (*Server).postInstanceSnapshot},
 		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/logs", Perm: PermProjectReader, Summary: "The end of the instance's console log", handler: (*Server).getInstanceLogs},
 		{Method: "GET", Path: "/v1/projects/{project}/server-groups", Perm: PermProjectReader, Summary: "List server groups", handler: (*Server).getServerGroups},
 		{Method: "POST", Path: "/v1/projects/{project}/server-groups", Perm: PermProjectMember, Summary: "Create a server group", handler: (*Server).postServerGroups, create: true},

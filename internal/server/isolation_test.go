@@ -78,6 +78,7 @@ func matrixCases() []matrixCase {
 		{"GET", "/v1/projects/p/instances/i1/explain", nil, readersOfP},
 		{"POST", "/v1/projects/p/instances/i1/exec", map[string]any{"command": []string{"true"}}, "cA:409 pA:409 pM:409 pR:403 qA:404" + bad},
 		{"GET", "/v1/projects/p/instances/i1/console", nil, "cA:400 pA:400 pM:400 pR:403 qA:404" + bad},
+		{"POST", "/v1/projects/p/instances/i1/snapshot", map[string]any{"name": "snap"}, "cA:409 pA:409 pM:409 pR:403 qA:404" + bad},
 		{"GET", "/v1/projects/p/instances/i1/logs", nil, "cA:409 pA:409 pM:409 pR:409 qA:404" + bad},
 		{"GET", "/v1/projects/p/server-groups", nil, readersOfP},
 		{"POST", "/v1/projects/p/server-groups", map[string]any{"name": "g2", "policy": "anti-affinity"}, members},

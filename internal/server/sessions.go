@@ -238,24 +238,11 @@ func (s *Server) getInstanceConsole(r *request, w http.ResponseWriter) {
 		response.Error(err).Render(w, r.Request)
 		return
 	}
-	sid := secret.Hex(8)
-	ch := make(chan net.Conn, 1)
-	s.sessions.mu.Lock()
-	s.sessions.streams[sid] = ch
-	s.sessions.mu.Unlock()
-	defer func() {
-		s.sessions.mu.Lock()
-		delete(s.sessions.streams, sid)
-		s.sessions.mu.Unlock()
-	}()
-	s.sessions.queue(h.Agent, api.Session{ID: sid, Kind: "console", InstanceID: in.ID})
-	var agentConn net.Conn
-	select {
-	case agentConn = <-ch:
-	case <-time.After(15 * time.Second):
-		response.Error(errs.Unavailable("the instance's host did not open the console within 15 s; is its agent running?")).Render(w, r.Request)
-		return
-	case <-r.Context().Done():
+	agentConn, err := s.sessions.openStream(r.Context(), h.Agent, api.Session{Kind: "console", InstanceID: in.ID})
+	if err != nil {
+		if r.Context().Err() == nil {
+			response.Error(err).Render(w, r.Request)
+		}
 		return
 	}
 	userConn, err := hijack(w)
@@ -264,6 +251,30 @@ func (s *Server) getInstanceConsole(r *request, w http.ResponseWriter) {
 		return
 	}
 	splice(userConn, agentConn)
+}
+
+// openStream asks an agent to open a byte stream for a session (a
+// console, a snapshot) and returns the agent's end of it.
+func (ss *sessions) openStream(ctx context.Context, agent string, sess api.Session) (net.Conn, error) {
+	sess.ID = secret.Hex(8)
+	ch := make(chan net.Conn, 1)
+	ss.mu.Lock()
+	ss.streams[sess.ID] = ch
+	ss.mu.Unlock()
+	defer func() {
+		ss.mu.Lock()
+		delete(ss.streams, sess.ID)
+		ss.mu.Unlock()
+	}()
+	ss.queue(agent, sess)
+	select {
+	case c := <-ch:
+		return c, nil
+	case <-time.After(15 * time.Second):
+		return nil, errs.Unavailable("the instance's host did not open the %s within 15 s; is its agent running?", sess.Kind)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // splice copies both ways until either side ends, then closes both.
@@ -277,13 +288,13 @@ func splice(a, b net.Conn) {
 	<-done
 }
 
-// getSessionStream is the agent's end of a console session.
+// getSessionStream is the agent's end of a console or snapshot session.
 func (s *Server) getSessionStream(r *request, w http.ResponseWriter) {
 	s.sessions.mu.Lock()
 	ch, ok := s.sessions.streams[r.PathValue("sid")]
 	s.sessions.mu.Unlock()
 	if !ok {
-		response.Error(errs.NotFound("console session %q is not waiting", r.PathValue("sid"))).Render(w, r.Request)
+		response.Error(errs.NotFound("stream session %q is not waiting", r.PathValue("sid"))).Render(w, r.Request)
 		return
 	}
 	conn, err := hijack(w)
@@ -295,4 +306,65 @@ func (s *Server) getSessionStream(r *request, w http.ResponseWriter) {
 	default:
 		conn.Close()
 	}
+}
+
+// postInstanceSnapshot copies a VM's disk into a new image: the image is
+// registered (counted in the quota), the host's agent streams the disk
+// (a first line "ok" or "error: why", then the bytes), and the stream is
+// uploaded through the image service, which checks it as any import. On
+// failure the image is removed: nothing half-made stays.
+func (s *Server) postInstanceSnapshot(r *request) response.Response {
+	var req api.InstanceSnapshotPost
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	project := r.PathValue("project")
+	in, _, err := s.compute.Get(r.Context(), project, r.PathValue("name"))
+	if err != nil {
+		return response.Error(err)
+	}
+	if in.Type != api.TypeVM {
+		return response.Error(errs.Conflict("instance %q is a %s; snapshots are of VM disks", in.Name, in.Type))
+	}
+	switch in.State {
+	case api.StateRunning, api.StateSuspended, api.StatePoweroff, api.StateStopped:
+	default:
+		return response.Error(errs.Conflict("instance %q is %s; a snapshot needs its disk on a host (RUNNING, SUSPENDED, POWEROFF or STOPPED)", in.Name, in.State))
+	}
+	kind, format := api.KindVMDisk, "qcow2"
+	if src, err := s.images.Resolve(r.Context(), project, in.Image); err == nil && src.Kind == api.KindVMKernel {
+		kind, format = api.KindVMKernel, "tar.gz"
+	}
+	h, err := s.hosts.Get(r.Context(), in.Host)
+	if err != nil {
+		return response.Error(err)
+	}
+	img, err := s.images.Create(r.Context(), project, api.ImagesPost{Name: req.Name, Kind: kind, Format: format, Visibility: req.Visibility, Labels: req.Labels,
+		Properties: map[string]string{"source_instance": in.Name}})
+	if err != nil {
+		return response.Error(err)
+	}
+	img, err = s.snapshotInto(r.Context(), h.Agent, in, project, req.Name)
+	if err != nil {
+		s.images.Delete(context.WithoutCancel(r.Context()), project, req.Name, true)
+		return response.Error(err)
+	}
+	return response.Created(img)
+}
+
+func (s *Server) snapshotInto(ctx context.Context, agent string, in api.Instance, project, name string) (api.Image, error) {
+	conn, err := s.sessions.openStream(ctx, agent, api.Session{Kind: "snapshot", InstanceID: in.ID})
+	if err != nil {
+		return api.Image{}, err
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	head, err := br.ReadString('\n')
+	if err != nil {
+		return api.Image{}, errs.Unavailable("the host broke off the snapshot: %v", err)
+	}
+	if head = strings.TrimSpace(head); head != "ok" {
+		return api.Image{}, errs.Conflict("snapshot of %q: %s", in.Name, strings.TrimPrefix(head, "error: "))
+	}
+	return s.images.Upload(ctx, project, name, br)
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -136,26 +137,43 @@ func BuildTinyVM(w io.Writer, busybox string, k Kernel) error {
 
 // writeTinyVM writes the tiny-vm tarball of a kernel and an initramfs.
 func writeTinyVM(w io.Writer, vmlinuz string, initrd []byte) error {
-	kernel, err := os.ReadFile(vmlinuz)
-	if err != nil {
-		return err
-	}
-	return WriteKernelImage(w, map[string][]byte{"vmlinuz": kernel, "initrd": initrd, "cmdline": []byte(TinyCmdline + "\n")})
+	return WriteKernelImage(w, []Member{{Name: "vmlinuz", Path: vmlinuz}, {Name: "initrd", Data: initrd}, {Name: "cmdline", Data: []byte(TinyCmdline + "\n")}})
+}
+
+// Member is one file of a vm-kernel tarball: its bytes, or a file to
+// stream them from (a root disk may be gigabytes).
+type Member struct {
+	Name string
+	Data []byte
+	Path string
 }
 
 // WriteKernelImage writes a vm-kernel tarball with the given members.
-func WriteKernelImage(w io.Writer, files map[string][]byte) error {
+func WriteKernelImage(w io.Writer, members []Member) error {
 	zw := gzip.NewWriter(w)
 	tw := tar.NewWriter(zw)
-	for _, name := range KernelImageFiles {
-		data, ok := files[name]
-		if !ok {
-			continue
+	for _, m := range members {
+		if !slices.Contains(KernelImageFiles, m.Name) {
+			return fmt.Errorf("%q is not a member of a vm-kernel image", m.Name)
 		}
-		if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(data)), ModTime: time.Unix(0, 0)}); err != nil {
+		var src io.Reader = bytes.NewReader(m.Data)
+		size := int64(len(m.Data))
+		if m.Path != "" {
+			f, err := os.Open(m.Path)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			st, err := f.Stat()
+			if err != nil {
+				return err
+			}
+			src, size = f, st.Size()
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: m.Name, Typeflag: tar.TypeReg, Mode: 0o644, Size: size, ModTime: time.Unix(0, 0)}); err != nil {
 			return err
 		}
-		if _, err := tw.Write(data); err != nil {
+		if _, err := io.Copy(tw, src); err != nil {
 			return err
 		}
 	}

@@ -60,7 +60,8 @@ func TestVMs(t *testing.T) {
 		t.Fatalf("the host does not say it runs both kinds and which accel: %s", hosts)
 	}
 	ud := filepath.Join(dir, "counter.sh")
-	os.WriteFile(ud, []byte("#!/bin/sh\n(i=0; while :; do i=$((i+1)); echo \"tick $i\" >/dev/ttyS0; sleep 1; done) &\n"), 0o644)
+	os.WriteFile(ud, []byte("#!/bin/sh\necho kumo-disk-marker | dd of=/dev/vda conv=notrunc 2>/dev/null; sync\n"+
+		"(i=0; while :; do i=$((i+1)); echo \"tick $i\" >/dev/ttyS0; sleep 1; done) &\n"), 0o644)
 	out := must(t, root, "", "instance", "create", "vm1", "--type", "vm", "--image", "tiny-vm", "--flavor", "tiny", "--user-data", ud, "--wait")
 	if !strings.Contains(out, "state: RUNNING") {
 		t.Fatalf("create: %s", out)
@@ -88,11 +89,38 @@ func TestVMs(t *testing.T) {
 	if r := kumo(t, root, "", "instance", "exec", "vm1", "--", "true"); r.code != 1 || !strings.Contains(r.err, "use the console") {
 		t.Errorf("exec into a VM: exit %d %s", r.code, r.err)
 	}
+	// A snapshot of the running VM's disk is an image; a VM made from it
+	// finds on its disk what vm1 wrote there.
+	out = must(t, root, "", "instance", "snapshot", "vm1", "--name", "vm1-snap", "-o", "json")
+	if !strings.Contains(out, `"kind": "vm-kernel"`) || !strings.Contains(out, `"status": "active"`) {
+		t.Fatalf("snapshot: %s", out)
+	}
+	if in, _ := instanceState(t, c, "default", "vm1"); in.State != "RUNNING" {
+		t.Fatalf("vm1 is %s after its snapshot", in.State)
+	}
+	reader := filepath.Join(dir, "reader.sh")
+	os.WriteFile(reader, []byte("#!/bin/sh\necho \"found: $(head -c 16 /dev/vda)\" >/dev/ttyS0\n"), 0o644)
+	must(t, root, "", "instance", "create", "vm2", "--type", "vm", "--image", "vm1-snap", "--flavor", "tiny", "--user-data", reader, "--wait")
+	eventually(t, 60*time.Second, "vm2 reading vm1's disk", func() (bool, string) {
+		out := must(t, root, "", "instance", "logs", "vm2")
+		return strings.Contains(out, "found: kumo-disk-marker"), out
+	})
+	must(t, root, "", "instance", "terminate", "vm2", "--wait")
+	if r := kumo(t, root, "", "instance", "snapshot", "vm1", "--name", "vm1-snap"); r.code != 1 || !strings.Contains(r.err, "already exists") {
+		t.Errorf("a snapshot onto an existing image name: exit %d %s", r.code, r.err)
+	}
+
 	// A container on the same host, from the same server.
 	img := filepath.Join(dir, "tiny-rootfs.tar.gz")
 	must(t, root, "", "image", "build", "tiny-rootfs", "-f", img)
 	must(t, root, "", "image", "import", img, "--name", "tiny")
 	must(t, root, "", "instance", "create", "c1", "--type", "container", "--image", "tiny", "--flavor", "tiny", "--wait")
+	if r := kumo(t, root, "", "instance", "snapshot", "c1", "--name", "c1-snap"); r.code != 1 || !strings.Contains(r.err, "snapshots are of VM disks") {
+		t.Errorf("a snapshot of a container: exit %d %s", r.code, r.err)
+	}
+	if r := kumo(t, root, "", "image", "show", "c1-snap"); r.code != 1 {
+		t.Error("a refused snapshot left an image")
+	}
 
 	for _, step := range []struct{ action, want string }{{"suspend", "SUSPENDED"}, {"resume", "RUNNING"}, {"reboot", "RUNNING"}} {
 		if out := must(t, root, "", "instance", step.action, "vm1", "--wait"); !strings.Contains(out, step.want) {

@@ -276,3 +276,53 @@ func TestDiskImagePrologue(t *testing.T) {
 		})
 	}
 }
+
+// TestSnapshot: a running VM's disk becomes an image (the guest runs on);
+// a VM booted from that image finds what the first one wrote on its disk.
+func TestSnapshot(t *testing.T) {
+	sum, fetch := tinyVM(t)
+	var snap []byte
+	snapSum := ""
+	d := newDriver(t, t.TempDir(), func(ctx context.Context, s string) (io.ReadCloser, error) {
+		if s == snapSum {
+			return io.NopCloser(bytes.NewReader(snap)), nil
+		}
+		return fetch(ctx, s)
+	})
+	t.Cleanup(func() { assertNoLeftovers(t, d) })
+	ctx := context.Background()
+	a := spec("vm-a", sum, 128, "#!/bin/sh\necho kumo-disk-marker | dd of=/dev/vda conv=notrunc 2>/dev/null\nsync\n")
+	if err := d.Prepare(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Cleanup(ctx, a.ID, false)
+	if err := d.Start(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "vm-a ready", func() bool { st, _ := d.Status(ctx, a.ID); return st.Ready })
+	var buf bytes.Buffer
+	if err := d.Snapshot(ctx, a.ID, &buf); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := d.Status(ctx, a.ID); st.State != driver.Running {
+		t.Fatalf("after the snapshot vm-a is %s", st.State)
+	}
+	if err := vmimage.CheckKernelImage(ctx, bytes.NewReader(buf.Bytes()), t.TempDir()); err != nil {
+		t.Fatalf("the snapshot is not a valid vm-kernel image: %v", err)
+	}
+	snap = buf.Bytes()
+	h := sha256.Sum256(snap)
+	snapSum = hex.EncodeToString(h[:])
+	b := spec("vm-b", snapSum, 128, "#!/bin/sh\necho \"found: $(head -c 16 /dev/vda)\" >/dev/ttyS0\n")
+	if err := d.Prepare(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Cleanup(ctx, b.ID, false)
+	if err := d.Start(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "vm-b to read its disk", func() bool {
+		log, _ := d.Logs(ctx, b.ID, 100)
+		return strings.Contains(string(log), "found: kumo-disk-marker")
+	})
+}
