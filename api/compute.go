@@ -32,6 +32,9 @@ type Size struct {
 	VCPUs     int64 `json:"vcpus"`
 	MemoryMiB int64 `json:"memory_mib"`
 	DiskGiB   int64 `json:"disk_gib"`
+	// SwapMiB is a swap disk for VMs (swap allowed beyond memory for
+	// containers); it is not scheduled against host capacity.
+	SwapMiB int64 `json:"swap_mib,omitempty"`
 }
 
 // Instance is a virtual machine or a system container.

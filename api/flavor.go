@@ -6,6 +6,7 @@ type Flavor struct {
 	VCPUs     int64 `json:"vcpus"`
 	MemoryMiB int64 `json:"memory_mib"`
 	DiskGiB   int64 `json:"disk_gib"`
+	SwapMiB   int64 `json:"swap_mib,omitempty"`
 	// PriceMicro is the price per hour now, in micro-units of the cloud's
 	// currency (GET /v1/prices has its history).
 	PriceMicro  int64  `json:"price_micro_per_hour"`
@@ -18,6 +19,7 @@ type FlavorsPost struct {
 	VCPUs       int64             `json:"vcpus"`
 	MemoryMiB   int64             `json:"memory_mib"`
 	DiskGiB     int64             `json:"disk_gib"`
+	SwapMiB     int64             `json:"swap_mib,omitempty"`
 	PriceMicro  int64             `json:"price_micro_per_hour"`
 	Description string            `json:"description,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`

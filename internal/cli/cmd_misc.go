@@ -148,6 +148,7 @@ func (a *app) flavorCmd() *cobra.Command {
 	create.Flags().Int64Var(&req.VCPUs, "vcpus", 1, "virtual CPUs")
 	create.Flags().Int64Var(&req.MemoryMiB, "memory", 1024, "memory in MiB")
 	create.Flags().Int64Var(&req.DiskGiB, "disk", 10, "root disk in GiB")
+	create.Flags().Int64Var(&req.SwapMiB, "swap", 0, "swap in MiB: a swap disk for VMs, swap beyond memory for containers")
 	create.Flags().StringVar(&price, "price-per-hour", "0", "price per hour in the cloud's currency, e.g. 0.023")
 	create.Flags().StringVar(&req.Description, "description", "", "description")
 	create.Flags().StringArrayVarP(&labels, "label", "l", nil, "label KEY=VALUE (repeatable)")

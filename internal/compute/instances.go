@@ -235,7 +235,7 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 	r := record{Instance: api.Instance{
 		Meta:    api.Meta{ID: uuid.NewString(), Name: req.Name, Labels: req.Labels, CreatedAt: t, UpdatedAt: t},
 		Project: project, Type: req.Type, Flavor: fl.Name,
-		Size:  api.Size{VCPUs: fl.VCPUs, MemoryMiB: fl.MemoryMiB, DiskGiB: fl.DiskGiB},
+		Size:  api.Size{VCPUs: fl.VCPUs, MemoryMiB: fl.MemoryMiB, DiskGiB: fl.DiskGiB, SwapMiB: fl.SwapMiB},
 		Image: req.Image, ImageSHA256: imageSum, Requirements: req.Requirements, Rank: req.Rank, ServerGroup: req.ServerGroup, UserData: req.UserData,
 		State: api.StatePending,
 	}}

@@ -50,6 +50,8 @@ func Validate(req *api.FlavorsPost) error {
 		return errs.Invalid("memory_mib", "memory_mib must be between 16 and 16777216, got %d", req.MemoryMiB)
 	case req.DiskGiB < 0 || req.DiskGiB > 1024*1024:
 		return errs.Invalid("disk_gib", "disk_gib must be between 0 and 1048576, got %d", req.DiskGiB)
+	case req.SwapMiB < 0 || req.SwapMiB > 1024*1024:
+		return errs.Invalid("swap_mib", "swap_mib must be between 0 and 1048576, got %d", req.SwapMiB)
 	case req.PriceMicro < 0:
 		return errs.Invalid("price_micro_per_hour", "price_micro_per_hour must be >= 0")
 	}
@@ -62,7 +64,7 @@ func Validate(req *api.FlavorsPost) error {
 func record(req api.FlavorsPost) api.Flavor {
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	t := api.Meta{ID: uuid.NewString(), Name: req.Name, Labels: req.Labels, CreatedAt: now, UpdatedAt: now}
-	return api.Flavor{Meta: t, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, DiskGiB: req.DiskGiB, PriceMicro: req.PriceMicro, Description: req.Description}
+	return api.Flavor{Meta: t, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, DiskGiB: req.DiskGiB, SwapMiB: req.SwapMiB, PriceMicro: req.PriceMicro, Description: req.Description}
 }
 
 // SeedOps are the writes that create the default flavors (at bootstrap).

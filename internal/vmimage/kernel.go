@@ -217,7 +217,7 @@ func TinyVMCached(ctx context.Context, cacheDir, busybox string) (string, error)
 	if err != nil {
 		return "", err
 	}
-	return cached(filepath.Join(cacheDir, "tiny-vm-"+k.Version+".tar.gz"), func(w io.Writer) error {
+	return cached(filepath.Join(cacheDir, "tiny-vm-"+k.Version+"-"+tinyRevision()+".tar.gz"), func(w io.Writer) error {
 		rd, err := os.ReadFile(initrd)
 		if err != nil {
 			return err
@@ -236,7 +236,7 @@ func TinyPartsCached(ctx context.Context, cacheDir, busybox string) (Kernel, str
 	if err != nil {
 		return Kernel{}, "", err
 	}
-	initrd, err := cached(filepath.Join(cacheDir, "tiny-initrd-"+k.Version+".img"), func(w io.Writer) error { return BuildInitramfs(w, busybox, k) })
+	initrd, err := cached(filepath.Join(cacheDir, "tiny-initrd-"+k.Version+"-"+tinyRevision()+".img"), func(w io.Writer) error { return BuildInitramfs(w, busybox, k) })
 	return k, initrd, err
 }
 

@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -24,7 +26,8 @@ const ReadyMarker = "kumo: ready"
 var tinyModules = []string{"virtio_pci", "virtio_blk", "virtio_net", "isofs", "button", "evdev"}
 
 // TinyInit is /init of the tiny-vm initramfs: load the modules, find the
-// NoCloud seed (a disk labelled cidata), apply the hostname, run the
+// NoCloud seed (a disk labelled cidata), use a swap disk labelled
+// kumo-swap if there is one, apply the hostname, run the
 // user-data if it is a script, print the readiness line on the serial
 // console, hand ACPI power-button presses to poweroff, and keep a shell
 // on the console.
@@ -44,6 +47,7 @@ while [ $i -lt 30 ]; do
 	seed=$(findfs LABEL=cidata 2>/dev/null) && break
 	i=$((i+1)); sleep 0.1
 done
+sw=$(findfs LABEL=kumo-swap 2>/dev/null) && swapon "$sw"
 if [ -n "$seed" ] && mount -t iso9660 -o ro "$seed" /mnt/seed; then
 	h=$(sed -n 's/^local-hostname:[[:space:]]*//p' /mnt/seed/meta-data | tr -d "\"'\r")
 	[ -n "$h" ] && hostname "$h"
@@ -61,6 +65,14 @@ while :; do setsid cttyhack sh -l; done
 // poweroff is what acpid runs on a power-button press (busybox acpid runs
 // /etc/acpi/PWRF/00000080); PID 1 is a shell, so poweroff must not ask init.
 const poweroff = "#!/bin/sh\necho 'kumo: powering off'\nsync\npoweroff -f\n"
+
+// tinyRevision names what goes into the tiny initramfs besides the
+// kernel's files (its scripts and module list), so a cached build is never
+// used after they change.
+func tinyRevision() string {
+	h := sha256.Sum256([]byte(TinyInit + poweroff + TinyCmdline + strings.Join(tinyModules, ",")))
+	return hex.EncodeToString(h[:4])
+}
 
 // BuildInitramfs writes the tiny initramfs (a gzipped newc cpio archive)
 // to w: busybox, the modules kernel needs for virtio and the seed, /init.

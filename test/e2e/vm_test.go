@@ -99,11 +99,14 @@ func TestVMs(t *testing.T) {
 		t.Fatalf("vm1 is %s after its snapshot", in.State)
 	}
 	reader := filepath.Join(dir, "reader.sh")
-	os.WriteFile(reader, []byte("#!/bin/sh\necho \"found: $(head -c 16 /dev/vda)\" >/dev/ttyS0\n"), 0o644)
-	must(t, root, "", "instance", "create", "vm2", "--type", "vm", "--image", "vm1-snap", "--flavor", "tiny", "--user-data", reader, "--wait")
-	eventually(t, 60*time.Second, "vm2 reading vm1's disk", func() (bool, string) {
+	os.WriteFile(reader, []byte("#!/bin/sh\necho \"found: $(head -c 16 /dev/vda)\" >/dev/ttyS0\n"+
+		"echo \"swap-kib: $(awk 'NR==2 {print $3}' /proc/swaps)\" >/dev/ttyS0\n"), 0o644)
+	// vm2's flavor has swap: a swap disk the guest uses.
+	must(t, root, "", "flavor", "create", "swappy", "--vcpus", "1", "--memory", "256", "--disk", "1", "--swap", "64")
+	must(t, root, "", "instance", "create", "vm2", "--type", "vm", "--image", "vm1-snap", "--flavor", "swappy", "--user-data", reader, "--wait")
+	eventually(t, 60*time.Second, "vm2 reading vm1's disk and using its swap", func() (bool, string) {
 		out := must(t, root, "", "instance", "logs", "vm2")
-		return strings.Contains(out, "found: kumo-disk-marker"), out
+		return strings.Contains(out, "found: kumo-disk-marker") && strings.Contains(out, "swap-kib: 65") && !strings.Contains(out, "swap-kib: \n"), out
 	})
 	must(t, root, "", "instance", "terminate", "vm2", "--wait")
 	if r := kumo(t, root, "", "instance", "snapshot", "vm1", "--name", "vm1-snap"); r.code != 1 || !strings.Contains(r.err, "already exists") {

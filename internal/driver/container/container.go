@@ -182,7 +182,7 @@ func (d *Driver) writeBundle(s driver.Spec) error {
 	quota := int64(period) * max(s.Size.VCPUs, 1)
 	mem := s.Size.MemoryMiB << 20
 	pids := int64(1024)
-	swap := mem
+	swap := mem + s.Size.SwapMiB<<20 // the limit of memory and swap together
 	spec := specs.Spec{
 		Version:  specs.Version,
 		Hostname: s.Name,

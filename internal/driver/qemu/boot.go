@@ -138,7 +138,33 @@ func (d *Driver) Prepare(ctx context.Context, s driver.Spec) (err error) {
 	if err := d.writeSeed(ctx, s); err != nil {
 		return err
 	}
+	if s.Size.SwapMiB > 0 {
+		if err := makeSwap(ctx, d.path(s.ID, "swap.img"), s.Size.SwapMiB); err != nil {
+			return err
+		}
+	}
 	return d.writeMeta(s.ID, m)
+}
+
+// makeSwap makes the swap disk of a flavor with swap, formatted on the
+// host as Nova does (mkswap, labelled kumo-swap so guests can find it),
+// sparse until the guest swaps.
+func makeSwap(ctx context.Context, path string, mib int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	err = f.Truncate(mib << 20)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if out, err := exec.CommandContext(ctx, "mkswap", "-L", "kumo-swap", path).CombinedOutput(); err != nil {
+		return fmt.Errorf("mkswap: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 // writeSeed makes the NoCloud seed: an ISO 9660 disk labelled cidata with
@@ -187,6 +213,9 @@ func (d *Driver) args(id string, m meta, incoming string) []string {
 		"-drive", "file=" + p("disk.qcow2") + ",if=virtio,format=qcow2,discard=unmap",
 		"-drive", "file=" + p("seed.iso") + ",if=virtio,format=raw,readonly=on",
 		"-nic", "none",
+	}
+	if exists(p("swap.img")) {
+		a = append(a, "-drive", "file="+p("swap.img")+",if=virtio,format=raw")
 	}
 	if m.Kernel != "" {
 		a = append(a, "-kernel", m.Kernel)

@@ -326,3 +326,29 @@ func TestSnapshot(t *testing.T) {
 		return strings.Contains(string(log), "found: kumo-disk-marker")
 	})
 }
+
+// TestSwap: a flavor's swap becomes a swap disk the guest uses.
+func TestSwap(t *testing.T) {
+	sum, fetch := tinyVM(t)
+	d := newDriver(t, t.TempDir(), fetch)
+	t.Cleanup(func() { assertNoLeftovers(t, d) })
+	ctx := context.Background()
+	s := spec("vm-swap", sum, 128, "#!/bin/sh\necho \"swap-kib: $(awk 'NR==2 {print $3}' /proc/swaps)\" >/dev/ttyS0\n")
+	s.Size.SwapMiB = 64
+	if err := d.Prepare(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Cleanup(ctx, s.ID, false)
+	if err := d.Start(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	var kib int
+	waitFor(t, "the guest to report its swap", func() bool {
+		log, _ := d.Logs(ctx, s.ID, 100)
+		i := strings.Index(string(log), "swap-kib: ")
+		return i >= 0 && func() bool { _, err := fmt.Sscanf(string(log[i:]), "swap-kib: %d", &kib); return err == nil }()
+	})
+	if kib < 60000 || kib > 64*1024 {
+		t.Fatalf("the guest swaps on %d KiB; want the flavor's 64 MiB", kib)
+	}
+}
