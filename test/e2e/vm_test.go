@@ -198,4 +198,7 @@ func TestVMs(t *testing.T) {
 	if _, err := os.Stat("/sys/fs/cgroup/memory/kumo/" + in.ID); !os.IsNotExist(err) {
 		t.Error("cgroup left after terminate")
 	}
+	if _, err := os.Stat("/run/kumo/vm/" + in.ID); !os.IsNotExist(err) {
+		t.Error("socket dir left after terminate")
+	}
 }

@@ -207,8 +207,8 @@ func (d *Driver) args(id string, m meta, incoming string) []string {
 		"-smp", strconv.FormatInt(max(m.Spec.Size.VCPUs, 1), 10),
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-shutdown",
 		"-daemonize", "-pidfile", p("qemu.pid"),
-		"-qmp", "unix:" + p("qmp.sock") + ",server=on,wait=off",
-		"-chardev", "socket,id=serial0,path=" + p("console.sock") + ",server=on,wait=off,logfile=" + p("console.log") + ",logappend=on",
+		"-qmp", "unix:" + d.sock(id, "qmp.sock") + ",server=on,wait=off",
+		"-chardev", "socket,id=serial0,path=" + d.sock(id, "console.sock") + ",server=on,wait=off,logfile=" + p("console.log") + ",logappend=on",
 		"-serial", "chardev:serial0",
 		"-drive", "file=" + p("disk.qcow2") + ",if=virtio,format=qcow2,discard=unmap",
 		"-drive", "file=" + p("seed.iso") + ",if=virtio,format=raw,readonly=on",
@@ -291,8 +291,10 @@ func (d *Driver) boot(ctx context.Context, id string, m meta) error {
 // spawn starts QEMU daemonized in its own session; its startup errors
 // (stderr until it daemonizes) are kept in qemu.log.
 func (d *Driver) spawn(ctx context.Context, id string, m meta, incoming string) error {
-	for _, f := range []string{"qemu.pid", "qmp.sock", "console.sock"} {
-		os.Remove(d.path(id, f))
+	os.Remove(d.path(id, "qemu.pid"))
+	os.RemoveAll(d.sock(id, ""))
+	if err := os.MkdirAll(d.sock(id, ""), 0o700); err != nil {
+		return err
 	}
 	logf, err := os.Create(d.path(id, "qemu.log"))
 	if err != nil {

@@ -158,6 +158,14 @@ func (d *Driver) dir(id string) string { return d.inst.Dir(id) }
 
 func (d *Driver) path(id, name string) string { return d.inst.Path(id, name) }
 
+// RunDir holds the VMs' sockets, one directory per VM: a unix socket's
+// path must be shorter than 108 bytes, which a state dir deep enough
+// (a test's temp dir, a long --data-dir) would exceed.
+const RunDir = "/run/kumo/vm"
+
+// sock is a socket of the VM (its directory for "").
+func (d *Driver) sock(id, name string) string { return filepath.Join(RunDir, id, name) }
+
 // Has implements driver.Haver.
 func (d *Driver) Has(id string) bool { return d.inst.Has(id) }
 
@@ -203,7 +211,7 @@ func (d *Driver) pid(id string) int {
 func (d *Driver) dial(ctx context.Context, id string) (*qmp.Conn, error) {
 	c, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return qmp.Dial(c, d.path(id, "qmp.sock"))
+	return qmp.Dial(c, d.sock(id, "qmp.sock"))
 }
 
 // do runs one QMP command on a VM.
@@ -441,6 +449,7 @@ func (d *Driver) Cleanup(ctx context.Context, id string, keepSaved bool) error {
 	m, err := d.readMeta(id)
 	if errors.Is(err, driver.ErrNotFound) {
 		os.RemoveAll(d.dir(id)) // a half-made PROLOG
+		os.RemoveAll(d.sock(id, ""))
 		return nil
 	}
 	if err != nil {
@@ -451,6 +460,7 @@ func (d *Driver) Cleanup(ctx context.Context, id string, keepSaved bool) error {
 	}
 	d.ensureQuit(ctx, id)
 	local.RemoveCgroup(id)
+	os.RemoveAll(d.sock(id, ""))
 	d.ready.Forget(d.path(id, "console.log"))
 	if err := os.RemoveAll(d.dir(id)); err != nil {
 		return err
@@ -566,7 +576,7 @@ func (d *Driver) Console(ctx context.Context, id string, rw io.ReadWriter) error
 		return fmt.Errorf("%w: the VM is not running", driver.ErrState)
 	}
 	var dl net.Dialer
-	c, err := dl.DialContext(ctx, "unix", d.path(id, "console.sock"))
+	c, err := dl.DialContext(ctx, "unix", d.sock(id, "console.sock"))
 	if err != nil {
 		return err
 	}
