@@ -187,11 +187,12 @@ func (a *app) importImage(cmd *cobra.Command, path, name, kind, format string, p
 }
 
 func (a *app) imageBuildCmd() *cobra.Command {
-	var out, busybox, cache, kernelDeb, name string
-	var doImport, public bool
+	var out, busybox, cache, kernelDeb, name, suite, mirror string
+	var doImport, public, verbose bool
+	var sizeGiB int64
 	cmd := &cobra.Command{
-		Use:   "build tiny-rootfs|tiny-vm [-f FILE] [--import [--name NAME] [--public]]",
-		Short: "Build an image offline from Debian packages (tiny-rootfs: busybox-static; tiny-vm: the cloud kernel + a busybox initramfs)",
+		Use:   "build tiny-rootfs|tiny-vm|debian [-f FILE] [--import [--name NAME] [--public]]",
+		Short: "Build an image from Debian packages (tiny-rootfs: busybox-static; tiny-vm: the cloud kernel + a busybox initramfs; debian: debootstrap with cloud-init)",
 		Long: `Build an image from Debian packages, with nothing downloaded from elsewhere:
   tiny-rootfs  a container rootfs: busybox-static and an init that applies the
                hostname, runs the user-data once and prints "kumo: ready"
@@ -199,13 +200,17 @@ func (a *app) imageBuildCmd() *cobra.Command {
                with apt-get download, never installed) and a busybox initramfs
                that reads the NoCloud seed, applies the hostname, runs a
                user-data script and prints "kumo: ready" on the serial console
+  debian       a vm-kernel image: debootstrap of Debian (--suite, from --mirror,
+               default this machine's) with systemd, the real cloud-init and the
+               cloud kernel; its kernel and initramfs, and its root filesystem as
+               an ext4 disk.qcow2 (--size GiB). Takes a few minutes; runs as root.
 With --import the image is uploaded too (named after what was built).`,
-		Example: "  kumo image build tiny-rootfs -f tiny-rootfs.tar.gz && kumo image import tiny-rootfs.tar.gz --name tiny --public\n  kumo image build tiny-vm --import --public",
+		Example: "  kumo image build tiny-rootfs -f tiny-rootfs.tar.gz && kumo image import tiny-rootfs.tar.gz --name tiny --public\n  kumo image build tiny-vm --import --public\n  kumo image build debian --import --public",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			what := args[0]
-			if what != "tiny-rootfs" && what != "tiny-vm" {
-				return usagef("image %q: this builds tiny-rootfs or tiny-vm", what)
+			if what != "tiny-rootfs" && what != "tiny-vm" && what != "debian" {
+				return usagef("image %q: this builds tiny-rootfs, tiny-vm or debian", what)
 			}
 			if out == "" {
 				out = what + ".tar.gz"
@@ -214,13 +219,20 @@ With --import the image is uploaded too (named after what was built).`,
 			if err != nil {
 				return err
 			}
-			if what == "tiny-rootfs" {
+			switch what {
+			case "tiny-rootfs":
 				err = rootfs.Build(f, busybox)
-			} else {
+			case "tiny-vm":
 				var k vmimage.Kernel
 				if k, err = vmimage.FetchKernel(cmd.Context(), cache, kernelDeb); err == nil {
 					err = vmimage.BuildTinyVM(f, busybox, k)
 				}
+			case "debian":
+				o := vmimage.DebianOptions{Suite: suite, Mirror: mirror, SizeGiB: sizeGiB}
+				if verbose {
+					o.Log = a.stderr
+				}
+				err = vmimage.BuildDebian(cmd.Context(), f, o)
 			}
 			if err == nil {
 				err = f.Close()
@@ -235,12 +247,12 @@ With --import the image is uploaded too (named after what was built).`,
 			if !doImport {
 				return nil
 			}
-			kind := api.KindContainerRootfs
-			if what == "tiny-vm" {
-				kind = api.KindVMKernel
+			kind := api.KindVMKernel
+			if what == "tiny-rootfs" {
+				kind = api.KindContainerRootfs
 			}
 			if name == "" {
-				name = map[string]string{"tiny-rootfs": "tiny", "tiny-vm": "tiny-vm"}[what]
+				name = map[string]string{"tiny-rootfs": "tiny", "tiny-vm": "tiny-vm", "debian": "debian"}[what]
 			}
 			return a.importImage(cmd, out, name, kind, "tar.gz", public, nil)
 		},
@@ -249,6 +261,10 @@ With --import the image is uploaded too (named after what was built).`,
 	cmd.Flags().StringVar(&busybox, "busybox", rootfs.Busybox, "the busybox-static binary")
 	cmd.Flags().StringVar(&cache, "cache", vmimage.DefaultCache, "tiny-vm: where the unpacked kernel package is kept")
 	cmd.Flags().StringVar(&kernelDeb, "kernel-deb", "", "tiny-vm: a linux-image-*-cloud-amd64 .deb to use instead of apt-get download")
+	cmd.Flags().StringVar(&suite, "suite", "bookworm", "debian: the Debian release")
+	cmd.Flags().StringVar(&mirror, "mirror", "", "debian: the Debian mirror (default: the one this machine's apt uses)")
+	cmd.Flags().Int64Var(&sizeGiB, "size", 2, "debian: the root filesystem's size in GiB")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "debian: show debootstrap's output")
 	cmd.Flags().BoolVar(&doImport, "import", false, "upload it as an image too")
 	cmd.Flags().StringVar(&name, "name", "", "with --import: the image name (default tiny for tiny-rootfs, tiny-vm for tiny-vm)")
 	cmd.Flags().BoolVar(&public, "public", false, "with --import: every project may use it (cloud admin)")

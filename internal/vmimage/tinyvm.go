@@ -160,9 +160,11 @@ type Member struct {
 	Path string
 }
 
-// WriteKernelImage writes a vm-kernel tarball with the given members.
+// WriteKernelImage writes a vm-kernel tarball with the given members
+// (gzip at its fastest: kernels are compressed already, and a root disk
+// of gigabytes would take minutes at the default level).
 func WriteKernelImage(w io.Writer, members []Member) error {
-	zw := gzip.NewWriter(w)
+	zw, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
 	tw := tar.NewWriter(zw)
 	for _, m := range members {
 		if !slices.Contains(KernelImageFiles, m.Name) {
