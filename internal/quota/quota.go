@@ -51,6 +51,7 @@ var resources = []resource{
 	{"disk_gib", []string{"disk"}, "GiB", func(r *api.ResourceCounts) *int64 { return &r.DiskGiB }},
 	{"volumes", nil, "", func(r *api.ResourceCounts) *int64 { return &r.Volumes }},
 	{"networks", nil, "", func(r *api.ResourceCounts) *int64 { return &r.Networks }},
+	{"ports", nil, "", func(r *api.ResourceCounts) *int64 { return &r.Ports }},
 	{"floating_ips", []string{"floating-ips", "fips"}, "", func(r *api.ResourceCounts) *int64 { return &r.FloatingIPs }},
 	{"images", nil, "", func(r *api.ResourceCounts) *int64 { return &r.Images }},
 	{"image_mib", []string{"image-size", "image-storage"}, "MiB", func(r *api.ResourceCounts) *int64 { return &r.ImageMiB }},
@@ -82,7 +83,7 @@ func lookup(name string) (resource, bool) {
 
 // Defaults is the quota of a new project unless the server is told otherwise.
 func Defaults() api.ResourceCounts {
-	return api.ResourceCounts{Instances: 20, VCPUs: 40, MemoryMiB: 80 * 1024, DiskGiB: 1000, Volumes: 20, Networks: 10, FloatingIPs: 5, Images: 20, ImageMiB: 50 * 1024}
+	return api.ResourceCounts{Instances: 20, VCPUs: 40, MemoryMiB: 80 * 1024, DiskGiB: 1000, Volumes: 20, Networks: 10, Ports: 100, FloatingIPs: 5, Images: 20, ImageMiB: 50 * 1024}
 }
 
 // Apply sets the limits named in changes (API names) on lim. A value must be
@@ -308,6 +309,16 @@ func commit(s store.Store, project string, batch []*reservation) {
 	if len(live) == 0 {
 		return
 	}
+	// Conditions are checked against the store as it was before the
+	// transaction: two callers in one batch that both require a key to be
+	// absent and both create it would both "succeed", the second writing
+	// over the first. So a caller touching a key another caller of the
+	// batch touches waits for the next transaction, and sees the first's
+	// write there.
+	live, later := disjoint(live)
+	if len(later) > 0 {
+		defer commit(s, project, later)
+	}
 	ctx := context.WithoutCancel(live[0].ctx)
 	for attempt := 0; attempt < maxRetries; attempt++ {
 		rec, rev, err := Get(ctx, s, project)
@@ -363,6 +374,34 @@ func commit(s store.Store, project string, batch []*reservation) {
 	for _, r := range live {
 		r.done <- result{err: errs.Unavailable("quota of project %q is too contended; try again", project)}
 	}
+}
+
+// disjoint splits a batch into callers whose keys (conditions and writes)
+// no earlier caller of the batch touches, and the rest.
+func disjoint(batch []*reservation) (in, later []*reservation) {
+	touched := map[string]bool{}
+	for _, r := range batch {
+		keys := make([]string, 0, len(r.conds)+len(r.ops))
+		for _, c := range r.conds {
+			keys = append(keys, c.Key)
+		}
+		for _, o := range r.ops {
+			keys = append(keys, o.Key)
+		}
+		clash := false
+		for _, k := range keys {
+			clash = clash || touched[k]
+		}
+		if clash {
+			later = append(later, r)
+			continue
+		}
+		for _, k := range keys {
+			touched[k] = true
+		}
+		in = append(in, r)
+	}
+	return in, later
 }
 
 // apply adds delta to usage, checking positive figures against limits;

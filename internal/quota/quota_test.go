@@ -137,3 +137,38 @@ func TestReserveCallerConflict(t *testing.T) {
 		t.Fatalf("usage changed by a failed reserve: %+v", r.Usage)
 	}
 }
+
+// TestReserveSameKeyInOneBatch: callers that create the same key at once
+// (two creates of one name, two ports picking one address) are never
+// both committed, even when they land in one group commit: exactly one
+// wins, the others see a conflict, and usage counts the winner only.
+func TestReserveSameKeyInOneBatch(t *testing.T) {
+	ctx := context.Background()
+	s := memstore.New()
+	s.Txn(ctx, nil, []store.Op{InitOp("p", Defaults())})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins, conflicts := 0, 0
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := Reserve(ctx, s, "p", api.ResourceCounts{Instances: 1}, []store.Cond{store.Absent("/same")}, []store.Op{store.Put("/same", []byte(fmt.Sprint(i)))})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				wins++
+			case errors.Is(err, store.ErrConflict):
+				conflicts++
+			default:
+				t.Errorf("reserve: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	r, _, _ := Get(ctx, s, "p")
+	if wins != 1 || conflicts != 49 || r.Usage.Instances != 1 {
+		t.Fatalf("%d wins, %d conflicts, usage %d; want 1, 49, 1", wins, conflicts, r.Usage.Instances)
+	}
+}
