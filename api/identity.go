@@ -12,6 +12,7 @@ type ResourceCounts struct {
 	DiskGiB     int64 `json:"disk_gib"`
 	Volumes     int64 `json:"volumes"`
 	Networks    int64 `json:"networks"`
+	Ports       int64 `json:"ports"`
 	FloatingIPs int64 `json:"floating_ips"`
 	Images      int64 `json:"images"`
 	ImageMiB    int64 `json:"image_mib"`

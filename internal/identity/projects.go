@@ -224,7 +224,7 @@ func describeUsage(u api.ResourceCounts) string {
 	parts := []struct {
 		n    int64
 		name string
-	}{{u.Instances, "instances"}, {u.Volumes, "volumes"}, {u.Networks, "networks"}, {u.FloatingIPs, "floating IPs"}, {u.Images, "images"}}
+	}{{u.Instances, "instances"}, {u.Volumes, "volumes"}, {u.Networks, "networks"}, {u.Ports, "ports"}, {u.FloatingIPs, "floating IPs"}, {u.Images, "images"}}
 	s := ""
 	for _, p := range parts {
 		if p.n > 0 {

@@ -78,6 +78,16 @@ func matrixCases() []matrixCase {
 		{"GET", "/v1/projects/p/instances/i1/explain", nil, readersOfP},
 		{"POST", "/v1/projects/p/instances/i1/exec", map[string]any{"command": []string{"true"}}, "cA:409 pA:409 pM:409 pR:403 qA:404" + bad},
 		{"GET", "/v1/projects/p/instances/i1/console", nil, "cA:400 pA:400 pM:400 pR:403 qA:404" + bad},
+		{"GET", "/v1/projects/p/networks", nil, readersOfP},
+		{"POST", "/v1/projects/p/networks", map[string]any{"name": "net3", "cidr": "10.30.0.0/24"}, members},
+		{"POST", "/v1/projects/p/networks?shared", map[string]any{"name": "net3", "cidr": "10.30.0.0/24", "shared": true}, "cA:201 pA:403 pM:403 pR:403 qA:404" + bad},
+		{"GET", "/v1/projects/p/networks/net1", nil, readersOfP},
+		{"DELETE", "/v1/projects/p/networks/net2", nil, "cA:204 pA:204 pM:204 pR:403 qA:404" + bad},
+		{"DELETE", "/v1/projects/p/networks/net1", nil, "cA:409 pA:409 pM:409 pR:403 qA:404" + bad},
+		{"GET", "/v1/projects/p/ports", nil, readersOfP},
+		{"POST", "/v1/projects/p/ports", map[string]any{"name": "port2", "network": "net1"}, members},
+		{"GET", "/v1/projects/p/ports/port1", nil, readersOfP},
+		{"DELETE", "/v1/projects/p/ports/port1", nil, "cA:204 pA:204 pM:204 pR:403 qA:404" + bad},
 		{"POST", "/v1/projects/p/instances/i1/snapshot", map[string]any{"name": "snap"}, "cA:409 pA:409 pM:409 pR:403 qA:404" + bad},
 		{"GET", "/v1/projects/p/instances/i1/logs", nil, "cA:409 pA:409 pM:409 pR:409 qA:404" + bad},
 		{"GET", "/v1/projects/p/server-groups", nil, readersOfP},
@@ -175,6 +185,14 @@ func newFixture(t *testing.T) *fixture {
 	}
 	f.agentID, f.tokens["ag"] = ag.ID, ag.Credential
 	if _, err := ts.s.images.Create(ctxA, "p", api.ImagesPost{Name: "img1", Kind: "container-rootfs"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"net1", "net2"} {
+		if _, err := ts.s.networks.CreateNetwork(ctxA, "p", api.NetworksPost{Name: n, CIDR: "10.20.0.0/24"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ts.s.networks.CreatePort(ctxA, "p", api.PortsPost{Name: "port1", Network: "net1"}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Millisecond) // let the short token expire

@@ -30,6 +30,7 @@ import (
 	"github.com/kumocloud/kumo/internal/hosts"
 	"github.com/kumocloud/kumo/internal/identity"
 	"github.com/kumocloud/kumo/internal/images"
+	"github.com/kumocloud/kumo/internal/network"
 	"github.com/kumocloud/kumo/internal/operations"
 	"github.com/kumocloud/kumo/internal/scheduler"
 	"github.com/kumocloud/kumo/internal/store"
@@ -89,6 +90,7 @@ type Server struct {
 	hosts        *hosts.Service
 	compute      *compute.Service
 	images       *images.Service
+	networks     *network.Service
 	sessions     *sessions
 	stopRun      context.CancelFunc
 	ops          *operations.Manager
@@ -199,6 +201,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	if s.images, err = images.New(st, filepath.Join(cfg.DataDir, "images"), s.compute.ImageUsers, cfg.Clock); err != nil {
 		return nil, err
 	}
+	s.networks = network.New(st, cfg.Clock)
 	s.ops = operations.New(st, cfg.Logger)
 	s.ops.Register(opDeleteProject, s.runDeleteProject)
 	credFile := filepath.Join(cfg.DataDir, "admin-credentials")

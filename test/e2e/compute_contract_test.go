@@ -118,6 +118,18 @@ func TestComputeContract(t *testing.T) {
 	}
 	_, err = admin.CreateInstance(ctx, "default", api.InstancesPost{Name: "c2", Type: "vm", Flavor: "small", Image: "x", Requirements: "FREE_MEM > 1"})
 	check("create c2", err)
+	// A snapshot goes to the VM's agent; the sim driver has none to give,
+	// and the image registered for it is gone again.
+	eventually(t, 20*time.Second, "c2 RUNNING", func() (bool, string) {
+		in, err := admin.Instance(ctx, "default", "c2")
+		return err == nil && in.State == api.StateRunning, in.State
+	})
+	if _, err := admin.SnapshotInstance(ctx, "default", "c2", api.InstanceSnapshotPost{Name: "c2-snap"}); client.StatusOf(err) != 409 || !strings.Contains(err.Error(), "cannot snapshot disks") {
+		t.Errorf("snapshot on the sim driver: %v", err)
+	}
+	if _, err := admin.Image(ctx, "default", "c2-snap"); client.StatusOf(err) != 404 {
+		t.Errorf("a failed snapshot left its image: %v", err)
+	}
 	_, err = admin.Explain(ctx, "default", "c2")
 	check("explain", err)
 	_, err = admin.Instances(ctx, "default", true, client.ListOptions{})

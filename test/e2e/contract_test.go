@@ -147,6 +147,27 @@ func TestContract(t *testing.T) {
 	if n < 10 {
 		t.Errorf("only %d events", n)
 	}
+	// Networks and ports: an address allocated, listed, freed.
+	_, err = admin.CreateNetwork(ctx, "default", api.NetworksPost{Name: "app", CIDR: "10.20.0.0/24", DNS: []string{"10.20.0.1"}})
+	check("network", err)
+	_, err = admin.Networks(ctx, "default")
+	check("networks", err)
+	_, err = admin.Network(ctx, "default", "app")
+	check("show network", err)
+	port, err := admin.CreatePort(ctx, "default", api.PortsPost{Name: "a1", Network: "app", IP: "10.20.0.10"})
+	check("port", err)
+	if port.MAC != "02:00:0a:14:00:0a" {
+		t.Errorf("port %+v", port)
+	}
+	_, err = admin.Ports(ctx, "default", "app")
+	check("ports", err)
+	_, err = admin.Port(ctx, "default", "a1")
+	check("show port", err)
+	if err := admin.DeleteNetwork(ctx, "default", "app"); client.StatusOf(err) != 409 {
+		t.Errorf("deleting a network with a port: %v", err)
+	}
+	check("delete port", admin.DeletePort(ctx, "default", "a1"))
+	check("delete network", admin.DeleteNetwork(ctx, "default", "app"))
 	// A live event arrives on a following stream.
 	got := make(chan api.Event, 1)
 	sctx, scancel := context.WithCancel(ctx)

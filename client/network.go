@@ -1,0 +1,59 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+
+	"github.com/kumocloud/kumo/api"
+)
+
+// Networks lists the project's networks and the shared ones.
+func (c *Client) Networks(ctx context.Context, project string) ([]api.Network, error) {
+	var out api.List[api.Network]
+	return out.Items, c.do(ctx, http.MethodGet, p("v1", "projects", project, "networks"), nil, nil, &out)
+}
+
+// CreateNetwork creates a network with its subnet.
+func (c *Client) CreateNetwork(ctx context.Context, project string, req api.NetworksPost) (api.Network, error) {
+	var out api.Network
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "networks"), nil, req, &out)
+}
+
+// Network shows a network ("owner/name" for another project's shared one).
+func (c *Client) Network(ctx context.Context, project, name string) (api.Network, error) {
+	var out api.Network
+	return out, c.do(ctx, http.MethodGet, p("v1", "projects", project, "networks", name), nil, nil, &out)
+}
+
+// DeleteNetwork deletes a network without ports.
+func (c *Client) DeleteNetwork(ctx context.Context, project, name string) error {
+	return c.do(ctx, http.MethodDelete, p("v1", "projects", project, "networks", name), nil, nil, nil)
+}
+
+// Ports lists the project's ports, on one network if given.
+func (c *Client) Ports(ctx context.Context, project, network string) ([]api.Port, error) {
+	var q url.Values
+	if network != "" {
+		q = url.Values{"network": {network}}
+	}
+	var out api.List[api.Port]
+	return out.Items, c.do(ctx, http.MethodGet, p("v1", "projects", project, "ports"), q, nil, &out)
+}
+
+// CreatePort allocates an address on a network.
+func (c *Client) CreatePort(ctx context.Context, project string, req api.PortsPost) (api.Port, error) {
+	var out api.Port
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "ports"), nil, req, &out)
+}
+
+// Port shows a port.
+func (c *Client) Port(ctx context.Context, project, name string) (api.Port, error) {
+	var out api.Port
+	return out, c.do(ctx, http.MethodGet, p("v1", "projects", project, "ports", name), nil, nil, &out)
+}
+
+// DeletePort deletes a port, freeing its address.
+func (c *Client) DeletePort(ctx context.Context, project, name string) error {
+	return c.do(ctx, http.MethodDelete, p("v1", "projects", project, "ports", name), nil, nil, nil)
+}

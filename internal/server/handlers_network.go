@@ -1,0 +1,96 @@
+package server
+
+import (
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/server/response"
+)
+
+func (s *Server) getNetworks(r *request) response.Response {
+	project := r.PathValue("project")
+	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+		return response.Error(err)
+	}
+	ns, err := s.networks.ListNetworks(r.Context(), project)
+	if err != nil {
+		return response.Error(err)
+	}
+	return list(ns, "")
+}
+
+func (s *Server) postNetworks(r *request) response.Response {
+	var req api.NetworksPost
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	if (req.Shared || req.External) && !r.p.CloudAdmin {
+		return response.Error(errs.Forbidden("only a cloud admin may make shared or external networks"))
+	}
+	project := r.PathValue("project")
+	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+		return response.Error(err)
+	}
+	n, err := s.networks.CreateNetwork(r.Context(), project, req)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.Created(n)
+}
+
+func (s *Server) getNetwork(r *request) response.Response {
+	n, err := s.networks.GetNetwork(r.Context(), r.PathValue("project"), r.PathValue("name"))
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(n)
+}
+
+func (s *Server) deleteNetwork(r *request) response.Response {
+	if err := s.networks.DeleteNetwork(r.Context(), r.PathValue("project"), r.PathValue("name")); err != nil {
+		return response.Error(err)
+	}
+	return response.NoContent()
+}
+
+func (s *Server) getPorts(r *request) response.Response {
+	project := r.PathValue("project")
+	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+		return response.Error(err)
+	}
+	ps, err := s.networks.ListPorts(r.Context(), project, r.URL.Query().Get("network"))
+	if err != nil {
+		return response.Error(err)
+	}
+	return list(ps, "")
+}
+
+func (s *Server) postPorts(r *request) response.Response {
+	var req api.PortsPost
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	project := r.PathValue("project")
+	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+		return response.Error(err)
+	}
+	p, err := s.networks.CreatePort(r.Context(), project, req)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.Created(p)
+}
+
+func (s *Server) getPort(r *request) response.Response {
+	p, err := s.networks.GetPort(r.Context(), r.PathValue("project"), r.PathValue("name"))
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(p)
+}
+
+func (s *Server) deletePort(r *request) response.Response {
+	if err := s.networks.DeletePort(r.Context(), r.PathValue("project"), r.PathValue("name")); err != nil {
+		return response.Error(err)
+	}
+	return response.NoContent()
+}
