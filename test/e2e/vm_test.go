@@ -195,8 +195,10 @@ func TestVMs(t *testing.T) {
 	if out, _ := exec.Command("pgrep", "-f", vmDir).Output(); len(out) > 0 {
 		t.Errorf("QEMU left: %s", out)
 	}
-	if _, err := os.Stat("/sys/fs/cgroup/memory/kumo/" + in.ID); !os.IsNotExist(err) {
-		t.Error("cgroup left after terminate")
+	for _, c := range []string{"cpu,cpuacct", "memory", "pids"} {
+		if _, err := os.Stat("/sys/fs/cgroup/" + c + "/kumo/" + in.ID); !os.IsNotExist(err) {
+			t.Errorf("%s cgroup left after terminate", c)
+		}
 	}
 	if _, err := os.Stat("/run/kumo/vm/" + in.ID); !os.IsNotExist(err) {
 		t.Error("socket dir left after terminate")

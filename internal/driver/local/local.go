@@ -239,10 +239,18 @@ func JoinCgroup(pid int, id string) error {
 	return errors.Join(errs...)
 }
 
-// RemoveCgroup removes kumo/<id> (empty by then) from each hierarchy.
+// RemoveCgroup removes kumo/<id> from each hierarchy. A process that was
+// just killed may still be leaving it (rmdir says EBUSY until its last
+// thread is gone), so each removal is retried for up to two seconds.
 func RemoveCgroup(id string) {
 	for _, c := range cgroupControllers {
-		os.Remove(filepath.Join("/sys/fs/cgroup", c, "kumo", id))
+		dir := filepath.Join("/sys/fs/cgroup", c, "kumo", id)
+		for i := 0; i < 100; i++ {
+			if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) || !errors.Is(err, syscall.EBUSY) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }
 
