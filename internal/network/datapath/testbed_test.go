@@ -225,3 +225,11 @@ func blocked(ns, addr string) error {
 	}
 	return nil
 }
+
+func mustAddr(s string) *netlink.Addr {
+	a, err := netlink.ParseAddr(s)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
