@@ -93,6 +93,9 @@ type Host struct {
 	mtu int
 
 	mu sync.Mutex
+
+	svcMu sync.Mutex
+	svcs  map[int64]*services
 }
 
 // Open prepares a host's datapath: a netlink handle in its namespace and

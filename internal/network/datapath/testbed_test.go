@@ -25,6 +25,7 @@ type testbed struct {
 	dir   string
 	sw    string // the underlay switch's namespace
 	hosts []*Host
+	ports int
 }
 
 func requireRoot(t *testing.T) {
@@ -155,7 +156,8 @@ func (tb *testbed) plug(i int, n Network, name string, ip string) instance {
 	tb.t.Helper()
 	a := netip.MustParseAddr(ip)
 	b := a.As4()
-	p := Port{ID: fmt.Sprintf("%08x-0000-4000-8000-%012d", b, i), MAC: net.HardwareAddr{2, 0, b[0], b[1], b[2], b[3]}, IP: a, NetNS: tb.namespace(name)}
+	tb.ports++
+	p := Port{ID: fmt.Sprintf("%08x-%04x-4000-8000-%012d", b, tb.ports, i), MAC: net.HardwareAddr{2, 0, b[0], b[1], b[2], b[3]}, IP: a, NetNS: tb.namespace(name)}
 	must(tb.t, tb.hosts[i].EnsureNetwork(n))
 	if _, err := tb.hosts[i].AttachPort(n, p); err != nil {
 		tb.t.Fatal(err)
