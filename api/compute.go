@@ -63,6 +63,8 @@ type Instance struct {
 	Actions []string `json:"actions"`
 	// Placements are the instance's stays on hosts, for metering and audit.
 	Placements []Placement `json:"placements,omitempty"`
+	// NICs are the instance's ports, one per network it was created on.
+	NICs []InstanceNIC `json:"nics,omitempty"`
 	// Usage is the latest its host reported (kept in memory, not stored).
 	Usage *InstanceUsage `json:"usage,omitempty"`
 	// Ready: the guest said it is up (a readiness line on its console:
@@ -91,6 +93,11 @@ type InstancesPost struct {
 	ServerGroup  string            `json:"server_group,omitempty"`
 	UserData     string            `json:"user_data,omitempty"`
 	Labels       map[string]string `json:"labels,omitempty"`
+	// Networks to attach, in order (eth0, eth1...): names of the
+	// project's networks or "owner/name" of shared ones.
+	Networks []string `json:"networks,omitempty"`
+	// SecurityGroups apply to every port of the instance.
+	SecurityGroups []string `json:"security_groups,omitempty"`
 }
 
 // InstanceActionPost asks for a lifecycle action: stop, start, suspend,
@@ -228,6 +235,8 @@ type Assignment struct {
 	State       string `json:"state"`
 	Action      string `json:"action,omitempty"`
 	Revision    int64  `json:"revision"`
+	// NICs are wired by the agent before the instance starts.
+	NICs []InstanceNIC `json:"nics,omitempty"`
 }
 
 // Assignments is the answer of the assignments long poll.

@@ -65,3 +65,109 @@ type PortsPost struct {
 	IP      string            `json:"ip,omitempty"`
 	Labels  map[string]string `json:"labels,omitempty"`
 }
+
+// InstanceNIC is an instance's port on a network: the port the control
+// plane made for it at create (named <instance>-eth<N>), with what a host
+// needs to wire it. It lives and goes with the instance.
+type InstanceNIC struct {
+	Network   string   `json:"network"`
+	NetworkID string   `json:"network_id"`
+	Port      string   `json:"port"`
+	PortID    string   `json:"port_id"`
+	MAC       string   `json:"mac"`
+	IP        string   `json:"ip"`
+	VNI       int64    `json:"vni"`
+	CIDR      string   `json:"cidr"`
+	Gateway   string   `json:"gateway"`
+	DNS       []string `json:"dns,omitempty"`
+	DHCP      bool     `json:"dhcp"`
+	// SecurityGroups filter the port's traffic (names in the instance's
+	// project).
+	SecurityGroups []string `json:"security_groups,omitempty"`
+}
+
+// Security rule directions and protocols.
+const (
+	Ingress = "ingress"
+	Egress  = "egress"
+)
+
+// SecurityGroup is a set of allow rules applied to ports. A port accepts
+// only the ingress its groups allow (plus replies to its own traffic) and
+// sends only what their egress rules allow. Every project has a group
+// "default" (made on first use) allowing ingress from its own members and
+// all egress; instances created without groups get it.
+type SecurityGroup struct {
+	Meta
+	Project     string         `json:"project"`
+	Description string         `json:"description,omitempty"`
+	Rules       []SecurityRule `json:"rules"`
+}
+
+// SecurityRule allows traffic of a protocol (tcp, udp, icmp or any), to a
+// port range (tcp, udp), from (ingress) or to (egress) an IPv4 CIDR or the
+// ports of a security group of the same project.
+type SecurityRule struct {
+	ID          string `json:"id"`
+	Direction   string `json:"direction"`
+	Protocol    string `json:"protocol"`
+	PortMin     int    `json:"port_min,omitempty"`
+	PortMax     int    `json:"port_max,omitempty"`
+	RemoteCIDR  string `json:"remote_cidr,omitempty"`
+	RemoteGroup string `json:"remote_group,omitempty"`
+}
+
+// SecurityGroupsPost creates a security group; a new group allows all
+// egress and no ingress.
+type SecurityGroupsPost struct {
+	Name        string            `json:"name"`
+	Description string            `json:"description,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+}
+
+// AgentNetworks is what an agent's hosts need of virtual networks: each
+// network with ports on them, with the other hosts' tunnel endpoints and
+// port MACs, and the local ports with their resolved security rules.
+type AgentNetworks struct {
+	Networks []AgentNetwork `json:"networks"`
+}
+
+// AgentNetwork is one network as an agent's hosts need it.
+type AgentNetwork struct {
+	VNI     int64         `json:"vni"`
+	CIDR    string        `json:"cidr"`
+	Gateway string        `json:"gateway"`
+	DNS     []string      `json:"dns,omitempty"`
+	DHCP    bool          `json:"dhcp"`
+	Peers   []NetworkPeer `json:"peers"`
+	Ports   []AgentPort   `json:"ports"`
+}
+
+// NetworkPeer is another host with ports on a network.
+type NetworkPeer struct {
+	Host string   `json:"host"`
+	VTEP string   `json:"vtep"`
+	MACs []string `json:"macs"`
+}
+
+// AgentPort is a port on one of an agent's hosts, with the rules its
+// security groups resolve to (remote groups as their members' addresses).
+type AgentPort struct {
+	Host       string         `json:"host"`
+	Instance   string         `json:"instance"`
+	InstanceID string         `json:"instance_id"`
+	PortID     string         `json:"port_id"`
+	MAC        string         `json:"mac"`
+	IP         string         `json:"ip"`
+	FloatingIP string         `json:"floating_ip,omitempty"`
+	Rules      []ResolvedRule `json:"rules"`
+}
+
+// ResolvedRule is a security rule with its remote as CIDRs.
+type ResolvedRule struct {
+	Direction string   `json:"direction"`
+	Protocol  string   `json:"protocol"`
+	PortMin   int      `json:"port_min,omitempty"`
+	PortMax   int      `json:"port_max,omitempty"`
+	Remotes   []string `json:"remotes"`
+}

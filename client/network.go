@@ -57,3 +57,44 @@ func (c *Client) Port(ctx context.Context, project, name string) (api.Port, erro
 func (c *Client) DeletePort(ctx context.Context, project, name string) error {
 	return c.do(ctx, http.MethodDelete, p("v1", "projects", project, "ports", name), nil, nil, nil)
 }
+
+// SecurityGroups lists the project's security groups.
+func (c *Client) SecurityGroups(ctx context.Context, project string) ([]api.SecurityGroup, error) {
+	var out api.List[api.SecurityGroup]
+	return out.Items, c.do(ctx, http.MethodGet, p("v1", "projects", project, "security-groups"), nil, nil, &out)
+}
+
+// CreateSecurityGroup creates a security group.
+func (c *Client) CreateSecurityGroup(ctx context.Context, project string, req api.SecurityGroupsPost) (api.SecurityGroup, error) {
+	var out api.SecurityGroup
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "security-groups"), nil, req, &out)
+}
+
+// SecurityGroup shows a security group with its rules.
+func (c *Client) SecurityGroup(ctx context.Context, project, name string) (api.SecurityGroup, error) {
+	var out api.SecurityGroup
+	return out, c.do(ctx, http.MethodGet, p("v1", "projects", project, "security-groups", name), nil, nil, &out)
+}
+
+// DeleteSecurityGroup deletes a security group.
+func (c *Client) DeleteSecurityGroup(ctx context.Context, project, name string) error {
+	return c.do(ctx, http.MethodDelete, p("v1", "projects", project, "security-groups", name), nil, nil, nil)
+}
+
+// AddSecurityRule adds a rule to a group and returns the group.
+func (c *Client) AddSecurityRule(ctx context.Context, project, group string, r api.SecurityRule) (api.SecurityGroup, error) {
+	var out api.SecurityGroup
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "security-groups", group, "rules"), nil, r, &out)
+}
+
+// DeleteSecurityRule removes a rule (by id) from a group.
+func (c *Client) DeleteSecurityRule(ctx context.Context, project, group, id string) (api.SecurityGroup, error) {
+	var out api.SecurityGroup
+	return out, c.do(ctx, http.MethodDelete, p("v1", "projects", project, "security-groups", group, "rules", id), nil, nil, &out)
+}
+
+// AgentNetworks is what an agent's hosts need of networks (agent only).
+func (c *Client) AgentNetworks(ctx context.Context, id string) (api.AgentNetworks, error) {
+	var out api.AgentNetworks
+	return out, c.do(ctx, http.MethodGet, p("v1", "agents", id, "networks"), nil, nil, &out)
+}

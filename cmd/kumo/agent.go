@@ -23,11 +23,13 @@ import (
 type driverFlags struct {
 	sim   simFlags
 	accel string
+	vtep  string
 }
 
 func (d *driverFlags) register(f *pflag.FlagSet) {
 	d.sim.register(f)
 	f.StringVar(&d.accel, "qemu-accel", "auto", "qemu driver: auto (KVM if a probe boot under it works, else TCG), kvm or tcg")
+	f.StringVar(&d.vtep, "vtep", "auto", "this host's address for the VXLAN tunnels of virtual networks (auto: the default route's interface)")
 }
 
 func (d *driverFlags) options() driver.Options {
@@ -111,7 +113,14 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 			if err != nil {
 				return err
 			}
-			a, err = agent.New(cmd.Context(), agent.Config{Server: server, JoinToken: token, Name: name, StateDir: stateDir, Driver: d, HeartbeatEvery: heartbeat, Log: log})
+			cfg := agent.Config{Server: server, JoinToken: token, Name: name, StateDir: stateDir, Driver: d, HeartbeatEvery: heartbeat, Log: log}
+			if drv != "sim" {
+				if cfg.Network, err = agent.OpenDatapath(drivers.vtep, stateDir); err != nil {
+					log.Warn("no network datapath: instances with networks will fail here", "err", err)
+					cfg.NetworkError = err.Error()
+				}
+			}
+			a, err = agent.New(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}

@@ -25,6 +25,7 @@ import (
 	"github.com/kumocloud/kumo/client"
 	"github.com/kumocloud/kumo/internal/driver"
 	"github.com/kumocloud/kumo/internal/hosts"
+	"github.com/kumocloud/kumo/internal/network/datapath"
 )
 
 // Config configures an agent.
@@ -45,6 +46,11 @@ type Config struct {
 	// WrapTransport, if set, sees every API call (tests check them
 	// against the OpenAPI contract).
 	WrapTransport func(http.RoundTripper) http.RoundTripper
+	// Network is the host's network datapath (nil: instances with
+	// networks fail here, with NetworkError as the reason; the sim driver
+	// needs none). Its VTEP is registered as the hosts' address.
+	Network      *datapath.Host
+	NetworkError string
 }
 
 // credential is what the agent keeps after joining.
@@ -78,6 +84,16 @@ type Agent struct {
 	// VMs a listing asks every QEMU over QMP).
 	listed   []driver.Status
 	listedAt time.Time
+
+	// withPorts are the assignments with ports that are on a host here
+	// (the network loop keeps their datapath); netView is the latest
+	// view's local ports by network and address (for metadata).
+	withPorts map[string]api.Assignment
+	netView   map[int64]map[string]api.AgentPort
+	netMu     sync.Mutex // serializes datapath changes
+	netKick   chan struct{}
+	netErr    string
+	fwApplied bool
 }
 
 // New prepares an agent: it joins (first start) or loads its credential,
@@ -96,14 +112,17 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		cfg.Name, _ = os.Hostname()
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, reps: make(chan api.InstanceReport, 4096), work: map[string]*work{}, running: map[string]api.Assignment{}, written: map[string]int64{}, sem: make(chan struct{}, cfg.Workers),
-		ready: map[string]bool{}, kick: make(chan struct{}, 1)}
+		ready: map[string]bool{}, kick: make(chan struct{}, 1), withPorts: map[string]api.Assignment{}, netKick: make(chan struct{}, 1), netErr: cfg.NetworkError}
 	specs, err := cfg.Driver.Hosts(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("driver %s: fingerprint: %w", cfg.Driver.Name(), err)
 	}
 	a.hostSet = map[string]bool{}
-	for _, h := range specs {
+	for i, h := range specs {
 		a.hostSet[h.Name] = true
+		if cfg.Network != nil && h.Address == "" {
+			specs[i].Address = cfg.Network.VTEP().String()
+		}
 	}
 	credPath := filepath.Join(cfg.StateDir, "agent.json")
 	var cred credential
@@ -196,6 +215,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.reporter(ctx)
 	go a.monitor(ctx)
 	go a.serveSessions(ctx)
+	go a.networkLoop(ctx)
 	recovered, err := a.cfg.Driver.Recover(ctx)
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)
@@ -309,6 +329,9 @@ type work struct {
 func (a *Agent) dispatch(ctx context.Context, as api.Assignment) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if len(as.NICs) > 0 {
+		a.withPorts[as.ID] = as
+	}
 	if as.State == api.StateRunning {
 		a.running[as.ID] = as
 	} else {
@@ -350,8 +373,8 @@ func (a *Agent) dispatch(ctx context.Context, as api.Assignment) {
 	}()
 }
 
-func spec(as api.Assignment) driver.Spec {
-	return driver.Spec{ID: as.ID, Project: as.Project, Name: as.Name, Type: as.Type, Host: as.Host, Image: as.Image, ImageSHA256: as.ImageSHA256, UserData: as.UserData, Size: as.Size}
+func (a *Agent) spec(as api.Assignment) driver.Spec {
+	return a.withNICs(driver.Spec{ID: as.ID, Project: as.Project, Name: as.Name, Type: as.Type, Host: as.Host, Image: as.Image, ImageSHA256: as.ImageSHA256, UserData: as.UserData, Size: as.Size}, as)
 }
 
 // handle does what an instance's state asks of the host.
@@ -369,10 +392,22 @@ func (a *Agent) handle(ctx context.Context, as api.Assignment) {
 		as.State = to
 		return true
 	}
+	// Leaving the host: its ports go too.
+	left := func() {
+		a.mu.Lock()
+		delete(a.withPorts, as.ID)
+		a.mu.Unlock()
+		a.unwire(ctx, as)
+		a.kickNetworks()
+	}
 	switch as.State {
 	case api.StateProlog:
-		if step(api.StateBoot, d.Prepare(ctx, spec(as))) {
-			step(api.StateRunning, d.Start(ctx, spec(as)))
+		if err := a.wire(ctx, as); err != nil {
+			fail(fmt.Errorf("network: %w", err))
+			return
+		}
+		if step(api.StateBoot, d.Prepare(ctx, a.spec(as))) {
+			step(api.StateRunning, d.Start(ctx, a.spec(as)))
 		}
 	case api.StateBoot:
 		var err error
@@ -382,7 +417,9 @@ func (a *Agent) handle(ctx context.Context, as api.Assignment) {
 		case "resume":
 			err = d.Resume(ctx, as.ID)
 		default:
-			err = d.Start(ctx, spec(as))
+			if err = a.wire(ctx, as); err == nil {
+				err = d.Start(ctx, a.spec(as))
+			}
 		}
 		step(api.StateRunning, err)
 	case api.StateShutdown:
@@ -392,21 +429,25 @@ func (a *Agent) handle(ctx context.Context, as api.Assignment) {
 		}
 		if as.Action == "poweroff" {
 			step(api.StatePoweroff, err)
-		} else if step(api.StateEpilog, err) {
-			step(api.StateDone, d.Cleanup(ctx, as.ID, false))
+		} else if step(api.StateEpilog, err) && step(api.StateDone, d.Cleanup(ctx, as.ID, false)) {
+			left()
 		}
 	case api.StateSave:
 		if as.Action == "suspend" {
 			step(api.StateSuspended, d.Suspend(ctx, as.ID))
-		} else if step(api.StateEpilog, d.Save(ctx, as.ID)) {
-			step(api.StateStopped, d.Cleanup(ctx, as.ID, true))
+		} else if step(api.StateEpilog, d.Save(ctx, as.ID)) && step(api.StateStopped, d.Cleanup(ctx, as.ID, true)) {
+			left()
 		}
 	case api.StateEpilog:
 		if as.Action == "stop" {
-			step(api.StateStopped, d.Cleanup(ctx, as.ID, true))
+			if step(api.StateStopped, d.Cleanup(ctx, as.ID, true)) {
+				left()
+			}
 		} else {
 			d.Stop(ctx, as.ID, true)
-			step(api.StateDone, d.Cleanup(ctx, as.ID, false))
+			if step(api.StateDone, d.Cleanup(ctx, as.ID, false)) {
+				left()
+			}
 		}
 	case api.StateUnknown:
 		st, err := d.Status(ctx, as.ID)

@@ -62,6 +62,8 @@ func (a *app) instanceCmd() *cobra.Command {
 	f.StringVar(&req.ServerGroup, "server-group", "", "server group (affinity / anti-affinity)")
 	f.StringVar(&userDataFile, "user-data", "", "file whose content is handed to the instance")
 	f.StringArrayVarP(&labels, "label", "l", nil, "label KEY=VALUE (repeatable)")
+	f.StringArrayVar(&req.Networks, "network", nil, "attach to this network: eth0, eth1... in order (repeatable; owner/name for a shared one)")
+	f.StringArrayVar(&req.SecurityGroups, "security-group", nil, "security group of its ports (repeatable; default: the project's group 'default')")
 	waitFlag(create, &wait, "wait until the instance is RUNNING (or fails, or cannot be placed)")
 	create.MarkFlagRequired("image")
 
@@ -88,6 +90,13 @@ func (a *app) instanceCmd() *cobra.Command {
 				col("TYPE", func(i api.Instance) string { return i.Type }),
 				col("STATE", func(i api.Instance) string { return i.State }),
 				col("HOST", func(i api.Instance) string { return i.Host }),
+				col("IP", func(i api.Instance) string {
+					var ips []string
+					for _, n := range i.NICs {
+						ips = append(ips, n.IP)
+					}
+					return strings.Join(ips, ",")
+				}),
 				col("FLAVOR", func(i api.Instance) string { return i.Flavor }),
 				col("IMAGE", func(i api.Instance) string { return i.Image }),
 				col("AGE", func(i api.Instance) string { return age(i.CreatedAt) }),

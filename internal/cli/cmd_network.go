@@ -10,7 +10,7 @@ import (
 )
 
 func (a *app) networkCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "network", Aliases: []string{"networks", "net"}, Short: "Virtual networks: an IPv4 subnet whose addresses ports get (the datapath is not built yet)"}
+	cmd := &cobra.Command{Use: "network", Aliases: []string{"networks", "net"}, Short: "Virtual networks: a layer-2 network (VXLAN between hosts) with an IPv4 subnet, DHCP and a metadata service"}
 	var req api.NetworksPost
 	var pools []string
 	var noDHCP bool

@@ -3,6 +3,7 @@ package compute
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/kumocloud/kumo/internal/events"
 	"github.com/kumocloud/kumo/internal/flavor"
 	"github.com/kumocloud/kumo/internal/hosts"
+	"github.com/kumocloud/kumo/internal/network"
 	"github.com/kumocloud/kumo/internal/quota"
 	"github.com/kumocloud/kumo/internal/reqctx"
 	"github.com/kumocloud/kumo/internal/scheduler"
@@ -61,6 +63,7 @@ func (r *record) clone() record {
 	c := *r
 	c.History = append([]api.HistoryRecord(nil), r.History...)
 	c.Placements = append([]api.Placement(nil), r.Placements...)
+	c.NICs = append([]api.InstanceNIC(nil), r.NICs...)
 	c.Actions = nil
 	return c
 }
@@ -110,6 +113,9 @@ type Service struct {
 	usage   map[string]api.InstanceUsage
 	// ResolveImage finds the image an instance names (the image service).
 	ResolveImage func(ctx context.Context, project, ref string) (api.Image, error)
+	// Networks makes instances' ports (the network service); without it
+	// instances cannot ask for networks.
+	Networks *network.Service
 }
 
 // New returns the compute service; Run starts its cache and controllers.
@@ -191,6 +197,22 @@ func ValidateInstancesPost(req *api.InstancesPost) error {
 	if err := validate.Text("user_data", req.UserData, 64*1024); err != nil {
 		return err
 	}
+	if len(req.Networks) > 8 {
+		return errs.Invalid("networks", "an instance may have at most 8 networks, not %d", len(req.Networks))
+	}
+	for i, n := range req.Networks {
+		if err := validate.Text(fmt.Sprintf("networks[%d]", i), n, 127); err != nil || n == "" {
+			return errs.Invalid(fmt.Sprintf("networks[%d]", i), "networks[%d] must name a network", i)
+		}
+	}
+	for i, g := range req.SecurityGroups {
+		if err := validate.Name(fmt.Sprintf("security_groups[%d]", i), g); err != nil {
+			return err
+		}
+	}
+	if len(req.SecurityGroups) > 0 && len(req.Networks) == 0 {
+		return errs.Invalid("security_groups", "security groups filter ports: give networks too")
+	}
 	return validate.Labels("labels", req.Labels)
 }
 
@@ -241,18 +263,61 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 	}}
 	r.History = []api.HistoryRecord{{Seq: 1, Time: t, To: api.StatePending, Actor: reqctx.Actor(ctx), Reason: "created"}}
 	key := instanceKey(project, req.Name)
-	rev, err := quota.Reserve(ctx, svc.s, project, charge(r.Size, 1), []store.Cond{store.Absent(key)}, []store.Op{
-		store.PutJSON(key, r),
-		events.Op(ctx, "instance", events.Created, project, instanceURL(project, r.Name), r.api(0)),
-	})
-	if errors.Is(err, store.ErrConflict) {
-		return api.Instance{}, errs.Conflict("instance %q already exists in project %q", req.Name, project)
-	}
-	if err != nil {
-		return api.Instance{}, err
+	// The instance, its ports and their addresses are one transaction; a
+	// conflict other than the name means an address went to someone else
+	// meanwhile: plan the ports again.
+	var rev int64
+	for attempt := 0; ; attempt++ {
+		var ports network.InstancePorts
+		if len(req.Networks) > 0 {
+			if svc.Networks == nil {
+				return api.Instance{}, errs.Invalid("networks", "this cloud has no network service")
+			}
+			if len(req.SecurityGroups) == 0 {
+				req.SecurityGroups = []string{network.DefaultGroup}
+			}
+			if err := svc.Networks.CheckGroups(ctx, project, req.SecurityGroups); err != nil {
+				return api.Instance{}, err
+			}
+			if ports, err = svc.Networks.PlanInstancePorts(ctx, project, req.Name, req.Networks, req.SecurityGroups); err != nil {
+				return api.Instance{}, err
+			}
+		}
+		r.NICs = ports.NICs
+		counts := charge(r.Size, 1)
+		counts.Ports = int64(len(ports.NICs))
+		rev, err = quota.Reserve(ctx, svc.s, project, counts, append([]store.Cond{store.Absent(key)}, ports.Conds...), append([]store.Op{
+			store.PutJSON(key, r),
+			events.Op(ctx, "instance", events.Created, project, instanceURL(project, r.Name), r.api(0)),
+		}, ports.Ops...))
+		if errors.Is(err, store.ErrConflict) {
+			if _, gerr := svc.s.Get(ctx, key); gerr == nil {
+				return api.Instance{}, errs.Conflict("instance %q already exists in project %q", req.Name, project)
+			}
+			if len(ports.NICs) > 0 && attempt < 20 {
+				continue
+			}
+			if len(ports.NICs) > 0 {
+				return api.Instance{}, errs.Conflict("instance %q: its ports could not be made (a port named %s-ethN exists, or addresses are contended); try again", req.Name, req.Name)
+			}
+		}
+		if err != nil {
+			return api.Instance{}, err
+		}
+		break
 	}
 	svc.wake()
 	return r.api(rev), nil
+}
+
+// HostOf says which host a live instance is on ("" when none).
+func (svc *Service) HostOf(project, name string) string {
+	svc.cache.mu.RLock()
+	defer svc.cache.mu.RUnlock()
+	if e := svc.cache.instances[instanceKey(project, name)]; e != nil && onHost(e.rec.State) {
+		return e.rec.Host
+	}
+	return ""
 }
 
 // get reads a live instance.
@@ -441,9 +506,12 @@ func (svc *Service) write(ctx context.Context, r *record, rev int64) (int64, err
 	key := instanceKey(r.Project, r.Name)
 	ev := events.Op(ctx, "instance", strings.ToLower(r.State), r.Project, instanceURL(r.Project, r.Name), r.api(0))
 	if r.State == api.StateDone {
-		return quota.Reserve(ctx, svc.s, r.Project, charge(r.Size, -1), []store.Cond{store.At(key, rev)}, []store.Op{
+		// Its ports and their addresses go with it, in one transaction.
+		counts := charge(r.Size, -1)
+		counts.Ports = -int64(len(r.NICs))
+		return quota.Reserve(ctx, svc.s, r.Project, counts, []store.Cond{store.At(key, rev)}, append([]store.Op{
 			store.Del(key), store.PutJSON(archiveKey(r.Project, r.Name, r.ID), r), ev,
-		})
+		}, network.ReleaseOps(ctx, r.Project, r.NICs)...))
 	}
 	return svc.s.Txn(ctx, []store.Cond{store.At(key, rev)}, []store.Op{store.PutJSON(key, *r), ev})
 }
@@ -516,4 +584,44 @@ func (svc *Service) writeOne(ctx context.Context, c change) (int64, bool) {
 		rec, rev = fresh, frev
 	}
 	return 0, false
+}
+
+// PlacedNICs lists the ports of every instance on a host, and the hosts'
+// addresses (their VXLAN endpoints).
+func (svc *Service) PlacedNICs() ([]network.PlacedNIC, map[string]string) {
+	svc.cache.mu.RLock()
+	defer svc.cache.mu.RUnlock()
+	var out []network.PlacedNIC
+	for _, e := range svc.cache.instances {
+		if !onHost(e.rec.State) || e.rec.Host == "" {
+			continue
+		}
+		for _, nic := range e.rec.NICs {
+			out = append(out, network.PlacedNIC{Host: e.rec.Host, Project: e.rec.Project, Instance: e.rec.Name, InstanceID: e.rec.ID, NIC: nic})
+		}
+	}
+	vteps := map[string]string{}
+	for name, h := range svc.cache.hosts {
+		vteps[name] = h.Address
+	}
+	return out, vteps
+}
+
+// GroupUsers counts the live instances with a port in a security group.
+func (svc *Service) GroupUsers(project, group string) int {
+	svc.cache.mu.RLock()
+	defer svc.cache.mu.RUnlock()
+	n := 0
+	for _, e := range svc.cache.instances {
+		if e.rec.Project != project || len(e.rec.NICs) == 0 {
+			continue
+		}
+		for _, g := range e.rec.NICs[0].SecurityGroups {
+			if g == group {
+				n++
+				break
+			}
+		}
+	}
+	return n
 }

@@ -36,6 +36,22 @@ type Spec struct {
 	ImageSHA256 string
 	UserData    string
 	Size        api.Size
+	// NetNS is a container's network namespace, made and wired by the
+	// agent (empty: a namespace of its own with loopback only).
+	NetNS string
+	// NICs are the instance's ports, already plugged on the host: a VM
+	// opens each TAP device by name.
+	NICs []NIC
+}
+
+// NIC is one port of an instance as a driver needs it.
+type NIC struct {
+	Device  string // host-side device: a TAP for VMs
+	MAC     string
+	Address string // CIDR form, e.g. 10.20.0.5/24
+	Gateway string
+	DNS     []string
+	MTU     int
 }
 
 // State is what the driver sees of an instance.

@@ -50,6 +50,11 @@ func portURL(project, name string) string { return "/v1/projects/" + project + "
 type Service struct {
 	s   store.Store
 	now func() time.Time
+	// HostOf says where an instance runs (the compute service), shown on
+	// its ports.
+	HostOf func(project, instance string) string
+	// GroupUsers counts the live instances using a security group.
+	GroupUsers func(project, group string) int
 }
 
 // New returns the service.

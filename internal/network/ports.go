@@ -122,6 +122,9 @@ func (svc *Service) GetPort(ctx context.Context, project, name string) (api.Port
 		return p, errs.NotFound("port %q not found in project %q", name, project)
 	}
 	p.Revision = rev
+	if err == nil && p.Instance != "" && svc.HostOf != nil {
+		p.Host = svc.HostOf(project, p.Instance)
+	}
 	return p, err
 }
 
@@ -132,6 +135,9 @@ func (svc *Service) ListPorts(ctx context.Context, project, network string) ([]a
 	for _, it := range items {
 		if p := it.Value; network == "" || p.Network == network {
 			p.Revision = it.Revision
+			if p.Instance != "" && svc.HostOf != nil {
+				p.Host = svc.HostOf(project, p.Instance)
+			}
 			out = append(out, p)
 		}
 	}
@@ -143,6 +149,9 @@ func (svc *Service) DeletePort(ctx context.Context, project, name string) error 
 	p, err := svc.GetPort(ctx, project, name)
 	if err != nil {
 		return err
+	}
+	if p.Instance != "" {
+		return errs.Conflict("port %q belongs to instance %q and goes with it; terminate the instance", name, p.Instance)
 	}
 	n, _, err := svc.getNet(ctx, project, p.Network)
 	if err != nil {

@@ -94,3 +94,75 @@ func (s *Server) deletePort(r *request) response.Response {
 	}
 	return response.NoContent()
 }
+
+func (s *Server) getSecurityGroups(r *request) response.Response {
+	project := r.PathValue("project")
+	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+		return response.Error(err)
+	}
+	gs, err := s.networks.ListSecurityGroups(r.Context(), project)
+	if err != nil {
+		return response.Error(err)
+	}
+	return list(gs, "")
+}
+
+func (s *Server) postSecurityGroups(r *request) response.Response {
+	var req api.SecurityGroupsPost
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	project := r.PathValue("project")
+	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+		return response.Error(err)
+	}
+	g, err := s.networks.CreateSecurityGroup(r.Context(), project, req)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.Created(g)
+}
+
+func (s *Server) getSecurityGroup(r *request) response.Response {
+	g, err := s.networks.GetSecurityGroup(r.Context(), r.PathValue("project"), r.PathValue("name"))
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(g)
+}
+
+func (s *Server) deleteSecurityGroup(r *request) response.Response {
+	if err := s.networks.DeleteSecurityGroup(r.Context(), r.PathValue("project"), r.PathValue("name")); err != nil {
+		return response.Error(err)
+	}
+	return response.NoContent()
+}
+
+func (s *Server) postSecurityRule(r *request) response.Response {
+	var req api.SecurityRule
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	g, err := s.networks.AddRule(r.Context(), r.PathValue("project"), r.PathValue("name"), req)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.Created(g)
+}
+
+func (s *Server) deleteSecurityRule(r *request) response.Response {
+	g, err := s.networks.DeleteRule(r.Context(), r.PathValue("project"), r.PathValue("name"), r.PathValue("rule"))
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(g)
+}
+
+func (s *Server) getAgentNetworks(r *request) response.Response {
+	placed, vteps := s.compute.PlacedNICs()
+	v, err := s.networks.AgentView(r.Context(), r.agent.Hosts, placed, vteps)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(v)
+}

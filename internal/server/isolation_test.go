@@ -88,6 +88,12 @@ func matrixCases() []matrixCase {
 		{"POST", "/v1/projects/p/ports", map[string]any{"name": "port2", "network": "net1"}, members},
 		{"GET", "/v1/projects/p/ports/port1", nil, readersOfP},
 		{"DELETE", "/v1/projects/p/ports/port1", nil, "cA:204 pA:204 pM:204 pR:403 qA:404" + bad},
+		{"GET", "/v1/projects/p/security-groups", nil, readersOfP},
+		{"POST", "/v1/projects/p/security-groups", map[string]any{"name": "sg2"}, members},
+		{"GET", "/v1/projects/p/security-groups/sg1", nil, readersOfP},
+		{"POST", "/v1/projects/p/security-groups/sg1/rules", map[string]any{"direction": "ingress", "protocol": "tcp", "port_min": 23}, members},
+		{"DELETE", "/v1/projects/p/security-groups/sg1/rules/nosuchrule", nil, "cA:404 pA:404 pM:404 pR:403 qA:404" + bad},
+		{"DELETE", "/v1/projects/p/security-groups/sg1", nil, "cA:204 pA:204 pM:204 pR:403 qA:404" + bad},
 		{"POST", "/v1/projects/p/instances/i1/snapshot", map[string]any{"name": "snap"}, "cA:409 pA:409 pM:409 pR:403 qA:404" + bad},
 		{"GET", "/v1/projects/p/instances/i1/logs", nil, "cA:409 pA:409 pM:409 pR:409 qA:404" + bad},
 		{"GET", "/v1/projects/p/server-groups", nil, readersOfP},
@@ -117,6 +123,7 @@ func matrixCases() []matrixCase {
 		{"PUT", "/v1/agents/{agent}/hosts", map[string]any{"hosts": []map[string]any{{"name": "h1", "kinds": []string{"container"}, "capacity": map[string]int{"vcpus": 4, "memory_mib": 4096, "disk_gib": 10}}}}, agentOnly + " ag:200"},
 		{"POST", "/v1/agents/{agent}/heartbeat", map[string]any{}, agentOnly + " ag:204"},
 		{"GET", "/v1/agents/{agent}/assignments?wait=0", nil, agentOnly + " ag:200"},
+		{"GET", "/v1/agents/{agent}/networks", nil, agentOnly + " ag:200"},
 		{"POST", "/v1/agents/{agent}/reports", map[string]any{"instances": []any{}}, agentOnly + " ag:200"},
 
 		{"GET", "/v1/projects/p/usage?from=2020-01-01&to=2020-02-01", nil, readersOfP},
@@ -193,6 +200,9 @@ func newFixture(t *testing.T) *fixture {
 		}
 	}
 	if _, err := ts.s.networks.CreatePort(ctxA, "p", api.PortsPost{Name: "port1", Network: "net1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.s.networks.CreateSecurityGroup(ctxA, "p", api.SecurityGroupsPost{Name: "sg1"}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Millisecond) // let the short token expire

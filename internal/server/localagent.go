@@ -35,10 +35,17 @@ func (s *Server) startLocalAgent(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a, err = agent.New(ctx, agent.Config{
+	cfg := agent.Config{
 		Server: "https://127.0.0.1:" + port, JoinToken: tok.Token, Name: "local",
 		StateDir: base, Driver: d, Log: s.log.With("component", "agent"),
-	})
+	}
+	if s.cfg.LocalDriver != "sim" {
+		if cfg.Network, err = agent.OpenDatapath(s.cfg.LocalVTEP, base); err != nil {
+			s.log.Warn("no network datapath: instances with networks will fail here", "err", err)
+			cfg.NetworkError = err.Error()
+		}
+	}
+	a, err = agent.New(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("local agent: %w", err)
 	}

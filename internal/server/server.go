@@ -71,6 +71,8 @@ type Config struct {
 	// driver (the all-in-one setup), with LocalDriverOptions.
 	LocalDriver        string
 	LocalDriverOptions driver.Options
+	// LocalVTEP is the local agent's VXLAN address ("" or auto: found).
+	LocalVTEP string
 	// Currency of all prices (default EUR).
 	Currency string
 	// Clock stamps history and bounds reports (tests control it).
@@ -202,6 +204,9 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 		return nil, err
 	}
 	s.networks = network.New(st, cfg.Clock)
+	s.networks.HostOf = s.compute.HostOf
+	s.networks.GroupUsers = s.compute.GroupUsers
+	s.compute.Networks = s.networks
 	s.ops = operations.New(st, cfg.Logger)
 	s.ops.Register(opDeleteProject, s.runDeleteProject)
 	credFile := filepath.Join(cfg.DataDir, "admin-credentials")

@@ -28,7 +28,8 @@ var tinyModules = []string{"virtio_pci", "virtio_blk", "virtio_net", "isofs", "b
 // TinyInit is /init of the tiny-vm initramfs: load the modules, find the
 // NoCloud seed (a disk labelled cidata), use a swap disk labelled
 // kumo-swap if there is one, apply the hostname, run the
-// user-data if it is a script, print the readiness line on the serial
+// user-data if it is a script, bring each NIC up by DHCP, print the
+// readiness line on the serial
 // console, hand ACPI power-button presses to poweroff, and keep a shell
 // on the console.
 const TinyInit = `#!/bin/busybox sh
@@ -57,9 +58,35 @@ if [ -n "$seed" ] && mount -t iso9660 -o ro "$seed" /mnt/seed; then
 		echo "kumo: user-data exited $?"
 	fi
 fi
+for n in /sys/class/net/eth*; do
+	[ -e "$n" ] || continue
+	i=${n##*/}
+	ip link set "$i" up
+	udhcpc -i "$i" -t 10 -T 1 -b -s /etc/udhcpc.script >/dev/null 2>&1
+done
 acpid -c /etc/acpi
 echo "` + ReadyMarker + ` ($(hostname))"
 while :; do setsid cttyhack sh -l; done
+`
+
+// udhcpcScript applies a DHCP lease (busybox udhcpc calls it): address,
+// MTU, default route, name servers; it says what it got on the console.
+const udhcpcScript = `#!/bin/sh
+case "$1" in
+bound|renew)
+	ip addr flush dev "$interface"
+	ip addr add "$ip/$mask" dev "$interface"
+	[ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
+	[ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+	: >/etc/resolv.conf
+	for d in $dns; do echo "nameserver $d" >>/etc/resolv.conf; done
+	echo "kumo: $interface $ip/$mask" >/dev/console
+	;;
+deconfig)
+	ip addr flush dev "$interface"
+	ip link set "$interface" up
+	;;
+esac
 `
 
 // poweroff is what acpid runs on a power-button press (busybox acpid runs
@@ -70,7 +97,7 @@ const poweroff = "#!/bin/sh\necho 'kumo: powering off'\nsync\npoweroff -f\n"
 // kernel's files (its scripts and module list), so a cached build is never
 // used after they change.
 func tinyRevision() string {
-	h := sha256.Sum256([]byte(TinyInit + poweroff + TinyCmdline + strings.Join(tinyModules, ",")))
+	h := sha256.Sum256([]byte(TinyInit + poweroff + udhcpcScript + TinyCmdline + strings.Join(tinyModules, ",")))
 	return hex.EncodeToString(h[:4])
 }
 
@@ -119,6 +146,7 @@ func BuildInitramfs(w io.Writer, busybox string, k Kernel) error {
 		{"init", 0o755, []byte(TinyInit)},
 		{"lib/modules/load", 0o644, []byte(strings.Join(load, "\n") + "\n")},
 		{"etc/acpi/PWRF/00000080", 0o755, []byte(poweroff)},
+		{"etc/udhcpc.script", 0o755, []byte(udhcpcScript)},
 		{"etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\n")},
 		{"etc/group", 0o644, []byte("root:x:0:\n")},
 		{"etc/os-release", 0o644, []byte("NAME=\"kumo tiny-vm\"\nID=kumo-tiny-vm\n")},

@@ -51,6 +51,9 @@ type server struct {
 	AdminPassword string
 	Fingerprint   string
 	extraArgs     []string
+	// netns, when set, is the network namespace the server (and so its
+	// agent and datapath) runs in.
+	netns string
 }
 
 type lockedBuffer struct {
@@ -81,7 +84,13 @@ func freeAddr(t *testing.T) string {
 
 // startServer starts a server with its data in a new temp dir.
 func startServer(t *testing.T, extraArgs ...string) *server {
-	s := &server{t: t, dir: t.TempDir(), addr: freeAddr(t), extraArgs: extraArgs}
+	return startServerIn(t, "", extraArgs...)
+}
+
+// startServerIn starts a server in a network namespace ("" for this
+// process's own).
+func startServerIn(t *testing.T, netns string, extraArgs ...string) *server {
+	s := &server{t: t, dir: t.TempDir(), addr: freeAddr(t), extraArgs: extraArgs, netns: netns}
 	s.socket = filepath.Join(s.dir, "kumo.sock")
 	s.start()
 	t.Cleanup(s.stop)
@@ -99,7 +108,12 @@ func (s *server) start() {
 	s.t.Helper()
 	s.out = &lockedBuffer{}
 	args := append([]string{"server", "--data-dir", s.dir, "--listen", s.addr, "--socket", s.socket, "--log-level", "warn"}, s.extraArgs...)
-	s.cmd = exec.Command(kumoBin, args...)
+	if s.netns != "" {
+		args = append([]string{"--net=" + s.netns, kumoBin}, args...)
+		s.cmd = exec.Command("nsenter", args...)
+	} else {
+		s.cmd = exec.Command(kumoBin, args...)
+	}
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)

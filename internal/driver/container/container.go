@@ -156,6 +156,13 @@ func (d *Driver) Prepare(ctx context.Context, s driver.Spec) (err error) {
 			return err
 		}
 	}
+	if dns := resolvConf(s.NICs); dns != "" {
+		os.MkdirAll(filepath.Join(merged, "etc"), 0o755)
+		os.Remove(filepath.Join(merged, "etc/resolv.conf")) // never follow an image's symlink
+		if err := os.WriteFile(filepath.Join(merged, "etc/resolv.conf"), []byte(dns), 0o644); err != nil {
+			return err
+		}
+	}
 	if err := d.writeBundle(s); err != nil {
 		return err
 	}
@@ -222,11 +229,34 @@ func (d *Driver) writeBundle(s driver.Spec) error {
 			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
 		},
 	}
+	if s.NetNS != "" {
+		// The agent made and wired it: eth0 with the port's address.
+		for i, ns := range spec.Linux.Namespaces {
+			if ns.Type == specs.NetworkNamespace {
+				spec.Linux.Namespaces[i].Path = s.NetNS
+			}
+		}
+	}
 	b, err := json.MarshalIndent(spec, "", "  ")
 	if err != nil {
 		return err
 	}
 	return os.WriteFile(filepath.Join(d.dir(s.ID), "config.json"), b, 0o600)
+}
+
+// resolvConf lists the name servers of an instance's networks.
+func resolvConf(nics []driver.NIC) string {
+	var b strings.Builder
+	seen := map[string]bool{}
+	for _, n := range nics {
+		for _, d := range n.DNS {
+			if !seen[d] {
+				seen[d] = true
+				fmt.Fprintf(&b, "nameserver %s\n", d)
+			}
+		}
+	}
+	return b.String()
 }
 
 var defaultCaps = []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -168,7 +169,9 @@ func makeSwap(ctx context.Context, path string, mib int64) error {
 }
 
 // writeSeed makes the NoCloud seed: an ISO 9660 disk labelled cidata with
-// meta-data and user-data (network-config joins when networks exist).
+// meta-data, user-data and, for a VM with ports, network-config (version
+// 2: each port's address, default route and name servers, matched by MAC;
+// cloud-init applies it, the tiny image asks DHCP for the same).
 func (d *Driver) writeSeed(ctx context.Context, s driver.Spec) error {
 	tmp, err := os.MkdirTemp(d.dir(s.ID), "seed-")
 	if err != nil {
@@ -183,17 +186,42 @@ func (d *Driver) writeSeed(ctx context.Context, s driver.Spec) error {
 		"meta-data": fmt.Sprintf("instance-id: %s\nlocal-hostname: %s\n", s.ID, s.Name),
 		"user-data": ud,
 	}
+	if len(s.NICs) > 0 {
+		files["network-config"] = networkConfig(s.NICs)
+	}
+	var names []string
 	for name, body := range files {
+		names = append(names, filepath.Join(tmp, name))
 		if err := os.WriteFile(filepath.Join(tmp, name), []byte(body), 0o600); err != nil {
 			return err
 		}
 	}
-	out, err := exec.CommandContext(ctx, "genisoimage", "-quiet", "-output", d.path(s.ID, "seed.iso"), "-volid", "cidata", "-joliet", "-rock",
-		filepath.Join(tmp, "meta-data"), filepath.Join(tmp, "user-data")).CombinedOutput()
+	sort.Strings(names)
+	args := append([]string{"-quiet", "-output", d.path(s.ID, "seed.iso"), "-volid", "cidata", "-joliet", "-rock"}, names...)
+	out, err := exec.CommandContext(ctx, "genisoimage", args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("genisoimage: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// networkConfig is the NoCloud network-config (version 2) of a VM's ports.
+func networkConfig(nics []driver.NIC) string {
+	var b strings.Builder
+	b.WriteString("version: 2\nethernets:\n")
+	for i, n := range nics {
+		fmt.Fprintf(&b, "  eth%d:\n    match:\n      macaddress: %q\n    set-name: eth%d\n    addresses: [%q]\n", i, n.MAC, i, n.Address)
+		if n.MTU > 0 {
+			fmt.Fprintf(&b, "    mtu: %d\n", n.MTU)
+		}
+		if i == 0 && n.Gateway != "" {
+			fmt.Fprintf(&b, "    routes:\n      - to: default\n        via: %s\n", n.Gateway)
+		}
+		if len(n.DNS) > 0 {
+			fmt.Fprintf(&b, "    nameservers:\n      addresses: [%s]\n", strings.Join(n.DNS, ", "))
+		}
+	}
+	return b.String()
 }
 
 // args is the QEMU command line of a VM (without the binary), from its
@@ -212,7 +240,14 @@ func (d *Driver) args(id string, m meta, incoming string) []string {
 		"-serial", "chardev:serial0",
 		"-drive", "file=" + p("disk.qcow2") + ",if=virtio,format=qcow2,discard=unmap",
 		"-drive", "file=" + p("seed.iso") + ",if=virtio,format=raw,readonly=on",
-		"-nic", "none",
+	}
+	if len(m.Spec.NICs) == 0 {
+		a = append(a, "-nic", "none")
+	}
+	for i, n := range m.Spec.NICs {
+		// The agent plugged the TAP into the network's bridge.
+		a = append(a, "-netdev", fmt.Sprintf("tap,id=net%d,ifname=%s,script=no,downscript=no", i, n.Device),
+			"-device", fmt.Sprintf("virtio-net-pci,netdev=net%d,mac=%s", i, n.MAC))
 	}
 	if exists(p("swap.img")) {
 		a = append(a, "-drive", "file="+p("swap.img")+",if=virtio,format=raw")

@@ -92,15 +92,17 @@ type Host struct {
 	ns  netns.NsHandle
 	mtu int
 
-	mu sync.Mutex
+	mu        sync.Mutex
+	sysctlsOK bool
 
 	svcMu sync.Mutex
 	svcs  map[int64]*services
 }
 
-// Open prepares a host's datapath: a netlink handle in its namespace and
-// the kernel settings virtual networks need there (forwarding, bridged
-// traffic through the inet firewall).
+// Open prepares a host's datapath: a netlink handle in its namespace. The
+// kernel settings virtual networks need there (bridged traffic through
+// the inet firewall) are made with the first network, so a host without
+// networks is left as it was.
 func Open(cfg Config) (*Host, error) {
 	if !cfg.VTEP.Is4() {
 		return nil, fmt.Errorf("datapath: the host's VTEP address %q is not IPv4", cfg.VTEP)
@@ -125,10 +127,6 @@ func Open(cfg Config) (*Host, error) {
 		h.ns.Close()
 		return nil, fmt.Errorf("datapath: netlink: %w", err)
 	}
-	if err := h.sysctls(); err != nil {
-		h.Close()
-		return nil, err
-	}
 	return h, nil
 }
 
@@ -138,23 +136,32 @@ func (h *Host) Close() {
 	h.ns.Close()
 }
 
+// VTEP is the host's tunnel endpoint address.
+func (h *Host) VTEP() netip.Addr { return h.cfg.VTEP }
+
+// NSDir is where this host's namespaces are mounted.
+func (h *Host) NSDir() string { return h.cfg.NSDir }
+
 // MTU is the MTU of tenant devices on this host.
 func (h *Host) MTU() int { return h.mtu }
 
-// sysctls turns on forwarding and makes bridged IPv4 pass the inet
-// firewall (br_netfilter), both per namespace.
+// sysctls makes bridged IPv4 pass the inet firewall (br_netfilter), per
+// namespace. The host routes nothing for tenants (their routers do, in
+// their namespaces), so its forwarding setting is left alone.
 func (h *Host) sysctls() error {
+	if h.sysctlsOK {
+		return nil
+	}
 	return inNamespace(h.cfg.NetNS, func() error {
 		for _, kv := range [][2]string{
-			{"net/ipv4/ip_forward", "1"},
 			{"net/bridge/bridge-nf-call-iptables", "1"},
 			{"net/bridge/bridge-nf-call-arptables", "0"},
-			{"net/ipv4/conf/all/rp_filter", "0"},
 		} {
 			if err := writeSysctl(kv[0], kv[1]); err != nil {
 				return err
 			}
 		}
+		h.sysctlsOK = true
 		return nil
 	})
 }
@@ -189,6 +196,9 @@ func (h *Host) EnsureNetwork(n Network) error {
 	defer h.mu.Unlock()
 	if !n.Prefix.Addr().Is4() || !n.Gateway.Is4() || n.VNI <= 0 || n.VNI >= 1<<24 {
 		return fmt.Errorf("datapath: network %d: a VNI of 1..2^24-1, an IPv4 prefix and gateway are needed", n.VNI)
+	}
+	if err := h.sysctls(); err != nil {
+		return err
 	}
 	br, err := h.ensureLink(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: BridgeName(n.VNI), MTU: h.mtu}})
 	if err != nil {
@@ -403,9 +413,9 @@ func (h *Host) AttachPort(n Network, p Port) (string, error) {
 	var l netlink.Link
 	if p.NetNS == "" {
 		l, err = h.ensureLink(&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: h.mtu}, Mode: netlink.TUNTAP_MODE_TAP,
-			Flags: netlink.TUNTAP_DEFAULTS | netlink.TUNTAP_NO_PI, Queues: 1})
+			Flags: netlink.TUNTAP_DEFAULTS | netlink.TUNTAP_NO_PI})
 		if err == nil {
-			// A persistent TAP, not one held open by this process.
+			// A persistent TAP that no fd of this process holds (QEMU opens it).
 			err = h.nl.LinkSetMTU(l, h.mtu)
 		}
 	} else {
@@ -516,6 +526,20 @@ func (h *Host) DetachPort(id string) error {
 	return h.nl.LinkDel(l)
 }
 
+// DetachDevice removes a port device by its name (a stray one).
+func (h *Host) DetachDevice(name string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	l, err := h.nl.LinkByName(name)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return h.nl.LinkDel(l)
+}
+
 // RemoveNetwork removes a network's bridge and VXLAN device from this
 // host (when its last port here has gone).
 func (h *Host) RemoveNetwork(vni int64) error {
@@ -577,4 +601,29 @@ func (h *Host) Ports() ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// DefaultVTEP is the address tunnels start from when none is given: the
+// first IPv4 address of the interface holding the default route, else
+// 127.0.0.1 (a lone host, which tunnels to nobody).
+func DefaultVTEP() netip.Addr {
+	routes, err := netlink.RouteList(nil, unix.AF_INET)
+	if err == nil {
+		for _, r := range routes {
+			if r.Dst != nil && r.Dst.String() != "0.0.0.0/0" {
+				continue
+			}
+			l, err := netlink.LinkByIndex(r.LinkIndex)
+			if err != nil {
+				continue
+			}
+			addrs, _ := netlink.AddrList(l, unix.AF_INET)
+			for _, a := range addrs {
+				if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && ip.IsGlobalUnicast() {
+					return ip
+				}
+			}
+		}
+	}
+	return netip.MustParseAddr("127.0.0.1")
 }

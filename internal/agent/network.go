@@ -1,0 +1,373 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/driver"
+	"github.com/kumocloud/kumo/internal/network/datapath"
+)
+
+// The agent's network part: it wires an instance's ports before the
+// instance starts (PROLOG, BOOT) and unwires them when it leaves the host,
+// and a level-triggered loop makes the host's datapath match what the
+// server says (GET /v1/agents/{id}/networks): networks with local ports,
+// VXLAN peers, DHCP leases, the metadata service, the firewall; devices
+// nobody wants any more are removed, and what was deleted by hand is made
+// again.
+
+// netEvery is how often the datapath is reconciled.
+const netEvery = 2 * time.Second
+
+// instanceNS is a container's network namespace.
+func (a *Agent) instanceNS(id string) string {
+	return filepath.Join(a.cfg.Network.NSDir(), "inst-"+id)
+}
+
+func dpNetwork(n api.InstanceNIC) (datapath.Network, error) {
+	p, err := netip.ParsePrefix(n.CIDR)
+	if err != nil {
+		return datapath.Network{}, fmt.Errorf("network %s: cidr %q: %w", n.Network, n.CIDR, err)
+	}
+	gw, err := netip.ParseAddr(n.Gateway)
+	if err != nil {
+		return datapath.Network{}, fmt.Errorf("network %s: gateway %q: %w", n.Network, n.Gateway, err)
+	}
+	out := datapath.Network{VNI: n.VNI, Prefix: p, Gateway: gw, DHCP: n.DHCP}
+	for _, d := range n.DNS {
+		if a, err := netip.ParseAddr(d); err == nil {
+			out.DNS = append(out.DNS, a)
+		}
+	}
+	return out, nil
+}
+
+// withNICs adds what the driver needs of an instance's ports to its spec:
+// the container's namespace, or the VMs' TAP devices.
+func (a *Agent) withNICs(s driver.Spec, as api.Assignment) driver.Spec {
+	if a.cfg.Network == nil || len(as.NICs) == 0 {
+		return s
+	}
+	if as.Type == api.TypeContainer {
+		s.NetNS = a.instanceNS(as.ID)
+	}
+	for _, n := range as.NICs {
+		p, _ := netip.ParsePrefix(n.CIDR)
+		ip, _ := netip.ParseAddr(n.IP)
+		s.NICs = append(s.NICs, driver.NIC{Device: datapath.PortName(n.PortID), MAC: n.MAC, Address: netip.PrefixFrom(ip, p.Bits()).String(),
+			Gateway: n.Gateway, DNS: n.DNS, MTU: a.cfg.Network.MTU()})
+	}
+	return s
+}
+
+// wire makes an instance's ports on this host, then brings the whole
+// datapath (peers, leases, firewall) up to date, so an instance never runs
+// a moment without its security rules.
+func (a *Agent) wire(ctx context.Context, as api.Assignment) error {
+	if len(as.NICs) == 0 {
+		return nil
+	}
+	dp := a.cfg.Network
+	if dp == nil {
+		if a.cfg.Driver.Name() == "sim" {
+			return nil // simulated hosts have simulated networks
+		}
+		return fmt.Errorf("this host has no network datapath (%s)", a.netErr)
+	}
+	a.netMu.Lock()
+	defer a.netMu.Unlock()
+	if err := a.wireLocked(as); err != nil {
+		return err
+	}
+	a.syncNetworksLocked(ctx)
+	return nil
+}
+
+func (a *Agent) wireLocked(as api.Assignment) error {
+	dp := a.cfg.Network
+	ns := ""
+	if as.Type == api.TypeContainer {
+		ns = a.instanceNS(as.ID)
+		if err := datapath.NewNamespace(ns); err != nil {
+			return fmt.Errorf("network namespace: %w", err)
+		}
+	}
+	for _, nic := range as.NICs {
+		n, err := dpNetwork(nic)
+		if err != nil {
+			return err
+		}
+		mac, err := net.ParseMAC(nic.MAC)
+		if err != nil {
+			return fmt.Errorf("port %s: mac %q: %w", nic.Port, nic.MAC, err)
+		}
+		ip, err := netip.ParseAddr(nic.IP)
+		if err != nil {
+			return fmt.Errorf("port %s: ip %q: %w", nic.Port, nic.IP, err)
+		}
+		if err := dp.EnsureNetwork(n); err != nil {
+			return err
+		}
+		if _, err := dp.AttachPort(n, datapath.Port{ID: nic.PortID, MAC: mac, IP: ip, NetNS: ns}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unwire removes an instance's ports from this host (its networks go with
+// the next sync if no port is left on them).
+func (a *Agent) unwire(ctx context.Context, as api.Assignment) {
+	dp := a.cfg.Network
+	if dp == nil || len(as.NICs) == 0 {
+		return
+	}
+	a.netMu.Lock()
+	defer a.netMu.Unlock()
+	for _, nic := range as.NICs {
+		if err := dp.DetachPort(nic.PortID); err != nil {
+			a.log.Warn("removing a port", "instance", as.ID, "port", nic.Port, "err", err)
+		}
+	}
+	if as.Type == api.TypeContainer {
+		datapath.RemoveNamespace(a.instanceNS(as.ID))
+	}
+}
+
+// networkLoop reconciles the datapath every netEvery, and at once when
+// kicked.
+func (a *Agent) networkLoop(ctx context.Context) {
+	if a.cfg.Network == nil {
+		return
+	}
+	t := time.NewTicker(netEvery)
+	defer t.Stop()
+	for {
+		a.netMu.Lock()
+		a.syncNetworksLocked(ctx)
+		a.netMu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-a.netKick:
+		}
+	}
+}
+
+// kickNetworks asks for a sync soon (after instances left the host).
+func (a *Agent) kickNetworks() {
+	select {
+	case a.netKick <- struct{}{}:
+	default:
+	}
+}
+
+// wired are the assignments whose ports should be on this host now.
+func (a *Agent) wired() map[string]api.Assignment {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := map[string]api.Assignment{}
+	for id, as := range a.withPorts {
+		out[id] = as
+	}
+	return out
+}
+
+// syncNetworksLocked makes the datapath match the server's view; errors are
+// logged and retried on the next round.
+func (a *Agent) syncNetworksLocked(ctx context.Context) {
+	dp := a.cfg.Network
+	view, err := a.c.AgentNetworks(ctx, a.id)
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("network view", "err", err)
+		}
+		return
+	}
+	wired := a.wired()
+	wantNet := map[int64]bool{}
+	wantPort := map[string]bool{}
+	for _, as := range wired {
+		for _, nic := range as.NICs {
+			wantNet[nic.VNI], wantPort[datapath.PortName(nic.PortID)] = true, true
+		}
+	}
+	var fw []datapath.FirewallPort
+	byAddr := map[int64]map[string]api.AgentPort{}
+	for _, n := range view.Networks {
+		dn, err := dpNetwork(api.InstanceNIC{Network: fmt.Sprint(n.VNI), VNI: n.VNI, CIDR: n.CIDR, Gateway: n.Gateway, DNS: n.DNS, DHCP: n.DHCP})
+		if err != nil {
+			a.log.Warn("network view", "err", err)
+			continue
+		}
+		wantNet[n.VNI] = true
+		if err := dp.EnsureNetwork(dn); err != nil {
+			a.log.Warn("network", "vni", n.VNI, "err", err)
+			continue
+		}
+		var peers []datapath.Peer
+		for _, p := range n.Peers {
+			vtep, err := netip.ParseAddr(p.VTEP)
+			if err != nil {
+				continue
+			}
+			pe := datapath.Peer{VTEP: vtep}
+			for _, m := range p.MACs {
+				if hw, err := net.ParseMAC(m); err == nil {
+					pe.MACs = append(pe.MACs, hw)
+				}
+			}
+			peers = append(peers, pe)
+		}
+		if err := dp.SetPeers(n.VNI, peers); err != nil {
+			a.log.Warn("network peers", "vni", n.VNI, "err", err)
+		}
+		var leases []datapath.Lease
+		byAddr[n.VNI] = map[string]api.AgentPort{}
+		for _, p := range n.Ports {
+			mac, err1 := net.ParseMAC(p.MAC)
+			ip, err2 := netip.ParseAddr(p.IP)
+			if err1 != nil || err2 != nil {
+				continue
+			}
+			as, mine := wired[p.InstanceID]
+			if !mine {
+				continue // not (or no longer) running here
+			}
+			byAddr[n.VNI][p.IP] = p
+			wantPort[datapath.PortName(p.PortID)] = true
+			// Repair: a port deleted by hand (or with its bridge) is
+			// plugged again.
+			ns := ""
+			if as.Type == api.TypeContainer {
+				ns = a.instanceNS(as.ID)
+			}
+			if _, err := dp.AttachPort(dn, datapath.Port{ID: p.PortID, MAC: mac, IP: ip, NetNS: ns}); err != nil {
+				a.log.Warn("port", "instance", p.Instance, "err", err)
+			}
+			leases = append(leases, datapath.Lease{MAC: mac, IP: ip, Hostname: p.Instance})
+			fp := datapath.FirewallPort{VNI: n.VNI, ID: p.PortID, MAC: mac, IP: ip, Gateway: dn.Gateway}
+			for _, r := range p.Rules {
+				rule := datapath.Rule{Ingress: r.Direction == api.Ingress, Protocol: r.Protocol, PortMin: uint16(r.PortMin), PortMax: uint16(r.PortMax)}
+				for _, rem := range r.Remotes {
+					if pr, err := netip.ParsePrefix(rem); err == nil {
+						rule.Remotes = append(rule.Remotes, pr)
+					}
+				}
+				fp.Rules = append(fp.Rules, rule)
+			}
+			fw = append(fw, fp)
+		}
+		if err := dp.EnsureServices(dn, leases, http.HandlerFunc(a.metadata), a.log); err != nil {
+			a.log.Warn("network services", "vni", n.VNI, "err", err)
+		}
+	}
+	a.mu.Lock()
+	a.netView = byAddr
+	a.mu.Unlock()
+	// A host that never had a network keeps its firewall untouched.
+	if len(wantNet) > 0 || a.fwApplied {
+		if err := dp.ApplyFirewall(fw); err != nil {
+			a.log.Warn("firewall", "err", err)
+		} else {
+			a.fwApplied = true
+		}
+	}
+	// What nobody wants goes: stray ports, then empty networks.
+	if state, err := dp.State(); err == nil {
+		for vni, ports := range state {
+			left := 0
+			for _, dev := range ports {
+				if wantPort[dev] {
+					left++
+				} else if err := dp.DetachDevice(dev); err != nil {
+					a.log.Warn("removing a stray port", "device", dev, "err", err)
+				}
+			}
+			if left == 0 && !wantNet[vni] {
+				dp.StopServices(vni)
+				if err := dp.RemoveNetwork(vni); err != nil {
+					a.log.Warn("removing a network", "vni", vni, "err", err)
+				}
+			}
+		}
+	}
+	for _, vni := range dp.ServedNetworks() {
+		if !wantNet[vni] {
+			dp.StopServices(vni)
+		}
+	}
+}
+
+// metadata serves the EC2-style metadata paths to the instance the
+// request came from: known by its network and address (which
+// anti-spoofing pins to its port), never by anything it says.
+func (a *Agent) metadata(w http.ResponseWriter, r *http.Request) {
+	host, _, _ := net.SplitHostPort(r.RemoteAddr)
+	vni := datapath.RequestVNI(r)
+	a.mu.Lock()
+	p, ok := a.netView[vni][host]
+	as := a.withPorts[p.InstanceID]
+	a.mu.Unlock()
+	if !ok {
+		http.Error(w, "no instance has this address here", http.StatusNotFound)
+		return
+	}
+	fields := map[string]string{
+		"instance-id": p.InstanceID, "hostname": p.Instance, "local-hostname": p.Instance,
+		"local-ipv4": p.IP, "mac": p.MAC, "public-ipv4": p.FloatingIP,
+	}
+	path := strings.TrimSuffix(r.URL.Path, "/")
+	switch {
+	case path == "" || path == "/latest":
+		fmt.Fprint(w, "meta-data\nuser-data\n")
+	case path == "/latest/meta-data":
+		var keys []string
+		for k, v := range fields {
+			if v != "" {
+				keys = append(keys, k)
+			}
+		}
+		sort.Strings(keys)
+		fmt.Fprint(w, strings.Join(keys, "\n")+"\n")
+	case path == "/latest/user-data":
+		if as.UserData == "" {
+			http.Error(w, "no user-data", http.StatusNotFound)
+			return
+		}
+		fmt.Fprint(w, as.UserData)
+	case strings.HasPrefix(path, "/latest/meta-data/"):
+		v := fields[strings.TrimPrefix(path, "/latest/meta-data/")]
+		if v == "" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprint(w, v)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// OpenDatapath opens this machine's network datapath, its tunnels
+// starting at vtep ("" or "auto": datapath.DefaultVTEP), its namespaces
+// (routers', containers') mounted under stateDir/netns - one agent's
+// apart from another's on the same machine.
+func OpenDatapath(vtep, stateDir string) (*datapath.Host, error) {
+	addr := datapath.DefaultVTEP()
+	if vtep != "" && vtep != "auto" {
+		var err error
+		if addr, err = netip.ParseAddr(vtep); err != nil || !addr.Is4() {
+			return nil, fmt.Errorf("--vtep %q is not an IPv4 address", vtep)
+		}
+	}
+	return datapath.Open(datapath.Config{VTEP: addr, NSDir: filepath.Join(stateDir, "netns")})
+}

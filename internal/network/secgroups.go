@@ -1,0 +1,329 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/store"
+	"github.com/kumocloud/kumo/internal/validate"
+)
+
+// Security groups are stored at /secgroups/{project}/{name}, rules inside.
+const sgPrefix = "/secgroups/"
+
+// DefaultGroup is the group instances get when they name none.
+const DefaultGroup = "default"
+
+func sgKey(project, name string) string { return sgPrefix + project + "/" + name }
+func sgURL(project, name string) string {
+	return "/v1/projects/" + project + "/security-groups/" + name
+}
+
+func egressAll() []api.SecurityRule {
+	return []api.SecurityRule{{ID: uuid.NewString(), Direction: api.Egress, Protocol: "any", RemoteCIDR: "0.0.0.0/0"}}
+}
+
+// CreateSecurityGroup makes a group that allows all egress and no
+// ingress.
+func (svc *Service) CreateSecurityGroup(ctx context.Context, project string, req api.SecurityGroupsPost) (api.SecurityGroup, error) {
+	if err := validate.Name("name", req.Name); err != nil {
+		return api.SecurityGroup{}, err
+	}
+	if err := validate.Text("description", req.Description, 255); err != nil {
+		return api.SecurityGroup{}, err
+	}
+	if err := validate.Labels("labels", req.Labels); err != nil {
+		return api.SecurityGroup{}, err
+	}
+	return svc.createGroup(ctx, project, req, egressAll())
+}
+
+func (svc *Service) createGroup(ctx context.Context, project string, req api.SecurityGroupsPost, rules []api.SecurityRule) (api.SecurityGroup, error) {
+	t := svc.now().UTC()
+	g := api.SecurityGroup{Meta: api.Meta{ID: uuid.NewString(), Name: req.Name, Labels: req.Labels, CreatedAt: t, UpdatedAt: t},
+		Project: project, Description: req.Description, Rules: rules}
+	k := sgKey(project, req.Name)
+	rev, err := svc.s.Txn(ctx, []store.Cond{store.Absent(k)}, []store.Op{store.PutJSON(k, g),
+		events.Op(ctx, "security-group", events.Created, project, sgURL(project, req.Name), g)})
+	if errors.Is(err, store.ErrConflict) {
+		return g, errs.Conflict("security group %q already exists in project %q", req.Name, project)
+	}
+	g.Revision = rev
+	return g, err
+}
+
+// EnsureDefaultGroup makes the project's default group if it has none:
+// ingress from its own members, all egress (as Neutron's).
+func (svc *Service) EnsureDefaultGroup(ctx context.Context, project string) error {
+	rules := append(egressAll(), api.SecurityRule{ID: uuid.NewString(), Direction: api.Ingress, Protocol: "any", RemoteGroup: DefaultGroup})
+	_, err := svc.createGroup(ctx, project, api.SecurityGroupsPost{Name: DefaultGroup, Description: "ingress from its members, all egress"}, rules)
+	if errors.Is(err, errs.ErrConflict) {
+		return nil
+	}
+	return err
+}
+
+// GetSecurityGroup returns one of the project's groups.
+func (svc *Service) GetSecurityGroup(ctx context.Context, project, name string) (api.SecurityGroup, error) {
+	var g api.SecurityGroup
+	rev, err := store.GetJSON(ctx, svc.s, sgKey(project, name), &g)
+	if errors.Is(err, store.ErrNotFound) {
+		return g, errs.NotFound("security group %q not found in project %q", name, project)
+	}
+	g.Revision = rev
+	return g, err
+}
+
+// ListSecurityGroups returns the project's groups.
+func (svc *Service) ListSecurityGroups(ctx context.Context, project string) ([]api.SecurityGroup, error) {
+	items, err := store.ListJSON[api.SecurityGroup](ctx, svc.s, sgPrefix+project+"/")
+	out := []api.SecurityGroup{}
+	for _, it := range items {
+		it.Value.Revision = it.Revision
+		out = append(out, it.Value)
+	}
+	return out, err
+}
+
+// DeleteSecurityGroup removes a group no instance uses and no rule of
+// another group names.
+func (svc *Service) DeleteSecurityGroup(ctx context.Context, project, name string) error {
+	g, err := svc.GetSecurityGroup(ctx, project, name)
+	if err != nil {
+		return err
+	}
+	if svc.GroupUsers != nil {
+		if n := svc.GroupUsers(project, name); n > 0 {
+			return errs.Conflict("security group %q is used by %d instances", name, n)
+		}
+	}
+	all, err := svc.ListSecurityGroups(ctx, project)
+	if err != nil {
+		return err
+	}
+	for _, o := range all {
+		for _, r := range o.Rules {
+			if r.RemoteGroup == name && o.Name != name {
+				return errs.Conflict("security group %q is the remote of a rule of %q; delete that rule first", name, o.Name)
+			}
+		}
+	}
+	_, err = svc.s.Txn(ctx, []store.Cond{store.At(sgKey(project, name), g.Revision)}, []store.Op{store.Del(sgKey(project, name)),
+		events.Op(ctx, "security-group", events.Deleted, project, sgURL(project, name), nil)})
+	if errors.Is(err, store.ErrConflict) {
+		return errs.Conflict("security group %q changed while being deleted; try again", name)
+	}
+	return err
+}
+
+// checkRule validates a rule and normalises it (protocol lower case, port
+// range filled, CIDR masked, default remote 0.0.0.0/0).
+func checkRule(r *api.SecurityRule) error {
+	if r.Direction != api.Ingress && r.Direction != api.Egress {
+		return errs.Invalid("direction", "direction %q: use ingress or egress", r.Direction)
+	}
+	r.Protocol = strings.ToLower(r.Protocol)
+	switch r.Protocol {
+	case "":
+		r.Protocol = "any"
+	case "tcp", "udp", "icmp", "any":
+	default:
+		return errs.Invalid("protocol", "protocol %q: use tcp, udp, icmp or any", r.Protocol)
+	}
+	if r.Protocol == "tcp" || r.Protocol == "udp" {
+		if r.PortMax == 0 {
+			r.PortMax = r.PortMin
+		}
+		if r.PortMin < 0 || r.PortMax > 65535 || r.PortMin > r.PortMax || (r.PortMin == 0) != (r.PortMax == 0) {
+			return errs.Invalid("port_min", "port range %d-%d is not within 1-65535", r.PortMin, r.PortMax)
+		}
+	} else if r.PortMin != 0 || r.PortMax != 0 {
+		return errs.Invalid("port_min", "a port range needs protocol tcp or udp, not %s", r.Protocol)
+	}
+	if r.RemoteCIDR != "" && r.RemoteGroup != "" {
+		return errs.Invalid("remote_group", "give a remote CIDR or a remote group, not both")
+	}
+	if r.RemoteGroup != "" {
+		return validate.Name("remote_group", r.RemoteGroup)
+	}
+	if r.RemoteCIDR == "" {
+		r.RemoteCIDR = "0.0.0.0/0"
+	}
+	p, err := netip.ParsePrefix(r.RemoteCIDR)
+	if err != nil || !p.Addr().Is4() {
+		return errs.Invalid("remote_cidr", "remote_cidr %q is not an IPv4 prefix like 0.0.0.0/0", r.RemoteCIDR)
+	}
+	r.RemoteCIDR = p.Masked().String()
+	return nil
+}
+
+func sameRule(a, b api.SecurityRule) bool {
+	a.ID, b.ID = "", ""
+	return a == b
+}
+
+// AddRule adds a rule to a group (a rule already there is a 409).
+func (svc *Service) AddRule(ctx context.Context, project, group string, r api.SecurityRule) (api.SecurityGroup, error) {
+	if err := checkRule(&r); err != nil {
+		return api.SecurityGroup{}, err
+	}
+	if r.RemoteGroup != "" && r.RemoteGroup != group {
+		if _, err := svc.GetSecurityGroup(ctx, project, r.RemoteGroup); err != nil {
+			return api.SecurityGroup{}, errs.Invalid("remote_group", "remote group %q not found in project %q", r.RemoteGroup, project)
+		}
+	}
+	r.ID = uuid.NewString()
+	return svc.updateGroup(ctx, project, group, func(g *api.SecurityGroup) error {
+		for _, o := range g.Rules {
+			if sameRule(o, r) {
+				return errs.Conflict("security group %q already has this rule (%s)", group, o.ID)
+			}
+		}
+		g.Rules = append(g.Rules, r)
+		return nil
+	})
+}
+
+// DeleteRule removes a rule by id (or by id prefix of 8 or more).
+func (svc *Service) DeleteRule(ctx context.Context, project, group, id string) (api.SecurityGroup, error) {
+	return svc.updateGroup(ctx, project, group, func(g *api.SecurityGroup) error {
+		for i, o := range g.Rules {
+			if o.ID == id || len(id) >= 8 && strings.HasPrefix(o.ID, id) {
+				g.Rules = append(g.Rules[:i], g.Rules[i+1:]...)
+				return nil
+			}
+		}
+		return errs.NotFound("security group %q has no rule %q", group, id)
+	})
+}
+
+func (svc *Service) updateGroup(ctx context.Context, project, group string, fn func(*api.SecurityGroup) error) (api.SecurityGroup, error) {
+	k := sgKey(project, group)
+	g, rev, err := store.UpdateJSON(ctx, svc.s, k, func(g *api.SecurityGroup) error {
+		if err := fn(g); err != nil {
+			return err
+		}
+		g.UpdatedAt = svc.now().UTC()
+		return nil
+	}, func(g *api.SecurityGroup) []store.Op {
+		return []store.Op{events.Op(ctx, "security-group", events.Updated, project, sgURL(project, group), *g)}
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return g, errs.NotFound("security group %q not found in project %q", group, project)
+	}
+	g.Revision = rev
+	return g, err
+}
+
+// CheckGroups says whether every named group exists in the project
+// (making the default group on its first use).
+func (svc *Service) CheckGroups(ctx context.Context, project string, names []string) error {
+	for i, n := range names {
+		if n == DefaultGroup {
+			if err := svc.EnsureDefaultGroup(ctx, project); err != nil {
+				return err
+			}
+			continue
+		}
+		if _, err := svc.GetSecurityGroup(ctx, project, n); err != nil {
+			return errs.Invalid(fmt.Sprintf("security_groups[%d]", i), "security group %q not found in project %q", n, project)
+		}
+	}
+	return nil
+}
+
+// PlacedNIC is a port of an instance on a host, as the compute service
+// knows it.
+type PlacedNIC struct {
+	Host, Project, Instance, InstanceID string
+	NIC                                 api.InstanceNIC
+}
+
+// AgentView is what an agent's hosts need of networks: for each network
+// with ports on them, the other hosts (their VTEP addresses, from vteps)
+// with their ports' MACs, and the local ports with resolved rules.
+func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed []PlacedNIC, vteps map[string]string) (api.AgentNetworks, error) {
+	out := api.AgentNetworks{Networks: []api.AgentNetwork{}}
+	byVNI := map[int64]*api.AgentNetwork{}
+	// Group members' addresses, by project and group.
+	members := map[string][]string{}
+	projects := map[string]bool{}
+	for _, p := range placed {
+		for _, g := range p.NIC.SecurityGroups {
+			k := p.Project + "/" + g
+			members[k] = append(members[k], p.NIC.IP+"/32")
+		}
+		if local[p.Host] {
+			projects[p.Project] = true
+			if byVNI[p.NIC.VNI] == nil {
+				byVNI[p.NIC.VNI] = &api.AgentNetwork{VNI: p.NIC.VNI, CIDR: p.NIC.CIDR, Gateway: p.NIC.Gateway, DNS: p.NIC.DNS, DHCP: p.NIC.DHCP, Peers: []api.NetworkPeer{}, Ports: []api.AgentPort{}}
+			}
+		}
+	}
+	groups := map[string]api.SecurityGroup{}
+	for project := range projects {
+		gs, err := svc.ListSecurityGroups(ctx, project)
+		if err != nil {
+			return out, err
+		}
+		for _, g := range gs {
+			groups[project+"/"+g.Name] = g
+		}
+	}
+	peers := map[int64]map[string]*api.NetworkPeer{}
+	for _, p := range placed {
+		n := byVNI[p.NIC.VNI]
+		if n == nil {
+			continue
+		}
+		if !local[p.Host] {
+			if peers[n.VNI] == nil {
+				peers[n.VNI] = map[string]*api.NetworkPeer{}
+			}
+			pe := peers[n.VNI][p.Host]
+			if pe == nil {
+				pe = &api.NetworkPeer{Host: p.Host, VTEP: vteps[p.Host]}
+				peers[n.VNI][p.Host] = pe
+			}
+			pe.MACs = append(pe.MACs, p.NIC.MAC)
+			continue
+		}
+		port := api.AgentPort{Host: p.Host, Instance: p.Instance, InstanceID: p.InstanceID, PortID: p.NIC.PortID, MAC: p.NIC.MAC, IP: p.NIC.IP, Rules: []api.ResolvedRule{}}
+		for _, gname := range p.NIC.SecurityGroups {
+			g, ok := groups[p.Project+"/"+gname]
+			if !ok {
+				continue // a deleted group allows nothing
+			}
+			for _, r := range g.Rules {
+				rr := api.ResolvedRule{Direction: r.Direction, Protocol: r.Protocol, PortMin: r.PortMin, PortMax: r.PortMax, Remotes: []string{}}
+				if r.RemoteGroup != "" {
+					rr.Remotes = append(rr.Remotes, members[p.Project+"/"+r.RemoteGroup]...)
+				} else {
+					rr.Remotes = append(rr.Remotes, r.RemoteCIDR)
+				}
+				port.Rules = append(port.Rules, rr)
+			}
+		}
+		n.Ports = append(n.Ports, port)
+	}
+	for vni, n := range byVNI {
+		for _, pe := range peers[vni] {
+			if pe.VTEP != "" {
+				n.Peers = append(n.Peers, *pe)
+			}
+		}
+		sort.Slice(n.Peers, func(i, j int) bool { return n.Peers[i].Host < n.Peers[j].Host })
+		out.Networks = append(out.Networks, *n)
+	}
+	sort.Slice(out.Networks, func(i, j int) bool { return out.Networks[i].VNI < out.Networks[j].VNI })
+	return out, nil
+}
