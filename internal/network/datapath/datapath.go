@@ -545,7 +545,7 @@ func (h *Host) DetachDevice(name string) error {
 func (h *Host) RemoveNetwork(vni int64) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, name := range []string{gatewayName(vni), VXLANName(vni), BridgeName(vni)} {
+	for _, name := range []string{externalName(vni), gatewayName(vni), VXLANName(vni), BridgeName(vni)} {
 		l, err := h.nl.LinkByName(name)
 		if isNotFound(err) {
 			continue

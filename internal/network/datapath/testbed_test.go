@@ -235,3 +235,6 @@ func mustAddr(s string) *netlink.Addr {
 	}
 	return a
 }
+
+func netListen(addr string) (net.Listener, error) { return net.Listen("tcp4", addr) }
+
