@@ -254,12 +254,14 @@ type PlacedNIC struct {
 func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed []PlacedNIC, vteps map[string]string) (api.AgentNetworks, error) {
 	out := api.AgentNetworks{Networks: []api.AgentNetwork{}}
 	byVNI := map[int64]*api.AgentNetwork{}
-	// Group members' addresses, by project and group.
+	// Group members' addresses, by project, group and network: a rule
+	// matches the sources of the network it filters, and the same address
+	// on another network is another instance.
 	members := map[string][]string{}
 	projects := map[string]bool{}
 	for _, p := range placed {
 		for _, g := range p.NIC.SecurityGroups {
-			k := p.Project + "/" + g
+			k := fmt.Sprintf("%s/%s/%d", p.Project, g, p.NIC.VNI)
 			members[k] = append(members[k], p.NIC.IP+"/32")
 		}
 		if local[p.Host] {
@@ -306,7 +308,7 @@ func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed
 			for _, r := range g.Rules {
 				rr := api.ResolvedRule{Direction: r.Direction, Protocol: r.Protocol, PortMin: r.PortMin, PortMax: r.PortMax, Remotes: []string{}}
 				if r.RemoteGroup != "" {
-					rr.Remotes = append(rr.Remotes, members[p.Project+"/"+r.RemoteGroup]...)
+					rr.Remotes = append(rr.Remotes, members[fmt.Sprintf("%s/%s/%d", p.Project, r.RemoteGroup, p.NIC.VNI)]...)
 				} else {
 					rr.Remotes = append(rr.Remotes, r.RemoteCIDR)
 				}

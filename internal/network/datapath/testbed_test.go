@@ -237,4 +237,3 @@ func mustAddr(s string) *netlink.Addr {
 }
 
 func netListen(addr string) (net.Listener, error) { return net.Listen("tcp4", addr) }
-
