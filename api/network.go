@@ -130,6 +130,9 @@ type SecurityGroupsPost struct {
 // port MACs, and the local ports with their resolved security rules.
 type AgentNetworks struct {
 	Networks []AgentNetwork `json:"networks"`
+	// Externals are the external networks of the local ports' floating
+	// IPs.
+	Externals []AgentExternal `json:"externals,omitempty"`
 }
 
 // AgentNetwork is one network as an agent's hosts need it.
@@ -153,14 +156,16 @@ type NetworkPeer struct {
 // AgentPort is a port on one of an agent's hosts, with the rules its
 // security groups resolve to (remote groups as their members' addresses).
 type AgentPort struct {
-	Host       string         `json:"host"`
-	Instance   string         `json:"instance"`
-	InstanceID string         `json:"instance_id"`
-	PortID     string         `json:"port_id"`
-	MAC        string         `json:"mac"`
-	IP         string         `json:"ip"`
-	FloatingIP string         `json:"floating_ip,omitempty"`
-	Rules      []ResolvedRule `json:"rules"`
+	Host       string `json:"host"`
+	Instance   string `json:"instance"`
+	InstanceID string `json:"instance_id"`
+	PortID     string `json:"port_id"`
+	MAC        string `json:"mac"`
+	IP         string `json:"ip"`
+	FloatingIP string `json:"floating_ip,omitempty"`
+	// FloatingVNI is the floating IP's external network.
+	FloatingVNI int64          `json:"floating_vni,omitempty"`
+	Rules       []ResolvedRule `json:"rules"`
 }
 
 // ResolvedRule is a security rule with its remote as CIDRs.
@@ -170,4 +175,41 @@ type ResolvedRule struct {
 	PortMin   int      `json:"port_min,omitempty"`
 	PortMax   int      `json:"port_max,omitempty"`
 	Remotes   []string `json:"remotes"`
+}
+
+// FloatingIP is an address of an external network that a project holds
+// and may attach to an instance's port: traffic to it reaches the
+// instance, and the instance's traffic out leaves with it (NAT on the
+// instance's host, so it follows the instance).
+type FloatingIP struct {
+	Meta
+	Project string `json:"project"`
+	// Network is the external network ("owner/name").
+	Network   string `json:"network"`
+	NetworkID string `json:"network_id"`
+	IP        string `json:"ip"`
+	Instance  string `json:"instance,omitempty"`
+	Port      string `json:"port,omitempty"`
+	FixedIP   string `json:"fixed_ip,omitempty"`
+	Host      string `json:"host,omitempty"`
+}
+
+// FloatingIPsPost takes a floating IP from an external network (a given
+// address, or a free one).
+type FloatingIPsPost struct {
+	Network string `json:"network"`
+	IP      string `json:"ip,omitempty"`
+}
+
+// FloatingIPAttach attaches a floating IP to an instance (its first port).
+type FloatingIPAttach struct {
+	Instance string `json:"instance"`
+}
+
+// AgentExternal is an external network a host needs for floating IPs.
+type AgentExternal struct {
+	Name    string `json:"name"`
+	VNI     int64  `json:"vni"`
+	CIDR    string `json:"cidr"`
+	Gateway string `json:"gateway"`
 }

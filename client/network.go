@@ -98,3 +98,38 @@ func (c *Client) AgentNetworks(ctx context.Context, id string) (api.AgentNetwork
 	var out api.AgentNetworks
 	return out, c.do(ctx, http.MethodGet, p("v1", "agents", id, "networks"), nil, nil, &out)
 }
+
+// FloatingIPs lists the project's floating IPs.
+func (c *Client) FloatingIPs(ctx context.Context, project string) ([]api.FloatingIP, error) {
+	var out api.List[api.FloatingIP]
+	return out.Items, c.do(ctx, http.MethodGet, p("v1", "projects", project, "floating-ips"), nil, nil, &out)
+}
+
+// CreateFloatingIP takes a floating IP from an external network.
+func (c *Client) CreateFloatingIP(ctx context.Context, project string, req api.FloatingIPsPost) (api.FloatingIP, error) {
+	var out api.FloatingIP
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "floating-ips"), nil, req, &out)
+}
+
+// FloatingIP shows a floating IP.
+func (c *Client) FloatingIP(ctx context.Context, project, ip string) (api.FloatingIP, error) {
+	var out api.FloatingIP
+	return out, c.do(ctx, http.MethodGet, p("v1", "projects", project, "floating-ips", ip), nil, nil, &out)
+}
+
+// DeleteFloatingIP gives a floating IP back.
+func (c *Client) DeleteFloatingIP(ctx context.Context, project, ip string) error {
+	return c.do(ctx, http.MethodDelete, p("v1", "projects", project, "floating-ips", ip), nil, nil, nil)
+}
+
+// AttachFloatingIP attaches a floating IP to an instance.
+func (c *Client) AttachFloatingIP(ctx context.Context, project, ip, instance string) (api.FloatingIP, error) {
+	var out api.FloatingIP
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "floating-ips", ip, "attach"), nil, api.FloatingIPAttach{Instance: instance}, &out)
+}
+
+// DetachFloatingIP detaches a floating IP.
+func (c *Client) DetachFloatingIP(ctx context.Context, project, ip string) (api.FloatingIP, error) {
+	var out api.FloatingIP
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "floating-ips", ip, "detach"), nil, nil, &out)
+}

@@ -22,14 +22,16 @@ import (
 // and 'kumo agent --driver'.
 type driverFlags struct {
 	sim   simFlags
-	accel string
-	vtep  string
+	accel   string
+	vtep    string
+	uplinks map[string]string
 }
 
 func (d *driverFlags) register(f *pflag.FlagSet) {
 	d.sim.register(f)
 	f.StringVar(&d.accel, "qemu-accel", "auto", "qemu driver: auto (KVM if a probe boot under it works, else TCG), kvm or tcg")
 	f.StringVar(&d.vtep, "vtep", "auto", "this host's address for the VXLAN tunnels of virtual networks (auto: the default route's interface)")
+	f.StringToStringVar(&d.uplinks, "uplink", nil, "NETWORK=DEVICE: bridge this host device into external network NETWORK (floating IPs); repeatable")
 }
 
 func (d *driverFlags) options() driver.Options {
@@ -113,7 +115,7 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 			if err != nil {
 				return err
 			}
-			cfg := agent.Config{Server: server, JoinToken: token, Name: name, StateDir: stateDir, Driver: d, HeartbeatEvery: heartbeat, Log: log}
+			cfg := agent.Config{Server: server, JoinToken: token, Name: name, StateDir: stateDir, Driver: d, HeartbeatEvery: heartbeat, Log: log, Uplinks: drivers.uplinks}
 			if drv != "sim" {
 				if cfg.Network, err = agent.OpenDatapath(drivers.vtep, stateDir); err != nil {
 					log.Warn("no network datapath: instances with networks will fail here", "err", err)

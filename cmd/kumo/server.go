@@ -60,7 +60,7 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 				if err := checkDrivers("drivers", drivers); err != nil {
 					return err
 				}
-				cfg.LocalDriver, cfg.LocalDriverOptions, cfg.LocalVTEP = drivers, drvFlags.options(), drvFlags.vtep
+				cfg.LocalDriver, cfg.LocalDriverOptions, cfg.LocalVTEP, cfg.LocalUplinks = drivers, drvFlags.options(), drvFlags.vtep, drvFlags.uplinks
 			}
 			if etcdEndpoints != "" {
 				cfg.EtcdEndpoints = strings.Split(etcdEndpoints, ",")

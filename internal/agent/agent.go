@@ -51,6 +51,9 @@ type Config struct {
 	// needs none). Its VTEP is registered as the hosts' address.
 	Network      *datapath.Host
 	NetworkError string
+	// Uplinks name the host device of each external network (by name
+	// or owner/name), bridged for floating IPs.
+	Uplinks map[string]string
 }
 
 // credential is what the agent keeps after joining.
@@ -94,6 +97,7 @@ type Agent struct {
 	netKick   chan struct{}
 	netErr    string
 	fwApplied bool
+	fipNets   map[int64]bool // tenant networks whose router has floating IPs here
 }
 
 // New prepares an agent: it joins (first start) or loads its credential,
@@ -112,7 +116,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		cfg.Name, _ = os.Hostname()
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, reps: make(chan api.InstanceReport, 4096), work: map[string]*work{}, running: map[string]api.Assignment{}, written: map[string]int64{}, sem: make(chan struct{}, cfg.Workers),
-		ready: map[string]bool{}, kick: make(chan struct{}, 1), withPorts: map[string]api.Assignment{}, netKick: make(chan struct{}, 1), netErr: cfg.NetworkError}
+		ready: map[string]bool{}, kick: make(chan struct{}, 1), withPorts: map[string]api.Assignment{}, netKick: make(chan struct{}, 1), netErr: cfg.NetworkError, fipNets: map[int64]bool{}}
 	specs, err := cfg.Driver.Hosts(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("driver %s: fingerprint: %w", cfg.Driver.Name(), err)

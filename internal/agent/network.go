@@ -201,6 +201,21 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 			wantNet[nic.VNI], wantPort[datapath.PortName(nic.PortID)] = true, true
 		}
 	}
+	// External networks of local floating IPs: a bridge with the uplink
+	// the admin named for it.
+	exts := map[int64]datapath.Network{}
+	for _, e := range view.Externals {
+		dn, err := dpNetwork(api.InstanceNIC{Network: e.Name, VNI: e.VNI, CIDR: e.CIDR, Gateway: e.Gateway})
+		if err != nil {
+			continue
+		}
+		wantNet[e.VNI] = true
+		if err := dp.EnsureExternal(dn, a.uplink(e.Name)); err != nil {
+			a.log.Warn("external network", "network", e.Name, "err", err)
+			continue
+		}
+		exts[e.VNI] = dn
+	}
 	var fw []datapath.FirewallPort
 	byAddr := map[int64]map[string]api.AgentPort{}
 	for _, n := range view.Networks {
@@ -232,6 +247,8 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 			a.log.Warn("network peers", "vni", n.VNI, "err", err)
 		}
 		var leases []datapath.Lease
+		var fips []datapath.Floating
+		var ext datapath.Network
 		byAddr[n.VNI] = map[string]api.AgentPort{}
 		for _, p := range n.Ports {
 			mac, err1 := net.ParseMAC(p.MAC)
@@ -255,6 +272,12 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 				a.log.Warn("port", "instance", p.Instance, "err", err)
 			}
 			leases = append(leases, datapath.Lease{MAC: mac, IP: ip, Hostname: p.Instance})
+			if e, ok := exts[p.FloatingVNI]; ok && (ext.VNI == 0 || ext.VNI == e.VNI) {
+				if f, err := netip.ParseAddr(p.FloatingIP); err == nil {
+					ext = e
+					fips = append(fips, datapath.Floating{Floating: f, Fixed: ip})
+				}
+			}
 			fp := datapath.FirewallPort{VNI: n.VNI, ID: p.PortID, MAC: mac, IP: ip, Gateway: dn.Gateway}
 			for _, r := range p.Rules {
 				rule := datapath.Rule{Ingress: r.Direction == api.Ingress, Protocol: r.Protocol, PortMin: uint16(r.PortMin), PortMax: uint16(r.PortMax)}
@@ -269,6 +292,13 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 		}
 		if err := dp.EnsureServices(dn, leases, http.HandlerFunc(a.metadata), a.log); err != nil {
 			a.log.Warn("network services", "vni", n.VNI, "err", err)
+		}
+		if len(fips) > 0 || a.fipNets[n.VNI] {
+			if err := dp.SetFloatingIPs(n.VNI, ext, fips); err != nil {
+				a.log.Warn("floating IPs", "vni", n.VNI, "err", err)
+			} else {
+				a.fipNets[n.VNI] = len(fips) > 0
+			}
 		}
 	}
 	a.mu.Lock()
@@ -355,6 +385,16 @@ func (a *Agent) metadata(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// uplink is the host device the admin named for an external network
+// (by "owner/name" or by name).
+func (a *Agent) uplink(name string) string {
+	if dev, ok := a.cfg.Uplinks[name]; ok {
+		return dev
+	}
+	_, short, _ := strings.Cut(name, "/")
+	return a.cfg.Uplinks[short]
 }
 
 // OpenDatapath opens this machine's network datapath, its tunnels

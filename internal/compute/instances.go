@@ -310,6 +310,15 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 	return r.api(rev), nil
 }
 
+// InstanceNICs returns a live instance's ports.
+func (svc *Service) InstanceNICs(ctx context.Context, project, name string) ([]api.InstanceNIC, error) {
+	r, _, err := svc.get(ctx, project, name)
+	if err != nil {
+		return nil, err
+	}
+	return r.NICs, nil
+}
+
 // HostOf says which host a live instance is on ("" when none).
 func (svc *Service) HostOf(project, name string) string {
 	svc.cache.mu.RLock()
@@ -506,12 +515,19 @@ func (svc *Service) write(ctx context.Context, r *record, rev int64) (int64, err
 	key := instanceKey(r.Project, r.Name)
 	ev := events.Op(ctx, "instance", strings.ToLower(r.State), r.Project, instanceURL(r.Project, r.Name), r.api(0))
 	if r.State == api.StateDone {
-		// Its ports and their addresses go with it, in one transaction.
+		// Its ports and their addresses go with it, in one transaction;
+		// its floating IPs stay the project's, detached.
 		counts := charge(r.Size, -1)
 		counts.Ports = -int64(len(r.NICs))
-		return quota.Reserve(ctx, svc.s, r.Project, counts, []store.Cond{store.At(key, rev)}, append([]store.Op{
+		nrev, err := quota.Reserve(ctx, svc.s, r.Project, counts, []store.Cond{store.At(key, rev)}, append([]store.Op{
 			store.Del(key), store.PutJSON(archiveKey(r.Project, r.Name, r.ID), r), ev,
 		}, network.ReleaseOps(ctx, r.Project, r.NICs)...))
+		if err == nil && len(r.NICs) > 0 && svc.Networks != nil {
+			if derr := svc.Networks.DetachInstance(context.WithoutCancel(ctx), r.Project, r.Name); derr != nil {
+				svc.log.Warn("detaching floating IPs", "instance", r.Name, "err", derr)
+			}
+		}
+		return nrev, err
 	}
 	return svc.s.Txn(ctx, []store.Cond{store.At(key, rev)}, []store.Op{store.PutJSON(key, *r), ev})
 }

@@ -271,6 +271,20 @@ func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed
 			}
 		}
 	}
+	// Floating IPs of local instances, and their external networks.
+	fips := map[string]api.FloatingIP{}
+	if len(projects) > 0 {
+		all, err := store.ListJSON[api.FloatingIP](ctx, svc.s, fipPrefix)
+		if err != nil {
+			return out, err
+		}
+		for _, it := range all {
+			if f := it.Value; f.Instance != "" && projects[f.Project] {
+				fips[f.Project+"/"+f.Instance] = f
+			}
+		}
+	}
+	externals := map[string]api.AgentExternal{}
 	groups := map[string]api.SecurityGroup{}
 	for project := range projects {
 		gs, err := svc.ListSecurityGroups(ctx, project)
@@ -300,6 +314,20 @@ func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed
 			continue
 		}
 		port := api.AgentPort{Host: p.Host, Instance: p.Instance, InstanceID: p.InstanceID, PortID: p.NIC.PortID, MAC: p.NIC.MAC, IP: p.NIC.IP, Rules: []api.ResolvedRule{}}
+		if f, ok := fips[p.Project+"/"+p.Instance]; ok && f.Port == p.NIC.Port {
+			ext, ok := externals[f.Network]
+			if !ok {
+				owner, name, _ := strings.Cut(f.Network, "/")
+				var n netRecord
+				if _, err := store.GetJSON(ctx, svc.s, netKey(owner, name), &n); err == nil {
+					ext = api.AgentExternal{Name: f.Network, VNI: n.VNI, CIDR: n.Subnet.CIDR, Gateway: n.Subnet.Gateway}
+					externals[f.Network] = ext
+				}
+			}
+			if ext.VNI != 0 {
+				port.FloatingIP, port.FloatingVNI = f.IP, ext.VNI
+			}
+		}
 		for _, gname := range p.NIC.SecurityGroups {
 			g, ok := groups[p.Project+"/"+gname]
 			if !ok {
@@ -327,5 +355,9 @@ func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed
 		out.Networks = append(out.Networks, *n)
 	}
 	sort.Slice(out.Networks, func(i, j int) bool { return out.Networks[i].VNI < out.Networks[j].VNI })
+	for _, e := range externals {
+		out.Externals = append(out.Externals, e)
+	}
+	sort.Slice(out.Externals, func(i, j int) bool { return out.Externals[i].VNI < out.Externals[j].VNI })
 	return out, nil
 }

@@ -166,3 +166,69 @@ func (s *Server) getAgentNetworks(r *request) response.Response {
 	}
 	return response.OK(v)
 }
+
+func (s *Server) getFloatingIPs(r *request) response.Response {
+	project := r.PathValue("project")
+	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+		return response.Error(err)
+	}
+	fs, err := s.networks.ListFloatingIPs(r.Context(), project)
+	if err != nil {
+		return response.Error(err)
+	}
+	return list(fs, "")
+}
+
+func (s *Server) postFloatingIPs(r *request) response.Response {
+	var req api.FloatingIPsPost
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	project := r.PathValue("project")
+	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+		return response.Error(err)
+	}
+	f, err := s.networks.CreateFloatingIP(r.Context(), project, req)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.Created(f)
+}
+
+func (s *Server) getFloatingIP(r *request) response.Response {
+	f, err := s.networks.GetFloatingIP(r.Context(), r.PathValue("project"), r.PathValue("ip"))
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(f)
+}
+
+func (s *Server) deleteFloatingIP(r *request) response.Response {
+	if err := s.networks.DeleteFloatingIP(r.Context(), r.PathValue("project"), r.PathValue("ip")); err != nil {
+		return response.Error(err)
+	}
+	return response.NoContent()
+}
+
+func (s *Server) postFloatingIPAttach(r *request) response.Response {
+	var req api.FloatingIPAttach
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	if req.Instance == "" {
+		return response.Error(errs.Invalid("instance", "instance is required"))
+	}
+	f, err := s.networks.AttachFloatingIP(r.Context(), r.PathValue("project"), r.PathValue("ip"), req.Instance)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(f)
+}
+
+func (s *Server) postFloatingIPDetach(r *request) response.Response {
+	f, err := s.networks.DetachFloatingIP(r.Context(), r.PathValue("project"), r.PathValue("ip"))
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(f)
+}

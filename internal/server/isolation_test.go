@@ -88,6 +88,12 @@ func matrixCases() []matrixCase {
 		{"POST", "/v1/projects/p/ports", map[string]any{"name": "port2", "network": "net1"}, members},
 		{"GET", "/v1/projects/p/ports/port1", nil, readersOfP},
 		{"DELETE", "/v1/projects/p/ports/port1", nil, "cA:204 pA:204 pM:204 pR:403 qA:404" + bad},
+		{"GET", "/v1/projects/p/floating-ips", nil, readersOfP},
+		{"POST", "/v1/projects/p/floating-ips", map[string]any{"network": "pub"}, members},
+		{"GET", "/v1/projects/p/floating-ips/203.0.113.10", nil, readersOfP},
+		{"POST", "/v1/projects/p/floating-ips/203.0.113.10/attach", map[string]any{"instance": "i1"}, "cA:409 pA:409 pM:409 pR:403 qA:404" + bad},
+		{"POST", "/v1/projects/p/floating-ips/203.0.113.10/detach", nil, "cA:200 pA:200 pM:200 pR:403 qA:404" + bad},
+		{"DELETE", "/v1/projects/p/floating-ips/203.0.113.10", nil, "cA:204 pA:204 pM:204 pR:403 qA:404" + bad},
 		{"GET", "/v1/projects/p/security-groups", nil, readersOfP},
 		{"POST", "/v1/projects/p/security-groups", map[string]any{"name": "sg2"}, members},
 		{"GET", "/v1/projects/p/security-groups/sg1", nil, readersOfP},
@@ -203,6 +209,12 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	if _, err := ts.s.networks.CreateSecurityGroup(ctxA, "p", api.SecurityGroupsPost{Name: "sg1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.s.networks.CreateNetwork(ctxA, "p", api.NetworksPost{Name: "pub", CIDR: "203.0.113.0/24", External: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.s.networks.CreateFloatingIP(ctxA, "p", api.FloatingIPsPost{Network: "pub", IP: "203.0.113.10"}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Millisecond) // let the short token expire

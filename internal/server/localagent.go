@@ -37,7 +37,7 @@ func (s *Server) startLocalAgent(ctx context.Context) error {
 	}
 	cfg := agent.Config{
 		Server: "https://127.0.0.1:" + port, JoinToken: tok.Token, Name: "local",
-		StateDir: base, Driver: d, Log: s.log.With("component", "agent"),
+		StateDir: base, Driver: d, Log: s.log.With("component", "agent"), Uplinks: s.cfg.LocalUplinks,
 	}
 	if s.cfg.LocalDriver != "sim" {
 		if cfg.Network, err = agent.OpenDatapath(s.cfg.LocalVTEP, base); err != nil {

@@ -73,6 +73,8 @@ type Config struct {
 	LocalDriverOptions driver.Options
 	// LocalVTEP is the local agent's VXLAN address ("" or auto: found).
 	LocalVTEP string
+	// LocalUplinks name the local agent's external network devices.
+	LocalUplinks map[string]string
 	// Currency of all prices (default EUR).
 	Currency string
 	// Clock stamps history and bounds reports (tests control it).
@@ -206,6 +208,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	s.networks = network.New(st, cfg.Clock)
 	s.networks.HostOf = s.compute.HostOf
 	s.networks.GroupUsers = s.compute.GroupUsers
+	s.networks.InstanceNICs = s.compute.InstanceNICs
 	s.compute.Networks = s.networks
 	s.ops = operations.New(st, cfg.Logger)
 	s.ops.Register(opDeleteProject, s.runDeleteProject)

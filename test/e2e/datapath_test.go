@@ -58,7 +58,19 @@ func TestNetworks(t *testing.T) {
 		vms = false
 	}
 	ns := testNamespace(t, "host0")
-	s := startServerIn(t, ns, "--drivers", "container,qemu", "--qemu-accel", "tcg")
+	// The outside world: a namespace holding the external network's
+	// gateway, joined to the host's uplink.
+	outside := testNamespace(t, "outside")
+	for _, c := range [][]string{
+		{"nsenter", "--net=" + ns, "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", outside},
+		{"nsenter", "--net=" + outside, "ip", "addr", "add", "203.0.113.1/24", "dev", "eth0"},
+		{"nsenter", "--net=" + outside, "ip", "link", "set", "eth0", "up"},
+	} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", c, err, out)
+		}
+	}
+	s := startServerIn(t, ns, "--drivers", "container,qemu", "--qemu-accel", "tcg", "--uplink", "public=uplink0")
 	// A failed run may leave namespaces mounted in the data dir.
 	t.Cleanup(func() {
 		left, _ := filepath.Glob(filepath.Join(s.dir, "agent", "netns", "*"))
@@ -137,6 +149,46 @@ func TestNetworks(t *testing.T) {
 	if out, _ := fetch(root, "c2", "http://169.254.169.254/latest/user-data"); !strings.Contains(out, "c2-page") {
 		t.Errorf("c2's user-data: %q", out)
 	}
+	// A floating IP: reachable from outside through c1's rules, and c1's
+	// public address in its metadata.
+	must(t, root, "", "network", "create", "public", "--subnet", "203.0.113.0/24", "--gateway", "203.0.113.1", "--external")
+	var fip api.FloatingIP
+	json.Unmarshal([]byte(must(t, root, "", "floating-ip", "create", "--network", "public", "-o", "json")), &fip)
+	if !strings.HasPrefix(fip.IP, "203.0.113.") || fip.IP == "203.0.113.1" {
+		t.Fatalf("floating IP %+v", fip)
+	}
+	if r := kumo(t, root, "", "floating-ip", "attach", fip.IP, "nosuch"); r.code != 1 || !strings.Contains(r.err, "not found") {
+		t.Errorf("attach to no instance: exit %d %s", r.code, r.err)
+	}
+	must(t, root, "", "floating-ip", "attach", fip.IP, "c1")
+	fromOutside := func(url string) (string, int) {
+		out, err := exec.Command("nsenter", "--net="+outside, "timeout", "3", "busybox", "wget", "-qO-", url).CombinedOutput()
+		code := 0
+		if err != nil {
+			code = 1
+		}
+		return string(out), code
+	}
+	eventually(t, 20*time.Second, "outside -> c1 through its floating IP", func() (bool, string) {
+		out, code := fromOutside("http://" + fip.IP + ":8080/")
+		return code == 0 && strings.Contains(out, "c1-page"), out
+	})
+	if out, code := fromOutside("http://" + c2.IP + ":8080/"); code == 0 {
+		t.Errorf("outside reached a fixed address: %s", out)
+	}
+	if out, _ := fetch(root, "c1", "http://169.254.169.254/latest/meta-data/public-ipv4"); strings.TrimSpace(out) != fip.IP {
+		t.Errorf("c1's public-ipv4: %q", out)
+	}
+	if out := must(t, root, "", "floating-ip", "list"); !strings.Contains(out, fip.IP) || !strings.Contains(out, c1.IP) {
+		t.Errorf("floating-ip list:\n%s", out)
+	}
+	must(t, root, "", "floating-ip", "detach", fip.IP)
+	eventually(t, 20*time.Second, "detached: outside no longer reaches c1", func() (bool, string) {
+		out, code := fromOutside("http://" + fip.IP + ":8080/")
+		return code != 0, out
+	})
+	must(t, root, "", "floating-ip", "delete", fip.IP)
+
 	ports := must(t, root, "", "port", "list", "--network", "app")
 	if !strings.Contains(ports, "c1-eth0") || !strings.Contains(ports, c1.MAC) || !strings.Contains(ports, "c1 ") {
 		t.Errorf("port list:\n%s", ports)
@@ -186,6 +238,7 @@ func TestNetworks(t *testing.T) {
 		t.Errorf("ports left after terminate:\n%s", out)
 	}
 	must(t, root, "", "network", "delete", "app")
+	must(t, root, "", "network", "delete", "public")
 	must(t, t2, "", "network", "delete", "app")
 	eventually(t, 15*time.Second, "no network devices or namespaces left", func() (bool, string) {
 		out, _ := exec.Command("nsenter", "--net="+ns, "ip", "-o", "link").CombinedOutput()
