@@ -21,7 +21,7 @@ import (
 // driverFlags are the drivers' settings, shared by 'kumo server --drivers'
 // and 'kumo agent --driver'.
 type driverFlags struct {
-	sim   simFlags
+	sim     simFlags
 	accel   string
 	vtep    string
 	uplinks map[string]string
