@@ -87,7 +87,7 @@ func (s *simFlags) options() driver.Options {
 
 func agentCommand(root *cobra.Command) {
 	var (
-		server, token, name, stateDir, drv, logLevel string
+		server, token, name, stateDir, drv, logLevel, hostName string
 		heartbeat                                    time.Duration
 		drivers                                      driverFlags
 	)
@@ -109,6 +109,7 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 				return err
 			}
 			o := drivers.options()
+			o.HostName = hostName
 			var a *agent.Agent
 			o.FetchImage = func(ctx context.Context, sum string) (io.ReadCloser, error) { return a.FetchImage(ctx, sum) }
 			d, err := driver.Open(drv, stateDir, o)
@@ -134,6 +135,7 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 	f.StringVar(&server, "server", os.Getenv("KUMO_SERVER"), "the server's https URL")
 	f.StringVar(&token, "join-token", os.Getenv("KUMO_JOIN_TOKEN"), "join token (first start only)")
 	f.StringVar(&name, "name", "", "agent name (default: host name)")
+	f.StringVar(&hostName, "host-name", "", "container and qemu drivers: the name of the host this agent brings (default: the machine's host name)")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/kumo-agent", "credential and driver state")
 	f.StringVar(&drv, "driver", "container", "driver: container (runc), qemu (VMs), container,qemu (both) or sim")
 	f.DurationVar(&heartbeat, "heartbeat", 5*time.Second, "heartbeat interval")

@@ -336,6 +336,14 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 			dp.StopServices(vni)
 		}
 	}
+	// A router left without its network (its removal was cut short).
+	for _, vni := range dp.Routers() {
+		if !wantNet[vni] {
+			if err := dp.RemoveNetwork(vni); err != nil {
+				a.log.Warn("removing a network", "vni", vni, "err", err)
+			}
+		}
+	}
 }
 
 // metadata serves the EC2-style metadata paths to the instance the

@@ -116,7 +116,9 @@ func TestComputeContract(t *testing.T) {
 	if _, err := admin.Explain(ctx, "default", "c1"); client.StatusOf(err) != 409 {
 		t.Errorf("explain of a DONE instance: %v", err)
 	}
-	_, err = admin.CreateInstance(ctx, "default", api.InstancesPost{Name: "c2", Type: "vm", Flavor: "small", Image: "x", Requirements: "FREE_MEM > 1"})
+	_, err = admin.CreateNetwork(ctx, "default", api.NetworksPost{Name: "cnet", CIDR: "10.40.0.0/24"})
+	check("network", err)
+	_, err = admin.CreateInstance(ctx, "default", api.InstancesPost{Name: "c2", Type: "vm", Flavor: "small", Image: "x", Requirements: "FREE_MEM > 1", Networks: []string{"cnet"}})
 	check("create c2", err)
 	// A snapshot goes to the VM's agent; the sim driver has none to give,
 	// and the image registered for it is gone again.
@@ -152,6 +154,12 @@ func TestComputeContract(t *testing.T) {
 	json.Unmarshal(b, &cred)
 	agentClient := s.remote(t, cred.Credential)
 	agentClient.WrapTransport(v.Transport)
+	// What the agent's hosts need of networks: c2's port, its rules.
+	nv, err := agentClient.AgentNetworks(ctx, cred.AgentID)
+	check("agent networks", err)
+	if len(nv.Networks) != 1 || len(nv.Networks[0].Ports) != 1 || len(nv.Networks[0].Ports[0].Rules) == 0 {
+		t.Errorf("agent networks: %+v", nv)
+	}
 	rc, err := agentClient.AgentImage(ctx, cred.AgentID, img.SHA256)
 	check("agent image", err)
 	got, _ := io.ReadAll(rc)

@@ -168,6 +168,37 @@ func TestContract(t *testing.T) {
 	}
 	check("delete port", admin.DeletePort(ctx, "default", "a1"))
 	check("delete network", admin.DeleteNetwork(ctx, "default", "app"))
+	// Security groups and their rules.
+	_, err = admin.CreateSecurityGroup(ctx, "default", api.SecurityGroupsPost{Name: "web", Description: "front"})
+	check("security group", err)
+	g, err := admin.AddSecurityRule(ctx, "default", "web", api.SecurityRule{Direction: api.Ingress, Protocol: "tcp", PortMin: 80})
+	check("rule", err)
+	if _, err := admin.AddSecurityRule(ctx, "default", "web", api.SecurityRule{Direction: "sideways"}); client.StatusOf(err) != 400 {
+		t.Errorf("a bad rule: %v", err)
+	}
+	_, err = admin.SecurityGroups(ctx, "default")
+	check("security groups", err)
+	_, err = admin.SecurityGroup(ctx, "default", "web")
+	check("show security group", err)
+	_, err = admin.DeleteSecurityRule(ctx, "default", "web", g.Rules[len(g.Rules)-1].ID)
+	check("delete rule", err)
+	check("delete security group", admin.DeleteSecurityGroup(ctx, "default", "web"))
+	// Floating IPs from an external network.
+	_, err = admin.CreateNetwork(ctx, "default", api.NetworksPost{Name: "public", CIDR: "203.0.113.0/24", External: true})
+	check("external network", err)
+	fip, err := admin.CreateFloatingIP(ctx, "default", api.FloatingIPsPost{Network: "public"})
+	check("floating ip", err)
+	_, err = admin.FloatingIPs(ctx, "default")
+	check("floating ips", err)
+	_, err = admin.FloatingIP(ctx, "default", fip.IP)
+	check("show floating ip", err)
+	if _, err := admin.AttachFloatingIP(ctx, "default", fip.IP, "nosuch"); client.StatusOf(err) != 404 {
+		t.Errorf("attach to no instance: %v", err)
+	}
+	_, err = admin.DetachFloatingIP(ctx, "default", fip.IP)
+	check("detach floating ip", err)
+	check("delete floating ip", admin.DeleteFloatingIP(ctx, "default", fip.IP))
+	check("delete external network", admin.DeleteNetwork(ctx, "default", "public"))
 	// A live event arrives on a following stream.
 	got := make(chan api.Event, 1)
 	sctx, scancel := context.WithCancel(ctx)

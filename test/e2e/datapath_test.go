@@ -71,13 +71,6 @@ func TestNetworks(t *testing.T) {
 		}
 	}
 	s := startServerIn(t, ns, "--drivers", "container,qemu", "--qemu-accel", "tcg", "--uplink", "public=uplink0")
-	// A failed run may leave namespaces mounted in the data dir.
-	t.Cleanup(func() {
-		left, _ := filepath.Glob(filepath.Join(s.dir, "agent", "netns", "*"))
-		for _, p := range left {
-			datapath.RemoveNamespace(p)
-		}
-	})
 	t.Cleanup(func() { exec.Command("pkill", "-9", "-f", filepath.Join(s.dir, "agent", "qemu")).Run() })
 	root := []string{"KUMO_SOCKET=" + s.socket}
 	dir := t.TempDir()
@@ -85,7 +78,7 @@ func TestNetworks(t *testing.T) {
 	must(t, root, "", "image", "build", "tiny-rootfs", "-f", img)
 	must(t, root, "", "image", "import", img, "--name", "tiny", "--public")
 
-	must(t, root, "", "network", "create", "app", "--subnet", "10.20.0.0/24", "--gateway", "10.20.0.1", "--dns", "10.20.0.1")
+	t.Log(must(t, root, "", "network", "create", "app", "--subnet", "10.20.0.0/24", "--gateway", "10.20.0.1", "--dns", "10.20.0.1"))
 	must(t, root, "", "security-group", "create", "web")
 	must(t, root, "", "security-group", "rule", "add", "web", "--ingress", "--tcp", "8080", "--from", "0.0.0.0/0")
 	if r := kumo(t, root, "", "security-group", "rule", "add", "web", "--ingress", "--tcp", "70000"); r.code != 1 || !strings.Contains(r.err, "1-65535") {
@@ -249,6 +242,6 @@ func TestNetworks(t *testing.T) {
 				mounted = append(mounted, p)
 			}
 		}
-		return !strings.Contains(string(out), "kbr") && !strings.Contains(string(out), "kp") && len(mounted) == 0, string(out) + strings.Join(mounted, " ")
+		return !strings.Contains(string(out), "kbr") && !strings.Contains(string(out), "kp") && len(mounted) == 0, string(out) + strings.Join(mounted, " ") + "\n" + s.out.String()
 	})
 }

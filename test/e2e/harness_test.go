@@ -92,6 +92,14 @@ func startServer(t *testing.T, extraArgs ...string) *server {
 func startServerIn(t *testing.T, netns string, extraArgs ...string) *server {
 	s := &server{t: t, dir: t.TempDir(), addr: freeAddr(t), extraArgs: extraArgs, netns: netns}
 	s.socket = filepath.Join(s.dir, "kumo.sock")
+	// A failed run may leave namespaces (routers', containers') mounted
+	// in the data dir; they go before it does.
+	t.Cleanup(func() {
+		left, _ := filepath.Glob(filepath.Join(s.dir, "agent", "netns", "*"))
+		for _, p := range left {
+			syscall.Unmount(p, syscall.MNT_DETACH)
+		}
+	})
 	s.start()
 	t.Cleanup(s.stop)
 	return s

@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kumocloud/kumo/internal/atomicfile"
 	"github.com/kumocloud/kumo/internal/driver/local"
 	"github.com/kumocloud/kumo/internal/rootfs"
 	"github.com/kumocloud/kumo/internal/vmimage"
@@ -41,6 +43,46 @@ func ResolveAccel(ctx context.Context, bin, want string) (string, string) {
 		return "tcg", "KVM probe boot failed: " + err.Error()
 	}
 	return "kvm", "KVM probe boot reached the guest's ready line"
+}
+
+// probeVerdict is a probe's result as kept in the driver's state dir.
+type probeVerdict struct {
+	BootID   string    `json:"boot_id"`
+	Binary   string    `json:"binary"`
+	BinMTime time.Time `json:"binary_mtime"`
+	Accel    string    `json:"accel"`
+	Reason   string    `json:"reason"`
+}
+
+// ResolveAccelCached is ResolveAccel for "auto", its verdict kept in dir
+// until the host reboots or QEMU changes: an agent restart must not wait
+// for another probe boot (up to ProbeTimeout, long enough for its hosts
+// to be seen offline).
+func ResolveAccelCached(ctx context.Context, dir, bin, want string) (string, string) {
+	if want != "" && want != "auto" {
+		return ResolveAccel(ctx, bin, want)
+	}
+	bootID, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	st, err := os.Stat(bin)
+	if err != nil || len(bootID) == 0 {
+		return ResolveAccel(ctx, bin, want)
+	}
+	now := probeVerdict{BootID: strings.TrimSpace(string(bootID)), Binary: bin, BinMTime: st.ModTime().UTC()}
+	path := filepath.Join(dir, "accel-probe.json")
+	var kept probeVerdict
+	if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &kept) == nil &&
+		kept.BootID == now.BootID && kept.Binary == now.Binary && kept.BinMTime.Equal(now.BinMTime) && kept.Accel != "" {
+		return kept.Accel, kept.Reason + " (probed at this boot)"
+	}
+	now.Accel, now.Reason = ResolveAccel(ctx, bin, want)
+	if ctx.Err() == nil {
+		if b, err := json.Marshal(now); err == nil {
+			if os.MkdirAll(dir, 0o700) == nil {
+				atomicfile.Write(path, b, 0o600)
+			}
+		}
+	}
+	return now.Accel, now.Reason
 }
 
 // probeBoot boots the kernel and initramfs under accel and waits for the

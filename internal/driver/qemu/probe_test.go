@@ -2,7 +2,10 @@ package qemu
 
 import (
 	"context"
+	"encoding/json"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -37,5 +40,35 @@ func TestProbe(t *testing.T) {
 	}
 	if a, _ := ResolveAccel(ctx, "qemu-system-x86_64", "tcg"); a != "tcg" {
 		t.Fatalf("an explicit tcg resolved to %s", a)
+	}
+}
+
+// TestProbeVerdictKept: the verdict of "auto" is kept in the state dir
+// and reused while the host has not rebooted and QEMU has not changed.
+func TestProbeVerdictKept(t *testing.T) {
+	dir := t.TempDir()
+	bin, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		t.Skip("qemu-system-x86_64 is not installed (make test installs it)")
+	}
+	st, _ := os.Stat(bin)
+	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	kept := probeVerdict{BootID: strings.TrimSpace(string(boot)), Binary: bin, BinMTime: st.ModTime().UTC(), Accel: "tcg", Reason: "kept verdict"}
+	b, _ := json.Marshal(kept)
+	os.WriteFile(filepath.Join(dir, "accel-probe.json"), b, 0o600)
+	if a, r := ResolveAccelCached(context.Background(), dir, bin, "auto"); a != "tcg" || !strings.Contains(r, "kept verdict") {
+		t.Errorf("the kept verdict was not used: %s (%s)", a, r)
+	}
+	// Another boot: probed again (and kept anew).
+	kept.BootID = "another-boot"
+	b, _ = json.Marshal(kept)
+	os.WriteFile(filepath.Join(dir, "accel-probe.json"), b, 0o600)
+	if _, r := ResolveAccelCached(context.Background(), dir, bin, "auto"); strings.Contains(r, "kept verdict") {
+		t.Errorf("a verdict of another boot was used: %s", r)
+	}
+	var now probeVerdict
+	b, _ = os.ReadFile(filepath.Join(dir, "accel-probe.json"))
+	if json.Unmarshal(b, &now); now.BootID != strings.TrimSpace(string(boot)) || now.Accel == "" {
+		t.Errorf("the new verdict was not kept: %+v", now)
 	}
 }

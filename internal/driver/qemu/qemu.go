@@ -88,7 +88,7 @@ func New(o driver.Options) (*Driver, error) {
 	}
 	// The probe may first fetch the kernel package: bound it all.
 	pctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	d.accel, d.accelReason = ResolveAccel(pctx, bin, o.QemuAccel)
+	d.accel, d.accelReason = ResolveAccelCached(pctx, o.StateDir, bin, o.QemuAccel)
 	cancel()
 	if d.accel != "tcg" && d.accel != "kvm" {
 		return nil, fmt.Errorf("qemu accel %q: use auto, kvm or tcg", o.QemuAccel)

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -540,11 +541,13 @@ func (h *Host) DetachDevice(name string) error {
 	return h.nl.LinkDel(l)
 }
 
-// RemoveNetwork removes a network's bridge and VXLAN device from this
-// host (when its last port here has gone).
+// RemoveNetwork removes a network's bridge, VXLAN device and router from
+// this host (when its last port here has gone). It goes on past a device
+// it cannot remove, so the router never outlives its bridge.
 func (h *Host) RemoveNetwork(vni int64) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	var first error
 	for _, name := range []string{externalName(vni), gatewayName(vni), VXLANName(vni), BridgeName(vni)} {
 		l, err := h.nl.LinkByName(name)
 		if isNotFound(err) {
@@ -553,11 +556,28 @@ func (h *Host) RemoveNetwork(vni int64) error {
 		if err == nil {
 			err = h.nl.LinkDel(l)
 		}
-		if err != nil {
-			return fmt.Errorf("datapath: removing %s: %w", name, err)
+		if err != nil && !isNotFound(err) && first == nil {
+			first = fmt.Errorf("datapath: removing %s: %w", name, err)
 		}
 	}
-	return RemoveNamespace(h.RouterNS(vni))
+	if err := RemoveNamespace(h.RouterNS(vni)); err != nil && first == nil {
+		first = err
+	}
+	return first
+}
+
+// Routers lists the networks whose router namespace is on this host.
+func (h *Host) Routers() []int64 {
+	entries, _ := os.ReadDir(h.cfg.NSDir)
+	var out []int64
+	for _, e := range entries {
+		if v, ok := strings.CutPrefix(e.Name(), "router-"); ok {
+			if vni, err := strconv.ParseInt(v, 10, 64); err == nil {
+				out = append(out, vni)
+			}
+		}
+	}
+	return out
 }
 
 // State is what exists on the host: networks by VNI, each with the ports
