@@ -88,8 +88,8 @@ func (s *simFlags) options() driver.Options {
 func agentCommand(root *cobra.Command) {
 	var (
 		server, token, name, stateDir, drv, logLevel, hostName string
-		heartbeat                                    time.Duration
-		drivers                                      driverFlags
+		heartbeat                                              time.Duration
+		drivers                                                driverFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
