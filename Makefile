@@ -27,7 +27,7 @@ deps:
 test: deps check
 	$(GO) test -count=1 -timeout 25m ./...
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 15s ./internal/scheduler
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./internal/scheduler ./internal/metering
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./internal/scheduler ./internal/metering ./internal/network/datapath
 	$(GO) test -run '^$$' -fuzz FuzzDecodeAndValidate -fuzztime 20s ./internal/server
 
 check:
@@ -36,6 +36,7 @@ check:
 
 bench:
 	$(GO) test -run '^$$' -bench . ./internal/scheduler ./internal/metering
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./internal/network/datapath
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeAndValidate -fuzztime 5m ./internal/server

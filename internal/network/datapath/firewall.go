@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,7 +55,7 @@ func (h *Host) ApplyFirewall(ports []FirewallPort) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	sort.Slice(ports, func(i, j int) bool { return ports[i].ID < ports[j].ID })
-	conn, err := nftables.New(nftables.WithNetNSFd(int(h.ns)))
+	conn, err := nftConn(int(h.ns))
 	if err != nil {
 		return fmt.Errorf("datapath: nftables: %w", err)
 	}
@@ -142,6 +143,31 @@ func (h *Host) ApplyFirewall(ports []FirewallPort) error {
 		return fmt.Errorf("datapath: nftables: %w", err)
 	}
 	return nil
+}
+
+// nftConn is an nftables connection in a namespace whose socket can take
+// the kernel's answer to a whole ruleset in one transaction: every
+// message of the batch is acknowledged (rules are echoed back), which
+// overflows the default receive buffer (ENOBUFS) with a few ports, and
+// the batch itself outgrows the default send buffer with a few hundred.
+func nftConn(nsFd int) (*nftables.Conn, error) {
+	return nftables.New(nftables.WithNetNSFd(nsFd), nftables.WithSockOptions(func(c *netlink.Conn) error {
+		raw, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		err = raw.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 64<<20)
+			if serr == nil { // the whole batch goes in one sendmsg
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 64<<20)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}))
 }
 
 // RemoveFirewall deletes the kumo tables.

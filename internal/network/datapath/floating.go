@@ -153,7 +153,7 @@ func natTable(rns string, fips []Floating) error {
 		return err
 	}
 	defer ns.Close()
-	conn, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	conn, err := nftConn(int(ns))
 	if err != nil {
 		return err
 	}

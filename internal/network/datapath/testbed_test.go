@@ -21,21 +21,21 @@ import (
 // namespaces for instances. Nothing is sent outside it; all of it goes at
 // the end of the test, also when it fails.
 type testbed struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	sw    string // the underlay switch's namespace
 	hosts []*Host
 	ports int
 }
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("network datapath tests need root (namespaces, bridges, nftables)")
 	}
 }
 
-func newTestbed(t *testing.T, nhosts int) *testbed {
+func newTestbed(t testing.TB, nhosts int) *testbed {
 	requireRoot(t)
 	dir, err := os.MkdirTemp("/run", "kumo-dp-test-")
 	if err != nil {
@@ -129,7 +129,7 @@ func (tb *testbed) close() {
 	os.RemoveAll(tb.dir)
 }
 
-func linkIn(t *testing.T, nl *netlink.Handle, name string) netlink.Link {
+func linkIn(t testing.TB, nl *netlink.Handle, name string) netlink.Link {
 	t.Helper()
 	l, err := nl.LinkByName(name)
 	if err != nil {
@@ -138,7 +138,7 @@ func linkIn(t *testing.T, nl *netlink.Handle, name string) netlink.Link {
 	return l
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -154,11 +154,15 @@ type instance struct {
 // plug makes an instance namespace on host i and attaches it.
 func (tb *testbed) plug(i int, n Network, name string, ip string) instance {
 	tb.t.Helper()
-	a := netip.MustParseAddr(ip)
+	must(tb.t, tb.hosts[i].EnsureNetwork(n))
+	return tb.plugPort(i, n, name, netip.MustParseAddr(ip))
+}
+
+// plugPort attaches a new instance namespace to a network that exists.
+func (tb *testbed) plugPort(i int, n Network, name string, a netip.Addr) instance {
 	b := a.As4()
 	tb.ports++
 	p := Port{ID: fmt.Sprintf("%08x-%04x-4000-8000-%012d", b, tb.ports, i), MAC: net.HardwareAddr{2, 0, b[0], b[1], b[2], b[3]}, IP: a, NetNS: tb.namespace(name)}
-	must(tb.t, tb.hosts[i].EnsureNetwork(n))
 	if _, err := tb.hosts[i].AttachPort(n, p); err != nil {
 		tb.t.Fatal(err)
 	}
