@@ -137,13 +137,15 @@ type AgentNetworks struct {
 
 // AgentNetwork is one network as an agent's hosts need it.
 type AgentNetwork struct {
-	VNI     int64         `json:"vni"`
-	CIDR    string        `json:"cidr"`
-	Gateway string        `json:"gateway"`
-	DNS     []string      `json:"dns,omitempty"`
-	DHCP    bool          `json:"dhcp"`
-	Peers   []NetworkPeer `json:"peers"`
-	Ports   []AgentPort   `json:"ports"`
+	VNI     int64    `json:"vni"`
+	CIDR    string   `json:"cidr"`
+	Gateway string   `json:"gateway"`
+	DNS     []string `json:"dns,omitempty"`
+	DHCP    bool     `json:"dhcp"`
+	// EgressNAT: the router lets the network out through the host.
+	EgressNAT bool          `json:"egress_nat,omitempty"`
+	Peers     []NetworkPeer `json:"peers"`
+	Ports     []AgentPort   `json:"ports"`
 }
 
 // NetworkPeer is another host with ports on a network.

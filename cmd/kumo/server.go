@@ -22,6 +22,7 @@ func serverCommand(root *cobra.Command) {
 		tokenTTL, eventRetention, hostGrace                time.Duration
 		drivers, policy, currency                          string
 		drvFlags                                           driverFlags
+		egressNAT                                          bool
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -55,6 +56,7 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 				Identity: opts, EventRetention: eventRetention, Version: version, Logger: log,
 				UnsafeNoFsync: os.Getenv("KUMO_UNSAFE_NO_FSYNC") == "1",
 				HostGrace:     hostGrace, SchedulerPolicy: policy, Currency: currency,
+				EgressNAT: egressNAT,
 			}
 			if drivers != "" && drivers != "none" {
 				if err := checkDrivers("drivers", drivers); err != nil {
@@ -87,6 +89,7 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 	f.StringVar(&defaultQuota, "default-quota", "", "quota of new projects, e.g. instances=20,vcpus=40,memory=80GiB (unnamed limits keep the built-in defaults)")
 	f.DurationVar(&tokenTTL, "token-ttl", 0, "lifetime of new API tokens (default 168h)")
 	f.DurationVar(&eventRetention, "event-retention", 24*time.Hour, "how long events are kept")
+	f.BoolVar(&egressNAT, "egress-nat", false, "let tenant networks reach past the hosts' default routes, masqueraded behind each host's address (off: only floating IPs leave)")
 	f.StringVar(&drivers, "drivers", "", "run a local agent with these drivers: container (runc), qemu (VMs), container,qemu (both on this host) or sim")
 	f.StringVar(&currency, "currency", "EUR", "currency of all prices and budgets")
 	f.StringVar(&policy, "scheduler-policy", "packing", "packing, striping or load-aware")

@@ -97,7 +97,9 @@ type Agent struct {
 	netKick   chan struct{}
 	netErr    string
 	fwApplied bool
-	fipNets   map[int64]bool // tenant networks whose router has floating IPs here
+	routers   map[int64]string // what each tenant router here was last set to do
+	assigned  chan struct{}    // closed once the first assignments are dispatched
+	netRounds int
 }
 
 // New prepares an agent: it joins (first start) or loads its credential,
@@ -116,7 +118,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		cfg.Name, _ = os.Hostname()
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, reps: make(chan api.InstanceReport, 4096), work: map[string]*work{}, running: map[string]api.Assignment{}, written: map[string]int64{}, sem: make(chan struct{}, cfg.Workers),
-		ready: map[string]bool{}, kick: make(chan struct{}, 1), withPorts: map[string]api.Assignment{}, netKick: make(chan struct{}, 1), netErr: cfg.NetworkError, fipNets: map[int64]bool{}}
+		ready: map[string]bool{}, kick: make(chan struct{}, 1), withPorts: map[string]api.Assignment{}, netKick: make(chan struct{}, 1), netErr: cfg.NetworkError, routers: map[int64]string{}, assigned: make(chan struct{})}
 	specs, err := cfg.Driver.Hosts(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("driver %s: fingerprint: %w", cfg.Driver.Name(), err)
@@ -235,12 +237,20 @@ func (a *Agent) Run(ctx context.Context) error {
 			time.Sleep(time.Second)
 			continue
 		}
-		if since == 0 {
+		first := since == 0
+		if first {
 			a.reconcile(ctx, as.Items, recovered)
 			recovered = nil
 		}
 		for _, as := range as.Items {
 			a.dispatch(ctx, as)
+		}
+		if first {
+			select {
+			case <-a.assigned:
+			default:
+				close(a.assigned)
+			}
 		}
 		since = as.Revision
 	}

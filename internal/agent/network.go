@@ -148,6 +148,13 @@ func (a *Agent) networkLoop(ctx context.Context) {
 	if a.cfg.Network == nil {
 		return
 	}
+	// Not before the first listing of assignments is dispatched: until
+	// then every running instance's ports would look unwanted.
+	select {
+	case <-ctx.Done():
+		return
+	case <-a.assigned:
+	}
 	t := time.NewTicker(netEvery)
 	defer t.Stop()
 	for {
@@ -186,6 +193,11 @@ func (a *Agent) wired() map[string]api.Assignment {
 // logged and retried on the next round.
 func (a *Agent) syncNetworksLocked(ctx context.Context) {
 	dp := a.cfg.Network
+	// Routers are set only when what they should do changes; every 30th
+	// round they are set anyway, to repair what was changed by hand.
+	if a.netRounds++; a.netRounds%30 == 0 {
+		clear(a.routers)
+	}
 	view, err := a.c.AgentNetworks(ctx, a.id)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -218,6 +230,7 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 	}
 	var fw []datapath.FirewallPort
 	byAddr := map[int64]map[string]api.AgentPort{}
+	inView := map[string]bool{}
 	for _, n := range view.Networks {
 		dn, err := dpNetwork(api.InstanceNIC{Network: fmt.Sprint(n.VNI), VNI: n.VNI, CIDR: n.CIDR, Gateway: n.Gateway, DNS: n.DNS, DHCP: n.DHCP})
 		if err != nil {
@@ -256,12 +269,13 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 			if err1 != nil || err2 != nil {
 				continue
 			}
+			wantPort[datapath.PortName(p.PortID)] = true
+			inView[p.InstanceID] = true
 			as, mine := wired[p.InstanceID]
 			if !mine {
-				continue // not (or no longer) running here
+				continue // its assignment has not reached this agent yet
 			}
 			byAddr[n.VNI][p.IP] = p
-			wantPort[datapath.PortName(p.PortID)] = true
 			// Repair: a port deleted by hand (or with its bridge) is
 			// plugged again.
 			ns := ""
@@ -293,16 +307,29 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 		if err := dp.EnsureServices(dn, leases, http.HandlerFunc(a.metadata), a.log); err != nil {
 			a.log.Warn("network services", "vni", n.VNI, "err", err)
 		}
-		if len(fips) > 0 || a.fipNets[n.VNI] {
-			if err := dp.SetFloatingIPs(n.VNI, ext, fips); err != nil {
-				a.log.Warn("floating IPs", "vni", n.VNI, "err", err)
+		// The router's egress and floating IPs, when they changed.
+		r := datapath.Router{Egress: n.EgressNAT, External: ext, Floating: fips}
+		if key := fmt.Sprint(r); a.routers[n.VNI] != key {
+			if err := dp.SetRouter(n.VNI, r); err != nil {
+				a.log.Warn("router", "vni", n.VNI, "err", err)
 			} else {
-				a.fipNets[n.VNI] = len(fips) > 0
+				a.routers[n.VNI] = key
 			}
 		}
 	}
 	a.mu.Lock()
 	a.netView = byAddr
+	// Instances the server no longer places here (a late assignment of
+	// one that ended may have put it back) are forgotten; their devices
+	// go below.
+	for id := range wired {
+		if !inView[id] {
+			delete(a.withPorts, id)
+			for _, nic := range wired[id].NICs {
+				delete(wantPort, datapath.PortName(nic.PortID))
+			}
+		}
+	}
 	a.mu.Unlock()
 	// A host that never had a network keeps its firewall untouched.
 	if len(wantNet) > 0 || a.fwApplied {
@@ -325,6 +352,7 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 			}
 			if left == 0 && !wantNet[vni] {
 				dp.StopServices(vni)
+				delete(a.routers, vni)
 				if err := dp.RemoveNetwork(vni); err != nil {
 					a.log.Warn("removing a network", "vni", vni, "err", err)
 				}
@@ -339,6 +367,7 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 	// A router left without its network (its removal was cut short).
 	for _, vni := range dp.Routers() {
 		if !wantNet[vni] {
+			delete(a.routers, vni)
 			if err := dp.RemoveNetwork(vni); err != nil {
 				a.log.Warn("removing a network", "vni", vni, "err", err)
 			}

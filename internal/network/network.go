@@ -55,6 +55,9 @@ type Service struct {
 	HostOf func(project, instance string) string
 	// GroupUsers counts the live instances using a security group.
 	GroupUsers func(project, group string) int
+	// EgressNAT: tenant networks reach past their hosts' default routes
+	// (masqueraded); off, only floating IPs leave.
+	EgressNAT bool
 	// InstanceNICs returns a live instance's ports (floating IPs attach
 	// to the first).
 	InstanceNICs func(ctx context.Context, project, instance string) ([]api.InstanceNIC, error)

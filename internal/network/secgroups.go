@@ -267,7 +267,8 @@ func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed
 		if local[p.Host] {
 			projects[p.Project] = true
 			if byVNI[p.NIC.VNI] == nil {
-				byVNI[p.NIC.VNI] = &api.AgentNetwork{VNI: p.NIC.VNI, CIDR: p.NIC.CIDR, Gateway: p.NIC.Gateway, DNS: p.NIC.DNS, DHCP: p.NIC.DHCP, Peers: []api.NetworkPeer{}, Ports: []api.AgentPort{}}
+				byVNI[p.NIC.VNI] = &api.AgentNetwork{VNI: p.NIC.VNI, CIDR: p.NIC.CIDR, Gateway: p.NIC.Gateway, DNS: p.NIC.DNS, DHCP: p.NIC.DHCP,
+					EgressNAT: svc.EgressNAT, Peers: []api.NetworkPeer{}, Ports: []api.AgentPort{}}
 			}
 		}
 	}

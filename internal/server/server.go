@@ -54,6 +54,8 @@ type Config struct {
 	Identity identity.Options
 	// EventRetention is how long events are kept.
 	EventRetention time.Duration
+	// EgressNAT lets tenant networks out through their hosts (opt-in).
+	EgressNAT bool
 	// OperationRetention is how long ended operations are kept.
 	OperationRetention time.Duration
 	// Version is reported by GET /v1.
@@ -207,6 +209,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	}
 	s.networks = network.New(st, cfg.Clock)
 	s.networks.HostOf = s.compute.HostOf
+	s.networks.EgressNAT = cfg.EgressNAT
 	s.networks.GroupUsers = s.compute.GroupUsers
 	s.networks.InstanceNICs = s.compute.InstanceNICs
 	s.compute.Networks = s.networks

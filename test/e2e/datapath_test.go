@@ -65,12 +65,19 @@ func TestNetworks(t *testing.T) {
 		{"nsenter", "--net=" + ns, "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", outside},
 		{"nsenter", "--net=" + outside, "ip", "addr", "add", "203.0.113.1/24", "dev", "eth0"},
 		{"nsenter", "--net=" + outside, "ip", "link", "set", "eth0", "up"},
+		// And the host's way out (egress NAT): its default route.
+		{"nsenter", "--net=" + ns, "ip", "link", "add", "wan0", "type", "veth", "peer", "name", "wan", "netns", outside},
+		{"nsenter", "--net=" + ns, "ip", "addr", "add", "192.0.2.1/24", "dev", "wan0"},
+		{"nsenter", "--net=" + ns, "ip", "link", "set", "wan0", "up"},
+		{"nsenter", "--net=" + ns, "ip", "route", "add", "default", "via", "192.0.2.2"},
+		{"nsenter", "--net=" + outside, "ip", "addr", "add", "192.0.2.2/24", "dev", "wan"},
+		{"nsenter", "--net=" + outside, "ip", "link", "set", "wan", "up"},
 	} {
 		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
 			t.Fatalf("%v: %v %s", c, err, out)
 		}
 	}
-	s := startServerIn(t, ns, "--drivers", "container,qemu", "--qemu-accel", "tcg", "--uplink", "public=uplink0")
+	s := startServerIn(t, ns, "--drivers", "container,qemu", "--qemu-accel", "tcg", "--uplink", "public=uplink0", "--egress-nat")
 	t.Cleanup(func() { exec.Command("pkill", "-9", "-f", filepath.Join(s.dir, "agent", "qemu")).Run() })
 	root := []string{"KUMO_SOCKET=" + s.socket}
 	dir := t.TempDir()
@@ -181,6 +188,27 @@ func TestNetworks(t *testing.T) {
 		return code != 0, out
 	})
 	must(t, root, "", "floating-ip", "delete", fip.IP)
+
+	// Egress NAT (on for this server): c2, without a floating IP, reaches a
+	// server past the host's default route; the host itself it does not.
+	www := t.TempDir()
+	os.WriteFile(filepath.Join(www, "index.html"), []byte("outside-page\n"), 0o644)
+	httpd := exec.Command("nsenter", "--net="+outside, "busybox", "httpd", "-f", "-p", "192.0.2.2:9000", "-h", www)
+	if err := httpd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { httpd.Process.Kill(); httpd.Wait() })
+	expect("c2 -> outside through egress NAT", root, "c2", "http://192.0.2.2:9000/", "outside-page", true)
+	hostd := exec.Command("nsenter", "--net="+ns, "busybox", "httpd", "-f", "-p", "0.0.0.0:9100", "-h", www)
+	if err := hostd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hostd.Process.Kill(); hostd.Wait() })
+	for _, addr := range []string{"192.0.2.1", "127.0.0.1"} {
+		if out, code := fetch(root, "c2", "http://"+addr+":9100/"); code == 0 {
+			t.Errorf("a tenant reached a service of its host's at %s: %s", addr, out)
+		}
+	}
 
 	ports := must(t, root, "", "port", "list", "--network", "app")
 	if !strings.Contains(ports, "c1-eth0") || !strings.Contains(ports, c1.MAC) || !strings.Contains(ports, "c1 ") {

@@ -139,6 +139,11 @@ func TestNetworksAcrossHosts(t *testing.T) {
 		r := kumo(t, root, "", "instance", "exec", "a1", "--", "timeout", "3", "wget", "-qO-", "http://"+a0.IP+":8080/")
 		return r.code == 0 && strings.Contains(r.out, "a0"), r.out + r.err
 	})
+	// Without --egress-nat nothing past the network is reachable: not the
+	// hosts' own addresses either.
+	if r := kumo(t, root, "", "instance", "exec", "a1", "--", "timeout", "3", "wget", "-qO-", "http://198.18.0.1:"+port+"/v1"); r.code == 0 {
+		t.Errorf("a tenant reached the server's API: %s", r.out)
+	}
 	fdb := ipIn(t, h1, "-d", "link", "show")
 	if !strings.Contains(fdb, "local 198.18.0.2") {
 		t.Errorf("host1's VXLAN device does not start at its VTEP:\n%s", fdb)
@@ -149,6 +154,8 @@ func TestNetworksAcrossHosts(t *testing.T) {
 	b := nics(t, root, "b")[0]
 	appBr, otherBr := "kbr"+strconv.FormatInt(a1.VNI, 10), "kbr"+strconv.FormatInt(b.VNI, 10)
 	before := ifindex(t, h1, otherBr)
+	bPort := "kp" + strings.ReplaceAll(b.PortID, "-", "")[:12]
+	bPortBefore := ifindex(t, h1, bPort)
 	if before == "" || ifindex(t, h1, appBr) == "" {
 		t.Fatalf("host1 lacks %s or %s:\n%s", appBr, otherBr, ipIn(t, h1, "-o", "link"))
 	}
@@ -159,8 +166,8 @@ func TestNetworksAcrossHosts(t *testing.T) {
 		r := kumo(t, root, "", "instance", "exec", "a0", "--", "timeout", "3", "wget", "-qO-", "http://"+a1.IP+":8080/")
 		return r.code == 0 && strings.Contains(r.out, "a1"), r.out + r.err + a.out.String()
 	})
-	if ifindex(t, h1, otherBr) != before {
-		t.Errorf("the repair replaced %s, which was right", otherBr)
+	if ifindex(t, h1, otherBr) != before || bPortBefore == "" || ifindex(t, h1, bPort) != bPortBefore {
+		t.Errorf("the restart replaced %s or b's port %s, which were right", otherBr, bPort)
 	}
 
 	for _, n := range []string{"a0", "a1", "b"} {

@@ -548,7 +548,7 @@ func (h *Host) RemoveNetwork(vni int64) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var first error
-	for _, name := range []string{externalName(vni), gatewayName(vni), VXLANName(vni), BridgeName(vni)} {
+	for _, name := range []string{egressName(vni), externalName(vni), gatewayName(vni), VXLANName(vni), BridgeName(vni)} {
 		l, err := h.nl.LinkByName(name)
 		if isNotFound(err) {
 			continue

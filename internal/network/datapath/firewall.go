@@ -86,8 +86,25 @@ func (h *Host) ApplyFirewall(ports []FirewallPort) error {
 			[]expr.Any{&expr.Immediate{Register: 1, Data: zone}, &expr.Ct{Key: expr.CtKeyZONE, Register: 1, SourceRegister: true}})})
 	}
 
+	// Egress links from routers (egress.go): marked for the masquerade.
+	mark := make([]byte, 4)
+	binary.NativeEndian.PutUint32(mark, egressMark)
+	conn.AddRule(&nftables.Rule{Table: inet, Chain: raw, Exprs: concat(iifPrefix("kn"),
+		[]expr.Any{&expr.Immediate{Register: 1, Data: mark}, &expr.Meta{Key: expr.MetaKeyMARK, Register: 1, SourceRegister: true}})})
+	// The host answers routers' egress links nothing but replies.
+	input := conn.AddChain(&nftables.Chain{Name: "input", Table: inet, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+	conn.AddRule(&nftables.Rule{Table: inet, Chain: input, Exprs: concat(iifPrefix("kn"), ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept))})
+	conn.AddRule(&nftables.Rule{Table: inet, Chain: input, Exprs: concat(iifPrefix("kn"), verdict(expr.VerdictDrop))})
+	post := conn.AddChain(&nftables.Chain{Name: "postrouting", Table: inet, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept})
+	conn.AddRule(&nftables.Rule{Table: inet, Chain: post, Exprs: concat([]expr.Any{&expr.Meta{Key: expr.MetaKeyMARK, Register: 1}},
+		cmp(expr.CmpOpEq, mark), []expr.Any{&expr.Masq{}})})
+
 	fwd := conn.AddChain(&nftables.Chain{Name: "forward", Table: inet, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+	// One router's egress never reaches another's.
+	conn.AddRule(&nftables.Rule{Table: inet, Chain: fwd, Exprs: concat(iifPrefix("kn"), oifPrefix("kn"), verdict(expr.VerdictDrop))})
 	conn.AddRule(&nftables.Rule{Table: inet, Chain: fwd, Exprs: concat(iifPrefix("kbr"), ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept))})
 	conn.AddRule(&nftables.Rule{Table: inet, Chain: fwd, Exprs: concat(iifPrefix("kbr"), ctState(expr.CtStateBitINVALID), verdict(expr.VerdictDrop))})
 	for _, p := range ports {

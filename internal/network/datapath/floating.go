@@ -65,61 +65,79 @@ func (h *Host) EnsureExternal(n Network, uplink string) error {
 
 func externalName(vni int64) string { return "ke" + strconv.FormatInt(vni, 10) }
 
-// SetFloatingIPs makes a tenant network's router on this host hold
-// exactly these floating addresses of the external network ext, with
-// their NAT; none removes the router's external side.
-func (h *Host) SetFloatingIPs(vni int64, ext Network, fips []Floating) error {
+// Router is what a tenant network's router on this host does beyond its
+// network: egress NAT through the host, floating IPs of one external
+// network.
+type Router struct {
+	Egress   bool
+	External Network
+	Floating []Floating
+}
+
+// SetRouter makes a tenant network's router on this host do exactly what
+// r says: its egress link (egress.go), its external side holding the
+// floating addresses, the policy routes and the NAT of both.
+func (h *Host) SetRouter(vni int64, r Router) error {
+	if err := h.SetEgress(vni, r.Egress); err != nil {
+		return err
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	rns := h.RouterNS(vni)
-	if len(fips) == 0 {
-		if l, err := h.nl.LinkByName(externalName(vni)); err == nil {
-			h.nl.LinkDel(l)
-		}
-		if mountedNS(rns) {
-			return natTable(rns, nil)
+	if !mountedNS(rns) {
+		if r.Egress || len(r.Floating) > 0 {
+			return fmt.Errorf("datapath: network %d has no router here", vni)
 		}
 		return nil
 	}
-	br, err := h.nl.LinkByName(BridgeName(ext.VNI))
-	if err != nil {
-		return fmt.Errorf("datapath: external network %d has no bridge here: %w", ext.VNI, err)
-	}
-	var addrs []netip.Prefix
-	for _, f := range fips {
-		addrs = append(addrs, netip.PrefixFrom(f.Floating, 32))
-	}
-	mac := net.HardwareAddr{0x02, 0x02, 0, byte(vni >> 16), byte(vni >> 8), byte(vni)}
-	l, err := h.ensureVeth(externalName(vni), rns, "ext", mac, addrs, netip.Addr{})
-	if err != nil {
-		return err
-	}
-	if l.Attrs().MasterIndex != br.Attrs().Index {
-		if err := h.nl.LinkSetMaster(l, br); err != nil {
+	var mac net.HardwareAddr
+	if len(r.Floating) == 0 {
+		if l, err := h.nl.LinkByName(externalName(vni)); err == nil {
+			h.nl.LinkDel(l)
+		}
+	} else {
+		br, err := h.nl.LinkByName(BridgeName(r.External.VNI))
+		if err != nil {
+			return fmt.Errorf("datapath: external network %d has no bridge here: %w", r.External.VNI, err)
+		}
+		var addrs []netip.Prefix
+		for _, f := range r.Floating {
+			addrs = append(addrs, netip.PrefixFrom(f.Floating, 32))
+		}
+		mac = net.HardwareAddr{0x02, 0x02, 0, byte(vni >> 16), byte(vni >> 8), byte(vni)}
+		l, err := h.ensureVeth(externalName(vni), rns, "ext", mac, addrs, netip.Addr{})
+		if err != nil {
 			return err
 		}
+		if l.Attrs().MasterIndex != br.Attrs().Index {
+			if err := h.nl.LinkSetMaster(l, br); err != nil {
+				return err
+			}
+		}
+		if l.Attrs().Flags&net.FlagUp == 0 {
+			h.nl.LinkSetUp(l)
+		}
 	}
-	if l.Attrs().Flags&net.FlagUp == 0 {
-		h.nl.LinkSetUp(l)
-	}
-	if err := routerRoutes(rns, ext); err != nil {
+	if err := routerRoutes(rns, r); err != nil {
 		return err
 	}
-	if err := natTable(rns, fips); err != nil {
+	if err := natTable(rns, r); err != nil {
 		return err
 	}
 	// Tell the external network where the addresses are now.
 	return inNamespace(rns, func() error {
-		for _, f := range fips {
+		for _, f := range r.Floating {
 			gratuitousARP("ext", mac, f.Floating)
 		}
 		return nil
 	})
 }
 
-// routerRoutes gives a router the external subnet on "ext" and a default
-// route through the external gateway, and turns forwarding on there.
-func routerRoutes(rns string, ext Network) error {
+// routerRoutes gives a router with floating IPs the external subnet on
+// "ext", a table whose default route is the external gateway, and rules
+// sending the floating IPs' fixed addresses to it; and turns forwarding
+// on there.
+func routerRoutes(rns string, r Router) error {
 	ns, err := netns.GetFromPath(rns)
 	if err != nil {
 		return err
@@ -130,24 +148,33 @@ func routerRoutes(rns string, ext Network) error {
 		return err
 	}
 	defer nl.Close()
+	if err := floatingRules(nl, r.Floating); err != nil {
+		return err
+	}
+	if len(r.Floating) == 0 {
+		return nil
+	}
 	l, err := nl.LinkByName("ext")
 	if err != nil {
 		return err
 	}
-	p := ext.Prefix.Masked()
-	if err := nl.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Scope: netlink.SCOPE_LINK,
-		Dst: &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), 32)}}); err != nil {
-		return fmt.Errorf("datapath: external subnet route: %w", err)
+	p := r.External.Prefix.Masked()
+	dst := &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), 32)}
+	for _, table := range []int{unix.RT_TABLE_MAIN, egressTable} {
+		if err := nl.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Scope: netlink.SCOPE_LINK, Dst: dst, Table: table}); err != nil {
+			return fmt.Errorf("datapath: external subnet route: %w", err)
+		}
 	}
-	if err := nl.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.IP(ext.Gateway.AsSlice())}); err != nil {
-		return fmt.Errorf("datapath: default route through %s: %w", ext.Gateway, err)
+	if err := nl.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.IP(r.External.Gateway.AsSlice()), Table: egressTable}); err != nil {
+		return fmt.Errorf("datapath: default route through %s: %w", r.External.Gateway, err)
 	}
 	return inNamespace(rns, func() error { return writeSysctl("net/ipv4/ip_forward", "1") })
 }
 
-// natTable replaces a router's "ip kumo-nat" table with the NAT of these
-// floating addresses (none: no table).
-func natTable(rns string, fips []Floating) error {
+// natTable replaces a router's "ip kumo-nat" table with the NAT of its
+// floating addresses and of its egress (nothing: no table).
+func natTable(rns string, r Router) error {
+	fips := r.Floating
 	ns, err := netns.GetFromPath(rns)
 	if err != nil {
 		return err
@@ -160,7 +187,7 @@ func natTable(rns string, fips []Floating) error {
 	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: "kumo-nat"}
 	conn.AddTable(t)
 	conn.DelTable(t)
-	if len(fips) > 0 {
+	if len(fips) > 0 || r.Egress {
 		conn.AddTable(t)
 		accept := nftables.ChainPolicyAccept
 		pre := conn.AddChain(&nftables.Chain{Name: "prerouting", Table: t, Type: nftables.ChainTypeNAT,
@@ -177,6 +204,9 @@ func natTable(rns string, fips []Floating) error {
 				ifname(expr.MetaKeyOIFNAME, "ext\x00"),
 				[]expr.Any{&expr.Immediate{Register: 1, Data: f.Floating.AsSlice()},
 					&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1}})})
+		}
+		if r.Egress {
+			conn.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: concat(ifname(expr.MetaKeyOIFNAME, "up\x00"), []expr.Any{&expr.Masq{}})})
 		}
 	}
 	if err := conn.Flush(); err != nil {

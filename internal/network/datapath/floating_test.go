@@ -45,7 +45,9 @@ func TestFloatingIP(t *testing.T) {
 	serve(t, outside, "203.0.113.1:9000", "outside")
 	web := Rule{Ingress: true, Protocol: "tcp", PortMin: 8080, PortMax: 8080, Remotes: anywhere()}
 	must(t, tb.hosts[0].ApplyFirewall([]FirewallPort{fwPort(a0, netA.VNI, web)}))
-	must(t, tb.hosts[0].SetFloatingIPs(netA.VNI, public, []Floating{{Floating: fip, Fixed: a0.port.IP}}))
+	// Egress on as well: the instance with a floating IP still leaves
+	// through it (policy routing), not through the host.
+	must(t, tb.hosts[0].SetRouter(netA.VNI, Router{Egress: true, External: public, Floating: []Floating{{Floating: fip, Fixed: a0.port.IP}}}))
 	if err := reaches(outside, "203.0.113.10:8080", "hello from a0 on host0"); err != nil {
 		t.Fatalf("outside -> floating IP: %v", err)
 	}
@@ -84,7 +86,7 @@ func TestFloatingIP(t *testing.T) {
 
 	// The instance moves to host1 (same port, same address): the floating
 	// IP goes with it.
-	must(t, tb.hosts[0].SetFloatingIPs(netA.VNI, public, nil))
+	must(t, tb.hosts[0].SetRouter(netA.VNI, Router{}))
 	must(t, tb.hosts[0].DetachPort(a0.port.ID))
 	moved := a0.port
 	moved.NetNS = tb.namespace("a0-moved")
@@ -94,7 +96,7 @@ func TestFloatingIP(t *testing.T) {
 	}
 	serve(t, moved.NetNS, "0.0.0.0:8080", "a0 on host1")
 	must(t, tb.hosts[1].ApplyFirewall([]FirewallPort{fwPort(instance{port: moved}, netA.VNI, web)}))
-	must(t, tb.hosts[1].SetFloatingIPs(netA.VNI, public, []Floating{{Floating: fip, Fixed: moved.IP}}))
+	must(t, tb.hosts[1].SetRouter(netA.VNI, Router{External: public, Floating: []Floating{{Floating: fip, Fixed: moved.IP}}}))
 	if err := reaches(outside, "203.0.113.10:8080", "hello from a0 on host1"); err != nil {
 		t.Errorf("after the move: %v", err)
 	}

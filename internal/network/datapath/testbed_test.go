@@ -241,3 +241,8 @@ func mustAddr(s string) *netlink.Addr {
 }
 
 func netListen(addr string) (net.Listener, error) { return net.Listen("tcp4", addr) }
+
+// mustRoute is a default route through gw on the link.
+func mustRoute(link int, gw string) *netlink.Route {
+	return &netlink.Route{LinkIndex: link, Gw: net.ParseIP(gw)}
+}
