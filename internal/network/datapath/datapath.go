@@ -447,7 +447,7 @@ func (h *Host) ensureVeth(name, path, eth string, mac net.HardwareAddr, addrs []
 	if err != nil {
 		return nil, fmt.Errorf("datapath: namespace %s: %w", path, err)
 	}
-	defer cns.Close()
+	defer cns.Close() // the veth's far end is made in it
 	in, err := netlink.NewHandleAt(cns)
 	if err != nil {
 		return nil, err

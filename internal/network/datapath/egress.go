@@ -9,7 +9,6 @@ import (
 	"strconv"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -91,12 +90,7 @@ func (h *Host) SetEgress(vni int64, on bool) error {
 	if err := inNamespace(h.cfg.NetNS, func() error { return writeSysctl("net/ipv4/ip_forward", "1") }); err != nil {
 		return err
 	}
-	ns, err := netns.GetFromPath(rns)
-	if err != nil {
-		return err
-	}
-	defer ns.Close()
-	nl, err := netlink.NewHandleAt(ns)
+	nl, err := handleIn(rns)
 	if err != nil {
 		return err
 	}

@@ -138,12 +138,7 @@ func (h *Host) SetRouter(vni int64, r Router) error {
 // sending the floating IPs' fixed addresses to it; and turns forwarding
 // on there.
 func routerRoutes(rns string, r Router) error {
-	ns, err := netns.GetFromPath(rns)
-	if err != nil {
-		return err
-	}
-	defer ns.Close()
-	nl, err := netlink.NewHandleAt(ns)
+	nl, err := handleIn(rns)
 	if err != nil {
 		return err
 	}

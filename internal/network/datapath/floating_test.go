@@ -3,9 +3,7 @@ package datapath
 import (
 	"fmt"
 	"net/netip"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/vishvananda/netlink"
 )
@@ -56,33 +54,11 @@ func TestFloatingIP(t *testing.T) {
 	}
 	// The instance's own traffic leaves as the floating address: the
 	// outside server sees it (it answers to whoever connects).
-	seen := make(chan string, 1)
-	must(t, inNamespace(outside, func() error {
-		l, err := netListen("203.0.113.1:9001")
-		if err != nil {
-			return err
-		}
-		go func() {
-			c, err := l.Accept()
-			if err == nil {
-				seen <- c.RemoteAddr().String()
-				c.Close()
-			}
-			l.Close()
-		}()
-		return nil
-	}))
+	seen := peersSeen(t, outside, "203.0.113.1:9001")
 	if _, err := dial(a0.ns, "203.0.113.1:9001", 2e9); err != nil {
 		t.Errorf("a0 -> outside: %v", err)
 	}
-	select {
-	case from := <-seen:
-		if !strings.HasPrefix(from, "203.0.113.10:") {
-			t.Errorf("the outside saw a0 as %s, want the floating address", from)
-		}
-	case <-time.After(2 * time.Second):
-		t.Errorf("the outside saw no connection from a0")
-	}
+	seenFrom(t, seen, "203.0.113.10:") // the floating address
 
 	// The instance moves to host1 (same port, same address): the floating
 	// IP goes with it.

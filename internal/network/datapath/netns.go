@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -114,4 +115,15 @@ func writeSysctl(key, value string) error {
 		return fmt.Errorf("datapath: sysctl %s=%s: %w", key, value, err)
 	}
 	return nil
+}
+
+// handleIn is a netlink handle whose sockets are in the namespace at path
+// (the namespace's file is needed only to make them).
+func handleIn(path string) (*netlink.Handle, error) {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("datapath: namespace %s: %w", path, err)
+	}
+	defer ns.Close()
+	return netlink.NewHandleAt(ns)
 }

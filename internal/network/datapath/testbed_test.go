@@ -73,12 +73,7 @@ func (tb *testbed) namespace(name string) string {
 }
 
 func (tb *testbed) handle(ns string) *netlink.Handle {
-	h, err := netns.GetFromPath(ns)
-	if err != nil {
-		tb.t.Fatal(err)
-	}
-	defer h.Close()
-	nl, err := netlink.NewHandleAt(h)
+	nl, err := handleIn(ns)
 	if err != nil {
 		tb.t.Fatal(err)
 	}
@@ -169,9 +164,9 @@ func (tb *testbed) plugPort(i int, n Network, name string, a netip.Addr) instanc
 	return instance{ns: p.NetNS, port: p}
 }
 
-// serve answers TCP connections on addr inside ns with "hello from
-// <what>" until the test ends.
-func serve(t *testing.T, ns, addr, what string) {
+// acceptIn listens on addr inside ns and hands every connection to
+// answer (then closes it), until the test ends.
+func acceptIn(t *testing.T, ns, addr string, answer func(net.Conn)) {
 	t.Helper()
 	var l net.Listener
 	must(t, inNamespace(ns, func() (err error) { l, err = net.Listen("tcp4", addr); return err }))
@@ -182,10 +177,17 @@ func serve(t *testing.T, ns, addr, what string) {
 			if err != nil {
 				return
 			}
-			io.WriteString(c, "hello from "+what)
+			answer(c)
 			c.Close()
 		}
 	}()
+}
+
+// serve answers TCP connections on addr inside ns with "hello from
+// <what>".
+func serve(t *testing.T, ns, addr, what string) {
+	t.Helper()
+	acceptIn(t, ns, addr, func(c net.Conn) { io.WriteString(c, "hello from "+what) })
 }
 
 // dial connects from inside ns to addr and returns what the server said.
@@ -245,4 +247,32 @@ func netListen(addr string) (net.Listener, error) { return net.Listen("tcp4", ad
 // mustRoute is a default route through gw on the link.
 func mustRoute(link int, gw string) *netlink.Route {
 	return &netlink.Route{LinkIndex: link, Gw: net.ParseIP(gw)}
+}
+
+// peersSeen listens on addr inside ns and sends the address of every
+// connection it accepts, until the test ends.
+func peersSeen(t *testing.T, ns, addr string) <-chan string {
+	t.Helper()
+	seen := make(chan string, 8)
+	acceptIn(t, ns, addr, func(c net.Conn) {
+		select {
+		case seen <- c.RemoteAddr().String():
+		default:
+		}
+	})
+	return seen
+}
+
+// seenFrom waits for a connection peersSeen reports and checks its source
+// address.
+func seenFrom(t *testing.T, seen <-chan string, wantPrefix string) {
+	t.Helper()
+	select {
+	case from := <-seen:
+		if !strings.HasPrefix(from, wantPrefix) {
+			t.Errorf("the server saw %s, want %s...", from, wantPrefix)
+		}
+	case <-time.After(2 * time.Second):
+		t.Errorf("the server saw no connection")
+	}
 }
