@@ -44,9 +44,18 @@ if command -v qemu-system-x86_64 >/dev/null && ! kumo image show tiny-vm >/dev/n
 	kumo image build tiny-vm -f "$DATA_DIR/tiny-vm.tar.gz" --import --public >/dev/null
 	echo "imported image tiny-vm (Debian cloud kernel + busybox initramfs)"
 fi
+# A demo network (VXLAN, DHCP, metadata; tenants never see the host) with
+# a container and a VM on it.
+if ! kumo network show demo >/dev/null 2>&1; then
+	kumo network create demo --subnet 10.99.0.0/24 --dns 10.99.0.1 >/dev/null && echo "network demo: 10.99.0.0/24"
+fi
 if ! kumo instance show demo >/dev/null 2>&1; then
-	kumo instance create demo --type container --image tiny --flavor tiny --wait >/dev/null &&
-		echo "demo container: $(kumo instance show demo -o json | grep -m1 '"state"')"
+	kumo instance create demo --type container --image tiny --flavor tiny --network demo --wait >/dev/null &&
+		echo "demo container: $(kumo instance list | awk '$1 == "demo" {print $3, $5}')"
+fi
+if kumo image show tiny-vm >/dev/null 2>&1 && ! kumo instance show demo-vm >/dev/null 2>&1; then
+	kumo instance create demo-vm --type vm --image tiny-vm --flavor tiny --network demo --wait >/dev/null &&
+		echo "demo VM: $(kumo instance list | awk '$1 == "demo-vm" {print $3, $5}')"
 fi
 echo
 grep -h "first start" "$LOG" | tail -1 || true
@@ -54,6 +63,8 @@ grep -h "CA fingerprint" "$LOG" | tail -1 || true
 echo
 echo "kumo is up. As root on this machine, no login needed:"
 echo "  kumo instance list ; kumo instance history demo ; kumo host list"
+echo "  kumo instance exec demo -- ping -c1 IP-OF-demo-vm     # 'kumo instance list' shows the IPs"
+echo "  kumo instance exec demo -- wget -qO- http://169.254.169.254/latest/meta-data/local-ipv4"
 echo "  kumo instance create vm1 --type vm --image tiny-vm --flavor tiny --wait ; kumo instance console vm1"
 echo "  kumo flavor list"
 echo "  kumo project create web --quota instances=10,vcpus=20,memory=20GiB"
