@@ -210,6 +210,13 @@ func TestNetworks(t *testing.T) {
 		}
 	}
 
+	// Stopped (host freed, ports unwired) and started again: the same
+	// address, wired anew.
+	for _, action := range []string{"stop", "start", "poweroff", "start"} {
+		must(t, root, "", "instance", action, "c2", "--wait")
+	}
+	expect("c2 -> c1:8080 after stop/start and poweroff/start", root, "c2", "http://"+c1.IP+":8080/", "c1-page", true)
+
 	ports := must(t, root, "", "port", "list", "--network", "app")
 	if !strings.Contains(ports, "c1-eth0") || !strings.Contains(ports, c1.MAC) || !strings.Contains(ports, "c1 ") {
 		t.Errorf("port list:\n%s", ports)
