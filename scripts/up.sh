@@ -45,7 +45,12 @@ if command -v qemu-system-x86_64 >/dev/null && ! kumo image show tiny-vm >/dev/n
 	echo "imported image tiny-vm (Debian cloud kernel + busybox initramfs)"
 fi
 # A demo network (VXLAN, DHCP, metadata; tenants never see the host) with
-# a container and a VM on it.
+# a container and a VM on it, once the local host has joined (its agent
+# first probes KVM, up to 15 s).
+for _ in $(seq 1 120); do
+	kumo host list 2>/dev/null | grep -q ONLINE && break
+	sleep 0.5
+done
 if ! kumo network show demo >/dev/null 2>&1; then
 	kumo network create demo --subnet 10.99.0.0/24 --dns 10.99.0.1 >/dev/null && echo "network demo: 10.99.0.0/24"
 fi

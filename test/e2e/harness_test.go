@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -92,14 +93,7 @@ func startServer(t *testing.T, extraArgs ...string) *server {
 func startServerIn(t *testing.T, netns string, extraArgs ...string) *server {
 	s := &server{t: t, dir: t.TempDir(), addr: freeAddr(t), extraArgs: extraArgs, netns: netns}
 	s.socket = filepath.Join(s.dir, "kumo.sock")
-	// A failed run may leave namespaces (routers', containers') mounted
-	// in the data dir; they go before it does.
-	t.Cleanup(func() {
-		left, _ := filepath.Glob(filepath.Join(s.dir, "agent", "netns", "*"))
-		for _, p := range left {
-			syscall.Unmount(p, syscall.MNT_DETACH)
-		}
-	})
+	t.Cleanup(func() { removeInstances(filepath.Join(s.dir, "agent")) })
 	s.start()
 	t.Cleanup(s.stop)
 	return s
@@ -246,4 +240,29 @@ func lines(s string) []string {
 		}
 	}
 	return out
+}
+
+// removeInstances ends what an agent with its state in dir may have left
+// when a test failed: instances outlive their agent by design, so
+// containers, VMs, their mounts (rootfs overlays, namespaces) would stay
+// on the machine.
+func removeInstances(dir string) {
+	runcRoot := filepath.Join(dir, "container", "runc")
+	if out, err := exec.Command("runc", "--root", runcRoot, "list", "-q").Output(); err == nil {
+		for _, id := range strings.Fields(string(out)) {
+			exec.Command("runc", "--root", runcRoot, "delete", "--force", id).Run()
+		}
+	}
+	exec.Command("pkill", "-9", "-f", filepath.Join(dir, "qemu")).Run()
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	var mounts []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			mounts = append(mounts, f[4])
+		}
+	}
+	sort.Slice(mounts, func(i, j int) bool { return len(mounts[i]) > len(mounts[j]) })
+	for _, m := range mounts {
+		syscall.Unmount(m, syscall.MNT_DETACH)
+	}
 }

@@ -88,16 +88,7 @@ func TestNetworksAcrossHosts(t *testing.T) {
 	a := &netAgent{t: t, stateDir: agentDir, args: []string{"--net=" + h1, kumoBin, "agent", "--server", "https://198.18.0.1:" + port,
 		"--join-token", joinToken(t, root), "--driver", "container", "--state-dir", agentDir, "--host-name", "host1", "--vtep", "198.18.0.2", "--heartbeat", "1s"}}
 	a.start()
-	t.Cleanup(func() {
-		a.kill9()
-		// A failed run may leave containers and namespaces behind.
-		runcRoot := filepath.Join(agentDir, "container", "runc")
-		out, _ := exec.Command("runc", "--root", runcRoot, "list", "-q").Output()
-		for _, id := range strings.Fields(string(out)) {
-			exec.Command("runc", "--root", runcRoot, "delete", "--force", id).Run()
-		}
-		exec.Command("sh", "-c", "grep -o ' "+agentDir+"/[^ ]*' /proc/self/mountinfo | xargs -r -n1 umount -l").Run()
-	})
+	t.Cleanup(func() { a.kill9(); removeInstances(agentDir) })
 	eventually(t, 30*time.Second, "both hosts online", func() (bool, string) {
 		out := must(t, root, "", "host", "list")
 		return strings.Count(out, "ONLINE") == 2, out + a.out.String()
