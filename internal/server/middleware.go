@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -122,8 +123,15 @@ func (s *Server) wrap(ep Endpoint) http.Handler {
 			code := strconv.Itoa(w.status)
 			s.metrics.requests.WithLabelValues(route, hr.Method, code).Inc()
 			s.metrics.duration.WithLabelValues(route, hr.Method).Observe(time.Since(start).Seconds())
+			// Agents' routine calls (long polls, heartbeats, the network
+			// view every 2 s) would drown the log: they are debug unless
+			// they fail.
+			level := slog.LevelInfo
+			if ep.Perm == PermAgent && w.status < 400 {
+				level = slog.LevelDebug
+			}
 			if route != "/healthz" && route != "/readyz" && route != "/metrics" {
-				log.Info("request", "status", w.status, "user", user, "duration_ms", time.Since(start).Milliseconds())
+				log.Log(hr.Context(), level, "request", "status", w.status, "user", user, "duration_ms", time.Since(start).Milliseconds())
 			}
 		}()
 		var p *identity.Principal
