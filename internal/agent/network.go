@@ -320,10 +320,16 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 	a.mu.Lock()
 	a.netView = byAddr
 	// Instances the server no longer places here (a late assignment of
-	// one that ended may have put it back) are forgotten; their devices
-	// go below.
+	// one that ended may have put it back) are forgotten once two views
+	// in a row lack them (one may come from a server a moment behind);
+	// their devices go below.
 	for id := range wired {
-		if !inView[id] {
+		if inView[id] {
+			delete(a.unplaced, id)
+			continue
+		}
+		if a.unplaced[id]++; a.unplaced[id] >= 2 {
+			delete(a.unplaced, id)
 			delete(a.withPorts, id)
 			for _, nic := range wired[id].NICs {
 				delete(wantPort, datapath.PortName(nic.PortID))

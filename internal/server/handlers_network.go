@@ -159,6 +159,11 @@ func (s *Server) deleteSecurityRule(r *request) response.Response {
 }
 
 func (s *Server) getAgentNetworks(r *request) response.Response {
+	// Never an empty view from a cache still filling after a restart: the
+	// agent would take it as "no ports here" and unplug them.
+	if err := s.compute.Ready(r.Context()); err != nil {
+		return response.Error(err)
+	}
 	placed, vteps := s.compute.PlacedNICs()
 	v, err := s.networks.AgentView(r.Context(), r.agent.Hosts, placed, vteps)
 	if err != nil {

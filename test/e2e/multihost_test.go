@@ -161,6 +161,26 @@ func TestNetworksAcrossHosts(t *testing.T) {
 		t.Errorf("the restart replaced %s or b's port %s, which were right", otherBr, bPort)
 	}
 
+	// kill -9 of the server (and its agent) and a restart: host1's agent
+	// leaves every port plugged meanwhile and after.
+	onH1 := a1
+	if hostOf("a0") == "host1" {
+		onH1 = a0
+	}
+	a1Port := "kp" + strings.ReplaceAll(onH1.PortID, "-", "")[:12]
+	a1Before := ifindex(t, h1, a1Port)
+	s.kill9()
+	time.Sleep(3 * time.Second) // host1's agent tries a network round or two without a server
+	s.start()
+	eventually(t, 30*time.Second, "a0 reaches a1 after the server's restart", func() (bool, string) {
+		r := kumo(t, root, "", "instance", "exec", "a0", "--", "timeout", "3", "wget", "-qO-", "http://"+a1.IP+":8080/")
+		return r.code == 0 && strings.Contains(r.out, "a1"), r.out + r.err
+	})
+	time.Sleep(3 * time.Second) // a network round or two with the restarted server
+	if a1Before == "" || ifindex(t, h1, a1Port) != a1Before || ifindex(t, h1, bPort) != bPortBefore {
+		t.Errorf("a server restart replugged ports on host1 (%s: %s -> %s)", a1Port, a1Before, ifindex(t, h1, a1Port))
+	}
+
 	for _, n := range []string{"a0", "a1", "b"} {
 		must(t, root, "", "instance", "terminate", n, "--wait")
 	}
