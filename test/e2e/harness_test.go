@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -133,6 +134,24 @@ func (s *server) start() {
 			s.t.Fatalf("server did not come up in 60 s: %v\n%s", err, s.out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	// A server with a local agent: its host must have joined, or the
+	// test's first create may find no host (the agent joins a moment
+	// after the socket answers; a qemu driver probes KVM first).
+	if slices.Contains(s.extraArgs, "--drivers") {
+		deadline := time.Now().Add(3 * time.Minute) // the probe may fetch its kernel first
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			hs, err := c.Hosts(ctx)
+			cancel()
+			if err == nil && len(hs) > 0 && hs[0].State == api.HostOnline {
+				break
+			}
+			if time.Now().After(deadline) {
+				s.t.Fatalf("the server's local host did not join in 3 minutes: %v\n%s", err, s.out.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 	out := s.out.String()
 	if m := passwordRE.FindStringSubmatch(out); m != nil {
