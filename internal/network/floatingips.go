@@ -3,6 +3,7 @@ package network
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/google/uuid"
@@ -205,18 +206,27 @@ func (svc *Service) DetachInstance(ctx context.Context, project, instance string
 }
 
 func (svc *Service) updateFIP(ctx context.Context, project, ip string, fn func(*api.FloatingIP) error) (api.FloatingIP, error) {
-	f, rev, err := store.UpdateJSON(ctx, svc.s, fipKey(project, ip), func(f *api.FloatingIP) error {
-		if err := fn(f); err != nil {
+	f, err := updateObject(ctx, svc, project, fipKey(project, ip), "floating-ip", fipURL(project, ip),
+		fmt.Sprintf("floating IP %q", ip), func(f *api.FloatingIP) *api.Meta { return &f.Meta }, fn)
+	return svc.withHost(f), err
+}
+
+// updateObject is a compare-and-swap change of one of a project's
+// objects that stamps its update time and records an "updated" event; a
+// missing one is a 404 naming what.
+func updateObject[T any](ctx context.Context, svc *Service, project, key, kind, url, what string, meta func(*T) *api.Meta, fn func(*T) error) (T, error) {
+	v, rev, err := store.UpdateJSON(ctx, svc.s, key, func(v *T) error {
+		if err := fn(v); err != nil {
 			return err
 		}
-		f.UpdatedAt = svc.now().UTC()
+		meta(v).UpdatedAt = svc.now().UTC()
 		return nil
-	}, func(f *api.FloatingIP) []store.Op {
-		return []store.Op{events.Op(ctx, "floating-ip", events.Updated, project, fipURL(project, ip), *f)}
+	}, func(v *T) []store.Op {
+		return []store.Op{events.Op(ctx, kind, events.Updated, project, url, *v)}
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		return f, errs.NotFound("floating IP %q not found in project %q", ip, project)
+		return v, errs.NotFound("%s not found in project %q", what, project)
 	}
-	f.Revision = rev
-	return svc.withHost(f), err
+	meta(&v).Revision = rev
+	return v, err
 }

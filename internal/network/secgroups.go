@@ -207,21 +207,8 @@ func (svc *Service) DeleteRule(ctx context.Context, project, group, id string) (
 }
 
 func (svc *Service) updateGroup(ctx context.Context, project, group string, fn func(*api.SecurityGroup) error) (api.SecurityGroup, error) {
-	k := sgKey(project, group)
-	g, rev, err := store.UpdateJSON(ctx, svc.s, k, func(g *api.SecurityGroup) error {
-		if err := fn(g); err != nil {
-			return err
-		}
-		g.UpdatedAt = svc.now().UTC()
-		return nil
-	}, func(g *api.SecurityGroup) []store.Op {
-		return []store.Op{events.Op(ctx, "security-group", events.Updated, project, sgURL(project, group), *g)}
-	})
-	if errors.Is(err, store.ErrNotFound) {
-		return g, errs.NotFound("security group %q not found in project %q", group, project)
-	}
-	g.Revision = rev
-	return g, err
+	return updateObject(ctx, svc, project, sgKey(project, group), "security-group", sgURL(project, group),
+		fmt.Sprintf("security group %q", group), func(g *api.SecurityGroup) *api.Meta { return &g.Meta }, fn)
 }
 
 // CheckGroups says whether every named group exists in the project
