@@ -181,8 +181,28 @@ func PortName(id string) string {
 
 // GatewayMAC is the distributed gateway's MAC on a network: the same on
 // every host (02:01 and the VNI), never one of a port's (02:00...).
-func GatewayMAC(vni int64) net.HardwareAddr {
-	return net.HardwareAddr{0x02, 0x01, 0, byte(vni >> 16), byte(vni >> 8), byte(vni)}
+func GatewayMAC(vni int64) net.HardwareAddr { return vniMAC(0x01, vni) }
+
+// vniMAC is a router-side MAC of a network: 02, the kind of link
+// (01 gateway, 02 external side, 03 egress link), 00 and the VNI.
+func vniMAC(kind byte, vni int64) net.HardwareAddr {
+	return net.HardwareAddr{0x02, kind, 0, byte(vni >> 16), byte(vni >> 8), byte(vni)}
+}
+
+// plug puts a link into a bridge (br nil: none) and brings it up, where
+// it is not already.
+func (h *Host) plug(l, br netlink.Link) error {
+	if br != nil && l.Attrs().MasterIndex != br.Attrs().Index {
+		if err := h.nl.LinkSetMaster(l, br); err != nil {
+			return fmt.Errorf("datapath: %s into %s: %w", l.Attrs().Name, br.Attrs().Name, err)
+		}
+	}
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		if err := h.nl.LinkSetUp(l); err != nil {
+			return fmt.Errorf("datapath: %s up: %w", l.Attrs().Name, err)
+		}
+	}
+	return nil
 }
 
 // EnsureNetwork makes (or repairs) a network's devices on this host: its
@@ -213,11 +233,6 @@ func (h *Host) EnsureNetwork(n Network) error {
 	if err != nil {
 		return err
 	}
-	if vx.Attrs().MasterIndex != br.Attrs().Index {
-		if err := h.nl.LinkSetMaster(vx, br); err != nil {
-			return fmt.Errorf("datapath: %s into %s: %w", vx.Attrs().Name, br.Attrs().Name, err)
-		}
-	}
 	rns := h.RouterNS(n.VNI)
 	if err := NewNamespace(rns); err != nil {
 		return err
@@ -227,17 +242,13 @@ func (h *Host) EnsureNetwork(n Network) error {
 	if err != nil {
 		return err
 	}
-	for _, l := range []netlink.Link{gw, vx, br} {
-		if l.Attrs().MasterIndex != br.Attrs().Index && l != br {
-			if err := h.nl.LinkSetMaster(l, br); err != nil {
-				return fmt.Errorf("datapath: %s into %s: %w", l.Attrs().Name, br.Attrs().Name, err)
-			}
+	for _, l := range []netlink.Link{gw, vx} {
+		if err := h.plug(l, br); err != nil {
+			return err
 		}
-		if l.Attrs().Flags&net.FlagUp == 0 {
-			if err := h.nl.LinkSetUp(l); err != nil {
-				return fmt.Errorf("datapath: %s up: %w", l.Attrs().Name, err)
-			}
-		}
+	}
+	if err := h.plug(br, nil); err != nil {
+		return err
 	}
 	// Every host's gateway has the same MAC, so the bridge must not learn
 	// it behind the VXLAN device from another host's router: a sticky
@@ -280,7 +291,14 @@ func (h *Host) ensureLink(want netlink.Link) (netlink.Link, error) {
 	if err := h.nl.LinkAdd(want); err != nil {
 		return nil, fmt.Errorf("datapath: creating %s (%s): %w", name, want.Type(), err)
 	}
-	return h.nl.LinkByName(name)
+	l, err = h.nl.LinkByName(name)
+	// Not every kind takes its MTU at creation (a TAP is made by ioctl).
+	if err == nil && want.Attrs().MTU > 0 && l.Attrs().MTU != want.Attrs().MTU {
+		if err := h.nl.LinkSetMTU(l, want.Attrs().MTU); err != nil {
+			return nil, fmt.Errorf("datapath: %s mtu: %w", name, err)
+		}
+	}
+	return l, err
 }
 
 func sameKind(have, want netlink.Link) bool {
@@ -413,29 +431,16 @@ func (h *Host) AttachPort(n Network, p Port) (string, error) {
 	name := PortName(p.ID)
 	var l netlink.Link
 	if p.NetNS == "" {
+		// A persistent TAP that no fd of this process holds (QEMU opens it).
 		l, err = h.ensureLink(&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: h.mtu}, Mode: netlink.TUNTAP_MODE_TAP,
 			Flags: netlink.TUNTAP_DEFAULTS | netlink.TUNTAP_NO_PI})
-		if err == nil {
-			// A persistent TAP that no fd of this process holds (QEMU opens it).
-			err = h.nl.LinkSetMTU(l, h.mtu)
-		}
 	} else {
 		l, err = h.ensureVeth(name, p.NetNS, "eth0", p.MAC, []netip.Prefix{netip.PrefixFrom(p.IP, n.Prefix.Bits())}, n.Gateway)
 	}
 	if err != nil {
 		return "", err
 	}
-	if l.Attrs().MasterIndex != br.Attrs().Index {
-		if err := h.nl.LinkSetMaster(l, br); err != nil {
-			return "", fmt.Errorf("datapath: %s into %s: %w", name, br.Attrs().Name, err)
-		}
-	}
-	if l.Attrs().Flags&net.FlagUp == 0 {
-		if err := h.nl.LinkSetUp(l); err != nil {
-			return "", fmt.Errorf("datapath: %s up: %w", name, err)
-		}
-	}
-	return name, nil
+	return name, h.plug(l, br)
 }
 
 // ensureVeth makes a veth pair whose far end is eth (in the namespace at
@@ -514,18 +519,7 @@ func (h *Host) ensureVeth(name, path, eth string, mac net.HardwareAddr, addrs []
 
 // DetachPort removes a port's host-side device (a veth's far end goes
 // with it).
-func (h *Host) DetachPort(id string) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	l, err := h.nl.LinkByName(PortName(id))
-	if isNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return h.nl.LinkDel(l)
-}
+func (h *Host) DetachPort(id string) error { return h.DetachDevice(PortName(id)) }
 
 // DetachDevice removes a port device by its name (a stray one).
 func (h *Host) DetachDevice(name string) error {
@@ -602,22 +596,6 @@ func (h *Host) State() (map[int64][]string, error) {
 			if v, ok := byIndex[l.Attrs().MasterIndex]; ok {
 				out[v] = append(out[v], l.Attrs().Name)
 			}
-		}
-	}
-	return out, nil
-}
-
-// Ports lists the host-side port devices (kp...) that exist, plugged or
-// not.
-func (h *Host) Ports() ([]string, error) {
-	links, err := h.nl.LinkList()
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, l := range links {
-		if strings.HasPrefix(l.Attrs().Name, "kp") {
-			out = append(out, l.Attrs().Name)
 		}
 	}
 	return out, nil

@@ -45,8 +45,9 @@ func u32addr(v uint32) netip.Addr {
 	return netip.AddrFrom4(b)
 }
 
-// SetEgress turns a tenant network's egress NAT on this host on or off.
-func (h *Host) SetEgress(vni int64, on bool) error {
+// setEgress turns a tenant network's egress link on this host on or off
+// (SetRouter adds the NAT).
+func (h *Host) setEgress(vni int64, on bool) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	rns := h.RouterNS(vni)
@@ -61,7 +62,7 @@ func (h *Host) SetEgress(vni int64, on bool) error {
 		return fmt.Errorf("datapath: network %d has no router here", vni)
 	}
 	hostEnd, routerEnd := transfer(vni)
-	if l, err := h.nl.LinkByName(name); err != nil {
+	if _, err := h.nl.LinkByName(name); err != nil {
 		// Another network's link on the same /30 (VNIs equal modulo 2^20)
 		// would make both unreachable: refuse instead.
 		addrs, _ := h.nl.AddrList(nil, unix.AF_INET)
@@ -70,22 +71,16 @@ func (h *Host) SetEgress(vni int64, on bool) error {
 				return fmt.Errorf("datapath: network %d: its egress link %s is taken by another network here", vni, hostEnd)
 			}
 		}
-	} else if l.Type() != "veth" {
-		h.nl.LinkDel(l)
 	}
-	var zero netip.Addr
-	l, err := h.ensureVeth(name, rns, "up", net.HardwareAddr{0x02, 0x03, 0, byte(vni >> 16), byte(vni >> 8), byte(vni)},
-		[]netip.Prefix{netip.PrefixFrom(routerEnd, 30)}, zero)
+	l, err := h.ensureVeth(name, rns, "up", vniMAC(0x03, vni), []netip.Prefix{netip.PrefixFrom(routerEnd, 30)}, netip.Addr{})
 	if err != nil {
 		return err
 	}
 	if err := h.ensureAddrs(l, []netip.Prefix{netip.PrefixFrom(hostEnd, 30)}); err != nil {
 		return err
 	}
-	if l.Attrs().Flags&net.FlagUp == 0 {
-		if err := h.nl.LinkSetUp(l); err != nil {
-			return err
-		}
+	if err := h.plug(l, nil); err != nil {
+		return err
 	}
 	if err := inNamespace(h.cfg.NetNS, func() error { return writeSysctl("net/ipv4/ip_forward", "1") }); err != nil {
 		return err
@@ -101,9 +96,6 @@ func (h *Host) SetEgress(vni int64, on bool) error {
 	}
 	if err := nl.RouteReplace(&netlink.Route{LinkIndex: up.Attrs().Index, Gw: net.IP(hostEnd.AsSlice())}); err != nil {
 		return fmt.Errorf("datapath: the router's default route: %w", err)
-	}
-	if err := inNamespace(rns, func() error { return writeSysctl("net/ipv4/ip_forward", "1") }); err != nil {
-		return err
 	}
 	return nil
 }

@@ -48,19 +48,11 @@ func (h *Host) EnsureExternal(n Network, uplink string) error {
 		if err != nil {
 			return fmt.Errorf("datapath: the uplink %q of external network %d: %w", uplink, n.VNI, err)
 		}
-		if up.Attrs().MasterIndex != br.Attrs().Index {
-			if err := h.nl.LinkSetMaster(up, br); err != nil {
-				return fmt.Errorf("datapath: %s into %s: %w", uplink, br.Attrs().Name, err)
-			}
-		}
-		if up.Attrs().Flags&net.FlagUp == 0 {
-			h.nl.LinkSetUp(up)
+		if err := h.plug(up, br); err != nil {
+			return err
 		}
 	}
-	if br.Attrs().Flags&net.FlagUp == 0 {
-		return h.nl.LinkSetUp(br)
-	}
-	return nil
+	return h.plug(br, nil)
 }
 
 func externalName(vni int64) string { return "ke" + strconv.FormatInt(vni, 10) }
@@ -78,7 +70,7 @@ type Router struct {
 // r says: its egress link (egress.go), its external side holding the
 // floating addresses, the policy routes and the NAT of both.
 func (h *Host) SetRouter(vni int64, r Router) error {
-	if err := h.SetEgress(vni, r.Egress); err != nil {
+	if err := h.setEgress(vni, r.Egress); err != nil {
 		return err
 	}
 	h.mu.Lock()
@@ -104,18 +96,13 @@ func (h *Host) SetRouter(vni int64, r Router) error {
 		for _, f := range r.Floating {
 			addrs = append(addrs, netip.PrefixFrom(f.Floating, 32))
 		}
-		mac = net.HardwareAddr{0x02, 0x02, 0, byte(vni >> 16), byte(vni >> 8), byte(vni)}
+		mac = vniMAC(0x02, vni)
 		l, err := h.ensureVeth(externalName(vni), rns, "ext", mac, addrs, netip.Addr{})
 		if err != nil {
 			return err
 		}
-		if l.Attrs().MasterIndex != br.Attrs().Index {
-			if err := h.nl.LinkSetMaster(l, br); err != nil {
-				return err
-			}
-		}
-		if l.Attrs().Flags&net.FlagUp == 0 {
-			h.nl.LinkSetUp(l)
+		if err := h.plug(l, br); err != nil {
+			return err
 		}
 	}
 	if err := routerRoutes(rns, r); err != nil {
@@ -124,19 +111,22 @@ func (h *Host) SetRouter(vni int64, r Router) error {
 	if err := natTable(rns, r); err != nil {
 		return err
 	}
-	// Tell the external network where the addresses are now.
+	if !r.Egress && len(r.Floating) == 0 {
+		return nil
+	}
+	// The router forwards (its own network's traffic only: natTable's
+	// filter), and tells the external network where its addresses are now.
 	return inNamespace(rns, func() error {
 		for _, f := range r.Floating {
 			gratuitousARP("ext", mac, f.Floating)
 		}
-		return nil
+		return writeSysctl("net/ipv4/ip_forward", "1")
 	})
 }
 
 // routerRoutes gives a router with floating IPs the external subnet on
 // "ext", a table whose default route is the external gateway, and rules
-// sending the floating IPs' fixed addresses to it; and turns forwarding
-// on there.
+// sending the floating IPs' fixed addresses to it.
 func routerRoutes(rns string, r Router) error {
 	nl, err := handleIn(rns)
 	if err != nil {
@@ -163,7 +153,7 @@ func routerRoutes(rns string, r Router) error {
 	if err := nl.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.IP(r.External.Gateway.AsSlice()), Table: egressTable}); err != nil {
 		return fmt.Errorf("datapath: default route through %s: %w", r.External.Gateway, err)
 	}
-	return inNamespace(rns, func() error { return writeSysctl("net/ipv4/ip_forward", "1") })
+	return nil
 }
 
 // natTable replaces a router's "ip kumo-nat" table with the NAT of its
