@@ -234,13 +234,24 @@ func ifname(key expr.MetaKey, data string) []expr.Any {
 
 func be16(v uint16) []byte { b := make([]byte, 2); binary.BigEndian.PutUint16(b, v); return b }
 
-func ctState(bits uint32) []expr.Any {
+// ctState matches connections in any of these states.
+func ctState(bits uint32) []expr.Any { return ctBits(expr.CtKeySTATE, bits) }
+
+// ctBits matches connections with any of these bits in a conntrack key
+// (state, status).
+func ctBits(key expr.CtKey, bits uint32) []expr.Any {
 	mask := make([]byte, 4)
 	binary.NativeEndian.PutUint32(mask, bits)
-	return []expr.Any{&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+	return []expr.Any{&expr.Ct{Register: 1, Key: key},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)}}
 }
+
+// ipsDstNAT is conntrack's "destination NATed" status bit.
+const ipsDstNAT = 1 << 5
+
+// ctStatus matches connections with any of these status bits.
+func ctStatus(bits uint32) []expr.Any { return ctBits(expr.CtKeySTATUS, bits) }
 
 // ipAddr matches an IPv4 packet's source (src) or destination address
 // against a prefix.

@@ -157,7 +157,10 @@ func routerRoutes(rns string, r Router) error {
 }
 
 // natTable replaces a router's "ip kumo-nat" table with the NAT of its
-// floating addresses and of its egress (nothing: no table).
+// floating addresses and of its egress (nothing: no table), and a filter
+// that lets in from outside ("ext", "up") only what was DNATed to a
+// floating IP's instance and replies: a neighbour routing the tenant's
+// subnet through the router must not reach fixed addresses.
 func natTable(rns string, r Router) error {
 	fips := r.Floating
 	ns, err := netns.GetFromPath(rns)
@@ -192,6 +195,13 @@ func natTable(rns string, r Router) error {
 		}
 		if r.Egress {
 			conn.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: concat(ifname(expr.MetaKeyOIFNAME, "up\x00"), []expr.Any{&expr.Masq{}})})
+		}
+		fwd := conn.AddChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+		for _, in := range []string{"ext", "up"} {
+			conn.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: concat(iif(in), ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept))})
+			conn.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: concat(iif(in), ctStatus(ipsDstNAT), verdict(expr.VerdictAccept))})
+			conn.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: concat(iif(in), verdict(expr.VerdictDrop))})
 		}
 	}
 	if err := conn.Flush(); err != nil {

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"testing"
 
@@ -51,6 +52,14 @@ func TestFloatingIP(t *testing.T) {
 	}
 	if err := blocked(outside, "203.0.113.10:9090"); err != nil {
 		t.Errorf("a port no rule opens, through the floating IP: %v", err)
+	}
+	// A neighbour on the external network routing the tenant's subnet
+	// through the router gets nowhere: only the floating address leads in.
+	onl := tb.handle(outside)
+	defer onl.Close()
+	must(t, onl.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: net.IP{10, 20, 0, 0}, Mask: net.CIDRMask(24, 32)}, Gw: net.IP(fip.AsSlice())}))
+	if err := blocked(outside, "10.20.0.10:8080"); err != nil {
+		t.Errorf("the fixed address, routed through the router from outside: %v", err)
 	}
 	// The instance's own traffic leaves as the floating address: the
 	// outside server sees it (it answers to whoever connects).
