@@ -96,7 +96,7 @@ type Agent struct {
 	netMu     sync.Mutex // serializes datapath changes
 	netKick   chan struct{}
 	netErr    string
-	fwApplied bool
+	fwKey     string           // the firewall last applied here
 	routers   map[int64]string // what each tenant router here was last set to do
 	assigned  chan struct{}    // closed once the first assignments are dispatched
 	unplaced  map[string]int   // views in a row that lacked an instance of withPorts
@@ -119,7 +119,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		cfg.Name, _ = os.Hostname()
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, reps: make(chan api.InstanceReport, 4096), work: map[string]*work{}, running: map[string]api.Assignment{}, written: map[string]int64{}, sem: make(chan struct{}, cfg.Workers),
-		ready: map[string]bool{}, kick: make(chan struct{}, 1), withPorts: map[string]api.Assignment{}, netKick: make(chan struct{}, 1), netErr: cfg.NetworkError, routers: map[int64]string{}, assigned: make(chan struct{}), unplaced: map[string]int{}}
+		ready: map[string]bool{}, kick: make(chan struct{}, 1), withPorts: map[string]api.Assignment{}, netKick: make(chan struct{}, 1), netErr: cfg.NetworkError, fwKey: noFirewall, routers: map[int64]string{}, assigned: make(chan struct{}), unplaced: map[string]int{}}
 	specs, err := cfg.Driver.Hosts(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("driver %s: fingerprint: %w", cfg.Driver.Name(), err)

@@ -32,17 +32,18 @@ func (a *Agent) instanceNS(id string) string {
 	return filepath.Join(a.cfg.Network.NSDir(), "inst-"+id)
 }
 
-func dpNetwork(n api.InstanceNIC) (datapath.Network, error) {
-	p, err := netip.ParsePrefix(n.CIDR)
+// dpNetwork is a network in the datapath's terms (name is for errors).
+func dpNetwork(name string, vni int64, cidr, gateway string, dns []string, dhcp bool) (datapath.Network, error) {
+	p, err := netip.ParsePrefix(cidr)
 	if err != nil {
-		return datapath.Network{}, fmt.Errorf("network %s: cidr %q: %w", n.Network, n.CIDR, err)
+		return datapath.Network{}, fmt.Errorf("network %s: cidr %q: %w", name, cidr, err)
 	}
-	gw, err := netip.ParseAddr(n.Gateway)
+	gw, err := netip.ParseAddr(gateway)
 	if err != nil {
-		return datapath.Network{}, fmt.Errorf("network %s: gateway %q: %w", n.Network, n.Gateway, err)
+		return datapath.Network{}, fmt.Errorf("network %s: gateway %q: %w", name, gateway, err)
 	}
-	out := datapath.Network{VNI: n.VNI, Prefix: p, Gateway: gw, DHCP: n.DHCP}
-	for _, d := range n.DNS {
+	out := datapath.Network{VNI: vni, Prefix: p, Gateway: gw, DHCP: dhcp}
+	for _, d := range dns {
 		if a, err := netip.ParseAddr(d); err == nil {
 			out.DNS = append(out.DNS, a)
 		}
@@ -93,34 +94,46 @@ func (a *Agent) wire(ctx context.Context, as api.Assignment) error {
 
 func (a *Agent) wireLocked(as api.Assignment) error {
 	dp := a.cfg.Network
-	ns := ""
 	if as.Type == api.TypeContainer {
-		ns = a.instanceNS(as.ID)
-		if err := datapath.NewNamespace(ns); err != nil {
+		if err := datapath.NewNamespace(a.instanceNS(as.ID)); err != nil {
 			return fmt.Errorf("network namespace: %w", err)
 		}
 	}
 	for _, nic := range as.NICs {
-		n, err := dpNetwork(nic)
+		n, err := dpNetwork(nic.Network, nic.VNI, nic.CIDR, nic.Gateway, nic.DNS, nic.DHCP)
 		if err != nil {
 			return err
 		}
-		mac, err := net.ParseMAC(nic.MAC)
+		port, err := a.dpPort(as, nic.PortID, nic.MAC, nic.IP)
 		if err != nil {
-			return fmt.Errorf("port %s: mac %q: %w", nic.Port, nic.MAC, err)
-		}
-		ip, err := netip.ParseAddr(nic.IP)
-		if err != nil {
-			return fmt.Errorf("port %s: ip %q: %w", nic.Port, nic.IP, err)
+			return fmt.Errorf("port %s: %w", nic.Port, err)
 		}
 		if err := dp.EnsureNetwork(n); err != nil {
 			return err
 		}
-		if _, err := dp.AttachPort(n, datapath.Port{ID: nic.PortID, MAC: mac, IP: ip, NetNS: ns}); err != nil {
+		if _, err := dp.AttachPort(n, port); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// dpPort is one of an instance's ports in the datapath's terms: a veth
+// into the container's namespace, or a VM's TAP.
+func (a *Agent) dpPort(as api.Assignment, id, mac, ip string) (datapath.Port, error) {
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		return datapath.Port{}, fmt.Errorf("mac %q: %w", mac, err)
+	}
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return datapath.Port{}, fmt.Errorf("ip %q: %w", ip, err)
+	}
+	p := datapath.Port{ID: id, MAC: hw, IP: addr}
+	if as.Type == api.TypeContainer {
+		p.NetNS = a.instanceNS(as.ID)
+	}
+	return p, nil
 }
 
 // unwire removes an instance's ports from this host (its networks go with
@@ -190,13 +203,17 @@ func (a *Agent) wired() map[string]api.Assignment {
 }
 
 // syncNetworksLocked makes the datapath match the server's view; errors are
-// logged and retried on the next round.
+// logged and retried on the next round. What is cheap to check (devices,
+// peers, leases) is checked every round; the firewall and routers, whose
+// setting is a whole transaction, are set when what they should be
+// changes, and every 30th round anyway, to repair changes made by hand.
 func (a *Agent) syncNetworksLocked(ctx context.Context) {
 	dp := a.cfg.Network
-	// Routers are set only when what they should do changes; every 30th
-	// round they are set anyway, to repair what was changed by hand.
 	if a.netRounds++; a.netRounds%30 == 0 {
 		clear(a.routers)
+		if a.fwKey != noFirewall {
+			a.fwKey = ""
+		}
 	}
 	view, err := a.c.AgentNetworks(ctx, a.id)
 	if err != nil {
@@ -217,7 +234,7 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 	// the admin named for it.
 	exts := map[int64]datapath.Network{}
 	for _, e := range view.Externals {
-		dn, err := dpNetwork(api.InstanceNIC{Network: e.Name, VNI: e.VNI, CIDR: e.CIDR, Gateway: e.Gateway})
+		dn, err := dpNetwork(e.Name, e.VNI, e.CIDR, e.Gateway, nil, false)
 		if err != nil {
 			continue
 		}
@@ -228,35 +245,34 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 		}
 		exts[e.VNI] = dn
 	}
+	nets := map[int64]datapath.Network{}
+	for _, n := range view.Networks {
+		wantNet[n.VNI] = true
+		dn, err := dpNetwork(fmt.Sprint(n.VNI), n.VNI, n.CIDR, n.Gateway, n.DNS, n.DHCP)
+		if err == nil {
+			err = dp.EnsureNetwork(dn)
+		}
+		if err != nil {
+			a.log.Warn("network", "vni", n.VNI, "err", err)
+			continue
+		}
+		nets[n.VNI] = dn
+	}
+	// What is plugged now, after the bridges were made or repaired.
+	plugged, err := dp.State()
+	if err != nil {
+		a.log.Warn("network state", "err", err)
+		return
+	}
 	var fw []datapath.FirewallPort
 	byAddr := map[int64]map[string]api.AgentPort{}
 	inView := map[string]bool{}
 	for _, n := range view.Networks {
-		dn, err := dpNetwork(api.InstanceNIC{Network: fmt.Sprint(n.VNI), VNI: n.VNI, CIDR: n.CIDR, Gateway: n.Gateway, DNS: n.DNS, DHCP: n.DHCP})
-		if err != nil {
-			a.log.Warn("network view", "err", err)
+		dn, ok := nets[n.VNI]
+		if !ok {
 			continue
 		}
-		wantNet[n.VNI] = true
-		if err := dp.EnsureNetwork(dn); err != nil {
-			a.log.Warn("network", "vni", n.VNI, "err", err)
-			continue
-		}
-		var peers []datapath.Peer
-		for _, p := range n.Peers {
-			vtep, err := netip.ParseAddr(p.VTEP)
-			if err != nil {
-				continue
-			}
-			pe := datapath.Peer{VTEP: vtep}
-			for _, m := range p.MACs {
-				if hw, err := net.ParseMAC(m); err == nil {
-					pe.MACs = append(pe.MACs, hw)
-				}
-			}
-			peers = append(peers, pe)
-		}
-		if err := dp.SetPeers(n.VNI, peers); err != nil {
+		if err := dp.SetPeers(n.VNI, peersOf(n.Peers)); err != nil {
 			a.log.Warn("network peers", "vni", n.VNI, "err", err)
 		}
 		var leases []datapath.Lease
@@ -264,50 +280,38 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 		var ext datapath.Network
 		byAddr[n.VNI] = map[string]api.AgentPort{}
 		for _, p := range n.Ports {
-			mac, err1 := net.ParseMAC(p.MAC)
-			ip, err2 := netip.ParseAddr(p.IP)
-			if err1 != nil || err2 != nil {
-				continue
-			}
-			wantPort[datapath.PortName(p.PortID)] = true
+			dev := datapath.PortName(p.PortID)
+			wantPort[dev] = true
 			inView[p.InstanceID] = true
 			as, mine := wired[p.InstanceID]
 			if !mine {
 				continue // its assignment has not reached this agent yet
 			}
-			byAddr[n.VNI][p.IP] = p
-			// Repair: a port deleted by hand (or with its bridge) is
-			// plugged again.
-			ns := ""
-			if as.Type == api.TypeContainer {
-				ns = a.instanceNS(as.ID)
-			}
-			if _, err := dp.AttachPort(dn, datapath.Port{ID: p.PortID, MAC: mac, IP: ip, NetNS: ns}); err != nil {
+			port, err := a.dpPort(as, p.PortID, p.MAC, p.IP)
+			if err != nil {
 				a.log.Warn("port", "instance", p.Instance, "err", err)
+				continue
 			}
-			leases = append(leases, datapath.Lease{MAC: mac, IP: ip, Hostname: p.Instance})
+			byAddr[n.VNI][p.IP] = p
+			// Repair: a port deleted by hand, or left out of a bridge made
+			// again, is plugged again.
+			if up, ok := plugged[n.VNI][dev]; !ok || !up {
+				if _, err := dp.AttachPort(dn, port); err != nil {
+					a.log.Warn("port", "instance", p.Instance, "err", err)
+				}
+			}
+			leases = append(leases, datapath.Lease{MAC: port.MAC, IP: port.IP, Hostname: p.Instance})
 			if e, ok := exts[p.FloatingVNI]; ok && (ext.VNI == 0 || ext.VNI == e.VNI) {
 				if f, err := netip.ParseAddr(p.FloatingIP); err == nil {
 					ext = e
-					fips = append(fips, datapath.Floating{Floating: f, Fixed: ip})
+					fips = append(fips, datapath.Floating{Floating: f, Fixed: port.IP})
 				}
 			}
-			fp := datapath.FirewallPort{VNI: n.VNI, ID: p.PortID, MAC: mac, IP: ip, Gateway: dn.Gateway}
-			for _, r := range p.Rules {
-				rule := datapath.Rule{Ingress: r.Direction == api.Ingress, Protocol: r.Protocol, PortMin: uint16(r.PortMin), PortMax: uint16(r.PortMax)}
-				for _, rem := range r.Remotes {
-					if pr, err := netip.ParsePrefix(rem); err == nil {
-						rule.Remotes = append(rule.Remotes, pr)
-					}
-				}
-				fp.Rules = append(fp.Rules, rule)
-			}
-			fw = append(fw, fp)
+			fw = append(fw, firewallPort(n.VNI, dn.Gateway, port, p.Rules))
 		}
 		if err := dp.EnsureServices(dn, leases, http.HandlerFunc(a.metadata), a.log); err != nil {
 			a.log.Warn("network services", "vni", n.VNI, "err", err)
 		}
-		// The router's egress and floating IPs, when they changed.
 		r := datapath.Router{Egress: n.EgressNAT, External: ext, Floating: fips}
 		if key := fmt.Sprint(r); a.routers[n.VNI] != key {
 			if err := dp.SetRouter(n.VNI, r); err != nil {
@@ -337,48 +341,78 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 		}
 	}
 	a.mu.Unlock()
-	// A host that never had a network keeps its firewall untouched.
-	if len(wantNet) > 0 || a.fwApplied {
+	sort.Slice(fw, func(i, j int) bool { return fw[i].ID < fw[j].ID })
+	if key := fmt.Sprint(fw); key != a.fwKey {
 		if err := dp.ApplyFirewall(fw); err != nil {
 			a.log.Warn("firewall", "err", err)
 		} else {
-			a.fwApplied = true
+			a.fwKey = key
 		}
 	}
-	// What nobody wants goes: stray ports, then empty networks.
-	if state, err := dp.State(); err == nil {
-		for vni, ports := range state {
-			left := 0
-			for _, dev := range ports {
-				if wantPort[dev] {
-					left++
-				} else if err := dp.DetachDevice(dev); err != nil {
+	// What nobody wants goes: stray ports, then networks, routers and
+	// services no one wants (a removal cut short leaves some of them).
+	gone := map[int64]bool{}
+	for vni, ports := range plugged {
+		for dev := range ports {
+			if !wantPort[dev] {
+				if err := dp.DetachDevice(dev); err != nil {
 					a.log.Warn("removing a stray port", "device", dev, "err", err)
 				}
 			}
-			if left == 0 && !wantNet[vni] {
-				dp.StopServices(vni)
-				delete(a.routers, vni)
-				if err := dp.RemoveNetwork(vni); err != nil {
-					a.log.Warn("removing a network", "vni", vni, "err", err)
-				}
+		}
+		gone[vni] = true
+	}
+	for _, vni := range append(dp.Routers(), dp.ServedNetworks()...) {
+		gone[vni] = true
+	}
+	for vni := range gone {
+		if wantNet[vni] {
+			continue
+		}
+		dp.StopServices(vni)
+		delete(a.routers, vni)
+		if err := dp.RemoveNetwork(vni); err != nil {
+			a.log.Warn("removing a network", "vni", vni, "err", err)
+		}
+	}
+}
+
+// noFirewall is the key of an empty firewall: a host that never had a
+// network keeps its own rules untouched.
+var noFirewall = fmt.Sprint([]datapath.FirewallPort(nil))
+
+// peersOf turns the view's peers into forwarding entries' terms.
+func peersOf(in []api.NetworkPeer) []datapath.Peer {
+	var out []datapath.Peer
+	for _, p := range in {
+		vtep, err := netip.ParseAddr(p.VTEP)
+		if err != nil {
+			continue
+		}
+		pe := datapath.Peer{VTEP: vtep}
+		for _, m := range p.MACs {
+			if hw, err := net.ParseMAC(m); err == nil {
+				pe.MACs = append(pe.MACs, hw)
 			}
 		}
+		out = append(out, pe)
 	}
-	for _, vni := range dp.ServedNetworks() {
-		if !wantNet[vni] {
-			dp.StopServices(vni)
-		}
-	}
-	// A router left without its network (its removal was cut short).
-	for _, vni := range dp.Routers() {
-		if !wantNet[vni] {
-			delete(a.routers, vni)
-			if err := dp.RemoveNetwork(vni); err != nil {
-				a.log.Warn("removing a network", "vni", vni, "err", err)
+	return out
+}
+
+// firewallPort is a port's firewall entry: its rules, remotes parsed.
+func firewallPort(vni int64, gw netip.Addr, p datapath.Port, rules []api.ResolvedRule) datapath.FirewallPort {
+	fp := datapath.FirewallPort{VNI: vni, ID: p.ID, MAC: p.MAC, IP: p.IP, Gateway: gw}
+	for _, r := range rules {
+		rule := datapath.Rule{Ingress: r.Direction == api.Ingress, Protocol: r.Protocol, PortMin: uint16(r.PortMin), PortMax: uint16(r.PortMax)}
+		for _, rem := range r.Remotes {
+			if pr, err := netip.ParsePrefix(rem); err == nil {
+				rule.Remotes = append(rule.Remotes, pr)
 			}
 		}
+		fp.Rules = append(fp.Rules, rule)
 	}
+	return fp
 }
 
 // metadata serves the EC2-style metadata paths to the instance the

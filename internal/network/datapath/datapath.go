@@ -574,19 +574,20 @@ func (h *Host) Routers() []int64 {
 	return out
 }
 
-// State is what exists on the host: networks by VNI, each with the ports
-// plugged into its bridge (host-side device names).
-func (h *Host) State() (map[int64][]string, error) {
+// State is what exists on the host, in one listing of its links: networks
+// by VNI, each with the ports plugged into its bridge (host-side device
+// names) and whether each is up.
+func (h *Host) State() (map[int64]map[string]bool, error) {
 	links, err := h.nl.LinkList()
 	if err != nil {
 		return nil, err
 	}
-	out := map[int64][]string{}
+	out := map[int64]map[string]bool{}
 	byIndex := map[int]int64{}
 	for _, l := range links {
 		if vni, ok := strings.CutPrefix(l.Attrs().Name, "kbr"); ok && l.Type() == "bridge" {
 			if v, err := strconv.ParseInt(vni, 10, 64); err == nil {
-				out[v] = []string{}
+				out[v] = map[string]bool{}
 				byIndex[l.Attrs().Index] = v
 			}
 		}
@@ -594,7 +595,7 @@ func (h *Host) State() (map[int64][]string, error) {
 	for _, l := range links {
 		if strings.HasPrefix(l.Attrs().Name, "kp") {
 			if v, ok := byIndex[l.Attrs().MasterIndex]; ok {
-				out[v] = append(out[v], l.Attrs().Name)
+				out[v][l.Attrs().Name] = l.Attrs().Flags&net.FlagUp != 0
 			}
 		}
 	}

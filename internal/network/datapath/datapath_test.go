@@ -100,7 +100,7 @@ func TestEnsureIsIdempotentAndRepairs(t *testing.T) {
 	}
 	st, err := h.State()
 	must(t, err)
-	if len(st[netA.VNI]) != 1 || st[netA.VNI][0] != PortName(a0.port.ID) || len(st[netB.VNI]) != 1 {
+	if len(st[netA.VNI]) != 1 || !st[netA.VNI][PortName(a0.port.ID)] || len(st[netB.VNI]) != 1 {
 		t.Errorf("after repair: %v", st)
 	}
 	// Forwarding entries follow the peers given, stale ones go.
