@@ -191,9 +191,12 @@ type FloatingIP struct {
 	NetworkID string `json:"network_id"`
 	IP        string `json:"ip"`
 	Instance  string `json:"instance,omitempty"`
-	Port      string `json:"port,omitempty"`
-	FixedIP   string `json:"fixed_ip,omitempty"`
-	Host      string `json:"host,omitempty"`
+	// InstanceID is the attached instance's id: a later instance of the
+	// same name never inherits the address.
+	InstanceID string `json:"instance_id,omitempty"`
+	Port       string `json:"port,omitempty"`
+	FixedIP    string `json:"fixed_ip,omitempty"`
+	Host       string `json:"host,omitempty"`
 }
 
 // FloatingIPsPost takes a floating IP from an external network (a given

@@ -59,10 +59,7 @@ func (a *app) securityGroupCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.output != "" && a.output != "table" {
-				return a.printObject(g)
-			}
-			return printList(a, g.Rules, ruleColumns)
+			return a.printGroup(g)
 		},
 	}
 	del := &cobra.Command{
@@ -77,6 +74,15 @@ func (a *app) securityGroupCmd() *cobra.Command {
 	}
 	cmd.AddCommand(create, list, show, del, a.ruleCmd())
 	return cmd
+}
+
+// printGroup shows a group as the table of its rules, or whole in JSON or
+// YAML.
+func (a *app) printGroup(g api.SecurityGroup) error {
+	if a.output != "table" {
+		return a.printObject(g)
+	}
+	return printList(a, g.Rules, ruleColumns)
 }
 
 var ruleColumns = []column[api.SecurityRule]{
@@ -171,10 +177,7 @@ func (a *app) ruleCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.output != "" && a.output != "table" {
-				return a.printObject(g)
-			}
-			return printList(a, g.Rules, ruleColumns)
+			return a.printGroup(g)
 		},
 	}
 	f := add.Flags()

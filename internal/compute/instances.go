@@ -266,19 +266,21 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 	// The instance, its ports and their addresses are one transaction; a
 	// conflict other than the name means an address went to someone else
 	// meanwhile: plan the ports again.
+	if len(req.Networks) > 0 {
+		if svc.Networks == nil {
+			return api.Instance{}, errs.Invalid("networks", "this cloud has no network service")
+		}
+		if len(req.SecurityGroups) == 0 {
+			req.SecurityGroups = []string{network.DefaultGroup}
+		}
+		if err := svc.Networks.CheckGroups(ctx, project, req.SecurityGroups); err != nil {
+			return api.Instance{}, err
+		}
+	}
 	var rev int64
 	for attempt := 0; ; attempt++ {
 		var ports network.InstancePorts
 		if len(req.Networks) > 0 {
-			if svc.Networks == nil {
-				return api.Instance{}, errs.Invalid("networks", "this cloud has no network service")
-			}
-			if len(req.SecurityGroups) == 0 {
-				req.SecurityGroups = []string{network.DefaultGroup}
-			}
-			if err := svc.Networks.CheckGroups(ctx, project, req.SecurityGroups); err != nil {
-				return api.Instance{}, err
-			}
 			if ports, err = svc.Networks.PlanInstancePorts(ctx, project, req.Name, req.Networks, req.SecurityGroups); err != nil {
 				return api.Instance{}, err
 			}
@@ -310,13 +312,10 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 	return r.api(rev), nil
 }
 
-// InstanceNICs returns a live instance's ports.
-func (svc *Service) InstanceNICs(ctx context.Context, project, name string) ([]api.InstanceNIC, error) {
+// InstanceNICs returns a live instance's id and ports.
+func (svc *Service) InstanceNICs(ctx context.Context, project, name string) (string, []api.InstanceNIC, error) {
 	r, _, err := svc.get(ctx, project, name)
-	if err != nil {
-		return nil, err
-	}
-	return r.NICs, nil
+	return r.ID, r.NICs, err
 }
 
 // HostOf says which host a live instance is on ("" when none).

@@ -71,16 +71,8 @@ func (svc *Service) CreateFloatingIP(ctx context.Context, project string, req ap
 		if err != nil {
 			return api.FloatingIP{}, err
 		}
-		sn := parseSubnet(n.Subnet)
-		ip := sn.gateway
-		if req.IP != "" {
-			if ip, err = parseAddr("ip", req.IP); err != nil {
-				return api.FloatingIP{}, err
-			}
-			if lo, hi := bounds(sn.prefix); n32(ip) < n32(lo) || n32(ip) > n32(hi) || ip == sn.gateway {
-				return api.FloatingIP{}, errs.Invalid("ip", "ip %s is not a free host address of %s", ip, sn.prefix)
-			}
-		} else if ip, err = svc.pick(ctx, n.ID, sn); err != nil {
+		ip, err := svc.address(ctx, n, req.Network, req.IP)
+		if err != nil {
 			return api.FloatingIP{}, err
 		}
 		t := svc.now().UTC()
@@ -98,9 +90,10 @@ func (svc *Service) CreateFloatingIP(ctx context.Context, project string, req ap
 		if !errors.Is(err, store.ErrConflict) {
 			return api.FloatingIP{}, err
 		}
-		if req.IP != "" {
+		if _, gerr := svc.s.Get(ctx, ak); gerr == nil && req.IP != "" {
 			return api.FloatingIP{}, errs.Conflict("address %s is taken on network %q", req.IP, req.Network)
 		}
+		// The address went to someone else, or the network changed: again.
 	}
 	return api.FloatingIP{}, errs.Unavailable("too many concurrent allocations; try again")
 }
@@ -113,26 +106,21 @@ func (svc *Service) withHost(f api.FloatingIP) api.FloatingIP {
 	return f
 }
 
+func fipMeta(f *api.FloatingIP) *api.Meta { return &f.Meta }
+
 // GetFloatingIP returns one of the project's floating IPs.
 func (svc *Service) GetFloatingIP(ctx context.Context, project, ip string) (api.FloatingIP, error) {
-	var f api.FloatingIP
-	rev, err := store.GetJSON(ctx, svc.s, fipKey(project, ip), &f)
-	if errors.Is(err, store.ErrNotFound) {
-		return f, errs.NotFound("floating IP %q not found in project %q", ip, project)
-	}
-	f.Revision = rev
+	f, err := getObject(ctx, svc, project, fipKey(project, ip), fmt.Sprintf("floating IP %q", ip), fipMeta)
 	return svc.withHost(f), err
 }
 
 // ListFloatingIPs returns the project's floating IPs.
 func (svc *Service) ListFloatingIPs(ctx context.Context, project string) ([]api.FloatingIP, error) {
-	items, err := store.ListJSON[api.FloatingIP](ctx, svc.s, fipPrefix+project+"/")
-	out := []api.FloatingIP{}
-	for _, it := range items {
-		it.Value.Revision = it.Revision
-		out = append(out, svc.withHost(it.Value))
+	fs, err := listObjects(ctx, svc, fipPrefix+project+"/", fipMeta)
+	for i := range fs {
+		fs[i] = svc.withHost(fs[i])
 	}
-	return out, err
+	return fs, err
 }
 
 // DeleteFloatingIP gives the address back (detached or not).
@@ -155,7 +143,7 @@ func (svc *Service) AttachFloatingIP(ctx context.Context, project, ip, instance 
 	if svc.InstanceNICs == nil {
 		return api.FloatingIP{}, errs.Unavailable("no compute service")
 	}
-	nics, err := svc.InstanceNICs(ctx, project, instance)
+	id, nics, err := svc.InstanceNICs(ctx, project, instance)
 	if err != nil {
 		return api.FloatingIP{}, err
 	}
@@ -176,7 +164,7 @@ func (svc *Service) AttachFloatingIP(ctx context.Context, project, ip, instance 
 		if f.Instance != "" && f.Instance != instance {
 			return errs.Conflict("floating IP %s is attached to %q; detach it first", ip, f.Instance)
 		}
-		f.Instance, f.Port, f.FixedIP = instance, nic.Port, nic.IP
+		f.Instance, f.InstanceID, f.Port, f.FixedIP = instance, id, nic.Port, nic.IP
 		return nil
 	})
 }
@@ -184,7 +172,7 @@ func (svc *Service) AttachFloatingIP(ctx context.Context, project, ip, instance 
 // DetachFloatingIP detaches a floating IP (it stays the project's).
 func (svc *Service) DetachFloatingIP(ctx context.Context, project, ip string) (api.FloatingIP, error) {
 	return svc.updateFIP(ctx, project, ip, func(f *api.FloatingIP) error {
-		f.Instance, f.Port, f.FixedIP = "", "", ""
+		f.Instance, f.InstanceID, f.Port, f.FixedIP = "", "", "", ""
 		return nil
 	})
 }
@@ -207,26 +195,6 @@ func (svc *Service) DetachInstance(ctx context.Context, project, instance string
 
 func (svc *Service) updateFIP(ctx context.Context, project, ip string, fn func(*api.FloatingIP) error) (api.FloatingIP, error) {
 	f, err := updateObject(ctx, svc, project, fipKey(project, ip), "floating-ip", fipURL(project, ip),
-		fmt.Sprintf("floating IP %q", ip), func(f *api.FloatingIP) *api.Meta { return &f.Meta }, fn)
+		fmt.Sprintf("floating IP %q", ip), fipMeta, fn)
 	return svc.withHost(f), err
-}
-
-// updateObject is a compare-and-swap change of one of a project's
-// objects that stamps its update time and records an "updated" event; a
-// missing one is a 404 naming what.
-func updateObject[T any](ctx context.Context, svc *Service, project, key, kind, url, what string, meta func(*T) *api.Meta, fn func(*T) error) (T, error) {
-	v, rev, err := store.UpdateJSON(ctx, svc.s, key, func(v *T) error {
-		if err := fn(v); err != nil {
-			return err
-		}
-		meta(v).UpdatedAt = svc.now().UTC()
-		return nil
-	}, func(v *T) []store.Op {
-		return []store.Op{events.Op(ctx, kind, events.Updated, project, url, *v)}
-	})
-	if errors.Is(err, store.ErrNotFound) {
-		return v, errs.NotFound("%s not found in project %q", what, project)
-	}
-	meta(&v).Revision = rev
-	return v, err
 }

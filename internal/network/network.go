@@ -58,9 +58,9 @@ type Service struct {
 	// EgressNAT: tenant networks reach past their hosts' default routes
 	// (masqueraded); off, only floating IPs leave.
 	EgressNAT bool
-	// InstanceNICs returns a live instance's ports (floating IPs attach
-	// to the first).
-	InstanceNICs func(ctx context.Context, project, instance string) ([]api.InstanceNIC, error)
+	// InstanceNICs returns a live instance's id and ports (floating IPs
+	// attach to the first).
+	InstanceNICs func(ctx context.Context, project, instance string) (string, []api.InstanceNIC, error)
 }
 
 // New returns the service.

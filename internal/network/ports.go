@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"math/big"
 	"net/netip"
 	"strings"
@@ -45,16 +46,8 @@ func (svc *Service) CreatePort(ctx context.Context, project string, req api.Port
 		if err != nil {
 			return api.Port{}, err
 		}
-		if n.Deleting {
-			return api.Port{}, errs.Conflict("network %q is being deleted", req.Network)
-		}
-		sn := parseSubnet(n.Subnet)
-		ip := want
-		if req.IP != "" {
-			if lo, hi := bounds(sn.prefix); n32(want) < n32(lo) || n32(want) > n32(hi) || want == sn.gateway {
-				return api.Port{}, errs.Invalid("ip", "ip %s is not a free host address of %s (the gateway is %s)", want, sn.prefix, sn.gateway)
-			}
-		} else if ip, err = svc.pick(ctx, n.ID, sn); err != nil {
+		ip, err := svc.address(ctx, n, req.Network, req.IP)
+		if err != nil {
 			return api.Port{}, err
 		}
 		t := svc.now().UTC()
@@ -83,6 +76,28 @@ func (svc *Service) CreatePort(ctx context.Context, project string, req api.Port
 		// The address went to another port, or the network changed: again.
 	}
 	return api.Port{}, errs.Unavailable("network %q: too many concurrent address allocations; try again", req.Network)
+}
+
+// address is the address a new allocation on network n (named ref) gets:
+// want, checked to be a host address of its subnet other than the
+// gateway, or else a free one of its pools. A network being deleted
+// takes none (its delete checks there are none).
+func (svc *Service) address(ctx context.Context, n netRecord, ref, want string) (netip.Addr, error) {
+	if n.Deleting {
+		return netip.Addr{}, errs.Conflict("network %q is being deleted", ref)
+	}
+	sn := parseSubnet(n.Subnet)
+	if want == "" {
+		return svc.pick(ctx, n.ID, sn)
+	}
+	a, err := parseAddr("ip", want)
+	if err != nil {
+		return a, err
+	}
+	if lo, hi := bounds(sn.prefix); n32(a) < n32(lo) || n32(a) > n32(hi) || a == sn.gateway {
+		return a, errs.Invalid("ip", "ip %s is not a free host address of %s (the gateway is %s)", a, sn.prefix, sn.gateway)
+	}
+	return a, nil
 }
 
 // pick chooses a free address of the pools at random (so that concurrent
@@ -116,12 +131,7 @@ func (svc *Service) pick(ctx context.Context, netID string, sn subnet) (netip.Ad
 
 // GetPort returns one of the project's ports.
 func (svc *Service) GetPort(ctx context.Context, project, name string) (api.Port, error) {
-	var p api.Port
-	rev, err := store.GetJSON(ctx, svc.s, portKey(project, name), &p)
-	if errors.Is(err, store.ErrNotFound) {
-		return p, errs.NotFound("port %q not found in project %q", name, project)
-	}
-	p.Revision = rev
+	p, err := getObject(ctx, svc, project, portKey(project, name), fmt.Sprintf("port %q", name), func(p *api.Port) *api.Meta { return &p.Meta })
 	if err == nil && p.Instance != "" && svc.HostOf != nil {
 		p.Host = svc.HostOf(project, p.Instance)
 	}

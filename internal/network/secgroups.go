@@ -72,26 +72,16 @@ func (svc *Service) EnsureDefaultGroup(ctx context.Context, project string) erro
 	return err
 }
 
+func sgMeta(g *api.SecurityGroup) *api.Meta { return &g.Meta }
+
 // GetSecurityGroup returns one of the project's groups.
 func (svc *Service) GetSecurityGroup(ctx context.Context, project, name string) (api.SecurityGroup, error) {
-	var g api.SecurityGroup
-	rev, err := store.GetJSON(ctx, svc.s, sgKey(project, name), &g)
-	if errors.Is(err, store.ErrNotFound) {
-		return g, errs.NotFound("security group %q not found in project %q", name, project)
-	}
-	g.Revision = rev
-	return g, err
+	return getObject(ctx, svc, project, sgKey(project, name), fmt.Sprintf("security group %q", name), sgMeta)
 }
 
 // ListSecurityGroups returns the project's groups.
 func (svc *Service) ListSecurityGroups(ctx context.Context, project string) ([]api.SecurityGroup, error) {
-	items, err := store.ListJSON[api.SecurityGroup](ctx, svc.s, sgPrefix+project+"/")
-	out := []api.SecurityGroup{}
-	for _, it := range items {
-		it.Value.Revision = it.Revision
-		out = append(out, it.Value)
-	}
-	return out, err
+	return listObjects(ctx, svc, sgPrefix+project+"/", sgMeta)
 }
 
 // DeleteSecurityGroup removes a group no instance uses and no rule of
@@ -208,7 +198,7 @@ func (svc *Service) DeleteRule(ctx context.Context, project, group, id string) (
 
 func (svc *Service) updateGroup(ctx context.Context, project, group string, fn func(*api.SecurityGroup) error) (api.SecurityGroup, error) {
 	return updateObject(ctx, svc, project, sgKey(project, group), "security-group", sgURL(project, group),
-		fmt.Sprintf("security group %q", group), func(g *api.SecurityGroup) *api.Meta { return &g.Meta }, fn)
+		fmt.Sprintf("security group %q", group), sgMeta, fn)
 }
 
 // CheckGroups says whether every named group exists in the project
@@ -267,8 +257,8 @@ func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed
 			return out, err
 		}
 		for _, it := range all {
-			if f := it.Value; f.Instance != "" && projects[f.Project] {
-				fips[f.Project+"/"+f.Instance] = f
+			if f := it.Value; f.InstanceID != "" && projects[f.Project] {
+				fips[f.InstanceID] = f
 			}
 		}
 	}
@@ -302,7 +292,7 @@ func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed
 			continue
 		}
 		port := api.AgentPort{Host: p.Host, Instance: p.Instance, InstanceID: p.InstanceID, PortID: p.NIC.PortID, MAC: p.NIC.MAC, IP: p.NIC.IP, Rules: []api.ResolvedRule{}}
-		if f, ok := fips[p.Project+"/"+p.Instance]; ok && f.Port == p.NIC.Port {
+		if f, ok := fips[p.InstanceID]; ok && f.Port == p.NIC.Port {
 			ext, ok := externals[f.Network]
 			if !ok {
 				owner, name, _ := strings.Cut(f.Network, "/")

@@ -108,3 +108,43 @@ func TestAgentView(t *testing.T) {
 		t.Errorf("the remote group resolved to %v", db.Remotes)
 	}
 }
+
+// TestFloatingIPFollowsInstanceID: a floating IP reaches the agent's view
+// for the instance it was attached to, by id: a later instance of the same
+// name (the first ended and its detach was lost) does not inherit it.
+func TestFloatingIPFollowsInstanceID(t *testing.T) {
+	svc, _ := newSvc(t, api.ResourceCounts{Networks: 10, Ports: 10, FloatingIPs: 5})
+	ctx := context.Background()
+	if _, err := svc.CreateNetwork(ctx, "p", api.NetworksPost{Name: "public", CIDR: "203.0.113.0/24", External: true}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := svc.CreateFloatingIP(ctx, "p", api.FloatingIPsPost{Network: "public"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nic := api.InstanceNIC{VNI: 7, CIDR: "10.20.0.0/24", Gateway: "10.20.0.1", IP: "10.20.0.5", MAC: "02:00:0a:14:00:05", Port: "db-eth0", PortID: "port-db"}
+	attachedTo := "i-old"
+	svc.InstanceNICs = func(context.Context, string, string) (string, []api.InstanceNIC, error) {
+		return attachedTo, []api.InstanceNIC{nic}, nil
+	}
+	if _, err := svc.AttachFloatingIP(ctx, "p", f.IP, "db"); err != nil {
+		t.Fatal(err)
+	}
+	view := func() api.AgentPort {
+		v, err := svc.AgentView(ctx, map[string]bool{"h1": true}, []PlacedNIC{{Host: "h1", Project: "p", Instance: "db", InstanceID: "i-db", NIC: nic}}, nil)
+		if err != nil || len(v.Networks) != 1 || len(v.Networks[0].Ports) != 1 {
+			t.Fatalf("view: %+v %v", v, err)
+		}
+		return v.Networks[0].Ports[0]
+	}
+	if p := view(); p.FloatingIP != "" {
+		t.Errorf("a new instance named db inherited %s", p.FloatingIP)
+	}
+	attachedTo = "i-db"
+	if _, err := svc.AttachFloatingIP(ctx, "p", f.IP, "db"); err != nil {
+		t.Fatal(err)
+	}
+	if p := view(); p.FloatingIP != f.IP || p.FloatingVNI == 0 {
+		t.Errorf("attached to i-db, the view says %q (vni %d)", p.FloatingIP, p.FloatingVNI)
+	}
+}
