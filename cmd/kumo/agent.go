@@ -116,14 +116,8 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 			if err != nil {
 				return err
 			}
-			cfg := agent.Config{Server: server, JoinToken: token, Name: name, StateDir: stateDir, Driver: d, HeartbeatEvery: heartbeat, Log: log, Uplinks: drivers.uplinks}
-			if drv != "sim" {
-				if cfg.Network, err = agent.OpenDatapath(drivers.vtep, stateDir); err != nil {
-					log.Warn("no network datapath: instances with networks will fail here", "err", err)
-					cfg.NetworkError = err.Error()
-				}
-			}
-			a, err = agent.New(cmd.Context(), cfg)
+			a, err = agent.New(cmd.Context(), agent.Config{Server: server, JoinToken: token, Name: name, StateDir: stateDir, Driver: d,
+				HeartbeatEvery: heartbeat, Log: log, VTEP: drivers.vtep, Uplinks: drivers.uplinks})
 			if err != nil {
 				return err
 			}

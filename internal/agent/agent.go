@@ -46,11 +46,13 @@ type Config struct {
 	// WrapTransport, if set, sees every API call (tests check them
 	// against the OpenAPI contract).
 	WrapTransport func(http.RoundTripper) http.RoundTripper
-	// Network is the host's network datapath (nil: instances with
-	// networks fail here, with NetworkError as the reason; the sim driver
-	// needs none). Its VTEP is registered as the hosts' address.
-	Network      *datapath.Host
-	NetworkError string
+	// VTEP is the host's address for VXLAN tunnels ("" or "auto": the
+	// default route's interface). Agents of real drivers open the host's
+	// network datapath with it; without one, instances with networks fail
+	// here with the reason.
+	VTEP string
+	// Network is the datapath (set by New; tests may give their own).
+	Network *datapath.Host
 	// Uplinks name the host device of each external network (by name
 	// or owner/name), bridged for floating IPs.
 	Uplinks map[string]string
@@ -118,8 +120,16 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.Name == "" {
 		cfg.Name, _ = os.Hostname()
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, reps: make(chan api.InstanceReport, 4096), work: map[string]*work{}, running: map[string]api.Assignment{}, written: map[string]int64{}, sem: make(chan struct{}, cfg.Workers),
-		ready: map[string]bool{}, kick: make(chan struct{}, 1), withPorts: map[string]api.Assignment{}, netKick: make(chan struct{}, 1), netErr: cfg.NetworkError, fwKey: noFirewall, routers: map[int64]string{}, assigned: make(chan struct{}), unplaced: map[string]int{}}
+	netErr := ""
+	if cfg.Network == nil && cfg.Driver.Name() != "sim" {
+		var err error
+		if cfg.Network, err = openDatapath(cfg.VTEP, cfg.StateDir); err != nil {
+			cfg.Log.Warn("no network datapath: instances with networks will fail here", "err", err)
+			netErr = err.Error()
+		}
+	}
+	a := &Agent{cfg: cfg, log: cfg.Log, netErr: netErr, reps: make(chan api.InstanceReport, 4096), work: map[string]*work{}, running: map[string]api.Assignment{}, written: map[string]int64{}, sem: make(chan struct{}, cfg.Workers),
+		ready: map[string]bool{}, kick: make(chan struct{}, 1), withPorts: map[string]api.Assignment{}, netKick: make(chan struct{}, 1), fwKey: noFirewall, routers: map[int64]string{}, assigned: make(chan struct{}), unplaced: map[string]int{}}
 	specs, err := cfg.Driver.Hosts(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("driver %s: fingerprint: %w", cfg.Driver.Name(), err)

@@ -474,17 +474,18 @@ func (a *Agent) uplink(name string) string {
 	return a.cfg.Uplinks[short]
 }
 
-// OpenDatapath opens this machine's network datapath, its tunnels
+// openDatapath opens this machine's network datapath, its tunnels
 // starting at vtep ("" or "auto": datapath.DefaultVTEP), its namespaces
 // (routers', containers') mounted under stateDir/netns - one agent's
 // apart from another's on the same machine.
-func OpenDatapath(vtep, stateDir string) (*datapath.Host, error) {
-	addr := datapath.DefaultVTEP()
-	if vtep != "" && vtep != "auto" {
-		var err error
-		if addr, err = netip.ParseAddr(vtep); err != nil || !addr.Is4() {
-			return nil, fmt.Errorf("--vtep %q is not an IPv4 address", vtep)
-		}
+func openDatapath(vtep, stateDir string) (*datapath.Host, error) {
+	var addr netip.Addr
+	if vtep == "" || vtep == "auto" {
+		addr = datapath.DefaultVTEP()
+	} else if a, err := netip.ParseAddr(vtep); err == nil && a.Is4() {
+		addr = a
+	} else {
+		return nil, fmt.Errorf("--vtep %q is not an IPv4 address", vtep)
 	}
 	return datapath.Open(datapath.Config{VTEP: addr, NSDir: filepath.Join(stateDir, "netns")})
 }

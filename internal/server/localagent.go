@@ -37,13 +37,7 @@ func (s *Server) startLocalAgent(ctx context.Context) error {
 	}
 	cfg := agent.Config{
 		Server: "https://127.0.0.1:" + port, JoinToken: tok.Token, Name: "local",
-		StateDir: base, Driver: d, Log: s.log.With("component", "agent"), Uplinks: s.cfg.LocalUplinks,
-	}
-	if s.cfg.LocalDriver != "sim" {
-		if cfg.Network, err = agent.OpenDatapath(s.cfg.LocalVTEP, base); err != nil {
-			s.log.Warn("no network datapath: instances with networks will fail here", "err", err)
-			cfg.NetworkError = err.Error()
-		}
+		StateDir: base, Driver: d, Log: s.log.With("component", "agent"), VTEP: s.cfg.LocalVTEP, Uplinks: s.cfg.LocalUplinks,
 	}
 	a, err = agent.New(ctx, cfg)
 	if err != nil {
