@@ -34,85 +34,104 @@ func newCache() *cache {
 	return &cache{instances: map[string]*entry{}, byID: map[string]string{}, hosts: map[string]api.Host{}, changed: make(chan struct{}), ready: make(chan struct{})}
 }
 
-// run fills the cache and follows the store until ctx ends, starting over
-// (list, then watch) whenever a watch breaks.
+// run fills the cache and follows the store until ctx ends. Each prefix
+// is kept by a store.Reflect (list at one revision, then watch from the
+// next), so no write is ever missed; the cache is ready once both have
+// been listed.
 func (c *cache) run(ctx context.Context, s store.Store, log *slog.Logger) {
-	first := true
-	for ctx.Err() == nil {
-		err := c.sync(ctx, s, first)
-		first = false
-		if ctx.Err() != nil {
-			return
-		}
-		log.Warn("instance cache resyncing", "err", err)
-		time.Sleep(200 * time.Millisecond)
-	}
+	var listed sync.WaitGroup
+	listed.Add(2)
+	go store.Reflect(ctx, s, instancesPrefix, &instanceView{cacheView{c: c, listed: &listed}}, log)
+	go store.Reflect(ctx, s, hosts.Prefix, &hostView{cacheView{c: c, listed: &listed}}, log)
+	go func() {
+		listed.Wait()
+		close(c.ready)
+	}()
+	<-ctx.Done()
 }
 
-func (c *cache) sync(ctx context.Context, s store.Store, first bool) error {
-	ikvs, err := store.ListAll(ctx, s, instancesPrefix)
-	if err != nil {
-		return err
-	}
-	hkvs, err := store.ListAll(ctx, s, hosts.Prefix)
-	if err != nil {
-		return err
-	}
-	rev, err := s.Revision(ctx)
-	if err != nil {
-		return err
-	}
+// cacheView is what the cache's views of its two prefixes share: the
+// cache, and saying once that their first listing is in.
+type cacheView struct {
+	c      *cache
+	listed *sync.WaitGroup
+	once   sync.Once
+}
+
+// replace runs fill under the cache's lock, wakes waiters, and counts the
+// first listing.
+func (v *cacheView) replace(fill func(c *cache)) {
+	v.c.mu.Lock()
+	fill(v.c)
+	v.c.notify()
+	v.c.mu.Unlock()
+	v.once.Do(v.listed.Done)
+}
+
+// instanceView is the cache's instances as a store.View.
+type instanceView struct{ cacheView }
+
+func (v *instanceView) Replace(kvs []store.KV, rev int64) {
+	v.replace(func(c *cache) {
+		c.instances, c.byID = map[string]*entry{}, map[string]string{}
+		for _, kv := range kvs {
+			c.putInstance(kv)
+		}
+		c.instRev = max(c.instRev, rev)
+	})
+}
+
+func (v *instanceView) Apply(ev store.WatchEvent) {
+	c := v.c
 	c.mu.Lock()
-	c.instances, c.byID, c.hosts = map[string]*entry{}, map[string]string{}, map[string]api.Host{}
-	for _, kv := range ikvs {
-		c.putInstance(kv)
+	defer c.mu.Unlock()
+	old, had := c.instances[ev.KV.Key]
+	switch {
+	case had && old.rev >= ev.KV.Revision:
+		// A replay of what the cache holds (a resumed watch).
+	case ev.Type == store.EventPut:
+		if had && old.rec.ID != "" {
+			delete(c.byID, old.rec.ID)
+		}
+		c.putInstance(ev.KV)
+	case had:
+		delete(c.byID, old.rec.ID)
+		delete(c.instances, ev.KV.Key)
 	}
-	for _, kv := range hkvs {
-		c.putHost(kv)
+	// Publish a revision only once all its changes are in, or a long
+	// poll could hand out half a transaction.
+	if ev.RevisionEnd {
+		c.instRev = max(c.instRev, ev.KV.Revision)
 	}
-	c.instRev = rev
 	c.notify()
-	c.mu.Unlock()
-	if first {
-		close(c.ready)
-	}
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, 2)
-	follow := func(prefix string, apply func(store.WatchEvent)) {
-		for ev := range s.Watch(wctx, prefix, rev+1) {
-			if ev.Err != nil {
-				errc <- ev.Err
-				return
-			}
-			c.mu.Lock()
-			apply(ev)
-			c.notify()
-			c.mu.Unlock()
-		}
-		errc <- ctx.Err()
-	}
-	go follow(instancesPrefix, func(ev store.WatchEvent) {
-		if ev.Type == store.EventPut {
-			c.putInstance(ev.KV)
-		} else if e, ok := c.instances[ev.KV.Key]; ok {
-			delete(c.byID, e.rec.ID)
-			delete(c.instances, ev.KV.Key)
-		}
-		// Publish a revision only once all its changes are in, or a
-		// long poll could hand out half a transaction.
-		if ev.RevisionEnd {
-			c.instRev = max(c.instRev, ev.KV.Revision)
+}
+
+// hostView is the cache's hosts as a store.View.
+type hostView struct{ cacheView }
+
+func (v *hostView) Replace(kvs []store.KV, _ int64) {
+	v.replace(func(c *cache) {
+		c.hosts = map[string]api.Host{}
+		for _, kv := range kvs {
+			c.putHost(kv)
 		}
 	})
-	go follow(hosts.Prefix, func(ev store.WatchEvent) {
-		if ev.Type == store.EventPut {
-			c.putHost(ev.KV)
-		} else {
-			delete(c.hosts, ev.KV.Key[len(hosts.Prefix):])
-		}
-	})
-	return <-errc
+}
+
+func (v *hostView) Apply(ev store.WatchEvent) {
+	c := v.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	name := ev.KV.Key[len(hosts.Prefix):]
+	if old, ok := c.hosts[name]; ok && old.Revision >= ev.KV.Revision {
+		return // a replay
+	}
+	if ev.Type == store.EventPut {
+		c.putHost(ev.KV)
+	} else {
+		delete(c.hosts, name)
+	}
+	c.notify()
 }
 
 func (c *cache) putInstance(kv store.KV) {

@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
@@ -153,5 +155,56 @@ func TestImageChecksAtCreate(t *testing.T) {
 	in, err := svc.Create(ctx, "p", api.InstancesPost{Name: "e", Type: "container", Flavor: "large", Image: "big"})
 	if err != nil || in.ImageSHA256 != "abc" {
 		t.Fatalf("create from an image: %+v %v", in, err)
+	}
+}
+
+// createOnFirstList creates an instance the moment the cache's first
+// listing of instances has been read: the write a list-then-watch loses
+// if it watches from a revision read after the listing.
+type createOnFirstList struct {
+	store.Store
+	once   sync.Once
+	create func()
+}
+
+func (c *createOnFirstList) List(ctx context.Context, prefix string, page store.Page) (store.ListResult, error) {
+	res, err := c.Store.List(ctx, prefix, page)
+	if prefix == instancesPrefix {
+		c.once.Do(c.create)
+	}
+	return res, err
+}
+
+// TestCacheSeesWriteBetweenListAndWatch: the instance cache (which the
+// scheduler and the agents' assignments read) holds an instance created
+// between its listing and its watch.
+func TestCacheSeesWriteBetweenListAndWatch(t *testing.T) {
+	ms := memstore.New()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := ms.Txn(ctx, nil, append(flavor.SeedOps(ctx), quota.InitOp("p", api.ResourceCounts{Instances: 5, VCPUs: -1, MemoryMiB: -1, DiskGiB: -1}))); err != nil {
+		t.Fatal(err)
+	}
+	var svc *Service
+	racy := &createOnFirstList{Store: ms}
+	racy.create = func() {
+		if _, err := svc.Create(ctx, "p", api.InstancesPost{Name: "between", Type: "vm", Flavor: "small", Image: "x"}); err != nil {
+			t.Error(err)
+		}
+	}
+	svc = New(racy, hosts.New(ms, strings.Repeat("a", 64), 0), "", slog.New(slog.DiscardHandler))
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go svc.cache.run(rctx, racy, svc.log)
+	if err := svc.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rev, _ := ms.Revision(ctx)
+	svc.cache.waitRev(ctx, rev)
+	svc.cache.mu.RLock()
+	_, ok := svc.cache.instances[instanceKey("p", "between")]
+	svc.cache.mu.RUnlock()
+	if !ok {
+		t.Fatal("the instance created between the cache's listing and its watch is not in the cache")
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -115,82 +114,105 @@ func (f Filter) Match(ev api.Event) bool {
 // Stream calls fn for each event matching f with ID > since, in ID order:
 // first those still kept, then, when follow is set, new ones as they
 // happen, until ctx ends or fn fails. since 0 with follow starts from now.
+// It reads events through store.Reflect, so an event written while the
+// stream starts, or while its watch is resumed, is never skipped.
 func Stream(ctx context.Context, s store.Store, since int64, follow bool, f Filter, fn func(api.Event) error) error {
-	last := since
-	from := int64(0)
-	if since > 0 || !follow {
-		kvs, err := store.ListAll(ctx, s, Prefix)
+	if !follow {
+		kvs, _, err := store.Snapshot(ctx, s, Prefix)
 		if err != nil {
 			return err
 		}
+		v := &streamView{last: since, f: f, fn: fn}
+		v.Replace(kvs, 0)
+		return v.err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	v := &streamView{last: since, f: f, fn: fn, stop: cancel}
+	after := int64(0)
+	if since == 0 {
 		rev, err := s.Revision(ctx)
 		if err != nil {
 			return err
 		}
-		// Keys are in time order, which can differ from revision order
-		// by a little when servers' clocks differ: order by revision, and
-		// within one by the sequence the transaction wrote them in.
-		slices.SortFunc(kvs, func(a, b store.KV) int {
-			if c := cmp.Compare(a.CreateRevision, b.CreateRevision); c != 0 {
-				return c
-			}
-			return cmp.Compare(seqOf(a.Key), seqOf(b.Key))
-		})
-		evs := make([]api.Event, 0, len(kvs))
-		index := 0
-		for i, kv := range kvs {
-			if i > 0 && kvs[i-1].CreateRevision == kv.CreateRevision {
-				index++
-			} else {
-				index = 0
-			}
-			ev, err := Decode(kv, index)
-			if err != nil || ev.ID <= since {
-				continue
-			}
-			evs = append(evs, ev)
-		}
-		for _, ev := range evs {
-			if f.Match(ev) {
-				if err := fn(ev); err != nil {
-					return err
-				}
-			}
-			last = max(last, ev.ID)
-		}
-		from = max(rev, last/perRevision) + 1
+		after, v.last = rev, ID(rev+1, 0)-1
 	}
-	if !follow {
-		return nil
-	}
-	curRev, index := int64(0), 0
-	for ev := range s.Watch(ctx, Prefix, from) {
-		if ev.Err != nil {
-			if errors.Is(ev.Err, store.ErrCompacted) {
-				return fmt.Errorf("event stream fell behind the store's history; resume with since=%d: %w", last, ev.Err)
-			}
-			return ev.Err
-		}
-		if ev.Type != store.EventPut {
-			continue
-		}
-		if ev.KV.Revision == curRev {
-			index++
-		} else {
-			curRev, index = ev.KV.Revision, 0
-		}
-		e, err := Decode(ev.KV, index)
-		if err != nil || e.ID <= last {
-			continue
-		}
-		last = e.ID
-		if f.Match(e) {
-			if err := fn(e); err != nil {
-				return err
-			}
-		}
+	store.Follow(sctx, s, Prefix, after, v, nil)
+	if v.err != nil {
+		return v.err
 	}
 	return ctx.Err()
+}
+
+// streamView hands events to a stream's consumer, each once, in ID order.
+type streamView struct {
+	last   int64 // the newest event ID handed over (or skipped as too old)
+	f      Filter
+	fn     func(api.Event) error
+	stop   func()
+	err    error
+	curRev int64          // the revision being watched
+	keys   map[string]int // its events so far, by key: their index
+}
+
+// Replace hands over the kept events newer than the last one handed over.
+func (v *streamView) Replace(kvs []store.KV, _ int64) {
+	// Keys are in time order, which can differ from revision order by a
+	// little when servers' clocks differ: order by revision, and within
+	// one by the sequence the transaction wrote them in.
+	slices.SortFunc(kvs, func(a, b store.KV) int {
+		if c := cmp.Compare(a.CreateRevision, b.CreateRevision); c != 0 {
+			return c
+		}
+		return cmp.Compare(seqOf(a.Key), seqOf(b.Key))
+	})
+	index := 0
+	for i, kv := range kvs {
+		if i > 0 && kvs[i-1].CreateRevision == kv.CreateRevision {
+			index++
+		} else {
+			index = 0
+		}
+		if ev, err := Decode(kv, index); err == nil {
+			v.give(ev)
+		}
+	}
+	v.curRev, v.keys = 0, nil
+}
+
+// Apply hands over a new event; replays are dropped by their ID.
+func (v *streamView) Apply(ev store.WatchEvent) {
+	if ev.Type != store.EventPut {
+		return // pruning
+	}
+	if ev.KV.Revision != v.curRev {
+		v.curRev, v.keys = ev.KV.Revision, map[string]int{}
+	}
+	// A resumed watch replays the rest of a revision from its first
+	// event: a key seen before keeps its index (and is dropped by ID).
+	index, seen := v.keys[ev.KV.Key]
+	if !seen {
+		index = len(v.keys)
+		v.keys[ev.KV.Key] = index
+	}
+	if e, err := Decode(ev.KV, index); err == nil {
+		v.give(e)
+	}
+}
+
+func (v *streamView) give(ev api.Event) {
+	if v.err != nil || ev.ID <= v.last {
+		return
+	}
+	v.last = ev.ID
+	if v.f.Match(ev) {
+		if err := v.fn(ev); err != nil {
+			v.err = err
+			if v.stop != nil {
+				v.stop()
+			}
+		}
+	}
 }
 
 // Prune deletes events older than cutoff and returns how many.

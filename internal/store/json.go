@@ -31,20 +31,30 @@ func MustJSON(v any) []byte {
 	return b
 }
 
-// ListAll returns every key under prefix, reading in pages.
+// ListAll returns every key under prefix, reading in pages all taken at
+// the first page's revision (one consistent picture).
 func ListAll(ctx context.Context, s Store, prefix string) ([]KV, error) {
+	kvs, _, err := Snapshot(ctx, s, prefix)
+	return kvs, err
+}
+
+// Snapshot returns every key under prefix as it was at one store revision,
+// and that revision: a watch from revision+1 then sees every later change
+// and nothing twice (the list-then-watch of client-go's reflector).
+func Snapshot(ctx context.Context, s Store, prefix string) ([]KV, int64, error) {
 	var out []KV
-	after := ""
+	page := Page{Limit: 1000}
 	for {
-		res, err := s.List(ctx, prefix, Page{After: after, Limit: 1000})
+		res, err := s.List(ctx, prefix, page)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
+		page.Revision = res.Revision
 		out = append(out, res.KVs...)
 		if !res.More || len(res.KVs) == 0 {
-			return out, nil
+			return out, res.Revision, nil
 		}
-		after = res.KVs[len(res.KVs)-1].Key
+		page.After = res.KVs[len(res.KVs)-1].Key
 	}
 }
 

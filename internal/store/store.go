@@ -24,7 +24,8 @@ var (
 	ErrExists = errors.New("already exists")
 	// ErrConflict: a revision condition failed (the object changed since it was read).
 	ErrConflict = errors.New("revision conflict")
-	// ErrCompacted: Watch was asked for history the store no longer keeps.
+	// ErrCompacted: Watch or List was asked for history the store no
+	// longer keeps.
 	ErrCompacted = errors.New("revision compacted")
 )
 
@@ -72,10 +73,14 @@ func Absent(key string) Cond { return Cond{Key: key} }
 func At(key string, rev int64) Cond { return Cond{Key: key, Revision: rev} }
 
 // Page asks for part of a listing: keys strictly after After, at most Limit
-// of them (0 = all).
+// of them (0 = all), as the keys were at Revision (0 = now). The pages of
+// one listing pass the first page's revision, so the whole listing is one
+// consistent picture however many writes happen between pages (reading at
+// a revision the store compacted away is ErrCompacted).
 type Page struct {
-	After string
-	Limit int
+	After    string
+	Limit    int
+	Revision int64
 }
 
 // ListResult is a page of a listing, taken at one store revision.

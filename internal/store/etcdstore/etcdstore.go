@@ -140,11 +140,22 @@ func (s *Store) List(ctx context.Context, prefix string, page store.Page) (store
 	if page.Limit > 0 {
 		opts = append(opts, clientv3.WithLimit(int64(page.Limit)))
 	}
+	if page.Revision > 0 {
+		opts = append(opts, clientv3.WithRev(page.Revision))
+	}
 	resp, err := s.kv.Get(ctx, start, opts...)
+	if errors.Is(err, rpctypes.ErrCompacted) {
+		return store.ListResult{}, fmt.Errorf("listing %s at revision %d: %w", prefix, page.Revision, store.ErrCompacted)
+	}
 	if err != nil {
 		return store.ListResult{}, wrap(err)
 	}
 	res := store.ListResult{More: resp.More, Revision: resp.Header.Revision}
+	if page.Revision > 0 {
+		// The header says where the store is now; the listing is as of
+		// the revision asked for.
+		res.Revision = page.Revision
+	}
 	for _, kv := range resp.Kvs {
 		res.KVs = append(res.KVs, toKV(kv))
 	}

@@ -5,6 +5,7 @@ package memstore
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -17,10 +18,14 @@ const historyLimit = 100000
 
 // Store is an in-memory store.Store.
 type Store struct {
-	mu      sync.Mutex
-	rev     int64
-	kvs     map[string]store.KV
-	history []store.WatchEvent
+	mu  sync.Mutex
+	rev int64
+	kvs map[string]store.KV
+	// versions keeps each key's writes (and deletions) since the
+	// compacted revision, plus the last one before it, so a listing can be
+	// read as of any revision the store still keeps, as etcd's MVCC does.
+	versions map[string][]version
+	history  []store.WatchEvent
 	// compacted is the newest revision no longer in history.
 	compacted int64
 	changed   chan struct{} // closed and replaced on every write
@@ -28,9 +33,15 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
+// version is one write of a key: its value then, or its deletion.
+type version struct {
+	kv      store.KV
+	deleted bool
+}
+
 // New returns an empty store.
 func New() *Store {
-	return &Store{kvs: map[string]store.KV{}, changed: make(chan struct{})}
+	return &Store{kvs: map[string]store.KV{}, versions: map[string][]version{}, changed: make(chan struct{})}
 }
 
 func copyKV(kv store.KV) store.KV {
@@ -53,20 +64,38 @@ func (s *Store) Get(ctx context.Context, key string) (store.KV, error) {
 func (s *Store) List(ctx context.Context, prefix string, page store.Page) (store.ListResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var keys []string
-	for k := range s.kvs {
-		if strings.HasPrefix(k, prefix) && k > page.After {
-			keys = append(keys, k)
+	at := page.Revision
+	switch {
+	case at <= 0:
+		at = s.rev
+	case at < s.compacted:
+		return store.ListResult{}, fmt.Errorf("listing %s at revision %d: %w", prefix, at, store.ErrCompacted)
+	case at > s.rev:
+		return store.ListResult{}, fmt.Errorf("listing %s at revision %d: the store is only at %d", prefix, at, s.rev)
+	}
+	found := map[string]store.KV{}
+	for k, vs := range s.versions {
+		if !strings.HasPrefix(k, prefix) || k <= page.After {
+			continue
+		}
+		// The newest write at or before the revision asked for.
+		i := sort.Search(len(vs), func(i int) bool { return vs[i].kv.Revision > at }) - 1
+		if i >= 0 && !vs[i].deleted {
+			found[k] = vs[i].kv
 		}
 	}
+	keys := make([]string, 0, len(found))
+	for k := range found {
+		keys = append(keys, k)
+	}
 	sort.Strings(keys)
-	res := store.ListResult{Revision: s.rev}
+	res := store.ListResult{Revision: at}
 	if page.Limit > 0 && len(keys) > page.Limit {
 		keys = keys[:page.Limit]
 		res.More = true
 	}
 	for _, k := range keys {
-		res.KVs = append(res.KVs, copyKV(s.kvs[k]))
+		res.KVs = append(res.KVs, copyKV(found[k]))
 	}
 	return res, nil
 }
@@ -140,11 +169,14 @@ func (s *Store) Txn(ctx context.Context, conds []store.Cond, ops []store.Op) (in
 				kv.CreateRevision = old.CreateRevision
 			}
 			s.kvs[op.Key] = kv
+			s.versions[op.Key] = append(s.versions[op.Key], version{kv: kv})
 			s.record(store.WatchEvent{Type: store.EventPut, KV: copyKV(kv)})
 		case store.OpDelete:
 			if _, ok := s.kvs[op.Key]; ok {
 				delete(s.kvs, op.Key)
-				s.record(store.WatchEvent{Type: store.EventDelete, KV: store.KV{Key: op.Key, Revision: s.rev}})
+				gone := store.KV{Key: op.Key, Revision: s.rev}
+				s.versions[op.Key] = append(s.versions[op.Key], version{kv: gone, deleted: true})
+				s.record(store.WatchEvent{Type: store.EventDelete, KV: gone})
 			}
 		}
 	}
@@ -159,6 +191,28 @@ func (s *Store) record(ev store.WatchEvent) {
 		drop := len(s.history) - historyLimit/2
 		s.compacted = s.history[drop-1].KV.Revision
 		s.history = append([]store.WatchEvent(nil), s.history[drop:]...)
+		s.compactVersions()
+	}
+}
+
+// compactVersions forgets versions no read can ask for any more: of the
+// writes at or before the compacted revision only the newest stays (a
+// read at exactly that revision still sees it), and a key whose newest
+// such write is its deletion goes altogether.
+func (s *Store) compactVersions() {
+	for k, vs := range s.versions {
+		i := sort.Search(len(vs), func(i int) bool { return vs[i].kv.Revision > s.compacted }) - 1
+		if i > 0 {
+			vs = append([]version(nil), vs[i:]...)
+		}
+		if len(vs) > 0 && vs[0].deleted && vs[0].kv.Revision <= s.compacted {
+			vs = vs[1:]
+		}
+		if len(vs) == 0 {
+			delete(s.versions, k)
+		} else {
+			s.versions[k] = vs
+		}
 	}
 }
 

@@ -29,6 +29,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"WatchFromRevision", testWatchFromRevision},
 		{"WatchLive", testWatchLive},
 		{"WatchRevisionEnd", testWatchRevisionEnd},
+		{"ListAtRevision", testListAtRevision},
+		{"ReflectMissesNothing", testReflectMissesNothing},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -284,5 +286,149 @@ func testWatchLive(t *testing.T, s store.Store) {
 		case <-deadline:
 			t.Fatal("watch channel not closed after cancel")
 		}
+	}
+}
+
+// testListAtRevision: a listing read at a revision shows the keys as they
+// were then, page after page, whatever was written since.
+func testListAtRevision(t *testing.T, s store.Store) {
+	c := ctx(t)
+	for i := 0; i < 5; i++ {
+		s.Create(c, fmt.Sprintf("/at/%d", i), []byte("old"))
+	}
+	first, err := s.List(c, "/at/", store.Page{Limit: 2})
+	if err != nil || len(first.KVs) != 2 || !first.More {
+		t.Fatalf("first page: %+v %v", first, err)
+	}
+	at := first.Revision
+	// Between the pages: a key before the cursor goes, one after it
+	// changes, a new one comes.
+	s.Delete(c, "/at/0", 0)
+	kv, _ := s.Get(c, "/at/3")
+	s.Update(c, "/at/3", []byte("new"), kv.Revision)
+	s.Create(c, "/at/9", []byte("new"))
+	rest, err := s.List(c, "/at/", store.Page{After: first.KVs[1].Key, Revision: at})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rest.Revision != at {
+		t.Errorf("the pinned page says revision %d, want %d", rest.Revision, at)
+	}
+	var got []string
+	for _, kv := range append(first.KVs, rest.KVs...) {
+		got = append(got, kv.Key+"="+string(kv.Value))
+	}
+	if fmt.Sprint(got) != "[/at/0=old /at/1=old /at/2=old /at/3=old /at/4=old]" {
+		t.Fatalf("listing pinned at revision %d = %v, want the five old keys", at, got)
+	}
+	now, _ := s.List(c, "/at/", store.Page{})
+	if len(now.KVs) != 5 || string(now.KVs[2].Value) != "new" || now.KVs[4].Key != "/at/9" {
+		t.Fatalf("unpinned listing = %+v", now.KVs)
+	}
+	kvs, rev, err := store.Snapshot(c, s, "/at/")
+	if err != nil || len(kvs) != 5 || rev < now.Revision {
+		t.Fatalf("Snapshot = %d keys at %d, %v", len(kvs), rev, err)
+	}
+}
+
+// writeAfterList is a store that commits one more write the first time a
+// listing returns: exactly the moment a list-then-watch can lose it.
+type writeAfterList struct {
+	store.Store
+	once sync.Once
+	t    *testing.T
+}
+
+func (w *writeAfterList) List(ctx context.Context, prefix string, page store.Page) (store.ListResult, error) {
+	res, err := w.Store.List(ctx, prefix, page)
+	w.once.Do(func() {
+		if _, err := w.Store.Create(ctx, "/refl/between", []byte("x")); err != nil {
+			w.t.Errorf("write between list and watch: %v", err)
+		}
+	})
+	return res, err
+}
+
+// mapView is a View kept as a map, ignoring replays.
+type mapView struct {
+	mu   sync.Mutex
+	kvs  map[string]store.KV
+	rev  int64
+	seen chan struct{}
+}
+
+func (m *mapView) Replace(kvs []store.KV, rev int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.kvs = map[string]store.KV{}
+	for _, kv := range kvs {
+		m.kvs[kv.Key] = kv
+	}
+	m.rev = rev
+	m.poke()
+}
+
+func (m *mapView) Apply(ev store.WatchEvent) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if old, ok := m.kvs[ev.KV.Key]; ok && old.Revision >= ev.KV.Revision {
+		return
+	}
+	if ev.Type == store.EventPut {
+		m.kvs[ev.KV.Key] = ev.KV
+	} else {
+		delete(m.kvs, ev.KV.Key)
+	}
+	if ev.RevisionEnd {
+		m.rev = ev.KV.Revision
+	}
+	m.poke()
+}
+
+func (m *mapView) poke() {
+	select {
+	case m.seen <- struct{}{}:
+	default:
+	}
+}
+
+// testReflectMissesNothing: a write committed between a reflector's
+// listing and its watch reaches the view, and so does every later one.
+func testReflectMissesNothing(t *testing.T, s store.Store) {
+	c := ctx(t)
+	s.Create(c, "/refl/before", []byte("x"))
+	w := &writeAfterList{Store: s, t: t}
+	v := &mapView{seen: make(chan struct{}, 1)}
+	rctx, cancel := context.WithCancel(c)
+	done := make(chan struct{})
+	go func() { store.Reflect(rctx, w, "/refl/", v, nil); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitView := func(what string, ok func() bool) {
+		for {
+			v.mu.Lock()
+			done := ok()
+			v.mu.Unlock()
+			if done {
+				return
+			}
+			select {
+			case <-v.seen:
+			case <-c.Done():
+				t.Fatalf("the view never %s", what)
+			}
+		}
+	}
+	waitView("listed", func() bool { return v.rev > 0 }) // the write between list and watch is done
+	for i := 0; i < 50; i++ {
+		s.Create(c, fmt.Sprintf("/refl/k%02d", i), []byte("x"))
+	}
+	s.Delete(c, "/refl/k07", 0)
+	want, rev, _ := store.Snapshot(c, s, "/refl/")
+	waitView(fmt.Sprintf("reached revision %d", rev), func() bool { return v.rev >= rev })
+	if _, ok := v.kvs["/refl/between"]; !ok {
+		t.Fatal("the write committed between the listing and the watch never reached the view")
+	}
+	if len(v.kvs) != len(want) {
+		t.Fatalf("the view holds %d keys, the store %d", len(v.kvs), len(want))
 	}
 }
