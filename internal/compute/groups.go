@@ -10,6 +10,7 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/idempotency"
 	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/validate"
 )
@@ -71,10 +72,10 @@ func (svc *Service) CreateGroup(ctx context.Context, project string, req api.Ser
 	}
 	t := svc.now()
 	g := groupRecord{Meta: api.Meta{ID: uuid.NewString(), Name: req.Name, Labels: req.Labels, CreatedAt: t, UpdatedAt: t}, Project: project, Policy: req.Policy, Hard: !req.Soft}
-	rev, err := svc.s.Txn(ctx, []store.Cond{store.Absent(groupKey(project, req.Name))}, []store.Op{
+	rev, err := svc.s.Txn(ctx, []store.Cond{store.Absent(groupKey(project, req.Name))}, append([]store.Op{
 		store.PutJSON(groupKey(project, req.Name), g),
 		events.Op(ctx, "servergroup", events.Created, project, "/v1/projects/"+project+"/server-groups/"+req.Name, g),
-	})
+	}, idempotency.Done(ctx, svc.groupAPI(g, 0))...))
 	if errors.Is(err, store.ErrConflict) {
 		return api.ServerGroup{}, errs.Conflict("server group %q already exists", req.Name)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/kumocloud/kumo/internal/events"
 	"github.com/kumocloud/kumo/internal/flavor"
 	"github.com/kumocloud/kumo/internal/hosts"
+	"github.com/kumocloud/kumo/internal/idempotency"
 	"github.com/kumocloud/kumo/internal/network"
 	"github.com/kumocloud/kumo/internal/quota"
 	"github.com/kumocloud/kumo/internal/reqctx"
@@ -288,10 +290,10 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 		r.NICs = ports.NICs
 		counts := charge(r.Size, 1)
 		counts.Ports = int64(len(ports.NICs))
-		rev, err = quota.Reserve(ctx, svc.s, project, counts, append([]store.Cond{store.Absent(key)}, ports.Conds...), append([]store.Op{
+		rev, err = quota.Reserve(ctx, svc.s, project, counts, append([]store.Cond{store.Absent(key)}, ports.Conds...), slices.Concat([]store.Op{
 			store.PutJSON(key, r),
 			events.Op(ctx, "instance", events.Created, project, instanceURL(project, r.Name), r.api(0)),
-		}, ports.Ops...))
+		}, ports.Ops, idempotency.Done(ctx, r.api(0))))
 		if errors.Is(err, store.ErrConflict) {
 			if _, gerr := svc.s.Get(ctx, key); gerr == nil {
 				return api.Instance{}, errs.Conflict("instance %q already exists in project %q", req.Name, project)

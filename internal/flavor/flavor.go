@@ -13,6 +13,7 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/idempotency"
 	"github.com/kumocloud/kumo/internal/metering"
 	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/validate"
@@ -83,10 +84,10 @@ func Create(ctx context.Context, s store.Store, req api.FlavorsPost) (api.Flavor
 		return api.Flavor{}, err
 	}
 	f := record(req)
-	rev, err := s.Txn(ctx, []store.Cond{store.Absent(key(f.Name))}, []store.Op{
+	rev, err := s.Txn(ctx, []store.Cond{store.Absent(key(f.Name))}, append([]store.Op{
 		store.PutJSON(key(f.Name), f),
 		events.Op(ctx, "flavor", events.Created, "", url(f.Name), f),
-	})
+	}, idempotency.Done(ctx, f)...))
 	if errors.Is(err, store.ErrConflict) {
 		return api.Flavor{}, errs.Conflict("flavor %q already exists", f.Name)
 	}

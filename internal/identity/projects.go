@@ -11,6 +11,7 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/idempotency"
 	"github.com/kumocloud/kumo/internal/quota"
 	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/validate"
@@ -58,7 +59,7 @@ func (svc *Service) CreateProject(ctx context.Context, req api.ProjectsPost) (ap
 	t := now()
 	rec := projectRecord{Meta: api.Meta{ID: uuid.NewString(), Name: req.Name, Labels: req.Labels, CreatedAt: t, UpdatedAt: t}, Description: req.Description}
 	q := quota.Record{Limit: lim}
-	ops := svc.createProjectOps(ctx, rec, q)
+	ops := append(svc.createProjectOps(ctx, rec, q), idempotency.Done(ctx, rec.api(q, 0))...)
 	rev, err := svc.s.Txn(ctx, []store.Cond{store.Absent(projectKey(req.Name)), store.Absent(quota.Key(req.Name))}, ops)
 	if errors.Is(err, store.ErrConflict) {
 		return api.Project{}, errs.Conflict("project %q already exists", req.Name)

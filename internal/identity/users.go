@@ -13,6 +13,7 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/idempotency"
 	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/validate"
 )
@@ -91,10 +92,10 @@ func (svc *Service) CreateUser(ctx context.Context, req api.UsersPost) (api.User
 	if err != nil {
 		return api.User{}, err
 	}
-	rev, err := svc.s.Txn(ctx, []store.Cond{store.Absent(userKey(req.Name))}, []store.Op{
+	rev, err := svc.s.Txn(ctx, []store.Cond{store.Absent(userKey(req.Name))}, append([]store.Op{
 		store.PutJSON(userKey(req.Name), rec),
 		events.Op(ctx, "user", events.Created, "", userURL(req.Name), rec.api(0)),
-	})
+	}, idempotency.Done(ctx, rec.api(0))...))
 	if errors.Is(err, store.ErrConflict) {
 		return api.User{}, errs.Conflict("user %q already exists", req.Name)
 	}

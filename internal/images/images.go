@@ -27,6 +27,7 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/idempotency"
 	"github.com/kumocloud/kumo/internal/quota"
 	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/validate"
@@ -137,9 +138,9 @@ func (svc *Service) Create(ctx context.Context, project string, req api.ImagesPo
 		Project: project, Kind: req.Kind, Format: req.Format, Status: api.ImageQueued, Visibility: req.Visibility,
 		SharedWith: req.SharedWith, MinFlavor: req.MinFlavor, Properties: req.Properties}, Expect: strings.ToLower(req.SHA256)}
 	k := key(project, req.Name)
-	rev, err := quota.Reserve(ctx, svc.s, project, api.ResourceCounts{Images: 1}, []store.Cond{store.Absent(k)}, []store.Op{
+	rev, err := quota.Reserve(ctx, svc.s, project, api.ResourceCounts{Images: 1}, []store.Cond{store.Absent(k)}, append([]store.Op{
 		store.PutJSON(k, r), events.Op(ctx, "image", events.Created, project, url(project, req.Name), r.Image),
-	})
+	}, idempotency.Done(ctx, r.Image)...))
 	if errors.Is(err, store.ErrConflict) {
 		return api.Image{}, errs.Conflict("image %q already exists in project %q", req.Name, project)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/idempotency"
 	"github.com/kumocloud/kumo/internal/quota"
 	"github.com/kumocloud/kumo/internal/store"
 )
@@ -81,8 +82,8 @@ func (svc *Service) CreateFloatingIP(ctx context.Context, project string, req ap
 		k, ak := fipKey(project, f.IP), ipamKey(n.ID, f.IP)
 		rev, err := quota.Reserve(ctx, svc.s, project, api.ResourceCounts{FloatingIPs: 1},
 			[]store.Cond{store.Absent(k), store.Absent(ak), store.At(netKey(n.Project, n.Name), n.Revision)},
-			[]store.Op{store.PutJSON(k, f), store.PutJSON(ak, allocation{Project: project, Port: "floating-ip " + f.IP}),
-				events.Op(ctx, "floating-ip", events.Created, project, fipURL(project, f.IP), f)})
+			append([]store.Op{store.PutJSON(k, f), store.PutJSON(ak, allocation{Project: project, Port: "floating-ip " + f.IP}),
+				events.Op(ctx, "floating-ip", events.Created, project, fipURL(project, f.IP), f)}, idempotency.Done(ctx, f)...))
 		if err == nil {
 			f.Revision = rev
 			return f, nil

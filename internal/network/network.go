@@ -28,6 +28,7 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/idempotency"
 	"github.com/kumocloud/kumo/internal/quota"
 	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/validate"
@@ -200,9 +201,9 @@ func (svc *Service) CreateNetwork(ctx context.Context, project string, req api.N
 		}
 		n.VNI = v.Int64() + 1
 		vk := vniPrefix + strconv.FormatInt(n.VNI, 10)
-		rev, err := quota.Reserve(ctx, svc.s, project, api.ResourceCounts{Networks: 1}, []store.Cond{store.Absent(k), store.Absent(vk)}, []store.Op{
+		rev, err := quota.Reserve(ctx, svc.s, project, api.ResourceCounts{Networks: 1}, []store.Cond{store.Absent(k), store.Absent(vk)}, append([]store.Op{
 			store.PutJSON(k, n), store.Put(vk, []byte(n.ID)), events.Op(ctx, "network", events.Created, project, netURL(project, req.Name), n.Network),
-		})
+		}, idempotency.Done(ctx, n.Network)...))
 		if errors.Is(err, store.ErrConflict) {
 			if _, gerr := svc.s.Get(ctx, k); gerr == nil {
 				return api.Network{}, errs.Conflict("network %q already exists in project %q", req.Name, project)

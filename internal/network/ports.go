@@ -14,6 +14,7 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/idempotency"
 	"github.com/kumocloud/kumo/internal/quota"
 	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/validate"
@@ -56,8 +57,8 @@ func (svc *Service) CreatePort(ctx context.Context, project string, req api.Port
 		ak := ipamKey(n.ID, p.IP)
 		rev, err := quota.Reserve(ctx, svc.s, project, api.ResourceCounts{Ports: 1},
 			[]store.Cond{store.Absent(pk), store.Absent(ak), store.At(netKey(n.Project, n.Name), nrev)},
-			[]store.Op{store.PutJSON(pk, p), store.PutJSON(ak, allocation{Project: project, Port: req.Name}),
-				events.Op(ctx, "port", events.Created, project, portURL(project, req.Name), p)})
+			append([]store.Op{store.PutJSON(pk, p), store.PutJSON(ak, allocation{Project: project, Port: req.Name}),
+				events.Op(ctx, "port", events.Created, project, portURL(project, req.Name), p)}, idempotency.Done(ctx, p)...))
 		if err == nil {
 			p.Revision = rev
 			return p, nil

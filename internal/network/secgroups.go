@@ -13,6 +13,7 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/idempotency"
 	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/validate"
 )
@@ -52,8 +53,8 @@ func (svc *Service) createGroup(ctx context.Context, project string, req api.Sec
 	g := api.SecurityGroup{Meta: api.Meta{ID: uuid.NewString(), Name: req.Name, Labels: req.Labels, CreatedAt: t, UpdatedAt: t},
 		Project: project, Description: req.Description, Rules: rules}
 	k := sgKey(project, req.Name)
-	rev, err := svc.s.Txn(ctx, []store.Cond{store.Absent(k)}, []store.Op{store.PutJSON(k, g),
-		events.Op(ctx, "security-group", events.Created, project, sgURL(project, req.Name), g)})
+	rev, err := svc.s.Txn(ctx, []store.Cond{store.Absent(k)}, append([]store.Op{store.PutJSON(k, g),
+		events.Op(ctx, "security-group", events.Created, project, sgURL(project, req.Name), g)}, idempotency.Done(ctx, g)...))
 	if errors.Is(err, store.ErrConflict) {
 		return g, errs.Conflict("security group %q already exists in project %q", req.Name, project)
 	}

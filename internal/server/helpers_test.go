@@ -27,9 +27,16 @@ type testServer struct {
 
 func newTestServer(t *testing.T) *testServer {
 	t.Helper()
+	return newTestServerOn(t, memstore.New())
+}
+
+// newTestServerOn is a test server on a given store (several servers may
+// share one, as after a restart).
+func newTestServerOn(t *testing.T, st store.Store) *testServer {
+	t.Helper()
 	opts := identity.DefaultOptions()
 	opts.BcryptCost = bcrypt.MinCost
-	s, err := NewWithStore(context.Background(), Config{DataDir: t.TempDir(), Identity: opts}, memstore.New())
+	s, err := NewWithStore(context.Background(), Config{DataDir: t.TempDir(), Identity: opts}, st)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/idempotency"
 	"github.com/kumocloud/kumo/internal/server/response"
 	"github.com/kumocloud/kumo/internal/store"
 )
@@ -18,9 +19,11 @@ import (
 // Idempotency-Key: a create retried with the same key (by the same caller,
 // on the same path, with the same body) returns the first result instead of
 // creating twice, for idempotencyTTL. Records are in the store, so a retry
-// after a server crash or on another server behaves the same.
+// after a server crash or on another server behaves the same; a create
+// completes its record in its own transaction (idempotency.Done), so not
+// even a crash right after the commit loses the answer.
 const (
-	idempotencyPrefix = "/idempotency/"
+	idempotencyPrefix = idempotency.Prefix
 	idempotencyTTL    = 24 * time.Hour
 	// A pending record older than this belongs to a request that died
 	// (server killed mid-request); a retry may take it over.
@@ -28,16 +31,7 @@ const (
 	maxBody          = 1 << 20
 )
 
-type idemRecord struct {
-	Pending   bool      `json:"pending"`
-	BodyHash  string    `json:"body_hash"`
-	Status    int       `json:"status"`
-	Body      []byte    `json:"body,omitempty"` // exact bytes (base64 in JSON)
-	Location  string    `json:"location,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	// Instance is the server process that took the request.
-	Instance string `json:"instance,omitempty"`
-}
+type idemRecord = idempotency.Record
 
 // captureWriter keeps a handler's response to store it and replay it.
 type captureWriter struct {
@@ -85,7 +79,7 @@ func (s *Server) idempotent(w http.ResponseWriter, r *request, ep Endpoint) {
 			response.Error(errs.Conflict("this Idempotency-Key was used for a different request; use a new key")).Render(w, r.Request)
 			return
 		case !old.Pending:
-			replay(w, old)
+			replay(w, old, orev)
 			return
 		case !s.staleIdempotency(old):
 			response.Error(errs.Conflict("a request with this Idempotency-Key is still in progress; retry in a moment")).Render(w, r.Request)
@@ -99,15 +93,19 @@ func (s *Server) idempotent(w http.ResponseWriter, r *request, ep Endpoint) {
 		return
 	}
 	cw := &captureWriter{header: http.Header{}}
+	claim := idempotency.Claim{Key: key, BodyHash: bodyHash, CreatedAt: rec.CreatedAt, Instance: s.instance}
+	r.Request = r.Request.WithContext(idempotency.WithClaim(ctx, claim))
 	ep.handler(s, r).Render(cw, r.Request)
 	done := idemRecord{BodyHash: bodyHash, Status: cw.status, Body: cw.body.Bytes(), Location: cw.header.Get("Location"), CreatedAt: rec.CreatedAt}
 	// Use a context that outlives a client hang-up: the work is done, its
 	// result must be kept for the retry.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
+	// A create that succeeded has completed the record in its own
+	// transaction: the record is no longer at rev, and stays as it is.
 	if cw.status >= 500 {
 		s.store.Delete(sctx, key, rev) // let a retry try again
-	} else if _, err := s.store.Update(sctx, key, store.MustJSON(done), rev); err != nil {
+	} else if _, err := s.store.Update(sctx, key, store.MustJSON(done), rev); err != nil && !errors.Is(err, store.ErrConflict) {
 		s.log.Warn("saving idempotency record", "err", err)
 	}
 	for k, v := range cw.header {
@@ -127,14 +125,14 @@ func (s *Server) staleIdempotency(rec idemRecord) bool {
 	return time.Since(rec.CreatedAt) >= idempotencyStale
 }
 
-func replay(w http.ResponseWriter, rec idemRecord) {
+func replay(w http.ResponseWriter, rec idemRecord, rev int64) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Idempotent-Replayed", "true")
 	if rec.Location != "" {
 		w.Header().Set("Location", rec.Location)
 	}
 	w.WriteHeader(rec.Status)
-	w.Write(rec.Body)
+	w.Write(rec.Answer(rev))
 }
 
 func pruneIdempotency(ctx context.Context, s store.Store, cutoff time.Time) {

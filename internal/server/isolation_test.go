@@ -156,8 +156,10 @@ type fixture struct {
 	joinSecret    string
 }
 
-func newFixture(t *testing.T) *fixture {
-	ts := newTestServer(t)
+func newFixture(t *testing.T) *fixture { return newFixtureOn(t, newTestServer(t)) }
+
+// newFixtureOn fills a test server with the matrix's cloud.
+func newFixtureOn(t *testing.T, ts *testServer) *fixture {
 	ctx := context.Background()
 	ts.project("p")
 	ts.project("q")
@@ -263,6 +265,7 @@ func TestIsolationMatrix(t *testing.T) {
 		want := parseWant(t, c.want)
 		for _, who := range principals {
 			t.Run(fmt.Sprintf("%s %s as %s", c.method, c.path, who), func(t *testing.T) {
+				t.Parallel()
 				// A fresh cloud per call: calls change state.
 				f := newFixture(t)
 				rep := strings.NewReplacer("{token}", f.memberTokenID, "{op}", f.opID, "{agent}", f.agentID, "{jt}", f.joinID, "{jtsecret}", f.joinSecret)
