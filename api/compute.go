@@ -58,7 +58,12 @@ type Instance struct {
 	Reason string `json:"reason,omitempty"`
 	// Action is the user action being carried out, if any.
 	Action string `json:"action,omitempty"`
-	Host   string `json:"host,omitempty"`
+	// Host is where the instance runs (and holds resources) now.
+	Host string `json:"host,omitempty"`
+	// Home is the host that holds the instance's state and disks once it
+	// was placed: a STOPPED instance keeps it and starts there again, or
+	// nowhere (it moves only by migration).
+	Home string `json:"home,omitempty"`
 	// Actions lists what may be done in this state.
 	Actions []string `json:"actions"`
 	// Placements are the instance's stays on hosts, for metering and audit.
@@ -243,6 +248,11 @@ type Assignment struct {
 type Assignments struct {
 	Items    []Assignment `json:"items"`
 	Revision int64        `json:"revision"`
+	// Complete: Items is every instance on the agent's hosts (and every
+	// STOPPED one whose home they are) at Revision - the answer to
+	// since=0. An agent stops and cleans up what its driver has that a
+	// complete list does not name.
+	Complete bool `json:"complete,omitempty"`
 }
 
 // InstanceReport is an agent telling where an instance went.

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"time"
@@ -110,14 +108,13 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 			}
 			o := drivers.options()
 			o.HostName = hostName
-			var a *agent.Agent
-			o.FetchImage = func(ctx context.Context, sum string) (io.ReadCloser, error) { return a.FetchImage(ctx, sum) }
+			conn := agent.NewConn(agent.ConnConfig{Server: server, JoinToken: token, Name: name, StateDir: stateDir, Log: log})
+			o.FetchImage = conn.FetchImage
 			d, err := driver.Open(drv, stateDir, o)
 			if err != nil {
 				return err
 			}
-			a, err = agent.New(cmd.Context(), agent.Config{Server: server, JoinToken: token, Name: name, StateDir: stateDir, Driver: d,
-				HeartbeatEvery: heartbeat, Log: log, VTEP: drivers.vtep, Uplinks: drivers.uplinks})
+			a, err := agent.New(cmd.Context(), agent.Config{Conn: conn, Driver: d, HeartbeatEvery: heartbeat, Log: log, VTEP: drivers.vtep, Uplinks: drivers.uplinks})
 			if err != nil {
 				return err
 			}

@@ -3,12 +3,13 @@ package agent
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
@@ -27,9 +28,67 @@ import (
 // netEvery is how often the datapath is reconciled.
 const netEvery = 2 * time.Second
 
+// networkView is what the host network job needs of the server.
+type networkView interface {
+	Networks(ctx context.Context) (api.AgentNetworks, error)
+}
+
+// hostNetwork is the host network job. dp is nil on hosts without a
+// datapath (simulated hosts, or one that failed to open: netErr says why).
+type hostNetwork struct {
+	dp       *datapath.Host
+	netErr   string
+	sim      bool // simulated hosts have simulated networks
+	view     networkView
+	meta     *metadataService
+	uplinks  map[string]string
+	log      *slog.Logger
+	assigned <-chan struct{} // closed once the first complete assignment list is dispatched
+
+	mu sync.Mutex // guards withPorts and unplaced
+	// withPorts are the assignments with ports that are on a host here;
+	// unplaced counts the views in a row that lacked one of them.
+	withPorts map[string]api.Assignment
+	unplaced  map[string]int
+
+	netMu     sync.Mutex // serializes datapath changes, and guards what follows
+	kick      chan struct{}
+	fwKey     string           // the firewall last applied here
+	routers   map[int64]string // what each tenant router here was last set to do
+	netRounds int
+}
+
+func newHostNetwork(dp *datapath.Host, netErr string, sim bool, view networkView, meta *metadataService, uplinks map[string]string, assigned <-chan struct{}, log *slog.Logger) *hostNetwork {
+	return &hostNetwork{dp: dp, netErr: netErr, sim: sim, view: view, meta: meta, uplinks: uplinks, assigned: assigned, log: log,
+		withPorts: map[string]api.Assignment{}, unplaced: map[string]int{}, kick: make(chan struct{}, 1), fwKey: noFirewall, routers: map[int64]string{}}
+}
+
 // instanceNS is a container's network namespace.
-func (a *Agent) instanceNS(id string) string {
-	return filepath.Join(a.cfg.Network.NSDir(), "inst-"+id)
+func (h *hostNetwork) instanceNS(id string) string {
+	return filepath.Join(h.dp.NSDir(), "inst-"+id)
+}
+
+// track keeps an assignment with ports: they belong on this host.
+func (h *hostNetwork) track(as api.Assignment) {
+	if len(as.NICs) == 0 {
+		return
+	}
+	h.mu.Lock()
+	h.withPorts[as.ID] = as
+	h.mu.Unlock()
+}
+
+// forget drops an instance that left the host; its devices go with the
+// next round.
+func (h *hostNetwork) forget(id string) {
+	h.mu.Lock()
+	_, had := h.withPorts[id]
+	delete(h.withPorts, id)
+	delete(h.unplaced, id)
+	h.mu.Unlock()
+	if had {
+		h.kickNow()
+	}
 }
 
 // dpNetwork is a network in the datapath's terms (name is for errors).
@@ -53,18 +112,18 @@ func dpNetwork(name string, vni int64, cidr, gateway string, dns []string, dhcp 
 
 // withNICs adds what the driver needs of an instance's ports to its spec:
 // the container's namespace, or the VMs' TAP devices.
-func (a *Agent) withNICs(s driver.Spec, as api.Assignment) driver.Spec {
-	if a.cfg.Network == nil || len(as.NICs) == 0 {
+func (h *hostNetwork) spec(s driver.Spec, as api.Assignment) driver.Spec {
+	if h.dp == nil || len(as.NICs) == 0 {
 		return s
 	}
 	if as.Type == api.TypeContainer {
-		s.NetNS = a.instanceNS(as.ID)
+		s.NetNS = h.instanceNS(as.ID)
 	}
 	for _, n := range as.NICs {
 		p, _ := netip.ParsePrefix(n.CIDR)
 		ip, _ := netip.ParseAddr(n.IP)
 		s.NICs = append(s.NICs, driver.NIC{Device: datapath.PortName(n.PortID), MAC: n.MAC, Address: netip.PrefixFrom(ip, p.Bits()).String(),
-			Gateway: n.Gateway, DNS: n.DNS, MTU: a.cfg.Network.MTU()})
+			Gateway: n.Gateway, DNS: n.DNS, MTU: h.dp.MTU()})
 	}
 	return s
 }
@@ -72,30 +131,30 @@ func (a *Agent) withNICs(s driver.Spec, as api.Assignment) driver.Spec {
 // wire makes an instance's ports on this host, then brings the whole
 // datapath (peers, leases, firewall) up to date, so an instance never runs
 // a moment without its security rules.
-func (a *Agent) wire(ctx context.Context, as api.Assignment) error {
+func (h *hostNetwork) wire(ctx context.Context, as api.Assignment) error {
 	if len(as.NICs) == 0 {
 		return nil
 	}
-	dp := a.cfg.Network
-	if dp == nil {
-		if a.cfg.Driver.Name() == "sim" {
-			return nil // simulated hosts have simulated networks
+	if h.dp == nil {
+		if h.sim {
+			return nil
 		}
-		return fmt.Errorf("this host has no network datapath (%s)", a.netErr)
+		return fmt.Errorf("this host has no network datapath (%s)", h.netErr)
 	}
-	a.netMu.Lock()
-	defer a.netMu.Unlock()
-	if err := a.wireLocked(as); err != nil {
+	h.track(as)
+	h.netMu.Lock()
+	defer h.netMu.Unlock()
+	if err := h.wireLocked(as); err != nil {
 		return err
 	}
-	a.syncNetworksLocked(ctx)
+	h.syncLocked(ctx)
 	return nil
 }
 
-func (a *Agent) wireLocked(as api.Assignment) error {
-	dp := a.cfg.Network
+func (h *hostNetwork) wireLocked(as api.Assignment) error {
+	dp := h.dp
 	if as.Type == api.TypeContainer {
-		if err := datapath.NewNamespace(a.instanceNS(as.ID)); err != nil {
+		if err := datapath.NewNamespace(h.instanceNS(as.ID)); err != nil {
 			return fmt.Errorf("network namespace: %w", err)
 		}
 	}
@@ -104,7 +163,7 @@ func (a *Agent) wireLocked(as api.Assignment) error {
 		if err != nil {
 			return err
 		}
-		port, err := a.dpPort(as, nic.PortID, nic.MAC, nic.IP)
+		port, err := h.dpPort(as, nic.PortID, nic.MAC, nic.IP)
 		if err != nil {
 			return fmt.Errorf("port %s: %w", nic.Port, err)
 		}
@@ -120,7 +179,7 @@ func (a *Agent) wireLocked(as api.Assignment) error {
 
 // dpPort is one of an instance's ports in the datapath's terms: a veth
 // into the container's namespace, or a VM's TAP.
-func (a *Agent) dpPort(as api.Assignment, id, mac, ip string) (datapath.Port, error) {
+func (h *hostNetwork) dpPort(as api.Assignment, id, mac, ip string) (datapath.Port, error) {
 	hw, err := net.ParseMAC(mac)
 	if err != nil {
 		return datapath.Port{}, fmt.Errorf("mac %q: %w", mac, err)
@@ -131,34 +190,34 @@ func (a *Agent) dpPort(as api.Assignment, id, mac, ip string) (datapath.Port, er
 	}
 	p := datapath.Port{ID: id, MAC: hw, IP: addr}
 	if as.Type == api.TypeContainer {
-		p.NetNS = a.instanceNS(as.ID)
+		p.NetNS = h.instanceNS(as.ID)
 	}
 	return p, nil
 }
 
 // unwire removes an instance's ports from this host (its networks go with
 // the next sync if no port is left on them).
-func (a *Agent) unwire(ctx context.Context, as api.Assignment) {
-	dp := a.cfg.Network
+func (h *hostNetwork) unwire(ctx context.Context, as api.Assignment) {
+	dp := h.dp
 	if dp == nil || len(as.NICs) == 0 {
 		return
 	}
-	a.netMu.Lock()
-	defer a.netMu.Unlock()
+	h.netMu.Lock()
+	defer h.netMu.Unlock()
 	for _, nic := range as.NICs {
 		if err := dp.DetachPort(nic.PortID); err != nil {
-			a.log.Warn("removing a port", "instance", as.ID, "port", nic.Port, "err", err)
+			h.log.Warn("removing a port", "instance", as.ID, "port", nic.Port, "err", err)
 		}
 	}
 	if as.Type == api.TypeContainer {
-		datapath.RemoveNamespace(a.instanceNS(as.ID))
+		datapath.RemoveNamespace(h.instanceNS(as.ID))
 	}
 }
 
 // networkLoop reconciles the datapath every netEvery, and at once when
 // kicked.
-func (a *Agent) networkLoop(ctx context.Context) {
-	if a.cfg.Network == nil {
+func (h *hostNetwork) run(ctx context.Context) {
+	if h.dp == nil {
 		return
 	}
 	// Not before the first listing of assignments is dispatched: until
@@ -166,37 +225,37 @@ func (a *Agent) networkLoop(ctx context.Context) {
 	select {
 	case <-ctx.Done():
 		return
-	case <-a.assigned:
+	case <-h.assigned:
 	}
 	t := time.NewTicker(netEvery)
 	defer t.Stop()
 	for {
-		a.netMu.Lock()
-		a.syncNetworksLocked(ctx)
-		a.netMu.Unlock()
+		h.netMu.Lock()
+		h.syncLocked(ctx)
+		h.netMu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-a.netKick:
+		case <-h.kick:
 		}
 	}
 }
 
-// kickNetworks asks for a sync soon (after instances left the host).
-func (a *Agent) kickNetworks() {
+// kickNow asks for a sync soon (after instances left the host).
+func (h *hostNetwork) kickNow() {
 	select {
-	case a.netKick <- struct{}{}:
+	case h.kick <- struct{}{}:
 	default:
 	}
 }
 
 // wired are the assignments whose ports should be on this host now.
-func (a *Agent) wired() map[string]api.Assignment {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+func (h *hostNetwork) wired() map[string]api.Assignment {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	out := map[string]api.Assignment{}
-	for id, as := range a.withPorts {
+	for id, as := range h.withPorts {
 		out[id] = as
 	}
 	return out
@@ -207,22 +266,22 @@ func (a *Agent) wired() map[string]api.Assignment {
 // peers, leases) is checked every round; the firewall and routers, whose
 // setting is a whole transaction, are set when what they should be
 // changes, and every 30th round anyway, to repair changes made by hand.
-func (a *Agent) syncNetworksLocked(ctx context.Context) {
-	dp := a.cfg.Network
-	if a.netRounds++; a.netRounds%30 == 0 {
-		clear(a.routers)
-		if a.fwKey != noFirewall {
-			a.fwKey = ""
+func (h *hostNetwork) syncLocked(ctx context.Context) {
+	dp := h.dp
+	if h.netRounds++; h.netRounds%30 == 0 {
+		clear(h.routers)
+		if h.fwKey != noFirewall {
+			h.fwKey = ""
 		}
 	}
-	view, err := a.c.AgentNetworks(ctx, a.id)
+	view, err := h.view.Networks(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
-			a.log.Warn("network view", "err", err)
+			h.log.Warn("network view", "err", err)
 		}
 		return
 	}
-	wired := a.wired()
+	wired := h.wired()
 	wantNet := map[int64]bool{}
 	wantPort := map[string]bool{}
 	for _, as := range wired {
@@ -239,8 +298,8 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 			continue
 		}
 		wantNet[e.VNI] = true
-		if err := dp.EnsureExternal(dn, a.uplink(e.Name)); err != nil {
-			a.log.Warn("external network", "network", e.Name, "err", err)
+		if err := dp.EnsureExternal(dn, h.uplink(e.Name)); err != nil {
+			h.log.Warn("external network", "network", e.Name, "err", err)
 			continue
 		}
 		exts[e.VNI] = dn
@@ -253,7 +312,7 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 			err = dp.EnsureNetwork(dn)
 		}
 		if err != nil {
-			a.log.Warn("network", "vni", n.VNI, "err", err)
+			h.log.Warn("network", "vni", n.VNI, "err", err)
 			continue
 		}
 		nets[n.VNI] = dn
@@ -261,7 +320,7 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 	// What is plugged now, after the bridges were made or repaired.
 	plugged, err := dp.State()
 	if err != nil {
-		a.log.Warn("network state", "err", err)
+		h.log.Warn("network state", "err", err)
 		return
 	}
 	var fw []datapath.FirewallPort
@@ -273,7 +332,7 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 			continue
 		}
 		if err := dp.SetPeers(n.VNI, peersOf(n.Peers)); err != nil {
-			a.log.Warn("network peers", "vni", n.VNI, "err", err)
+			h.log.Warn("network peers", "vni", n.VNI, "err", err)
 		}
 		var leases []datapath.Lease
 		var fips []datapath.Floating
@@ -287,9 +346,9 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 			if !mine {
 				continue // its assignment has not reached this agent yet
 			}
-			port, err := a.dpPort(as, p.PortID, p.MAC, p.IP)
+			port, err := h.dpPort(as, p.PortID, p.MAC, p.IP)
 			if err != nil {
-				a.log.Warn("port", "instance", p.Instance, "err", err)
+				h.log.Warn("port", "instance", p.Instance, "err", err)
 				continue
 			}
 			byAddr[n.VNI][p.IP] = p
@@ -297,7 +356,7 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 			// again, is plugged again.
 			if up, ok := plugged[n.VNI][dev]; !ok || !up {
 				if _, err := dp.AttachPort(dn, port); err != nil {
-					a.log.Warn("port", "instance", p.Instance, "err", err)
+					h.log.Warn("port", "instance", p.Instance, "err", err)
 				}
 			}
 			leases = append(leases, datapath.Lease{MAC: port.MAC, IP: port.IP, Hostname: p.Instance})
@@ -309,44 +368,44 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 			}
 			fw = append(fw, firewallPort(n.VNI, dn.Gateway, port, p.Rules))
 		}
-		if err := dp.EnsureServices(dn, leases, http.HandlerFunc(a.metadata), a.log); err != nil {
-			a.log.Warn("network services", "vni", n.VNI, "err", err)
+		if err := dp.EnsureServices(dn, leases, h.meta, h.log); err != nil {
+			h.log.Warn("network services", "vni", n.VNI, "err", err)
 		}
 		r := datapath.Router{Egress: n.EgressNAT, External: ext, Floating: fips}
-		if key := fmt.Sprint(r); a.routers[n.VNI] != key {
+		if key := fmt.Sprint(r); h.routers[n.VNI] != key {
 			if err := dp.SetRouter(n.VNI, r); err != nil {
-				a.log.Warn("router", "vni", n.VNI, "err", err)
+				h.log.Warn("router", "vni", n.VNI, "err", err)
 			} else {
-				a.routers[n.VNI] = key
+				h.routers[n.VNI] = key
 			}
 		}
 	}
-	a.mu.Lock()
-	a.netView = byAddr
+	h.meta.set(byAddr, wired)
+	h.mu.Lock()
 	// Instances the server no longer places here (a late assignment of
 	// one that ended may have put it back) are forgotten once two views
 	// in a row lack them (one may come from a server a moment behind);
 	// their devices go below.
 	for id := range wired {
 		if inView[id] {
-			delete(a.unplaced, id)
+			delete(h.unplaced, id)
 			continue
 		}
-		if a.unplaced[id]++; a.unplaced[id] >= 2 {
-			delete(a.unplaced, id)
-			delete(a.withPorts, id)
+		if h.unplaced[id]++; h.unplaced[id] >= 2 {
+			delete(h.unplaced, id)
+			delete(h.withPorts, id)
 			for _, nic := range wired[id].NICs {
 				delete(wantPort, datapath.PortName(nic.PortID))
 			}
 		}
 	}
-	a.mu.Unlock()
+	h.mu.Unlock()
 	sort.Slice(fw, func(i, j int) bool { return fw[i].ID < fw[j].ID })
-	if key := fmt.Sprint(fw); key != a.fwKey {
+	if key := fmt.Sprint(fw); key != h.fwKey {
 		if err := dp.ApplyFirewall(fw); err != nil {
-			a.log.Warn("firewall", "err", err)
+			h.log.Warn("firewall", "err", err)
 		} else {
-			a.fwKey = key
+			h.fwKey = key
 		}
 	}
 	// What nobody wants goes: stray ports, then networks, routers and
@@ -356,7 +415,7 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 		for dev := range ports {
 			if !wantPort[dev] {
 				if err := dp.DetachDevice(dev); err != nil {
-					a.log.Warn("removing a stray port", "device", dev, "err", err)
+					h.log.Warn("removing a stray port", "device", dev, "err", err)
 				}
 			}
 		}
@@ -370,9 +429,9 @@ func (a *Agent) syncNetworksLocked(ctx context.Context) {
 			continue
 		}
 		dp.StopServices(vni)
-		delete(a.routers, vni)
+		delete(h.routers, vni)
 		if err := dp.RemoveNetwork(vni); err != nil {
-			a.log.Warn("removing a network", "vni", vni, "err", err)
+			h.log.Warn("removing a network", "vni", vni, "err", err)
 		}
 	}
 }
@@ -415,63 +474,14 @@ func firewallPort(vni int64, gw netip.Addr, p datapath.Port, rules []api.Resolve
 	return fp
 }
 
-// metadata serves the EC2-style metadata paths to the instance the
-// request came from: known by its network and address (which
-// anti-spoofing pins to its port), never by anything it says.
-func (a *Agent) metadata(w http.ResponseWriter, r *http.Request) {
-	host, _, _ := net.SplitHostPort(r.RemoteAddr)
-	vni := datapath.RequestVNI(r)
-	a.mu.Lock()
-	p, ok := a.netView[vni][host]
-	as := a.withPorts[p.InstanceID]
-	a.mu.Unlock()
-	if !ok {
-		http.Error(w, "no instance has this address here", http.StatusNotFound)
-		return
-	}
-	fields := map[string]string{
-		"instance-id": p.InstanceID, "hostname": p.Instance, "local-hostname": p.Instance,
-		"local-ipv4": p.IP, "mac": p.MAC, "public-ipv4": p.FloatingIP,
-	}
-	path := strings.TrimSuffix(r.URL.Path, "/")
-	switch {
-	case path == "" || path == "/latest":
-		fmt.Fprint(w, "meta-data\nuser-data\n")
-	case path == "/latest/meta-data":
-		var keys []string
-		for k, v := range fields {
-			if v != "" {
-				keys = append(keys, k)
-			}
-		}
-		sort.Strings(keys)
-		fmt.Fprint(w, strings.Join(keys, "\n")+"\n")
-	case path == "/latest/user-data":
-		if as.UserData == "" {
-			http.Error(w, "no user-data", http.StatusNotFound)
-			return
-		}
-		fmt.Fprint(w, as.UserData)
-	case strings.HasPrefix(path, "/latest/meta-data/"):
-		v := fields[strings.TrimPrefix(path, "/latest/meta-data/")]
-		if v == "" {
-			http.NotFound(w, r)
-			return
-		}
-		fmt.Fprint(w, v)
-	default:
-		http.NotFound(w, r)
-	}
-}
-
 // uplink is the host device the admin named for an external network
 // (by "owner/name" or by name).
-func (a *Agent) uplink(name string) string {
-	if dev, ok := a.cfg.Uplinks[name]; ok {
+func (h *hostNetwork) uplink(name string) string {
+	if dev, ok := h.uplinks[name]; ok {
 		return dev
 	}
 	_, short, _ := strings.Cut(name, "/")
-	return a.cfg.Uplinks[short]
+	return h.uplinks[short]
 }
 
 // openDatapath opens this machine's network datapath, its tunnels

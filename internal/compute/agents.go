@@ -11,13 +11,26 @@ import (
 
 func assignment(e *entry) api.Assignment {
 	r := &e.rec
-	return api.Assignment{ID: r.ID, Project: r.Project, Name: r.Name, Type: r.Type, Host: r.Host, Size: r.Size,
+	host := r.Host
+	if host == "" {
+		host = r.home()
+	}
+	return api.Assignment{ID: r.ID, Project: r.Project, Name: r.Name, Type: r.Type, Host: host, Size: r.Size,
 		Image: r.Image, ImageSHA256: r.ImageSHA256, UserData: r.UserData, State: r.State, Action: r.Action, Revision: e.rev, NICs: r.NICs}
 }
 
+// assignedTo says whether an agent's hosts have the instance: it runs
+// there, or it is STOPPED with its saved state there.
+func assignedTo(r *record, agentHosts map[string]bool) bool {
+	if onHost(r.State) {
+		return agentHosts[r.Host]
+	}
+	return r.State == api.StateStopped && agentHosts[r.home()]
+}
+
 // Assignments returns the instances on an agent's hosts that changed after
-// revision since (all live ones when since is 0), waiting up to wait for a
-// change when there is none yet: the agent's long poll.
+// revision since (all of them when since is 0: a complete list), waiting
+// up to wait for a change when there is none yet: the agent's long poll.
 func (svc *Service) Assignments(ctx context.Context, agent *hosts.AgentPrincipal, since int64, wait time.Duration) (api.Assignments, error) {
 	if err := svc.Ready(ctx); err != nil {
 		return api.Assignments{}, err
@@ -26,9 +39,9 @@ func (svc *Service) Assignments(ctx context.Context, agent *hosts.AgentPrincipal
 	defer deadline.Stop()
 	for {
 		svc.cache.mu.RLock()
-		out := api.Assignments{Items: []api.Assignment{}, Revision: svc.cache.instRev}
+		out := api.Assignments{Items: []api.Assignment{}, Revision: svc.cache.instRev, Complete: since == 0}
 		for _, e := range svc.cache.instances {
-			if e.rev > since && agent.Hosts[e.rec.Host] && onHost(e.rec.State) {
+			if e.rev > since && assignedTo(&e.rec, agent.Hosts) {
 				out.Items = append(out.Items, assignment(e))
 			}
 		}

@@ -54,9 +54,23 @@ type record struct {
 
 func (r *record) api(rev int64) api.Instance {
 	in := r.Instance
+	in.Home = r.home()
 	in.Revision = rev
 	in.Actions = Allowed(in.State)
 	return in
+}
+
+// home is the host holding the instance's state and disks: the one it was
+// last placed on (records written before Home existed have only their
+// placements to say so). An instance never placed has none.
+func (r *record) home() string {
+	if r.Home != "" {
+		return r.Home
+	}
+	if n := len(r.Placements); n > 0 {
+		return r.Placements[n-1].Host
+	}
+	return ""
 }
 
 // clone deep-copies a record, so a change never writes through to the
@@ -75,7 +89,7 @@ func (r *record) transition(t time.Time, to, host, actor, reason string) {
 	from := r.State
 	if host != "" && host != r.Host {
 		r.Placements = append(r.Placements, api.Placement{Host: host, Start: t})
-		r.Host = host
+		r.Host, r.Home = host, host
 	}
 	if !onHost(to) && r.Host != "" && onHost(from) {
 		if n := len(r.Placements); n > 0 && r.Placements[n-1].End.IsZero() {
@@ -91,6 +105,7 @@ func (r *record) transition(t time.Time, to, host, actor, reason string) {
 		r.History = r.History[len(r.History)-maxHistory:]
 	}
 	r.State, r.Reason, r.UpdatedAt = to, reason, t
+	// Host is where it holds resources; Home, where its state stays.
 	if to == api.StateStopped || to == api.StatePending {
 		r.Host = ""
 	}

@@ -3,8 +3,9 @@
 // returns a plan, and touches nothing. The caller commits the plan with
 // compare-and-swap and retries on conflict; a stale plan is never applied.
 //
-// Filters (a host is out if any fails): state (enabled, online, not
-// draining), driver kind, capacity with allocation ratios, the requirement
+// Filters (a host is out if any fails): the instance's home (a host that
+// holds its saved state and disks, if one does), state (enabled, online,
+// not draining), driver kind, capacity with allocation ratios, the requirement
 // expression, server-group affinity/anti-affinity (hard). Ranking among the
 // hosts left: a policy (packing, striping, load-aware), or a RANK
 // expression, plus soft group preferences; ties go to the host name that
@@ -80,6 +81,9 @@ type Request struct {
 	Group       string
 	GroupPolicy string
 	GroupHard   bool
+	// Home is the host that holds the instance's saved state and disks
+	// (a STOPPED instance started again): it goes there or nowhere.
+	Home string
 }
 
 // Snapshot is the world a plan is made against.
@@ -176,11 +180,14 @@ const (
 	reasonReq      = "requirements not met"
 	reasonAnti     = "anti-affinity: group %s already there"
 	reasonAff      = "affinity: group %s is elsewhere"
+	reasonHome     = "not its home: its saved state and disks are on %s"
 )
 
 // filter returns "" if the host can take the request, else why not.
 func filter(h *Host, r *Request, groupHosts map[string]map[string]int) string {
 	switch {
+	case r.Home != "" && h.Name != r.Home:
+		return fmt.Sprintf(reasonHome, r.Home)
 	case !h.Online:
 		return reasonOffline
 	case !h.Enabled:

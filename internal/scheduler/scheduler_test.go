@@ -54,6 +54,8 @@ func TestFilters(t *testing.T) {
 		{"offline", host("h", func(h *Host) { h.Online = false }), req("r"), "offline"},
 		{"disabled", host("h", func(h *Host) { h.Enabled = false }), req("r"), "disabled"},
 		{"draining", host("h", func(h *Host) { h.Draining = true }), req("r"), "draining"},
+		{"its home", host("h"), req("r", func(r *Request) { r.Home = "h" }), ""},
+		{"not its home", host("h"), req("r", func(r *Request) { r.Home = "other" }), "not its home: its saved state and disks are on other"},
 		{"driver kind", host("h", func(h *Host) { h.Kinds = []string{"vm"} }), req("r"), "no container driver"},
 		{"cpu", host("h"), req("r", func(r *Request) { r.Size.VCPUs = 5 }), "insufficient vcpus (need 5)"},
 		{"cpu with ratio", host("h", func(h *Host) { h.CPURatio = 16 }), req("r", func(r *Request) { r.Size.VCPUs = 64 }), ""},

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"path/filepath"
 
@@ -25,21 +24,18 @@ func (s *Server) startLocalAgent(ctx context.Context) error {
 	_, port, _ := net.SplitHostPort(s.httpsAddr)
 	opts := s.cfg.LocalDriverOptions
 	base := filepath.Join(s.cfg.DataDir, "agent")
-	var a *agent.Agent
-	opts.FetchImage = func(ctx context.Context, sum string) (io.ReadCloser, error) { return a.FetchImage(ctx, sum) }
-	d, err := driver.Open(s.cfg.LocalDriver, base, opts)
-	if err != nil {
-		return err
-	}
+	log := s.log.With("component", "agent")
 	tok, err := s.hosts.CreateJoinToken(reqctx.WithActor(ctx, "local-agent"), api.JoinTokensPost{TTLSeconds: 300, Description: "local agent"})
 	if err != nil {
 		return err
 	}
-	cfg := agent.Config{
-		Server: "https://127.0.0.1:" + port, JoinToken: tok.Token, Name: "local",
-		StateDir: base, Driver: d, Log: s.log.With("component", "agent"), VTEP: s.cfg.LocalVTEP, Uplinks: s.cfg.LocalUplinks,
+	conn := agent.NewConn(agent.ConnConfig{Server: "https://127.0.0.1:" + port, JoinToken: tok.Token, Name: "local", StateDir: base, Log: log})
+	opts.FetchImage = conn.FetchImage
+	d, err := driver.Open(s.cfg.LocalDriver, base, opts)
+	if err != nil {
+		return err
 	}
-	a, err = agent.New(ctx, cfg)
+	a, err := agent.New(ctx, agent.Config{Conn: conn, Driver: d, Log: log, VTEP: s.cfg.LocalVTEP, Uplinks: s.cfg.LocalUplinks})
 	if err != nil {
 		return fmt.Errorf("local agent: %w", err)
 	}

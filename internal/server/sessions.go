@@ -335,7 +335,8 @@ func (s *Server) postInstanceSnapshot(r *request) response.Response {
 	if src, err := s.images.Resolve(r.Context(), project, in.Image); err == nil && src.Kind == api.KindVMKernel {
 		kind, format = api.KindVMKernel, "tar.gz"
 	}
-	h, err := s.hosts.Get(r.Context(), in.Host)
+	// A STOPPED VM's disk stays on its home host.
+	h, err := s.hosts.Get(r.Context(), in.Home)
 	if err != nil {
 		return response.Error(err)
 	}

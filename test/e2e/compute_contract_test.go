@@ -57,9 +57,11 @@ func TestComputeContract(t *testing.T) {
 	check("sim", err)
 	actx, acancel := context.WithCancel(ctx)
 	defer acancel()
-	cfg := agent.Config{Server: s.url(), JoinToken: jt.Token, Name: "contract", StateDir: t.TempDir(), Driver: d, HeartbeatEvery: 500 * time.Millisecond, WrapTransport: v.Transport}
+	cc := agent.ConnConfig{Server: s.url(), JoinToken: jt.Token, Name: "contract", StateDir: t.TempDir(), WrapTransport: v.Transport}
+	cfg := agent.Config{Conn: agent.NewConn(cc), Driver: d, HeartbeatEvery: 500 * time.Millisecond}
 	_, err = agent.New(actx, cfg)
 	check("agent joins", err)
+	cfg.Conn = agent.NewConn(cc)
 	ag, err := agent.New(actx, cfg) // a restart: re-attaches with its credential
 	check("agent re-attaches", err)
 	go ag.Run(actx)

@@ -1,0 +1,338 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/client"
+	"github.com/kumocloud/kumo/internal/agent"
+	"github.com/kumocloud/kumo/internal/driver"
+	"github.com/kumocloud/kumo/internal/driver/sim"
+	"github.com/kumocloud/kumo/internal/identity"
+	"github.com/kumocloud/kumo/internal/server"
+	"github.com/kumocloud/kumo/internal/store/memstore"
+)
+
+// cloud is a real server on an in-memory store, served over HTTPS on
+// loopback in this process, with a logged-in cloud admin.
+type cloud struct {
+	t     *testing.T
+	url   string
+	fp    string
+	admin *client.Client
+}
+
+func newCloud(t *testing.T) *cloud {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	opts := identity.DefaultOptions()
+	opts.BcryptCost = bcrypt.MinCost
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := server.NewWithStore(ctx, server.Config{DataDir: t.TempDir(), Listen: addr, HostGrace: 2 * time.Second, Identity: opts}, memstore.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { srv.Serve(ctx); close(served) }()
+	t.Cleanup(func() { cancel(); <-served })
+	c := &cloud{t: t, url: "https://" + addr, fp: srv.CAFingerprint()}
+	anon, err := client.Remote(c.url, "", c.fp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok api.Token
+	waitFor(t, "the server to answer", func() bool {
+		tok, err = anon.Login(ctx, api.TokensPost{Username: identity.AdminUser, Password: srv.AdminPassword})
+		return err == nil
+	})
+	c.admin = anon.WithToken(tok.Secret)
+	return c
+}
+
+// waitFor waits (generously: the machine may be busy) for evidence.
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// cutTransport fails every request while cut is set: the network between
+// the agent and the server is down. It counts complete-list polls.
+type cutTransport struct {
+	next      http.RoundTripper
+	cut       atomic.Bool
+	fullLists atomic.Int64
+}
+
+func (c *cutTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if c.cut.Load() {
+		return nil, errors.New("network cut")
+	}
+	if strings.HasSuffix(r.URL.Path, "/assignments") && r.URL.Query().Get("since") == "0" {
+		c.fullLists.Add(1)
+	}
+	return c.next.RoundTrip(r)
+}
+
+// runningAgent is an agent run by a test, with its network link.
+type runningAgent struct {
+	link *cutTransport
+	stop func()
+}
+
+// startAgent joins (or re-attaches, with the same state dir) an agent
+// driving d and runs it until the test ends or stop is called.
+func (c *cloud) startAgent(d driver.Driver, stateDir string, resync time.Duration) *runningAgent {
+	c.t.Helper()
+	ctx := context.Background()
+	jt, err := c.admin.CreateJoinToken(ctx, api.JoinTokensPost{})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	link := &cutTransport{}
+	conn := agent.NewConn(agent.ConnConfig{Server: c.url, JoinToken: jt.Token, Name: "a1", StateDir: stateDir,
+		WrapTransport: func(rt http.RoundTripper) http.RoundTripper { link.next = rt; return link }})
+	actx, cancel := context.WithCancel(ctx)
+	a, err := agent.New(actx, agent.Config{Conn: conn, Driver: d, HeartbeatEvery: 200 * time.Millisecond, ResyncEvery: resync})
+	if err != nil {
+		cancel()
+		c.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { a.Run(actx); close(done) }()
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	c.t.Cleanup(stop)
+	return &runningAgent{link: link, stop: stop}
+}
+
+func (c *cloud) instance(name string) api.Instance {
+	c.t.Helper()
+	in, err := c.admin.Instance(context.Background(), "default", name)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return in
+}
+
+func (c *cloud) create(name string) {
+	c.t.Helper()
+	if _, err := c.admin.CreateInstance(context.Background(), "default", api.InstancesPost{Name: name, Type: api.TypeVM, Flavor: "tiny", Image: "x"}); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *cloud) waitState(name, state string) api.Instance {
+	c.t.Helper()
+	var in api.Instance
+	waitFor(c.t, name+" "+state, func() bool { in = c.instance(name); return in.State == state })
+	return in
+}
+
+func (c *cloud) action(name, action string) {
+	c.t.Helper()
+	if _, err := c.admin.InstanceAction(context.Background(), "default", name, action); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func simDriver(t *testing.T, hosts int, dir string) *sim.Driver {
+	t.Helper()
+	d, err := sim.New(driver.Options{SimHosts: hosts, StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestSweepsWhatTheServerForgotWhileCutOff: an instance terminated while
+// its host was cut off is stopped and cleaned up when the host returns -
+// by the agent that kept running, not only by a restarted one.
+func TestSweepsWhatTheServerForgotWhileCutOff(t *testing.T) {
+	c := newCloud(t)
+	d := simDriver(t, 1, t.TempDir())
+	ag := c.startAgent(d, t.TempDir(), time.Hour) // no periodic resync: the cut alone must do it
+	c.create("doomed")
+	c.create("kept")
+	doomed := c.waitState("doomed", api.StateRunning)
+	c.waitState("kept", api.StateRunning)
+
+	ag.link.cut.Store(true)
+	c.waitState("doomed", api.StateUnknown)
+	c.action("doomed", "terminate") // UNKNOWN -> DONE: the host is silent
+	ag.link.cut.Store(false)
+
+	waitFor(t, "the agent to stop and clean up the terminated instance", func() bool {
+		_, err := d.Status(context.Background(), doomed.ID)
+		return errors.Is(err, driver.ErrNotFound)
+	})
+	if in := c.waitState("kept", api.StateRunning); in.Host == "" {
+		t.Fatalf("kept lost its host: %+v", in)
+	}
+}
+
+// TestResyncNeverTouchesWorkInFlight: complete lists every 50 ms while
+// instances boot slowly: each ends RUNNING, started exactly once.
+func TestResyncNeverTouchesWorkInFlight(t *testing.T) {
+	c := newCloud(t)
+	d := &countingDriver{Driver: simDriverWithBoot(t, 300*time.Millisecond)}
+	ag := c.startAgent(d, t.TempDir(), 50*time.Millisecond)
+	names := []string{"i0", "i1", "i2", "i3", "i4", "i5"}
+	for _, n := range names {
+		c.create(n)
+	}
+	for _, n := range names {
+		c.waitState(n, api.StateRunning)
+	}
+	// Many complete lists, each reconciled, after they all run.
+	seen := ag.link.fullLists.Load()
+	waitFor(t, "more complete lists", func() bool { return ag.link.fullLists.Load() >= seen+5 })
+	for _, n := range names {
+		in := c.instance(n)
+		if in.State != api.StateRunning {
+			t.Errorf("%s is %s (%s)", n, in.State, in.Reason)
+		}
+		if got := d.starts(in.ID); got != 1 {
+			t.Errorf("%s was started %d times, want once", n, got)
+		}
+		if _, err := d.Status(context.Background(), in.ID); err != nil {
+			t.Errorf("%s: the driver lost it: %v", n, err)
+		}
+	}
+}
+
+func simDriverWithBoot(t *testing.T, boot time.Duration) *sim.Driver {
+	d, err := sim.New(driver.Options{SimHosts: 1, StateDir: t.TempDir(), SimBootDelay: boot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// countingDriver counts Start calls per instance.
+type countingDriver struct {
+	*sim.Driver
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *countingDriver) Start(ctx context.Context, s driver.Spec) error {
+	c.mu.Lock()
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	c.n[s.ID]++
+	c.mu.Unlock()
+	return c.Driver.Start(ctx, s)
+}
+
+func (c *countingDriver) starts(id string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[id]
+}
+
+// TestRestartReadopts: a restarted agent finds its running instances and
+// leaves them running.
+func TestRestartReadopts(t *testing.T) {
+	c := newCloud(t)
+	dir, state := t.TempDir(), t.TempDir()
+	d := simDriver(t, 1, dir)
+	ag := c.startAgent(d, state, time.Hour)
+	c.create("web")
+	in := c.waitState("web", api.StateRunning)
+	ag.stop()
+	if err := d.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	d2 := simDriver(t, 1, dir) // what a new agent process finds on disk
+	ag2 := c.startAgent(d2, state, 50*time.Millisecond)
+	seen := ag2.link.fullLists.Load()
+	waitFor(t, "complete lists after the restart", func() bool { return ag2.link.fullLists.Load() >= seen+3 })
+	st, err := d2.Status(context.Background(), in.ID)
+	if err != nil || st.State != driver.Running {
+		t.Fatalf("after the restart the driver says %+v, %v", st, err)
+	}
+	hist, err := c.admin.InstanceHistory(context.Background(), "default", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hist {
+		if h.To == api.StateFailed || h.To == api.StateUnknown {
+			t.Fatalf("the restart showed in the history: %+v", hist)
+		}
+	}
+}
+
+// TestStoppedInstanceKeepsItsHome: a STOPPED instance keeps the host that
+// holds its saved state; started again it goes there or nowhere (explain
+// says why), and the agent's sweeps leave its saved state alone.
+func TestStoppedInstanceKeepsItsHome(t *testing.T) {
+	c := newCloud(t)
+	ctx := context.Background()
+	d := simDriver(t, 2, t.TempDir())
+	ag := c.startAgent(d, t.TempDir(), 50*time.Millisecond)
+	c.create("db")
+	in := c.waitState("db", api.StateRunning)
+	home := in.Host
+	c.action("db", "stop")
+	in = c.waitState("db", api.StateStopped)
+	if in.Home != home || in.Host != "" {
+		t.Fatalf("a STOPPED instance shows host %q home %q; want no host and home %q", in.Host, in.Home, home)
+	}
+	seen := ag.link.fullLists.Load()
+	waitFor(t, "complete lists while it is stopped", func() bool { return ag.link.fullLists.Load() >= seen+3 })
+	if st, err := d.Status(ctx, in.ID); err != nil || st.State != driver.Saved {
+		t.Fatalf("the saved state on its home: %+v, %v", st, err)
+	}
+
+	no := false
+	if _, err := c.admin.PatchHost(ctx, home, api.HostPatch{Enabled: &no}); err != nil {
+		t.Fatal(err)
+	}
+	c.action("db", "start")
+	waitFor(t, "the scheduler to say why it waits", func() bool {
+		in = c.instance("db")
+		return in.State == api.StatePending && strings.Contains(in.Reason, "not its home")
+	})
+	ex, err := c.admin.Explain(ctx, "default", "db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range ex.Hosts {
+		if h.Feasible {
+			t.Fatalf("a host other than its disabled home can take it: %+v", ex)
+		}
+		if h.Host != home && !strings.Contains(h.Reason, "not its home") {
+			t.Fatalf("host %s: %q, want 'not its home'", h.Host, h.Reason)
+		}
+	}
+	yes := true
+	if _, err := c.admin.PatchHost(ctx, home, api.HostPatch{Enabled: &yes}); err != nil {
+		t.Fatal(err)
+	}
+	in = c.waitState("db", api.StateRunning)
+	if in.Host != home {
+		t.Fatalf("started on %s, not its home %s", in.Host, home)
+	}
+}

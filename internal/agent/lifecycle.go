@@ -1,0 +1,486 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/driver"
+)
+
+// The agent's instance job: it long-polls the instances assigned to its
+// hosts, drives the driver through PROLOG/BOOT/... and reports each state
+// change; it notices instances that stopped by themselves; and it keeps
+// reconciling: every complete assignment list (after a start, after the
+// server was out of reach, and every ResyncEvery) is compared with what
+// the driver has, so an instance the server forgot while the host was
+// silent - terminated meanwhile - is stopped and cleaned up (kubelet's
+// housekeeping), and one the driver lost is reported FAILED.
+
+// assignmentSource is what the instance job needs of the server.
+type assignmentSource interface {
+	Assignments(ctx context.Context, since int64, wait time.Duration) (api.Assignments, error)
+	Report(ctx context.Context, reps []api.InstanceReport) (api.AgentReportResult, error)
+}
+
+// portWiring is what the instance job needs of the host's networking:
+// an instance's ports made before it runs and removed when it leaves.
+type portWiring interface {
+	wire(ctx context.Context, as api.Assignment) error
+	unwire(ctx context.Context, as api.Assignment)
+	// track says an assignment reached this agent (its ports, if any,
+	// belong on this host); forget says it left.
+	track(as api.Assignment)
+	forget(id string)
+	// spec adds what the driver needs of the instance's ports.
+	spec(s driver.Spec, as api.Assignment) driver.Spec
+}
+
+// instances is the instance job.
+type instances struct {
+	src     assignmentSource
+	d       driver.Driver
+	ports   portWiring
+	log     *slog.Logger
+	resync  time.Duration
+	reps    chan api.InstanceReport
+	sem     chan struct{}
+	kickHB  func() // a readiness change: heartbeat now
+	started chan struct{}
+
+	mu      sync.Mutex
+	work    map[string]*work
+	running map[string]api.Assignment // instances last seen RUNNING
+	// written is the revision of the agent's own last write of each
+	// instance (its echo is not work); dispatched the newest assignment
+	// revision handed to a worker.
+	written    map[string]int64
+	dispatched map[string]int64
+	ready      map[string]bool
+	// listed is the monitor's latest listing of the driver's instances;
+	// heartbeats reuse it while it is fresh rather than list again (for
+	// VMs a listing asks every QEMU over QMP).
+	listed   []driver.Status
+	listedAt time.Time
+}
+
+// newInstances makes the instance job; started is closed once its first
+// complete assignment list is dispatched.
+func newInstances(src assignmentSource, d driver.Driver, ports portWiring, workers int, resync time.Duration, kickHB func(), started chan struct{}, log *slog.Logger) *instances {
+	return &instances{src: src, d: d, ports: ports, log: log, resync: resync, kickHB: kickHB,
+		reps: make(chan api.InstanceReport, 4096), sem: make(chan struct{}, workers), started: started,
+		work: map[string]*work{}, running: map[string]api.Assignment{}, written: map[string]int64{}, dispatched: map[string]int64{}, ready: map[string]bool{}}
+}
+
+// run follows the assignments until ctx ends. A complete list (since 0)
+// is asked for at the start, after any failed poll (the server or the
+// network was away: things may have changed unseen) and every resync.
+func (in *instances) run(ctx context.Context) {
+	go in.reporter(ctx)
+	go in.monitor(ctx)
+	since := int64(0)
+	lastList := time.Time{}
+	for ctx.Err() == nil {
+		// A long poll waits for changes, but not past the next resync.
+		wait := min(30*time.Second, in.resync-time.Since(lastList))
+		if wait <= 0 {
+			since, wait = 0, 0
+		}
+		as, err := in.src.Assignments(ctx, since, wait)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			in.log.Warn("assignments", "err", err)
+			since = 0
+			sleep(ctx, time.Second)
+			continue
+		}
+		if as.Complete {
+			lastList = time.Now()
+			in.reconcile(ctx, as)
+		}
+		for _, a := range as.Items {
+			in.dispatch(ctx, a)
+		}
+		if as.Complete {
+			select {
+			case <-in.started:
+			default:
+				close(in.started)
+			}
+		}
+		since = as.Revision
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// reconcile compares a complete assignment list with what the driver has.
+// Instances that should be running but that the driver does not have are
+// reported FAILED; instances the driver has that the list does not name
+// are stopped and cleaned up - unless a worker is busy with them or an
+// assignment newer than the list named them.
+func (in *instances) reconcile(ctx context.Context, list api.Assignments) {
+	have, err := in.d.Recover(ctx)
+	if err != nil {
+		in.log.Warn("listing the driver's instances", "err", err)
+		return
+	}
+	byID := map[string]driver.Status{}
+	for _, st := range have {
+		byID[st.ID] = st
+	}
+	named := map[string]bool{}
+	for _, as := range list.Items {
+		named[as.ID] = true
+		if _, ok := byID[as.ID]; ok || in.busy(as.ID, list.Revision) {
+			continue
+		}
+		switch as.State {
+		case api.StateRunning, api.StateSuspended, api.StatePoweroff:
+			in.report(as, api.StateFailed, "the instance vanished from its host")
+		}
+	}
+	swept := 0
+	for id, st := range byID {
+		if named[id] || in.busy(id, list.Revision) {
+			continue
+		}
+		in.log.Warn("stopping and cleaning up an instance nobody assigns any more", "instance", id, "host", st.Host)
+		in.d.Stop(ctx, id, true)
+		if err := in.d.Cleanup(ctx, id, false); err != nil {
+			in.log.Warn("cleaning up an unassigned instance", "instance", id, "err", err)
+			continue
+		}
+		in.mu.Lock()
+		delete(in.running, id)
+		delete(in.ready, id)
+		delete(in.dispatched, id)
+		delete(in.written, id)
+		in.mu.Unlock()
+		in.ports.forget(id)
+		swept++
+	}
+	in.log.Debug("reconciled", "assigned", len(list.Items), "driver", len(have), "swept", swept)
+}
+
+// busy says whether a worker has the instance in hand, or an assignment
+// newer than revision rev reached the agent.
+func (in *instances) busy(id string, rev int64) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.work[id] != nil || in.dispatched[id] > rev
+}
+
+// work is one instance's queue: only the newest assignment matters, since
+// it supersedes older ones.
+type work struct {
+	next    *api.Assignment
+	running bool
+}
+
+// dispatch hands an assignment to its instance's worker; work for one
+// instance is done in order, at most Workers instances at a time. Echoes
+// of the agent's own writes (revision not newer than what its last report
+// wrote) and assignments already handed over are dropped.
+func (in *instances) dispatch(ctx context.Context, as api.Assignment) {
+	in.ports.track(as)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if as.State == api.StateRunning {
+		in.running[as.ID] = as
+	} else {
+		delete(in.running, as.ID)
+		delete(in.ready, as.ID)
+	}
+	if as.Revision <= in.written[as.ID] || as.Revision <= in.dispatched[as.ID] {
+		return
+	}
+	in.dispatched[as.ID] = as.Revision
+	w := in.work[as.ID]
+	if w == nil {
+		w = &work{}
+		in.work[as.ID] = w
+	}
+	w.next = &as
+	if w.running {
+		return
+	}
+	w.running = true
+	go func() {
+		in.sem <- struct{}{}
+		defer func() { <-in.sem }()
+		for {
+			in.mu.Lock()
+			next := w.next
+			w.next = nil
+			if next == nil || ctx.Err() != nil {
+				w.running = false
+				delete(in.work, as.ID)
+				in.mu.Unlock()
+				return
+			}
+			stale := next.Revision <= in.written[next.ID]
+			in.mu.Unlock()
+			if !stale {
+				in.handle(ctx, *next)
+			}
+		}
+	}()
+}
+
+func (in *instances) spec(as api.Assignment) driver.Spec {
+	return in.ports.spec(driver.Spec{ID: as.ID, Project: as.Project, Name: as.Name, Type: as.Type, Host: as.Host, Image: as.Image,
+		ImageSHA256: as.ImageSHA256, UserData: as.UserData, Size: as.Size}, as)
+}
+
+// handle does what an instance's state asks of the host.
+func (in *instances) handle(ctx context.Context, as api.Assignment) {
+	d := in.d
+	fail := func(err error) {
+		in.report(as, api.StateFailed, "driver "+d.Name()+": "+err.Error())
+	}
+	step := func(to string, err error) bool {
+		if err != nil {
+			fail(err)
+			return false
+		}
+		in.report(as, to, "")
+		as.State = to
+		return true
+	}
+	// Leaving the host: its ports go too.
+	left := func() {
+		in.ports.forget(as.ID)
+		in.ports.unwire(ctx, as)
+	}
+	switch as.State {
+	case api.StateProlog:
+		if err := in.ports.wire(ctx, as); err != nil {
+			fail(fmt.Errorf("network: %w", err))
+			return
+		}
+		if step(api.StateBoot, d.Prepare(ctx, in.spec(as))) {
+			step(api.StateRunning, d.Start(ctx, in.spec(as)))
+		}
+	case api.StateBoot:
+		var err error
+		switch as.Action {
+		case "reboot":
+			err = d.Reboot(ctx, as.ID)
+		case "resume":
+			err = d.Resume(ctx, as.ID)
+		default:
+			if err = in.ports.wire(ctx, as); err == nil {
+				err = d.Start(ctx, in.spec(as))
+			}
+		}
+		step(api.StateRunning, err)
+	case api.StateShutdown:
+		err := d.Stop(ctx, as.ID, false)
+		if errors.Is(err, driver.ErrNotFound) {
+			err = nil
+		}
+		if as.Action == "poweroff" {
+			step(api.StatePoweroff, err)
+		} else if step(api.StateEpilog, err) && step(api.StateDone, d.Cleanup(ctx, as.ID, false)) {
+			left()
+		}
+	case api.StateSave:
+		if as.Action == "suspend" {
+			step(api.StateSuspended, d.Suspend(ctx, as.ID))
+		} else if step(api.StateEpilog, d.Save(ctx, as.ID)) && step(api.StateStopped, d.Cleanup(ctx, as.ID, true)) {
+			left()
+		}
+	case api.StateEpilog:
+		if as.Action == "stop" {
+			if step(api.StateStopped, d.Cleanup(ctx, as.ID, true)) {
+				left()
+			}
+		} else {
+			d.Stop(ctx, as.ID, true)
+			if step(api.StateDone, d.Cleanup(ctx, as.ID, false)) {
+				left()
+			}
+		}
+	case api.StateUnknown:
+		st, err := d.Status(ctx, as.ID)
+		switch {
+		case errors.Is(err, driver.ErrNotFound):
+			in.report(as, api.StateFailed, "the host is back but the instance is gone")
+		case err != nil:
+		case st.State == driver.Running:
+			in.report(as, api.StateRunning, "host back online")
+		case st.State == driver.Suspended:
+			in.report(as, api.StateSuspended, "host back online")
+		case st.State == driver.Stopped:
+			in.report(as, api.StatePoweroff, "host back online")
+		}
+	}
+}
+
+// monitor notices instances that stopped by themselves: a container
+// whose init exited or a VM whose guest powered off goes POWEROFF with the
+// reason (its host resources are then accounted as the table says); one
+// the driver lost, or whose QEMU crashed, goes FAILED.
+func (in *instances) monitor(ctx context.Context) {
+	hh, _ := in.d.(driver.HostHealth)
+	// Checks come every 2 s, and every 250 ms while a guest that started
+	// within the last minute has not said it is ready: the moment it does
+	// is what users wait for (create-to-ready).
+	booting := map[string]time.Time{}
+	for {
+		every := 2 * time.Second
+		for id, since := range booting {
+			if time.Since(since) < time.Minute {
+				every = 250 * time.Millisecond
+			} else {
+				delete(booting, id)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+		in.mu.Lock()
+		var check []api.Assignment
+		for _, as := range in.running {
+			if in.work[as.ID] == nil && (hh == nil || hh.HostUp(as.Host)) {
+				check = append(check, as)
+			}
+		}
+		in.mu.Unlock()
+		if len(check) == 0 {
+			continue
+		}
+		// One listing per check, not one driver call per instance.
+		sts, err := in.d.Recover(ctx)
+		if err != nil {
+			continue
+		}
+		in.mu.Lock()
+		in.listed, in.listedAt = sts, time.Now()
+		in.mu.Unlock()
+		have := make(map[string]driver.Status, len(sts))
+		for _, st := range sts {
+			have[st.ID] = st
+		}
+		kick := false
+		for _, as := range check {
+			st, ok := have[as.ID]
+			if ok && st.State == driver.Running {
+				if _, seen := booting[as.ID]; !seen && !st.Ready {
+					booting[as.ID] = time.Now()
+				}
+				if st.Ready {
+					delete(booting, as.ID)
+				}
+				in.mu.Lock()
+				if in.ready[as.ID] != st.Ready {
+					in.ready[as.ID], kick = st.Ready, true
+				}
+				in.mu.Unlock()
+			}
+			switch {
+			case !ok:
+				in.report(as, api.StateFailed, "the instance disappeared from its host")
+			case st.State == driver.Crashed:
+				in.report(as, api.StateFailed, st.Reason)
+			case st.State == driver.Stopped:
+				reason := st.Reason
+				if reason == "" {
+					reason = "it stopped by itself (PID 1 exited)"
+				}
+				in.report(as, api.StatePoweroff, reason)
+			default:
+				continue
+			}
+			in.mu.Lock()
+			delete(in.running, as.ID)
+			delete(in.ready, as.ID)
+			in.mu.Unlock()
+			delete(booting, as.ID)
+		}
+		if kick {
+			in.kickHB()
+		}
+	}
+}
+
+// statuses lists the driver's instances, or reuses the monitor's listing
+// when it is younger than fresh.
+func (in *instances) statuses(ctx context.Context, fresh time.Duration) ([]driver.Status, error) {
+	in.mu.Lock()
+	sts, at := in.listed, in.listedAt
+	in.mu.Unlock()
+	if time.Since(at) < fresh {
+		return sts, nil
+	}
+	return in.d.Recover(ctx)
+}
+
+func (in *instances) report(as api.Assignment, to, reason string) {
+	in.reps <- api.InstanceReport{ID: as.ID, Host: as.Host, From: as.State, To: to, Reason: reason}
+}
+
+// reporter batches reports (up to 500, or what arrives within 10 ms),
+// makes the driver's state durable, then sends them.
+func (in *instances) reporter(ctx context.Context) {
+	for {
+		var batch []api.InstanceReport
+		select {
+		case r := <-in.reps:
+			batch = append(batch, r)
+		case <-ctx.Done():
+			return
+		}
+		timer := time.NewTimer(10 * time.Millisecond)
+	collect:
+		for len(batch) < 500 {
+			select {
+			case r := <-in.reps:
+				batch = append(batch, r)
+			case <-timer.C:
+				break collect
+			}
+		}
+		timer.Stop()
+		if sy, ok := in.d.(driver.Syncer); ok {
+			if err := sy.Sync(); err != nil {
+				in.log.Error("driver sync", "err", err)
+			}
+		}
+		for attempt := 0; ctx.Err() == nil; attempt++ {
+			res, err := in.src.Report(ctx, batch)
+			if err == nil {
+				in.mu.Lock()
+				for id, rev := range res.Revisions {
+					in.written[id] = rev
+				}
+				for _, r := range batch {
+					if r.To == api.StateDone {
+						delete(in.written, r.ID)
+						delete(in.dispatched, r.ID)
+					}
+				}
+				in.mu.Unlock()
+				break
+			}
+			in.log.Warn("report", "err", err, "attempt", attempt)
+			sleep(ctx, time.Duration(min(attempt+1, 10))*200*time.Millisecond)
+		}
+	}
+}

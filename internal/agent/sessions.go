@@ -1,0 +1,144 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/driver"
+)
+
+// The agent's session job: work the server queues for an instance's host
+// on a user's behalf (exec, logs, the console, a disk snapshot). Agents
+// are never called: they fetch sessions with a long poll, and answer with
+// a result or a byte stream they open themselves.
+
+// sessionSource is what the session job needs of the server.
+type sessionSource interface {
+	Sessions(ctx context.Context, wait time.Duration) ([]api.Session, error)
+	SessionResult(ctx context.Context, sid string, res api.SessionResult) error
+	Stream(ctx context.Context, sid string) (io.ReadWriteCloser, error)
+}
+
+// sessionJob is the session job.
+type sessionJob struct {
+	src     sessionSource
+	d       driver.Driver
+	tempDir string // where a snapshot is made before it is sent
+	log     *slog.Logger
+}
+
+func (sj *sessionJob) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		ss, err := sj.src.Sessions(ctx, 30*time.Second)
+		if err != nil {
+			if ctx.Err() == nil {
+				sleep(ctx, time.Second)
+			}
+			continue
+		}
+		for _, s := range ss {
+			switch s.Kind {
+			case "console":
+				go sj.stream(ctx, s, sj.console)
+			case "snapshot":
+				go sj.stream(ctx, s, sj.snapshot)
+			default:
+				go func() {
+					res := sj.session(ctx, s)
+					if err := sj.src.SessionResult(ctx, s.ID, res); err != nil {
+						sj.log.Warn("session result", "session", s.ID, "err", err)
+					}
+				}()
+			}
+		}
+	}
+}
+
+// stream opens the agent's end of a session's byte stream and hands it
+// to serve.
+func (sj *sessionJob) stream(ctx context.Context, s api.Session, serve func(context.Context, api.Session, io.ReadWriter)) {
+	rw, err := sj.src.Stream(ctx, s.ID)
+	if err != nil {
+		sj.log.Warn(s.Kind+" stream", "session", s.ID, "err", err)
+		return
+	}
+	defer rw.Close()
+	serve(ctx, s, rw)
+}
+
+// snapshot streams an instance's disk image to the server: a first line,
+// "ok" or "error: why", then the bytes.
+func (sj *sessionJob) snapshot(ctx context.Context, s api.Session, rw io.ReadWriter) {
+	sn, err := driver.Feature[driver.Snapshotter](sj.d)
+	if err != nil {
+		fmt.Fprintf(rw, "error: %v\n", err)
+		return
+	}
+	// The image is made before the first byte is sent, so an error can
+	// still be told; it is kept in a temporary file meanwhile.
+	f, err := os.CreateTemp(sj.tempDir, ".snapshot-*")
+	if err != nil {
+		fmt.Fprintf(rw, "error: %v\n", err)
+		return
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	if err := sn.Snapshot(ctx, s.InstanceID, f); err != nil {
+		fmt.Fprintf(rw, "error: %v\n", err)
+		return
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		fmt.Fprintf(rw, "error: %v\n", err)
+		return
+	}
+	io.WriteString(rw, "ok\n")
+	if _, err := io.Copy(rw, f); err != nil {
+		sj.log.Warn("snapshot stream", "session", s.ID, "err", err)
+	}
+}
+
+// console joins a session's stream to a shell (or the serial console) of
+// the instance.
+func (sj *sessionJob) console(ctx context.Context, s api.Session, rw io.ReadWriter) {
+	cs, err := driver.Feature[driver.Consoler](sj.d)
+	if err != nil {
+		fmt.Fprintf(rw, "kumo: %v\r\n", err)
+		return
+	}
+	if err := cs.Console(ctx, s.InstanceID, rw); err != nil {
+		fmt.Fprintf(rw, "kumo: console: %v\r\n", err)
+	}
+}
+
+func (sj *sessionJob) session(ctx context.Context, s api.Session) api.SessionResult {
+	switch s.Kind {
+	case "exec":
+		ex, err := driver.Feature[driver.Execer](sj.d)
+		if err != nil {
+			return api.SessionResult{Error: err.Error()}
+		}
+		cctx, cancel := context.WithTimeout(ctx, time.Duration(max(s.Timeout, 1))*time.Second)
+		defer cancel()
+		out, code, err := ex.Exec(cctx, s.InstanceID, s.Command)
+		if err != nil {
+			return api.SessionResult{Output: string(out), Error: err.Error()}
+		}
+		return api.SessionResult{Output: string(out), ExitCode: code}
+	case "logs":
+		lg, err := driver.Feature[driver.Logger](sj.d)
+		if err != nil {
+			return api.SessionResult{Error: err.Error()}
+		}
+		out, err := lg.Logs(ctx, s.InstanceID, s.Tail)
+		if err != nil {
+			return api.SessionResult{Error: "logs: " + err.Error()}
+		}
+		return api.SessionResult{Output: string(out)}
+	}
+	return api.SessionResult{Error: "unknown session kind " + s.Kind}
+}
