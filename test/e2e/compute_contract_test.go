@@ -152,7 +152,7 @@ func TestComputeContract(t *testing.T) {
 		AgentID    string `json:"agent_id"`
 		Credential string `json:"credential"`
 	}
-	b, _ := os.ReadFile(filepath.Join(cfg.StateDir, "agent.json"))
+	b, _ := os.ReadFile(filepath.Join(cc.StateDir, "agent.json"))
 	json.Unmarshal(b, &cred)
 	agentClient := s.remote(t, cred.Credential)
 	agentClient.WrapTransport(v.Transport)
