@@ -158,21 +158,24 @@ func (c *cache) notify() {
 	c.changed = make(chan struct{})
 }
 
-// waitRev waits until the cache has applied instance revision rev.
-func (c *cache) waitRev(ctx context.Context, rev int64) {
+// waitRev waits (up to 5 s) until the cache has applied instance
+// revision rev, and says whether it has.
+func (c *cache) waitRev(ctx context.Context, rev int64) bool {
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
 	for {
 		c.mu.RLock()
 		done, ch := c.instRev >= rev, c.changed
 		c.mu.RUnlock()
 		if done {
-			return
+			return true
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return
-		case <-time.After(5 * time.Second):
-			return
+			return false
+		case <-timeout.C:
+			return false
 		}
 	}
 }

@@ -58,12 +58,19 @@ func TestAgentTable(t *testing.T) {
 	}
 }
 
-func newService(t *testing.T) (*Service, store.Store) {
+// seeded is a store with the default flavors and project p, whose quota
+// allows this many instances.
+func seeded(t *testing.T, instances int64) *memstore.Store {
 	s := memstore.New()
 	ctx := context.Background()
-	if _, err := s.Txn(ctx, nil, append(flavor.SeedOps(ctx), quota.InitOp("p", api.ResourceCounts{Instances: 2, VCPUs: -1, MemoryMiB: -1, DiskGiB: -1}))); err != nil {
+	if _, err := s.Txn(ctx, nil, append(flavor.SeedOps(ctx), quota.InitOp("p", api.ResourceCounts{Instances: instances, VCPUs: -1, MemoryMiB: -1, DiskGiB: -1}))); err != nil {
 		t.Fatal(err)
 	}
+	return s
+}
+
+func newService(t *testing.T) (*Service, store.Store) {
+	s := seeded(t, 2)
 	return New(s, hosts.New(s, strings.Repeat("a", 64), 0), "", slog.New(slog.DiscardHandler)), s
 }
 
@@ -179,12 +186,9 @@ func (c *createOnFirstList) List(ctx context.Context, prefix string, page store.
 // scheduler and the agents' assignments read) holds an instance created
 // between its listing and its watch.
 func TestCacheSeesWriteBetweenListAndWatch(t *testing.T) {
-	ms := memstore.New()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := ms.Txn(ctx, nil, append(flavor.SeedOps(ctx), quota.InitOp("p", api.ResourceCounts{Instances: 5, VCPUs: -1, MemoryMiB: -1, DiskGiB: -1}))); err != nil {
-		t.Fatal(err)
-	}
+	ms := seeded(t, 5)
 	var svc *Service
 	racy := &createOnFirstList{Store: ms}
 	racy.create = func() {
@@ -206,5 +210,116 @@ func TestCacheSeesWriteBetweenListAndWatch(t *testing.T) {
 	svc.cache.mu.RUnlock()
 	if !ok {
 		t.Fatal("the instance created between the cache's listing and its watch is not in the cache")
+	}
+}
+
+// gatedWatches holds back every watch event while its gate is shut: a
+// cache that lags behind the store (events come late, never out of order).
+type gatedWatches struct {
+	store.Store
+	mu   sync.Mutex
+	shut bool
+	open chan struct{} // closed when the gate opens
+}
+
+func (g *gatedWatches) setShut(shut bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if shut && !g.shut {
+		g.open = make(chan struct{})
+	}
+	if !shut && g.shut {
+		close(g.open)
+	}
+	g.shut = shut
+}
+
+func (g *gatedWatches) Watch(ctx context.Context, prefix string, from int64) <-chan store.WatchEvent {
+	in := g.Store.Watch(ctx, prefix, from)
+	out := make(chan store.WatchEvent)
+	go func() {
+		defer close(out)
+		for ev := range in {
+			g.mu.Lock()
+			shut, open := g.shut, g.open
+			g.mu.Unlock()
+			if shut {
+				select {
+				case <-open:
+				case <-ctx.Done():
+					return
+				}
+			}
+			select {
+			case out <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// TestCommitRechecksTheHost: a plan made on a cache that has not seen a
+// placement on a host is not committed there; once the cache catches up,
+// the instance is refused for want of room - the host is never
+// overcommitted.
+func TestCommitRechecksTheHost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ms := seeded(t, 5)
+	hs := hosts.New(ms, strings.Repeat("a", 64), 0)
+	jt, err := hs.CreateJoinToken(ctx, api.JoinTokensPost{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Room for one small instance (2048 MiB), no overcommit.
+	if _, err := hs.Join(ctx, api.AgentsPost{JoinToken: jt.Token, Name: "a", Driver: "sim", Hosts: []api.HostSpec{{Name: "h", Kinds: []string{"vm"}, Capacity: api.Size{VCPUs: 1, MemoryMiB: 2048, DiskGiB: 100}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hs.Patch(ctx, "h", api.HostPatch{Ratios: &api.Ratios{CPU: 1, Memory: 1, Disk: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	gated := &gatedWatches{Store: ms}
+	svc := New(gated, hs, "", slog.New(slog.DiscardHandler))
+	go svc.cache.run(ctx, gated, svc.log)
+	if err := svc.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Create(ctx, "p", api.InstancesPost{Name: "b", Type: "vm", Flavor: "small", Image: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	rev, _ := ms.Revision(ctx)
+	svc.cache.waitRev(ctx, rev)
+
+	// Another scheduler places "a" on h; this cache does not see it.
+	gated.setShut(true)
+	if _, err := svc.Create(ctx, "p", api.InstancesPost{Name: "a", Type: "vm", Flavor: "small", Image: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	a, arev, err := svc.get(ctx, "p", "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.transition(time.Now(), api.StateProlog, "h", "scheduler", "placed on h")
+	if _, err := ms.Txn(ctx, []store.Cond{store.At(instanceKey("p", "a"), arev)}, []store.Op{
+		store.PutJSON(instanceKey("p", "a"), a), store.PutJSON(placementKey("h"), placementMark{Last: a.ID}),
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// This scheduler's cache still shows h empty and b PENDING.
+	if n, _, behind := svc.scheduleOnce(ctx); n != 0 || behind == 0 {
+		t.Fatalf("a stale cache placed %d instances (behind %d): the commit trusted it", n, behind)
+	}
+	gated.setShut(false)
+	rev, _ = ms.Revision(ctx)
+	if !svc.cache.waitRev(ctx, rev) {
+		t.Fatal("the cache never caught up")
+	}
+	svc.scheduleOnce(ctx)
+	in, _, err := svc.Get(ctx, "p", "b")
+	if err != nil || in.State != api.StatePending || !strings.Contains(in.Reason, "insufficient") {
+		t.Fatalf("b = %s (%s), %v; want PENDING for want of room", in.State, in.Reason, err)
 	}
 }

@@ -81,19 +81,31 @@ func (svc *Service) schedulerLoop(ctx context.Context) {
 		case <-tick.C:
 		}
 		for ctx.Err() == nil {
-			placed, rev := svc.scheduleOnce(ctx)
-			if placed == 0 {
+			placed, rev, behind := svc.scheduleOnce(ctx)
+			if placed == 0 && behind == 0 {
 				break
 			}
-			// Let the cache see our writes before planning again.
-			svc.cache.waitRev(ctx, rev)
+			// Let the cache see our writes (or what it was behind on)
+			// before planning again. If it does not catch up, the next
+			// tick tries: a commit never trusts a stale cache anyway.
+			if !svc.cache.waitRev(ctx, max(rev, behind)) {
+				break
+			}
 		}
 	}
 }
 
-// scheduleOnce runs one round and returns how many instances it placed.
-func (svc *Service) scheduleOnce(ctx context.Context) (int, int64) {
-	groups, _ := svc.allGroups(ctx)
+// scheduleOnce runs one round and returns how many instances it placed,
+// the revision of its last write, and the revision the cache must reach
+// to place on a host it was behind on (0: none). A round whose inputs cannot all be read
+// is skipped: planning without the server groups would drop hard
+// anti-affinity.
+func (svc *Service) scheduleOnce(ctx context.Context) (int, int64, int64) {
+	groups, err := svc.allGroups(ctx)
+	if err != nil {
+		svc.log.Warn("scheduler: server groups unreadable; skipping a round", "err", err)
+		return 0, 0, 0
+	}
 	svc.cache.mu.RLock()
 	var pending []*entry
 	for _, e := range svc.cache.instances {
@@ -103,7 +115,7 @@ func (svc *Service) scheduleOnce(ctx context.Context) (int, int64) {
 	}
 	if len(pending) == 0 {
 		svc.cache.mu.RUnlock()
-		return 0, 0
+		return 0, 0, 0
 	}
 	sort.Slice(pending, func(i, j int) bool {
 		if !pending[i].rec.CreatedAt.Equal(pending[j].rec.CreatedAt) {
@@ -126,13 +138,14 @@ func (svc *Service) scheduleOnce(ctx context.Context) (int, int64) {
 	svc.cache.mu.RUnlock()
 
 	plan := scheduler.Schedule(snap, reqs, svc.policy)
-	var changes []change
+	var placed, changes []change
 	for _, p := range plan.Placements {
 		r := recs[p.RequestID]
 		host := p.Host
 		r.transition(svc.now(), api.StateProlog, host, "scheduler", "placed on "+host)
-		changes = append(changes, change{rec: r, rev: byID[p.RequestID].rev})
+		placed = append(placed, change{rec: r, rev: byID[p.RequestID].rev})
 	}
+	n, rev, behind := svc.commitPlacements(ctx, placed)
 	for _, f := range plan.Failures {
 		r := recs[f.RequestID]
 		if r.Reason == f.Reason {
@@ -141,11 +154,8 @@ func (svc *Service) scheduleOnce(ctx context.Context) (int, int64) {
 		r.Reason = f.Reason
 		changes = append(changes, change{rec: r, rev: byID[f.RequestID].rev})
 	}
-	applied, rev := svc.writeBatch(ctx, changes)
-	if len(applied) < len(changes) {
-		svc.log.Debug("scheduler: some placements were stale", "planned", len(changes), "applied", len(applied))
-	}
-	return len(plan.Placements), rev
+	svc.writeBatch(ctx, changes)
+	return n, rev, behind
 }
 
 // Explain says, for every host, why an instance can or cannot go there.

@@ -116,10 +116,15 @@ type Server struct {
 	AdminPassword string
 
 	httpsAddr string
-	mu        sync.Mutex
-	listeners []*http.Server
-	stopJan   context.CancelFunc
-	janDone   chan struct{}
+	// dirLock keeps other servers off the data dir; unlockStore releases
+	// the store's server lock, and lockLost is closed if it is lost.
+	dirLock     *dataDirLock
+	unlockStore func()
+	lockLost    <-chan struct{}
+	mu          sync.Mutex
+	listeners   []*http.Server
+	stopJan     context.CancelFunc
+	janDone     chan struct{}
 }
 
 // New opens the store (embedded etcd in DataDir unless EtcdEndpoints is
@@ -131,31 +136,43 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	var st store.Store
-	desc := ""
+	dirLock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	var es *etcdstore.Store
+	desc := "embedded etcd"
+	unlock, lost := func() {}, (<-chan struct{})(nil)
 	if len(cfg.EtcdEndpoints) > 0 {
 		prefix := cfg.EtcdPrefix
 		if prefix == "" {
 			prefix = "/kumo"
 		}
-		es, err := etcdstore.OpenRemote(ctx, cfg.EtcdEndpoints, prefix)
-		if err != nil {
+		if es, err = etcdstore.OpenRemote(ctx, cfg.EtcdEndpoints, prefix); err != nil {
+			dirLock.release()
 			return nil, err
 		}
-		st, desc = es, es.String()
-	} else {
-		es, err := etcdstore.OpenEmbedded(ctx, etcdstore.EmbedOptions{Dir: filepath.Join(cfg.DataDir, "etcd"), NoFsync: cfg.UnsafeNoFsync})
-		if err != nil {
+		desc = es.String()
+		// An embedded etcd is this data dir's alone (the flock above); a
+		// remote one may be shared by servers on other machines.
+		host, _ := os.Hostname()
+		if unlock, lost, err = es.Lock(ctx, etcdstore.Holder{PID: os.Getpid(), Host: host, DataDir: cfg.DataDir}, 15); err != nil {
+			es.Close()
+			dirLock.release()
 			return nil, err
 		}
-		st, desc = es, "embedded etcd"
-	}
-	s, err := NewWithStore(ctx, cfg, st)
-	if err != nil {
-		st.Close()
+	} else if es, err = etcdstore.OpenEmbedded(ctx, etcdstore.EmbedOptions{Dir: filepath.Join(cfg.DataDir, "etcd"), NoFsync: cfg.UnsafeNoFsync}); err != nil {
+		dirLock.release()
 		return nil, err
 	}
-	s.storeDesc = desc
+	s, err := NewWithStore(ctx, cfg, es)
+	if err != nil {
+		unlock()
+		es.Close()
+		dirLock.release()
+		return nil, err
+	}
+	s.storeDesc, s.dirLock, s.unlockStore, s.lockLost = desc, dirLock, unlock, lost
 	return s, nil
 }
 
@@ -306,6 +323,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	select {
 	case <-ctx.Done():
+	case <-s.lockLost:
+		s.Close()
+		return errors.New("lost the store's server lock (the store was out of reach too long): stopping, so that no two servers schedule at once")
 	case err := <-errc:
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.Close()
@@ -346,7 +366,12 @@ func (s *Server) Close() {
 	if s.cfg.Socket != "" {
 		os.Remove(s.cfg.Socket)
 	}
+	if s.unlockStore != nil {
+		s.unlockStore()
+		s.unlockStore = nil
+	}
 	s.store.Close()
+	s.dirLock.release()
 	s.log.Info("server stopped")
 }
 

@@ -1,0 +1,136 @@
+package compute
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+
+	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/scheduler"
+	"github.com/kumocloud/kumo/internal/store"
+)
+
+// A plan is made against the cache; its commit re-checks what it consumes
+// against the store, as Nomad re-validates a node's plan at commit. Every
+// placement onto a host writes the host's placement key in its own
+// transaction, so the key's revision says when the host last gained an
+// instance. A commit reads it, and places on the host only if the cache
+// has seen every instance change up to that revision (so the host's
+// allocation summed from the cache is exact: what it may lack since are
+// departures, which only free room), checks the host's room again with
+// that sum, and makes its transaction conditional on the key being
+// unchanged. A stale cache or a placement by anyone else in between costs
+// a round, never an overcommitted host. Keys: /placements/{host}.
+const placementsPrefix = "/placements/"
+
+func placementKey(host string) string { return placementsPrefix + host }
+
+// placementMark is the value of a placement key.
+type placementMark struct {
+	// Last is the instance placed last.
+	Last string `json:"last"`
+}
+
+// commitChunk bounds the placements of one transaction (etcd allows 128
+// operations: two per placement and one per host).
+const commitChunk = 40
+
+// commitPlacements writes the plan's placements, each re-checked against
+// its host as said above. It returns how many were written, the revision
+// of the last write, and, when some host was skipped because the cache is
+// behind it, the revision the cache must reach (else 0).
+func (svc *Service) commitPlacements(ctx context.Context, placed []change) (int, int64, int64) {
+	byHost := map[string][]change{}
+	for _, c := range placed {
+		byHost[c.rec.Host] = append(byHost[c.rec.Host], c)
+	}
+	hosts := make([]string, 0, len(byHost))
+	for h := range byHost {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	n, last, behind := 0, int64(0), int64(0)
+	var conds []store.Cond
+	var ops []store.Op
+	var batch []change
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		rev, err := svc.s.Txn(ctx, conds, ops)
+		switch {
+		case err == nil:
+			n, last = n+len(batch), max(last, rev)
+		case errors.Is(err, store.ErrConflict):
+			svc.log.Debug("scheduler: a placement was stale; planning again", "placements", len(batch))
+		default:
+			svc.log.Warn("scheduler: writing placements", "err", err)
+		}
+		conds, ops, batch = nil, nil, nil
+	}
+	for _, h := range hosts {
+		fits, cond, ok := svc.recheck(ctx, h, byHost[h])
+		if !ok {
+			behind = max(behind, cond.Revision, 1)
+			continue
+		}
+		if len(batch)+len(fits) > commitChunk {
+			flush()
+		}
+		for _, c := range fits {
+			key := instanceKey(c.rec.Project, c.rec.Name)
+			conds = append(conds, store.At(key, c.rev))
+			ops = append(ops, store.PutJSON(key, c.rec), events.Op(ctx, "instance", strings.ToLower(c.rec.State), c.rec.Project, instanceURL(c.rec.Project, c.rec.Name), c.rec.api(0)))
+			batch = append(batch, c)
+		}
+		if len(fits) > 0 {
+			conds = append(conds, cond)
+			ops = append(ops, store.PutJSON(placementKey(h), placementMark{Last: fits[len(fits)-1].rec.ID}))
+		}
+	}
+	flush()
+	return n, last, behind
+}
+
+// recheck returns the placements on host that still fit it, by the
+// store's word on when it last gained an instance, and the condition
+// that keeps that word true until the commit. ok is false when the cache
+// has not caught up with the host (the condition's revision is where it
+// must reach), or the key cannot be read.
+func (svc *Service) recheck(ctx context.Context, host string, placed []change) (fits []change, cond store.Cond, ok bool) {
+	kv, err := svc.s.Get(ctx, placementKey(host))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		cond = store.Absent(placementKey(host))
+	case err != nil:
+		svc.log.Warn("scheduler: reading a host's placements", "host", host, "err", err)
+		return nil, cond, false
+	default:
+		cond = store.At(placementKey(host), kv.Revision)
+	}
+	svc.cache.mu.RLock()
+	defer svc.cache.mu.RUnlock()
+	if svc.cache.instRev < kv.Revision {
+		return nil, cond, false
+	}
+	h, known := svc.cache.hosts[host]
+	if !known {
+		return nil, cond, true
+	}
+	used := svc.cache.allocations()[host]
+	sh := scheduler.Host{CPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB, DiskGiB: h.Capacity.DiskGiB,
+		CPURatio: h.Ratios.CPU, MemRatio: h.Ratios.Memory, DiskRatio: h.Ratios.Disk}
+	for _, c := range placed {
+		used.VCPUs += c.rec.Size.VCPUs
+		used.MemoryMiB += c.rec.Size.MemoryMiB
+		used.DiskGiB += c.rec.Size.DiskGiB
+		sh.Used = scheduler.Resources{VCPUs: used.VCPUs, MemoryMiB: used.MemoryMiB, DiskGiB: used.DiskGiB}
+		if sh.FreeVCPUs() < 0 || sh.FreeMemory() < 0 || sh.FreeDisk() < 0 {
+			svc.log.Debug("scheduler: a placement no longer fits at commit", "host", host, "instance", c.rec.Name)
+			break
+		}
+		fits = append(fits, c)
+	}
+	return fits, cond, true
+}
