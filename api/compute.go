@@ -450,10 +450,12 @@ type InstanceExecPost struct {
 }
 
 // InstanceExecResult is what the command printed (stdout and stderr
-// together) and how it ended.
+// together; its first MiB: Truncated says it printed more - ask with
+// ?stream=true for all of it) and how it ended.
 type InstanceExecResult struct {
-	Output   string `json:"output"`
-	ExitCode int    `json:"exit_code"`
+	Output    string `json:"output"`
+	ExitCode  int    `json:"exit_code"`
+	Truncated bool   `json:"truncated,omitempty"`
 }
 
 // InstanceLogs is the end of an instance's console log (PID 1's output).

@@ -3,6 +3,8 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -245,16 +247,40 @@ func (c *Client) AgentImage(ctx context.Context, agentID, sum string) (io.ReadCl
 	return resp.Body, nil
 }
 
-// InstanceExec runs a command inside a RUNNING instance.
 // SnapshotInstance copies a VM's disk into a new image (201: the image).
 func (c *Client) SnapshotInstance(ctx context.Context, project, name string, req api.InstanceSnapshotPost) (api.Image, error) {
 	var out api.Image
 	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "instances", name, "snapshot"), nil, req, &out)
 }
 
+// InstanceExec runs a command inside a RUNNING instance and returns its
+// exit code and the first MiB of its output (Truncated: there was more).
 func (c *Client) InstanceExec(ctx context.Context, project, name string, req api.InstanceExecPost) (api.InstanceExecResult, error) {
 	var out api.InstanceExecResult
 	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "instances", name, "exec"), nil, req, &out)
+}
+
+// InstanceExecStream runs a command inside a RUNNING instance, writing
+// its output to out as it comes, however much there is, and returns its
+// exit code.
+func (c *Client) InstanceExecStream(ctx context.Context, project, name string, req api.InstanceExecPost, out io.Writer) (int, error) {
+	path := p("v1", "projects", project, "instances", name, "exec")
+	resp, err := c.send(ctx, http.MethodPost, path, url.Values{"stream": {"true"}}, req, "application/octet-stream")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		return 0, fmt.Errorf("exec: the output broke off: %w", err)
+	}
+	if msg := resp.Trailer.Get("Kumo-Exec-Error"); msg != "" {
+		return 0, fmt.Errorf("exec: %s", msg)
+	}
+	code, err := strconv.Atoi(resp.Trailer.Get("Kumo-Exit-Code"))
+	if err != nil {
+		return 0, errors.New("exec: the answer ended without the command's exit code")
+	}
+	return code, nil
 }
 
 // InstanceLogs returns the end of an instance's console log.

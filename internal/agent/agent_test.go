@@ -1,10 +1,13 @@
 package agent_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -335,4 +338,92 @@ func TestStoppedInstanceKeepsItsHome(t *testing.T) {
 	if in.Host != home {
 		t.Fatalf("started on %s, not its home %s", in.Host, home)
 	}
+}
+
+// chattyDriver runs every command as one that prints size bytes and exits 7.
+type chattyDriver struct {
+	*sim.Driver
+	size int
+}
+
+func (c *chattyDriver) Exec(ctx context.Context, id string, cmd []string, out io.Writer) (int, error) {
+	line := bytes.Repeat([]byte("0123456789abcdef"), 4096)
+	for n := 0; n < c.size; n += len(line) {
+		if _, err := out.Write(line); err != nil {
+			return 0, err
+		}
+	}
+	return 7, nil
+}
+
+// peakHeap samples the heap until stop is called and returns its peak.
+func peakHeap() (stop func() uint64) {
+	var peak atomic.Uint64
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapAlloc > peak.Load() {
+				peak.Store(ms.HeapAlloc)
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	return func() uint64 { close(done); <-finished; return peak.Load() }
+}
+
+// TestExecOutputIsStreamed: a command printing 128 MiB passes through the
+// agent and the server (both in this process) without either holding it:
+// the JSON answer keeps the first MiB and says it was cut; the stream
+// gives all of it; the heap never grows by anything like the output.
+func TestExecOutputIsStreamed(t *testing.T) {
+	const size = 128 << 20
+	c := newCloud(t)
+	ctx := context.Background()
+	c.startAgent(&chattyDriver{Driver: simDriver(t, 1, t.TempDir()), size: size}, t.TempDir(), time.Hour)
+	c.create("talker")
+	c.waitState("talker", api.StateRunning)
+
+	runtime.GC()
+	var base runtime.MemStats
+	runtime.ReadMemStats(&base)
+	stop := peakHeap()
+	res, err := c.admin.InstanceExec(ctx, "default", "talker", api.InstanceExecPost{Command: []string{"yes"}})
+	peak := stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Output) != 1<<20 || !res.Truncated || res.ExitCode != 7 {
+		t.Fatalf("JSON exec: %d bytes, truncated %v, exit %d", len(res.Output), res.Truncated, res.ExitCode)
+	}
+	if grew := int64(peak) - int64(base.HeapAlloc); grew > 48<<20 {
+		t.Fatalf("the heap grew by %d MiB for %d MiB of output: something held it whole", grew>>20, size>>20)
+	}
+
+	runtime.GC()
+	runtime.ReadMemStats(&base)
+	stop = peakHeap()
+	var n countingWriter
+	code, err := c.admin.InstanceExecStream(ctx, "default", "talker", api.InstanceExecPost{Command: []string{"yes"}}, &n)
+	peak = stop()
+	if err != nil || code != 7 || int(n) < size {
+		t.Fatalf("streamed exec: %d bytes, exit %d, %v", n, code, err)
+	}
+	if grew := int64(peak) - int64(base.HeapAlloc); grew > 48<<20 {
+		t.Fatalf("the heap grew by %d MiB streaming %d MiB", grew>>20, size>>20)
+	}
+}
+
+type countingWriter int64
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	*c += countingWriter(len(p))
+	return len(p), nil
 }

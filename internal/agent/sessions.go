@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/driver"
+	"github.com/kumocloud/kumo/internal/execframe"
 )
 
 // The agent's session job: work the server queues for an instance's host
@@ -43,6 +45,8 @@ func (sj *sessionJob) run(ctx context.Context) {
 		}
 		for _, s := range ss {
 			switch s.Kind {
+			case "exec":
+				go sj.stream(ctx, s, sj.exec)
 			case "console":
 				go sj.stream(ctx, s, sj.console)
 			case "snapshot":
@@ -115,20 +119,45 @@ func (sj *sessionJob) console(ctx context.Context, s api.Session, rw io.ReadWrit
 	}
 }
 
+// exec runs a command in the instance, streaming its output as it comes
+// (execframe); a stream the server stops reading ends the command.
+func (sj *sessionJob) exec(ctx context.Context, s api.Session, rw io.ReadWriter) {
+	fw := execframe.NewWriter(rw)
+	ex, err := driver.Feature[driver.Execer](sj.d)
+	if err != nil {
+		fw.Fail(err)
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Duration(max(s.Timeout, 1))*time.Second)
+	defer cancel()
+	code, err := ex.Exec(cctx, s.InstanceID, s.Command, &stopOnError{w: fw, stop: cancel})
+	switch {
+	case errors.Is(cctx.Err(), context.DeadlineExceeded):
+		fw.Fail(fmt.Errorf("the command ran past its %d s and was killed", s.Timeout))
+	case err != nil:
+		fw.Fail(err)
+	default:
+		fw.Exit(code)
+	}
+}
+
+// stopOnError ends the command when its output cannot be passed on (the
+// user went away): it must not block on a full pipe for ever.
+type stopOnError struct {
+	w    io.Writer
+	stop func()
+}
+
+func (s *stopOnError) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	if err != nil {
+		s.stop()
+	}
+	return n, err
+}
+
 func (sj *sessionJob) session(ctx context.Context, s api.Session) api.SessionResult {
 	switch s.Kind {
-	case "exec":
-		ex, err := driver.Feature[driver.Execer](sj.d)
-		if err != nil {
-			return api.SessionResult{Error: err.Error()}
-		}
-		cctx, cancel := context.WithTimeout(ctx, time.Duration(max(s.Timeout, 1))*time.Second)
-		defer cancel()
-		out, code, err := ex.Exec(cctx, s.InstanceID, s.Command)
-		if err != nil {
-			return api.SessionResult{Output: string(out), Error: err.Error()}
-		}
-		return api.SessionResult{Output: string(out), ExitCode: code}
 	case "logs":
 		lg, err := driver.Feature[driver.Logger](sj.d)
 		if err != nil {

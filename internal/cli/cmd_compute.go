@@ -186,13 +186,13 @@ func (a *app) instanceCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := c.InstanceExec(cmd.Context(), project, args[0], api.InstanceExecPost{Command: args[1:], TimeoutSeconds: timeout})
+			// The output is streamed as it comes, however much there is.
+			code, err := c.InstanceExecStream(cmd.Context(), project, args[0], api.InstanceExecPost{Command: args[1:], TimeoutSeconds: timeout}, a.stdout)
 			if err != nil {
 				return err
 			}
-			fmt.Fprint(a.stdout, res.Output)
-			if res.ExitCode != 0 {
-				return exitCode(res.ExitCode)
+			if code != 0 {
+				return exitCode(code)
 			}
 			return nil
 		},

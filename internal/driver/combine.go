@@ -202,12 +202,12 @@ func (c *combined) Sync() error {
 	return errors.Join(errs...)
 }
 
-func (c *combined) Exec(ctx context.Context, id string, cmd []string) ([]byte, int, error) {
+func (c *combined) Exec(ctx context.Context, id string, cmd []string, out io.Writer) (int, error) {
 	ex, err := featureOf[Execer](ctx, c, id)
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
-	return ex.Exec(ctx, id, cmd)
+	return ex.Exec(ctx, id, cmd, out)
 }
 
 func (c *combined) Logs(ctx context.Context, id string, tail int) ([]byte, error) {

@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"errors"
+	"io"
 	"testing"
 
 	"github.com/kumocloud/kumo/api"
@@ -63,7 +64,7 @@ func TestCombine(t *testing.T) {
 	if err := d.Stop(ctx, "gone", false); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Stop of an unknown instance: %v", err)
 	}
-	if _, _, err := d.(Execer).Exec(ctx, "v", []string{"true"}); err == nil || err.Error() != "the vm driver cannot run commands inside an instance (VMs have no guest agent: use the console)" {
+	if _, err := d.(Execer).Exec(ctx, "v", []string{"true"}, io.Discard); err == nil || err.Error() != "the vm driver cannot run commands inside an instance (VMs have no guest agent: use the console)" {
 		t.Fatalf("Exec on a driver without it: %v", err)
 	}
 	if err := d.Cleanup(ctx, "v", false); err != nil || vm.have["v"] {

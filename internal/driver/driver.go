@@ -123,9 +123,10 @@ type Driver interface {
 type Syncer interface{ Sync() error }
 
 // Execer is implemented by drivers that can run a command inside an
-// instance; it returns the combined output and the exit code.
+// instance: its output (stdout and stderr together) goes to out as the
+// command writes it, never held whole; it returns the exit code.
 type Execer interface {
-	Exec(ctx context.Context, id string, cmd []string) ([]byte, int, error)
+	Exec(ctx context.Context, id string, cmd []string, out io.Writer) (int, error)
 }
 
 // Logger is implemented by drivers that keep an instance's console log; it

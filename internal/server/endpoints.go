@@ -101,7 +101,7 @@ func Endpoints() []Endpoint {
 		{Method: "POST", Path: "/v1/projects/{project}/instances/{name}/actions", Perm: PermProjectMember, Summary: "Stop, start, suspend, resume, poweroff, reboot, hold, release or terminate", handler: (*Server).postInstanceAction},
 		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/history", Perm: PermProjectReader, Summary: "An instance's state transitions", handler: (*Server).getInstanceHistory},
 		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/explain", Perm: PermProjectReader, Summary: "Why each host can or cannot take the instance", handler: (*Server).getInstanceExplain},
-		{Method: "POST", Path: "/v1/projects/{project}/instances/{name}/exec", Perm: PermProjectMember, Summary: "Run a command inside a RUNNING instance", handler: (*Server).postInstanceExec},
+		{Method: "POST", Path: "/v1/projects/{project}/instances/{name}/exec", Perm: PermProjectMember, Summary: "Run a command inside a RUNNING instance (?stream=true: its output as it comes)", raw: (*Server).postInstanceExec},
 		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/console", Perm: PermProjectMember, Summary: "An interactive shell in the instance (Upgrade: kumo-stream)", raw: (*Server).getInstanceConsole},
 		{Method: "GET", Path: "/v1/projects/{project}/networks", Perm: PermProjectReader, Summary: "The project's networks and the shared ones", handler: (*Server).getNetworks},
 		{Method: "POST", Path: "/v1/projects/{project}/networks", Perm: PermProjectMember, Summary: "Create a network with its subnet (shared, external: cloud admin)", handler: (*Server).postNetworks, create: true},

@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/execframe"
 	"github.com/kumocloud/kumo/internal/secret"
 	"github.com/kumocloud/kumo/internal/server/response"
 )
@@ -108,46 +110,142 @@ func (ss *sessions) answer(id string, r api.SessionResult) bool {
 	return ok
 }
 
-// onHost runs a session on the agent of the instance's host.
-func (s *Server) onHost(r *request, kind string, sess api.Session, wait time.Duration) (api.SessionResult, error) {
+// hostAgent finds the agent of the host an instance is on; kind (exec,
+// logs) says what for. Exec needs the instance RUNNING; logs, a host.
+func (s *Server) hostAgent(r *request, kind string) (api.Instance, string, error) {
 	in, _, err := s.compute.Get(r.Context(), r.PathValue("project"), r.PathValue("name"))
 	if err != nil {
-		return api.SessionResult{}, err
+		return in, "", err
 	}
 	if in.State != api.StateRunning && (kind == "exec" || in.Host == "") {
-		return api.SessionResult{}, errs.Conflict("instance %q is %s; %s needs it RUNNING", in.Name, in.State, kind)
+		return in, "", errs.Conflict("instance %q is %s; %s needs it RUNNING", in.Name, in.State, kind)
 	}
 	h, err := s.hosts.Get(r.Context(), in.Host)
+	return in, h.Agent, err
+}
+
+// onHost runs a session on the agent of the instance's host.
+func (s *Server) onHost(r *request, kind string, sess api.Session, wait time.Duration) (api.SessionResult, error) {
+	in, agent, err := s.hostAgent(r, kind)
 	if err != nil {
 		return api.SessionResult{}, err
 	}
 	sess.Kind, sess.InstanceID = kind, in.ID
-	res, err := s.sessions.run(r.Context(), h.Agent, sess, wait)
+	res, err := s.sessions.run(r.Context(), agent, sess, wait)
 	if err == nil && res.Error != "" {
 		err = errs.Conflict("%s", res.Error)
 	}
 	return res, err
 }
 
-func (s *Server) postInstanceExec(r *request) response.Response {
+// maxExecOutput bounds the output a JSON exec answer carries; more is cut
+// (truncated: true). ?stream=true has no bound: the output is passed on
+// as it comes.
+const maxExecOutput = 1 << 20
+
+// postInstanceExec runs a command in a RUNNING instance through its
+// host's agent, which streams the output back (execframe). The answer is
+// JSON - the output's first MiB and the exit code - or, with
+// ?stream=true, the output itself as it comes (application/octet-stream)
+// with the exit code in the trailer Kumo-Exit-Code (Kumo-Exec-Error if the
+// run broke off). Nothing is held whole: a command may print gigabytes.
+func (s *Server) postInstanceExec(r *request, w http.ResponseWriter) {
+	fail := func(err error) { response.Error(err).Render(w, r.Request) }
 	var req api.InstanceExecPost
 	if err := decodeBody(r.Request, &req); err != nil {
-		return response.Error(err)
+		fail(err)
+		return
 	}
 	if len(req.Command) == 0 {
-		return response.Error(errs.Invalid("command", "command is required"))
+		fail(errs.Invalid("command", "command is required"))
+		return
 	}
 	if req.TimeoutSeconds < 0 || req.TimeoutSeconds > 600 {
-		return response.Error(errs.Invalid("timeout_seconds", "timeout_seconds must be 0 to 600"))
+		fail(errs.Invalid("timeout_seconds", "timeout_seconds must be 0 to 600"))
+		return
 	}
 	if req.TimeoutSeconds == 0 {
 		req.TimeoutSeconds = 60
 	}
-	res, err := s.onHost(r, "exec", api.Session{Command: req.Command, Timeout: req.TimeoutSeconds}, time.Duration(req.TimeoutSeconds+10)*time.Second)
+	stream, err := parseBool(r.Request, "stream")
 	if err != nil {
-		return response.Error(err)
+		fail(err)
+		return
 	}
-	return response.OK(api.InstanceExecResult{Output: res.Output, ExitCode: res.ExitCode})
+	in, agent, err := s.hostAgent(r, "exec")
+	if err != nil {
+		fail(err)
+		return
+	}
+	conn, err := s.sessions.openStream(r.Context(), agent, api.Session{Kind: "exec", InstanceID: in.ID, Command: req.Command, Timeout: req.TimeoutSeconds})
+	if err != nil {
+		fail(err)
+		return
+	}
+	defer conn.Close()
+	// The agent ends the command at its timeout; this bounds a host that
+	// stops answering, and a user who goes away ends the stream.
+	conn.SetDeadline(time.Now().Add(time.Duration(req.TimeoutSeconds+15) * time.Second))
+	defer context.AfterFunc(r.Context(), func() { conn.Close() })()
+	fr := execframe.NewReader(conn)
+	if !stream {
+		out := &execframe.Capped{Max: maxExecOutput}
+		code, err := fr.Copy(out)
+		if err != nil {
+			fail(execError(err))
+			return
+		}
+		response.OK(api.InstanceExecResult{Output: string(out.Buf), ExitCode: code, Truncated: out.Truncated}).Render(w, r.Request)
+		return
+	}
+	// The first frame decides the status: a command that cannot run is an
+	// error answer, not a 200 with an error trailer.
+	buf := make([]byte, execframe.MaxFrame)
+	kind, first, err := fr.Next(buf)
+	if err == nil && kind == execframe.Error {
+		err = &execframe.RunError{Msg: string(first)}
+	}
+	if err != nil {
+		fail(execError(err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Trailer", "Kumo-Exit-Code, Kumo-Exec-Error")
+	w.WriteHeader(http.StatusOK)
+	out := flushWriter{w}
+	var code int
+	if kind == execframe.Exit {
+		code, err = strconv.Atoi(string(first))
+	} else if _, err = out.Write(first); err == nil {
+		code, err = fr.Copy(out)
+	}
+	if err != nil {
+		w.Header().Set("Kumo-Exec-Error", execError(err).Error())
+		return
+	}
+	w.Header().Set("Kumo-Exit-Code", strconv.Itoa(code))
+}
+
+// execError is the answer to a run that failed: the host could not run it
+// (a conflict naming why), or broke off (unavailable).
+func execError(err error) error {
+	var re *execframe.RunError
+	if errors.As(err, &re) {
+		return errs.Conflict("%s", re.Msg)
+	}
+	return errs.Unavailable("exec: %v", err)
+}
+
+// flushWriter passes each write on at once (a command's output is
+// watched as it comes).
+type flushWriter struct{ w http.ResponseWriter }
+
+func (f flushWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if fl, ok := f.w.(http.Flusher); ok {
+		fl.Flush()
+	}
+	return n, err
 }
 
 func (s *Server) getInstanceLogs(r *request) response.Response {

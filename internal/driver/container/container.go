@@ -524,20 +524,21 @@ func (d *Driver) Recover(ctx context.Context) ([]driver.Status, error) {
 }
 
 // Exec implements driver.Execer with runc exec.
-func (d *Driver) Exec(ctx context.Context, id string, cmd []string) ([]byte, int, error) {
+func (d *Driver) Exec(ctx context.Context, id string, cmd []string, out io.Writer) (int, error) {
 	if _, err := d.readMeta(id); err != nil {
-		return nil, 0, err
+		return 0, err
 	}
 	if st := d.state(ctx, id); st != "running" {
-		return nil, 0, fmt.Errorf("%w: container is %s", driver.ErrState, orStopped(st))
+		return 0, fmt.Errorf("%w: container is %s", driver.ErrState, orStopped(st))
 	}
 	c := exec.CommandContext(ctx, d.runc, append([]string{"--root", filepath.Join(d.root, "runc"), "exec", id}, cmd...)...)
-	out, err := c.CombinedOutput()
+	c.Stdout, c.Stderr = out, out
+	err := c.Run()
 	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return out, ee.ExitCode(), nil
+	if errors.As(err, &ee) && ctx.Err() == nil {
+		return ee.ExitCode(), nil
 	}
-	return out, 0, err
+	return 0, err
 }
 
 // Logs implements driver.Logger: the end of PID 1's output (rotated at
