@@ -158,7 +158,7 @@ func (a *app) instanceCmd() *cobra.Command {
 			if a.output != "table" {
 				return a.printObject(ex)
 			}
-			fmt.Fprintf(a.stdout, "%s (policy %s)\n", ex.Summary, ex.Policy)
+			fmt.Fprintln(a.stdout, termSafe(fmt.Sprintf("%s (policy %s)", ex.Summary, ex.Policy)))
 			hs := ex.Hosts
 			if top > 0 && len(hs) > top {
 				hs = hs[:top]

@@ -283,7 +283,7 @@ func (a *app) eventCmd() *cobra.Command {
 					fmt.Fprintln(a.stdout, "---")
 					return a.printData(ev)
 				}
-				fmt.Fprintf(a.stdout, "%-8d %s  %-10s %-9s %-10s %-40s by %s\n", ev.ID, ev.Time.Local().Format("15:04:05.000"), ev.Type, ev.Action, ev.Project, ev.Resource, ev.Actor)
+				fmt.Fprintln(a.stdout, termSafe(fmt.Sprintf("%-8d %s  %-10s %-9s %-10s %-40s by %s", ev.ID, ev.Time.Local().Format("15:04:05.000"), ev.Type, ev.Action, ev.Project, ev.Resource, ev.Actor)))
 				return nil
 			})
 		},

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/kumocloud/kumo/client"
+	"github.com/kumocloud/kumo/internal/validate"
 	"io"
 	"strings"
 	"text/tabwriter"
@@ -59,7 +60,7 @@ func printList[T any](a *app, items []T, cols []column[T]) error {
 	for _, it := range items {
 		vs := make([]string, len(cols))
 		for i, c := range cols {
-			vs[i] = c.value(it)
+			vs[i] = termSafe(c.value(it))
 		}
 		fmt.Fprintln(tw, strings.Join(vs, "\t"))
 	}
@@ -75,10 +76,15 @@ func (a *app) printData(v any) error {
 	case "csv":
 		return usagef("-o csv is for lists; use json or yaml for one object")
 	case "json":
-		enc := json.NewEncoder(a.stdout)
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
 		enc.SetIndent("", "  ")
 		enc.SetEscapeHTML(false)
-		return enc.Encode(v)
+		if err := enc.Encode(v); err != nil {
+			return err
+		}
+		_, err := a.stdout.Write(jsonSafe(buf.Bytes()))
+		return err
 	default:
 		return writeYAML(a.stdout, v)
 	}
@@ -110,6 +116,17 @@ func blockStyle(n *yaml.Node) {
 	if n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode {
 		n.Style = 0
 	}
+	if n.Kind == yaml.ScalarNode {
+		// YAML escapes C0 and C1 controls in double quotes, but prints
+		// bidi controls as they are: they show as '?' (-o json keeps
+		// them, escaped).
+		n.Value = strings.Map(func(r rune) rune {
+			if r >= 0x200e && validate.Control(r) {
+				return '?'
+			}
+			return r
+		}, n.Value)
+	}
 	if n.Kind == yaml.ScalarNode && n.Style == yaml.DoubleQuotedStyle && !needsQuote(n.Value) {
 		n.Style = 0
 	}
@@ -128,7 +145,50 @@ func needsQuote(s string) bool {
 		return true
 	}
 	str, ok := v.(string)
-	return !ok || str != s || strings.ContainsAny(s, ":#{}[]&*!|>'\"%@`\n")
+	// Control characters stay double-quoted: YAML escapes them there.
+	return !ok || str != s || strings.ContainsAny(s, ":#{}[]&*!|>'\"%@`\n") || validate.Unprintable(s) >= 0
+}
+
+// jsonSafe writes the control characters JSON leaves raw (C1, bidi
+// controls; they can only be inside strings) as \u escapes: the same
+// JSON, safe on a terminal.
+func jsonSafe(b []byte) []byte {
+	if validate.Unprintable(string(b)) < 0 {
+		return b
+	}
+	var out bytes.Buffer
+	for _, r := range string(b) {
+		if r >= 0x7f && validate.Control(r) {
+			fmt.Fprintf(&out, "\\u%04x", r)
+		} else {
+			out.WriteRune(r)
+		}
+	}
+	return out.Bytes()
+}
+
+// termSafe makes text safe to print to a terminal: a control character
+// or a bidi control (in a name stored before they were refused, a reason
+// quoting a guest's console) is shown as an escape, \x1b or \u202e, never
+// obeyed. Tables, show, errors and events print through it; the byte
+// streams of exec, logs and the console are the guest's own terminal
+// output and pass as they are.
+func termSafe(s string) string {
+	if validate.Unprintable(s) < 0 {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case !validate.Control(r):
+			b.WriteRune(r)
+		case r < 0x100:
+			fmt.Fprintf(&b, "\\x%02x", r)
+		default:
+			fmt.Fprintf(&b, "\\u%04x", r)
+		}
+	}
+	return b.String()
 }
 
 // printCompactJSON prints v as one JSON line (for streams).

@@ -89,7 +89,7 @@ func Main(args []string, extra ...Extra) int {
 	return ExitError
 }
 
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+func oneLine(s string) string { return termSafe(strings.Join(strings.Fields(s), " ")) }
 
 func isCobraUsage(err error) bool {
 	m := err.Error()

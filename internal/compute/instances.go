@@ -211,7 +211,7 @@ func ValidateInstancesPost(req *api.InstancesPost) error {
 			return err
 		}
 	}
-	if err := validate.Text("user_data", req.UserData, 64*1024); err != nil {
+	if err := validate.Document("user_data", req.UserData, 64*1024); err != nil {
 		return err
 	}
 	if len(req.Networks) > 8 {

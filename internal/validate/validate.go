@@ -3,6 +3,7 @@ package validate
 
 import (
 	"regexp"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/kumocloud/kumo/internal/errs"
@@ -42,12 +43,40 @@ func Labels(field string, labels map[string]string) error {
 		if len(v) > 255 || !utf8.ValidString(v) {
 			return errs.Invalid(field+"."+k, "label %q: value must be UTF-8 of at most 255 bytes", k)
 		}
+		if i := Unprintable(v); i >= 0 {
+			return errs.Invalid(field+"."+k, "label %q: value has a control character (%U at byte %d)", k, []rune(v[i:])[0], i)
+		}
 	}
 	return nil
 }
 
-// Text checks free text such as descriptions.
+// Text checks one line of free text, such as a description or a
+// reference to an object: UTF-8 without control characters (which a
+// terminal would obey when the text is printed: escape sequences, CR, NUL)
+// or the invisible marks that reorder text (bidi controls).
 func Text(field, v string, max int) error {
+	if err := utf8Within(field, v, max); err != nil {
+		return err
+	}
+	if i := Unprintable(v); i >= 0 {
+		return errs.Invalid(field, "%s has a control character (%U at byte %d): it must be printable text on one line", field, []rune(v[i:])[0], i)
+	}
+	return nil
+}
+
+// Document checks a multi-line text kept as it is, such as user-data:
+// UTF-8, without NUL.
+func Document(field, v string, max int) error {
+	if err := utf8Within(field, v, max); err != nil {
+		return err
+	}
+	if i := strings.IndexByte(v, 0); i >= 0 {
+		return errs.Invalid(field, "%s has a NUL byte at byte %d", field, i)
+	}
+	return nil
+}
+
+func utf8Within(field, v string, max int) error {
 	if len(v) > max {
 		return errs.Invalid(field, "%s is %d bytes long; the limit is %d", field, len(v), max)
 	}
@@ -55,6 +84,30 @@ func Text(field, v string, max int) error {
 		return errs.Invalid(field, "%s is not valid UTF-8", field)
 	}
 	return nil
+}
+
+// Unprintable returns the byte offset of the first rune of s a terminal
+// would not simply print - a C0 or C1 control, DEL, or a bidi control -
+// or -1.
+func Unprintable(s string) int {
+	for i, r := range s {
+		if Control(r) {
+			return i
+		}
+	}
+	return -1
+}
+
+// Control reports whether a rune is a control character or a bidi
+// control (U+200E, U+200F, U+202A-U+202E, U+2066-U+2069).
+func Control(r rune) bool {
+	switch {
+	case r < 0x20 || r >= 0x7f && r < 0xa0:
+		return true
+	case r == 0x200e || r == 0x200f || r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069:
+		return true
+	}
+	return false
 }
 
 // Password checks a new password's length.
