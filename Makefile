@@ -33,6 +33,8 @@ test: deps check
 check:
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
+	# Doc comments start with the name they document (staticcheck, pinned in go.mod's tool lines).
+	$(GO) tool staticcheck -checks ST1020,ST1021,ST1022 ./...
 
 bench:
 	$(GO) test -run '^$$' -bench . ./internal/scheduler ./internal/metering

@@ -125,7 +125,7 @@ func chainFingerprint(chain []*x509.Certificate) string {
 	return fingerprint(chain[len(chain)-1].Raw)
 }
 
-// FingerprintError: the server's CA is not the pinned one.
+// FingerprintError says the server's CA is not the pinned one.
 type FingerprintError struct{ Want, Got string }
 
 func (e *FingerprintError) Error() string {

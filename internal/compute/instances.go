@@ -181,7 +181,7 @@ func (svc *Service) wake() {
 	}
 }
 
-// Validate checks a create request.
+// ValidateInstancesPost checks a create request.
 func ValidateInstancesPost(req *api.InstancesPost) error {
 	if err := validate.Name("name", req.Name); err != nil {
 		return err

@@ -18,10 +18,10 @@ import (
 	"github.com/kumocloud/kumo/api"
 )
 
-// ErrNotFound: the driver has no such instance.
+// ErrNotFound says the driver has no such instance.
 var ErrNotFound = errors.New("driver: no such instance")
 
-// ErrState: the instance is not in a state that allows this.
+// ErrState says the instance is not in a state that allows this.
 var ErrState = errors.New("driver: wrong state for this")
 
 // Spec is what a driver needs to run an instance.

@@ -73,16 +73,16 @@ func NotFound(format string, a ...any) *Error { return newf(KindNotFound, format
 // Conflict is a name taken, a wrong state or a stale revision.
 func Conflict(format string, a ...any) *Error { return newf(KindConflict, format, a...) }
 
-// Forbidden: the caller's role does not allow it.
+// Forbidden says the caller's role does not allow it.
 func Forbidden(format string, a ...any) *Error { return newf(KindForbidden, format, a...) }
 
-// Unauthorized: missing or bad credentials.
+// Unauthorized says the credentials are missing or bad.
 func Unauthorized(format string, a ...any) *Error { return newf(KindUnauthorized, format, a...) }
 
-// TooMany: slow down.
+// TooMany says to slow down.
 func TooMany(format string, a ...any) *Error { return newf(KindTooMany, format, a...) }
 
-// Unavailable: try again later.
+// Unavailable says to try again later.
 func Unavailable(format string, a ...any) *Error { return newf(KindUnavailable, format, a...) }
 
 // QuotaExceeded names the resource, the limit, the usage and what was asked.

@@ -79,7 +79,8 @@ type Reader struct{ r *bufio.Reader }
 // NewReader reads frames from r.
 func NewReader(r io.Reader) *Reader { return &Reader{r: bufio.NewReader(r)} }
 
-// ErrEnded: the stream ended without an exit code (the agent went away).
+// ErrEnded says the stream ended without an exit code (the agent went
+// away).
 var ErrEnded = errors.New("the command's host broke the stream off before it ended")
 
 // Next returns the next frame. Output frames' bytes are valid until the

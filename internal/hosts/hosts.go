@@ -37,7 +37,8 @@ const (
 	CredentialPrefix = "kumoa_"
 )
 
-// Default allocation ratios, as the course material teaches.
+// DefaultRatios are the allocation ratios of a new host, as the course
+// material teaches.
 var DefaultRatios = api.Ratios{CPU: 16, Memory: 1.5, Disk: 1}
 
 type hostRecord struct {

@@ -119,7 +119,8 @@ func capOf(total int64, ratio float64) int64 {
 	return int64(math.Floor(float64(total) * ratio))
 }
 
-// FreeVCPUs, FreeMemory, FreeDisk: room left, ratios applied.
+// FreeVCPUs is the room left for vCPUs, the ratio applied (FreeMemory
+// and FreeDisk: for memory and disk).
 func (h *Host) FreeVCPUs() int64  { return capOf(h.CPUs, h.CPURatio) - h.Used.VCPUs }
 func (h *Host) FreeMemory() int64 { return capOf(h.MemoryMiB, h.MemRatio) - h.Used.MemoryMiB }
 func (h *Host) FreeDisk() int64   { return capOf(h.DiskGiB, h.DiskRatio) - h.Used.DiskGiB }

@@ -167,8 +167,8 @@ func (h *Host) sysctls() error {
 	})
 }
 
-// BridgeName, VXLANName and PortName name a network's and a port's
-// devices.
+// BridgeName names a network's bridge (VXLANName and PortName name its
+// VXLAN device and a port's).
 func BridgeName(vni int64) string { return "kbr" + strconv.FormatInt(vni, 10) }
 func VXLANName(vni int64) string  { return "kvx" + strconv.FormatInt(vni, 10) }
 func PortName(id string) string {

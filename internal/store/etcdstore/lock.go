@@ -17,7 +17,7 @@ import (
 // the first.
 const serverLockKey = "/locks/server"
 
-// ErrLocked: another server holds the store.
+// ErrLocked says another server holds the store.
 var ErrLocked = errors.New("another kumo server holds this store")
 
 // Holder says which server holds the lock.
