@@ -2,12 +2,16 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/identity"
 	"github.com/kumocloud/kumo/internal/quota"
 )
 
@@ -256,6 +260,28 @@ func TestEventsResume(t *testing.T) {
 	for _, ev := range typed {
 		if ev.Type != "flavor" {
 			t.Fatalf("type filter let %q through", ev.Type)
+		}
+	}
+}
+
+// TestPermissionsFailClosed: every row of the endpoint table declares its
+// permission, and one that did not (or declared one the middleware does
+// not know) would be refused to everyone, cloud admins included - never
+// public.
+func TestPermissionsFailClosed(t *testing.T) {
+	for _, ep := range Endpoints() {
+		if ep.Perm == PermUnset {
+			t.Errorf("%s %s declares no permission", ep.Method, ep.Path)
+		}
+	}
+	admin := &identity.Principal{User: "root", CloudAdmin: true}
+	for _, perm := range []Permission{PermUnset, PermAgent + 1} {
+		r := httptest.NewRequest("GET", "/v1/projects/p/things", nil)
+		r.SetPathValue("project", "p")
+		for _, who := range []*identity.Principal{nil, admin} {
+			if err := authorize(perm, who, nil, r); !errors.Is(err, errs.ErrForbidden) {
+				t.Errorf("permission %d for %v: %v, want refused", perm, who, err)
+			}
 		}
 	}
 }

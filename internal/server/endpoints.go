@@ -13,10 +13,13 @@ import (
 // (e.g. "your own token").
 type Permission int
 
-// Permissions, weakest first.
+// Permissions, weakest first after the zero value.
 const (
+	// PermUnset is the zero value: a row of the table that forgets its
+	// permission is refused to everyone (fail closed), never public.
+	PermUnset Permission = iota
 	// PermPublic: anyone, no credentials.
-	PermPublic Permission = iota
+	PermPublic
 	// PermAuthenticated: any valid credentials.
 	PermAuthenticated
 	// PermSelf: the user named by {user}, or a cloud admin; others get 404.
@@ -35,7 +38,7 @@ const (
 )
 
 func (p Permission) String() string {
-	return [...]string{"public", "authenticated", "self", "project reader", "project member", "project admin", "cloud admin", "agent"}[p]
+	return [...]string{"unset (refused)", "public", "authenticated", "self", "project reader", "project member", "project admin", "cloud admin", "agent"}[p]
 }
 
 // request is what a handler gets: the HTTP request and who made it.

@@ -192,6 +192,9 @@ func (s *Server) authenticate(r *http.Request) (*identity.Principal, error) {
 
 // authorize enforces an endpoint's permission.
 func authorize(perm Permission, p *identity.Principal, agent *hosts.AgentPrincipal, r *http.Request) error {
+	if perm == PermUnset {
+		return errs.Forbidden("this endpoint declares no permission; it is refused to everyone")
+	}
 	if agent != nil && perm != PermPublic && perm != PermAgent {
 		return errs.Forbidden("agent credentials only work on /v1/agents endpoints")
 	}
@@ -216,11 +219,14 @@ func authorize(perm Permission, p *identity.Principal, agent *hosts.AgentPrincip
 		}
 		return nil
 	}
+	need, ok := map[Permission]string{PermProjectReader: "reader", PermProjectMember: "member", PermProjectAdmin: "admin"}[perm]
+	if !ok {
+		return errs.Forbidden("this endpoint's permission (%d) is unknown; it is refused to everyone", perm)
+	}
 	project := r.PathValue("project")
 	if !p.CanSee(project) {
 		return errs.NotFound("project %q not found", project)
 	}
-	need := map[Permission]string{PermProjectReader: "reader", PermProjectMember: "member", PermProjectAdmin: "admin"}[perm]
 	if !p.Has(project, need) {
 		return errs.Forbidden("your role in project %q is %s; this needs %s", project, p.Role(project), need)
 	}
