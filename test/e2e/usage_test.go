@@ -22,20 +22,42 @@ func TestUsageCLI(t *testing.T) {
 	must(t, root, "", "project", "set", "default", "--budget", "50.00", "--currency", "EUR")
 	start := time.Now().UTC().Add(-time.Second).Format(time.RFC3339)
 	must(t, root, "", "instance", "create", "m1", "--flavor", "small", "--image", "x", "--wait")
-	time.Sleep(2500 * time.Millisecond)
 	must(t, root, "", "instance", "terminate", "m1", "--wait")
 
 	var rep api.UsageReport
 	if err := json.Unmarshal([]byte(must(t, root, "", "usage", "show", "--from", start, "-o", "json")), &rep); err != nil {
 		t.Fatal(err)
 	}
-	// At 3600/h a second costs 1.000000: about 2.5 s of RUNNING.
-	if len(rep.Groups) != 1 || rep.Groups[0].Key != "m1" || rep.Total.CostMicro < 1_000_000 || rep.Total.CostMicro > 5_000_000 || rep.Currency != "EUR" {
-		t.Fatalf("usage: %+v", rep)
+	// The charge is the instance's own history priced, however long the
+	// machine took: at 3600/h a millisecond in a compute state costs
+	// 1000 micro-units.
+	var hist []api.HistoryRecord
+	if err := json.Unmarshal([]byte(must(t, root, "", "instance", "history", "m1", "-o", "json")), &struct{ Items *[]api.HistoryRecord }{&hist}); err != nil {
+		t.Fatal(err)
+	}
+	var computeMS int64
+	for i, h := range hist {
+		if i+1 < len(hist) && strings.Contains(" RUNNING UNKNOWN MIGRATE SUSPENDED ", " "+h.To+" ") {
+			computeMS += hist[i+1].Time.Truncate(time.Millisecond).Sub(h.Time.Truncate(time.Millisecond)).Milliseconds()
+		}
+	}
+	var flavorMicro int64
+	for _, ch := range rep.Total.Charges {
+		if ch.What == "flavor small" {
+			flavorMicro += ch.CostMicro
+		}
+	}
+	if len(rep.Groups) != 1 || rep.Groups[0].Key != "m1" || computeMS == 0 || flavorMicro != computeMS*1000 || rep.Total.InstanceSeconds != computeMS/1000 || rep.Currency != "EUR" {
+		t.Fatalf("usage %+v; the history says %d ms in compute states: want a flavor charge of %d", rep, computeMS, computeMS*1000)
 	}
 	csv := must(t, root, "", "usage", "show", "--from", start, "--by", "flavor", "-o", "csv")
 	if !strings.HasPrefix(csv, "flavor,instance_hours,vcpu_hours,memory_gib_hours,storage_gib_hours,cost_eur\nsmall,") {
 		t.Errorf("csv:\n%s", csv)
+	}
+	// The current month's report ends at now, cut to the second: once
+	// that is past the instance's end, the whole run is in it.
+	if end := hist[len(hist)-1].Time.Add(time.Second); time.Now().Before(end) {
+		time.Sleep(time.Until(end))
 	}
 	month := time.Now().UTC().Format("2006-01")
 	if out := must(t, root, "", "usage", "show", "--all-projects", "--month", month); !strings.Contains(out, "default") || !strings.Contains(out, "total") {
@@ -43,7 +65,7 @@ func TestUsageCLI(t *testing.T) {
 	}
 	var p api.Project
 	json.Unmarshal([]byte(must(t, root, "", "project", "show", "default", "-o", "json")), &p)
-	if p.BudgetMicro != 50_000_000 || p.MonthToDateMicro < 1_000_000 {
+	if p.BudgetMicro != 50_000_000 || p.MonthToDateMicro < flavorMicro {
 		t.Errorf("project show: budget %d, month to date %d", p.BudgetMicro, p.MonthToDateMicro)
 	}
 	if r := kumo(t, root, "", "usage", "show", "--from", "2030-01-01"); r.code != 1 || !strings.Contains(r.err, "to (") && !strings.Contains(r.err, "from (") {
