@@ -39,7 +39,7 @@ func ResolveAccel(ctx context.Context, bin, want string) (string, string) {
 	if err != nil {
 		return "tcg", "KVM not probed (no probe kernel: " + err.Error() + ")"
 	}
-	if err := probeBoot(ctx, bin, "kvm", k.Vmlinuz, initrd); err != nil {
+	if err := probeBoot(ctx, bin, "kvm", k.Vmlinuz, initrd, ProbeTimeout); err != nil {
 		return "tcg", "KVM probe boot failed: " + err.Error()
 	}
 	return "kvm", "KVM probe boot reached the guest's ready line"
@@ -87,14 +87,14 @@ func ResolveAccelCached(ctx context.Context, dir, bin, want string) (string, str
 
 // probeBoot boots the kernel and initramfs under accel and waits for the
 // ready line on the serial console.
-func probeBoot(ctx context.Context, bin, accel, kernel, initrd string) error {
+func probeBoot(ctx context.Context, bin, accel, kernel, initrd string, timeout time.Duration) error {
 	dir, err := os.MkdirTemp("", "kumo-kvm-probe-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
 	console := filepath.Join(dir, "console.log")
-	pc, cancel := context.WithTimeout(ctx, ProbeTimeout)
+	pc, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(pc, bin, "-machine", "pc,accel="+accel, "-m", "128", "-nodefaults", "-no-user-config", "-display", "none",
 		"-kernel", kernel, "-initrd", initrd, "-append", vmimage.TinyCmdline, "-serial", "file:"+console, "-no-reboot")
@@ -115,7 +115,7 @@ func probeBoot(ctx context.Context, bin, accel, kernel, initrd string) error {
 			return fmt.Errorf("qemu exited (%v): %s", err, oneLine([]byte(out.String())))
 		case <-pc.Done():
 			b, _ := os.ReadFile(console)
-			return fmt.Errorf("no ready line within %s (console: %s)", ProbeTimeout, oneLine(b))
+			return fmt.Errorf("no ready line within %s (console: %s)", timeout, oneLine(b))
 		case <-tick.C:
 			if b, _ := os.ReadFile(console); local.ReadyMarker.Match(b) {
 				return nil
