@@ -14,12 +14,16 @@
 // For speed at scale a request is ranked over the first K feasible hosts
 // met, not all of them (K = 2*log2(hosts), at least 16), as Nomad limits
 // its candidate set: packing scans from the first host by name, so it fills
-// hosts in order; the others start each request where the previous one
-// began plus one, so they spread. Explain evaluates every host.
+// hosts in order; the others start each request at a host chosen by a hash
+// of its id - the same in every round, unlike a counter that restarts at
+// host 0 each round and piled striping onto the first hosts - so they
+// spread: the least loaded of K hosts met from a random start (the "power
+// of K choices"). Explain evaluates every host.
 package scheduler
 
 import (
 	"fmt"
+	"hash/fnv"
 	"math"
 	"math/bits"
 	"sort"
@@ -291,15 +295,15 @@ func Schedule(snap Snapshot, reqs []Request, policy string) Plan {
 	}
 	var plan Plan
 	k := candidates(len(hosts))
-	start := 0
 	for i := range reqs {
 		r := &reqs[i]
 		best, bestScore, found := -1, 0.0, 0
 		n := len(hosts)
 		off := 0
-		if policy != Packing || r.Rank != nil {
-			off = start % max(1, n)
-			start++
+		if (policy != Packing || r.Rank != nil) && n > 0 {
+			h := fnv.New32a()
+			h.Write([]byte(r.ID))
+			off = int(h.Sum32() % uint32(n))
 		}
 		for j := 0; j < n && found < k; j++ {
 			h := &hosts[(off+j)%n]

@@ -127,6 +127,7 @@ func TestPolicies(t *testing.T) {
 		t.Fatalf("striping: %v", m)
 	}
 	// Load-aware goes where most CPU is free.
+
 	busy := []Host{host("a", func(h *Host) { h.Used.VCPUs = 3 }), host("b", func(h *Host) { h.Used.VCPUs = 1 }), host("c", func(h *Host) { h.Used.VCPUs = 2 })}
 	if m := placed(Schedule(Snapshot{Hosts: busy}, reqs[:1], LoadAware)); m["0"] != "b" {
 		t.Fatalf("load-aware: %v", m)
@@ -325,4 +326,43 @@ func BenchmarkSchedule10kx10k(b *testing.B) {
 		placedN += len(p.Placements)
 	}
 	b.ReportMetric(float64(placedN)/b.Elapsed().Seconds(), "placements/s")
+}
+
+// TestStripingSpreads: 10,000 instances placed on 1,000 hosts in rounds
+// of 100 (as the scheduler loop does) end within a few instances of an
+// even spread, with every host used.
+func TestStripingSpreads(t *testing.T) {
+	for _, policy := range []string{Striping, LoadAware} {
+		hosts := make([]Host, 1000)
+		byName := map[string]*Host{}
+		for i := range hosts {
+			hosts[i] = host(fmt.Sprintf("h%04d", i), func(h *Host) { h.CPUs, h.MemoryMiB, h.DiskGiB = 64, 1<<20, 10000 })
+			byName[hosts[i].Name] = &hosts[i]
+		}
+		for round := 0; round < 100; round++ {
+			var reqs []Request
+			for i := 0; i < 100; i++ {
+				reqs = append(reqs, req(fmt.Sprintf("r%d-%d", round, i), func(r *Request) { r.Size = Resources{VCPUs: 1, MemoryMiB: 512, DiskGiB: 1} }))
+			}
+			plan := Schedule(Snapshot{Hosts: hosts}, reqs, policy)
+			if len(plan.Failures) > 0 {
+				t.Fatalf("%s: %v", policy, plan.Failures[0])
+			}
+			for _, p := range plan.Placements {
+				h := byName[p.Host]
+				h.Instances++
+				h.Used.VCPUs++
+				h.Used.MemoryMiB += 512
+				h.Used.DiskGiB++
+			}
+		}
+		lo, hi := 1<<30, 0
+		for _, h := range hosts {
+			lo, hi = min(lo, h.Instances), max(hi, h.Instances)
+		}
+		t.Logf("%s: 10,000 instances on 1,000 hosts: %d to %d per host", policy, lo, hi)
+		if lo == 0 || hi-lo > 4 {
+			t.Errorf("%s spreads 10,000 instances over 1,000 hosts as %d to %d per host; want within 4 of each other, none empty", policy, lo, hi)
+		}
+	}
 }
