@@ -47,7 +47,7 @@ func (a *app) tokenCmd() *cobra.Command {
 		},
 	}
 	create.Flags().StringVar(&desc, "description", "", "what the token is for")
-	create.Flags().DurationVar(&ttl, "ttl", 0, "lifetime, e.g. 24h (default: the server's)")
+	create.Flags().DurationVar(&ttl, "ttl", 0, "lifetime, e.g. 24h (default: the server's); a token made with your token expires no later than it, and is revoked with it")
 	create.Flags().StringVar(&user, "user", "", "make the token for this user (needs their password)")
 	create.Flags().BoolVar(&pwStdin, "password-stdin", false, "with --user: read the password from standard input")
 	waitFlag(create, &wait, "accepted for scripts (tokens are made at once)")
