@@ -23,9 +23,11 @@ import (
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/client"
+	"github.com/kumocloud/kumo/internal/atomicfile"
 	"github.com/kumocloud/kumo/internal/driver"
 	"github.com/kumocloud/kumo/internal/hosts"
 	"github.com/kumocloud/kumo/internal/network/datapath"
+	"github.com/kumocloud/kumo/internal/secret"
 )
 
 // Config configures an agent.
@@ -58,12 +60,16 @@ type Config struct {
 	Uplinks map[string]string
 }
 
-// credential is what the agent keeps after joining.
+// credential is what the agent keeps after joining. Before it joins it
+// keeps only PendingSecret, the credential's secret it chose: a join
+// retried after a lost answer or a crash is then the same agent, never a
+// second one that the first one's hosts would refuse.
 type credential struct {
-	Server      string `json:"server"`
-	Fingerprint string `json:"ca_fingerprint"`
-	AgentID     string `json:"agent_id"`
-	Credential  string `json:"credential"`
+	Server        string `json:"server,omitempty"`
+	Fingerprint   string `json:"ca_fingerprint,omitempty"`
+	AgentID       string `json:"agent_id,omitempty"`
+	Credential    string `json:"credential,omitempty"`
+	PendingSecret string `json:"pending_secret,omitempty"`
 }
 
 // Agent is a running agent.
@@ -141,12 +147,17 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 			specs[i].Address = cfg.Network.VTEP().String()
 		}
 	}
-	credPath := filepath.Join(cfg.StateDir, "agent.json")
+	credPath := CredentialFile(cfg.StateDir)
 	var cred credential
 	if b, err := os.ReadFile(credPath); err == nil {
 		if err := json.Unmarshal(b, &cred); err != nil {
 			return nil, fmt.Errorf("%s: %w", credPath, err)
 		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	if cred.Credential != "" {
+		var err error
 		a.c, err = client.Remote(cred.Server, cred.Credential, cred.Fingerprint)
 		if err != nil {
 			return nil, err
@@ -156,6 +167,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		}
 		a.id = cred.AgentID
 		if err := retry(ctx, a.log, func() error { _, err := a.c.PutAgentHosts(ctx, a.id, specs); return err }); err != nil {
+			if client.StatusOf(err) == http.StatusUnauthorized {
+				return nil, fmt.Errorf("re-registering hosts: %w (the server no longer knows agent %s; to join again, remove %s and start with --join-token)", err, a.id, credPath)
+			}
 			return nil, fmt.Errorf("re-registering hosts: %w", err)
 		}
 		a.log.Info("agent re-attached", "agent", a.id, "hosts", len(specs))
@@ -175,25 +189,42 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.WrapTransport != nil {
 		c.WrapTransport(cfg.WrapTransport)
 	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, err
+	}
+	if cred.PendingSecret == "" {
+		cred.PendingSecret = secret.Hex(24)
+		if err := atomicfile.Write(credPath, mustJSON(cred), 0o600); err != nil {
+			return nil, err
+		}
+	}
 	var ag api.Agent
 	err = retry(ctx, a.log, func() (err error) {
-		ag, err = c.JoinAgent(ctx, api.AgentsPost{JoinToken: cfg.JoinToken, Name: cfg.Name, Driver: cfg.Driver.Name(), Hosts: specs})
+		ag, err = c.JoinAgent(ctx, api.AgentsPost{JoinToken: cfg.JoinToken, Name: cfg.Name, Driver: cfg.Driver.Name(), Hosts: specs, CredentialSecret: cred.PendingSecret})
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("joining %s: %w", cfg.Server, err)
 	}
 	cred = credential{Server: cfg.Server, Fingerprint: fp, AgentID: ag.ID, Credential: ag.Credential}
-	b, _ := json.Marshal(cred)
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(credPath, b, 0o600); err != nil {
+	if err := atomicfile.Write(credPath, mustJSON(cred), 0o600); err != nil {
 		return nil, err
 	}
 	a.c, a.id = c.WithToken(ag.Credential), ag.ID
 	a.log.Info("agent joined", "agent", a.id, "hosts", len(specs))
 	return a, nil
+}
+
+// CredentialFile is where an agent with this state directory keeps its
+// credential.
+func CredentialFile(stateDir string) string { return filepath.Join(stateDir, "agent.json") }
+
+// HasCredential reports whether the agent of stateDir has joined (holds a
+// credential, not only the secret of a join in progress).
+func HasCredential(stateDir string) bool {
+	var cred credential
+	b, err := os.ReadFile(CredentialFile(stateDir))
+	return err == nil && json.Unmarshal(b, &cred) == nil && cred.Credential != ""
 }
 
 // retry calls fn until it succeeds, ctx ends, or the server answers with
@@ -747,4 +778,9 @@ func (a *Agent) reporter(ctx context.Context) {
 			time.Sleep(time.Duration(min(attempt+1, 10)) * 200 * time.Millisecond)
 		}
 	}
+}
+
+func mustJSON(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
 }

@@ -122,6 +122,7 @@ func matrixCases() []matrixCase {
 		{"GET", "/v1/hosts", nil, admins},
 		{"GET", "/v1/hosts/h1", nil, admins},
 		{"PATCH", "/v1/hosts/h1", map[string]any{"enabled": false}, admins},
+		{"DELETE", "/v1/hosts/h1", nil, "cA:204 pA:403 pM:403 pR:403 qA:403" + bad},
 		{"POST", "/v1/join-tokens", map[string]any{}, "cA:201 pA:403 pM:403 pR:403 qA:403" + bad},
 		{"GET", "/v1/join-tokens", nil, admins},
 		{"DELETE", "/v1/join-tokens/{jt}", nil, "cA:204 pA:403 pM:403 pR:403 qA:403" + bad},

@@ -146,6 +146,13 @@ func TestComputeContract(t *testing.T) {
 	check("image", err)
 	img, err := admin.UploadImage(ctx, "default", "tiny", bytes.NewReader(rootfs), int64(len(rootfs)))
 	check("upload", err)
+	// Only for an instance on its hosts: an agent gets no other image.
+	_, err = admin.CreateInstance(ctx, "default", api.InstancesPost{Name: "c3", Type: "container", Flavor: "tiny", Image: "tiny"})
+	check("create c3", err)
+	eventually(t, 20*time.Second, "c3 RUNNING", func() (bool, string) {
+		in, err := admin.Instance(ctx, "default", "c3")
+		return err == nil && in.State == api.StateRunning, in.State
+	})
 	var cred struct {
 		AgentID    string `json:"agent_id"`
 		Credential string `json:"credential"`
