@@ -84,6 +84,9 @@ type Config struct {
 	// BudgetEvery is how often budgets and metering metrics are checked
 	// (default 30 s).
 	BudgetEvery time.Duration
+	// MetricsTokenFile holds a bearer token (mode 0600) that lets
+	// scrapers see per-project series on /metrics, as cloud admins do.
+	MetricsTokenFile string
 }
 
 // Server is a running kumo API server.
@@ -102,11 +105,15 @@ type Server struct {
 	ops          *operations.Manager
 	metrics      *metrics
 	meterMetrics *meteringMetrics
-	registry     *prometheus.Registry
-	handler      http.Handler
-	tlsCert      tls.Certificate
-	caFP         string
-	ready        bool
+	registry     *prometheus.Registry // series anyone may scrape
+	// projectRegistry has per-project series (names, usage, cost): only
+	// for cloud admins and the metrics token.
+	projectRegistry *prometheus.Registry
+	metricsToken    string
+	handler         http.Handler
+	tlsCert         tls.Certificate
+	caFP            string
+	ready           bool
 	// instance identifies this server process; alone says no other
 	// server shares its store (embedded etcd).
 	instance string
@@ -226,7 +233,13 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	s.registry = prometheus.NewRegistry()
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = newMetrics(s.registry)
-	s.meterMetrics = newMeteringMetrics(s.registry)
+	s.projectRegistry = prometheus.NewRegistry()
+	s.meterMetrics = newMeteringMetrics(s.projectRegistry)
+	if cfg.MetricsTokenFile != "" {
+		if s.metricsToken, err = readMetricsToken(cfg.MetricsTokenFile); err != nil {
+			return nil, err
+		}
+	}
 	s.handler = s.buildHandler()
 	if _, err := s.ops.Resume(ctx); err != nil {
 		return nil, fmt.Errorf("resume operations: %w", err)
