@@ -30,6 +30,9 @@ type Project struct {
 	// Currency of the cloud's prices, and the month-to-date cost in it.
 	Currency         string `json:"currency,omitempty"`
 	MonthToDateMicro int64  `json:"month_to_date_cost_micro"`
+	// Deleting is set while the project is being deleted: nothing can be
+	// added to it or changed in it any more.
+	Deleting bool `json:"deleting,omitempty"`
 }
 
 // ProjectsPost creates a project (cloud admin only). Quota fields left out

@@ -160,14 +160,14 @@ func (s *Server) deleteHost(r *request) response.Response {
 	if _, err := s.hosts.Get(r.Context(), name); err != nil {
 		return response.Error(err)
 	}
-	live, err := s.compute.Assignments(r.Context(), &hosts.AgentPrincipal{Hosts: map[string]bool{name: true}}, 0, 0)
+	live, err := s.placedOn(r.Context(), name)
 	if err != nil {
 		return response.Error(err)
 	}
-	if n := len(live.Items); n > 0 {
+	if n := len(live); n > 0 {
 		var names []string
-		for _, a := range live.Items[:min(n, 5)] {
-			names = append(names, a.Project+"/"+a.Name+" ("+a.State+")")
+		for _, in := range live[:min(n, 5)] {
+			names = append(names, in.Project+"/"+in.Name+" ("+in.State+")")
 		}
 		more := ""
 		if n > 5 {
@@ -179,6 +179,28 @@ func (s *Server) deleteHost(r *request) response.Response {
 		return response.Error(err)
 	}
 	return response.NoContent()
+}
+
+// placedOn lists the instances placed on host, read from the store (the
+// compute cache may lag a moment behind the report that just ended one).
+func (s *Server) placedOn(ctx context.Context, host string) ([]api.Instance, error) {
+	projects, _, err := s.ids.ListProjects(ctx, allSeeing, nil, "", 0)
+	if err != nil {
+		return nil, err
+	}
+	var out []api.Instance
+	for _, p := range projects {
+		items, _, err := s.compute.List(ctx, p.Name, nil, false, "", 0)
+		if err != nil {
+			return nil, err
+		}
+		for _, in := range items {
+			if in.Host == host { // STOPPED, PENDING and HOLD ones have none
+				out = append(out, in)
+			}
+		}
+	}
+	return out, nil
 }
 
 func (s *Server) getHost(r *request) response.Response {

@@ -9,7 +9,6 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
-	"github.com/kumocloud/kumo/internal/operations"
 	"github.com/kumocloud/kumo/internal/server/response"
 )
 
@@ -204,30 +203,6 @@ func (s *Server) patchProject(r *request) response.Response {
 		return response.Error(err)
 	}
 	return response.OK(p)
-}
-
-const opDeleteProject = "project.delete"
-
-func (s *Server) deleteProject(r *request) response.Response {
-	name := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), name); err != nil {
-		return response.Error(err)
-	}
-	// Refuse at once what would fail anyway, so the caller gets a 409
-	// instead of a failed operation.
-	if err := s.ids.CheckProjectDeletable(r.Context(), name); err != nil {
-		return response.Error(err)
-	}
-	op, err := s.ops.Start(r.Context(), name, opDeleteProject, "Deleting project "+name, "/v1/projects/"+name, map[string]string{"project": name})
-	if err != nil {
-		return response.Error(err)
-	}
-	return response.Async(op)
-}
-
-func (s *Server) runDeleteProject(ctx context.Context, op *operations.Op) error {
-	op.Progress(ctx, 5)
-	return s.ids.DeleteProject(ctx, op.Args["project"], func(pct int) { op.Progress(ctx, pct) })
 }
 
 func (s *Server) putQuota(r *request) response.Response {

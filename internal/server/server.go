@@ -101,6 +101,7 @@ type Server struct {
 	images       *images.Service
 	networks     *network.Service
 	sessions     *sessions
+	fence        *projectFence // keeps changes out of projects being deleted
 	stopRun      context.CancelFunc
 	ops          *operations.Manager
 	metrics      *metrics
@@ -206,6 +207,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	}
 	s.hosts = hosts.New(st, fp, cfg.HostGrace)
 	s.sessions = newSessions()
+	s.fence = newProjectFence()
 	s.compute = compute.New(st, s.hosts, cfg.SchedulerPolicy, cfg.Logger.With("component", "compute"))
 	s.compute.Now = cfg.Clock
 	s.compute.ResolveImage = func(ctx context.Context, project, ref string) (api.Image, error) {
