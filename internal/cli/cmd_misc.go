@@ -39,6 +39,9 @@ func (a *app) tokenCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if ttl > 0 && tok.Parent != "" && time.Until(tok.ExpiresAt) < ttl-time.Minute {
+				fmt.Fprintf(a.stderr, "note: a token made with your token expires no later than it (%s); for a longer one, log in for it: --user %s --password-stdin\n", tok.ExpiresAt.Format(time.RFC3339), tok.User)
+			}
 			if a.output == "table" {
 				fmt.Fprintf(a.stdout, "token %s for %s, expires %s\nsecret (shown once): %s\n", tok.ID, tok.User, tok.ExpiresAt.Format(time.RFC3339), tok.Secret)
 				return nil

@@ -174,6 +174,20 @@ func TestComputeContract(t *testing.T) {
 	if !bytes.Equal(got, rootfs) {
 		t.Error("the agent got other bytes")
 	}
+	// A host with a live instance is not deleted; an empty one is.
+	c3, err := admin.Instance(ctx, "default", "c3")
+	check("c3", err)
+	if err := admin.DeleteHost(ctx, c3.Host); client.StatusOf(err) != 409 {
+		t.Errorf("deleting c3's host: %v", err)
+	}
+	hs, err := admin.Hosts(ctx)
+	check("hosts", err)
+	for _, h := range hs {
+		if h.Instances == 0 {
+			check("delete host", admin.DeleteHost(ctx, h.Name))
+			break
+		}
+	}
 	acancel()
 
 	assertContract(t, v, computePath)
