@@ -105,15 +105,24 @@ func (svc *Service) register(ctx context.Context, rec agentRecord, specs []api.H
 }
 
 // registerOnce writes the hosts in chunks (etcd limits operations per
-// transaction), each host conditioned on being absent or the agent's own;
-// the last chunk writes the agent record, conditioned on its revision. A
-// crash between chunks leaves hosts owned by the agent's id: its retry
-// (same id) carries on. Admin settings of existing hosts (enabled,
-// draining, labels, ratios) stay.
+// transaction), each host conditioned on being absent or the agent's own,
+// and every chunk on the agent record as read first (absent, for a first
+// join): a host is never written for an agent deleted meanwhile. The last
+// chunk writes the agent record. A crash between chunks leaves hosts
+// owned by the agent's id: its retry (same id) carries on. Admin settings
+// of existing hosts (enabled, draining, labels, ratios) stay.
 func (svc *Service) registerOnce(ctx context.Context, rec agentRecord, specs []api.HostSpec, joining bool) (agentRecord, error) {
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	cur, agentCond, err := svc.agentToWrite(ctx, rec, names, joining)
+	if err != nil {
+		return rec, err
+	}
 	const chunk = 50
 	for i := 0; i < len(specs); i += chunk {
-		var conds []store.Cond
+		conds := []store.Cond{agentCond}
 		var ops []store.Op
 		for _, spec := range specs[i:min(i+chunk, len(specs))] {
 			var h hostRecord
@@ -126,51 +135,46 @@ func (svc *Service) registerOnce(ctx context.Context, rec agentRecord, specs []a
 				ops = append(ops, events.Op(ctx, "host", events.Created, "", "/v1/hosts/"+spec.Name, nil))
 			case err != nil:
 				return rec, err
-			case h.Agent != rec.ID:
+			case h.Agent != cur.ID:
 				return rec, svc.ownedElsewhere(ctx, h)
 			default:
 				conds = append(conds, store.At(hostsPrefix+spec.Name, rev))
 			}
-			h.Agent, h.Driver = rec.ID, rec.Driver
+			h.Agent, h.Driver = cur.ID, cur.Driver
 			h.Address, h.Kinds, h.Capacity, h.Attributes = spec.Address, spec.Kinds, spec.Capacity, spec.Attributes
 			h.UpdatedAt = now()
 			ops = append(ops, store.PutJSON(hostsPrefix+spec.Name, h))
 		}
 		if i+chunk >= len(specs) {
-			var err error
-			if rec, conds, ops, err = svc.agentOps(ctx, rec, specs, joining, conds, ops); err != nil {
-				return rec, err
+			ops = append(ops, store.PutJSON(agentsPrefix+cur.ID, cur))
+			if agentCond.Revision == 0 {
+				ops = append(ops, events.Op(ctx, "agent", events.Created, "", "/v1/agents/"+cur.ID, cur.Agent))
 			}
 		}
 		if _, err := svc.s.Txn(ctx, conds, ops); err != nil {
 			return rec, err
 		}
 	}
-	return rec, nil
+	return cur, nil
 }
 
-// agentOps adds the agent record's write to the last chunk: its hosts are
-// those it still owns plus those of specs.
-func (svc *Service) agentOps(ctx context.Context, rec agentRecord, specs []api.HostSpec, joining bool, conds []store.Cond, ops []store.Op) (agentRecord, []store.Cond, []store.Op, error) {
+// agentToWrite reads the agent record and returns it as it will be
+// written (its hosts: those it still owns, plus names), and the condition
+// every chunk puts on it.
+func (svc *Service) agentToWrite(ctx context.Context, rec agentRecord, names []string, joining bool) (agentRecord, store.Cond, error) {
 	var cur agentRecord
 	arev, err := store.GetJSON(ctx, svc.s, agentsPrefix+rec.ID, &cur)
-	names := make([]string, len(specs))
-	for i, s := range specs {
-		names[i] = s.Name
-	}
 	switch {
 	case errors.Is(err, store.ErrNotFound) && joining:
 		rec.Hosts = names
-		conds = append(conds, store.Absent(agentsPrefix+rec.ID))
-		ops = append(ops, store.PutJSON(agentsPrefix+rec.ID, rec), events.Op(ctx, "agent", events.Created, "", "/v1/agents/"+rec.ID, rec.Agent))
-		return rec, conds, ops, nil
+		return rec, store.Absent(agentsPrefix + rec.ID), nil
 	case errors.Is(err, store.ErrNotFound):
 		// Its last host was deleted since it authenticated.
-		return rec, nil, nil, errs.Unauthorized("agent %s is no longer registered (a cloud admin deleted its hosts); join again", rec.ID)
+		return rec, store.Cond{}, errs.Unauthorized("agent %s is no longer registered (a cloud admin deleted its hosts); join again", rec.ID)
 	case err != nil:
-		return rec, nil, nil, err
+		return rec, store.Cond{}, err
 	case subtle.ConstantTimeCompare([]byte(cur.SecretHash), []byte(rec.SecretHash)) != 1:
-		return rec, nil, nil, errs.Conflict("agent id %s is taken; join again", rec.ID)
+		return rec, store.Cond{}, errs.Conflict("agent id %s is taken; join again", rec.ID)
 	}
 	if joining {
 		cur.Name, cur.Driver = rec.Name, rec.Driver
@@ -187,13 +191,11 @@ func (svc *Service) agentOps(ctx context.Context, rec agentRecord, specs []api.H
 		if _, err := store.GetJSON(ctx, svc.s, hostsPrefix+n, &h); err == nil && h.Agent == cur.ID {
 			kept = append(kept, n)
 		} else if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return rec, nil, nil, err
+			return rec, store.Cond{}, err
 		}
 	}
 	cur.Hosts = append(kept, names...)
-	conds = append(conds, store.At(agentsPrefix+cur.ID, arev))
-	ops = append(ops, store.PutJSON(agentsPrefix+cur.ID, cur))
-	return cur, conds, ops, nil
+	return cur, store.At(agentsPrefix+cur.ID, arev), nil
 }
 
 // ownedElsewhere is the refusal of a host another agent owns, saying what
