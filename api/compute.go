@@ -203,12 +203,19 @@ type HostSpec struct {
 	Attributes map[string]string `json:"attributes,omitempty"`
 }
 
-// AgentsPost is an agent joining with a join token.
+// AgentsPost is an agent joining with a join token. Hosts that already
+// exist must be the joining agent's own: a host never passes to another
+// agent (a cloud admin deletes it first).
 type AgentsPost struct {
 	JoinToken string     `json:"join_token"`
 	Name      string     `json:"name"`
 	Driver    string     `json:"driver"`
 	Hosts     []HostSpec `json:"hosts"`
+	// CredentialSecret, if given, is the secret part of the credential,
+	// chosen by the agent (at least 32 hex digits) and kept before it
+	// joins: a join retried with the same secret (its answer was lost) is
+	// the same agent, never a second one. Without it the server picks one.
+	CredentialSecret string `json:"credential_secret,omitempty"`
 }
 
 // Agent is a registered agent; Credential is returned once, at join.

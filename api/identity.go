@@ -30,6 +30,9 @@ type Project struct {
 	// Currency of the cloud's prices, and the month-to-date cost in it.
 	Currency         string `json:"currency,omitempty"`
 	MonthToDateMicro int64  `json:"month_to_date_cost_micro"`
+	// Deleting is set while the project is being deleted: nothing can be
+	// added to it or changed in it any more.
+	Deleting bool `json:"deleting,omitempty"`
 }
 
 // ProjectsPost creates a project (cloud admin only). Quota fields left out
@@ -80,9 +83,13 @@ type UsersPost struct {
 	DefaultProject string `json:"default_project,omitempty"`
 }
 
-// UserPasswordPut sets a user's password (the user or a cloud admin).
+// UserPasswordPut sets a user's password. CurrentPassword is required,
+// except when a cloud admin sets another user's password; when given it
+// is checked. The change revokes every other token of the user (the one
+// making the change, if it is the user's own, stays valid).
 type UserPasswordPut struct {
-	Password string `json:"password"`
+	Password        string `json:"password"`
+	CurrentPassword string `json:"current_password,omitempty"`
 }
 
 // MemberPut grants a user a role in a project (project admin).
@@ -104,14 +111,22 @@ type TokensPost struct {
 	Password string `json:"password,omitempty"`
 	// Description says what the token is for.
 	Description string `json:"description,omitempty"`
-	// TTLSeconds is the token's lifetime; 0 takes the server's default.
+	// TTLSeconds is the token's lifetime; 0 takes the server's default. A
+	// token made with a token never outlives it: its expiry is capped at
+	// its parent's.
 	TTLSeconds int64 `json:"ttl_seconds,omitempty"`
 }
 
-// Token is an API token. Secret is returned once, on creation.
+// Token is an API token. Secret is returned once, on creation. A token
+// belongs to one user by id (a later user of the same name never inherits
+// it); Parent is the token it was made with, if any: revoking a token
+// revokes the tokens made with it. Revoked is also true for tokens a
+// password change or a parent's revocation ended.
 type Token struct {
 	ID          string    `json:"id"`
 	User        string    `json:"user"`
+	UserID      string    `json:"user_id,omitempty"`
+	Parent      string    `json:"parent,omitempty"`
 	Description string    `json:"description,omitempty"`
 	CreatedAt   time.Time `json:"created_at"`
 	ExpiresAt   time.Time `json:"expires_at"`

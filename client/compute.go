@@ -95,6 +95,12 @@ func (c *Client) PatchHost(ctx context.Context, name string, req api.HostPatch) 
 	return out, c.do(ctx, http.MethodPatch, p("v1", "hosts", name), nil, req, &out)
 }
 
+// DeleteHost removes a host holding no live instances (cloud admin); its
+// agent can no longer act for it.
+func (c *Client) DeleteHost(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, p("v1", "hosts", name), nil, nil, nil)
+}
+
 // CreateJoinToken makes a join token for agents.
 func (c *Client) CreateJoinToken(ctx context.Context, req api.JoinTokensPost) (api.JoinToken, error) {
 	var out api.JoinToken

@@ -226,9 +226,17 @@ func (c *Client) DeleteUser(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, p("v1", "users", name), nil, nil, nil)
 }
 
-// SetPassword sets a user's password.
+// SetPassword sets another user's password as a cloud admin (no current
+// password needed). It ends all of that user's tokens.
 func (c *Client) SetPassword(ctx context.Context, name, password string) error {
-	return c.do(ctx, http.MethodPut, p("v1", "users", name, "password"), nil, api.UserPasswordPut{Password: password}, nil)
+	return c.ChangePassword(ctx, name, "", password)
+}
+
+// ChangePassword changes a user's password giving the current one (needed
+// for your own). It ends the user's other tokens; the caller's token, if
+// it is the user's own, stays valid.
+func (c *Client) ChangePassword(ctx context.Context, name, current, password string) error {
+	return c.do(ctx, http.MethodPut, p("v1", "users", name, "password"), nil, api.UserPasswordPut{Password: password, CurrentPassword: current}, nil)
 }
 
 // Flavors lists flavors.

@@ -20,7 +20,7 @@ func serverCommand(root *cobra.Command) {
 		dataDir, listen, socket, etcdEndpoints, etcdPrefix string
 		defaultQuota, logLevel, logFormat                  string
 		tokenTTL, eventRetention, hostGrace                time.Duration
-		drivers, policy, currency                          string
+		drivers, policy, currency, metricsTokenFile        string
 		drvFlags                                           driverFlags
 		egressNAT                                          bool
 	)
@@ -56,7 +56,7 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 				Identity: opts, EventRetention: eventRetention, Version: version, Logger: log,
 				UnsafeNoFsync: os.Getenv("KUMO_UNSAFE_NO_FSYNC") == "1",
 				HostGrace:     hostGrace, SchedulerPolicy: policy, Currency: currency,
-				EgressNAT: egressNAT,
+				EgressNAT: egressNAT, MetricsTokenFile: metricsTokenFile,
 			}
 			if drivers != "" && drivers != "none" {
 				if err := checkDrivers("drivers", drivers); err != nil {
@@ -94,6 +94,7 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 	f.StringVar(&currency, "currency", "EUR", "currency of all prices and budgets")
 	f.StringVar(&policy, "scheduler-policy", "packing", "packing, striping or load-aware")
 	f.DurationVar(&hostGrace, "host-grace", 15*time.Second, "a host silent this long goes OFFLINE and its instances UNKNOWN")
+	f.StringVar(&metricsTokenFile, "metrics-token-file", "", "a file (mode 0600) holding a bearer token that lets Prometheus scrapers see per-project series on /metrics (without it: cloud admins only)")
 	drvFlags.register(f)
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")

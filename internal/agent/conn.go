@@ -15,14 +15,20 @@ import (
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/client"
+	"github.com/kumocloud/kumo/internal/atomicfile"
 	"github.com/kumocloud/kumo/internal/hosts"
+	"github.com/kumocloud/kumo/internal/secret"
+	"github.com/kumocloud/kumo/internal/store"
 )
 
 // ConnConfig says how an agent reaches its server.
 type ConnConfig struct {
-	// Server is the API's https URL; JoinToken is needed on first start.
-	Server    string
-	JoinToken string
+	// Server is the API's https URL; JoinToken is needed on first start
+	// (or MintJoinToken, which makes one when a join needs it: the
+	// server's own local agent).
+	Server        string
+	JoinToken     string
+	MintJoinToken func(context.Context) (string, error)
 	// Name of the agent (default: the machine's host name).
 	Name string
 	// StateDir keeps the agent's credential (agent.json, 0600).
@@ -58,12 +64,28 @@ func NewConn(cfg ConnConfig) *Conn {
 	return &Conn{cfg: cfg, log: cfg.Log}
 }
 
-// credential is what the agent keeps after joining.
+// credential is what the agent keeps after joining. Before it joins it
+// keeps only PendingSecret, the credential's secret it chose: a join
+// retried after a lost answer or a crash is then the same agent, never a
+// second one that the first one's hosts would refuse.
 type credential struct {
-	Server      string `json:"server"`
-	Fingerprint string `json:"ca_fingerprint"`
-	AgentID     string `json:"agent_id"`
-	Credential  string `json:"credential"`
+	Server        string `json:"server,omitempty"`
+	Fingerprint   string `json:"ca_fingerprint,omitempty"`
+	AgentID       string `json:"agent_id,omitempty"`
+	Credential    string `json:"credential,omitempty"`
+	PendingSecret string `json:"pending_secret,omitempty"`
+}
+
+// CredentialFile is where an agent with this state directory keeps its
+// credential.
+func CredentialFile(stateDir string) string { return filepath.Join(stateDir, "agent.json") }
+
+// HasCredential reports whether the agent of stateDir has joined (holds a
+// credential, not only the secret of a join in progress).
+func HasCredential(stateDir string) bool {
+	var cred credential
+	b, err := os.ReadFile(CredentialFile(stateDir))
+	return err == nil && json.Unmarshal(b, &cred) == nil && cred.Credential != ""
 }
 
 // FetchImage gets image bytes from the server by sha256 (drivers verify
@@ -85,12 +107,16 @@ func (cn *Conn) client() (*client.Client, string) {
 // open loads the agent's credential and re-registers its hosts, or, on
 // the first start, joins with the join token.
 func (cn *Conn) open(ctx context.Context, driverName string, specs []api.HostSpec) error {
-	credPath := filepath.Join(cn.cfg.StateDir, "agent.json")
+	credPath := CredentialFile(cn.cfg.StateDir)
+	var cred credential
 	if b, err := os.ReadFile(credPath); err == nil {
-		var cred credential
 		if err := json.Unmarshal(b, &cred); err != nil {
 			return fmt.Errorf("%s: %w", credPath, err)
 		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if cred.Credential != "" {
 		c, err := client.Remote(cred.Server, cred.Credential, cred.Fingerprint)
 		if err != nil {
 			return err
@@ -99,16 +125,26 @@ func (cn *Conn) open(ctx context.Context, driverName string, specs []api.HostSpe
 			c.WrapTransport(cn.cfg.WrapTransport)
 		}
 		if err := retry(ctx, cn.log, func() error { _, err := c.PutAgentHosts(ctx, cred.AgentID, specs); return err }); err != nil {
+			if client.StatusOf(err) == http.StatusUnauthorized {
+				return fmt.Errorf("re-registering hosts: %w (the server no longer knows agent %s; to join again, remove %s and start with --join-token)", err, cred.AgentID, credPath)
+			}
 			return fmt.Errorf("re-registering hosts: %w", err)
 		}
 		cn.set(c, cred.AgentID)
 		cn.log.Info("agent re-attached", "agent", cred.AgentID, "hosts", len(specs))
 		return nil
 	}
-	if cn.cfg.JoinToken == "" || cn.cfg.Server == "" {
+	token := cn.cfg.JoinToken
+	if token == "" && cn.cfg.MintJoinToken != nil {
+		var err error
+		if token, err = cn.cfg.MintJoinToken(ctx); err != nil {
+			return err
+		}
+	}
+	if token == "" || cn.cfg.Server == "" {
 		return errors.New("first start: give --server URL and --join-token TOKEN ('kumo host join-token create' makes one)")
 	}
-	fp, _, _, err := hosts.ParseJoinToken(cn.cfg.JoinToken)
+	fp, _, _, err := hosts.ParseJoinToken(token)
 	if err != nil {
 		return err
 	}
@@ -119,19 +155,25 @@ func (cn *Conn) open(ctx context.Context, driverName string, specs []api.HostSpe
 	if cn.cfg.WrapTransport != nil {
 		c.WrapTransport(cn.cfg.WrapTransport)
 	}
+	if err := os.MkdirAll(cn.cfg.StateDir, 0o700); err != nil {
+		return err
+	}
+	if cred.PendingSecret == "" {
+		cred.PendingSecret = secret.Hex(24)
+		if err := atomicfile.Write(credPath, store.MustJSON(cred), 0o600); err != nil {
+			return err
+		}
+	}
 	var ag api.Agent
 	err = retry(ctx, cn.log, func() (err error) {
-		ag, err = c.JoinAgent(ctx, api.AgentsPost{JoinToken: cn.cfg.JoinToken, Name: cn.cfg.Name, Driver: driverName, Hosts: specs})
+		ag, err = c.JoinAgent(ctx, api.AgentsPost{JoinToken: token, Name: cn.cfg.Name, Driver: driverName, Hosts: specs, CredentialSecret: cred.PendingSecret})
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("joining %s: %w", cn.cfg.Server, err)
 	}
-	b, _ := json.Marshal(credential{Server: cn.cfg.Server, Fingerprint: fp, AgentID: ag.ID, Credential: ag.Credential})
-	if err := os.MkdirAll(cn.cfg.StateDir, 0o700); err != nil {
-		return err
-	}
-	if err := os.WriteFile(credPath, b, 0o600); err != nil {
+	cred = credential{Server: cn.cfg.Server, Fingerprint: fp, AgentID: ag.ID, Credential: ag.Credential}
+	if err := atomicfile.Write(credPath, store.MustJSON(cred), 0o600); err != nil {
 		return err
 	}
 	cn.set(c.WithToken(ag.Credential), ag.ID)

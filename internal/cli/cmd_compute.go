@@ -607,7 +607,22 @@ func (a *app) hostCmd() *cobra.Command {
 		},
 	}
 	jt.AddCommand(jtCreate, jtList, jtDelete)
-	cmd.AddCommand(list, show, set,
+	del := &cobra.Command{
+		Use: "delete NAME...", Short: "Delete hosts without live instances: their agents can no longer act for them, and they may join again (under any agent)", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			for _, n := range args {
+				if err := c.DeleteHost(cmd.Context(), n); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	cmd.AddCommand(list, show, set, del,
 		patch("enable", "Let the scheduler place instances on hosts", func() api.HostPatch { return api.HostPatch{Enabled: &yes} }),
 		patch("disable", "Stop placing instances on hosts (running ones stay)", func() api.HostPatch { return api.HostPatch{Enabled: &no} }),
 		patch("drain", "Mark hosts as draining: no new placements, for maintenance", func() api.HostPatch { return api.HostPatch{Draining: &yes} }),

@@ -39,6 +39,9 @@ func (a *app) tokenCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if ttl > 0 && tok.Parent != "" && time.Until(tok.ExpiresAt) < ttl-time.Minute {
+				fmt.Fprintf(a.stderr, "note: a token made with your token expires no later than it (%s); for a longer one, log in for it: --user %s --password-stdin\n", tok.ExpiresAt.Format(time.RFC3339), tok.User)
+			}
 			if a.output == "table" {
 				fmt.Fprintf(a.stdout, "token %s for %s, expires %s\nsecret (shown once): %s\n", tok.ID, tok.User, tok.ExpiresAt.Format(time.RFC3339), tok.Secret)
 				return nil
@@ -47,7 +50,7 @@ func (a *app) tokenCmd() *cobra.Command {
 		},
 	}
 	create.Flags().StringVar(&desc, "description", "", "what the token is for")
-	create.Flags().DurationVar(&ttl, "ttl", 0, "lifetime, e.g. 24h (default: the server's)")
+	create.Flags().DurationVar(&ttl, "ttl", 0, "lifetime, e.g. 24h (default: the server's); a token made with your token expires no later than it, and is revoked with it")
 	create.Flags().StringVar(&user, "user", "", "make the token for this user (needs their password)")
 	create.Flags().BoolVar(&pwStdin, "password-stdin", false, "with --user: read the password from standard input")
 	waitFlag(create, &wait, "accepted for scripts (tokens are made at once)")

@@ -120,20 +120,34 @@ func (a *app) userCmd() *cobra.Command {
 	}
 	var ppwStdin bool
 	passwd := &cobra.Command{
-		Use: "passwd NAME", Short: "Set a user's password (yours, or anyone's as cloud admin)", Args: cobra.ExactArgs(1),
+		Use: "passwd NAME", Short: "Change a user's password (yours: give the current one; anyone's as cloud admin)",
+		Long: "Change a user's password. Changing your own asks for the current password first (with\n" +
+			"--password-stdin: the current password on the first line, the new one on the second).\n" +
+			"Every other token of the user stops working; the one you are logged in with stays.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client()
 			if err != nil {
 				return err
 			}
-			pw, err := a.readPassword(ppwStdin, true)
+			me, err := c.Whoami(cmd.Context())
 			if err != nil {
 				return err
 			}
-			return c.SetPassword(cmd.Context(), args[0], pw)
+			current := ""
+			if me.Via != "socket" && (me.User == args[0] || !me.CloudAdmin) {
+				if current, err = a.readSecret("Current password: ", ppwStdin, false); err != nil {
+					return err
+				}
+			}
+			pw, err := a.readSecret("New password: ", ppwStdin, true)
+			if err != nil {
+				return err
+			}
+			return c.ChangePassword(cmd.Context(), args[0], current, pw)
 		},
 	}
-	passwd.Flags().BoolVar(&ppwStdin, "password-stdin", false, "read the new password from standard input")
+	passwd.Flags().BoolVar(&ppwStdin, "password-stdin", false, "read the passwords from standard input (your own: the current one, then the new one, a line each)")
 	cmd.AddCommand(create, list, show, del, grant, revoke, passwd)
 	return cmd
 }

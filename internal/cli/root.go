@@ -33,6 +33,7 @@ type app struct {
 	output     string
 	insecureFP bool
 	stdin      io.Reader
+	stdinLines *bufio.Reader // stdin, once a password was read from it
 	stdout     io.Writer
 	stderr     io.Writer
 
@@ -250,8 +251,17 @@ func (a *app) client() (*client.Client, error) {
 // readPassword reads a password: the first line of stdin with
 // --password-stdin, else a prompt on the terminal (twice when confirm).
 func (a *app) readPassword(fromStdin, confirm bool) (string, error) {
+	return a.readSecret("Password: ", fromStdin, confirm)
+}
+
+// readSecret reads a password: one line of standard input (several calls
+// read successive lines), or from the terminal after prompt.
+func (a *app) readSecret(prompt string, fromStdin, confirm bool) (string, error) {
 	if fromStdin {
-		line, err := bufio.NewReader(a.stdin).ReadString('\n')
+		if a.stdinLines == nil {
+			a.stdinLines = bufio.NewReader(a.stdin)
+		}
+		line, err := a.stdinLines.ReadString('\n')
 		if err != nil && !errors.Is(err, io.EOF) {
 			return "", err
 		}
@@ -265,7 +275,7 @@ func (a *app) readPassword(fromStdin, confirm bool) (string, error) {
 	if !term.IsTerminal(fd) {
 		return "", usagef("no terminal to ask for a password: pass it on standard input with --password-stdin")
 	}
-	fmt.Fprint(a.stderr, "Password: ")
+	fmt.Fprint(a.stderr, prompt)
 	b, err := term.ReadPassword(fd)
 	fmt.Fprintln(a.stderr)
 	if err != nil {

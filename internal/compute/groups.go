@@ -119,3 +119,20 @@ func (svc *Service) DeleteGroup(ctx context.Context, project, name string) error
 	})
 	return err
 }
+
+// DeleteProjectGroups removes every server group of a project being
+// deleted (it has no instances left to be members).
+func (svc *Service) DeleteProjectGroups(ctx context.Context, project string) error {
+	prefix := groupsPrefix + project + "/"
+	return store.DeleteUnder(ctx, svc.s, prefix, func(kv store.KV) []store.Op {
+		return []store.Op{events.Op(ctx, "servergroup", events.Deleted, project, "/v1/projects/"+project+"/server-groups/"+kv.Key[len(prefix):], nil)}
+	})
+}
+
+// ArchiveProject moves the history of a deleted project's instances (its
+// DONE instances, which metering bills from) to the name as, which no
+// project can have: showback keeps counting them, and a new project of
+// the old name sees none of them.
+func (svc *Service) ArchiveProject(ctx context.Context, project, as string) error {
+	return store.MoveJSON(ctx, svc.s, archivePrefix+project+"/", archivePrefix+as+"/", func(r *record) { r.Project = as })
+}

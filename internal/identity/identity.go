@@ -1,7 +1,9 @@
 // Package identity owns users, projects, role bindings and API tokens (the
 // Keystone part of kumo), and decides who may do what.
 //
-// Keys: /users/{name}, /projects/{name}, /tokens/{id}. Quota records are
+// Keys: /users/{name}, /projects/{name}, /tokens/{id}. A user's name may be
+// reused after the user is deleted; its id never is, and tokens hold the
+// id, so a token never outlives its user. Quota records are
 // the quota package's; identity creates and removes them together with
 // their project in one transaction.
 package identity
@@ -42,21 +44,25 @@ type Options struct {
 	MaxTokenTTL time.Duration
 	// DefaultQuota applies to new projects for limits not given.
 	DefaultQuota api.ResourceCounts
-	// LoginFailures within LoginWindow lock a user name (and a client
-	// address) out of password logins until the window passes.
-	LoginFailures int
-	LoginWindow   time.Duration
+	// LoginFailures within LoginWindow lock a user name out of password
+	// logins from the client address they came from (and only from it)
+	// until the window passes; LoginFailuresPerAddress lock an address out
+	// whatever names it tries (default 4 x LoginFailures).
+	LoginFailures           int
+	LoginFailuresPerAddress int
+	LoginWindow             time.Duration
 }
 
 // DefaultOptions are the production settings.
 func DefaultOptions() Options {
 	return Options{
-		BcryptCost:    bcrypt.DefaultCost,
-		TokenTTL:      7 * 24 * time.Hour,
-		MaxTokenTTL:   365 * 24 * time.Hour,
-		DefaultQuota:  quota.Defaults(),
-		LoginFailures: 5,
-		LoginWindow:   time.Minute,
+		BcryptCost:              bcrypt.DefaultCost,
+		TokenTTL:                7 * 24 * time.Hour,
+		MaxTokenTTL:             365 * 24 * time.Hour,
+		DefaultQuota:            quota.Defaults(),
+		LoginFailures:           5,
+		LoginFailuresPerAddress: 20,
+		LoginWindow:             time.Minute,
 	}
 }
 
@@ -66,6 +72,8 @@ type Service struct {
 	opts    Options
 	limiter *loginLimiter
 	log     *slog.Logger
+	// checkPassword is bcrypt's comparison (tests count the calls).
+	checkPassword func(hash, password []byte) error
 }
 
 // New returns the identity service on s.
@@ -73,7 +81,8 @@ func New(s store.Store, opts Options, log *slog.Logger) *Service {
 	if opts.BcryptCost == 0 {
 		opts.BcryptCost = bcrypt.DefaultCost
 	}
-	return &Service{s: s, opts: opts, limiter: newLoginLimiter(opts.LoginFailures, opts.LoginWindow), log: log}
+	return &Service{s: s, opts: opts, limiter: newLoginLimiter(opts.LoginFailures, opts.LoginFailuresPerAddress, opts.LoginWindow), log: log,
+		checkPassword: bcrypt.CompareHashAndPassword}
 }
 
 func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }

@@ -6,7 +6,10 @@ import (
 
 // Principal is who a request acts as.
 type Principal struct {
-	User       string
+	User string
+	// UserID is the user's id ("" for the local socket's root): what
+	// tokens and ownership checks compare, never the reusable name.
+	UserID     string
 	CloudAdmin bool
 	// Roles maps project -> role.
 	Roles map[string]string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"slices"
 	"strconv"
 
 	"github.com/google/uuid"
@@ -22,6 +23,8 @@ type projectRecord struct {
 	api.Meta
 	Description string `json:"description,omitempty"`
 	BudgetMicro int64  `json:"budget_micro,omitempty"`
+	// Deleting marks a project whose deletion began.
+	Deleting bool `json:"deleting,omitempty"`
 }
 
 func projectKey(name string) string { return projectsPrefix + name }
@@ -29,7 +32,7 @@ func projectKey(name string) string { return projectsPrefix + name }
 func projectURL(name string) string { return "/v1/projects/" + name }
 
 func (r projectRecord) api(q quota.Record, rev int64) api.Project {
-	p := api.Project{Meta: r.Meta, Description: r.Description, Quota: q.Limit, Usage: q.Usage, BudgetMicro: r.BudgetMicro}
+	p := api.Project{Meta: r.Meta, Description: r.Description, Quota: q.Limit, Usage: q.Usage, BudgetMicro: r.BudgetMicro, Deleting: r.Deleting}
 	p.Revision = rev
 	return p
 }
@@ -100,13 +103,14 @@ func (svc *Service) GetProject(ctx context.Context, name string) (api.Project, e
 	return rec.api(q, rev), nil
 }
 
-// ProjectExists reports whether the project exists.
+// ProjectExists reports whether the project exists (and is not being
+// deleted: nothing new may name it).
 func (svc *Service) ProjectExists(ctx context.Context, name string) (bool, error) {
-	_, _, err := svc.getProjectRecord(ctx, name)
+	rec, _, err := svc.getProjectRecord(ctx, name)
 	if errors.Is(err, errs.ErrNotFound) {
 		return false, nil
 	}
-	return err == nil, err
+	return err == nil && !rec.Deleting, err
 }
 
 // ListProjects lists the projects the principal can see, one page at a time,
@@ -241,10 +245,41 @@ func describeUsage(u api.ResourceCounts) string {
 	return s
 }
 
-// DeleteProject removes a project: its role bindings, then the project and
-// its quota record in one transaction. It is idempotent, so an interrupted
-// deletion is finished by running it again.
-func (svc *Service) DeleteProject(ctx context.Context, name string, progress func(int)) error {
+// DeleteProject removes the project name whose id is id ("" for any), and
+// everything it owns, as the long work of an operation:
+//
+//  1. the project is marked as being deleted (the caller has already
+//     stopped requests that add to it or change it);
+//  2. a project still holding counted resources is refused, and unmarked;
+//  3. every user's role in it, and default_project pointing at it, go;
+//  4. cleanup removes what other services keep under its name (security
+//     and server groups, its budget alerts...), given the project's id;
+//  5. the project and its quota record go, in one transaction.
+//
+// Each step is idempotent, so a crash mid-way is finished by running it
+// again; and a project of the same name made after the deletion ended
+// (another id) is never touched.
+func (svc *Service) DeleteProject(ctx context.Context, name, id string, cleanup func(ctx context.Context, projectID string) error, progress func(int)) error {
+	if progress == nil {
+		progress = func(int) {}
+	}
+	if name == DefaultProject {
+		return errs.Conflict("the %q project cannot be deleted", DefaultProject)
+	}
+	rec, err := svc.setDeleting(ctx, name, id, true)
+	if errors.Is(err, errs.ErrNotFound) {
+		return nil // deleted already
+	}
+	if err != nil {
+		return err
+	}
+	if err := svc.CheckProjectDeletable(ctx, name); err != nil {
+		if _, uerr := svc.setDeleting(context.WithoutCancel(ctx), name, rec.ID, false); uerr != nil && !errors.Is(uerr, errs.ErrNotFound) {
+			return uerr
+		}
+		return err
+	}
+	progress(10)
 	users, err := store.ListAll(ctx, svc.s, usersPrefix)
 	if err != nil {
 		return err
@@ -254,23 +289,28 @@ func (svc *Service) DeleteProject(ctx context.Context, name string, progress fun
 		if err := unmarshal(kv, &u); err != nil {
 			return err
 		}
-		if hasBinding(u.Roles, name) {
-			if err := svc.RemoveMember(ctx, name, u.Name); err != nil && !errors.Is(err, errs.ErrNotFound) {
+		if hasBinding(u.Roles, name) || u.DefaultProject == name {
+			_, err := svc.updateUser(ctx, u.Name, name, func(r *userRecord) error {
+				r.Roles = slices.DeleteFunc(r.Roles, func(b api.RoleBinding) bool { return b.Project == name })
+				if r.DefaultProject == name {
+					r.DefaultProject = ""
+				}
+				return nil
+			})
+			if err != nil && !errors.Is(err, errs.ErrNotFound) {
 				return err
 			}
 		}
-		if progress != nil {
-			progress(10 + 80*(i+1)/len(users))
+		progress(10 + 50*(i+1)/len(users))
+	}
+	if cleanup != nil {
+		if err := cleanup(ctx, rec.ID); err != nil {
+			return err
 		}
 	}
+	progress(90)
 	rec, rev, err := svc.getProjectRecord(ctx, name)
-	if errors.Is(err, errs.ErrNotFound) {
-		return nil
-	}
 	if err != nil {
-		return err
-	}
-	if err := svc.CheckProjectDeletable(ctx, name); err != nil {
 		return err
 	}
 	_, qrev, err := quota.Get(ctx, svc.s, name)
@@ -290,4 +330,31 @@ func (svc *Service) DeleteProject(ctx context.Context, name string, progress fun
 		return errs.Conflict("project %q changed while being deleted; try again", name)
 	}
 	return err
+}
+
+// setDeleting marks (or unmarks) the project name of id ("" for any) as
+// being deleted. A project of that name with another id is "not found".
+func (svc *Service) setDeleting(ctx context.Context, name, id string, deleting bool) (projectRecord, error) {
+	for attempt := 0; attempt < 10; attempt++ {
+		rec, rev, err := svc.getProjectRecord(ctx, name)
+		if err != nil {
+			return rec, err
+		}
+		if id != "" && rec.ID != id {
+			return rec, errs.NotFound("project %q (id %s) not found", name, id)
+		}
+		if rec.Deleting == deleting {
+			return rec, nil
+		}
+		rec.Deleting, rec.UpdatedAt = deleting, now()
+		q, _, _ := quota.Get(ctx, svc.s, name)
+		_, err = svc.s.Txn(ctx, []store.Cond{store.At(projectKey(name), rev)}, []store.Op{
+			store.PutJSON(projectKey(name), rec),
+			events.Op(ctx, "project", events.Updated, name, projectURL(name), rec.api(q, 0)),
+		})
+		if !errors.Is(err, store.ErrConflict) {
+			return rec, err
+		}
+	}
+	return projectRecord{}, errs.Conflict("project %q is changing too often; try again", name)
 }

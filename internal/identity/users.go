@@ -22,6 +22,9 @@ import (
 type userRecord struct {
 	api.User
 	PasswordHash string `json:"password_hash"`
+	// TokenGeneration moves on at each password change: only tokens of
+	// the current generation are valid.
+	TokenGeneration int64 `json:"token_generation,omitempty"`
 }
 
 func userKey(name string) string { return usersPrefix + name }
@@ -171,20 +174,68 @@ func (svc *Service) updateUser(ctx context.Context, name, project string, fn fun
 	return rec.api(rev), nil
 }
 
-// SetPassword replaces a user's password.
-func (svc *Service) SetPassword(ctx context.Context, name, password string) error {
+// SetPassword changes the password of user name for principal p. The
+// current password is required unless p is a cloud admin setting another
+// user's password; when given it is checked, within the login budgets of
+// client. The change ends every other token of the user in the same
+// transaction: the user's token generation moves on, and the token making
+// the change (if it is the user's own) moves with it; tokens made with it
+// do not (they were made under the old password).
+func (svc *Service) SetPassword(ctx context.Context, p *Principal, name, current, password, client string) error {
 	if err := validate.Password("password", password); err != nil {
 		return err
+	}
+	u, _, err := svc.getUserRecord(ctx, name)
+	if err != nil {
+		return err
+	}
+	self := p.UserID != "" && p.UserID == u.ID
+	if current == "" && (self || !p.CloudAdmin) {
+		return errs.Invalid("current_password", "current_password is required to change your own password")
+	}
+	if current != "" {
+		if _, _, err := svc.checkUserPassword(ctx, name, current, client); err != nil {
+			if errs.KindOf(err) == errs.KindUnauthorized {
+				return errs.Invalid("current_password", "current_password is wrong")
+			}
+			return err
+		}
 	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), svc.opts.BcryptCost)
 	if err != nil {
 		return err
 	}
-	_, err = svc.updateUser(ctx, name, "", func(r *userRecord) error {
-		r.PasswordHash = string(hash)
-		return nil
-	})
-	return err
+	for attempt := 0; attempt < 10; attempt++ {
+		u, urev, err := svc.getUserRecord(ctx, name)
+		if err != nil {
+			return err
+		}
+		if self && u.ID != p.UserID {
+			return errs.NotFound("user %q not found", name)
+		}
+		u.PasswordHash = string(hash)
+		u.TokenGeneration++
+		u.UpdatedAt = now()
+		conds := []store.Cond{store.At(userKey(name), urev)}
+		ops := []store.Op{store.PutJSON(userKey(name), u), events.Op(ctx, "user", events.Updated, "", userURL(name), u.api(0))}
+		if self && p.TokenID != "" {
+			var tok tokenRecord
+			trev, err := store.GetJSON(ctx, svc.s, tokenKey(p.TokenID), &tok)
+			if err != nil && !isNotFound(err) {
+				return err
+			}
+			if err == nil && tok.ownedBy(u) {
+				tok.Generation = u.TokenGeneration
+				conds = append(conds, store.At(tokenKey(p.TokenID), trev))
+				ops = append(ops, store.PutJSON(tokenKey(p.TokenID), tok))
+			}
+		}
+		_, err = svc.s.Txn(ctx, conds, ops)
+		if !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+	}
+	return errs.Conflict("user %q is changing too often; try again", name)
 }
 
 // DeleteUser removes a user; their tokens stop working at once (each request

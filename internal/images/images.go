@@ -396,6 +396,36 @@ func (svc *Service) BySum(ctx context.Context, sum string) (api.Image, error) {
 	return api.Image{}, errs.NotFound("no image with sha256 %s", sum)
 }
 
+// ForgetProject is what a project's deletion asks of images: the records
+// of its deleted images (metering bills their storage) move to the name
+// as, which no project can have, and the project leaves the share lists
+// of other projects' images. A new project of the old name inherits
+// neither.
+func (svc *Service) ForgetProject(ctx context.Context, project, as string) error {
+	if err := store.MoveJSON(ctx, svc.s, archivePrefix+project+"/", archivePrefix+as+"/", func(r *record) { r.Project = as }); err != nil {
+		return err
+	}
+	items, err := store.ListJSON[record](ctx, svc.s, prefix)
+	if err != nil {
+		return err
+	}
+	for _, it := range items {
+		if !slices.Contains(it.Value.SharedWith, project) {
+			continue
+		}
+		_, _, err := store.UpdateJSON(ctx, svc.s, it.Key, func(r *record) error {
+			r.SharedWith = slices.DeleteFunc(r.SharedWith, func(p string) bool { return p == project })
+			return nil
+		}, func(r *record) []store.Op {
+			return []store.Op{events.Op(ctx, "image", events.Updated, r.Project, url(r.Project, r.Name), r.Image)}
+		})
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
 // Stored is an image's stay in storage, for metering.
 type Stored struct {
 	Project, Name string

@@ -149,6 +149,12 @@ func SetRules(ctx context.Context, s store.Store, put api.RulesPut) error {
 	return err
 }
 
+// ForgetProject removes the budget alerts recorded for a deleted project:
+// a new project of the same name gets its own.
+func ForgetProject(ctx context.Context, s store.Store, project string) error {
+	return store.DeleteUnder(ctx, s, alertsPrefix+project+"/", nil)
+}
+
 // MarkAlert records that a budget threshold was crossed in a period;
 // it returns false if it was already recorded (each fires once).
 func MarkAlert(ctx context.Context, s store.Store, project, period string, pct int, ev store.Op) (bool, error) {

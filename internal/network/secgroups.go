@@ -116,6 +116,16 @@ func (svc *Service) DeleteSecurityGroup(ctx context.Context, project, name strin
 	return err
 }
 
+// DeleteProjectGroups removes every security group of a project being
+// deleted, its default group too (nothing of the project is left to use
+// them; a new project of the same name must not inherit them).
+func (svc *Service) DeleteProjectGroups(ctx context.Context, project string) error {
+	prefix := sgPrefix + project + "/"
+	return store.DeleteUnder(ctx, svc.s, prefix, func(kv store.KV) []store.Op {
+		return []store.Op{events.Op(ctx, "security-group", events.Deleted, project, sgURL(project, kv.Key[len(prefix):]), nil)}
+	})
+}
+
 // checkRule validates a rule and normalises it (protocol lower case, port
 // range filled, CIDR masked, default remote 0.0.0.0/0).
 func checkRule(r *api.SecurityRule) error {

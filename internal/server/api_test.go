@@ -198,7 +198,8 @@ func TestLoginTokensAndRateLimit(t *testing.T) {
 	if r := ts.do("GET", "/v1/whoami", tok.Secret, nil); r.Status != 401 || !strings.Contains(string(r.Body), "revoked") {
 		t.Fatalf("revoked token: %d %s", r.Status, r.Body)
 	}
-	// Five wrong passwords lock the name out, even for the right one.
+	// Five wrong passwords lock the name out from that address, even for
+	// the right one...
 	for i := 0; i < 5; i++ {
 		if r := ts.do("POST", "/v1/tokens", "", map[string]any{"username": "alice", "password": "wrong-password"}); r.Status != 401 {
 			t.Fatalf("wrong password %d: %d", i, r.Status)
@@ -207,6 +208,10 @@ func TestLoginTokensAndRateLimit(t *testing.T) {
 	r := ts.do("POST", "/v1/tokens", "", map[string]any{"username": "alice", "password": "password-alice"})
 	if r.Status != 429 {
 		t.Fatalf("after 5 failures: %d %s", r.Status, r.Body)
+	}
+	// ...and from there only: alice at her own address is not locked out.
+	if r := ts.do("POST", "/v1/tokens", "", map[string]any{"username": "alice", "password": "password-alice"}, "RemoteAddr", "198.51.100.9:4444"); r.Status != 201 {
+		t.Fatalf("the right password from another address: %d %s", r.Status, r.Body)
 	}
 	// Unknown users and wrong passwords are told apart by nothing.
 	a := ts.do("POST", "/v1/tokens", "", map[string]any{"username": "nobody", "password": "x"})

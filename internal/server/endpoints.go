@@ -148,6 +148,7 @@ func Endpoints() []Endpoint {
 		{Method: "GET", Path: "/v1/hosts", Perm: PermCloudAdmin, Summary: "List hosts", handler: (*Server).getHosts},
 		{Method: "GET", Path: "/v1/hosts/{host}", Perm: PermCloudAdmin, Summary: "Show a host", handler: (*Server).getHost},
 		{Method: "PATCH", Path: "/v1/hosts/{host}", Perm: PermCloudAdmin, Summary: "Enable, disable, drain a host; labels; ratios", handler: (*Server).patchHost},
+		{Method: "DELETE", Path: "/v1/hosts/{host}", Perm: PermCloudAdmin, Summary: "Delete a host holding no live instances (its agent may then bring it again, or another may)", handler: (*Server).deleteHost},
 		{Method: "POST", Path: "/v1/join-tokens", Perm: PermCloudAdmin, Summary: "Make a join token for agents", handler: (*Server).postJoinTokens},
 		{Method: "GET", Path: "/v1/join-tokens", Perm: PermCloudAdmin, Summary: "List join tokens", handler: (*Server).getJoinTokens},
 		{Method: "DELETE", Path: "/v1/join-tokens/{id}", Perm: PermCloudAdmin, Summary: "Revoke a join token", handler: (*Server).deleteJoinToken},

@@ -1,11 +1,15 @@
 package server
 
 import (
+	"context"
+	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/hosts"
 	"github.com/kumocloud/kumo/internal/server/response"
 )
 
@@ -147,6 +151,58 @@ func (s *Server) getHosts(r *request) response.Response {
 	return list(s.withUsage(hs), "")
 }
 
+// deleteHost removes a host from the cloud; its agent can no longer act
+// for it (and an agent left without hosts can no longer act at all). A
+// host still holding live instances is refused: they are terminated first
+// (those of an OFFLINE host are UNKNOWN, and terminate at once).
+func (s *Server) deleteHost(r *request) response.Response {
+	name := r.PathValue("host")
+	if _, err := s.hosts.Get(r.Context(), name); err != nil {
+		return response.Error(err)
+	}
+	live, err := s.placedOn(r.Context(), name)
+	if err != nil {
+		return response.Error(err)
+	}
+	if n := len(live); n > 0 {
+		var names []string
+		for _, in := range live[:min(n, 5)] {
+			names = append(names, in.Project+"/"+in.Name+" ("+in.State+")")
+		}
+		more := ""
+		if n > 5 {
+			more = fmt.Sprintf(" and %d more", n-5)
+		}
+		return response.Error(errs.Conflict("host %q still holds %d instances: %s%s; terminate them first (an OFFLINE host's instances are UNKNOWN and terminate at once)", name, n, strings.Join(names, ", "), more))
+	}
+	if err := s.hosts.Delete(r.Context(), name); err != nil {
+		return response.Error(err)
+	}
+	return response.NoContent()
+}
+
+// placedOn lists the instances placed on host, read from the store (the
+// compute cache may lag a moment behind the report that just ended one).
+func (s *Server) placedOn(ctx context.Context, host string) ([]api.Instance, error) {
+	projects, _, err := s.ids.ListProjects(ctx, allSeeing, nil, "", 0)
+	if err != nil {
+		return nil, err
+	}
+	var out []api.Instance
+	for _, p := range projects {
+		items, _, err := s.compute.List(ctx, p.Name, nil, false, "", 0)
+		if err != nil {
+			return nil, err
+		}
+		for _, in := range items {
+			if in.Host == host { // STOPPED, PENDING and HOLD ones have none
+				out = append(out, in)
+			}
+		}
+	}
+	return out, nil
+}
+
 func (s *Server) getHost(r *request) response.Response {
 	h, err := s.hosts.Get(r.Context(), r.PathValue("host"))
 	if err != nil {
@@ -241,8 +297,35 @@ func (s *Server) postHeartbeat(r *request) response.Response {
 		}
 	}
 	s.hosts.Heartbeat(alive)
-	s.compute.SetUsage(req.Usage)
+	if len(req.Usage) > 0 {
+		// Only what runs on its own hosts: an agent must not set the usage
+		// or readiness others see of instances elsewhere.
+		mine, err := s.agentInstances(r.Context(), r.agent)
+		if err != nil {
+			return response.Error(err)
+		}
+		usage := req.Usage[:0]
+		for _, u := range req.Usage {
+			if _, ok := mine[u.ID]; ok {
+				usage = append(usage, u)
+			}
+		}
+		s.compute.SetUsage(usage)
+	}
 	return response.NoContent()
+}
+
+// agentInstances are the live instances placed on an agent's hosts, by id.
+func (s *Server) agentInstances(ctx context.Context, agent *hosts.AgentPrincipal) (map[string]api.Assignment, error) {
+	as, err := s.compute.Assignments(ctx, agent, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]api.Assignment, len(as.Items))
+	for _, a := range as.Items {
+		out[a.ID] = a
+	}
+	return out, nil
 }
 
 // maxPoll caps an agent's long poll.

@@ -9,7 +9,6 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
-	"github.com/kumocloud/kumo/internal/operations"
 	"github.com/kumocloud/kumo/internal/server/response"
 )
 
@@ -75,7 +74,7 @@ func (s *Server) postTokens(r *request) response.Response {
 		if r.p.Via == "socket" {
 			return response.Error(errs.Invalid("username", "the local socket needs no token; to make one for a user, give username and password"))
 		}
-		tok, err := s.ids.IssueToken(r.Context(), r.p.User, req.Description, ttl)
+		tok, err := s.ids.IssueChildToken(r.Context(), r.p.TokenID, req.Description, ttl)
 		if err != nil {
 			return response.Error(err)
 		}
@@ -102,14 +101,10 @@ func (s *Server) getTokens(r *request) response.Response {
 	if err != nil {
 		return response.Error(err)
 	}
-	user := r.p.User
-	if all {
-		if !r.p.CloudAdmin {
-			return response.Error(errs.Forbidden("only a cloud admin may list everyone's tokens"))
-		}
-		user = ""
+	if all && !r.p.CloudAdmin {
+		return response.Error(errs.Forbidden("only a cloud admin may list everyone's tokens"))
 	}
-	toks, err := s.ids.ListTokens(r.Context(), user)
+	toks, err := s.ids.ListTokens(r.Context(), r.p.UserID, all)
 	if err != nil {
 		return response.Error(err)
 	}
@@ -124,7 +119,9 @@ func (s *Server) ownToken(r *request) (api.Token, error) {
 	if err != nil {
 		return tok, err
 	}
-	if !r.p.CloudAdmin && tok.User != r.p.User {
+	// Tokens from before user ids were recorded go by name.
+	mine := tok.UserID == r.p.UserID || tok.UserID == "" && tok.User == r.p.User
+	if !r.p.CloudAdmin && (r.p.UserID == "" || !mine) {
 		return tok, errs.NotFound("token %q not found", id)
 	}
 	return tok, nil
@@ -206,30 +203,6 @@ func (s *Server) patchProject(r *request) response.Response {
 		return response.Error(err)
 	}
 	return response.OK(p)
-}
-
-const opDeleteProject = "project.delete"
-
-func (s *Server) deleteProject(r *request) response.Response {
-	name := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), name); err != nil {
-		return response.Error(err)
-	}
-	// Refuse at once what would fail anyway, so the caller gets a 409
-	// instead of a failed operation.
-	if err := s.ids.CheckProjectDeletable(r.Context(), name); err != nil {
-		return response.Error(err)
-	}
-	op, err := s.ops.Start(r.Context(), name, opDeleteProject, "Deleting project "+name, "/v1/projects/"+name, map[string]string{"project": name})
-	if err != nil {
-		return response.Error(err)
-	}
-	return response.Async(op)
-}
-
-func (s *Server) runDeleteProject(ctx context.Context, op *operations.Op) error {
-	op.Progress(ctx, 5)
-	return s.ids.DeleteProject(ctx, op.Args["project"], func(pct int) { op.Progress(ctx, pct) })
 }
 
 func (s *Server) putQuota(r *request) response.Response {
@@ -321,7 +294,8 @@ func (s *Server) putPassword(r *request) response.Response {
 	if err := decodeBody(r.Request, &req); err != nil {
 		return response.Error(err)
 	}
-	if err := s.ids.SetPassword(r.Context(), r.PathValue("user"), req.Password); err != nil {
+	client, _, _ := net.SplitHostPort(r.RemoteAddr)
+	if err := s.ids.SetPassword(r.Context(), r.p, r.PathValue("user"), req.CurrentPassword, req.Password, client); err != nil {
 		return response.Error(err)
 	}
 	return response.NoContent()

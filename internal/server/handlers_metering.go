@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -202,6 +203,8 @@ func (s *Server) withCost(ctx context.Context, p api.Project) (api.Project, erro
 // meteringMetrics are per-project month-to-date figures for Prometheus.
 type meteringMetrics struct {
 	cost, vcpuHours, instanceHours *prometheus.GaugeVec
+	mu                             sync.Mutex
+	shown                          map[string]bool // projects with series now
 }
 
 func newMeteringMetrics(reg *prometheus.Registry) *meteringMetrics {
@@ -211,6 +214,7 @@ func newMeteringMetrics(reg *prometheus.Registry) *meteringMetrics {
 		instanceHours: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kumo_project_instance_hours_month_to_date", Help: "Month-to-date instance-hours per project."}, []string{"project"}),
 	}
 	reg.MustRegister(m.cost, m.vcpuHours, m.instanceHours)
+	m.shown = map[string]bool{}
 	return m
 }
 
@@ -225,12 +229,28 @@ func (s *Server) CheckBudgets(ctx context.Context) error {
 		return err
 	}
 	byProject := map[string]api.UsageLine{}
+	mm := s.meterMetrics
+	mm.mu.Lock()
 	for _, g := range rep.Groups {
 		byProject[g.Key] = g
-		s.meterMetrics.cost.WithLabelValues(g.Key, s.cfg.Currency).Set(float64(g.CostMicro) / 1e6)
-		s.meterMetrics.vcpuHours.WithLabelValues(g.Key).Set(g.VCPUHours)
-		s.meterMetrics.instanceHours.WithLabelValues(g.Key).Set(float64(g.InstanceSeconds) / 3600)
+		mm.cost.WithLabelValues(g.Key, s.cfg.Currency).Set(float64(g.CostMicro) / 1e6)
+		mm.vcpuHours.WithLabelValues(g.Key).Set(g.VCPUHours)
+		mm.instanceHours.WithLabelValues(g.Key).Set(float64(g.InstanceSeconds) / 3600)
 	}
+	// Series of projects no longer in the report (a new month, a deleted
+	// project) go.
+	for p := range mm.shown {
+		if _, ok := byProject[p]; !ok {
+			mm.cost.DeleteLabelValues(p, s.cfg.Currency)
+			mm.vcpuHours.DeleteLabelValues(p)
+			mm.instanceHours.DeleteLabelValues(p)
+			delete(mm.shown, p)
+		}
+	}
+	for p := range byProject {
+		mm.shown[p] = true
+	}
+	mm.mu.Unlock()
 	projects, _, err := s.ids.ListProjects(ctx, allSeeing, nil, "", 0)
 	if err != nil {
 		return err

@@ -86,6 +86,10 @@ func (ts *testServer) do(method, path, token string, body any, hdr ...string) re
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i] == "RemoteAddr" { // not a header: where the request comes from
+			req.RemoteAddr = hdr[i+1]
+			continue
+		}
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	w := httptest.NewRecorder()

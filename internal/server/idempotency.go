@@ -63,7 +63,9 @@ func (s *Server) idempotent(w http.ResponseWriter, r *request, ep Endpoint) {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	bh := sha256.Sum256(body)
 	bodyHash := hex.EncodeToString(bh[:])
-	kh := sha256.Sum256([]byte(r.p.User + "\x00" + r.Method + "\x00" + r.URL.Path + "\x00" + r.Header.Get("Idempotency-Key")))
+	// By user id, not name: a later user of a deleted user's name must
+	// never be answered with the first one's replies.
+	kh := sha256.Sum256([]byte(r.p.UserID + "\x00" + r.p.User + "\x00" + r.Method + "\x00" + r.URL.Path + "\x00" + r.Header.Get("Idempotency-Key")))
 	key := idempotencyPrefix + hex.EncodeToString(kh[:])
 
 	rec := idemRecord{Pending: true, BodyHash: bodyHash, CreatedAt: time.Now().UTC(), Instance: s.instance}

@@ -68,7 +68,7 @@ func matrixCases() []matrixCase {
 		{"POST", "/v1/users", map[string]any{"name": "newu", "password": "password123"}, "cA:201 pA:403 pM:403 pR:403 qA:403" + bad},
 		{"GET", "/v1/users/pmember", nil, "cA:200 pA:404 pM:200 pR:404 qA:404" + bad},
 		{"DELETE", "/v1/users/preader", nil, "cA:204 pA:403 pM:403 pR:403 qA:403" + bad},
-		{"PUT", "/v1/users/pmember/password", map[string]any{"password": "another-password"}, "cA:204 pA:404 pM:204 pR:404 qA:404" + bad},
+		{"PUT", "/v1/users/pmember/password", map[string]any{"password": "another-password", "current_password": "password-pmember"}, "cA:204 pA:404 pM:204 pR:404 qA:404" + bad},
 
 		{"GET", "/v1/projects/p/instances", nil, readersOfP},
 		{"POST", "/v1/projects/p/instances", map[string]any{"name": "new", "type": "container", "flavor": "tiny", "image": "x"}, members},
@@ -122,6 +122,7 @@ func matrixCases() []matrixCase {
 		{"GET", "/v1/hosts", nil, admins},
 		{"GET", "/v1/hosts/h1", nil, admins},
 		{"PATCH", "/v1/hosts/h1", map[string]any{"enabled": false}, admins},
+		{"DELETE", "/v1/hosts/h1", nil, "cA:204 pA:403 pM:403 pR:403 qA:403" + bad},
 		{"POST", "/v1/join-tokens", map[string]any{}, "cA:201 pA:403 pM:403 pR:403 qA:403" + bad},
 		{"GET", "/v1/join-tokens", nil, admins},
 		{"DELETE", "/v1/join-tokens/{jt}", nil, "cA:204 pA:403 pM:403 pR:403 qA:403" + bad},

@@ -157,6 +157,15 @@ func (s *Server) wrap(ep Endpoint) http.Handler {
 			response.Error(err).Render(w, hr)
 			return
 		}
+		if ep.Method != http.MethodGet && strings.Contains(ep.Path, "{project}") {
+			// Nothing changes in a project being deleted.
+			leave, err := s.fence.enter(hr.PathValue("project"))
+			if err != nil {
+				response.Error(err).Render(w, hr)
+				return
+			}
+			defer leave()
+		}
 		req := &request{Request: hr, p: p, agent: agent}
 		if ep.raw != nil {
 			ep.raw(s, req, w)

@@ -84,6 +84,9 @@ type Config struct {
 	// BudgetEvery is how often budgets and metering metrics are checked
 	// (default 30 s).
 	BudgetEvery time.Duration
+	// MetricsTokenFile holds a bearer token (mode 0600) that lets
+	// scrapers see per-project series on /metrics, as cloud admins do.
+	MetricsTokenFile string
 }
 
 // Server is a running kumo API server.
@@ -98,15 +101,20 @@ type Server struct {
 	images       *images.Service
 	networks     *network.Service
 	sessions     *sessions
+	fence        *projectFence // keeps changes out of projects being deleted
 	stopRun      context.CancelFunc
 	ops          *operations.Manager
 	metrics      *metrics
 	meterMetrics *meteringMetrics
-	registry     *prometheus.Registry
-	handler      http.Handler
-	tlsCert      tls.Certificate
-	caFP         string
-	ready        bool
+	registry     *prometheus.Registry // series anyone may scrape
+	// projectRegistry has per-project series (names, usage, cost): only
+	// for cloud admins and the metrics token.
+	projectRegistry *prometheus.Registry
+	metricsToken    string
+	handler         http.Handler
+	tlsCert         tls.Certificate
+	caFP            string
+	ready           bool
 	// instance identifies this server process; alone says no other
 	// server shares its store (embedded etcd).
 	instance string
@@ -216,6 +224,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	}
 	s.hosts = hosts.New(st, fp, cfg.HostGrace)
 	s.sessions = newSessions()
+	s.fence = newProjectFence()
 	s.compute = compute.New(st, s.hosts, cfg.SchedulerPolicy, cfg.Logger.With("component", "compute"))
 	s.compute.Now = cfg.Clock
 	s.compute.ResolveImage = func(ctx context.Context, project, ref string) (api.Image, error) {
@@ -243,7 +252,13 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	s.registry = prometheus.NewRegistry()
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = newMetrics(s.registry)
-	s.meterMetrics = newMeteringMetrics(s.registry)
+	s.projectRegistry = prometheus.NewRegistry()
+	s.meterMetrics = newMeteringMetrics(s.projectRegistry)
+	if cfg.MetricsTokenFile != "" {
+		if s.metricsToken, err = readMetricsToken(cfg.MetricsTokenFile); err != nil {
+			return nil, err
+		}
+	}
 	s.handler = s.buildHandler()
 	if _, err := s.ops.Resume(ctx); err != nil {
 		return nil, fmt.Errorf("resume operations: %w", err)

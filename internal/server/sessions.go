@@ -29,10 +29,13 @@ type sessions struct {
 	wake    map[string]chan struct{}          // agent -> closed when one is queued
 	results map[string]chan api.SessionResult // session -> answer
 	streams map[string]chan net.Conn          // console session -> the agent's connection
+	// owner is the agent each waiting session was handed to: only it may
+	// answer or open its stream (a session names an instance of its hosts).
+	owner map[string]string
 }
 
 func newSessions() *sessions {
-	return &sessions{pending: map[string][]api.Session{}, wake: map[string]chan struct{}{}, results: map[string]chan api.SessionResult{}, streams: map[string]chan net.Conn{}}
+	return &sessions{pending: map[string][]api.Session{}, wake: map[string]chan struct{}{}, results: map[string]chan api.SessionResult{}, streams: map[string]chan net.Conn{}, owner: map[string]string{}}
 }
 
 func (ss *sessions) wakeChan(agent string) chan struct{} {
@@ -58,12 +61,13 @@ func (ss *sessions) run(ctx context.Context, agent string, s api.Session, wait t
 	s.ID = secret.Hex(8)
 	res := make(chan api.SessionResult, 1)
 	ss.mu.Lock()
-	ss.results[s.ID] = res
+	ss.results[s.ID], ss.owner[s.ID] = res, agent
 	ss.mu.Unlock()
 	ss.queue(agent, s)
 	defer func() {
 		ss.mu.Lock()
 		delete(ss.results, s.ID)
+		delete(ss.owner, s.ID)
 		ss.mu.Unlock()
 	}()
 	select {
@@ -99,10 +103,12 @@ func (ss *sessions) fetch(ctx context.Context, agent string, wait time.Duration)
 	}
 }
 
-// answer delivers a result; false if nobody waits any more.
-func (ss *sessions) answer(id string, r api.SessionResult) bool {
+// answer delivers agent's result of a session handed to it; false if
+// nobody waits any more (or the session was another agent's).
+func (ss *sessions) answer(agent, id string, r api.SessionResult) bool {
 	ss.mu.Lock()
 	ch, ok := ss.results[id]
+	ok = ok && ss.owner[id] == agent
 	ss.mu.Unlock()
 	if ok {
 		ch <- r
@@ -281,7 +287,7 @@ func (s *Server) postSessionResult(r *request) response.Response {
 	if err := decodeBody(r.Request, &res); err != nil {
 		return response.Error(err)
 	}
-	if !s.sessions.answer(r.PathValue("sid"), res) {
+	if !s.sessions.answer(r.agent.ID, r.PathValue("sid"), res) {
 		return response.Error(errs.NotFound("session %q is not waiting (the user gave up?)", r.PathValue("sid")))
 	}
 	return response.NoContent()
@@ -357,11 +363,12 @@ func (ss *sessions) openStream(ctx context.Context, agent string, sess api.Sessi
 	sess.ID = secret.Hex(8)
 	ch := make(chan net.Conn, 1)
 	ss.mu.Lock()
-	ss.streams[sess.ID] = ch
+	ss.streams[sess.ID], ss.owner[sess.ID] = ch, agent
 	ss.mu.Unlock()
 	defer func() {
 		ss.mu.Lock()
 		delete(ss.streams, sess.ID)
+		delete(ss.owner, sess.ID)
 		ss.mu.Unlock()
 	}()
 	ss.queue(agent, sess)
@@ -390,6 +397,7 @@ func splice(a, b net.Conn) {
 func (s *Server) getSessionStream(r *request, w http.ResponseWriter) {
 	s.sessions.mu.Lock()
 	ch, ok := s.sessions.streams[r.PathValue("sid")]
+	ok = ok && s.sessions.owner[r.PathValue("sid")] == r.agent.ID
 	s.sessions.mu.Unlock()
 	if !ok {
 		response.Error(errs.NotFound("stream session %q is not waiting", r.PathValue("sid"))).Render(w, r.Request)

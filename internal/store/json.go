@@ -196,3 +196,47 @@ func Under(project string, prefixes ...string) []string {
 	}
 	return out
 }
+
+// DeleteUnder deletes every key under prefix, each in a transaction of its
+// own conditioned on the revision read, with extra ops made from it (an
+// event); a key changed meanwhile is ErrConflict. Run again after a crash,
+// it deletes what is left.
+func DeleteUnder(ctx context.Context, s Store, prefix string, extra func(KV) []Op) error {
+	kvs, err := ListAll(ctx, s, prefix)
+	if err != nil {
+		return err
+	}
+	for _, kv := range kvs {
+		ops := []Op{Del(kv.Key)}
+		if extra != nil {
+			ops = append(ops, extra(kv)...)
+		}
+		if _, err := s.Txn(ctx, []Cond{At(kv.Key, kv.Revision)}, ops); err != nil {
+			return fmt.Errorf("delete %s: %w", kv.Key, err)
+		}
+	}
+	return nil
+}
+
+// MoveJSON moves every object under from to the same key under to, letting
+// fn change it on the way; each move is one transaction (the old key at
+// the revision read, the new one absent). Run again after a crash, it
+// moves what is left.
+func MoveJSON[T any](ctx context.Context, s Store, from, to string, fn func(*T)) error {
+	kvs, err := ListAll(ctx, s, from)
+	if err != nil {
+		return err
+	}
+	for _, kv := range kvs {
+		var v T
+		if err := Decode(kv, &v); err != nil {
+			return err
+		}
+		fn(&v)
+		nk := to + kv.Key[len(from):]
+		if _, err := s.Txn(ctx, []Cond{At(kv.Key, kv.Revision), Absent(nk)}, []Op{Del(kv.Key), PutJSON(nk, v)}); err != nil {
+			return fmt.Errorf("move %s to %s: %w", kv.Key, nk, err)
+		}
+	}
+	return nil
+}

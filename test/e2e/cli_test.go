@@ -132,6 +132,21 @@ func TestCLITour(t *testing.T) {
 	if r := kumo(t, env, "", "whoami"); r.code != 1 || !strings.Contains(r.err, "revoked") {
 		t.Errorf("revoked token: exit %d %s", r.code, r.err)
 	}
+	// A password change asks for the current password and ends alice's
+	// other tokens; the CLI's own session goes on.
+	tok = must(t, cfg, "", "token", "create", "--description", "other", "-o", "json")
+	if err := json.Unmarshal([]byte(tok), &created); err != nil {
+		t.Fatal(err)
+	}
+	other := []string{"KUMO_REMOTE=" + s.url(), "KUMO_TOKEN=" + created.Secret, "KUMO_CA_FINGERPRINT=" + s.Fingerprint}
+	if r := kumo(t, cfg, "wrong-password\nalice-password-2\n", "user", "passwd", "alice", "--password-stdin"); r.code != 1 || !strings.Contains(r.err, "current_password") {
+		t.Errorf("passwd with a wrong current password: exit %d %s", r.code, r.err)
+	}
+	must(t, cfg, "alice-password\nalice-password-2\n", "user", "passwd", "alice", "--password-stdin")
+	must(t, cfg, "", "whoami")
+	if r := kumo(t, other, "", "whoami"); r.code != 1 || !strings.Contains(r.err, "password") {
+		t.Errorf("another token after passwd: exit %d %s", r.code, r.err)
+	}
 	must(t, cfg, "", "logout")
 	if r := kumo(t, cfg, "", "remote", "list"); strings.Contains(r.out, "lab") {
 		t.Errorf("remote kept after logout: %s", r.out)

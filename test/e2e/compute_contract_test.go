@@ -148,6 +148,13 @@ func TestComputeContract(t *testing.T) {
 	check("image", err)
 	img, err := admin.UploadImage(ctx, "default", "tiny", bytes.NewReader(rootfs), int64(len(rootfs)))
 	check("upload", err)
+	// Only for an instance on its hosts: an agent gets no other image.
+	_, err = admin.CreateInstance(ctx, "default", api.InstancesPost{Name: "c3", Type: "container", Flavor: "tiny", Image: "tiny"})
+	check("create c3", err)
+	eventually(t, 20*time.Second, "c3 RUNNING", func() (bool, string) {
+		in, err := admin.Instance(ctx, "default", "c3")
+		return err == nil && in.State == api.StateRunning, in.State
+	})
 	var cred struct {
 		AgentID    string `json:"agent_id"`
 		Credential string `json:"credential"`
@@ -168,6 +175,20 @@ func TestComputeContract(t *testing.T) {
 	rc.Close()
 	if !bytes.Equal(got, rootfs) {
 		t.Error("the agent got other bytes")
+	}
+	// A host with a live instance is not deleted; an empty one is.
+	c3, err := admin.Instance(ctx, "default", "c3")
+	check("c3", err)
+	if err := admin.DeleteHost(ctx, c3.Host); client.StatusOf(err) != 409 {
+		t.Errorf("deleting c3's host: %v", err)
+	}
+	hs, err := admin.Hosts(ctx)
+	check("hosts", err)
+	for _, h := range hs {
+		if h.Instances == 0 {
+			check("delete host", admin.DeleteHost(ctx, h.Name))
+			break
+		}
 	}
 	acancel()
 

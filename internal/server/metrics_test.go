@@ -1,0 +1,66 @@
+package server
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/kumocloud/kumo/internal/identity"
+	"github.com/kumocloud/kumo/internal/store/memstore"
+)
+
+// /metrics shows per-project series (project names, usage, cost) only to
+// cloud admins and to scrapers holding the metrics token; anyone else gets
+// the process and HTTP series.
+func TestMetricsHidePerProjectSeries(t *testing.T) {
+	dir := t.TempDir()
+	tokFile := filepath.Join(dir, "metrics-token")
+	const scraper = "scraper-token-0123456789"
+	if err := os.WriteFile(tokFile, []byte(scraper+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts := identity.DefaultOptions()
+	opts.BcryptCost = bcrypt.MinCost
+	s, err := NewWithStore(context.Background(), Config{DataDir: dir, Identity: opts, MetricsTokenFile: tokFile}, memstore.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	ts := &testServer{t: t, s: s, net: s.Handler()}
+	ts.project("secret-project")
+	s.meterMetrics.cost.WithLabelValues("secret-project", "EUR").Set(12.5)
+	admin := ts.user("boss", true)
+	member := ts.user("m", false, "secret-project", "admin")
+	ts.do("GET", "/healthz", "", nil) // an HTTP series to see
+	tests := []struct {
+		name, bearer string
+		projects     bool
+	}{
+		{"no credentials", "", false},
+		{"a project admin's token", member, false},
+		{"a wrong scraper token", "scraper-token-0123456788", false},
+		{"a cloud admin's token", admin, true},
+		{"the metrics token", scraper, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := ts.do("GET", "/metrics", tc.bearer, nil)
+			body := string(r.Body)
+			if r.Status != 200 || !strings.Contains(body, "kumo_http_requests_total") || !strings.Contains(body, "go_goroutines") {
+				t.Fatalf("status %d, public series missing:\n%.400s", r.Status, body)
+			}
+			if got := strings.Contains(body, "secret-project"); got != tc.projects {
+				t.Fatalf("per-project series shown: %v, want %v", got, tc.projects)
+			}
+		})
+	}
+	// A token file others can read is refused at start.
+	os.Chmod(tokFile, 0o644)
+	if _, err := NewWithStore(context.Background(), Config{DataDir: t.TempDir(), Identity: opts, MetricsTokenFile: tokFile}, memstore.New()); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("a world-readable token file: %v", err)
+	}
+}
