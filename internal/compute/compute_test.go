@@ -323,3 +323,33 @@ func TestCommitRechecksTheHost(t *testing.T) {
 		t.Fatalf("b = %s (%s), %v; want PENDING for want of room", in.State, in.Reason, err)
 	}
 }
+
+// TestNoPlacementOnAHostGoneMeanwhile: a host deleted after the cache saw
+// it takes no placement (the instance would sit in PROLOG with no agent).
+func TestNoPlacementOnAHostGoneMeanwhile(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ms := seeded(t, 5)
+	hs := hosts.New(ms, strings.Repeat("a", 64), 0)
+	jt, _ := hs.CreateJoinToken(ctx, api.JoinTokensPost{})
+	if _, err := hs.Join(ctx, api.AgentsPost{JoinToken: jt.Token, Name: "a", Driver: "sim", Hosts: []api.HostSpec{{Name: "h", Kinds: []string{"vm"}, Capacity: api.Size{VCPUs: 8, MemoryMiB: 8192, DiskGiB: 100}}}}); err != nil {
+		t.Fatal(err)
+	}
+	gated := &gatedWatches{Store: ms}
+	svc := New(gated, hs, "", slog.New(slog.DiscardHandler))
+	go svc.cache.run(ctx, gated, svc.log)
+	svc.Ready(ctx)
+	if _, err := svc.Create(ctx, "p", api.InstancesPost{Name: "b", Type: "vm", Flavor: "small", Image: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	rev, _ := ms.Revision(ctx)
+	svc.cache.waitRev(ctx, rev)
+	gated.setShut(true)
+	if err := ms.Delete(ctx, hosts.Prefix+"h", 0); err != nil { // the admin's delete, unseen by the cache
+		t.Fatal(err)
+	}
+	if n, _, _ := svc.scheduleOnce(ctx); n != 0 {
+		t.Fatalf("placed %d instances on a deleted host", n)
+	}
+	gated.setShut(false)
+}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/hosts"
 	"github.com/kumocloud/kumo/internal/scheduler"
 	"github.com/kumocloud/kumo/internal/store"
 )
@@ -70,7 +71,7 @@ func (svc *Service) commitPlacements(ctx context.Context, placed []change) (int,
 		conds, ops, batch = nil, nil, nil
 	}
 	for _, h := range hosts {
-		fits, cond, ok := svc.recheck(ctx, h, byHost[h])
+		fits, cond, hostCond, ok := svc.recheck(ctx, h, byHost[h])
 		if !ok {
 			behind = max(behind, cond.Revision, 1)
 			continue
@@ -85,7 +86,7 @@ func (svc *Service) commitPlacements(ctx context.Context, placed []change) (int,
 			batch = append(batch, c)
 		}
 		if len(fits) > 0 {
-			conds = append(conds, cond)
+			conds = append(conds, cond, hostCond)
 			ops = append(ops, store.PutJSON(placementKey(h), placementMark{Last: fits[len(fits)-1].rec.ID}))
 		}
 	}
@@ -94,30 +95,33 @@ func (svc *Service) commitPlacements(ctx context.Context, placed []change) (int,
 }
 
 // recheck returns the placements on host that still fit it, by the
-// store's word on when it last gained an instance, and the condition
-// that keeps that word true until the commit. ok is false when the cache
-// has not caught up with the host (the condition's revision is where it
-// must reach), or the key cannot be read.
-func (svc *Service) recheck(ctx context.Context, host string, placed []change) (fits []change, cond store.Cond, ok bool) {
+// store's word on when it last gained an instance, and the conditions
+// that keep that word true until the commit: the placement key, and the
+// host record as the plan saw it (a host deleted, disabled or gone
+// OFFLINE meanwhile takes no placement). ok is false when the cache has
+// not caught up with the host (the condition's revision is where it must
+// reach), or the key cannot be read.
+func (svc *Service) recheck(ctx context.Context, host string, placed []change) (fits []change, cond, hostCond store.Cond, ok bool) {
 	kv, err := svc.s.Get(ctx, placementKey(host))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		cond = store.Absent(placementKey(host))
 	case err != nil:
 		svc.log.Warn("scheduler: reading a host's placements", "host", host, "err", err)
-		return nil, cond, false
+		return nil, cond, hostCond, false
 	default:
 		cond = store.At(placementKey(host), kv.Revision)
 	}
 	svc.cache.mu.RLock()
 	defer svc.cache.mu.RUnlock()
 	if svc.cache.instRev < kv.Revision {
-		return nil, cond, false
+		return nil, cond, hostCond, false
 	}
 	h, known := svc.cache.hosts[host]
 	if !known {
-		return nil, cond, true
+		return nil, cond, hostCond, true
 	}
+	hostCond = store.At(hosts.Prefix+host, h.Revision)
 	used := svc.cache.allocations()[host]
 	sh := scheduler.Host{CPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB, DiskGiB: h.Capacity.DiskGiB,
 		CPURatio: h.Ratios.CPU, MemRatio: h.Ratios.Memory, DiskRatio: h.Ratios.Disk}
@@ -132,5 +136,5 @@ func (svc *Service) recheck(ctx context.Context, host string, placed []change) (
 		}
 		fits = append(fits, c)
 	}
-	return fits, cond, true
+	return fits, cond, hostCond, true
 }
