@@ -168,6 +168,12 @@ type Host struct {
 	Agent      string            `json:"agent"`
 	// LastSeen is the last heartbeat this server received.
 	LastSeen time.Time `json:"last_seen,omitzero"`
+	// ReconciledAt is when its agent last compared what its driver runs
+	// with a complete assignment list (and stopped what nobody assigns),
+	// and NetworkSyncedAt when it last made the host's datapath match the
+	// server's view, as its heartbeats say.
+	ReconciledAt    time.Time `json:"reconciled_at,omitzero"`
+	NetworkSyncedAt time.Time `json:"network_synced_at,omitzero"`
 }
 
 // HostPatch changes what an admin controls of a host.
@@ -303,11 +309,24 @@ type ServerGroupsPost struct {
 }
 
 // Heartbeat is an agent saying its hosts are alive; Down lists those of
-// its hosts that are not.
+// its hosts that are not. Its size does not grow with the instances the
+// agent runs: their usage travels apart (AgentUsage), in bounded batches.
 type Heartbeat struct {
 	Down []string `json:"down,omitempty"`
-	// Usage is what the running instances of its hosts use now.
-	Usage []InstanceUsage `json:"usage,omitempty"`
+	// ReconciledAt is when the agent last reconciled its driver with a
+	// complete assignment list; NetworkSyncedAt, when it last made the
+	// host's datapath match the server's view.
+	ReconciledAt    time.Time `json:"reconciled_at,omitzero"`
+	NetworkSyncedAt time.Time `json:"network_synced_at,omitzero"`
+}
+
+// MaxUsageBatch bounds the instances of one AgentUsage.
+const MaxUsageBatch = 1000
+
+// AgentUsage is what some of the running instances of an agent's hosts
+// use now: at most MaxUsageBatch of them per request.
+type AgentUsage struct {
+	Usage []InstanceUsage `json:"usage"`
 }
 
 // InstanceUsage is an instance's CPU time and memory, as its host's

@@ -135,6 +135,12 @@ func (c *Client) AgentHeartbeat(ctx context.Context, id string, hb api.Heartbeat
 	return c.do(ctx, http.MethodPost, p("v1", "agents", id, "heartbeat"), nil, hb, nil)
 }
 
+// AgentUsage sends what instances on the agent's hosts use (at most
+// api.MaxUsageBatch a call).
+func (c *Client) AgentUsage(ctx context.Context, id string, us []api.InstanceUsage) error {
+	return c.do(ctx, http.MethodPost, p("v1", "agents", id, "usage"), nil, api.AgentUsage{Usage: us}, nil)
+}
+
 // Assignments long-polls the instances on the agent's hosts changed after
 // revision since.
 func (c *Client) Assignments(ctx context.Context, id string, since int64, wait time.Duration) (api.Assignments, error) {

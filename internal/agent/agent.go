@@ -39,6 +39,9 @@ type Config struct {
 	StateDir string
 	// HeartbeatEvery defaults to 5 s (the server's grace is 15 s).
 	HeartbeatEvery time.Duration
+	// UsageEvery is how often what the instances use is sent (default
+	// 10 s; a guest's readiness changing sends it at once).
+	UsageEvery time.Duration
 	// ResyncEvery is how often the agent asks for its complete assignment
 	// list and reconciles the driver with it (default 30 s; it also does
 	// at start and whenever the server was out of reach).
@@ -68,7 +71,8 @@ type Agent struct {
 	inst     *instances
 	net      *hostNetwork
 	sessions *sessionJob
-	kickHB   chan struct{}
+	kickUsage chan struct{}
+	kickBeat  chan struct{}
 }
 
 // New makes an agent from its driver: the connection is opened (the
@@ -80,6 +84,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	if cfg.HeartbeatEvery <= 0 {
 		cfg.HeartbeatEvery = 5 * time.Second
+	}
+	if cfg.UsageEvery <= 0 {
+		cfg.UsageEvery = 10 * time.Second
 	}
 	if cfg.ResyncEvery <= 0 {
 		cfg.ResyncEvery = 30 * time.Second
@@ -106,7 +113,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("driver %s: fingerprint: %w", cfg.Driver.Name(), err)
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, hostSet: map[string]bool{}, kickHB: make(chan struct{}, 1)}
+	a := &Agent{cfg: cfg, log: cfg.Log, hostSet: map[string]bool{}, kickUsage: make(chan struct{}, 1), kickBeat: make(chan struct{}, 1)}
 	for i, h := range specs {
 		a.hostSet[h.Name] = true
 		if cfg.Network != nil && h.Address == "" {
@@ -119,17 +126,22 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	c, id := cfg.Conn.client()
 	a.srv = &serverAPI{c: c, id: id}
 	meta := newMetadataService()
-	kick := func() {
-		select {
-		case a.kickHB <- struct{}{}:
-		default:
+	kick := func(ch chan struct{}) func() {
+		return func() {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
 		}
 	}
 	// The network job waits for the instance job's first complete list:
 	// until then every running instance's ports would look unwanted.
 	started := make(chan struct{})
 	a.net = newHostNetwork(cfg.Network, netErr, sim, a.srv, meta, cfg.Uplinks, started, cfg.Log)
-	a.inst = newInstances(a.srv, cfg.Driver, a.net, cfg.Workers, cfg.ResyncEvery, kick, started, cfg.Log)
+	// A guest's readiness changing sends usage at once; a reconcile is
+	// told by a heartbeat at once (operators and tests wait for it).
+	tell := instanceNews{readiness: kick(a.kickUsage), reconciled: kick(a.kickBeat)}
+	a.inst = newInstances(a.srv, cfg.Driver, a.net, cfg.Workers, cfg.ResyncEvery, tell, started, cfg.Log)
 	a.sessions = &sessionJob{src: a.srv, d: cfg.Driver, tempDir: cfg.StateDir, log: cfg.Log}
 	return a, nil
 }
@@ -140,45 +152,11 @@ func (a *Agent) ID() string { return a.srv.id }
 // Run works until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
 	go a.heartbeats(ctx)
+	go a.usage(ctx)
 	go a.sessions.run(ctx)
 	go a.net.run(ctx)
 	a.inst.run(ctx)
 	return nil
-}
-
-// heartbeats tell the server, every HeartbeatEvery and at once when a
-// guest's readiness changes, which of its hosts are alive and what their
-// instances use.
-func (a *Agent) heartbeats(ctx context.Context) {
-	t := time.NewTicker(a.cfg.HeartbeatEvery)
-	defer t.Stop()
-	for {
-		hb := api.Heartbeat{}
-		if hh, ok := a.cfg.Driver.(driver.HostHealth); ok {
-			for h := range a.hostSet {
-				if !hh.HostUp(h) {
-					hb.Down = append(hb.Down, h)
-				}
-			}
-		}
-		if sts, err := a.inst.statuses(ctx, a.cfg.HeartbeatEvery); err == nil {
-			now := time.Now().UTC()
-			for _, st := range sts {
-				if st.State == driver.Running || st.State == driver.Suspended {
-					hb.Usage = append(hb.Usage, api.InstanceUsage{ID: st.ID, CPUSeconds: st.CPUSeconds, MemoryMiB: st.MemoryMiB, Ready: st.Ready, ReadyReason: st.ReadyReason, At: now})
-				}
-			}
-		}
-		if err := a.srv.c.AgentHeartbeat(ctx, a.srv.id, hb); err != nil && ctx.Err() == nil {
-			a.log.Warn("heartbeat", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-a.kickHB:
-		}
-	}
 }
 
 // serverAPI is the server as the agent's jobs see it: the agent's own
@@ -194,6 +172,10 @@ func (s *serverAPI) Assignments(ctx context.Context, since int64, wait time.Dura
 
 func (s *serverAPI) Report(ctx context.Context, reps []api.InstanceReport) (api.AgentReportResult, error) {
 	return s.c.AgentReport(ctx, s.id, reps)
+}
+
+func (s *serverAPI) Usage(ctx context.Context, us []api.InstanceUsage) error {
+	return s.c.AgentUsage(ctx, s.id, us)
 }
 
 func (s *serverAPI) Networks(ctx context.Context) (api.AgentNetworks, error) {

@@ -3,7 +3,9 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -80,11 +82,16 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 }
 
 // cutTransport fails every request while cut is set: the network between
-// the agent and the server is down. It counts complete-list polls.
+// the agent and the server is down. It counts complete-list polls, and
+// keeps the largest heartbeat and usage request.
 type cutTransport struct {
-	next      http.RoundTripper
-	cut       atomic.Bool
-	fullLists atomic.Int64
+	next        http.RoundTripper
+	cut         atomic.Bool
+	fullLists   atomic.Int64
+	maxBeat     atomic.Int64
+	maxUsage    atomic.Int64
+	usageSeen   sync.Map // instance id -> true
+	usageCounts atomic.Int64
 }
 
 func (c *cutTransport) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -94,7 +101,32 @@ func (c *cutTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if strings.HasSuffix(r.URL.Path, "/assignments") && r.URL.Query().Get("since") == "0" {
 		c.fullLists.Add(1)
 	}
+	if strings.HasSuffix(r.URL.Path, "/heartbeat") || strings.HasSuffix(r.URL.Path, "/usage") {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if strings.HasSuffix(r.URL.Path, "/heartbeat") {
+			keepMax(&c.maxBeat, int64(len(body)))
+		} else {
+			var u api.AgentUsage
+			json.Unmarshal(body, &u)
+			keepMax(&c.maxUsage, int64(len(u.Usage)))
+			for _, x := range u.Usage {
+				if _, seen := c.usageSeen.LoadOrStore(x.ID, true); !seen {
+					c.usageCounts.Add(1)
+				}
+			}
+		}
+	}
 	return c.next.RoundTrip(r)
+}
+
+func keepMax(v *atomic.Int64, n int64) {
+	for {
+		old := v.Load()
+		if n <= old || v.CompareAndSwap(old, n) {
+			return
+		}
+	}
 }
 
 // runningAgent is an agent run by a test, with its network link.
@@ -116,7 +148,7 @@ func (c *cloud) startAgent(d driver.Driver, stateDir string, resync time.Duratio
 	conn := agent.NewConn(agent.ConnConfig{Server: c.url, JoinToken: jt.Token, Name: "a1", StateDir: stateDir,
 		WrapTransport: func(rt http.RoundTripper) http.RoundTripper { link.next = rt; return link }})
 	actx, cancel := context.WithCancel(ctx)
-	a, err := agent.New(actx, agent.Config{Conn: conn, Driver: d, HeartbeatEvery: 200 * time.Millisecond, ResyncEvery: resync})
+	a, err := agent.New(actx, agent.Config{Conn: conn, Driver: d, HeartbeatEvery: 200 * time.Millisecond, UsageEvery: 200 * time.Millisecond, ResyncEvery: resync})
 	if err != nil {
 		cancel()
 		c.t.Fatal(err)
@@ -426,4 +458,32 @@ type countingWriter int64
 func (c *countingWriter) Write(p []byte) (int, error) {
 	*c += countingWriter(len(p))
 	return len(p), nil
+}
+
+// TestHeartbeatsDoNotGrowWithInstances: with 1,500 instances running, a
+// heartbeat is as small as with none, and usage travels apart in batches
+// no larger than the agent's bound - every instance's usage reaching the
+// server.
+func TestHeartbeatsDoNotGrowWithInstances(t *testing.T) {
+	const n = 1500
+	c := newCloud(t)
+	ctx := context.Background()
+	if _, err := c.admin.SetQuota(ctx, "default", map[string]int64{"instances": n, "vcpus": -1, "memory_mib": -1, "disk_gib": -1}); err != nil {
+		t.Fatal(err)
+	}
+	ag := c.startAgent(simDriver(t, 10, t.TempDir()), t.TempDir(), time.Hour)
+	emptyBeat := int64(0)
+	waitFor(t, "a heartbeat", func() bool { emptyBeat = ag.link.maxBeat.Load(); return emptyBeat > 0 })
+	for i := 0; i < n; i++ {
+		if _, err := c.admin.CreateInstance(ctx, "default", api.InstancesPost{Name: fmt.Sprintf("i%04d", i), Type: api.TypeVM, Flavor: "tiny", Image: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the usage of every instance", func() bool { return ag.link.usageCounts.Load() >= n })
+	if beat := ag.link.maxBeat.Load(); beat > emptyBeat+64 {
+		t.Errorf("a heartbeat grew from %d to %d bytes with %d instances", emptyBeat, beat, n)
+	}
+	if m := ag.link.maxUsage.Load(); m > 500 {
+		t.Errorf("a usage request carried %d instances (the batch is 500)", m)
+	}
 }

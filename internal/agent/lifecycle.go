@@ -40,6 +40,12 @@ type portWiring interface {
 	spec(s driver.Spec, as api.Assignment) driver.Spec
 }
 
+// instanceNews is whom the instance job tells of what.
+type instanceNews struct {
+	readiness  func() // a guest's readiness changed
+	reconciled func() // a complete list was reconciled
+}
+
 // instances is the instance job.
 type instances struct {
 	src     assignmentSource
@@ -49,7 +55,7 @@ type instances struct {
 	resync  time.Duration
 	reps    chan api.InstanceReport
 	sem     chan struct{}
-	kickHB  func() // a readiness change: heartbeat now
+	tell    instanceNews
 	started chan struct{}
 
 	mu      sync.Mutex
@@ -66,12 +72,22 @@ type instances struct {
 	// VMs a listing asks every QEMU over QMP).
 	listed   []driver.Status
 	listedAt time.Time
+	// reconciled is when the last complete list was reconciled.
+	reconciled time.Time
+}
+
+// reconciledAt is when the job last reconciled the driver with a
+// complete assignment list (zero: not yet).
+func (in *instances) reconciledAt() time.Time {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.reconciled
 }
 
 // newInstances makes the instance job; started is closed once its first
 // complete assignment list is dispatched.
-func newInstances(src assignmentSource, d driver.Driver, ports portWiring, workers int, resync time.Duration, kickHB func(), started chan struct{}, log *slog.Logger) *instances {
-	return &instances{src: src, d: d, ports: ports, log: log, resync: resync, kickHB: kickHB,
+func newInstances(src assignmentSource, d driver.Driver, ports portWiring, workers int, resync time.Duration, tell instanceNews, started chan struct{}, log *slog.Logger) *instances {
+	return &instances{src: src, d: d, ports: ports, log: log, resync: resync, tell: tell,
 		reps: make(chan api.InstanceReport, 4096), sem: make(chan struct{}, workers), started: started,
 		work: map[string]*work{}, running: map[string]api.Assignment{}, written: map[string]int64{}, dispatched: map[string]int64{}, ready: map[string]bool{}}
 }
@@ -173,6 +189,10 @@ func (in *instances) reconcile(ctx context.Context, list api.Assignments) {
 		in.ports.forget(id)
 		swept++
 	}
+	in.mu.Lock()
+	in.reconciled = time.Now().UTC()
+	in.mu.Unlock()
+	in.tell.reconciled()
 	in.log.Debug("reconciled", "assigned", len(list.Items), "driver", len(have), "swept", swept)
 }
 
@@ -415,7 +435,7 @@ func (in *instances) monitor(ctx context.Context) {
 			delete(booting, as.ID)
 		}
 		if kick {
-			in.kickHB()
+			in.tell.readiness()
 		}
 	}
 }

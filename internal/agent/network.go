@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
@@ -53,6 +54,7 @@ type hostNetwork struct {
 
 	netMu     sync.Mutex // serializes datapath changes, and guards what follows
 	kick      chan struct{}
+	synced    atomic.Int64     // unix nanoseconds of the last round that read the view
 	fwKey     string           // the firewall last applied here
 	routers   map[int64]string // what each tenant router here was last set to do
 	netRounds int
@@ -242,6 +244,15 @@ func (h *hostNetwork) run(ctx context.Context) {
 	}
 }
 
+// syncedAt is when the host's datapath was last made to match a view of
+// the server's (zero: never, or no datapath here).
+func (h *hostNetwork) syncedAt() time.Time {
+	if ns := h.synced.Load(); ns > 0 {
+		return time.Unix(0, ns).UTC()
+	}
+	return time.Time{}
+}
+
 // kickNow asks for a sync soon (after instances left the host).
 func (h *hostNetwork) kickNow() {
 	select {
@@ -281,6 +292,7 @@ func (h *hostNetwork) syncLocked(ctx context.Context) {
 		}
 		return
 	}
+	defer h.synced.Store(time.Now().UnixNano())
 	wired := h.wired()
 	wantNet := map[int64]bool{}
 	wantPort := map[string]bool{}

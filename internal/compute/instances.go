@@ -402,9 +402,24 @@ func (svc *Service) List(ctx context.Context, project string, sel map[string]str
 	return items, "", err
 }
 
-// SetUsage keeps the latest usage reported for instances, in memory like
-// liveness: it changes every heartbeat and is worth nothing after a restart.
-func (svc *Service) SetUsage(us []api.InstanceUsage) {
+// SetAgentUsage keeps the latest usage an agent reported for instances on
+// its hosts (others are ignored), in memory like liveness: it changes all
+// the time and is worth nothing after a restart.
+func (svc *Service) SetAgentUsage(agent *hosts.AgentPrincipal, us []api.InstanceUsage) {
+	mine := us[:0:0]
+	svc.cache.mu.RLock()
+	for _, u := range us {
+		if key, ok := svc.cache.byID[u.ID]; ok {
+			if e := svc.cache.instances[key]; e != nil && onHost(e.rec.State) && agent.Hosts[e.rec.Host] {
+				mine = append(mine, u)
+			}
+		}
+	}
+	svc.cache.mu.RUnlock()
+	svc.setUsage(mine)
+}
+
+func (svc *Service) setUsage(us []api.InstanceUsage) {
 	svc.usageMu.Lock()
 	defer svc.usageMu.Unlock()
 	for _, u := range us {

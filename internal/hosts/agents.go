@@ -96,7 +96,7 @@ func (svc *Service) register(ctx context.Context, rec agentRecord, specs []api.H
 		out, err := svc.registerOnce(ctx, rec, specs, joining)
 		if !errors.Is(err, store.ErrConflict) {
 			if err == nil {
-				svc.Heartbeat(out.Hosts)
+				svc.Heartbeat(out.Hosts, api.Heartbeat{})
 			}
 			return out, err
 		}
@@ -247,6 +247,7 @@ func (svc *Service) Delete(ctx context.Context, name string) error {
 		if err == nil {
 			svc.mu.Lock()
 			delete(svc.lastSeen, name)
+			delete(svc.reconciled, name)
 			svc.mu.Unlock()
 		}
 		return err

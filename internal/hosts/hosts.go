@@ -62,7 +62,8 @@ type Service struct {
 	started time.Time
 
 	mu       sync.Mutex
-	lastSeen map[string]time.Time // host -> last heartbeat
+	lastSeen   map[string]time.Time // host -> last heartbeat
+	reconciled map[string]api.Heartbeat // host -> its agent's last reconcile and network sync, as it said
 }
 
 // New returns the registry. caFP is put in join tokens; grace is how long a
@@ -71,7 +72,7 @@ func New(s store.Store, caFP string, grace time.Duration) *Service {
 	if grace <= 0 {
 		grace = 15 * time.Second
 	}
-	return &Service{s: s, caFP: caFP, grace: grace, started: time.Now(), lastSeen: map[string]time.Time{}}
+	return &Service{s: s, caFP: caFP, grace: grace, started: time.Now(), lastSeen: map[string]time.Time{}, reconciled: map[string]api.Heartbeat{}}
 }
 
 // Grace is how long a host may be silent.
@@ -167,14 +168,27 @@ func validateSpecs(specs []api.HostSpec) error {
 	return nil
 }
 
-// Heartbeat marks hosts alive now. Memory only.
-func (svc *Service) Heartbeat(hosts []string) {
+// Heartbeat marks hosts alive now, and keeps when their agent last
+// reconciled its driver with a complete assignment list and synced the
+// host's network, as hb says. Memory only.
+func (svc *Service) Heartbeat(hosts []string, hb api.Heartbeat) {
 	t := time.Now()
 	svc.mu.Lock()
 	for _, h := range hosts {
 		svc.lastSeen[h] = t
+		svc.reconciled[h] = api.Heartbeat{ReconciledAt: hb.ReconciledAt, NetworkSyncedAt: hb.NetworkSyncedAt}
 	}
 	svc.mu.Unlock()
+}
+
+// liveness fills what memory knows of a host: its last heartbeat and its
+// agent's last reconcile.
+func (svc *Service) liveness(h *api.Host) {
+	_, h.LastSeen = svc.Alive(h.Name)
+	svc.mu.Lock()
+	hb := svc.reconciled[h.Name]
+	svc.mu.Unlock()
+	h.ReconciledAt, h.NetworkSyncedAt = hb.ReconciledAt, hb.NetworkSyncedAt
 }
 
 // Alive reports whether a host beat within the grace period (a server that
@@ -203,7 +217,7 @@ func (svc *Service) List(ctx context.Context) ([]api.Host, error) {
 			return nil, err
 		}
 		h.Revision = kv.Revision
-		_, h.LastSeen = svc.Alive(h.Name)
+		svc.liveness(&h.Host)
 		out = append(out, h.Host)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -218,7 +232,7 @@ func (svc *Service) Get(ctx context.Context, name string) (api.Host, error) {
 		return api.Host{}, errs.NotFound("host %q not found", name)
 	}
 	h.Revision = rev
-	_, h.LastSeen = svc.Alive(name)
+	svc.liveness(&h.Host)
 	return h.Host, err
 }
 

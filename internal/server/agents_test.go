@@ -117,7 +117,7 @@ func TestAgentTouchesOnlyItsOwnHosts(t *testing.T) {
 			t.Fatalf("victim's report %v: %+v", step, res)
 		}
 	}
-	ts.do("POST", agentPath(intruder, "/heartbeat"), intruder.Credential, api.Heartbeat{Usage: []api.InstanceUsage{{ID: in.ID, CPUSeconds: 99, Ready: true, At: time.Now()}}})
+	ts.do("POST", agentPath(intruder, "/usage"), intruder.Credential, api.AgentUsage{Usage: []api.InstanceUsage{{ID: in.ID, CPUSeconds: 99, Ready: true, At: time.Now()}}})
 	ts.do("GET", "/v1/projects/p/instances/i1", admin, nil).decode(t, &in)
 	if in.Usage != nil || in.Ready {
 		t.Fatalf("the intruder set the usage: %+v ready=%v", in.Usage, in.Ready)

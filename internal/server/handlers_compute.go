@@ -296,22 +296,23 @@ func (s *Server) postHeartbeat(r *request) response.Response {
 			alive = append(alive, h)
 		}
 	}
-	s.hosts.Heartbeat(alive)
-	if len(req.Usage) > 0 {
-		// Only what runs on its own hosts: an agent must not set the usage
-		// or readiness others see of instances elsewhere.
-		mine, err := s.agentInstances(r.Context(), r.agent)
-		if err != nil {
-			return response.Error(err)
-		}
-		usage := req.Usage[:0]
-		for _, u := range req.Usage {
-			if _, ok := mine[u.ID]; ok {
-				usage = append(usage, u)
-			}
-		}
-		s.compute.SetUsage(usage)
+	s.hosts.Heartbeat(alive, req)
+	return response.NoContent()
+}
+
+// postAgentUsage keeps what the running instances of an agent's hosts use
+// (in memory, like liveness): at most api.MaxUsageBatch a request, and only
+// of instances on its own hosts - an agent must not set the usage or
+// readiness others see of instances elsewhere.
+func (s *Server) postAgentUsage(r *request) response.Response {
+	var req api.AgentUsage
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
 	}
+	if len(req.Usage) > api.MaxUsageBatch {
+		return response.Error(errs.Invalid("usage", "at most %d instances a request, not %d: send them in batches", api.MaxUsageBatch, len(req.Usage)))
+	}
+	s.compute.SetAgentUsage(r.agent, req.Usage)
 	return response.NoContent()
 }
 

@@ -129,6 +129,7 @@ func matrixCases() []matrixCase {
 		{"POST", "/v1/agents", `{"join_token":"{jtsecret}","name":"a2","driver":"sim","hosts":[{"name":"h2","kinds":["vm"],"capacity":{"vcpus":2,"memory_mib":2048,"disk_gib":10}}]}`, "cA:201 pA:201 pM:201 pR:201 qA:201 anon:201 exp:201 rev:201 ag:201"},
 		{"PUT", "/v1/agents/{agent}/hosts", map[string]any{"hosts": []map[string]any{{"name": "h1", "kinds": []string{"container"}, "capacity": map[string]int{"vcpus": 4, "memory_mib": 4096, "disk_gib": 10}}}}, agentOnly + " ag:200"},
 		{"POST", "/v1/agents/{agent}/heartbeat", map[string]any{}, agentOnly + " ag:204"},
+		{"POST", "/v1/agents/{agent}/usage", map[string]any{"usage": []any{}}, agentOnly + " ag:204"},
 		{"GET", "/v1/agents/{agent}/assignments?wait=0", nil, agentOnly + " ag:200"},
 		{"GET", "/v1/agents/{agent}/networks", nil, agentOnly + " ag:200"},
 		{"POST", "/v1/agents/{agent}/reports", map[string]any{"instances": []any{}}, agentOnly + " ag:200"},

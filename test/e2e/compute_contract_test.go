@@ -58,7 +58,7 @@ func TestComputeContract(t *testing.T) {
 	actx, acancel := context.WithCancel(ctx)
 	defer acancel()
 	cc := agent.ConnConfig{Server: s.url(), JoinToken: jt.Token, Name: "contract", StateDir: t.TempDir(), WrapTransport: v.Transport}
-	cfg := agent.Config{Conn: agent.NewConn(cc), Driver: d, HeartbeatEvery: 500 * time.Millisecond}
+	cfg := agent.Config{Conn: agent.NewConn(cc), Driver: d, HeartbeatEvery: 500 * time.Millisecond, UsageEvery: 500 * time.Millisecond}
 	_, err = agent.New(actx, cfg)
 	check("agent joins", err)
 	cfg.Conn = agent.NewConn(cc)

@@ -95,9 +95,8 @@ func TestContainers(t *testing.T) {
 	if st := runc("state", in.ID); !strings.Contains(st, `"status": "running"`) {
 		t.Fatalf("the container died with the agent: %s", st)
 	}
-	s.start()
+	s.start() // returns once the new agent has reconciled
 	c = client.Socket(s.socket)
-	time.Sleep(2 * time.Second)
 	in, _ = instanceState(t, c, "default", "c1")
 	if in.State != "RUNNING" || runc("state", in.ID) != pidBefore {
 		t.Errorf("after the restart: %s; runc %s (before %s)", in.State, runc("state", in.ID), pidBefore)

@@ -118,6 +118,7 @@ func (s *server) start() {
 		s.cmd = exec.Command(kumoBin, args...)
 	}
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	startedAt := time.Now()
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
@@ -137,14 +138,17 @@ func (s *server) start() {
 	}
 	// A server with a local agent: its host must have joined, or the
 	// test's first create may find no host (the agent joins a moment
-	// after the socket answers; a qemu driver probes KVM first).
+	// after the socket answers; a qemu driver probes KVM first). After a
+	// restart the host record says ONLINE from before the kill: what
+	// counts is that this start's agent has reconciled (its heartbeat
+	// says when).
 	if slices.Contains(s.extraArgs, "--drivers") {
 		deadline := time.Now().Add(3 * time.Minute) // the probe may fetch its kernel first
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			hs, err := c.Hosts(ctx)
 			cancel()
-			if err == nil && len(hs) > 0 && hs[0].State == api.HostOnline {
+			if err == nil && len(hs) > 0 && hs[0].State == api.HostOnline && hs[0].ReconciledAt.After(startedAt) {
 				break
 			}
 			if time.Now().After(deadline) {

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kumocloud/kumo/client"
 )
 
 // netAgent is a 'kumo agent' process in a namespace of the test's.
@@ -170,13 +174,17 @@ func TestNetworksAcrossHosts(t *testing.T) {
 	a1Port := "kp" + strings.ReplaceAll(onH1.PortID, "-", "")[:12]
 	a1Before := ifindex(t, h1, a1Port)
 	s.kill9()
-	time.Sleep(3 * time.Second) // host1's agent tries a network round or two without a server
+	time.Sleep(3 * time.Second) // the scenario: host1's agent runs network rounds without a server
+	restarted := time.Now()
 	s.start()
 	eventually(t, 30*time.Second, "a0 reaches a1 after the server's restart", func() (bool, string) {
 		r := kumo(t, root, "", "instance", "exec", "a0", "--", "timeout", "3", "wget", "-qO-", "http://"+a1.IP+":8080/")
 		return r.code == 0 && strings.Contains(r.out, "a1"), r.out + r.err
 	})
-	time.Sleep(3 * time.Second) // a network round or two with the restarted server
+	eventually(t, 60*time.Second, "host1's network synced with the restarted server", func() (bool, string) {
+		h, err := client.Socket(s.socket).Host(context.Background(), "host1")
+		return err == nil && h.NetworkSyncedAt.After(restarted), fmt.Sprint(h.NetworkSyncedAt, err)
+	})
 	if a1Before == "" || ifindex(t, h1, a1Port) != a1Before || ifindex(t, h1, bPort) != bPortBefore {
 		t.Errorf("a server restart replugged ports on host1 (%s: %s -> %s)", a1Port, a1Before, ifindex(t, h1, a1Port))
 	}

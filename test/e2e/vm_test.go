@@ -172,9 +172,8 @@ func TestVMs(t *testing.T) {
 	if !alive() {
 		t.Fatal("the VM died with the agent")
 	}
-	s.start()
+	s.start() // returns once the new agent has reconciled
 	c = client.Socket(s.socket)
-	time.Sleep(2 * time.Second)
 	in, _ = instanceState(t, c, "default", "vm1")
 	if in.State != "RUNNING" || pid() != pidBefore {
 		t.Fatalf("after the restart: %s, pid %s (before %s)", in.State, pid(), pidBefore)
