@@ -64,13 +64,13 @@ type Config struct {
 
 // Agent is a running agent.
 type Agent struct {
-	cfg      Config
-	srv      *serverAPI
-	log      *slog.Logger
-	hostSet  map[string]bool
-	inst     *instances
-	net      *hostNetwork
-	sessions *sessionJob
+	cfg       Config
+	srv       *serverAPI
+	log       *slog.Logger
+	hostSet   map[string]bool
+	inst      *instances
+	net       *hostNetwork
+	sessions  *sessionJob
 	kickUsage chan struct{}
 	kickBeat  chan struct{}
 }

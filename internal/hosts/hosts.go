@@ -61,8 +61,8 @@ type Service struct {
 	grace   time.Duration
 	started time.Time
 
-	mu       sync.Mutex
-	lastSeen   map[string]time.Time // host -> last heartbeat
+	mu         sync.Mutex
+	lastSeen   map[string]time.Time     // host -> last heartbeat
 	reconciled map[string]api.Heartbeat // host -> its agent's last reconcile and network sync, as it said
 }
 
