@@ -2,6 +2,7 @@ package compute
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
@@ -90,6 +91,26 @@ func (svc *Service) Report(ctx context.Context, agent *hosts.AgentPrincipal, rep
 			}
 		}
 		return applied
+	}
+	// An agent reporting on an instance of an OFFLINE host is alive: the
+	// host goes ONLINE first, so that no instance is ever shown back to
+	// RUNNING on a host still OFFLINE.
+	svc.cache.mu.RLock()
+	var back []string
+	for _, id := range order {
+		if e := svc.cache.instances[svc.cache.byID[id]]; e != nil && e.rec.State == api.StateUnknown && agent.Hosts[e.rec.Host] &&
+			svc.cache.hosts[e.rec.Host].State == api.HostOffline && !slices.Contains(back, e.rec.Host) {
+			back = append(back, e.rec.Host)
+		}
+	}
+	svc.cache.mu.RUnlock()
+	if len(back) > 0 {
+		svc.hosts.Heartbeat(back, api.Heartbeat{})
+		for _, h := range back {
+			if _, err := svc.hosts.SetState(ctx, h, api.HostOnline); err != nil {
+				svc.log.Warn("host back online", "host", h, "err", err)
+			}
+		}
 	}
 	var changes []change
 	svc.cache.mu.RLock()

@@ -353,3 +353,73 @@ func TestNoPlacementOnAHostGoneMeanwhile(t *testing.T) {
 	}
 	gated.setShut(false)
 }
+
+// TestHostAndInstancesChangeTogether: a silent host goes OFFLINE in the
+// same transaction as its instances go UNKNOWN; when its agent reports
+// again, the host is ONLINE before any instance is back to RUNNING.
+func TestHostAndInstancesChangeTogether(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ms := seeded(t, 5)
+	hs := hosts.New(ms, strings.Repeat("a", 64), 50*time.Millisecond)
+	jt, _ := hs.CreateJoinToken(ctx, api.JoinTokensPost{})
+	ag, err := hs.Join(ctx, api.AgentsPost{JoinToken: jt.Token, Name: "a", Driver: "sim", Hosts: []api.HostSpec{{Name: "h", Kinds: []string{"vm"}, Capacity: api.Size{VCPUs: 8, MemoryMiB: 8192, DiskGiB: 100}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	principal, err := hs.Authenticate(ctx, ag.Credential)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := New(ms, hs, "", slog.New(slog.DiscardHandler))
+	go svc.cache.run(ctx, ms, svc.log)
+	svc.Ready(ctx)
+	sync := func() {
+		rev, _ := ms.Revision(ctx)
+		svc.cache.waitRev(ctx, rev)
+		for {
+			svc.cache.mu.RLock()
+			h := svc.cache.hosts["h"]
+			svc.cache.mu.RUnlock()
+			if kv, _ := ms.Get(ctx, hosts.Prefix+"h"); h.Revision == kv.Revision {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for _, n := range []string{"a", "b"} {
+		if _, err := svc.Create(ctx, "p", api.InstancesPost{Name: n, Type: "vm", Flavor: "small", Image: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hs.Heartbeat([]string{"h"}, api.Heartbeat{})
+	sync()
+	if n, _, _ := svc.scheduleOnce(ctx); n != 2 {
+		t.Fatalf("placed %d", n)
+	}
+	sync()
+	// Silence: the grace is 50 ms.
+	time.Sleep(100 * time.Millisecond)
+	svc.checkNodes(ctx)
+	hkv, _ := ms.Get(ctx, hosts.Prefix+"h")
+	for _, n := range []string{"a", "b"} {
+		kv, _ := ms.Get(ctx, instanceKey("p", n))
+		var r record
+		store.Decode(kv, &r)
+		if r.State != api.StateUnknown || kv.Revision != hkv.Revision {
+			t.Fatalf("%s is %s at revision %d, the host went OFFLINE at %d: not one decision", n, r.State, kv.Revision, hkv.Revision)
+		}
+	}
+	sync()
+	// The agent is back and reports a: the host is ONLINE first.
+	in, _, _ := svc.Get(ctx, "p", "a")
+	res := svc.Report(ctx, principal, []api.InstanceReport{{ID: in.ID, Host: "h", From: api.StateUnknown, To: api.StateRunning}})
+	if res.Applied != 1 {
+		t.Fatalf("report: %+v", res)
+	}
+	h, _ := hs.Get(ctx, "h")
+	akv, _ := ms.Get(ctx, instanceKey("p", "a"))
+	if h.State != api.HostOnline || h.Revision > akv.Revision {
+		t.Fatalf("host %s at %d, a RUNNING at %d: an instance was back on a host still OFFLINE", h.State, h.Revision, akv.Revision)
+	}
+}

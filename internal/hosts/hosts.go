@@ -176,7 +176,9 @@ func (svc *Service) Heartbeat(hosts []string, hb api.Heartbeat) {
 	svc.mu.Lock()
 	for _, h := range hosts {
 		svc.lastSeen[h] = t
-		svc.reconciled[h] = api.Heartbeat{ReconciledAt: hb.ReconciledAt, NetworkSyncedAt: hb.NetworkSyncedAt}
+		if !hb.ReconciledAt.IsZero() || !hb.NetworkSyncedAt.IsZero() {
+			svc.reconciled[h] = api.Heartbeat{ReconciledAt: hb.ReconciledAt, NetworkSyncedAt: hb.NetworkSyncedAt}
+		}
 	}
 	svc.mu.Unlock()
 }
@@ -263,6 +265,18 @@ func (svc *Service) Patch(ctx context.Context, name string, p api.HostPatch) (ap
 // SetState writes a host's ONLINE/OFFLINE state.
 func (svc *Service) SetState(ctx context.Context, name, state string) (api.Host, error) {
 	return svc.update(ctx, name, func(h *hostRecord) { h.State = state })
+}
+
+// StateChange is the write that moves a host, as it was read (at
+// h.Revision), to state: the condition and the operations, for a
+// transaction that changes the host's instances in the same decision (the
+// node controller: a host goes OFFLINE together with its instances going
+// UNKNOWN).
+func StateChange(ctx context.Context, h api.Host, state string) (store.Cond, []store.Op) {
+	cond := store.At(hostsPrefix+h.Name, h.Revision)
+	h.State, h.UpdatedAt, h.Revision = state, now(), 0
+	h.LastSeen, h.ReconciledAt, h.NetworkSyncedAt = time.Time{}, time.Time{}, time.Time{} // memory, not the record
+	return cond, []store.Op{store.PutJSON(hostsPrefix+h.Name, hostRecord{h}), events.Op(ctx, "host", events.Updated, "", "/v1/hosts/"+h.Name, h)}
 }
 
 func (svc *Service) update(ctx context.Context, name string, fn func(*hostRecord)) (api.Host, error) {
