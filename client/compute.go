@@ -18,8 +18,7 @@ import (
 func (c *Client) Instances(ctx context.Context, project string, all bool, o ListOptions) ([]api.Instance, error) {
 	path := p("v1", "projects", project, "instances")
 	if all {
-		var out api.List[api.Instance]
-		return out.Items, c.do(ctx, http.MethodGet, path, url.Values{"all": {"true"}}, nil, &out)
+		o.extra = url.Values{"all": {"true"}}
 	}
 	return listAll[api.Instance](ctx, c, path, o)
 }
@@ -79,8 +78,7 @@ func (c *Client) DeleteServerGroup(ctx context.Context, project, name string) er
 
 // Hosts lists hosts (cloud admin).
 func (c *Client) Hosts(ctx context.Context) ([]api.Host, error) {
-	var out api.List[api.Host]
-	return out.Items, c.do(ctx, http.MethodGet, "/v1/hosts", nil, nil, &out)
+	return listAll[api.Host](ctx, c, "/v1/hosts", ListOptions{})
 }
 
 // Host shows a host.

@@ -14,15 +14,20 @@ import (
 	"github.com/kumocloud/kumo/api"
 )
 
-// ListOptions pages and filters a list.
+// ListOptions pages and filters a list. Limit 0 gets every page (the
+// server answers a page at a time: 500 items unless asked).
 type ListOptions struct {
 	Limit  int
 	After  string
 	Labels map[string]string
+	extra  url.Values // the list's own parameters
 }
 
 func (o ListOptions) query() url.Values {
 	q := url.Values{}
+	for k, v := range o.extra {
+		q[k] = v
+	}
 	if o.Limit > 0 {
 		q.Set("limit", strconv.Itoa(o.Limit))
 	}

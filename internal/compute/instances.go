@@ -380,26 +380,44 @@ func (svc *Service) Get(ctx context.Context, project, name string) (api.Instance
 	return svc.withUsage(r.api(rev)), r.History, nil
 }
 
-// List lists a project's live instances (and DONE ones with all).
+// archivedCursor starts the cursor of a list that has reached the
+// archived (DONE) instances.
+const archivedCursor = "archived:"
+
+// List lists a project's live instances (and DONE ones with all: after
+// the live ones, paged alike), at most limit (0: all) after the cursor.
 func (svc *Service) List(ctx context.Context, project string, sel map[string]string, all bool, after string, limit int) ([]api.Instance, string, error) {
-	items, next, err := store.Paginate(ctx, svc.s, instancesPrefix+project+"/", after, limit, func(kv store.KV) (api.Instance, bool, error) {
-		var r record
-		if err := store.Decode(kv, &r); err != nil {
-			return api.Instance{}, false, err
-		}
-		return svc.withUsage(r.api(kv.Revision)), r.HasLabels(sel), nil
-	})
-	if err != nil || !all || next != "" {
-		return items, next, err
-	}
-	done, err := store.ListAll(ctx, svc.s, archivePrefix+project+"/")
-	for _, kv := range done {
-		var r record
-		if store.Decode(kv, &r) == nil && r.HasLabels(sel) {
-			items = append(items, r.api(kv.Revision))
+	decode := func(live bool) func(kv store.KV) (api.Instance, bool, error) {
+		return func(kv store.KV) (api.Instance, bool, error) {
+			var r record
+			if err := store.Decode(kv, &r); err != nil {
+				return api.Instance{}, false, err
+			}
+			if live {
+				return svc.withUsage(r.api(kv.Revision)), r.HasLabels(sel), nil
+			}
+			return r.api(kv.Revision), r.HasLabels(sel), nil
 		}
 	}
-	return items, "", err
+	var items []api.Instance
+	if !strings.HasPrefix(after, archivedCursor) {
+		live, next, err := store.Paginate(ctx, svc.s, instancesPrefix+project+"/", after, limit, decode(true))
+		if err != nil || !all || next != "" {
+			return live, next, err
+		}
+		if limit > 0 && len(live) == limit {
+			return live, archivedCursor, nil
+		}
+		items, after = live, archivedCursor
+		if limit > 0 {
+			limit -= len(live)
+		}
+	}
+	done, next, err := store.Paginate(ctx, svc.s, archivePrefix+project+"/", strings.TrimPrefix(after, archivedCursor), limit, decode(false))
+	if next != "" {
+		next = archivedCursor + next
+	}
+	return append(items, done...), next, err
 }
 
 // SetAgentUsage keeps the latest usage an agent reported for instances on

@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -206,24 +205,19 @@ func (svc *Service) Alive(host string) (bool, time.Time) {
 	return time.Since(since) < svc.grace, seen
 }
 
-// List returns every host record.
-func (svc *Service) List(ctx context.Context) ([]api.Host, error) {
-	kvs, err := store.ListAll(ctx, svc.s, hostsPrefix)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]api.Host, 0, len(kvs))
-	for _, kv := range kvs {
+// List returns host records by name, at most limit (0: all) after the
+// name after, and the name to pass as after for the next page ("" at the
+// end).
+func (svc *Service) List(ctx context.Context, after string, limit int) ([]api.Host, string, error) {
+	return store.Paginate(ctx, svc.s, hostsPrefix, after, limit, func(kv store.KV) (api.Host, bool, error) {
 		var h hostRecord
 		if err := store.Decode(kv, &h); err != nil {
-			return nil, err
+			return api.Host{}, false, err
 		}
 		h.Revision = kv.Revision
 		svc.liveness(&h.Host)
-		out = append(out, h.Host)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+		return h.Host, true, nil
+	})
 }
 
 // Get returns one host.

@@ -290,3 +290,53 @@ func TestPermissionsFailClosed(t *testing.T) {
 		}
 	}
 }
+
+// TestListsArePaged: a list asked without a limit answers a page, and the
+// pages (DONE instances after the live ones) give every item once.
+func TestListsArePaged(t *testing.T) {
+	ts := validated(t)
+	admin := ts.user("boss", true)
+	ctx := context.Background()
+	if _, err := ts.s.ids.SetQuota(ctx, "default", map[string]int64{"instances": -1, "vcpus": -1, "memory_mib": -1, "disk_gib": -1}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 1200; i++ {
+		if _, err := ts.s.compute.Create(ctx, "default", api.InstancesPost{Name: fmt.Sprintf("i%04d", i), Type: "vm", Flavor: "tiny", Image: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 30; i++ {
+		if _, err := ts.s.compute.Action(ctx, "default", fmt.Sprintf("i%04d", i), "terminate"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var page api.List[api.Instance]
+	ts.do("GET", "/v1/projects/default/instances", admin, nil).decode(t, &page)
+	if len(page.Items) != 500 || page.Next == "" {
+		t.Fatalf("a list without a limit: %d items, next %q", len(page.Items), page.Next)
+	}
+	seen := map[string]bool{}
+	after, pages := "", 0
+	for {
+		path := "/v1/projects/default/instances?all=true&limit=1000"
+		if after != "" {
+			path += "&after=" + after
+		}
+		var p api.List[api.Instance]
+		ts.do("GET", path, admin, nil).decode(t, &p)
+		pages++
+		for _, in := range p.Items {
+			if seen[in.Name] {
+				t.Fatalf("%s twice", in.Name)
+			}
+			seen[in.Name] = true
+		}
+		if p.Next == "" || pages > 5 {
+			break
+		}
+		after = p.Next
+	}
+	if len(seen) != 1200 {
+		t.Fatalf("the pages gave %d instances, want 1200 (1170 live, 30 DONE)", len(seen))
+	}
+}

@@ -97,14 +97,22 @@ type listParams struct {
 	labels map[string]string
 }
 
+// Pages of lists: without ?limit a list answers defaultPage items (and
+// next, to ask for the rest), at most maxPage: one GET never carries a
+// whole cloud.
+const (
+	defaultPage = 500
+	maxPage     = 1000
+)
+
 // parseList reads ?limit=N&after=NAME&label=k=v (label repeatable).
 func parseList(r *http.Request) (listParams, error) {
 	q := r.URL.Query()
-	lp := listParams{after: q.Get("after")}
+	lp := listParams{after: q.Get("after"), limit: defaultPage}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			return lp, errs.Invalid("limit", "limit must be an integer from 1 to 1000, got %q", v)
+		if err != nil || n < 1 || n > maxPage {
+			return lp, errs.Invalid("limit", "limit must be an integer from 1 to %d, got %q", maxPage, v)
 		}
 		lp.limit = n
 	}

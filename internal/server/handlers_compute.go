@@ -144,11 +144,15 @@ func (s *Server) withUsage(hs []api.Host) []api.Host {
 }
 
 func (s *Server) getHosts(r *request) response.Response {
-	hs, err := s.hosts.List(r.Context())
+	lp, err := parseList(r.Request)
 	if err != nil {
 		return response.Error(err)
 	}
-	return list(s.withUsage(hs), "")
+	hs, next, err := s.hosts.List(r.Context(), lp.after, lp.limit)
+	if err != nil {
+		return response.Error(err)
+	}
+	return list(s.withUsage(hs), next)
 }
 
 // deleteHost removes a host from the cloud; its agent can no longer act
