@@ -39,6 +39,11 @@ type BenchResult struct {
 	Hosts          int     `json:"hosts"`
 	Project        string  `json:"project"`
 	CreateFailures int     `json:"create_failures"`
+	// Retries are creates sent again (same Idempotency-Key) after the
+	// server did not answer; Lost are creates it acknowledged that do
+	// not exist (there should be none).
+	Retries int `json:"retries"`
+	Lost    int `json:"lost"`
 }
 
 func (a *app) benchCmd() *cobra.Command {
@@ -79,6 +84,9 @@ Without --project it makes a project with unlimited quota (cloud admin).`,
 				err = waitReady(ctx, c, project, &res, timeout)
 			}
 			if err != nil {
+				if res.Running+res.Failed+res.Lost > 0 {
+					return fmt.Errorf("%w (what exists: %d running, %d failed, %d lost; %d creates retried)", err, res.Running, res.Failed, res.Lost, res.Retries)
+				}
 				return err
 			}
 			if cleanup {
@@ -88,6 +96,9 @@ Without --project it makes a project with unlimited quota (cloud admin).`,
 				return a.printObject(res)
 			}
 			fmt.Fprintf(a.stdout, "%d instances (%d running, %d failed) on %d hosts, concurrency %d, project %s\n", res.Instances, res.Running, res.Failed, res.Hosts, res.Concurrency, res.Project)
+			if res.Retries > 0 || res.Lost > 0 {
+				fmt.Fprintf(a.stdout, "retries       %d creates sent again after the server did not answer; %d acknowledged and lost\n", res.Retries, res.Lost)
+			}
 			fmt.Fprintf(a.stdout, "throughput    %.0f instances/s reaching RUNNING (%.2f s in all)\n", res.PerSecond, res.Seconds)
 			fmt.Fprintf(a.stdout, "create->RUNNING p50 %.0f ms, p95 %.0f ms, p99 %.0f ms\n", res.P50ms, res.P95ms, res.P99ms)
 			if ready {
@@ -168,44 +179,17 @@ func runBench(ctx context.Context, c *client.Client, project string, n, conc int
 	if hs, err := c.Hosts(ctx); err == nil {
 		res.Hosts = len(hs)
 	}
-	b := make([]byte, 3)
-	rand.Read(b)
-	prefix := "b" + hex.EncodeToString(b) + "-"
-	var mu sync.Mutex
-	var readyLat []float64 // closed loop with ready: create-to-ready
-	created := map[string]time.Time{}
-	running := map[string]time.Time{}
-	failed := map[string]bool{}
-	allDone := make(chan struct{})
-	var closeOnce sync.Once
-	check := func() {
-		if len(running)+len(failed) >= n {
-			closeOnce.Do(func() { close(allDone) })
-		}
-	}
+	rb := make([]byte, 3)
+	rand.Read(rb)
+	b := &bench{c: c, project: project, prefix: "b" + hex.EncodeToString(rb) + "-", n: n,
+		created: map[string]time.Time{}, running: map[string]time.Time{}, failed: map[string]bool{}, acked: map[string]bool{}, lastEvent: info.EventsAfter, changed: make(chan struct{}, 1)}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	go c.Events(wctx, client.EventQuery{Project: project, Types: []string{"instance"}, Since: info.EventsAfter}, func(ev api.Event) error {
-		name := ev.Resource[strings.LastIndex(ev.Resource, "/")+1:]
-		if !strings.HasPrefix(name, prefix) {
-			return nil
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		switch ev.Action {
-		case "running":
-			if _, ok := running[name]; !ok {
-				running[name] = ev.Time
-			}
-		case "failed":
-			failed[name] = true
-		}
-		check()
-		return nil
-	})
+	go b.follow(wctx)
 	start := time.Now()
 	var next atomic.Int64
-	var createFail atomic.Int64
+	var readyMu sync.Mutex
+	var readyLat []float64 // closed loop with ready: create-to-ready
 	var wg sync.WaitGroup
 	for w := 0; w < conc; w++ {
 		wg.Add(1)
@@ -216,26 +200,10 @@ func runBench(ctx context.Context, c *client.Client, project string, n, conc int
 				if i >= n || wctx.Err() != nil {
 					return
 				}
-				name := prefix + strconv.Itoa(i)
+				name := b.prefix + strconv.Itoa(i)
 				t := time.Now()
-				_, err := c.CreateInstance(wctx, project, api.InstancesPost{Name: name, Type: typ, Flavor: flv, Image: image})
-				mu.Lock()
-				if err != nil {
-					createFail.Add(1)
-					failed[name] = true
-					check()
-				} else {
-					created[name] = t
-				}
-				mu.Unlock()
-				for closed && err == nil && wctx.Err() == nil {
-					mu.Lock()
-					_, ok := running[name]
-					ok = ok || failed[name]
-					mu.Unlock()
-					if ok {
-						break
-					}
+				err := b.create(wctx, name, api.InstancesPost{Name: name, Type: typ, Flavor: flv, Image: image})
+				for closed && err == nil && wctx.Err() == nil && !b.settled(name) {
 					time.Sleep(2 * time.Millisecond)
 				}
 				// With --ready, a closed loop also waits for the guest: the
@@ -243,9 +211,9 @@ func runBench(ctx context.Context, c *client.Client, project string, n, conc int
 				for closed && ready && err == nil && wctx.Err() == nil {
 					in, gerr := c.Instance(wctx, project, name)
 					if gerr == nil && in.Ready {
-						mu.Lock()
+						readyMu.Lock()
 						readyLat = append(readyLat, float64(time.Since(t).Microseconds())/1000)
-						mu.Unlock()
+						readyMu.Unlock()
 					}
 					if gerr != nil || in.Ready || in.State != api.StateRunning {
 						break
@@ -256,17 +224,28 @@ func runBench(ctx context.Context, c *client.Client, project string, n, conc int
 		}()
 	}
 	wg.Wait()
-	select {
-	case <-allDone:
-	case <-wctx.Done():
+	// Wait until every acknowledged create has settled; the list is
+	// asked now and then too, so events lost with a server that died do
+	// not leave the count short.
+	for wctx.Err() == nil && !b.allSettled() {
+		select {
+		case <-b.changed:
+		case <-time.After(2 * time.Second):
+			b.fromList(wctx)
+		case <-wctx.Done():
+		}
 	}
 	end := time.Now()
-	mu.Lock()
-	defer mu.Unlock()
+	// The truth is what exists: the counts come from the list.
+	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer lcancel()
+	listErr := b.fromList(lctx)
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	var lat []float64
 	last := start
-	for name, t := range running {
-		if c0, ok := created[name]; ok {
+	for name, t := range b.running {
+		if c0, ok := b.created[name]; ok && !t.IsZero() {
 			lat = append(lat, float64(t.Sub(c0).Microseconds())/1000)
 			if t.After(last) {
 				last = t
@@ -275,9 +254,9 @@ func runBench(ctx context.Context, c *client.Client, project string, n, conc int
 	}
 	sort.Float64s(lat)
 	pct := func(p float64) float64 { return percentile(lat, p) }
-	res.Running, res.Failed, res.CreateFailures = len(running), len(failed), int(createFail.Load())
+	res.Running, res.Failed, res.CreateFailures, res.Retries, res.Lost = len(b.running), len(b.failed), b.createFailures, b.retries, b.lost
 	res.Seconds = last.Sub(start).Seconds()
-	if len(running) < n {
+	if len(b.running) < n {
 		res.Seconds = end.Sub(start).Seconds()
 	}
 	if res.Seconds > 0 {
@@ -288,10 +267,10 @@ func runBench(ctx context.Context, c *client.Client, project string, n, conc int
 		sort.Float64s(readyLat)
 		res.Ready, res.ReadyP50ms, res.ReadyP95ms = len(readyLat), percentile(readyLat, 0.5), percentile(readyLat, 0.95)
 	}
-	if after, err := c.ServerInfo(ctx); err == nil {
+	if after, err := c.ServerInfo(lctx); err == nil {
 		res.WritesPerInst = float64(after.StoreRevision-info.StoreRevision) / float64(n)
 	}
-	if m, err := c.Metrics(ctx); err == nil {
+	if m, err := c.Metrics(lctx); err == nil {
 		for _, line := range strings.Split(m, "\n") {
 			if v, ok := strings.CutPrefix(line, "process_resident_memory_bytes "); ok {
 				f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
@@ -299,7 +278,12 @@ func runBench(ctx context.Context, c *client.Client, project string, n, conc int
 			}
 		}
 	}
-	if res.Running < n {
+	switch {
+	case listErr != nil:
+		return res, fmt.Errorf("listing what exists: %w", listErr)
+	case b.lost > 0:
+		return res, fmt.Errorf("%d acknowledged creates do not exist", b.lost)
+	case res.Running < n:
 		return res, fmt.Errorf("only %d of %d instances reached RUNNING within %s (%d failed)", res.Running, n, timeout, res.Failed)
 	}
 	return res, nil
