@@ -17,6 +17,9 @@ const (
 	CodeTooMany       = "too_many_requests"
 	CodeUnavailable   = "unavailable" // 503
 	CodeInternal      = "internal"    // 500
+	// CodeInsufficientStorage (507): the server's disk is full; writes
+	// resume when space is freed, reads go on.
+	CodeInsufficientStorage = "insufficient_storage"
 )
 
 // ErrorResponse is the one error envelope every failing request returns.

@@ -23,6 +23,7 @@ func serverCommand(root *cobra.Command) {
 		drivers, policy, currency, metricsTokenFile        string
 		drvFlags                                           driverFlags
 		egressNAT                                          bool
+		minFreeMiB                                         int64
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -54,7 +55,7 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 			cfg := server.Config{
 				DataDir: dataDir, Listen: listen, Socket: socket, EtcdPrefix: etcdPrefix,
 				Identity: opts, EventRetention: eventRetention, Version: version, Logger: log,
-				UnsafeNoFsync: os.Getenv("KUMO_UNSAFE_NO_FSYNC") == "1",
+				UnsafeNoFsync: os.Getenv("KUMO_UNSAFE_NO_FSYNC") == "1", MinFreeSpace: minFreeMiB << 20,
 				HostGrace:     hostGrace, SchedulerPolicy: policy, Currency: currency,
 				EgressNAT: egressNAT, MetricsTokenFile: metricsTokenFile,
 			}
@@ -94,6 +95,7 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 	f.StringVar(&currency, "currency", "EUR", "currency of all prices and budgets")
 	f.StringVar(&policy, "scheduler-policy", "packing", "packing, striping or load-aware")
 	f.DurationVar(&hostGrace, "host-grace", 15*time.Second, "a host silent this long goes OFFLINE and its instances UNKNOWN")
+	f.Int64Var(&minFreeMiB, "min-free-space-mib", 256, "MiB kept free on the data dir's disk: below it writes answer 507 and reads go on, until space is freed")
 	f.StringVar(&metricsTokenFile, "metrics-token-file", "", "a file (mode 0600) holding a bearer token that lets Prometheus scrapers see per-project series on /metrics (without it: cloud admins only)")
 	drvFlags.register(f)
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

@@ -64,6 +64,11 @@ type Config struct {
 	Logger *slog.Logger
 	// UnsafeNoFsync makes the embedded etcd skip fsync: tests only.
 	UnsafeNoFsync bool
+	// MinFreeSpace is the free space kept in reserve on the data dir's
+	// filesystem (default 256 MiB): below it, writes answer 507 and the
+	// server stays up for reads (an embedded etcd that runs out of space
+	// mid-write stops the process).
+	MinFreeSpace int64
 	// HostGrace is how long a host may miss heartbeats before it is
 	// OFFLINE (default 15 s).
 	HostGrace time.Duration
@@ -173,7 +178,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		dirLock.release()
 		return nil, err
 	}
-	s, err := NewWithStore(ctx, cfg, es)
+	var st store.Store = es
+	if len(cfg.EtcdEndpoints) == 0 {
+		if cfg.MinFreeSpace <= 0 {
+			cfg.MinFreeSpace = 256 << 20
+		}
+		st = store.GuardSpace(es, cfg.DataDir, cfg.MinFreeSpace, cfg.Logger)
+	}
+	s, err := NewWithStore(ctx, cfg, st)
 	if err != nil {
 		unlock()
 		es.Close()

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"github.com/kumocloud/kumo/internal/reqctx"
 	"net/http"
+	"syscall"
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
@@ -67,6 +68,8 @@ func Status(err error) (int, string) {
 		return http.StatusNotFound, api.CodeNotFound
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, api.CodeUnavailable
+	case errors.Is(err, store.ErrNoSpace), errors.Is(err, syscall.ENOSPC):
+		return http.StatusInsufficientStorage, api.CodeInsufficientStorage
 	}
 	switch errs.KindOf(err) {
 	case errs.KindInvalid:

@@ -57,7 +57,9 @@ func OpenEmbedded(ctx context.Context, opts EmbedOptions) (*Store, error) {
 	cfg.AdvertisePeerUrls = []url.URL{*loop}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.LogLevel = "error"
-	cfg.LogOutputs = []string{filepath.Join(opts.Dir, "etcd.log")}
+	// Its errors reach the server's log too: a fatal one (a disk that
+	// filled up) must not exit with its reason only in a file.
+	cfg.LogOutputs = []string{filepath.Join(opts.Dir, "etcd.log"), "stderr"}
 	cfg.UnsafeNoFsync = opts.NoFsync
 	// Keep an hour of history for watches (event streams resume from it),
 	// compacting older revisions so the database does not grow forever.
