@@ -56,7 +56,7 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 				DataDir: dataDir, Listen: listen, Socket: socket, EtcdPrefix: etcdPrefix,
 				Identity: opts, EventRetention: eventRetention, Version: version, Logger: log,
 				UnsafeNoFsync: os.Getenv("KUMO_UNSAFE_NO_FSYNC") == "1", MinFreeSpace: minFreeMiB << 20,
-				HostGrace:     hostGrace, SchedulerPolicy: policy, Currency: currency,
+				HostGrace: hostGrace, SchedulerPolicy: policy, Currency: currency,
 				EgressNAT: egressNAT, MetricsTokenFile: metricsTokenFile,
 			}
 			if drivers != "" && drivers != "none" {
