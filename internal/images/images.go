@@ -2,7 +2,8 @@
 // project objects whose bytes are uploaded as a stream, hashed while they
 // are written to a temporary file, checked (a container rootfs must be a
 // tarball that cannot write outside its root; a VM disk must be the
-// qcow2 or raw it claims, with no backing file, as qemu-img sees it; a
+// qcow2 or raw it claims and name no other file - backing file, data file
+// - as vmimage.InspectDisk reads it; a
 // vm-kernel tarball holds only a kernel, initrd, cmdline and disk), and renamed into a
 // content-addressed store only when complete; a failed upload leaves
 // nothing on disk. Identical uploads share one file. Keys:
@@ -329,7 +330,7 @@ func (svc *Service) receive(ctx context.Context, body io.Reader, limit int64, r 
 			err = errs.Invalid("body", "not a usable %s disk: %v", r.Format, err)
 		}
 	case api.KindVMKernel:
-		if err = vmimage.CheckKernelImage(ctx, f, filepath.Dir(tmp)); err != nil {
+		if _, err = vmimage.CheckKernelImage(ctx, f, filepath.Dir(tmp), -1); err != nil {
 			err = errs.Invalid("body", "not a usable vm-kernel image: %v", err)
 		}
 	}

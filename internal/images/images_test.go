@@ -225,16 +225,14 @@ func TestDeleteInUse(t *testing.T) {
 	}
 }
 
-// qcow2 makes a qcow2 disk with qemu-img (with a backing file when given).
-func qcow2(t *testing.T, backing string) []byte {
+// qcow2 makes a qcow2 disk with qemu-img create and these options (a
+// backing file, a data file...).
+func qcow2(t *testing.T, opts ...string) []byte {
 	if _, err := exec.LookPath("qemu-img"); err != nil {
 		t.Skip("qemu-img is not installed (make test installs qemu-utils)")
 	}
 	p := filepath.Join(t.TempDir(), "d.qcow2")
-	args := []string{"create", "-q", "-f", "qcow2"}
-	if backing != "" {
-		args = append(args, "-F", "raw", "-b", backing)
-	}
+	args := append([]string{"create", "-q", "-f", "qcow2"}, opts...)
 	if out, err := exec.Command("qemu-img", append(args, p, "64M")...).CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img: %v %s", err, out)
 	}
@@ -247,7 +245,14 @@ func qcow2(t *testing.T, backing string) []byte {
 // leave nothing on disk.
 func TestVMImageChecks(t *testing.T) {
 	ctx := context.Background()
-	disk := qcow2(t, "")
+	disk := qcow2(t)
+	// Disks that name host files: QEMU would read them as the guest's disk.
+	dataFile := qcow2(t, "-o", "data_file="+filepath.Join(t.TempDir(), "host-file")+",data_file_raw=on")
+	backing := qcow2(t, "-u", "-F", "raw", "-b", "/etc/shadow")
+	jsonBacking := qcow2(t, "-u", "-F", "raw", "-b", `json:{"driver":"raw","file":{"driver":"file","filename":"/etc/shadow"}}`)
+	withDisk := func(d []byte) []byte {
+		return tarball(t, true, entry{name: "vmlinuz", typ: tar.TypeReg, body: "k"}, entry{name: "disk.qcow2", typ: tar.TypeReg, body: string(d)})
+	}
 	kernel := func(entries ...entry) []byte { return tarball(t, true, entries...) }
 	tests := []struct {
 		name, kind, format string
@@ -258,7 +263,13 @@ func TestVMImageChecks(t *testing.T) {
 		{"raw disk", api.KindVMDisk, "raw", bytes.Repeat([]byte{0}, 1<<20), ""},
 		{"qcow2 claimed raw", api.KindVMDisk, "raw", disk, "is qcow2, not raw"},
 		{"raw claimed qcow2", api.KindVMDisk, "qcow2", bytes.Repeat([]byte{0}, 1<<20), "is raw, not qcow2"},
-		{"backing file", api.KindVMDisk, "qcow2", qcow2(t, "/etc/shadow"), "backing file (/etc/shadow)"},
+		{"backing file", api.KindVMDisk, "qcow2", backing, `backing file "/etc/shadow"`},
+		{"json: backing file", api.KindVMDisk, "qcow2", jsonBacking, `backing file "json:{`},
+		{"external data file", api.KindVMDisk, "qcow2", dataFile, "external data file"},
+		{"qcow2 bytes claimed raw", api.KindVMDisk, "raw", dataFile, "is qcow2, not raw"},
+		{"kernel whose disk has a data file", api.KindVMKernel, "tar.gz", withDisk(dataFile), "disk.qcow2: the disk has an external data file"},
+		{"kernel whose disk has a backing file", api.KindVMKernel, "tar.gz", withDisk(backing), "disk.qcow2: the disk has a backing file"},
+		{"kernel whose disk has a json: backing", api.KindVMKernel, "tar.gz", withDisk(jsonBacking), "disk.qcow2: the disk has a backing file"},
 		{"kernel image", api.KindVMKernel, "tar.gz", kernel(entry{name: "vmlinuz", typ: tar.TypeReg, body: "k"}, entry{name: "initrd", typ: tar.TypeReg, body: "i"}), ""},
 		{"kernel with its disk", api.KindVMKernel, "tar.gz", kernel(entry{name: "vmlinuz", typ: tar.TypeReg, body: "k"}, entry{name: "disk.qcow2", typ: tar.TypeReg, body: string(disk)}), ""},
 		{"no kernel", api.KindVMKernel, "tar.gz", kernel(entry{name: "initrd", typ: tar.TypeReg, body: "i"}), "needs a vmlinuz"},
