@@ -85,7 +85,7 @@ func TestCheckRootfs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, gz := range []bool{true, false} {
 				b := tarball(t, gz, append(append([]entry{}, good...), tc.add)...)
-				err := CheckRootfs(bytes.NewReader(b), gz)
+				_, err := CheckRootfs(bytes.NewReader(b), gz, -1)
 				if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 					t.Fatalf("gzip=%v: %v, want %q", gz, err, tc.want)
 				}
@@ -93,10 +93,10 @@ func TestCheckRootfs(t *testing.T) {
 		})
 	}
 	b := tarball(t, true, good...)
-	if err := CheckRootfs(bytes.NewReader(b[:len(b)/2]), true); err == nil {
+	if _, err := CheckRootfs(bytes.NewReader(b[:len(b)/2]), true, -1); err == nil {
 		t.Fatal("a truncated tarball was accepted")
 	}
-	if err := CheckRootfs(strings.NewReader("not a tarball at all"), true); err == nil {
+	if _, err := CheckRootfs(strings.NewReader("not a tarball at all"), true, -1); err == nil {
 		t.Fatal("garbage was accepted")
 	}
 }
@@ -300,5 +300,69 @@ func TestVMImageChecks(t *testing.T) {
 				t.Fatalf("%d files left on disk", n)
 			}
 		})
+	}
+}
+
+// TestUnpackedSizes: an image counts in the quota by what it unpacks to
+// (a small archive of zeros that expands past what is left is refused
+// with the quota error, before it is active, leaving nothing), the cloud's
+// largest image bounds it too, and the image shows its unpacked and
+// virtual sizes.
+func TestUnpackedSizes(t *testing.T) {
+	ctx := context.Background()
+	bomb := tarball(t, true, entry{name: "zeros", typ: tar.TypeReg, body: string(make([]byte, 64<<20))})
+	if len(bomb) > 1<<20 {
+		t.Fatalf("the bomb is %d bytes compressed", len(bomb))
+	}
+	for _, tc := range []struct {
+		name     string
+		limitMiB int64
+		maxSize  int64
+		want     string
+		kind     error
+	}{
+		{"over the quota", 10, DefaultMaxSize, "quota exceeded for image_mib: the image unpacked is larger than the 10 MiB", errs.ErrQuotaExceeded},
+		{"over the cloud's cap", -1, 32 << 20, "the image unpacked is larger than 32 MiB, the largest image this cloud takes", errs.ErrInvalid},
+		{"upload over the cap", -1, 16 << 10, "the upload is larger than 16384 bytes", errs.ErrInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc, st, dir := newSvc(t, tc.limitMiB)
+			svc.MaxSize = tc.maxSize
+			svc.Create(ctx, "p", api.ImagesPost{Name: "bomb", Kind: api.KindContainerRootfs})
+			_, err := svc.Upload(ctx, "p", "bomb", bytes.NewReader(bomb))
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, tc.kind) {
+				t.Fatalf("%v, want %q", err, tc.want)
+			}
+			img, _ := svc.Get(ctx, "p", "bomb")
+			q, _, _ := quota.Get(ctx, st, "p")
+			if img.Status != api.ImageError || q.Usage.ImageMiB != 0 || files(t, dir) != 0 {
+				t.Fatalf("image %s, usage %d MiB, %d files", img.Status, q.Usage.ImageMiB, files(t, dir))
+			}
+		})
+	}
+	// Within the limits: charged 64 MiB, not the compressed size.
+	svc, st, _ := newSvc(t, 100)
+	svc.Create(ctx, "p", api.ImagesPost{Name: "bomb", Kind: api.KindContainerRootfs})
+	img, err := svc.Upload(ctx, "p", "bomb", bytes.NewReader(bomb))
+	q, _, _ := quota.Get(ctx, st, "p")
+	if err != nil || img.UnpackedSize != 64<<20 || img.Size != int64(len(bomb)) || q.Usage.ImageMiB != 64 {
+		t.Fatalf("%+v %v; usage %d MiB", img, err, q.Usage.ImageMiB)
+	}
+	if err := svc.Delete(ctx, "p", "bomb", false); err != nil {
+		t.Fatal(err)
+	}
+	if q, _, _ := quota.Get(ctx, st, "p"); q.Usage.ImageMiB != 0 {
+		t.Fatalf("usage after the delete: %d MiB", q.Usage.ImageMiB)
+	}
+	// Disks: the file, and its virtual size.
+	disk := qcow2(t)
+	svc.Create(ctx, "p", api.ImagesPost{Name: "disk", Kind: api.KindVMDisk, Format: "qcow2"})
+	if img, err := svc.Upload(ctx, "p", "disk", bytes.NewReader(disk)); err != nil || img.UnpackedSize != int64(len(disk)) || img.VirtualSize != 64<<20 {
+		t.Fatalf("a qcow2 disk: %+v %v", img, err)
+	}
+	kernel := tarball(t, true, entry{name: "vmlinuz", typ: tar.TypeReg, body: "kernel"}, entry{name: "disk.qcow2", typ: tar.TypeReg, body: string(disk)})
+	svc.Create(ctx, "p", api.ImagesPost{Name: "kernel", Kind: api.KindVMKernel})
+	if img, err := svc.Upload(ctx, "p", "kernel", bytes.NewReader(kernel)); err != nil || img.UnpackedSize != int64(len(disk))+6 || img.VirtualSize != 64<<20 {
+		t.Fatalf("a vm-kernel image: %+v %v", img, err)
 	}
 }

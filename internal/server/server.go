@@ -84,6 +84,9 @@ type Config struct {
 	// BudgetEvery is how often budgets and metering metrics are checked
 	// (default 30 s).
 	BudgetEvery time.Duration
+	// MaxImageMiB bounds an image's upload and what it unpacks to
+	// (0: images.DefaultMaxSize).
+	MaxImageMiB int64
 }
 
 // Server is a running kumo API server.
@@ -206,6 +209,9 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	}
 	if s.images, err = images.New(st, filepath.Join(cfg.DataDir, "images"), s.compute.ImageUsers, cfg.Clock); err != nil {
 		return nil, err
+	}
+	if cfg.MaxImageMiB > 0 {
+		s.images.MaxSize = cfg.MaxImageMiB << 20
 	}
 	s.networks = network.New(st, cfg.Clock)
 	s.networks.HostOf = s.compute.HostOf
