@@ -28,10 +28,7 @@ import (
 // it in disk.json for every instance made from it.
 func (d *Driver) image(ctx context.Context, s driver.Spec) (string, error) {
 	return d.cache.Get(ctx, s.Image, s.ImageSHA256, func(blob, out string) error {
-		keep := func(info vmimage.DiskInfo) error {
-			b, _ := json.Marshal(info)
-			return os.WriteFile(filepath.Join(out, "disk.json"), b, 0o600)
-		}
+		keep := func(info vmimage.DiskInfo) error { return keepDisk(out, info) }
 		format, err := vmimage.SniffFile(blob)
 		if err != nil {
 			return err
@@ -71,17 +68,54 @@ func (d *Driver) image(ctx context.Context, s driver.Spec) (string, error) {
 	})
 }
 
-// cachedDisk is what qemu-img said of a cached image's disk, if it has one.
-func cachedDisk(img string) (vmimage.DiskInfo, bool, error) {
-	var info vmimage.DiskInfo
+// diskCheck is the version of the check a cached disk passed. A cache
+// filled by an older kumo, whose check let external data files through, is
+// checked again before an instance uses it.
+const diskCheck = 2
+
+// cachedInfo is disk.json: what the check said of a cached disk.
+type cachedInfo struct {
+	vmimage.DiskInfo
+	Check int `json:"check,omitempty"`
+}
+
+// keepDisk writes disk.json in a cache entry (through a rename: Prepares
+// read it meanwhile).
+func keepDisk(dir string, info vmimage.DiskInfo) error {
+	b, _ := json.Marshal(cachedInfo{DiskInfo: info, Check: diskCheck})
+	tmp := filepath.Join(dir, ".disk.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, "disk.json"))
+}
+
+// cachedDisk is what the check said of a cached image's disk, if it has
+// one; a disk checked by an older check is checked again (and refused if
+// it fails now).
+func cachedDisk(ctx context.Context, img string) (vmimage.DiskInfo, bool, error) {
+	var ci cachedInfo
 	b, err := os.ReadFile(filepath.Join(img, "disk.json"))
 	if errors.Is(err, os.ErrNotExist) {
-		return info, false, nil
+		return ci.DiskInfo, false, nil
 	}
 	if err == nil {
-		err = json.Unmarshal(b, &info)
+		err = json.Unmarshal(b, &ci)
 	}
-	return info, err == nil, err
+	if err != nil {
+		return ci.DiskInfo, false, err
+	}
+	if ci.Check < diskCheck {
+		info, err := vmimage.InspectDisk(ctx, filepath.Join(img, "disk."+ci.Format), ci.Format)
+		if err != nil {
+			return info, false, err
+		}
+		if err := keepDisk(img, info); err != nil {
+			return info, false, err
+		}
+		ci.DiskInfo = info
+	}
+	return ci.DiskInfo, true, nil
 }
 
 // MinMemoryMiB is the least memory a VM is given.
@@ -120,7 +154,7 @@ func (d *Driver) Prepare(ctx context.Context, s driver.Spec) (err error) {
 	m := meta{Spec: s, Want: wantPrepared, BaseKnown: true}
 	size := s.Size.DiskGiB << 30
 	args := []string{"create", "-q", "-f", "qcow2"}
-	if info, ok, err := cachedDisk(img); err != nil {
+	if info, ok, err := cachedDisk(ctx, img); err != nil {
 		return fmt.Errorf("cached image %s: %w", s.Image, err)
 	} else if ok {
 		size = max(size, info.VirtualSize)

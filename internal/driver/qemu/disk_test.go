@@ -244,3 +244,36 @@ func TestGuestCannotFollowBaseHeader(t *testing.T) {
 	}
 	d.Stop(ctx, s.ID, true)
 }
+
+// TestOldCacheEntriesRechecked: a disk cached by an older kumo (whose check
+// let external data files through; its disk.json has no check version)
+// is checked again before an instance is made from it.
+func TestOldCacheEntriesRechecked(t *testing.T) {
+	tinyVM(t)
+	dir := t.TempDir()
+	clean := filepath.Join(dir, "clean.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", clean, "1M").CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	b, _ := os.ReadFile(clean)
+	sum, fetch := serve(b)
+	d := newDriver(t, t.TempDir(), fetch)
+	ctx := context.Background()
+	first := spec("first", sum, 128, "")
+	if err := d.Prepare(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := d.readMeta(first.ID)
+	d.Cleanup(ctx, first.ID, false)
+	// What an older kumo could have cached: a disk with a data file.
+	os.Remove(m.Base)
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+filepath.Join(dir, "host-file"), m.Base, "1M").CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	os.WriteFile(filepath.Join(filepath.Dir(m.Base), "disk.json"), []byte(`{"format":"qcow2","virtual-size":1048576}`), 0o600)
+	second := spec("second", sum, 128, "")
+	if err := d.Prepare(ctx, second); err == nil || !strings.Contains(err.Error(), "external data file") {
+		d.Cleanup(ctx, second.ID, false)
+		t.Fatalf("an old cache entry with a data file: %v", err)
+	}
+}
