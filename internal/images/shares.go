@@ -47,12 +47,17 @@ func share(img api.Image, project, status string) api.ImageShare {
 	return api.ImageShare{Image: img.Project + "/" + img.Name, Owner: img.Project, Name: img.Name, Kind: img.Kind, Project: project, Status: status}
 }
 
-// shareStatus is project's answer to the image's offer ("" for none).
+// shareStatus is project's answer to the image's offer ("" for none). An
+// image shared before shares were answered has SharedWith alone: its
+// offers are pending.
 func shareStatus(img api.Image, project string) string {
 	for _, s := range img.Shares {
 		if s.Project == project {
 			return s.Status
 		}
+	}
+	if img.Shares == nil && slices.Contains(img.SharedWith, project) {
+		return api.SharePending
 	}
 	return ""
 }
@@ -88,6 +93,9 @@ func (svc *Service) AnswerShare(ctx context.Context, project, owner, name, statu
 	r, _, err := store.UpdateJSON(ctx, svc.s, key(owner, name), func(r *record) error {
 		if !offered(r.Image, project) {
 			return notFound
+		}
+		if r.Shares == nil {
+			offer(r, r.SharedWith) // shared before shares were answered
 		}
 		for i := range r.Shares {
 			if r.Shares[i].Project == project {

@@ -168,3 +168,28 @@ func TestShareConsent(t *testing.T) {
 		t.Fatalf("answering a withdrawn offer: %v", err)
 	}
 }
+
+// TestSharesFromBefore: an image shared before shares needed an answer
+// (shared_with alone) is offered, pending, to those projects.
+func TestSharesFromBefore(t *testing.T) {
+	svc := cloud(t)
+	ctx := context.Background()
+	mkImage(t, svc, "aaa", "old", api.VisibilityShared)
+	r, rev, _ := svc.get(ctx, "aaa", "old")
+	r.SharedWith, r.Shares = []string{"vic"}, nil
+	if _, err := svc.s.Update(ctx, key("aaa", "old"), store.MustJSON(r), rev); err != nil {
+		t.Fatal(err)
+	}
+	if got := resolved(t, svc, "vic", "aaa/old"); !strings.Contains(got, "not found") {
+		t.Fatalf("an old share is usable unanswered: %s", got)
+	}
+	if offers, _ := svc.SharesFor(ctx, "vic"); len(offers) != 1 || offers[0].Status != api.SharePending {
+		t.Fatalf("vic's offers: %+v", offers)
+	}
+	if _, err := svc.AnswerShare(ctx, "vic", "aaa", "old", api.ShareAccepted); err != nil {
+		t.Fatal(err)
+	}
+	if got := resolved(t, svc, "vic", "aaa/old"); got != "aaa/old" {
+		t.Fatalf("an old share, accepted: %s", got)
+	}
+}
