@@ -423,20 +423,55 @@ const (
 	VisibilityShared  = "shared"
 )
 
-// Image is a bootable image: a container rootfs now, VM disks later.
+// Image is a bootable image: a container rootfs, a VM disk or a vm-kernel
+// bundle.
 type Image struct {
 	Meta
-	Project    string            `json:"project"`
-	Kind       string            `json:"kind"`
-	Format     string            `json:"format"`
-	Status     string            `json:"status"`
-	Error      string            `json:"error,omitempty"`
-	Size       int64             `json:"size"`
-	SHA256     string            `json:"sha256,omitempty"`
-	Visibility string            `json:"visibility"`
+	Project    string `json:"project"`
+	Kind       string `json:"kind"`
+	Format     string `json:"format"`
+	Status     string `json:"status"`
+	Error      string `json:"error,omitempty"`
+	Size       int64  `json:"size"`
+	SHA256     string `json:"sha256,omitempty"`
+	Visibility string `json:"visibility"`
+	// UnpackedSize is what a host's image cache holds of it: a tarball's
+	// regular files, a disk's file. The quota counts the larger of it
+	// and Size.
+	UnpackedSize int64 `json:"unpacked_size,omitempty"`
+	// VirtualSize is its disk's virtual size (a VM disk, or the disk of
+	// a vm-kernel image).
+	VirtualSize int64 `json:"virtual_size,omitempty"`
+	// SharedWith and Shares are the projects it is offered to and whether
+	// each accepted; only its own project sees them.
 	SharedWith []string          `json:"shared_with,omitempty"`
+	Shares     []ImageShare      `json:"shares,omitempty"`
 	MinFlavor  string            `json:"min_flavor,omitempty"`
 	Properties map[string]string `json:"properties,omitempty"`
+}
+
+// Image share statuses: an offered image is usable by the receiving
+// project only once one of its members accepts it (Glance's members).
+const (
+	SharePending  = "pending"
+	ShareAccepted = "accepted"
+	ShareRejected = "rejected"
+)
+
+// ImageShare is an image one project offers another.
+type ImageShare struct {
+	// Image is the shared image as "owner/name".
+	Image   string `json:"image"`
+	Owner   string `json:"owner"`
+	Name    string `json:"name"`
+	Kind    string `json:"kind,omitempty"`
+	Project string `json:"project"`
+	Status  string `json:"status"`
+}
+
+// ImageSharePut accepts or rejects an offered image.
+type ImageSharePut struct {
+	Status string `json:"status"`
 }
 
 // ImagesPost registers an image; its bytes follow with PUT .../file.

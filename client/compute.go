@@ -222,6 +222,20 @@ func (c *Client) DeleteImage(ctx context.Context, project, name string, force bo
 	return c.do(ctx, http.MethodDelete, p("v1", "projects", project, "images", name), q, nil, nil)
 }
 
+// ImageShares lists the images other projects offer project, each
+// pending, accepted or rejected.
+func (c *Client) ImageShares(ctx context.Context, project string) ([]api.ImageShare, error) {
+	var out api.List[api.ImageShare]
+	return out.Items, c.do(ctx, http.MethodGet, p("v1", "projects", project, "image-shares"), nil, nil, &out)
+}
+
+// AnswerImageShare accepts or rejects (api.ShareAccepted, api.ShareRejected)
+// the image owner offers project.
+func (c *Client) AnswerImageShare(ctx context.Context, project, owner, name, status string) (api.ImageShare, error) {
+	var out api.ImageShare
+	return out, c.do(ctx, http.MethodPut, p("v1", "projects", project, "image-shares", owner, name), nil, api.ImageSharePut{Status: status}, &out)
+}
+
 // UploadImage streams an image's bytes.
 func (c *Client) UploadImage(ctx context.Context, project, name string, body io.Reader, size int64) (api.Image, error) {
 	var out api.Image

@@ -18,7 +18,7 @@ import (
 func serverCommand(root *cobra.Command) {
 	var (
 		dataDir, listen, socket, etcdEndpoints, etcdPrefix string
-		defaultQuota, logLevel, logFormat                  string
+		defaultQuota, logLevel, logFormat, maxImageSize    string
 		tokenTTL, eventRetention, hostGrace                time.Duration
 		drivers, policy, currency, metricsTokenFile        string
 		drvFlags                                           driverFlags
@@ -52,12 +52,16 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 			if err := quota.Apply(&opts.DefaultQuota, changes, "default-quota"); err != nil {
 				return fmt.Errorf("--default-quota: %w", err)
 			}
+			maxImageMiB, err := quota.ParseMiB(maxImageSize)
+			if err != nil || maxImageMiB <= 0 {
+				return fmt.Errorf("--max-image-size %q: give a size such as 20GiB or 512MiB", maxImageSize)
+			}
 			cfg := server.Config{
 				DataDir: dataDir, Listen: listen, Socket: socket, EtcdPrefix: etcdPrefix,
 				Identity: opts, EventRetention: eventRetention, Version: version, Logger: log,
 				UnsafeNoFsync: os.Getenv("KUMO_UNSAFE_NO_FSYNC") == "1", MinFreeSpace: minFreeMiB << 20,
 				HostGrace: hostGrace, SchedulerPolicy: policy, Currency: currency,
-				EgressNAT: egressNAT, MetricsTokenFile: metricsTokenFile,
+				EgressNAT: egressNAT, MetricsTokenFile: metricsTokenFile, MaxImageMiB: maxImageMiB,
 			}
 			if drivers != "" && drivers != "none" {
 				if err := checkDrivers("drivers", drivers); err != nil {
@@ -89,6 +93,7 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 	f.StringVar(&etcdPrefix, "etcd-prefix", "/kumo", "key prefix in an external etcd")
 	f.StringVar(&defaultQuota, "default-quota", "", "quota of new projects, e.g. instances=20,vcpus=40,memory=80GiB (unnamed limits keep the built-in defaults)")
 	f.DurationVar(&tokenTTL, "token-ttl", 0, "lifetime of new API tokens (default 168h)")
+	f.StringVar(&maxImageSize, "max-image-size", "20GiB", "the largest image the cloud takes, as uploaded and as unpacked on a host (a tarball's files, a disk file)")
 	f.DurationVar(&eventRetention, "event-retention", 24*time.Hour, "how long events are kept")
 	f.BoolVar(&egressNAT, "egress-nat", false, "let tenant networks reach past the hosts' default routes, masqueraded behind each host's address (off: only floating IPs leave)")
 	f.StringVar(&drivers, "drivers", "", "run a local agent with these drivers: container (runc), qemu (VMs), container,qemu (both on this host) or sim")

@@ -35,10 +35,10 @@ func (a *app) imageCmd() *cobra.Command {
 	imp.Flags().StringVar(&kind, "kind", "container-rootfs", "container-rootfs, vm-disk or vm-kernel")
 	imp.Flags().StringVar(&format, "format", "", "tar.gz (default for rootfs), tar, qcow2, raw")
 	imp.Flags().BoolVar(&public, "public", false, "every project may use it (cloud admin)")
-	imp.Flags().StringSliceVar(&share, "share", nil, "projects that may use it")
+	imp.Flags().StringSliceVar(&share, "share", nil, "projects to offer it to; each accepts it with 'kumo image share accept'")
 
 	list := &cobra.Command{
-		Use: "list", Short: "Images the project can use: its own, public and shared ones", Args: cobra.NoArgs,
+		Use: "list", Short: "Images the project can use: its own, public ones and shares it accepted", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, project, err := a.clientAndProject(cmd)
 			if err != nil {
@@ -58,6 +58,7 @@ func (a *app) imageCmd() *cobra.Command {
 				col("KIND", func(i api.Image) string { return i.Kind }),
 				col("STATUS", func(i api.Image) string { return i.Status }),
 				col("SIZE", func(i api.Image) string { return strconv.FormatInt(i.Size, 10) }),
+				col("UNPACKED", func(i api.Image) string { return strconv.FormatInt(i.UnpackedSize, 10) }),
 				col("VISIBILITY", func(i api.Image) string { return i.Visibility }),
 				col("SHA256", func(i api.Image) string {
 					if len(i.SHA256) > 12 {
@@ -70,7 +71,7 @@ func (a *app) imageCmd() *cobra.Command {
 		},
 	}
 	show := &cobra.Command{
-		Use: "show NAME", Short: "Show an image: size, sha256, status, visibility, who can use it", Args: cobra.ExactArgs(1),
+		Use: "show NAME|OWNER/NAME", Short: "Show an image: size, unpacked and virtual size, sha256, status, visibility, who it is shared with", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, project, err := a.clientAndProject(cmd)
 			if err != nil {
@@ -122,8 +123,55 @@ func (a *app) imageCmd() *cobra.Command {
 		},
 	}
 	set.Flags().StringVar(&vis, "visibility", "", "private, public (cloud admin) or shared")
-	set.Flags().StringSliceVar(&sshare, "share", nil, "projects that may use it (with --visibility shared)")
-	cmd.AddCommand(imp, list, show, del, set, a.imageBuildCmd())
+	set.Flags().StringSliceVar(&sshare, "share", nil, "projects to offer it to (with --visibility shared); each accepts or rejects")
+	cmd.AddCommand(imp, list, show, del, set, a.imageShareCmd(), a.imageBuildCmd())
+	return cmd
+}
+
+// imageShareCmd is the receiving end of shares: offered images are usable
+// only once accepted.
+func (a *app) imageShareCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "share", Short: "Images other projects offer this one: list, accept, reject (usable only once accepted)"}
+	list := &cobra.Command{
+		Use: "list", Short: "Images offered to the project, each pending, accepted or rejected", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, project, err := a.clientAndProject(cmd)
+			if err != nil {
+				return err
+			}
+			shares, err := c.ImageShares(cmd.Context(), project)
+			if err != nil {
+				return err
+			}
+			return printList(a, shares, []column[api.ImageShare]{
+				col("IMAGE", func(s api.ImageShare) string { return s.Image }),
+				col("KIND", func(s api.ImageShare) string { return s.Kind }),
+				col("STATUS", func(s api.ImageShare) string { return s.Status }),
+			})
+		},
+	}
+	answer := func(verb, status string) *cobra.Command {
+		return &cobra.Command{
+			Use: verb + " OWNER/NAME", Short: strings.ToUpper(verb[:1]) + verb[1:] + " an image another project offers", Args: cobra.ExactArgs(1),
+			Example: "  kumo image share " + verb + " research/ubuntu-24.04",
+			RunE: func(cmd *cobra.Command, args []string) error {
+				owner, name, ok := strings.Cut(args[0], "/")
+				if !ok || owner == "" || name == "" {
+					return usagef("%q: name the image as OWNER/NAME (kumo image share list shows them)", args[0])
+				}
+				c, project, err := a.clientAndProject(cmd)
+				if err != nil {
+					return err
+				}
+				sh, err := c.AnswerImageShare(cmd.Context(), project, owner, name, status)
+				if err != nil {
+					return err
+				}
+				return a.printObject(sh)
+			},
+		}
+	}
+	cmd.AddCommand(list, answer("accept", api.ShareAccepted), answer("reject", api.ShareRejected))
 	return cmd
 }
 

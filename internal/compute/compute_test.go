@@ -136,13 +136,16 @@ func TestImageChecksAtCreate(t *testing.T) {
 	svc, _ := newService(t)
 	ctx := context.Background()
 	images := map[string]api.Image{
-		"big":     {Meta: api.Meta{Name: "big"}, Kind: api.KindContainerRootfs, Status: api.ImageActive, MinFlavor: "medium", SHA256: "abc"},
+		"big":     {Meta: api.Meta{Name: "big"}, Project: "owner", Kind: api.KindContainerRootfs, Status: api.ImageActive, MinFlavor: "medium", SHA256: "abc"},
 		"disk":    {Meta: api.Meta{Name: "disk"}, Kind: api.KindVMDisk, Status: api.ImageActive},
 		"pending": {Meta: api.Meta{Name: "pending"}, Kind: api.KindContainerRootfs, Status: api.ImageQueued},
 	}
 	svc.ResolveImage = func(_ context.Context, _, ref string) (api.Image, error) {
 		if img, ok := images[ref]; ok {
 			return img, nil
+		}
+		if ref == "ambiguous" {
+			return api.Image{}, errs.Conflict("image name %q is ambiguous", ref)
 		}
 		return api.Image{}, errs.NotFound("image %q not found", ref)
 	}
@@ -154,13 +157,14 @@ func TestImageChecksAtCreate(t *testing.T) {
 		{api.InstancesPost{Name: "b", Type: "container", Flavor: "disk-less", Image: "big"}, errs.ErrNotFound},
 		{api.InstancesPost{Name: "c", Type: "container", Flavor: "small", Image: "disk"}, errs.ErrInvalid},
 		{api.InstancesPost{Name: "d", Type: "container", Flavor: "small", Image: "pending"}, errs.ErrConflict},
+		{api.InstancesPost{Name: "f", Type: "container", Flavor: "small", Image: "ambiguous"}, errs.ErrConflict},
 	} {
 		if _, err := svc.Create(ctx, "p", tc.req); !errors.Is(err, tc.want) {
 			t.Errorf("%+v: %v, want %v", tc.req, err, tc.want)
 		}
 	}
 	in, err := svc.Create(ctx, "p", api.InstancesPost{Name: "e", Type: "container", Flavor: "large", Image: "big"})
-	if err != nil || in.ImageSHA256 != "abc" {
+	if err != nil || in.ImageSHA256 != "abc" || in.Image != "owner/big" {
 		t.Fatalf("create from an image: %+v %v", in, err)
 	}
 }

@@ -248,12 +248,19 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 			return api.Instance{}, err
 		}
 	}
-	imageSum := ""
+	imageSum, imageRef := "", req.Image
 	if svc.ResolveImage != nil {
 		// An image in the image service must be active and of the right
-		// kind; a name it does not know is kept as is (the sim driver
-		// needs no bytes; real drivers fail its PROLOG with the reason).
-		if img, err := svc.ResolveImage(ctx, project, req.Image); err == nil {
+		// kind, and is kept as the "owner/name" it resolved to, so that
+		// nothing later (in-use checks, snapshots) resolves the name again
+		// to another image; a name it does not know is kept as is (the sim
+		// driver needs no bytes; real drivers fail its PROLOG with the
+		// reason); an ambiguous name is the image service's conflict.
+		img, err := svc.ResolveImage(ctx, project, req.Image)
+		if err != nil && !errors.Is(err, errs.ErrNotFound) {
+			return api.Instance{}, err
+		}
+		if err == nil {
 			switch {
 			case img.Status != api.ImageActive:
 				return api.Instance{}, errs.Conflict("image %q is %s, not active", req.Image, img.Status)
@@ -267,7 +274,7 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 					return api.Instance{}, errs.Invalid("flavor", "image %q needs at least flavor %s (%d vCPU, %d MiB, %d GiB); %s is smaller", req.Image, min.Name, min.VCPUs, min.MemoryMiB, min.DiskGiB, fl.Name)
 				}
 			}
-			imageSum = img.SHA256
+			imageSum, imageRef = img.SHA256, img.Project+"/"+img.Name
 		}
 	}
 	t := svc.now()
@@ -275,7 +282,7 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 		Meta:    api.Meta{ID: uuid.NewString(), Name: req.Name, Labels: req.Labels, CreatedAt: t, UpdatedAt: t},
 		Project: project, Type: req.Type, Flavor: fl.Name,
 		Size:  api.Size{VCPUs: fl.VCPUs, MemoryMiB: fl.MemoryMiB, DiskGiB: fl.DiskGiB, SwapMiB: fl.SwapMiB},
-		Image: req.Image, ImageSHA256: imageSum, Requirements: req.Requirements, Rank: req.Rank, ServerGroup: req.ServerGroup, UserData: req.UserData,
+		Image: imageRef, ImageSHA256: imageSum, Requirements: req.Requirements, Rank: req.Rank, ServerGroup: req.ServerGroup, UserData: req.UserData,
 		State: api.StatePending,
 	}}
 	r.History = []api.HistoryRecord{{Seq: 1, Time: t, To: api.StatePending, Actor: reqctx.Actor(ctx), Reason: "created"}}
@@ -467,8 +474,8 @@ func (svc *Service) withUsage(in api.Instance) api.Instance {
 	return in
 }
 
-// ImageUsers counts the live instances using an image (named as the
-// instance named it: "name", or "owner/name" from another project).
+// ImageUsers counts the live instances, of any project, using project's
+// image.
 func (svc *Service) ImageUsers(ctx context.Context, project, image string) (int, error) {
 	if err := svc.Ready(ctx); err != nil {
 		return 0, err
@@ -477,7 +484,10 @@ func (svc *Service) ImageUsers(ctx context.Context, project, image string) (int,
 	defer svc.cache.mu.RUnlock()
 	n := 0
 	for _, e := range svc.cache.instances {
-		if e.rec.Project == project && e.rec.Image == image || e.rec.Image == project+"/"+image {
+		// Instances keep the "owner/name" their image resolved to; those
+		// made before kept the bare name they were given, which named
+		// their own project's image when it existed.
+		if e.rec.Image == project+"/"+image || (e.rec.Project == project && e.rec.Image == image) {
 			n++
 		}
 	}

@@ -2,11 +2,20 @@
 // project objects whose bytes are uploaded as a stream, hashed while they
 // are written to a temporary file, checked (a container rootfs must be a
 // tarball that cannot write outside its root; a VM disk must be the
-// qcow2 or raw it claims, with no backing file, as qemu-img sees it; a
-// vm-kernel tarball holds only a kernel, initrd, cmdline and disk), and renamed into a
+// qcow2 or raw it claims and name no other file - backing file, data file
+// - as vmimage.InspectDisk reads it; a vm-kernel tarball holds only a
+// kernel, initrd, cmdline and such a disk), its unpacked size counted
+// against the project's quota and the cloud's cap, and renamed into a
 // content-addressed store only when complete; a failed upload leaves
-// nothing on disk. Identical uploads share one file. Keys:
-// /images/{project}/{name}; files: DATA_DIR/images/blobs/<sha256>.
+// nothing on disk. Identical uploads share one file.
+//
+// Who may use an image: its project; every project when it is public
+// (only cloud admins publish, checked by the API); a project it is shared
+// with once that project accepted the share (shares.go). A bare name
+// resolves to the project's own image first, then to the one public or
+// accepted image of that name; several are a conflict, never a pick.
+//
+// Keys: /images/{project}/{name}; files: DATA_DIR/images/blobs/<sha256>.
 package images
 
 import (
@@ -16,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -40,12 +50,18 @@ func key(project, name string) string { return prefix + project + "/" + name }
 
 func url(project, name string) string { return "/v1/projects/" + project + "/images/" + name }
 
+// DefaultMaxSize is the largest image, unpacked, a cloud takes unless
+// told otherwise (kumo server --max-image-size).
+const DefaultMaxSize = 20 << 30
+
 // Service is the image service.
 type Service struct {
 	s     store.Store
 	dir   string
 	inUse func(ctx context.Context, project, image string) (int, error)
 	now   func() time.Time
+	// MaxSize bounds an image's upload and its unpacked size, in bytes.
+	MaxSize int64
 }
 
 // New returns the service keeping files under dir. inUse counts the live
@@ -61,7 +77,7 @@ func New(s store.Store, dir string, inUse func(ctx context.Context, project, ima
 	for _, f := range tmps {
 		os.Remove(f)
 	}
-	return &Service{s: s, dir: dir, inUse: inUse, now: now}, nil
+	return &Service{s: s, dir: dir, inUse: inUse, now: now, MaxSize: DefaultMaxSize}, nil
 }
 
 var formats = map[string][]string{
@@ -136,7 +152,10 @@ func (svc *Service) Create(ctx context.Context, project string, req api.ImagesPo
 	t := svc.now().UTC()
 	r := record{Image: api.Image{Meta: api.Meta{ID: uuid.NewString(), Name: req.Name, Labels: req.Labels, CreatedAt: t, UpdatedAt: t},
 		Project: project, Kind: req.Kind, Format: req.Format, Status: api.ImageQueued, Visibility: req.Visibility,
-		SharedWith: req.SharedWith, MinFlavor: req.MinFlavor, Properties: req.Properties}, Expect: strings.ToLower(req.SHA256)}
+		MinFlavor: req.MinFlavor, Properties: req.Properties}, Expect: strings.ToLower(req.SHA256)}
+	if err := offer(&r, req.SharedWith); err != nil {
+		return api.Image{}, err
+	}
 	k := key(project, req.Name)
 	rev, err := quota.Reserve(ctx, svc.s, project, api.ResourceCounts{Images: 1}, []store.Cond{store.Absent(k)}, append([]store.Op{
 		store.PutJSON(k, r), events.Op(ctx, "image", events.Created, project, url(project, req.Name), r.Image),
@@ -161,45 +180,77 @@ func (svc *Service) get(ctx context.Context, project, name string) (record, int6
 	return r, rev, err
 }
 
-// visibleTo says whether project may use the image.
-func visibleTo(img api.Image, project string) bool {
+// usable says whether project may use the image: its own, a public one,
+// or one shared with it that it accepted.
+func usable(img api.Image, project string) bool {
 	return img.Project == project || img.Visibility == api.VisibilityPublic ||
-		img.Visibility == api.VisibilityShared && slices.Contains(img.SharedWith, project)
+		img.Visibility == api.VisibilityShared && shareStatus(img, project) == api.ShareAccepted
+}
+
+// view is the image as project sees it: whom it is shared with is its
+// owner's business.
+func view(img api.Image, project string) api.Image {
+	if img.Project != project {
+		img.SharedWith, img.Shares = nil, nil
+	}
+	return img
 }
 
 // Get returns an image by name as project sees it: its own, or another
-// project's public or shared one named "owner/name".
+// project's public or accepted one named "owner/name".
 func (svc *Service) Get(ctx context.Context, project, ref string) (api.Image, error) {
 	owner, name := project, ref
 	if o, n, ok := strings.Cut(ref, "/"); ok {
 		owner, name = o, n
 	}
 	r, _, err := svc.get(ctx, owner, name)
-	if err != nil || !visibleTo(r.Image, project) {
+	if errors.Is(err, errs.ErrNotFound) || err == nil && !usable(r.Image, project) {
 		return api.Image{}, errs.NotFound("image %q not found", ref)
 	}
-	return r.Image, nil
+	if err != nil {
+		return api.Image{}, err
+	}
+	return view(r.Image, project), nil
 }
 
-// Resolve finds the image an instance names: the project's own first,
-// then a public or shared one of that name in any project.
+// Resolve finds the image a request names. "owner/name" is that image
+// if project may use it. A bare name is the project's own image of that
+// name, else the one public image or accepted share of that name; when
+// there are several it is a conflict that lists them, never a pick by key
+// order (a project named to sort first would capture the name for every
+// other project).
 func (svc *Service) Resolve(ctx context.Context, project, ref string) (api.Image, error) {
-	if img, err := svc.Get(ctx, project, ref); err == nil || strings.Contains(ref, "/") {
-		return img, err
+	if strings.Contains(ref, "/") {
+		return svc.Get(ctx, project, ref)
+	}
+	if r, _, err := svc.get(ctx, project, ref); err == nil {
+		return r.Image, nil
+	} else if !errors.Is(err, errs.ErrNotFound) {
+		return api.Image{}, err
 	}
 	all, err := svc.List(ctx, project)
 	if err != nil {
 		return api.Image{}, err
 	}
+	var found []api.Image
+	var names []string
 	for _, img := range all {
 		if img.Name == ref {
-			return img, nil
+			found = append(found, img)
+			names = append(names, img.Project+"/"+img.Name)
 		}
 	}
-	return api.Image{}, errs.NotFound("image %q not found (own, public or shared with project %q)", ref, project)
+	switch len(found) {
+	case 0:
+		return api.Image{}, errs.NotFound("image %q not found (own, public or shared with project %q and accepted)", ref, project)
+	case 1:
+		return found[0], nil
+	}
+	return api.Image{}, errs.Conflict("image name %q is ambiguous: it is public or shared with project %q in several projects; name one of %s", ref, project, strings.Join(names, ", "))
 }
 
-// List returns the images project can use: its own, public and shared ones.
+// List returns the images project can use: its own, public ones and
+// those shared with it that it accepted.
 func (svc *Service) List(ctx context.Context, project string) ([]api.Image, error) {
 	items, err := store.ListJSON[record](ctx, svc.s, prefix)
 	if err != nil {
@@ -207,9 +258,9 @@ func (svc *Service) List(ctx context.Context, project string) ([]api.Image, erro
 	}
 	out := []api.Image{}
 	for _, it := range items {
-		if r := it.Value; visibleTo(r.Image, project) {
+		if r := it.Value; usable(r.Image, project) {
 			r.Revision = it.Revision
-			out = append(out, r.Image)
+			out = append(out, view(r.Image, project))
 		}
 	}
 	return out, nil
@@ -221,11 +272,16 @@ func (svc *Service) Patch(ctx context.Context, project, name string, p api.Image
 		if p.Visibility != nil {
 			r.Visibility = *p.Visibility
 		}
+		if err := checkVisibility(r.Visibility, p.SharedWith); err != nil {
+			return err
+		}
 		if p.SharedWith != nil {
-			r.SharedWith = p.SharedWith
+			if err := offer(r, p.SharedWith); err != nil {
+				return err
+			}
 		}
 		r.UpdatedAt = svc.now().UTC()
-		return checkVisibility(r.Visibility, r.SharedWith)
+		return nil
 	}, func(r *record) []store.Op {
 		return []store.Op{events.Op(ctx, "image", events.Updated, project, url(project, name), r.Image)}
 	})
@@ -240,9 +296,11 @@ func (svc *Service) Patch(ctx context.Context, project, name string, p api.Image
 func (svc *Service) BlobPath(sum string) string { return filepath.Join(svc.dir, "blobs", sum) }
 
 // Upload streams an image's bytes: hashed while written to a temp file,
-// checked, and renamed into the store only when complete and valid. The
-// project's image bytes quota bounds it; any failure removes the temp file
-// and puts the image in error, with the reason.
+// checked, and renamed into the store only when complete and valid. What
+// is left of the project's image storage and the cloud's MaxSize bound
+// both the upload and what it unpacks to, and the quota is charged the
+// larger of the two sizes; any failure removes the temp file and puts the
+// image in error, with the reason.
 func (svc *Service) Upload(ctx context.Context, project, name string, body io.Reader) (api.Image, error) {
 	r, rev, err := svc.get(ctx, project, name)
 	if err != nil {
@@ -255,25 +313,28 @@ func (svc *Service) Upload(ctx context.Context, project, name string, body io.Re
 	if err != nil {
 		return api.Image{}, err
 	}
-	limit := int64(-1)
+	lim := limits{left: -1, max: svc.MaxSize}
+	if lim.max <= 0 {
+		lim.max = math.MaxInt64
+	}
 	if q.Limit.ImageMiB >= 0 {
-		limit = (q.Limit.ImageMiB - q.Usage.ImageMiB) << 20
+		lim.left = max(q.Limit.ImageMiB-q.Usage.ImageMiB, 0) << 20
 	}
 	r.Status, r.Error = api.ImageSaving, ""
 	if rev, err = svc.s.Update(ctx, key(project, name), store.MustJSON(r), rev); err != nil {
 		return api.Image{}, errs.Conflict("image %q changed; try again", name)
 	}
-	sum, size, tmp, err := svc.receive(ctx, body, limit, r)
+	sum, size, unpacked, tmp, err := svc.receive(ctx, body, lim, r)
 	if err == nil {
 		// Charge the bytes and go active in one transaction.
-		mib := (size + 1<<20 - 1) >> 20
 		r.Status, r.Size, r.SHA256, r.UpdatedAt = api.ImageActive, size, sum, svc.now().UTC()
+		r.UnpackedSize, r.VirtualSize = unpacked.Bytes, unpacked.VirtualSize
 		r.ActiveAt = r.UpdatedAt
 		if rerr := os.Rename(tmp, svc.BlobPath(sum)); rerr != nil {
 			err = rerr
 		} else {
 			var nrev int64
-			nrev, err = quota.Reserve(ctx, svc.s, project, api.ResourceCounts{ImageMiB: mib}, []store.Cond{store.At(key(project, name), rev)},
+			nrev, err = quota.Reserve(ctx, svc.s, project, api.ResourceCounts{ImageMiB: chargedMiB(r.Image)}, []store.Cond{store.At(key(project, name), rev)},
 				[]store.Op{store.PutJSON(key(project, name), r), events.Op(ctx, "image", "active", project, url(project, name), r.Image)})
 			if err == nil {
 				r.Revision = nrev
@@ -284,60 +345,102 @@ func (svc *Service) Upload(ctx context.Context, project, name string, body io.Re
 	}
 	os.Remove(tmp)
 	fail := r
-	fail.Status, fail.Error, fail.Size, fail.SHA256 = api.ImageError, err.Error(), 0, ""
+	fail.Status, fail.Error, fail.Size, fail.SHA256, fail.UnpackedSize, fail.VirtualSize = api.ImageError, err.Error(), 0, "", 0, 0
 	svc.s.Update(context.WithoutCancel(ctx), key(project, name), store.MustJSON(fail), rev)
 	return api.Image{}, err
 }
 
+// chargedMiB is what an image counts in its project's image storage: the
+// larger of its upload (kept by the server) and what it unpacks to (kept
+// by every host that runs it), in MiB rounded up.
+func chargedMiB(img api.Image) int64 {
+	return (max(img.Size, img.UnpackedSize) + 1<<20 - 1) >> 20
+}
+
+// limits bound an upload: the project's image storage left (-1: no
+// quota) and the cloud's largest image; the smaller binds.
+type limits struct{ left, max int64 }
+
+func (l limits) quotaBinds() bool { return l.left >= 0 && l.left < l.max }
+
+func (l limits) bytes() int64 {
+	if l.quotaBinds() {
+		return l.left
+	}
+	return l.max
+}
+
+// tooLarge is the error for what (the upload, or what it unpacks to)
+// going past the limit that binds.
+func (l limits) tooLarge(what string) error {
+	if l.quotaBinds() {
+		return &errs.Error{Kind: errs.KindQuotaExceeded, Field: "image_mib", Message: fmt.Sprintf("quota exceeded for image_mib: %s is larger than the %s of image storage the project has left", what, human(l.left))}
+	}
+	return errs.Invalid("body", "%s is larger than %s, the largest image this cloud takes (kumo server --max-image-size)", what, human(l.max))
+}
+
+// human writes a size for people.
+func human(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20:
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
 // receive writes body to a temp file, hashing it, and checks it.
-func (svc *Service) receive(ctx context.Context, body io.Reader, limit int64, r record) (sum string, size int64, tmp string, err error) {
+func (svc *Service) receive(ctx context.Context, body io.Reader, lim limits, r record) (sum string, size int64, u vmimage.Unpacked, tmp string, err error) {
 	f, err := os.CreateTemp(filepath.Join(svc.dir, "tmp"), "upload-*")
 	if err != nil {
-		return "", 0, "", err
+		return "", 0, u, "", err
 	}
 	tmp = f.Name()
 	defer f.Close()
 	h := sha256.New()
-	src := body
-	if limit >= 0 {
-		src = io.LimitReader(body, limit+1)
-	}
-	size, err = io.Copy(io.MultiWriter(f, h), src)
+	size, err = io.Copy(io.MultiWriter(f, h), io.LimitReader(body, lim.bytes()+1))
 	if err != nil {
-		return "", size, tmp, errs.Invalid("body", "upload broken off after %d bytes: %v", size, err)
+		return "", size, u, tmp, errs.Invalid("body", "upload broken off after %d bytes: %v", size, err)
 	}
-	if limit >= 0 && size > limit {
-		return "", size, tmp, &errs.Error{Kind: errs.KindQuotaExceeded, Field: "image_mib", Message: fmt.Sprintf("quota exceeded for image_mib: the upload is larger than the %d MiB of image storage the project has left", limit>>20)}
+	if size > lim.bytes() {
+		return "", size, u, tmp, lim.tooLarge("the upload")
 	}
 	if size == 0 {
-		return "", 0, tmp, errs.Invalid("body", "the upload is empty")
+		return "", 0, u, tmp, errs.Invalid("body", "the upload is empty")
 	}
 	if err := f.Sync(); err != nil {
-		return "", size, tmp, err
+		return "", size, u, tmp, err
 	}
 	sum = hex.EncodeToString(h.Sum(nil))
 	if r.Expect != "" && r.Expect != sum {
-		return "", size, tmp, errs.Invalid("sha256", "the upload's sha256 is %s, not %s as announced: corrupt or truncated", sum, r.Expect)
+		return "", size, u, tmp, errs.Invalid("sha256", "the upload's sha256 is %s, not %s as announced: corrupt or truncated", sum, r.Expect)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return "", size, tmp, err
+		return "", size, u, tmp, err
 	}
 	switch r.Kind {
 	case api.KindContainerRootfs:
-		err = CheckRootfs(f, r.Format == "tar.gz")
+		u.Bytes, err = CheckRootfs(f, r.Format == "tar.gz", lim.bytes())
 	case api.KindVMDisk:
-		if _, err = vmimage.InspectDisk(ctx, tmp, r.Format); err != nil {
+		// A host's cache keeps the disk file as it is.
+		var info vmimage.DiskInfo
+		if info, err = vmimage.InspectDisk(ctx, tmp, r.Format); err != nil {
 			err = errs.Invalid("body", "not a usable %s disk: %v", r.Format, err)
 		}
+		u = vmimage.Unpacked{Bytes: size, VirtualSize: info.VirtualSize}
 	case api.KindVMKernel:
-		if err = vmimage.CheckKernelImage(ctx, f, filepath.Dir(tmp)); err != nil {
+		if u, err = vmimage.CheckKernelImage(ctx, f, filepath.Dir(tmp), lim.bytes()); err != nil && !errors.Is(err, vmimage.ErrTooLarge) {
 			err = errs.Invalid("body", "not a usable vm-kernel image: %v", err)
 		}
 	}
-	if err != nil {
-		return "", size, tmp, err
+	if errors.Is(err, vmimage.ErrTooLarge) {
+		err = lim.tooLarge("the image unpacked")
 	}
-	return sum, size, tmp, nil
+	if err != nil {
+		return "", size, u, tmp, err
+	}
+	return sum, size, u, tmp, nil
 }
 
 // dropBlobIfUnused removes a file no image points at any more.
@@ -366,7 +469,7 @@ func (svc *Service) Delete(ctx context.Context, project, name string, force bool
 	} else if n > 0 && !force {
 		return errs.Conflict("image %q is used by %d instances; terminate them first (a cloud admin may force)", name, n)
 	}
-	mib := (r.Size + 1<<20 - 1) >> 20
+	mib := chargedMiB(r.Image)
 	ops := []store.Op{store.Del(key(project, name)), events.Op(ctx, "image", events.Deleted, project, url(project, name), nil)}
 	if !r.ActiveAt.IsZero() {
 		r.DeletedAt = svc.now().UTC()

@@ -85,7 +85,7 @@ func TestCheckRootfs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, gz := range []bool{true, false} {
 				b := tarball(t, gz, append(append([]entry{}, good...), tc.add)...)
-				err := CheckRootfs(bytes.NewReader(b), gz)
+				_, err := CheckRootfs(bytes.NewReader(b), gz, -1)
 				if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 					t.Fatalf("gzip=%v: %v, want %q", gz, err, tc.want)
 				}
@@ -93,10 +93,10 @@ func TestCheckRootfs(t *testing.T) {
 		})
 	}
 	b := tarball(t, true, good...)
-	if err := CheckRootfs(bytes.NewReader(b[:len(b)/2]), true); err == nil {
+	if _, err := CheckRootfs(bytes.NewReader(b[:len(b)/2]), true, -1); err == nil {
 		t.Fatal("a truncated tarball was accepted")
 	}
-	if err := CheckRootfs(strings.NewReader("not a tarball at all"), true); err == nil {
+	if _, err := CheckRootfs(strings.NewReader("not a tarball at all"), true, -1); err == nil {
 		t.Fatal("garbage was accepted")
 	}
 }
@@ -225,16 +225,14 @@ func TestDeleteInUse(t *testing.T) {
 	}
 }
 
-// qcow2 makes a qcow2 disk with qemu-img (with a backing file when given).
-func qcow2(t *testing.T, backing string) []byte {
+// qcow2 makes a qcow2 disk with qemu-img create and these options (a
+// backing file, a data file...).
+func qcow2(t *testing.T, opts ...string) []byte {
 	if _, err := exec.LookPath("qemu-img"); err != nil {
 		t.Skip("qemu-img is not installed (make test installs qemu-utils)")
 	}
 	p := filepath.Join(t.TempDir(), "d.qcow2")
-	args := []string{"create", "-q", "-f", "qcow2"}
-	if backing != "" {
-		args = append(args, "-F", "raw", "-b", backing)
-	}
+	args := append([]string{"create", "-q", "-f", "qcow2"}, opts...)
 	if out, err := exec.Command("qemu-img", append(args, p, "64M")...).CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img: %v %s", err, out)
 	}
@@ -247,7 +245,14 @@ func qcow2(t *testing.T, backing string) []byte {
 // leave nothing on disk.
 func TestVMImageChecks(t *testing.T) {
 	ctx := context.Background()
-	disk := qcow2(t, "")
+	disk := qcow2(t)
+	// Disks that name host files: QEMU would read them as the guest's disk.
+	dataFile := qcow2(t, "-o", "data_file="+filepath.Join(t.TempDir(), "host-file")+",data_file_raw=on")
+	backing := qcow2(t, "-u", "-F", "raw", "-b", "/etc/shadow")
+	jsonBacking := qcow2(t, "-u", "-F", "raw", "-b", `json:{"driver":"raw","file":{"driver":"file","filename":"/etc/shadow"}}`)
+	withDisk := func(d []byte) []byte {
+		return tarball(t, true, entry{name: "vmlinuz", typ: tar.TypeReg, body: "k"}, entry{name: "disk.qcow2", typ: tar.TypeReg, body: string(d)})
+	}
 	kernel := func(entries ...entry) []byte { return tarball(t, true, entries...) }
 	tests := []struct {
 		name, kind, format string
@@ -258,7 +263,13 @@ func TestVMImageChecks(t *testing.T) {
 		{"raw disk", api.KindVMDisk, "raw", bytes.Repeat([]byte{0}, 1<<20), ""},
 		{"qcow2 claimed raw", api.KindVMDisk, "raw", disk, "is qcow2, not raw"},
 		{"raw claimed qcow2", api.KindVMDisk, "qcow2", bytes.Repeat([]byte{0}, 1<<20), "is raw, not qcow2"},
-		{"backing file", api.KindVMDisk, "qcow2", qcow2(t, "/etc/shadow"), "backing file (/etc/shadow)"},
+		{"backing file", api.KindVMDisk, "qcow2", backing, `backing file "/etc/shadow"`},
+		{"json: backing file", api.KindVMDisk, "qcow2", jsonBacking, `backing file "json:{`},
+		{"external data file", api.KindVMDisk, "qcow2", dataFile, "external data file"},
+		{"qcow2 bytes claimed raw", api.KindVMDisk, "raw", dataFile, "is qcow2, not raw"},
+		{"kernel whose disk has a data file", api.KindVMKernel, "tar.gz", withDisk(dataFile), "disk.qcow2: the disk has an external data file"},
+		{"kernel whose disk has a backing file", api.KindVMKernel, "tar.gz", withDisk(backing), "disk.qcow2: the disk has a backing file"},
+		{"kernel whose disk has a json: backing", api.KindVMKernel, "tar.gz", withDisk(jsonBacking), "disk.qcow2: the disk has a backing file"},
 		{"kernel image", api.KindVMKernel, "tar.gz", kernel(entry{name: "vmlinuz", typ: tar.TypeReg, body: "k"}, entry{name: "initrd", typ: tar.TypeReg, body: "i"}), ""},
 		{"kernel with its disk", api.KindVMKernel, "tar.gz", kernel(entry{name: "vmlinuz", typ: tar.TypeReg, body: "k"}, entry{name: "disk.qcow2", typ: tar.TypeReg, body: string(disk)}), ""},
 		{"no kernel", api.KindVMKernel, "tar.gz", kernel(entry{name: "initrd", typ: tar.TypeReg, body: "i"}), "needs a vmlinuz"},
@@ -289,5 +300,69 @@ func TestVMImageChecks(t *testing.T) {
 				t.Fatalf("%d files left on disk", n)
 			}
 		})
+	}
+}
+
+// TestUnpackedSizes: an image counts in the quota by what it unpacks to
+// (a small archive of zeros that expands past what is left is refused
+// with the quota error, before it is active, leaving nothing), the cloud's
+// largest image bounds it too, and the image shows its unpacked and
+// virtual sizes.
+func TestUnpackedSizes(t *testing.T) {
+	ctx := context.Background()
+	bomb := tarball(t, true, entry{name: "zeros", typ: tar.TypeReg, body: string(make([]byte, 64<<20))})
+	if len(bomb) > 1<<20 {
+		t.Fatalf("the bomb is %d bytes compressed", len(bomb))
+	}
+	for _, tc := range []struct {
+		name     string
+		limitMiB int64
+		maxSize  int64
+		want     string
+		kind     error
+	}{
+		{"over the quota", 10, DefaultMaxSize, "quota exceeded for image_mib: the image unpacked is larger than the 10 MiB", errs.ErrQuotaExceeded},
+		{"over the cloud's cap", -1, 32 << 20, "the image unpacked is larger than 32 MiB, the largest image this cloud takes", errs.ErrInvalid},
+		{"upload over the cap", -1, 16 << 10, "the upload is larger than 16384 bytes", errs.ErrInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc, st, dir := newSvc(t, tc.limitMiB)
+			svc.MaxSize = tc.maxSize
+			svc.Create(ctx, "p", api.ImagesPost{Name: "bomb", Kind: api.KindContainerRootfs})
+			_, err := svc.Upload(ctx, "p", "bomb", bytes.NewReader(bomb))
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, tc.kind) {
+				t.Fatalf("%v, want %q", err, tc.want)
+			}
+			img, _ := svc.Get(ctx, "p", "bomb")
+			q, _, _ := quota.Get(ctx, st, "p")
+			if img.Status != api.ImageError || q.Usage.ImageMiB != 0 || files(t, dir) != 0 {
+				t.Fatalf("image %s, usage %d MiB, %d files", img.Status, q.Usage.ImageMiB, files(t, dir))
+			}
+		})
+	}
+	// Within the limits: charged 64 MiB, not the compressed size.
+	svc, st, _ := newSvc(t, 100)
+	svc.Create(ctx, "p", api.ImagesPost{Name: "bomb", Kind: api.KindContainerRootfs})
+	img, err := svc.Upload(ctx, "p", "bomb", bytes.NewReader(bomb))
+	q, _, _ := quota.Get(ctx, st, "p")
+	if err != nil || img.UnpackedSize != 64<<20 || img.Size != int64(len(bomb)) || q.Usage.ImageMiB != 64 {
+		t.Fatalf("%+v %v; usage %d MiB", img, err, q.Usage.ImageMiB)
+	}
+	if err := svc.Delete(ctx, "p", "bomb", false); err != nil {
+		t.Fatal(err)
+	}
+	if q, _, _ := quota.Get(ctx, st, "p"); q.Usage.ImageMiB != 0 {
+		t.Fatalf("usage after the delete: %d MiB", q.Usage.ImageMiB)
+	}
+	// Disks: the file, and its virtual size.
+	disk := qcow2(t)
+	svc.Create(ctx, "p", api.ImagesPost{Name: "disk", Kind: api.KindVMDisk, Format: "qcow2"})
+	if img, err := svc.Upload(ctx, "p", "disk", bytes.NewReader(disk)); err != nil || img.UnpackedSize != int64(len(disk)) || img.VirtualSize != 64<<20 {
+		t.Fatalf("a qcow2 disk: %+v %v", img, err)
+	}
+	kernel := tarball(t, true, entry{name: "vmlinuz", typ: tar.TypeReg, body: "kernel"}, entry{name: "disk.qcow2", typ: tar.TypeReg, body: string(disk)})
+	svc.Create(ctx, "p", api.ImagesPost{Name: "kernel", Kind: api.KindVMKernel})
+	if img, err := svc.Upload(ctx, "p", "kernel", bytes.NewReader(kernel)); err != nil || img.UnpackedSize != int64(len(disk))+6 || img.VirtualSize != 64<<20 {
+		t.Fatalf("a vm-kernel image: %+v %v", img, err)
 	}
 }

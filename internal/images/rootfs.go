@@ -10,18 +10,21 @@ import (
 	"strings"
 
 	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/vmimage"
 )
 
 // CheckRootfs reads a container rootfs tarball and refuses anything that
 // could reach outside the root when unpacked on a host: absolute paths or
 // ".." in names, links whose target climbs out of the root, hard links to
 // files outside it, and device nodes. It reads the whole archive, so a
-// truncated or corrupt one is refused too.
-func CheckRootfs(r io.Reader, gzipped bool) error {
+// truncated or corrupt one is refused too, and returns the bytes its
+// entries unpack to as read (holes of sparse files included), refusing
+// with vmimage.ErrTooLarge past limit (< 0: none).
+func CheckRootfs(r io.Reader, gzipped bool, limit int64) (int64, error) {
 	if gzipped {
 		zr, err := gzip.NewReader(r)
 		if err != nil {
-			return errs.Invalid("body", "not a gzip file: %v", err)
+			return 0, errs.Invalid("body", "not a gzip file: %v", err)
 		}
 		defer zr.Close()
 		r = zr
@@ -29,30 +32,33 @@ func CheckRootfs(r io.Reader, gzipped bool) error {
 	tr := tar.NewReader(r)
 	// r stays the (decompressed) stream so the end can be checked.
 	n := 0
+	budget := vmimage.Budget{Limit: limit}
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return errs.Invalid("body", "not a valid tar archive (truncated or corrupt?): %v", err)
+			return budget.Used, errs.Invalid("body", "not a valid tar archive (truncated or corrupt?): %v", err)
 		}
 		n++
 		if err := checkEntry(h); err != nil {
-			return errs.Invalid("body", "rootfs entry %q: %v", h.Name, err)
+			return budget.Used, errs.Invalid("body", "rootfs entry %q: %v", h.Name, err)
 		}
-		if _, err := io.Copy(io.Discard, tr); err != nil {
-			return errs.Invalid("body", "rootfs entry %q is truncated: %v", h.Name, err)
+		if err := budget.Copy(io.Discard, tr); errors.Is(err, vmimage.ErrTooLarge) {
+			return budget.Used, err
+		} else if err != nil {
+			return budget.Used, errs.Invalid("body", "rootfs entry %q is truncated: %v", h.Name, err)
 		}
 	}
 	if n == 0 {
-		return errs.Invalid("body", "the tar archive is empty")
+		return 0, errs.Invalid("body", "the tar archive is empty")
 	}
 	// Read to the very end, so gzip checks its length and CRC trailer.
 	if _, err := io.Copy(io.Discard, r); err != nil {
-		return errs.Invalid("body", "the archive is truncated or corrupt: %v", err)
+		return budget.Used, errs.Invalid("body", "the archive is truncated or corrupt: %v", err)
 	}
-	return nil
+	return budget.Used, nil
 }
 
 // escapes says whether p, relative to dir inside the root, leaves it.

@@ -134,6 +134,16 @@ func ParseSpec(spec string) (map[string]int64, error) {
 	return out, nil
 }
 
+// ParseMiB reads a size such as "20GiB" or "512MiB" (a bare number is
+// MiB) as MiB.
+func ParseMiB(v string) (int64, error) {
+	n, err := parseValue(strings.TrimSpace(v), "MiB")
+	if err == nil && n == Unlimited {
+		return 0, fmt.Errorf("%q: give a size", v)
+	}
+	return n, err
+}
+
 var sizeMiB = map[string]int64{"": 1, "k": 1, "kib": 1, "m": 1, "mib": 1, "g": 1024, "gib": 1024, "t": 1024 * 1024, "tib": 1024 * 1024}
 
 func parseValue(v, unit string) (int64, error) {

@@ -32,14 +32,51 @@ func (s *Server) postImages(r *request) response.Response {
 	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
-	if req.Visibility == api.VisibilityPublic && !r.p.CloudAdmin {
-		return response.Error(errs.Forbidden("only a cloud admin may make public images; share with named projects instead"))
+	if err := mayPublish(r, req.Visibility); err != nil {
+		return response.Error(err)
 	}
 	img, err := s.images.Create(r.Context(), project, req)
 	if err != nil {
 		return response.Error(err)
 	}
 	return response.Created(img)
+}
+
+// mayPublish refuses public visibility to anyone but a cloud admin: a
+// public image is offered to every project under its bare name, so a
+// tenant publishing one would put its bytes behind names other projects
+// use. Tenants share with named projects, which accept or not.
+func mayPublish(r *request, visibility string) error {
+	if visibility == api.VisibilityPublic && !r.p.CloudAdmin {
+		return errs.Forbidden("only a cloud admin may make an image public (every project would see it under its bare name); share it with named projects instead (visibility shared, shared_with), which accept it")
+	}
+	return nil
+}
+
+// getImageShares lists the images other projects offer this one.
+func (s *Server) getImageShares(r *request) response.Response {
+	project := r.PathValue("project")
+	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+		return response.Error(err)
+	}
+	shares, err := s.images.SharesFor(r.Context(), project)
+	if err != nil {
+		return response.Error(err)
+	}
+	return list(shares, "")
+}
+
+// putImageShare accepts or rejects an image another project offers.
+func (s *Server) putImageShare(r *request) response.Response {
+	var req api.ImageSharePut
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	sh, err := s.images.AnswerShare(r.Context(), r.PathValue("project"), r.PathValue("owner"), r.PathValue("name"), req.Status)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(sh)
 }
 
 func (s *Server) getImage(r *request) response.Response {
@@ -55,8 +92,10 @@ func (s *Server) patchImage(r *request) response.Response {
 	if err := decodeBody(r.Request, &req); err != nil {
 		return response.Error(err)
 	}
-	if req.Visibility != nil && *req.Visibility == api.VisibilityPublic && !r.p.CloudAdmin {
-		return response.Error(errs.Forbidden("only a cloud admin may make public images"))
+	if req.Visibility != nil {
+		if err := mayPublish(r, *req.Visibility); err != nil {
+			return response.Error(err)
+		}
 	}
 	img, err := s.images.Patch(r.Context(), r.PathValue("project"), r.PathValue("name"), req)
 	if err != nil {

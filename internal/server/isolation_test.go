@@ -101,6 +101,7 @@ func matrixCases() []matrixCase {
 		{"DELETE", "/v1/projects/p/security-groups/sg1/rules/nosuchrule", nil, "cA:404 pA:404 pM:404 pR:403 qA:404" + bad},
 		{"DELETE", "/v1/projects/p/security-groups/sg1", nil, "cA:204 pA:204 pM:204 pR:403 qA:404" + bad},
 		{"POST", "/v1/projects/p/instances/i1/snapshot", map[string]any{"name": "snap"}, "cA:409 pA:409 pM:409 pR:403 qA:404" + bad},
+		{"POST", "/v1/projects/p/instances/i1/snapshot?public", map[string]any{"name": "snap", "visibility": "public"}, "cA:409 pA:403 pM:403 pR:403 qA:404" + bad},
 		{"GET", "/v1/projects/p/instances/i1/logs", nil, "cA:409 pA:409 pM:409 pR:409 qA:404" + bad},
 		{"GET", "/v1/projects/p/server-groups", nil, readersOfP},
 		{"POST", "/v1/projects/p/server-groups", map[string]any{"name": "g2", "policy": "anti-affinity"}, members},
@@ -109,8 +110,12 @@ func matrixCases() []matrixCase {
 
 		{"GET", "/v1/projects/p/images", nil, readersOfP},
 		{"POST", "/v1/projects/p/images", map[string]any{"name": "img2", "kind": "container-rootfs"}, members},
+		{"POST", "/v1/projects/p/images?public", map[string]any{"name": "img2", "kind": "container-rootfs", "visibility": "public"}, "cA:201 pA:403 pM:403 pR:403 qA:404" + bad},
 		{"GET", "/v1/projects/p/images/img1", nil, readersOfP},
 		{"PATCH", "/v1/projects/p/images/img1", map[string]any{"visibility": "shared", "shared_with": []string{"q"}}, "cA:200 pA:200 pM:200 pR:403 qA:404" + bad},
+		{"PATCH", "/v1/projects/p/images/img1?public", map[string]any{"visibility": "public"}, "cA:200 pA:403 pM:403 pR:403 qA:404" + bad},
+		{"GET", "/v1/projects/p/image-shares", nil, readersOfP},
+		{"PUT", "/v1/projects/p/image-shares/q/qimg", map[string]any{"status": "accepted"}, "cA:200 pA:200 pM:200 pR:403 qA:404" + bad},
 		{"DELETE", "/v1/projects/p/images/img1", nil, "cA:204 pA:204 pM:204 pR:403 qA:404" + bad},
 		{"PUT", "/v1/projects/p/images/img1/file", "raw:not a tarball", "cA:400 pA:400 pM:400 pR:403 qA:404" + bad},
 		{"GET", "/v1/projects/p/images/img1/file", nil, "cA:409 pA:409 pM:409 pR:409 qA:404" + bad},
@@ -202,6 +207,9 @@ func newFixtureOn(t *testing.T, ts *testServer) *fixture {
 	}
 	f.agentID, f.tokens["ag"] = ag.ID, ag.Credential
 	if _, err := ts.s.images.Create(ctxA, "p", api.ImagesPost{Name: "img1", Kind: "container-rootfs"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.s.images.Create(ctxA, "q", api.ImagesPost{Name: "qimg", Kind: "container-rootfs", Visibility: "shared", SharedWith: []string{"p"}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"net1", "net2"} {
@@ -321,7 +329,9 @@ func TestListsHideOtherProjects(t *testing.T) {
 		t.Fatalf("q's admin sees p's operation: %s", ops.Body)
 	}
 	evs := f.ts.do("GET", "/v1/events?follow=false", f.tokens["qA"], nil)
-	if strings.Contains(string(evs.Body), `"project":"p"`) {
+	// An event's own project (q's image may name p as a project it is
+	// offered to: that is q's data).
+	if strings.Contains(string(evs.Body), `"project":"p","resource"`) {
 		t.Fatalf("q's admin sees p's events: %s", evs.Body)
 	}
 	projects := f.ts.do("GET", "/v1/projects", f.tokens["qA"], nil)

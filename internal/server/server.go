@@ -92,6 +92,9 @@ type Config struct {
 	// MetricsTokenFile holds a bearer token (mode 0600) that lets
 	// scrapers see per-project series on /metrics, as cloud admins do.
 	MetricsTokenFile string
+	// MaxImageMiB bounds an image's upload and what it unpacks to
+	// (0: images.DefaultMaxSize).
+	MaxImageMiB int64
 }
 
 // Server is a running kumo API server.
@@ -244,6 +247,9 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	}
 	if s.images, err = images.New(st, filepath.Join(cfg.DataDir, "images"), s.compute.ImageUsers, cfg.Clock); err != nil {
 		return nil, err
+	}
+	if cfg.MaxImageMiB > 0 {
+		s.images.MaxSize = cfg.MaxImageMiB << 20
 	}
 	s.networks = network.New(st, cfg.Clock)
 	s.networks.HostOf = s.compute.HostOf

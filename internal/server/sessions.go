@@ -424,6 +424,9 @@ func (s *Server) postInstanceSnapshot(r *request) response.Response {
 	if err := decodeBody(r.Request, &req); err != nil {
 		return response.Error(err)
 	}
+	if err := mayPublish(r, req.Visibility); err != nil {
+		return response.Error(err)
+	}
 	project := r.PathValue("project")
 	in, _, err := s.compute.Get(r.Context(), project, r.PathValue("name"))
 	if err != nil {

@@ -121,6 +121,10 @@ func TestContract(t *testing.T) {
 	shared := "shared"
 	_, err = admin.PatchImage(ctx, "web", "tiny", api.ImagePatch{Visibility: &shared, SharedWith: []string{"default"}})
 	check("patch image", err)
+	_, err = admin.ImageShares(ctx, "default")
+	check("image shares", err)
+	_, err = admin.AnswerImageShare(ctx, "default", "web", "tiny", api.ShareAccepted)
+	check("accept image share", err)
 	rc, err := admin.DownloadImage(ctx, "web", "tiny")
 	check("download image", err)
 	io.Copy(io.Discard, rc)

@@ -21,24 +21,25 @@ import (
 
 // image returns the cached image: a vm-disk becomes disk.qcow2 or
 // disk.raw, a vm-kernel tarball is unpacked (vmlinuz, initrd, cmdline,
-// disk.qcow2). A disk is checked with qemu-img once, when the cache is
-// filled, and what qemu-img said is kept beside it in disk.json for every
-// instance made from it.
+// disk.qcow2). What the bytes are is decided by kumo (vmimage.Sniff, the
+// rule the image service checked the declared format against), never by
+// QEMU's probe; a disk is checked again here, when the cache is filled
+// (it may name no other file), and what the check said is kept beside
+// it in disk.json for every instance made from it.
 func (d *Driver) image(ctx context.Context, s driver.Spec) (string, error) {
 	return d.cache.Get(ctx, s.Image, s.ImageSHA256, func(blob, out string) error {
-		keep := func(info vmimage.DiskInfo) error {
-			b, _ := json.Marshal(info)
-			return os.WriteFile(filepath.Join(out, "disk.json"), b, 0o600)
-		}
-		f, err := os.Open(blob)
+		keep := func(info vmimage.DiskInfo) error { return keepDisk(out, info) }
+		format, err := vmimage.SniffFile(blob)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		var magic [2]byte
-		f.Read(magic[:])
-		if magic == [2]byte{0x1f, 0x8b} { // gzip: a vm-kernel tarball
-			f.Seek(0, 0)
+		switch format {
+		case vmimage.FormatGzip: // a vm-kernel tarball
+			f, err := os.Open(blob)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
 			if err := local.Extract(f, true, out); err != nil {
 				return err
 			}
@@ -46,36 +47,75 @@ func (d *Driver) image(ctx context.Context, s driver.Spec) (string, error) {
 				return errors.New("a vm-kernel image needs a vmlinuz")
 			}
 			if disk := filepath.Join(out, "disk.qcow2"); exists(disk) {
-				info, err := vmimage.InspectDisk(ctx, disk, "qcow2")
+				info, err := vmimage.InspectDisk(ctx, disk, vmimage.FormatQcow2)
 				if err != nil {
-					return err
+					return fmt.Errorf("disk.qcow2: %w", err)
 				}
 				return keep(info)
 			}
 			return nil
+		case vmimage.FormatQcow2, vmimage.FormatRaw:
+			info, err := vmimage.InspectDisk(ctx, blob, format)
+			if err != nil {
+				return err
+			}
+			if err := keep(info); err != nil {
+				return err
+			}
+			return os.Rename(blob, filepath.Join(out, "disk."+info.Format))
 		}
-		info, err := vmimage.InspectDisk(ctx, blob, "")
-		if err != nil {
-			return err
-		}
-		if err := keep(info); err != nil {
-			return err
-		}
-		return os.Rename(blob, filepath.Join(out, "disk."+info.Format))
+		return fmt.Errorf("the image is %s: a VM takes a qcow2 or raw disk or a vm-kernel tarball", format)
 	})
 }
 
-// cachedDisk is what qemu-img said of a cached image's disk, if it has one.
-func cachedDisk(img string) (vmimage.DiskInfo, bool, error) {
-	var info vmimage.DiskInfo
+// diskCheck is the version of the check a cached disk passed. A cache
+// filled by an older kumo, whose check let external data files through, is
+// checked again before an instance uses it.
+const diskCheck = 2
+
+// cachedInfo is disk.json: what the check said of a cached disk.
+type cachedInfo struct {
+	vmimage.DiskInfo
+	Check int `json:"check,omitempty"`
+}
+
+// keepDisk writes disk.json in a cache entry (through a rename: Prepares
+// read it meanwhile).
+func keepDisk(dir string, info vmimage.DiskInfo) error {
+	b, _ := json.Marshal(cachedInfo{DiskInfo: info, Check: diskCheck})
+	tmp := filepath.Join(dir, ".disk.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, "disk.json"))
+}
+
+// cachedDisk is what the check said of a cached image's disk, if it has
+// one; a disk checked by an older check is checked again (and refused if
+// it fails now).
+func cachedDisk(ctx context.Context, img string) (vmimage.DiskInfo, bool, error) {
+	var ci cachedInfo
 	b, err := os.ReadFile(filepath.Join(img, "disk.json"))
 	if errors.Is(err, os.ErrNotExist) {
-		return info, false, nil
+		return ci.DiskInfo, false, nil
 	}
 	if err == nil {
-		err = json.Unmarshal(b, &info)
+		err = json.Unmarshal(b, &ci)
 	}
-	return info, err == nil, err
+	if err != nil {
+		return ci.DiskInfo, false, err
+	}
+	if ci.Check < diskCheck {
+		info, err := vmimage.InspectDisk(ctx, filepath.Join(img, "disk."+ci.Format), ci.Format)
+		if err != nil {
+			return info, false, err
+		}
+		if err := keepDisk(img, info); err != nil {
+			return info, false, err
+		}
+		ci.DiskInfo = info
+	}
+	return ci.DiskInfo, true, nil
 }
 
 // MinMemoryMiB is the least memory a VM is given.
@@ -111,14 +151,18 @@ func (d *Driver) Prepare(ctx context.Context, s driver.Spec) (err error) {
 			os.RemoveAll(dir)
 		}
 	}()
-	m := meta{Spec: s, Want: wantPrepared}
+	m := meta{Spec: s, Want: wantPrepared, BaseKnown: true}
 	size := s.Size.DiskGiB << 30
 	args := []string{"create", "-q", "-f", "qcow2"}
-	if info, ok, err := cachedDisk(img); err != nil {
+	if info, ok, err := cachedDisk(ctx, img); err != nil {
 		return fmt.Errorf("cached image %s: %w", s.Image, err)
 	} else if ok {
 		size = max(size, info.VirtualSize)
-		args = append(args, "-F", info.Format, "-b", filepath.Join(img, "disk."+info.Format))
+		m.Base, m.BaseFormat = filepath.Join(img, "disk."+info.Format), info.Format
+		// -u: the size is given, so qemu-img need not open the base; the
+		// name written into the overlay is only for people reading it
+		// (QEMU is given the base as a node of its own, see args).
+		args = append(args, "-u", "-F", info.Format, "-b", m.Base)
 	}
 	if exists(filepath.Join(img, "vmlinuz")) {
 		m.Kernel = filepath.Join(img, "vmlinuz")
@@ -238,8 +282,6 @@ func (d *Driver) args(id string, m meta, incoming string) []string {
 		"-qmp", "unix:" + d.sock(id, "qmp.sock") + ",server=on,wait=off",
 		"-chardev", "socket,id=serial0,path=" + d.sock(id, "console.sock") + ",server=on,wait=off,logfile=" + p("console.log") + ",logappend=on",
 		"-serial", "chardev:serial0",
-		"-drive", "file=" + p("disk.qcow2") + ",if=virtio,format=qcow2,discard=unmap",
-		"-drive", "file=" + p("seed.iso") + ",if=virtio,format=raw,readonly=on",
 	}
 	if len(m.Spec.NICs) == 0 {
 		a = append(a, "-nic", "none")
@@ -249,8 +291,25 @@ func (d *Driver) args(id string, m meta, incoming string) []string {
 		a = append(a, "-netdev", fmt.Sprintf("tap,id=net%d,ifname=%s,script=no,downscript=no", i, n.Device),
 			"-device", fmt.Sprintf("virtio-net-pci,netdev=net%d,mac=%s", i, n.MAC))
 	}
+	// The disks come after the NICs, in this order, as they did when they
+	// were -drive if=virtio: the guest's PCI layout (and so a state saved
+	// before) stays the same.
+	seed := vmimage.Node(p("seed.iso"), vmimage.FormatRaw)
+	readOnly(seed)
+	disks := []struct {
+		name string
+		node map[string]any
+	}{{"disk", d.diskTree(id, m)}, {"seed", seed}}
 	if exists(p("swap.img")) {
-		a = append(a, "-drive", "file="+p("swap.img")+",if=virtio,format=raw")
+		disks = append(disks, struct {
+			name string
+			node map[string]any
+		}{"swap", vmimage.Node(p("swap.img"), vmimage.FormatRaw)})
+	}
+	for _, disk := range disks {
+		disk.node["node-name"] = disk.name
+		b, _ := json.Marshal(disk.node)
+		a = append(a, "-blockdev", string(b), "-device", "virtio-blk-pci,drive="+disk.name)
 	}
 	if m.Kernel != "" {
 		a = append(a, "-kernel", m.Kernel)
@@ -267,6 +326,66 @@ func (d *Driver) args(id string, m meta, incoming string) []string {
 		a = append(a, "-incoming", "exec:cat "+shellQuote(incoming))
 	}
 	return a
+}
+
+// diskTree is the VM's disk as one QEMU node tree: the overlay (qcow2,
+// written by kumo) over the cached base given explicitly as its backing
+// node - or "backing": null - every node naming its format driver and the
+// file protocol driver. QEMU probes nothing and follows no name found in a
+// header; the files it opens are the instance's overlay and the cached
+// base the driver checked when it filled the cache.
+func (d *Driver) diskTree(id string, m meta) map[string]any {
+	n := vmimage.Node(d.path(id, "disk.qcow2"), vmimage.FormatQcow2)
+	n["discard"] = "unmap"
+	n["file"].(map[string]any)["discard"] = "unmap"
+	if m.Base != "" {
+		b := vmimage.Node(m.Base, m.BaseFormat)
+		b["node-name"] = "base"
+		readOnly(b)
+		n["backing"] = b
+	}
+	return n
+}
+
+// readOnly opens a node and its file read-only.
+func readOnly(n map[string]any) {
+	n["read-only"] = true
+	n["file"].(map[string]any)["read-only"] = true
+}
+
+// legacyBase finds the base of an overlay made before meta kept it (the
+// overlay is kumo's own file: its header is trusted to name the base).
+func legacyBase(ctx context.Context, overlay string) (string, string, error) {
+	n := vmimage.Node(overlay, vmimage.FormatQcow2)
+	delete(n, "backing")
+	out, err := exec.CommandContext(ctx, "qemu-img", "info", "-U", "--output=json", vmimage.JSONFilename(n)).Output()
+	if err != nil {
+		return "", "", fmt.Errorf("qemu-img info of the overlay: %w", err)
+	}
+	var info struct {
+		Backing string `json:"backing-filename"`
+		Format  string `json:"backing-filename-format"`
+	}
+	if err := json.Unmarshal(out, &info); err != nil {
+		return "", "", err
+	}
+	if info.Format != "" && info.Format != vmimage.FormatQcow2 && info.Format != vmimage.FormatRaw {
+		return "", "", fmt.Errorf("the overlay's base is %s", info.Format)
+	}
+	return info.Backing, info.Format, nil
+}
+
+// withBase fills in the base of a VM prepared before meta kept it.
+func (d *Driver) withBase(ctx context.Context, id string, m meta) (meta, error) {
+	if m.BaseKnown {
+		return m, nil
+	}
+	base, format, err := legacyBase(ctx, d.path(id, "disk.qcow2"))
+	if err != nil {
+		return m, err
+	}
+	m.Base, m.BaseFormat, m.BaseKnown = base, format, true
+	return m, nil
 }
 
 // Start implements driver.Driver (BOOT): a fresh boot, or the restore of a
@@ -300,6 +419,10 @@ func (d *Driver) boot(ctx context.Context, id string, m meta) error {
 		m.BootAt, m.BootOffset = time.Now().UTC(), logSize(d.path(id, "console.log"))
 	}
 	m.Want, m.Reason, m.Accel = wantRunning, "", d.accel
+	var err error
+	if m, err = d.withBase(ctx, id, m); err != nil {
+		return err
+	}
 	if err := d.writeMeta(id, m); err != nil {
 		return err
 	}

@@ -152,6 +152,13 @@ type meta struct {
 	Kernel  string `json:"kernel,omitempty"`
 	Initrd  string `json:"initrd,omitempty"`
 	Cmdline string `json:"cmdline,omitempty"`
+	// Base is the cached image disk under the overlay, in BaseFormat: QEMU
+	// and qemu-img are given it explicitly, never left to follow a name
+	// in a header ("" for none).
+	Base       string `json:"base,omitempty"`
+	BaseFormat string `json:"base_format,omitempty"`
+	// BaseKnown is false for a VM prepared before meta kept its base.
+	BaseKnown bool `json:"base_known,omitempty"`
 }
 
 func (d *Driver) dir(id string) string { return d.inst.Dir(id) }

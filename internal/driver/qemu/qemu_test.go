@@ -307,7 +307,7 @@ func TestSnapshot(t *testing.T) {
 	if st, _ := d.Status(ctx, a.ID); st.State != driver.Running {
 		t.Fatalf("after the snapshot vm-a is %s", st.State)
 	}
-	if err := vmimage.CheckKernelImage(ctx, bytes.NewReader(buf.Bytes()), t.TempDir()); err != nil {
+	if _, err := vmimage.CheckKernelImage(ctx, bytes.NewReader(buf.Bytes()), t.TempDir(), -1); err != nil {
 		t.Fatalf("the snapshot is not a valid vm-kernel image: %v", err)
 	}
 	snap = buf.Bytes()

@@ -32,8 +32,15 @@ func (d *Driver) Snapshot(ctx context.Context, id string, w io.Writer) error {
 			}
 			defer d.do(context.WithoutCancel(ctx), id, "cont", nil, nil)
 		}
-		// -U: QEMU holds the image lock while it runs (paused here).
-		out, err := exec.CommandContext(ctx, "qemu-img", "convert", "-U", "-O", "qcow2", d.path(id, "disk.qcow2"), tmp).CombinedOutput()
+		// -U: QEMU holds the image lock while it runs (paused here). The
+		// source is the same node tree QEMU runs (diskTree): the base is
+		// named explicitly, no header is followed, nothing is probed.
+		rec, err := d.withBase(ctx, id, rec)
+		if err != nil {
+			return err
+		}
+		src := vmimage.JSONFilename(d.diskTree(id, rec))
+		out, err := exec.CommandContext(ctx, "qemu-img", "convert", "-U", "-O", "qcow2", src, tmp).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("qemu-img convert: %v: %s", err, strings.TrimSpace(string(out)))
 		}
