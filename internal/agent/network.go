@@ -368,7 +368,7 @@ func (h *hostNetwork) syncLocked(ctx context.Context) {
 			}
 			fw = append(fw, firewallPort(n.VNI, dn.Gateway, port, p.Rules))
 		}
-		if err := dp.EnsureServices(dn, leases, h.meta, h.log); err != nil {
+		if err := dp.EnsureServices(dn, leases, datapath.Zone{Forward: n.EgressNAT}, h.meta, h.log); err != nil {
 			h.log.Warn("network services", "vni", n.VNI, "err", err)
 		}
 		r := datapath.Router{Egress: n.EgressNAT, External: ext, Floating: fips}
