@@ -196,8 +196,8 @@ func (s *serverAPI) Report(ctx context.Context, reps []api.InstanceReport) (api.
 	return s.c.AgentReport(ctx, s.id, reps)
 }
 
-func (s *serverAPI) Networks(ctx context.Context) (api.AgentNetworks, error) {
-	return s.c.AgentNetworks(ctx, s.id)
+func (s *serverAPI) Networks(ctx context.Context, namesVersion string) (api.AgentNetworks, error) {
+	return s.c.AgentNetworks(ctx, s.id, namesVersion)
 }
 
 func (s *serverAPI) Sessions(ctx context.Context, wait time.Duration) ([]api.Session, error) {
