@@ -1,5 +1,7 @@
 package api
 
+import "strings"
+
 // Subnet is a network's IPv4 address range.
 type Subnet struct {
 	CIDR    string `json:"cidr"`
@@ -31,7 +33,9 @@ type Network struct {
 }
 
 // NetworksPost creates a network with its subnet. Gateway defaults to
-// the subnet's first address, the pool to the rest of it, DHCP to on.
+// the subnet's first address, the pool to the rest of it, DHCP to on, DNS
+// to the gateway (the network's own DNS server; none for an external
+// network).
 type NetworksPost struct {
 	Name     string            `json:"name"`
 	CIDR     string            `json:"cidr"`
@@ -125,6 +129,21 @@ type SecurityGroupsPost struct {
 	Labels      map[string]string `json:"labels,omitempty"`
 }
 
+// DNSDomain is the parent of networks' DNS domains: an instance NAME on
+// network NET is NAME.NET.kumo.internal (and NAME) to the network's DNS
+// server at its gateway. .internal is reserved for private use (ICANN,
+// 2024): it is never delegated, so these names never shadow real ones.
+const DNSDomain = "kumo.internal"
+
+// NetworkDomain is the DNS domain of a network, named as an instance's
+// NIC names it ("name", or "owner/name" for a shared one).
+func NetworkDomain(network string) string {
+	if _, name, ok := strings.Cut(network, "/"); ok {
+		network = name
+	}
+	return network + "." + DNSDomain
+}
+
 // AgentNetworks is what an agent's hosts need of virtual networks: each
 // network with ports on them, with the other hosts' tunnel endpoints and
 // port MACs, and the local ports with their resolved security rules.
@@ -133,6 +152,10 @@ type AgentNetworks struct {
 	// Externals are the external networks of the local ports' floating
 	// IPs.
 	Externals []AgentExternal `json:"externals,omitempty"`
+	// NamesVersion is a digest of every network's Names. When the agent
+	// asked with this very version (?names_version=), the names are left
+	// out: they have not changed since it last got them.
+	NamesVersion string `json:"names_version"`
 }
 
 // AgentNetwork is one network as an agent's hosts need it.
@@ -146,6 +169,21 @@ type AgentNetwork struct {
 	EgressNAT bool          `json:"egress_nat,omitempty"`
 	Peers     []NetworkPeer `json:"peers"`
 	Ports     []AgentPort   `json:"ports"`
+	// Domain is the network's DNS domain (NetworkDomain).
+	Domain string `json:"domain"`
+	// Names are every instance port of the network, on any host, for its
+	// DNS server; left out when unchanged (AgentNetworks.NamesVersion).
+	Names []AgentName `json:"names,omitempty"`
+}
+
+// AgentName is an instance's name and address on a network.
+type AgentName struct {
+	Name string `json:"name"`
+	IP   string `json:"ip"`
+	// Project is the instance's project when it is not the network
+	// owner's (a shared network): only that project's instances see the
+	// name.
+	Project string `json:"project,omitempty"`
 }
 
 // NetworkPeer is another host with ports on a network.

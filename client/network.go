@@ -93,10 +93,16 @@ func (c *Client) DeleteSecurityRule(ctx context.Context, project, group, id stri
 	return out, c.do(ctx, http.MethodDelete, p("v1", "projects", project, "security-groups", group, "rules", id), nil, nil, &out)
 }
 
-// AgentNetworks is what an agent's hosts need of networks (agent only).
-func (c *Client) AgentNetworks(ctx context.Context, id string) (api.AgentNetworks, error) {
+// AgentNetworks is what an agent's hosts need of networks (agent only);
+// the DNS names are left out if namesVersion, the version the agent has,
+// is current.
+func (c *Client) AgentNetworks(ctx context.Context, id, namesVersion string) (api.AgentNetworks, error) {
 	var out api.AgentNetworks
-	return out, c.do(ctx, http.MethodGet, p("v1", "agents", id, "networks"), nil, nil, &out)
+	var q url.Values
+	if namesVersion != "" {
+		q = url.Values{"names_version": {namesVersion}}
+	}
+	return out, c.do(ctx, http.MethodGet, p("v1", "agents", id, "networks"), q, nil, &out)
 }
 
 // FloatingIPs lists the project's floating IPs.

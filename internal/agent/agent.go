@@ -178,8 +178,8 @@ func (s *serverAPI) Usage(ctx context.Context, us []api.InstanceUsage) error {
 	return s.c.AgentUsage(ctx, s.id, us)
 }
 
-func (s *serverAPI) Networks(ctx context.Context) (api.AgentNetworks, error) {
-	return s.c.AgentNetworks(ctx, s.id)
+func (s *serverAPI) Networks(ctx context.Context, namesVersion string) (api.AgentNetworks, error) {
+	return s.c.AgentNetworks(ctx, s.id, namesVersion)
 }
 
 func (s *serverAPI) Sessions(ctx context.Context, wait time.Duration) ([]api.Session, error) {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -29,9 +30,10 @@ import (
 // netEvery is how often the datapath is reconciled.
 const netEvery = 2 * time.Second
 
-// networkView is what the host network job needs of the server.
+// networkView is what the host network job needs of the server: the
+// view, its DNS names left out if namesVersion is current.
 type networkView interface {
-	Networks(ctx context.Context) (api.AgentNetworks, error)
+	Networks(ctx context.Context, namesVersion string) (api.AgentNetworks, error)
 }
 
 // hostNetwork is the host network job. dp is nil on hosts without a
@@ -58,6 +60,10 @@ type hostNetwork struct {
 	fwKey     string           // the firewall last applied here
 	routers   map[int64]string // what each tenant router here was last set to do
 	netRounds int
+	// names are the DNS names of the networks served here, as of
+	// namesVersion (the server sends them only when they change).
+	names        map[int64][]datapath.Name
+	namesVersion string
 }
 
 func newHostNetwork(dp *datapath.Host, netErr string, sim bool, view networkView, meta *metadataService, uplinks map[string]string, assigned <-chan struct{}, log *slog.Logger) *hostNetwork {
@@ -124,8 +130,12 @@ func (h *hostNetwork) spec(s driver.Spec, as api.Assignment) driver.Spec {
 	for _, n := range as.NICs {
 		p, _ := netip.ParsePrefix(n.CIDR)
 		ip, _ := netip.ParseAddr(n.IP)
-		s.NICs = append(s.NICs, driver.NIC{Device: datapath.PortName(n.PortID), MAC: n.MAC, Address: netip.PrefixFrom(ip, p.Bits()).String(),
-			Gateway: n.Gateway, DNS: n.DNS, MTU: h.dp.MTU()})
+		nic := driver.NIC{Device: datapath.PortName(n.PortID), MAC: n.MAC, Address: netip.PrefixFrom(ip, p.Bits()).String(),
+			Gateway: n.Gateway, DNS: n.DNS, MTU: h.dp.MTU()}
+		if slices.Contains(n.DNS, n.Gateway) { // the network's own DNS server knows its domain
+			nic.Domain = api.NetworkDomain(n.Network)
+		}
+		s.NICs = append(s.NICs, nic)
 	}
 	return s
 }
@@ -285,7 +295,7 @@ func (h *hostNetwork) syncLocked(ctx context.Context) {
 			h.fwKey = ""
 		}
 	}
-	view, err := h.view.Networks(ctx)
+	view, err := h.view.Networks(ctx, h.namesVersion)
 	if err != nil {
 		if ctx.Err() == nil {
 			h.log.Warn("network view", "err", err)
@@ -293,6 +303,7 @@ func (h *hostNetwork) syncLocked(ctx context.Context) {
 		return
 	}
 	defer h.synced.Store(time.Now().UnixNano())
+	h.keepNames(view)
 	wired := h.wired()
 	wantNet := map[int64]bool{}
 	wantPort := map[string]bool{}
@@ -321,6 +332,7 @@ func (h *hostNetwork) syncLocked(ctx context.Context) {
 		wantNet[n.VNI] = true
 		dn, err := dpNetwork(fmt.Sprint(n.VNI), n.VNI, n.CIDR, n.Gateway, n.DNS, n.DHCP)
 		if err == nil {
+			dn.Domain = n.Domain
 			err = dp.EnsureNetwork(dn)
 		}
 		if err != nil {
@@ -380,7 +392,8 @@ func (h *hostNetwork) syncLocked(ctx context.Context) {
 			}
 			fw = append(fw, firewallPort(n.VNI, dn.Gateway, port, p.Rules))
 		}
-		if err := dp.EnsureServices(dn, leases, h.meta, h.log); err != nil {
+		zone := datapath.Zone{Names: h.names[n.VNI], Forward: n.EgressNAT}
+		if err := dp.EnsureServices(dn, leases, zone, h.meta, h.log); err != nil {
 			h.log.Warn("network services", "vni", n.VNI, "err", err)
 		}
 		r := datapath.Router{Egress: n.EgressNAT, External: ext, Floating: fips}
@@ -445,6 +458,24 @@ func (h *hostNetwork) syncLocked(ctx context.Context) {
 		if err := dp.RemoveNetwork(vni); err != nil {
 			h.log.Warn("removing a network", "vni", vni, "err", err)
 		}
+	}
+}
+
+// keepNames takes the view's DNS names, or keeps those it has if the
+// server left them out as unchanged.
+func (h *hostNetwork) keepNames(view api.AgentNetworks) {
+	if view.NamesVersion != "" && view.NamesVersion == h.namesVersion {
+		return
+	}
+	h.names, h.namesVersion = map[int64][]datapath.Name{}, view.NamesVersion
+	for _, n := range view.Networks {
+		names := make([]datapath.Name, 0, len(n.Names))
+		for _, nm := range n.Names {
+			if ip, err := netip.ParseAddr(nm.IP); err == nil {
+				names = append(names, datapath.Name{Name: nm.Name, IP: ip, Project: nm.Project})
+			}
+		}
+		h.names[n.VNI] = names
 	}
 }
 

@@ -44,7 +44,7 @@ func (a *app) networkCmd() *cobra.Command {
 	f := create.Flags()
 	f.StringVar(&req.CIDR, "subnet", "", "the IPv4 subnet, e.g. 10.20.0.0/24")
 	f.StringVar(&req.Gateway, "gateway", "", "the gateway address (default: the subnet's first)")
-	f.StringSliceVar(&req.DNS, "dns", nil, "DNS servers handed out")
+	f.StringSliceVar(&req.DNS, "dns", nil, "DNS servers handed out (default: the gateway, the network's own DNS server)")
 	f.StringSliceVar(&pools, "pool", nil, "an allocation pool START-END (default: the whole subnet)")
 	f.BoolVar(&noDHCP, "no-dhcp", false, "no DHCP on this network")
 	f.BoolVar(&req.Shared, "shared", false, "every project may use it (cloud admin)")

@@ -51,7 +51,11 @@ type NIC struct {
 	Address string // CIDR form, e.g. 10.20.0.5/24
 	Gateway string
 	DNS     []string
-	MTU     int
+	// Domain is the network's DNS domain (app.kumo.internal), where the
+	// network's DNS server (one of DNS) answers its instances' names: a
+	// guest searches it so that short names resolve.
+	Domain string
+	MTU    int
 }
 
 // State is what the driver sees of an instance.

@@ -139,6 +139,13 @@ func checkSubnet(req *api.NetworksPost) (api.Subnet, error) {
 			return out, err
 		}
 	}
+	// By default instances ask the network's own DNS server, at the
+	// gateway (as Neutron's dnsmasq is): it knows their names and forwards
+	// the rest if the network may go out. An external network has no
+	// instances to tell.
+	if len(out.DNS) == 0 && !req.External {
+		out.DNS = []string{out.Gateway}
+	}
 	out.Pools = req.Pools
 	if len(out.Pools) == 0 {
 		out.Pools = []api.IPRange{{Start: lo.String(), End: hi.String()}}

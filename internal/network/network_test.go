@@ -49,7 +49,7 @@ func TestSubnetChecks(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			n, err := svc.CreateNetwork(ctx, "p", tc.req)
 			if tc.want == "" {
-				if err != nil || n.Subnet.Gateway != "10.20.0.1" || !n.Subnet.DHCP || n.VNI < 1 || n.VNI >= 1<<24 ||
+				if err != nil || n.Subnet.Gateway != "10.20.0.1" || !n.Subnet.DHCP || n.VNI < 1 || n.VNI >= 1<<24 || len(n.Subnet.DNS) != 1 || n.Subnet.DNS[0] != "10.20.0.1" ||
 					len(n.Subnet.Pools) != 1 || n.Subnet.Pools[0] != (api.IPRange{Start: "10.20.0.1", End: "10.20.0.254"}) {
 					t.Fatalf("%+v %v", n, err)
 				}

@@ -238,8 +238,10 @@ type PlacedNIC struct {
 
 // AgentView is what an agent's hosts need of networks: for each network
 // with ports on them, the other hosts (their VTEP addresses, from vteps)
-// with their ports' MACs, and the local ports with resolved rules.
-func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed []PlacedNIC, vteps map[string]string) (api.AgentNetworks, error) {
+// with their ports' MACs, the local ports with resolved rules, and every
+// port's name for DNS - left out if namesVersion, what the agent has,
+// is still current (dnsNames).
+func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed []PlacedNIC, vteps map[string]string, namesVersion string) (api.AgentNetworks, error) {
 	out := api.AgentNetworks{Networks: []api.AgentNetwork{}}
 	byVNI := map[int64]*api.AgentNetwork{}
 	// Group members' addresses, by project, group and network: a rule
@@ -256,7 +258,7 @@ func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed
 			projects[p.Project] = true
 			if byVNI[p.NIC.VNI] == nil {
 				byVNI[p.NIC.VNI] = &api.AgentNetwork{VNI: p.NIC.VNI, CIDR: p.NIC.CIDR, Gateway: p.NIC.Gateway, DNS: p.NIC.DNS, DHCP: p.NIC.DHCP,
-					EgressNAT: svc.EgressNAT, Peers: []api.NetworkPeer{}, Ports: []api.AgentPort{}}
+					EgressNAT: svc.EgressNAT, Peers: []api.NetworkPeer{}, Ports: []api.AgentPort{}, Domain: api.NetworkDomain(p.NIC.Network)}
 			}
 		}
 	}
@@ -290,6 +292,7 @@ func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed
 		if n == nil {
 			continue
 		}
+		n.Names = append(n.Names, dnsName(p))
 		if !local[p.Host] {
 			if peers[n.VNI] == nil {
 				peers[n.VNI] = map[string]*api.NetworkPeer{}
@@ -344,6 +347,7 @@ func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed
 		out.Networks = append(out.Networks, *n)
 	}
 	sort.Slice(out.Networks, func(i, j int) bool { return out.Networks[i].VNI < out.Networks[j].VNI })
+	out.NamesVersion = dnsNames(out.Networks, namesVersion)
 	for _, e := range externals {
 		out.Externals = append(out.Externals, e)
 	}

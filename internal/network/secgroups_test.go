@@ -83,7 +83,7 @@ func TestAgentView(t *testing.T) {
 		{Host: "h3", Project: "p", Instance: "app2", InstanceID: "i-app2", NIC: nic(7, "10.20.0.7", "default")},
 		{Host: "h2", Project: "p", Instance: "other", InstanceID: "i-o", NIC: nic(9, "10.20.0.8", "default")},
 	}
-	v, err := svc.AgentView(ctx, map[string]bool{"h1": true}, placed, map[string]string{"h1": "198.18.0.1", "h2": "198.18.0.2", "h3": "198.18.0.3"})
+	v, err := svc.AgentView(ctx, map[string]bool{"h1": true}, placed, map[string]string{"h1": "198.18.0.1", "h2": "198.18.0.2", "h3": "198.18.0.3"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestFloatingIPFollowsInstanceID(t *testing.T) {
 		t.Fatal(err)
 	}
 	view := func() api.AgentPort {
-		v, err := svc.AgentView(ctx, map[string]bool{"h1": true}, []PlacedNIC{{Host: "h1", Project: "p", Instance: "db", InstanceID: "i-db", NIC: nic}}, nil)
+		v, err := svc.AgentView(ctx, map[string]bool{"h1": true}, []PlacedNIC{{Host: "h1", Project: "p", Instance: "db", InstanceID: "i-db", NIC: nic}}, nil, "")
 		if err != nil || len(v.Networks) != 1 || len(v.Networks[0].Ports) != 1 {
 			t.Fatalf("view: %+v %v", v, err)
 		}

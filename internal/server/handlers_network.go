@@ -165,7 +165,7 @@ func (s *Server) getAgentNetworks(r *request) response.Response {
 		return response.Error(err)
 	}
 	placed, vteps := s.compute.PlacedNICs()
-	v, err := s.networks.AgentView(r.Context(), r.agent.Hosts, placed, vteps)
+	v, err := s.networks.AgentView(r.Context(), r.agent.Hosts, placed, vteps, r.URL.Query().Get("names_version"))
 	if err != nil {
 		return response.Error(err)
 	}

@@ -164,7 +164,7 @@ func TestComputeContract(t *testing.T) {
 	agentClient := s.remote(t, cred.Credential)
 	agentClient.WrapTransport(v.Transport)
 	// What the agent's hosts need of networks: c2's port, its rules.
-	nv, err := agentClient.AgentNetworks(ctx, cred.AgentID)
+	nv, err := agentClient.AgentNetworks(ctx, cred.AgentID, "")
 	check("agent networks", err)
 	if len(nv.Networks) != 1 || len(nv.Networks[0].Ports) != 1 || len(nv.Networks[0].Ports[0].Rules) == 0 {
 		t.Errorf("agent networks: %+v", nv)

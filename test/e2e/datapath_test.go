@@ -150,6 +150,11 @@ func TestNetworks(t *testing.T) {
 	if out, _ := fetch(root, "c2", "http://169.254.169.254/latest/user-data"); !strings.Contains(out, "c2-page") {
 		t.Errorf("c2's user-data: %q", out)
 	}
+	// DNS at the gateway: instances' names, short and under the network's
+	// domain.
+	for _, name := range []string{"c2", "c2.app.kumo.internal"} {
+		resolves(t, root, "c1", name, c2.IP)
+	}
 	// A floating IP: reachable from outside through c1's rules, and c1's
 	// public address in its metadata.
 	must(t, root, "", "network", "create", "public", "--subnet", "203.0.113.0/24", "--gateway", "203.0.113.1", "--external")
@@ -254,6 +259,12 @@ func TestNetworks(t *testing.T) {
 	if out, _ := fetch(t2, "x1", "http://169.254.169.254/latest/meta-data/local-ipv4"); strings.TrimSpace(out) != x1.IP {
 		t.Errorf("x1's metadata: %q", out)
 	}
+	// Its network's DNS server (the gateway by default) knows its names,
+	// not the first tenant's.
+	resolves(t, t2, "x1", "x1", x1.IP)
+	if r := kumo(t, t2, "", "instance", "exec", "x1", "--", "timeout", "5", "nslookup", "c2.app.kumo.internal"); r.code == 0 || !strings.Contains(r.out+r.err, "NXDOMAIN") {
+		t.Errorf("another tenant's instance resolved c2: exit %d %s%s", r.code, r.out, r.err)
+	}
 
 	if vms {
 		must(t, root, "", "image", "build", "tiny-vm", "-f", filepath.Join(dir, "tiny-vm.tar.gz"), "--import", "--public")
@@ -292,5 +303,15 @@ func TestNetworks(t *testing.T) {
 			}
 		}
 		return !strings.Contains(string(out), "kbr") && !strings.Contains(string(out), "kp") && len(mounted) == 0, string(out) + strings.Join(mounted, " ") + "\n" + s.out.String()
+	})
+}
+
+// resolves waits until an instance resolves a name to an address through
+// its network's DNS server (busybox's nslookup).
+func resolves(t *testing.T, env []string, from, name, ip string) {
+	t.Helper()
+	eventually(t, 20*time.Second, from+" resolves "+name, func() (bool, string) {
+		r := kumo(t, env, "", "instance", "exec", from, "--", "timeout", "5", "nslookup", name)
+		return r.code == 0 && strings.Contains(r.out, "Address: "+ip+"\n"), r.out + r.err
 	})
 }

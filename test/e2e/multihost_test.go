@@ -134,6 +134,18 @@ func TestNetworksAcrossHosts(t *testing.T) {
 		r := kumo(t, root, "", "instance", "exec", "a1", "--", "timeout", "3", "wget", "-qO-", "http://"+a0.IP+":8080/")
 		return r.code == 0 && strings.Contains(r.out, "a0"), r.out + r.err
 	})
+	// DNS (the networks' default server, at the gateway): each host's
+	// router knows the instance on the other; the other network's router
+	// does not.
+	resolves(t, root, "a0", "a1", a1.IP)
+	resolves(t, root, "a1", "a0.app.kumo.internal", a0.IP)
+	if r := kumo(t, root, "", "instance", "exec", "b", "--", "timeout", "5", "nslookup", "a1"); r.code == 0 || !strings.Contains(r.out+r.err, "NXDOMAIN") {
+		t.Errorf("b on another network resolved a1: exit %d %s%s", r.code, r.out, r.err)
+	}
+	// Not allowed out: outside names are refused, not forwarded.
+	if r := kumo(t, root, "", "instance", "exec", "a0", "--", "timeout", "5", "nslookup", "www.example.com"); r.code == 0 || !strings.Contains(r.out+r.err, "REFUSED") {
+		t.Errorf("an outside name without egress: exit %d %s%s", r.code, r.out, r.err)
+	}
 	// Without --egress-nat nothing past the network is reachable: not the
 	// hosts' own addresses either.
 	if r := kumo(t, root, "", "instance", "exec", "a1", "--", "timeout", "3", "wget", "-qO-", "http://198.18.0.1:"+port+"/v1"); r.code == 0 {

@@ -5,7 +5,8 @@
 // holding the distributed gateway (the same address and MAC on every
 // host, so an instance that moves keeps a valid ARP entry); veth pairs into containers' network
 // namespaces and TAP devices for VMs; nftables for isolation, security
-// groups and anti-spoofing (firewall.go); DHCP (dhcp.go).
+// groups and anti-spoofing (firewall.go); DHCP, DNS (dns.go) and metadata
+// (services.go).
 //
 // Everything is level-triggered: Ensure* calls make the kernel match what
 // they are given, changing nothing that is right and repairing what is
@@ -56,6 +57,9 @@ type Config struct {
 	// UnderlayMTU is the underlay's MTU (default 1500); tenant devices
 	// get 50 bytes less, room for the VXLAN header.
 	UnderlayMTU int
+	// ResolvConf names the host's resolvers, to which networks allowed
+	// out forward outside names (default /etc/resolv.conf).
+	ResolvConf string
 }
 
 // Network is one virtual network as a host needs it.
@@ -65,6 +69,9 @@ type Network struct {
 	Gateway netip.Addr
 	DNS     []netip.Addr
 	DHCP    bool
+	// Domain is the network's DNS domain ("app.kumo.internal"), where its
+	// DNS server answers its instances' names (dns.go).
+	Domain string
 }
 
 // Port is one attachment of an instance to a network.
@@ -96,8 +103,9 @@ type Host struct {
 	mu        sync.Mutex
 	sysctlsOK bool
 
-	svcMu sync.Mutex
-	svcs  map[int64]*services
+	svcMu     sync.Mutex
+	svcs      map[int64]*services
+	resolvers *hostResolvers
 }
 
 // Open prepares a host's datapath: a netlink handle in its namespace. The
@@ -114,7 +122,10 @@ func Open(cfg Config) (*Host, error) {
 	if cfg.UnderlayMTU == 0 {
 		cfg.UnderlayMTU = 1500
 	}
-	h := &Host{cfg: cfg, mtu: cfg.UnderlayMTU - vxlanOverhead}
+	if cfg.ResolvConf == "" {
+		cfg.ResolvConf = "/etc/resolv.conf"
+	}
+	h := &Host{cfg: cfg, mtu: cfg.UnderlayMTU - vxlanOverhead, resolvers: &hostResolvers{path: cfg.ResolvConf, netns: cfg.NetNS}}
 	var err error
 	if cfg.NetNS == "" {
 		h.ns, err = netns.Get()

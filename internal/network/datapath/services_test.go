@@ -63,8 +63,8 @@ func TestMetadataIdentifiesByPort(t *testing.T) {
 	a0 := tb.plug(0, netA, "a0", "10.20.0.10")
 	b0 := tb.plug(0, netB, "b0", "10.20.0.10")
 	a1 := tb.plug(0, netA, "a1", "10.20.0.11")
-	must(t, h.EnsureServices(netA, nil, whoAmI, nil))
-	must(t, h.EnsureServices(netB, nil, whoAmI, nil))
+	must(t, h.EnsureServices(netA, nil, Zone{}, whoAmI, nil))
+	must(t, h.EnsureServices(netB, nil, Zone{}, whoAmI, nil))
 	t.Cleanup(func() { h.StopServices(netA.VNI); h.StopServices(netB.VNI) })
 	for _, c := range []struct {
 		in   instance
@@ -77,8 +77,9 @@ func TestMetadataIdentifiesByPort(t *testing.T) {
 	}
 }
 
-// TestDHCP: a DHCP client on a port gets the port's address, the gateway
-// and the MTU; a MAC that is no local port gets no answer.
+// TestDHCP: a DHCP client on a port gets the port's address, the gateway,
+// the MTU, the DNS server and the network's domain to search; a MAC that
+// is no local port gets no answer.
 func TestDHCP(t *testing.T) {
 	busybox, err := exec.LookPath("busybox")
 	if err != nil {
@@ -87,7 +88,7 @@ func TestDHCP(t *testing.T) {
 	tb := newTestbed(t, 1)
 	h := tb.hosts[0]
 	n := netA
-	n.DHCP, n.DNS = true, []netip.Addr{netip.MustParseAddr("10.20.0.1")}
+	n.DHCP, n.DNS, n.Domain = true, []netip.Addr{netip.MustParseAddr("10.20.0.1")}, "app.kumo.internal"
 	a0 := tb.plug(0, n, "a0", "10.20.0.10")
 	// The port's address is what DHCP must give back: take it off first.
 	nl := tb.handle(a0.ns)
@@ -95,20 +96,20 @@ func TestDHCP(t *testing.T) {
 	must(t, nl.AddrDel(linkIn(t, nl, "eth0"), mustAddr("10.20.0.10/24")))
 	must(t, h.ApplyFirewall([]FirewallPort{fwPort(a0, n.VNI)}))
 	script := filepath.Join(t.TempDir(), "udhcpc.sh")
-	must(t, os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 ip=$ip mask=$mask router=$router dns=$dns mtu=$mtu host=$hostname\"\n"), 0o755))
+	must(t, os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 ip=$ip mask=$mask router=$router dns=$dns mtu=$mtu host=$hostname domain=$domain search=$search\"\n"), 0o755))
 	run := func() string {
 		out, _ := exec.Command("nsenter", "--net="+a0.ns, busybox, "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "3", "-T", "1", "-s", script).CombinedOutput()
 		return string(out)
 	}
 	// Not a known port: no answer.
-	must(t, h.EnsureServices(n, nil, whoAmI, nil))
+	must(t, h.EnsureServices(n, nil, Zone{}, whoAmI, nil))
 	t.Cleanup(func() { h.StopServices(n.VNI) })
 	if out := run(); strings.Contains(out, "bound") {
 		t.Errorf("an unknown MAC got a lease:\n%s", out)
 	}
-	must(t, h.EnsureServices(n, []Lease{{MAC: a0.port.MAC, IP: a0.port.IP, Hostname: "a0"}}, whoAmI, nil))
+	must(t, h.EnsureServices(n, []Lease{{MAC: a0.port.MAC, IP: a0.port.IP, Hostname: "a0"}}, Zone{}, whoAmI, nil))
 	out := run()
-	for _, want := range []string{"bound ip=10.20.0.10", "mask=24", "router=10.20.0.1", "dns=10.20.0.1", "mtu=1450", "host=a0"} {
+	for _, want := range []string{"bound ip=10.20.0.10", "mask=24", "router=10.20.0.1", "dns=10.20.0.1", "mtu=1450", "host=a0", "domain=app.kumo.internal", "search=app.kumo.internal"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the lease lacks %q:\n%s", want, out)
 		}

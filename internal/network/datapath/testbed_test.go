@@ -54,7 +54,9 @@ func newTestbed(t testing.TB, nhosts int) *testbed {
 		vtep := netip.AddrFrom4([4]byte{198, 18, 0, byte(i + 1)})
 		tb.link(tb.sw, fmt.Sprintf("up%d", i), hns, "uplink", netip.Prefix{}, netip.PrefixFrom(vtep, 24))
 		must(t, swnl.LinkSetMaster(linkIn(t, swnl, fmt.Sprintf("up%d", i)), sw))
-		h, err := Open(Config{NetNS: hns, VTEP: vtep, NSDir: filepath.Join(dir, fmt.Sprintf("host%d-ns", i))})
+		// The host's resolvers are the test's: none until it writes them.
+		h, err := Open(Config{NetNS: hns, VTEP: vtep, NSDir: filepath.Join(dir, fmt.Sprintf("host%d-ns", i)),
+			ResolvConf: filepath.Join(dir, fmt.Sprintf("host%d-resolv.conf", i))})
 		if err != nil {
 			t.Fatal(err)
 		}
