@@ -348,7 +348,7 @@ func (d *Driver) spawn(ctx context.Context, id string, m meta, incoming string) 
 		b, _ := os.ReadFile(d.path(id, "qemu.log"))
 		return fmt.Errorf("qemu exited right after it started: %s", oneLine(b))
 	}
-	if err := local.JoinCgroup(pid, id); err != nil {
+	if err := local.JoinCgroup(pid, id, d.limits(m.Spec.Size)); err != nil {
 		d.ensureQuit(ctx, id)
 		return fmt.Errorf("moving qemu into its cgroup: %w", err)
 	}
