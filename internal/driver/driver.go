@@ -203,6 +203,9 @@ type Options struct {
 	StopTimeout time.Duration
 	// HostName overrides the name of a single-host driver's host.
 	HostName string
+	// MaxUnpacked bounds the bytes one image may unpack to in the host's
+	// image cache (0: local.DefaultMaxUnpacked).
+	MaxUnpacked int64
 	// FetchImage returns an image's bytes by sha256 (the agent fetches
 	// them from the API).
 	FetchImage func(ctx context.Context, sha256 string) (io.ReadCloser, error)

@@ -117,7 +117,10 @@ func (d *Driver) image(ctx context.Context, s driver.Spec) (string, error) {
 			return err
 		}
 		defer f.Close()
-		return local.Extract(f, true, filepath.Join(out, "rootfs"))
+		if err := os.Mkdir(filepath.Join(out, "rootfs"), 0o755); err != nil {
+			return err
+		}
+		return local.Extract(f, true, filepath.Join(out, "rootfs"), d.o.MaxUnpacked)
 	})
 	return filepath.Join(dir, "rootfs"), err
 }

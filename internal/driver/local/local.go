@@ -1,7 +1,8 @@
 // Package local holds what the drivers that run instances on this machine
 // (container, qemu) share: the host's facts, the image cache filled by
-// hash from the image service, safe tarball extraction, and console log
-// tails.
+// hash from the image service, tarball extraction bounded in size and
+// confined to its root (Root: every path in tenant content resolved by
+// the kernel inside it), instances' cgroups, and console log tails.
 package local
 
 import (

@@ -39,7 +39,7 @@ func (d *Driver) image(ctx context.Context, s driver.Spec) (string, error) {
 		f.Read(magic[:])
 		if magic == [2]byte{0x1f, 0x8b} { // gzip: a vm-kernel tarball
 			f.Seek(0, 0)
-			if err := local.Extract(f, true, out); err != nil {
+			if err := local.Extract(f, true, out, d.o.MaxUnpacked); err != nil {
 				return err
 			}
 			if _, err := os.Stat(filepath.Join(out, "vmlinuz")); err != nil {
