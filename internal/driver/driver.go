@@ -42,6 +42,11 @@ type Spec struct {
 	// NICs are the instance's ports, already plugged on the host: a VM
 	// opens each TAP device by name.
 	NICs []NIC
+	// Nesting lets a container make user namespaces (and, inside them,
+	// the namespaces and mounts a nested container runtime needs); from
+	// its flavor, which only cloud admins make. Drivers without the notion
+	// ignore it.
+	Nesting bool
 }
 
 // NIC is one port of an instance as a driver needs it.
