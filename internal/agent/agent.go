@@ -399,7 +399,7 @@ func (a *Agent) dispatch(ctx context.Context, as api.Assignment) {
 }
 
 func (a *Agent) spec(as api.Assignment) driver.Spec {
-	return a.withNICs(driver.Spec{ID: as.ID, Project: as.Project, Name: as.Name, Type: as.Type, Host: as.Host, Image: as.Image, ImageSHA256: as.ImageSHA256, UserData: as.UserData, Size: as.Size}, as)
+	return a.withNICs(driver.Spec{ID: as.ID, Project: as.Project, Name: as.Name, Type: as.Type, Host: as.Host, Image: as.Image, ImageSHA256: as.ImageSHA256, UserData: as.UserData, Size: as.Size, Nesting: as.Nesting}, as)
 }
 
 // handle does what an instance's state asks of the host.

@@ -12,7 +12,7 @@ import (
 func assignment(e *entry) api.Assignment {
 	r := &e.rec
 	return api.Assignment{ID: r.ID, Project: r.Project, Name: r.Name, Type: r.Type, Host: r.Host, Size: r.Size,
-		Image: r.Image, ImageSHA256: r.ImageSHA256, UserData: r.UserData, State: r.State, Action: r.Action, Revision: e.rev, NICs: r.NICs}
+		Image: r.Image, ImageSHA256: r.ImageSHA256, UserData: r.UserData, State: r.State, Action: r.Action, Revision: e.rev, NICs: r.NICs, Nesting: r.Nesting}
 }
 
 // Assignments returns the instances on an agent's hosts that changed after
