@@ -255,6 +255,8 @@ type Assignment struct {
 	Revision    int64  `json:"revision"`
 	// NICs are wired by the agent before the instance starts.
 	NICs []InstanceNIC `json:"nics,omitempty"`
+	// Nesting comes from the instance's flavor (driver.Spec.Nesting).
+	Nesting bool `json:"nesting,omitempty"`
 }
 
 // Assignments is the answer of the assignments long poll.

@@ -11,6 +11,9 @@ type Flavor struct {
 	// currency (GET /v1/prices has its history).
 	PriceMicro  int64  `json:"price_micro_per_hour"`
 	Description string `json:"description,omitempty"`
+	// Nesting lets containers of this flavor make user namespaces (to run
+	// containers inside); only cloud admins make flavors.
+	Nesting bool `json:"nesting,omitempty"`
 }
 
 // FlavorsPost creates a flavor (cloud admin).
@@ -23,4 +26,5 @@ type FlavorsPost struct {
 	PriceMicro  int64             `json:"price_micro_per_hour"`
 	Description string            `json:"description,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
+	Nesting     bool              `json:"nesting,omitempty"`
 }

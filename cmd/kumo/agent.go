@@ -12,22 +12,26 @@ import (
 	"github.com/kumocloud/kumo/internal/agent"
 	"github.com/kumocloud/kumo/internal/driver"
 	_ "github.com/kumocloud/kumo/internal/driver/container" // registers "container"
-	_ "github.com/kumocloud/kumo/internal/driver/qemu"      // registers "qemu"
-	_ "github.com/kumocloud/kumo/internal/driver/sim"       // registers "sim"
+	"github.com/kumocloud/kumo/internal/driver/local"
+	_ "github.com/kumocloud/kumo/internal/driver/qemu" // registers "qemu"
+	_ "github.com/kumocloud/kumo/internal/driver/sim"  // registers "sim"
 )
 
 // driverFlags are the drivers' settings, shared by 'kumo server --drivers'
 // and 'kumo agent --driver'.
 type driverFlags struct {
-	sim     simFlags
-	accel   string
-	vtep    string
-	uplinks map[string]string
+	sim   simFlags
+	accel string
+	// maxUnpackedGiB bounds what one image unpacks to in a host's cache.
+	maxUnpackedGiB int64
+	vtep           string
+	uplinks        map[string]string
 }
 
 func (d *driverFlags) register(f *pflag.FlagSet) {
 	d.sim.register(f)
 	f.StringVar(&d.accel, "qemu-accel", "auto", "qemu driver: auto (KVM if a probe boot under it works, else TCG), kvm or tcg")
+	f.Int64Var(&d.maxUnpackedGiB, "image-max-unpacked", local.DefaultMaxUnpacked>>30, "container and qemu drivers: GiB one image may unpack to in this host's image cache (a gzip bomb stops there)")
 	f.StringVar(&d.vtep, "vtep", "auto", "this host's address for the VXLAN tunnels of virtual networks (auto: the default route's interface)")
 	f.StringToStringVar(&d.uplinks, "uplink", nil, "NETWORK=DEVICE: bridge this host device into external network NETWORK (floating IPs); repeatable")
 }
@@ -35,6 +39,7 @@ func (d *driverFlags) register(f *pflag.FlagSet) {
 func (d *driverFlags) options() driver.Options {
 	o := d.sim.options()
 	o.QemuAccel = d.accel
+	o.MaxUnpacked = d.maxUnpackedGiB << 30
 	return o
 }
 

@@ -263,7 +263,7 @@ func (in *instances) dispatch(ctx context.Context, as api.Assignment) {
 
 func (in *instances) spec(as api.Assignment) driver.Spec {
 	return in.ports.spec(driver.Spec{ID: as.ID, Project: as.Project, Name: as.Name, Type: as.Type, Host: as.Host, Image: as.Image,
-		ImageSHA256: as.ImageSHA256, UserData: as.UserData, Size: as.Size}, as)
+		ImageSHA256: as.ImageSHA256, UserData: as.UserData, Size: as.Size, Nesting: as.Nesting}, as)
 }
 
 // handle does what an instance's state asks of the host.

@@ -50,6 +50,8 @@ func instanceURL(project, name string) string {
 type record struct {
 	api.Instance
 	History []api.HistoryRecord `json:"history"`
+	// Nesting is the flavor's, copied at create like its size.
+	Nesting bool `json:"nesting,omitempty"`
 }
 
 func (r *record) api(rev int64) api.Instance {
@@ -284,7 +286,7 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 		Size:  api.Size{VCPUs: fl.VCPUs, MemoryMiB: fl.MemoryMiB, DiskGiB: fl.DiskGiB, SwapMiB: fl.SwapMiB},
 		Image: imageRef, ImageSHA256: imageSum, Requirements: req.Requirements, Rank: req.Rank, ServerGroup: req.ServerGroup, UserData: req.UserData,
 		State: api.StatePending,
-	}}
+	}, Nesting: fl.Nesting}
 	r.History = []api.HistoryRecord{{Seq: 1, Time: t, To: api.StatePending, Actor: reqctx.Actor(ctx), Reason: "created"}}
 	key := instanceKey(project, req.Name)
 	// The instance, its ports and their addresses are one transaction; a

@@ -42,6 +42,11 @@ type Spec struct {
 	// NICs are the instance's ports, already plugged on the host: a VM
 	// opens each TAP device by name.
 	NICs []NIC
+	// Nesting lets a container make user namespaces (and, inside them,
+	// the namespaces and mounts a nested container runtime needs); from
+	// its flavor, which only cloud admins make. Drivers without the notion
+	// ignore it.
+	Nesting bool
 }
 
 // NIC is one port of an instance as a driver needs it.
@@ -208,6 +213,9 @@ type Options struct {
 	StopTimeout time.Duration
 	// HostName overrides the name of a single-host driver's host.
 	HostName string
+	// MaxUnpacked bounds the bytes one image may unpack to in the host's
+	// image cache (0: local.DefaultMaxUnpacked).
+	MaxUnpacked int64
 	// FetchImage returns an image's bytes by sha256 (the agent fetches
 	// them from the API).
 	FetchImage func(ctx context.Context, sha256 string) (io.ReadCloser, error)

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// ErrNoSpace: the store's disk is (nearly) full; writes are refused until
+// ErrNoSpace says the store's disk is (nearly) full; writes are refused until
 // space is freed. Reads go on.
 var ErrNoSpace = errors.New("the store's disk is full")
 

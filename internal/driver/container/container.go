@@ -1,8 +1,10 @@
 // Package container is the system-container driver: OCI bundles built
 // with runtime-spec types and run by runc, an overlayfs per instance on a
-// read-only, cached image rootfs (100 containers share one copy), cgroup
-// limits from the flavor, the image's /sbin/init as PID 1, and user-data
-// written into the rootfs for init to run once.
+// read-only, cached image rootfs (100 containers share one copy) with its
+// writable layer on an ext4 disk of the flavor's size, cgroup limits from
+// the flavor, Docker's default seccomp profile and no user namespaces
+// (unless the flavor allows nesting), the image's /sbin/init as PID 1,
+// and user-data written into the rootfs for init to run once.
 //
 // Containers run in their own session, so agent restarts never touch
 // them; Recover finds them again from the driver's state dir and runc.
@@ -23,7 +25,7 @@ import (
 	"syscall"
 	"time"
 
-	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/driver"
@@ -39,6 +41,7 @@ type Driver struct {
 	o     driver.Options
 	root  string // state dir
 	runc  string
+	mkfs  string
 	host  string
 	inst  local.Instances
 	cache *local.Cache
@@ -47,25 +50,20 @@ type Driver struct {
 
 var _ driver.Driver = (*Driver)(nil)
 
-// New checks runc and prepares the state dir.
+// New checks runc and mkfs.ext4 and prepares the state dir.
 func New(o driver.Options) (*Driver, error) {
-	runc, err := exec.LookPath("runc")
-	if err != nil {
-		// Debian puts it in /usr/sbin, which a user's PATH may lack.
-		for _, p := range []string{"/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc"} {
-			if _, serr := os.Stat(p); serr == nil {
-				runc, err = p, nil
-				break
-			}
-		}
-	}
+	runc, err := sbinTool("runc")
 	if err != nil {
 		return nil, fmt.Errorf("the container driver needs runc (apt-get install runc): %w", err)
+	}
+	mkfs, err := sbinTool("mkfs.ext4")
+	if err != nil {
+		return nil, fmt.Errorf("the container driver needs mkfs.ext4 for containers' disks (apt-get install e2fsprogs): %w", err)
 	}
 	if o.StateDir == "" {
 		return nil, errors.New("the container driver needs a state dir")
 	}
-	d := &Driver{o: o, root: o.StateDir, runc: runc, host: o.HostName}
+	d := &Driver{o: o, root: o.StateDir, runc: runc, mkfs: mkfs, host: o.HostName}
 	if d.host == "" {
 		d.host = local.HostName()
 	}
@@ -77,6 +75,21 @@ func New(o driver.Options) (*Driver, error) {
 		}
 	}
 	return d, nil
+}
+
+// sbinTool finds a program that Debian puts in /usr/sbin or /sbin, which
+// a user's PATH may lack.
+func sbinTool(name string) (string, error) {
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/bin"} {
+		if _, serr := os.Stat(filepath.Join(dir, name)); serr == nil {
+			return filepath.Join(dir, name), nil
+		}
+	}
+	return "", err
 }
 
 // Name implements driver.Driver.
@@ -117,12 +130,16 @@ func (d *Driver) image(ctx context.Context, s driver.Spec) (string, error) {
 			return err
 		}
 		defer f.Close()
-		return local.Extract(f, true, filepath.Join(out, "rootfs"))
+		if err := os.Mkdir(filepath.Join(out, "rootfs"), 0o755); err != nil {
+			return err
+		}
+		return local.Extract(f, true, filepath.Join(out, "rootfs"), d.o.MaxUnpacked)
 	})
 	return filepath.Join(dir, "rootfs"), err
 }
 
-// Prepare implements driver.Driver: image cache, overlay, bundle.
+// Prepare implements driver.Driver: image cache, disk, overlay, the
+// files kumo gives the guest, bundle. Nothing is left when it fails.
 func (d *Driver) Prepare(ctx context.Context, s driver.Spec) (err error) {
 	if _, err := d.readMeta(s.ID); err == nil {
 		return nil
@@ -134,34 +151,23 @@ func (d *Driver) Prepare(ctx context.Context, s driver.Spec) (err error) {
 	dir := d.dir(s.ID)
 	defer func() {
 		if err != nil { // nothing half-made stays behind
-			syscall.Unmount(filepath.Join(dir, "rootfs"), syscall.MNT_DETACH)
+			d.unmountAll(s.ID)
 			os.RemoveAll(dir)
 		}
 	}()
-	for _, sub := range []string{"upper", "work", "rootfs"} {
+	for _, sub := range []string{"disk", "rootfs"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return err
 		}
 	}
+	if err := d.makeDisk(ctx, s.ID, s.Size.DiskGiB); err != nil {
+		return err
+	}
 	if err := d.mount(s.ID, lower); err != nil {
 		return err
 	}
-	merged := filepath.Join(dir, "rootfs")
-	os.MkdirAll(filepath.Join(merged, "var/lib/kumo"), 0o755)
-	if err := os.WriteFile(filepath.Join(merged, "etc/hostname"), []byte(s.Name+"\n"), 0o644); err != nil {
+	if err := writeGuestFiles(d.rootfs(s.ID), s); err != nil {
 		return err
-	}
-	if s.UserData != "" {
-		if err := os.WriteFile(filepath.Join(merged, "var/lib/kumo/user-data"), []byte(s.UserData), 0o600); err != nil {
-			return err
-		}
-	}
-	if dns := resolvConf(s.NICs); dns != "" {
-		os.MkdirAll(filepath.Join(merged, "etc"), 0o755)
-		os.Remove(filepath.Join(merged, "etc/resolv.conf")) // never follow an image's symlink
-		if err := os.WriteFile(filepath.Join(merged, "etc/resolv.conf"), []byte(dns), 0o644); err != nil {
-			return err
-		}
 	}
 	if err := d.writeBundle(s); err != nil {
 		return err
@@ -169,98 +175,48 @@ func (d *Driver) Prepare(ctx context.Context, s driver.Spec) (err error) {
 	return d.writeMeta(s.ID, meta{Spec: s})
 }
 
-func (d *Driver) mount(id, lower string) error {
-	dir := d.dir(id)
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, filepath.Join(dir, "upper"), filepath.Join(dir, "work"))
-	if err := syscall.Mount("overlay", filepath.Join(dir, "rootfs"), "overlay", 0, opts); err != nil {
-		return fmt.Errorf("overlay mount: %w", err)
+// writeGuestFiles writes what kumo tells the guest into its rootfs: the
+// hostname, the user-data (for init to run once) and, with networks, the
+// name servers. The rootfs is tenant content: each file is written
+// through a handle of the rootfs, resolved inside it as the guest would
+// see it, and replaces (never follows) a link at its name.
+func writeGuestFiles(rootfs string, s driver.Spec) error {
+	root, err := local.OpenRoot(rootfs)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if err := root.WriteGuestFile("etc/hostname", []byte(s.Name+"\n"), 0o644); err != nil {
+		return err
+	}
+	if s.UserData != "" {
+		if err := root.WriteGuestFile("var/lib/kumo/user-data", []byte(s.UserData), 0o600); err != nil {
+			return err
+		}
+	}
+	if dns := resolvConf(s.NICs); dns != "" {
+		if err := root.WriteGuestFile("etc/resolv.conf", []byte(dns), 0o644); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-func (d *Driver) mounted(id string) bool {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	return strings.Contains(string(b), " "+filepath.Join(d.dir(id), "rootfs")+" ")
-}
-
-// writeBundle writes config.json from runtime-spec types.
-func (d *Driver) writeBundle(s driver.Spec) error {
-	period := uint64(100000)
-	quota := int64(period) * max(s.Size.VCPUs, 1)
-	mem := s.Size.MemoryMiB << 20
-	pids := int64(1024)
-	swap := mem + s.Size.SwapMiB<<20 // the limit of memory and swap together
-	spec := specs.Spec{
-		Version:  specs.Version,
-		Hostname: s.Name,
-		Root:     &specs.Root{Path: "rootfs"},
-		Process: &specs.Process{
-			Args: []string{"/sbin/init"}, Cwd: "/",
-			Env:  []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "container=kumo"},
-			User: specs.User{UID: 0, GID: 0},
-			Capabilities: &specs.LinuxCapabilities{
-				Bounding:  defaultCaps,
-				Effective: defaultCaps,
-				Permitted: defaultCaps,
-			},
-			NoNewPrivileges: true,
-			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
-		},
-		Mounts: []specs.Mount{
-			{Destination: "/proc", Type: "proc", Source: "proc"},
-			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
-			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
-			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
-			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
-			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
-			{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755"}},
-		},
-		Linux: &specs.Linux{
-			CgroupsPath: "/kumo/" + s.ID,
-			Resources: &specs.LinuxResources{
-				Memory:  &specs.LinuxMemory{Limit: &mem, Swap: &swap},
-				CPU:     &specs.LinuxCPU{Quota: &quota, Period: &period},
-				Pids:    &specs.LinuxPids{Limit: &pids},
-				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
-			},
-			Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.UTSNamespace},
-				{Type: specs.IPCNamespace}, {Type: specs.NetworkNamespace}},
-			MaskedPaths:   []string{"/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"},
-			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
-		},
-	}
-	if s.NetNS != "" {
-		// The agent made and wired it: eth0 with the port's address.
-		for i, ns := range spec.Linux.Namespaces {
-			if ns.Type == specs.NetworkNamespace {
-				spec.Linux.Namespaces[i].Path = s.NetNS
-			}
-		}
-	}
-	b, err := json.MarshalIndent(spec, "", "  ")
-	if err != nil {
+// mount mounts the instance's disk and its overlay, those not mounted yet.
+func (d *Driver) mount(id, lower string) error {
+	if err := d.mountDisk(id); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(d.dir(s.ID), "config.json"), b, 0o600)
-}
-
-// resolvConf lists the name servers of an instance's networks.
-func resolvConf(nics []driver.NIC) string {
-	var b strings.Builder
-	seen := map[string]bool{}
-	for _, n := range nics {
-		for _, d := range n.DNS {
-			if !seen[d] {
-				seen[d] = true
-				fmt.Fprintf(&b, "nameserver %s\n", d)
-			}
-		}
+	if isMount(d.rootfs(id)) {
+		return nil
 	}
-	return b.String()
+	up := d.upperRoot(id)
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, filepath.Join(up, "upper"), filepath.Join(up, "work"))
+	if err := unix.Mount("overlay", d.rootfs(id), "overlay", 0, opts); err != nil {
+		return fmt.Errorf("overlay mount: %w", err)
+	}
+	return nil
 }
-
-var defaultCaps = []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
-	"CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"}
 
 // runcCmd runs runc with the driver's own state root.
 func (d *Driver) runcCmd(ctx context.Context, args ...string) ([]byte, error) {
@@ -300,7 +256,7 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) error {
 	case "stopped", "created":
 		d.runcCmd(ctx, "delete", "--force", s.ID)
 	}
-	if !d.mounted(s.ID) {
+	if !isMount(d.rootfs(s.ID)) || !d.diskMounted(s.ID) {
 		lower, err := d.image(ctx, m.Spec)
 		if err != nil {
 			return err
@@ -431,19 +387,24 @@ func (d *Driver) Save(ctx context.Context, id string) error {
 func (d *Driver) Cleanup(ctx context.Context, id string, keepSaved bool) error {
 	m, err := d.readMeta(id)
 	if errors.Is(err, driver.ErrNotFound) {
+		// A PROLOG cut short (the agent died in it) may have left mounts.
 		d.runcCmd(ctx, "delete", "--force", id)
-		return nil
+		if err := d.unmountAll(id); err != nil {
+			return err
+		}
+		return os.RemoveAll(d.dir(id))
 	}
 	if err != nil {
 		return err
 	}
 	if keepSaved && m.Saved {
-		syscall.Unmount(filepath.Join(d.dir(id), "rootfs"), syscall.MNT_DETACH)
-		return nil
+		// The host is freed of mounts and the loop device; the disk
+		// image (the container's files) stays for Start.
+		return d.unmountAll(id)
 	}
 	d.runcCmd(ctx, "delete", "--force", id)
-	if err := syscall.Unmount(filepath.Join(d.dir(id), "rootfs"), syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
-		return fmt.Errorf("unmount: %w", err)
+	if err := d.unmountAll(id); err != nil {
+		return err
 	}
 	d.ready.Forget(filepath.Join(d.dir(id), "console.log"))
 	return os.RemoveAll(d.dir(id))

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/driver"
@@ -53,10 +52,7 @@ func TestConformance(t *testing.T) {
 // of this driver remains.
 func assertNoLeftovers(t *testing.T, d *Driver) {
 	ctx := context.Background()
-	mi, _ := os.ReadFile("/proc/self/mountinfo")
-	if strings.Contains(string(mi), d.root) {
-		t.Errorf("mounts left under %s", d.root)
-	}
+	noMountsOrLoops(t, d)
 	out, _ := d.runcCmd(ctx, "list", "-q")
 	if strings.TrimSpace(string(out)) != "" {
 		t.Errorf("runc containers left: %s", out)
@@ -95,17 +91,8 @@ func TestContainerFacts(t *testing.T) {
 			t.Error("the memory cgroup outlived the container")
 		}
 	}()
-	waitFor := func(what string, f func() bool) {
-		deadline := time.Now().Add(60 * time.Second)
-		for !f() {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 60 s", what)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
 	seen := filepath.Join(d.dir(b.ID), "rootfs/var/lib/kumo/seen")
-	waitFor("user-data ran", func() bool { s, _ := os.ReadFile(seen); return strings.TrimSpace(string(s)) == "c-b" })
+	waitFor(t, "user-data ran", func() bool { s, _ := os.ReadFile(seen); return strings.TrimSpace(string(s)) == "c-b" })
 	// The kernel kills inside the container's memory cgroup (which process
 	// it picks is its choice), and the cgroup never exceeds its limit.
 	oomKills := func() string {
@@ -117,13 +104,15 @@ func TestContainerFacts(t *testing.T) {
 		}
 		return ""
 	}
-	waitFor("an OOM kill in the container's cgroup", func() bool { k := oomKills(); return k != "" && k != "0" })
+	waitFor(t, "an OOM kill in the container's cgroup", func() bool { k := oomKills(); return k != "" && k != "0" })
 	if peak, _ := os.ReadFile("/sys/fs/cgroup/memory/kumo/" + a.ID + "/memory.max_usage_in_bytes"); strings.TrimSpace(string(peak)) != "16777216" {
 		t.Errorf("cgroup peak %q, want the 16 MiB limit", peak)
 	}
 	if st, err := d.Status(ctx, a.ID); err != nil || st.State != driver.Running {
 		t.Errorf("the container itself (init) should still run: %+v %v", st, err)
 	}
+	// CPU time is read from the container's cgroups.
+	waitFor(t, "CPU time from the cgroups", func() bool { st, _ := d.Status(ctx, b.ID); return st.CPUSeconds > 0 })
 	imgs, _ := os.ReadDir(filepath.Join(d.root, "images"))
 	if len(imgs) != 1 {
 		t.Errorf("%d image copies for two containers of one image", len(imgs))

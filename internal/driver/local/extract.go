@@ -6,15 +6,35 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
+	"path"
 	"strings"
 )
 
-// Extract unpacks a rootfs tarball into dir without ever writing outside
-// it: names with .. or absolute paths are refused, and no entry is
-// written through a symlink (each parent must be a real directory).
-func Extract(r io.Reader, gzipped bool, dir string) error {
+// DefaultMaxUnpacked bounds what one image may unpack to in a host's image
+// cache when the agent is not told otherwise (driver.Options.MaxUnpacked,
+// 'kumo agent --image-max-unpacked'): 8 GiB holds any container rootfs
+// or vm-kernel bundle kumo builds many times over, and a gzip bomb (a few
+// MiB that inflate a thousandfold) stops there instead of filling the
+// disk instances run from.
+const DefaultMaxUnpacked = 8 << 30
+
+// headerCost is what each archive entry counts against the limit besides
+// its bytes: a tar header block, so a bomb of millions of empty files is
+// bounded too.
+const headerCost = 512
+
+// Extract unpacks a tarball (a container rootfs, a vm-kernel bundle) into
+// dir, never touching anything outside it: names with .. or absolute paths
+// are refused, no entry is written through a symlink (the parents and the
+// entry itself are resolved with no link followed: an existing link at an
+// entry's name is replaced, never written through or chmodded), and hard
+// links join only files inside dir. Once the entries' sizes (and a header
+// each) pass max bytes (DefaultMaxUnpacked when max <= 0) it stops with an
+// error, before writing the entry that would pass it.
+func Extract(r io.Reader, gzipped bool, dir string, max int64) error {
+	if max <= 0 {
+		max = DefaultMaxUnpacked
+	}
 	if gzipped {
 		zr, err := gzip.NewReader(r)
 		if err != nil {
@@ -23,7 +43,13 @@ func Extract(r io.Reader, gzipped bool, dir string) error {
 		defer zr.Close()
 		r = zr
 	}
+	root, err := OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
 	tr := tar.NewReader(r)
+	var total int64
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -32,82 +58,65 @@ func Extract(r io.Reader, gzipped bool, dir string) error {
 		if err != nil {
 			return err
 		}
-		name := filepath.Clean(strings.TrimPrefix(h.Name, "./"))
-		if name == "." {
-			continue
-		}
-		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
-			return fmt.Errorf("entry %q leaves the rootfs", h.Name)
-		}
-		target := filepath.Join(dir, name)
-		if err := realParents(dir, name); err != nil {
+		name, err := entryName(h.Name)
+		if err != nil {
 			return err
 		}
-		mode := os.FileMode(h.Mode & 0o7777)
+		if name == "" {
+			continue
+		}
+		// A sparse entry's size is what it unpacks to, not what it carries.
+		size := int64(0)
+		if h.Typeflag == tar.TypeReg || h.Typeflag == tar.TypeGNUSparse {
+			size = h.Size
+		}
+		if size < 0 || total+headerCost+size > max {
+			return fmt.Errorf("the archive unpacks to more than %s (entry %q); the limit is the agent's --image-max-unpacked", gib(max), h.Name)
+		}
+		total += headerCost + size
+		mode := uint32(h.Mode & 0o7777)
 		switch h.Typeflag {
 		case tar.TypeDir:
-			if err := os.MkdirAll(target, 0o755); err != nil {
-				return err
+			err = root.Mkdir(name, mode)
+		case tar.TypeReg, tar.TypeGNUSparse:
+			var n int64
+			n, err = root.Create(name, tr, mode)
+			if err == nil && n != h.Size {
+				err = fmt.Errorf("entry %q is truncated", h.Name)
 			}
-			os.Chmod(target, mode)
-		case tar.TypeReg:
-			os.Remove(target)
-			f, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY|os.O_EXCL, mode)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(f, tr)
-			f.Close()
-			if err != nil {
-				return err
-			}
-			os.Chmod(target, mode)
 		case tar.TypeSymlink:
-			os.Remove(target)
-			if err := os.Symlink(h.Linkname, target); err != nil {
-				return err
-			}
+			err = root.Symlink(name, h.Linkname)
 		case tar.TypeLink:
-			src := filepath.Clean(strings.TrimPrefix(h.Linkname, "./"))
-			if filepath.IsAbs(src) || strings.HasPrefix(src, "..") {
-				return fmt.Errorf("hard link %q leaves the rootfs", h.Linkname)
-			}
-			if err := realParents(dir, src); err != nil {
-				return err
-			}
-			os.Remove(target)
-			if err := os.Link(filepath.Join(dir, src), target); err != nil {
-				return err
+			var src string
+			if src, err = entryName(h.Linkname); err == nil {
+				err = root.Link(name, src)
 			}
 		default:
 			// Device nodes, fifos: the runtime provides /dev.
 		}
+		if err != nil {
+			return fmt.Errorf("unpacking %q: %w", h.Name, err)
+		}
 	}
 }
 
-// realParents checks that every parent of name under dir is a directory,
-// not a symlink that could lead out.
-func realParents(dir, name string) error {
-	p := dir
-	parts := strings.Split(filepath.Dir(name), string(filepath.Separator))
-	for _, part := range parts {
-		if part == "." || part == "" {
-			continue
-		}
-		p = filepath.Join(p, part)
-		st, err := os.Lstat(p)
-		if errors.Is(err, os.ErrNotExist) {
-			if err := os.Mkdir(p, 0o755); err != nil {
-				return err
-			}
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if st.Mode()&os.ModeSymlink != 0 || !st.IsDir() {
-			return fmt.Errorf("entry %q would be written through %q, which is not a directory", name, p)
-		}
+// entryName cleans an archive name into a path relative to the root ("" for
+// the root itself), refusing one that leaves it.
+func entryName(name string) (string, error) {
+	clean := path.Clean(strings.TrimPrefix(name, "./"))
+	if path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
+		return "", fmt.Errorf("entry %q leaves the root", name)
 	}
-	return nil
+	if clean == "." {
+		return "", nil
+	}
+	return clean, nil
+}
+
+// gib writes a byte count in GiB (or MiB when under one).
+func gib(n int64) string {
+	if n < 1<<30 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%.4g GiB", float64(n)/(1<<30))
 }

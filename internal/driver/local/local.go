@@ -1,7 +1,8 @@
 // Package local holds what the drivers that run instances on this machine
 // (container, qemu) share: the host's facts, the image cache filled by
-// hash from the image service, safe tarball extraction, and console log
-// tails.
+// hash from the image service, tarball extraction bounded in size and
+// confined to its root (Root: every path in tenant content resolved by
+// the kernel inside it), instances' cgroups, and console log tails.
 package local
 
 import (
@@ -212,58 +213,6 @@ func Tail(path string, n int) ([]byte, error) {
 		lines = lines[k-n-1:]
 	}
 	return []byte(strings.Join(lines, "")), nil
-}
-
-// cgroupControllers are the v1 hierarchies an instance's processes are
-// moved into (kumo/<id> in each), so their usage is read there and a
-// restart of the agent's own cgroup (a systemd unit) does not take them.
-var cgroupControllers = []string{"cpu,cpuacct", "memory", "pids", "systemd", "unified"}
-
-// JoinCgroup moves pid into kumo/<id> of each hierarchy there is.
-func JoinCgroup(pid int, id string) error {
-	var errs []error
-	for _, c := range cgroupControllers {
-		root := filepath.Join("/sys/fs/cgroup", c)
-		if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
-			continue
-		}
-		dir := filepath.Join(root, "kumo", id)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(fmt.Sprint(pid)), 0o644); err != nil {
-			errs = append(errs, fmt.Errorf("cgroup %s: %w", c, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// RemoveCgroup removes kumo/<id> from each hierarchy. A process that was
-// just killed may still be leaving it (rmdir says EBUSY until its last
-// thread is gone), so each removal is retried for up to two seconds.
-func RemoveCgroup(id string) {
-	for _, c := range cgroupControllers {
-		dir := filepath.Join("/sys/fs/cgroup", c, "kumo", id)
-		for i := 0; i < 100; i++ {
-			if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) || !errors.Is(err, syscall.EBUSY) {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-}
-
-// CgroupUsage reads CPU time and memory of kumo/<id> in the v1 hierarchy.
-func CgroupUsage(id string) (float64, int64) {
-	var ns, mem int64
-	if b, err := os.ReadFile("/sys/fs/cgroup/cpuacct/kumo/" + id + "/cpuacct.usage"); err == nil {
-		fmt.Sscan(string(b), &ns)
-	}
-	if b, err := os.ReadFile("/sys/fs/cgroup/memory/kumo/" + id + "/memory.usage_in_bytes"); err == nil {
-		fmt.Sscan(string(b), &mem)
-	}
-	return float64(ns) / 1e9, mem >> 20
 }
 
 // ReadyMarker matches console lines that mean a guest is up: kumo's tiny

@@ -40,7 +40,7 @@ func (d *Driver) image(ctx context.Context, s driver.Spec) (string, error) {
 				return err
 			}
 			defer f.Close()
-			if err := local.Extract(f, true, out); err != nil {
+			if err := local.Extract(f, true, out, d.o.MaxUnpacked); err != nil {
 				return err
 			}
 			if _, err := os.Stat(filepath.Join(out, "vmlinuz")); err != nil {
@@ -471,7 +471,7 @@ func (d *Driver) spawn(ctx context.Context, id string, m meta, incoming string) 
 		b, _ := os.ReadFile(d.path(id, "qemu.log"))
 		return fmt.Errorf("qemu exited right after it started: %s", oneLine(b))
 	}
-	if err := local.JoinCgroup(pid, id); err != nil {
+	if err := local.JoinCgroup(pid, id, d.limits(m.Spec.Size)); err != nil {
 		d.ensureQuit(ctx, id)
 		return fmt.Errorf("moving qemu into its cgroup: %w", err)
 	}

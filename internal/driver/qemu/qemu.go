@@ -112,6 +112,25 @@ func New(o driver.Options) (*Driver, error) {
 // Name implements driver.Driver.
 func (d *Driver) Name() string { return "qemu" }
 
+// QEMUOverheadMiB is the memory a VM's QEMU may use besides the guest's:
+// its devices, I/O buffers and libraries (a 128 MiB tiny-vm under TCG,
+// booted to its shell, peaks at 212 MiB all told).
+const QEMUOverheadMiB = 256
+
+// limits are what a VM's cgroup holds its QEMU to: CPU time of its vCPUs
+// (a quota of vcpus periods per period: the emulator's own threads share
+// it), and the guest's memory plus QEMUOverheadMiB, plus under TCG the
+// translation cache, which QEMU 7.2 lets grow to 1 GiB or an eighth of
+// the host's memory, whichever is less. It bounds a runaway QEMU; it is
+// no reservation.
+func (d *Driver) limits(sz api.Size) local.Limits {
+	mib := sz.MemoryMiB + QEMUOverheadMiB
+	if d.accel == "tcg" {
+		mib += min(1024, local.HostFacts(d.root).MemoryMiB/8)
+	}
+	return local.Limits{VCPUs: max(sz.VCPUs, 1), MemoryBytes: mib << 20}
+}
+
 // Hosts implements driver.Driver: this machine, for VMs.
 func (d *Driver) Hosts(ctx context.Context) ([]api.HostSpec, error) {
 	f := local.HostFacts(d.root)

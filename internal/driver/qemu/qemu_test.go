@@ -17,9 +17,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/cgroups/v3"
+
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/driver"
 	"github.com/kumocloud/kumo/internal/driver/drivertest"
+	"github.com/kumocloud/kumo/internal/driver/local"
 	"github.com/kumocloud/kumo/internal/rootfs"
 	"github.com/kumocloud/kumo/internal/vmimage"
 )
@@ -350,5 +353,63 @@ func TestSwap(t *testing.T) {
 	})
 	if kib < 60000 || kib > 64*1024 {
 		t.Fatalf("the guest swaps on %d KiB; want the flavor's 64 MiB", kib)
+	}
+}
+
+// TestVMCgroup: a VM's QEMU is in its cgroup in every hierarchy the host
+// has (cpu and cpuacct mounted apart here), so its CPU time reaches
+// Status and it is held to its vCPUs' CPU time and a memory bound; the
+// cgroup goes with the VM.
+func TestVMCgroup(t *testing.T) {
+	sum, fetch := tinyVM(t)
+	d := newDriver(t, t.TempDir(), fetch)
+	t.Cleanup(func() { assertNoLeftovers(t, d) })
+	ctx := context.Background()
+	s := spec("vm-cgroup", sum, 128, "")
+	s.Size.VCPUs = 2
+	if err := d.Prepare(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Cleanup(ctx, s.ID, false)
+	defer d.Stop(ctx, s.ID, true)
+	if err := d.Start(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "CPU time in Status", func() bool { st, _ := d.Status(ctx, s.ID); return st.CPUSeconds > 0 })
+	wantMem := (128 + QEMUOverheadMiB + min(1024, local.HostFacts(d.root).MemoryMiB/8)) << 20
+	read := func(p string) string {
+		b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", p))
+		if err != nil {
+			t.Errorf("the VM's cgroup: %v", err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	cg := local.CgroupPath(s.ID)
+	if cgroups.Mode() == cgroups.Unified {
+		if got := read(cg + "/cpu.max"); got != "200000 100000" {
+			t.Errorf("cpu.max %q, want 2 vCPUs' worth", got)
+		}
+		if got := read(cg + "/memory.max"); got != fmt.Sprint(wantMem) {
+			t.Errorf("memory.max %s, want %d", got, wantMem)
+		}
+	} else {
+		if got := read("cpu" + cg + "/cpu.cfs_quota_us"); got != "200000" {
+			t.Errorf("cpu.cfs_quota_us %s, want 2 vCPUs' worth", got)
+		}
+		if got := read("memory" + cg + "/memory.limit_in_bytes"); got != fmt.Sprint(wantMem) {
+			t.Errorf("memory.limit_in_bytes %s, want %d", got, wantMem)
+		}
+		if procs := read("cpuacct" + cg + "/cgroup.procs"); procs != fmt.Sprint(d.pid(s.ID)) {
+			t.Errorf("cpuacct cgroup holds %q, not QEMU (%d)", procs, d.pid(s.ID))
+		}
+	}
+	d.Stop(ctx, s.ID, true)
+	if err := d.Cleanup(ctx, s.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"cpu", "cpuacct", "memory", "unified", ""} {
+		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", h, cg)); err == nil {
+			t.Errorf("the VM's cgroup outlived it in %s", filepath.Join("/sys/fs/cgroup", h))
+		}
 	}
 }
