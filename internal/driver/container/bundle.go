@@ -129,6 +129,7 @@ func seccompProfile(spec *specs.Spec, nesting bool) (*specs.LinuxSeccomp, error)
 func resolvConf(nics []driver.NIC) string {
 	var b strings.Builder
 	seen := map[string]bool{}
+	var search []string
 	for _, n := range nics {
 		for _, d := range n.DNS {
 			if !seen[d] {
@@ -136,6 +137,13 @@ func resolvConf(nics []driver.NIC) string {
 				fmt.Fprintf(&b, "nameserver %s\n", d)
 			}
 		}
+		// The network's own domain, where its instances' names are.
+		if n.Domain != "" && len(n.DNS) > 0 && !slices.Contains(search, n.Domain) {
+			search = append(search, n.Domain)
+		}
+	}
+	if len(search) > 0 && b.Len() > 0 {
+		fmt.Fprintf(&b, "search %s\n", strings.Join(search, " "))
 	}
 	return b.String()
 }

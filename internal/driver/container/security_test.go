@@ -363,3 +363,16 @@ func TestContainerConfinement(t *testing.T) {
 		t.Errorf("the host does not see the container in %s: %s", local.CgroupPath(plain.ID), b)
 	}
 }
+
+// TestResolvConf: a container's resolv.conf names its networks' servers
+// and searches their domains.
+func TestResolvConf(t *testing.T) {
+	got := resolvConf([]driver.NIC{{DNS: []string{"10.20.0.1"}, Domain: "app.kumo.internal"}, {DNS: []string{"10.20.0.1", "10.30.0.1"}, Domain: "db.kumo.internal"}, {}})
+	want := "nameserver 10.20.0.1\nnameserver 10.30.0.1\nsearch app.kumo.internal db.kumo.internal\n"
+	if got != want {
+		t.Fatalf("resolv.conf:\n%s\nwant:\n%s", got, want)
+	}
+	if got := resolvConf([]driver.NIC{{Domain: "x.kumo.internal"}}); got != "" {
+		t.Fatalf("no servers, no resolv.conf: %q", got)
+	}
+}

@@ -263,6 +263,9 @@ func networkConfig(nics []driver.NIC) string {
 		}
 		if len(n.DNS) > 0 {
 			fmt.Fprintf(&b, "    nameservers:\n      addresses: [%s]\n", strings.Join(n.DNS, ", "))
+			if n.Domain != "" {
+				fmt.Fprintf(&b, "      search: [%s]\n", n.Domain)
+			}
 		}
 	}
 	return b.String()
