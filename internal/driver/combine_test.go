@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/kumocloud/kumo/api"
 )
@@ -69,5 +71,12 @@ func TestCombine(t *testing.T) {
 	}
 	if err := d.Cleanup(ctx, "v", false); err != nil || vm.have["v"] {
 		t.Fatalf("Cleanup: %v", err)
+	}
+}
+
+func TestAttribute(t *testing.T) {
+	long := strings.Repeat("é", 200) // 400 bytes
+	if got := Attribute("probe failed: \x1b[31mno ready line\x07 " + long); len(got) > 255 || strings.ContainsAny(got, "\x1b\x07") || !strings.HasPrefix(got, "probe failed: [31mno ready line ") || !utf8.ValidString(got) {
+		t.Fatalf("Attribute = %q (%d bytes)", got, len(got))
 	}
 }

@@ -12,10 +12,12 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"unicode/utf8"
 	"sync"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/validate"
 )
 
 // ErrNotFound says the driver has no such instance.
@@ -187,6 +189,23 @@ type Snapshotter interface {
 // HostHealth is implemented by drivers that can lose a host (the
 // simulator's crash injection): the agent stops beating for hosts down.
 type HostHealth interface{ HostUp(name string) bool }
+
+// Attribute makes a host attribute's value of text such as an error
+// message: printable (control characters dropped) and at most 255 bytes,
+// as the server takes attributes (labels' rules).
+func Attribute(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if validate.Control(r) {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
+	for len(s) > 255 {
+		_, size := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-size]
+	}
+	return s
+}
 
 // Options configure a driver.
 type Options struct {

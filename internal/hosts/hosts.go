@@ -163,6 +163,14 @@ func validateSpecs(specs []api.HostSpec) error {
 		if h.Capacity.VCPUs < 1 || h.Capacity.MemoryMiB < 1 || h.Capacity.DiskGiB < 0 {
 			return errs.Invalid(f+".capacity", "host %q: capacity must have vcpus and memory", h.Name)
 		}
+		// An agent is no more trusted than a tenant: what it says of its
+		// hosts is shown to admins and read by requirement expressions.
+		if err := validate.Labels(f+".attributes", h.Attributes); err != nil {
+			return err
+		}
+		if err := validate.Text(f+".address", h.Address, 255); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package hosts
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -200,5 +201,24 @@ func TestRetriedJoinIsTheSameAgent(t *testing.T) {
 	}
 	if _, err := f.join("sim", "not-hex", "x1"); errs.KindOf(err) != errs.KindInvalid {
 		t.Fatalf("a bad secret: %v", err)
+	}
+}
+
+// TestAgentsSayPrintableThings: what an agent says of its hosts is shown
+// to admins and read by requirement expressions: control characters and
+// oversized attributes are refused, whoever sends them.
+func TestAgentsSayPrintableThings(t *testing.T) {
+	f := newFixture(t)
+	for _, attrs := range []map[string]string{
+		{"CPU_MODEL": "x\x1b]0;owned\x07"},
+		{"NOTE": strings.Repeat("a", 256)},
+		{"bad key!": "v"},
+	} {
+		h := spec("h1")
+		h.Attributes = attrs
+		_, err := f.svc.Join(context.Background(), api.AgentsPost{JoinToken: f.tok, Name: "a", Driver: "sim", Hosts: []api.HostSpec{h}})
+		if !errors.Is(err, errs.ErrInvalid) {
+			t.Errorf("attributes %q: %v, want refused", attrs, err)
+		}
 	}
 }

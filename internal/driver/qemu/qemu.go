@@ -137,7 +137,7 @@ func (d *Driver) Hosts(ctx context.Context) ([]api.HostSpec, error) {
 	attrs := map[string]string{"ARCH": f.Arch, "KERNEL": f.Kernel, "CPU_MODEL": f.CPUModel,
 		"HYPERVISOR": "qemu", "QEMU_VERSION": d.version, "ACCEL": d.accel}
 	if d.accelReason != "" {
-		attrs["ACCEL_REASON"] = d.accelReason
+		attrs["ACCEL_REASON"] = driver.Attribute(d.accelReason)
 	}
 	return []api.HostSpec{{Name: d.host, Kinds: []string{api.TypeVM},
 		Capacity: api.Size{VCPUs: f.CPUs, MemoryMiB: f.MemoryMiB, DiskGiB: f.DiskGiB}, Attributes: attrs}}, nil
