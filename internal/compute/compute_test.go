@@ -3,6 +3,7 @@ package compute
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -37,15 +38,17 @@ func TestStatesDocMatchesTable(t *testing.T) {
 
 func TestAgentTable(t *testing.T) {
 	tests := []struct {
-		from, action, to string
-		ok               bool
+		from   api.State
+		action api.Action
+		to     api.State
+		ok     bool
 	}{
 		{api.StateProlog, "", api.StateBoot, true},
 		{api.StateBoot, "", api.StateRunning, true},
-		{api.StateShutdown, ActTerminate, api.StateEpilog, true},
-		{api.StateShutdown, ActPoweroff, api.StatePoweroff, true},
-		{api.StateShutdown, ActPoweroff, api.StateEpilog, false},
-		{api.StateEpilog, ActTerminate, api.StateDone, true},
+		{api.StateShutdown, api.ActionTerminate, api.StateEpilog, true},
+		{api.StateShutdown, api.ActionPoweroff, api.StatePoweroff, true},
+		{api.StateShutdown, api.ActionPoweroff, api.StateEpilog, false},
+		{api.StateEpilog, api.ActionTerminate, api.StateDone, true},
 		{api.StateRunning, "", api.StateDone, false},
 		{api.StatePending, "", api.StateRunning, false},
 		{api.StateBoot, "", api.StateFailed, true},
@@ -79,7 +82,7 @@ func TestCreateActionsAndQuota(t *testing.T) {
 	ctx := context.Background()
 	req := api.InstancesPost{Name: "a", Type: "vm", Flavor: "small", Image: "x"}
 	in, err := svc.Create(ctx, "p", req)
-	if err != nil || in.State != api.StatePending || in.Size.MemoryMiB != 2048 || strings.Join(in.Actions, ",") != "hold,terminate" {
+	if err != nil || in.State != api.StatePending || in.Size.MemoryMiB != 2048 || fmt.Sprint(in.Actions) != "[hold terminate]" {
 		t.Fatalf("create: %+v %v", in, err)
 	}
 	if _, err := svc.Create(ctx, "p", req); !errors.Is(err, errs.ErrConflict) {
@@ -100,14 +103,14 @@ func TestCreateActionsAndQuota(t *testing.T) {
 			t.Errorf("create %+v succeeded", bad)
 		}
 	}
-	_, err = svc.Action(ctx, "p", "a", ActResume)
+	_, err = svc.Action(ctx, "p", "a", api.ActionResume)
 	if !errors.Is(err, errs.ErrConflict) || !strings.Contains(err.Error(), "it is PENDING; allowed now: hold, terminate") {
 		t.Fatalf("resume of a PENDING instance: %v", err)
 	}
-	if in, err := svc.Action(ctx, "p", "a", ActHold); err != nil || in.State != api.StateHold {
+	if in, err := svc.Action(ctx, "p", "a", api.ActionHold); err != nil || in.State != api.StateHold {
 		t.Fatalf("hold: %+v %v", in, err)
 	}
-	if in, err := svc.Action(ctx, "p", "a", ActTerminate); err != nil || in.State != api.StateDone {
+	if in, err := svc.Action(ctx, "p", "a", api.ActionTerminate); err != nil || in.State != api.StateDone {
 		t.Fatalf("terminate: %+v %v", in, err)
 	}
 	// DONE: archived, quota released, the name free again, history kept.
@@ -119,7 +122,7 @@ func TestCreateActionsAndQuota(t *testing.T) {
 	if err != nil || got.State != api.StateDone || len(hist) != 3 || hist[2].Actor == "" {
 		t.Fatalf("archived: %+v %v %v", got, hist, err)
 	}
-	if _, err := svc.Action(ctx, "p", "a", ActStart); !errors.Is(err, errs.ErrConflict) || !strings.Contains(err.Error(), "DONE") {
+	if _, err := svc.Action(ctx, "p", "a", api.ActionStart); !errors.Is(err, errs.ErrConflict) || !strings.Contains(err.Error(), "DONE") {
 		t.Fatalf("action on a DONE instance: %v", err)
 	}
 	req.Name = "a"

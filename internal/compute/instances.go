@@ -62,6 +62,12 @@ func (r *record) api(rev int64) api.Instance {
 	return in
 }
 
+// event is the event of the record's change, for the transaction that
+// writes it: the instance as it is now, under its state's name.
+func (r *record) event(ctx context.Context) store.Op {
+	return events.Op(ctx, "instance", strings.ToLower(string(r.State)), r.Project, instanceURL(r.Project, r.Name), r.api(0))
+}
+
 // home is the host holding the instance's state and disks: the one it was
 // last placed on (records written before Home existed have only their
 // placements to say so). An instance never placed has none.
@@ -87,7 +93,7 @@ func (r *record) clone() record {
 }
 
 // transition moves the record to a new state at time t and records it.
-func (r *record) transition(t time.Time, to, host, actor, reason string) {
+func (r *record) transition(t time.Time, to api.State, host, actor, reason string) {
 	from := r.State
 	if host != "" && host != r.Host {
 		r.Placements = append(r.Placements, api.Placement{Host: host, Start: t})
@@ -106,7 +112,7 @@ func (r *record) transition(t time.Time, to, host, actor, reason string) {
 	if len(r.History) > maxHistory {
 		r.History = r.History[len(r.History)-maxHistory:]
 	}
-	r.State, r.Reason, r.UpdatedAt = to, reason, t
+	r.State, r.Reason, r.UpdatedAt, r.Unplaceable = to, reason, t, false
 	// Host is where it holds resources; Home, where its state stays.
 	if to == api.StateStopped || to == api.StatePending {
 		r.Host = ""
@@ -516,25 +522,21 @@ func (svc *Service) ForMetering(ctx context.Context, project string) ([]Metered,
 // Action carries out a user action: the instance moves at once to the
 // state the action table says, and the agent (or the scheduler) does the
 // rest. A wrong action is a conflict naming the state and what is allowed.
-func (svc *Service) Action(ctx context.Context, project, name, action string) (api.Instance, error) {
-	known := false
-	for _, a := range AllActions {
-		known = known || a == action
-	}
-	if !known {
-		return api.Instance{}, errs.Invalid("action", "action %q: use one of %s", action, strings.Join(AllActions, ", "))
+func (svc *Service) Action(ctx context.Context, project, name string, action api.Action) (api.Instance, error) {
+	if !action.Known() {
+		return api.Instance{}, errs.Invalid("action", "action %q: use one of %v", action, api.Actions)
 	}
 	for attempt := 0; attempt < 50; attempt++ {
 		r, rev, err := svc.get(ctx, project, name)
 		if err != nil {
-			return api.Instance{}, svc.doneOr(ctx, project, name, action, err)
+			return api.Instance{}, svc.doneOr(ctx, project, name, string(action), err)
 		}
 		rule, ok := ruleFor(r.State, action)
 		if !ok {
-			allowed := Allowed(r.State)
 			what := "nothing, until it settles"
-			if len(allowed) > 0 {
-				what = strings.Join(allowed, ", ")
+			if allowed := Allowed(r.State); len(allowed) > 0 {
+				what = fmt.Sprint(allowed)
+				what = strings.ReplaceAll(what[1:len(what)-1], " ", ", ")
 			}
 			return api.Instance{}, errs.Conflict("cannot %s instance %q: it is %s; allowed now: %s", action, name, r.State, what)
 		}
@@ -542,7 +544,7 @@ func (svc *Service) Action(ctx context.Context, project, name, action string) (a
 		if rule.To == api.StatePending || rule.To == api.StateHold || rule.To == api.StateDone {
 			r.Action = ""
 		}
-		r.transition(svc.now(), rule.To, "", reqctx.Actor(ctx), "user: "+action)
+		r.transition(svc.now(), rule.To, "", reqctx.Actor(ctx), "user: "+string(action))
 		nrev, err := svc.write(ctx, &r, rev)
 		if errors.Is(err, store.ErrConflict) {
 			continue
@@ -574,7 +576,7 @@ func (svc *Service) doneOr(ctx context.Context, project, name, what string, err 
 // the archive and gives its quota back, in the same transaction.
 func (svc *Service) write(ctx context.Context, r *record, rev int64) (int64, error) {
 	key := instanceKey(r.Project, r.Name)
-	ev := events.Op(ctx, "instance", strings.ToLower(r.State), r.Project, instanceURL(r.Project, r.Name), r.api(0))
+	ev := r.event(ctx)
 	if r.State == api.StateDone {
 		// Its ports and their addresses go with it, in one transaction;
 		// its floating IPs stay the project's, detached.
@@ -611,7 +613,7 @@ func (svc *Service) writeBatch(ctx context.Context, changes []change) (revs map[
 			}
 			key := instanceKey(c.rec.Project, c.rec.Name)
 			conds = append(conds, store.At(key, c.rev))
-			ops = append(ops, store.PutJSON(key, c.rec), events.Op(ctx, "instance", strings.ToLower(c.rec.State), c.rec.Project, instanceURL(c.rec.Project, c.rec.Name), c.rec.api(0)))
+			ops = append(ops, store.PutJSON(key, c.rec), c.rec.event(ctx))
 		}
 		if simple {
 			rev, err := svc.s.Txn(ctx, conds, ops)
