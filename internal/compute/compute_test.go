@@ -74,7 +74,7 @@ func seeded(t *testing.T, instances int64) *memstore.Store {
 
 func newService(t *testing.T) (*Service, store.Store) {
 	s := seeded(t, 2)
-	return New(s, hosts.New(s, strings.Repeat("a", 64), 0), "", slog.New(slog.DiscardHandler)), s
+	return New(s, hosts.New(s, strings.Repeat("a", 64), 0), "", slog.New(slog.DiscardHandler), Deps{}), s
 }
 
 func TestCreateActionsAndQuota(t *testing.T) {
@@ -136,14 +136,14 @@ func TestCreateActionsAndQuota(t *testing.T) {
 
 // An image's min flavor, kind and status are checked at create.
 func TestImageChecksAtCreate(t *testing.T) {
-	svc, _ := newService(t)
 	ctx := context.Background()
 	images := map[string]api.Image{
 		"big":     {Meta: api.Meta{Name: "big"}, Project: "owner", Kind: api.KindContainerRootfs, Status: api.ImageActive, MinFlavor: "medium", SHA256: "abc"},
 		"disk":    {Meta: api.Meta{Name: "disk"}, Kind: api.KindVMDisk, Status: api.ImageActive},
 		"pending": {Meta: api.Meta{Name: "pending"}, Kind: api.KindContainerRootfs, Status: api.ImageQueued},
 	}
-	svc.ResolveImage = func(_ context.Context, _, ref string) (api.Image, error) {
+	st := seeded(t, 2)
+	svc := New(st, hosts.New(st, strings.Repeat("a", 64), 0), "", slog.New(slog.DiscardHandler), Deps{Images: imagesFunc(func(ref string) (api.Image, error) {
 		if img, ok := images[ref]; ok {
 			return img, nil
 		}
@@ -151,7 +151,7 @@ func TestImageChecksAtCreate(t *testing.T) {
 			return api.Image{}, errs.Conflict("image name %q is ambiguous", ref)
 		}
 		return api.Image{}, errs.NotFound("image %q not found", ref)
-	}
+	})})
 	for _, tc := range []struct {
 		req  api.InstancesPost
 		want error
@@ -203,7 +203,7 @@ func TestCacheSeesWriteBetweenListAndWatch(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	svc = New(racy, hosts.New(ms, strings.Repeat("a", 64), 0), "", slog.New(slog.DiscardHandler))
+	svc = New(racy, hosts.New(ms, strings.Repeat("a", 64), 0), "", slog.New(slog.DiscardHandler), Deps{})
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go svc.cache.run(rctx, racy, svc.log)
@@ -288,7 +288,7 @@ func TestCommitRechecksTheHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	gated := &gatedWatches{Store: ms}
-	svc := New(gated, hs, "", slog.New(slog.DiscardHandler))
+	svc := New(gated, hs, "", slog.New(slog.DiscardHandler), Deps{})
 	go svc.cache.run(ctx, gated, svc.log)
 	if err := svc.Ready(ctx); err != nil {
 		t.Fatal(err)
@@ -343,7 +343,7 @@ func TestNoPlacementOnAHostGoneMeanwhile(t *testing.T) {
 		t.Fatal(err)
 	}
 	gated := &gatedWatches{Store: ms}
-	svc := New(gated, hs, "", slog.New(slog.DiscardHandler))
+	svc := New(gated, hs, "", slog.New(slog.DiscardHandler), Deps{})
 	go svc.cache.run(ctx, gated, svc.log)
 	svc.Ready(ctx)
 	if _, err := svc.Create(ctx, "p", api.InstancesPost{Name: "b", Type: "vm", Flavor: "small", Image: "x"}); err != nil {
@@ -378,7 +378,7 @@ func TestHostAndInstancesChangeTogether(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := New(ms, hs, "", slog.New(slog.DiscardHandler))
+	svc := New(ms, hs, "", slog.New(slog.DiscardHandler), Deps{})
 	go svc.cache.run(ctx, ms, svc.log)
 	svc.Ready(ctx)
 	sync := func() {
@@ -430,3 +430,8 @@ func TestHostAndInstancesChangeTogether(t *testing.T) {
 		t.Fatalf("host %s at %d, a RUNNING at %d: an instance was back on a host still OFFLINE", h.State, h.Revision, akv.Revision)
 	}
 }
+
+// imagesFunc resolves image names the test's way.
+type imagesFunc func(ref string) (api.Image, error)
+
+func (f imagesFunc) Resolve(_ context.Context, _, ref string) (api.Image, error) { return f(ref) }

@@ -132,24 +132,75 @@ type Service struct {
 	cache  *cache
 	policy string
 	kick   chan struct{}
-	// Now is the clock every transition is stamped with (tests set it).
-	Now     func() time.Time
+	// now is the clock every transition is stamped with.
+	clock   func() time.Time
 	usageMu sync.Mutex
 	usage   map[string]api.InstanceUsage
-	// ResolveImage finds the image an instance names (the image service).
-	ResolveImage func(ctx context.Context, project, ref string) (api.Image, error)
-	// Networks makes instances' ports (the network service); without it
-	// instances cannot ask for networks.
-	Networks *network.Service
+	images  Images
+	ports   Ports
+}
+
+// Images is what the compute service needs of the image service: the
+// image an instance names.
+type Images interface {
+	Resolve(ctx context.Context, project, ref string) (api.Image, error)
+}
+
+// Ports is what the compute service needs of the network service: an
+// instance's ports are made in its own transaction and go with it.
+type Ports interface {
+	CheckGroups(ctx context.Context, project string, groups []string) error
+	PlanInstancePorts(ctx context.Context, project, instance string, networks, groups []string) (network.InstancePorts, error)
+	DetachInstance(ctx context.Context, project, instance string) error
+}
+
+// Deps are the other services the compute service uses, and its clock.
+// Without Images, image names are kept as given (the sim driver needs no
+// bytes); without Ports, instances cannot ask for networks.
+type Deps struct {
+	Images Images
+	Ports  Ports
+	Clock  func() time.Time
 }
 
 // New returns the compute service; Run starts its cache and controllers.
-func New(s store.Store, h *hosts.Service, policy string, log *slog.Logger) *Service {
+func New(s store.Store, h *hosts.Service, policy string, log *slog.Logger, deps Deps) *Service {
 	if policy == "" {
 		policy = scheduler.Packing
 	}
-	return &Service{s: s, hosts: h, log: log, cache: newCache(), policy: policy, kick: make(chan struct{}, 1), Now: time.Now, usage: map[string]api.InstanceUsage{}}
+	if deps.Images == nil {
+		deps.Images = namesOnly{}
+	}
+	if deps.Ports == nil {
+		deps.Ports = noNetworks{}
+	}
+	if deps.Clock == nil {
+		deps.Clock = time.Now
+	}
+	return &Service{s: s, hosts: h, log: log, cache: newCache(), policy: policy, kick: make(chan struct{}, 1), clock: deps.Clock,
+		usage: map[string]api.InstanceUsage{}, images: deps.Images, ports: deps.Ports}
 }
+
+// namesOnly is a cloud without an image service: every name is unknown
+// to it, and kept as given.
+type namesOnly struct{}
+
+func (namesOnly) Resolve(_ context.Context, _, ref string) (api.Image, error) {
+	return api.Image{}, errs.NotFound("image %q not found", ref)
+}
+
+// noNetworks is a cloud without a network service.
+type noNetworks struct{}
+
+func (noNetworks) CheckGroups(context.Context, string, []string) error {
+	return errs.Invalid("networks", "this cloud has no network service")
+}
+
+func (noNetworks) PlanInstancePorts(context.Context, string, string, []string, []string) (network.InstancePorts, error) {
+	return network.InstancePorts{}, errs.Invalid("networks", "this cloud has no network service")
+}
+
+func (noNetworks) DetachInstance(context.Context, string, string) error { return nil }
 
 // Policy is the scheduling policy in force.
 func (svc *Service) Policy() string { return svc.policy }
@@ -177,7 +228,7 @@ func (svc *Service) Ready(ctx context.Context) error {
 	}
 }
 
-func (svc *Service) now() time.Time { return svc.Now().UTC() }
+func (svc *Service) now() time.Time { return svc.clock().UTC() }
 
 // Wake makes the scheduler run now (hosts or capacity changed).
 func (svc *Service) Wake() { svc.wake() }
@@ -256,34 +307,9 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 			return api.Instance{}, err
 		}
 	}
-	imageSum, imageRef := "", req.Image
-	if svc.ResolveImage != nil {
-		// An image in the image service must be active and of the right
-		// kind, and is kept as the "owner/name" it resolved to, so that
-		// nothing later (in-use checks, snapshots) resolves the name again
-		// to another image; a name it does not know is kept as is (the sim
-		// driver needs no bytes; real drivers fail its PROLOG with the
-		// reason); an ambiguous name is the image service's conflict.
-		img, err := svc.ResolveImage(ctx, project, req.Image)
-		if err != nil && !errors.Is(err, errs.ErrNotFound) {
-			return api.Instance{}, err
-		}
-		if err == nil {
-			switch {
-			case img.Status != api.ImageActive:
-				return api.Instance{}, errs.Conflict("image %q is %s, not active", req.Image, img.Status)
-			case req.Type == api.TypeContainer && img.Kind != api.KindContainerRootfs,
-				req.Type == api.TypeVM && img.Kind == api.KindContainerRootfs:
-				return api.Instance{}, errs.Invalid("image", "image %q is a %s; a %s needs another kind", req.Image, img.Kind, req.Type)
-			}
-			if img.MinFlavor != "" {
-				if min, err := flavor.Get(ctx, svc.s, img.MinFlavor); err == nil &&
-					(fl.VCPUs < min.VCPUs || fl.MemoryMiB < min.MemoryMiB || fl.DiskGiB < min.DiskGiB) {
-					return api.Instance{}, errs.Invalid("flavor", "image %q needs at least flavor %s (%d vCPU, %d MiB, %d GiB); %s is smaller", req.Image, min.Name, min.VCPUs, min.MemoryMiB, min.DiskGiB, fl.Name)
-				}
-			}
-			imageSum, imageRef = img.SHA256, img.Project+"/"+img.Name
-		}
+	imageSum, imageRef, err := svc.image(ctx, project, req, fl)
+	if err != nil {
+		return api.Instance{}, err
 	}
 	t := svc.now()
 	r := record{Instance: api.Instance{
@@ -299,13 +325,10 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 	// conflict other than the name means an address went to someone else
 	// meanwhile: plan the ports again.
 	if len(req.Networks) > 0 {
-		if svc.Networks == nil {
-			return api.Instance{}, errs.Invalid("networks", "this cloud has no network service")
-		}
 		if len(req.SecurityGroups) == 0 {
 			req.SecurityGroups = []string{network.DefaultGroup}
 		}
-		if err := svc.Networks.CheckGroups(ctx, project, req.SecurityGroups); err != nil {
+		if err := svc.ports.CheckGroups(ctx, project, req.SecurityGroups); err != nil {
 			return api.Instance{}, err
 		}
 	}
@@ -313,7 +336,7 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 	for attempt := 0; ; attempt++ {
 		var ports network.InstancePorts
 		if len(req.Networks) > 0 {
-			if ports, err = svc.Networks.PlanInstancePorts(ctx, project, req.Name, req.Networks, req.SecurityGroups); err != nil {
+			if ports, err = svc.ports.PlanInstancePorts(ctx, project, req.Name, req.Networks, req.SecurityGroups); err != nil {
 				return api.Instance{}, err
 			}
 		}
@@ -342,6 +365,37 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 	}
 	svc.wake()
 	return r.api(rev), nil
+}
+
+// image resolves the image an instance names. An image in the image
+// service must be active and of the right kind, and is kept as the
+// "owner/name" it resolved to, so that nothing later (in-use checks,
+// snapshots) resolves the name again to another image; a name it does not
+// know is kept as is (the sim driver needs no bytes; real drivers fail its
+// PROLOG with the reason); any other error (an ambiguous name, a store that
+// does not answer) is the create's.
+func (svc *Service) image(ctx context.Context, project string, req api.InstancesPost, fl api.Flavor) (sum, ref string, err error) {
+	img, err := svc.images.Resolve(ctx, project, req.Image)
+	if errors.Is(err, errs.ErrNotFound) {
+		return "", req.Image, nil
+	}
+	if err != nil {
+		return "", "", err
+	}
+	switch {
+	case img.Status != api.ImageActive:
+		return "", "", errs.Conflict("image %q is %s, not active", req.Image, img.Status)
+	case req.Type == api.TypeContainer && img.Kind != api.KindContainerRootfs,
+		req.Type == api.TypeVM && img.Kind == api.KindContainerRootfs:
+		return "", "", errs.Invalid("image", "image %q is a %s; a %s needs another kind", req.Image, img.Kind, req.Type)
+	}
+	if img.MinFlavor != "" {
+		if min, err := flavor.Get(ctx, svc.s, img.MinFlavor); err == nil &&
+			(fl.VCPUs < min.VCPUs || fl.MemoryMiB < min.MemoryMiB || fl.DiskGiB < min.DiskGiB) {
+			return "", "", errs.Invalid("flavor", "image %q needs at least flavor %s (%d vCPU, %d MiB, %d GiB); %s is smaller", req.Image, min.Name, min.VCPUs, min.MemoryMiB, min.DiskGiB, fl.Name)
+		}
+	}
+	return img.SHA256, img.Project + "/" + img.Name, nil
 }
 
 // InstanceNICs returns a live instance's id and ports.
@@ -585,8 +639,8 @@ func (svc *Service) write(ctx context.Context, r *record, rev int64) (int64, err
 		nrev, err := quota.Reserve(ctx, svc.s, r.Project, counts, []store.Cond{store.At(key, rev)}, append([]store.Op{
 			store.Del(key), store.PutJSON(archiveKey(r.Project, r.Name, r.ID), r), ev,
 		}, network.ReleaseOps(ctx, r.Project, r.NICs)...))
-		if err == nil && len(r.NICs) > 0 && svc.Networks != nil {
-			if derr := svc.Networks.DetachInstance(context.WithoutCancel(ctx), r.Project, r.Name); derr != nil {
+		if err == nil && len(r.NICs) > 0 {
+			if derr := svc.ports.DetachInstance(context.WithoutCancel(ctx), r.Project, r.Name); derr != nil {
 				svc.log.Warn("detaching floating IPs", "instance", r.Name, "err", derr)
 			}
 		}

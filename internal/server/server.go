@@ -240,23 +240,18 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	s.hosts = hosts.New(st, fp, cfg.HostGrace)
 	s.sessions = newSessions()
 	s.fence = newProjectFence()
-	s.compute = compute.New(st, s.hosts, cfg.SchedulerPolicy, cfg.Logger.With("component", "compute"))
-	s.compute.Now = cfg.Clock
-	s.compute.ResolveImage = func(ctx context.Context, project, ref string) (api.Image, error) {
-		return s.images.Resolve(ctx, project, ref)
-	}
-	if s.images, err = images.New(st, filepath.Join(cfg.DataDir, "images"), s.compute.ImageUsers, cfg.Clock); err != nil {
+	// The image and network services need to know of instances and the
+	// compute service needs them: each gets the others as small
+	// interfaces at construction, compute through instancesLater, the one
+	// late binding of the wiring.
+	later := &instancesLater{}
+	if s.images, err = images.New(st, filepath.Join(cfg.DataDir, "images"), cfg.MaxImageMiB<<20, later, cfg.Clock); err != nil {
 		return nil, err
 	}
-	if cfg.MaxImageMiB > 0 {
-		s.images.MaxSize = cfg.MaxImageMiB << 20
-	}
-	s.networks = network.New(st, cfg.Clock)
-	s.networks.HostOf = s.compute.HostOf
-	s.networks.EgressNAT = cfg.EgressNAT
-	s.networks.GroupUsers = s.compute.GroupUsers
-	s.networks.InstanceNICs = s.compute.InstanceNICs
-	s.compute.Networks = s.networks
+	s.networks = network.New(st, cfg.Clock, later, cfg.EgressNAT)
+	s.compute = compute.New(st, s.hosts, cfg.SchedulerPolicy, cfg.Logger.With("component", "compute"),
+		compute.Deps{Images: s.images, Ports: s.networks, Clock: cfg.Clock})
+	later.c = s.compute
 	s.ops = operations.New(st, cfg.Logger)
 	s.ops.Register(opDeleteProject, s.runDeleteProject)
 	credFile := filepath.Join(cfg.DataDir, "admin-credentials")
@@ -428,4 +423,25 @@ func (s *Server) janitor(ctx context.Context) {
 		s.ids.PruneTokens(ctx, now.Add(-7*24*time.Hour))
 		pruneIdempotency(ctx, s.store, now.Add(-idempotencyTTL))
 	}
+}
+
+// instancesLater is the compute service as the image and network services
+// see it: they are made before it (it needs them), so it is bound here,
+// once, right after it is made and before anything runs.
+type instancesLater struct{ c *compute.Service }
+
+func (l *instancesLater) ImageUsers(ctx context.Context, project, image string) (int, error) {
+	return l.c.ImageUsers(ctx, project, image)
+}
+
+func (l *instancesLater) HostOf(project, instance string) string {
+	return l.c.HostOf(project, instance)
+}
+
+func (l *instancesLater) GroupUsers(project, group string) int {
+	return l.c.GroupUsers(project, group)
+}
+
+func (l *instancesLater) InstanceNICs(ctx context.Context, project, instance string) (string, []api.InstanceNIC, error) {
+	return l.c.InstanceNICs(ctx, project, instance)
 }
