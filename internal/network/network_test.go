@@ -33,7 +33,7 @@ type fakeInstances struct {
 }
 
 func (f *fakeInstances) HostOf(project, instance string) string { return "" }
-func (f *fakeInstances) GroupUsers(project, group string) int  { return 0 }
+func (f *fakeInstances) GroupUsers(project, group string) int   { return 0 }
 func (f *fakeInstances) InstanceNICs(_ context.Context, project, instance string) (string, []api.InstanceNIC, error) {
 	if f.nics == nil {
 		return "", nil, errs.NotFound("instance %q not found", instance)
