@@ -51,6 +51,7 @@ func TestLocalAgentIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.stop()
+	s.agentCannotJoin = true
 	s.start()
 	eventually(t, 30*time.Second, "the server to say what to do", func() (bool, string) {
 		out := s.out.String()
