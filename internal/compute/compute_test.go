@@ -17,6 +17,7 @@ import (
 	"github.com/kumocloud/kumo/internal/hosts"
 	"github.com/kumocloud/kumo/internal/quota"
 	"github.com/kumocloud/kumo/internal/store"
+	"github.com/kumocloud/kumo/internal/store/etcdstore"
 	"github.com/kumocloud/kumo/internal/store/memstore"
 )
 
@@ -435,3 +436,41 @@ func TestHostAndInstancesChangeTogether(t *testing.T) {
 type imagesFunc func(ref string) (api.Image, error)
 
 func (f imagesFunc) Resolve(_ context.Context, _, ref string) (api.Image, error) { return f(ref) }
+
+// TestManyPlacementsOnOneHost: packing puts a whole round on one host;
+// its placements fit the store's transactions (etcd takes 128 operations).
+func TestManyPlacementsOnOneHost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := etcdstore.OpenEmbedded(ctx, etcdstore.EmbedOptions{Dir: t.TempDir(), NoFsync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Txn(ctx, nil, append(flavor.SeedOps(ctx), quota.InitOp("p", api.ResourceCounts{Instances: -1, VCPUs: -1, MemoryMiB: -1, DiskGiB: -1}))); err != nil {
+		t.Fatal(err)
+	}
+	hs := hosts.New(s, strings.Repeat("a", 64), 0)
+	jt, _ := hs.CreateJoinToken(ctx, api.JoinTokensPost{})
+	if _, err := hs.Join(ctx, api.AgentsPost{JoinToken: jt.Token, Name: "a", Driver: "sim", Hosts: []api.HostSpec{{Name: "h", Kinds: []string{"vm"}, Capacity: api.Size{VCPUs: 64, MemoryMiB: 1 << 20, DiskGiB: 10000}}}}); err != nil {
+		t.Fatal(err)
+	}
+	svc := New(s, hs, "", slog.New(slog.DiscardHandler), Deps{})
+	go svc.cache.run(ctx, s, svc.log)
+	svc.Ready(ctx)
+	for i := 0; i < 150; i++ {
+		if _, err := svc.Create(ctx, "p", api.InstancesPost{Name: fmt.Sprintf("i%03d", i), Type: "vm", Flavor: "tiny", Image: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	placed := 0
+	for round := 0; round < 10 && placed < 150; round++ {
+		rev, _ := s.Revision(ctx)
+		svc.cache.waitRev(ctx, rev)
+		n, _, _ := svc.scheduleOnce(ctx)
+		placed += n
+	}
+	if placed != 150 {
+		t.Fatalf("placed %d of 150 on one host in 10 rounds", placed)
+	}
+}

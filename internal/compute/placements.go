@@ -31,9 +31,11 @@ type placementMark struct {
 	Last string `json:"last"`
 }
 
-// commitChunk bounds the placements of one transaction (etcd allows 128
-// operations: two per placement and one per host).
-const commitChunk = 40
+// txnLimit bounds the operations (and the conditions) of one transaction:
+// etcd takes at most 128 of each. A placement is two operations (its
+// record, its event) and one condition; a host, one operation (its
+// placement key) and two conditions (that key, its record).
+const txnLimit = 120
 
 // commitPlacements writes the plan's placements, each re-checked against
 // its host as said above. It returns how many were written, the revision
@@ -74,7 +76,10 @@ func (svc *Service) commitPlacements(ctx context.Context, placed []change) (int,
 			behind = max(behind, cond.Revision, 1)
 			continue
 		}
-		if len(batch)+len(fits) > commitChunk {
+		// A host's placements share its key, so they go in one
+		// transaction: more than one can take wait for the next round.
+		fits = fits[:min(len(fits), (txnLimit-2)/2)]
+		if len(ops)+2*len(fits)+1 > txnLimit || len(conds)+len(fits)+2 > txnLimit {
 			flush()
 		}
 		for _, c := range fits {

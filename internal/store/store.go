@@ -110,6 +110,10 @@ type WatchEvent struct {
 	Err         error
 }
 
+// MaxTxnOps is the most operations, and the most conditions, one
+// transaction may hold (embedded etcd's default).
+const MaxTxnOps = 128
+
 // Store is the contract every state store implements.
 type Store interface {
 	// Get returns the key or ErrNotFound.
@@ -127,6 +131,8 @@ type Store interface {
 	Delete(ctx context.Context, key string, rev int64) error
 	// Txn applies all ops atomically if every condition holds, else returns
 	// ErrConflict and writes nothing. It returns the revision of the write.
+	// A transaction holds at most MaxTxnOps operations and as many
+	// conditions (etcd's limit); a larger one is refused whole.
 	Txn(ctx context.Context, conds []Cond, ops []Op) (int64, error)
 	// Watch streams changes to keys with the prefix, starting at revision
 	// fromRev (0 = from now). The channel closes when ctx ends or after an

@@ -149,6 +149,9 @@ func (s *Store) Txn(ctx context.Context, conds []store.Cond, ops []store.Op) (in
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
+	if len(ops) > store.MaxTxnOps || len(conds) > store.MaxTxnOps {
+		return 0, fmt.Errorf("a transaction of %d operations and %d conditions: at most %d of each", len(ops), len(conds), store.MaxTxnOps)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, c := range conds {

@@ -30,6 +30,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"WatchLive", testWatchLive},
 		{"WatchRevisionEnd", testWatchRevisionEnd},
 		{"ListAtRevision", testListAtRevision},
+		{"TxnLimit", testTxnLimit},
 		{"ReflectMissesNothing", testReflectMissesNothing},
 	}
 	for _, tc := range tests {
@@ -430,5 +431,24 @@ func testReflectMissesNothing(t *testing.T, s store.Store) {
 	}
 	if len(v.kvs) != len(want) {
 		t.Fatalf("the view holds %d keys, the store %d", len(v.kvs), len(want))
+	}
+}
+
+// testTxnLimit: a transaction of MaxTxnOps operations goes through; one
+// more is refused whole.
+func testTxnLimit(t *testing.T, s store.Store) {
+	c := ctx(t)
+	var ops []store.Op
+	for i := 0; i <= store.MaxTxnOps; i++ {
+		ops = append(ops, store.Put(fmt.Sprintf("/lim/%03d", i), nil))
+	}
+	if _, err := s.Txn(c, nil, ops[:store.MaxTxnOps]); err != nil {
+		t.Fatalf("%d operations: %v", store.MaxTxnOps, err)
+	}
+	if _, err := s.Txn(c, nil, ops); err == nil || errors.Is(err, store.ErrConflict) {
+		t.Fatalf("%d operations: %v, want refused", len(ops), err)
+	}
+	if kv, err := s.Get(c, fmt.Sprintf("/lim/%03d", store.MaxTxnOps)); err == nil {
+		t.Fatalf("a refused transaction wrote %s", kv.Key)
 	}
 }
