@@ -20,9 +20,21 @@ type cache struct {
 	instances map[string]*entry // store key -> entry
 	byID      map[string]string // instance id -> store key
 	hosts     map[string]api.Host
-	instRev   int64         // newest instance change applied
-	changed   chan struct{} // closed and replaced on every change
-	ready     chan struct{}
+	// use sums, per host, what the instances on it take, kept as
+	// instances come and go (a scheduler round reads it for every host;
+	// summing 100,000 instances each round was most of a round's work);
+	// groups counts the members of each server group on each host.
+	use     map[string]hostUse
+	groups  map[string]map[string]int // "project/group" -> host -> members
+	instRev int64                     // newest instance change applied
+	changed chan struct{}             // closed and replaced on every change
+	ready   chan struct{}
+}
+
+// hostUse is what a host's instances take, and how many there are.
+type hostUse struct {
+	size api.Size
+	n    int
 }
 
 type entry struct {
@@ -31,7 +43,44 @@ type entry struct {
 }
 
 func newCache() *cache {
-	return &cache{instances: map[string]*entry{}, byID: map[string]string{}, hosts: map[string]api.Host{}, changed: make(chan struct{}), ready: make(chan struct{})}
+	c := &cache{hosts: map[string]api.Host{}, changed: make(chan struct{}), ready: make(chan struct{})}
+	c.clearInstances()
+	return c
+}
+
+func (c *cache) clearInstances() {
+	c.instances, c.byID = map[string]*entry{}, map[string]string{}
+	c.use, c.groups = map[string]hostUse{}, map[string]map[string]int{}
+}
+
+// count adds (sign 1) or takes away (sign -1) what an instance takes from
+// its host's use and its group's members there.
+func (c *cache) count(r *record, sign int) {
+	if r.Host == "" || !onHost(r.State) {
+		return
+	}
+	u := c.use[r.Host]
+	u.size.VCPUs += int64(sign) * r.Size.VCPUs
+	u.size.MemoryMiB += int64(sign) * r.Size.MemoryMiB
+	u.size.DiskGiB += int64(sign) * r.Size.DiskGiB
+	u.n += sign
+	if u.n == 0 {
+		delete(c.use, r.Host)
+	} else {
+		c.use[r.Host] = u
+	}
+	if r.ServerGroup != "" {
+		g := r.Project + "/" + r.ServerGroup
+		if c.groups[g] == nil {
+			c.groups[g] = map[string]int{}
+		}
+		if c.groups[g][r.Host] += sign; c.groups[g][r.Host] == 0 {
+			delete(c.groups[g], r.Host)
+		}
+		if len(c.groups[g]) == 0 {
+			delete(c.groups, g)
+		}
+	}
 }
 
 // run fills the cache and follows the store until ctx ends. Each prefix
@@ -73,7 +122,7 @@ type instanceView struct{ cacheView }
 
 func (v *instanceView) Replace(kvs []store.KV, rev int64) {
 	v.replace(func(c *cache) {
-		c.instances, c.byID = map[string]*entry{}, map[string]string{}
+		c.clearInstances()
 		for _, kv := range kvs {
 			c.putInstance(kv)
 		}
@@ -90,13 +139,15 @@ func (v *instanceView) Apply(ev store.WatchEvent) {
 	case had && old.rev >= ev.KV.Revision:
 		// A replay of what the cache holds (a resumed watch).
 	case ev.Type == store.EventPut:
-		if had && old.rec.ID != "" {
+		if had {
 			delete(c.byID, old.rec.ID)
+			c.count(&old.rec, -1)
 		}
 		c.putInstance(ev.KV)
 	case had:
 		delete(c.byID, old.rec.ID)
 		delete(c.instances, ev.KV.Key)
+		c.count(&old.rec, -1)
 	}
 	// Publish a revision only once all its changes are in, or a long
 	// poll could hand out half a transaction.
@@ -141,6 +192,7 @@ func (c *cache) putInstance(kv store.KV) {
 	}
 	c.instances[kv.Key] = &entry{rec: r, rev: kv.Revision}
 	c.byID[r.ID] = kv.Key
+	c.count(&r, 1)
 }
 
 func (c *cache) putHost(kv store.KV) {
@@ -180,26 +232,32 @@ func (c *cache) waitRev(ctx context.Context, rev int64) bool {
 	}
 }
 
-// allocations sums, per host, what its instances take.
+// allocations is, per host, what its instances take.
 func (c *cache) allocations() map[string]api.Size {
-	out := map[string]api.Size{}
-	for _, e := range c.instances {
-		if e.rec.Host != "" && onHost(e.rec.State) {
-			a := out[e.rec.Host]
-			a.VCPUs += e.rec.Size.VCPUs
-			a.MemoryMiB += e.rec.Size.MemoryMiB
-			a.DiskGiB += e.rec.Size.DiskGiB
-			out[e.rec.Host] = a
-		}
+	out := make(map[string]api.Size, len(c.use))
+	for h, u := range c.use {
+		out[h] = u.size
 	}
 	return out
 }
 
+// counts is, per host, how many instances it holds.
 func (c *cache) counts() map[string]int {
-	out := map[string]int{}
-	for _, e := range c.instances {
-		if e.rec.Host != "" && onHost(e.rec.State) {
-			out[e.rec.Host]++
+	out := make(map[string]int, len(c.use))
+	for h, u := range c.use {
+		out[h] = u.n
+	}
+	return out
+}
+
+// groupHosts is, per server group, how many members each host holds (a
+// copy: the scheduler's plan adds its own placements to it).
+func (c *cache) groupHosts() map[string]map[string]int {
+	out := make(map[string]map[string]int, len(c.groups))
+	for g, hs := range c.groups {
+		out[g] = make(map[string]int, len(hs))
+		for h, n := range hs {
+			out[g][h] = n
 		}
 	}
 	return out

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand"
 	"os"
 	"strings"
 	"sync"
@@ -472,5 +473,53 @@ func TestManyPlacementsOnOneHost(t *testing.T) {
 	}
 	if placed != 150 {
 		t.Fatalf("placed %d of 150 on one host in 10 rounds", placed)
+	}
+}
+
+// TestCacheSumsFollowInstances: the cache's per-host sums, kept as
+// instances change, equal a recount after any churn (a sum that drifted
+// would overcommit hosts or strand capacity).
+func TestCacheSumsFollowInstances(t *testing.T) {
+	c := newCache()
+	rng := rand.New(rand.NewSource(1))
+	states := []api.State{api.StatePending, api.StateProlog, api.StateRunning, api.StateStopped, api.StateUnknown, api.StateDone}
+	rev := int64(0)
+	for i := 0; i < 5000; i++ {
+		rev++
+		key := instanceKey("p", fmt.Sprintf("i%d", rng.Intn(200)))
+		var ev store.WatchEvent
+		if rng.Intn(10) == 0 {
+			ev = store.WatchEvent{Type: store.EventDelete, KV: store.KV{Key: key, Revision: rev}, RevisionEnd: true}
+		} else {
+			r := record{Instance: api.Instance{Meta: api.Meta{ID: key}, Project: "p", State: states[rng.Intn(len(states))],
+				Host: fmt.Sprintf("h%d", rng.Intn(5)), ServerGroup: []string{"", "g"}[rng.Intn(2)], Size: api.Size{VCPUs: 1 + rng.Int63n(3), MemoryMiB: 512}}}
+			ev = store.WatchEvent{Type: store.EventPut, KV: store.KV{Key: key, Value: store.MustJSON(r), Revision: rev}, RevisionEnd: true}
+		}
+		(&instanceView{cacheView{c: c, listed: &sync.WaitGroup{}}}).Apply(ev)
+	}
+	want, wantN, wantG := map[string]api.Size{}, map[string]int{}, map[string]map[string]int{}
+	for _, e := range c.instances {
+		if e.rec.Host != "" && onHost(e.rec.State) {
+			a := want[e.rec.Host]
+			a.VCPUs += e.rec.Size.VCPUs
+			a.MemoryMiB += e.rec.Size.MemoryMiB
+			want[e.rec.Host] = a
+			wantN[e.rec.Host]++
+			if e.rec.ServerGroup != "" {
+				if wantG["p/g"] == nil {
+					wantG["p/g"] = map[string]int{}
+				}
+				wantG["p/g"][e.rec.Host]++
+			}
+		}
+	}
+	if got := c.allocations(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("sums %v, recount %v", got, want)
+	}
+	if got := c.counts(); fmt.Sprint(got) != fmt.Sprint(wantN) {
+		t.Fatalf("counts %v, recount %v", got, wantN)
+	}
+	if got := c.groupHosts(); fmt.Sprint(got) != fmt.Sprint(wantG) {
+		t.Fatalf("groups %v, recount %v", got, wantG)
 	}
 }

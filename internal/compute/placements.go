@@ -125,7 +125,7 @@ func (svc *Service) recheck(ctx context.Context, host string, placed []change) (
 		return nil, cond, hostCond, true
 	}
 	hostCond = store.At(hosts.Prefix+host, h.Revision)
-	used := svc.cache.allocations()[host]
+	used := svc.cache.use[host].size
 	sh := scheduler.Host{CPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB, DiskGiB: h.Capacity.DiskGiB,
 		CPURatio: h.Ratios.CPU, MemRatio: h.Ratios.Memory, DiskRatio: h.Ratios.Disk}
 	for _, c := range placed {

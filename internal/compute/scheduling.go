@@ -11,14 +11,13 @@ import (
 )
 
 // snapshot builds the scheduler's view from the cache: hosts with their
-// liveness and computed allocations, and where each server group's members
-// are. Allocations are summed from the instances themselves, never kept
-// as counters, so they always equal the sum of the instances' flavors.
-// Called with the cache read-locked.
+// liveness and allocations, and where each server group's members are.
+// Allocations are the cache's sums of the instances themselves (kept as
+// instances change, never stored as counters), so they always equal the
+// sum of the instances' flavors. Called with the cache read-locked.
 func (svc *Service) snapshot() scheduler.Snapshot {
-	alloc := svc.cache.allocations()
-	counts := svc.cache.counts()
-	snap := scheduler.Snapshot{GroupHosts: map[string]map[string]int{}}
+	use := svc.cache.use
+	snap := scheduler.Snapshot{GroupHosts: svc.cache.groupHosts()}
 	for _, h := range svc.cache.hosts {
 		alive, _ := svc.hosts.Alive(h.Name)
 		attrs := map[string]string{}
@@ -28,22 +27,14 @@ func (svc *Service) snapshot() scheduler.Snapshot {
 		for k, v := range h.Labels {
 			attrs[k] = v
 		}
-		a := alloc[h.Name]
+		u := use[h.Name]
+		a := u.size
 		snap.Hosts = append(snap.Hosts, scheduler.Host{
 			Name: h.Name, Enabled: h.Enabled, Online: alive, Draining: h.Draining,
 			Kinds: h.Kinds, CPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB, DiskGiB: h.Capacity.DiskGiB,
 			CPURatio: h.Ratios.CPU, MemRatio: h.Ratios.Memory, DiskRatio: h.Ratios.Disk, Attrs: attrs,
-			Used: scheduler.Resources{VCPUs: a.VCPUs, MemoryMiB: a.MemoryMiB, DiskGiB: a.DiskGiB}, Instances: counts[h.Name],
+			Used: scheduler.Resources{VCPUs: a.VCPUs, MemoryMiB: a.MemoryMiB, DiskGiB: a.DiskGiB}, Instances: u.n,
 		})
-	}
-	for _, e := range svc.cache.instances {
-		if e.rec.ServerGroup != "" && e.rec.Host != "" && onHost(e.rec.State) {
-			g := e.rec.Project + "/" + e.rec.ServerGroup
-			if snap.GroupHosts[g] == nil {
-				snap.GroupHosts[g] = map[string]int{}
-			}
-			snap.GroupHosts[g][e.rec.Host]++
-		}
 	}
 	return snap
 }

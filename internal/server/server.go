@@ -12,8 +12,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -295,8 +297,19 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // SocketHandler serves the API as the local Unix socket does: every
 // request acts as the machine's root (cloud admin), no login.
+// The socket also serves Go's profiler under /debug/pprof/, to the
+// machine's root only (never over the network): where a server spends its
+// time is part of seeing why the cloud did what it did.
 func (s *Server) SocketHandler() http.Handler {
+	prof := http.NewServeMux()
+	prof.HandleFunc("/debug/pprof/", pprof.Index)
+	prof.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	prof.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/debug/pprof/") {
+			prof.ServeHTTP(w, r)
+			return
+		}
 		s.handler.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), viaSocketKey{}, true)))
 	})
 }
