@@ -107,6 +107,7 @@ type Server struct {
 	hosts        *hosts.Service
 	compute      *compute.Service
 	images       *images.Service
+	snapshots    *images.Snapshots
 	networks     *network.Service
 	sessions     *sessions
 	fence        *projectFence // keeps changes out of projects being deleted
@@ -259,6 +260,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	s.compute.Networks = s.networks
 	s.ops = operations.New(st, cfg.Logger)
 	s.ops.Register(opDeleteProject, s.runDeleteProject)
+	s.snapshots = images.NewSnapshots(s.images, instanceGetter{s.compute}, diskReader{hosts: s.hosts, sessions: s.sessions}, s.ops)
 	credFile := filepath.Join(cfg.DataDir, "admin-credentials")
 	pw, err := s.ids.Bootstrap(ctx, flavor.SeedOps(ctx), func(password string) error {
 		return atomicfile.Write(credFile, []byte(fmt.Sprintf("user: %s\npassword: %s\n", identity.AdminUser, password)), 0o600)
