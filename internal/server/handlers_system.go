@@ -17,7 +17,6 @@ import (
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
 	"github.com/kumocloud/kumo/internal/flavor"
-	"github.com/kumocloud/kumo/internal/metering"
 	"github.com/kumocloud/kumo/internal/server/response"
 )
 
@@ -244,13 +243,13 @@ func (s *Server) getFlavors(r *request) response.Response {
 	if err != nil {
 		return response.Error(err)
 	}
-	prices, _, err := metering.Load(r.Context(), s.store, s.cfg.Currency)
+	prices, err := s.meter.FlavorPrices(r.Context())
 	if err != nil {
 		return response.Error(err)
 	}
 	for i := range items {
-		if pts, ok := prices.Flavors[items[i].Name]; ok {
-			items[i].PriceMicro = metering.Current(pts, s.now())
+		if p, ok := prices[items[i].Name]; ok {
+			items[i].PriceMicro = p
 		}
 	}
 	return list(items, next)

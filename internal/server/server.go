@@ -30,6 +30,7 @@ import (
 	"github.com/kumocloud/kumo/internal/hosts"
 	"github.com/kumocloud/kumo/internal/identity"
 	"github.com/kumocloud/kumo/internal/images"
+	"github.com/kumocloud/kumo/internal/metering"
 	"github.com/kumocloud/kumo/internal/network"
 	"github.com/kumocloud/kumo/internal/operations"
 	"github.com/kumocloud/kumo/internal/scheduler"
@@ -99,23 +100,23 @@ type Config struct {
 
 // Server is a running kumo API server.
 type Server struct {
-	cfg          Config
-	log          *slog.Logger
-	store        store.Store
-	storeDesc    string
-	ids          *identity.Service
-	hosts        *hosts.Service
-	compute      *compute.Service
-	images       *images.Service
-	snapshots    *images.Snapshots
-	networks     *network.Service
-	sessions     *sessions
-	fence        *projectFence // keeps changes out of projects being deleted
-	stopRun      context.CancelFunc
-	ops          *operations.Manager
-	metrics      *metrics
-	meterMetrics *meteringMetrics
-	registry     *prometheus.Registry // series anyone may scrape
+	cfg       Config
+	log       *slog.Logger
+	store     store.Store
+	storeDesc string
+	ids       *identity.Service
+	hosts     *hosts.Service
+	compute   *compute.Service
+	images    *images.Service
+	snapshots *images.Snapshots
+	networks  *network.Service
+	sessions  *sessions
+	fence     *projectFence // keeps changes out of projects being deleted
+	stopRun   context.CancelFunc
+	ops       *operations.Manager
+	meter     *metering.Meter
+	metrics   *metrics
+	registry  *prometheus.Registry // series anyone may scrape
 	// projectRegistry has per-project series (names, usage, cost): only
 	// for cloud admins and the metrics token.
 	projectRegistry *prometheus.Registry
@@ -258,6 +259,8 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	s.networks.GroupUsers = s.compute.GroupUsers
 	s.networks.InstanceNICs = s.compute.InstanceNICs
 	s.compute.Networks = s.networks
+	s.meter = metering.New(st, metering.Config{Currency: cfg.Currency, Clock: cfg.Clock, Every: cfg.BudgetEvery, Logger: cfg.Logger.With("component", "metering")},
+		meteredInstances{s.compute}, meteredImages{s.images}, projectBudgets{s.ids})
 	s.ops = operations.New(st, cfg.Logger)
 	s.ops.Register(opDeleteProject, s.runDeleteProject)
 	s.snapshots = images.NewSnapshots(s.images, instanceGetter{s.compute}, diskReader{hosts: s.hosts, sessions: s.sessions}, s.ops)
@@ -273,7 +276,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = newMetrics(s.registry)
 	s.projectRegistry = prometheus.NewRegistry()
-	s.meterMetrics = newMeteringMetrics(s.projectRegistry)
+	s.projectRegistry.MustRegister(s.meter.Collectors()...)
 	if cfg.MetricsTokenFile != "" {
 		if s.metricsToken, err = readMetricsToken(cfg.MetricsTokenFile); err != nil {
 			return nil, err
@@ -289,7 +292,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	rctx, rcancel := context.WithCancel(context.Background())
 	s.stopRun = rcancel
 	go s.compute.Run(rctx)
-	go s.meteringLoop(rctx)
+	go s.meter.Run(rctx)
 	s.ready = true
 	return s, nil
 }

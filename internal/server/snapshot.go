@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/kumocloud/kumo/api"
-	"github.com/kumocloud/kumo/internal/compute"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/hosts"
 	"github.com/kumocloud/kumo/internal/server/response"
@@ -32,14 +31,6 @@ func (s *Server) postInstanceSnapshot(r *request) response.Response {
 		return response.Error(err)
 	}
 	return response.Async(op)
-}
-
-// instanceGetter is compute as snapshots read it.
-type instanceGetter struct{ c *compute.Service }
-
-func (g instanceGetter) Instance(ctx context.Context, project, name string) (api.Instance, error) {
-	in, _, err := g.c.Get(ctx, project, name)
-	return in, err
 }
 
 // diskReader streams VM disks from the agents of the hosts that keep
