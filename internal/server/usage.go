@@ -1,12 +1,10 @@
 package server
 
 import (
-	"context"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
-	"github.com/kumocloud/kumo/internal/flavor"
 	"github.com/kumocloud/kumo/internal/metering"
 	"github.com/kumocloud/kumo/internal/server/response"
 )
@@ -150,30 +148,4 @@ func (s *Server) putRules(r *request) response.Response {
 		return response.Error(err)
 	}
 	return s.getPrices(r)
-}
-
-// withCost fills a project's currency and month-to-date cost.
-func (s *Server) withCost(ctx context.Context, p api.Project) (api.Project, error) {
-	cost, err := s.meter.MonthToDate(ctx, p.Name)
-	if err != nil {
-		return p, err
-	}
-	p.Currency, p.MonthToDateMicro = s.meter.Currency(), cost
-	return p, nil
-}
-
-// getFlavorWithPrice is a flavor with the price in force now.
-func (s *Server) getFlavorWithPrice(ctx context.Context, name string) (api.Flavor, error) {
-	f, err := flavor.Get(ctx, s.store, name)
-	if err != nil {
-		return f, err
-	}
-	prices, err := s.meter.FlavorPrices(ctx)
-	if err != nil {
-		return f, err
-	}
-	if p, ok := prices[name]; ok {
-		f.PriceMicro = p
-	}
-	return f, nil
 }
