@@ -15,6 +15,9 @@
 // resolves to the project's own image first, then to the one public or
 // accepted image of that name; several are a conflict, never a pick.
 //
+// Snapshots of VM disks become images through the same upload, as
+// operations (snapshot.go).
+//
 // Keys: /images/{project}/{name}; files: DATA_DIR/images/blobs/<sha256>.
 package images
 

@@ -1,7 +1,14 @@
-// Package server is kumo's API server: the HTTP endpoint table, its
-// middleware (authentication, permissions, idempotency, logging, metrics)
-// and the listeners (HTTPS with a self-signed CA, and a local Unix socket
-// that needs no login).
+// Package server is kumo's API server, an HTTP adapter: the endpoint table
+// (endpoints.go), its middleware (authentication, permissions, idempotency,
+// logging, metrics), the handlers - one file per resource family, each
+// decoding a request, calling a service and rendering its answer - and the
+// listeners (HTTPS with a self-signed CA, and a local Unix socket that
+// needs no login). The work is the services' (identity, compute, images,
+// network, metering, operations...); New builds them on the store and
+// wires them to each other through the small interfaces they declare
+// (adapters.go). What the server keeps itself is what only a live
+// connection can hold: the sessions handed to agents (sessions.go) and the
+// fence that keeps requests out of a project being deleted.
 package server
 
 import (

@@ -19,10 +19,11 @@ import (
 	"github.com/kumocloud/kumo/internal/server/response"
 )
 
-// sessions hands user requests that only an instance's host can serve
-// (exec, logs) to its agent, which fetches them with a long poll and posts
-// the answer: the server never calls agents. In memory: a session lives
-// as long as the user's request waits for it.
+// sessions hands work that only an instance's host can do (exec, logs,
+// the console, a snapshot's disk) to its agent, which fetches it with a
+// long poll and posts the answer or opens a stream: the server never calls
+// agents. In memory: a session lives as long as whoever asked (a user's
+// request, a snapshot operation) waits for it.
 type sessions struct {
 	mu      sync.Mutex
 	pending map[string][]api.Session          // agent -> sessions not yet fetched
