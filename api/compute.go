@@ -2,25 +2,6 @@ package api
 
 import "time"
 
-// Instance states, named as OpenNebula names them (docs/states.md).
-const (
-	StatePending   = "PENDING"
-	StateHold      = "HOLD"
-	StateProlog    = "PROLOG"
-	StateBoot      = "BOOT"
-	StateRunning   = "RUNNING"
-	StateShutdown  = "SHUTDOWN"
-	StateEpilog    = "EPILOG"
-	StateSave      = "SAVE"
-	StateSuspended = "SUSPENDED"
-	StateStopped   = "STOPPED"
-	StatePoweroff  = "POWEROFF"
-	StateMigrate   = "MIGRATE"
-	StateFailed    = "FAILED"
-	StateUnknown   = "UNKNOWN"
-	StateDone      = "DONE"
-)
-
 // Instance types.
 const (
 	TypeVM        = "vm"
@@ -54,10 +35,14 @@ type Instance struct {
 	UserData     string `json:"user_data,omitempty"`
 	// State is where the instance is in its lifecycle; Reason says why it
 	// is there (e.g. why a PENDING instance fits nowhere).
-	State  string `json:"state"`
+	State  State  `json:"state"`
 	Reason string `json:"reason,omitempty"`
+	// Unplaceable: the instance is PENDING and no host can take it now
+	// (Reason says why; explain says it per host). It stays PENDING and
+	// is placed as soon as a host can.
+	Unplaceable bool `json:"unplaceable,omitempty"`
 	// Action is the user action being carried out, if any.
-	Action string `json:"action,omitempty"`
+	Action Action `json:"action,omitempty"`
 	// Host is where the instance runs (and holds resources) now.
 	Host string `json:"host,omitempty"`
 	// Home is the host that holds the instance's state and disks once it
@@ -65,7 +50,7 @@ type Instance struct {
 	// nowhere (it moves only by migration).
 	Home string `json:"home,omitempty"`
 	// Actions lists what may be done in this state.
-	Actions []string `json:"actions"`
+	Actions []Action `json:"actions"`
 	// Placements are the instance's stays on hosts, for metering and audit.
 	Placements []Placement `json:"placements,omitempty"`
 	// NICs are the instance's ports, one per network it was created on.
@@ -108,15 +93,15 @@ type InstancesPost struct {
 // InstanceActionPost asks for a lifecycle action: stop, start, suspend,
 // resume, poweroff, reboot, hold, release or terminate.
 type InstanceActionPost struct {
-	Action string `json:"action"`
+	Action Action `json:"action"`
 }
 
 // HistoryRecord is one state transition.
 type HistoryRecord struct {
 	Seq    int       `json:"seq"`
 	Time   time.Time `json:"time"`
-	From   string    `json:"from"`
-	To     string    `json:"to"`
+	From   State     `json:"from"`
+	To     State     `json:"to"`
 	Host   string    `json:"host,omitempty"`
 	Actor  string    `json:"actor"`
 	Reason string    `json:"reason,omitempty"`
@@ -250,8 +235,8 @@ type Assignment struct {
 	Image       string `json:"image"`
 	ImageSHA256 string `json:"image_sha256,omitempty"`
 	UserData    string `json:"user_data,omitempty"`
-	State       string `json:"state"`
-	Action      string `json:"action,omitempty"`
+	State       State  `json:"state"`
+	Action      Action `json:"action,omitempty"`
 	Revision    int64  `json:"revision"`
 	// NICs are wired by the agent before the instance starts.
 	NICs []InstanceNIC `json:"nics,omitempty"`
@@ -274,8 +259,8 @@ type Assignments struct {
 type InstanceReport struct {
 	ID     string `json:"id"`
 	Host   string `json:"host"`
-	From   string `json:"from"`
-	To     string `json:"to"`
+	From   State  `json:"from"`
+	To     State  `json:"to"`
 	Reason string `json:"reason,omitempty"`
 }
 
@@ -393,8 +378,8 @@ type Prices struct {
 	Storage []PricePoint `json:"storage"`
 	// ComputeStates bill the flavor's price; StorageStates bill storage
 	// only; all others bill nothing.
-	ComputeStates []string `json:"compute_states"`
-	StorageStates []string `json:"storage_states"`
+	ComputeStates []State `json:"compute_states"`
+	StorageStates []State `json:"storage_states"`
 }
 
 // PricePut changes a price from EffectiveAt (default: now) on.
@@ -405,8 +390,8 @@ type PricePut struct {
 
 // RulesPut changes which states bill what.
 type RulesPut struct {
-	ComputeStates []string `json:"compute_states"`
-	StorageStates []string `json:"storage_states"`
+	ComputeStates []State `json:"compute_states"`
+	StorageStates []State `json:"storage_states"`
 }
 
 // Image kinds, formats, statuses and visibilities.

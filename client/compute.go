@@ -36,7 +36,7 @@ func (c *Client) Instance(ctx context.Context, project, name string) (api.Instan
 }
 
 // InstanceAction asks for a lifecycle action.
-func (c *Client) InstanceAction(ctx context.Context, project, name, action string) (api.Instance, error) {
+func (c *Client) InstanceAction(ctx context.Context, project, name string, action api.Action) (api.Instance, error) {
 	var out api.Instance
 	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "instances", name, "actions"), nil, api.InstanceActionPost{Action: action}, &out)
 }

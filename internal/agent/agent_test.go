@@ -177,14 +177,14 @@ func (c *cloud) create(name string) {
 	}
 }
 
-func (c *cloud) waitState(name, state string) api.Instance {
+func (c *cloud) waitState(name string, state api.State) api.Instance {
 	c.t.Helper()
 	var in api.Instance
-	waitFor(c.t, name+" "+state, func() bool { in = c.instance(name); return in.State == state })
+	waitFor(c.t, name+" "+string(state), func() bool { in = c.instance(name); return in.State == state })
 	return in
 }
 
-func (c *cloud) action(name, action string) {
+func (c *cloud) action(name string, action api.Action) {
 	c.t.Helper()
 	if _, err := c.admin.InstanceAction(context.Background(), "default", name, action); err != nil {
 		c.t.Fatal(err)

@@ -272,7 +272,7 @@ func (in *instances) handle(ctx context.Context, as api.Assignment) {
 	fail := func(err error) {
 		in.report(as, api.StateFailed, "driver "+d.Name()+": "+err.Error())
 	}
-	step := func(to string, err error) bool {
+	step := func(to api.State, err error) bool {
 		if err != nil {
 			fail(err)
 			return false
@@ -298,9 +298,9 @@ func (in *instances) handle(ctx context.Context, as api.Assignment) {
 	case api.StateBoot:
 		var err error
 		switch as.Action {
-		case "reboot":
+		case api.ActionReboot:
 			err = d.Reboot(ctx, as.ID)
-		case "resume":
+		case api.ActionResume:
 			err = d.Resume(ctx, as.ID)
 		default:
 			if err = in.ports.wire(ctx, as); err == nil {
@@ -313,19 +313,19 @@ func (in *instances) handle(ctx context.Context, as api.Assignment) {
 		if errors.Is(err, driver.ErrNotFound) {
 			err = nil
 		}
-		if as.Action == "poweroff" {
+		if as.Action == api.ActionPoweroff {
 			step(api.StatePoweroff, err)
 		} else if step(api.StateEpilog, err) && step(api.StateDone, d.Cleanup(ctx, as.ID, false)) {
 			left()
 		}
 	case api.StateSave:
-		if as.Action == "suspend" {
+		if as.Action == api.ActionSuspend {
 			step(api.StateSuspended, d.Suspend(ctx, as.ID))
 		} else if step(api.StateEpilog, d.Save(ctx, as.ID)) && step(api.StateStopped, d.Cleanup(ctx, as.ID, true)) {
 			left()
 		}
 	case api.StateEpilog:
-		if as.Action == "stop" {
+		if as.Action == api.ActionStop {
 			if step(api.StateStopped, d.Cleanup(ctx, as.ID, true)) {
 				left()
 			}
@@ -452,7 +452,7 @@ func (in *instances) statuses(ctx context.Context, fresh time.Duration) ([]drive
 	return in.d.Recover(ctx)
 }
 
-func (in *instances) report(as api.Assignment, to, reason string) {
+func (in *instances) report(as api.Assignment, to api.State, reason string) {
 	in.reps <- api.InstanceReport{ID: as.ID, Host: as.Host, From: as.State, To: to, Reason: reason}
 }
 

@@ -13,7 +13,6 @@ import (
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/client"
-	"github.com/kumocloud/kumo/internal/compute"
 )
 
 func (a *app) instanceCmd() *cobra.Command {
@@ -88,7 +87,7 @@ func (a *app) instanceCmd() *cobra.Command {
 			return printList(a, ins, []column[api.Instance]{
 				col("NAME", func(i api.Instance) string { return i.Name }),
 				col("TYPE", func(i api.Instance) string { return i.Type }),
-				col("STATE", func(i api.Instance) string { return i.State }),
+				col("STATE", func(i api.Instance) string { return string(i.State) }),
 				col("HOST", func(i api.Instance) string { return i.Host }),
 				col("IP", func(i api.Instance) string {
 					var ips []string
@@ -135,8 +134,8 @@ func (a *app) instanceCmd() *cobra.Command {
 			return printList(a, h, []column[api.HistoryRecord]{
 				col("SEQ", func(r api.HistoryRecord) string { return strconv.Itoa(r.Seq) }),
 				col("TIME", func(r api.HistoryRecord) string { return r.Time.Local().Format("2006-01-02 15:04:05.000") }),
-				col("FROM", func(r api.HistoryRecord) string { return r.From }),
-				col("TO", func(r api.HistoryRecord) string { return r.To }),
+				col("FROM", func(r api.HistoryRecord) string { return string(r.From) }),
+				col("TO", func(r api.HistoryRecord) string { return string(r.To) }),
 				col("HOST", func(r api.HistoryRecord) string { return r.Host }),
 				col("ACTOR", func(r api.HistoryRecord) string { return r.Actor }),
 				col("REASON", func(r api.HistoryRecord) string { return r.Reason }),
@@ -275,28 +274,28 @@ func (a *app) instanceCmd() *cobra.Command {
 	snapshot.Flags().BoolVar(&snapPublic, "public", false, "every project may use it (cloud admin)")
 	snapshot.Flags().BoolVar(&snapNoWait, "no-wait", false, "print the operation copying the disk and return ('kumo operation wait ID' follows it)")
 	cmd.AddCommand(create, list, show, history, explain, execCmd, logs, console, snapshot)
-	for _, act := range compute.AllActions {
+	for _, act := range api.Actions {
 		cmd.AddCommand(a.actionCmd(act))
 	}
 	return cmd
 }
 
-var actionHelp = map[string]string{
-	compute.ActHold:      "Keep a PENDING instance from being placed",
-	compute.ActRelease:   "Let a held instance be placed",
-	compute.ActStart:     "Start a STOPPED or POWEROFF instance",
-	compute.ActStop:      "Save the instance's state to disk and free its host (STOPPED)",
-	compute.ActSuspend:   "Pause the instance, keeping it in the host's memory (SUSPENDED)",
-	compute.ActResume:    "Continue a SUSPENDED instance",
-	compute.ActPoweroff:  "Shut the instance down, keeping its disks on the host (POWEROFF)",
-	compute.ActReboot:    "Restart a RUNNING instance",
-	compute.ActTerminate: "Shut down and delete the instance (DONE; its history is kept)",
+var actionHelp = map[api.Action]string{
+	api.ActionHold:      "Keep a PENDING instance from being placed",
+	api.ActionRelease:   "Let a held instance be placed",
+	api.ActionStart:     "Start a STOPPED or POWEROFF instance",
+	api.ActionStop:      "Save the instance's state to disk and free its host (STOPPED)",
+	api.ActionSuspend:   "Pause the instance, keeping it in the host's memory (SUSPENDED)",
+	api.ActionResume:    "Continue a SUSPENDED instance",
+	api.ActionPoweroff:  "Shut the instance down, keeping its disks on the host (POWEROFF)",
+	api.ActionReboot:    "Restart a RUNNING instance",
+	api.ActionTerminate: "Shut down and delete the instance (DONE; its history is kept)",
 }
 
-func (a *app) actionCmd(action string) *cobra.Command {
+func (a *app) actionCmd(action api.Action) *cobra.Command {
 	var wait bool
 	cmd := &cobra.Command{
-		Use: action + " NAME...", Short: actionHelp[action], Args: cobra.MinimumNArgs(1),
+		Use: string(action) + " NAME...", Short: actionHelp[action], Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, project, err := a.clientAndProject(cmd)
 			if err != nil {
@@ -325,15 +324,6 @@ func (a *app) actionCmd(action string) *cobra.Command {
 	return cmd
 }
 
-// stable states: nothing is happening to the instance.
-func stable(st string) bool {
-	switch st {
-	case api.StatePending, api.StateProlog, api.StateBoot, api.StateShutdown, api.StateEpilog, api.StateSave, api.StateMigrate:
-		return false
-	}
-	return true
-}
-
 // waitSettled follows the instance until it is in a stable state. A
 // PENDING instance that cannot be placed stops the wait with its reason.
 func (a *app) waitSettled(ctx context.Context, c *client.Client, project, name string) (api.Instance, error) {
@@ -346,10 +336,10 @@ func (a *app) waitSettled(ctx context.Context, c *client.Client, project, name s
 		if in.State == api.StateFailed {
 			return in, fmt.Errorf("instance %s FAILED: %s", name, in.Reason)
 		}
-		if stable(in.State) {
+		if !in.State.Transient() {
 			return in, nil
 		}
-		if in.State == api.StatePending && strings.HasPrefix(in.Reason, "0/") {
+		if in.Unplaceable {
 			return in, fmt.Errorf("instance %s cannot be placed: %s ('kumo instance explain %s' shows why)", name, in.Reason, name)
 		}
 		if time.Now().After(deadline) {

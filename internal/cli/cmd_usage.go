@@ -134,7 +134,7 @@ func (a *app) priceCmd() *cobra.Command {
 			}); err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "\nbilled as compute: %s\nbilled as storage: %s\nother states bill nothing\n", strings.Join(p.ComputeStates, ", "), strings.Join(p.StorageStates, ", "))
+			fmt.Fprintf(a.stdout, "\nbilled as compute: %s\nbilled as storage: %s\nother states bill nothing\n", joinStates(p.ComputeStates), joinStates(p.StorageStates))
 			return nil
 		},
 	}
@@ -168,15 +168,15 @@ func (a *app) priceCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := c.SetRules(cmd.Context(), api.RulesPut{ComputeStates: compute, StorageStates: stor})
+			p, err := c.SetRules(cmd.Context(), api.RulesPut{ComputeStates: statesOf(compute), StorageStates: statesOf(stor)})
 			if err != nil {
 				return err
 			}
 			return a.printObject(map[string]any{"compute_states": p.ComputeStates, "storage_states": p.StorageStates})
 		},
 	}
-	rules.Flags().StringSliceVar(&compute, "compute", metering.DefaultComputeStates, "states billed at the flavor's price")
-	rules.Flags().StringSliceVar(&stor, "storage", metering.DefaultStorageStates, "states billed for storage only")
+	rules.Flags().StringSliceVar(&compute, "compute", stateNames(metering.DefaultComputeStates), "states billed at the flavor's price")
+	rules.Flags().StringSliceVar(&stor, "storage", stateNames(metering.DefaultStorageStates), "states billed for storage only")
 	cmd.AddCommand(show, set, rules)
 	return cmd
 }
@@ -196,3 +196,22 @@ func pricePut(amount, eff string) (api.PricePut, error) {
 	}
 	return put, nil
 }
+
+// statesOf and stateNames convert state lists from and to flags.
+func statesOf(names []string) []api.State {
+	out := make([]api.State, len(names))
+	for i, n := range names {
+		out[i] = api.State(strings.ToUpper(n))
+	}
+	return out
+}
+
+func stateNames(states []api.State) []string {
+	out := make([]string, len(states))
+	for i, s := range states {
+		out[i] = string(s)
+	}
+	return out
+}
+
+func joinStates(states []api.State) string { return strings.Join(stateNames(states), ", ") }

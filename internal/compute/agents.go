@@ -151,7 +151,7 @@ func (svc *Service) Report(ctx context.Context, agent *hosts.AgentPrincipal, rep
 // agentMayReportFor checks a move against the agent table, given the
 // action in progress. An UNKNOWN instance whose host is back may return to
 // what its driver says it is.
-func agentMayReportFor(rec *record, to string) bool {
+func agentMayReportFor(rec *record, to api.State) bool {
 	if rec.State == api.StateUnknown {
 		return to == api.StateRunning || to == api.StateSuspended || to == api.StatePoweroff || to == api.StateFailed
 	}

@@ -3,6 +3,7 @@ package compute
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -37,15 +38,17 @@ func TestStatesDocMatchesTable(t *testing.T) {
 
 func TestAgentTable(t *testing.T) {
 	tests := []struct {
-		from, action, to string
-		ok               bool
+		from   api.State
+		action api.Action
+		to     api.State
+		ok     bool
 	}{
 		{api.StateProlog, "", api.StateBoot, true},
 		{api.StateBoot, "", api.StateRunning, true},
-		{api.StateShutdown, ActTerminate, api.StateEpilog, true},
-		{api.StateShutdown, ActPoweroff, api.StatePoweroff, true},
-		{api.StateShutdown, ActPoweroff, api.StateEpilog, false},
-		{api.StateEpilog, ActTerminate, api.StateDone, true},
+		{api.StateShutdown, api.ActionTerminate, api.StateEpilog, true},
+		{api.StateShutdown, api.ActionPoweroff, api.StatePoweroff, true},
+		{api.StateShutdown, api.ActionPoweroff, api.StateEpilog, false},
+		{api.StateEpilog, api.ActionTerminate, api.StateDone, true},
 		{api.StateRunning, "", api.StateDone, false},
 		{api.StatePending, "", api.StateRunning, false},
 		{api.StateBoot, "", api.StateFailed, true},
@@ -71,7 +74,7 @@ func seeded(t *testing.T, instances int64) *memstore.Store {
 
 func newService(t *testing.T) (*Service, store.Store) {
 	s := seeded(t, 2)
-	return New(s, hosts.New(s, strings.Repeat("a", 64), 0), "", slog.New(slog.DiscardHandler)), s
+	return New(s, hosts.New(s, strings.Repeat("a", 64), 0), "", slog.New(slog.DiscardHandler), Deps{}), s
 }
 
 func TestCreateActionsAndQuota(t *testing.T) {
@@ -79,7 +82,7 @@ func TestCreateActionsAndQuota(t *testing.T) {
 	ctx := context.Background()
 	req := api.InstancesPost{Name: "a", Type: "vm", Flavor: "small", Image: "x"}
 	in, err := svc.Create(ctx, "p", req)
-	if err != nil || in.State != api.StatePending || in.Size.MemoryMiB != 2048 || strings.Join(in.Actions, ",") != "hold,terminate" {
+	if err != nil || in.State != api.StatePending || in.Size.MemoryMiB != 2048 || fmt.Sprint(in.Actions) != "[hold terminate]" {
 		t.Fatalf("create: %+v %v", in, err)
 	}
 	if _, err := svc.Create(ctx, "p", req); !errors.Is(err, errs.ErrConflict) {
@@ -100,14 +103,14 @@ func TestCreateActionsAndQuota(t *testing.T) {
 			t.Errorf("create %+v succeeded", bad)
 		}
 	}
-	_, err = svc.Action(ctx, "p", "a", ActResume)
+	_, err = svc.Action(ctx, "p", "a", api.ActionResume)
 	if !errors.Is(err, errs.ErrConflict) || !strings.Contains(err.Error(), "it is PENDING; allowed now: hold, terminate") {
 		t.Fatalf("resume of a PENDING instance: %v", err)
 	}
-	if in, err := svc.Action(ctx, "p", "a", ActHold); err != nil || in.State != api.StateHold {
+	if in, err := svc.Action(ctx, "p", "a", api.ActionHold); err != nil || in.State != api.StateHold {
 		t.Fatalf("hold: %+v %v", in, err)
 	}
-	if in, err := svc.Action(ctx, "p", "a", ActTerminate); err != nil || in.State != api.StateDone {
+	if in, err := svc.Action(ctx, "p", "a", api.ActionTerminate); err != nil || in.State != api.StateDone {
 		t.Fatalf("terminate: %+v %v", in, err)
 	}
 	// DONE: archived, quota released, the name free again, history kept.
@@ -119,7 +122,7 @@ func TestCreateActionsAndQuota(t *testing.T) {
 	if err != nil || got.State != api.StateDone || len(hist) != 3 || hist[2].Actor == "" {
 		t.Fatalf("archived: %+v %v %v", got, hist, err)
 	}
-	if _, err := svc.Action(ctx, "p", "a", ActStart); !errors.Is(err, errs.ErrConflict) || !strings.Contains(err.Error(), "DONE") {
+	if _, err := svc.Action(ctx, "p", "a", api.ActionStart); !errors.Is(err, errs.ErrConflict) || !strings.Contains(err.Error(), "DONE") {
 		t.Fatalf("action on a DONE instance: %v", err)
 	}
 	req.Name = "a"
@@ -133,14 +136,14 @@ func TestCreateActionsAndQuota(t *testing.T) {
 
 // An image's min flavor, kind and status are checked at create.
 func TestImageChecksAtCreate(t *testing.T) {
-	svc, _ := newService(t)
 	ctx := context.Background()
 	images := map[string]api.Image{
 		"big":     {Meta: api.Meta{Name: "big"}, Project: "owner", Kind: api.KindContainerRootfs, Status: api.ImageActive, MinFlavor: "medium", SHA256: "abc"},
 		"disk":    {Meta: api.Meta{Name: "disk"}, Kind: api.KindVMDisk, Status: api.ImageActive},
 		"pending": {Meta: api.Meta{Name: "pending"}, Kind: api.KindContainerRootfs, Status: api.ImageQueued},
 	}
-	svc.ResolveImage = func(_ context.Context, _, ref string) (api.Image, error) {
+	st := seeded(t, 2)
+	svc := New(st, hosts.New(st, strings.Repeat("a", 64), 0), "", slog.New(slog.DiscardHandler), Deps{Images: imagesFunc(func(ref string) (api.Image, error) {
 		if img, ok := images[ref]; ok {
 			return img, nil
 		}
@@ -148,7 +151,7 @@ func TestImageChecksAtCreate(t *testing.T) {
 			return api.Image{}, errs.Conflict("image name %q is ambiguous", ref)
 		}
 		return api.Image{}, errs.NotFound("image %q not found", ref)
-	}
+	})})
 	for _, tc := range []struct {
 		req  api.InstancesPost
 		want error
@@ -200,7 +203,7 @@ func TestCacheSeesWriteBetweenListAndWatch(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	svc = New(racy, hosts.New(ms, strings.Repeat("a", 64), 0), "", slog.New(slog.DiscardHandler))
+	svc = New(racy, hosts.New(ms, strings.Repeat("a", 64), 0), "", slog.New(slog.DiscardHandler), Deps{})
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go svc.cache.run(rctx, racy, svc.log)
@@ -285,7 +288,7 @@ func TestCommitRechecksTheHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	gated := &gatedWatches{Store: ms}
-	svc := New(gated, hs, "", slog.New(slog.DiscardHandler))
+	svc := New(gated, hs, "", slog.New(slog.DiscardHandler), Deps{})
 	go svc.cache.run(ctx, gated, svc.log)
 	if err := svc.Ready(ctx); err != nil {
 		t.Fatal(err)
@@ -340,7 +343,7 @@ func TestNoPlacementOnAHostGoneMeanwhile(t *testing.T) {
 		t.Fatal(err)
 	}
 	gated := &gatedWatches{Store: ms}
-	svc := New(gated, hs, "", slog.New(slog.DiscardHandler))
+	svc := New(gated, hs, "", slog.New(slog.DiscardHandler), Deps{})
 	go svc.cache.run(ctx, gated, svc.log)
 	svc.Ready(ctx)
 	if _, err := svc.Create(ctx, "p", api.InstancesPost{Name: "b", Type: "vm", Flavor: "small", Image: "x"}); err != nil {
@@ -375,7 +378,7 @@ func TestHostAndInstancesChangeTogether(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := New(ms, hs, "", slog.New(slog.DiscardHandler))
+	svc := New(ms, hs, "", slog.New(slog.DiscardHandler), Deps{})
 	go svc.cache.run(ctx, ms, svc.log)
 	svc.Ready(ctx)
 	sync := func() {
@@ -427,3 +430,8 @@ func TestHostAndInstancesChangeTogether(t *testing.T) {
 		t.Fatalf("host %s at %d, a RUNNING at %d: an instance was back on a host still OFFLINE", h.State, h.Revision, akv.Revision)
 	}
 }
+
+// imagesFunc resolves image names the test's way.
+type imagesFunc func(ref string) (api.Image, error)
+
+func (f imagesFunc) Resolve(_ context.Context, _, ref string) (api.Image, error) { return f(ref) }

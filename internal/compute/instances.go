@@ -62,6 +62,12 @@ func (r *record) api(rev int64) api.Instance {
 	return in
 }
 
+// event is the event of the record's change, for the transaction that
+// writes it: the instance as it is now, under its state's name.
+func (r *record) event(ctx context.Context) store.Op {
+	return events.Op(ctx, "instance", strings.ToLower(string(r.State)), r.Project, instanceURL(r.Project, r.Name), r.api(0))
+}
+
 // home is the host holding the instance's state and disks: the one it was
 // last placed on (records written before Home existed have only their
 // placements to say so). An instance never placed has none.
@@ -87,7 +93,7 @@ func (r *record) clone() record {
 }
 
 // transition moves the record to a new state at time t and records it.
-func (r *record) transition(t time.Time, to, host, actor, reason string) {
+func (r *record) transition(t time.Time, to api.State, host, actor, reason string) {
 	from := r.State
 	if host != "" && host != r.Host {
 		r.Placements = append(r.Placements, api.Placement{Host: host, Start: t})
@@ -106,7 +112,7 @@ func (r *record) transition(t time.Time, to, host, actor, reason string) {
 	if len(r.History) > maxHistory {
 		r.History = r.History[len(r.History)-maxHistory:]
 	}
-	r.State, r.Reason, r.UpdatedAt = to, reason, t
+	r.State, r.Reason, r.UpdatedAt, r.Unplaceable = to, reason, t, false
 	// Host is where it holds resources; Home, where its state stays.
 	if to == api.StateStopped || to == api.StatePending {
 		r.Host = ""
@@ -126,24 +132,75 @@ type Service struct {
 	cache  *cache
 	policy string
 	kick   chan struct{}
-	// Now is the clock every transition is stamped with (tests set it).
-	Now     func() time.Time
+	// now is the clock every transition is stamped with.
+	clock   func() time.Time
 	usageMu sync.Mutex
 	usage   map[string]api.InstanceUsage
-	// ResolveImage finds the image an instance names (the image service).
-	ResolveImage func(ctx context.Context, project, ref string) (api.Image, error)
-	// Networks makes instances' ports (the network service); without it
-	// instances cannot ask for networks.
-	Networks *network.Service
+	images  Images
+	ports   Ports
+}
+
+// Images is what the compute service needs of the image service: the
+// image an instance names.
+type Images interface {
+	Resolve(ctx context.Context, project, ref string) (api.Image, error)
+}
+
+// Ports is what the compute service needs of the network service: an
+// instance's ports are made in its own transaction and go with it.
+type Ports interface {
+	CheckGroups(ctx context.Context, project string, groups []string) error
+	PlanInstancePorts(ctx context.Context, project, instance string, networks, groups []string) (network.InstancePorts, error)
+	DetachInstance(ctx context.Context, project, instance string) error
+}
+
+// Deps are the other services the compute service uses, and its clock.
+// Without Images, image names are kept as given (the sim driver needs no
+// bytes); without Ports, instances cannot ask for networks.
+type Deps struct {
+	Images Images
+	Ports  Ports
+	Clock  func() time.Time
 }
 
 // New returns the compute service; Run starts its cache and controllers.
-func New(s store.Store, h *hosts.Service, policy string, log *slog.Logger) *Service {
+func New(s store.Store, h *hosts.Service, policy string, log *slog.Logger, deps Deps) *Service {
 	if policy == "" {
 		policy = scheduler.Packing
 	}
-	return &Service{s: s, hosts: h, log: log, cache: newCache(), policy: policy, kick: make(chan struct{}, 1), Now: time.Now, usage: map[string]api.InstanceUsage{}}
+	if deps.Images == nil {
+		deps.Images = namesOnly{}
+	}
+	if deps.Ports == nil {
+		deps.Ports = noNetworks{}
+	}
+	if deps.Clock == nil {
+		deps.Clock = time.Now
+	}
+	return &Service{s: s, hosts: h, log: log, cache: newCache(), policy: policy, kick: make(chan struct{}, 1), clock: deps.Clock,
+		usage: map[string]api.InstanceUsage{}, images: deps.Images, ports: deps.Ports}
 }
+
+// namesOnly is a cloud without an image service: every name is unknown
+// to it, and kept as given.
+type namesOnly struct{}
+
+func (namesOnly) Resolve(_ context.Context, _, ref string) (api.Image, error) {
+	return api.Image{}, errs.NotFound("image %q not found", ref)
+}
+
+// noNetworks is a cloud without a network service.
+type noNetworks struct{}
+
+func (noNetworks) CheckGroups(context.Context, string, []string) error {
+	return errs.Invalid("networks", "this cloud has no network service")
+}
+
+func (noNetworks) PlanInstancePorts(context.Context, string, string, []string, []string) (network.InstancePorts, error) {
+	return network.InstancePorts{}, errs.Invalid("networks", "this cloud has no network service")
+}
+
+func (noNetworks) DetachInstance(context.Context, string, string) error { return nil }
 
 // Policy is the scheduling policy in force.
 func (svc *Service) Policy() string { return svc.policy }
@@ -171,7 +228,7 @@ func (svc *Service) Ready(ctx context.Context) error {
 	}
 }
 
-func (svc *Service) now() time.Time { return svc.Now().UTC() }
+func (svc *Service) now() time.Time { return svc.clock().UTC() }
 
 // Wake makes the scheduler run now (hosts or capacity changed).
 func (svc *Service) Wake() { svc.wake() }
@@ -250,34 +307,9 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 			return api.Instance{}, err
 		}
 	}
-	imageSum, imageRef := "", req.Image
-	if svc.ResolveImage != nil {
-		// An image in the image service must be active and of the right
-		// kind, and is kept as the "owner/name" it resolved to, so that
-		// nothing later (in-use checks, snapshots) resolves the name again
-		// to another image; a name it does not know is kept as is (the sim
-		// driver needs no bytes; real drivers fail its PROLOG with the
-		// reason); an ambiguous name is the image service's conflict.
-		img, err := svc.ResolveImage(ctx, project, req.Image)
-		if err != nil && !errors.Is(err, errs.ErrNotFound) {
-			return api.Instance{}, err
-		}
-		if err == nil {
-			switch {
-			case img.Status != api.ImageActive:
-				return api.Instance{}, errs.Conflict("image %q is %s, not active", req.Image, img.Status)
-			case req.Type == api.TypeContainer && img.Kind != api.KindContainerRootfs,
-				req.Type == api.TypeVM && img.Kind == api.KindContainerRootfs:
-				return api.Instance{}, errs.Invalid("image", "image %q is a %s; a %s needs another kind", req.Image, img.Kind, req.Type)
-			}
-			if img.MinFlavor != "" {
-				if min, err := flavor.Get(ctx, svc.s, img.MinFlavor); err == nil &&
-					(fl.VCPUs < min.VCPUs || fl.MemoryMiB < min.MemoryMiB || fl.DiskGiB < min.DiskGiB) {
-					return api.Instance{}, errs.Invalid("flavor", "image %q needs at least flavor %s (%d vCPU, %d MiB, %d GiB); %s is smaller", req.Image, min.Name, min.VCPUs, min.MemoryMiB, min.DiskGiB, fl.Name)
-				}
-			}
-			imageSum, imageRef = img.SHA256, img.Project+"/"+img.Name
-		}
+	imageSum, imageRef, err := svc.image(ctx, project, req, fl)
+	if err != nil {
+		return api.Instance{}, err
 	}
 	t := svc.now()
 	r := record{Instance: api.Instance{
@@ -293,13 +325,10 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 	// conflict other than the name means an address went to someone else
 	// meanwhile: plan the ports again.
 	if len(req.Networks) > 0 {
-		if svc.Networks == nil {
-			return api.Instance{}, errs.Invalid("networks", "this cloud has no network service")
-		}
 		if len(req.SecurityGroups) == 0 {
 			req.SecurityGroups = []string{network.DefaultGroup}
 		}
-		if err := svc.Networks.CheckGroups(ctx, project, req.SecurityGroups); err != nil {
+		if err := svc.ports.CheckGroups(ctx, project, req.SecurityGroups); err != nil {
 			return api.Instance{}, err
 		}
 	}
@@ -307,7 +336,7 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 	for attempt := 0; ; attempt++ {
 		var ports network.InstancePorts
 		if len(req.Networks) > 0 {
-			if ports, err = svc.Networks.PlanInstancePorts(ctx, project, req.Name, req.Networks, req.SecurityGroups); err != nil {
+			if ports, err = svc.ports.PlanInstancePorts(ctx, project, req.Name, req.Networks, req.SecurityGroups); err != nil {
 				return api.Instance{}, err
 			}
 		}
@@ -336,6 +365,37 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 	}
 	svc.wake()
 	return r.api(rev), nil
+}
+
+// image resolves the image an instance names. An image in the image
+// service must be active and of the right kind, and is kept as the
+// "owner/name" it resolved to, so that nothing later (in-use checks,
+// snapshots) resolves the name again to another image; a name it does not
+// know is kept as is (the sim driver needs no bytes; real drivers fail its
+// PROLOG with the reason); any other error (an ambiguous name, a store that
+// does not answer) is the create's.
+func (svc *Service) image(ctx context.Context, project string, req api.InstancesPost, fl api.Flavor) (sum, ref string, err error) {
+	img, err := svc.images.Resolve(ctx, project, req.Image)
+	if errors.Is(err, errs.ErrNotFound) {
+		return "", req.Image, nil
+	}
+	if err != nil {
+		return "", "", err
+	}
+	switch {
+	case img.Status != api.ImageActive:
+		return "", "", errs.Conflict("image %q is %s, not active", req.Image, img.Status)
+	case req.Type == api.TypeContainer && img.Kind != api.KindContainerRootfs,
+		req.Type == api.TypeVM && img.Kind == api.KindContainerRootfs:
+		return "", "", errs.Invalid("image", "image %q is a %s; a %s needs another kind", req.Image, img.Kind, req.Type)
+	}
+	if img.MinFlavor != "" {
+		if min, err := flavor.Get(ctx, svc.s, img.MinFlavor); err == nil &&
+			(fl.VCPUs < min.VCPUs || fl.MemoryMiB < min.MemoryMiB || fl.DiskGiB < min.DiskGiB) {
+			return "", "", errs.Invalid("flavor", "image %q needs at least flavor %s (%d vCPU, %d MiB, %d GiB); %s is smaller", req.Image, min.Name, min.VCPUs, min.MemoryMiB, min.DiskGiB, fl.Name)
+		}
+	}
+	return img.SHA256, img.Project + "/" + img.Name, nil
 }
 
 // InstanceNICs returns a live instance's id and ports.
@@ -516,25 +576,21 @@ func (svc *Service) ForMetering(ctx context.Context, project string) ([]Metered,
 // Action carries out a user action: the instance moves at once to the
 // state the action table says, and the agent (or the scheduler) does the
 // rest. A wrong action is a conflict naming the state and what is allowed.
-func (svc *Service) Action(ctx context.Context, project, name, action string) (api.Instance, error) {
-	known := false
-	for _, a := range AllActions {
-		known = known || a == action
-	}
-	if !known {
-		return api.Instance{}, errs.Invalid("action", "action %q: use one of %s", action, strings.Join(AllActions, ", "))
+func (svc *Service) Action(ctx context.Context, project, name string, action api.Action) (api.Instance, error) {
+	if !action.Known() {
+		return api.Instance{}, errs.Invalid("action", "action %q: use one of %v", action, api.Actions)
 	}
 	for attempt := 0; attempt < 50; attempt++ {
 		r, rev, err := svc.get(ctx, project, name)
 		if err != nil {
-			return api.Instance{}, svc.doneOr(ctx, project, name, action, err)
+			return api.Instance{}, svc.doneOr(ctx, project, name, string(action), err)
 		}
 		rule, ok := ruleFor(r.State, action)
 		if !ok {
-			allowed := Allowed(r.State)
 			what := "nothing, until it settles"
-			if len(allowed) > 0 {
-				what = strings.Join(allowed, ", ")
+			if allowed := Allowed(r.State); len(allowed) > 0 {
+				what = fmt.Sprint(allowed)
+				what = strings.ReplaceAll(what[1:len(what)-1], " ", ", ")
 			}
 			return api.Instance{}, errs.Conflict("cannot %s instance %q: it is %s; allowed now: %s", action, name, r.State, what)
 		}
@@ -542,7 +598,7 @@ func (svc *Service) Action(ctx context.Context, project, name, action string) (a
 		if rule.To == api.StatePending || rule.To == api.StateHold || rule.To == api.StateDone {
 			r.Action = ""
 		}
-		r.transition(svc.now(), rule.To, "", reqctx.Actor(ctx), "user: "+action)
+		r.transition(svc.now(), rule.To, "", reqctx.Actor(ctx), "user: "+string(action))
 		nrev, err := svc.write(ctx, &r, rev)
 		if errors.Is(err, store.ErrConflict) {
 			continue
@@ -574,7 +630,7 @@ func (svc *Service) doneOr(ctx context.Context, project, name, what string, err 
 // the archive and gives its quota back, in the same transaction.
 func (svc *Service) write(ctx context.Context, r *record, rev int64) (int64, error) {
 	key := instanceKey(r.Project, r.Name)
-	ev := events.Op(ctx, "instance", strings.ToLower(r.State), r.Project, instanceURL(r.Project, r.Name), r.api(0))
+	ev := r.event(ctx)
 	if r.State == api.StateDone {
 		// Its ports and their addresses go with it, in one transaction;
 		// its floating IPs stay the project's, detached.
@@ -583,8 +639,8 @@ func (svc *Service) write(ctx context.Context, r *record, rev int64) (int64, err
 		nrev, err := quota.Reserve(ctx, svc.s, r.Project, counts, []store.Cond{store.At(key, rev)}, append([]store.Op{
 			store.Del(key), store.PutJSON(archiveKey(r.Project, r.Name, r.ID), r), ev,
 		}, network.ReleaseOps(ctx, r.Project, r.NICs)...))
-		if err == nil && len(r.NICs) > 0 && svc.Networks != nil {
-			if derr := svc.Networks.DetachInstance(context.WithoutCancel(ctx), r.Project, r.Name); derr != nil {
+		if err == nil && len(r.NICs) > 0 {
+			if derr := svc.ports.DetachInstance(context.WithoutCancel(ctx), r.Project, r.Name); derr != nil {
 				svc.log.Warn("detaching floating IPs", "instance", r.Name, "err", derr)
 			}
 		}
@@ -611,7 +667,7 @@ func (svc *Service) writeBatch(ctx context.Context, changes []change) (revs map[
 			}
 			key := instanceKey(c.rec.Project, c.rec.Name)
 			conds = append(conds, store.At(key, c.rev))
-			ops = append(ops, store.PutJSON(key, c.rec), events.Op(ctx, "instance", strings.ToLower(c.rec.State), c.rec.Project, instanceURL(c.rec.Project, c.rec.Name), c.rec.api(0)))
+			ops = append(ops, store.PutJSON(key, c.rec), c.rec.event(ctx))
 		}
 		if simple {
 			rev, err := svc.s.Txn(ctx, conds, ops)

@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
-	"github.com/kumocloud/kumo/internal/events"
 	"github.com/kumocloud/kumo/internal/hosts"
 	"github.com/kumocloud/kumo/internal/reqctx"
 	"github.com/kumocloud/kumo/internal/store"
@@ -157,7 +155,7 @@ func (svc *Service) declareLost(ctx context.Context, lh *lostHost, instRev int64
 	for _, c := range first {
 		key := instanceKey(c.rec.Project, c.rec.Name)
 		conds = append(conds, store.At(key, c.rev))
-		ops = append(ops, store.PutJSON(key, c.rec), events.Op(ctx, "instance", strings.ToLower(c.rec.State), c.rec.Project, instanceURL(c.rec.Project, c.rec.Name), c.rec.api(0)))
+		ops = append(ops, store.PutJSON(key, c.rec), c.rec.event(ctx))
 	}
 	if _, err := svc.s.Txn(ctx, conds, ops); err != nil {
 		return err

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
-	"strings"
 
-	"github.com/kumocloud/kumo/internal/events"
 	"github.com/kumocloud/kumo/internal/hosts"
 	"github.com/kumocloud/kumo/internal/scheduler"
 	"github.com/kumocloud/kumo/internal/store"
@@ -82,7 +80,7 @@ func (svc *Service) commitPlacements(ctx context.Context, placed []change) (int,
 		for _, c := range fits {
 			key := instanceKey(c.rec.Project, c.rec.Name)
 			conds = append(conds, store.At(key, c.rev))
-			ops = append(ops, store.PutJSON(key, c.rec), events.Op(ctx, "instance", strings.ToLower(c.rec.State), c.rec.Project, instanceURL(c.rec.Project, c.rec.Name), c.rec.api(0)))
+			ops = append(ops, store.PutJSON(key, c.rec), c.rec.event(ctx))
 			batch = append(batch, c)
 		}
 		if len(fits) > 0 {

@@ -148,10 +148,10 @@ func (svc *Service) scheduleOnce(ctx context.Context) (int, int64, int64) {
 	n, rev, behind := svc.commitPlacements(ctx, placed)
 	for _, f := range plan.Failures {
 		r := recs[f.RequestID]
-		if r.Reason == f.Reason {
+		if r.Reason == f.Reason && r.Unplaceable {
 			continue // nothing new to say: no write
 		}
-		r.Reason = f.Reason
+		r.Reason, r.Unplaceable = f.Reason, true
 		changes = append(changes, change{rec: r, rev: byID[f.RequestID].rev})
 	}
 	svc.writeBatch(ctx, changes)

@@ -11,75 +11,59 @@ import (
 	"github.com/kumocloud/kumo/api"
 )
 
-// Actions a user can ask for.
-const (
-	ActHold      = "hold"
-	ActRelease   = "release"
-	ActTerminate = "terminate"
-	ActStop      = "stop"
-	ActStart     = "start"
-	ActSuspend   = "suspend"
-	ActResume    = "resume"
-	ActPoweroff  = "poweroff"
-	ActReboot    = "reboot"
-)
-
-// AllActions lists every action.
-var AllActions = []string{ActHold, ActRelease, ActStart, ActStop, ActSuspend, ActResume, ActPoweroff, ActReboot, ActTerminate}
-
 // actionRule is one row of the state machine's action table: in state
 // From, the action moves the instance to To at once; the agent finishes it.
 type actionRule struct {
-	From, Action, To string
+	From   api.State
+	Action api.Action
+	To     api.State
 }
 
 // actionTable is THE table of user actions: the API, the CLI and
 // docs/states.md all follow it (a test checks the doc).
 var actionTable = []actionRule{
-	{api.StatePending, ActHold, api.StateHold},
-	{api.StatePending, ActTerminate, api.StateDone},
-	{api.StateHold, ActRelease, api.StatePending},
-	{api.StateHold, ActTerminate, api.StateDone},
-	{api.StateRunning, ActStop, api.StateSave},
-	{api.StateRunning, ActSuspend, api.StateSave},
-	{api.StateRunning, ActPoweroff, api.StateShutdown},
-	{api.StateRunning, ActReboot, api.StateBoot},
-	{api.StateRunning, ActTerminate, api.StateShutdown},
-	{api.StateSuspended, ActResume, api.StateBoot},
-	{api.StateSuspended, ActStop, api.StateSave},
-	{api.StateSuspended, ActTerminate, api.StateShutdown},
-	{api.StateStopped, ActStart, api.StatePending},
-	{api.StateStopped, ActTerminate, api.StateDone},
-	{api.StatePoweroff, ActStart, api.StateBoot},
-	{api.StatePoweroff, ActTerminate, api.StateEpilog},
-	{api.StateFailed, ActTerminate, api.StateEpilog},
-	{api.StateUnknown, ActTerminate, api.StateDone},
+	{api.StatePending, api.ActionHold, api.StateHold},
+	{api.StatePending, api.ActionTerminate, api.StateDone},
+	{api.StateHold, api.ActionRelease, api.StatePending},
+	{api.StateHold, api.ActionTerminate, api.StateDone},
+	{api.StateRunning, api.ActionStop, api.StateSave},
+	{api.StateRunning, api.ActionSuspend, api.StateSave},
+	{api.StateRunning, api.ActionPoweroff, api.StateShutdown},
+	{api.StateRunning, api.ActionReboot, api.StateBoot},
+	{api.StateRunning, api.ActionTerminate, api.StateShutdown},
+	{api.StateSuspended, api.ActionResume, api.StateBoot},
+	{api.StateSuspended, api.ActionStop, api.StateSave},
+	{api.StateSuspended, api.ActionTerminate, api.StateShutdown},
+	{api.StateStopped, api.ActionStart, api.StatePending},
+	{api.StateStopped, api.ActionTerminate, api.StateDone},
+	{api.StatePoweroff, api.ActionStart, api.StateBoot},
+	{api.StatePoweroff, api.ActionTerminate, api.StateEpilog},
+	{api.StateFailed, api.ActionTerminate, api.StateEpilog},
+	{api.StateUnknown, api.ActionTerminate, api.StateDone},
 }
 
 // agentTable lists the transitions an agent may report, given the action
 // being carried out ("" = none). Anything else is refused.
-var agentTable = []struct {
-	From, Action, To string
-}{
+var agentTable = []actionRule{
 	{api.StateProlog, "", api.StateBoot},
 	{api.StateBoot, "", api.StateRunning},
-	{api.StateBoot, ActReboot, api.StateRunning},
-	{api.StateBoot, ActResume, api.StateRunning},
-	{api.StateBoot, ActStart, api.StateRunning},
+	{api.StateBoot, api.ActionReboot, api.StateRunning},
+	{api.StateBoot, api.ActionResume, api.StateRunning},
+	{api.StateBoot, api.ActionStart, api.StateRunning},
 	// The instance stopped by itself (a container's init exited, a VM
 	// powered itself off): the agent notices and says why.
 	{api.StateRunning, "", api.StatePoweroff},
-	{api.StateShutdown, ActTerminate, api.StateEpilog},
-	{api.StateShutdown, ActPoweroff, api.StatePoweroff},
-	{api.StateSave, ActSuspend, api.StateSuspended},
-	{api.StateSave, ActStop, api.StateEpilog},
-	{api.StateEpilog, ActTerminate, api.StateDone},
-	{api.StateEpilog, ActStop, api.StateStopped},
+	{api.StateShutdown, api.ActionTerminate, api.StateEpilog},
+	{api.StateShutdown, api.ActionPoweroff, api.StatePoweroff},
+	{api.StateSave, api.ActionSuspend, api.StateSuspended},
+	{api.StateSave, api.ActionStop, api.StateEpilog},
+	{api.StateEpilog, api.ActionTerminate, api.StateDone},
+	{api.StateEpilog, api.ActionStop, api.StateStopped},
 }
 
 // Allowed returns the actions allowed in a state.
-func Allowed(state string) []string {
-	out := []string{}
+func Allowed(state api.State) []api.Action {
+	out := []api.Action{}
 	for _, r := range actionTable {
 		if r.From == state {
 			out = append(out, r.Action)
@@ -89,7 +73,7 @@ func Allowed(state string) []string {
 }
 
 // ruleFor finds the rule for an action in a state.
-func ruleFor(state, action string) (actionRule, bool) {
+func ruleFor(state api.State, action api.Action) (actionRule, bool) {
 	for _, r := range actionTable {
 		if r.From == state && r.Action == action {
 			return r, true
@@ -100,9 +84,9 @@ func ruleFor(state, action string) (actionRule, bool) {
 
 // agentMayReport says whether an agent may move an instance from -> to.
 // Any state an agent works on may also end in FAILED.
-func agentMayReport(from, action, to string) bool {
+func agentMayReport(from api.State, action api.Action, to api.State) bool {
 	if to == api.StateFailed {
-		return slices.Contains([]string{api.StateProlog, api.StateBoot, api.StateShutdown, api.StateSave, api.StateEpilog, api.StateRunning, api.StateSuspended, api.StatePoweroff}, from)
+		return slices.Contains([]api.State{api.StateProlog, api.StateBoot, api.StateShutdown, api.StateSave, api.StateEpilog, api.StateRunning, api.StateSuspended, api.StatePoweroff}, from)
 	}
 	for _, r := range agentTable {
 		if r.From == from && r.To == to && (r.Action == action || r.Action == "" && action == "") {
@@ -113,13 +97,7 @@ func agentMayReport(from, action, to string) bool {
 }
 
 // onHost: states in which the instance holds resources on its host.
-func onHost(state string) bool {
-	switch state {
-	case api.StatePending, api.StateHold, api.StateStopped, api.StateDone:
-		return false
-	}
-	return true
-}
+func onHost(state api.State) bool { return state.OnHost() }
 
 // StatesDoc renders the action table as the Markdown table in
 // docs/states.md.
@@ -127,7 +105,7 @@ func StatesDoc() string {
 	var b strings.Builder
 	b.WriteString("| state | action | goes to |\n|---|---|---|\n")
 	for _, r := range actionTable {
-		b.WriteString("| " + r.From + " | " + r.Action + " | " + r.To + " |\n")
+		b.WriteString("| " + string(r.From) + " | " + string(r.Action) + " | " + string(r.To) + " |\n")
 	}
 	return b.String()
 }

@@ -57,19 +57,29 @@ func url(project, name string) string { return "/v1/projects/" + project + "/ima
 // told otherwise (kumo server --max-image-size).
 const DefaultMaxSize = 20 << 30
 
+// Users is what the image service needs to know of instances (the
+// compute service owns them): how many live ones use an image, named
+// "owner/name".
+type Users interface {
+	ImageUsers(ctx context.Context, project, image string) (int, error)
+}
+
 // Service is the image service.
 type Service struct {
 	s     store.Store
 	dir   string
-	inUse func(ctx context.Context, project, image string) (int, error)
+	users Users
 	now   func() time.Time
-	// MaxSize bounds an image's upload and its unpacked size, in bytes.
-	MaxSize int64
+	// maxSize bounds an image's upload and its unpacked size, in bytes.
+	maxSize int64
 }
 
-// New returns the service keeping files under dir. inUse counts the live
-// instances using an image.
-func New(s store.Store, dir string, inUse func(ctx context.Context, project, image string) (int, error), now func() time.Time) (*Service, error) {
+// New returns the service keeping files under dir, taking images of at
+// most maxSize bytes unpacked (0: DefaultMaxSize).
+func New(s store.Store, dir string, maxSize int64, users Users, now func() time.Time) (*Service, error) {
+	if maxSize <= 0 {
+		maxSize = DefaultMaxSize
+	}
 	for _, d := range []string{"blobs", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			return nil, err
@@ -80,7 +90,7 @@ func New(s store.Store, dir string, inUse func(ctx context.Context, project, ima
 	for _, f := range tmps {
 		os.Remove(f)
 	}
-	return &Service{s: s, dir: dir, inUse: inUse, now: now, MaxSize: DefaultMaxSize}, nil
+	return &Service{s: s, dir: dir, users: users, now: now, maxSize: maxSize}, nil
 }
 
 var formats = map[string][]string{
@@ -326,7 +336,7 @@ func (svc *Service) upload(ctx context.Context, project, name, id string, body i
 	if err != nil {
 		return api.Image{}, err
 	}
-	lim := limits{left: -1, max: svc.MaxSize}
+	lim := limits{left: -1, max: svc.maxSize}
 	if lim.max <= 0 {
 		lim.max = math.MaxInt64
 	}
@@ -477,7 +487,7 @@ func (svc *Service) Delete(ctx context.Context, project, name string, force bool
 	if err != nil {
 		return err
 	}
-	if n, err := svc.inUse(ctx, project, name); err != nil {
+	if n, err := svc.users.ImageUsers(ctx, project, name); err != nil {
 		return err
 	} else if n > 0 && !force {
 		return errs.Conflict("image %q is used by %d instances; terminate them first (a cloud admin may force)", name, n)

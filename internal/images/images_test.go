@@ -106,7 +106,7 @@ func newSvc(t *testing.T, limitMiB int64) (*Service, store.Store, string) {
 	st.Txn(context.Background(), nil, []store.Op{quota.InitOp("p", api.ResourceCounts{Images: 3, ImageMiB: limitMiB})})
 	dir := t.TempDir()
 	used := map[string]int{}
-	svc, err := New(st, dir, func(_ context.Context, _, name string) (int, error) { return used[name], nil }, time.Now)
+	svc, err := New(st, dir, 0, usersFunc(func(_ context.Context, _, name string) (int, error) { return used[name], nil }), time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +214,7 @@ func TestBadUploadsLeaveNothing(t *testing.T) {
 func TestDeleteInUse(t *testing.T) {
 	st := memstore.New()
 	st.Txn(context.Background(), nil, []store.Op{quota.InitOp("p", quota.Defaults())})
-	svc, _ := New(st, t.TempDir(), func(context.Context, string, string) (int, error) { return 2, nil }, time.Now)
+	svc, _ := New(st, t.TempDir(), 0, usersFunc(func(context.Context, string, string) (int, error) { return 2, nil }), time.Now)
 	ctx := context.Background()
 	svc.Create(ctx, "p", api.ImagesPost{Name: "x", Kind: api.KindContainerRootfs})
 	if err := svc.Delete(ctx, "p", "x", false); !errors.Is(err, errs.ErrConflict) || !strings.Contains(err.Error(), "used by 2 instances") {
@@ -327,7 +327,7 @@ func TestUnpackedSizes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			svc, st, dir := newSvc(t, tc.limitMiB)
-			svc.MaxSize = tc.maxSize
+			svc.maxSize = tc.maxSize
 			svc.Create(ctx, "p", api.ImagesPost{Name: "bomb", Kind: api.KindContainerRootfs})
 			_, err := svc.Upload(ctx, "p", "bomb", bytes.NewReader(bomb))
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, tc.kind) {
@@ -365,4 +365,11 @@ func TestUnpackedSizes(t *testing.T) {
 	if img, err := svc.Upload(ctx, "p", "kernel", bytes.NewReader(kernel)); err != nil || img.UnpackedSize != int64(len(disk))+6 || img.VirtualSize != 64<<20 {
 		t.Fatalf("a vm-kernel image: %+v %v", img, err)
 	}
+}
+
+// usersFunc counts an image's users the test's way.
+type usersFunc func(ctx context.Context, project, image string) (int, error)
+
+func (f usersFunc) ImageUsers(ctx context.Context, project, image string) (int, error) {
+	return f(ctx, project, image)
 }

@@ -22,7 +22,7 @@ func cloud(t *testing.T) *Service {
 	for _, p := range []string{"default", "aaa", "vic", "zzz"} {
 		st.Txn(context.Background(), nil, []store.Op{quota.InitOp(p, quota.Defaults())})
 	}
-	svc, err := New(st, t.TempDir(), func(context.Context, string, string) (int, error) { return 0, nil }, time.Now)
+	svc, err := New(st, t.TempDir(), 0, usersFunc(func(context.Context, string, string) (int, error) { return 0, nil }), time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,7 +94,7 @@ func newSnapCloud(t *testing.T, disks *fakeDisks) *snapCloud {
 // restart is a new server process on the same store and files: a new
 // image service, operations manager and snapshot service.
 func (c *snapCloud) restart(t *testing.T) {
-	svc, err := New(c.st, c.dir, func(context.Context, string, string) (int, error) { return 0, nil }, time.Now)
+	svc, err := New(c.st, c.dir, 0, usersFunc(func(context.Context, string, string) (int, error) { return 0, nil }), time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}

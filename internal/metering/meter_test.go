@@ -41,7 +41,7 @@ func TestMeterLoop(t *testing.T) {
 	now := t0.Add(10 * time.Hour)
 	src := &fakeSources{budgets: []Budget{{Project: "p", Micro: 1_000_000}, {Project: "free"}}}
 	// 0.10/h from t0 on: 1.00 of the budget after ten hours.
-	in := inst("a", hist(time.Duration(0), api.StateRunning))
+	in := inst("a", hist(time.Duration(0), "RUNNING"))
 	src.insts = []Instance{in}
 	if err := EnsureFlavorPrice(ctx, st, "small", 100_000, t0); err != nil {
 		t.Fatal(err)
@@ -72,7 +72,7 @@ func TestMeterLoop(t *testing.T) {
 		t.Fatalf("series: %v", got)
 	}
 	// December: the instance ended in November; its series goes.
-	src.insts[0].History = hist(time.Duration(0), api.StateRunning, 11*time.Hour, api.StateDone)
+	src.insts[0].History = hist(time.Duration(0), "RUNNING", 11*time.Hour, "DONE")
 	now = time.Date(2026, 12, 1, 1, 0, 0, 0, time.UTC)
 	if err := m.CheckBudgets(ctx); err != nil {
 		t.Fatal(err)

@@ -34,16 +34,16 @@ const (
 
 // DefaultComputeStates bill the flavor's price: the host holds the
 // instance's CPU and memory (SUSPENDED keeps the memory).
-var DefaultComputeStates = []string{api.StateRunning, api.StateUnknown, api.StateMigrate, api.StateSuspended}
+var DefaultComputeStates = []api.State{api.StateRunning, api.StateUnknown, api.StateMigrate, api.StateSuspended}
 
 // DefaultStorageStates bill storage only: disks are kept, nothing runs.
-var DefaultStorageStates = []string{api.StateStopped, api.StatePoweroff}
+var DefaultStorageStates = []api.State{api.StateStopped, api.StatePoweroff}
 
 // Rules maps states to what they bill; states not in it bill nothing.
-type Rules map[string]Class
+type Rules map[api.State]Class
 
 // NewRules builds rules from state lists.
-func NewRules(compute, storage []string) Rules {
+func NewRules(compute, storage []api.State) Rules {
 	r := Rules{}
 	for _, s := range compute {
 		r[s] = Compute

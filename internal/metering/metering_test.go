@@ -12,10 +12,10 @@ var t0 = time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC)
 
 func hist(steps ...any) []api.HistoryRecord {
 	var out []api.HistoryRecord
-	from := ""
+	from := api.State("")
 	for i := 0; i < len(steps); i += 2 {
 		t := t0.Add(steps[i].(time.Duration))
-		to := steps[i+1].(string)
+		to := api.State(steps[i+1].(string))
 		out = append(out, api.HistoryRecord{Seq: i/2 + 1, Time: t, From: from, To: to})
 		from = to
 	}
@@ -116,7 +116,7 @@ func TestParseMicro(t *testing.T) {
 
 // BenchmarkReport1M: one project, 10,000 instances x 100 history records.
 func BenchmarkReport1M(b *testing.B) {
-	states := []string{"PENDING", "PROLOG", "BOOT", "RUNNING", "SUSPENDED", "BOOT", "RUNNING", "SAVE", "EPILOG", "STOPPED"}
+	states := []api.State{"PENDING", "PROLOG", "BOOT", "RUNNING", "SUSPENDED", "BOOT", "RUNNING", "SAVE", "EPILOG", "STOPPED"}
 	insts := make([]Instance, 10000)
 	for i := range insts {
 		h := make([]api.HistoryRecord, 100)

@@ -28,8 +28,8 @@ type pointsRecord struct {
 }
 
 type rulesRecord struct {
-	Compute []string `json:"compute_states"`
-	Storage []string `json:"storage_states"`
+	Compute []api.State `json:"compute_states"`
+	Storage []api.State `json:"storage_states"`
 }
 
 // InitFlavorPriceOp is the write giving a new flavor its price "since
@@ -126,16 +126,13 @@ func SetStoragePrice(ctx context.Context, s store.Store, put api.PricePut, now t
 	return setPoint(ctx, s, storagePriceKey, "storage", put, now)
 }
 
-var allStates = []string{api.StatePending, api.StateHold, api.StateProlog, api.StateBoot, api.StateRunning, api.StateShutdown, api.StateEpilog,
-	api.StateSave, api.StateSuspended, api.StateStopped, api.StatePoweroff, api.StateMigrate, api.StateFailed, api.StateUnknown, api.StateDone}
-
 // SetRules changes which states bill what (applies to every report from
 // then on, past periods included: it is a policy, not a price).
 func SetRules(ctx context.Context, s store.Store, put api.RulesPut) error {
-	seen := map[string]bool{}
-	for field, list := range map[string][]string{"compute_states": put.ComputeStates, "storage_states": put.StorageStates} {
+	seen := map[api.State]bool{}
+	for field, list := range map[string][]api.State{"compute_states": put.ComputeStates, "storage_states": put.StorageStates} {
 		for _, st := range list {
-			if !slices.Contains(allStates, st) {
+			if !st.Known() {
 				return errs.Invalid(field, "%q is not a state", st)
 			}
 			if seen[st] {

@@ -101,8 +101,8 @@ func (svc *Service) CreateFloatingIP(ctx context.Context, project string, req ap
 
 // withHost fills in where the floating IP's instance runs.
 func (svc *Service) withHost(f api.FloatingIP) api.FloatingIP {
-	if f.Instance != "" && svc.HostOf != nil {
-		f.Host = svc.HostOf(f.Project, f.Instance)
+	if f.Instance != "" {
+		f.Host = svc.instances.HostOf(f.Project, f.Instance)
 	}
 	return f
 }
@@ -141,10 +141,7 @@ func (svc *Service) DeleteFloatingIP(ctx context.Context, project, ip string) er
 
 // AttachFloatingIP points a floating IP at an instance's first port.
 func (svc *Service) AttachFloatingIP(ctx context.Context, project, ip, instance string) (api.FloatingIP, error) {
-	if svc.InstanceNICs == nil {
-		return api.FloatingIP{}, errs.Unavailable("no compute service")
-	}
-	id, nics, err := svc.InstanceNICs(ctx, project, instance)
+	id, nics, err := svc.instances.InstanceNICs(ctx, project, instance)
 	if err != nil {
 		return api.FloatingIP{}, err
 	}

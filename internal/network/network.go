@@ -52,25 +52,34 @@ func ipamKey(netID, ip string) string     { return ipamPrefix + netID + "/" + ip
 func netURL(project, name string) string  { return "/v1/projects/" + project + "/networks/" + name }
 func portURL(project, name string) string { return "/v1/projects/" + project + "/ports/" + name }
 
-// Service is the network control plane.
-type Service struct {
-	s   store.Store
-	now func() time.Time
-	// HostOf says where an instance runs (the compute service), shown on
+// Instances is what the network service needs to know of instances (the
+// compute service owns them).
+type Instances interface {
+	// HostOf says where a live instance runs ("" when nowhere), shown on
 	// its ports.
-	HostOf func(project, instance string) string
-	// GroupUsers counts the live instances using a security group.
-	GroupUsers func(project, group string) int
-	// EgressNAT: tenant networks reach past their hosts' default routes
-	// (masqueraded); off, only floating IPs leave.
-	EgressNAT bool
+	HostOf(project, instance string) string
+	// GroupUsers counts the live instances with a port in a security
+	// group (a group in use is not deleted).
+	GroupUsers(project, group string) int
 	// InstanceNICs returns a live instance's id and ports (floating IPs
 	// attach to the first).
-	InstanceNICs func(ctx context.Context, project, instance string) (string, []api.InstanceNIC, error)
+	InstanceNICs(ctx context.Context, project, instance string) (string, []api.InstanceNIC, error)
+}
+
+// Service is the network control plane.
+type Service struct {
+	s         store.Store
+	now       func() time.Time
+	instances Instances
+	// egressNAT: tenant networks reach past their hosts' default routes
+	// (masqueraded); off, only floating IPs leave.
+	egressNAT bool
 }
 
 // New returns the service.
-func New(s store.Store, now func() time.Time) *Service { return &Service{s: s, now: now} }
+func New(s store.Store, now func() time.Time, instances Instances, egressNAT bool) *Service {
+	return &Service{s: s, now: now, instances: instances, egressNAT: egressNAT}
+}
 
 // netRecord is a network as stored; Deleting closes it to new ports while
 // a delete checks that it has none.

@@ -24,7 +24,21 @@ func newSvc(t *testing.T, limit api.ResourceCounts) (*Service, store.Store) {
 			t.Fatal(err)
 		}
 	}
-	return New(st, time.Now), st
+	return New(st, time.Now, &fakeInstances{}, false), st
+}
+
+// fakeInstances stands in for the compute service.
+type fakeInstances struct {
+	nics func(project, instance string) (string, []api.InstanceNIC, error)
+}
+
+func (f *fakeInstances) HostOf(project, instance string) string { return "" }
+func (f *fakeInstances) GroupUsers(project, group string) int   { return 0 }
+func (f *fakeInstances) InstanceNICs(_ context.Context, project, instance string) (string, []api.InstanceNIC, error) {
+	if f.nics == nil {
+		return "", nil, errs.NotFound("instance %q not found", instance)
+	}
+	return f.nics(project, instance)
 }
 
 var roomy = api.ResourceCounts{Networks: 10, Ports: 1000}

@@ -133,8 +133,8 @@ func (svc *Service) pick(ctx context.Context, netID string, sn subnet) (netip.Ad
 // GetPort returns one of the project's ports.
 func (svc *Service) GetPort(ctx context.Context, project, name string) (api.Port, error) {
 	p, err := getObject(ctx, svc, project, portKey(project, name), fmt.Sprintf("port %q", name), func(p *api.Port) *api.Meta { return &p.Meta })
-	if err == nil && p.Instance != "" && svc.HostOf != nil {
-		p.Host = svc.HostOf(project, p.Instance)
+	if err == nil && p.Instance != "" {
+		p.Host = svc.instances.HostOf(project, p.Instance)
 	}
 	return p, err
 }
@@ -146,8 +146,8 @@ func (svc *Service) ListPorts(ctx context.Context, project, network string) ([]a
 	for _, it := range items {
 		if p := it.Value; network == "" || p.Network == network {
 			p.Revision = it.Revision
-			if p.Instance != "" && svc.HostOf != nil {
-				p.Host = svc.HostOf(project, p.Instance)
+			if p.Instance != "" {
+				p.Host = svc.instances.HostOf(project, p.Instance)
 			}
 			out = append(out, p)
 		}

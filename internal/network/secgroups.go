@@ -92,10 +92,8 @@ func (svc *Service) DeleteSecurityGroup(ctx context.Context, project, name strin
 	if err != nil {
 		return err
 	}
-	if svc.GroupUsers != nil {
-		if n := svc.GroupUsers(project, name); n > 0 {
-			return errs.Conflict("security group %q is used by %d instances", name, n)
-		}
+	if n := svc.instances.GroupUsers(project, name); n > 0 {
+		return errs.Conflict("security group %q is used by %d instances", name, n)
 	}
 	all, err := svc.ListSecurityGroups(ctx, project)
 	if err != nil {
@@ -258,7 +256,7 @@ func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed
 			projects[p.Project] = true
 			if byVNI[p.NIC.VNI] == nil {
 				byVNI[p.NIC.VNI] = &api.AgentNetwork{VNI: p.NIC.VNI, CIDR: p.NIC.CIDR, Gateway: p.NIC.Gateway, DNS: p.NIC.DNS, DHCP: p.NIC.DHCP,
-					EgressNAT: svc.EgressNAT, Peers: []api.NetworkPeer{}, Ports: []api.AgentPort{}, Domain: api.NetworkDomain(p.NIC.Network)}
+					EgressNAT: svc.egressNAT, Peers: []api.NetworkPeer{}, Ports: []api.AgentPort{}, Domain: api.NetworkDomain(p.NIC.Network)}
 			}
 		}
 	}

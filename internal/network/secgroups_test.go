@@ -124,7 +124,7 @@ func TestFloatingIPFollowsInstanceID(t *testing.T) {
 	}
 	nic := api.InstanceNIC{VNI: 7, CIDR: "10.20.0.0/24", Gateway: "10.20.0.1", IP: "10.20.0.5", MAC: "02:00:0a:14:00:05", Port: "db-eth0", PortID: "port-db"}
 	attachedTo := "i-old"
-	svc.InstanceNICs = func(context.Context, string, string) (string, []api.InstanceNIC, error) {
+	svc.instances.(*fakeInstances).nics = func(string, string) (string, []api.InstanceNIC, error) {
 		return attachedTo, []api.InstanceNIC{nic}, nil
 	}
 	if _, err := svc.AttachFloatingIP(ctx, "p", f.IP, "db"); err != nil {

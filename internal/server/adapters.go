@@ -13,6 +13,27 @@ import (
 // What services read of each other, where their types differ: each
 // consumer declares a small interface, and these adapt the producers to it.
 
+// instancesLater is the compute service as the image and network services
+// see it: they are made before it (it needs them), so it is bound here,
+// once, right after it is made and before anything runs.
+type instancesLater struct{ c *compute.Service }
+
+func (l *instancesLater) ImageUsers(ctx context.Context, project, image string) (int, error) {
+	return l.c.ImageUsers(ctx, project, image)
+}
+
+func (l *instancesLater) HostOf(project, instance string) string {
+	return l.c.HostOf(project, instance)
+}
+
+func (l *instancesLater) GroupUsers(project, group string) int {
+	return l.c.GroupUsers(project, group)
+}
+
+func (l *instancesLater) InstanceNICs(ctx context.Context, project, instance string) (string, []api.InstanceNIC, error) {
+	return l.c.InstanceNICs(ctx, project, instance)
+}
+
 // instanceGetter is compute as snapshots read it.
 type instanceGetter struct{ c *compute.Service }
 

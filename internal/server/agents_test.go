@@ -91,7 +91,7 @@ func TestAgentTouchesOnlyItsOwnHosts(t *testing.T) {
 		return in.Host == "hv"
 	})
 	agentPath := func(a api.Agent, rest string) string { return "/v1/agents/" + a.ID + rest }
-	report := func(a api.Agent, from, to string) api.AgentReportResult {
+	report := func(a api.Agent, from, to api.State) api.AgentReportResult {
 		var res api.AgentReportResult
 		ts.do("POST", agentPath(a, "/reports"), a.Credential, api.AgentReport{Instances: []api.InstanceReport{{ID: in.ID, Host: "hv", From: from, To: to}}}).decode(t, &res)
 		return res
@@ -112,7 +112,7 @@ func TestAgentTouchesOnlyItsOwnHosts(t *testing.T) {
 		t.Fatalf("the victim's own image: %d", r.Status)
 	}
 	// The victim runs it.
-	for _, step := range [][2]string{{api.StateProlog, api.StateBoot}, {api.StateBoot, api.StateRunning}} {
+	for _, step := range [][2]api.State{{api.StateProlog, api.StateBoot}, {api.StateBoot, api.StateRunning}} {
 		if res := report(victim, step[0], step[1]); res.Applied != 1 {
 			t.Fatalf("victim's report %v: %+v", step, res)
 		}
@@ -157,7 +157,7 @@ func TestAgentTouchesOnlyItsOwnHosts(t *testing.T) {
 		t.Fatalf("deleting a host with a running instance: %d %s", r.Status, r.Body)
 	}
 	ts.do("POST", "/v1/projects/p/instances/i1/actions", admin, map[string]any{"action": "terminate"})
-	for _, step := range [][2]string{{api.StateShutdown, api.StateEpilog}, {api.StateEpilog, api.StateDone}} {
+	for _, step := range [][2]api.State{{api.StateShutdown, api.StateEpilog}, {api.StateEpilog, api.StateDone}} {
 		if res := report(victim, step[0], step[1]); res.Applied != 1 {
 			t.Fatalf("victim's report %v: %+v", step, res)
 		}

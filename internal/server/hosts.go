@@ -47,7 +47,7 @@ func (s *Server) deleteHost(r *request) response.Response {
 	if n := len(live); n > 0 {
 		var names []string
 		for _, in := range live[:min(n, 5)] {
-			names = append(names, in.Project+"/"+in.Name+" ("+in.State+")")
+			names = append(names, in.Project+"/"+in.Name+" ("+string(in.State)+")")
 		}
 		more := ""
 		if n > 5 {

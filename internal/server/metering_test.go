@@ -83,7 +83,7 @@ func (m *meterCloud) run(name string) {
 }
 
 // report moves an instance through states as its agent would.
-func (m *meterCloud) report(name string, states ...string) {
+func (m *meterCloud) report(name string, states ...api.State) {
 	in := m.instance(name)
 	var reps []api.InstanceReport
 	for i := 0; i+1 < len(states); i++ {

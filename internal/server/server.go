@@ -26,7 +26,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kumocloud/kumo/api"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/kumocloud/kumo/internal/atomicfile"
@@ -249,23 +248,18 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	s.hosts = hosts.New(st, fp, cfg.HostGrace)
 	s.sessions = newSessions()
 	s.fence = newProjectFence()
-	s.compute = compute.New(st, s.hosts, cfg.SchedulerPolicy, cfg.Logger.With("component", "compute"))
-	s.compute.Now = cfg.Clock
-	s.compute.ResolveImage = func(ctx context.Context, project, ref string) (api.Image, error) {
-		return s.images.Resolve(ctx, project, ref)
-	}
-	if s.images, err = images.New(st, filepath.Join(cfg.DataDir, "images"), s.compute.ImageUsers, cfg.Clock); err != nil {
+	// The image and network services need to know of instances and the
+	// compute service needs them: each gets the others as small
+	// interfaces at construction, compute through instancesLater, the one
+	// late binding of the wiring.
+	later := &instancesLater{}
+	if s.images, err = images.New(st, filepath.Join(cfg.DataDir, "images"), cfg.MaxImageMiB<<20, later, cfg.Clock); err != nil {
 		return nil, err
 	}
-	if cfg.MaxImageMiB > 0 {
-		s.images.MaxSize = cfg.MaxImageMiB << 20
-	}
-	s.networks = network.New(st, cfg.Clock)
-	s.networks.HostOf = s.compute.HostOf
-	s.networks.EgressNAT = cfg.EgressNAT
-	s.networks.GroupUsers = s.compute.GroupUsers
-	s.networks.InstanceNICs = s.compute.InstanceNICs
-	s.compute.Networks = s.networks
+	s.networks = network.New(st, cfg.Clock, later, cfg.EgressNAT)
+	s.compute = compute.New(st, s.hosts, cfg.SchedulerPolicy, cfg.Logger.With("component", "compute"),
+		compute.Deps{Images: s.images, Ports: s.networks, Clock: cfg.Clock})
+	later.c = s.compute
 	s.meter = metering.New(st, metering.Config{Currency: cfg.Currency, Clock: cfg.Clock, Every: cfg.BudgetEvery, Logger: cfg.Logger.With("component", "metering")},
 		meteredInstances{s.compute}, meteredImages{s.images}, projectBudgets{s.ids})
 	s.ops = operations.New(st, cfg.Logger)

@@ -79,10 +79,10 @@ func TestComputeContract(t *testing.T) {
 	check("server groups", err)
 	_, err = admin.CreateInstance(client.WithIdempotencyKey(ctx, "i1"), "default", api.InstancesPost{Name: "c1", Type: "container", Flavor: "tiny", Image: "x", ServerGroup: "web", Rank: "-RUNNING_VMS", UserData: "#!/bin/sh\necho hi\n"})
 	check("create instance", err)
-	wait := func(want string) {
-		eventually(t, 20*time.Second, "c1 "+want, func() (bool, string) {
+	wait := func(want api.State) {
+		eventually(t, 20*time.Second, "c1 "+string(want), func() (bool, string) {
 			in, err := admin.Instance(ctx, "default", "c1")
-			return err == nil && in.State == want, in.State
+			return err == nil && in.State == want, string(in.State)
 		})
 	}
 	wait(api.StateRunning)
@@ -105,9 +105,12 @@ func TestComputeContract(t *testing.T) {
 	if _, err := admin.InstanceExec(ctx, "default", "c1", api.InstanceExecPost{Command: []string{"true"}}); client.StatusOf(err) != 409 || !strings.Contains(err.Error(), "cannot run commands") {
 		t.Errorf("exec on the sim driver: %v", err)
 	}
-	for _, step := range []struct{ action, want string }{{"suspend", "SUSPENDED"}, {"resume", "RUNNING"}, {"terminate", "DONE"}} {
+	for _, step := range []struct {
+		action api.Action
+		want   api.State
+	}{{"suspend", "SUSPENDED"}, {"resume", "RUNNING"}, {"terminate", "DONE"}} {
 		_, err := admin.InstanceAction(ctx, "default", "c1", step.action)
-		check(step.action, err)
+		check(string(step.action), err)
 		wait(step.want)
 	}
 	if _, err := admin.InstanceAction(ctx, "default", "c1", "start"); client.StatusOf(err) != 409 {
@@ -128,7 +131,7 @@ func TestComputeContract(t *testing.T) {
 	// again.
 	eventually(t, 20*time.Second, "c2 RUNNING", func() (bool, string) {
 		in, err := admin.Instance(ctx, "default", "c2")
-		return err == nil && in.State == api.StateRunning, in.State
+		return err == nil && in.State == api.StateRunning, string(in.State)
 	})
 	snapOp, err := admin.SnapshotInstance(ctx, "default", "c2", api.InstanceSnapshotPost{Name: "c2-snap"})
 	check("snapshot", err)
@@ -163,7 +166,7 @@ func TestComputeContract(t *testing.T) {
 	check("create c3", err)
 	eventually(t, 20*time.Second, "c3 RUNNING", func() (bool, string) {
 		in, err := admin.Instance(ctx, "default", "c3")
-		return err == nil && in.State == api.StateRunning, in.State
+		return err == nil && in.State == api.StateRunning, string(in.State)
 	})
 	var cred struct {
 		AgentID    string `json:"agent_id"`

@@ -164,7 +164,7 @@ func TestComputeCLI(t *testing.T) {
 	must(t, root, "", "instance", "terminate", "db-1", "--wait")
 	eventually(t, 20*time.Second, "db-5 placed once db-1 is gone", func() (bool, string) {
 		in, _ := instanceState(t, c, "default", "db-5")
-		return in.State == api.StateRunning, in.State + " " + in.Reason
+		return in.State == api.StateRunning, string(in.State) + " " + in.Reason
 	})
 	if out := must(t, root, "", "instance", "list", "--all"); !strings.Contains(out, "DONE") {
 		t.Errorf("instance list --all lacks the DONE one:\n%s", out)
@@ -179,7 +179,7 @@ func TestComputeCLI(t *testing.T) {
 	ag.kill9()
 	eventually(t, 30*time.Second, "web-1 UNKNOWN", func() (bool, string) {
 		in, _ := instanceState(t, c, "default", "web-1")
-		return in.State == api.StateUnknown, in.State
+		return in.State == api.StateUnknown, string(in.State)
 	})
 	if out := must(t, root, "", "host", "list"); strings.Count(out, "OFFLINE") != 4 {
 		t.Errorf("hosts after the agent died:\n%s", out)
@@ -187,7 +187,7 @@ func TestComputeCLI(t *testing.T) {
 	ag.start()
 	eventually(t, 30*time.Second, "web-1 back to RUNNING", func() (bool, string) {
 		in, _ := instanceState(t, c, "default", "web-1")
-		return in.State == api.StateRunning && in.Host == "sim-0001", in.State
+		return in.State == api.StateRunning && in.Host == "sim-0001", string(in.State)
 	})
 	eventually(t, 10*time.Second, "hosts online again", func() (bool, string) {
 		out := kumo(t, root, "", "host", "list").out
@@ -205,7 +205,7 @@ func TestComputeCLI(t *testing.T) {
 	must(t, root, "", "host", "enable", "sim-0002")
 	eventually(t, 20*time.Second, "late placed on the enabled host", func() (bool, string) {
 		in, _ := instanceState(t, c, "default", "late")
-		return in.State == api.StateRunning && in.Host == "sim-0002", in.State + " " + in.Host
+		return in.State == api.StateRunning && in.Host == "sim-0002", string(in.State) + " " + in.Host
 	})
 	if _, err := os.Stat(filepath.Join(ag.stateDir, "agent.json")); err != nil {
 		t.Errorf("agent credential not kept: %v", err)

@@ -143,7 +143,7 @@ func TestContainerInitExits(t *testing.T) {
 	}
 	eventually(t, 20*time.Second, "c1 POWEROFF", func() (bool, string) {
 		in, _ := instanceState(t, c, "default", "c1")
-		return in.State == "POWEROFF" && strings.Contains(in.Reason, "PID 1 exited"), in.State + " " + in.Reason
+		return in.State == "POWEROFF" && strings.Contains(in.Reason, "PID 1 exited"), string(in.State) + " " + in.Reason
 	})
 	must(t, root, "", "instance", "terminate", "c1", "--wait")
 }

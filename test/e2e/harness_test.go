@@ -56,6 +56,9 @@ type server struct {
 	// netns, when set, is the network namespace the server (and so its
 	// agent and datapath) runs in.
 	netns string
+	// agentCannotJoin: the next start's local agent is not expected to
+	// join (its credential was taken away): start waits for the socket only.
+	agentCannotJoin bool
 }
 
 type lockedBuffer struct {
@@ -142,7 +145,7 @@ func (s *server) start() {
 	// restart the host record says ONLINE from before the kill: what
 	// counts is that this start's agent has reconciled (its heartbeat
 	// says when).
-	if slices.Contains(s.extraArgs, "--drivers") {
+	if slices.Contains(s.extraArgs, "--drivers") && !s.agentCannotJoin {
 		deadline := time.Now().Add(3 * time.Minute) // the probe may fetch its kernel first
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)

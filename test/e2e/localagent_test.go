@@ -31,7 +31,7 @@ func TestLocalAgentIdentity(t *testing.T) {
 		desc := ""
 		for _, h := range hs {
 			out[h.Name] = h.Agent
-			desc += h.Name + "=" + h.Agent + "/" + h.State + " "
+			desc += h.Name + "=" + h.Agent + "/" + string(h.State) + " "
 		}
 		return out, desc
 	}
@@ -51,6 +51,7 @@ func TestLocalAgentIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.stop()
+	s.agentCannotJoin = true
 	s.start()
 	eventually(t, 30*time.Second, "the server to say what to do", func() (bool, string) {
 		out := s.out.String()
@@ -68,14 +69,14 @@ func TestLocalAgentIdentity(t *testing.T) {
 	var in api.Instance
 	eventually(t, 30*time.Second, "w1 placed", func() (bool, string) {
 		in, _ = c.Instance(ctx, "default", "w1")
-		return in.Host != "", in.State
+		return in.Host != "", string(in.State)
 	})
 	if r := kumo(t, root, "", "host", "delete", in.Host); r.code != 1 || !strings.Contains(r.err, "default/w1") || !strings.Contains(r.err, "terminate them first") {
 		t.Fatalf("deleting a host with an instance: exit %d %s", r.code, r.err)
 	}
 	eventually(t, 60*time.Second, "w1 UNKNOWN", func() (bool, string) {
 		in, _ = c.Instance(ctx, "default", "w1")
-		return in.State == api.StateUnknown, in.State
+		return in.State == api.StateUnknown, string(in.State)
 	})
 	must(t, root, "", "instance", "terminate", "w1")
 	must(t, root, "", "host", "delete", "sim-0000", "sim-0001")

@@ -115,7 +115,7 @@ func TestKill9DuringProvision(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		states := map[string]int{}
+		states := map[api.State]int{}
 		for _, in := range ins {
 			states[in.State]++
 		}

@@ -37,7 +37,7 @@ func TestUsageCLI(t *testing.T) {
 	}
 	var computeMS int64
 	for i, h := range hist {
-		if i+1 < len(hist) && strings.Contains(" RUNNING UNKNOWN MIGRATE SUSPENDED ", " "+h.To+" ") {
+		if i+1 < len(hist) && strings.Contains(" RUNNING UNKNOWN MIGRATE SUSPENDED ", " "+string(h.To)+" ") {
 			computeMS += hist[i+1].Time.Truncate(time.Millisecond).Sub(h.Time.Truncate(time.Millisecond)).Milliseconds()
 		}
 	}

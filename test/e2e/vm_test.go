@@ -198,7 +198,7 @@ func TestVMs(t *testing.T) {
 	must(t, root, "\npoweroff -f\n", "instance", "console", "vm1")
 	eventually(t, 30*time.Second, "vm1 POWEROFF", func() (bool, string) {
 		in, _ := instanceState(t, c, "default", "vm1")
-		return in.State == "POWEROFF" && strings.Contains(in.Reason, "powered itself off"), in.State + " " + in.Reason
+		return in.State == "POWEROFF" && strings.Contains(in.Reason, "powered itself off"), string(in.State) + " " + in.Reason
 	})
 
 	must(t, root, "", "instance", "terminate", "vm1", "--wait")
