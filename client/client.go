@@ -1,5 +1,6 @@
 // Package client is kumo's Go SDK: typed calls over the REST API v1. The
-// CLI, the console and the end-to-end tests use it; it talks only HTTP.
+// CLI and the end-to-end tests use it (the web console, to come, will);
+// it talks only HTTP.
 //
 // Two ways in: the local Unix socket (no login; the machine's root) and
 // HTTPS with a token, the server's CA pinned by its SHA-256 fingerprint

@@ -271,9 +271,13 @@ func (c *Client) AgentImage(ctx context.Context, agentID, sum string) (io.ReadCl
 	return resp.Body, nil
 }
 
-// SnapshotInstance copies a VM's disk into a new image (201: the image).
-func (c *Client) SnapshotInstance(ctx context.Context, project, name string, req api.InstanceSnapshotPost) (api.Image, error) {
-	var out api.Image
+// SnapshotInstance starts copying a VM's disk into a new image, req.Name,
+// and returns the operation doing it (202): wait for it (WaitOperation,
+// FollowOperation), then the image is active. What can be refused at once
+// (a name taken, a full quota, an instance without a disk to copy) is
+// refused here.
+func (c *Client) SnapshotInstance(ctx context.Context, project, name string, req api.InstanceSnapshotPost) (api.Operation, error) {
+	var out api.Operation
 	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "instances", name, "snapshot"), nil, req, &out)
 }
 

@@ -188,14 +188,25 @@ func (c *Client) Operation(ctx context.Context, id string) (api.Operation, error
 // operation ends or ctx does, and returns it. A failed operation is
 // returned as an error too.
 func (c *Client) WaitOperation(ctx context.Context, id string) (api.Operation, error) {
+	return c.FollowOperation(ctx, id, time.Minute, nil)
+}
+
+// FollowOperation is WaitOperation in rounds of every (the server answers
+// at the end of a round or of the operation), calling seen, if not nil,
+// with the operation as each round finds it: its progress.
+func (c *Client) FollowOperation(ctx context.Context, id string, every time.Duration, seen func(api.Operation)) (api.Operation, error) {
 	for {
 		var op api.Operation
-		q := url.Values{"wait": {"60"}}
+		round := every
 		if dl, ok := ctx.Deadline(); ok {
-			q.Set("wait", strconv.FormatFloat(min(60, max(0, time.Until(dl).Seconds())), 'f', 1, 64))
+			round = min(round, max(0, time.Until(dl)))
 		}
+		q := url.Values{"wait": {strconv.FormatFloat(round.Seconds(), 'f', 1, 64)}}
 		if err := c.do(ctx, http.MethodGet, p("v1", "operations", id), q, nil, &op); err != nil {
 			return op, err
+		}
+		if seen != nil {
+			seen(op)
 		}
 		if op.Done() {
 			if op.Status == api.OpFailed {

@@ -76,7 +76,8 @@ func (sj *sessionJob) stream(ctx context.Context, s api.Session, serve func(cont
 }
 
 // snapshot streams an instance's disk image to the server: a first line,
-// "ok" or "error: why", then the bytes.
+// "ok SIZE" (the image's bytes, for the snapshot's progress) or
+// "error: why", then the bytes.
 func (sj *sessionJob) snapshot(ctx context.Context, s api.Session, rw io.ReadWriter) {
 	sn, err := driver.Feature[driver.Snapshotter](sj.d)
 	if err != nil {
@@ -96,11 +97,15 @@ func (sj *sessionJob) snapshot(ctx context.Context, s api.Session, rw io.ReadWri
 		fmt.Fprintf(rw, "error: %v\n", err)
 		return
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
+	size, err := f.Seek(0, io.SeekEnd)
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
 		fmt.Fprintf(rw, "error: %v\n", err)
 		return
 	}
-	io.WriteString(rw, "ok\n")
+	fmt.Fprintf(rw, "ok %d\n", size)
 	if _, err := io.Copy(rw, f); err != nil {
 		sj.log.Warn("snapshot stream", "session", s.ID, "err", err)
 	}

@@ -237,9 +237,9 @@ func (a *app) instanceCmd() *cobra.Command {
 		},
 	}
 	var snapName string
-	var snapPublic bool
+	var snapPublic, snapNoWait bool
 	snapshot := &cobra.Command{
-		Use: "snapshot NAME --name IMAGE [--public]", Short: "Copy a VM's disk into a new image (a running VM is paused while its disk is copied)", Args: cobra.ExactArgs(1),
+		Use: "snapshot NAME --name IMAGE [--public] [--no-wait]", Short: "Copy a VM's disk into a new image, showing the copy's progress (a running VM is paused while its disk is copied)", Args: cobra.ExactArgs(1),
 		Example: "  kumo instance snapshot vm1 --name vm1-snap && kumo instance create vm2 --type vm --image vm1-snap --flavor tiny",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if snapName == "" {
@@ -253,7 +253,17 @@ func (a *app) instanceCmd() *cobra.Command {
 			if snapPublic {
 				req.Visibility = api.VisibilityPublic
 			}
-			img, err := c.SnapshotInstance(cmd.Context(), project, args[0], req)
+			op, err := c.SnapshotInstance(cmd.Context(), project, args[0], req)
+			if err != nil {
+				return err
+			}
+			if snapNoWait {
+				return a.finishOperation(cmd.Context(), op, false)
+			}
+			if _, err := a.followOperation(cmd.Context(), c, op); err != nil {
+				return err
+			}
+			img, err := c.Image(cmd.Context(), project, snapName)
 			if err != nil {
 				return err
 			}
@@ -262,6 +272,7 @@ func (a *app) instanceCmd() *cobra.Command {
 	}
 	snapshot.Flags().StringVar(&snapName, "name", "", "the new image's name")
 	snapshot.Flags().BoolVar(&snapPublic, "public", false, "every project may use it (cloud admin)")
+	snapshot.Flags().BoolVar(&snapNoWait, "no-wait", false, "print the operation copying the disk and return ('kumo operation wait ID' follows it)")
 	cmd.AddCommand(create, list, show, history, explain, execCmd, logs, console, snapshot)
 	for _, act := range api.Actions {
 		cmd.AddCommand(a.actionCmd(act))

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -298,6 +299,30 @@ func (a *app) readSecret(prompt string, fromStdin, confirm bool) (string, error)
 // waitFlag adds --wait to a command.
 func waitFlag(cmd *cobra.Command, wait *bool, what string) {
 	cmd.Flags().BoolVar(wait, "wait", false, what)
+}
+
+// followOperation waits for an operation, showing its progress on
+// standard error as it changes: one line rewritten on a terminal, a line
+// per change otherwise. A failed operation is an error.
+func (a *app) followOperation(ctx context.Context, c *client.Client, op api.Operation) (api.Operation, error) {
+	f, ok := a.stderr.(*os.File)
+	tty := ok && term.IsTerminal(int(f.Fd()))
+	last := -1
+	done, err := c.FollowOperation(ctx, op.ID, time.Second, func(op api.Operation) {
+		if op.Done() || op.Progress == last {
+			return
+		}
+		last = op.Progress
+		if tty {
+			fmt.Fprintf(a.stderr, "\r%s: %d%%", op.Description, op.Progress)
+		} else {
+			fmt.Fprintf(a.stderr, "%s: %d%%\n", op.Description, op.Progress)
+		}
+	})
+	if tty && last >= 0 {
+		fmt.Fprintln(a.stderr)
+	}
+	return done, err
 }
 
 // finishOperation prints an operation, or waits for it with --wait and

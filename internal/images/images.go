@@ -15,6 +15,9 @@
 // resolves to the project's own image first, then to the one public or
 // accepted image of that name; several are a conflict, never a pick.
 //
+// Snapshots of VM disks become images through the same upload, as
+// operations (snapshot.go).
+//
 // Keys: /images/{project}/{name}; files: DATA_DIR/images/blobs/<sha256>.
 package images
 
@@ -312,7 +315,17 @@ func (svc *Service) BlobPath(sum string) string { return filepath.Join(svc.dir, 
 // larger of the two sizes; any failure removes the temp file and puts the
 // image in error, with the reason.
 func (svc *Service) Upload(ctx context.Context, project, name string, body io.Reader) (api.Image, error) {
+	return svc.upload(ctx, project, name, "", body)
+}
+
+// upload is Upload into the image of that name only if its id is id ("":
+// any): work that registered an image must not fill another one made
+// under the same name after the first was deleted.
+func (svc *Service) upload(ctx context.Context, project, name, id string, body io.Reader) (api.Image, error) {
 	r, rev, err := svc.get(ctx, project, name)
+	if err == nil && id != "" && r.ID != id {
+		err = errs.NotFound("image %q was deleted", name)
+	}
 	if err != nil {
 		return api.Image{}, err
 	}
@@ -479,13 +492,20 @@ func (svc *Service) Delete(ctx context.Context, project, name string, force bool
 	} else if n > 0 && !force {
 		return errs.Conflict("image %q is used by %d instances; terminate them first (a cloud admin may force)", name, n)
 	}
+	return svc.remove(ctx, r, rev)
+}
+
+// remove deletes the image r read at rev, releasing its quota and, if no
+// other image shares them, its bytes.
+func (svc *Service) remove(ctx context.Context, r record, rev int64) error {
+	project, name := r.Project, r.Name
 	mib := chargedMiB(r.Image)
 	ops := []store.Op{store.Del(key(project, name)), events.Op(ctx, "image", events.Deleted, project, url(project, name), nil)}
 	if !r.ActiveAt.IsZero() {
 		r.DeletedAt = svc.now().UTC()
 		ops = append(ops, store.PutJSON(archivePrefix+project+"/"+r.ID, r))
 	}
-	_, err = quota.Reserve(ctx, svc.s, project, api.ResourceCounts{Images: -1, ImageMiB: -mib}, []store.Cond{store.At(key(project, name), rev)}, ops)
+	_, err := quota.Reserve(ctx, svc.s, project, api.ResourceCounts{Images: -1, ImageMiB: -mib}, []store.Cond{store.At(key(project, name), rev)}, ops)
 	if errors.Is(err, store.ErrConflict) {
 		return errs.Conflict("image %q changed while being deleted; try again", name)
 	}

@@ -1,4 +1,7 @@
-// Package metering turns instance history into usage and cost, exactly.
+// Package metering turns instance history and image storage into usage
+// and cost, exactly, keeps prices (prices.go), and runs the loop that
+// fires budget events and keeps per-project month-to-date metrics
+// (meter.go).
 //
 // Usage is derived from the persisted history of every instance (each
 // interval of each state on each host), never from counters in memory, so

@@ -4,11 +4,16 @@
 // /ipam/{network id}/{ip}, in the same store transaction as the port, so
 // no two ports ever get one address, whatever the concurrency. A port's
 // MAC is derived from its address (02:00 and the four IPv4 bytes, as
-// OpenNebula does). Keys: /networks/{project}/{name},
-// /ports/{project}/{name}, /vnis/{vni}.
+// OpenNebula does). Also security groups (secgroups.go), floating IPs on
+// external networks (floatingips.go), the DNS names of instances
+// (dnsnames.go) and the ports made with an instance, in its own
+// transaction (instanceports.go). Keys: /networks/{project}/{name},
+// /ports/{project}/{name}, /vnis/{vni}, /secgroups/{project}/{name},
+// /floatingips/{project}/{address}.
 //
-// The datapath (bridges, VXLAN, DHCP, metadata, security groups) is the
-// agents' part and is not built yet: ports are allocated, not wired.
+// The datapath is the agents' part (package datapath): each agent fetches
+// its hosts' view (AgentView: local ports, the hosts to tunnel to,
+// security rules, floating IPs, names) and makes its host match it.
 package network
 
 import (

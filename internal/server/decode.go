@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
 
+	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/server/response"
 )
 
 // decodeBody reads a JSON request body strictly: at most 1 MiB, one JSON
@@ -127,6 +128,15 @@ func parseList(r *http.Request) (listParams, error) {
 		lp.labels[k] = v
 	}
 	return lp, nil
+}
+
+// list answers one page of a list, next naming where the following one
+// starts ("" at the end).
+func list[T any](items []T, next string) response.Response {
+	if items == nil {
+		items = []T{}
+	}
+	return response.OK(api.List[T]{Items: items, Next: next})
 }
 
 // parseBool reads an optional boolean query parameter.

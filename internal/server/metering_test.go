@@ -200,19 +200,19 @@ func TestBudgetEventsOncePerPeriod(t *testing.T) {
 	}
 	ctx := context.Background()
 	clk.Add(7 * time.Hour) // 0.70: nothing yet
-	m.s.CheckBudgets(ctx)
+	m.s.meter.CheckBudgets(ctx)
 	if n := count(); len(n) != 0 {
 		t.Fatalf("events below 80 %%: %v", n)
 	}
 	clk.Add(90 * time.Minute) // 0.85
-	m.s.CheckBudgets(ctx)
-	m.s.CheckBudgets(ctx)
+	m.s.meter.CheckBudgets(ctx)
+	m.s.meter.CheckBudgets(ctx)
 	if n := count(); n["threshold-80"] != 1 || n["threshold-100"] != 0 {
 		t.Fatalf("at 85 %%: %v", n)
 	}
 	clk.Add(2 * time.Hour) // 1.05
-	m.s.CheckBudgets(ctx)
-	m.s.CheckBudgets(ctx)
+	m.s.meter.CheckBudgets(ctx)
+	m.s.meter.CheckBudgets(ctx)
 	if n := count(); n["threshold-80"] != 1 || n["threshold-100"] != 1 {
 		t.Fatalf("at 105 %%: %v", n)
 	}

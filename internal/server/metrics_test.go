@@ -6,9 +6,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/identity"
 	"github.com/kumocloud/kumo/internal/store/memstore"
 )
@@ -25,16 +27,28 @@ func TestMetricsHidePerProjectSeries(t *testing.T) {
 	}
 	opts := identity.DefaultOptions()
 	opts.BcryptCost = bcrypt.MinCost
-	s, err := NewWithStore(context.Background(), Config{DataDir: dir, Identity: opts, MetricsTokenFile: tokFile}, memstore.New())
+	clk := &fakeClock{t: day}
+	s, err := NewWithStore(context.Background(), Config{DataDir: dir, Identity: opts, MetricsTokenFile: tokFile, Clock: clk.Now}, memstore.New())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
 	ts := &testServer{t: t, s: s, net: s.Handler()}
 	ts.project("secret-project")
-	s.meterMetrics.cost.WithLabelValues("secret-project", "EUR").Set(12.5)
 	admin := ts.user("boss", true)
 	member := ts.user("m", false, "secret-project", "admin")
+	// An image stored in the project for an hour puts it in metering's
+	// series.
+	if r := ts.do("POST", "/v1/projects/secret-project/images", member, api.ImagesPost{Name: "img", Kind: api.KindContainerRootfs}); r.Status != 201 {
+		t.Fatalf("image: %d %s", r.Status, r.Body)
+	}
+	if r := ts.do("PUT", "/v1/projects/secret-project/images/img/file", member, rootfsTarball(t), "Content-Type", "application/octet-stream"); r.Status != 200 {
+		t.Fatalf("upload: %d %s", r.Status, r.Body)
+	}
+	clk.Add(time.Hour)
+	if err := s.meter.CheckBudgets(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	ts.do("GET", "/healthz", "", nil) // an HTTP series to see
 	tests := []struct {
 		name, bearer string

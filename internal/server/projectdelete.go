@@ -5,7 +5,6 @@ import (
 	"sync"
 
 	"github.com/kumocloud/kumo/internal/errs"
-	"github.com/kumocloud/kumo/internal/metering"
 	"github.com/kumocloud/kumo/internal/operations"
 	"github.com/kumocloud/kumo/internal/server/response"
 )
@@ -71,7 +70,7 @@ func (s *Server) forgetProject(ctx context.Context, name, id string) error {
 	if err := s.compute.DeleteProjectGroups(ctx, name); err != nil {
 		return err
 	}
-	if err := metering.ForgetProject(ctx, s.store, name); err != nil {
+	if err := s.meter.ForgetProject(ctx, name); err != nil {
 		return err
 	}
 	tomb := name + ".deleted-" + id[:min(8, len(id))]

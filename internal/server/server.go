@@ -1,7 +1,14 @@
-// Package server is kumo's API server: the HTTP endpoint table, its
-// middleware (authentication, permissions, idempotency, logging, metrics)
-// and the listeners (HTTPS with a self-signed CA, and a local Unix socket
-// that needs no login).
+// Package server is kumo's API server, an HTTP adapter: the endpoint table
+// (endpoints.go), its middleware (authentication, permissions, idempotency,
+// logging, metrics), the handlers - one file per resource family, each
+// decoding a request, calling a service and rendering its answer - and the
+// listeners (HTTPS with a self-signed CA, and a local Unix socket that
+// needs no login). The work is the services' (identity, compute, images,
+// network, metering, operations...); New builds them on the store and
+// wires them to each other through the small interfaces they declare
+// (adapters.go). What the server keeps itself is what only a live
+// connection can hold: the sessions handed to agents (sessions.go) and the
+// fence that keeps requests out of a project being deleted.
 package server
 
 import (
@@ -21,7 +28,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kumocloud/kumo/api"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/kumocloud/kumo/internal/atomicfile"
@@ -32,6 +38,7 @@ import (
 	"github.com/kumocloud/kumo/internal/hosts"
 	"github.com/kumocloud/kumo/internal/identity"
 	"github.com/kumocloud/kumo/internal/images"
+	"github.com/kumocloud/kumo/internal/metering"
 	"github.com/kumocloud/kumo/internal/network"
 	"github.com/kumocloud/kumo/internal/operations"
 	"github.com/kumocloud/kumo/internal/scheduler"
@@ -101,22 +108,23 @@ type Config struct {
 
 // Server is a running kumo API server.
 type Server struct {
-	cfg          Config
-	log          *slog.Logger
-	store        store.Store
-	storeDesc    string
-	ids          *identity.Service
-	hosts        *hosts.Service
-	compute      *compute.Service
-	images       *images.Service
-	networks     *network.Service
-	sessions     *sessions
-	fence        *projectFence // keeps changes out of projects being deleted
-	stopRun      context.CancelFunc
-	ops          *operations.Manager
-	metrics      *metrics
-	meterMetrics *meteringMetrics
-	registry     *prometheus.Registry // series anyone may scrape
+	cfg       Config
+	log       *slog.Logger
+	store     store.Store
+	storeDesc string
+	ids       *identity.Service
+	hosts     *hosts.Service
+	compute   *compute.Service
+	images    *images.Service
+	snapshots *images.Snapshots
+	networks  *network.Service
+	sessions  *sessions
+	fence     *projectFence // keeps changes out of projects being deleted
+	stopRun   context.CancelFunc
+	ops       *operations.Manager
+	meter     *metering.Meter
+	metrics   *metrics
+	registry  *prometheus.Registry // series anyone may scrape
 	// projectRegistry has per-project series (names, usage, cost): only
 	// for cloud admins and the metrics token.
 	projectRegistry *prometheus.Registry
@@ -254,8 +262,11 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	s.compute = compute.New(st, s.hosts, cfg.SchedulerPolicy, cfg.Logger.With("component", "compute"),
 		compute.Deps{Images: s.images, Ports: s.networks, Clock: cfg.Clock})
 	later.c = s.compute
+	s.meter = metering.New(st, metering.Config{Currency: cfg.Currency, Clock: cfg.Clock, Every: cfg.BudgetEvery, Logger: cfg.Logger.With("component", "metering")},
+		meteredInstances{s.compute}, meteredImages{s.images}, projectBudgets{s.ids})
 	s.ops = operations.New(st, cfg.Logger)
 	s.ops.Register(opDeleteProject, s.runDeleteProject)
+	s.snapshots = images.NewSnapshots(s.images, instanceGetter{s.compute}, diskReader{hosts: s.hosts, sessions: s.sessions}, s.ops)
 	credFile := filepath.Join(cfg.DataDir, "admin-credentials")
 	pw, err := s.ids.Bootstrap(ctx, flavor.SeedOps(ctx), func(password string) error {
 		return atomicfile.Write(credFile, []byte(fmt.Sprintf("user: %s\npassword: %s\n", identity.AdminUser, password)), 0o600)
@@ -268,7 +279,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = newMetrics(s.registry)
 	s.projectRegistry = prometheus.NewRegistry()
-	s.meterMetrics = newMeteringMetrics(s.projectRegistry)
+	s.projectRegistry.MustRegister(s.meter.Collectors()...)
 	if cfg.MetricsTokenFile != "" {
 		if s.metricsToken, err = readMetricsToken(cfg.MetricsTokenFile); err != nil {
 			return nil, err
@@ -284,7 +295,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	rctx, rcancel := context.WithCancel(context.Background())
 	s.stopRun = rcancel
 	go s.compute.Run(rctx)
-	go s.meteringLoop(rctx)
+	go s.meter.Run(rctx)
 	s.ready = true
 	return s, nil
 }
@@ -436,25 +447,4 @@ func (s *Server) janitor(ctx context.Context) {
 		s.ids.PruneTokens(ctx, now.Add(-7*24*time.Hour))
 		pruneIdempotency(ctx, s.store, now.Add(-idempotencyTTL))
 	}
-}
-
-// instancesLater is the compute service as the image and network services
-// see it: they are made before it (it needs them), so it is bound here,
-// once, right after it is made and before anything runs.
-type instancesLater struct{ c *compute.Service }
-
-func (l *instancesLater) ImageUsers(ctx context.Context, project, image string) (int, error) {
-	return l.c.ImageUsers(ctx, project, image)
-}
-
-func (l *instancesLater) HostOf(project, instance string) string {
-	return l.c.HostOf(project, instance)
-}
-
-func (l *instancesLater) GroupUsers(project, group string) int {
-	return l.c.GroupUsers(project, group)
-}
-
-func (l *instancesLater) InstanceNICs(ctx context.Context, project, instance string) (string, []api.InstanceNIC, error) {
-	return l.c.InstanceNICs(ctx, project, instance)
 }

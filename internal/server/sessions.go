@@ -19,10 +19,11 @@ import (
 	"github.com/kumocloud/kumo/internal/server/response"
 )
 
-// sessions hands user requests that only an instance's host can serve
-// (exec, logs) to its agent, which fetches them with a long poll and posts
-// the answer: the server never calls agents. In memory: a session lives
-// as long as the user's request waits for it.
+// sessions hands work that only an instance's host can do (exec, logs,
+// the console, a snapshot's disk) to its agent, which fetches it with a
+// long poll and posts the answer or opens a stream: the server never calls
+// agents. In memory: a session lives as long as whoever asked (a user's
+// request, a snapshot operation) waits for it.
 type sessions struct {
 	mu      sync.Mutex
 	pending map[string][]api.Session          // agent -> sessions not yet fetched
@@ -412,69 +413,4 @@ func (s *Server) getSessionStream(r *request, w http.ResponseWriter) {
 	default:
 		conn.Close()
 	}
-}
-
-// postInstanceSnapshot copies a VM's disk into a new image: the image is
-// registered (counted in the quota), the host's agent streams the disk
-// (a first line "ok" or "error: why", then the bytes), and the stream is
-// uploaded through the image service, which checks it as any import. On
-// failure the image is removed: nothing half-made stays.
-func (s *Server) postInstanceSnapshot(r *request) response.Response {
-	var req api.InstanceSnapshotPost
-	if err := decodeBody(r.Request, &req); err != nil {
-		return response.Error(err)
-	}
-	if err := mayPublish(r, req.Visibility); err != nil {
-		return response.Error(err)
-	}
-	project := r.PathValue("project")
-	in, _, err := s.compute.Get(r.Context(), project, r.PathValue("name"))
-	if err != nil {
-		return response.Error(err)
-	}
-	if in.Type != api.TypeVM {
-		return response.Error(errs.Conflict("instance %q is a %s; snapshots are of VM disks", in.Name, in.Type))
-	}
-	switch in.State {
-	case api.StateRunning, api.StateSuspended, api.StatePoweroff, api.StateStopped:
-	default:
-		return response.Error(errs.Conflict("instance %q is %s; a snapshot needs its disk on a host (RUNNING, SUSPENDED, POWEROFF or STOPPED)", in.Name, in.State))
-	}
-	kind, format := api.KindVMDisk, "qcow2"
-	if src, err := s.images.Resolve(r.Context(), project, in.Image); err == nil && src.Kind == api.KindVMKernel {
-		kind, format = api.KindVMKernel, "tar.gz"
-	}
-	// A STOPPED VM's disk stays on its home host.
-	h, err := s.hosts.Get(r.Context(), in.Home)
-	if err != nil {
-		return response.Error(err)
-	}
-	img, err := s.images.Create(r.Context(), project, api.ImagesPost{Name: req.Name, Kind: kind, Format: format, Visibility: req.Visibility, Labels: req.Labels,
-		Properties: map[string]string{"source_instance": in.Name}})
-	if err != nil {
-		return response.Error(err)
-	}
-	img, err = s.snapshotInto(r.Context(), h.Agent, in, project, req.Name)
-	if err != nil {
-		s.images.Delete(context.WithoutCancel(r.Context()), project, req.Name, true)
-		return response.Error(err)
-	}
-	return response.Created(img)
-}
-
-func (s *Server) snapshotInto(ctx context.Context, agent string, in api.Instance, project, name string) (api.Image, error) {
-	conn, err := s.sessions.openStream(ctx, agent, api.Session{Kind: "snapshot", InstanceID: in.ID})
-	if err != nil {
-		return api.Image{}, err
-	}
-	defer conn.Close()
-	br := bufio.NewReader(conn)
-	head, err := br.ReadString('\n')
-	if err != nil {
-		return api.Image{}, errs.Unavailable("the host broke off the snapshot: %v", err)
-	}
-	if head = strings.TrimSpace(head); head != "ok" {
-		return api.Image{}, errs.Conflict("snapshot of %q: %s", in.Name, strings.TrimPrefix(head, "error: "))
-	}
-	return s.images.Upload(ctx, project, name, br)
 }

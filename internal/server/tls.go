@@ -12,12 +12,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/kumocloud/kumo/internal/atomicfile"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/kumocloud/kumo/internal/atomicfile"
 )
 
 // TLS material kept in DataDir/tls: a self-signed CA made at first start

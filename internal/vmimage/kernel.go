@@ -1,7 +1,10 @@
 // Package vmimage builds kumo's VM images offline, from Debian packages:
 // tiny-vm (the Debian cloud kernel and a busybox initramfs that reads the
 // NoCloud seed) and debian (debootstrap with the real cloud-init). It also
-// defines the vm-kernel image layout the qemu driver boots.
+// defines the vm-kernel image layout the qemu driver boots, and checks
+// disk images before anything trusts them (inspect.go, qcow2.go: kumo
+// reads the qcow2 header itself and refuses disks that name host files,
+// before qemu-img sees them).
 //
 // A vm-kernel image is a gzipped tarball holding:
 //

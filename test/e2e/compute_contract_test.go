@@ -125,17 +125,27 @@ func TestComputeContract(t *testing.T) {
 	check("network", err)
 	_, err = admin.CreateInstance(ctx, "default", api.InstancesPost{Name: "c2", Type: "vm", Flavor: "small", Image: "x", Requirements: "FREE_MEM > 1", Networks: []string{"cnet"}})
 	check("create c2", err)
-	// A snapshot goes to the VM's agent; the sim driver has none to give,
-	// and the image registered for it is gone again.
+	// A snapshot is an operation: the image is registered at once, the
+	// VM's agent is asked for the disk; the sim driver has none to give,
+	// so the operation fails with the driver's word and the image is gone
+	// again.
 	eventually(t, 20*time.Second, "c2 RUNNING", func() (bool, string) {
 		in, err := admin.Instance(ctx, "default", "c2")
 		return err == nil && in.State == api.StateRunning, string(in.State)
 	})
-	if _, err := admin.SnapshotInstance(ctx, "default", "c2", api.InstanceSnapshotPost{Name: "c2-snap"}); client.StatusOf(err) != 409 || !strings.Contains(err.Error(), "cannot snapshot disks") {
-		t.Errorf("snapshot on the sim driver: %v", err)
+	snapOp, err := admin.SnapshotInstance(ctx, "default", "c2", api.InstanceSnapshotPost{Name: "c2-snap"})
+	check("snapshot", err)
+	if snapOp.Kind != "instance.snapshot" || snapOp.Resource != "/v1/projects/default/images/c2-snap" {
+		t.Errorf("snapshot operation: %+v", snapOp)
+	}
+	if op, err := admin.WaitOperation(ctx, snapOp.ID); op.Status != api.OpFailed || !strings.Contains(op.Error, "cannot snapshot disks") || err == nil {
+		t.Errorf("snapshot on the sim driver: %+v %v", op, err)
 	}
 	if _, err := admin.Image(ctx, "default", "c2-snap"); client.StatusOf(err) != 404 {
 		t.Errorf("a failed snapshot left its image: %v", err)
+	}
+	if _, err := admin.SnapshotInstance(ctx, "default", "c2", api.InstanceSnapshotPost{Name: "Bad Name"}); client.StatusOf(err) != 400 {
+		t.Errorf("a snapshot into a bad image name: %v", err)
 	}
 	_, err = admin.Explain(ctx, "default", "c2")
 	check("explain", err)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/client"
 )
 
@@ -99,6 +101,17 @@ func TestVMs(t *testing.T) {
 	}
 	if in, _ := instanceState(t, c, "default", "vm1"); in.State != "RUNNING" {
 		t.Fatalf("vm1 is %s after its snapshot", in.State)
+	}
+	// The CLI waited for the operation that made it.
+	ops, err := c.Operations(context.Background(), "default", client.ListOptions{})
+	var snapOp api.Operation
+	for _, op := range ops {
+		if op.Kind == "instance.snapshot" && op.Resource == "/v1/projects/default/images/vm1-snap" {
+			snapOp = op
+		}
+	}
+	if err != nil || snapOp.Status != api.OpSucceeded || snapOp.Progress != 100 {
+		t.Fatalf("the snapshot's operation: %+v %v (of %+v)", snapOp, err, ops)
 	}
 	reader := filepath.Join(dir, "reader.sh")
 	os.WriteFile(reader, []byte("#!/bin/sh\necho \"found: $(head -c 16 /dev/vda)\" >/dev/ttyS0\n"+

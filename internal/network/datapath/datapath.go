@@ -1,12 +1,13 @@
 // Package datapath is the host side of kumo's virtual networks (what
-// Neutron's L2 agent and DHCP agent do, in one place): per network and
+// Neutron's L2, L3 and DHCP agents do, in one place): per network and
 // host one Linux bridge, a VXLAN device whose forwarding entries point at
 // the other hosts with ports on the network, and a router namespace
 // holding the distributed gateway (the same address and MAC on every
-// host, so an instance that moves keeps a valid ARP entry); veth pairs into containers' network
-// namespaces and TAP devices for VMs; nftables for isolation, security
-// groups and anti-spoofing (firewall.go); DHCP, DNS (dns.go) and metadata
-// (services.go).
+// host, so an instance that moves keeps a valid ARP entry); veth pairs
+// into containers' network namespaces and TAP devices for VMs; nftables
+// for isolation, security groups and anti-spoofing (firewall.go); DHCP,
+// DNS (dns.go) and metadata (services.go); floating IPs through external
+// networks' bridges (floating.go) and opt-in egress NAT (egress.go).
 //
 // Everything is level-triggered: Ensure* calls make the kernel match what
 // they are given, changing nothing that is right and repairing what is

@@ -158,20 +158,6 @@ func (s *Server) deleteSecurityRule(r *request) response.Response {
 	return response.OK(g)
 }
 
-func (s *Server) getAgentNetworks(r *request) response.Response {
-	// Never an empty view from a cache still filling after a restart: the
-	// agent would take it as "no ports here" and unplug them.
-	if err := s.compute.Ready(r.Context()); err != nil {
-		return response.Error(err)
-	}
-	placed, vteps := s.compute.PlacedNICs()
-	v, err := s.networks.AgentView(r.Context(), r.agent.Hosts, placed, vteps, r.URL.Query().Get("names_version"))
-	if err != nil {
-		return response.Error(err)
-	}
-	return response.OK(v)
-}
-
 func (s *Server) getFloatingIPs(r *request) response.Response {
 	project := r.PathValue("project")
 	if _, err := s.ids.GetProject(r.Context(), project); err != nil {

@@ -156,28 +156,3 @@ func (s *Server) getImageFile(r *request, w http.ResponseWriter) {
 	}
 	s.serveBlob(w, r, img)
 }
-
-// getAgentImage serves an agent the bytes of an image that an instance
-// on one of its hosts uses, and no other: image hashes are not secrets.
-func (s *Server) getAgentImage(r *request, w http.ResponseWriter) {
-	sum := r.PathValue("sha256")
-	mine, err := s.agentInstances(r.Context(), r.agent)
-	if err != nil {
-		response.Error(err).Render(w, r.Request)
-		return
-	}
-	used := false
-	for _, a := range mine {
-		used = used || sum != "" && a.ImageSHA256 == sum
-	}
-	if !used {
-		response.Error(errs.NotFound("no instance on this agent's hosts uses image %s", sum)).Render(w, r.Request)
-		return
-	}
-	img, err := s.images.BySum(r.Context(), sum)
-	if err != nil {
-		response.Error(err).Render(w, r.Request)
-		return
-	}
-	s.serveBlob(w, r, img)
-}
