@@ -58,8 +58,13 @@ func (a *agentProc) stop() {
 }
 
 // eventually polls cond every 100 ms for up to d.
+//
+// d is a floor of patience, not a verdict on speed: on a busy machine
+// (CI runs on two shared cores) everything takes longer, so no wait is
+// shorter than 90 s; a wait that succeeds returns at once anyway.
 func eventually(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
+	d = max(d, 90*time.Second)
 	deadline := time.Now().Add(d)
 	last := ""
 	for time.Now().Before(deadline) {
