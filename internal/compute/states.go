@@ -1,7 +1,11 @@
 // Package compute owns instances: their lifecycle state machine, history,
 // quota charges, server groups, and the controllers that move them (the
-// scheduler loop and the node controller). Keys: /instances/{project}/{name},
-// /servergroups/{project}/{name}.
+// scheduler loop, whose commits re-check each host, and the node
+// controller, which takes a silent host OFFLINE with its instances in one
+// decision), and what agents are assigned. Keys:
+// /instances/{project}/{name}, /archive/instances/{project}/{name}/{id}
+// (DONE ones, for history and metering), /servergroups/{project}/{name},
+// /placements/{host} (the revision of a host's last placement).
 package compute
 
 import (
