@@ -181,7 +181,10 @@ func (c Capability) String() string {
 
 // Capabilities are a driver's capabilities per instance type it runs
 // (api.TypeVM, api.TypeContainer). A driver declares one entry for every
-// kind its hosts offer.
+// kind its hosts offer, the same for each (Same): Feature, which is asked
+// before any instance is known, goes by what any type can do, and only
+// Combine, which routes each call to the driver of the instance, tells
+// types apart.
 type Capabilities map[string]Capability
 
 // Any is what the driver can do for some type of instance.
