@@ -11,81 +11,69 @@ import (
 
 	"github.com/kumocloud/kumo/internal/agent"
 	"github.com/kumocloud/kumo/internal/driver"
-	_ "github.com/kumocloud/kumo/internal/driver/container" // registers "container"
+	"github.com/kumocloud/kumo/internal/driver/container" // registers "container"
 	"github.com/kumocloud/kumo/internal/driver/local"
-	_ "github.com/kumocloud/kumo/internal/driver/qemu" // registers "qemu"
-	_ "github.com/kumocloud/kumo/internal/driver/sim"  // registers "sim"
+	"github.com/kumocloud/kumo/internal/driver/qemu" // registers "qemu"
+	"github.com/kumocloud/kumo/internal/driver/sim"  // registers "sim"
 )
 
 // driverFlags are the drivers' settings, shared by 'kumo server --drivers'
-// and 'kumo agent --driver'.
+// and 'kumo agent --driver': the flags fill each driver's own Config.
 type driverFlags struct {
-	sim   simFlags
-	accel string
-	// maxUnpackedGiB bounds what one image unpacks to in a host's cache.
+	sim  sim.Config
+	qemu qemu.Config
+	// maxUnpackedGiB bounds what one image unpacks to in a host's cache
+	// (the container and qemu drivers' MaxUnpacked).
 	maxUnpackedGiB int64
 	vtep           string
 	uplinks        map[string]string
 }
 
 func (d *driverFlags) register(f *pflag.FlagSet) {
-	d.sim.register(f)
-	f.StringVar(&d.accel, "qemu-accel", "auto", "qemu driver: auto (KVM if a probe boot under it works, else TCG), kvm or tcg")
+	def := sim.DefaultConfig()
+	f.IntVar(&d.sim.Hosts, "sim-hosts", def.Hosts, "sim driver: how many hosts to simulate")
+	f.StringVar(&d.sim.Prefix, "sim-prefix", def.Prefix, "sim driver: host names are PREFIX-0000, PREFIX-0001...")
+	f.Int64Var(&d.sim.CPUs, "sim-cpus", def.CPUs, "sim driver: cores per host")
+	f.Int64Var(&d.sim.MemoryMiB, "sim-memory", def.MemoryMiB, "sim driver: MiB of memory per host")
+	f.Int64Var(&d.sim.DiskGiB, "sim-disk", def.DiskGiB, "sim driver: GiB of disk per host")
+	f.DurationVar(&d.sim.BootDelay, "sim-boot-delay", 0, "sim driver: time a boot takes")
+	f.DurationVar(&d.sim.StopDelay, "sim-stop-delay", 0, "sim driver: time a graceful stop takes")
+	f.Float64Var(&d.sim.FailRate, "sim-fail-rate", 0, "sim driver: share of boots that fail (0-1)")
+	f.StringVar(&d.qemu.Accel, "qemu-accel", "auto", "qemu driver: auto (KVM if a probe boot under it works, else TCG), kvm or tcg")
 	f.Int64Var(&d.maxUnpackedGiB, "image-max-unpacked", local.DefaultMaxUnpacked>>30, "container and qemu drivers: GiB one image may unpack to in this host's image cache (a gzip bomb stops there)")
 	f.StringVar(&d.vtep, "vtep", "auto", "this host's address for the VXLAN tunnels of virtual networks (auto: the default route's interface)")
 	f.StringToStringVar(&d.uplinks, "uplink", nil, "NETWORK=DEVICE: bridge this host device into external network NETWORK (floating IPs); repeatable")
 }
 
-func (d *driverFlags) options() driver.Options {
-	o := d.sim.options()
-	o.QemuAccel = d.accel
-	o.MaxUnpacked = d.maxUnpackedGiB << 30
-	return o
-}
-
-// checkDrivers validates a driver list: sim alone, or any of container
-// and qemu (combined into one host).
-func checkDrivers(flag, list string) error {
+// configs checks a driver list - sim alone, or any of container and qemu
+// (combined into one host) - and returns the listed drivers' own
+// configurations, checked.
+func (d *driverFlags) configs(flag, list string) (driver.Configs, error) {
+	all := driver.Configs{}
 	names := strings.Split(list, ",")
 	for _, n := range names {
 		switch n {
-		case "container", "qemu":
+		case "container":
+			all[n] = container.Config{MaxUnpacked: d.maxUnpackedGiB << 30}
+		case "qemu":
+			q := d.qemu
+			q.MaxUnpacked = d.maxUnpackedGiB << 30
+			all[n] = q
 		case "sim":
-			if len(names) == 1 {
-				continue
+			if len(names) > 1 {
+				return nil, fmt.Errorf("--%s %q: sim runs alone", flag, list)
 			}
-			return fmt.Errorf("--%s %q: sim runs alone", flag, list)
+			s := d.sim
+			s.Seed = time.Now().UnixNano()
+			all[n] = s
 		default:
-			return fmt.Errorf("--%s %q: use container (runc), qemu (VMs), container,qemu (both on one host) or sim", flag, list)
+			return nil, fmt.Errorf("--%s %q: use container (runc), qemu (VMs), container,qemu (both on one host) or sim", flag, list)
+		}
+		if err := all[n].Validate(); err != nil {
+			return nil, err
 		}
 	}
-	return nil
-}
-
-// simFlags are the simulator's settings, shared by 'kumo server --drivers
-// sim' and 'kumo agent --driver sim'.
-type simFlags struct {
-	hosts           int
-	prefix          string
-	cpus, mem, disk int64
-	boot, stop      time.Duration
-	failRate        float64
-}
-
-func (s *simFlags) register(f *pflag.FlagSet) {
-	f.IntVar(&s.hosts, "sim-hosts", 1, "sim driver: how many hosts to simulate")
-	f.StringVar(&s.prefix, "sim-prefix", "sim", "sim driver: host names are PREFIX-0000, PREFIX-0001...")
-	f.Int64Var(&s.cpus, "sim-cpus", 16, "sim driver: cores per host")
-	f.Int64Var(&s.mem, "sim-memory", 65536, "sim driver: MiB of memory per host")
-	f.Int64Var(&s.disk, "sim-disk", 1000, "sim driver: GiB of disk per host")
-	f.DurationVar(&s.boot, "sim-boot-delay", 0, "sim driver: time a boot takes")
-	f.DurationVar(&s.stop, "sim-stop-delay", 0, "sim driver: time a graceful stop takes")
-	f.Float64Var(&s.failRate, "sim-fail-rate", 0, "sim driver: share of boots that fail (0-1)")
-}
-
-func (s *simFlags) options() driver.Options {
-	return driver.Options{SimHosts: s.hosts, SimPrefix: s.prefix, SimCPUs: s.cpus, SimMemoryMiB: s.mem, SimDiskGiB: s.disk,
-		SimBootDelay: s.boot, SimStopDelay: s.stop, SimFailRate: s.failRate, SimSeed: time.Now().UnixNano()}
+	return all, nil
 }
 
 func agentCommand(root *cobra.Command) {
@@ -108,14 +96,14 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 			if err != nil {
 				return err
 			}
-			if err := checkDrivers("driver", drv); err != nil {
+			cfgs, err := drivers.configs("driver", drv)
+			if err != nil {
 				return err
 			}
-			o := drivers.options()
-			o.HostName = hostName
 			conn := agent.NewConn(agent.ConnConfig{Server: server, JoinToken: token, Name: name, StateDir: stateDir, Log: log})
-			o.FetchImage = conn.FetchImage
-			d, err := driver.Open(drv, stateDir, o)
+			// The drivers start under the command's context: an agent
+			// stopped meanwhile (the qemu driver's KVM probe) stops them.
+			d, err := driver.Open(cmd.Context(), drv, driver.Common{StateDir: stateDir, HostName: hostName, Images: conn}, cfgs)
 			if err != nil {
 				return err
 			}

@@ -64,10 +64,11 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 				EgressNAT: egressNAT, MetricsTokenFile: metricsTokenFile, MaxImageMiB: maxImageMiB,
 			}
 			if drivers != "" && drivers != "none" {
-				if err := checkDrivers("drivers", drivers); err != nil {
+				cfgs, err := drvFlags.configs("drivers", drivers)
+				if err != nil {
 					return err
 				}
-				cfg.LocalDriver, cfg.LocalDriverOptions, cfg.LocalVTEP, cfg.LocalUplinks = drivers, drvFlags.options(), drvFlags.vtep, drvFlags.uplinks
+				cfg.LocalDriver, cfg.LocalDriverConfigs, cfg.LocalVTEP, cfg.LocalUplinks = drivers, cfgs, drvFlags.vtep, drvFlags.uplinks
 			}
 			if etcdEndpoints != "" {
 				cfg.EtcdEndpoints = strings.Split(etcdEndpoints, ",")

@@ -100,7 +100,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.StateDir == "" {
 		cfg.StateDir = cfg.Conn.cfg.StateDir
 	}
-	sim := cfg.Driver.Name() == "sim"
+	// A driver whose instances' ports are not real devices (the
+	// simulator's) has simulated networks: no datapath.
+	sim := !cfg.Driver.Capabilities().Any().Has(driver.CapNetworks)
 	netErr := ""
 	if cfg.Network == nil && !sim {
 		var err error

@@ -193,7 +193,7 @@ func (c *cloud) action(name string, action api.Action) {
 
 func simDriver(t *testing.T, hosts int, dir string) *sim.Driver {
 	t.Helper()
-	d, err := sim.New(driver.Options{SimHosts: hosts, StateDir: dir})
+	d, err := sim.New(context.Background(), driver.Common{StateDir: dir}, sim.Config{Hosts: hosts})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func TestResyncNeverTouchesWorkInFlight(t *testing.T) {
 }
 
 func simDriverWithBoot(t *testing.T, boot time.Duration) *sim.Driver {
-	d, err := sim.New(driver.Options{SimHosts: 1, StateDir: t.TempDir(), SimBootDelay: boot})
+	d, err := sim.New(context.Background(), driver.Common{StateDir: t.TempDir()}, sim.Config{Hosts: 1, BootDelay: boot})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,6 +376,15 @@ func TestStoppedInstanceKeepsItsHome(t *testing.T) {
 type chattyDriver struct {
 	*sim.Driver
 	size int
+}
+
+// Capabilities declares exec besides the simulator's own.
+func (c *chattyDriver) Capabilities() driver.Capabilities {
+	caps := c.Driver.Capabilities()
+	for typ := range caps {
+		caps[typ] |= driver.CapExec
+	}
+	return caps
 }
 
 func (c *chattyDriver) Exec(ctx context.Context, id string, cmd []string, out io.Writer) (int, error) {

@@ -18,7 +18,7 @@ func (a *Agent) heartbeats(ctx context.Context) {
 	defer t.Stop()
 	for {
 		hb := api.Heartbeat{ReconciledAt: a.inst.reconciledAt(), NetworkSyncedAt: a.net.syncedAt()}
-		if hh, ok := a.cfg.Driver.(driver.HostHealth); ok {
+		if hh, err := driver.Feature[driver.HostHealth](a.cfg.Driver); err == nil {
 			for h := range a.hostSet {
 				if !hh.HostUp(h) {
 					hb.Down = append(hb.Down, h)

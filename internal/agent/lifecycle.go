@@ -356,7 +356,7 @@ func (in *instances) handle(ctx context.Context, as api.Assignment) {
 // reason (its host resources are then accounted as the table says); one
 // the driver lost, or whose QEMU crashed, goes FAILED.
 func (in *instances) monitor(ctx context.Context) {
-	hh, _ := in.d.(driver.HostHealth)
+	hh, _ := driver.Feature[driver.HostHealth](in.d)
 	// Checks come every 2 s, and every 250 ms while a guest that started
 	// within the last minute has not said it is ready: the moment it does
 	// is what users wait for (create-to-ready).
@@ -478,10 +478,8 @@ func (in *instances) reporter(ctx context.Context) {
 			}
 		}
 		timer.Stop()
-		if sy, ok := in.d.(driver.Syncer); ok {
-			if err := sy.Sync(); err != nil {
-				in.log.Error("driver sync", "err", err)
-			}
+		if err := in.d.Sync(); err != nil {
+			in.log.Error("driver sync", "err", err)
 		}
 		for attempt := 0; ctx.Err() == nil; attempt++ {
 			res, err := in.src.Report(ctx, batch)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/kumocloud/kumo/api"
 )
@@ -17,22 +16,38 @@ import (
 // host offering every kind, with the capacity counted once - the memory
 // and cores are the same ones - so the scheduler packs VMs and containers
 // against one budget. Work on an instance goes to the driver of its type
-// (Prepare, Start) or to the one that has it.
+// (Prepare, Start) or to the one that has it; the capabilities are each
+// driver's for the types it runs (and the union where two run one type).
 func Combine(ds ...Driver) Driver {
 	if len(ds) == 1 {
 		return ds[0]
 	}
-	return &combined{ds: ds}
+	c := &combined{ds: ds, caps: Capabilities{}, kinds: map[string]Driver{}}
+	for _, d := range ds {
+		for typ, cp := range d.Capabilities() {
+			c.caps[typ] |= cp
+			if _, ok := c.kinds[typ]; !ok {
+				c.kinds[typ] = d
+			}
+		}
+	}
+	return c
 }
 
 type combined struct {
-	ds []Driver
-
-	mu    sync.Mutex
-	kinds map[string]Driver // instance type -> its driver, learnt once
+	ds    []Driver
+	caps  Capabilities
+	kinds map[string]Driver // instance type -> the first driver that runs it
 }
 
-var _ Driver = (*combined)(nil)
+var (
+	_ Driver      = (*combined)(nil)
+	_ Execer      = (*combined)(nil)
+	_ Logger      = (*combined)(nil)
+	_ Consoler    = (*combined)(nil)
+	_ Snapshotter = (*combined)(nil)
+	_ HostHealth  = (*combined)(nil)
+)
 
 func (c *combined) Name() string {
 	var names []string
@@ -41,6 +56,8 @@ func (c *combined) Name() string {
 	}
 	return strings.Join(names, ",")
 }
+
+func (c *combined) Capabilities() Capabilities { return c.caps }
 
 func (c *combined) Hosts(ctx context.Context) ([]api.HostSpec, error) {
 	var out []api.HostSpec
@@ -81,46 +98,32 @@ func mapsClone(m map[string]string) map[string]string {
 	return out
 }
 
-// forType is the driver whose hosts run this kind of instance (asked of
-// the drivers once: their kinds do not change).
-func (c *combined) forType(ctx context.Context, typ string) (Driver, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// forType is the driver that runs this type of instance, as the drivers
+// declared in their capabilities.
+func (c *combined) forType(typ string) (Driver, error) {
 	if d, ok := c.kinds[typ]; ok {
 		return d, nil
-	}
-	for _, d := range c.ds {
-		hs, err := d.Hosts(ctx)
-		if err == nil && len(hs) > 0 && slices.Contains(hs[0].Kinds, typ) {
-			if c.kinds == nil {
-				c.kinds = map[string]Driver{}
-			}
-			c.kinds[typ] = d
-			return d, nil
-		}
 	}
 	return nil, fmt.Errorf("no driver here runs %q instances", typ)
 }
 
-// owner is the driver that has the instance: asked with Has where the
-// driver can answer from its records, else with Status.
-func (c *combined) owner(ctx context.Context, id string) (Driver, error) {
+// owner is the driver that has the instance, as its records say.
+func (c *combined) owner(id string) (Driver, error) {
 	for _, d := range c.ds {
-		if h, ok := d.(Haver); ok {
-			if h.Has(id) {
-				return d, nil
-			}
-			continue
-		}
-		if _, err := d.Status(ctx, id); !errors.Is(err, ErrNotFound) {
+		if d.Has(id) {
 			return d, nil
 		}
 	}
 	return nil, ErrNotFound
 }
 
+func (c *combined) Has(id string) bool {
+	_, err := c.owner(id)
+	return err == nil
+}
+
 func (c *combined) Prepare(ctx context.Context, s Spec) error {
-	d, err := c.forType(ctx, s.Type)
+	d, err := c.forType(s.Type)
 	if err != nil {
 		return err
 	}
@@ -128,7 +131,7 @@ func (c *combined) Prepare(ctx context.Context, s Spec) error {
 }
 
 func (c *combined) Start(ctx context.Context, s Spec) error {
-	d, err := c.forType(ctx, s.Type)
+	d, err := c.forType(s.Type)
 	if err != nil {
 		return err
 	}
@@ -136,7 +139,7 @@ func (c *combined) Start(ctx context.Context, s Spec) error {
 }
 
 func (c *combined) on(ctx context.Context, id string, fn func(Driver) error) error {
-	d, err := c.owner(ctx, id)
+	d, err := c.owner(id)
 	if err != nil {
 		return err
 	}
@@ -173,7 +176,7 @@ func (c *combined) Cleanup(ctx context.Context, id string, keepSaved bool) error
 }
 
 func (c *combined) Status(ctx context.Context, id string) (Status, error) {
-	d, err := c.owner(ctx, id)
+	d, err := c.owner(id)
 	if err != nil {
 		return Status{}, err
 	}
@@ -195,15 +198,13 @@ func (c *combined) Recover(ctx context.Context) ([]Status, error) {
 func (c *combined) Sync() error {
 	var errs []error
 	for _, d := range c.ds {
-		if s, ok := d.(Syncer); ok {
-			errs = append(errs, s.Sync())
-		}
+		errs = append(errs, d.Sync())
 	}
 	return errors.Join(errs...)
 }
 
 func (c *combined) Exec(ctx context.Context, id string, cmd []string, out io.Writer) (int, error) {
-	ex, err := featureOf[Execer](ctx, c, id)
+	ex, err := featureOf[Execer](c, id)
 	if err != nil {
 		return 0, err
 	}
@@ -211,7 +212,7 @@ func (c *combined) Exec(ctx context.Context, id string, cmd []string, out io.Wri
 }
 
 func (c *combined) Logs(ctx context.Context, id string, tail int) ([]byte, error) {
-	lg, err := featureOf[Logger](ctx, c, id)
+	lg, err := featureOf[Logger](c, id)
 	if err != nil {
 		return nil, err
 	}
@@ -219,16 +220,17 @@ func (c *combined) Logs(ctx context.Context, id string, tail int) ([]byte, error
 }
 
 func (c *combined) Console(ctx context.Context, id string, rw io.ReadWriter) error {
-	cs, err := featureOf[Consoler](ctx, c, id)
+	cs, err := featureOf[Consoler](c, id)
 	if err != nil {
 		return err
 	}
 	return cs.Console(ctx, id, rw)
 }
 
-// featureOf is the optional feature of the driver that has the instance.
-func featureOf[F any](ctx context.Context, c *combined, id string) (F, error) {
-	d, err := c.owner(ctx, id)
+// featureOf is the optional feature of the driver that has the instance,
+// if it declares it.
+func featureOf[F any](c *combined, id string) (F, error) {
+	d, err := c.owner(id)
 	if err != nil {
 		var none F
 		return none, err
@@ -237,9 +239,20 @@ func featureOf[F any](ctx context.Context, c *combined, id string) (F, error) {
 }
 
 func (c *combined) Snapshot(ctx context.Context, id string, w io.Writer) error {
-	sn, err := featureOf[Snapshotter](ctx, c, id)
+	sn, err := featureOf[Snapshotter](c, id)
 	if err != nil {
 		return err
 	}
 	return sn.Snapshot(ctx, id, w)
+}
+
+// HostUp implements HostHealth: a host is up while every driver that can
+// lose hosts says it is.
+func (c *combined) HostUp(name string) bool {
+	for _, d := range c.ds {
+		if hh, err := Feature[HostHealth](d); err == nil && !hh.HostUp(name) {
+			return false
+		}
+	}
+	return true
 }

@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 	"unicode/utf8"
 
 	"github.com/kumocloud/kumo/api"
@@ -100,6 +99,9 @@ type Status struct {
 type Driver interface {
 	// Name is the registry name ("sim", "container", "qemu").
 	Name() string
+	// Capabilities says what the driver can do beyond the lifecycle, for
+	// each instance type its hosts run. Callers ask it, never the name.
+	Capabilities() Capabilities
 	// Hosts fingerprints the hosts this driver brings: capacity, kinds,
 	// attributes (ARCH, CPU_MODEL, KERNEL...).
 	Hosts(ctx context.Context) ([]api.HostSpec, error)
@@ -123,72 +125,152 @@ type Driver interface {
 	Cleanup(ctx context.Context, id string, keepSaved bool) error
 	// Status reports one instance (ErrNotFound if the driver has none).
 	Status(ctx context.Context, id string) (Status, error)
+	// Has says whether the driver has a record of the instance, from its
+	// own records (no runtime is asked, as Status does).
+	Has(id string) bool
 	// Recover lists every instance the driver has, after an agent restart;
 	// it must never stop any of them.
 	Recover(ctx context.Context) ([]Status, error)
+	// Sync makes what was done so far survive a crash of the agent (the
+	// agent syncs before it reports); drivers that write their records as
+	// they go have nothing to do.
+	Sync() error
 }
 
-// Syncer is implemented by drivers that keep state in files: Sync makes
-// what was done so far survive a crash of the agent. The agent syncs before
-// it reports.
-type Syncer interface{ Sync() error }
+// Capability is something a driver may do beyond the lifecycle; a set of
+// them is a Capability too. Each but CapNetworks comes with an optional
+// interface the driver implements (Feature hands it out).
+type Capability uint
 
-// Execer is implemented by drivers that can run a command inside an
-// instance: its output (stdout and stderr together) goes to out as the
+// The capabilities.
+const (
+	// CapExec: run a command inside an instance (Execer).
+	CapExec Capability = 1 << iota
+	// CapLogs: an instance's console log (Logger).
+	CapLogs
+	// CapConsole: an interactive console (Consoler).
+	CapConsole
+	// CapSnapshot: an instance's disk as a standalone image (Snapshotter).
+	CapSnapshot
+	// CapNetworks: instances' ports are real devices on the host (TAPs,
+	// network namespaces), so the agent needs the host's network
+	// datapath; without it networks are only simulated.
+	CapNetworks
+	// CapHostHealth: hosts can go down while the agent runs (HostHealth).
+	CapHostHealth
+)
+
+var capNames = []string{"exec", "logs", "console", "snapshot", "networks", "host-health"}
+
+// Has says whether c holds every capability of want.
+func (c Capability) Has(want Capability) bool { return c&want == want }
+
+// String lists the capabilities ("exec,logs"; "none").
+func (c Capability) String() string {
+	var out []string
+	for i, n := range capNames {
+		if c.Has(1 << i) {
+			out = append(out, n)
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ",")
+}
+
+// Capabilities are a driver's capabilities per instance type it runs
+// (api.TypeVM, api.TypeContainer). A driver declares one entry for every
+// kind its hosts offer, the same for each (Same): Feature, which is asked
+// before any instance is known, goes by what any type can do, and only
+// Combine, which routes each call to the driver of the instance, tells
+// types apart.
+type Capabilities map[string]Capability
+
+// Any is what the driver can do for some type of instance.
+func (cs Capabilities) Any() Capability {
+	var all Capability
+	for _, c := range cs {
+		all |= c
+	}
+	return all
+}
+
+// Same declares one set of capabilities for each of types.
+func Same(c Capability, types ...string) Capabilities {
+	cs := Capabilities{}
+	for _, t := range types {
+		cs[t] = c
+	}
+	return cs
+}
+
+// Execer is the optional feature of CapExec: run a command inside an
+// instance, its output (stdout and stderr together) going to out as the
 // command writes it, never held whole; it returns the exit code.
 type Execer interface {
 	Exec(ctx context.Context, id string, cmd []string, out io.Writer) (int, error)
 }
 
-// Logger is implemented by drivers that keep an instance's console log; it
-// returns the last tail lines.
+// Logger is the optional feature of CapLogs: the last tail lines of an
+// instance's console log.
 type Logger interface {
 	Logs(ctx context.Context, id string, tail int) ([]byte, error)
 }
 
-// Consoler is implemented by drivers that can join a byte stream to an
+// Consoler is the optional feature of CapConsole: join a byte stream to an
 // interactive shell (or serial console) of an instance, until either ends.
 type Consoler interface {
 	Console(ctx context.Context, id string, rw io.ReadWriter) error
 }
 
-// Feature returns a driver's optional feature (Execer, Logger,
-// Consoler), or an error that says the driver lacks it - the one wording
-// users see, whether the driver stands alone or in a Combine.
-func Feature[F any](d Driver) (F, error) {
-	f, ok := d.(F)
-	if ok {
-		return f, nil
-	}
-	what := "cannot do this"
-	switch any(&f).(type) {
-	case *Execer:
-		what = "cannot run commands inside an instance (VMs have no guest agent: use the console)"
-	case *Logger:
-		what = "keeps no console log"
-	case *Consoler:
-		what = "has no console"
-	case *Snapshotter:
-		what = "cannot snapshot disks"
-	}
-	return f, fmt.Errorf("the %s driver %s", d.Name(), what)
-}
-
-// Haver is implemented by drivers that can tell cheaply whether they have
-// an instance (a record on disk), without asking the runtime as Status does.
-type Haver interface{ Has(id string) bool }
-
-// Snapshotter is implemented by drivers that can copy an instance's disk
-// into a standalone image written to w: a qcow2 disk for instances booted
-// from a disk, a vm-kernel tarball (kernel, initrd, cmdline, the disk)
-// for those booted from a kernel image.
+// Snapshotter is the optional feature of CapSnapshot: copy an instance's
+// disk into a standalone image written to w - a qcow2 disk for instances
+// booted from a disk, a vm-kernel tarball (kernel, initrd, cmdline, the
+// disk) for those booted from a kernel image.
 type Snapshotter interface {
 	Snapshot(ctx context.Context, id string, w io.Writer) error
 }
 
-// HostHealth is implemented by drivers that can lose a host (the
-// simulator's crash injection): the agent stops beating for hosts down.
+// HostHealth is the optional feature of CapHostHealth (the simulator's
+// crash injection): the agent stops beating for hosts down.
 type HostHealth interface{ HostUp(name string) bool }
+
+// Feature returns a driver's optional feature (Execer, Logger, Consoler,
+// Snapshotter, HostHealth) if the driver declares its capability, or an
+// error that says the driver lacks it - the one wording users see,
+// whether the driver stands alone or in a Combine (where the call goes on
+// to the driver of the instance, which says so in the same words).
+func Feature[F any](d Driver) (F, error) {
+	var f F
+	c, what := featureCap(&f)
+	if !d.Capabilities().Any().Has(c) {
+		return f, fmt.Errorf("the %s driver %s", d.Name(), what)
+	}
+	f, ok := d.(F)
+	if !ok { // drivertest catches this
+		return f, fmt.Errorf("the %s driver declares %s but does not implement it", d.Name(), c)
+	}
+	return f, nil
+}
+
+// featureCap is the capability of an optional feature and how its lack
+// is told.
+func featureCap(f any) (Capability, string) {
+	switch f.(type) {
+	case *Execer:
+		return CapExec, "cannot run commands inside an instance (VMs have no guest agent: use the console)"
+	case *Logger:
+		return CapLogs, "keeps no console log"
+	case *Consoler:
+		return CapConsole, "has no console"
+	case *Snapshotter:
+		return CapSnapshot, "cannot snapshot disks"
+	case *HostHealth:
+		return CapHostHealth, "cannot lose hosts"
+	}
+	panic(fmt.Sprintf("driver.Feature of %T: not an optional feature", f))
+}
 
 // Attribute makes a host attribute's value of text such as an error
 // message: printable (control characters dropped) and at most 255 bytes,
@@ -207,62 +289,151 @@ func Attribute(s string) string {
 	return s
 }
 
-// Options configure a driver.
-type Options struct {
-	// StateDir is where the driver keeps its files.
-	StateDir string
-	// Sim settings.
-	SimHosts     int
-	SimPrefix    string
-	SimCPUs      int64
-	SimMemoryMiB int64
-	SimDiskGiB   int64
-	SimBootDelay time.Duration
-	SimStopDelay time.Duration
-	SimFailRate  float64
-	SimSeed      int64
-	SimLabels    map[string]string
-	// QemuAccel is the qemu driver's acceleration: auto (the default:
-	// KVM if a probe boot under it works, else TCG), kvm or tcg.
-	QemuAccel string
-	// ReadyTimeout is how long a guest may take to say it is ready before
-	// its instance shows ready=false with a reason (default 5 minutes).
-	ReadyTimeout time.Duration
-	// StopTimeout bounds a graceful stop before it is forced (default 30 s).
-	StopTimeout time.Duration
-	// HostName overrides the name of a single-host driver's host.
-	HostName string
-	// MaxUnpacked bounds the bytes one image may unpack to in the host's
-	// image cache (0: local.DefaultMaxUnpacked).
-	MaxUnpacked int64
-	// FetchImage returns an image's bytes by sha256 (the agent fetches
-	// them from the API).
-	FetchImage func(ctx context.Context, sha256 string) (io.ReadCloser, error)
+// ImageSource gives an image's bytes by sha256 (the agent's connection
+// fetches them from the image service). The caller verifies the hash.
+type ImageSource interface {
+	FetchImage(ctx context.Context, sha256 string) (io.ReadCloser, error)
 }
 
-// Factory makes a driver.
-type Factory func(Options) (Driver, error)
+// ImageFunc is a function that is an ImageSource.
+type ImageFunc func(ctx context.Context, sha256 string) (io.ReadCloser, error)
+
+// FetchImage implements ImageSource.
+func (f ImageFunc) FetchImage(ctx context.Context, sha256 string) (io.ReadCloser, error) {
+	return f(ctx, sha256)
+}
+
+// Common is what every driver is given by the agent that runs it, besides
+// its own Config.
+type Common struct {
+	// StateDir is where the driver keeps its files.
+	StateDir string
+	// HostName overrides the name of a single-host driver's host (default:
+	// the machine's host name).
+	HostName string
+	// Images gives image bytes by sha256 (nil: the driver has no images).
+	Images ImageSource
+	// Shared is what the drivers opened together for one machine share
+	// (nil: the driver stands alone).
+	Shared *Shared
+}
+
+// Shared holds what the drivers opened together for one machine share -
+// the container and qemu drivers' image cache, one directory and one
+// eviction budget - each thing made once, by the first driver that asks
+// (as containerd's plugins find the ones they depend on).
+type Shared struct {
+	// Dir is where shared things keep their files: the directory the
+	// drivers' own state dirs are in.
+	Dir string
+
+	mu     sync.Mutex
+	things map[string]any
+}
+
+// Share returns the thing kept in s under key, made by mk the first
+// time (a failed make is tried again by the next caller). With no Shared,
+// every caller gets a thing of its own.
+func Share[T any](s *Shared, key string, mk func() (T, error)) (T, error) {
+	if s == nil {
+		return mk()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t, ok := s.things[key]; ok {
+		return t.(T), nil
+	}
+	t, err := mk()
+	if err != nil {
+		return t, err
+	}
+	if s.things == nil {
+		s.things = map[string]any{}
+	}
+	s.things[key] = t
+	return t, nil
+}
+
+// Config is a driver's own configuration: a type of the driver's package
+// (sim.Config, qemu.Config, container.Config) whose zero fields mean its
+// defaults.
+type Config interface {
+	// Validate says what is wrong with the settings, naming the flag that
+	// sets each.
+	Validate() error
+}
+
+// Configs are drivers' configurations by registry name; a driver without
+// one runs with its defaults.
+type Configs map[string]Config
+
+// configAs is a driver's own configuration out of cfg: its defaults (the
+// zero C) when cfg is nil.
+func configAs[C Config](name string, cfg Config) (C, error) {
+	var c C
+	switch v := any(cfg).(type) {
+	case nil:
+		return c, nil
+	case C:
+		return v, nil
+	case *C:
+		return *v, nil
+	}
+	return c, fmt.Errorf("the %s driver takes a %T, not a %T", name, c, cfg)
+}
+
+// factory makes a driver. The context bounds what the driver does to
+// start (the qemu driver's KVM probe): an agent stopped meanwhile stops it.
+type factory func(ctx context.Context, c Common, cfg Config) (Driver, error)
 
 var (
 	mu       sync.Mutex
-	registry = map[string]Factory{}
+	registry = map[string]factory{}
 )
 
-// Register adds a driver factory under its name.
-func Register(name string, f Factory) {
+// Register adds a driver's constructor under its name: New and Open
+// call it with the common settings and the driver's own configuration
+// (its defaults when none is given; another driver's is refused). The
+// context bounds what the driver does to start (the qemu driver's KVM
+// probe): an agent stopped meanwhile stops it.
+func Register[C Config, D Driver](name string, newDriver func(ctx context.Context, c Common, cfg C) (D, error)) {
 	mu.Lock()
 	defer mu.Unlock()
-	registry[name] = f
+	registry[name] = func(ctx context.Context, c Common, cfg Config) (Driver, error) {
+		own, err := configAs[C](name, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return newDriver(ctx, c, own)
+	}
 }
 
 // Open makes the drivers named in a list ("container,qemu"), each keeping
-// its state in base/<name>, and combines them: one host offering every
-// kind they run.
-func Open(names, base string, o Options) (Driver, error) {
-	var ds []Driver
+// its state in c.StateDir/<name> and sharing what they share (Shared) in
+// c.StateDir, and combines them: one host offering every kind they run.
+// Every configuration is checked before any driver is made.
+func Open(ctx context.Context, names string, c Common, cfgs Configs) (Driver, error) {
+	var list []string
 	for _, n := range strings.Split(names, ",") {
-		o.StateDir = filepath.Join(base, strings.TrimSpace(n))
-		d, err := New(strings.TrimSpace(n), o)
+		n = strings.TrimSpace(n)
+		if _, err := lookup(n); err != nil {
+			return nil, err
+		}
+		if cfg := cfgs[n]; cfg != nil {
+			if err := cfg.Validate(); err != nil {
+				return nil, err
+			}
+		}
+		list = append(list, n)
+	}
+	base := c.StateDir
+	if c.Shared == nil {
+		c.Shared = &Shared{Dir: base}
+	}
+	var ds []Driver
+	for _, n := range list {
+		c.StateDir = filepath.Join(base, n)
+		d, err := New(ctx, n, c, cfgs[n])
 		if err != nil {
 			return nil, err
 		}
@@ -272,14 +443,22 @@ func Open(names, base string, o Options) (Driver, error) {
 }
 
 // New makes the named driver.
-func New(name string, o Options) (Driver, error) {
+func New(ctx context.Context, name string, c Common, cfg Config) (Driver, error) {
+	f, err := lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	return f(ctx, c, cfg)
+}
+
+func lookup(name string) (factory, error) {
 	mu.Lock()
 	f, ok := registry[name]
 	mu.Unlock()
 	if !ok {
 		return nil, fmt.Errorf("no driver %q (have: %v)", name, Names())
 	}
-	return f(o)
+	return f, nil
 }
 
 // Names lists the registered drivers.

@@ -39,7 +39,6 @@ func (s *Server) startLocalAgent(ctx context.Context) error {
 		return fmt.Errorf("the local agent needs the HTTPS listener (--listen)")
 	}
 	_, port, _ := net.SplitHostPort(s.httpsAddr)
-	opts := s.cfg.LocalDriverOptions
 	base := filepath.Join(s.cfg.DataDir, "agent")
 	log := s.log.With("component", "agent")
 	var minted []string // join tokens made for the agent: deleted once it is done with them
@@ -49,9 +48,13 @@ func (s *Server) startLocalAgent(ctx context.Context) error {
 		return tok.Token, err
 	}
 	conn := agent.NewConn(agent.ConnConfig{Server: "https://127.0.0.1:" + port, MintJoinToken: mint, Name: "local", StateDir: base, Log: log})
-	opts.FetchImage = conn.FetchImage
-	d, err := driver.Open(s.cfg.LocalDriver, base, opts)
+	// The drivers start under ctx: a server stopped meanwhile (during the
+	// qemu driver's KVM probe) stops them, and that is no failure.
+	d, err := driver.Open(ctx, s.cfg.LocalDriver, driver.Common{StateDir: base, Images: conn}, s.cfg.LocalDriverConfigs)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	credPath := agent.CredentialFile(base)

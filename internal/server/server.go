@@ -83,10 +83,11 @@ type Config struct {
 	HostGrace time.Duration
 	// SchedulerPolicy: packing (default), striping or load-aware.
 	SchedulerPolicy string
-	// LocalDriver, when set, runs an agent inside the server for this
-	// driver (the all-in-one setup), with LocalDriverOptions.
+	// LocalDriver, when set, runs an agent inside the server for these
+	// drivers (the all-in-one setup), each with its configuration in
+	// LocalDriverConfigs.
 	LocalDriver        string
-	LocalDriverOptions driver.Options
+	LocalDriverConfigs driver.Configs
 	// LocalVTEP is the local agent's VXLAN address ("" or auto: found).
 	LocalVTEP string
 	// LocalUplinks name the local agent's external network devices.

@@ -53,7 +53,7 @@ func TestComputeContract(t *testing.T) {
 	_, err = admin.JoinTokens(ctx)
 	check("list join tokens", err)
 
-	d, err := sim.New(driver.Options{SimHosts: 3, StateDir: t.TempDir()})
+	d, err := sim.New(ctx, driver.Common{StateDir: t.TempDir()}, sim.Config{Hosts: 3})
 	check("sim", err)
 	actx, acancel := context.WithCancel(ctx)
 	defer acancel()

@@ -22,7 +22,7 @@ func BenchmarkStartVsRunc(b *testing.B) {
 		b.Skip("needs root")
 	}
 	sum, fetch := tiny(b)
-	d, err := New(driver.Options{StateDir: b.TempDir(), FetchImage: fetch, HostName: "bench"})
+	d, err := New(context.Background(), driver.Common{StateDir: b.TempDir(), Images: driver.ImageFunc(fetch), HostName: "bench"}, Config{})
 	if err != nil {
 		b.Fatal(err)
 	}

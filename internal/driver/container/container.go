@@ -32,13 +32,27 @@ import (
 	"github.com/kumocloud/kumo/internal/driver/local"
 )
 
-func init() {
-	driver.Register("container", func(o driver.Options) (driver.Driver, error) { return New(o) })
+func init() { driver.Register("container", New) }
+
+// Config is the container driver's configuration; zero fields take the
+// defaults.
+type Config struct {
+	// MaxUnpacked bounds the bytes one image may unpack to in the host's
+	// image cache (--image-max-unpacked; 0: local.DefaultMaxUnpacked).
+	MaxUnpacked int64
+}
+
+// Validate implements driver.Config.
+func (c Config) Validate() error {
+	if c.MaxUnpacked < 0 {
+		return fmt.Errorf("--image-max-unpacked %d: give a size in GiB (0: the default, %d GiB)", c.MaxUnpacked>>30, local.DefaultMaxUnpacked>>30)
+	}
+	return nil
 }
 
 // Driver runs containers with runc.
 type Driver struct {
-	o     driver.Options
+	o     Config
 	root  string // state dir
 	runc  string
 	mkfs  string
@@ -50,8 +64,13 @@ type Driver struct {
 
 var _ driver.Driver = (*Driver)(nil)
 
-// New checks runc and mkfs.ext4 and prepares the state dir.
-func New(o driver.Options) (*Driver, error) {
+// New checks runc and mkfs.ext4 and prepares the state dir; its images
+// are kept in the machine's shared image cache (local.SharedCache), where
+// those of an earlier kumo's own cache (STATE_DIR/images) move.
+func New(ctx context.Context, c driver.Common, cfg Config) (*Driver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	runc, err := sbinTool("runc")
 	if err != nil {
 		return nil, fmt.Errorf("the container driver needs runc (apt-get install runc): %w", err)
@@ -60,22 +79,31 @@ func New(o driver.Options) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the container driver needs mkfs.ext4 for containers' disks (apt-get install e2fsprogs): %w", err)
 	}
-	if o.StateDir == "" {
+	if c.StateDir == "" {
 		return nil, errors.New("the container driver needs a state dir")
 	}
-	d := &Driver{o: o, root: o.StateDir, runc: runc, mkfs: mkfs, host: o.HostName}
+	d := &Driver{o: cfg, root: c.StateDir, runc: runc, mkfs: mkfs, host: c.HostName}
 	if d.host == "" {
 		d.host = local.HostName()
 	}
 	d.inst = local.Instances(filepath.Join(d.root, "instances"))
-	d.cache = &local.Cache{Dir: filepath.Join(d.root, "images"), Fetch: o.FetchImage, MinFree: 2 << 30, InUse: d.inst.ImagesInUse}
-	for _, sub := range []string{"images", "instances", "runc"} {
+	for _, sub := range []string{"instances", "runc"} {
 		if err := os.MkdirAll(filepath.Join(d.root, sub), 0o700); err != nil {
 			return nil, err
 		}
 	}
+	if d.cache, err = local.SharedCache(c); err != nil {
+		return nil, err
+	}
+	d.cache.Use(d.inst.ImagesInUse)
+	// An entry of the old cache was DIR/<sha256>/rootfs: the same form.
+	d.cache.Adopt(filepath.Join(d.root, "images"), imageForm, imageForm)
 	return d, nil
 }
+
+// imageForm is the container driver's form of an image in the cache: the
+// unpacked rootfs.
+const imageForm = "rootfs"
 
 // sbinTool finds a program that Debian puts in /usr/sbin or /sbin, which
 // a user's PATH may lack.
@@ -94,6 +122,16 @@ func sbinTool(name string) (string, error) {
 
 // Name implements driver.Driver.
 func (d *Driver) Name() string { return "container" }
+
+// Capabilities implements driver.Driver: exec, logs and a console for
+// containers; their network namespaces are wired by the host's datapath.
+// No disk snapshots yet.
+func (d *Driver) Capabilities() driver.Capabilities {
+	return driver.Same(driver.CapExec|driver.CapLogs|driver.CapConsole|driver.CapNetworks, api.TypeContainer)
+}
+
+// Sync implements driver.Driver: records are written as they change.
+func (d *Driver) Sync() error { return nil }
 
 // Hosts implements driver.Driver: this machine.
 func (d *Driver) Hosts(ctx context.Context) ([]api.HostSpec, error) {
@@ -114,7 +152,7 @@ type meta struct {
 	BootOffset int64 `json:"boot_offset,omitempty"`
 }
 
-// Has implements driver.Haver.
+// Has implements driver.Driver.
 func (d *Driver) Has(id string) bool { return d.inst.Has(id) }
 
 func (d *Driver) readMeta(id string) (meta, error) { return local.ReadMeta[meta](d.inst, id) }
@@ -124,18 +162,17 @@ func (d *Driver) writeMeta(id string, m meta) error { return local.WriteMeta(d.i
 // image returns the cached, read-only rootfs of an image (100
 // containers of one image share one copy).
 func (d *Driver) image(ctx context.Context, s driver.Spec) (string, error) {
-	dir, err := d.cache.Get(ctx, s.Image, s.ImageSHA256, func(blob, out string) error {
+	return d.cache.Get(ctx, s.Image, s.ImageSHA256, imageForm, func(blob, rootfs string) error {
 		f, err := os.Open(blob)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		if err := os.Mkdir(filepath.Join(out, "rootfs"), 0o755); err != nil {
+		if err := os.Chmod(rootfs, 0o755); err != nil {
 			return err
 		}
-		return local.Extract(f, true, filepath.Join(out, "rootfs"), d.o.MaxUnpacked)
+		return local.Extract(f, true, rootfs, d.o.MaxUnpacked)
 	})
-	return filepath.Join(dir, "rootfs"), err
 }
 
 // Prepare implements driver.Driver: image cache, disk, overlay, the

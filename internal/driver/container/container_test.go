@@ -32,7 +32,7 @@ func newDriver(t *testing.T, dir string, fetch func(context.Context, string) (io
 	if os.Geteuid() != 0 {
 		t.Skip("runc containers need root; CI runs as root")
 	}
-	d, err := New(driver.Options{StateDir: dir, FetchImage: fetch, HostName: "testhost"})
+	d, err := New(context.Background(), driver.Common{StateDir: dir, Images: driver.ImageFunc(fetch), HostName: "testhost"}, Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestContainerFacts(t *testing.T) {
 	}
 	// CPU time is read from the container's cgroups.
 	waitFor(t, "CPU time from the cgroups", func() bool { st, _ := d.Status(ctx, b.ID); return st.CPUSeconds > 0 })
-	imgs, _ := os.ReadDir(filepath.Join(d.root, "images"))
+	imgs, _ := os.ReadDir(d.cache.Dir)
 	if len(imgs) != 1 {
 		t.Errorf("%d image copies for two containers of one image", len(imgs))
 	}
@@ -133,14 +133,68 @@ func TestImageCacheEviction(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Cleanup(ctx, s.ID, false)
-	stale := filepath.Join(d.root, "images", strings.Repeat("a", 64))
+	stale := filepath.Join(d.cache.Dir, strings.Repeat("a", 64))
 	os.MkdirAll(filepath.Join(stale, "rootfs"), 0o700)
 	d.cache.MinFree = 1 << 62 // pretend the disk is full
 	d.cache.Evict("")
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
 		t.Error("an unused cached image was kept while space is short")
 	}
-	if _, err := os.Stat(filepath.Join(d.root, "images", sum)); err != nil {
+	if _, err := os.Stat(filepath.Join(d.cache.Dir, sum)); err != nil {
 		t.Error("the image an instance uses was evicted")
 	}
+}
+
+// TestOldCacheAdopted: a host upgraded from a kumo whose container driver
+// kept its own image cache (STATE_DIR/images/<sha256>/rootfs) with a
+// container running over it: the shared cache adopts the rootfs without
+// fetching it again, the container runs on, and after a reboot it starts
+// again over the adopted rootfs.
+func TestOldCacheAdopted(t *testing.T) {
+	sum, fetch := tiny(t)
+	base := t.TempDir()
+	dir := filepath.Join(base, "container")
+	old := newDriver(t, dir, fetch) // alone: its cache is STATE_DIR/images, the old layout
+	ctx := context.Background()
+	s := spec("c-upgraded", sum, 64, "")
+	if err := old.Prepare(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	defer old.Cleanup(ctx, s.ID, false)
+	if err := old.Start(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	defer old.Stop(ctx, s.ID, true)
+	os.Remove(filepath.Join(old.cache.Dir, sum, "blob")) // an old entry had only the rootfs
+
+	fetches := 0
+	counted := driver.ImageFunc(func(ctx context.Context, sum string) (io.ReadCloser, error) { fetches++; return fetch(ctx, sum) })
+	d, err := New(ctx, driver.Common{StateDir: dir, Images: counted, HostName: "testhost", Shared: &driver.Shared{Dir: base}}, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "images")); !os.IsNotExist(err) || d.cache.Dir != filepath.Join(base, "images") {
+		t.Errorf("the old cache is still there (%v), or the cache is %s", err, d.cache.Dir)
+	}
+	var out strings.Builder
+	if code, err := d.Exec(ctx, s.ID, []string{"cat", "/etc/hostname"}, &out); err != nil || code != 0 || out.String() != s.Name+"\n" {
+		t.Fatalf("the running container after the upgrade: %d %v %q", code, err, out.String())
+	}
+	if err := d.Stop(ctx, s.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.unmountAll(s.ID); err != nil { // as a reboot of the host does
+		t.Fatal(err)
+	}
+	if err := d.Start(ctx, s); err != nil {
+		t.Fatalf("a start over the adopted rootfs: %v", err)
+	}
+	if st, err := d.Status(ctx, s.ID); err != nil || st.State != driver.Running || fetches != 0 {
+		t.Fatalf("after a restart: %+v %v, %d fetches", st, err, fetches)
+	}
+	d.Stop(ctx, s.ID, true)
+	if err := d.Cleanup(ctx, s.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	assertNoLeftovers(t, d)
 }

@@ -1,11 +1,16 @@
 // Package drivertest is the conformance suite every driver passes: the
-// lifecycle, idempotent stop and cleanup, errors for wrong states, and
-// recovery after an agent restart.
+// lifecycle, idempotent stop and cleanup, errors for wrong states,
+// recovery after an agent restart, and capabilities that match what the
+// driver does (one that declares exec runs commands; one that does not
+// says so in the words users see).
 package drivertest
 
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,7 +23,7 @@ import (
 type Factory func(t *testing.T, dir string) driver.Driver
 
 // Image is the image instances of the suite use (drivers that need real
-// bytes get them by SHA256 through driver.Options.FetchImage).
+// bytes get them by SHA256 through driver.Common.Images).
 type Image struct{ Name, SHA256 string }
 
 // Run runs the suite. Every test ends with nothing left: what Recover
@@ -45,6 +50,7 @@ func Run(t *testing.T, img Image, factory Factory) {
 	t.Run("Lifecycle", func(t *testing.T) { testLifecycle(t, newDriver(t, t.TempDir()), img) })
 	t.Run("Idempotent", func(t *testing.T) { testIdempotent(t, newDriver(t, t.TempDir()), img) })
 	t.Run("WrongState", func(t *testing.T) { testWrongState(t, newDriver(t, t.TempDir()), img) })
+	t.Run("Capabilities", func(t *testing.T) { testCapabilities(t, newDriver(t, t.TempDir()), img) })
 	// The first driver of Recover is the agent that went away: only the one
 	// after the restart must end with nothing.
 	t.Run("Recover", func(t *testing.T) { testRecover(t, img, factory, newDriver) })
@@ -162,9 +168,7 @@ func testRecover(t *testing.T, img Image, before, after Factory) {
 		ok(t, "Start", d.Start(c, s))
 	}
 	ok(t, "Suspend", d.Suspend(c, b.ID))
-	if sy, isSyncer := d.(driver.Syncer); isSyncer {
-		ok(t, "Sync", sy.Sync())
-	}
+	ok(t, "Sync", d.Sync())
 	// The agent restarts: a new driver on the same state.
 	d2 := after(t, dir)
 	sts, err := d2.Recover(c)
@@ -181,4 +185,132 @@ func testRecover(t *testing.T, img Image, before, after Factory) {
 		ok(t, "Stop", d2.Stop(c, s.ID, true))
 		ok(t, "Cleanup", d2.Cleanup(c, s.ID, false))
 	}
+}
+
+// capCheck is how the suite tries a capability: use is run when the
+// driver declares it (on a running instance), and lack must fail when it
+// does not, with the words users see.
+type capCheck struct {
+	c    driver.Capability
+	use  func(c context.Context, d driver.Driver, id string) error
+	lack func(d driver.Driver) error
+	says string
+}
+
+var capChecks = []capCheck{
+	{driver.CapExec, func(c context.Context, d driver.Driver, id string) error {
+		ex, err := driver.Feature[driver.Execer](d)
+		if err != nil {
+			return err
+		}
+		var out strings.Builder
+		code, err := ex.Exec(c, id, []string{"/bin/sh", "-c", "echo kumo-exec; exit 3"}, &out)
+		if err == nil && (code != 3 || !strings.Contains(out.String(), "kumo-exec")) {
+			err = fmt.Errorf("exit code %d, output %q; want 3 and kumo-exec", code, out.String())
+		}
+		return err
+	}, lacks[driver.Execer], "cannot run commands inside an instance"},
+	{driver.CapLogs, func(c context.Context, d driver.Driver, id string) error {
+		lg, err := driver.Feature[driver.Logger](d)
+		if err != nil {
+			return err
+		}
+		if _, err := lg.Logs(c, id, 10); err != nil {
+			return err
+		}
+		_, err = lg.Logs(c, "never-was", 10)
+		if !errors.Is(err, driver.ErrNotFound) {
+			return fmt.Errorf("logs of an unknown instance: %v, want ErrNotFound", err)
+		}
+		return nil
+	}, lacks[driver.Logger], "keeps no console log"},
+	{driver.CapConsole, func(c context.Context, d driver.Driver, id string) error {
+		cs, err := driver.Feature[driver.Consoler](d)
+		if err != nil {
+			return err
+		}
+		// The user hangs up at once: the console ends, without an error.
+		return cs.Console(c, id, struct {
+			io.Reader
+			io.Writer
+		}{strings.NewReader(""), io.Discard})
+	}, lacks[driver.Consoler], "has no console"},
+	{driver.CapSnapshot, func(c context.Context, d driver.Driver, id string) error {
+		sn, err := driver.Feature[driver.Snapshotter](d)
+		if err != nil {
+			return err
+		}
+		var n counter
+		if err := sn.Snapshot(c, id, &n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return errors.New("an empty snapshot")
+		}
+		return nil
+	}, lacks[driver.Snapshotter], "cannot snapshot disks"},
+	{driver.CapHostHealth, func(c context.Context, d driver.Driver, id string) error {
+		hh, err := driver.Feature[driver.HostHealth](d)
+		if err != nil {
+			return err
+		}
+		hs, err := d.Hosts(c)
+		for _, h := range hs {
+			if !hh.HostUp(h.Name) {
+				return fmt.Errorf("host %s is down from the start", h.Name)
+			}
+		}
+		return err
+	}, lacks[driver.HostHealth], "cannot lose hosts"},
+	// CapNetworks has no feature of its own: the agent's datapath wires
+	// the ports (the agent's and e2e tests cover it).
+}
+
+// lacks is the error of a driver asked for feature F.
+func lacks[F any](d driver.Driver) error {
+	_, err := driver.Feature[F](d)
+	return err
+}
+
+type counter int64
+
+func (n *counter) Write(p []byte) (int, error) { *n += counter(len(p)); return len(p), nil }
+
+func testCapabilities(t *testing.T, d driver.Driver, img Image) {
+	c := ctx(t)
+	caps := d.Capabilities()
+	hs, err := d.Hosts(c)
+	ok(t, "Hosts", err)
+	kinds := map[string]bool{}
+	for _, h := range hs {
+		for _, k := range h.Kinds {
+			kinds[k] = true
+			if _, declared := caps[k]; !declared {
+				t.Errorf("host %s runs %s instances, and Capabilities declares nothing for them", h.Name, k)
+			}
+		}
+	}
+	for k := range caps {
+		if !kinds[k] {
+			t.Errorf("Capabilities declares %s instances, which no host runs", k)
+		}
+	}
+	s := spec(t, d, img, "i-caps-"+d.Name()) // drivers run side by side: cgroups are per id
+	ok(t, "Prepare", d.Prepare(c, s))
+	ok(t, "Start", d.Start(c, s))
+	have := caps[s.Type]
+	for _, cc := range capChecks {
+		if have.Has(cc.c) {
+			if err := cc.use(c, d, s.ID); err != nil {
+				t.Errorf("the driver declares %s for %s instances, and: %v", cc.c, s.Type, err)
+			}
+			continue
+		}
+		err := cc.lack(d)
+		if want := "the " + d.Name() + " driver " + cc.says; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("the driver does not declare %s: %v, want an error saying %q", cc.c, err, want)
+		}
+	}
+	ok(t, "Stop", d.Stop(c, s.ID, true))
+	ok(t, "Cleanup", d.Cleanup(c, s.ID, false))
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // DefaultMaxUnpacked bounds what one image may unpack to in a host's image
-// cache when the agent is not told otherwise (driver.Options.MaxUnpacked,
+// cache when the agent is not told otherwise (the container and qemu drivers' MaxUnpacked,
 // 'kumo agent --image-max-unpacked'): 8 GiB holds any container rootfs
 // or vm-kernel bundle kumo builds many times over, and a gzip bomb (a few
 // MiB that inflate a thousandfold) stops there instead of filling the

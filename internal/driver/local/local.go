@@ -6,21 +6,15 @@
 package local
 
 import (
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"regexp"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 )
 
 // Facts are what a host says of itself.
@@ -78,115 +72,6 @@ func cpuModel() string {
 func HostName() string {
 	h, _ := os.Hostname()
 	return strings.ToLower(strings.Split(h, ".")[0])
-}
-
-// Cache keeps images by sha256 under Dir, one directory each, filled on
-// first use: the bytes are fetched, hashed while written to a temp file,
-// verified, handed to the filler, and the result renamed into place, so
-// a half-filled entry is never seen. When free space runs under MinFree,
-// entries nobody uses are removed, least recently used first.
-type Cache struct {
-	Dir     string
-	Fetch   func(ctx context.Context, sha256 string) (io.ReadCloser, error)
-	MinFree int64
-	// InUse says which entries instances on this host still use.
-	InUse func() map[string]bool
-	mu    sync.Mutex
-}
-
-// Get returns the directory of the image with this sha256, filling it
-// with fill(bytesFile, dir) the first time. name is for messages.
-func (c *Cache) Get(ctx context.Context, name, sum string, fill func(blob, dir string) error) (string, error) {
-	if sum == "" || c.Fetch == nil {
-		return "", fmt.Errorf("image %q has no bytes in the image service (import it with 'kumo image import')", name)
-	}
-	dir := filepath.Join(c.Dir, sum)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, err := os.Stat(dir); err == nil {
-		os.Chtimes(dir, time.Now(), time.Now()) // last use, for eviction
-		return dir, nil
-	}
-	c.Evict(sum)
-	tmp, err := os.MkdirTemp(c.Dir, ".fill-*")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	blob := filepath.Join(tmp, ".blob")
-	if err := c.download(ctx, name, sum, blob); err != nil {
-		return "", err
-	}
-	out := filepath.Join(tmp, "out")
-	if err := os.Mkdir(out, 0o700); err != nil {
-		return "", err
-	}
-	if err := fill(blob, out); err != nil {
-		return "", fmt.Errorf("unpacking image %s: %w", name, err)
-	}
-	if err := os.Rename(out, dir); err != nil {
-		return "", err
-	}
-	return dir, nil
-}
-
-func (c *Cache) download(ctx context.Context, name, sum, path string) error {
-	rc, err := c.Fetch(ctx, sum)
-	if err != nil {
-		return fmt.Errorf("fetching image %s: %w", name, err)
-	}
-	defer rc.Close()
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(f, h), rc); err != nil {
-		return fmt.Errorf("fetching image %s: %w", name, err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
-		return fmt.Errorf("image %s: fetched bytes hash to %s, not %s", name, got, sum)
-	}
-	return f.Close()
-}
-
-// Evict frees space (before a fill), never touching keep or an entry in
-// use.
-func (c *Cache) Evict(keep string) {
-	free := func() int64 {
-		var st syscall.Statfs_t
-		if syscall.Statfs(c.Dir, &st) != nil {
-			return 1 << 62
-		}
-		return int64(st.Bavail) * int64(st.Bsize)
-	}
-	if free() >= c.MinFree {
-		return
-	}
-	used := map[string]bool{}
-	if c.InUse != nil {
-		used = c.InUse()
-	}
-	used[keep] = true
-	es, _ := os.ReadDir(c.Dir)
-	type cached struct {
-		name string
-		used time.Time
-	}
-	var cands []cached
-	for _, e := range es {
-		if info, err := e.Info(); err == nil && !used[e.Name()] && !strings.HasPrefix(e.Name(), ".") {
-			cands = append(cands, cached{e.Name(), info.ModTime()})
-		}
-	}
-	sort.Slice(cands, func(i, j int) bool { return cands[i].used.Before(cands[j].used) })
-	for _, cd := range cands {
-		if free() >= c.MinFree {
-			return
-		}
-		os.RemoveAll(filepath.Join(c.Dir, cd.name))
-	}
 }
 
 // MaxLog is the console log size at which it is rotated (one old copy kept).

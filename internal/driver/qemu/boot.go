@@ -27,7 +27,7 @@ import (
 // (it may name no other file), and what the check said is kept beside
 // it in disk.json for every instance made from it.
 func (d *Driver) image(ctx context.Context, s driver.Spec) (string, error) {
-	return d.cache.Get(ctx, s.Image, s.ImageSHA256, func(blob, out string) error {
+	return d.cache.Get(ctx, s.Image, s.ImageSHA256, imageForm, func(blob, out string) error {
 		keep := func(info vmimage.DiskInfo) error { return keepDisk(out, info) }
 		format, err := vmimage.SniffFile(blob)
 		if err != nil {
@@ -62,7 +62,8 @@ func (d *Driver) image(ctx context.Context, s driver.Spec) (string, error) {
 			if err := keep(info); err != nil {
 				return err
 			}
-			return os.Rename(blob, filepath.Join(out, "disk."+info.Format))
+			// The cache keeps the bytes: the disk is the same file.
+			return local.LinkOrCopy(blob, filepath.Join(out, "disk."+info.Format))
 		}
 		return fmt.Errorf("the image is %s: a VM takes a qcow2 or raw disk or a vm-kernel tarball", format)
 	})
@@ -388,7 +389,7 @@ func (d *Driver) withBase(ctx context.Context, id string, m meta) (meta, error) 
 		return m, err
 	}
 	m.Base, m.BaseFormat, m.BaseKnown = base, format, true
-	return m, nil
+	return d.movePaths(m), nil
 }
 
 // Start implements driver.Driver (BOOT): a fresh boot, or the restore of a

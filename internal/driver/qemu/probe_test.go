@@ -3,6 +3,7 @@ package qemu
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kumocloud/kumo/internal/driver"
 	"github.com/kumocloud/kumo/internal/rootfs"
 	"github.com/kumocloud/kumo/internal/vmimage"
 )
@@ -75,5 +77,64 @@ func TestProbeVerdictKept(t *testing.T) {
 	b, _ = os.ReadFile(filepath.Join(dir, "accel-probe.json"))
 	if json.Unmarshal(b, &now); now.BootID != strings.TrimSpace(string(boot)) || now.Accel == "" {
 		t.Errorf("the new verdict was not kept: %+v", now)
+	}
+}
+
+// TestProbeStopsWithItsContext: an agent (or server) stopped while its
+// qemu driver probes KVM stops the probe: New ends with the context's
+// error, the probe's QEMU is gone, and no verdict is kept (the next start
+// probes again).
+func TestProbeStopsWithItsContext(t *testing.T) {
+	tinyVM(t) // skips without qemu
+	if _, err := os.Stat("/dev/kvm"); err != nil {
+		t.Skip("no /dev/kvm: the qemu driver probes nothing here")
+	}
+	if _, _, err := vmimage.TinyPartsCached(context.Background(), vmimage.DefaultCache, rootfs.Busybox); err != nil {
+		t.Fatal(err)
+	}
+	// The probe boots from a temp dir: this test's own, so that its QEMU
+	// is told from other tests' probes.
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	probing := func() bool {
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			if b, _ := os.ReadFile(p); strings.Contains(string(b), tmp) && strings.Contains(string(b), "accel=kvm") {
+				return true
+			}
+		}
+		return false
+	}
+	state := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := New(ctx, driver.Common{StateDir: state, HostName: "testhost"}, Config{Accel: "auto"})
+		done <- err
+	}()
+	seen := false
+	for !seen {
+		select {
+		case err := <-done:
+			t.Skipf("the probe ended before it could be stopped (KVM works here): %v", err)
+		case <-time.After(20 * time.Millisecond):
+			seen = probing()
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("New stopped during the probe: %v, want the context's error", err)
+		}
+	case <-time.After(5 * time.Minute): // only so that a hang is told
+		t.Fatal("New went on after its context ended")
+	}
+	if probing() {
+		t.Error("the probe's QEMU outlived New")
+	}
+	if _, err := os.Stat(filepath.Join(state, "accel-probe.json")); err == nil {
+		t.Error("a verdict of a probe cut short was kept")
 	}
 }

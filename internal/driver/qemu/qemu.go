@@ -38,13 +38,40 @@ import (
 	"github.com/kumocloud/kumo/internal/qmp"
 )
 
-func init() {
-	driver.Register("qemu", func(o driver.Options) (driver.Driver, error) { return New(o) })
+func init() { driver.Register("qemu", New) }
+
+// Config is the qemu driver's configuration; zero fields take the
+// defaults.
+type Config struct {
+	// Accel is the acceleration (--qemu-accel): auto (the default: KVM if
+	// a probe boot under it works, else TCG), kvm or tcg.
+	Accel string
+	// ReadyTimeout is how long a guest may take to say it is ready before
+	// its instance shows ready=false with a reason (default 5 minutes).
+	ReadyTimeout time.Duration
+	// StopTimeout bounds a graceful stop before it is forced (default 30 s).
+	StopTimeout time.Duration
+	// MaxUnpacked bounds the bytes one image may unpack to in the host's
+	// image cache (--image-max-unpacked; 0: local.DefaultMaxUnpacked).
+	MaxUnpacked int64
+}
+
+// Validate implements driver.Config.
+func (c Config) Validate() error {
+	switch {
+	case c.Accel != "" && c.Accel != "auto" && c.Accel != "kvm" && c.Accel != "tcg":
+		return fmt.Errorf("--qemu-accel %q: use auto, kvm or tcg", c.Accel)
+	case c.ReadyTimeout < 0 || c.StopTimeout < 0:
+		return fmt.Errorf("qemu driver: a timeout cannot be negative (ready %s, stop %s)", c.ReadyTimeout, c.StopTimeout)
+	case c.MaxUnpacked < 0:
+		return fmt.Errorf("--image-max-unpacked %d: give a size in GiB (0: the default, %d GiB)", c.MaxUnpacked>>30, local.DefaultMaxUnpacked>>30)
+	}
+	return nil
 }
 
 // Driver runs VMs with qemu-system-x86_64.
 type Driver struct {
-	o       driver.Options
+	o       Config
 	root    string
 	qemu    string
 	version string
@@ -54,7 +81,10 @@ type Driver struct {
 	accelReason string
 	inst        local.Instances
 	cache       *local.Cache
-	ready       local.Readiness
+	// moved is where a path into the driver's own image cache of an
+	// earlier kumo (in a VM's record) is now.
+	moved func(string) string
+	ready local.Readiness
 
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex
@@ -63,8 +93,14 @@ type Driver struct {
 var _ driver.Driver = (*Driver)(nil)
 
 // New checks qemu and qemu-img, settles the acceleration (probing KVM
-// with a real boot for "auto") and prepares the state dir.
-func New(o driver.Options) (*Driver, error) {
+// with a real boot for "auto", cut short when ctx ends) and prepares the
+// state dir; its images are kept in the machine's shared image cache
+// (local.SharedCache), where those of an earlier kumo's own cache
+// (STATE_DIR/images) move.
+func New(ctx context.Context, c driver.Common, cfg Config) (*Driver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	bin, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
 		return nil, fmt.Errorf("the qemu driver needs qemu-system-x86_64 (apt-get install qemu-system-x86 qemu-utils genisoimage): %w", err)
@@ -74,24 +110,24 @@ func New(o driver.Options) (*Driver, error) {
 			return nil, fmt.Errorf("the qemu driver needs %s (apt-get install qemu-utils genisoimage): %w", tool, err)
 		}
 	}
-	if o.StateDir == "" {
+	if c.StateDir == "" {
 		return nil, errors.New("the qemu driver needs a state dir")
 	}
-	out, err := exec.Command(bin, "--version").Output()
+	out, err := exec.CommandContext(ctx, bin, "--version").Output()
 	if err != nil {
 		return nil, fmt.Errorf("%s --version: %w", bin, err)
 	}
 	version := strings.TrimPrefix(strings.SplitN(string(out), "\n", 2)[0], "QEMU emulator version ")
-	d := &Driver{o: o, root: o.StateDir, qemu: bin, version: version, host: o.HostName, locks: map[string]*sync.Mutex{}}
+	d := &Driver{o: cfg, root: c.StateDir, qemu: bin, version: version, host: c.HostName, locks: map[string]*sync.Mutex{}}
 	if d.host == "" {
 		d.host = local.HostName()
 	}
 	// The probe may first fetch the kernel package: bound it all.
-	pctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	d.accel, d.accelReason = ResolveAccelCached(pctx, o.StateDir, bin, o.QemuAccel)
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	d.accel, d.accelReason = ResolveAccelCached(pctx, c.StateDir, bin, cfg.Accel)
 	cancel()
-	if d.accel != "tcg" && d.accel != "kvm" {
-		return nil, fmt.Errorf("qemu accel %q: use auto, kvm or tcg", o.QemuAccel)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("the qemu driver's KVM probe was cut short: %w", err)
 	}
 	if d.o.ReadyTimeout == 0 {
 		d.o.ReadyTimeout = 5 * time.Minute
@@ -100,17 +136,35 @@ func New(o driver.Options) (*Driver, error) {
 		d.o.StopTimeout = 30 * time.Second
 	}
 	d.inst = local.Instances(filepath.Join(d.root, "instances"))
-	d.cache = &local.Cache{Dir: filepath.Join(d.root, "images"), Fetch: o.FetchImage, MinFree: 2 << 30, InUse: d.inst.ImagesInUse}
-	for _, sub := range []string{"images", "instances"} {
-		if err := os.MkdirAll(filepath.Join(d.root, sub), 0o700); err != nil {
-			return nil, err
-		}
+	if err := os.MkdirAll(filepath.Join(d.root, "instances"), 0o700); err != nil {
+		return nil, err
 	}
+	if d.cache, err = local.SharedCache(c); err != nil {
+		return nil, err
+	}
+	d.cache.Use(d.inst.ImagesInUse)
+	// An entry of the old cache was DIR/<sha256> holding what is now the
+	// form.
+	d.moved = d.cache.Adopt(filepath.Join(d.root, "images"), "", imageForm)
 	return d, nil
 }
 
+// imageForm is the qemu driver's form of an image in the cache: the
+// checked disk, or a vm-kernel bundle's files.
+const imageForm = "vm"
+
 // Name implements driver.Driver.
 func (d *Driver) Name() string { return "qemu" }
+
+// Capabilities implements driver.Driver: the console log, the serial
+// console and disk snapshots; VMs' NICs are TAPs of the host's datapath.
+// No exec: a VM has no guest agent.
+func (d *Driver) Capabilities() driver.Capabilities {
+	return driver.Same(driver.CapLogs|driver.CapConsole|driver.CapSnapshot|driver.CapNetworks, api.TypeVM)
+}
+
+// Sync implements driver.Driver: records are written as they change.
+func (d *Driver) Sync() error { return nil }
 
 // QEMUOverheadMiB is the memory a VM's QEMU may use besides the guest's:
 // its devices, I/O buffers and libraries (a 128 MiB tiny-vm under TCG,
@@ -192,10 +246,25 @@ const RunDir = "/run/kumo/vm"
 // sock is a socket of the VM (its directory for "").
 func (d *Driver) sock(id, name string) string { return filepath.Join(RunDir, id, name) }
 
-// Has implements driver.Haver.
+// Has implements driver.Driver.
 func (d *Driver) Has(id string) bool { return d.inst.Has(id) }
 
-func (d *Driver) readMeta(id string) (meta, error) { return local.ReadMeta[meta](d.inst, id) }
+// readMeta reads a VM's record, its paths into an earlier kumo's own
+// image cache made paths into the shared one.
+func (d *Driver) readMeta(id string) (meta, error) {
+	m, err := local.ReadMeta[meta](d.inst, id)
+	if err == nil {
+		m = d.movePaths(m)
+	}
+	return m, err
+}
+
+func (d *Driver) movePaths(m meta) meta {
+	if d.moved != nil {
+		m.Base, m.Kernel, m.Initrd = d.moved(m.Base), d.moved(m.Kernel), d.moved(m.Initrd)
+	}
+	return m
+}
 
 func (d *Driver) writeMeta(id string, m meta) error { return local.WriteMeta(d.inst, id, m) }
 

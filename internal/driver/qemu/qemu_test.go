@@ -58,7 +58,7 @@ func newDriver(t testing.TB, dir string, fetch func(context.Context, string) (io
 	if os.Geteuid() != 0 {
 		t.Skip("VM cgroups need root; CI runs as root")
 	}
-	d, err := New(driver.Options{StateDir: dir, FetchImage: fetch, HostName: "testhost", QemuAccel: "tcg", StopTimeout: 20 * time.Second})
+	d, err := New(context.Background(), driver.Common{StateDir: dir, Images: driver.ImageFunc(fetch), HostName: "testhost"}, Config{Accel: "tcg", StopTimeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestGuest(t *testing.T) {
 func TestBadStarts(t *testing.T) {
 	sum, fetch := tinyVM(t)
 	dir := t.TempDir()
-	d, err := New(driver.Options{StateDir: dir, FetchImage: fetch, HostName: "testhost", QemuAccel: "tcg", ReadyTimeout: 2 * time.Second})
+	d, err := New(context.Background(), driver.Common{StateDir: dir, Images: driver.ImageFunc(fetch), HostName: "testhost"}, Config{Accel: "tcg", ReadyTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,5 +411,72 @@ func TestVMCgroup(t *testing.T) {
 		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", h, cg)); err == nil {
 			t.Errorf("the VM's cgroup outlived it in %s", filepath.Join("/sys/fs/cgroup", h))
 		}
+	}
+}
+
+// TestOldCacheAdopted: a host upgraded from a kumo whose qemu driver kept
+// its own image cache (STATE_DIR/images/<sha256>/disk...) with a VM
+// running from it: the shared cache adopts the entry without fetching it
+// again, the VM runs on, and once stopped it starts again from the
+// adopted files (its record's paths follow them).
+func TestOldCacheAdopted(t *testing.T) {
+	sum, fetch := tinyVM(t)
+	base := t.TempDir()
+	dir := filepath.Join(base, "qemu")
+	old := newDriver(t, dir, fetch)
+	ctx := context.Background()
+	s := spec("vm-upgraded", sum, 128, "")
+	if err := old.Prepare(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	defer old.Cleanup(ctx, s.ID, false)
+	if err := old.Start(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	defer old.Stop(ctx, s.ID, true)
+	// What the older kumo left: the entry's files at its top, and the
+	// VM's record naming them there.
+	entry := filepath.Join(dir, "images", sum)
+	tmp := filepath.Join(dir, "images", ".old")
+	if err := os.Rename(filepath.Join(entry, imageForm), tmp); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(entry)
+	os.Rename(tmp, entry)
+	rec := old.inst.Path(s.ID, "meta.json")
+	b, _ := os.ReadFile(rec)
+	os.WriteFile(rec, bytes.ReplaceAll(b, []byte(entry+"/"+imageForm+"/"), []byte(entry+"/")), 0o600)
+	if !bytes.Contains(b, []byte(entry)) {
+		t.Fatalf("the record names no file of the cache: %s", b)
+	}
+
+	fetches := 0
+	counted := driver.ImageFunc(func(ctx context.Context, sum string) (io.ReadCloser, error) { fetches++; return fetch(ctx, sum) })
+	d, err := New(ctx, driver.Common{StateDir: dir, Images: counted, HostName: "testhost", Shared: &driver.Shared{Dir: base}}, Config{Accel: "tcg", StopTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { assertNoLeftovers(t, d) })
+	if _, err := os.Stat(filepath.Join(dir, "images")); !os.IsNotExist(err) {
+		t.Errorf("the old cache is still there: %v", err)
+	}
+	if st, err := d.Status(ctx, s.ID); err != nil || st.State != driver.Running {
+		t.Fatalf("after the upgrade: %+v %v", st, err)
+	}
+	if err := d.Stop(ctx, s.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(ctx, s); err != nil {
+		t.Fatalf("a start from the adopted cache: %v", err)
+	}
+	m, _ := d.readMeta(s.ID)
+	if want := filepath.Join(base, "images", sum, imageForm) + "/"; !strings.HasPrefix(m.Kernel, want) || fetches != 0 {
+		t.Errorf("the VM boots %s (want from %s), after %d fetches", m.Kernel, want, fetches)
+	}
+	if err := d.Stop(ctx, s.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Cleanup(ctx, s.ID, false); err != nil {
+		t.Fatal(err)
 	}
 }

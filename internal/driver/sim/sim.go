@@ -17,10 +17,72 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/atomicfile"
 	"github.com/kumocloud/kumo/internal/driver"
+	"github.com/kumocloud/kumo/internal/validate"
 )
 
-func init() {
-	driver.Register("sim", func(o driver.Options) (driver.Driver, error) { return New(o) })
+func init() { driver.Register("sim", New) }
+
+// Config is the simulator's configuration ('kumo agent --driver sim
+// --sim-...'); zero fields take the defaults of DefaultConfig.
+type Config struct {
+	Hosts     int    // --sim-hosts: how many hosts
+	Prefix    string // --sim-prefix: hosts are PREFIX-0000, PREFIX-0001...
+	CPUs      int64  // --sim-cpus: cores per host
+	MemoryMiB int64  // --sim-memory
+	DiskGiB   int64  // --sim-disk
+	// BootDelay and StopDelay are how long a boot and a graceful stop
+	// take (--sim-boot-delay, --sim-stop-delay).
+	BootDelay, StopDelay time.Duration
+	// FailRate is the share of boots that fail (--sim-fail-rate, 0-1).
+	FailRate float64
+	// Seed seeds the failure injection.
+	Seed int64
+	// Labels are attributes every host has besides the simulated ones.
+	Labels map[string]string
+}
+
+// DefaultConfig is the simulator's defaults: one host of 16 cores, 64 GiB
+// of memory and 1000 GiB of disk, named sim-0000.
+func DefaultConfig() Config {
+	return Config{Hosts: 1, Prefix: "sim", CPUs: 16, MemoryMiB: 65536, DiskGiB: 1000}
+}
+
+// Validate implements driver.Config.
+func (c Config) Validate() error {
+	switch {
+	case c.Hosts < 0:
+		return fmt.Errorf("--sim-hosts %d: give how many hosts to simulate (1 or more)", c.Hosts)
+	case c.CPUs < 0 || c.MemoryMiB < 0 || c.DiskGiB < 0:
+		return fmt.Errorf("--sim-cpus %d, --sim-memory %d, --sim-disk %d: a host's size cannot be negative", c.CPUs, c.MemoryMiB, c.DiskGiB)
+	case c.BootDelay < 0 || c.StopDelay < 0:
+		return fmt.Errorf("--sim-boot-delay %s, --sim-stop-delay %s: a delay cannot be negative", c.BootDelay, c.StopDelay)
+	case c.FailRate < 0 || c.FailRate > 1 || c.FailRate != c.FailRate:
+		return fmt.Errorf("--sim-fail-rate %g: give a share of boots between 0 and 1", c.FailRate)
+	case c.Prefix != "" && validate.Name("--sim-prefix", c.Prefix+"-0000") != nil:
+		return fmt.Errorf("--sim-prefix %q: host names are PREFIX-0000, a name of lower-case letters, digits and '-' up to %d characters", c.Prefix, validate.MaxNameLen)
+	}
+	return nil
+}
+
+// withDefaults fills the zero fields.
+func (c Config) withDefaults() Config {
+	def := DefaultConfig()
+	if c.Hosts == 0 {
+		c.Hosts = def.Hosts
+	}
+	if c.Prefix == "" {
+		c.Prefix = def.Prefix
+	}
+	if c.CPUs == 0 {
+		c.CPUs = def.CPUs
+	}
+	if c.MemoryMiB == 0 {
+		c.MemoryMiB = def.MemoryMiB
+	}
+	if c.DiskGiB == 0 {
+		c.DiskGiB = def.DiskGiB
+	}
+	return c
 }
 
 type instance struct {
@@ -31,7 +93,7 @@ type instance struct {
 
 // Driver is the simulator.
 type Driver struct {
-	o      driver.Options
+	o      Config
 	syncMu sync.Mutex // one Sync at a time
 	mu     sync.Mutex
 	insts  map[string]*instance
@@ -43,29 +105,19 @@ type Driver struct {
 
 var _ driver.Driver = (*Driver)(nil)
 
-// New makes a simulator, loading what an earlier run left in StateDir.
-func New(o driver.Options) (*Driver, error) {
-	if o.SimHosts <= 0 {
-		o.SimHosts = 1
+// New makes a simulator, loading what an earlier run left in the state
+// dir (none: nothing is kept).
+func New(ctx context.Context, c driver.Common, cfg Config) (*Driver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if o.SimPrefix == "" {
-		o.SimPrefix = "sim"
-	}
-	if o.SimCPUs == 0 {
-		o.SimCPUs = 16
-	}
-	if o.SimMemoryMiB == 0 {
-		o.SimMemoryMiB = 65536
-	}
-	if o.SimDiskGiB == 0 {
-		o.SimDiskGiB = 1000
-	}
-	d := &Driver{o: o, insts: map[string]*instance{}, down: map[string]bool{}, rng: rand.New(rand.NewSource(o.SimSeed))}
-	if o.StateDir != "" {
-		if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
+	o := cfg.withDefaults()
+	d := &Driver{o: o, insts: map[string]*instance{}, down: map[string]bool{}, rng: rand.New(rand.NewSource(o.Seed))}
+	if c.StateDir != "" {
+		if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
 			return nil, err
 		}
-		d.path = filepath.Join(o.StateDir, "sim-instances.json")
+		d.path = filepath.Join(c.StateDir, "sim-instances.json")
 		b, err := os.ReadFile(d.path)
 		if err == nil {
 			if err := json.Unmarshal(b, &d.insts); err != nil {
@@ -81,19 +133,34 @@ func New(o driver.Options) (*Driver, error) {
 // Name implements driver.Driver.
 func (d *Driver) Name() string { return "sim" }
 
+// Capabilities implements driver.Driver: a log of what was simulated, and
+// hosts that crash; no exec, console or snapshot, and networks are only
+// simulated (no datapath).
+func (d *Driver) Capabilities() driver.Capabilities {
+	return driver.Same(driver.CapLogs|driver.CapHostHealth, api.TypeVM, api.TypeContainer)
+}
+
+// Has implements driver.Driver.
+func (d *Driver) Has(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.insts[id]
+	return ok
+}
+
 // HostName is the name of simulated host i.
-func (d *Driver) HostName(i int) string { return fmt.Sprintf("%s-%04d", d.o.SimPrefix, i) }
+func (d *Driver) HostName(i int) string { return fmt.Sprintf("%s-%04d", d.o.Prefix, i) }
 
 // Hosts implements driver.Driver.
 func (d *Driver) Hosts(ctx context.Context) ([]api.HostSpec, error) {
-	out := make([]api.HostSpec, d.o.SimHosts)
+	out := make([]api.HostSpec, d.o.Hosts)
 	for i := range out {
 		attrs := map[string]string{"ARCH": "x86_64", "CPU_MODEL": "simulated", "KERNEL": "sim", "RACK": fmt.Sprintf("r%d", i%4+1)}
-		for k, v := range d.o.SimLabels {
+		for k, v := range d.o.Labels {
 			attrs[k] = v
 		}
 		out[i] = api.HostSpec{Name: d.HostName(i), Kinds: []string{api.TypeVM, api.TypeContainer},
-			Capacity: api.Size{VCPUs: d.o.SimCPUs, MemoryMiB: d.o.SimMemoryMiB, DiskGiB: d.o.SimDiskGiB}, Attributes: attrs}
+			Capacity: api.Size{VCPUs: d.o.CPUs, MemoryMiB: d.o.MemoryMiB, DiskGiB: d.o.DiskGiB}, Attributes: attrs}
 	}
 	return out, nil
 }
@@ -142,7 +209,7 @@ func (d *Driver) Prepare(ctx context.Context, s driver.Spec) error {
 
 // Start implements driver.Driver.
 func (d *Driver) Start(ctx context.Context, s driver.Spec) error {
-	if err := d.sleep(ctx, d.o.SimBootDelay); err != nil {
+	if err := d.sleep(ctx, d.o.BootDelay); err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -157,7 +224,7 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) error {
 	case driver.Suspended:
 		return fmt.Errorf("%w: suspended (resume it)", driver.ErrState)
 	}
-	if d.o.SimFailRate > 0 && d.rng.Float64() < d.o.SimFailRate {
+	if d.o.FailRate > 0 && d.rng.Float64() < d.o.FailRate {
 		return fmt.Errorf("simulated boot failure on %s", s.Host)
 	}
 	d.set(s.ID, driver.Running)
@@ -186,7 +253,7 @@ func (d *Driver) change(id string, from []driver.State, to driver.State) error {
 // Stop implements driver.Driver.
 func (d *Driver) Stop(ctx context.Context, id string, force bool) error {
 	if !force {
-		if err := d.sleep(ctx, d.o.SimStopDelay); err != nil {
+		if err := d.sleep(ctx, d.o.StopDelay); err != nil {
 			return err
 		}
 	}
@@ -205,7 +272,7 @@ func (d *Driver) Resume(ctx context.Context, id string) error {
 
 // Reboot implements driver.Driver.
 func (d *Driver) Reboot(ctx context.Context, id string) error {
-	if err := d.sleep(ctx, d.o.SimBootDelay); err != nil {
+	if err := d.sleep(ctx, d.o.BootDelay); err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -275,7 +342,7 @@ func (d *Driver) Recover(ctx context.Context) ([]driver.Status, error) {
 	return out, nil
 }
 
-// Sync implements driver.Syncer: the instance table is written to the
+// Sync implements driver.Driver: the instance table is written to the
 // state dir (atomically) if it changed.
 func (d *Driver) Sync() error {
 	d.syncMu.Lock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kumocloud/kumo/internal/driver"
 	"github.com/kumocloud/kumo/internal/driver/drivertest"
@@ -11,7 +12,7 @@ import (
 
 func TestConformance(t *testing.T) {
 	drivertest.Run(t, drivertest.Image{Name: "any"}, func(t *testing.T, dir string) driver.Driver {
-		d, err := New(driver.Options{StateDir: dir, SimHosts: 3})
+		d, err := New(context.Background(), driver.Common{StateDir: dir}, Config{Hosts: 3})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -20,8 +21,8 @@ func TestConformance(t *testing.T) {
 }
 
 func TestFailureInjection(t *testing.T) {
-	d, _ := New(driver.Options{SimHosts: 1, SimFailRate: 1})
 	ctx := context.Background()
+	d, _ := New(ctx, driver.Common{}, Config{Hosts: 1, FailRate: 1})
 	s := driver.Spec{ID: "x", Host: d.HostName(0)}
 	d.Prepare(ctx, s)
 	if err := d.Start(ctx, s); err == nil || !strings.Contains(err.Error(), "simulated boot failure") {
@@ -35,3 +36,44 @@ func TestFailureInjection(t *testing.T) {
 		t.Fatalf("a crashed host's instances are reported: %v", sts)
 	}
 }
+
+// TestConfig: bad settings are refused naming the flag; zero ones take
+// the defaults.
+func TestConfig(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		cfg  Config
+		says string
+	}{
+		{Config{Hosts: -1}, "--sim-hosts -1"},
+		{Config{FailRate: 1.5}, "--sim-fail-rate 1.5"},
+		{Config{CPUs: -2}, "--sim-cpus -2"},
+		{Config{BootDelay: -time.Second}, "--sim-boot-delay -1s"},
+		{Config{Prefix: "Rack_1"}, `--sim-prefix "Rack_1"`},
+	} {
+		if _, err := New(ctx, driver.Common{}, tc.cfg); err == nil || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("New(%+v) = %v, want an error naming %s", tc.cfg, err, tc.says)
+		}
+	}
+	d, err := New(ctx, driver.Common{}, Config{Prefix: "rack"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, _ := d.Hosts(ctx)
+	if def := DefaultConfig(); len(hs) != def.Hosts || hs[0].Name != "rack-0000" || hs[0].Capacity.VCPUs != def.CPUs || hs[0].Capacity.MemoryMiB != def.MemoryMiB || hs[0].Capacity.DiskGiB != def.DiskGiB {
+		t.Errorf("hosts with the defaults: %+v", hs)
+	}
+	// The registry hands the driver its own config, and refuses another's.
+	if d, err := driver.New(ctx, "sim", driver.Common{}, Config{Hosts: 2}); err != nil || len(must(d.Hosts(ctx))) != 2 {
+		t.Errorf("driver.New(sim, 2 hosts): %v", err)
+	}
+	if _, err := driver.New(ctx, "sim", driver.Common{}, other{}); err == nil || !strings.Contains(err.Error(), "sim.Config") {
+		t.Errorf("driver.New(sim) with another driver's config: %v", err)
+	}
+}
+
+type other struct{}
+
+func (other) Validate() error { return nil }
+
+func must[T any](v T, _ error) T { return v }
