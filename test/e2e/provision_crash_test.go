@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/client"
+	"github.com/kumocloud/kumo/internal/driver"
+	"github.com/kumocloud/kumo/internal/driver/sim"
 )
 
 // TestKill9DuringProvision is the chaos test: 2,000 idempotent creates
@@ -122,16 +123,9 @@ func TestKill9DuringProvision(t *testing.T) {
 		return len(ins) == n && states[api.StateRunning] == n, fmt.Sprint(len(ins), states)
 	})
 	// The agent's driver runs each exactly once, on the host the cloud says.
-	ag.stop() // flushes nothing new; the file is written before every report
-	b, err := os.ReadFile(filepath.Join(ag.stateDir, "sim", "sim-instances.json"))
+	ag.stop() // flushes nothing new: the driver syncs before every report
+	simInsts, err := sim.Instances(filepath.Join(ag.stateDir, "sim"))
 	if err != nil {
-		t.Fatal(err)
-	}
-	var simInsts map[string]struct {
-		Spec  struct{ Host string }
-		State string
-	}
-	if err := json.Unmarshal(b, &simInsts); err != nil {
 		t.Fatal(err)
 	}
 	alloc := map[string]int64{}
@@ -140,7 +134,7 @@ func TestKill9DuringProvision(t *testing.T) {
 			t.Errorf("%s is instance %s; its create was answered with %q", in.Name, in.ID, id)
 		}
 		si, ok := simInsts[in.ID]
-		if !ok || si.Spec.Host != in.Host || si.State != "running" {
+		if !ok || si.Host != in.Host || si.State != driver.Running {
 			t.Errorf("%s: cloud says RUNNING on %s; driver has %+v (present %v)", in.Name, in.Host, si, ok)
 		}
 		alloc[in.Host] += in.Size.MemoryMiB

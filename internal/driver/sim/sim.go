@@ -5,6 +5,7 @@
 package sim
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -99,8 +100,14 @@ type Driver struct {
 	insts  map[string]*instance
 	down   map[string]bool
 	rng    *rand.Rand
-	dirty  bool
-	path   string
+	// changed are the instances changed since the last Sync; the state
+	// dir keeps a snapshot of the table and a journal of changes since it,
+	// so a Sync costs what changed, not the whole table (at 100,000
+	// instances, writing the table after every report batch was most of
+	// the work of a provisioning run).
+	changed   map[string]bool
+	journaled int // changes in the journal since the snapshot
+	dir       string
 }
 
 var _ driver.Driver = (*Driver)(nil)
@@ -112,22 +119,81 @@ func New(ctx context.Context, c driver.Common, cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	o := cfg.withDefaults()
-	d := &Driver{o: o, insts: map[string]*instance{}, down: map[string]bool{}, rng: rand.New(rand.NewSource(o.Seed))}
+	d := &Driver{o: o, insts: map[string]*instance{}, down: map[string]bool{}, rng: rand.New(rand.NewSource(o.Seed)), changed: map[string]bool{}, dir: c.StateDir}
 	if c.StateDir != "" {
 		if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
 			return nil, err
 		}
-		d.path = filepath.Join(c.StateDir, "sim-instances.json")
-		b, err := os.ReadFile(d.path)
-		if err == nil {
-			if err := json.Unmarshal(b, &d.insts); err != nil {
-				return nil, fmt.Errorf("sim state %s: %w", d.path, err)
-			}
-		} else if !os.IsNotExist(err) {
+		insts, n, err := load(c.StateDir)
+		if err != nil {
 			return nil, err
 		}
+		d.insts, d.journaled = insts, n
 	}
 	return d, nil
+}
+
+// Files of the state dir: the table as of the last snapshot, and the
+// changes since, one JSON line each ({"id": ..., "instance": ... or null
+// once it is gone}).
+const (
+	snapshotFile = "sim-instances.json"
+	journalFile  = "sim-journal.jsonl"
+)
+
+type journalLine struct {
+	ID       string    `json:"id"`
+	Instance *instance `json:"instance"`
+}
+
+// Instance is what the simulator keeps of an instance, as Instances reads
+// it back (tests check what a simulated host runs).
+type Instance struct {
+	Host  string
+	State driver.State
+}
+
+// Instances reads what the simulator of a state dir has, as a restart
+// would find it.
+func Instances(stateDir string) (map[string]Instance, error) {
+	insts, _, err := load(stateDir)
+	out := make(map[string]Instance, len(insts))
+	for id, in := range insts {
+		out[id] = Instance{Host: in.Spec.Host, State: in.State}
+	}
+	return out, err
+}
+
+// load reads the snapshot and replays the journal over it; a last line
+// cut short by a crash was never synced, so it is not applied.
+func load(dir string) (map[string]*instance, int, error) {
+	insts := map[string]*instance{}
+	b, err := os.ReadFile(filepath.Join(dir, snapshotFile))
+	if err == nil {
+		if err := json.Unmarshal(b, &insts); err != nil {
+			return nil, 0, fmt.Errorf("sim state %s: %w", filepath.Join(dir, snapshotFile), err)
+		}
+	} else if !os.IsNotExist(err) {
+		return nil, 0, err
+	}
+	j, err := os.ReadFile(filepath.Join(dir, journalFile))
+	if err != nil && !os.IsNotExist(err) {
+		return nil, 0, err
+	}
+	n := 0
+	for _, line := range bytes.Split(j, []byte("\n")) {
+		var jl journalLine
+		if len(line) == 0 || json.Unmarshal(line, &jl) != nil || jl.ID == "" {
+			continue
+		}
+		if jl.Instance == nil {
+			delete(insts, jl.ID)
+		} else {
+			insts[jl.ID] = jl.Instance
+		}
+		n++
+	}
+	return insts, n, nil
 }
 
 // Name implements driver.Driver.
@@ -193,7 +259,8 @@ func (d *Driver) sleep(ctx context.Context, t time.Duration) error {
 }
 
 func (d *Driver) set(id string, st driver.State) {
-	d.insts[id].State, d.insts[id].Since, d.dirty = st, time.Now(), true
+	d.insts[id].State, d.insts[id].Since = st, time.Now()
+	d.changed[id] = true
 }
 
 // Prepare implements driver.Driver.
@@ -302,7 +369,7 @@ func (d *Driver) Cleanup(ctx context.Context, id string, keepSaved bool) error {
 			return nil
 		}
 		delete(d.insts, id)
-		d.dirty = true
+		d.changed[id] = true
 	}
 	return nil
 }
@@ -342,28 +409,89 @@ func (d *Driver) Recover(ctx context.Context) ([]driver.Status, error) {
 	return out, nil
 }
 
-// Sync implements driver.Driver: the instance table is written to the
-// state dir (atomically) if it changed.
+// Sync implements driver.Driver: what changed since the last Sync is
+// appended to the journal and synced to disk; once the journal holds as
+// many changes as the table has instances (and at least 1,000), a new
+// snapshot replaces both.
 func (d *Driver) Sync() error {
 	d.syncMu.Lock()
 	defer d.syncMu.Unlock()
 	d.mu.Lock()
-	if !d.dirty || d.path == "" {
+	if len(d.changed) == 0 || d.dir == "" {
 		d.mu.Unlock()
 		return nil
 	}
-	b, err := json.Marshal(d.insts)
-	d.dirty = false
+	changed := d.changed
+	d.changed = map[string]bool{}
+	compact := d.journaled+len(changed) >= max(1000, len(d.insts))
+	var b []byte
+	var err error
+	if compact {
+		b, err = json.Marshal(d.insts)
+	} else {
+		var buf bytes.Buffer
+		for id := range changed {
+			var in *instance
+			if cur, ok := d.insts[id]; ok {
+				c := *cur
+				in = &c
+			}
+			line, _ := json.Marshal(journalLine{ID: id, Instance: in})
+			buf.Write(append(line, '\n'))
+		}
+		b = buf.Bytes()
+	}
 	d.mu.Unlock()
+	if err == nil {
+		if compact {
+			err = d.snapshot(b)
+		} else {
+			err = d.appendJournal(b)
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err != nil {
+		for id := range changed { // written again by the next Sync
+			d.changed[id] = true
+		}
+		return err
+	}
+	if compact {
+		d.journaled = 0
+	} else {
+		d.journaled += len(changed)
+	}
+	return nil
+}
+
+// snapshot replaces the table and empties the journal, in that order: a
+// crash between the two replays changes the snapshot already holds, which
+// is harmless.
+func (d *Driver) snapshot(table []byte) error {
+	if err := atomicfile.Write(filepath.Join(d.dir, snapshotFile), table, 0o600); err != nil {
+		return err
+	}
+	if err := os.Truncate(filepath.Join(d.dir, journalFile), 0); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return nil
+}
+
+func (d *Driver) appendJournal(lines []byte) error {
+	f, err := os.OpenFile(filepath.Join(d.dir, journalFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
-	if err = atomicfile.Write(d.path, b, 0o600); err != nil {
-		d.mu.Lock()
-		d.dirty = true
-		d.mu.Unlock()
+	if _, err := f.Write(lines); err != nil {
+		f.Close()
+		return err
 	}
-	return err
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // Logs implements driver.Logger: the simulator's story of the instance.
