@@ -2,10 +2,12 @@ package compute
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/hosts"
 	"github.com/kumocloud/kumo/internal/reqctx"
 )
@@ -65,7 +67,13 @@ func (svc *Service) Assignments(ctx context.Context, agent *hosts.AgentPrincipal
 // one of the agent's hosts, start from the state the instance is in, and
 // be a move the agent table allows; others are rejected (and listed).
 // Several reports for one instance are applied in order in one write.
-func (svc *Service) Report(ctx context.Context, agent *hosts.AgentPrincipal, reports []api.InstanceReport) api.AgentReportResult {
+//
+// A report is never dropped because the store failed: then Report returns
+// an error (the agent is answered 503) and the agent sends the batch
+// again - harmless for the reports that were written, which no longer
+// start from the instance's state and are skipped. A report lost that way
+// left an instance PROLOG for ever on a host that ran it.
+func (svc *Service) Report(ctx context.Context, agent *hosts.AgentPrincipal, reports []api.InstanceReport) (api.AgentReportResult, error) {
 	ctx = reqctx.WithActor(ctx, "agent:"+agent.Name)
 	res := api.AgentReportResult{Revisions: map[string]int64{}}
 	byID := map[string][]api.InstanceReport{}
@@ -127,6 +135,9 @@ func (svc *Service) Report(ctx context.Context, agent *hosts.AgentPrincipal, rep
 			// The cache may be behind the agent's previous report.
 			svc.cache.mu.RUnlock()
 			fresh, frev, err := svc.get(ctx, e.rec.Project, e.rec.Name)
+			if err != nil && !errors.Is(err, errs.ErrNotFound) {
+				return res, err
+			}
 			ok := err == nil && apply(&fresh, rs)
 			svc.cache.mu.RLock()
 			if !ok {
@@ -138,14 +149,17 @@ func (svc *Service) Report(ctx context.Context, agent *hosts.AgentPrincipal, rep
 		changes = append(changes, change{rec: rec, rev: rev, redo: func(f *record) bool { return apply(f, rs) }})
 	}
 	svc.cache.mu.RUnlock()
-	revs, _ := svc.writeBatch(ctx, changes)
+	revs, _, werr := svc.writeBatch(ctx, changes)
 	res.Applied, res.Revisions = len(revs), revs
 	for _, c := range changes {
 		if _, ok := revs[c.rec.ID]; !ok {
 			res.Rejected = append(res.Rejected, c.rec.ID)
 		}
 	}
-	return res
+	if werr != nil {
+		return res, errs.Unavailable("writing the reports: %v; send them again", werr)
+	}
+	return res, nil
 }
 
 // agentMayReportFor checks a move against the agent table, given the

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -422,9 +423,9 @@ func TestHostAndInstancesChangeTogether(t *testing.T) {
 	sync()
 	// The agent is back and reports a: the host is ONLINE first.
 	in, _, _ := svc.Get(ctx, "p", "a")
-	res := svc.Report(ctx, principal, []api.InstanceReport{{ID: in.ID, Host: "h", From: api.StateUnknown, To: api.StateRunning}})
-	if res.Applied != 1 {
-		t.Fatalf("report: %+v", res)
+	res, err := svc.Report(ctx, principal, []api.InstanceReport{{ID: in.ID, Host: "h", From: api.StateUnknown, To: api.StateRunning}})
+	if err != nil || res.Applied != 1 {
+		t.Fatalf("report: %+v %v", res, err)
 	}
 	h, _ := hs.Get(ctx, "h")
 	akv, _ := ms.Get(ctx, instanceKey("p", "a"))
@@ -521,5 +522,68 @@ func TestCacheSumsFollowInstances(t *testing.T) {
 	}
 	if got := c.groupHosts(); fmt.Sprint(got) != fmt.Sprint(wantG) {
 		t.Fatalf("groups %v, recount %v", got, wantG)
+	}
+}
+
+// failingStore fails every transaction while failing is set, as a store
+// that lost its disk or its quorum does.
+type failingStore struct {
+	store.Store
+	failing atomic.Bool
+}
+
+func (f *failingStore) Txn(ctx context.Context, conds []store.Cond, ops []store.Op) (int64, error) {
+	if f.failing.Load() {
+		return 0, errors.New("disk I/O error")
+	}
+	return f.Store.Txn(ctx, conds, ops)
+}
+
+// TestReportNotLostWhenTheStoreFails: a report the store could not write
+// is answered with an error (the agent sends it again), never dropped as
+// "rejected" - that left an instance PROLOG for ever on a host running it.
+func TestReportNotLostWhenTheStoreFails(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ms := &failingStore{Store: seeded(t, 5)}
+	hs := hosts.New(ms, strings.Repeat("a", 64), time.Minute)
+	jt, _ := hs.CreateJoinToken(ctx, api.JoinTokensPost{})
+	ag, err := hs.Join(ctx, api.AgentsPost{JoinToken: jt.Token, Name: "a", Driver: "sim", Hosts: []api.HostSpec{{Name: "h", Kinds: []string{"vm"}, Capacity: api.Size{VCPUs: 8, MemoryMiB: 8192, DiskGiB: 100}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	principal, err := hs.Authenticate(ctx, ag.Credential)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := New(ms, hs, "", slog.New(slog.DiscardHandler), Deps{})
+	go svc.cache.run(ctx, ms, svc.log)
+	svc.Ready(ctx)
+	if _, err := svc.Create(ctx, "p", api.InstancesPost{Name: "a", Type: "vm", Flavor: "small", Image: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	hs.Heartbeat([]string{"h"}, api.Heartbeat{})
+	var in api.Instance
+	for in.State != api.StateProlog {
+		rev, _ := ms.Revision(ctx)
+		svc.cache.waitRev(ctx, rev)
+		svc.scheduleOnce(ctx)
+		in, _, _ = svc.Get(ctx, "p", "a")
+		if ctx.Err() != nil {
+			t.Fatalf("never placed: %+v", in)
+		}
+	}
+	boot := []api.InstanceReport{{ID: in.ID, Host: "h", From: api.StateProlog, To: api.StateBoot}}
+	ms.failing.Store(true)
+	res, err := svc.Report(ctx, principal, boot)
+	if !errors.Is(err, errs.ErrUnavailable) || res.Applied != 0 {
+		t.Fatalf("report while the store fails: %+v %v, want unavailable", res, err)
+	}
+	ms.failing.Store(false)
+	if res, err := svc.Report(ctx, principal, boot); err != nil || res.Applied != 1 {
+		t.Fatalf("the report sent again: %+v %v", res, err)
+	}
+	if in, _, _ := svc.Get(ctx, "p", "a"); in.State != api.StateBoot {
+		t.Fatalf("after the report: %s", in.State)
 	}
 }

@@ -652,7 +652,13 @@ func (svc *Service) write(ctx context.Context, r *record, rev int64) (int64, err
 // writeBatch writes many changed records in few transactions (CAS on each);
 // a batch that conflicts is retried one record at a time. fn re-applies the
 // change to a freshly read record and says whether it still applies.
-func (svc *Service) writeBatch(ctx context.Context, changes []change) (revs map[string]int64, lastRev int64) {
+//
+// A change that no longer applies is left out of revs; one that could not
+// be written (the store failed, or it kept conflicting) is left out too and
+// also makes err non-nil: a caller that must not lose the change (an
+// agent's report) tells its sender to try again, and the loops that call
+// it redo the change on their next round anyway.
+func (svc *Service) writeBatch(ctx context.Context, changes []change) (revs map[string]int64, lastRev int64, err error) {
 	revs = map[string]int64{}
 	const chunk = 50
 	for i := 0; i < len(changes); i += chunk {
@@ -670,26 +676,29 @@ func (svc *Service) writeBatch(ctx context.Context, changes []change) (revs map[
 			ops = append(ops, store.PutJSON(key, c.rec), c.rec.event(ctx))
 		}
 		if simple {
-			rev, err := svc.s.Txn(ctx, conds, ops)
-			if err == nil {
+			rev, terr := svc.s.Txn(ctx, conds, ops)
+			if terr == nil {
 				for _, c := range part {
 					revs[c.rec.ID] = rev
 				}
 				lastRev = max(lastRev, rev)
 				continue
 			}
-			if !errors.Is(err, store.ErrConflict) {
-				svc.log.Warn("batch write", "err", err)
+			if !errors.Is(terr, store.ErrConflict) {
+				svc.log.Warn("batch write", "err", terr)
 			}
 		}
 		for _, c := range part {
-			if rev, ok := svc.writeOne(ctx, c); ok {
+			rev, ok, werr := svc.writeOne(ctx, c)
+			if ok {
 				revs[c.rec.ID] = rev
 				lastRev = max(lastRev, rev)
+			} else if werr != nil && err == nil {
+				err = werr
 			}
 		}
 	}
-	return revs, lastRev
+	return revs, lastRev, err
 }
 
 // change is a record to write at a revision, with how to redo it on a
@@ -700,23 +709,35 @@ type change struct {
 	redo func(*record) bool
 }
 
-func (svc *Service) writeOne(ctx context.Context, c change) (int64, bool) {
+// writeOne writes one change, redoing it on a fresh copy after a conflict.
+// ok false with a nil error: the change no longer applies (or the instance
+// is gone); an error: it was not written and still may apply.
+func (svc *Service) writeOne(ctx context.Context, c change) (rev int64, ok bool, err error) {
 	rec, rev := c.rec, c.rev
 	for attempt := 0; attempt < 10; attempt++ {
 		nrev, err := svc.write(ctx, &rec, rev)
 		if err == nil {
-			return nrev, true
+			return nrev, true, nil
 		}
-		if !errors.Is(err, store.ErrConflict) || c.redo == nil {
-			return 0, false
+		if !errors.Is(err, store.ErrConflict) {
+			return 0, false, err
+		}
+		if c.redo == nil {
+			return 0, false, nil
 		}
 		fresh, frev, gerr := svc.get(ctx, c.rec.Project, c.rec.Name)
-		if gerr != nil || !c.redo(&fresh) {
-			return 0, false
+		if errors.Is(gerr, errs.ErrNotFound) {
+			return 0, false, nil
+		}
+		if gerr != nil {
+			return 0, false, gerr
+		}
+		if !c.redo(&fresh) {
+			return 0, false, nil
 		}
 		rec, rev = fresh, frev
 	}
-	return 0, false
+	return 0, false, errs.Unavailable("instance %s kept changing under the write; try again", c.rec.Name)
 }
 
 // PlacedNICs lists the ports of every instance on a host, and the hosts'

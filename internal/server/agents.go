@@ -119,7 +119,11 @@ func (s *Server) postReports(r *request) response.Response {
 	if err := decodeBody(r.Request, &req); err != nil {
 		return response.Error(err)
 	}
-	return response.OK(s.compute.Report(r.Context(), r.agent, req.Instances))
+	res, err := s.compute.Report(r.Context(), r.agent, req.Instances)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(res)
 }
 
 func (s *Server) getAgentNetworks(r *request) response.Response {

@@ -92,7 +92,10 @@ func (m *meterCloud) report(name string, states ...api.State) {
 	// The cache must know the instance's current state first.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		res := m.s.compute.Report(context.Background(), m.agent, reps)
+		res, err := m.s.compute.Report(context.Background(), m.agent, reps)
+		if err != nil {
+			panic(err)
+		}
 		if res.Applied == 1 {
 			return
 		}

@@ -110,6 +110,16 @@ func TestKill9DuringProvision(t *testing.T) {
 		}
 	}()
 	var ins []api.Instance
+	defer func() {
+		if t.Failed() { // what kept some from RUNNING: their histories
+			for _, in := range ins {
+				if in.State != api.StateRunning {
+					h, err := sock.InstanceHistory(ctx, "bench", in.Name)
+					t.Logf("%s (%s) on %s: %s; history %+v %v", in.Name, in.ID, in.Host, in.State, h, err)
+				}
+			}
+		}
+	}()
 	eventually(t, 120*time.Second, "all instances RUNNING", func() (bool, string) {
 		var err error
 		ins, err = sock.Instances(ctx, "bench", false, client.ListOptions{})
