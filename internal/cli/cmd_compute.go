@@ -59,6 +59,7 @@ func (a *app) instanceCmd() *cobra.Command {
 	f.StringVar(&req.Requirements, "requirements", "", "host requirement expression, e.g. 'RACK = \"r1\" & FREE_MEM > 2048'")
 	f.StringVar(&req.Rank, "rank", "", "rank expression; the host where it is highest wins, e.g. FREE_CPU")
 	f.StringVar(&req.ServerGroup, "server-group", "", "server group (affinity / anti-affinity)")
+	f.BoolVar(&req.HA, "ha", false, "high availability: recreated on another host when its host is lost past the fence timeout (docs/ha.md)")
 	f.StringVar(&userDataFile, "user-data", "", "file whose content is handed to the instance")
 	f.StringArrayVarP(&labels, "label", "l", nil, "label KEY=VALUE (repeatable)")
 	f.StringArrayVar(&req.Networks, "network", nil, "attach to this network: eth0, eth1... in order (repeatable; owner/name for a shared one)")

@@ -19,7 +19,7 @@ func assignment(e *entry) api.Assignment {
 		host = r.home()
 	}
 	return api.Assignment{ID: r.ID, Project: r.Project, Name: r.Name, Type: r.Type, Host: host, Size: r.Size,
-		Image: r.Image, ImageSHA256: r.ImageSHA256, UserData: r.UserData, State: r.State, Action: r.Action, Revision: e.rev, NICs: r.NICs, Nesting: r.Nesting}
+		Image: r.Image, ImageSHA256: r.ImageSHA256, UserData: r.UserData, State: r.State, Action: r.Action, Revision: e.rev, NICs: r.NICs, Nesting: r.Nesting, HA: r.HA}
 }
 
 // assignedTo says whether an agent's hosts have the instance: it runs

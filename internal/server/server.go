@@ -81,6 +81,10 @@ type Config struct {
 	// HostGrace is how long a host may miss heartbeats before it is
 	// OFFLINE (default 15 s).
 	HostGrace time.Duration
+	// HAFenceTimeout is how long an HA instance's host stays lost before
+	// the instance is recreated elsewhere (default 60 s; it must exceed
+	// the agents' fence grace by a margin, docs/ha.md).
+	HAFenceTimeout time.Duration
 	// SchedulerPolicy: packing (default), striping or load-aware.
 	SchedulerPolicy string
 	// LocalDriver, when set, runs an agent inside the server for these
@@ -261,7 +265,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	}
 	s.networks = network.New(st, cfg.Clock, later, cfg.EgressNAT)
 	s.compute = compute.New(st, s.hosts, cfg.SchedulerPolicy, cfg.Logger.With("component", "compute"),
-		compute.Deps{Images: s.images, Ports: s.networks, Clock: cfg.Clock})
+		compute.Deps{Images: s.images, Ports: s.networks, Clock: cfg.Clock, FenceTimeout: cfg.HAFenceTimeout})
 	later.c = s.compute
 	s.meter = metering.New(st, metering.Config{Currency: cfg.Currency, Clock: cfg.Clock, Every: cfg.BudgetEvery, Logger: cfg.Logger.With("component", "metering")},
 		meteredInstances{s.compute}, meteredImages{s.images}, projectBudgets{s.ids})
