@@ -79,7 +79,7 @@ func (d *driverFlags) configs(flag, list string) (driver.Configs, error) {
 func agentCommand(root *cobra.Command) {
 	var (
 		server, token, name, stateDir, drv, logLevel, hostName string
-		heartbeat                                              time.Duration
+		heartbeat, fenceGrace                                  time.Duration
 		drivers                                                driverFlags
 	)
 	cmd := &cobra.Command{
@@ -107,7 +107,7 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 			if err != nil {
 				return err
 			}
-			a, err := agent.New(cmd.Context(), agent.Config{Conn: conn, Driver: d, HeartbeatEvery: heartbeat, Log: log, VTEP: drivers.vtep, Uplinks: drivers.uplinks})
+			a, err := agent.New(cmd.Context(), agent.Config{Conn: conn, Driver: d, HeartbeatEvery: heartbeat, FenceGrace: fenceGrace, Log: log, VTEP: drivers.vtep, Uplinks: drivers.uplinks})
 			if err != nil {
 				return err
 			}
@@ -123,6 +123,7 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 	f.StringVar(&stateDir, "state-dir", "/var/lib/kumo-agent", "credential and driver state")
 	f.StringVar(&drv, "driver", "container", "driver: container (runc), qemu (VMs), container,qemu (both) or sim")
 	f.DurationVar(&heartbeat, "heartbeat", 5*time.Second, "heartbeat interval")
+	f.DurationVar(&fenceGrace, "fence-grace", 30*time.Second, "stop this host's HA instances when the server has not answered for this long (self-fencing; 0: never, and they are never recreated elsewhere); keep it 5s under the server's --ha-fence-timeout")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	drivers.register(f)
 	root.AddCommand(cmd)

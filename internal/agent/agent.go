@@ -46,6 +46,10 @@ type Config struct {
 	// list and reconciles the driver with it (default 30 s; it also does
 	// at start and whenever the server was out of reach).
 	ResyncEvery time.Duration
+	// FenceGrace: when the agent has not reached its server for this
+	// long, it stops its HA instances itself (fence.go; 0: it does not,
+	// and the server never recreates them elsewhere).
+	FenceGrace time.Duration
 	// Workers bounds instances handled at once (default 64).
 	Workers int
 	Log     *slog.Logger
@@ -73,6 +77,7 @@ type Agent struct {
 	sessions  *sessionJob
 	kickUsage chan struct{}
 	kickBeat  chan struct{}
+	fence     *fencer
 }
 
 // New makes an agent from its driver: the connection is opened (the
@@ -116,8 +121,15 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("driver %s: fingerprint: %w", cfg.Driver.Name(), err)
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, hostSet: map[string]bool{}, kickUsage: make(chan struct{}, 1), kickBeat: make(chan struct{}, 1)}
+	// Fencing starts before the server is reached: an agent restarted
+	// while cut off from it must not let its HA instances run on.
+	if a.fence, err = newFencer(cfg.Driver, cfg.StateDir, cfg.FenceGrace, cfg.Log); err != nil {
+		return nil, err
+	}
+	go a.fence.run(ctx)
 	for i, h := range specs {
 		a.hostSet[h.Name] = true
+		specs[i].FenceGraceSeconds = int64((cfg.FenceGrace + time.Second - 1) / time.Second)
 		if cfg.Network != nil && h.Address == "" {
 			specs[i].Address = cfg.Network.VTEP().String()
 		}
@@ -144,6 +156,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	// told by a heartbeat at once (operators and tests wait for it).
 	tell := instanceNews{readiness: kick(a.kickUsage), reconciled: kick(a.kickBeat)}
 	a.inst = newInstances(a.srv, cfg.Driver, a.net, cfg.Workers, cfg.ResyncEvery, tell, started, cfg.Log)
+	a.inst.fence = a.fence
 	a.sessions = &sessionJob{src: a.srv, d: cfg.Driver, tempDir: cfg.StateDir, log: cfg.Log}
 	return a, nil
 }
