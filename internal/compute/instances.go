@@ -145,6 +145,7 @@ type Service struct {
 	images  Images
 	ports   Ports
 	ha      haConfig
+	mover   Mover
 }
 
 // Images is what the compute service needs of the image service: the

@@ -151,6 +151,8 @@ func Endpoints() []Endpoint {
 		{Method: "GET", Path: "/v1/hosts/{host}", Perm: PermCloudAdmin, Summary: "Show a host", handler: (*Server).getHost},
 		{Method: "PATCH", Path: "/v1/hosts/{host}", Perm: PermCloudAdmin, Summary: "Enable, disable, drain a host; labels; ratios", handler: (*Server).patchHost},
 		{Method: "DELETE", Path: "/v1/hosts/{host}", Perm: PermCloudAdmin, Summary: "Delete a host holding no live instances (its agent may then bring it again, or another may)", handler: (*Server).deleteHost},
+		{Method: "GET", Path: "/v1/consolidation", Perm: PermCloudAdmin, Summary: "The plan that would empty the least-used hosts onto the others (nothing moves)", handler: (*Server).getConsolidation},
+		{Method: "POST", Path: "/v1/consolidation", Perm: PermCloudAdmin, Summary: "Apply a consolidation plan by migration (409 while migration is not available)", handler: (*Server).postConsolidation},
 		{Method: "POST", Path: "/v1/join-tokens", Perm: PermCloudAdmin, Summary: "Make a join token for agents", handler: (*Server).postJoinTokens},
 		{Method: "GET", Path: "/v1/join-tokens", Perm: PermCloudAdmin, Summary: "List join tokens", handler: (*Server).getJoinTokens},
 		{Method: "DELETE", Path: "/v1/join-tokens/{id}", Perm: PermCloudAdmin, Summary: "Revoke a join token", handler: (*Server).deleteJoinToken},

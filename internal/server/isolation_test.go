@@ -125,6 +125,8 @@ func matrixCases() []matrixCase {
 		{"POST", "/v1/agents/{agent}/sessions/nope", map[string]any{"output": "", "exit_code": 0}, agentOnly + " ag:404"},
 
 		{"GET", "/v1/hosts", nil, admins},
+		{"GET", "/v1/consolidation", nil, admins},
+		{"POST", "/v1/consolidation", nil, "cA:409 pA:403 pM:403 pR:403 qA:403" + bad},
 		{"GET", "/v1/hosts/h1", nil, admins},
 		{"PATCH", "/v1/hosts/h1", map[string]any{"enabled": false}, admins},
 		{"DELETE", "/v1/hosts/h1", nil, "cA:204 pA:403 pM:403 pR:403 qA:403" + bad},
