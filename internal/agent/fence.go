@@ -93,7 +93,7 @@ func newFencer(d driver.Driver, stateDir string, grace time.Duration, log *slog.
 	return f, nil
 }
 
-func (f *fencer) enabled() bool { return f.grace > 0 }
+func (f *fencer) enabled() bool { return f != nil && f.grace > 0 }
 
 // saveLocked writes fence.json; called with mu held.
 func (f *fencer) saveLocked() {
@@ -164,6 +164,9 @@ func (f *fencer) forget(id string) {
 // reason is the fencing reason of an instance this agent fenced ("" if
 // it did not).
 func (f *fencer) reason(id string) string {
+	if !f.enabled() {
+		return ""
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.state.Fenced[id]

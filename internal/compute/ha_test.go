@@ -162,6 +162,14 @@ func TestHARecreatesAfterFenceTimeout(t *testing.T) {
 	}
 	env.sync(svc)
 	env.run(svc, "a", "b", "c")
+	// a has a port (as if made at create): it keeps it, address and all.
+	nic := api.InstanceNIC{Network: "app", Port: "a-eth0", PortID: "p1", MAC: "02:00:0a:00:00:05", IP: "10.0.0.5", VNI: 7, CIDR: "10.0.0.0/24"}
+	r, rev, _ := svc.get(ctx, "p", "a")
+	r.NICs = []api.InstanceNIC{nic}
+	if _, err := svc.write(ctx, &r, rev); err != nil {
+		t.Fatal(err)
+	}
+	env.sync(svc)
 	env.loseH1(svc)
 	for _, n := range []string{"a", "b", "c"} {
 		if in, _ := env.get(svc, n); in.State != api.StateUnknown || in.Host != "h1" {
@@ -211,6 +219,12 @@ func TestHARecreatesAfterFenceTimeout(t *testing.T) {
 		if in, _ := env.get(svc2, n); in.State != api.StateProlog || in.Host != "h2" {
 			t.Fatalf("%s: %s on %s", n, in.State, in.Host)
 		}
+	}
+	if in, _ := env.get(svc2, "a"); len(in.NICs) != 1 || in.NICs[0].IP != nic.IP || in.NICs[0].MAC != nic.MAC {
+		t.Fatalf("a's ports after the move: %+v", in.NICs)
+	}
+	if nics, _ := svc2.PlacedNICs(); len(nics) != 1 || nics[0].Host != "h2" {
+		t.Fatalf("a's port is placed on %+v", nics)
 	}
 	alloc, counts := svc2.HostUsage()
 	if counts["h1"] != 1 || counts["h2"] != 2 || alloc["h1"].MemoryMiB != 2048 || alloc["h2"].MemoryMiB != 2048+512 {
