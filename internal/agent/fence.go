@@ -58,8 +58,7 @@ type fencer struct {
 
 	mu    sync.Mutex
 	state fenceFile
-	// saved is when LastContact was last written (it is written at most
-	// every grace/4: losing a few seconds of it only fences sooner).
+	// saved is when fence.json was last written.
 	saved time.Time
 }
 
@@ -113,7 +112,10 @@ func (f *fencer) contact() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.state.LastContact = time.Now().UTC()
-	if time.Since(f.saved) >= f.grace/4 {
+	// Written only while it matters (track writes it with the first HA
+	// instance), at most every grace/4: a few seconds lost only fence
+	// sooner.
+	if len(f.state.HA) > 0 && time.Since(f.saved) >= f.grace/4 {
 		f.saveLocked()
 	}
 }
