@@ -35,8 +35,8 @@ import (
 // instance POWEROFF with a reason starting with api.SelfFenced, and the
 // server's HA controller starts it again - the server decides, always.
 //
-// A killed agent fences nothing: it takes a host watchdog (not built yet)
-// to stop the instances of an agent that is dead rather than cut off.
+// A killed agent fences nothing itself: its watchdog (watchdog.go), a
+// process of its own that outlives it, does.
 
 // fenceFile is fence.json.
 type fenceFile struct {
@@ -46,6 +46,8 @@ type fenceFile struct {
 	HA map[string]string `json:"ha"`
 	// Fenced are those it stopped, with the reason it reports.
 	Fenced map[string]string `json:"fenced,omitempty"`
+	// GraceMillis is the agent's fence grace (the watchdog reads it).
+	GraceMillis int64 `json:"grace_ms"`
 }
 
 // fencer keeps an agent's HA instances from outliving its contact with
@@ -64,32 +66,43 @@ type fencer struct {
 
 // newFencer loads fence.json (grace 0: no self-fencing, and nothing kept).
 func newFencer(d driver.Driver, stateDir string, grace time.Duration, log *slog.Logger) (*fencer, error) {
-	f := &fencer{grace: grace, d: d, path: filepath.Join(stateDir, "fence.json"), log: log,
-		state: fenceFile{HA: map[string]string{}, Fenced: map[string]string{}}}
+	f := &fencer{grace: grace, d: d, path: fencePath(stateDir), log: log,
+		state: fenceFile{HA: map[string]string{}, Fenced: map[string]string{}, GraceMillis: grace.Milliseconds()}}
 	if grace <= 0 {
 		return f, nil
 	}
-	b, err := os.ReadFile(f.path)
+	st, err := readFenceFile(f.path)
+	if err != nil {
+		return nil, err
+	}
+	// Without a file (first start) the agent never reached its server and
+	// holds nothing.
+	f.state.HA, f.state.Fenced, f.state.LastContact = st.HA, st.Fenced, st.LastContact
+	return f, nil
+}
+
+func fencePath(stateDir string) string { return filepath.Join(stateDir, "fence.json") }
+
+// readFenceFile reads fence.json (empty maps when there is none).
+func readFenceFile(path string) (fenceFile, error) {
+	st := fenceFile{}
+	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		// First start: the agent never reached its server, and holds
-		// nothing.
 	case err != nil:
-		return nil, err
+		return st, err
 	default:
-		var st fenceFile
 		if err := json.Unmarshal(b, &st); err != nil {
-			return nil, fmt.Errorf("%s: %w", f.path, err)
+			return st, fmt.Errorf("%s: %w", path, err)
 		}
-		if st.HA != nil {
-			f.state.HA = st.HA
-		}
-		if st.Fenced != nil {
-			f.state.Fenced = st.Fenced
-		}
-		f.state.LastContact = st.LastContact
 	}
-	return f, nil
+	if st.HA == nil {
+		st.HA = map[string]string{}
+	}
+	if st.Fenced == nil {
+		st.Fenced = map[string]string{}
+	}
+	return st, nil
 }
 
 func (f *fencer) enabled() bool { return f != nil && f.grace > 0 }

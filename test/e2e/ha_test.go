@@ -98,13 +98,14 @@ func (env *haHosts) once() string {
 	return "ha1: " + s1 + ", ha2: " + s2
 }
 
-// fencedAndMoved waits for ha1's agent to fence web and the server to
-// recreate it on ha2, and checks the history says why.
-func (env *haHosts) fencedAndMoved() {
+// fencedAndMoved waits for ha1's agent (or its watchdog, whose log says
+// so) to fence web and the server to recreate it on ha2, and checks the
+// history says why.
+func (env *haHosts) fencedAndMoved(log func() string) {
 	t := env.t
-	eventually(t, 30*time.Second, "ha1's agent fences web", func() (bool, string) {
+	eventually(t, 30*time.Second, "ha1 fences web", func() (bool, string) {
 		st := env.once()
-		return runcStatus(env.dir1, env.web.ID) != "running" && strings.Contains(env.a1.out.String(), "fencing: stopped an HA instance"), st + env.a1.out.String()
+		return runcStatus(env.dir1, env.web.ID) != "running" && strings.Contains(log(), "stopped an HA instance"), st + log()
 	})
 	eventually(t, 90*time.Second, "web recreated and RUNNING on ha2", func() (bool, string) {
 		st := env.once()
@@ -152,7 +153,7 @@ func (env *haHosts) backOnce() {
 func TestHAFenceAndRecreate(t *testing.T) {
 	env := startHAHosts(t)
 	ipIn(t, env.h1, "link", "set", "ul1", "down")
-	env.fencedAndMoved()
+	env.fencedAndMoved(env.a1.out.String)
 	env.backOnce()
 }
 
@@ -169,6 +170,23 @@ func TestHAAgentKilledAndRestartedCutOff(t *testing.T) {
 	}
 	ipIn(t, env.h1, "link", "set", "ul1", "down")
 	env.a1.start()
-	env.fencedAndMoved()
+	env.fencedAndMoved(env.a1.out.String)
+	env.backOnce()
+}
+
+// TestHAAgentKilledStaysDead: the agent holding an --ha container is
+// killed (-9) and stays dead while its host runs on: its watchdog, a
+// process of its own, stops the container once the agent's grace has
+// passed, and the server recreates it on the other host. When the agent
+// is started again it removes nothing that runs and web runs once.
+func TestHAAgentKilledStaysDead(t *testing.T) {
+	env := startHAHosts(t)
+	env.a1.kill9()
+	watchdogLog := func() string {
+		b, _ := os.ReadFile(filepath.Join(env.dir1, "fence-watchdog.log"))
+		return string(b)
+	}
+	env.fencedAndMoved(watchdogLog)
+	env.a1.start()
 	env.backOnce()
 }
