@@ -109,6 +109,11 @@ func (s *Server) wrap(ep Endpoint) http.Handler {
 		w := &statusWriter{ResponseWriter: rw}
 		id := requestID()
 		w.Header().Set("X-Request-Id", id)
+		// API answers are data, never a page: a browser must not sniff
+		// one (a tenant's image bytes, an error echoing a name) into
+		// HTML, nor run or frame anything from it.
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Content-Security-Policy", "sandbox; default-src 'none'; frame-ancestors 'none'")
 		log := s.log.With("request", id, "method", hr.Method, "path", hr.URL.Path)
 		ctx := reqctx.WithLogger(hr.Context(), log)
 		hr = hr.WithContext(ctx)
