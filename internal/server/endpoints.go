@@ -75,6 +75,9 @@ func Endpoints() []Endpoint {
 		{Method: "GET", Path: "/v1/tokens", Perm: PermAuthenticated, Summary: "List your tokens (cloud admin: ?all=true)", handler: (*Server).getTokens},
 		{Method: "GET", Path: "/v1/tokens/{id}", Perm: PermAuthenticated, Summary: "Show a token", handler: (*Server).getToken},
 		{Method: "DELETE", Path: "/v1/tokens/{id}", Perm: PermAuthenticated, Summary: "Revoke a token", handler: (*Server).deleteToken},
+		{Method: "POST", Path: "/v1/session", Perm: PermPublic, Summary: "Log a browser in: a session cookie and a CSRF token", handler: (*Server).postSession},
+		{Method: "GET", Path: "/v1/session", Perm: PermAuthenticated, Summary: "The browser session: who, its CSRF token, its expiry", handler: (*Server).getSession},
+		{Method: "DELETE", Path: "/v1/session", Perm: PermAuthenticated, Summary: "Log out: revoke the session's token, clear its cookies", handler: (*Server).deleteSession},
 		{Method: "GET", Path: "/v1/whoami", Perm: PermAuthenticated, Summary: "Who the server thinks you are", handler: (*Server).getWhoami},
 
 		{Method: "GET", Path: "/v1/projects", Perm: PermAuthenticated, Summary: "List the projects you can see", handler: (*Server).getProjects},

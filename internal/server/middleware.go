@@ -187,6 +187,9 @@ func (s *Server) authenticate(r *http.Request) (*identity.Principal, error) {
 		return identity.LocalRoot(), nil
 	}
 	h := r.Header.Get("Authorization")
+	if c, err := r.Cookie(sessionCookie); h == "" && err == nil && c.Value != "" {
+		return s.authenticateCookie(r, c.Value)
+	}
 	if h == "" {
 		return nil, errs.Unauthorized("this needs credentials: log in with 'kumo login' or send 'Authorization: Bearer TOKEN'")
 	}
