@@ -88,9 +88,9 @@ func (s *Server) buildHandler() http.Handler {
 	for _, ep := range Endpoints() {
 		mux.Handle(ep.Method+" "+ep.Path, s.wrap(ep))
 	}
-	mux.Handle("/", s.wrap(Endpoint{Path: "unknown", Perm: PermPublic, handler: func(_ *Server, r *request) response.Response {
+	mux.Handle("/", withWebConsole(s.wrap(Endpoint{Path: "unknown", Perm: PermPublic, handler: func(_ *Server, r *request) response.Response {
 		return response.Error(errs.NotFound("no such endpoint: %s %s (see /v1/openapi.yaml)", r.Method, r.URL.Path))
-	}}))
+	}})))
 	return mux
 }
 
