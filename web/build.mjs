@@ -19,6 +19,9 @@ const result = await esbuild.build({
 const outs = Object.entries(result.metafile.outputs);
 const js = outs.find(([, o]) => o.entryPoint === 'src/main.js')[0];
 const css = outs.find(([, o]) => o.entryPoint === 'src/app.css')[0];
+// Chunks the entry imports at load time are fetched beside it, not after.
+const preload = result.metafile.outputs[js].imports.filter(i => i.kind === 'import-statement')
+  .map(i => `<link rel="modulepreload" href="/assets/${basename(i.path)}">\n`).join('');
 writeFileSync('dist/index.html', `<!doctype html>
 <html lang="en">
 <head>
@@ -26,7 +29,7 @@ writeFileSync('dist/index.html', `<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>kumo</title>
 <link rel="stylesheet" href="/assets/${basename(css)}">
-<script type="module" src="/assets/${basename(js)}"></script>
+${preload}<script type="module" src="/assets/${basename(js)}"></script>
 </head>
 <body>
 <div id="app"><noscript>kumo's web console needs JavaScript; the CLI and the REST API need none.</noscript></div>

@@ -74,28 +74,17 @@ func New() (*Handler, error) {
 }
 
 // FirstPageGzipBytes is what a browser downloads, compressed, to show the
-// first page: index.html and the assets it names (the bundles split off
-// for later pages, like the console's, are not counted).
+// first page: index.html and the assets it names (the stylesheet, the
+// entry and the chunks it imports at load time; bundles split off for
+// later pages, like the console's, are not counted).
 func (h *Handler) FirstPageGzipBytes() int {
 	n := h.index.size()
 	for name, a := range h.assets {
-		if strings.Contains(string(h.index.body), name) {
+		if bytes.Contains(h.index.body, []byte(`"`+name+`"`)) {
 			n += a.size()
-			// The entry's imports of shared chunks load at once too.
-			for chunk, c := range h.assets {
-				if chunk != name && strings.Contains(string(a.body), path.Base(chunk)) && !strings.HasSuffix(chunk, ".txt") && h.staticImport(a.body, path.Base(chunk)) {
-					n += c.size()
-				}
-			}
 		}
 	}
 	return n
-}
-
-// staticImport reports whether a bundle imports a chunk at load time
-// (`from"./chunk-X.js"`), not on demand (`import("./chunk-X.js")`).
-func (h *Handler) staticImport(body []byte, chunk string) bool {
-	return bytes.Contains(body, []byte(`from"./`+chunk+`"`)) || bytes.Contains(body, []byte(`import"./`+chunk+`"`))
 }
 
 func (a *asset) size() int {

@@ -91,7 +91,8 @@ export async function instances({project}) {
     for (const i of batch) {
       const r = rows.get(i.name);
       if (r) {
-        if (i.updated_at && r.inst.updated_at && i.updated_at < r.inst.updated_at) continue;
+        // The stream is in order; only a list fetched meanwhile can be newer.
+        if (Date.parse(i.updated_at) < Date.parse(r.inst.updated_at)) continue;
         r.inst = i;
         fill(r);
       } else {
@@ -114,7 +115,10 @@ export async function instances({project}) {
     if (!scheduled) { scheduled = true; requestAnimationFrame(flush); }
   }, () => { if (opened) refresh(); opened = true; });
   onLeave(stop);
-  load(await api.list(base + '/instances'));
+  const items = await api.list(base + '/instances');
+  performance.mark('kumo:list-fetched');
+  load(items);
+  performance.mark('kumo:list-built');
 
   return h('div',
     h('div.page-head', h('h1', 'Instances'), h('a.button.primary', {href: P(project) + '/instances/new', id: 'new-instance'}, 'Create instance')),
