@@ -28,8 +28,8 @@ export async function usage({project}) {
     replace(box,
       h('p.big', 'Total: ', h('strong', {id: 'usage-total'}, r.total.cost + ' ' + (r.currency || '')),
         ' · ' + r.total.vcpu_hours.toFixed(2) + ' vCPU-hours · ' + r.total.memory_gib_hours.toFixed(2) + ' GiB-hours of memory'),
-      barChart('Cost by ' + by.value, groups.map(g => [g.key, g.cost_micro / 1e6]), v => v.toFixed(2)),
-      barChart('vCPU-hours by ' + by.value, groups.map(g => [g.key, g.vcpu_hours]), v => v.toFixed(2)),
+      barChart('Cost by ' + by.value, groups.map(g => [g.key, g.cost_micro / 1e6]), v => v.toPrecision(3)),
+      barChart('vCPU-hours by ' + by.value, groups.map(g => [g.key, g.vcpu_hours]), v => v.toPrecision(3)),
       table([['Key', g => g.key], ['Instance-hours', g => (g.instance_seconds / 3600).toFixed(2)], ['vCPU-hours', g => g.vcpu_hours.toFixed(2)],
         ['Memory GiB-hours', g => g.memory_gib_hours.toFixed(2)], ['Storage GiB-hours', g => g.storage_gib_hours.toFixed(2)], ['Cost', g => g.cost]], groups, {label: 'Usage'}),
       h('a.button', {href: lastURL, download: 'kumo-usage-' + project + '-' + by.value + '.csv', id: 'usage-csv'}, 'Download CSV'));
