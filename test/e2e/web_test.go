@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +28,18 @@ type browser struct {
 	ctx  context.Context
 	base string
 	dir  string // screenshots
+
+	mu  sync.Mutex
+	csp []string // what the Content Security Policy refused
+}
+
+// cspViolations returns (and forgets) what the CSP refused so far.
+func (b *browser) cspViolations() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	v := b.csp
+	b.csp = nil
+	return v
 }
 
 // newBrowser starts Debian's chromium (scripts/deps.sh installs it). The
@@ -50,7 +63,20 @@ func newBrowser(t *testing.T, base string) *browser {
 		dir = t.TempDir()
 	}
 	os.MkdirAll(dir, 0o755)
-	return &browser{t: t, ctx: ctx, base: base, dir: dir}
+	b := &browser{t: t, ctx: ctx, base: base, dir: dir}
+	go func() {
+		for m, err := range chromedp.Console(ctx) {
+			if err != nil {
+				return
+			}
+			if text := m.String(); strings.Contains(text, "Content Security Policy") {
+				b.mu.Lock()
+				b.csp = append(b.csp, text)
+				b.mu.Unlock()
+			}
+		}
+	}()
+	return b
 }
 
 func (b *browser) do(steps ...chromedp.Action[chromedp.Void]) {
@@ -321,6 +347,24 @@ func TestWebConsole(t *testing.T) {
 		if !strings.Contains(b.eval("document.querySelector('main').textContent"), `note=<img src=x onerror="window.__xss=1">`) {
 			t.Fatalf("the label is not shown as text: %s", b.eval("document.querySelector('main').textContent"))
 		}
+	})
+
+	// The app lives within its policy: nothing refused on any page so far
+	// (hostile strings included).
+	if v := b.cspViolations(); len(v) > 0 {
+		t.Errorf("the Content Security Policy refused: %q", v)
+	}
+	t.Run("on a phone", func(t *testing.T) {
+		b.t = t
+		b.do(chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+		b.open("/p/default/instances", "#instances tr[data-name]")
+		if w := b.eval("document.documentElement.scrollWidth <= window.innerWidth + 1"); w != "true" {
+			t.Errorf("the page is wider than a phone: %s > %s", b.eval("document.documentElement.scrollWidth"), b.eval("window.innerWidth"))
+		}
+		b.do(chromedp.Click(chromedp.CSS(".menu-toggle")))
+		b.wait("the menu open", "getComputedStyle(document.querySelector('#nav')).display !== 'none'", 10*time.Second)
+		b.shot("phone")
+		b.do(chromedp.ResetViewport())
 	})
 
 	t.Run("console", func(t *testing.T) {
