@@ -12,12 +12,40 @@ function wsURL(project, name, kind) {
   return proto + '//' + location.host + '/v1/projects/' + encodeURIComponent(project) + '/instances/' + encodeURIComponent(name) + '/console?kind=' + kind;
 }
 
+// mirrorStyles keeps xterm.js's generated rules (which it writes into
+// <style> elements, which the page's CSP refuses) in constructed
+// stylesheets, which scripts of the page's own origin may make.
+function mirrorStyles(root) {
+  const sheets = new Map();
+  const sync = () => {
+    for (const el of root.querySelectorAll('style')) {
+      let sh = sheets.get(el);
+      if (!sh) {
+        sh = new CSSStyleSheet();
+        sheets.set(el, sh);
+        document.adoptedStyleSheets = [...document.adoptedStyleSheets, sh];
+      }
+      sh.replaceSync(el.textContent);
+    }
+  };
+  const mo = new MutationObserver(sync);
+  mo.observe(root, {subtree: true, childList: true, characterData: true});
+  sync();
+  return () => {
+    mo.disconnect();
+    const mine = new Set(sheets.values());
+    document.adoptedStyleSheets = document.adoptedStyleSheets.filter(s => !mine.has(s));
+  };
+}
+
 function terminal(box, status, project, name, kind) {
   const term = new Terminal({cursorBlink: true, convertEol: false, fontSize: 14, scrollback: 5000});
   const fit = new FitAddon();
   term.loadAddon(fit);
+  const unmirror = mirrorStyles(box);
   term.open(box);
   fit.fit();
+  term.write('\x1b[2mkumo: ' + kind + ' of ' + name + '\x1b[0m\r\n');
   // Tests and assistive tools read the screen through this.
   window.kumoTerminal = term;
   const ws = new WebSocket(wsURL(project, name, kind));
@@ -40,7 +68,7 @@ function terminal(box, status, project, name, kind) {
   term.onResize(resize);
   const onWin = () => fit.fit();
   window.addEventListener('resize', onWin);
-  return () => { window.removeEventListener('resize', onWin); ws.close(); term.dispose(); };
+  return () => { window.removeEventListener('resize', onWin); ws.close(); term.dispose(); unmirror(); };
 }
 
 function display(box, status, project, name) {
