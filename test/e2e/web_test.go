@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
@@ -364,7 +365,7 @@ func TestWebConsole(t *testing.T) {
 		b.do(chromedp.Click(chromedp.CSS(".menu-toggle")))
 		b.wait("the menu open", "getComputedStyle(document.querySelector('#nav')).display !== 'none'", 10*time.Second)
 		b.shot("phone")
-		b.do(chromedp.ResetViewport())
+		b.do(chromedp.EmulateViewport(1280, 900))
 	})
 
 	t.Run("console", func(t *testing.T) {
@@ -375,7 +376,15 @@ func TestWebConsole(t *testing.T) {
 		b.open("/p/default/instances/web-1/console?kind=shell", "#console")
 		b.wait("the console open", "document.querySelector('#console').dataset.state === 'open'", time.Minute)
 		b.do(chromedp.Click(chromedp.CSS("#console")))
-		b.do(chromedp.KeyEvent("echo hel''lo\r"))
+		// Typed as a keyboard would: the text, then Enter.
+		if _, err := chromedp.Call(b.ctx, input.InsertText, input.InsertTextParams{Text: "echo hel''lo"}); err != nil {
+			t.Fatal(err)
+		}
+		for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeRawKeyDown, input.DispatchKeyEventTypeKeyUp} {
+			if _, err := chromedp.Call(b.ctx, input.DispatchKeyEvent, input.DispatchKeyEventParams{Type: typ, Key: "Enter", Code: "Enter", WindowsVirtualKeyCode: 13, NativeVirtualKeyCode: 13}); err != nil {
+				t.Fatal(err)
+			}
+		}
 		term := `(() => { const b = window.kumoTerminal.buffer.active; let s = ''; for (let i = 0; i < b.length; i++) s += b.getLine(i).translateToString(true) + '\n'; return s; })()`
 		b.wait("hello in the terminal", term+".split('\\n').some(l => l.trim() === 'hello')", time.Minute)
 		b.shot("console")

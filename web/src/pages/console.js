@@ -66,9 +66,11 @@ function terminal(box, status, project, name, kind) {
   ws.onclose = e => { box.dataset.state = 'closed'; if (!/ended/.test(status.textContent)) status.textContent = 'Disconnected' + (e.reason ? ': ' + e.reason : ''); };
   term.onData(d => { if (ws.readyState === 1) ws.send(enc.encode(d)); });
   term.onResize(resize);
-  const onWin = () => fit.fit();
-  window.addEventListener('resize', onWin);
-  return () => { window.removeEventListener('resize', onWin); ws.close(); term.dispose(); unmirror(); };
+  // Refit whenever the box changes size (layout settling, the window, a
+  // phone turned); term.onResize tells the server.
+  const ro = new ResizeObserver(() => { try { fit.fit(); } catch { /* disposed */ } });
+  ro.observe(box);
+  return () => { ro.disconnect(); ws.close(); term.dispose(); unmirror(); };
 }
 
 function display(box, status, project, name) {
