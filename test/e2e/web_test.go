@@ -463,3 +463,33 @@ func consoleIsWebSocket(t *testing.T, base, session string) bool {
 	res.Body.Close()
 	return res.StatusCode == http.StatusSwitchingProtocols
 }
+
+// TestWebConsoleVMDisplay opens a VM's display in the browser (noVNC over
+// the console WebSocket) and waits for its canvas to show something. TCG
+// boots are slow on a loaded machine: the deadline is generous.
+func TestWebConsoleVMDisplay(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("VMs' cgroups need root; CI runs as root")
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 is not installed (make test installs it)")
+	}
+	s := startServer(t, "--drivers", "qemu")
+	t.Cleanup(func() { exec.Command("pkill", "-9", "-f", filepath.Join(s.dir, "agent", "qemu")).Run() })
+	root := []string{"KUMO_SOCKET=" + s.socket}
+	must(t, root, "", "image", "build", "tiny-vm", "-f", filepath.Join(t.TempDir(), "tiny-vm.tar.gz"), "--import", "--public")
+	must(t, root, "", "instance", "create", "vm1", "--type", "vm", "--image", "tiny-vm", "--flavor", "tiny", "--wait")
+
+	b := newBrowser(t, s.url())
+	b.login("admin", s.AdminPassword)
+	b.open("/p/default/instances/vm1/console?kind=vnc", "#console")
+	b.wait("the display connected", "document.querySelector('#console').dataset.state === 'open'", 2*time.Minute)
+	nonBlank := `[...document.querySelectorAll('#console canvas')].some(c => {
+		if (!c.width || !c.height) return false;
+		const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+		for (let i = 0; i < d.length; i += 4) if (d[i] | d[i + 1] | d[i + 2]) return true;
+		return false;
+	})`
+	b.wait("a non-blank display", nonBlank, 3*time.Minute)
+	b.shot("vm-display")
+}
