@@ -245,6 +245,28 @@ func TestWebConsole(t *testing.T) {
 			t.Fatalf("the page reloaded (marker %q)", got)
 		}
 		b.shot("instances")
+		// Nothing fits: the form shows the scheduler's explain.
+		b.open("/p/default/instances/new", "#create-instance")
+		b.fill("#create-instance [name=name]", "web-2")
+		b.fill("#create-instance [name=requirements]", `RACK = "nowhere"`)
+		b.do(chromedp.Click(chromedp.CSS("#create-instance button[type=submit]")))
+		b.wait("the explain answer", "document.querySelector('#create-result .explain table')", time.Minute)
+		if text := b.eval("document.querySelector('#create-result').textContent"); !strings.Contains(text, "Nothing fits web-2") || !strings.Contains(text, "RACK") {
+			t.Fatalf("the explain answer: %s", text)
+		}
+		b.shot("create-nothing-fits")
+		// A destructive action asks first; cancelling does nothing.
+		b.open("/p/default/instances/web-2", "button[data-action=terminate]")
+		b.do(chromedp.Click(chromedp.CSS("button[data-action=terminate]")))
+		b.wait("the confirmation", "document.querySelector('dialog.confirm[open]')", 10*time.Second)
+		b.do(chromedp.Click(chromedp.CSS("dialog.confirm button[value=cancel]")))
+		b.wait("the dialog gone", "!document.querySelector('dialog.confirm')", 10*time.Second)
+		if in, err := adm.Instance(ctx, "default", "web-2"); err != nil || in.State != api.StatePending {
+			t.Fatalf("web-2 after a cancelled terminate: %v %v", in.State, err)
+		}
+		b.do(chromedp.Click(chromedp.CSS("button[data-action=terminate]")))
+		b.do(chromedp.Click(chromedp.CSS("dialog.confirm button[value=ok]")))
+		b.wait("web-2 going", "document.querySelector('.page-head .state') && !['PENDING'].includes(document.querySelector('.page-head .state').textContent)", time.Minute)
 		b.open("/p/default/instances/web-1", ".timeline li")
 		b.wait("the history", "document.querySelectorAll('.timeline li').length >= 4", 30*time.Second)
 		b.shot("instance")

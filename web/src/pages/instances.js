@@ -166,7 +166,8 @@ export async function instanceNew({project}) {
   h('h1', 'Create an instance'),
   field('Name', input('name', {required: true, autocomplete: 'off'})),
   field('Type', select('type', [['container', 'container'], ['vm', 'virtual machine']])),
-  field('Flavor', select('flavor', flavors.map(f => [f.name, f.name + ' (' + f.vcpus + ' vCPU, ' + fmtMiB(f.memory_mib) + ', ' + f.disk_gib + ' GiB)']))),
+  field('Flavor', select('flavor', flavors.sort((a, b) => a.vcpus - b.vcpus || a.memory_mib - b.memory_mib)
+    .map(f => [f.name, f.name + ' (' + f.vcpus + ' vCPU, ' + fmtMiB(f.memory_mib) + ', ' + f.disk_gib + ' GiB)']))),
   field('Image', select('image', images.filter(i => i.status === 'active').map(i => [i.project === project ? i.name : i.project + '/' + i.name, i.name + ' (' + i.kind + ')']))),
   field('Networks', select('networks', nets.map(n => n.name), {multiple: true}), 'none: the default network, if any'),
   field('Security groups', select('security_groups', sgs.map(g => g.name), {multiple: true})),
