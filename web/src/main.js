@@ -79,7 +79,9 @@ async function render() {
   if (m.opts.public) { replace(root, await m.page(m.params)); rendered(); return; }
   if (m.params.project) state.project = m.params.project;
   const main = h('main', {id: 'main', tabIndex: -1}, h('p.loading', 'Loading…'));
-  replace(root, shell(m.params.project), main);
+  // Pages outside a project (tokens, admin) keep the last project's menu.
+  const s = state.session;
+  replace(root, shell(m.params.project || state.project || s.default_project || projectsOf(s)[0]), main);
   try {
     const content = await m.page(m.params);
     replace(main, content);

@@ -1,4 +1,4 @@
-import {h, replace, field, input, select, table, bar, fmtMiB, fmtTime, fmtLabels, confirmDialog, toast, formData} from '../dom.js';
+import {h, replace, field, input, select, table, bar, fmtMiB, fmtTime, fmtLabels, confirmDialog, toast, formData, parseLabels} from '../dom.js';
 import * as api from '../api.js';
 import {onLeave} from '../app.js';
 import {resourcePage} from './resources.js';
@@ -20,6 +20,11 @@ export async function hosts() {
         bar('vCPUs', al.vcpus, cap.vcpus * (r.cpu || 1)), bar('Memory', al.memory_mib, Math.floor(cap.memory_mib * (r.memory || 1)), fmtMiB),
         bar('Disk (GiB)', al.disk_gib, cap.disk_gib * (r.disk || 1)),
         h('p', fmtLabels(x.attributes)), h('p.small', 'Last seen ' + fmtTime(x.last_seen)),
+        h('form.quota', {onsubmit: async e => {
+          e.preventDefault();
+          try { await api.patch('/v1/hosts/' + api.enc(x.name), {labels: parseLabels(e.target.elements.labels.value)}); toast('Labels of ' + x.name + ' set'); refresh(); } catch (err) { toast(err.message, 'error'); }
+        }}, input('labels', {value: Object.entries(x.labels || {}).map(([k, v]) => k + '=' + v).join(', '), placeholder: 'rack=r1, ssd=true', 'aria-label': 'Labels of ' + x.name}),
+        h('button.small', {type: 'submit'}, 'Set labels')),
         h('div.actions', x.enabled ? toggle('enabled', false, 'Disable') : toggle('enabled', true, 'Enable'),
           x.draining ? toggle('draining', false, 'Stop draining') : toggle('draining', true, 'Drain')));
     })), items.length ? null : h('p', 'No hosts have joined.'));
