@@ -535,11 +535,13 @@ type InstanceLogs struct {
 // and post the results.
 type Session struct {
 	ID         string   `json:"id"`
-	Kind       string   `json:"kind"` // exec, logs or console
+	Kind       string   `json:"kind"` // exec, logs, console or snapshot
 	InstanceID string   `json:"instance_id"`
 	Command    []string `json:"command,omitempty"`
 	Timeout    int      `json:"timeout_seconds,omitempty"`
 	Tail       int      `json:"tail,omitempty"`
+	// Console is the kind of a console session (api.ConsoleKinds).
+	Console string `json:"console,omitempty"`
 }
 
 // SessionResult is an agent's answer to a session.

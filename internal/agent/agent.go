@@ -22,6 +22,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/client"
 	"github.com/kumocloud/kumo/internal/driver"
@@ -207,4 +209,8 @@ func (s *serverAPI) SessionResult(ctx context.Context, sid string, res api.Sessi
 
 func (s *serverAPI) Stream(ctx context.Context, sid string) (io.ReadWriteCloser, error) {
 	return s.c.AgentStream(ctx, s.id, sid)
+}
+
+func (s *serverAPI) Console(ctx context.Context, sid string) (*websocket.Conn, error) {
+	return s.c.AgentConsole(ctx, s.id, sid)
 }

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -215,28 +214,7 @@ func (a *app) instanceCmd() *cobra.Command {
 		},
 	}
 	logs.Flags().IntVar(&tail, "tail", 200, "lines")
-	console := &cobra.Command{
-		Use: "console NAME", Short: "An interactive shell in a RUNNING instance, through the API (exit or Ctrl-D ends it)", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, project, err := a.clientAndProject(cmd)
-			if err != nil {
-				return err
-			}
-			rw, err := c.InstanceConsole(cmd.Context(), project, args[0])
-			if err != nil {
-				return err
-			}
-			defer rw.Close()
-			go func() {
-				io.Copy(rw, a.stdin)
-				// Our input ended: let the last output arrive, then go.
-				time.Sleep(time.Second)
-				rw.Close()
-			}()
-			io.Copy(a.stdout, rw)
-			return nil
-		},
-	}
+	console := a.consoleCmd()
 	var snapName string
 	var snapPublic, snapNoWait bool
 	snapshot := &cobra.Command{

@@ -75,6 +75,9 @@ func Endpoints() []Endpoint {
 		{Method: "GET", Path: "/v1/tokens", Perm: PermAuthenticated, Summary: "List your tokens (cloud admin: ?all=true)", handler: (*Server).getTokens},
 		{Method: "GET", Path: "/v1/tokens/{id}", Perm: PermAuthenticated, Summary: "Show a token", handler: (*Server).getToken},
 		{Method: "DELETE", Path: "/v1/tokens/{id}", Perm: PermAuthenticated, Summary: "Revoke a token", handler: (*Server).deleteToken},
+		{Method: "POST", Path: "/v1/session", Perm: PermPublic, Summary: "Log a browser in: a session cookie and a CSRF token", handler: (*Server).postSession},
+		{Method: "GET", Path: "/v1/session", Perm: PermAuthenticated, Summary: "The browser session: who, its CSRF token, its expiry", handler: (*Server).getSession},
+		{Method: "DELETE", Path: "/v1/session", Perm: PermAuthenticated, Summary: "Log out: revoke the session's token, clear its cookies", handler: (*Server).deleteSession},
 		{Method: "GET", Path: "/v1/whoami", Perm: PermAuthenticated, Summary: "Who the server thinks you are", handler: (*Server).getWhoami},
 
 		{Method: "GET", Path: "/v1/projects", Perm: PermAuthenticated, Summary: "List the projects you can see", handler: (*Server).getProjects},
@@ -105,7 +108,7 @@ func Endpoints() []Endpoint {
 		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/history", Perm: PermProjectReader, Summary: "An instance's state transitions", handler: (*Server).getInstanceHistory},
 		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/explain", Perm: PermProjectReader, Summary: "Why each host can or cannot take the instance", handler: (*Server).getInstanceExplain},
 		{Method: "POST", Path: "/v1/projects/{project}/instances/{name}/exec", Perm: PermProjectMember, Summary: "Run a command inside a RUNNING instance (?stream=true: its output as it comes)", raw: (*Server).postInstanceExec},
-		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/console", Perm: PermProjectMember, Summary: "An interactive shell in the instance (Upgrade: kumo-stream)", raw: (*Server).getInstanceConsole},
+		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/console", Perm: PermProjectMember, Summary: "A console of the instance over a WebSocket: shell, serial or vnc (internal/console)", raw: (*Server).getInstanceConsole},
 		{Method: "GET", Path: "/v1/projects/{project}/networks", Perm: PermProjectReader, Summary: "The project's networks and the shared ones", handler: (*Server).getNetworks},
 		{Method: "POST", Path: "/v1/projects/{project}/networks", Perm: PermProjectMember, Summary: "Create a network with its subnet (shared, external: cloud admin)", handler: (*Server).postNetworks, create: true},
 		{Method: "GET", Path: "/v1/projects/{project}/networks/{name}", Perm: PermProjectReader, Summary: "Show a network", handler: (*Server).getNetwork},
@@ -143,7 +146,7 @@ func Endpoints() []Endpoint {
 		{Method: "GET", Path: "/v1/projects/{project}/image-shares", Perm: PermProjectReader, Summary: "The images other projects offer this one, each pending, accepted or rejected", handler: (*Server).getImageShares},
 		{Method: "PUT", Path: "/v1/projects/{project}/image-shares/{owner}/{name}", Perm: PermProjectMember, Summary: "Accept or reject an image another project offers (usable only once accepted)", handler: (*Server).putImageShare},
 		{Method: "GET", Path: "/v1/agents/{id}/sessions", Perm: PermAgent, Summary: "Long poll for exec, logs, console and snapshot requests", handler: (*Server).getSessions},
-		{Method: "GET", Path: "/v1/agents/{id}/sessions/{sid}/stream", Perm: PermAgent, Summary: "An agent's end of a console, exec or snapshot stream (Upgrade: kumo-stream)", raw: (*Server).getSessionStream},
+		{Method: "GET", Path: "/v1/agents/{id}/sessions/{sid}/stream", Perm: PermAgent, Summary: "An agent's end of a console (WebSocket), exec or snapshot stream (Upgrade: kumo-stream)", raw: (*Server).getSessionStream},
 		{Method: "POST", Path: "/v1/agents/{id}/sessions/{sid}", Perm: PermAgent, Summary: "An agent answers a logs request (exec, console and snapshots are streams)", handler: (*Server).postSessionResult},
 		{Method: "GET", Path: "/v1/agents/{id}/images/{sha256}", Perm: PermAgent, Summary: "An agent fetches image bytes by hash", raw: (*Server).getAgentImage},
 

@@ -88,9 +88,9 @@ func (s *Server) buildHandler() http.Handler {
 	for _, ep := range Endpoints() {
 		mux.Handle(ep.Method+" "+ep.Path, s.wrap(ep))
 	}
-	mux.Handle("/", s.wrap(Endpoint{Path: "unknown", Perm: PermPublic, handler: func(_ *Server, r *request) response.Response {
+	mux.Handle("/", withWebConsole(s.wrap(Endpoint{Path: "unknown", Perm: PermPublic, handler: func(_ *Server, r *request) response.Response {
 		return response.Error(errs.NotFound("no such endpoint: %s %s (see /v1/openapi.yaml)", r.Method, r.URL.Path))
-	}}))
+	}})))
 	return mux
 }
 
@@ -192,6 +192,9 @@ func (s *Server) authenticate(r *http.Request) (*identity.Principal, error) {
 		return identity.LocalRoot(), nil
 	}
 	h := r.Header.Get("Authorization")
+	if c, err := r.Cookie(sessionCookie); h == "" && err == nil && c.Value != "" {
+		return s.authenticateCookie(r, c.Value)
+	}
 	if h == "" {
 		return nil, errs.Unauthorized("this needs credentials: log in with 'kumo login' or send 'Authorization: Bearer TOKEN'")
 	}

@@ -1,0 +1,95 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/creack/pty"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/driver"
+)
+
+// Console implements driver.Consoler: a shell in the container on a
+// terminal of its own. runc exec --tty runs /bin/sh on a pty runc makes
+// from the container's devpts; runc's own stdio is the slave of a pty
+// held here, so runc passes the bytes between the two and copies each
+// size set on this pty to the container's (it resizes on SIGWINCH, which
+// the kernel sends it as the slave's session leader). runc exits with the
+// shell's status: that is the exit code. (runc's --console-socket would
+// hand over the container's pty directly, but only to a detached exec,
+// whose exit status nobody can then wait for.)
+//
+// A user who leaves hangs the terminal up: runc gets SIGHUP and passes it
+// on to the shell.
+func (d *Driver) Console(ctx context.Context, id, kind string, t driver.Terminal) (int, error) {
+	if kind != "" && kind != api.ConsoleShell {
+		return driver.NoExit, fmt.Errorf("%w: a container's console is its shell, not %q", driver.ErrState, kind)
+	}
+	if _, err := d.readMeta(id); err != nil {
+		return driver.NoExit, err
+	}
+	if st := d.state(ctx, id); st != "running" {
+		return driver.NoExit, fmt.Errorf("%w: container is %s", driver.ErrState, orStopped(st))
+	}
+	cmd := exec.Command(d.runc, "--root", filepath.Join(d.root, "runc"), "exec", "--tty",
+		"--env", "TERM=xterm-256color", "--env", "PS1=# ", id, "/bin/sh")
+	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Cols: 80, Rows: 24})
+	if err != nil {
+		return driver.NoExit, fmt.Errorf("runc exec: %w", err)
+	}
+	defer ptmx.Close()
+	output := make(chan struct{})
+	go func() {
+		// Until the slave has no holder left (EIO) or the user is gone.
+		io.Copy(t, ptmx)
+		close(output)
+	}()
+	userGone := make(chan struct{})
+	go func() {
+		io.Copy(ptmx, t)
+		close(userGone)
+	}()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	hangUp := func() {
+		ptmx.Close()
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill() // runc ignored the hang-up
+			<-exited
+		}
+	}
+	for {
+		select {
+		case sz := <-t.Resizes():
+			pty.Setsize(ptmx, &pty.Winsize{Cols: sz.Cols, Rows: sz.Rows})
+		case <-userGone:
+			hangUp()
+			return driver.NoExit, nil
+		case <-ctx.Done():
+			hangUp()
+			return driver.NoExit, ctx.Err()
+		case err := <-exited:
+			// The shell's last words come before its exit status.
+			select {
+			case <-output:
+			case <-time.After(5 * time.Second):
+			}
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				return ee.ExitCode(), nil
+			}
+			if err != nil {
+				return driver.NoExit, fmt.Errorf("runc exec: %w", err)
+			}
+			return 0, nil
+		}
+	}
+}
