@@ -46,6 +46,7 @@ type request struct {
 	*http.Request
 	p     *identity.Principal
 	agent *hosts.AgentPrincipal // set for agents only
+	perm  Permission            // the endpoint's, for streams' re-checks
 }
 
 // Endpoint is one row of the API table.

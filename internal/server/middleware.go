@@ -171,7 +171,7 @@ func (s *Server) wrap(ep Endpoint) http.Handler {
 			}
 			defer leave()
 		}
-		req := &request{Request: hr, p: p, agent: agent}
+		req := &request{Request: hr, p: p, agent: agent, perm: ep.Perm}
 		if ep.raw != nil {
 			ep.raw(s, req, w)
 			return

@@ -103,6 +103,9 @@ type Config struct {
 	// BudgetEvery is how often budgets and metering metrics are checked
 	// (default 30 s).
 	BudgetEvery time.Duration
+	// StreamRecheck is how often a long-lived stream (events, a console)
+	// checks that its credential still allows it (default 5 s).
+	StreamRecheck time.Duration
 	// MetricsTokenFile holds a bearer token (mode 0600) that lets
 	// scrapers see per-project series on /metrics, as cloud admins do.
 	MetricsTokenFile string
