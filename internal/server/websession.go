@@ -7,11 +7,11 @@ import (
 	"encoding/hex"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/console"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/identity"
 	"github.com/kumocloud/kumo/internal/server/response"
@@ -56,10 +56,9 @@ func (s *Server) authenticateCookie(r *http.Request, secret string) (*identity.P
 		if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(csrfFor(secret))) != 1 {
 			return nil, errs.Forbidden("a write authenticated by the session cookie needs the session's CSRF token in the %s header", csrfHeader)
 		}
-		if o := r.Header.Get("Origin"); o != "" {
-			if u, err := url.Parse(o); err != nil || u.Host != r.Host {
-				return nil, errs.Forbidden("a write authenticated by the session cookie must come from this site, not %q", o)
-			}
+		// The same origin check as a console's: scheme and host.
+		if console.CheckOrigin(r) != nil {
+			return nil, errs.Forbidden("a write authenticated by the session cookie must come from this site, not %q", r.Header.Get("Origin"))
 		}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
