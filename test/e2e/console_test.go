@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/creack/pty"
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/driver/drivertest"
@@ -143,6 +144,10 @@ func TestConsoleWebSocket(t *testing.T) {
 		t.Errorf("kumo instance console: exit %d, output %q %q; want 3 and cli-2", r.code, r.out, r.err)
 	}
 
+	// On a terminal: raw, the terminal's size and its changes (SIGWINCH)
+	// reach the shell, and "~." detaches.
+	cliOnTerminal(t, root, "c1")
+
 	// A VM's serial console (its default).
 	eventually(t, 60*time.Second, "vm1 ready", func() (bool, string) {
 		in, _ := instanceState(t, s.remote(t, adminTok), "default", "vm1")
@@ -244,4 +249,70 @@ func (c *console) end(t *testing.T) (api.ConsoleMessage, websocket.StatusCode) {
 		last = c.texts[len(c.texts)-1]
 	}
 	return last, c.status
+}
+
+// cliOnTerminal runs kumo instance console on a terminal (a pty of the
+// test's) as a person would.
+func cliOnTerminal(t *testing.T, env []string, name string) {
+	t.Helper()
+	cmd := exec.Command(kumoBin, "instance", "console", name)
+	cmd.Env = append(os.Environ(), env...)
+	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Cols: 100, Rows: 37})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	var mu sync.Mutex
+	var out bytes.Buffer
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := ptmx.Read(buf)
+			mu.Lock()
+			out.Write(buf[:n])
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	at := 0
+	waitFor := func(want string) {
+		t.Helper()
+		eventually(t, 60*time.Second, fmt.Sprintf("%q on the CLI's terminal", want), func() (bool, string) {
+			mu.Lock()
+			defer mu.Unlock()
+			i := strings.Index(out.String()[at:], want)
+			if i >= 0 {
+				at += i + len(want)
+			}
+			return i >= 0, out.String()[at:]
+		})
+	}
+	waitFor("detaches")
+	ptmx.Write([]byte("stty size\r"))
+	waitFor("37 100")
+	pty.Setsize(ptmx, &pty.Winsize{Cols: 70, Rows: 20})
+	// The new size reaches the shell shortly after SIGWINCH: ask until it
+	// answers with it.
+	eventually(t, 60*time.Second, "the shell to see the new size", func() (bool, string) {
+		ptmx.Write([]byte("stty size\r"))
+		time.Sleep(200 * time.Millisecond)
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(out.String()[at:], "20 70"), out.String()[at:]
+	})
+	ptmx.Write([]byte("\r~."))
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("kumo instance console after ~.: %v, want exit 0", err)
+		}
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("~. did not detach")
+	}
+	waitFor("Detached")
 }
