@@ -3,8 +3,8 @@ package console
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -29,7 +29,7 @@ func TestCheckOrigin(t *testing.T) {
 		{"HTTPS://Kumo.Example:8443", "kumo.example:8443", true, true},
 		{"http://kumo", "kumo", false, true}, // the unix socket
 		{"https://evil.example", "kumo.example:8443", true, false},
-		{"https://kumo.example", "kumo.example:8443", true, false},        // another port
+		{"https://kumo.example", "kumo.example:8443", true, false},       // another port
 		{"http://kumo.example:8443", "kumo.example:8443", true, false},   // another scheme
 		{"https://kumo.example:8443", "kumo.example:8443", false, false}, // plain HTTP request
 		{"null", "kumo.example:8443", true, false},                       // a sandboxed page
@@ -52,14 +52,14 @@ func TestCheckOrigin(t *testing.T) {
 
 func TestParseResize(t *testing.T) {
 	for in, want := range map[string]string{
-		`{"type":"resize","cols":80,"rows":24}`:           "",
-		`{"type":"resize","cols":1000,"rows":1}`:          "",
-		`{"type":"resize","cols":0,"rows":24}`:            "1 to 1000",
-		`{"type":"resize","cols":80,"rows":1001}`:         "1 to 1000",
-		`{"type":"resize","cols":-5,"rows":24}`:           "1 to 1000",
-		`{"type":"exit","code":0}`:                        "only resize",
-		`{"type":"resize","cols":"80","rows":24}`:         "JSON",
-		`not json`:                                        "JSON",
+		`{"type":"resize","cols":80,"rows":24}`:   "",
+		`{"type":"resize","cols":1000,"rows":1}`:  "",
+		`{"type":"resize","cols":0,"rows":24}`:    "1 to 1000",
+		`{"type":"resize","cols":80,"rows":1001}`: "1 to 1000",
+		`{"type":"resize","cols":-5,"rows":24}`:   "1 to 1000",
+		`{"type":"exit","code":0}`:                "only resize",
+		`{"type":"resize","cols":"80","rows":24}`: "JSON",
+		`not json`: "JSON",
 		`{"type":"resize","cols":80,"rows":24,"x":"<b>"}`: "",
 	} {
 		m, err := ParseResize([]byte(in))
