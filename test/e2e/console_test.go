@@ -158,8 +158,10 @@ func TestConsoleWebSocket(t *testing.T) {
 		t.Fatalf("vm1's serial console: %d", code)
 	}
 	serial := readConsole(ctx, ws)
+	// A new viewer sees the screen it joins: the guest's readiness line.
+	at = serial.waitFor(t, 0, "kumo: ready (vm1)")
 	ws.Write(ctx, websocket.MessageBinary, []byte("\necho serial-$((6*7)) $(hostname)\n"))
-	serial.waitFor(t, 0, "serial-42 vm1")
+	serial.waitFor(t, at, "serial-42 vm1")
 	ws.Close(websocket.StatusNormalClosure, "")
 
 	// Its display: RFB through the WebSocket, as noVNC gets it.

@@ -71,6 +71,11 @@ func (d *Driver) Console(ctx context.Context, id, kind string, t driver.Terminal
 		case sz := <-t.Resizes():
 			pty.Setsize(ptmx, &pty.Winsize{Cols: sz.Cols, Rows: sz.Rows})
 		case <-userGone:
+			select {
+			case err := <-exited: // it ended first (its input broke with it)
+				return exitStatus(err)
+			default:
+			}
 			hangUp()
 			return driver.NoExit, nil
 		case <-ctx.Done():
@@ -82,14 +87,19 @@ func (d *Driver) Console(ctx context.Context, id, kind string, t driver.Terminal
 			case <-output:
 			case <-time.After(5 * time.Second):
 			}
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				return ee.ExitCode(), nil
-			}
-			if err != nil {
-				return driver.NoExit, fmt.Errorf("runc exec: %w", err)
-			}
-			return 0, nil
+			return exitStatus(err)
 		}
 	}
+}
+
+// exitStatus is runc exec's exit status (the shell's) from its Wait.
+func exitStatus(err error) (int, error) {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() >= 0 {
+		return ee.ExitCode(), nil
+	}
+	if err != nil {
+		return driver.NoExit, fmt.Errorf("runc exec: %w", err)
+	}
+	return 0, nil
 }
