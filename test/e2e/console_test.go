@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -182,6 +184,7 @@ func TestConsoleWebSocket(t *testing.T) {
 		t.Errorf("vm1's display %dx%d with %d lit pixels, want a screen with something on it", f.Width, f.Height, f.Lit())
 	}
 	ws.Close(websocket.StatusNormalClosure, "")
+	cliVNC(t, root, "vm1")
 	must(t, root, "", "instance", "terminate", "vm1", "c1", "--wait")
 }
 
@@ -317,4 +320,42 @@ func cliOnTerminal(t *testing.T, env []string, name string) {
 		t.Fatal("~. did not detach")
 	}
 	waitFor("Detached")
+}
+
+// cliVNC: kumo instance console --kind vnc --listen bridges the display
+// to a local VNC viewer (RFBFrame here), until interrupted.
+func cliVNC(t *testing.T, env []string, name string) {
+	t.Helper()
+	if r := kumo(t, env, "", "instance", "console", name, "--kind", "vnc", "--listen", "0.0.0.0:0"); r.code != 2 || !strings.Contains(r.err, "loopback") {
+		t.Errorf("a VNC bridge on every address: exit %d %s, want a usage error", r.code, r.err)
+	}
+	cmd := exec.Command(kumoBin, "instance", "console", name, "--kind", "vnc", "--listen", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), env...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	_, rest, ok := strings.Cut(line, " at ")
+	addr, _, _ := strings.Cut(rest, " ")
+	if err != nil || !ok {
+		t.Fatalf("the VNC bridge said %q, %v", line, err)
+	}
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(90 * time.Second))
+	if f, err := drivertest.RFBFrame(conn); err != nil || f.Lit() == 0 {
+		t.Fatalf("a VNC viewer through the CLI: %v, %d lit pixels", err, f.Lit())
+	}
+	cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("the VNC bridge after Ctrl-C: %v, want exit 0", err)
+	}
 }
