@@ -112,13 +112,13 @@ func (hs *serialHubs) attach(ctx context.Context, sock, log string, t io.ReadWri
 		go h.broadcast()
 	}
 	h.users++
+	hs.mu.Unlock()
 	h.mu.Lock()
 	if past, _ := local.Tail(log, replayLines); len(past) > 0 {
 		t.Write(past)
 	}
 	h.viewers[t] = true
 	h.mu.Unlock()
-	hs.mu.Unlock()
 	defer func() {
 		h.mu.Lock()
 		delete(h.viewers, t)
