@@ -87,7 +87,7 @@ func pair(t *testing.T) (user, agent *websocket.Conn) {
 	ctx := context.Background()
 	userSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := CheckOrigin(r); err != nil {
-			http.Error(w, err.Error(), 403)
+			http.Error(w, err.Error(), http.StatusForbidden)
 			return
 		}
 		// The server's end towards the agent: the agent dials in reality.
