@@ -295,7 +295,7 @@ func cliOnTerminal(t *testing.T, env []string, name string) {
 		})
 	}
 	waitFor("detaches")
-	ptmx.Write([]byte("stty size\r"))
+	ptmx.Write([]byte("stty size\r")) // typed ahead of the shell's prompt
 	waitFor("37 100")
 	pty.Setsize(ptmx, &pty.Winsize{Cols: 70, Rows: 20})
 	// The new size reaches the shell shortly after SIGWINCH: ask until it
