@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"sync"
@@ -26,24 +27,30 @@ const (
 )
 
 func (a *app) consoleCmd() *cobra.Command {
-	var kind string
+	var kind, listen string
 	cmd := &cobra.Command{
-		Use:   "console NAME [--kind shell|serial]",
+		Use:   "console NAME [--kind shell|serial | --kind vnc --listen ADDR]",
 		Short: "Attach to a RUNNING instance's console: a container's shell, a VM's serial line (~. or Ctrl-] detaches)",
 		Long: "Attach this terminal to an instance's console over the API's WebSocket console protocol: a container's\n" +
 			"shell on a terminal of its own (its size follows this terminal's), or a VM's serial console. '~.' at\n" +
 			"the start of a line, or Ctrl-], detaches. A shell's exit status is the command's.\n" +
 			"With input from a pipe, the input is typed into the console; at its end a shell gets Ctrl-D\n" +
-			"(end of input) and a serial console is left once it has been quiet for a second.",
-		Example: "  kumo instance console c1\n  echo 'uname -a; exit' | kumo instance console c1\n  kumo instance console vm1 --kind serial",
+			"(end of input) and a serial console is left once it has been quiet for a second.\n" +
+			"--kind vnc --listen ADDR bridges a VM's display to a local VNC viewer instead (each viewer\n" +
+			"connection is a console of its own; the display has no password of its own, so only loopback\n" +
+			"addresses are taken).",
+		Example: "  kumo instance console c1\n  echo 'uname -a; exit' | kumo instance console c1\n  kumo instance console vm1 --kind serial\n  kumo instance console vm1 --kind vnc --listen 127.0.0.1:5901 & vncviewer 127.0.0.1:5901",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if kind == api.ConsoleVNC {
-				return usagef("--kind vnc is a display for a VNC viewer (the web console shows it), not for a terminal")
+			if (kind == api.ConsoleVNC) != (listen != "") {
+				return usagef("--kind vnc and --listen go together: a VM's display is for a VNC viewer, not this terminal")
 			}
 			c, project, err := a.clientAndProject(cmd)
 			if err != nil {
 				return err
+			}
+			if kind == api.ConsoleVNC {
+				return a.vncBridge(cmd.Context(), c, project, args[0], listen)
 			}
 			if kind == "" {
 				in, err := c.Instance(cmd.Context(), project, args[0])
@@ -62,7 +69,8 @@ func (a *app) consoleCmd() *cobra.Command {
 			return a.attach(cmd.Context(), con, kind == api.ConsoleShell)
 		},
 	}
-	cmd.Flags().StringVar(&kind, "kind", "", "shell (containers) or serial (VMs); default: the instance's")
+	cmd.Flags().StringVar(&kind, "kind", "", "shell (containers), serial or vnc (VMs); default: the instance's")
+	cmd.Flags().StringVar(&listen, "listen", "", "with --kind vnc: a loopback address (127.0.0.1:5901; port 0 picks one) where a VNC viewer connects, until Ctrl-C")
 	return cmd
 }
 
@@ -200,4 +208,51 @@ func (e *escaper) detach(out []byte) error {
 		e.w.Write(out)
 	}
 	return errDetach
+}
+
+// vncBridge serves a VM's display to local VNC viewers: each connection
+// to addr (loopback only) is joined to a console of kind vnc.
+func (a *app) vncBridge(ctx context.Context, c *client.Client, project, name, addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return usagef("--listen %q: want HOST:PORT", addr)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return usagef("--listen %q: only loopback addresses (the display has no password of its own)", addr)
+	}
+	// Refused before listening: an instance that is not there, or no VM.
+	probe, err := c.InstanceConsole(ctx, project, name, api.ConsoleVNC)
+	if err != nil {
+		return err
+	}
+	probe.Close()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	context.AfterFunc(ctx, func() { ln.Close() })
+	fmt.Fprintf(a.stdout, "VNC display of %s at %s (Ctrl-C ends)\n", name, ln.Addr())
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		go func() {
+			defer conn.Close()
+			con, err := c.InstanceConsole(ctx, project, name, api.ConsoleVNC)
+			if err != nil {
+				fmt.Fprintln(a.stderr, "Error: "+oneLine(err.Error()))
+				return
+			}
+			defer con.Close()
+			done := make(chan struct{}, 2)
+			go func() { io.Copy(con, conn); done <- struct{}{} }()
+			go func() { io.Copy(conn, con); done <- struct{}{} }()
+			<-done
+		}()
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -366,17 +365,6 @@ func waiter[T any](ss *sessions, waiting map[string]chan T, agent, sid string) (
 	defer ss.mu.Unlock()
 	ch, ok := waiting[sid]
 	return ch, ok && ss.owner[sid] == agent
-}
-
-// splice copies both ways until either side ends, then closes both.
-func splice(a, b net.Conn) {
-	done := make(chan struct{}, 2)
-	go func() { io.Copy(a, b); done <- struct{}{} }()
-	go func() { io.Copy(b, a); done <- struct{}{} }()
-	<-done
-	a.Close()
-	b.Close()
-	<-done
 }
 
 // getSessionStream is the agent's end of a console (a WebSocket:

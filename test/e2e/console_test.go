@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/creack/pty"
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/driver/drivertest"
@@ -143,6 +146,10 @@ func TestConsoleWebSocket(t *testing.T) {
 		t.Errorf("kumo instance console: exit %d, output %q %q; want 3 and cli-2", r.code, r.out, r.err)
 	}
 
+	// On a terminal: raw, the terminal's size and its changes (SIGWINCH)
+	// reach the shell, and "~." detaches.
+	cliOnTerminal(t, root, "c1")
+
 	// A VM's serial console (its default).
 	eventually(t, 60*time.Second, "vm1 ready", func() (bool, string) {
 		in, _ := instanceState(t, s.remote(t, adminTok), "default", "vm1")
@@ -153,8 +160,10 @@ func TestConsoleWebSocket(t *testing.T) {
 		t.Fatalf("vm1's serial console: %d", code)
 	}
 	serial := readConsole(ctx, ws)
+	// A new viewer sees the screen it joins: the guest's readiness line.
+	at = serial.waitFor(t, 0, "kumo: ready (vm1)")
 	ws.Write(ctx, websocket.MessageBinary, []byte("\necho serial-$((6*7)) $(hostname)\n"))
-	serial.waitFor(t, 0, "serial-42 vm1")
+	serial.waitFor(t, at, "serial-42 vm1")
 	ws.Close(websocket.StatusNormalClosure, "")
 
 	// Its display: RFB through the WebSocket, as noVNC gets it.
@@ -175,6 +184,7 @@ func TestConsoleWebSocket(t *testing.T) {
 		t.Errorf("vm1's display %dx%d with %d lit pixels, want a screen with something on it", f.Width, f.Height, f.Lit())
 	}
 	ws.Close(websocket.StatusNormalClosure, "")
+	cliVNC(t, root, "vm1")
 	must(t, root, "", "instance", "terminate", "vm1", "c1", "--wait")
 }
 
@@ -244,4 +254,108 @@ func (c *console) end(t *testing.T) (api.ConsoleMessage, websocket.StatusCode) {
 		last = c.texts[len(c.texts)-1]
 	}
 	return last, c.status
+}
+
+// cliOnTerminal runs kumo instance console on a terminal (a pty of the
+// test's) as a person would.
+func cliOnTerminal(t *testing.T, env []string, name string) {
+	t.Helper()
+	cmd := exec.Command(kumoBin, "instance", "console", name)
+	cmd.Env = append(os.Environ(), env...)
+	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Cols: 100, Rows: 37})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	var mu sync.Mutex
+	var out bytes.Buffer
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := ptmx.Read(buf)
+			mu.Lock()
+			out.Write(buf[:n])
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	at := 0
+	waitFor := func(want string) {
+		t.Helper()
+		eventually(t, 60*time.Second, fmt.Sprintf("%q on the CLI's terminal", want), func() (bool, string) {
+			mu.Lock()
+			defer mu.Unlock()
+			i := strings.Index(out.String()[at:], want)
+			if i >= 0 {
+				at += i + len(want)
+			}
+			return i >= 0, out.String()[at:]
+		})
+	}
+	waitFor("detaches")
+	ptmx.Write([]byte("stty size\r")) // typed ahead of the shell's prompt
+	waitFor("37 100")
+	pty.Setsize(ptmx, &pty.Winsize{Cols: 70, Rows: 20})
+	// The new size reaches the shell shortly after SIGWINCH: ask until it
+	// answers with it.
+	eventually(t, 60*time.Second, "the shell to see the new size", func() (bool, string) {
+		ptmx.Write([]byte("stty size\r"))
+		time.Sleep(200 * time.Millisecond)
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(out.String()[at:], "20 70"), out.String()[at:]
+	})
+	ptmx.Write([]byte("\r~."))
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("kumo instance console after ~.: %v, want exit 0", err)
+		}
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("~. did not detach")
+	}
+	waitFor("Detached")
+}
+
+// cliVNC: kumo instance console --kind vnc --listen bridges the display
+// to a local VNC viewer (RFBFrame here), until interrupted.
+func cliVNC(t *testing.T, env []string, name string) {
+	t.Helper()
+	if r := kumo(t, env, "", "instance", "console", name, "--kind", "vnc", "--listen", "0.0.0.0:0"); r.code != 2 || !strings.Contains(r.err, "loopback") {
+		t.Errorf("a VNC bridge on every address: exit %d %s, want a usage error", r.code, r.err)
+	}
+	cmd := exec.Command(kumoBin, "instance", "console", name, "--kind", "vnc", "--listen", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), env...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	_, rest, ok := strings.Cut(line, " at ")
+	addr, _, _ := strings.Cut(rest, " ")
+	if err != nil || !ok {
+		t.Fatalf("the VNC bridge said %q, %v", line, err)
+	}
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(90 * time.Second))
+	if f, err := drivertest.RFBFrame(conn); err != nil || f.Lit() == 0 {
+		t.Fatalf("a VNC viewer through the CLI: %v, %d lit pixels", err, f.Lit())
+	}
+	cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("the VNC bridge after Ctrl-C: %v, want exit 0", err)
+	}
 }

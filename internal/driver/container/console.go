@@ -7,6 +7,7 @@ import (
 	"io"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/creack/pty"
@@ -44,16 +45,35 @@ func (d *Driver) Console(ctx context.Context, id, kind string, t driver.Terminal
 		return driver.NoExit, fmt.Errorf("runc exec: %w", err)
 	}
 	defer ptmx.Close()
-	output := make(chan struct{})
+	// Input typed ahead waits for the shell's first words: runc sets the
+	// container's terminal size only after the shell has started, and a
+	// command read before that would see no size.
+	output, spoke := make(chan struct{}), make(chan struct{})
 	go func() {
 		// Until the slave has no holder left (EIO) or the user is gone.
-		io.Copy(t, ptmx)
+		io.Copy(t, &firstRead{r: ptmx, done: spoke})
 		close(output)
 	}()
 	userGone := make(chan struct{})
 	go func() {
-		io.Copy(ptmx, t)
-		close(userGone)
+		defer close(userGone)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := t.Read(buf)
+			if n > 0 {
+				select {
+				case <-spoke:
+				case <-output:
+				case <-time.After(10 * time.Second):
+				}
+				if _, werr := ptmx.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
 	}()
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -71,6 +91,11 @@ func (d *Driver) Console(ctx context.Context, id, kind string, t driver.Terminal
 		case sz := <-t.Resizes():
 			pty.Setsize(ptmx, &pty.Winsize{Cols: sz.Cols, Rows: sz.Rows})
 		case <-userGone:
+			select {
+			case err := <-exited: // it ended first (its input broke with it)
+				return exitStatus(err)
+			default:
+			}
 			hangUp()
 			return driver.NoExit, nil
 		case <-ctx.Done():
@@ -82,14 +107,34 @@ func (d *Driver) Console(ctx context.Context, id, kind string, t driver.Terminal
 			case <-output:
 			case <-time.After(5 * time.Second):
 			}
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				return ee.ExitCode(), nil
-			}
-			if err != nil {
-				return driver.NoExit, fmt.Errorf("runc exec: %w", err)
-			}
-			return 0, nil
+			return exitStatus(err)
 		}
 	}
+}
+
+// exitStatus is runc exec's exit status (the shell's) from its Wait.
+func exitStatus(err error) (int, error) {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() >= 0 {
+		return ee.ExitCode(), nil
+	}
+	if err != nil {
+		return driver.NoExit, fmt.Errorf("runc exec: %w", err)
+	}
+	return 0, nil
+}
+
+// firstRead closes done once a read returned something.
+type firstRead struct {
+	r    io.Reader
+	done chan struct{}
+	once sync.Once
+}
+
+func (f *firstRead) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if n > 0 {
+		f.once.Do(func() { close(f.done) })
+	}
+	return n, err
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/driver"
+	"github.com/kumocloud/kumo/internal/driver/local"
 )
 
 // The VM's consoles: its serial line (a QEMU socket chardev, which also
@@ -37,7 +38,7 @@ func (d *Driver) Console(ctx context.Context, id, kind string, t driver.Terminal
 	}
 	switch kind {
 	case "", api.ConsoleSerial:
-		return driver.NoExit, d.serial.attach(ctx, d.sock(id, "console.sock"), t)
+		return driver.NoExit, d.serial.attach(ctx, d.sock(id, "console.sock"), d.path(id, "console.log"), t)
 	case api.ConsoleVNC:
 		var dl net.Dialer
 		c, err := dl.DialContext(ctx, "unix", d.sock(id, vncSocket))
@@ -79,9 +80,16 @@ type serialHub struct {
 	gone    chan struct{}
 }
 
+// replayLines is how much of the console log a new viewer sees first: the
+// screen it joins (a login prompt, the readiness line), as a terminal
+// would show it.
+const replayLines = 25
+
 // attach joins t to the serial line at sock until t's input ends, the
-// line closes (the VM stopped) or ctx ends.
-func (hs *serialHubs) attach(ctx context.Context, sock string, t io.ReadWriter) error {
+// line closes (the VM stopped) or ctx ends. t first gets the end of the
+// line's log (at log): as the output is held meanwhile, nothing is lost
+// between the two, though the last bytes QEMU logged may come twice.
+func (hs *serialHubs) attach(ctx context.Context, sock, log string, t io.ReadWriter) error {
 	hs.mu.Lock()
 	h := hs.hubs[sock]
 	if h != nil && h.closed() {
@@ -104,10 +112,13 @@ func (hs *serialHubs) attach(ctx context.Context, sock string, t io.ReadWriter) 
 		go h.broadcast()
 	}
 	h.users++
+	hs.mu.Unlock()
 	h.mu.Lock()
+	if past, _ := local.Tail(log, replayLines); len(past) > 0 {
+		t.Write(past)
+	}
 	h.viewers[t] = true
 	h.mu.Unlock()
-	hs.mu.Unlock()
 	defer func() {
 		h.mu.Lock()
 		delete(h.viewers, t)
