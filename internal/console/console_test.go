@@ -75,6 +75,11 @@ func TestParseResize(t *testing.T) {
 // pair is a user's and an agent's WebSocket, relayed by Relay as the
 // server does; the test holds the other ends.
 func pair(t *testing.T) (user, agent *websocket.Conn) {
+	return pairUnder(t, context.Background())
+}
+
+// pairUnder is pair with the relay's context under parent.
+func pairUnder(t *testing.T, parent context.Context) (user, agent *websocket.Conn) {
 	agentSide := make(chan *websocket.Conn, 1)
 	agentSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := Accept(w, r)
@@ -100,7 +105,7 @@ func pair(t *testing.T) (user, agent *websocket.Conn) {
 		if err != nil {
 			return
 		}
-		Relay(context.WithoutCancel(r.Context()), u, a)
+		Relay(parent, u, a)
 	}))
 	t.Cleanup(userSrv.Close)
 	user, _, err := websocket.Dial(ctx, userSrv.URL, nil)
@@ -198,5 +203,21 @@ func TestRelayRefuses(t *testing.T) {
 		if _, _, err := read(t, user); websocket.CloseStatus(err) != websocket.StatusInternalError {
 			t.Errorf("%s: then %v, want 1011", name, err)
 		}
+	}
+}
+
+// TestRelayCut: a console the server cuts (its credential no longer
+// allows it) closes the user with 1008 and the reason, and the agent's
+// terminal sees the user go (the shell is hung up).
+func TestRelayCut(t *testing.T) {
+	parent, cut := context.WithCancelCause(context.Background())
+	user, agentWS := pairUnder(t, parent)
+	term := NewTerminal(context.Background(), agentWS)
+	cut(errors.New("the credential that opened this stream no longer allows it"))
+	if _, _, err := read(t, user); websocket.CloseStatus(err) != websocket.StatusPolicyViolation || !strings.Contains(err.Error(), "no longer allows") {
+		t.Fatalf("the user got %v, want 1008 with the reason", err)
+	}
+	if _, err := term.Read(make([]byte, 8)); err == nil {
+		t.Error("the agent's terminal did not see the user go")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 )
@@ -13,12 +14,28 @@ import (
 // input to the agent; the agent's output, and its exit or error (checked),
 // to the user. A user who leaves closes the agent's end normally (the
 // agent then ends the console); an agent whose connection breaks leaves
-// the user an error message.
-func Relay(ctx context.Context, user, agent *websocket.Conn) {
-	ctx, cancel := context.WithCancel(ctx)
+// the user an error message. When ctx ends (the server cuts a console
+// whose credential no longer allows it), the user is closed with 1008 and
+// the cause, and the agent's end normally.
+func Relay(parent context.Context, user, agent *websocket.Conn) {
+	// Reads never take parent itself: a read whose context ends closes
+	// its connection at once, with no status for the user to see.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
 	defer cancel()
 	defer user.CloseNow()
 	defer agent.CloseNow()
+	var wasCut atomic.Bool
+	cutDone := make(chan struct{})
+	go func() {
+		defer close(cutDone)
+		select {
+		case <-parent.Done():
+			wasCut.Store(true)
+			user.Close(websocket.StatusPolicyViolation, reason(context.Cause(parent)))
+			agent.Close(websocket.StatusNormalClosure, "the console was cut")
+		case <-ctx.Done():
+		}
+	}()
 	go keepAlive(ctx, user)
 	go keepAlive(ctx, agent)
 	userGone := make(chan struct{})
@@ -46,6 +63,10 @@ func Relay(ctx context.Context, user, agent *websocket.Conn) {
 	}()
 	for {
 		typ, b, err := agent.Read(ctx)
+		if err != nil && wasCut.Load() {
+			<-cutDone
+			return
+		}
 		if err != nil {
 			select {
 			case <-userGone:

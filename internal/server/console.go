@@ -65,8 +65,12 @@ func (s *Server) getInstanceConsole(r *request, w http.ResponseWriter) {
 		return
 	}
 	// The request's context ends with the handler (the connection is
-	// hijacked): the relay lives on its own until either side ends.
-	console.Relay(context.WithoutCancel(r.Context()), user, agent)
+	// hijacked): the relay lives on its own until either side ends, or
+	// the user's credential no longer allows a console here (logged out,
+	// revoked, out of the project).
+	ctx, stop := s.whileAuthorized(context.WithoutCancel(r.Context()), r, nil)
+	defer stop()
+	console.Relay(ctx, user, agent)
 }
 
 // agentConsole is the agent's end of a console session.

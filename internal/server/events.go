@@ -72,7 +72,7 @@ func (s *Server) getEvents(r *request, w http.ResponseWriter) {
 		flusher.Flush()
 	}
 	// The stream lasts while its credential still sees what it asked for.
-	ctx, stop := s.whileAuthorized(r, func(p *identity.Principal) bool {
+	ctx, stop := s.whileAuthorized(r.Context(), r, func(p *identity.Principal) bool {
 		if f.Global {
 			return p.CloudAdmin
 		}

@@ -22,8 +22,11 @@ var errCredentialGone = errors.New("the credential that opened this stream no lo
 //
 // Authentication is asked again every Config.StreamRecheck; a store that
 // cannot answer for a moment cuts nothing.
-func (s *Server) whileAuthorized(r *request, still func(*identity.Principal) bool) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancelCause(r.Context())
+//
+// parent is the request's context, or one without its cancellation for a
+// hijacked connection (a WebSocket) that outlives the request's.
+func (s *Server) whileAuthorized(parent context.Context, r *request, still func(*identity.Principal) bool) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(parent)
 	stop := func() { cancel(context.Canceled) }
 	if r.p == nil || r.p.Via == "socket" {
 		return ctx, stop
@@ -41,18 +44,16 @@ func (s *Server) whileAuthorized(r *request, still func(*identity.Principal) boo
 				return
 			case <-t.C:
 			}
-			p, err := s.authenticate(r.Request)
+			p, err := s.authenticate(r.Request.WithContext(ctx))
 			if err == nil {
 				err = authorize(r.perm, p, nil, r.Request)
 			}
 			if err == nil && still != nil && !still(p) {
 				err = errs.Forbidden("no longer allowed")
 			}
-			if err != nil && !errors.Is(err, errs.ErrUnavailable) && r.Context().Err() == nil {
-				if errors.Is(err, errs.ErrUnauthorized) || errors.Is(err, errs.ErrForbidden) || errors.Is(err, errs.ErrNotFound) {
-					cancel(errCredentialGone)
-					return
-				}
+			if errors.Is(err, errs.ErrUnauthorized) || errors.Is(err, errs.ErrForbidden) || errors.Is(err, errs.ErrNotFound) {
+				cancel(errCredentialGone)
+				return
 			}
 		}
 	}()

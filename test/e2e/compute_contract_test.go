@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -86,6 +87,11 @@ func TestComputeContract(t *testing.T) {
 		})
 	}
 	wait(api.StateRunning)
+	// The agent reports a running instance's usage on its own clock:
+	// wait for one report (on a fast machine the test could end first).
+	eventually(t, 20*time.Second, "the agent sends usage", func() (bool, string) {
+		return slices.Contains(v.Checked(), "POST /v1/agents/{id}/usage"), "no usage request yet"
+	})
 	_, err = admin.ServerGroup(ctx, "default", "web")
 	check("server group", err)
 	logs, err := admin.InstanceLogs(ctx, "default", "c1", 10)

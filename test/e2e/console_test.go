@@ -141,6 +141,26 @@ func TestConsoleWebSocket(t *testing.T) {
 		t.Errorf("a resize to 0 columns: close %v, want 1007", status)
 	}
 
+	// A console lasts only while its credential allows it: revoking the
+	// token that opened it cuts it (1008), as it would after a logout.
+	short, err := s.remote(t, adminTok).Login(ctx, api.TokensPost{Description: "console"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, _ = dial(short.Secret, c1, self)
+	if ws == nil {
+		t.Fatal("no console with a fresh token")
+	}
+	cut := readConsole(ctx, ws)
+	ws.Write(ctx, websocket.MessageBinary, []byte("echo before-$((2+2))\n"))
+	cut.waitFor(t, 0, "before-4")
+	if _, err := s.remote(t, adminTok).RevokeToken(ctx, short.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, status := cut.end(t); status != websocket.StatusPolicyViolation {
+		t.Errorf("a console whose token was revoked: close %v, want 1008", status)
+	}
+
 	// The CLI speaks the same protocol; it exits with the shell's status.
 	if r := kumo(t, root, "echo cli-$((1+1))\nexit 3\n", "instance", "console", "c1"); r.code != 3 || !strings.Contains(r.out, "cli-2") {
 		t.Errorf("kumo instance console: exit %d, output %q %q; want 3 and cli-2", r.code, r.out, r.err)
