@@ -52,6 +52,16 @@ func (s *Server) getInstanceConsole(r *request, w http.ResponseWriter) {
 		fail(err)
 		return
 	}
+	user := r.p.UserID
+	if user == "" {
+		user = r.p.User
+	}
+	release, err := s.consoles.acquire(in.ID, user)
+	if err != nil {
+		fail(err)
+		return
+	}
+	defer release()
 	agent, err := awaitStream(r.Context(), s.sessions, s.sessions.consoles, h.Agent, api.Session{Kind: "console", InstanceID: in.ID, Console: kind})
 	if err != nil {
 		if r.Context().Err() == nil {
@@ -59,7 +69,7 @@ func (s *Server) getInstanceConsole(r *request, w http.ResponseWriter) {
 		}
 		return
 	}
-	user, err := console.Accept(w, r.Request)
+	userWS, err := console.Accept(w, r.Request)
 	if err != nil {
 		agent.Close(websocket.StatusNormalClosure, "the user left")
 		return
@@ -70,7 +80,7 @@ func (s *Server) getInstanceConsole(r *request, w http.ResponseWriter) {
 	// revoked, out of the project).
 	ctx, stop := s.whileAuthorized(context.WithoutCancel(r.Context()), r, nil)
 	defer stop()
-	console.Relay(ctx, user, agent)
+	console.Relay(ctx, userWS, agent)
 }
 
 // agentConsole is the agent's end of a console session.

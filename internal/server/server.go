@@ -127,6 +127,7 @@ type Server struct {
 	snapshots *images.Snapshots
 	networks  *network.Service
 	sessions  *sessions
+	consoles  consoleLimits
 	fence     *projectFence // keeps changes out of projects being deleted
 	stopRun   context.CancelFunc
 	ops       *operations.Manager
