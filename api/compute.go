@@ -63,6 +63,8 @@ type Instance struct {
 	// it is not when it should be by now. Reported with heartbeats.
 	Ready       bool   `json:"ready"`
 	ReadyReason string `json:"ready_reason,omitempty"`
+	// Migration is the move in progress (or whose cleanup is), if any.
+	Migration *Migration `json:"migration,omitempty"`
 }
 
 // Placement is one stay of an instance on a host; End is zero while it lasts.
@@ -242,6 +244,8 @@ type Assignment struct {
 	NICs []InstanceNIC `json:"nics,omitempty"`
 	// Nesting comes from the instance's flavor (driver.Spec.Nesting).
 	Nesting bool `json:"nesting,omitempty"`
+	// Migration is the instance's move between hosts, if one is under way.
+	Migration *AssignmentMigration `json:"migration,omitempty"`
 }
 
 // Assignments is the answer of the assignments long poll.

@@ -144,6 +144,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	// told by a heartbeat at once (operators and tests wait for it).
 	tell := instanceNews{readiness: kick(a.kickUsage), reconciled: kick(a.kickBeat)}
 	a.inst = newInstances(a.srv, cfg.Driver, a.net, cfg.Workers, cfg.ResyncEvery, tell, started, cfg.Log)
+	a.inst.mig = newMigrations(a.srv, cfg.Driver, a.hostSet, a.net, cfg.Log)
 	a.sessions = &sessionJob{src: a.srv, d: cfg.Driver, tempDir: cfg.StateDir, log: cfg.Log}
 	return a, nil
 }
@@ -194,4 +195,13 @@ func (s *serverAPI) SessionResult(ctx context.Context, sid string, res api.Sessi
 
 func (s *serverAPI) Stream(ctx context.Context, sid string) (io.ReadWriteCloser, error) {
 	return s.c.AgentStream(ctx, s.id, sid)
+}
+
+func (s *serverAPI) MigrationReport(ctx context.Context, rep api.MigrationReport) error {
+	_, err := s.c.AgentMigrationReport(ctx, s.id, rep)
+	return err
+}
+
+func (s *serverAPI) Tunnel(ctx context.Context, migration, channel, host string) (io.ReadWriteCloser, error) {
+	return s.c.AgentMigrationTunnel(ctx, s.id, migration, channel, host)
 }

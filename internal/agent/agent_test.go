@@ -139,13 +139,19 @@ type runningAgent struct {
 // driving d and runs it until the test ends or stop is called.
 func (c *cloud) startAgent(d driver.Driver, stateDir string, resync time.Duration) *runningAgent {
 	c.t.Helper()
+	return c.startAgentNamed("a1", d, stateDir, resync)
+}
+
+// startAgentNamed is startAgent with the agent's name.
+func (c *cloud) startAgentNamed(name string, d driver.Driver, stateDir string, resync time.Duration) *runningAgent {
+	c.t.Helper()
 	ctx := context.Background()
 	jt, err := c.admin.CreateJoinToken(ctx, api.JoinTokensPost{})
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	link := &cutTransport{}
-	conn := agent.NewConn(agent.ConnConfig{Server: c.url, JoinToken: jt.Token, Name: "a1", StateDir: stateDir,
+	conn := agent.NewConn(agent.ConnConfig{Server: c.url, JoinToken: jt.Token, Name: name, StateDir: stateDir,
 		WrapTransport: func(rt http.RoundTripper) http.RoundTripper { link.next = rt; return link }})
 	actx, cancel := context.WithCancel(ctx)
 	a, err := agent.New(actx, agent.Config{Conn: conn, Driver: d, HeartbeatEvery: 200 * time.Millisecond, UsageEvery: 200 * time.Millisecond, ResyncEvery: resync})

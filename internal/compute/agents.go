@@ -19,12 +19,16 @@ func assignment(e *entry) api.Assignment {
 		host = r.home()
 	}
 	return api.Assignment{ID: r.ID, Project: r.Project, Name: r.Name, Type: r.Type, Host: host, Size: r.Size,
-		Image: r.Image, ImageSHA256: r.ImageSHA256, UserData: r.UserData, State: r.State, Action: r.Action, Revision: e.rev, NICs: r.NICs, Nesting: r.Nesting}
+		Image: r.Image, ImageSHA256: r.ImageSHA256, UserData: r.UserData, State: r.State, Action: r.Action, Revision: e.rev, NICs: r.NICs, Nesting: r.Nesting,
+		Migration: assignmentMigration(r)}
 }
 
 // assignedTo says whether an agent's hosts have the instance: it runs
 // there, or it is STOPPED with its saved state there.
 func assignedTo(r *record, agentHosts map[string]bool) bool {
+	if m := r.Migration; m != nil && (agentHosts[m.Source] || agentHosts[m.Target]) {
+		return true
+	}
 	if onHost(r.State) {
 		return agentHosts[r.Host]
 	}

@@ -56,26 +56,33 @@ func (c *cache) clearInstances() {
 // count adds (sign 1) or takes away (sign -1) what an instance takes from
 // its host's use and its group's members there.
 func (c *cache) count(r *record, sign int) {
-	if r.Host == "" || !onHost(r.State) {
-		return
+	if r.Host != "" && onHost(r.State) {
+		c.countOn(r, r.Host, sign)
 	}
-	u := c.use[r.Host]
+	// A migration holds its target's room too (migrations.go).
+	if t := migrationHold(r); t != "" && t != r.Host {
+		c.countOn(r, t, sign)
+	}
+}
+
+func (c *cache) countOn(r *record, host string, sign int) {
+	u := c.use[host]
 	u.size.VCPUs += int64(sign) * r.Size.VCPUs
 	u.size.MemoryMiB += int64(sign) * r.Size.MemoryMiB
 	u.size.DiskGiB += int64(sign) * r.Size.DiskGiB
 	u.n += sign
 	if u.n == 0 {
-		delete(c.use, r.Host)
+		delete(c.use, host)
 	} else {
-		c.use[r.Host] = u
+		c.use[host] = u
 	}
 	if r.ServerGroup != "" {
 		g := r.Project + "/" + r.ServerGroup
 		if c.groups[g] == nil {
 			c.groups[g] = map[string]int{}
 		}
-		if c.groups[g][r.Host] += sign; c.groups[g][r.Host] == 0 {
-			delete(c.groups[g], r.Host)
+		if c.groups[g][host] += sign; c.groups[g][host] == 0 {
+			delete(c.groups[g], host)
 		}
 		if len(c.groups[g]) == 0 {
 			delete(c.groups, g)

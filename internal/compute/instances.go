@@ -52,6 +52,9 @@ type record struct {
 	History []api.HistoryRecord `json:"history"`
 	// Nesting is the flavor's, copied at create like its size.
 	Nesting bool `json:"nesting,omitempty"`
+	// LastMigration is the instance's last migration once it has ended
+	// (migrations.go): how it went, for whoever waits on it.
+	LastMigration *api.Migration `json:"last_migration,omitempty"`
 }
 
 func (r *record) api(rev int64) api.Instance {
@@ -89,6 +92,10 @@ func (r *record) clone() record {
 	c.Placements = append([]api.Placement(nil), r.Placements...)
 	c.NICs = append([]api.InstanceNIC(nil), r.NICs...)
 	c.Actions = nil
+	if r.Migration != nil {
+		m := *r.Migration
+		c.Migration = &m
+	}
 	return c
 }
 
@@ -215,6 +222,7 @@ func (svc *Service) Run(ctx context.Context) {
 		return
 	}
 	go svc.nodeController(ctx)
+	go svc.migrationController(ctx)
 	svc.schedulerLoop(ctx)
 }
 
@@ -579,6 +587,9 @@ func (svc *Service) ForMetering(ctx context.Context, project string) ([]Metered,
 func (svc *Service) Action(ctx context.Context, project, name string, action api.Action) (api.Instance, error) {
 	if !action.Known() {
 		return api.Instance{}, errs.Invalid("action", "action %q: use one of %v", action, api.Actions)
+	}
+	if action == api.ActionMigrate {
+		return svc.Migrate(ctx, project, name, api.InstanceMigrate{})
 	}
 	for attempt := 0; attempt < 50; attempt++ {
 		r, rev, err := svc.get(ctx, project, name)

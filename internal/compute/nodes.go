@@ -66,7 +66,7 @@ func (svc *Service) checkNodes(ctx context.Context) {
 		}
 	}
 	for _, e := range svc.cache.instances {
-		if lh := byHost[e.rec.Host]; lh != nil && onHost(e.rec.State) && e.rec.State != api.StateUnknown {
+		if lh := byHost[e.rec.Host]; lh != nil && onHost(e.rec.State) && e.rec.State != api.StateUnknown && e.rec.State != api.StateMigrate {
 			lh.instances = append(lh.instances, svc.unknownChange(e))
 		}
 	}
@@ -115,7 +115,7 @@ func (svc *Service) unknownChange(e *entry) change {
 		return why
 	}
 	lose := func(f *record) bool {
-		if !onHost(f.State) || f.State == api.StateUnknown || f.Host != host {
+		if !onHost(f.State) || f.State == api.StateUnknown || f.State == api.StateMigrate || f.Host != host {
 			return false
 		}
 		f.Action = ""
