@@ -57,3 +57,30 @@ type LiveOptions struct {
 	// is sent.
 	AutoConverge bool
 }
+
+// PrepareAfresh prepares s on d for a migration to arrive into - what an
+// earlier try left of it removed first - and returns how to remove it all
+// again if the arrival fails.
+func PrepareAfresh(ctx context.Context, d Driver, s Spec) (undo func(), err error) {
+	if d.Has(s.ID) {
+		if err := d.Cleanup(ctx, s.ID, false); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.Prepare(ctx, s); err != nil {
+		return nil, err
+	}
+	return func() { d.Cleanup(context.WithoutCancel(ctx), s.ID, false) }, nil
+}
+
+// CountWriter counts what passes through it to W.
+type CountWriter struct {
+	W io.Writer
+	N int64
+}
+
+func (c *CountWriter) Write(p []byte) (int, error) {
+	n, err := c.W.Write(p)
+	c.N += int64(n)
+	return n, err
+}

@@ -46,22 +46,22 @@ func (d *Driver) SendCold(ctx context.Context, id string, w io.Writer) (int64, e
 	if d.pid(id) != 0 || m.Want == wantRunning {
 		return 0, fmt.Errorf("%w: a cold migration needs the VM stopped or saved", driver.ErrState)
 	}
-	cw := &countWriter{w: w}
+	cw := &driver.CountWriter{W: w}
 	tw := tar.NewWriter(cw)
 	rec, _ := json.Marshal(migrationRecord{Want: m.Want, Accel: m.Accel, Reason: m.Reason})
 	if err := tw.WriteHeader(&tar.Header{Name: "record.json", Mode: 0o600, Size: int64(len(rec))}); err != nil {
-		return cw.n, err
+		return cw.N, err
 	}
 	if _, err := tw.Write(rec); err != nil {
-		return cw.n, err
+		return cw.N, err
 	}
 	for _, name := range migrationFiles[1:] {
 		if err := addFile(ctx, tw, d.path(id, name), name); err != nil {
-			return cw.n, err
+			return cw.N, err
 		}
 	}
 	err = tw.Close()
-	return cw.n, err
+	return cw.N, err
 }
 
 func addFile(ctx context.Context, tw *tar.Writer, path, name string) error {
@@ -89,18 +89,13 @@ func addFile(ctx context.Context, tw *tar.Writer, path, name string) error {
 // a plain qcow2 (no data file), and its backing is set to this host's copy
 // of the base. On any error the VM is removed again.
 func (d *Driver) ReceiveCold(ctx context.Context, s driver.Spec, r io.Reader) (err error) {
-	if d.Has(s.ID) {
-		// An earlier try that did not finish (or a repeat): start over.
-		if err := d.Cleanup(ctx, s.ID, false); err != nil {
-			return err
-		}
-	}
-	if err := d.Prepare(ctx, s); err != nil {
+	undo, err := driver.PrepareAfresh(ctx, d, s)
+	if err != nil {
 		return err
 	}
 	defer func() {
 		if err != nil {
-			d.Cleanup(context.WithoutCancel(ctx), s.ID, false)
+			undo()
 		}
 	}()
 	l := d.lock(s.ID)
@@ -214,17 +209,6 @@ func writeFile(ctx context.Context, path string, r io.Reader, size int64) error 
 		return err
 	}
 	return os.Rename(tmp, path)
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // ctxReader stops a copy when ctx ends.
