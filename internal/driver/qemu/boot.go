@@ -326,7 +326,13 @@ func (d *Driver) args(id string, m meta, incoming string) []string {
 		}
 		a = append(a, "-append", cmdline)
 	}
-	if incoming != "" {
+	switch incoming {
+	case "":
+	case incomingLive:
+		// A live migration's target: paused until its source says the
+		// disk is complete too (live.go).
+		a = append(a, "-S", "-incoming", "defer")
+	default:
 		a = append(a, "-incoming", "exec:cat "+shellQuote(incoming))
 	}
 	return a

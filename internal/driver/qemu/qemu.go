@@ -170,7 +170,7 @@ func (d *Driver) Name() string { return "qemu" }
 // console and disk snapshots; VMs' NICs are TAPs of the host's datapath.
 // No exec: a VM has no guest agent.
 func (d *Driver) Capabilities() driver.Capabilities {
-	return driver.Same(driver.CapLogs|driver.CapConsole|driver.CapSnapshot|driver.CapNetworks|driver.CapMigrate, api.TypeVM)
+	return driver.Same(driver.CapLogs|driver.CapConsole|driver.CapSnapshot|driver.CapNetworks|driver.CapMigrate|driver.CapLiveMigrate, api.TypeVM)
 }
 
 // Sync implements driver.Driver: records are written as they change.
