@@ -97,9 +97,20 @@ func (d *Driver) LiveReceive(ctx context.Context, s driver.Spec, t driver.Tunnel
 	if _, err := io.ReadFull(ctl, word); err != nil || string(word) != "go\n" {
 		return fmt.Errorf("the source gave up (%v)", err)
 	}
-	var mi migrationInfo
-	if err := c.Execute(ctx, "query-migrate", nil, &mi); err != nil || mi.Status != "completed" {
-		return fmt.Errorf("the incoming migration is %q (%v)", mi.Status, err)
+	// The source's QEMU is done once it has written everything; the last
+	// bytes may still be on their way through the tunnel.
+	for i := 0; ; i++ {
+		var mi migrationInfo
+		if err := c.Execute(ctx, "query-migrate", nil, &mi); err != nil {
+			return err
+		}
+		if mi.Status == "completed" {
+			break
+		}
+		if mi.Status == "failed" || mi.Status == "cancelled" || i > 1200 {
+			return fmt.Errorf("the incoming migration is %q: %s", mi.Status, mi.ErrorDesc)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	c.Execute(ctx, "nbd-server-stop", nil, nil)
 	if err := c.Execute(ctx, "cont", nil, nil); err != nil {
