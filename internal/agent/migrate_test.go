@@ -350,3 +350,29 @@ func TestEvacuate(t *testing.T) {
 	})
 	_ = errors.New
 }
+
+// TestMigrateDeadline: a migration still transferring at its deadline is
+// cancelled by the server (no user asked), and the VM stays on its source.
+func TestMigrateDeadline(t *testing.T) {
+	th := newTwoHosts(t, 8*time.Second, func(c *cloud) { c.create("vm1") })
+	th.waitState("vm1", api.StateRunning)
+	// The operation fails (WaitOperation says so too).
+	op, err := th.migrate("vm1", api.InstanceMigrate{TimeoutSeconds: 1})
+	if op.Status != api.OpFailed || !strings.Contains(op.Error, "cancel") {
+		t.Fatalf("migrate past its deadline: %v %+v", err, op)
+	}
+	in := th.waitState("vm1", api.StateRunning)
+	if in.Host != "src-0000" {
+		t.Fatalf("on %s", in.Host)
+	}
+	if h := th.history("vm1"); !strings.Contains(h, "deadline") || !strings.Contains(h, "abandoned the migration") {
+		t.Errorf("history:\n%s", h)
+	}
+	waitFor(t, "the rollback's cleanup", func() bool { return th.instance("vm1").Migration == nil })
+	if st, _ := driverHas(th.src, in.ID); st.State != driver.Running {
+		t.Fatalf("source: %+v", st)
+	}
+	if _, ok := driverHas(th.dst, in.ID); ok {
+		t.Fatal("target holds it")
+	}
+}
