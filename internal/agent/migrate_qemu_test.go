@@ -37,7 +37,16 @@ func (c *cloud) qemuAgent(name string) *qemu.Driver {
 	}
 	done := make(chan struct{})
 	go func() { a.Run(ctx); close(done) }()
-	c.t.Cleanup(func() { cancel(); <-done })
+	c.t.Cleanup(func() {
+		cancel()
+		<-done
+		// A failed test leaves no VM behind.
+		sts, _ := d.Recover(context.Background())
+		for _, st := range sts {
+			d.Stop(context.Background(), st.ID, true)
+			d.Cleanup(context.Background(), st.ID, false)
+		}
+	})
 	return d
 }
 
