@@ -67,6 +67,8 @@ type Instance struct {
 	// timeout, the instance is recreated on another host from its image
 	// (docs/ha.md). Asked at create, or implied by its flavor.
 	HA bool `json:"ha,omitempty"`
+	// Migration is the move in progress (or whose cleanup is), if any.
+	Migration *Migration `json:"migration,omitempty"`
 }
 
 // Placement is one stay of an instance on a host; End is zero while it lasts.
@@ -257,6 +259,8 @@ type Assignment struct {
 	// HA: the agent stops the instance itself when it loses the server
 	// for longer than its fence grace (docs/ha.md).
 	HA bool `json:"ha,omitempty"`
+	// Migration is the instance's move between hosts, if one is under way.
+	Migration *AssignmentMigration `json:"migration,omitempty"`
 }
 
 // SelfFenced starts the reason of an agent's report that it stopped an HA

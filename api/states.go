@@ -74,10 +74,13 @@ const (
 	ActionPoweroff  Action = "poweroff"
 	ActionReboot    Action = "reboot"
 	ActionTerminate Action = "terminate"
+	// ActionMigrate moves the instance to another host (POST
+	// .../migrate chooses the host and the mode).
+	ActionMigrate Action = "migrate"
 )
 
 // Actions lists every action.
-var Actions = []Action{ActionHold, ActionRelease, ActionStart, ActionStop, ActionSuspend, ActionResume, ActionPoweroff, ActionReboot, ActionTerminate}
+var Actions = []Action{ActionHold, ActionRelease, ActionStart, ActionStop, ActionSuspend, ActionResume, ActionPoweroff, ActionReboot, ActionTerminate, ActionMigrate}
 
 // Known says whether a is one of the actions.
 func (a Action) Known() bool {

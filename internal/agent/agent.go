@@ -159,6 +159,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	tell := instanceNews{readiness: kick(a.kickUsage), reconciled: kick(a.kickBeat)}
 	a.inst = newInstances(a.srv, cfg.Driver, a.net, cfg.Workers, cfg.ResyncEvery, tell, started, cfg.Log)
 	a.inst.fence = a.fence
+	a.inst.mig = newMigrations(a.srv, cfg.Driver, a.hostSet, a.net, cfg.Log)
 	a.sessions = &sessionJob{src: a.srv, d: cfg.Driver, tempDir: cfg.StateDir, log: cfg.Log}
 	return a, nil
 }
@@ -213,4 +214,13 @@ func (s *serverAPI) Stream(ctx context.Context, sid string) (io.ReadWriteCloser,
 
 func (s *serverAPI) Console(ctx context.Context, sid string) (*websocket.Conn, error) {
 	return s.c.AgentConsole(ctx, s.id, sid)
+}
+
+func (s *serverAPI) MigrationReport(ctx context.Context, rep api.MigrationReport) error {
+	_, err := s.c.AgentMigrationReport(ctx, s.id, rep)
+	return err
+}
+
+func (s *serverAPI) Tunnel(ctx context.Context, migration, channel, host string) (io.ReadWriteCloser, error) {
+	return s.c.AgentMigrationTunnel(ctx, s.id, migration, channel, host)
 }

@@ -154,13 +154,25 @@ func (c *cloud) startAgent(d driver.Driver, stateDir string, resync time.Duratio
 // set.
 func (c *cloud) startAgentWith(d driver.Driver, stateDir string, set func(*agent.Config)) *runningAgent {
 	c.t.Helper()
+	return c.startAgentAs("a1", d, stateDir, set)
+}
+
+// startAgentNamed is startAgent with the agent's name.
+func (c *cloud) startAgentNamed(name string, d driver.Driver, stateDir string, resync time.Duration) *runningAgent {
+	c.t.Helper()
+	return c.startAgentAs(name, d, stateDir, func(cfg *agent.Config) { cfg.ResyncEvery = resync })
+}
+
+// startAgentAs is startAgentWith with the agent's name.
+func (c *cloud) startAgentAs(name string, d driver.Driver, stateDir string, set func(*agent.Config)) *runningAgent {
+	c.t.Helper()
 	ctx := context.Background()
 	jt, err := c.admin.CreateJoinToken(ctx, api.JoinTokensPost{})
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	link := &cutTransport{}
-	conn := agent.NewConn(agent.ConnConfig{Server: c.url, JoinToken: jt.Token, Name: "a1", StateDir: stateDir,
+	conn := agent.NewConn(agent.ConnConfig{Server: c.url, JoinToken: jt.Token, Name: name, StateDir: stateDir,
 		WrapTransport: func(rt http.RoundTripper) http.RoundTripper { link.next = rt; return link }})
 	actx, cancel := context.WithCancel(ctx)
 	cfg := agent.Config{Conn: conn, Driver: d, HeartbeatEvery: 200 * time.Millisecond, UsageEvery: 200 * time.Millisecond}

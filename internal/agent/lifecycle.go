@@ -59,6 +59,8 @@ type instances struct {
 	tell    instanceNews
 	started chan struct{}
 	fence   *fencer
+	// mig is the migration part (nil: the agent takes no part in them).
+	mig *migrations
 
 	mu      sync.Mutex
 	work    map[string]*work
@@ -221,9 +223,10 @@ type work struct {
 func (in *instances) dispatch(ctx context.Context, as api.Assignment) {
 	in.ports.track(as)
 	in.fence.track(as)
+	in.mig.note(as)
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if as.State == api.StateRunning {
+	if as.State == api.StateRunning && in.mig.mine(as) {
 		in.running[as.ID] = as
 	} else {
 		delete(in.running, as.ID)
@@ -289,6 +292,9 @@ func (in *instances) handle(ctx context.Context, as api.Assignment) {
 	left := func() {
 		in.ports.forget(as.ID)
 		in.ports.unwire(ctx, as)
+	}
+	if in.mig.handle(ctx, as) {
+		return
 	}
 	switch as.State {
 	case api.StateProlog:

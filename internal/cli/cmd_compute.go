@@ -143,6 +143,7 @@ func (a *app) instanceCmd() *cobra.Command {
 		},
 	}
 	var top int
+	var explainMigrate bool
 	explain := &cobra.Command{
 		Use: "explain NAME", Short: "Why each host can or cannot take the instance, and how the feasible ones score", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -150,7 +151,11 @@ func (a *app) instanceCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ex, err := c.Explain(cmd.Context(), project, args[0])
+			explainFn := c.Explain
+			if explainMigrate {
+				explainFn = c.ExplainMigration
+			}
+			ex, err := explainFn(cmd.Context(), project, args[0])
 			if err != nil {
 				return err
 			}
@@ -176,6 +181,7 @@ func (a *app) instanceCmd() *cobra.Command {
 		},
 	}
 	explain.Flags().IntVar(&top, "top", 20, "show at most this many hosts (0 = all)")
+	explain.Flags().BoolVar(&explainMigrate, "migrate", false, "judge the hosts as migration targets (the source excluded)")
 	var timeout int
 	execCmd := &cobra.Command{
 		Use: "exec NAME -- COMMAND [ARG...]", Short: "Run a command inside a RUNNING instance; exits with its status", Args: cobra.MinimumNArgs(2),
@@ -252,7 +258,7 @@ func (a *app) instanceCmd() *cobra.Command {
 	snapshot.Flags().StringVar(&snapName, "name", "", "the new image's name")
 	snapshot.Flags().BoolVar(&snapPublic, "public", false, "every project may use it (cloud admin)")
 	snapshot.Flags().BoolVar(&snapNoWait, "no-wait", false, "print the operation copying the disk and return ('kumo operation wait ID' follows it)")
-	cmd.AddCommand(create, list, show, history, explain, execCmd, logs, console, snapshot)
+	cmd.AddCommand(create, list, show, history, explain, execCmd, logs, console, snapshot, a.migrateCmd())
 	for _, act := range api.Actions {
 		cmd.AddCommand(a.actionCmd(act))
 	}
@@ -602,7 +608,7 @@ func (a *app) hostCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(list, show, set, del,
+	cmd.AddCommand(list, show, set, del, a.evacuateCmd(),
 		patch("enable", "Let the scheduler place instances on hosts", func() api.HostPatch { return api.HostPatch{Enabled: &yes} }),
 		patch("disable", "Stop placing instances on hosts (running ones stay)", func() api.HostPatch { return api.HostPatch{Enabled: &no} }),
 		patch("drain", "Mark hosts as draining: no new placements, for maintenance", func() api.HostPatch { return api.HostPatch{Draining: &yes} }),

@@ -19,19 +19,24 @@ func assignment(e *entry) api.Assignment {
 		host = r.home()
 	}
 	return api.Assignment{ID: r.ID, Project: r.Project, Name: r.Name, Type: r.Type, Host: host, Size: r.Size,
-		Image: r.Image, ImageSHA256: r.ImageSHA256, UserData: r.UserData, State: r.State, Action: r.Action, Revision: e.rev, NICs: r.NICs, Nesting: r.Nesting, HA: r.HA}
+		Image: r.Image, ImageSHA256: r.ImageSHA256, UserData: r.UserData, State: r.State, Action: r.Action, Revision: e.rev, NICs: r.NICs, Nesting: r.Nesting, HA: r.HA,
+		Migration: assignmentMigration(r)}
 }
 
-// assignedHost is the host whose agent has the instance: where it runs,
-// or where a STOPPED one keeps its saved state ("" for none).
-func assignedHost(r *record) string {
-	switch {
-	case onHost(r.State):
-		return r.Host
-	case r.State == api.StateStopped:
-		return r.home()
+// assignedHosts are the hosts whose agents have the instance: where it
+// runs, or where a STOPPED one keeps its saved state; both ends of a
+// migration under way.
+func assignedHosts(r *record) []string {
+	if m := r.Migration; m != nil {
+		return []string{m.Source, m.Target}
 	}
-	return ""
+	switch {
+	case onHost(r.State) && r.Host != "":
+		return []string{r.Host}
+	case r.State == api.StateStopped && r.home() != "":
+		return []string{r.home()}
+	}
+	return nil
 }
 
 // Assignments returns the instances on an agent's hosts that changed after

@@ -27,7 +27,7 @@ type cache struct {
 	use    map[string]hostUse
 	groups map[string]map[string]int // "project/group" -> host -> members
 	// assigned indexes instances by the host whose agent has them
-	// (assignedHost), and assignedRev is the newest revision of any of
+	// (assignedHosts), and assignedRev is the newest revision of any of
 	// them: an agent's long poll looks at its own hosts only, and skips
 	// those with nothing newer than it has (scanning every instance for
 	// each of ten agents' polls was most of the server's work at 100,000
@@ -63,48 +63,53 @@ func (c *cache) clearInstances() {
 }
 
 // index adds an instance's entry to (sign 1) or takes it from (sign -1)
-// the assignments of its host.
+// the assignments of its hosts.
 func (c *cache) index(key string, e *entry, sign int) {
-	h := assignedHost(&e.rec)
-	if h == "" {
-		return
-	}
-	if sign < 0 {
-		if delete(c.assigned[h], key); len(c.assigned[h]) == 0 {
-			delete(c.assigned, h)
+	for _, h := range assignedHosts(&e.rec) {
+		if sign < 0 {
+			if delete(c.assigned[h], key); len(c.assigned[h]) == 0 {
+				delete(c.assigned, h)
+			}
+			continue
 		}
-		return
+		if c.assigned[h] == nil {
+			c.assigned[h] = map[string]*entry{}
+		}
+		c.assigned[h][key] = e
+		c.assignedRev[h] = max(c.assignedRev[h], e.rev)
 	}
-	if c.assigned[h] == nil {
-		c.assigned[h] = map[string]*entry{}
-	}
-	c.assigned[h][key] = e
-	c.assignedRev[h] = max(c.assignedRev[h], e.rev)
 }
 
 // count adds (sign 1) or takes away (sign -1) what an instance takes from
 // its host's use and its group's members there.
 func (c *cache) count(r *record, sign int) {
-	if r.Host == "" || !onHost(r.State) {
-		return
+	if r.Host != "" && onHost(r.State) {
+		c.countOn(r, r.Host, sign)
 	}
-	u := c.use[r.Host]
+	// A migration holds its target's room too (migrations.go).
+	if t := migrationHold(r); t != "" && t != r.Host {
+		c.countOn(r, t, sign)
+	}
+}
+
+func (c *cache) countOn(r *record, host string, sign int) {
+	u := c.use[host]
 	u.size.VCPUs += int64(sign) * r.Size.VCPUs
 	u.size.MemoryMiB += int64(sign) * r.Size.MemoryMiB
 	u.size.DiskGiB += int64(sign) * r.Size.DiskGiB
 	u.n += sign
 	if u.n == 0 {
-		delete(c.use, r.Host)
+		delete(c.use, host)
 	} else {
-		c.use[r.Host] = u
+		c.use[host] = u
 	}
 	if r.ServerGroup != "" {
 		g := r.Project + "/" + r.ServerGroup
 		if c.groups[g] == nil {
 			c.groups[g] = map[string]int{}
 		}
-		if c.groups[g][r.Host] += sign; c.groups[g][r.Host] == 0 {
-			delete(c.groups[g], r.Host)
+		if c.groups[g][host] += sign; c.groups[g][host] == 0 {
+			delete(c.groups[g], host)
 		}
 		if len(c.groups[g]) == 0 {
 			delete(c.groups, g)

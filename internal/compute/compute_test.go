@@ -527,7 +527,7 @@ func TestCacheSumsFollowInstances(t *testing.T) {
 	// has it, and nothing else.
 	wantA := map[string]map[string]bool{}
 	for k, e := range c.instances {
-		if h := assignedHost(&e.rec); h != "" {
+		for _, h := range assignedHosts(&e.rec) {
 			if wantA[h] == nil {
 				wantA[h] = map[string]bool{}
 			}

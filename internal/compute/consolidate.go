@@ -6,19 +6,30 @@ import (
 	"strings"
 
 	"github.com/kumocloud/kumo/api"
-	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/scheduler"
 )
 
-// Mover moves a live instance to another host (live or cold migration).
-// Consolidation applies its plan through it; a server without one can
-// only show plans.
+// Mover moves a live instance to another host and returns once it is
+// there (or why it is not). Consolidation applies its plan through it.
 type Mover interface {
 	Migrate(ctx context.Context, project, name, targetHost string) error
 }
 
-// SetMover gives the service what carries out migrations.
-func (svc *Service) SetMover(m Mover) { svc.mover = m }
+// migrator is the service's own migration as a Mover: live where the
+// instance can go live, cold otherwise, waited for to its end.
+type migrator struct{ svc *Service }
+
+func (m migrator) Migrate(ctx context.Context, project, name, target string) error {
+	in, err := m.svc.Migrate(ctx, project, name, api.InstanceMigrate{Host: target})
+	if err != nil {
+		return err
+	}
+	if in.Migration == nil {
+		return nil
+	}
+	_, err = m.svc.WaitMigration(ctx, project, name, in.Migration.ID, nil)
+	return err
+}
 
 // movable says whether an instance in this state can be migrated.
 func movable(s api.State) bool { return s == api.StateRunning || s == api.StatePoweroff }
@@ -64,12 +75,8 @@ func (svc *Service) Consolidation(ctx context.Context) (api.Consolidation, error
 
 // Consolidate plans and applies: each move through the Mover, one at a
 // time (a failed move is reported and the rest go on: the target may be
-// full by now, the instance gone). Without a Mover it is a conflict
-// saying so, and nothing moves.
+// full by now, the instance gone).
 func (svc *Service) Consolidate(ctx context.Context) (api.Consolidation, error) {
-	if svc.mover == nil {
-		return api.Consolidation{}, errs.Conflict("consolidation cannot be applied: live and cold migration are not available in this server; 'kumo cloud consolidate --dry-run' (GET /v1/consolidation) shows the plan")
-	}
 	plan, err := svc.Consolidation(ctx)
 	if err != nil {
 		return plan, err

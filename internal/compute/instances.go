@@ -55,6 +55,9 @@ type record struct {
 	// Rehome is the lost host an HA instance is being recreated away from
 	// (ha.go): until it is placed again it has no home.
 	Rehome string `json:"rehome,omitempty"`
+	// LastMigration is the instance's last migration once it has ended
+	// (migrations.go): how it went, for whoever waits on it.
+	LastMigration *api.Migration `json:"last_migration,omitempty"`
 }
 
 func (r *record) api(rev int64) api.Instance {
@@ -95,6 +98,10 @@ func (r *record) clone() record {
 	c.Placements = append([]api.Placement(nil), r.Placements...)
 	c.NICs = append([]api.InstanceNIC(nil), r.NICs...)
 	c.Actions = nil
+	if r.Migration != nil {
+		m := *r.Migration
+		c.Migration = &m
+	}
 	return c
 }
 
@@ -172,6 +179,9 @@ type Deps struct {
 	// FenceTimeout is how long an HA instance's host stays lost before
 	// the instance is recreated elsewhere (default DefaultFenceTimeout).
 	FenceTimeout time.Duration
+	// Mover carries out consolidation's moves (default: the service's
+	// own live and cold migration, migrations.go).
+	Mover Mover
 }
 
 // New returns the compute service; Run starts its cache and controllers.
@@ -188,8 +198,12 @@ func New(s store.Store, h *hosts.Service, policy string, log *slog.Logger, deps 
 	if deps.Clock == nil {
 		deps.Clock = time.Now
 	}
-	return &Service{s: s, hosts: h, log: log, cache: newCache(), policy: policy, kick: make(chan struct{}, 1), clock: deps.Clock,
-		usage: map[string]api.InstanceUsage{}, images: deps.Images, ports: deps.Ports, ha: newHAConfig(deps.FenceTimeout)}
+	svc := &Service{s: s, hosts: h, log: log, cache: newCache(), policy: policy, kick: make(chan struct{}, 1), clock: deps.Clock,
+		usage: map[string]api.InstanceUsage{}, images: deps.Images, ports: deps.Ports, ha: newHAConfig(deps.FenceTimeout), mover: deps.Mover}
+	if svc.mover == nil {
+		svc.mover = migrator{svc}
+	}
+	return svc
 }
 
 // namesOnly is a cloud without an image service: every name is unknown
@@ -227,6 +241,7 @@ func (svc *Service) Run(ctx context.Context) {
 	}
 	go svc.nodeController(ctx)
 	go svc.haController(ctx)
+	go svc.migrationController(ctx)
 	svc.schedulerLoop(ctx)
 }
 
@@ -592,6 +607,9 @@ func (svc *Service) ForMetering(ctx context.Context, project string) ([]Metered,
 func (svc *Service) Action(ctx context.Context, project, name string, action api.Action) (api.Instance, error) {
 	if !action.Known() {
 		return api.Instance{}, errs.Invalid("action", "action %q: use one of %v", action, api.Actions)
+	}
+	if action == api.ActionMigrate {
+		return svc.Migrate(ctx, project, name, api.InstanceMigrate{})
 	}
 	for attempt := 0; attempt < 50; attempt++ {
 		r, rev, err := svc.get(ctx, project, name)

@@ -67,10 +67,10 @@ func (svc *Service) checkNodes(ctx context.Context) {
 	}
 	// Only the silent hosts' instances, from the cache's index (a loop
 	// over every instance each second was a sixth of the server's work
-	// at 100,000).
+	// at 100,000). A migrating instance is the migration controller's.
 	for name, lh := range byHost {
 		for _, e := range svc.cache.assigned[name] {
-			if onHost(e.rec.State) && e.rec.State != api.StateUnknown {
+			if e.rec.Host == name && onHost(e.rec.State) && e.rec.State != api.StateUnknown && e.rec.State != api.StateMigrate {
 				lh.instances = append(lh.instances, svc.unknownChange(e))
 			}
 		}
@@ -120,7 +120,7 @@ func (svc *Service) unknownChange(e *entry) change {
 		return why
 	}
 	lose := func(f *record) bool {
-		if !onHost(f.State) || f.State == api.StateUnknown || f.Host != host {
+		if !onHost(f.State) || f.State == api.StateUnknown || f.State == api.StateMigrate || f.Host != host {
 			return false
 		}
 		f.Action = ""

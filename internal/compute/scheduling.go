@@ -159,24 +159,8 @@ func (svc *Service) Explain(ctx context.Context, project, name string) (api.Expl
 	if err != nil {
 		return api.Explain{}, err
 	}
-	svc.cache.mu.RLock()
-	snap := svc.snapshot()
-	svc.cache.mu.RUnlock()
-	req := svc.request(&r, groups)
-	if onHost(r.State) && r.Host != "" {
-		// Explain the instance as if it were not placed yet.
-		for i := range snap.Hosts {
-			if snap.Hosts[i].Name == r.Host {
-				snap.Hosts[i].Used.VCPUs -= r.Size.VCPUs
-				snap.Hosts[i].Used.MemoryMiB -= r.Size.MemoryMiB
-				snap.Hosts[i].Used.DiskGiB -= r.Size.DiskGiB
-				snap.Hosts[i].Instances--
-			}
-		}
-		if m := snap.GroupHosts[req.Group]; m != nil {
-			m[r.Host]--
-		}
-	}
+	// Explain the instance as if it were not placed yet.
+	snap, req := svc.unplacedView(&r, groups)
 	res := scheduler.Explain(snap, req, svc.policy)
 	out := api.Explain{Instance: name, Policy: svc.policy, Hosts: make([]api.ExplainHost, len(res))}
 	if r.Rank != "" {

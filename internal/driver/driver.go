@@ -158,9 +158,13 @@ const (
 	CapNetworks
 	// CapHostHealth: hosts can go down while the agent runs (HostHealth).
 	CapHostHealth
+	// CapMigrate: instances move cold to another host (Migrator).
+	CapMigrate
+	// CapLiveMigrate: running instances move live (LiveMigrator).
+	CapLiveMigrate
 )
 
-var capNames = []string{"exec", "logs", "console", "snapshot", "networks", "host-health"}
+var capNames = []string{"exec", "logs", "console", "snapshot", "networks", "host-health", "migrate", "live-migrate"}
 
 // Has says whether c holds every capability of want.
 func (c Capability) Has(want Capability) bool { return c&want == want }
@@ -262,6 +266,10 @@ func featureCap(f any) (Capability, string) {
 		return CapSnapshot, "cannot snapshot disks"
 	case *HostHealth:
 		return CapHostHealth, "cannot lose hosts"
+	case *Migrator:
+		return CapMigrate, "cannot migrate instances"
+	case *LiveMigrator:
+		return CapLiveMigrate, "cannot migrate running instances live"
 	}
 	panic(fmt.Sprintf("driver.Feature of %T: not an optional feature", f))
 }

@@ -11,8 +11,7 @@ func (s *Server) getConsolidation(r *request) response.Response {
 	return response.OK(plan)
 }
 
-// postConsolidation applies a fresh plan (409 while this server has no
-// migration to carry it out).
+// postConsolidation applies a fresh plan, one migration at a time.
 func (s *Server) postConsolidation(r *request) response.Response {
 	plan, err := s.compute.Consolidate(r.Context())
 	if err != nil {

@@ -70,7 +70,15 @@ func (s *Server) getInstanceHistory(r *request) response.Response {
 }
 
 func (s *Server) getInstanceExplain(r *request) response.Response {
-	ex, err := s.compute.Explain(r.Context(), r.PathValue("project"), r.PathValue("name"))
+	migrate, err := parseBool(r.Request, "migrate")
+	if err != nil {
+		return response.Error(err)
+	}
+	explain := s.compute.Explain
+	if migrate {
+		explain = s.compute.ExplainMigrate
+	}
+	ex, err := explain(r.Context(), r.PathValue("project"), r.PathValue("name"))
 	if err != nil {
 		return response.Error(err)
 	}

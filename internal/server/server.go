@@ -128,6 +128,7 @@ type Server struct {
 	networks  *network.Service
 	sessions  *sessions
 	consoles  consoleLimits
+	tunnels   *tunnels      // migrations' byte streams between two agents
 	fence     *projectFence // keeps changes out of projects being deleted
 	stopRun   context.CancelFunc
 	ops       *operations.Manager
@@ -275,6 +276,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 		meteredInstances{s.compute}, meteredImages{s.images}, projectBudgets{s.ids})
 	s.ops = operations.New(st, cfg.Logger)
 	s.ops.Register(opDeleteProject, s.runDeleteProject)
+	s.registerMigrations()
 	s.snapshots = images.NewSnapshots(s.images, instanceGetter{s.compute}, diskReader{hosts: s.hosts, sessions: s.sessions}, s.ops)
 	credFile := filepath.Join(cfg.DataDir, "admin-credentials")
 	pw, err := s.ids.Bootstrap(ctx, flavor.SeedOps(ctx), func(password string) error {

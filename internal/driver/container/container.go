@@ -127,7 +127,7 @@ func (d *Driver) Name() string { return "container" }
 // containers; their network namespaces are wired by the host's datapath.
 // No disk snapshots yet.
 func (d *Driver) Capabilities() driver.Capabilities {
-	return driver.Same(driver.CapExec|driver.CapLogs|driver.CapConsole|driver.CapNetworks, api.TypeContainer)
+	return driver.Same(driver.CapExec|driver.CapLogs|driver.CapConsole|driver.CapNetworks|driver.CapMigrate, api.TypeContainer)
 }
 
 // Sync implements driver.Driver: records are written as they change.

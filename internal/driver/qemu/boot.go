@@ -330,7 +330,13 @@ func (d *Driver) args(id string, m meta, incoming string) []string {
 	// slots (and states saved without a display restore): VNC on a unix
 	// socket only, never a TCP port (console.go bridges it).
 	a = append(a, displayArgs(d.sock(id, vncSocket))...)
-	if incoming != "" {
+	switch incoming {
+	case "":
+	case incomingLive:
+		// A live migration's target: paused until its source says the
+		// disk is complete too (live.go).
+		a = append(a, "-S", "-incoming", "defer")
+	default:
 		a = append(a, "-incoming", "exec:cat "+shellQuote(incoming))
 	}
 	return a

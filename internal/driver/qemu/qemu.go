@@ -19,6 +19,8 @@ package qemu
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -83,6 +85,10 @@ type Driver struct {
 	// earlier kumo (in a VM's record) is now.
 	moved func(string) string
 	ready local.Readiness
+	// runTag keeps this driver's sockets apart from another's on the
+	// same machine (two agents: a migration's source and target hold
+	// the same VM id).
+	runTag string
 
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex
@@ -119,6 +125,10 @@ func New(ctx context.Context, c driver.Common, cfg Config) (*Driver, error) {
 	}
 	version := strings.TrimPrefix(strings.SplitN(string(out), "\n", 2)[0], "QEMU emulator version ")
 	d := &Driver{o: cfg, root: c.StateDir, qemu: bin, version: version, host: c.HostName, locks: map[string]*sync.Mutex{}}
+	if abs, err := filepath.Abs(c.StateDir); err == nil {
+		sum := sha256.Sum256([]byte(abs))
+		d.runTag = hex.EncodeToString(sum[:4])
+	}
 	if d.host == "" {
 		d.host = local.HostName()
 	}
@@ -160,7 +170,7 @@ func (d *Driver) Name() string { return "qemu" }
 // console and the display (VNC), disk snapshots; VMs' NICs are TAPs of the host's datapath.
 // No exec: a VM has no guest agent.
 func (d *Driver) Capabilities() driver.Capabilities {
-	return driver.Same(driver.CapLogs|driver.CapConsole|driver.CapSnapshot|driver.CapNetworks, api.TypeVM)
+	return driver.Same(driver.CapLogs|driver.CapConsole|driver.CapSnapshot|driver.CapNetworks|driver.CapMigrate|driver.CapLiveMigrate, api.TypeVM)
 }
 
 // Sync implements driver.Driver: records are written as they change.
@@ -243,8 +253,16 @@ func (d *Driver) path(id, name string) string { return d.inst.Path(id, name) }
 // (a test's temp dir, a long --data-dir) would exceed.
 const RunDir = "/run/kumo/vm"
 
-// sock is a socket of the VM (its directory for "").
-func (d *Driver) sock(id, name string) string { return filepath.Join(RunDir, id, name) }
+// sock is a socket of the VM (its directory for ""), under the driver's
+// run tag - or where a QEMU started by a kumo from before the tags has it.
+func (d *Driver) sock(id, name string) string {
+	if pid := d.pid(id); pid != 0 {
+		if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && bytes.Contains(cmd, []byte("unix:"+filepath.Join(RunDir, id, "qmp.sock"))) {
+			return filepath.Join(RunDir, id, name)
+		}
+	}
+	return filepath.Join(RunDir, d.runTag, id, name)
+}
 
 // Has implements driver.Driver.
 func (d *Driver) Has(id string) bool { return d.inst.Has(id) }
@@ -556,6 +574,7 @@ func (d *Driver) Cleanup(ctx context.Context, id string, keepSaved bool) error {
 	d.ensureQuit(ctx, id)
 	local.RemoveCgroup(id)
 	os.RemoveAll(d.sock(id, ""))
+	os.Remove(filepath.Dir(d.sock(id, ""))) // the run tag's dir, once empty
 	d.ready.Forget(d.path(id, "console.log"))
 	if err := os.RemoveAll(d.dir(id)); err != nil {
 		return err

@@ -203,7 +203,7 @@ func (d *Driver) Name() string { return "sim" }
 // hosts that crash; no exec, console or snapshot, and networks are only
 // simulated (no datapath).
 func (d *Driver) Capabilities() driver.Capabilities {
-	return driver.Same(driver.CapLogs|driver.CapHostHealth, api.TypeVM, api.TypeContainer)
+	return driver.Same(driver.CapLogs|driver.CapHostHealth|driver.CapMigrate|driver.CapLiveMigrate, api.TypeVM, api.TypeContainer)
 }
 
 // Has implements driver.Driver.

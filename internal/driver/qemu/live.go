@@ -1,0 +1,371 @@
+package qemu
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/driver"
+)
+
+// Live migration, as libvirt does it for local disks: the target's QEMU
+// starts paused (-S -incoming defer) with a fresh overlay over its own
+// copy of the base and serves that overlay over NBD; the source mirrors
+// its overlay into it (blockdev-mirror, sync top, write-blocking once in
+// step), then migrates the memory (pre-copy, auto-converge, a downtime
+// limit). When the memory migration completes (the source is paused for
+// good) the mirror is ended, in step, and the source tells the target to
+// go: it stops serving NBD, continues the guest and announces its MACs
+// (gratuitous ARP). Every byte goes through the migration's tunnel:
+// QEMU talks to unix sockets in the VM's socket dir that the driver joins
+// to the tunnel's channels (nbd, mem, ctl) - no port is opened.
+
+var _ driver.LiveMigrator = (*Driver)(nil)
+
+const incomingLive = "live"
+
+// LiveReceive implements driver.LiveMigrator.
+func (d *Driver) LiveReceive(ctx context.Context, s driver.Spec, t driver.Tunnel) (err error) {
+	undo, err := driver.PrepareAfresh(ctx, d, s)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			undo()
+		}
+	}()
+	l := d.lock(s.ID)
+	l.Lock()
+	defer l.Unlock()
+	m, err := d.readMeta(s.ID)
+	if err != nil {
+		return err
+	}
+	m.Want, m.Accel, m.BootAt, m.BootOffset = wantRunning, d.accel, time.Now().UTC(), 0
+	if err := d.writeMeta(s.ID, m); err != nil {
+		return err
+	}
+	if err := d.spawn(ctx, s.ID, m, incomingLive); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			d.ensureQuit(context.WithoutCancel(ctx), s.ID)
+		}
+	}()
+	c, err := d.dial(ctx, s.ID)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	nbdSock, memSock := d.sock(s.ID, "nbd.sock"), d.sock(s.ID, "incoming.sock")
+	steps := []struct {
+		cmd  string
+		args any
+	}{
+		{"nbd-server-start", map[string]any{"addr": map[string]any{"type": "unix", "data": map[string]any{"path": nbdSock}}}},
+		{"nbd-server-add", map[string]any{"device": "disk", "writable": true}},
+		{"migrate-set-capabilities", map[string]any{"capabilities": []map[string]any{{"capability": "auto-converge", "state": true}}}},
+		{"migrate-incoming", map[string]any{"uri": "unix:" + memSock}},
+	}
+	for _, st := range steps {
+		if err := c.Execute(ctx, st.cmd, st.args, nil); err != nil {
+			return fmt.Errorf("%s: %w", st.cmd, err)
+		}
+	}
+	ctl, err := t(ctx, "ctl")
+	if err != nil {
+		return fmt.Errorf("tunnel: %w", err)
+	}
+	defer ctl.Close()
+	// The source connects as it needs: the disk first, then the memory.
+	bctx, stop := context.WithCancel(ctx)
+	defer stop()
+	bridged := make(chan error, 2)
+	go func() { bridged <- bridgeTo(bctx, t, "nbd", nbdSock) }()
+	go func() { bridged <- bridgeTo(bctx, t, "mem", memSock) }()
+	// The source's word: "go" once everything is here, anything else (or
+	// the channel breaking) is the end of it.
+	word := make([]byte, 3)
+	if _, err := io.ReadFull(ctl, word); err != nil || string(word) != "go\n" {
+		return fmt.Errorf("the source gave up (%v)", err)
+	}
+	// The source's QEMU is done once it has written everything; the last
+	// bytes may still be on their way through the tunnel.
+	for i := 0; ; i++ {
+		var mi migrationInfo
+		if err := c.Execute(ctx, "query-migrate", nil, &mi); err != nil {
+			return err
+		}
+		if mi.Status == "completed" {
+			break
+		}
+		if mi.Status == "failed" || mi.Status == "cancelled" || i > 1200 {
+			return fmt.Errorf("the incoming migration is %q: %s", mi.Status, mi.ErrorDesc)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.Execute(ctx, "nbd-server-stop", nil, nil)
+	if err := c.Execute(ctx, "cont", nil, nil); err != nil {
+		return fmt.Errorf("cont: %w", err)
+	}
+	// Gratuitous ARP (and RARP) for every NIC, so switches and peers
+	// learn at once where the MACs went.
+	c.Execute(ctx, "announce-self", map[string]any{"initial": 50, "max": 550, "rounds": 5, "step": 100}, nil)
+	if _, err := ctl.Write([]byte("ok\n")); err != nil {
+		return err
+	}
+	return nil
+}
+
+// bridgeTo joins a tunnel channel to a unix socket QEMU listens on.
+func bridgeTo(ctx context.Context, t driver.Tunnel, channel, path string) error {
+	ch, err := t(ctx, channel)
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	var dl net.Dialer
+	var c net.Conn
+	for i := 0; ; i++ {
+		if c, err = dl.DialContext(ctx, "unix", path); err == nil || i > 100 || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return join(c, ch)
+}
+
+// join copies both ways until either side ends.
+func join(a io.ReadWriteCloser, b io.ReadWriteCloser) error {
+	done := make(chan error, 2)
+	go func() { _, err := io.Copy(a, b); done <- err }()
+	go func() { _, err := io.Copy(b, a); done <- err }()
+	err := <-done
+	a.Close()
+	b.Close()
+	<-done
+	return err
+}
+
+// bridgeFrom accepts QEMU's one connection on a unix socket and joins it
+// to a tunnel channel.
+func bridgeFrom(ctx context.Context, t driver.Tunnel, channel, path string) (net.Listener, <-chan error, error) {
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, nil, err
+	}
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		ch, err := t(ctx, channel)
+		if err != nil {
+			c.Close()
+			done <- err
+			return
+		}
+		done <- join(c, ch)
+	}()
+	return ln, done, nil
+}
+
+type migrationInfo struct {
+	Status    string `json:"status"`
+	ErrorDesc string `json:"error-desc"`
+	TotalTime int64  `json:"total-time"`
+	Downtime  int64  `json:"downtime"`
+	RAM       struct {
+		Transferred   int64 `json:"transferred"`
+		Remaining     int64 `json:"remaining"`
+		Total         int64 `json:"total"`
+		DirtyRate     int64 `json:"dirty-pages-rate"`
+		DirtySyncs    int64 `json:"dirty-sync-count"`
+		PostcopyPages int64 `json:"postcopy-requests"`
+	} `json:"ram"`
+	CPUThrottle int64 `json:"cpu-throttle-percentage"`
+}
+
+func (mi migrationInfo) stats(disk int64) api.MigrationStats {
+	return api.MigrationStats{Status: mi.Status, TotalBytes: mi.RAM.Total, Transferred: mi.RAM.Transferred, Remaining: mi.RAM.Remaining,
+		DirtyRate: mi.RAM.DirtyRate, Rounds: mi.RAM.DirtySyncs, DiskBytes: disk, DowntimeMS: mi.Downtime, TotalMS: mi.TotalTime, CPUThrottlePct: mi.CPUThrottle}
+}
+
+// LiveSend implements driver.LiveMigrator.
+func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt driver.LiveOptions, progress func(api.MigrationStats)) (api.MigrationStats, error) {
+	if opt.DowntimeLimitMS <= 0 {
+		opt.DowntimeLimitMS = 300
+	}
+	l := d.lock(id)
+	l.Lock()
+	defer l.Unlock()
+	if qs, err := d.qemuState(ctx, id); err != nil || qs != "running" {
+		return api.MigrationStats{}, fmt.Errorf("%w: a live migration needs the VM running, not %q (%v)", driver.ErrState, qs, err)
+	}
+	c, err := d.dial(ctx, id)
+	if err != nil {
+		return api.MigrationStats{}, err
+	}
+	defer c.Close()
+	ctl, err := t(ctx, "ctl")
+	if err != nil {
+		return api.MigrationStats{}, fmt.Errorf("tunnel: %w", err)
+	}
+	defer ctl.Close()
+	bctx, stop := context.WithCancel(ctx)
+	defer stop()
+	nbdOut, memOut := d.sock(id, "nbd-out.sock"), d.sock(id, "migrate-out.sock")
+	nln, nbdDone, err := bridgeFrom(bctx, t, "nbd", nbdOut)
+	if err != nil {
+		return api.MigrationStats{}, err
+	}
+	defer nln.Close()
+	mln, memDone, err := bridgeFrom(bctx, t, "mem", memOut)
+	if err != nil {
+		return api.MigrationStats{}, err
+	}
+	defer mln.Close()
+	abandon := func(why error) (api.MigrationStats, error) {
+		// The VM keeps running here: the migration and the mirror end,
+		// the NBD client goes.
+		bg := context.WithoutCancel(ctx)
+		c.Execute(bg, "migrate_cancel", nil, nil)
+		c.Execute(bg, "block-job-cancel", map[string]any{"device": "kumo-mirror", "force": true}, nil)
+		for i := 0; i < 50; i++ {
+			var jobs []json.RawMessage
+			if c.Execute(bg, "query-block-jobs", nil, &jobs) != nil || len(jobs) == 0 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		c.Execute(bg, "blockdev-del", map[string]any{"node-name": "kumo-mig-target"}, nil)
+		if qs, _ := d.qemuState(bg, id); qs == "paused" || qs == "postmigrate" {
+			c.Execute(bg, "cont", nil, nil)
+		}
+		return api.MigrationStats{}, why
+	}
+	// The disk first: mirror the overlay into the target's, in step.
+	if err := c.Execute(ctx, "blockdev-add", map[string]any{"driver": "nbd", "node-name": "kumo-mig-target",
+		"server": map[string]any{"type": "unix", "path": nbdOut}, "export": "disk"}, nil); err != nil {
+		return abandon(fmt.Errorf("connecting to the target's disk: %w", err))
+	}
+	if err := c.Execute(ctx, "blockdev-mirror", map[string]any{"job-id": "kumo-mirror", "device": "disk", "target": "kumo-mig-target",
+		"sync": "top", "copy-mode": "write-blocking", "auto-finalize": true}, nil); err != nil {
+		return abandon(fmt.Errorf("blockdev-mirror: %w", err))
+	}
+	var disk int64
+	for ready := false; !ready; {
+		var jobs []struct {
+			Device string `json:"device"`
+			Ready  bool   `json:"ready"`
+			Offset int64  `json:"offset"`
+			Len    int64  `json:"len"`
+		}
+		if err := c.Execute(ctx, "query-block-jobs", nil, &jobs); err != nil {
+			return abandon(err)
+		}
+		if len(jobs) == 0 {
+			return abandon(errors.New("the disk mirror ended before it was in step"))
+		}
+		ready, disk = jobs[0].Ready, jobs[0].Offset
+		select {
+		case <-ctx.Done():
+			return abandon(ctx.Err())
+		case err := <-nbdDone:
+			return abandon(fmt.Errorf("the disk's tunnel ended: %v", err))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	// Then the memory.
+	caps := []map[string]any{{"capability": "auto-converge", "state": opt.AutoConverge}}
+	if err := c.Execute(ctx, "migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
+		return abandon(err)
+	}
+	if err := c.Execute(ctx, "migrate-set-parameters", map[string]any{"downtime-limit": opt.DowntimeLimitMS}, nil); err != nil {
+		return abandon(err)
+	}
+	if err := c.Execute(ctx, "migrate", map[string]any{"uri": "unix:" + memOut}, nil); err != nil {
+		return abandon(err)
+	}
+	var mi migrationInfo
+	for {
+		if err := c.Execute(ctx, "query-migrate", nil, &mi); err != nil {
+			return abandon(err)
+		}
+		if mi.Status == "completed" {
+			break
+		}
+		if mi.Status == "failed" || mi.Status == "cancelled" {
+			return abandon(fmt.Errorf("the migration %s: %s", mi.Status, mi.ErrorDesc))
+		}
+		progress(mi.stats(disk))
+		select {
+		case <-ctx.Done():
+			return abandon(ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	// The source is paused for good; the mirror ends in step (writes were
+	// synchronous), then the target may go.
+	if err := c.Execute(ctx, "block-job-cancel", map[string]any{"device": "kumo-mirror"}, nil); err != nil {
+		return abandon(err)
+	}
+	for i := 0; ; i++ {
+		var jobs []json.RawMessage
+		if err := c.Execute(ctx, "query-block-jobs", nil, &jobs); err != nil {
+			return abandon(err)
+		}
+		if len(jobs) == 0 {
+			break
+		}
+		if i > 600 {
+			return abandon(errors.New("the disk mirror did not end"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.Execute(ctx, "blockdev-del", map[string]any{"node-name": "kumo-mig-target"}, nil)
+	<-memDone
+	if _, err := ctl.Write([]byte("go\n")); err != nil {
+		return abandon(err)
+	}
+	// From here the target may run it: only its own word (received, or
+	// failed) settles the migration, so this side says "sent" whatever
+	// comes back, and stays paused - never running twice.
+	ack := make([]byte, 3)
+	io.ReadFull(ctl, ack)
+	st := mi.stats(disk)
+	st.Status = "completed"
+	return st, nil
+}
+
+// LiveAbort implements driver.LiveMigrator: a source paused by a
+// migration whose target then failed runs again.
+func (d *Driver) LiveAbort(ctx context.Context, id string) error {
+	return d.act(ctx, id, func(m meta, qs string) error {
+		if qs == "paused" || qs == "postmigrate" {
+			if err := d.do(ctx, id, "cont", nil, nil); err != nil {
+				return err
+			}
+		}
+		if m.Want != wantRunning && qs != "" {
+			m.Want = wantRunning
+			return d.writeMeta(id, m)
+		}
+		return nil
+	})
+}
