@@ -108,6 +108,21 @@ func matrixCases() []matrixCase {
 		{"GET", "/v1/projects/p/server-groups/g1", nil, readersOfP},
 		{"DELETE", "/v1/projects/p/server-groups/g1", nil, "cA:204 pA:204 pM:204 pR:403 qA:404" + bad},
 
+		{"GET", "/v1/projects/p/volumes", nil, readersOfP},
+		{"POST", "/v1/projects/p/volumes", map[string]any{"name": "v2", "size_gib": 1}, members},
+		{"POST", "/v1/projects/p/volumes?host", map[string]any{"name": "v2", "size_gib": 1, "host": "h1"}, "cA:201 pA:403 pM:403 pR:403 qA:404" + bad},
+		{"GET", "/v1/projects/p/volumes/v1", nil, readersOfP},
+		{"PATCH", "/v1/projects/p/volumes/v1", map[string]any{"size_gib": 2}, "cA:200 pA:200 pM:200 pR:403 qA:404" + bad},
+		{"DELETE", "/v1/projects/p/volumes/v1", nil, "cA:200 pA:200 pM:200 pR:403 qA:404" + bad},
+		{"POST", "/v1/projects/p/volumes/v1/attach", map[string]any{"instance": "i1"}, "cA:409 pA:409 pM:409 pR:403 qA:404" + bad},
+		{"POST", "/v1/projects/p/volumes/v1/detach", nil, "cA:409 pA:409 pM:409 pR:403 qA:404" + bad},
+		{"GET", "/v1/storage-pools", nil, anyValid},
+		{"POST", "/v1/storage-pools", map[string]any{"name": "nfs", "type": "shared-dir", "path": "/mnt/nfs"}, "cA:201 pA:403 pM:403 pR:403 qA:403" + bad},
+		{"GET", "/v1/storage-pools/local", nil, anyValid},
+		{"DELETE", "/v1/storage-pools/sp1", nil, "cA:204 pA:403 pM:403 pR:403 qA:403" + bad},
+		{"GET", "/v1/agents/{agent}/volumes", nil, agentOnly + " ag:200"},
+		{"POST", "/v1/agents/{agent}/volumes", map[string]any{"volumes": []any{}}, agentOnly + " ag:204"},
+
 		{"GET", "/v1/projects/p/images", nil, readersOfP},
 		{"POST", "/v1/projects/p/images", map[string]any{"name": "img2", "kind": "container-rootfs"}, members},
 		{"POST", "/v1/projects/p/images?public", map[string]any{"name": "img2", "kind": "container-rootfs", "visibility": "public"}, "cA:201 pA:403 pM:403 pR:403 qA:404" + bad},
@@ -227,6 +242,12 @@ func newFixtureOn(t *testing.T, ts *testServer) *fixture {
 		t.Fatal(err)
 	}
 	if _, err := ts.s.networks.CreateFloatingIP(ctxA, "p", api.FloatingIPsPost{Network: "pub", IP: "203.0.113.10"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.s.volumes.Create(ctxA, "p", api.VolumesPost{Name: "v1", SizeGiB: 1, Host: "h1"}, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.s.volumes.CreatePool(ctxA, api.StoragePoolsPost{Name: "sp1", Type: "shared-dir", Path: "/srv/sp1"}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Millisecond) // let the short token expire

@@ -44,6 +44,7 @@ import (
 	"github.com/kumocloud/kumo/internal/scheduler"
 	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/store/etcdstore"
+	"github.com/kumocloud/kumo/internal/volumes"
 )
 
 // Config configures a server.
@@ -119,6 +120,7 @@ type Server struct {
 	images    *images.Service
 	snapshots *images.Snapshots
 	networks  *network.Service
+	volumes   *volumes.Service
 	sessions  *sessions
 	fence     *projectFence // keeps changes out of projects being deleted
 	stopRun   context.CancelFunc
@@ -263,6 +265,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	s.compute = compute.New(st, s.hosts, cfg.SchedulerPolicy, cfg.Logger.With("component", "compute"),
 		compute.Deps{Images: s.images, Ports: s.networks, Clock: cfg.Clock})
 	later.c = s.compute
+	s.volumes = volumes.New(st, s.images, s.compute, s.hosts, cfg.Clock)
 	s.meter = metering.New(st, metering.Config{Currency: cfg.Currency, Clock: cfg.Clock, Every: cfg.BudgetEvery, Logger: cfg.Logger.With("component", "metering")},
 		meteredInstances{s.compute}, meteredImages{s.images}, projectBudgets{s.ids})
 	s.ops = operations.New(st, cfg.Logger)

@@ -1,0 +1,87 @@
+package client
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/kumocloud/kumo/api"
+)
+
+// Volumes lists the project's volumes.
+func (c *Client) Volumes(ctx context.Context, project string) ([]api.Volume, error) {
+	var out api.List[api.Volume]
+	return out.Items, c.do(ctx, http.MethodGet, p("v1", "projects", project, "volumes"), nil, nil, &out)
+}
+
+// CreateVolume creates a volume; its host makes it (status creating, then
+// available).
+func (c *Client) CreateVolume(ctx context.Context, project string, req api.VolumesPost) (api.Volume, error) {
+	var out api.Volume
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "volumes"), nil, req, &out)
+}
+
+// Volume shows a volume.
+func (c *Client) Volume(ctx context.Context, project, name string) (api.Volume, error) {
+	var out api.Volume
+	return out, c.do(ctx, http.MethodGet, p("v1", "projects", project, "volumes", name), nil, nil, &out)
+}
+
+// ResizeVolume grows a volume to gib GiB.
+func (c *Client) ResizeVolume(ctx context.Context, project, name string, gib int64) (api.Volume, error) {
+	var out api.Volume
+	return out, c.do(ctx, http.MethodPatch, p("v1", "projects", project, "volumes", name), nil, api.VolumePatch{SizeGiB: &gib}, &out)
+}
+
+// DeleteVolume deletes a volume that is not attached (its host removes
+// it; the volume is gone when Volume answers not found).
+func (c *Client) DeleteVolume(ctx context.Context, project, name string) (api.Volume, error) {
+	var out api.Volume
+	return out, c.do(ctx, http.MethodDelete, p("v1", "projects", project, "volumes", name), nil, nil, &out)
+}
+
+// AttachVolume attaches a volume to an instance.
+func (c *Client) AttachVolume(ctx context.Context, project, name string, req api.VolumeAttach) (api.Volume, error) {
+	var out api.Volume
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "volumes", name, "attach"), nil, req, &out)
+}
+
+// DetachVolume detaches a volume.
+func (c *Client) DetachVolume(ctx context.Context, project, name string) (api.Volume, error) {
+	var out api.Volume
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "volumes", name, "detach"), nil, struct{}{}, &out)
+}
+
+// StoragePools lists the storage pools.
+func (c *Client) StoragePools(ctx context.Context) ([]api.StoragePool, error) {
+	var out api.List[api.StoragePool]
+	return out.Items, c.do(ctx, http.MethodGet, p("v1", "storage-pools"), nil, nil, &out)
+}
+
+// StoragePool shows a storage pool.
+func (c *Client) StoragePool(ctx context.Context, name string) (api.StoragePool, error) {
+	var out api.StoragePool
+	return out, c.do(ctx, http.MethodGet, p("v1", "storage-pools", name), nil, nil, &out)
+}
+
+// CreateStoragePool adds a shared-dir pool (cloud admin).
+func (c *Client) CreateStoragePool(ctx context.Context, req api.StoragePoolsPost) (api.StoragePool, error) {
+	var out api.StoragePool
+	return out, c.do(ctx, http.MethodPost, p("v1", "storage-pools"), nil, req, &out)
+}
+
+// DeleteStoragePool removes an empty pool (cloud admin).
+func (c *Client) DeleteStoragePool(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, p("v1", "storage-pools", name), nil, nil, nil)
+}
+
+// AgentVolumes is the complete list of the volumes an agent's hosts
+// handle (agent only).
+func (c *Client) AgentVolumes(ctx context.Context, id string) (api.AgentVolumes, error) {
+	var out api.AgentVolumes
+	return out, c.do(ctx, http.MethodGet, p("v1", "agents", id, "volumes"), nil, nil, &out)
+}
+
+// AgentVolumeReport says what an agent did with its volumes (agent only).
+func (c *Client) AgentVolumeReport(ctx context.Context, id string, reps []api.VolumeReport) error {
+	return c.do(ctx, http.MethodPost, p("v1", "agents", id, "volumes"), nil, api.AgentVolumeReport{Volumes: reps}, nil)
+}

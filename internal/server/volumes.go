@@ -1,0 +1,172 @@
+package server
+
+import (
+	"context"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/compute"
+	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/server/response"
+)
+
+// liveInstances is compute as the volume service's agent side reads it.
+type liveInstances struct{ c *compute.Service }
+
+func (l liveInstances) LiveInstance(ctx context.Context, project, name string) (string, string, string, error) {
+	in, _, err := l.c.Get(ctx, project, name)
+	if err != nil {
+		return "", "", "", err
+	}
+	if in.State == api.StateDone {
+		return "", "", "", errs.NotFound("instance %q is gone", name)
+	}
+	return in.ID, in.Type, l.c.HostOf(project, name), nil
+}
+
+func (s *Server) getVolumes(r *request) response.Response {
+	project := r.PathValue("project")
+	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+		return response.Error(err)
+	}
+	vs, err := s.volumes.List(r.Context(), project)
+	if err != nil {
+		return response.Error(err)
+	}
+	return list(vs, "")
+}
+
+func (s *Server) postVolumes(r *request) response.Response {
+	var req api.VolumesPost
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	project := r.PathValue("project")
+	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+		return response.Error(err)
+	}
+	v, err := s.volumes.Create(r.Context(), project, req, r.p.CloudAdmin)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.Created(v)
+}
+
+func (s *Server) getVolume(r *request) response.Response {
+	v, err := s.volumes.Get(r.Context(), r.PathValue("project"), r.PathValue("name"))
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(v)
+}
+
+func (s *Server) patchVolume(r *request) response.Response {
+	var req api.VolumePatch
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	if req.SizeGiB == nil {
+		return response.Error(errs.Invalid("size_gib", "size_gib is required (the new size; volumes grow only)"))
+	}
+	v, err := s.volumes.Resize(r.Context(), r.PathValue("project"), r.PathValue("name"), *req.SizeGiB)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(v)
+}
+
+func (s *Server) deleteVolume(r *request) response.Response {
+	v, err := s.volumes.Delete(r.Context(), r.PathValue("project"), r.PathValue("name"))
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(v)
+}
+
+func (s *Server) postVolumeAttach(r *request) response.Response {
+	var req api.VolumeAttach
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	v, err := s.volumes.Attach(r.Context(), r.PathValue("project"), r.PathValue("name"), req)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(v)
+}
+
+func (s *Server) postVolumeDetach(r *request) response.Response {
+	v, err := s.volumes.Detach(r.Context(), r.PathValue("project"), r.PathValue("name"))
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(v)
+}
+
+func (s *Server) getStoragePools(r *request) response.Response {
+	ps, err := s.volumes.ListPools(r.Context(), r.p.CloudAdmin)
+	if err != nil {
+		return response.Error(err)
+	}
+	return list(ps, "")
+}
+
+func (s *Server) getStoragePool(r *request) response.Response {
+	p, err := s.volumes.GetPool(r.Context(), r.PathValue("pool"), r.p.CloudAdmin)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(p)
+}
+
+func (s *Server) postStoragePools(r *request) response.Response {
+	var req api.StoragePoolsPost
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	p, err := s.volumes.CreatePool(r.Context(), req)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.Created(p)
+}
+
+func (s *Server) deleteStoragePool(r *request) response.Response {
+	if err := s.volumes.DeletePool(r.Context(), r.PathValue("pool")); err != nil {
+		return response.Error(err)
+	}
+	return response.NoContent()
+}
+
+// getAgentVolumes is the complete list of the volumes an agent's hosts
+// handle: what to make, grow, attach and delete.
+func (s *Server) getAgentVolumes(r *request) response.Response {
+	if err := s.compute.Ready(r.Context()); err != nil {
+		return response.Error(err)
+	}
+	v, err := s.volumes.AgentView(r.Context(), r.agent.Hosts, liveInstances{s.compute})
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(v)
+}
+
+func (s *Server) postAgentVolumes(r *request) response.Response {
+	var req api.AgentVolumeReport
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	if len(req.Volumes) > api.MaxUsageBatch {
+		return response.Error(errs.Invalid("volumes", "at most %d volumes a request", api.MaxUsageBatch))
+	}
+	if err := s.volumes.Report(r.Context(), r.agent.Hosts, liveInstances{s.compute}, req.Volumes); err != nil {
+		return response.Error(err)
+	}
+	return response.NoContent()
+}
+
+// agentVolumeImage says whether an agent may fetch an image's bytes to
+// make a volume of its hosts.
+func (s *Server) agentVolumeImage(r *request, sum string) bool {
+	ok, err := s.volumes.VolumeImage(r.Context(), r.agent.Hosts, liveInstances{s.compute}, sum)
+	return err == nil && ok
+}
