@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
@@ -71,6 +72,7 @@ type Agent struct {
 	inst      *instances
 	net       *hostNetwork
 	sessions  *sessionJob
+	vols      *volumeJob
 	kickUsage chan struct{}
 	kickBeat  chan struct{}
 }
@@ -143,7 +145,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	// A guest's readiness changing sends usage at once; a reconcile is
 	// told by a heartbeat at once (operators and tests wait for it).
 	tell := instanceNews{readiness: kick(a.kickUsage), reconciled: kick(a.kickBeat)}
-	a.inst = newInstances(a.srv, cfg.Driver, a.net, cfg.Workers, cfg.ResyncEvery, tell, started, cfg.Log)
+	a.vols = newVolumeJob(a.srv, cfg.Driver, cfg.Conn, filepath.Join(cfg.StateDir, "volumes"), cfg.Log)
+	a.inst = newInstances(a.srv, cfg.Driver, withVolumes{a.net, a.vols}, cfg.Workers, cfg.ResyncEvery, tell, started, cfg.Log)
 	a.sessions = &sessionJob{src: a.srv, d: cfg.Driver, tempDir: cfg.StateDir, log: cfg.Log}
 	return a, nil
 }
@@ -157,6 +160,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.usage(ctx)
 	go a.sessions.run(ctx)
 	go a.net.run(ctx)
+	go a.vols.run(ctx)
 	a.inst.run(ctx)
 	return nil
 }

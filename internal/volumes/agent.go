@@ -150,6 +150,9 @@ func (svc *Service) Report(ctx context.Context, hosts map[string]bool, live Live
 			}
 		case "error":
 			next.Error = rep.Error
+			if rep.SizeGiB > 0 {
+				next.HostSizeGiB = rep.SizeGiB
+			}
 			if next.Status == api.VolumeCreating {
 				next.Status = api.VolumeError
 			}
@@ -158,9 +161,6 @@ func (svc *Service) Report(ctx context.Context, hosts map[string]bool, live Live
 			switch {
 			case rep.AttachedTo == a.InstanceID && v.attach != nil:
 				a.Attached = true
-				if rep.Status == "error" && rep.Error != "" {
-					a.Attached = false
-				}
 			case rep.AttachedTo == "" && (v.attach == nil || v.gone):
 				// Let go after a detach, or the instance is gone.
 				next.Attachment, next.Detaching = nil, false

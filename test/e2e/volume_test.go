@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/client"
+)
+
+// volumeIs waits for a volume to satisfy cond.
+func volumeIs(t *testing.T, c *client.Client, name, what string, d time.Duration, cond func(api.Volume) bool) api.Volume {
+	t.Helper()
+	var v api.Volume
+	eventually(t, d, what, func() (bool, string) {
+		var err error
+		v, err = c.Volume(context.Background(), "default", name)
+		return err == nil && cond(v), fmt.Sprintf("%+v %v", v, err)
+	})
+	return v
+}
+
+// loopDevicesUnder lists the loop devices backed by a file under dir.
+func loopDevicesUnder(dir string) string {
+	out, _ := exec.Command("losetup", "-a").CombinedOutput()
+	var left []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, dir) {
+			left = append(left, l)
+		}
+	}
+	return strings.Join(left, "\n")
+}
+
+// TestVolumesContainer: a filesystem volume made on the container's host,
+// mounted into a running container (live), its size enforced, refused
+// deletion while attached, surviving the container's terminate, mounted
+// live into a new container with its data, detached live, grown, deleted
+// with nothing left (files, mounts, loop devices); quota refusal is clear.
+func TestVolumesContainer(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("runc containers and loop mounts need root; CI runs as root")
+	}
+	s := startServer(t, "--drivers", "container")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(s.out.String())
+		}
+	})
+	root := []string{"KUMO_SOCKET=" + s.socket}
+	dir := t.TempDir()
+	img := filepath.Join(dir, "tiny-rootfs.tar.gz")
+	must(t, root, "", "image", "build", "tiny-rootfs", "-f", img)
+	must(t, root, "", "image", "import", img, "--name", "tiny", "--public")
+	must(t, root, "", "instance", "create", "c1", "--type", "container", "--image", "tiny", "--flavor", "tiny", "--wait")
+	c := client.Socket(s.socket)
+	ctx := context.Background()
+
+	// Quota: a clear refusal naming the resource.
+	must(t, root, "", "project", "set-quota", "default", "volume-size=3")
+	if r := kumo(t, root, "", "volume", "create", "big", "--size", "4GiB", "--format", "ext4", "--near", "c1"); r.code == 0 || !strings.Contains(r.err, "volume_gib") {
+		t.Fatalf("over quota: %d %q", r.code, r.err)
+	}
+	must(t, root, "", "volume", "create", "files", "--size", "1GiB", "--format", "ext4", "--near", "c1")
+	v := volumeIs(t, c, "files", "the volume made on its host", 60*time.Second, func(v api.Volume) bool { return v.Status == api.VolumeAvailable })
+	if v.HostSizeGiB != 1 {
+		t.Fatalf("made %d GiB", v.HostSizeGiB)
+	}
+	file := ""
+	filepath.Walk(s.dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Name() == v.ID+".ext4" {
+			file = p
+		}
+		return nil
+	})
+	if file == "" {
+		t.Fatal("no volume file on the host")
+	}
+	// Sparse: a 1 GiB volume takes little room until written.
+	var st = statBlocks(t, file)
+	if st > 200<<20 {
+		t.Errorf("a fresh 1 GiB volume takes %d bytes on disk", st)
+	}
+
+	must(t, root, "", "volume", "attach", "files", "c1", "--path", "/data")
+	volumeIs(t, c, "files", "attached to c1", 60*time.Second, func(v api.Volume) bool { return v.Attachment != nil && v.Attachment.Attached })
+	// Live: the running container sees it at once, its size enforced.
+	must(t, root, "", "instance", "exec", "c1", "--", "sh", "-c", "echo kept-across-instances > /data/f")
+	out := must(t, root, "", "instance", "exec", "c1", "--", "df", "-k", "/data")
+	if k := dfKiB(out); k < 900<<10 || k > 1<<20 {
+		t.Errorf("df of a 1 GiB volume: %q", out)
+	}
+	if r := kumo(t, root, "", "instance", "exec", "c1", "--", "dd", "if=/dev/zero", "of=/data/big", "bs=1048576", "count=1200"); r.code == 0 {
+		t.Error("wrote 1200 MiB to a 1 GiB volume")
+	}
+	must(t, root, "", "instance", "exec", "c1", "--", "rm", "-f", "/data/big")
+	if r := kumo(t, root, "", "volume", "delete", "files"); r.code == 0 || !strings.Contains(r.err, "attached") {
+		t.Fatalf("delete while attached: %d %q", r.code, r.err)
+	}
+
+	// The volume outlives its container.
+	must(t, root, "", "instance", "terminate", "c1", "--wait")
+	volumeIs(t, c, "files", "let go after terminate", 60*time.Second, func(v api.Volume) bool { return v.Attachment == nil && v.Status == api.VolumeAvailable })
+	must(t, root, "", "instance", "create", "c2", "--type", "container", "--image", "tiny", "--flavor", "tiny", "--wait")
+	must(t, root, "", "volume", "attach", "files", "c2")
+	volumeIs(t, c, "files", "attached to c2", 60*time.Second, func(v api.Volume) bool { return v.Attachment != nil && v.Attachment.Attached })
+	if out := must(t, root, "", "instance", "exec", "c2", "--", "cat", "/data/f"); strings.TrimSpace(out) != "kept-across-instances" {
+		t.Fatalf("the data in the new container: %q", out)
+	}
+	// Grown while attached: online where the host allows it (resize2fs
+	// of a mounted filesystem needs CAP_SYS_RESOURCE), else as soon as
+	// it is detached; the volume says which.
+	must(t, root, "", "volume", "resize", "files", "--size", "2GiB")
+	volumeIs(t, c, "files", "grown, or waiting for detach", 60*time.Second, func(v api.Volume) bool {
+		return v.HostSizeGiB == 2 || strings.Contains(v.Error, "grows when detached")
+	})
+	// Detached live: gone from the running container.
+	must(t, root, "", "volume", "detach", "files")
+	volumeIs(t, c, "files", "detached and grown", 60*time.Second, func(v api.Volume) bool { return v.Attachment == nil && v.HostSizeGiB == 2 && v.Error == "" })
+	if r := kumo(t, root, "", "instance", "exec", "c2", "--", "cat", "/data/f"); r.code == 0 {
+		t.Errorf("the file is still there after detach: %q", r.out)
+	}
+	must(t, root, "", "volume", "attach", "files", "c2", "--path", "/srv/vol")
+	volumeIs(t, c, "files", "attached again", 60*time.Second, func(v api.Volume) bool { return v.Attachment != nil && v.Attachment.Attached })
+	if out := must(t, root, "", "instance", "exec", "c2", "--", "df", "-k", "/srv/vol"); dfKiB(out) < 1900<<10 {
+		t.Errorf("the container does not see 2 GiB: %q", out)
+	}
+	if out := must(t, root, "", "instance", "exec", "c2", "--", "cat", "/srv/vol/f"); strings.TrimSpace(out) != "kept-across-instances" {
+		t.Errorf("the data after growing: %q", out)
+	}
+	must(t, root, "", "volume", "detach", "files")
+	volumeIs(t, c, "files", "detached", 60*time.Second, func(v api.Volume) bool { return v.Attachment == nil })
+	must(t, root, "", "volume", "delete", "files")
+	eventually(t, 60*time.Second, "the volume gone", func() (bool, string) {
+		_, err := c.Volume(ctx, "default", "files")
+		return err != nil && strings.Contains(err.Error(), "not found"), fmt.Sprint(err)
+	})
+	if _, err := os.Stat(file); !os.IsNotExist(err) {
+		t.Errorf("volume file left: %v", err)
+	}
+	if left := loopDevicesUnder(filepath.Dir(file)); left != "" {
+		t.Errorf("loop devices left: %s", left)
+	}
+	if mi, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mi), filepath.Join(s.dir, "agent", "volumes")) {
+		t.Error("volume mounts left")
+	}
+	if p, err := c.Project(ctx, "default"); err != nil || p.Usage.Volumes != 0 || p.Usage.VolumeGiB != 0 {
+		t.Errorf("quota usage after delete: %+v %v", p.Usage, err)
+	}
+	must(t, root, "", "instance", "terminate", "c2", "--wait")
+}
+
+// statBlocks is what a file takes on disk.
+func statBlocks(t *testing.T, path string) int64 {
+	out, err := exec.Command("stat", "-c", "%b %B", path).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocks, size int64
+	fmt.Sscan(string(out), &blocks, &size)
+	return blocks * size
+}
+
+// dfKiB is the size in df -k's last line.
+func dfKiB(out string) int64 {
+	ls := lines(out)
+	if len(ls) == 0 {
+		return 0
+	}
+	f := strings.Fields(ls[len(ls)-1])
+	var n int64
+	if len(f) > 1 {
+		fmt.Sscan(f[1], &n)
+	}
+	return n
+}
