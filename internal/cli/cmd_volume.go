@@ -129,7 +129,7 @@ func (a *app) volumeCmd() *cobra.Command {
 		att.Instance = args[1]
 		return c.AttachVolume(cmd.Context(), project, args[0], att)
 	})
-	attach.Flags().StringVar(&att.Device, "device", "", "a VM's disk name, vdb to vdz (default: the first free)")
+	attach.Flags().StringVar(&att.Device, "device", "", "a VM's disk name, vdb to vdq (default: the first free)")
 	attach.Flags().StringVar(&att.Path, "path", "", "where a container sees it (default /data)")
 	detach := one("detach NAME", "Detach a volume", 1, func(cmd *cobra.Command, args []string) (api.Volume, error) {
 		c, project, err := a.clientAndProject(cmd)

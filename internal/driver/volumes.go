@@ -17,7 +17,7 @@ type Volume struct {
 	// Source is the volume's file (VMs) or the host directory its
 	// filesystem is mounted on (containers).
 	Source string `json:"source"`
-	// Device is a VM's disk name (vdb..vdz): it fixes the disk's PCI slot,
+	// Device is a VM's disk name (vdb..vdq): it fixes the disk's PCI slot,
 	// so the guest sees the same layout at every boot and restore.
 	Device string `json:"device,omitempty"`
 	// Target is where a container sees the volume.

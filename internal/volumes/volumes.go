@@ -354,8 +354,8 @@ func checkAttach(req *api.VolumeAttach, typ string) error {
 		if req.Device == "" {
 			return nil
 		}
-		if len(req.Device) != 3 || !strings.HasPrefix(req.Device, "vd") || req.Device[2] < 'b' || req.Device[2] > 'z' {
-			return errs.Invalid("device", "device %q: use vdb to vdz", req.Device)
+		if len(req.Device) != 3 || !strings.HasPrefix(req.Device, "vd") || req.Device[2] < 'b' || req.Device[2] > 'q' {
+			return errs.Invalid("device", "device %q: use vdb to vdq", req.Device)
 		}
 		return nil
 	}
@@ -414,7 +414,7 @@ func (svc *Service) Attach(ctx context.Context, project, name string, req api.Vo
 		}
 	}
 	if in.Type == api.TypeVM && req.Device == "" {
-		for c := 'b'; c <= 'z'; c++ {
+		for c := 'b'; c <= 'q'; c++ {
 			if d := "vd" + string(c); !used[d] {
 				req.Device = d
 				break
@@ -434,6 +434,10 @@ func (svc *Service) Attach(ctx context.Context, project, name string, req api.Vo
 			return errs.Conflict("volume %q is %s, not available", name, r.Status)
 		case in.Type == api.TypeContainer && r.Format != api.VolumeExt4:
 			return errs.Invalid("instance", "a container mounts filesystem volumes: volume %q is %s; make one with format ext4", name, r.Format)
+		case in.Type == api.TypeVM && r.Format != api.VolumeQcow2:
+			// A guest writes a disk's raw bytes: an ext4 volume it had
+			// would later be mounted by the host's kernel for a container.
+			return errs.Invalid("instance", "a VM takes qcow2 volumes: volume %q is %s (filesystem volumes are for containers)", name, r.Format)
 		}
 		if p := pools[r.Pool]; p.Type != api.PoolSharedDir {
 			if h := instanceHost(in); h != r.Host {

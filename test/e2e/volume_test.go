@@ -180,3 +180,93 @@ func dfKiB(out string) int64 {
 	}
 	return n
 }
+
+// TestVolumesVM: a block volume hot-plugged into a running VM (QEMU, TCG
+// here): the guest sees a disk with the volume's serial appear, writes to
+// it, sees it grow when the volume is resized, and sees it go on detach;
+// the bytes it wrote are in the volume on the host afterwards.
+func TestVolumesVM(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("VMs' cgroups need root; CI runs as root")
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 is not installed (make test installs it)")
+	}
+	s := startServer(t, "--drivers", "qemu")
+	t.Cleanup(func() {
+		exec.Command("pkill", "-9", "-f", filepath.Join(s.dir, "agent", "qemu")).Run()
+		if t.Failed() {
+			t.Log(s.out.String())
+		}
+	})
+	root := []string{"KUMO_SOCKET=" + s.socket}
+	dir := t.TempDir()
+	must(t, root, "", "image", "build", "tiny-vm", "-f", filepath.Join(dir, "tiny-vm.tar.gz"), "--import", "--public")
+	// The guest says which disks it has (serial:sectors) whenever that
+	// changes, and writes a marker on each new disk that is not its own.
+	ud := filepath.Join(dir, "disks.sh")
+	os.WriteFile(ud, []byte(`#!/bin/sh
+(last=""; while :; do
+	now=""
+	for b in /sys/block/vd*; do
+		s=$(cat $b/serial 2>/dev/null); n=$(cat $b/size)
+		now="$now $s:$n"
+		case "$last" in *" $s:"*) ;; *) [ -n "$s" ] && echo "volume-marker-$s" | dd of=/dev/${b##*/} conv=notrunc,fsync 2>/dev/null ;; esac
+	done
+	[ "$now" != "$last" ] && echo "disks:$now" >/dev/ttyS0
+	last="$now"; sleep 1
+done) &
+`), 0o644)
+	must(t, root, "", "instance", "create", "vm1", "--type", "vm", "--image", "tiny-vm", "--flavor", "tiny", "--user-data", ud, "--wait")
+	c := client.Socket(s.socket)
+	eventually(t, 120*time.Second, "vm1 ready", func() (bool, string) {
+		in, _ := instanceState(t, c, "default", "vm1")
+		return in.Ready, fmt.Sprint(in.State, " ready=", in.Ready, " ", in.ReadyReason)
+	})
+	must(t, root, "", "volume", "create", "data", "--size", "1GiB", "--near", "vm1")
+	v := volumeIs(t, c, "data", "made", 60*time.Second, func(v api.Volume) bool { return v.Status == api.VolumeAvailable })
+	serial := v.ID[:20]
+	guestSees := func(what, want string, absent bool) {
+		t.Helper()
+		eventually(t, 120*time.Second, what, func() (bool, string) {
+			ls := lines(must(t, root, "", "instance", "logs", "vm1", "--tail", "200"))
+			last := ""
+			for _, l := range ls {
+				if i := strings.Index(l, "disks:"); i >= 0 {
+					last = l[i:]
+				}
+			}
+			return strings.Contains(last, want) != absent, last
+		})
+	}
+	must(t, root, "", "volume", "attach", "data", "vm1")
+	volumeIs(t, c, "data", "attached", 120*time.Second, func(v api.Volume) bool { return v.Attachment != nil && v.Attachment.Attached })
+	guestSees("the hot-plugged disk in the guest", " "+serial+":2097152", false)
+	must(t, root, "", "volume", "resize", "data", "--size", "2GiB")
+	volumeIs(t, c, "data", "grown", 60*time.Second, func(v api.Volume) bool { return v.HostSizeGiB == 2 })
+	guestSees("the guest sees the new size", " "+serial+":4194304", false)
+	must(t, root, "", "volume", "detach", "data")
+	volumeIs(t, c, "data", "detached", 120*time.Second, func(v api.Volume) bool { return v.Attachment == nil })
+	guestSees("the disk gone from the guest", serial, true)
+	// What the guest wrote is in the volume.
+	var file string
+	filepath.Walk(s.dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Name() == v.ID+".qcow2" {
+			file = p
+		}
+		return nil
+	})
+	head := filepath.Join(dir, "head")
+	if out, err := exec.Command("qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=512", "count=1", "if="+file, "of="+head).CombinedOutput(); err != nil {
+		t.Fatalf("reading the volume: %v %s", err, out)
+	}
+	if b, _ := os.ReadFile(head); !strings.HasPrefix(string(b), "volume-marker-"+serial) {
+		t.Errorf("the volume's first bytes: %q", b[:min(len(b), 40)])
+	}
+	must(t, root, "", "instance", "terminate", "vm1", "--wait")
+	must(t, root, "", "volume", "delete", "data")
+	eventually(t, 60*time.Second, "the volume gone", func() (bool, string) {
+		_, err := os.Stat(file)
+		return os.IsNotExist(err), fmt.Sprint(err)
+	})
+}
