@@ -15,6 +15,7 @@ const (
 	VolumeAvailable = "available" // made, attached to nothing
 	VolumeInUse     = "in-use"    // attached to an instance
 	VolumeDeleting  = "deleting"  // its host removes it; the record goes then
+	VolumeReverting = "reverting" // its host brings it back to a snapshot
 	VolumeError     = "error"     // its host could not make it (error says why)
 )
 
@@ -76,6 +77,31 @@ type VolumesPost struct {
 	Host   string            `json:"host,omitempty"`
 	Near   string            `json:"near,omitempty"`
 	Labels map[string]string `json:"labels,omitempty"`
+	// Snapshot ("volume/snapshot") makes the volume a copy of a snapshot,
+	// on the snapshot's host.
+	Snapshot string `json:"snapshot,omitempty"`
+}
+
+// VolumeSnapshot is a volume's content at a moment, kept beside it.
+type VolumeSnapshot struct {
+	Meta
+	Project  string `json:"project"`
+	Volume   string `json:"volume"`
+	VolumeID string `json:"volume_id"`
+	SizeGiB  int64  `json:"size_gib"`
+	// Status: creating, available, deleting or error.
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
+}
+
+// VolumeSnapshotsPost takes a snapshot.
+type VolumeSnapshotsPost struct {
+	Name string `json:"name"`
+}
+
+// VolumeRevert brings a detached volume back to a snapshot.
+type VolumeRevert struct {
+	Snapshot string `json:"snapshot"`
 }
 
 // VolumePatch changes a volume: its size, grow only.
@@ -122,8 +148,29 @@ type AgentVolume struct {
 	ImageFormat string `json:"image_format,omitempty"`
 	// Delete: remove its file and report it gone.
 	Delete bool `json:"delete,omitempty"`
+	// FromSnapshot: a new volume is made as a copy of this snapshot (of
+	// the volume FromVolume, in the same pool).
+	FromVolume   string `json:"from_volume,omitempty"`
+	FromSnapshot string `json:"from_snapshot,omitempty"`
+	// Snapshots are the volume's snapshots: to make, keep or delete.
+	Snapshots []AgentSnapshot `json:"snapshots,omitempty"`
+	// Revert asks for the volume's content to become the snapshot's; ID
+	// names the request (reported back once done).
+	Revert *AgentRevert `json:"revert,omitempty"`
 	// Attach is where it should be attached now (nil: nowhere).
 	Attach *AgentVolumeAttach `json:"attach,omitempty"`
+}
+
+// AgentSnapshot is a snapshot as its volume's agent sees it.
+type AgentSnapshot struct {
+	ID     string `json:"id"`
+	Delete bool   `json:"delete,omitempty"`
+}
+
+// AgentRevert is a revert to carry out.
+type AgentRevert struct {
+	ID       string `json:"id"`
+	Snapshot string `json:"snapshot"`
 }
 
 // AgentVolumeAttach is an attachment as an agent carries it out.
@@ -148,6 +195,17 @@ type VolumeReport struct {
 	Error   string `json:"error,omitempty"`
 	// AttachedTo is the instance it is attached to on the host ("" none).
 	AttachedTo string `json:"attached_to,omitempty"`
+	// Snapshots say what is of each snapshot: ready, error or gone.
+	Snapshots []SnapshotReport `json:"snapshots,omitempty"`
+	// Reverted names the revert request carried out.
+	Reverted string `json:"reverted,omitempty"`
+}
+
+// SnapshotReport is what an agent says of one snapshot.
+type SnapshotReport struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
 }
 
 // AgentVolumeReport is an agent's batch of volume reports.

@@ -85,3 +85,33 @@ func (c *Client) AgentVolumes(ctx context.Context, id string) (api.AgentVolumes,
 func (c *Client) AgentVolumeReport(ctx context.Context, id string, reps []api.VolumeReport) error {
 	return c.do(ctx, http.MethodPost, p("v1", "agents", id, "volumes"), nil, api.AgentVolumeReport{Volumes: reps}, nil)
 }
+
+// VolumeSnapshots lists a volume's snapshots.
+func (c *Client) VolumeSnapshots(ctx context.Context, project, volume string) ([]api.VolumeSnapshot, error) {
+	var out api.List[api.VolumeSnapshot]
+	return out.Items, c.do(ctx, http.MethodGet, p("v1", "projects", project, "volumes", volume, "snapshots"), nil, nil, &out)
+}
+
+// CreateVolumeSnapshot takes a snapshot (creating, then available).
+func (c *Client) CreateVolumeSnapshot(ctx context.Context, project, volume, name string) (api.VolumeSnapshot, error) {
+	var out api.VolumeSnapshot
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "volumes", volume, "snapshots"), nil, api.VolumeSnapshotsPost{Name: name}, &out)
+}
+
+// VolumeSnapshot shows a snapshot.
+func (c *Client) VolumeSnapshot(ctx context.Context, project, volume, name string) (api.VolumeSnapshot, error) {
+	var out api.VolumeSnapshot
+	return out, c.do(ctx, http.MethodGet, p("v1", "projects", project, "volumes", volume, "snapshots", name), nil, nil, &out)
+}
+
+// DeleteVolumeSnapshot deletes a snapshot (its host removes it).
+func (c *Client) DeleteVolumeSnapshot(ctx context.Context, project, volume, name string) (api.VolumeSnapshot, error) {
+	var out api.VolumeSnapshot
+	return out, c.do(ctx, http.MethodDelete, p("v1", "projects", project, "volumes", volume, "snapshots", name), nil, nil, &out)
+}
+
+// RevertVolume brings a detached volume back to a snapshot.
+func (c *Client) RevertVolume(ctx context.Context, project, volume, snapshot string) (api.Volume, error) {
+	var out api.Volume
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "volumes", volume, "revert"), nil, api.VolumeRevert{Snapshot: snapshot}, &out)
+}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"time"
@@ -178,9 +179,18 @@ func (j *volumeJob) reconcile(ctx context.Context, v api.AgentVolume) api.Volume
 	}
 	pv := poolVolume(v)
 	var size int64
-	if !b.Exists(pv) && v.ImageSHA256 != "" {
+	switch {
+	case !b.Exists(pv) && v.ImageSHA256 != "":
 		size, err = j.fromImage(ctx, b, pv, v)
-	} else {
+	case !b.Exists(pv) && v.FromVolume != "":
+		src := pool.Volume{ID: v.FromVolume, Format: v.Format}
+		if err = pool.CheckID(v.FromVolume); err == nil {
+			err = pool.Copy(ctx, b.SnapshotSource(src, v.FromSnapshot), b.Source(pv), v.Format)
+		}
+		if err == nil {
+			size, err = j.ensure(ctx, b, pv, v)
+		}
+	default:
 		size, err = j.ensure(ctx, b, pv, v)
 	}
 	rep.AttachedTo = j.att[v.ID].InstanceID
@@ -189,6 +199,16 @@ func (j *volumeJob) reconcile(ctx context.Context, v api.AgentVolume) api.Volume
 		return rep
 	}
 	rep.Status, rep.SizeGiB = "ready", size
+	rep.Snapshots = j.snapshots(ctx, b, pv, v)
+	if v.Revert != nil {
+		if _, attached := j.att[v.ID]; !attached && pool.CheckID(v.Revert.Snapshot) == nil {
+			if err := b.Revert(ctx, pv, v.Revert.Snapshot); err != nil {
+				rep.Status, rep.Error = "error", "revert: "+err.Error()
+				return rep
+			}
+			rep.Reverted = v.Revert.ID
+		}
+	}
 	if v.Attach != nil && j.att[v.ID].InstanceID == "" {
 		if err := j.attach(ctx, v, b, false); err != nil {
 			rep.Status, rep.Error = "error", "attach: "+err.Error()
@@ -251,6 +271,67 @@ func (j *volumeJob) fromImage(ctx context.Context, b pool.Backend, pv pool.Volum
 	}
 	pv.Image, pv.ImageFormat = f.Name(), v.ImageFormat
 	return b.Ensure(ctx, pv)
+}
+
+// snapshots makes a volume's snapshots match the view: taken (a running
+// VM's disk through QEMU, a mounted filesystem frozen while copied),
+// removed, and those nobody lists swept.
+func (j *volumeJob) snapshots(ctx context.Context, b pool.Backend, pv pool.Volume, v api.AgentVolume) []api.SnapshotReport {
+	var reps []api.SnapshotReport
+	listed := map[string]bool{}
+	for _, s := range v.Snapshots {
+		listed[s.ID] = true
+		rep := api.SnapshotReport{ID: s.ID, Status: "ready"}
+		var err error
+		switch {
+		case pool.CheckID(s.ID) != nil:
+			err = fmt.Errorf("snapshot id %q", s.ID)
+		case s.Delete:
+			if err = b.RemoveSnapshot(pv, s.ID); err == nil {
+				rep.Status = "gone"
+			}
+		case !b.HasSnapshot(pv, s.ID):
+			err = j.takeSnapshot(ctx, b, pv, v.ID, s.ID)
+		}
+		if err != nil {
+			rep.Status, rep.Error = "error", err.Error()
+		}
+		reps = append(reps, rep)
+	}
+	if v.PoolType == api.PoolLocal {
+		for _, s := range b.Snapshots(v.ID) {
+			if !listed[s] {
+				b.RemoveSnapshot(pv, s)
+			}
+		}
+	}
+	return reps
+}
+
+// takeSnapshot copies a volume into a snapshot, consistently.
+func (j *volumeJob) takeSnapshot(ctx context.Context, b pool.Backend, pv pool.Volume, volID, snap string) error {
+	a, attached := j.att[volID]
+	if attached && a.Type == api.TypeVM {
+		if st, err := j.d.Status(ctx, a.InstanceID); err == nil && (st.State == driver.Running || st.State == driver.Suspended) {
+			vs, ok := j.d.(driver.VolumeSnapshotter)
+			if !ok {
+				return fmt.Errorf("the VM's driver cannot copy a disk it has open")
+			}
+			target := b.SnapshotSource(pv, snap)
+			if err := vs.SnapshotVolume(ctx, a.InstanceID, a.Volume, target+".tmp"); err != nil {
+				os.Remove(target + ".tmp")
+				return err
+			}
+			return os.Rename(target+".tmp", target)
+		}
+	}
+	if attached && a.Mount != "" {
+		if out, err := exec.CommandContext(ctx, "fsfreeze", "-f", a.Mount).CombinedOutput(); err != nil {
+			return fmt.Errorf("fsfreeze: %v: %s", err, out)
+		}
+		defer exec.Command("fsfreeze", "-u", a.Mount).Run()
+	}
+	return b.TakeSnapshot(ctx, pv, snap)
 }
 
 // driverVolume is a volume as the driver of its instance needs it.

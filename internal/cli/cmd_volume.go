@@ -70,6 +70,7 @@ func (a *app) volumeCmd() *cobra.Command {
 	create.Flags().StringVar(&req.Pool, "pool", "", "the storage pool (default local)")
 	create.Flags().StringVar(&req.Host, "host", "", "the host to keep it (cloud admin)")
 	create.Flags().StringVar(&req.Near, "near", "", "keep it on the host of this instance")
+	create.Flags().StringVar(&req.Snapshot, "from-snapshot", "", "VOLUME/SNAPSHOT: a copy of a snapshot, kept where it is")
 	list := &cobra.Command{
 		Use: "list", Short: "The project's volumes", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -138,7 +139,69 @@ func (a *app) volumeCmd() *cobra.Command {
 		}
 		return c.DetachVolume(cmd.Context(), project, args[0])
 	})
-	cmd.AddCommand(create, list, show, resize, del, attach, detach)
+	var snap string
+	revert := one("revert NAME --snapshot SNAPSHOT", "Bring a detached volume back to one of its snapshots", 1, func(cmd *cobra.Command, args []string) (api.Volume, error) {
+		c, project, err := a.clientAndProject(cmd)
+		if err != nil {
+			return api.Volume{}, err
+		}
+		return c.RevertVolume(cmd.Context(), project, args[0], snap)
+	})
+	revert.Flags().StringVar(&snap, "snapshot", "", "the snapshot")
+	cmd.AddCommand(create, list, show, resize, del, attach, detach, revert, a.volumeSnapshotCmd())
+	return cmd
+}
+
+func (a *app) volumeSnapshotCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "snapshot", Aliases: []string{"snapshots"}, Short: "A volume's snapshots: its content at a moment, kept beside it"}
+	one := func(use, short string, nargs int, fn func(cmd *cobra.Command, args []string) (api.VolumeSnapshot, error)) *cobra.Command {
+		return &cobra.Command{Use: use, Short: short, Args: cobra.ExactArgs(nargs), RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := fn(cmd, args)
+			if err != nil {
+				return err
+			}
+			return a.printObject(s)
+		}}
+	}
+	create := one("create VOLUME NAME", "Take a snapshot (consistent for a running VM)", 2, func(cmd *cobra.Command, args []string) (api.VolumeSnapshot, error) {
+		c, project, err := a.clientAndProject(cmd)
+		if err != nil {
+			return api.VolumeSnapshot{}, err
+		}
+		return c.CreateVolumeSnapshot(cmd.Context(), project, args[0], args[1])
+	})
+	show := one("show VOLUME NAME", "Show a snapshot", 2, func(cmd *cobra.Command, args []string) (api.VolumeSnapshot, error) {
+		c, project, err := a.clientAndProject(cmd)
+		if err != nil {
+			return api.VolumeSnapshot{}, err
+		}
+		return c.VolumeSnapshot(cmd.Context(), project, args[0], args[1])
+	})
+	del := one("delete VOLUME NAME", "Delete a snapshot", 2, func(cmd *cobra.Command, args []string) (api.VolumeSnapshot, error) {
+		c, project, err := a.clientAndProject(cmd)
+		if err != nil {
+			return api.VolumeSnapshot{}, err
+		}
+		return c.DeleteVolumeSnapshot(cmd.Context(), project, args[0], args[1])
+	})
+	list := &cobra.Command{Use: "list VOLUME", Short: "A volume's snapshots", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		c, project, err := a.clientAndProject(cmd)
+		if err != nil {
+			return err
+		}
+		ss, err := c.VolumeSnapshots(cmd.Context(), project, args[0])
+		if err != nil {
+			return err
+		}
+		return printList(a, ss, []column[api.VolumeSnapshot]{
+			col("NAME", func(s api.VolumeSnapshot) string { return s.Name }),
+			col("VOLUME", func(s api.VolumeSnapshot) string { return s.Volume }),
+			col("SIZE GIB", func(s api.VolumeSnapshot) string { return strconv.FormatInt(s.SizeGiB, 10) }),
+			col("STATUS", func(s api.VolumeSnapshot) string { return s.Status }),
+			col("CREATED", func(s api.VolumeSnapshot) string { return s.CreatedAt.Format("2006-01-02 15:04:05") }),
+		})
+	}}
+	cmd.AddCommand(create, list, show, del)
 	return cmd
 }
 

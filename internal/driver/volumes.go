@@ -78,3 +78,22 @@ func (c *combined) ResizeVolume(ctx context.Context, id string, v Volume, size i
 		return ErrNoLiveAttach
 	})
 }
+
+// VolumeSnapshotter is the optional feature of drivers that copy an
+// attached volume consistently while the instance runs (QEMU's
+// blockdev-backup: the copy is the disk at one instant) into a new file.
+type VolumeSnapshotter interface {
+	SnapshotVolume(ctx context.Context, id string, v Volume, target string) error
+}
+
+var _ VolumeSnapshotter = (*combined)(nil)
+
+// SnapshotVolume routes to the driver of the instance.
+func (c *combined) SnapshotVolume(ctx context.Context, id string, v Volume, target string) error {
+	return c.on(ctx, id, func(d Driver) error {
+		if vs, ok := d.(VolumeSnapshotter); ok {
+			return vs.SnapshotVolume(ctx, id, v, target)
+		}
+		return ErrNoLiveAttach
+	})
+}

@@ -170,3 +170,51 @@ func (s *Server) agentVolumeImage(r *request, sum string) bool {
 	ok, err := s.volumes.VolumeImage(r.Context(), r.agent.Hosts, liveInstances{s.compute}, sum)
 	return err == nil && ok
 }
+
+func (s *Server) getVolumeSnapshots(r *request) response.Response {
+	ss, err := s.volumes.ListSnapshots(r.Context(), r.PathValue("project"), r.PathValue("name"))
+	if err != nil {
+		return response.Error(err)
+	}
+	return list(ss, "")
+}
+
+func (s *Server) postVolumeSnapshots(r *request) response.Response {
+	var req api.VolumeSnapshotsPost
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	sn, err := s.volumes.CreateSnapshot(r.Context(), r.PathValue("project"), r.PathValue("name"), req)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.Created(sn)
+}
+
+func (s *Server) getVolumeSnapshot(r *request) response.Response {
+	sn, err := s.volumes.GetSnapshot(r.Context(), r.PathValue("project"), r.PathValue("name"), r.PathValue("snapshot"))
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(sn)
+}
+
+func (s *Server) deleteVolumeSnapshot(r *request) response.Response {
+	sn, err := s.volumes.DeleteSnapshot(r.Context(), r.PathValue("project"), r.PathValue("name"), r.PathValue("snapshot"))
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(sn)
+}
+
+func (s *Server) postVolumeRevert(r *request) response.Response {
+	var req api.VolumeRevert
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	v, err := s.volumes.Revert(r.Context(), r.PathValue("project"), r.PathValue("name"), req.Snapshot)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(v)
+}

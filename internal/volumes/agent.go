@@ -81,15 +81,23 @@ func (svc *Service) AgentView(ctx context.Context, hosts map[string]bool, live L
 	if err != nil {
 		return api.AgentVolumes{}, err
 	}
+	snaps, err := svc.snapshotsByVolume(ctx)
+	if err != nil {
+		return api.AgentVolumes{}, err
+	}
 	out := api.AgentVolumes{Items: []api.AgentVolume{}}
 	for _, v := range vs {
 		if !hosts[v.handler] {
 			continue
 		}
 		r, p := v.rec, pools[v.rec.Pool]
-		out.Items = append(out.Items, api.AgentVolume{ID: r.ID, Project: r.Project, Name: r.Name, Host: v.handler, SizeGiB: r.SizeGiB,
+		av := api.AgentVolume{ID: r.ID, Project: r.Project, Name: r.Name, Host: v.handler, SizeGiB: r.SizeGiB,
 			Format: r.Format, PoolType: p.Type, PoolPath: p.Path, ImageSHA256: r.ImageSHA256, ImageFormat: r.ImageFormat,
-			Delete: r.Status == api.VolumeDeleting, Attach: v.attach})
+			Delete: r.Status == api.VolumeDeleting, Attach: v.attach, FromVolume: r.FromVolume, FromSnapshot: r.FromSnapshot, Revert: r.Revert}
+		for _, s := range snaps[r.ID] {
+			av.Snapshots = append(av.Snapshots, api.AgentSnapshot{ID: s.Value.ID, Delete: s.Value.Status == api.VolumeDeleting})
+		}
+		out.Items = append(out.Items, av)
 	}
 	return out, nil
 }
@@ -117,6 +125,10 @@ func (svc *Service) Report(ctx context.Context, hosts map[string]bool, live Live
 	if err != nil {
 		return err
 	}
+	snaps, err := svc.snapshotsByVolume(ctx)
+	if err != nil {
+		return err
+	}
 	byID := map[string]agentVolume{}
 	for _, v := range vs {
 		if hosts[v.handler] {
@@ -129,6 +141,9 @@ func (svc *Service) Report(ctx context.Context, hosts map[string]bool, live Live
 			continue
 		}
 		r := v.rec
+		if err := svc.reportSnapshots(ctx, snaps[r.ID], rep.Snapshots); err != nil {
+			return err
+		}
 		if rep.Status == "gone" {
 			if r.Status == api.VolumeDeleting {
 				if err := svc.remove(ctx, r, v.rev); err != nil && !errors.Is(err, store.ErrConflict) {
@@ -166,6 +181,9 @@ func (svc *Service) Report(ctx context.Context, hosts map[string]bool, live Live
 				next.Attachment, next.Detaching = nil, false
 			}
 		}
+		if next.Revert != nil && rep.Reverted == next.Revert.ID {
+			next.Revert, next.Status = nil, api.VolumeAvailable
+		}
 		if next.Status == api.VolumeInUse && next.Attachment == nil {
 			next.Status = api.VolumeAvailable
 		}
@@ -189,5 +207,5 @@ func same(a, b record) bool {
 	if (a.Attachment == nil) != (b.Attachment == nil) || a.Attachment != nil && *a.Attachment != *b.Attachment {
 		return false
 	}
-	return a.Status == b.Status && a.HostSizeGiB == b.HostSizeGiB && a.Error == b.Error && a.Detaching == b.Detaching
+	return (a.Revert == nil) == (b.Revert == nil) && a.Status == b.Status && a.HostSizeGiB == b.HostSizeGiB && a.Error == b.Error && a.Detaching == b.Detaching
 }

@@ -84,6 +84,12 @@ type record struct {
 	Detaching bool `json:"detaching,omitempty"`
 	// ImageFormat is the format of the image it is made from.
 	ImageFormat string `json:"image_format,omitempty"`
+	// FromVolume and FromSnapshot (ids): it is made as a copy of that
+	// snapshot.
+	FromVolume   string `json:"from_volume,omitempty"`
+	FromSnapshot string `json:"from_snapshot,omitempty"`
+	// Revert is the revert its host is asked to carry out.
+	Revert *api.AgentRevert `json:"revert,omitempty"`
 }
 
 func (r *record) view() api.Volume {
@@ -130,6 +136,9 @@ func (svc *Service) Create(ctx context.Context, project string, req api.VolumesP
 	if req.Host != "" && req.Near != "" {
 		return api.Volume{}, errs.Invalid("near", "give host or near, not both")
 	}
+	if req.Snapshot != "" && (req.Image != "" || req.Host != "" || req.Near != "" || req.Pool != "") {
+		return api.Volume{}, errs.Invalid("snapshot", "a volume made from a snapshot is kept where the snapshot is: give no image, host, near or pool")
+	}
 	if req.Pool == "" {
 		req.Pool = api.PoolLocal
 	}
@@ -156,7 +165,11 @@ func (svc *Service) Create(ctx context.Context, project string, req api.VolumesP
 		}
 		r.Image, r.ImageSHA256, r.ImageFormat = img.Project+"/"+img.Name, img.SHA256, img.Format
 	}
-	if r.Host, err = svc.place(ctx, project, req); err != nil {
+	if req.Snapshot != "" {
+		if err := svc.fromSnapshot(ctx, project, req, &r); err != nil {
+			return api.Volume{}, err
+		}
+	} else if r.Host, err = svc.place(ctx, project, req); err != nil {
 		return api.Volume{}, err
 	}
 	k := key(project, req.Name)
@@ -319,6 +332,11 @@ func (svc *Service) Resize(ctx context.Context, project, name string, gib int64)
 // record goes (and its quota with it) when it says so. An attached volume
 // is refused.
 func (svc *Service) Delete(ctx context.Context, project, name string) (api.Volume, error) {
+	if snaps, err := store.ListAll(ctx, svc.s, snapPrefix+project+"/"+name+"/"); err != nil {
+		return api.Volume{}, err
+	} else if len(snaps) > 0 {
+		return api.Volume{}, errs.Conflict("volume %q has %d snapshots: delete them first", name, len(snaps))
+	}
 	return svc.update(ctx, project, name, func(r *record) error {
 		if r.Attachment != nil {
 			return errs.Conflict("volume %q is attached to instance %q: detach it first", name, r.Attachment.Instance)

@@ -257,3 +257,91 @@ func TestInstanceGoneFreesVolume(t *testing.T) {
 		t.Fatalf("after the instance went: %+v", got)
 	}
 }
+
+// Snapshots: charged to volume_gib, made by the host, a revert only of a
+// detached volume, a copy made where the snapshot is, a volume with
+// snapshots kept until they go.
+func TestSnapshots(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, api.ResourceCounts{Volumes: -1, VolumeGiB: 4})
+	v, _ := e.svc.Create(ctx, "p", api.VolumesPost{Name: "data", SizeGiB: 1, Near: "vm2"}, false)
+	if _, err := e.svc.CreateSnapshot(ctx, "p", "data", api.VolumeSnapshotsPost{Name: "s1"}); kindOf(err) != errs.KindConflict {
+		t.Fatalf("snapshot of a volume still being made: %v", err)
+	}
+	h2 := []string{"h2"}
+	e.report(t, h2, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1})
+	s1, err := e.svc.CreateSnapshot(ctx, "p", "data", api.VolumeSnapshotsPost{Name: "s1"})
+	if err != nil || s1.Status != api.VolumeCreating {
+		t.Fatalf("snapshot: %+v %v", s1, err)
+	}
+	if _, err := e.svc.CreateSnapshot(ctx, "p", "data", api.VolumeSnapshotsPost{Name: "s1"}); kindOf(err) != errs.KindConflict {
+		t.Fatalf("same name: %v", err)
+	}
+	q, _, _ := quota.Get(ctx, e.st, "p")
+	if q.Usage.VolumeGiB != 2 {
+		t.Fatalf("volume_gib with a snapshot: %d", q.Usage.VolumeGiB)
+	}
+	view, _ := e.svc.AgentView(ctx, map[string]bool{"h2": true}, e.inst)
+	if len(view.Items) != 1 || len(view.Items[0].Snapshots) != 1 || view.Items[0].Snapshots[0].ID != s1.ID {
+		t.Fatalf("view: %+v", view)
+	}
+	e.report(t, h2, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1, Snapshots: []api.SnapshotReport{{ID: s1.ID, Status: "ready"}}})
+	if got, _ := e.svc.GetSnapshot(ctx, "p", "data", "s1"); got.Status != api.VolumeAvailable {
+		t.Fatalf("after the host made it: %+v", got)
+	}
+	// A copy of the snapshot lives where it is.
+	if _, err := e.svc.Create(ctx, "p", api.VolumesPost{Name: "copy", SizeGiB: 1, Snapshot: "data/s1", Near: "vm1"}, false); kindOf(err) != errs.KindInvalid {
+		t.Fatalf("a copy placed elsewhere: %v", err)
+	}
+	cp, err := e.svc.Create(ctx, "p", api.VolumesPost{Name: "copy", SizeGiB: 1, Snapshot: "data/s1"}, false)
+	if err != nil || cp.Host != "h2" {
+		t.Fatalf("copy: %+v %v", cp, err)
+	}
+	if _, err := e.svc.DeleteSnapshot(ctx, "p", "data", "s1"); kindOf(err) != errs.KindConflict {
+		t.Fatalf("delete a snapshot a volume is made from: %v", err)
+	}
+	e.report(t, h2, api.VolumeReport{ID: cp.ID, Status: "ready", SizeGiB: 1})
+	// Revert: only detached.
+	if _, err := e.svc.Attach(ctx, "p", "data", api.VolumeAttach{Instance: "vm2"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Revert(ctx, "p", "data", "s1"); kindOf(err) != errs.KindConflict {
+		t.Fatalf("revert while attached: %v", err)
+	}
+	e.svc.Detach(ctx, "p", "data") // never attached on the host: at once
+	got, err := e.svc.Revert(ctx, "p", "data", "s1")
+	if err != nil || got.Status != api.VolumeReverting {
+		t.Fatalf("revert: %+v %v", got, err)
+	}
+	view, _ = e.svc.AgentView(ctx, map[string]bool{"h2": true}, e.inst)
+	var rv *api.AgentRevert
+	for _, it := range view.Items {
+		if it.ID == v.ID {
+			rv = it.Revert
+		}
+	}
+	if rv == nil || rv.Snapshot != s1.ID {
+		t.Fatalf("revert not in the view: %+v", view)
+	}
+	if _, err := e.svc.Attach(ctx, "p", "data", api.VolumeAttach{Instance: "vm2"}); kindOf(err) != errs.KindConflict {
+		t.Fatalf("attach while reverting: %v", err)
+	}
+	e.report(t, h2, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1, Reverted: rv.ID})
+	if got, _ := e.svc.Get(ctx, "p", "data"); got.Status != api.VolumeAvailable {
+		t.Fatalf("after the revert: %+v", got)
+	}
+	if _, err := e.svc.Delete(ctx, "p", "data"); kindOf(err) != errs.KindConflict {
+		t.Fatalf("delete a volume with snapshots: %v", err)
+	}
+	if _, err := e.svc.DeleteSnapshot(ctx, "p", "data", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	e.report(t, h2, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1, Snapshots: []api.SnapshotReport{{ID: s1.ID, Status: "gone"}}})
+	if _, err := e.svc.GetSnapshot(ctx, "p", "data", "s1"); kindOf(err) != errs.KindNotFound {
+		t.Fatalf("snapshot after its host removed it: %v", err)
+	}
+	q, _, _ = quota.Get(ctx, e.st, "p")
+	if q.Usage.VolumeGiB != 2 {
+		t.Fatalf("volume_gib after the snapshot went: %d", q.Usage.VolumeGiB)
+	}
+}

@@ -113,6 +113,14 @@ func TestVolumesContainer(t *testing.T) {
 	if out := must(t, root, "", "instance", "exec", "c2", "--", "cat", "/data/f"); strings.TrimSpace(out) != "kept-across-instances" {
 		t.Fatalf("the data in the new container: %q", out)
 	}
+	// A snapshot of the attached volume (its filesystem frozen while
+	// copied), then a change the revert takes back.
+	must(t, root, "", "volume", "snapshot", "create", "files", "s1")
+	eventually(t, 60*time.Second, "the snapshot made", func() (bool, string) {
+		sn, err := c.VolumeSnapshot(ctx, "default", "files", "s1")
+		return err == nil && sn.Status == api.VolumeAvailable, fmt.Sprintf("%+v %v", sn, err)
+	})
+	must(t, root, "", "instance", "exec", "c2", "--", "sh", "-c", "echo changed-after-s1 > /data/f")
 	// Grown while attached: online where the host allows it (resize2fs
 	// of a mounted filesystem needs CAP_SYS_RESOURCE), else as soon as
 	// it is detached; the volume says which.
@@ -131,11 +139,40 @@ func TestVolumesContainer(t *testing.T) {
 	if out := must(t, root, "", "instance", "exec", "c2", "--", "df", "-k", "/srv/vol"); dfKiB(out) < 1900<<10 {
 		t.Errorf("the container does not see 2 GiB: %q", out)
 	}
-	if out := must(t, root, "", "instance", "exec", "c2", "--", "cat", "/srv/vol/f"); strings.TrimSpace(out) != "kept-across-instances" {
+	if out := must(t, root, "", "instance", "exec", "c2", "--", "cat", "/srv/vol/f"); strings.TrimSpace(out) != "changed-after-s1" {
 		t.Errorf("the data after growing: %q", out)
 	}
 	must(t, root, "", "volume", "detach", "files")
 	volumeIs(t, c, "files", "detached", 60*time.Second, func(v api.Volume) bool { return v.Attachment == nil })
+	if r := kumo(t, root, "", "volume", "delete", "files"); r.code == 0 || !strings.Contains(r.err, "snapshots") {
+		t.Fatalf("delete with snapshots: %d %q", r.code, r.err)
+	}
+	// Revert, and a new volume made from the snapshot: both hold what the
+	// volume held when it was taken.
+	must(t, root, "", "project", "set-quota", "default", "volume-size=10")
+	must(t, root, "", "volume", "revert", "files", "--snapshot", "s1")
+	must(t, root, "", "volume", "create", "copy", "--size", "1GiB", "--from-snapshot", "files/s1")
+	volumeIs(t, c, "files", "reverted", 60*time.Second, func(v api.Volume) bool { return v.Status == api.VolumeAvailable })
+	volumeIs(t, c, "copy", "the copy made", 60*time.Second, func(v api.Volume) bool { return v.Status == api.VolumeAvailable })
+	must(t, root, "", "volume", "attach", "files", "c2", "--path", "/data")
+	must(t, root, "", "volume", "attach", "copy", "c2", "--path", "/copy")
+	volumeIs(t, c, "files", "attached", 60*time.Second, func(v api.Volume) bool { return v.Attachment != nil && v.Attachment.Attached })
+	volumeIs(t, c, "copy", "attached", 60*time.Second, func(v api.Volume) bool { return v.Attachment != nil && v.Attachment.Attached })
+	for _, f := range []string{"/data/f", "/copy/f"} {
+		if out := must(t, root, "", "instance", "exec", "c2", "--", "cat", f); strings.TrimSpace(out) != "kept-across-instances" {
+			t.Errorf("%s after the revert: %q", f, out)
+		}
+	}
+	must(t, root, "", "volume", "detach", "files")
+	must(t, root, "", "volume", "detach", "copy")
+	volumeIs(t, c, "files", "detached", 60*time.Second, func(v api.Volume) bool { return v.Attachment == nil })
+	volumeIs(t, c, "copy", "detached", 60*time.Second, func(v api.Volume) bool { return v.Attachment == nil })
+	must(t, root, "", "volume", "delete", "copy")
+	must(t, root, "", "volume", "snapshot", "delete", "files", "s1")
+	eventually(t, 60*time.Second, "the snapshot gone", func() (bool, string) {
+		_, err := c.VolumeSnapshot(ctx, "default", "files", "s1")
+		return err != nil && strings.Contains(err.Error(), "not found"), fmt.Sprint(err)
+	})
 	must(t, root, "", "volume", "delete", "files")
 	eventually(t, 60*time.Second, "the volume gone", func() (bool, string) {
 		_, err := c.Volume(ctx, "default", "files")

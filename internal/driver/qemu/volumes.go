@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os/exec"
 	"slices"
 	"strings"
 	"time"
@@ -175,4 +176,74 @@ func waitDeleted(ctx context.Context, c *qmp.Conn, dev string) error {
 func (d *Driver) ResizeVolume(ctx context.Context, id string, v driver.Volume, size int64) error {
 	node, _, _ := volNames(v)
 	return d.do(ctx, id, "block_resize", map[string]any{"node-name": node, "size": size}, nil)
+}
+
+var _ driver.VolumeSnapshotter = (*Driver)(nil)
+
+// SnapshotVolume implements driver.VolumeSnapshotter: QEMU copies the
+// disk as it is at one instant (blockdev-backup, sync full) into a new
+// qcow2 at target while the guest runs on; the guest's filesystem is
+// crash-consistent there (no guest agent freezes it).
+func (d *Driver) SnapshotVolume(ctx context.Context, id string, v driver.Volume, target string) error {
+	node, _, _ := volNames(v)
+	job := "snap-" + node
+	tnode := "snapt-" + strings.TrimPrefix(node, "vol-")
+	return d.act(ctx, id, func(m meta, qs string) error {
+		if qs != "running" && qs != "paused" {
+			return fmt.Errorf("%w: the VM does not run", driver.ErrState)
+		}
+		c, err := d.dial(ctx, id)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		var info []struct {
+			NodeName string `json:"node-name"`
+			Image    struct {
+				VirtualSize int64 `json:"virtual-size"`
+			} `json:"image"`
+		}
+		if err := c.Execute(ctx, "query-named-block-nodes", map[string]any{"flat": true}, &info); err != nil {
+			return err
+		}
+		size := int64(0)
+		for _, n := range info {
+			if n.NodeName == node {
+				size = n.Image.VirtualSize
+			}
+		}
+		if size == 0 {
+			return fmt.Errorf("the VM has no disk %s open", node)
+		}
+		if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", target, fmt.Sprint(size)).CombinedOutput(); err != nil {
+			return fmt.Errorf("qemu-img create: %v: %s", err, out)
+		}
+		tn := vmimage.Node(target, vmimage.FormatQcow2)
+		tn["node-name"] = tnode
+		if err := c.Execute(ctx, "blockdev-add", tn, nil); err != nil {
+			return fmt.Errorf("blockdev-add of the copy: %w", err)
+		}
+		defer c.Execute(context.WithoutCancel(ctx), "blockdev-del", map[string]any{"node-name": tnode}, nil)
+		if err := c.Execute(ctx, "blockdev-backup", map[string]any{"job-id": job, "device": node, "target": tnode, "sync": "full", "auto-dismiss": true}, nil); err != nil {
+			return fmt.Errorf("blockdev-backup: %w", err)
+		}
+		for {
+			e, err := c.WaitEvent(ctx, "BLOCK_JOB_COMPLETED")
+			if err != nil {
+				return err
+			}
+			var data struct {
+				Device string `json:"device"`
+				Error  string `json:"error"`
+			}
+			json.Unmarshal(e.Data, &data)
+			if data.Device != job {
+				continue
+			}
+			if data.Error != "" {
+				return fmt.Errorf("the copy failed: %s", data.Error)
+			}
+			return nil
+		}
+	})
 }

@@ -56,8 +56,15 @@ type Backend interface {
 	Source(v Volume) string
 	// Remove deletes the volume (missing is fine).
 	Remove(ctx context.Context, id string) error
-	// IDs lists the volumes the pool holds.
+	// IDs lists the volumes the pool holds (snapshots' volumes too).
 	IDs() ([]string, error)
+	// Snapshots (snapshot.go): kept beside their volume.
+	SnapshotSource(v Volume, snap string) string
+	HasSnapshot(v Volume, snap string) bool
+	TakeSnapshot(ctx context.Context, v Volume, snap string) error
+	RemoveSnapshot(v Volume, snap string) error
+	Revert(ctx context.Context, v Volume, snap string) error
+	Snapshots(volID string) []string
 }
 
 // Dir is a pool in a directory.
@@ -227,6 +234,11 @@ func (d Dir) Remove(_ context.Context, id string) error {
 		return err
 	}
 	for _, f := range []string{Qcow2, Ext4} {
+		for _, snap := range d.Snapshots(id) {
+			if err := d.RemoveSnapshot(Volume{ID: id, Format: f}, snap); err != nil {
+				return err
+			}
+		}
 		for _, p := range []string{d.file(id, f), d.file(id, f) + ".tmp"} {
 			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
@@ -243,9 +255,12 @@ func (d Dir) IDs() ([]string, error) {
 		return nil, nil
 	}
 	var out []string
+	seen := map[string]bool{}
 	for _, e := range ents {
-		id, _, _ := strings.Cut(e.Name(), ".")
-		if CheckID(id) == nil {
+		name, _, _ := strings.Cut(e.Name(), ".")
+		id, _, _ := strings.Cut(name, "@")
+		if CheckID(id) == nil && !seen[id] {
+			seen[id] = true
 			out = append(out, id)
 		}
 	}
