@@ -279,6 +279,13 @@ done) &
 	must(t, root, "", "volume", "attach", "data", "vm1")
 	volumeIs(t, c, "data", "attached", 120*time.Second, func(v api.Volume) bool { return v.Attachment != nil && v.Attachment.Attached })
 	guestSees("the hot-plugged disk in the guest", " "+serial+":2097152", false)
+	// A snapshot while the guest runs (QEMU copies the disk it has open):
+	// it holds what the guest wrote.
+	must(t, root, "", "volume", "snapshot", "create", "data", "s1")
+	eventually(t, 120*time.Second, "the snapshot made", func() (bool, string) {
+		sn, err := c.VolumeSnapshot(context.Background(), "default", "data", "s1")
+		return err == nil && sn.Status == api.VolumeAvailable, fmt.Sprintf("%+v %v", sn, err)
+	})
 	must(t, root, "", "volume", "resize", "data", "--size", "2GiB")
 	volumeIs(t, c, "data", "grown", 60*time.Second, func(v api.Volume) bool { return v.HostSizeGiB == 2 })
 	guestSees("the guest sees the new size", " "+serial+":4194304", false)
@@ -300,10 +307,32 @@ done) &
 	if b, _ := os.ReadFile(head); !strings.HasPrefix(string(b), "volume-marker-"+serial) {
 		t.Errorf("the volume's first bytes: %q", b[:min(len(b), 40)])
 	}
+	snapFile := strings.TrimSuffix(file, ".qcow2") + "@" + mustSnapshotID(t, c, "data", "s1") + ".qcow2"
+	os.Remove(head)
+	if out, err := exec.Command("qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=512", "count=1", "if="+snapFile, "of="+head).CombinedOutput(); err != nil {
+		t.Fatalf("reading the snapshot: %v %s", err, out)
+	}
+	if b, _ := os.ReadFile(head); !strings.HasPrefix(string(b), "volume-marker-"+serial) {
+		t.Errorf("the snapshot's first bytes: %q", b[:min(len(b), 40)])
+	}
 	must(t, root, "", "instance", "terminate", "vm1", "--wait")
+	must(t, root, "", "volume", "snapshot", "delete", "data", "s1")
+	eventually(t, 60*time.Second, "the snapshot gone", func() (bool, string) {
+		_, err := os.Stat(snapFile)
+		return os.IsNotExist(err), fmt.Sprint(err)
+	})
 	must(t, root, "", "volume", "delete", "data")
 	eventually(t, 60*time.Second, "the volume gone", func() (bool, string) {
 		_, err := os.Stat(file)
 		return os.IsNotExist(err), fmt.Sprint(err)
 	})
+}
+
+func mustSnapshotID(t *testing.T, c *client.Client, volume, name string) string {
+	t.Helper()
+	sn, err := c.VolumeSnapshot(context.Background(), "default", volume, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sn.ID
 }
