@@ -116,11 +116,12 @@ func matrixCases() []matrixCase {
 		{"DELETE", "/v1/projects/p/volumes/v1", nil, "cA:200 pA:200 pM:200 pR:403 qA:404" + bad},
 		{"POST", "/v1/projects/p/volumes/v1/attach", map[string]any{"instance": "i1"}, "cA:409 pA:409 pM:409 pR:403 qA:404" + bad},
 		{"POST", "/v1/projects/p/volumes/v1/detach", nil, "cA:409 pA:409 pM:409 pR:403 qA:404" + bad},
-		{"GET", "/v1/projects/p/volumes/v1/snapshots", nil, readersOfP},
+		{"GET", "/v1/projects/p/volumes/v3/snapshots", nil, readersOfP},
+		{"POST", "/v1/projects/p/volumes/v3/snapshots", map[string]any{"name": "s2"}, members},
 		{"POST", "/v1/projects/p/volumes/v1/snapshots", map[string]any{"name": "s2"}, "cA:409 pA:409 pM:409 pR:403 qA:404" + bad},
-		{"GET", "/v1/projects/p/volumes/v1/snapshots/s1", nil, "cA:404 pA:404 pM:404 pR:404 qA:404" + bad},
-		{"DELETE", "/v1/projects/p/volumes/v1/snapshots/s1", nil, "cA:404 pA:404 pM:404 pR:403 qA:404" + bad},
-		{"POST", "/v1/projects/p/volumes/v1/revert", map[string]any{"snapshot": "s1"}, "cA:404 pA:404 pM:404 pR:403 qA:404" + bad},
+		{"GET", "/v1/projects/p/volumes/v3/snapshots/s1", nil, readersOfP},
+		{"DELETE", "/v1/projects/p/volumes/v3/snapshots/s1", nil, "cA:200 pA:200 pM:200 pR:403 qA:404" + bad},
+		{"POST", "/v1/projects/p/volumes/v3/revert", map[string]any{"snapshot": "s1"}, "cA:200 pA:200 pM:200 pR:403 qA:404" + bad},
 		{"GET", "/v1/storage-pools", nil, anyValid},
 		{"POST", "/v1/storage-pools", map[string]any{"name": "nfs", "type": "shared-dir", "path": "/mnt/nfs"}, "cA:201 pA:403 pM:403 pR:403 qA:403" + bad},
 		{"GET", "/v1/storage-pools/local", nil, anyValid},
@@ -250,6 +251,22 @@ func newFixtureOn(t *testing.T, ts *testServer) *fixture {
 		t.Fatal(err)
 	}
 	if _, err := ts.s.volumes.Create(ctxA, "p", api.VolumesPost{Name: "v1", SizeGiB: 1, Host: "h1"}, true); err != nil {
+		t.Fatal(err)
+	}
+	// v3 is made on its host, with a snapshot s1 made too.
+	v3, err := ts.s.volumes.Create(ctxA, "p", api.VolumesPost{Name: "v3", SizeGiB: 1, Host: "h1"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := liveInstances{ts.s.compute}
+	if err := ts.s.volumes.Report(ctxA, map[string]bool{"h1": true}, live, []api.VolumeReport{{ID: v3.ID, Status: "ready", SizeGiB: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	s1, err := ts.s.volumes.CreateSnapshot(ctxA, "p", "v3", api.VolumeSnapshotsPost{Name: "s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.s.volumes.Report(ctxA, map[string]bool{"h1": true}, live, []api.VolumeReport{{ID: v3.ID, Status: "ready", SizeGiB: 1, Snapshots: []api.SnapshotReport{{ID: s1.ID, Status: "ready"}}}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ts.s.volumes.CreatePool(ctxA, api.StoragePoolsPost{Name: "sp1", Type: "shared-dir", Path: "/srv/sp1"}); err != nil {
