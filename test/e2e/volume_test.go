@@ -226,7 +226,8 @@ func dfKiB(out string) int64 {
 // TestVolumesVM: a block volume hot-plugged into a running VM (QEMU, TCG
 // here): the guest sees a disk with the volume's serial appear, writes to
 // it, sees it grow when the volume is resized, and sees it go on detach;
-// the bytes it wrote are in the volume on the host afterwards.
+// a snapshot taken while it runs and the volume itself hold what it
+// wrote, and a second VM the volume is attached to reads it.
 func TestVolumesVM(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("VMs' cgroups need root; CI runs as root")
@@ -253,7 +254,10 @@ func TestVolumesVM(t *testing.T) {
 	for b in /sys/block/vd*; do
 		s=$(cat $b/serial 2>/dev/null); n=$(cat $b/size)
 		now="$now $s:$n"
-		case "$last" in *" $s:"*) ;; *) [ -n "$s" ] && echo "volume-marker-$s" | dd of=/dev/${b##*/} conv=notrunc,fsync 2>/dev/null ;; esac
+		case "$last" in *" $s:"*) ;; *) if [ -n "$s" ]; then
+			echo "head-$s: $(head -c 40 /dev/${b##*/} | tr -dc 'a-z0-9-')" >/dev/ttyS0
+			echo "volume-marker-$s-$(hostname)" | dd of=/dev/${b##*/} conv=notrunc,fsync 2>/dev/null
+		fi ;; esac
 	done
 	[ "$now" != "$last" ] && echo "disks:$now" >/dev/ttyS0
 	last="$now"; sleep 1
@@ -309,7 +313,7 @@ done) &
 	if out, err := exec.Command("qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=512", "count=1", "if="+file, "of="+head).CombinedOutput(); err != nil {
 		t.Fatalf("reading the volume: %v %s", err, out)
 	}
-	if b, _ := os.ReadFile(head); !strings.HasPrefix(string(b), "volume-marker-"+serial) {
+	if b, _ := os.ReadFile(head); !strings.HasPrefix(string(b), "volume-marker-"+serial+"-vm1") {
 		t.Errorf("the volume's first bytes: %q", b[:min(len(b), 40)])
 	}
 	snapFile := strings.TrimSuffix(file, ".qcow2") + "@" + mustSnapshotID(t, c, "data", "s1") + ".qcow2"
@@ -321,6 +325,19 @@ done) &
 		t.Errorf("the snapshot's first bytes: %q", b[:min(len(b), 40)])
 	}
 	must(t, root, "", "instance", "terminate", "vm1", "--wait")
+	// A second VM gets the volume and reads what the first wrote.
+	must(t, root, "", "instance", "create", "vm2", "--type", "vm", "--image", "tiny-vm", "--flavor", "tiny", "--user-data", ud, "--wait")
+	eventually(t, 120*time.Second, "vm2 ready", func() (bool, string) {
+		in, _ := instanceState(t, c, "default", "vm2")
+		return in.Ready, fmt.Sprint(in.State, " ready=", in.Ready, " ", in.ReadyReason)
+	})
+	must(t, root, "", "volume", "attach", "data", "vm2")
+	eventually(t, 120*time.Second, "vm2 reads what vm1 wrote", func() (bool, string) {
+		out := must(t, root, "", "instance", "logs", "vm2", "--tail", "200")
+		return strings.Contains(out, "head-"+serial+": volume-marker-"+serial+"-vm1"), out
+	})
+	must(t, root, "", "instance", "terminate", "vm2", "--wait")
+	volumeIs(t, c, "data", "let go after terminate", 60*time.Second, func(v api.Volume) bool { return v.Attachment == nil })
 	must(t, root, "", "volume", "snapshot", "delete", "data", "s1")
 	eventually(t, 60*time.Second, "the snapshot gone", func() (bool, string) {
 		_, err := os.Stat(snapFile)
