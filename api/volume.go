@@ -80,6 +80,49 @@ type VolumesPost struct {
 	// Snapshot ("volume/snapshot") makes the volume a copy of a snapshot,
 	// on the snapshot's host.
 	Snapshot string `json:"snapshot,omitempty"`
+	// Backup restores a backup of the project into the new volume (on any
+	// host).
+	Backup string `json:"backup,omitempty"`
+}
+
+// BackupChunk is the size of a backup's chunks.
+const BackupChunk = 4 << 20
+
+// VolumeBackup is a volume's content kept by the server.
+type VolumeBackup struct {
+	Meta
+	Project  string `json:"project"`
+	Volume   string `json:"volume"`
+	VolumeID string `json:"volume_id"`
+	SizeGiB  int64  `json:"size_gib"`
+	Format   string `json:"format"`
+	// Status: creating, available or error.
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
+	// StoredBytes is what this backup added to the store (compressed
+	// chunks no earlier backup had); TotalBytes what all its chunks take.
+	StoredBytes int64 `json:"stored_bytes"`
+	TotalBytes  int64 `json:"total_bytes"`
+	// Chunks is the manifest (left out of API answers).
+	Chunks []string `json:"chunks,omitempty"`
+}
+
+// VolumeBackupsPost makes a backup. Every backup is incremental (only
+// chunks the store lacks are sent); Incremental is accepted for clarity.
+type VolumeBackupsPost struct {
+	Name        string `json:"name"`
+	Incremental bool   `json:"incremental,omitempty"`
+}
+
+// BackupManifest is a backup's chunk list (agents).
+type BackupManifest struct {
+	Chunks []string `json:"chunks"`
+	Error  string   `json:"error,omitempty"`
+}
+
+// BackupMissing lists the chunks the server still needs.
+type BackupMissing struct {
+	Missing []string `json:"missing"`
 }
 
 // VolumeSnapshot is a volume's content at a moment, kept beside it.
@@ -154,6 +197,9 @@ type AgentVolume struct {
 	FromSnapshot string `json:"from_snapshot,omitempty"`
 	// Snapshots are the volume's snapshots: to make, keep or delete.
 	Snapshots []AgentSnapshot `json:"snapshots,omitempty"`
+	// Backups are backups to make and send; FromBackup restores one.
+	Backups    []string `json:"backups,omitempty"`
+	FromBackup string   `json:"from_backup,omitempty"`
 	// Revert asks for the volume's content to become the snapshot's; ID
 	// names the request (reported back once done).
 	Revert *AgentRevert `json:"revert,omitempty"`

@@ -1,7 +1,9 @@
 package client
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net/http"
 
 	"github.com/kumocloud/kumo/api"
@@ -114,4 +116,65 @@ func (c *Client) DeleteVolumeSnapshot(ctx context.Context, project, volume, name
 func (c *Client) RevertVolume(ctx context.Context, project, volume, snapshot string) (api.Volume, error) {
 	var out api.Volume
 	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "volumes", volume, "revert"), nil, api.VolumeRevert{Snapshot: snapshot}, &out)
+}
+
+// CreateVolumeBackup backs a volume up to the server (creating, then
+// available).
+func (c *Client) CreateVolumeBackup(ctx context.Context, project, volume string, req api.VolumeBackupsPost) (api.VolumeBackup, error) {
+	var out api.VolumeBackup
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "volumes", volume, "backups"), nil, req, &out)
+}
+
+// VolumeBackups lists the project's volume backups.
+func (c *Client) VolumeBackups(ctx context.Context, project string) ([]api.VolumeBackup, error) {
+	var out api.List[api.VolumeBackup]
+	return out.Items, c.do(ctx, http.MethodGet, p("v1", "projects", project, "volume-backups"), nil, nil, &out)
+}
+
+// VolumeBackup shows a volume backup.
+func (c *Client) VolumeBackup(ctx context.Context, project, name string) (api.VolumeBackup, error) {
+	var out api.VolumeBackup
+	return out, c.do(ctx, http.MethodGet, p("v1", "projects", project, "volume-backups", name), nil, nil, &out)
+}
+
+// DeleteVolumeBackup deletes a volume backup.
+func (c *Client) DeleteVolumeBackup(ctx context.Context, project, name string) error {
+	return c.do(ctx, http.MethodDelete, p("v1", "projects", project, "volume-backups", name), nil, nil, nil)
+}
+
+// AgentBackupChunk sends a chunk of a backup (agents).
+func (c *Client) AgentBackupChunk(ctx context.Context, agentID, backup, sum string, data []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.base+p("v1", "agents", agentID, "backups", backup, "chunks", sum), bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := c.raw(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// AgentBackupManifest sends a backup's manifest and returns the chunks the
+// server still lacks (agents).
+func (c *Client) AgentBackupManifest(ctx context.Context, agentID, backup string, m api.BackupManifest) (api.BackupMissing, error) {
+	var out api.BackupMissing
+	return out, c.do(ctx, http.MethodPost, p("v1", "agents", agentID, "backups", backup), nil, m, &out)
+}
+
+// AgentBackup is the manifest of a backup the agent restores.
+func (c *Client) AgentBackup(ctx context.Context, agentID, backup string) (api.BackupManifest, error) {
+	var out api.BackupManifest
+	return out, c.do(ctx, http.MethodGet, p("v1", "agents", agentID, "backups", backup), nil, nil, &out)
+}
+
+// AgentBackupChunkRead streams a chunk of a backup the agent restores.
+func (c *Client) AgentBackupChunkRead(ctx context.Context, agentID, backup, sum string) (io.ReadCloser, error) {
+	resp, err := c.send(ctx, http.MethodGet, p("v1", "agents", agentID, "backups", backup, "chunks", sum), nil, nil, "application/octet-stream")
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
 }

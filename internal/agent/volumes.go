@@ -59,13 +59,17 @@ type volumeJob struct {
 	log    *slog.Logger
 	kick   chan struct{}
 
+	bk       backupAPI
+	bmu      sync.Mutex      // guards inflight
+	inflight map[string]bool // backups being sent
+
 	mu   sync.Mutex // one round (or spec) at a time; guards what follows
 	view map[string]api.AgentVolume
 	att  map[string]attachment // by volume id
 }
 
-func newVolumeJob(src volumeView, d driver.Driver, images driver.ImageSource, dir string, log *slog.Logger) *volumeJob {
-	j := &volumeJob{src: src, d: d, images: images, dir: dir, log: log, kick: make(chan struct{}, 1),
+func newVolumeJob(src volumeView, bk backupAPI, d driver.Driver, images driver.ImageSource, dir string, log *slog.Logger) *volumeJob {
+	j := &volumeJob{src: src, bk: bk, inflight: map[string]bool{}, d: d, images: images, dir: dir, log: log, kick: make(chan struct{}, 1),
 		view: map[string]api.AgentVolume{}, att: map[string]attachment{}}
 	if b, err := os.ReadFile(j.recordFile()); err == nil {
 		json.Unmarshal(b, &j.att)
@@ -182,6 +186,10 @@ func (j *volumeJob) reconcile(ctx context.Context, v api.AgentVolume) api.Volume
 	switch {
 	case !b.Exists(pv) && v.ImageSHA256 != "":
 		size, err = j.fromImage(ctx, b, pv, v)
+	case !b.Exists(pv) && v.FromBackup != "":
+		if err = j.restore(ctx, b, pv, v); err == nil {
+			size, err = j.ensure(ctx, b, pv, v)
+		}
 	case !b.Exists(pv) && v.FromVolume != "":
 		src := pool.Volume{ID: v.FromVolume, Format: v.Format}
 		if err = pool.CheckID(v.FromVolume); err == nil {
@@ -200,6 +208,7 @@ func (j *volumeJob) reconcile(ctx context.Context, v api.AgentVolume) api.Volume
 	}
 	rep.Status, rep.SizeGiB = "ready", size
 	rep.Snapshots = j.snapshots(ctx, b, pv, v)
+	j.startBackups(ctx, b, pv, v)
 	if v.Revert != nil {
 		if _, attached := j.att[v.ID]; !attached && pool.CheckID(v.Revert.Snapshot) == nil {
 			if err := b.Revert(ctx, pv, v.Revert.Snapshot); err != nil {
@@ -291,7 +300,10 @@ func (j *volumeJob) snapshots(ctx context.Context, b pool.Backend, pv pool.Volum
 				rep.Status = "gone"
 			}
 		case !b.HasSnapshot(pv, s.ID):
-			err = j.takeSnapshot(ctx, b, pv, v.ID, s.ID)
+			target := b.SnapshotSource(pv, s.ID)
+			if err = j.takeSnapshot(ctx, b, pv, v.ID, target+".tmp"); err == nil {
+				err = os.Rename(target+".tmp", target)
+			}
 		}
 		if err != nil {
 			rep.Status, rep.Error = "error", err.Error()
@@ -308,8 +320,10 @@ func (j *volumeJob) snapshots(ctx context.Context, b pool.Backend, pv pool.Volum
 	return reps
 }
 
-// takeSnapshot copies a volume into a snapshot, consistently.
-func (j *volumeJob) takeSnapshot(ctx context.Context, b pool.Backend, pv pool.Volume, volID, snap string) error {
+// takeSnapshot copies a volume into a new file at target, consistently:
+// a running VM's disk through QEMU, a mounted filesystem frozen while it
+// is copied.
+func (j *volumeJob) takeSnapshot(ctx context.Context, b pool.Backend, pv pool.Volume, volID, target string) error {
 	a, attached := j.att[volID]
 	if attached && a.Type == api.TypeVM {
 		if st, err := j.d.Status(ctx, a.InstanceID); err == nil && (st.State == driver.Running || st.State == driver.Suspended) {
@@ -317,12 +331,11 @@ func (j *volumeJob) takeSnapshot(ctx context.Context, b pool.Backend, pv pool.Vo
 			if !ok {
 				return fmt.Errorf("the VM's driver cannot copy a disk it has open")
 			}
-			target := b.SnapshotSource(pv, snap)
-			if err := vs.SnapshotVolume(ctx, a.InstanceID, a.Volume, target+".tmp"); err != nil {
-				os.Remove(target + ".tmp")
+			if err := vs.SnapshotVolume(ctx, a.InstanceID, a.Volume, target); err != nil {
+				os.Remove(target)
 				return err
 			}
-			return os.Rename(target+".tmp", target)
+			return nil
 		}
 	}
 	if attached && a.Mount != "" {
@@ -331,7 +344,7 @@ func (j *volumeJob) takeSnapshot(ctx context.Context, b pool.Backend, pv pool.Vo
 		}
 		defer exec.Command("fsfreeze", "-u", a.Mount).Run()
 	}
-	return b.TakeSnapshot(ctx, pv, snap)
+	return pool.Copy(ctx, b.Source(pv), target, pv.Format)
 }
 
 // driverVolume is a volume as the driver of its instance needs it.

@@ -70,6 +70,7 @@ func (a *app) volumeCmd() *cobra.Command {
 	create.Flags().StringVar(&req.Pool, "pool", "", "the storage pool (default local)")
 	create.Flags().StringVar(&req.Host, "host", "", "the host to keep it (cloud admin)")
 	create.Flags().StringVar(&req.Near, "near", "", "keep it on the host of this instance")
+	create.Flags().StringVar(&req.Backup, "from-backup", "", "restore a backup of the project into it (on any host)")
 	create.Flags().StringVar(&req.Snapshot, "from-snapshot", "", "VOLUME/SNAPSHOT: a copy of a snapshot, kept where it is")
 	list := &cobra.Command{
 		Use: "list", Short: "The project's volumes", Args: cobra.NoArgs,
@@ -148,7 +149,7 @@ func (a *app) volumeCmd() *cobra.Command {
 		return c.RevertVolume(cmd.Context(), project, args[0], snap)
 	})
 	revert.Flags().StringVar(&snap, "snapshot", "", "the snapshot")
-	cmd.AddCommand(create, list, show, resize, del, attach, detach, revert, a.volumeSnapshotCmd())
+	cmd.AddCommand(create, list, show, resize, del, attach, detach, revert, a.volumeSnapshotCmd(), a.volumeBackupCmd())
 	return cmd
 }
 
@@ -262,5 +263,61 @@ func (a *app) storageCmd() *cobra.Command {
 	}}
 	pool.AddCommand(list, show, create, del)
 	cmd.AddCommand(pool)
+	return cmd
+}
+
+func (a *app) volumeBackupCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "backup", Aliases: []string{"backups"}, Short: "Volume backups, kept by the server (restore with volume create --from-backup)"}
+	var incremental bool
+	create := &cobra.Command{Use: "create VOLUME NAME [--incremental]", Short: "Back a volume up: only chunks the store lacks are sent", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, project, err := a.clientAndProject(cmd)
+			if err != nil {
+				return err
+			}
+			b, err := c.CreateVolumeBackup(cmd.Context(), project, args[0], api.VolumeBackupsPost{Name: args[1], Incremental: incremental})
+			if err != nil {
+				return err
+			}
+			return a.printObject(b)
+		}}
+	create.Flags().BoolVar(&incremental, "incremental", false, "say so (every backup sends only the chunks the store lacks)")
+	list := &cobra.Command{Use: "list", Short: "The project's volume backups", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, _ []string) error {
+		c, project, err := a.clientAndProject(cmd)
+		if err != nil {
+			return err
+		}
+		bs, err := c.VolumeBackups(cmd.Context(), project)
+		if err != nil {
+			return err
+		}
+		return printList(a, bs, []column[api.VolumeBackup]{
+			col("NAME", func(b api.VolumeBackup) string { return b.Name }),
+			col("VOLUME", func(b api.VolumeBackup) string { return b.Volume }),
+			col("SIZE GIB", func(b api.VolumeBackup) string { return strconv.FormatInt(b.SizeGiB, 10) }),
+			col("STATUS", func(b api.VolumeBackup) string { return b.Status }),
+			col("STORED", func(b api.VolumeBackup) string { return strconv.FormatInt(b.StoredBytes, 10) }),
+			col("CREATED", func(b api.VolumeBackup) string { return b.CreatedAt.Format("2006-01-02 15:04:05") }),
+		})
+	}}
+	show := &cobra.Command{Use: "show NAME", Short: "Show a backup", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		c, project, err := a.clientAndProject(cmd)
+		if err != nil {
+			return err
+		}
+		b, err := c.VolumeBackup(cmd.Context(), project, args[0])
+		if err != nil {
+			return err
+		}
+		return a.printObject(b)
+	}}
+	del := &cobra.Command{Use: "delete NAME", Short: "Delete a backup", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
+		c, project, err := a.clientAndProject(cmd)
+		if err != nil {
+			return err
+		}
+		return c.DeleteVolumeBackup(cmd.Context(), project, args[0])
+	}}
+	cmd.AddCommand(create, list, show, del)
 	return cmd
 }

@@ -122,6 +122,14 @@ func matrixCases() []matrixCase {
 		{"GET", "/v1/projects/p/volumes/v3/snapshots/s1", nil, readersOfP},
 		{"DELETE", "/v1/projects/p/volumes/v3/snapshots/s1", nil, "cA:200 pA:200 pM:200 pR:403 qA:404" + bad},
 		{"POST", "/v1/projects/p/volumes/v3/revert", map[string]any{"snapshot": "s1"}, "cA:200 pA:200 pM:200 pR:403 qA:404" + bad},
+		{"POST", "/v1/projects/p/volumes/v3/backups", map[string]any{"name": "b2"}, members},
+		{"GET", "/v1/projects/p/volume-backups", nil, readersOfP},
+		{"GET", "/v1/projects/p/volume-backups/b1", nil, readersOfP},
+		{"DELETE", "/v1/projects/p/volume-backups/b1", nil, "cA:204 pA:204 pM:204 pR:403 qA:404" + bad},
+		{"PUT", "/v1/agents/{agent}/backups/{b1}/chunks/0000000000000000000000000000000000000000000000000000000000000000", "raw:xx", agentOnly + " ag:400"},
+		{"POST", "/v1/agents/{agent}/backups/{b1}", map[string]any{"chunks": []string{}}, agentOnly + " ag:400"},
+		{"GET", "/v1/agents/{agent}/backups/{b1}", nil, agentOnly + " ag:404"},
+		{"GET", "/v1/agents/{agent}/backups/{b1}/chunks/00", nil, agentOnly + " ag:404"},
 		{"GET", "/v1/storage-pools", nil, anyValid},
 		{"POST", "/v1/storage-pools", map[string]any{"name": "nfs", "type": "shared-dir", "path": "/mnt/nfs"}, "cA:201 pA:403 pM:403 pR:403 qA:403" + bad},
 		{"GET", "/v1/storage-pools/local", nil, anyValid},
@@ -182,6 +190,7 @@ type fixture struct {
 	agentID       string
 	joinID        string
 	joinSecret    string
+	backupID      string
 }
 
 func newFixture(t *testing.T) *fixture { return newFixtureOn(t, newTestServer(t)) }
@@ -269,6 +278,11 @@ func newFixtureOn(t *testing.T, ts *testServer) *fixture {
 	if err := ts.s.volumes.Report(ctxA, map[string]bool{"h1": true}, live, []api.VolumeReport{{ID: v3.ID, Status: "ready", SizeGiB: 1, Snapshots: []api.SnapshotReport{{ID: s1.ID, Status: "ready"}}}}); err != nil {
 		t.Fatal(err)
 	}
+	b1, err := ts.s.volumes.CreateBackup(ctxA, "p", "v3", api.VolumeBackupsPost{Name: "b1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.backupID = b1.ID
 	if _, err := ts.s.volumes.CreatePool(ctxA, api.StoragePoolsPost{Name: "sp1", Type: "shared-dir", Path: "/srv/sp1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +335,7 @@ func TestIsolationMatrix(t *testing.T) {
 				t.Parallel()
 				// A fresh cloud per call: calls change state.
 				f := newFixture(t)
-				rep := strings.NewReplacer("{token}", f.memberTokenID, "{op}", f.opID, "{agent}", f.agentID, "{jt}", f.joinID, "{jtsecret}", f.joinSecret)
+				rep := strings.NewReplacer("{token}", f.memberTokenID, "{op}", f.opID, "{agent}", f.agentID, "{jt}", f.joinID, "{jtsecret}", f.joinSecret, "{b1}", f.backupID)
 				path := rep.Replace(c.path)
 				body := c.body
 				var hdr []string

@@ -266,6 +266,9 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 		compute.Deps{Images: s.images, Ports: s.networks, Clock: cfg.Clock})
 	later.c = s.compute
 	s.volumes = volumes.New(st, s.images, s.compute, s.hosts, cfg.Clock)
+	if err := s.volumes.SetBackupDir(filepath.Join(cfg.DataDir, "volume-backups")); err != nil {
+		return nil, err
+	}
 	s.meter = metering.New(st, metering.Config{Currency: cfg.Currency, Clock: cfg.Clock, Every: cfg.BudgetEvery, Logger: cfg.Logger.With("component", "metering")},
 		meteredInstances{s.compute}, meteredImages{s.images}, projectBudgets{s.ids})
 	s.ops = operations.New(st, cfg.Logger)

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"io"
+	"net/http"
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/compute"
@@ -217,4 +219,88 @@ func (s *Server) postVolumeRevert(r *request) response.Response {
 		return response.Error(err)
 	}
 	return response.OK(v)
+}
+
+func (s *Server) getVolumeBackups(r *request) response.Response {
+	project := r.PathValue("project")
+	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+		return response.Error(err)
+	}
+	bs, err := s.volumes.ListBackups(r.Context(), project)
+	if err != nil {
+		return response.Error(err)
+	}
+	return list(bs, "")
+}
+
+func (s *Server) postVolumeBackups(r *request) response.Response {
+	var req api.VolumeBackupsPost
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	b, err := s.volumes.CreateBackup(r.Context(), r.PathValue("project"), r.PathValue("name"), req)
+	if err != nil {
+		return response.Error(err)
+	}
+	b.Chunks = nil
+	return response.Created(b)
+}
+
+func (s *Server) getVolumeBackup(r *request) response.Response {
+	b, err := s.volumes.GetBackup(r.Context(), r.PathValue("project"), r.PathValue("backup"))
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(b)
+}
+
+func (s *Server) deleteVolumeBackup(r *request) response.Response {
+	if err := s.volumes.DeleteBackup(r.Context(), r.PathValue("project"), r.PathValue("backup")); err != nil {
+		return response.Error(err)
+	}
+	return response.NoContent()
+}
+
+// putAgentBackupChunk keeps a chunk of a backup the agent's hosts send.
+func (s *Server) putAgentBackupChunk(r *request) response.Response {
+	err := s.volumes.PutChunk(r.Context(), r.agent.Hosts, liveInstances{s.compute}, r.PathValue("backup"), r.PathValue("sha256"), r.Body)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.NoContent()
+}
+
+// postAgentBackup takes a backup's manifest: the chunks still missing.
+func (s *Server) postAgentBackup(r *request) response.Response {
+	var req api.BackupManifest
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	m, err := s.volumes.FinishBackup(r.Context(), r.agent.Hosts, liveInstances{s.compute}, r.PathValue("backup"), req)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(m)
+}
+
+// getAgentBackup is the manifest of a backup the agent's hosts restore.
+func (s *Server) getAgentBackup(r *request) response.Response {
+	m, err := s.volumes.BackupManifest(r.Context(), r.agent.Hosts, liveInstances{s.compute}, r.PathValue("backup"))
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(m)
+}
+
+// getAgentBackupChunk streams a chunk of a backup the agent restores.
+func (s *Server) getAgentBackupChunk(r *request, w http.ResponseWriter) {
+	rc, err := s.volumes.OpenChunk(r.Context(), r.agent.Hosts, liveInstances{s.compute}, r.PathValue("backup"), r.PathValue("sha256"))
+	if err != nil {
+		response.Error(err).Render(w, r.Request)
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.WriteHeader(http.StatusOK)
+	io.Copy(w, rc)
 }

@@ -85,6 +85,10 @@ func (svc *Service) AgentView(ctx context.Context, hosts map[string]bool, live L
 	if err != nil {
 		return api.AgentVolumes{}, err
 	}
+	backups, err := svc.backupsByVolume(ctx)
+	if err != nil {
+		return api.AgentVolumes{}, err
+	}
 	out := api.AgentVolumes{Items: []api.AgentVolume{}}
 	for _, v := range vs {
 		if !hosts[v.handler] {
@@ -93,7 +97,8 @@ func (svc *Service) AgentView(ctx context.Context, hosts map[string]bool, live L
 		r, p := v.rec, pools[v.rec.Pool]
 		av := api.AgentVolume{ID: r.ID, Project: r.Project, Name: r.Name, Host: v.handler, SizeGiB: r.SizeGiB,
 			Format: r.Format, PoolType: p.Type, PoolPath: p.Path, ImageSHA256: r.ImageSHA256, ImageFormat: r.ImageFormat,
-			Delete: r.Status == api.VolumeDeleting, Attach: v.attach, FromVolume: r.FromVolume, FromSnapshot: r.FromSnapshot, Revert: r.Revert}
+			Delete: r.Status == api.VolumeDeleting, Attach: v.attach, FromVolume: r.FromVolume, FromSnapshot: r.FromSnapshot, Revert: r.Revert,
+			FromBackup: r.FromBackup, Backups: backups[r.ID]}
 		for _, s := range snaps[r.ID] {
 			av.Snapshots = append(av.Snapshots, api.AgentSnapshot{ID: s.Value.ID, Delete: s.Value.Status == api.VolumeDeleting})
 		}

@@ -69,6 +69,7 @@ type Service struct {
 	inst   Instances
 	hosts  Hosts
 	now    func() time.Time
+	dir    string // the backup store (backups.go)
 }
 
 // New returns the volume service.
@@ -88,6 +89,8 @@ type record struct {
 	// snapshot.
 	FromVolume   string `json:"from_volume,omitempty"`
 	FromSnapshot string `json:"from_snapshot,omitempty"`
+	// FromBackup (id): it is restored from that backup.
+	FromBackup string `json:"from_backup,omitempty"`
 	// Revert is the revert its host is asked to carry out.
 	Revert *api.AgentRevert `json:"revert,omitempty"`
 }
@@ -164,6 +167,14 @@ func (svc *Service) Create(ctx context.Context, project string, req api.VolumesP
 			return api.Volume{}, errs.Invalid("size_gib", "image %q is a %d GiB disk: the volume must be at least that big", req.Image, (img.VirtualSize+1<<30-1)>>30)
 		}
 		r.Image, r.ImageSHA256, r.ImageFormat = img.Project+"/"+img.Name, img.SHA256, img.Format
+	}
+	if req.Backup != "" && req.Snapshot != "" {
+		return api.Volume{}, errs.Invalid("backup", "give snapshot or backup, not both")
+	}
+	if req.Backup != "" {
+		if err := svc.fromBackup(ctx, project, req, &r); err != nil {
+			return api.Volume{}, err
+		}
 	}
 	if req.Snapshot != "" {
 		if err := svc.fromSnapshot(ctx, project, req, &r); err != nil {

@@ -120,6 +120,8 @@ func TestVolumesContainer(t *testing.T) {
 	}
 	// A snapshot of the attached volume (its filesystem frozen while
 	// copied), then a change the revert takes back.
+	// 32 MiB that do not compress: what a full backup must store.
+	must(t, root, "", "instance", "exec", "c2", "--", "sh", "-c", "dd if=/dev/urandom of=/data/rand bs=1048576 count=32 2>/dev/null; sync")
 	must(t, root, "", "volume", "snapshot", "create", "files", "s1")
 	eventually(t, 60*time.Second, "the snapshot made", func() (bool, string) {
 		sn, err := c.VolumeSnapshot(ctx, "default", "files", "s1")
@@ -173,6 +175,46 @@ func TestVolumesContainer(t *testing.T) {
 	volumeIs(t, c, "files", "detached", 60*time.Second, func(v api.Volume) bool { return v.Attachment == nil })
 	volumeIs(t, c, "copy", "detached", 60*time.Second, func(v api.Volume) bool { return v.Attachment == nil })
 	must(t, root, "", "volume", "delete", "copy")
+
+	// A backup to the server, restored into a new volume: the same bytes.
+	must(t, root, "", "volume", "backup", "create", "files", "b1")
+	backupIs := func(name string) api.VolumeBackup {
+		var b api.VolumeBackup
+		eventually(t, 120*time.Second, "backup "+name+" made", func() (bool, string) {
+			var err error
+			b, err = c.VolumeBackup(ctx, "default", name)
+			return err == nil && b.Status == api.VolumeAvailable, fmt.Sprintf("%+v %v", b, err)
+		})
+		return b
+	}
+	b1 := backupIs("b1")
+	must(t, root, "", "volume", "create", "restored", "--size", "2GiB", "--from-backup", "b1", "--near", "c2")
+	rv := volumeIs(t, c, "restored", "restored", 120*time.Second, func(v api.Volume) bool { return v.Status == api.VolumeAvailable })
+	restoredFile := filepath.Join(filepath.Dir(file), rv.ID+".ext4")
+	if a, b := sha256File(t, file), sha256File(t, restoredFile); a != b {
+		t.Errorf("the restored volume differs from the one backed up: %s %s", a, b)
+	}
+	// A small change: the next backup stores little.
+	must(t, root, "", "volume", "attach", "restored", "c2", "--path", "/restored")
+	volumeIs(t, c, "restored", "attached", 60*time.Second, func(v api.Volume) bool { return v.Attachment != nil && v.Attachment.Attached })
+	if out := must(t, root, "", "instance", "exec", "c2", "--", "cat", "/restored/f"); strings.TrimSpace(out) != "kept-across-instances" {
+		t.Errorf("the restored data: %q", out)
+	}
+	must(t, root, "", "instance", "exec", "c2", "--", "sh", "-c", "echo small-change > /restored/g; sync")
+	must(t, root, "", "volume", "backup", "create", "restored", "b2", "--incremental")
+	b2 := backupIs("b2")
+	t.Logf("backup sizes: full %d bytes stored (of %d GiB), incremental %d bytes stored", b1.StoredBytes, b1.SizeGiB, b2.StoredBytes)
+	if b1.StoredBytes < 32<<20 || b2.StoredBytes > b1.StoredBytes/3 {
+		t.Errorf("full backup stored %d bytes, the incremental after a small change %d", b1.StoredBytes, b2.StoredBytes)
+	}
+	must(t, root, "", "volume", "detach", "restored")
+	volumeIs(t, c, "restored", "detached", 60*time.Second, func(v api.Volume) bool { return v.Attachment == nil })
+	must(t, root, "", "volume", "delete", "restored")
+	must(t, root, "", "volume", "backup", "delete", "b1")
+	must(t, root, "", "volume", "backup", "delete", "b2")
+	if left, _ := os.ReadDir(filepath.Join(s.dir, "volume-backups", "chunks")); len(left) != 0 {
+		t.Errorf("%d chunks left after every backup was deleted", len(left))
+	}
 	must(t, root, "", "volume", "snapshot", "delete", "files", "s1")
 	eventually(t, 60*time.Second, "the snapshot gone", func() (bool, string) {
 		_, err := c.VolumeSnapshot(ctx, "default", "files", "s1")
@@ -357,4 +399,12 @@ func mustSnapshotID(t *testing.T, c *client.Client, volume, name string) string 
 		t.Fatal(err)
 	}
 	return sn.ID
+}
+
+func sha256File(t *testing.T, path string) string {
+	out, err := exec.Command("sha256sum", path).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(string(out))[0]
 }
