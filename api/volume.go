@@ -48,6 +48,10 @@ type Volume struct {
 	HostSizeGiB int64 `json:"host_size_gib"`
 	// Attachment is the instance it is attached to, if any.
 	Attachment *VolumeAttachment `json:"attachment,omitempty"`
+	// BackupEvery (a Go duration, "24h") and BackupKeep are its backup
+	// schedule: a backup that often, the newest BackupKeep kept.
+	BackupEvery string `json:"backup_every,omitempty"`
+	BackupKeep  int    `json:"backup_keep,omitempty"`
 }
 
 // VolumeAttachment is a volume's place in an instance.
@@ -147,9 +151,12 @@ type VolumeRevert struct {
 	Snapshot string `json:"snapshot"`
 }
 
-// VolumePatch changes a volume: its size, grow only.
+// VolumePatch changes a volume: its size (grow only), its backup
+// schedule (backup_every "0" clears it).
 type VolumePatch struct {
-	SizeGiB *int64 `json:"size_gib,omitempty"`
+	SizeGiB     *int64  `json:"size_gib,omitempty"`
+	BackupEvery *string `json:"backup_every,omitempty"`
+	BackupKeep  *int    `json:"backup_keep,omitempty"`
 }
 
 // VolumeAttach attaches a volume to an instance.

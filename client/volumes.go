@@ -178,3 +178,10 @@ func (c *Client) AgentBackupChunkRead(ctx context.Context, agentID, backup, sum 
 	}
 	return resp.Body, nil
 }
+
+// ScheduleVolumeBackups sets a volume's backup schedule: a backup every
+// period ("24h"; "0" stops), the newest keep kept.
+func (c *Client) ScheduleVolumeBackups(ctx context.Context, project, volume, every string, keep int) (api.Volume, error) {
+	var out api.Volume
+	return out, c.do(ctx, http.MethodPatch, p("v1", "projects", project, "volumes", volume), nil, api.VolumePatch{BackupEvery: &every, BackupKeep: &keep}, &out)
+}

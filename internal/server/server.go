@@ -303,6 +303,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	s.stopRun = rcancel
 	go s.compute.Run(rctx)
 	go s.meter.Run(rctx)
+	go s.volumes.RunSchedules(rctx, 30*time.Second, cfg.Logger.With("component", "volumes"))
 	s.ready = true
 	return s, nil
 }

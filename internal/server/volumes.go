@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/compute"
@@ -66,12 +67,29 @@ func (s *Server) patchVolume(r *request) response.Response {
 	if err := decodeBody(r.Request, &req); err != nil {
 		return response.Error(err)
 	}
-	if req.SizeGiB == nil {
-		return response.Error(errs.Invalid("size_gib", "size_gib is required (the new size; volumes grow only)"))
+	if req.SizeGiB == nil && req.BackupEvery == nil {
+		return response.Error(errs.Invalid("size_gib", "give size_gib (the new size; volumes grow only) or backup_every"))
 	}
-	v, err := s.volumes.Resize(r.Context(), r.PathValue("project"), r.PathValue("name"), *req.SizeGiB)
-	if err != nil {
-		return response.Error(err)
+	project, name := r.PathValue("project"), r.PathValue("name")
+	var v api.Volume
+	var err error
+	if req.BackupEvery != nil {
+		every, perr := time.ParseDuration(*req.BackupEvery)
+		if perr != nil || every < 0 {
+			return response.Error(errs.Invalid("backup_every", "backup_every %q: a duration such as 24h, or 0 to stop", *req.BackupEvery))
+		}
+		keep := 7
+		if req.BackupKeep != nil {
+			keep = *req.BackupKeep
+		}
+		if v, err = s.volumes.SetSchedule(r.Context(), project, name, every, keep); err != nil {
+			return response.Error(err)
+		}
+	}
+	if req.SizeGiB != nil {
+		if v, err = s.volumes.Resize(r.Context(), project, name, *req.SizeGiB); err != nil {
+			return response.Error(err)
+		}
 	}
 	return response.OK(v)
 }

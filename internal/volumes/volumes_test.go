@@ -345,3 +345,61 @@ func TestSnapshots(t *testing.T) {
 		t.Fatalf("volume_gib after the snapshot went: %d", q.Usage.VolumeGiB)
 	}
 }
+
+// The schedule loop starts a backup when one is due, never two at once,
+// and keeps only the newest.
+func TestBackupSchedule(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, unlimited())
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	e.svc.now = func() time.Time { return now }
+	v, _ := e.svc.Create(ctx, "p", api.VolumesPost{Name: "data", SizeGiB: 1, Near: "vm1"}, false)
+	e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1})
+	if _, err := e.svc.SetSchedule(ctx, "p", "data", time.Second, 2); kindOf(err) != errs.KindInvalid {
+		t.Fatalf("every second: %v", err)
+	}
+	if _, err := e.svc.SetSchedule(ctx, "p", "data", time.Hour, 2); err != nil {
+		t.Fatal(err)
+	}
+	names := func() []string {
+		bs, _ := e.svc.ListBackups(ctx, "p")
+		var out []string
+		for _, b := range bs {
+			out = append(out, b.Name+":"+b.Status)
+		}
+		return out
+	}
+	finish := func() {
+		bs, _ := e.svc.ListBackups(ctx, "p")
+		for _, b := range bs {
+			if b.Status == api.VolumeCreating {
+				if _, err := e.svc.FinishBackup(ctx, map[string]bool{"h1": true}, e.inst, b.ID, api.BackupManifest{Chunks: make([]string, 256)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	if err := e.svc.schedulePass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * time.Hour)
+	e.svc.schedulePass(ctx) // one is being made: no second
+	if got := names(); len(got) != 1 {
+		t.Fatalf("after two passes with one being made: %v", got)
+	}
+	for i := 0; i < 3; i++ {
+		finish()
+		now = now.Add(30 * time.Minute)
+		e.svc.schedulePass(ctx) // not due yet
+		now = now.Add(31 * time.Minute)
+		e.svc.schedulePass(ctx)
+	}
+	finish()
+	e.svc.schedulePass(ctx)
+	got := names()
+	// Made at 00:00, 02:30, 03:31 and 04:32 (each once the newest was an
+	// hour old and none was being made); the newest two kept.
+	if len(got) != 2 || got[0] != "auto-20260101-033100:available" || got[1] != "auto-20260101-043200:available" {
+		t.Fatalf("kept: %v", got)
+	}
+}
