@@ -5,7 +5,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/kumo
 
-.PHONY: all build up down deps test check fuzz bench clean
+.PHONY: all build up down deps test check fuzz bench clean web
 
 all: build
 
@@ -35,6 +35,10 @@ check:
 	$(GO) vet ./...
 	# Doc comments start with the name they document (staticcheck, pinned in go.mod's tool lines).
 	$(GO) tool staticcheck -checks ST1020,ST1021,ST1022 ./...
+
+# Rebuild the web console's bundles (web/dist, committed: go build needs no npm).
+web:
+	cd web && npm ci --no-audit --no-fund && node build.mjs
 
 bench:
 	$(GO) test -run '^$$' -bench . ./internal/scheduler ./internal/metering

@@ -63,6 +63,10 @@ type Instance struct {
 	// it is not when it should be by now. Reported with heartbeats.
 	Ready       bool   `json:"ready"`
 	ReadyReason string `json:"ready_reason,omitempty"`
+	// HA: when its host is lost for longer than the server's fence
+	// timeout, the instance is recreated on another host from its image
+	// (docs/ha.md). Asked at create, or implied by its flavor.
+	HA bool `json:"ha,omitempty"`
 }
 
 // Placement is one stay of an instance on a host; End is zero while it lasts.
@@ -88,6 +92,8 @@ type InstancesPost struct {
 	Networks []string `json:"networks,omitempty"`
 	// SecurityGroups apply to every port of the instance.
 	SecurityGroups []string `json:"security_groups,omitempty"`
+	// HA asks for high availability (docs/ha.md); a flavor may imply it.
+	HA bool `json:"ha,omitempty"`
 }
 
 // InstanceActionPost asks for a lifecycle action: stop, start, suspend,
@@ -159,6 +165,8 @@ type Host struct {
 	// server's view, as its heartbeats say.
 	ReconciledAt    time.Time `json:"reconciled_at,omitzero"`
 	NetworkSyncedAt time.Time `json:"network_synced_at,omitzero"`
+	// FenceGraceSeconds is what its agent registered (HostSpec).
+	FenceGraceSeconds int64 `json:"fence_grace_seconds,omitempty"`
 }
 
 // HostPatch changes what an admin controls of a host.
@@ -192,6 +200,10 @@ type HostSpec struct {
 	Kinds      []string          `json:"kinds"`
 	Capacity   Size              `json:"capacity"`
 	Attributes map[string]string `json:"attributes,omitempty"`
+	// FenceGraceSeconds: the host's agent stops its HA instances itself
+	// when it has not reached the server for this long (0: it does not
+	// self-fence, and its HA instances are never recreated elsewhere).
+	FenceGraceSeconds int64 `json:"fence_grace_seconds,omitempty"`
 }
 
 // AgentsPost is an agent joining with a join token. Hosts that already
@@ -242,7 +254,14 @@ type Assignment struct {
 	NICs []InstanceNIC `json:"nics,omitempty"`
 	// Nesting comes from the instance's flavor (driver.Spec.Nesting).
 	Nesting bool `json:"nesting,omitempty"`
+	// HA: the agent stops the instance itself when it loses the server
+	// for longer than its fence grace (docs/ha.md).
+	HA bool `json:"ha,omitempty"`
 }
+
+// SelfFenced starts the reason of an agent's report that it stopped an HA
+// instance itself, having lost the server for longer than its fence grace.
+const SelfFenced = "self-fenced"
 
 // Assignments is the answer of the assignments long poll.
 type Assignments struct {
@@ -516,11 +535,13 @@ type InstanceLogs struct {
 // and post the results.
 type Session struct {
 	ID         string   `json:"id"`
-	Kind       string   `json:"kind"` // exec, logs or console
+	Kind       string   `json:"kind"` // exec, logs, console or snapshot
 	InstanceID string   `json:"instance_id"`
 	Command    []string `json:"command,omitempty"`
 	Timeout    int      `json:"timeout_seconds,omitempty"`
 	Tail       int      `json:"tail,omitempty"`
+	// Console is the kind of a console session (api.ConsoleKinds).
+	Console string `json:"console,omitempty"`
 }
 
 // SessionResult is an agent's answer to a session.

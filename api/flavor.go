@@ -14,6 +14,8 @@ type Flavor struct {
 	// Nesting lets containers of this flavor make user namespaces (to run
 	// containers inside); only cloud admins make flavors.
 	Nesting bool `json:"nesting,omitempty"`
+	// HA makes every instance of this flavor highly available (docs/ha.md).
+	HA bool `json:"ha,omitempty"`
 }
 
 // FlavorsPost creates a flavor (cloud admin).
@@ -27,4 +29,5 @@ type FlavorsPost struct {
 	Description string            `json:"description,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	Nesting     bool              `json:"nesting,omitempty"`
+	HA          bool              `json:"ha,omitempty"`
 }

@@ -142,6 +142,7 @@ type Whoami struct {
 	CloudAdmin     bool          `json:"cloud_admin"`
 	DefaultProject string        `json:"default_project,omitempty"`
 	Roles          []RoleBinding `json:"roles"`
-	// Via is "socket" for the local Unix socket or "token".
+	// Via is "socket" for the local Unix socket, "token" for a bearer
+	// token or "cookie" for a browser session.
 	Via string `json:"via"`
 }

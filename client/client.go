@@ -226,15 +226,21 @@ func (c *Client) raw(req *http.Request) (*http.Response, error) {
 	}
 	if resp.StatusCode >= 400 {
 		defer resp.Body.Close()
-		var e api.ErrorResponse
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		if json.Unmarshal(b, &e) != nil || e.Error.Message == "" {
-			e.Error = api.ErrorBody{Code: "http_" + fmt.Sprint(resp.StatusCode), Message: fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))}
-		}
-		e.Error.Status = resp.StatusCode
-		return nil, &e.Error
+		return nil, errorAnswer(method, path, resp, 1<<20)
 	}
 	return resp, nil
+}
+
+// errorAnswer is an error answer as *api.ErrorBody (from its first max
+// bytes).
+func errorAnswer(method, path string, resp *http.Response, max int64) error {
+	var e api.ErrorResponse
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, max))
+	if json.Unmarshal(b, &e) != nil || e.Error.Message == "" {
+		e.Error = api.ErrorBody{Code: "http_" + fmt.Sprint(resp.StatusCode), Message: fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))}
+	}
+	e.Error.Status = resp.StatusCode
+	return &e.Error
 }
 
 // StatusOf returns the HTTP status of an API error (0 if err is not one).

@@ -329,7 +329,8 @@ func (c *Client) AgentSessionResult(ctx context.Context, id, sid string, res api
 	return c.do(ctx, http.MethodPost, p("v1", "agents", id, "sessions", sid), nil, res, nil)
 }
 
-// stream opens an upgraded byte stream (consoles).
+// stream opens an upgraded byte stream (the agents' exec and snapshot
+// sessions).
 func (c *Client) stream(ctx context.Context, path string) (io.ReadWriteCloser, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
 	if err != nil {
@@ -349,13 +350,7 @@ func (c *Client) stream(ctx context.Context, path string) (io.ReadWriteCloser, e
 	return rwc, nil
 }
 
-// InstanceConsole opens an interactive shell in a RUNNING instance: what
-// is written goes to the shell's input, what it prints comes back.
-func (c *Client) InstanceConsole(ctx context.Context, project, name string) (io.ReadWriteCloser, error) {
-	return c.stream(ctx, p("v1", "projects", project, "instances", name, "console"))
-}
-
-// AgentStream is an agent's end of a console session.
+// AgentStream is an agent's end of an exec or snapshot session.
 func (c *Client) AgentStream(ctx context.Context, id, sid string) (io.ReadWriteCloser, error) {
 	return c.stream(ctx, p("v1", "agents", id, "sessions", sid, "stream"))
 }

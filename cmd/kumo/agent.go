@@ -79,7 +79,8 @@ func (d *driverFlags) configs(flag, list string) (driver.Configs, error) {
 func agentCommand(root *cobra.Command) {
 	var (
 		server, token, name, stateDir, drv, logLevel, hostName string
-		heartbeat                                              time.Duration
+		heartbeat, fenceGrace                                  time.Duration
+		fenceWatchdog                                          bool
 		drivers                                                driverFlags
 	)
 	cmd := &cobra.Command{
@@ -96,9 +97,23 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 			if err != nil {
 				return err
 			}
+			if fenceWatchdog {
+				drivers.qemu.Accel = "tcg" // stopping needs no probe
+			}
 			cfgs, err := drivers.configs("driver", drv)
 			if err != nil {
 				return err
+			}
+			if fenceWatchdog {
+				return runFenceWatchdog(cmd.Context(), drv, stateDir, hostName, cfgs, log)
+			}
+			// Instances outlive their agent; a dead agent's HA instances
+			// are fenced by its watchdog (the simulator's live and die
+			// with it).
+			if fenceGrace > 0 && drv != "sim" {
+				if err := startFenceWatchdog(stateDir); err != nil {
+					return err
+				}
 			}
 			conn := agent.NewConn(agent.ConnConfig{Server: server, JoinToken: token, Name: name, StateDir: stateDir, Log: log})
 			// The drivers start under the command's context: an agent
@@ -107,7 +122,7 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 			if err != nil {
 				return err
 			}
-			a, err := agent.New(cmd.Context(), agent.Config{Conn: conn, Driver: d, HeartbeatEvery: heartbeat, Log: log, VTEP: drivers.vtep, Uplinks: drivers.uplinks})
+			a, err := agent.New(cmd.Context(), agent.Config{Conn: conn, Driver: d, HeartbeatEvery: heartbeat, FenceGrace: fenceGrace, Log: log, VTEP: drivers.vtep, Uplinks: drivers.uplinks})
 			if err != nil {
 				return err
 			}
@@ -123,6 +138,9 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 	f.StringVar(&stateDir, "state-dir", "/var/lib/kumo-agent", "credential and driver state")
 	f.StringVar(&drv, "driver", "container", "driver: container (runc), qemu (VMs), container,qemu (both) or sim")
 	f.DurationVar(&heartbeat, "heartbeat", 5*time.Second, "heartbeat interval")
+	f.DurationVar(&fenceGrace, "fence-grace", 30*time.Second, "stop this host's HA instances when the server has not answered for this long (self-fencing; 0: never, and they are never recreated elsewhere); keep it 5s under the server's --ha-fence-timeout")
+	f.BoolVar(&fenceWatchdog, "fence-watchdog", false, "run as the agent's fencing watchdog (the agent starts it)")
+	f.MarkHidden("fence-watchdog")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	drivers.register(f)
 	root.AddCommand(cmd)

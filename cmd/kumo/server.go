@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kumocloud/kumo/internal/cli"
+	"github.com/kumocloud/kumo/internal/compute"
 	"github.com/kumocloud/kumo/internal/identity"
 	"github.com/kumocloud/kumo/internal/quota"
 	"github.com/kumocloud/kumo/internal/server"
@@ -19,7 +20,7 @@ func serverCommand(root *cobra.Command) {
 	var (
 		dataDir, listen, socket, etcdEndpoints, etcdPrefix string
 		defaultQuota, logLevel, logFormat, maxImageSize    string
-		tokenTTL, eventRetention, hostGrace                time.Duration
+		tokenTTL, eventRetention, hostGrace, fenceTimeout  time.Duration
 		drivers, policy, currency, metricsTokenFile        string
 		drvFlags                                           driverFlags
 		egressNAT                                          bool
@@ -60,7 +61,7 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 				DataDir: dataDir, Listen: listen, Socket: socket, EtcdPrefix: etcdPrefix,
 				Identity: opts, EventRetention: eventRetention, Version: version, Logger: log,
 				UnsafeNoFsync: os.Getenv("KUMO_UNSAFE_NO_FSYNC") == "1", MinFreeSpace: minFreeMiB << 20,
-				HostGrace: hostGrace, SchedulerPolicy: policy, Currency: currency,
+				HostGrace: hostGrace, HAFenceTimeout: fenceTimeout, SchedulerPolicy: policy, Currency: currency,
 				EgressNAT: egressNAT, MetricsTokenFile: metricsTokenFile, MaxImageMiB: maxImageMiB,
 			}
 			if drivers != "" && drivers != "none" {
@@ -101,6 +102,7 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 	f.StringVar(&currency, "currency", "EUR", "currency of all prices and budgets")
 	f.StringVar(&policy, "scheduler-policy", "packing", "packing, striping or load-aware")
 	f.DurationVar(&hostGrace, "host-grace", 15*time.Second, "a host silent this long goes OFFLINE and its instances UNKNOWN")
+	f.DurationVar(&fenceTimeout, "ha-fence-timeout", compute.DefaultFenceTimeout, "an HA instance whose host stays lost this long is recreated on another host (must exceed the agents' --fence-grace by 5s)")
 	f.Int64Var(&minFreeMiB, "min-free-space-mib", 256, "MiB kept free on the data dir's disk: below it writes answer 507 and reads go on, until space is freed")
 	f.StringVar(&metricsTokenFile, "metrics-token-file", "", "a file (mode 0600) holding a bearer token that lets Prometheus scrapers see per-project series on /metrics (without it: cloud admins only)")
 	drvFlags.register(f)

@@ -23,6 +23,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/client"
 	"github.com/kumocloud/kumo/internal/driver"
@@ -47,6 +49,10 @@ type Config struct {
 	// list and reconciles the driver with it (default 30 s; it also does
 	// at start and whenever the server was out of reach).
 	ResyncEvery time.Duration
+	// FenceGrace: when the agent has not reached its server for this
+	// long, it stops its HA instances itself (fence.go; 0: it does not,
+	// and the server never recreates them elsewhere).
+	FenceGrace time.Duration
 	// Workers bounds instances handled at once (default 64).
 	Workers int
 	Log     *slog.Logger
@@ -75,6 +81,7 @@ type Agent struct {
 	vols      *volumeJob
 	kickUsage chan struct{}
 	kickBeat  chan struct{}
+	fence     *fencer
 }
 
 // New makes an agent from its driver: the connection is opened (the
@@ -118,8 +125,15 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("driver %s: fingerprint: %w", cfg.Driver.Name(), err)
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, hostSet: map[string]bool{}, kickUsage: make(chan struct{}, 1), kickBeat: make(chan struct{}, 1)}
+	// Fencing starts before the server is reached: an agent restarted
+	// while cut off from it must not let its HA instances run on.
+	if a.fence, err = newFencer(cfg.Driver, cfg.StateDir, cfg.FenceGrace, cfg.Log); err != nil {
+		return nil, err
+	}
+	go a.fence.run(ctx)
 	for i, h := range specs {
 		a.hostSet[h.Name] = true
+		specs[i].FenceGraceSeconds = int64((cfg.FenceGrace + time.Second - 1) / time.Second)
 		if cfg.Network != nil && h.Address == "" {
 			specs[i].Address = cfg.Network.VTEP().String()
 		}
@@ -147,6 +161,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	tell := instanceNews{readiness: kick(a.kickUsage), reconciled: kick(a.kickBeat)}
 	a.vols = newVolumeJob(a.srv, a.srv, cfg.Driver, cfg.Conn, filepath.Join(cfg.StateDir, "volumes"), cfg.Log)
 	a.inst = newInstances(a.srv, cfg.Driver, withVolumes{a.net, a.vols}, cfg.Workers, cfg.ResyncEvery, tell, started, cfg.Log)
+	a.inst.fence = a.fence
 	a.sessions = &sessionJob{src: a.srv, d: cfg.Driver, tempDir: cfg.StateDir, log: cfg.Log}
 	return a, nil
 }
@@ -198,4 +213,8 @@ func (s *serverAPI) SessionResult(ctx context.Context, sid string, res api.Sessi
 
 func (s *serverAPI) Stream(ctx context.Context, sid string) (io.ReadWriteCloser, error) {
 	return s.c.AgentStream(ctx, s.id, sid)
+}
+
+func (s *serverAPI) Console(ctx context.Context, sid string) (*websocket.Conn, error) {
+	return s.c.AgentConsole(ctx, s.id, sid)
 }

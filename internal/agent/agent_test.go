@@ -39,6 +39,12 @@ type cloud struct {
 
 func newCloud(t *testing.T) *cloud {
 	t.Helper()
+	return newCloudWith(t, func(*server.Config) {})
+}
+
+// newCloudWith is newCloud with its server's configuration changed by set.
+func newCloudWith(t *testing.T, set func(*server.Config)) *cloud {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +54,9 @@ func newCloud(t *testing.T) *cloud {
 	opts := identity.DefaultOptions()
 	opts.BcryptCost = bcrypt.MinCost
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.NewWithStore(ctx, server.Config{DataDir: t.TempDir(), Listen: addr, HostGrace: 2 * time.Second, Identity: opts}, memstore.New())
+	cfg := server.Config{DataDir: t.TempDir(), Listen: addr, HostGrace: 2 * time.Second, Identity: opts}
+	set(&cfg)
+	srv, err := server.NewWithStore(ctx, cfg, memstore.New())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +147,13 @@ type runningAgent struct {
 // driving d and runs it until the test ends or stop is called.
 func (c *cloud) startAgent(d driver.Driver, stateDir string, resync time.Duration) *runningAgent {
 	c.t.Helper()
+	return c.startAgentWith(d, stateDir, func(cfg *agent.Config) { cfg.ResyncEvery = resync })
+}
+
+// startAgentWith is startAgent with the agent's configuration changed by
+// set.
+func (c *cloud) startAgentWith(d driver.Driver, stateDir string, set func(*agent.Config)) *runningAgent {
+	c.t.Helper()
 	ctx := context.Background()
 	jt, err := c.admin.CreateJoinToken(ctx, api.JoinTokensPost{})
 	if err != nil {
@@ -148,7 +163,9 @@ func (c *cloud) startAgent(d driver.Driver, stateDir string, resync time.Duratio
 	conn := agent.NewConn(agent.ConnConfig{Server: c.url, JoinToken: jt.Token, Name: "a1", StateDir: stateDir,
 		WrapTransport: func(rt http.RoundTripper) http.RoundTripper { link.next = rt; return link }})
 	actx, cancel := context.WithCancel(ctx)
-	a, err := agent.New(actx, agent.Config{Conn: conn, Driver: d, HeartbeatEvery: 200 * time.Millisecond, UsageEvery: 200 * time.Millisecond, ResyncEvery: resync})
+	cfg := agent.Config{Conn: conn, Driver: d, HeartbeatEvery: 200 * time.Millisecond, UsageEvery: 200 * time.Millisecond}
+	set(&cfg)
+	a, err := agent.New(actx, cfg)
 	if err != nil {
 		cancel()
 		c.t.Fatal(err)

@@ -27,6 +27,8 @@ func (a *Agent) heartbeats(ctx context.Context) {
 		}
 		if err := a.srv.c.AgentHeartbeat(ctx, a.srv.id, hb); err != nil && ctx.Err() == nil {
 			a.log.Warn("heartbeat", "err", err)
+		} else if err == nil {
+			a.fence.contact()
 		}
 		select {
 		case <-ctx.Done():

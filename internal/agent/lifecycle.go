@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -57,6 +58,7 @@ type instances struct {
 	sem     chan struct{}
 	tell    instanceNews
 	started chan struct{}
+	fence   *fencer
 
 	mu      sync.Mutex
 	work    map[string]*work
@@ -187,6 +189,7 @@ func (in *instances) reconcile(ctx context.Context, list api.Assignments) {
 		delete(in.written, id)
 		in.mu.Unlock()
 		in.ports.forget(id)
+		in.fence.forget(id)
 		swept++
 	}
 	in.mu.Lock()
@@ -217,6 +220,7 @@ type work struct {
 // wrote) and assignments already handed over are dropped.
 func (in *instances) dispatch(ctx context.Context, as api.Assignment) {
 	in.ports.track(as)
+	in.fence.track(as)
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if as.State == api.StateRunning {
@@ -346,7 +350,7 @@ func (in *instances) handle(ctx context.Context, as api.Assignment) {
 		case st.State == driver.Suspended:
 			in.report(as, api.StateSuspended, "host back online")
 		case st.State == driver.Stopped:
-			in.report(as, api.StatePoweroff, "host back online")
+			in.report(as, api.StatePoweroff, cmp.Or(in.fence.reason(as.ID), "host back online"))
 		}
 	}
 }
@@ -420,10 +424,7 @@ func (in *instances) monitor(ctx context.Context) {
 			case st.State == driver.Crashed:
 				in.report(as, api.StateFailed, st.Reason)
 			case st.State == driver.Stopped:
-				reason := st.Reason
-				if reason == "" {
-					reason = "it stopped by itself (PID 1 exited)"
-				}
+				reason := cmp.Or(in.fence.reason(as.ID), st.Reason, "it stopped by itself (PID 1 exited)")
 				in.report(as, api.StatePoweroff, reason)
 			default:
 				continue

@@ -9,6 +9,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/driver"
 	"github.com/kumocloud/kumo/internal/execframe"
@@ -24,6 +26,8 @@ type sessionSource interface {
 	Sessions(ctx context.Context, wait time.Duration) ([]api.Session, error)
 	SessionResult(ctx context.Context, sid string, res api.SessionResult) error
 	Stream(ctx context.Context, sid string) (io.ReadWriteCloser, error)
+	// Console opens the agent's end of a console session (console.go).
+	Console(ctx context.Context, sid string) (*websocket.Conn, error)
 }
 
 // sessionJob is the session job.
@@ -48,7 +52,7 @@ func (sj *sessionJob) run(ctx context.Context) {
 			case "exec":
 				go sj.stream(ctx, s, sj.exec)
 			case "console":
-				go sj.stream(ctx, s, sj.console)
+				go sj.console(ctx, s)
 			case "snapshot":
 				go sj.stream(ctx, s, sj.snapshot)
 			default:
@@ -63,7 +67,7 @@ func (sj *sessionJob) run(ctx context.Context) {
 	}
 }
 
-// stream opens the agent's end of a session's byte stream and hands it
+// stream opens the agent's end of an exec or snapshot session's byte stream and hands it
 // to serve.
 func (sj *sessionJob) stream(ctx context.Context, s api.Session, serve func(context.Context, api.Session, io.ReadWriter)) {
 	rw, err := sj.src.Stream(ctx, s.ID)
@@ -108,19 +112,6 @@ func (sj *sessionJob) snapshot(ctx context.Context, s api.Session, rw io.ReadWri
 	fmt.Fprintf(rw, "ok %d\n", size)
 	if _, err := io.Copy(rw, f); err != nil {
 		sj.log.Warn("snapshot stream", "session", s.ID, "err", err)
-	}
-}
-
-// console joins a session's stream to a shell (or the serial console) of
-// the instance.
-func (sj *sessionJob) console(ctx context.Context, s api.Session, rw io.ReadWriter) {
-	cs, err := driver.Feature[driver.Consoler](sj.d)
-	if err != nil {
-		fmt.Fprintf(rw, "kumo: %v\r\n", err)
-		return
-	}
-	if err := cs.Console(ctx, s.InstanceID, rw); err != nil {
-		fmt.Fprintf(rw, "kumo: console: %v\r\n", err)
 	}
 }
 

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -59,6 +58,7 @@ func (a *app) instanceCmd() *cobra.Command {
 	f.StringVar(&req.Requirements, "requirements", "", "host requirement expression, e.g. 'RACK = \"r1\" & FREE_MEM > 2048'")
 	f.StringVar(&req.Rank, "rank", "", "rank expression; the host where it is highest wins, e.g. FREE_CPU")
 	f.StringVar(&req.ServerGroup, "server-group", "", "server group (affinity / anti-affinity)")
+	f.BoolVar(&req.HA, "ha", false, "high availability: recreated on another host when its host is lost past the fence timeout (docs/ha.md)")
 	f.StringVar(&userDataFile, "user-data", "", "file whose content is handed to the instance")
 	f.StringArrayVarP(&labels, "label", "l", nil, "label KEY=VALUE (repeatable)")
 	f.StringArrayVar(&req.Networks, "network", nil, "attach to this network: eth0, eth1... in order (repeatable; owner/name for a shared one)")
@@ -214,28 +214,7 @@ func (a *app) instanceCmd() *cobra.Command {
 		},
 	}
 	logs.Flags().IntVar(&tail, "tail", 200, "lines")
-	console := &cobra.Command{
-		Use: "console NAME", Short: "An interactive shell in a RUNNING instance, through the API (exit or Ctrl-D ends it)", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, project, err := a.clientAndProject(cmd)
-			if err != nil {
-				return err
-			}
-			rw, err := c.InstanceConsole(cmd.Context(), project, args[0])
-			if err != nil {
-				return err
-			}
-			defer rw.Close()
-			go func() {
-				io.Copy(rw, a.stdin)
-				// Our input ended: let the last output arrive, then go.
-				time.Sleep(time.Second)
-				rw.Close()
-			}()
-			io.Copy(a.stdout, rw)
-			return nil
-		},
-	}
+	console := a.consoleCmd()
 	var snapName string
 	var snapPublic, snapNoWait bool
 	snapshot := &cobra.Command{

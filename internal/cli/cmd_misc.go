@@ -156,6 +156,7 @@ func (a *app) flavorCmd() *cobra.Command {
 	create.Flags().StringVar(&req.Description, "description", "", "description")
 	create.Flags().StringArrayVarP(&labels, "label", "l", nil, "label KEY=VALUE (repeatable)")
 	create.Flags().BoolVar(&req.Nesting, "nesting", false, "containers of this flavor may make user namespaces, to run containers inside")
+	create.Flags().BoolVar(&req.HA, "ha", false, "instances of this flavor are highly available (docs/ha.md)")
 	waitFlag(create, &wait, "accepted for scripts (flavors are made at once)")
 	del := &cobra.Command{
 		Use: "delete NAME", Short: "Delete a flavor (cloud admin)", Args: cobra.ExactArgs(1),

@@ -19,16 +19,19 @@ func assignment(e *entry) api.Assignment {
 		host = r.home()
 	}
 	return api.Assignment{ID: r.ID, Project: r.Project, Name: r.Name, Type: r.Type, Host: host, Size: r.Size,
-		Image: r.Image, ImageSHA256: r.ImageSHA256, UserData: r.UserData, State: r.State, Action: r.Action, Revision: e.rev, NICs: r.NICs, Nesting: r.Nesting}
+		Image: r.Image, ImageSHA256: r.ImageSHA256, UserData: r.UserData, State: r.State, Action: r.Action, Revision: e.rev, NICs: r.NICs, Nesting: r.Nesting, HA: r.HA}
 }
 
-// assignedTo says whether an agent's hosts have the instance: it runs
-// there, or it is STOPPED with its saved state there.
-func assignedTo(r *record, agentHosts map[string]bool) bool {
-	if onHost(r.State) {
-		return agentHosts[r.Host]
+// assignedHost is the host whose agent has the instance: where it runs,
+// or where a STOPPED one keeps its saved state ("" for none).
+func assignedHost(r *record) string {
+	switch {
+	case onHost(r.State):
+		return r.Host
+	case r.State == api.StateStopped:
+		return r.home()
 	}
-	return r.State == api.StateStopped && agentHosts[r.home()]
+	return ""
 }
 
 // Assignments returns the instances on an agent's hosts that changed after
@@ -43,9 +46,14 @@ func (svc *Service) Assignments(ctx context.Context, agent *hosts.AgentPrincipal
 	for {
 		svc.cache.mu.RLock()
 		out := api.Assignments{Items: []api.Assignment{}, Revision: svc.cache.instRev, Complete: since == 0}
-		for _, e := range svc.cache.instances {
-			if e.rev > since && assignedTo(&e.rec, agent.Hosts) {
-				out.Items = append(out.Items, assignment(e))
+		for h := range agent.Hosts {
+			if svc.cache.assignedRev[h] <= since {
+				continue
+			}
+			for _, e := range svc.cache.assigned[h] {
+				if e.rev > since {
+					out.Items = append(out.Items, assignment(e))
+				}
 			}
 		}
 		ch := svc.cache.changed

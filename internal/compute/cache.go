@@ -24,11 +24,19 @@ type cache struct {
 	// instances come and go (a scheduler round reads it for every host;
 	// summing 100,000 instances each round was most of a round's work);
 	// groups counts the members of each server group on each host.
-	use     map[string]hostUse
-	groups  map[string]map[string]int // "project/group" -> host -> members
-	instRev int64                     // newest instance change applied
-	changed chan struct{}             // closed and replaced on every change
-	ready   chan struct{}
+	use    map[string]hostUse
+	groups map[string]map[string]int // "project/group" -> host -> members
+	// assigned indexes instances by the host whose agent has them
+	// (assignedHost), and assignedRev is the newest revision of any of
+	// them: an agent's long poll looks at its own hosts only, and skips
+	// those with nothing newer than it has (scanning every instance for
+	// each of ten agents' polls was most of the server's work at 100,000
+	// instances).
+	assigned    map[string]map[string]*entry // host -> store key -> entry
+	assignedRev map[string]int64
+	instRev     int64         // newest instance change applied
+	changed     chan struct{} // closed and replaced on every change
+	ready       chan struct{}
 }
 
 // hostUse is what a host's instances take, and how many there are.
@@ -51,6 +59,27 @@ func newCache() *cache {
 func (c *cache) clearInstances() {
 	c.instances, c.byID = map[string]*entry{}, map[string]string{}
 	c.use, c.groups = map[string]hostUse{}, map[string]map[string]int{}
+	c.assigned, c.assignedRev = map[string]map[string]*entry{}, map[string]int64{}
+}
+
+// index adds an instance's entry to (sign 1) or takes it from (sign -1)
+// the assignments of its host.
+func (c *cache) index(key string, e *entry, sign int) {
+	h := assignedHost(&e.rec)
+	if h == "" {
+		return
+	}
+	if sign < 0 {
+		if delete(c.assigned[h], key); len(c.assigned[h]) == 0 {
+			delete(c.assigned, h)
+		}
+		return
+	}
+	if c.assigned[h] == nil {
+		c.assigned[h] = map[string]*entry{}
+	}
+	c.assigned[h][key] = e
+	c.assignedRev[h] = max(c.assignedRev[h], e.rev)
 }
 
 // count adds (sign 1) or takes away (sign -1) what an instance takes from
@@ -142,12 +171,14 @@ func (v *instanceView) Apply(ev store.WatchEvent) {
 		if had {
 			delete(c.byID, old.rec.ID)
 			c.count(&old.rec, -1)
+			c.index(ev.KV.Key, old, -1)
 		}
 		c.putInstance(ev.KV)
 	case had:
 		delete(c.byID, old.rec.ID)
 		delete(c.instances, ev.KV.Key)
 		c.count(&old.rec, -1)
+		c.index(ev.KV.Key, old, -1)
 	}
 	// Publish a revision only once all its changes are in, or a long
 	// poll could hand out half a transaction.
@@ -190,9 +221,11 @@ func (c *cache) putInstance(kv store.KV) {
 	if store.Decode(kv, &r) != nil {
 		return
 	}
-	c.instances[kv.Key] = &entry{rec: r, rev: kv.Revision}
+	e := &entry{rec: r, rev: kv.Revision}
+	c.instances[kv.Key] = e
 	c.byID[r.ID] = kv.Key
 	c.count(&r, 1)
+	c.index(kv.Key, e, 1)
 }
 
 func (c *cache) putHost(kv store.KV) {

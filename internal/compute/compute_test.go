@@ -523,6 +523,27 @@ func TestCacheSumsFollowInstances(t *testing.T) {
 	if got := c.groupHosts(); fmt.Sprint(got) != fmt.Sprint(wantG) {
 		t.Fatalf("groups %v, recount %v", got, wantG)
 	}
+	// The assignments index: each instance under the host whose agent
+	// has it, and nothing else.
+	wantA := map[string]map[string]bool{}
+	for k, e := range c.instances {
+		if h := assignedHost(&e.rec); h != "" {
+			if wantA[h] == nil {
+				wantA[h] = map[string]bool{}
+			}
+			wantA[h][k] = true
+		}
+	}
+	gotA := map[string]map[string]bool{}
+	for h, es := range c.assigned {
+		gotA[h] = map[string]bool{}
+		for k, e := range es {
+			gotA[h][k] = c.instances[k] == e
+		}
+	}
+	if fmt.Sprint(gotA) != fmt.Sprint(wantA) {
+		t.Fatalf("assignments index %v, recount %v", gotA, wantA)
+	}
 }
 
 // failingStore fails every transaction while failing is set, as a store

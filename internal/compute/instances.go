@@ -52,6 +52,9 @@ type record struct {
 	History []api.HistoryRecord `json:"history"`
 	// Nesting is the flavor's, copied at create like its size.
 	Nesting bool `json:"nesting,omitempty"`
+	// Rehome is the lost host an HA instance is being recreated away from
+	// (ha.go): until it is placed again it has no home.
+	Rehome string `json:"rehome,omitempty"`
 }
 
 func (r *record) api(rev int64) api.Instance {
@@ -72,6 +75,9 @@ func (r *record) event(ctx context.Context) store.Op {
 // last placed on (records written before Home existed have only their
 // placements to say so). An instance never placed has none.
 func (r *record) home() string {
+	if r.Rehome != "" {
+		return ""
+	}
 	if r.Home != "" {
 		return r.Home
 	}
@@ -97,7 +103,7 @@ func (r *record) transition(t time.Time, to api.State, host, actor, reason strin
 	from := r.State
 	if host != "" && host != r.Host {
 		r.Placements = append(r.Placements, api.Placement{Host: host, Start: t})
-		r.Host, r.Home = host, host
+		r.Host, r.Home, r.Rehome = host, host, ""
 	}
 	if !onHost(to) && r.Host != "" && onHost(from) {
 		if n := len(r.Placements); n > 0 && r.Placements[n-1].End.IsZero() {
@@ -138,6 +144,8 @@ type Service struct {
 	usage   map[string]api.InstanceUsage
 	images  Images
 	ports   Ports
+	ha      haConfig
+	mover   Mover
 }
 
 // Images is what the compute service needs of the image service: the
@@ -161,6 +169,9 @@ type Deps struct {
 	Images Images
 	Ports  Ports
 	Clock  func() time.Time
+	// FenceTimeout is how long an HA instance's host stays lost before
+	// the instance is recreated elsewhere (default DefaultFenceTimeout).
+	FenceTimeout time.Duration
 }
 
 // New returns the compute service; Run starts its cache and controllers.
@@ -178,7 +189,7 @@ func New(s store.Store, h *hosts.Service, policy string, log *slog.Logger, deps 
 		deps.Clock = time.Now
 	}
 	return &Service{s: s, hosts: h, log: log, cache: newCache(), policy: policy, kick: make(chan struct{}, 1), clock: deps.Clock,
-		usage: map[string]api.InstanceUsage{}, images: deps.Images, ports: deps.Ports}
+		usage: map[string]api.InstanceUsage{}, images: deps.Images, ports: deps.Ports, ha: newHAConfig(deps.FenceTimeout)}
 }
 
 // namesOnly is a cloud without an image service: every name is unknown
@@ -215,6 +226,7 @@ func (svc *Service) Run(ctx context.Context) {
 		return
 	}
 	go svc.nodeController(ctx)
+	go svc.haController(ctx)
 	svc.schedulerLoop(ctx)
 }
 
@@ -319,6 +331,7 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 		Image: imageRef, ImageSHA256: imageSum, Requirements: req.Requirements, Rank: req.Rank, ServerGroup: req.ServerGroup, UserData: req.UserData,
 		State: api.StatePending,
 	}, Nesting: fl.Nesting}
+	r.HA = req.HA || fl.HA
 	r.History = []api.HistoryRecord{{Seq: 1, Time: t, To: api.StatePending, Actor: reqctx.Actor(ctx), Reason: "created"}}
 	key := instanceKey(project, req.Name)
 	// The instance, its ports and their addresses are one transaction; a

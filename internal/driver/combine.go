@@ -219,12 +219,12 @@ func (c *combined) Logs(ctx context.Context, id string, tail int) ([]byte, error
 	return lg.Logs(ctx, id, tail)
 }
 
-func (c *combined) Console(ctx context.Context, id string, rw io.ReadWriter) error {
+func (c *combined) Console(ctx context.Context, id, kind string, t Terminal) (int, error) {
 	cs, err := featureOf[Consoler](c, id)
 	if err != nil {
-		return err
+		return NoExit, err
 	}
-	return cs.Console(ctx, id, rw)
+	return cs.Console(ctx, id, kind, t)
 }
 
 // featureOf is the optional feature of the driver that has the instance,

@@ -221,12 +221,6 @@ type Logger interface {
 	Logs(ctx context.Context, id string, tail int) ([]byte, error)
 }
 
-// Consoler is the optional feature of CapConsole: join a byte stream to an
-// interactive shell (or serial console) of an instance, until either ends.
-type Consoler interface {
-	Console(ctx context.Context, id string, rw io.ReadWriter) error
-}
-
 // Snapshotter is the optional feature of CapSnapshot: copy an instance's
 // disk into a standalone image written to w - a qcow2 disk for instances
 // booted from a disk, a vm-kernel tarball (kernel, initrd, cmdline, the

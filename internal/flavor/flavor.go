@@ -65,7 +65,7 @@ func Validate(req *api.FlavorsPost) error {
 func record(req api.FlavorsPost) api.Flavor {
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	t := api.Meta{ID: uuid.NewString(), Name: req.Name, Labels: req.Labels, CreatedAt: now, UpdatedAt: now}
-	return api.Flavor{Meta: t, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, DiskGiB: req.DiskGiB, SwapMiB: req.SwapMiB, PriceMicro: req.PriceMicro, Description: req.Description, Nesting: req.Nesting}
+	return api.Flavor{Meta: t, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, DiskGiB: req.DiskGiB, SwapMiB: req.SwapMiB, PriceMicro: req.PriceMicro, Description: req.Description, Nesting: req.Nesting, HA: req.HA}
 }
 
 // SeedOps are the writes that create the default flavors (at bootstrap).

@@ -46,6 +46,7 @@ type request struct {
 	*http.Request
 	p     *identity.Principal
 	agent *hosts.AgentPrincipal // set for agents only
+	perm  Permission            // the endpoint's, for streams' re-checks
 }
 
 // Endpoint is one row of the API table.
@@ -75,6 +76,9 @@ func Endpoints() []Endpoint {
 		{Method: "GET", Path: "/v1/tokens", Perm: PermAuthenticated, Summary: "List your tokens (cloud admin: ?all=true)", handler: (*Server).getTokens},
 		{Method: "GET", Path: "/v1/tokens/{id}", Perm: PermAuthenticated, Summary: "Show a token", handler: (*Server).getToken},
 		{Method: "DELETE", Path: "/v1/tokens/{id}", Perm: PermAuthenticated, Summary: "Revoke a token", handler: (*Server).deleteToken},
+		{Method: "POST", Path: "/v1/session", Perm: PermPublic, Summary: "Log a browser in: a session cookie and a CSRF token", handler: (*Server).postSession},
+		{Method: "GET", Path: "/v1/session", Perm: PermAuthenticated, Summary: "The browser session: who, its CSRF token, its expiry", handler: (*Server).getSession},
+		{Method: "DELETE", Path: "/v1/session", Perm: PermAuthenticated, Summary: "Log out: revoke the session's token, clear its cookies", handler: (*Server).deleteSession},
 		{Method: "GET", Path: "/v1/whoami", Perm: PermAuthenticated, Summary: "Who the server thinks you are", handler: (*Server).getWhoami},
 
 		{Method: "GET", Path: "/v1/projects", Perm: PermAuthenticated, Summary: "List the projects you can see", handler: (*Server).getProjects},
@@ -105,7 +109,7 @@ func Endpoints() []Endpoint {
 		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/history", Perm: PermProjectReader, Summary: "An instance's state transitions", handler: (*Server).getInstanceHistory},
 		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/explain", Perm: PermProjectReader, Summary: "Why each host can or cannot take the instance", handler: (*Server).getInstanceExplain},
 		{Method: "POST", Path: "/v1/projects/{project}/instances/{name}/exec", Perm: PermProjectMember, Summary: "Run a command inside a RUNNING instance (?stream=true: its output as it comes)", raw: (*Server).postInstanceExec},
-		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/console", Perm: PermProjectMember, Summary: "An interactive shell in the instance (Upgrade: kumo-stream)", raw: (*Server).getInstanceConsole},
+		{Method: "GET", Path: "/v1/projects/{project}/instances/{name}/console", Perm: PermProjectMember, Summary: "A console of the instance over a WebSocket: shell, serial or vnc (internal/console)", raw: (*Server).getInstanceConsole},
 		{Method: "GET", Path: "/v1/projects/{project}/networks", Perm: PermProjectReader, Summary: "The project's networks and the shared ones", handler: (*Server).getNetworks},
 		{Method: "POST", Path: "/v1/projects/{project}/networks", Perm: PermProjectMember, Summary: "Create a network with its subnet (shared, external: cloud admin)", handler: (*Server).postNetworks, create: true},
 		{Method: "GET", Path: "/v1/projects/{project}/networks/{name}", Perm: PermProjectReader, Summary: "Show a network", handler: (*Server).getNetwork},
@@ -170,7 +174,7 @@ func Endpoints() []Endpoint {
 		{Method: "GET", Path: "/v1/projects/{project}/image-shares", Perm: PermProjectReader, Summary: "The images other projects offer this one, each pending, accepted or rejected", handler: (*Server).getImageShares},
 		{Method: "PUT", Path: "/v1/projects/{project}/image-shares/{owner}/{name}", Perm: PermProjectMember, Summary: "Accept or reject an image another project offers (usable only once accepted)", handler: (*Server).putImageShare},
 		{Method: "GET", Path: "/v1/agents/{id}/sessions", Perm: PermAgent, Summary: "Long poll for exec, logs, console and snapshot requests", handler: (*Server).getSessions},
-		{Method: "GET", Path: "/v1/agents/{id}/sessions/{sid}/stream", Perm: PermAgent, Summary: "An agent's end of a console, exec or snapshot stream (Upgrade: kumo-stream)", raw: (*Server).getSessionStream},
+		{Method: "GET", Path: "/v1/agents/{id}/sessions/{sid}/stream", Perm: PermAgent, Summary: "An agent's end of a console (WebSocket), exec or snapshot stream (Upgrade: kumo-stream)", raw: (*Server).getSessionStream},
 		{Method: "POST", Path: "/v1/agents/{id}/sessions/{sid}", Perm: PermAgent, Summary: "An agent answers a logs request (exec, console and snapshots are streams)", handler: (*Server).postSessionResult},
 		{Method: "GET", Path: "/v1/agents/{id}/images/{sha256}", Perm: PermAgent, Summary: "An agent fetches image bytes by hash", raw: (*Server).getAgentImage},
 
@@ -178,6 +182,8 @@ func Endpoints() []Endpoint {
 		{Method: "GET", Path: "/v1/hosts/{host}", Perm: PermCloudAdmin, Summary: "Show a host", handler: (*Server).getHost},
 		{Method: "PATCH", Path: "/v1/hosts/{host}", Perm: PermCloudAdmin, Summary: "Enable, disable, drain a host; labels; ratios", handler: (*Server).patchHost},
 		{Method: "DELETE", Path: "/v1/hosts/{host}", Perm: PermCloudAdmin, Summary: "Delete a host holding no live instances (its agent may then bring it again, or another may)", handler: (*Server).deleteHost},
+		{Method: "GET", Path: "/v1/consolidation", Perm: PermCloudAdmin, Summary: "The plan that would empty the least-used hosts onto the others (nothing moves)", handler: (*Server).getConsolidation},
+		{Method: "POST", Path: "/v1/consolidation", Perm: PermCloudAdmin, Summary: "Apply a consolidation plan by migration (409 while migration is not available)", handler: (*Server).postConsolidation},
 		{Method: "POST", Path: "/v1/join-tokens", Perm: PermCloudAdmin, Summary: "Make a join token for agents", handler: (*Server).postJoinTokens},
 		{Method: "GET", Path: "/v1/join-tokens", Perm: PermCloudAdmin, Summary: "List join tokens", handler: (*Server).getJoinTokens},
 		{Method: "DELETE", Path: "/v1/join-tokens/{id}", Perm: PermCloudAdmin, Summary: "Revoke a join token", handler: (*Server).deleteJoinToken},

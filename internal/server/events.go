@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -11,6 +13,7 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/identity"
 	"github.com/kumocloud/kumo/internal/server/response"
 )
 
@@ -68,7 +71,25 @@ func (s *Server) getEvents(r *request, w http.ResponseWriter) {
 	if flusher != nil {
 		flusher.Flush()
 	}
-	ctx := r.Context()
+	// The stream lasts while its credential still sees what it asked for.
+	ctx, stop := s.whileAuthorized(r, func(p *identity.Principal) bool {
+		if f.Global {
+			return p.CloudAdmin
+		}
+		for proj := range f.Projects {
+			if !p.CanSee(proj) {
+				return false
+			}
+		}
+		return true
+	})
+	defer stop()
+	credentialGone := func() {
+		if errors.Is(context.Cause(ctx), errCredentialGone) {
+			b, _ := json.Marshal(api.ErrorResponse{Error: api.ErrorBody{Code: api.CodeUnauthorized, Message: errCredentialGone.Error() + ": log in again"}})
+			fmt.Fprintf(w, "event: error\ndata: %s\n\n", b)
+		}
+	}
 	// Keep idle connections alive through proxies.
 	stopBeat := make(chan struct{})
 	beat := make(chan struct{}, 1)
@@ -105,6 +126,7 @@ func (s *Server) getEvents(r *request, w http.ResponseWriter) {
 		select {
 		case ev, ok := <-out:
 			if !ok {
+				credentialGone()
 				if err := <-errc; err != nil && ctx.Err() == nil {
 					b, _ := json.Marshal(api.ErrorResponse{Error: api.ErrorBody{Code: api.CodeUnavailable, Message: err.Error()}})
 					fmt.Fprintf(w, "event: error\ndata: %s\n\n", b)
@@ -116,6 +138,7 @@ func (s *Server) getEvents(r *request, w http.ResponseWriter) {
 		case <-beat:
 			fmt.Fprint(w, ": keep-alive\n\n")
 		case <-ctx.Done():
+			credentialGone()
 			return
 		}
 		if flusher != nil {

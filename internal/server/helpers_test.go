@@ -77,7 +77,8 @@ func (ts *testServer) do(method, path, token string, body any, hdr ...string) re
 		j, _ := json.Marshal(b)
 		rd = bytes.NewReader(j)
 	}
-	req := httptest.NewRequest(method, path, rd)
+	// As the network listener is: TLS.
+	req := httptest.NewRequest(method, "https://example.com"+path, rd)
 	req.RemoteAddr = "192.0.2.1:1234"
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")

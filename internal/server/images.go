@@ -2,6 +2,7 @@ package server
 
 import (
 	"io"
+	"mime"
 	"net/http"
 	"os"
 	"strconv"
@@ -144,6 +145,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *request, img api.Image) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", strconv.FormatInt(img.Size, 10))
 	w.Header().Set("X-Image-Sha256", img.SHA256)
+	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": img.Name}))
 	w.WriteHeader(http.StatusOK)
 	io.Copy(w, f)
 }

@@ -117,3 +117,37 @@ func TestImageNameSquatting(t *testing.T) {
 		t.Fatalf("deleting an image another project's instance uses: %d %s", r.Status, r.Body)
 	}
 }
+
+// TestAPIAnswersAreNotPages: a browser holding a console session must
+// never render an API answer as a page of the console's origin - not a
+// tenant's image bytes (an HTML file uploaded as an image), not an error
+// that echoes a name.
+func TestAPIAnswersAreNotPages(t *testing.T) {
+	ts := newTestServer(t)
+	ts.project("p")
+	tok := ts.user("u", false, "p", "member")
+	if r := ts.do("POST", "/v1/projects/p/images", tok, api.ImagesPost{Name: "page", Kind: api.KindContainerRootfs}); r.Status != 201 {
+		t.Fatalf("create: %d %s", r.Status, r.Body)
+	}
+	if r := ts.do("PUT", "/v1/projects/p/images/page/file", tok, rootfsTarball(t), "Content-Type", "application/octet-stream"); r.Status != 200 {
+		t.Fatalf("upload: %d %s", r.Status, r.Body)
+	}
+	for _, tc := range []struct {
+		path        string
+		disposition string
+	}{
+		{"/v1/projects/p/images/page/file", `attachment; filename=page`},
+		{"/v1/projects/p/instances/%3Cscript%3E", ""},
+	} {
+		r := ts.do("GET", tc.path, tok, nil)
+		if got := r.Header.Get("X-Content-Type-Options"); got != "nosniff" {
+			t.Errorf("%s: X-Content-Type-Options %q", tc.path, got)
+		}
+		if got := r.Header.Get("Content-Security-Policy"); !strings.Contains(got, "sandbox") || !strings.Contains(got, "default-src 'none'") {
+			t.Errorf("%s: Content-Security-Policy %q", tc.path, got)
+		}
+		if got := r.Header.Get("Content-Disposition"); got != tc.disposition {
+			t.Errorf("%s: Content-Disposition %q, want %q", tc.path, got, tc.disposition)
+		}
+	}
+}

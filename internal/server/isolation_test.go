@@ -47,6 +47,9 @@ func matrixCases() []matrixCase {
 		{"GET", "/v1/tokens/{token}", nil, "cA:200 pA:404 pM:200 pR:404 qA:404" + bad},
 		{"DELETE", "/v1/tokens/{token}", nil, "cA:200 pA:404 pM:200 pR:404 qA:404" + bad},
 		{"GET", "/v1/whoami", nil, anyValid},
+		{"POST", "/v1/session", map[string]any{}, "cA:400 pA:400 pM:400 pR:400 qA:400 anon:400 exp:400 rev:400 ag:400"},
+		{"GET", "/v1/session", nil, anyValid},
+		{"DELETE", "/v1/session", nil, "cA:204 pA:204 pM:204 pR:204 qA:204" + bad},
 
 		{"GET", "/v1/projects", nil, anyValid},
 		{"POST", "/v1/projects", map[string]any{"name": "new"}, "cA:201 pA:403 pM:403 pR:403 qA:403" + bad},
@@ -154,6 +157,8 @@ func matrixCases() []matrixCase {
 		{"POST", "/v1/agents/{agent}/sessions/nope", map[string]any{"output": "", "exit_code": 0}, agentOnly + " ag:404"},
 
 		{"GET", "/v1/hosts", nil, admins},
+		{"GET", "/v1/consolidation", nil, admins},
+		{"POST", "/v1/consolidation", nil, "cA:409 pA:403 pM:403 pR:403 qA:403" + bad},
 		{"GET", "/v1/hosts/h1", nil, admins},
 		{"PATCH", "/v1/hosts/h1", map[string]any{"enabled": false}, admins},
 		{"DELETE", "/v1/hosts/h1", nil, "cA:204 pA:403 pM:403 pR:403 qA:403" + bad},
@@ -330,33 +335,47 @@ func TestIsolationMatrix(t *testing.T) {
 	}
 	for _, c := range cases {
 		want := parseWant(t, c.want)
-		for _, who := range principals {
-			t.Run(fmt.Sprintf("%s %s as %s", c.method, c.path, who), func(t *testing.T) {
-				t.Parallel()
-				// A fresh cloud per call: calls change state.
-				f := newFixture(t)
-				rep := strings.NewReplacer("{token}", f.memberTokenID, "{op}", f.opID, "{agent}", f.agentID, "{jt}", f.joinID, "{jtsecret}", f.joinSecret, "{b1}", f.backupID)
-				path := rep.Replace(c.path)
-				body := c.body
-				var hdr []string
-				if b, ok := body.(string); ok {
-					body = rep.Replace(b)
-					if raw, isRaw := strings.CutPrefix(b, "raw:"); isRaw {
-						body, hdr = raw, []string{"Content-Type", "application/octet-stream"}
+		for _, mode := range []string{"bearer", "cookie"} {
+			for _, who := range principals {
+				if mode == "cookie" && (who == "ag" || who == "anon" || who == "exp") {
+					// Agents hold no browser sessions; no cookie and an
+					// expired one take the path a revoked one does.
+					continue
+				}
+				t.Run(fmt.Sprintf("%s %s as %s by %s", c.method, c.path, who, mode), func(t *testing.T) {
+					t.Parallel()
+					// A fresh cloud per call: calls change state.
+					f := newFixture(t)
+					rep := strings.NewReplacer("{token}", f.memberTokenID, "{op}", f.opID, "{agent}", f.agentID, "{jt}", f.joinID, "{jtsecret}", f.joinSecret, "{b1}", f.backupID)
+					path := rep.Replace(c.path)
+					body := c.body
+					var hdr []string
+					if b, ok := body.(string); ok {
+						body = rep.Replace(b)
+						if raw, isRaw := strings.CutPrefix(b, "raw:"); isRaw {
+							body, hdr = raw, []string{"Content-Type", "application/octet-stream"}
+						}
 					}
-				}
-				got := f.ts.do(c.method, path, f.tokens[who], body, hdr...)
-				if got.Status != want[who] {
-					t.Fatalf("status %d, want %d: %s", got.Status, want[who], got.Body)
-				}
-				if got.Status == 404 && who == "qA" && strings.Contains(c.path, "/projects/p") {
-					// Indistinguishable from a project that does not exist.
-					ghost := f.ts.do(c.method, strings.Replace(path, "/projects/p", "/projects/nope", 1), f.tokens[who], c.body)
-					if ghost.Status != 404 || !strings.Contains(string(ghost.Body), `"code":"not_found"`) {
-						t.Fatalf("a missing project answers %d %s", ghost.Status, ghost.Body)
+					token := f.tokens[who]
+					if mode == "cookie" && token != "" {
+						// A browser session: the same token in the cookie,
+						// with its CSRF token.
+						hdr = append(hdr, "Cookie", sessionCookie+"="+token, csrfHeader, csrfFor(token))
+						token = ""
 					}
-				}
-			})
+					got := f.ts.do(c.method, path, token, body, hdr...)
+					if got.Status != want[who] {
+						t.Fatalf("status %d, want %d: %s", got.Status, want[who], got.Body)
+					}
+					if got.Status == 404 && who == "qA" && strings.Contains(c.path, "/projects/p") {
+						// Indistinguishable from a project that does not exist.
+						ghost := f.ts.do(c.method, strings.Replace(path, "/projects/p", "/projects/nope", 1), token, c.body, hdr...)
+						if ghost.Status != 404 || !strings.Contains(string(ghost.Body), `"code":"not_found"`) {
+							t.Fatalf("a missing project answers %d %s", ghost.Status, ghost.Body)
+						}
+					}
+				})
+			}
 		}
 	}
 }

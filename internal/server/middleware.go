@@ -88,9 +88,9 @@ func (s *Server) buildHandler() http.Handler {
 	for _, ep := range Endpoints() {
 		mux.Handle(ep.Method+" "+ep.Path, s.wrap(ep))
 	}
-	mux.Handle("/", s.wrap(Endpoint{Path: "unknown", Perm: PermPublic, handler: func(_ *Server, r *request) response.Response {
+	mux.Handle("/", withWebConsole(s.wrap(Endpoint{Path: "unknown", Perm: PermPublic, handler: func(_ *Server, r *request) response.Response {
 		return response.Error(errs.NotFound("no such endpoint: %s %s (see /v1/openapi.yaml)", r.Method, r.URL.Path))
-	}}))
+	}})))
 	return mux
 }
 
@@ -109,6 +109,11 @@ func (s *Server) wrap(ep Endpoint) http.Handler {
 		w := &statusWriter{ResponseWriter: rw}
 		id := requestID()
 		w.Header().Set("X-Request-Id", id)
+		// API answers are data, never a page: a browser must not sniff
+		// one (a tenant's image bytes, an error echoing a name) into
+		// HTML, nor run or frame anything from it.
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Content-Security-Policy", "sandbox; default-src 'none'; frame-ancestors 'none'")
 		log := s.log.With("request", id, "method", hr.Method, "path", hr.URL.Path)
 		ctx := reqctx.WithLogger(hr.Context(), log)
 		hr = hr.WithContext(ctx)
@@ -166,7 +171,7 @@ func (s *Server) wrap(ep Endpoint) http.Handler {
 			}
 			defer leave()
 		}
-		req := &request{Request: hr, p: p, agent: agent}
+		req := &request{Request: hr, p: p, agent: agent, perm: ep.Perm}
 		if ep.raw != nil {
 			ep.raw(s, req, w)
 			return
@@ -187,6 +192,9 @@ func (s *Server) authenticate(r *http.Request) (*identity.Principal, error) {
 		return identity.LocalRoot(), nil
 	}
 	h := r.Header.Get("Authorization")
+	if c, err := r.Cookie(sessionCookie); h == "" && err == nil && c.Value != "" {
+		return s.authenticateCookie(r, c.Value)
+	}
 	if h == "" {
 		return nil, errs.Unauthorized("this needs credentials: log in with 'kumo login' or send 'Authorization: Bearer TOKEN'")
 	}

@@ -82,6 +82,10 @@ type Config struct {
 	// HostGrace is how long a host may miss heartbeats before it is
 	// OFFLINE (default 15 s).
 	HostGrace time.Duration
+	// HAFenceTimeout is how long an HA instance's host stays lost before
+	// the instance is recreated elsewhere (default 60 s; it must exceed
+	// the agents' fence grace by a margin, docs/ha.md).
+	HAFenceTimeout time.Duration
 	// SchedulerPolicy: packing (default), striping or load-aware.
 	SchedulerPolicy string
 	// LocalDriver, when set, runs an agent inside the server for these
@@ -100,6 +104,9 @@ type Config struct {
 	// BudgetEvery is how often budgets and metering metrics are checked
 	// (default 30 s).
 	BudgetEvery time.Duration
+	// StreamRecheck is how often a long-lived stream (events, a console)
+	// checks that its credential still allows it (default 5 s).
+	StreamRecheck time.Duration
 	// MetricsTokenFile holds a bearer token (mode 0600) that lets
 	// scrapers see per-project series on /metrics, as cloud admins do.
 	MetricsTokenFile string
@@ -263,7 +270,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	}
 	s.networks = network.New(st, cfg.Clock, later, cfg.EgressNAT)
 	s.compute = compute.New(st, s.hosts, cfg.SchedulerPolicy, cfg.Logger.With("component", "compute"),
-		compute.Deps{Images: s.images, Ports: s.networks, Clock: cfg.Clock})
+		compute.Deps{Images: s.images, Ports: s.networks, Clock: cfg.Clock, FenceTimeout: cfg.HAFenceTimeout})
 	later.c = s.compute
 	s.volumes = volumes.New(st, s.images, s.compute, s.hosts, cfg.Clock)
 	if err := s.volumes.SetBackupDir(filepath.Join(cfg.DataDir, "volume-backups")); err != nil {

@@ -4,15 +4,16 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/console"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/execframe"
 	"github.com/kumocloud/kumo/internal/secret"
@@ -29,14 +30,16 @@ type sessions struct {
 	pending map[string][]api.Session          // agent -> sessions not yet fetched
 	wake    map[string]chan struct{}          // agent -> closed when one is queued
 	results map[string]chan api.SessionResult // session -> answer
-	streams map[string]chan net.Conn          // console session -> the agent's connection
+	streams map[string]chan net.Conn          // exec or snapshot session -> the agent's connection
+	// consoles: console session -> the agent's end (console.go)
+	consoles map[string]chan *websocket.Conn
 	// owner is the agent each waiting session was handed to: only it may
 	// answer or open its stream (a session names an instance of its hosts).
 	owner map[string]string
 }
 
 func newSessions() *sessions {
-	return &sessions{pending: map[string][]api.Session{}, wake: map[string]chan struct{}{}, results: map[string]chan api.SessionResult{}, streams: map[string]chan net.Conn{}, owner: map[string]string{}}
+	return &sessions{pending: map[string][]api.Session{}, wake: map[string]chan struct{}{}, results: map[string]chan api.SessionResult{}, streams: map[string]chan net.Conn{}, consoles: map[string]chan *websocket.Conn{}, owner: map[string]string{}}
 }
 
 func (ss *sessions) wakeChan(agent string) chan struct{} {
@@ -312,7 +315,7 @@ func hijack(w http.ResponseWriter) (net.Conn, error) {
 	return &bufConn{Conn: conn, r: brw.Reader}, nil
 }
 
-// streamProto is the Upgrade token of console streams.
+// streamProto is the Upgrade token of exec and snapshot streams.
 const streamProto = "kumo-stream"
 
 // bufConn reads what the hijacked reader already buffered first.
@@ -323,52 +326,24 @@ type bufConn struct {
 
 func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
-// getInstanceConsole joins the user to a shell in the instance: the
-// request is upgraded to a raw byte stream, the host's agent is asked to
-// open a stream of its own for the session, and the two are spliced.
-func (s *Server) getInstanceConsole(r *request, w http.ResponseWriter) {
-	if !strings.EqualFold(r.Header.Get("Upgrade"), streamProto) {
-		response.Error(errs.Invalid("Upgrade", "send 'Connection: Upgrade' and 'Upgrade: %s' (kumo instance console does)", streamProto)).Render(w, r.Request)
-		return
-	}
-	in, _, err := s.compute.Get(r.Context(), r.PathValue("project"), r.PathValue("name"))
-	if err == nil && in.State != api.StateRunning {
-		err = errs.Conflict("instance %q is %s; the console needs it RUNNING", in.Name, in.State)
-	}
-	var h api.Host
-	if err == nil {
-		h, err = s.hosts.Get(r.Context(), in.Host)
-	}
-	if err != nil {
-		response.Error(err).Render(w, r.Request)
-		return
-	}
-	agentConn, err := s.sessions.openStream(r.Context(), h.Agent, api.Session{Kind: "console", InstanceID: in.ID})
-	if err != nil {
-		if r.Context().Err() == nil {
-			response.Error(err).Render(w, r.Request)
-		}
-		return
-	}
-	userConn, err := hijack(w)
-	if err != nil {
-		agentConn.Close()
-		return
-	}
-	splice(userConn, agentConn)
+// openStream asks an agent to open a byte stream for a session (exec, a
+// snapshot) and returns the agent's end of it.
+func (ss *sessions) openStream(ctx context.Context, agent string, sess api.Session) (net.Conn, error) {
+	return awaitStream(ctx, ss, ss.streams, agent, sess)
 }
 
-// openStream asks an agent to open a byte stream for a session (a
-// console, a snapshot) and returns the agent's end of it.
-func (ss *sessions) openStream(ctx context.Context, agent string, sess api.Session) (net.Conn, error) {
+// awaitStream queues a session for an agent and waits for the agent to
+// open its end, which arrives on the session's channel in waiting.
+func awaitStream[T any](ctx context.Context, ss *sessions, waiting map[string]chan T, agent string, sess api.Session) (T, error) {
+	var none T
 	sess.ID = secret.Hex(8)
-	ch := make(chan net.Conn, 1)
+	ch := make(chan T, 1)
 	ss.mu.Lock()
-	ss.streams[sess.ID], ss.owner[sess.ID] = ch, agent
+	waiting[sess.ID], ss.owner[sess.ID] = ch, agent
 	ss.mu.Unlock()
 	defer func() {
 		ss.mu.Lock()
-		delete(ss.streams, sess.ID)
+		delete(waiting, sess.ID)
 		delete(ss.owner, sess.ID)
 		ss.mu.Unlock()
 	}()
@@ -377,29 +352,29 @@ func (ss *sessions) openStream(ctx context.Context, agent string, sess api.Sessi
 	case c := <-ch:
 		return c, nil
 	case <-time.After(15 * time.Second):
-		return nil, errs.Unavailable("the instance's host did not open the %s within 15 s; is its agent running?", sess.Kind)
+		return none, errs.Unavailable("the instance's host did not open the %s within 15 s; is its agent running?", sess.Kind)
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return none, ctx.Err()
 	}
 }
 
-// splice copies both ways until either side ends, then closes both.
-func splice(a, b net.Conn) {
-	done := make(chan struct{}, 2)
-	go func() { io.Copy(a, b); done <- struct{}{} }()
-	go func() { io.Copy(b, a); done <- struct{}{} }()
-	<-done
-	a.Close()
-	b.Close()
-	<-done
+// waiter is the channel on which a session waits for the agent's end
+// (from waiting; ok false unless agent is the session's).
+func waiter[T any](ss *sessions, waiting map[string]chan T, agent, sid string) (chan T, bool) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ch, ok := waiting[sid]
+	return ch, ok && ss.owner[sid] == agent
 }
 
-// getSessionStream is the agent's end of a console or snapshot session.
+// getSessionStream is the agent's end of a console (a WebSocket:
+// console.go), exec or snapshot session.
 func (s *Server) getSessionStream(r *request, w http.ResponseWriter) {
-	s.sessions.mu.Lock()
-	ch, ok := s.sessions.streams[r.PathValue("sid")]
-	ok = ok && s.sessions.owner[r.PathValue("sid")] == r.agent.ID
-	s.sessions.mu.Unlock()
+	if console.IsUpgrade(r.Request) {
+		s.agentConsole(r, w)
+		return
+	}
+	ch, ok := waiter(s.sessions, s.sessions.streams, r.agent.ID, r.PathValue("sid"))
 	if !ok {
 		response.Error(errs.NotFound("stream session %q is not waiting", r.PathValue("sid"))).Render(w, r.Request)
 		return

@@ -93,13 +93,13 @@ func TestComputeContract(t *testing.T) {
 	if !strings.Contains(logs.Output, "sim: c1") {
 		t.Errorf("logs: %q", logs.Output)
 	}
-	if rw, err := admin.InstanceConsole(ctx, "default", "c1"); err != nil {
+	if con, err := admin.InstanceConsole(ctx, "default", "c1", ""); err != nil {
 		t.Errorf("console: %v", err)
 	} else {
-		out, _ := io.ReadAll(rw)
-		rw.Close()
-		if !strings.Contains(string(out), "sim driver has no console") {
-			t.Errorf("console on the sim driver: %q", out)
+		_, err := io.ReadAll(con)
+		con.Close()
+		if err == nil || !strings.Contains(err.Error(), "sim driver has no console") {
+			t.Errorf("console on the sim driver ended with %v, want its error", err)
 		}
 	}
 	if _, err := admin.InstanceExec(ctx, "default", "c1", api.InstanceExecPost{Command: []string{"true"}}); client.StatusOf(err) != 409 || !strings.Contains(err.Error(), "cannot run commands") {

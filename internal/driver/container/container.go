@@ -552,29 +552,3 @@ func (d *Driver) Logs(ctx context.Context, id string, tail int) ([]byte, error) 
 	}
 	return local.Tail(filepath.Join(d.dir(id), "console.log"), tail)
 }
-
-// Console implements driver.Consoler: an interactive shell in the
-// container (runc exec of /bin/sh -i, without a terminal: the user's
-// terminal does the line editing).
-func (d *Driver) Console(ctx context.Context, id string, rw io.ReadWriter) error {
-	if _, err := d.readMeta(id); err != nil {
-		return err
-	}
-	if st := d.state(ctx, id); st != "running" {
-		return fmt.Errorf("%w: container is %s", driver.ErrState, orStopped(st))
-	}
-	cmd := exec.CommandContext(ctx, d.runc, "--root", filepath.Join(d.root, "runc"), "exec", "--env", "PS1=# ", id, "/bin/sh", "-i")
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		return err
-	}
-	cmd.Stdout, cmd.Stderr = rw, rw
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	go func() {
-		io.Copy(in, rw) // until the user goes
-		in.Close()
-	}()
-	return cmd.Wait()
-}

@@ -229,11 +229,10 @@ var capChecks = []capCheck{
 		if err != nil {
 			return err
 		}
-		// The user hangs up at once: the console ends, without an error.
-		return cs.Console(c, id, struct {
-			io.Reader
-			io.Writer
-		}{strings.NewReader(""), io.Discard})
+		// The user hangs up at once: the console (the type's default)
+		// ends, without an error.
+		_, err = cs.Console(c, id, "", hangUp{})
+		return err
 	}, lacks[driver.Consoler], "has no console"},
 	{driver.CapSnapshot, func(c context.Context, d driver.Driver, id string) error {
 		sn, err := driver.Feature[driver.Snapshotter](d)
@@ -314,3 +313,10 @@ func testCapabilities(t *testing.T, d driver.Driver, img Image) {
 	ok(t, "Stop", d.Stop(c, s.ID, true))
 	ok(t, "Cleanup", d.Cleanup(c, s.ID, false))
 }
+
+// hangUp is a user who leaves a console at once.
+type hangUp struct{}
+
+func (hangUp) Read([]byte) (int, error)       { return 0, io.EOF }
+func (hangUp) Write(p []byte) (int, error)    { return len(p), nil }
+func (hangUp) Resizes() <-chan driver.WinSize { return nil }

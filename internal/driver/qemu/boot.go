@@ -327,6 +327,10 @@ func (d *Driver) args(id string, m meta, incoming string) []string {
 		}
 		a = append(a, "-append", cmdline)
 	}
+	// The display comes last, so that the devices above keep their PCI
+	// slots (and states saved without a display restore): VNC on a unix
+	// socket only, never a TCP port (console.go bridges it).
+	a = append(a, displayArgs(d.sock(id, vncSocket))...)
 	if incoming != "" {
 		a = append(a, "-incoming", "exec:cat "+shellQuote(incoming))
 	}

@@ -21,8 +21,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -88,6 +86,8 @@ type Driver struct {
 
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex
+	// serial shares each VM's serial console among its viewers.
+	serial serialHubs
 }
 
 var _ driver.Driver = (*Driver)(nil)
@@ -157,7 +157,7 @@ const imageForm = "vm"
 func (d *Driver) Name() string { return "qemu" }
 
 // Capabilities implements driver.Driver: the console log, the serial
-// console and disk snapshots; VMs' NICs are TAPs of the host's datapath.
+// console and the display (VNC), disk snapshots; VMs' NICs are TAPs of the host's datapath.
 // No exec: a VM has no guest agent.
 func (d *Driver) Capabilities() driver.Capabilities {
 	return driver.Same(driver.CapLogs|driver.CapConsole|driver.CapSnapshot|driver.CapNetworks, api.TypeVM)
@@ -659,31 +659,6 @@ func (d *Driver) Logs(ctx context.Context, id string, tail int) ([]byte, error) 
 		return nil, err
 	}
 	return local.Tail(d.path(id, "console.log"), tail)
-}
-
-// Console implements driver.Consoler: the serial console, joined to rw
-// until either side ends. QEMU serves one console client at a time.
-func (d *Driver) Console(ctx context.Context, id string, rw io.ReadWriter) error {
-	if _, err := d.readMeta(id); err != nil {
-		return err
-	}
-	if d.pid(id) == 0 {
-		return fmt.Errorf("%w: the VM is not running", driver.ErrState)
-	}
-	var dl net.Dialer
-	c, err := dl.DialContext(ctx, "unix", d.sock(id, "console.sock"))
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	done := make(chan struct{}, 2)
-	go func() { io.Copy(c, rw); done <- struct{}{} }()
-	go func() { io.Copy(rw, c); done <- struct{}{} }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
-	return nil
 }
 
 func logSize(path string) int64 {

@@ -1,0 +1,192 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/client"
+)
+
+// runcStatus is what runc says of a container in an agent's state dir
+// ("" when it has none).
+func runcStatus(agentDir, id string) string {
+	out, err := exec.Command("runc", "--root", filepath.Join(agentDir, "container", "runc"), "state", id).Output()
+	if err != nil {
+		return ""
+	}
+	var st struct {
+		Status string `json:"status"`
+	}
+	json.Unmarshal(out, &st)
+	return st.Status
+}
+
+// haHosts is a server and two container hosts, each in a network
+// namespace of the test's, with short HA timings; web, an --ha container,
+// runs on ha1 (ha2 joins after it is placed).
+type haHosts struct {
+	t          *testing.T
+	root       []string
+	c          *client.Client
+	h1         string // ha1's namespace
+	a1         *netAgent
+	dir1, dir2 string
+	web        api.Instance
+}
+
+func startHAHosts(t *testing.T) *haHosts {
+	if os.Geteuid() != 0 {
+		t.Skip("hosts in namespaces and containers need root; CI runs as root")
+	}
+	if _, err := exec.LookPath("runc"); err != nil {
+		t.Skip("runc is not installed (scripts/deps.sh installs it)")
+	}
+	h0, h1, h2 := testNamespace(t, "srv"), testNamespace(t, "ha1"), testNamespace(t, "ha2")
+	for i, h := range []string{h1, h2} {
+		dev := fmt.Sprintf("ul%d", i+1)
+		ipIn(t, h0, "link", "add", dev, "type", "veth", "peer", "name", dev, "netns", h)
+		ipIn(t, h0, "addr", "add", fmt.Sprintf("198.19.%d.1/24", i+1), "dev", dev)
+		ipIn(t, h0, "link", "set", dev, "up")
+		ipIn(t, h, "addr", "add", fmt.Sprintf("198.19.%d.2/24", i+1), "dev", dev)
+		ipIn(t, h, "link", "set", dev, "up")
+	}
+	port := strings.Split(freeAddr(t), ":")[1]
+	s := startServerIn(t, h0, "--listen", "0.0.0.0:"+port, "--host-grace", "3s", "--ha-fence-timeout", "12s")
+	env := &haHosts{t: t, root: []string{"KUMO_SOCKET=" + s.socket}, c: client.Socket(s.socket), h1: h1}
+	startHost := func(i int) (*netAgent, string) {
+		dir := t.TempDir()
+		ns := []string{h1, h2}[i-1]
+		a := &netAgent{t: t, stateDir: dir, args: []string{"--net=" + ns, kumoBin, "agent", "--server", fmt.Sprintf("https://198.19.%d.1:%s", i, port),
+			"--join-token", joinToken(t, env.root), "--driver", "container", "--state-dir", dir, "--host-name", fmt.Sprintf("ha%d", i),
+			"--vtep", fmt.Sprintf("198.19.%d.2", i), "--heartbeat", "1s", "--fence-grace", "3s"}}
+		a.start()
+		t.Cleanup(func() { a.kill9(); removeInstances(dir) })
+		eventually(t, 30*time.Second, fmt.Sprintf("ha%d online", i), func() (bool, string) {
+			h, err := env.c.Host(context.Background(), fmt.Sprintf("ha%d", i))
+			return err == nil && h.State == api.HostOnline && h.FenceGraceSeconds == 3, fmt.Sprint(h, err) + a.out.String()
+		})
+		return a, dir
+	}
+	env.a1, env.dir1 = startHost(1)
+	img := filepath.Join(t.TempDir(), "tiny-rootfs.tar.gz")
+	must(t, env.root, "", "image", "build", "tiny-rootfs", "-f", img)
+	must(t, env.root, "", "image", "import", img, "--name", "tiny", "--public")
+	// Only ha1 is up: web goes there.
+	must(t, env.root, "", "instance", "create", "web", "--image", "tiny", "--flavor", "tiny", "--ha", "--wait")
+	env.web, _ = instanceState(t, env.c, "default", "web")
+	if env.web.Host != "ha1" || !env.web.HA || runcStatus(env.dir1, env.web.ID) != "running" {
+		t.Fatalf("web: %s on %s (ha %v), runc on ha1: %q", env.web.State, env.web.Host, env.web.HA, runcStatus(env.dir1, env.web.ID))
+	}
+	_, env.dir2 = startHost(2)
+	return env
+}
+
+// once fails the test if web runs on both hosts, and says where it runs.
+func (env *haHosts) once() string {
+	s1, s2 := runcStatus(env.dir1, env.web.ID), runcStatus(env.dir2, env.web.ID)
+	if s1 == "running" && s2 == "running" {
+		env.t.Fatalf("web runs on both hosts")
+	}
+	return "ha1: " + s1 + ", ha2: " + s2
+}
+
+// fencedAndMoved waits for ha1's agent (or its watchdog, whose log says
+// so) to fence web and the server to recreate it on ha2, and checks the
+// history says why.
+func (env *haHosts) fencedAndMoved(log func() string) {
+	t := env.t
+	eventually(t, 30*time.Second, "ha1 fences web", func() (bool, string) {
+		st := env.once()
+		return runcStatus(env.dir1, env.web.ID) != "running" && strings.Contains(log(), "stopped an HA instance"), st + log()
+	})
+	eventually(t, 90*time.Second, "web recreated and RUNNING on ha2", func() (bool, string) {
+		st := env.once()
+		in, _ := instanceState(t, env.c, "default", "web")
+		return in.State == api.StateRunning && in.Host == "ha2" && runcStatus(env.dir2, in.ID) == "running", fmt.Sprintf("%s on %s; %s", in.State, in.Host, st)
+	})
+	hist, err := env.c.InstanceHistory(context.Background(), "default", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	why := ""
+	for _, h := range hist {
+		if h.Actor == "ha" {
+			why = h.Reason
+		}
+	}
+	if !strings.Contains(why, "host ha1 lost") {
+		t.Fatalf("the history does not say why web moved: %+v", hist)
+	}
+}
+
+// backOnce brings ha1's link back and waits for it to remove its fenced
+// copy: web runs once, on ha2.
+func (env *haHosts) backOnce() {
+	t := env.t
+	ipIn(t, env.h1, "link", "set", "ul1", "up")
+	eventually(t, 90*time.Second, "ha1 back and its fenced copy gone", func() (bool, string) {
+		st := env.once()
+		h, err := env.c.Host(context.Background(), "ha1")
+		return err == nil && h.State == api.HostOnline && runcStatus(env.dir1, env.web.ID) == "", st + env.a1.out.String()
+	})
+	in, _ := instanceState(t, env.c, "default", "web")
+	if in.State != api.StateRunning || in.Host != "ha2" || runcStatus(env.dir2, in.ID) != "running" {
+		t.Fatalf("after ha1 returned web is %s on %s (%s)", in.State, in.Host, env.once())
+	}
+	must(t, env.root, "", "instance", "terminate", "web", "--wait")
+}
+
+// TestHAFenceAndRecreate: the network of the host running an --ha
+// container is cut and stays cut: its agent stops the container itself
+// (self-fencing), and after the fence timeout the server recreates it on
+// the other host. When the network is back the old host removes its
+// fenced copy: at every point it runs at most once, and at the end
+// exactly once, on the new host, with the history saying why.
+func TestHAFenceAndRecreate(t *testing.T) {
+	env := startHAHosts(t)
+	ipIn(t, env.h1, "link", "set", "ul1", "down")
+	env.fencedAndMoved(env.a1.out.String)
+	env.backOnce()
+}
+
+// TestHAAgentKilledAndRestartedCutOff: the agent holding an --ha
+// container is killed (-9: the container runs on without it), its host
+// is cut off, and the agent is started again (as a supervisor would)
+// while it cannot reach the server: it fences at once, from the last
+// contact it recorded, and the rest goes as for a cut.
+func TestHAAgentKilledAndRestartedCutOff(t *testing.T) {
+	env := startHAHosts(t)
+	env.a1.kill9()
+	if st := runcStatus(env.dir1, env.web.ID); st != "running" {
+		t.Fatalf("web did not outlive its agent: %q", st)
+	}
+	ipIn(t, env.h1, "link", "set", "ul1", "down")
+	env.a1.start()
+	env.fencedAndMoved(env.a1.out.String)
+	env.backOnce()
+}
+
+// TestHAAgentKilledStaysDead: the agent holding an --ha container is
+// killed (-9) and stays dead while its host runs on: its watchdog, a
+// process of its own, stops the container once the agent's grace has
+// passed, and the server recreates it on the other host. When the agent
+// is started again it removes nothing that runs and web runs once.
+func TestHAAgentKilledStaysDead(t *testing.T) {
+	env := startHAHosts(t)
+	env.a1.kill9()
+	watchdogLog := func() string {
+		b, _ := os.ReadFile(filepath.Join(env.dir1, "fence-watchdog.log"))
+		return string(b)
+	}
+	env.fencedAndMoved(watchdogLog)
+	env.a1.start()
+	env.backOnce()
+}
