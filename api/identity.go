@@ -6,11 +6,13 @@ import "time"
 // quota limits (-1 = unlimited) and for live usage. Memory and image bytes
 // are in MiB, disk in GiB.
 type ResourceCounts struct {
-	Instances   int64 `json:"instances"`
-	VCPUs       int64 `json:"vcpus"`
-	MemoryMiB   int64 `json:"memory_mib"`
-	DiskGiB     int64 `json:"disk_gib"`
-	Volumes     int64 `json:"volumes"`
+	Instances int64 `json:"instances"`
+	VCPUs     int64 `json:"vcpus"`
+	MemoryMiB int64 `json:"memory_mib"`
+	DiskGiB   int64 `json:"disk_gib"`
+	Volumes   int64 `json:"volumes"`
+	// VolumeGiB is the size of the project's volumes, in GiB.
+	VolumeGiB   int64 `json:"volume_gib"`
 	Networks    int64 `json:"networks"`
 	Ports       int64 `json:"ports"`
 	FloatingIPs int64 `json:"floating_ips"`

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/coder/websocket"
@@ -77,6 +78,7 @@ type Agent struct {
 	inst      *instances
 	net       *hostNetwork
 	sessions  *sessionJob
+	vols      *volumeJob
 	kickUsage chan struct{}
 	kickBeat  chan struct{}
 	fence     *fencer
@@ -157,7 +159,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	// A guest's readiness changing sends usage at once; a reconcile is
 	// told by a heartbeat at once (operators and tests wait for it).
 	tell := instanceNews{readiness: kick(a.kickUsage), reconciled: kick(a.kickBeat)}
-	a.inst = newInstances(a.srv, cfg.Driver, a.net, cfg.Workers, cfg.ResyncEvery, tell, started, cfg.Log)
+	a.vols = newVolumeJob(a.srv, a.srv, cfg.Driver, cfg.Conn, filepath.Join(cfg.StateDir, "volumes"), cfg.Log)
+	a.inst = newInstances(a.srv, cfg.Driver, withVolumes{a.net, a.vols}, cfg.Workers, cfg.ResyncEvery, tell, started, cfg.Log)
 	a.inst.fence = a.fence
 	a.inst.mig = newMigrations(a.srv, cfg.Driver, a.hostSet, a.net, cfg.Log)
 	a.sessions = &sessionJob{src: a.srv, d: cfg.Driver, tempDir: cfg.StateDir, log: cfg.Log}
@@ -173,6 +176,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.usage(ctx)
 	go a.sessions.run(ctx)
 	go a.net.run(ctx)
+	go a.vols.run(ctx)
 	a.inst.run(ctx)
 	return nil
 }

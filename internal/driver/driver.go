@@ -48,6 +48,9 @@ type Spec struct {
 	// its flavor, which only cloud admins make. Drivers without the notion
 	// ignore it.
 	Nesting bool
+	// Volumes are the persistent volumes attached to the instance
+	// (volumes.go).
+	Volumes []Volume `json:",omitempty"`
 }
 
 // NIC is one port of an instance as a driver needs it.

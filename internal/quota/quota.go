@@ -50,6 +50,7 @@ var resources = []resource{
 	{"memory_mib", []string{"memory", "mem", "ram"}, "MiB", func(r *api.ResourceCounts) *int64 { return &r.MemoryMiB }},
 	{"disk_gib", []string{"disk"}, "GiB", func(r *api.ResourceCounts) *int64 { return &r.DiskGiB }},
 	{"volumes", nil, "", func(r *api.ResourceCounts) *int64 { return &r.Volumes }},
+	{"volume_gib", []string{"volume-size", "volume-storage"}, "GiB", func(r *api.ResourceCounts) *int64 { return &r.VolumeGiB }},
 	{"networks", nil, "", func(r *api.ResourceCounts) *int64 { return &r.Networks }},
 	{"ports", nil, "", func(r *api.ResourceCounts) *int64 { return &r.Ports }},
 	{"floating_ips", []string{"floating-ips", "fips"}, "", func(r *api.ResourceCounts) *int64 { return &r.FloatingIPs }},
@@ -83,7 +84,7 @@ func lookup(name string) (resource, bool) {
 
 // Defaults is the quota of a new project unless the server is told otherwise.
 func Defaults() api.ResourceCounts {
-	return api.ResourceCounts{Instances: 20, VCPUs: 40, MemoryMiB: 80 * 1024, DiskGiB: 1000, Volumes: 20, Networks: 10, Ports: 100, FloatingIPs: 5, Images: 20, ImageMiB: 50 * 1024}
+	return api.ResourceCounts{Instances: 20, VCPUs: 40, MemoryMiB: 80 * 1024, DiskGiB: 1000, Volumes: 20, VolumeGiB: 1000, Networks: 10, Ports: 100, FloatingIPs: 5, Images: 20, ImageMiB: 50 * 1024}
 }
 
 // Apply sets the limits named in changes (API names) on lim. A value must be
@@ -123,7 +124,7 @@ func ParseSpec(spec string) (map[string]int64, error) {
 		}
 		r, ok := lookup(k)
 		if !ok {
-			return nil, fmt.Errorf("quota %q: unknown resource %q; use one of instances, vcpus, memory, disk, volumes, networks, floating-ips, images, image-size", part, k)
+			return nil, fmt.Errorf("quota %q: unknown resource %q; use one of instances, vcpus, memory, disk, volumes, volume-size, networks, floating-ips, images, image-size", part, k)
 		}
 		n, err := parseValue(strings.TrimSpace(v), r.unit)
 		if err != nil {

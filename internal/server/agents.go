@@ -153,7 +153,7 @@ func (s *Server) getAgentImage(r *request, w http.ResponseWriter) {
 	for _, a := range mine {
 		used = used || sum != "" && a.ImageSHA256 == sum
 	}
-	if !used {
+	if !used && !s.agentVolumeImage(r, sum) {
 		response.Error(errs.NotFound("no instance on this agent's hosts uses image %s", sum)).Render(w, r.Request)
 		return
 	}

@@ -113,6 +113,35 @@ func matrixCases() []matrixCase {
 		{"GET", "/v1/projects/p/server-groups/g1", nil, readersOfP},
 		{"DELETE", "/v1/projects/p/server-groups/g1", nil, "cA:204 pA:204 pM:204 pR:403 qA:404" + bad},
 
+		{"GET", "/v1/projects/p/volumes", nil, readersOfP},
+		{"POST", "/v1/projects/p/volumes", map[string]any{"name": "v2", "size_gib": 1}, members},
+		{"POST", "/v1/projects/p/volumes?host", map[string]any{"name": "v2", "size_gib": 1, "host": "h1"}, "cA:201 pA:403 pM:403 pR:403 qA:404" + bad},
+		{"GET", "/v1/projects/p/volumes/v1", nil, readersOfP},
+		{"PATCH", "/v1/projects/p/volumes/v1", map[string]any{"size_gib": 2}, "cA:200 pA:200 pM:200 pR:403 qA:404" + bad},
+		{"DELETE", "/v1/projects/p/volumes/v1", nil, "cA:200 pA:200 pM:200 pR:403 qA:404" + bad},
+		{"POST", "/v1/projects/p/volumes/v1/attach", map[string]any{"instance": "i1"}, "cA:409 pA:409 pM:409 pR:403 qA:404" + bad},
+		{"POST", "/v1/projects/p/volumes/v1/detach", nil, "cA:409 pA:409 pM:409 pR:403 qA:404" + bad},
+		{"GET", "/v1/projects/p/volumes/v3/snapshots", nil, readersOfP},
+		{"POST", "/v1/projects/p/volumes/v3/snapshots", map[string]any{"name": "s2"}, members},
+		{"POST", "/v1/projects/p/volumes/v1/snapshots", map[string]any{"name": "s2"}, "cA:409 pA:409 pM:409 pR:403 qA:404" + bad},
+		{"GET", "/v1/projects/p/volumes/v3/snapshots/s1", nil, readersOfP},
+		{"DELETE", "/v1/projects/p/volumes/v3/snapshots/s1", nil, "cA:200 pA:200 pM:200 pR:403 qA:404" + bad},
+		{"POST", "/v1/projects/p/volumes/v3/revert", map[string]any{"snapshot": "s1"}, "cA:200 pA:200 pM:200 pR:403 qA:404" + bad},
+		{"POST", "/v1/projects/p/volumes/v3/backups", map[string]any{"name": "b2"}, members},
+		{"GET", "/v1/projects/p/volume-backups", nil, readersOfP},
+		{"GET", "/v1/projects/p/volume-backups/b1", nil, readersOfP},
+		{"DELETE", "/v1/projects/p/volume-backups/b1", nil, "cA:204 pA:204 pM:204 pR:403 qA:404" + bad},
+		{"PUT", "/v1/agents/{agent}/backups/{b1}/chunks/0000000000000000000000000000000000000000000000000000000000000000", "raw:xx", agentOnly + " ag:400"},
+		{"POST", "/v1/agents/{agent}/backups/{b1}", map[string]any{"chunks": []string{}}, agentOnly + " ag:400"},
+		{"GET", "/v1/agents/{agent}/backups/{b1}", nil, agentOnly + " ag:404"},
+		{"GET", "/v1/agents/{agent}/backups/{b1}/chunks/00", nil, agentOnly + " ag:404"},
+		{"GET", "/v1/storage-pools", nil, anyValid},
+		{"POST", "/v1/storage-pools", map[string]any{"name": "nfs", "type": "shared-dir", "path": "/mnt/nfs"}, "cA:201 pA:403 pM:403 pR:403 qA:403" + bad},
+		{"GET", "/v1/storage-pools/local", nil, anyValid},
+		{"DELETE", "/v1/storage-pools/sp1", nil, "cA:204 pA:403 pM:403 pR:403 qA:403" + bad},
+		{"GET", "/v1/agents/{agent}/volumes", nil, agentOnly + " ag:200"},
+		{"POST", "/v1/agents/{agent}/volumes", map[string]any{"volumes": []any{}}, agentOnly + " ag:204"},
+
 		{"GET", "/v1/projects/p/images", nil, readersOfP},
 		{"POST", "/v1/projects/p/images", map[string]any{"name": "img2", "kind": "container-rootfs"}, members},
 		{"POST", "/v1/projects/p/images?public", map[string]any{"name": "img2", "kind": "container-rootfs", "visibility": "public"}, "cA:201 pA:403 pM:403 pR:403 qA:404" + bad},
@@ -171,6 +200,7 @@ type fixture struct {
 	agentID       string
 	joinID        string
 	joinSecret    string
+	backupID      string
 }
 
 func newFixture(t *testing.T) *fixture { return newFixtureOn(t, newTestServer(t)) }
@@ -239,6 +269,33 @@ func newFixtureOn(t *testing.T, ts *testServer) *fixture {
 	if _, err := ts.s.networks.CreateFloatingIP(ctxA, "p", api.FloatingIPsPost{Network: "pub", IP: "203.0.113.10"}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := ts.s.volumes.Create(ctxA, "p", api.VolumesPost{Name: "v1", SizeGiB: 1, Host: "h1"}, true); err != nil {
+		t.Fatal(err)
+	}
+	// v3 is made on its host, with a snapshot s1 made too.
+	v3, err := ts.s.volumes.Create(ctxA, "p", api.VolumesPost{Name: "v3", SizeGiB: 1, Host: "h1"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := liveInstances{ts.s.compute}
+	if err := ts.s.volumes.Report(ctxA, map[string]bool{"h1": true}, live, []api.VolumeReport{{ID: v3.ID, Status: "ready", SizeGiB: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	s1, err := ts.s.volumes.CreateSnapshot(ctxA, "p", "v3", api.VolumeSnapshotsPost{Name: "s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.s.volumes.Report(ctxA, map[string]bool{"h1": true}, live, []api.VolumeReport{{ID: v3.ID, Status: "ready", SizeGiB: 1, Snapshots: []api.SnapshotReport{{ID: s1.ID, Status: "ready"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	b1, err := ts.s.volumes.CreateBackup(ctxA, "p", "v3", api.VolumeBackupsPost{Name: "b1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.backupID = b1.ID
+	if _, err := ts.s.volumes.CreatePool(ctxA, api.StoragePoolsPost{Name: "sp1", Type: "shared-dir", Path: "/srv/sp1"}); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(2 * time.Millisecond) // let the short token expire
 	return f
 }
@@ -294,7 +351,7 @@ func TestIsolationMatrix(t *testing.T) {
 					t.Parallel()
 					// A fresh cloud per call: calls change state.
 					f := newFixture(t)
-					rep := strings.NewReplacer("{token}", f.memberTokenID, "{op}", f.opID, "{agent}", f.agentID, "{jt}", f.joinID, "{jtsecret}", f.joinSecret)
+					rep := strings.NewReplacer("{token}", f.memberTokenID, "{op}", f.opID, "{agent}", f.agentID, "{jt}", f.joinID, "{jtsecret}", f.joinSecret, "{b1}", f.backupID)
 					path := rep.Replace(c.path)
 					body := c.body
 					var hdr []string

@@ -44,6 +44,7 @@ import (
 	"github.com/kumocloud/kumo/internal/scheduler"
 	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/store/etcdstore"
+	"github.com/kumocloud/kumo/internal/volumes"
 )
 
 // Config configures a server.
@@ -126,6 +127,7 @@ type Server struct {
 	images    *images.Service
 	snapshots *images.Snapshots
 	networks  *network.Service
+	volumes   *volumes.Service
 	sessions  *sessions
 	consoles  consoleLimits
 	tunnels   *tunnels      // migrations' byte streams between two agents
@@ -272,6 +274,10 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	s.compute = compute.New(st, s.hosts, cfg.SchedulerPolicy, cfg.Logger.With("component", "compute"),
 		compute.Deps{Images: s.images, Ports: s.networks, Clock: cfg.Clock, FenceTimeout: cfg.HAFenceTimeout})
 	later.c = s.compute
+	s.volumes = volumes.New(st, s.images, s.compute, s.hosts, cfg.Clock)
+	if err := s.volumes.SetBackupDir(filepath.Join(cfg.DataDir, "volume-backups")); err != nil {
+		return nil, err
+	}
 	s.meter = metering.New(st, metering.Config{Currency: cfg.Currency, Clock: cfg.Clock, Every: cfg.BudgetEvery, Logger: cfg.Logger.With("component", "metering")},
 		meteredInstances{s.compute}, meteredImages{s.images}, projectBudgets{s.ids})
 	s.ops = operations.New(st, cfg.Logger)
@@ -307,6 +313,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	s.stopRun = rcancel
 	go s.compute.Run(rctx)
 	go s.meter.Run(rctx)
+	go s.volumes.RunSchedules(rctx, 30*time.Second, cfg.Logger.With("component", "volumes"))
 	s.ready = true
 	return s, nil
 }

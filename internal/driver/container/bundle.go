@@ -64,6 +64,7 @@ func (d *Driver) writeBundle(s driver.Spec) error {
 			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
 		},
 	}
+	spec.Mounts = append(spec.Mounts, volumeMounts(s.Volumes)...)
 	if s.NetNS != "" {
 		// The agent made and wired it: eth0 with the port's address.
 		for i, ns := range spec.Linux.Namespaces {

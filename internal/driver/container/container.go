@@ -288,6 +288,11 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) error {
 	switch d.state(ctx, s.ID) {
 	case "running":
 		return nil
+	}
+	if m, err = d.withVolumes(m, s); err != nil {
+		return err
+	}
+	switch d.state(ctx, s.ID) {
 	case "paused":
 		return fmt.Errorf("%w: suspended (resume it)", driver.ErrState)
 	case "stopped", "created":

@@ -315,6 +315,7 @@ func (d *Driver) args(id string, m meta, incoming string) []string {
 		b, _ := json.Marshal(disk.node)
 		a = append(a, "-blockdev", string(b), "-device", "virtio-blk-pci,drive="+disk.name)
 	}
+	a = append(a, volumeArgs(m.Spec.Volumes)...)
 	if m.Kernel != "" {
 		a = append(a, "-kernel", m.Kernel)
 		if m.Initrd != "" {
@@ -415,7 +416,7 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) error {
 		default: // a guest that powered off, not yet reaped
 			d.ensureQuit(ctx, s.ID)
 		}
-		return d.boot(ctx, s.ID, m)
+		return d.boot(ctx, s.ID, withVolumes(m, s))
 	})
 }
 

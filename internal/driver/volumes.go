@@ -1,0 +1,99 @@
+package driver
+
+import (
+	"context"
+	"errors"
+)
+
+// Volume is a persistent volume attached to an instance, as its driver
+// needs it. The agent makes the volume's file (and, for a container,
+// mounts its filesystem on the host) before it hands it over.
+type Volume struct {
+	// ID is the volume's id (its device serial in a VM, 20 characters at
+	// most kept).
+	ID string `json:"id"`
+	// Format is the file's format for a VM disk (qcow2 or raw).
+	Format string `json:"format,omitempty"`
+	// Source is the volume's file (VMs) or the host directory its
+	// filesystem is mounted on (containers).
+	Source string `json:"source"`
+	// Device is a VM's disk name (vdb..vdq): it fixes the disk's PCI slot,
+	// so the guest sees the same layout at every boot and restore.
+	Device string `json:"device,omitempty"`
+	// Target is where a container sees the volume.
+	Target string `json:"target,omitempty"`
+}
+
+// ErrNoLiveAttach says a driver cannot attach or detach a volume while
+// the instance runs: it takes effect at the next start.
+var ErrNoLiveAttach = errors.New("driver: volumes attach at the next start")
+
+// VolumeAttacher is the optional feature of drivers that attach volumes to
+// running instances (VMs: hot-plug; containers: a mount into the running
+// container). Volumes in Spec.Volumes are attached at every start whether
+// or not a driver has it. Attaching one already attached, or detaching
+// one that is not, is a no-op.
+type VolumeAttacher interface {
+	AttachVolume(ctx context.Context, id string, v Volume) error
+	DetachVolume(ctx context.Context, id string, v Volume) error
+}
+
+var _ VolumeAttacher = (*combined)(nil)
+
+// AttachVolume routes to the driver of the instance.
+func (c *combined) AttachVolume(ctx context.Context, id string, v Volume) error {
+	return c.on(ctx, id, func(d Driver) error {
+		if va, ok := d.(VolumeAttacher); ok {
+			return va.AttachVolume(ctx, id, v)
+		}
+		return ErrNoLiveAttach
+	})
+}
+
+// DetachVolume routes to the driver of the instance.
+func (c *combined) DetachVolume(ctx context.Context, id string, v Volume) error {
+	return c.on(ctx, id, func(d Driver) error {
+		if va, ok := d.(VolumeAttacher); ok {
+			return va.DetachVolume(ctx, id, v)
+		}
+		return ErrNoLiveAttach
+	})
+}
+
+// VolumeResizer is the optional feature of drivers that grow an attached
+// volume through the instance (QEMU's block_resize: the guest sees the
+// new size).
+type VolumeResizer interface {
+	ResizeVolume(ctx context.Context, id string, v Volume, size int64) error
+}
+
+var _ VolumeResizer = (*combined)(nil)
+
+// ResizeVolume routes to the driver of the instance.
+func (c *combined) ResizeVolume(ctx context.Context, id string, v Volume, size int64) error {
+	return c.on(ctx, id, func(d Driver) error {
+		if vr, ok := d.(VolumeResizer); ok {
+			return vr.ResizeVolume(ctx, id, v, size)
+		}
+		return ErrNoLiveAttach
+	})
+}
+
+// VolumeSnapshotter is the optional feature of drivers that copy an
+// attached volume consistently while the instance runs (QEMU's
+// blockdev-backup: the copy is the disk at one instant) into a new file.
+type VolumeSnapshotter interface {
+	SnapshotVolume(ctx context.Context, id string, v Volume, target string) error
+}
+
+var _ VolumeSnapshotter = (*combined)(nil)
+
+// SnapshotVolume routes to the driver of the instance.
+func (c *combined) SnapshotVolume(ctx context.Context, id string, v Volume, target string) error {
+	return c.on(ctx, id, func(d Driver) error {
+		if vs, ok := d.(VolumeSnapshotter); ok {
+			return vs.SnapshotVolume(ctx, id, v, target)
+		}
+		return ErrNoLiveAttach
+	})
+}
