@@ -101,7 +101,9 @@ func TestInstanceListPerformance(t *testing.T) {
 	defer srv.Close()
 	t.Logf("first page assets: %d bytes gzip (goal <= 300 KiB)", app.FirstPageGzipBytes())
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.WindowSize(1280, 900), chromedp.UserDataDir(t.TempDir()))
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.WindowSize(1280, 900), chromedp.UserDataDir(t.TempDir()),
+		// A loaded machine (the whole suite at once) starts chromium slowly.
+		chromedp.WSURLReadTimeout(2*time.Minute))
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	defer cancelA()
 	ctx, cancel := chromedp.NewContext(actx)

@@ -52,7 +52,9 @@ func newBrowser(t *testing.T, base string) *browser {
 		t.Skip("chromium is not installed (scripts/deps.sh installs Debian's chromium): the browser tests need it")
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.IgnoreCertErrors,
-		chromedp.WindowSize(1280, 900), chromedp.UserDataDir(t.TempDir()))
+		chromedp.WindowSize(1280, 900), chromedp.UserDataDir(t.TempDir()),
+		// A loaded machine (the whole suite at once) starts chromium slowly.
+		chromedp.WSURLReadTimeout(2*time.Minute))
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancelC(); cancelA() })
