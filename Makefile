@@ -25,7 +25,7 @@ deps:
 
 # The whole test suite, as CI runs it. Installs what it needs first.
 test: deps check
-	$(GO) test -count=1 -timeout 25m ./...
+	$(GO) test -count=1 -timeout 35m ./...
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 15s ./internal/scheduler
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./internal/scheduler ./internal/metering ./internal/network/datapath
 	$(GO) test -run '^$$' -fuzz FuzzDecodeAndValidate -fuzztime 20s ./internal/server
