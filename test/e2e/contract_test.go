@@ -243,7 +243,7 @@ func TestContract(t *testing.T) {
 			t.Errorf("metrics lack the request counter:\n%.2000s", b)
 		}
 	}
-	assertContract(t, v, func(path string) bool { return !computePath(path) })
+	assertContract(t, v, func(path string) bool { return !computePath(path) && !dayTwoPath(path) })
 }
 
 // assertContract fails on contract problems and on endpoints (those keep
@@ -272,16 +272,25 @@ func assertContract(t *testing.T, v *apitest.Validator, keep func(path string) b
 	}
 }
 
-// notYetDriven names the endpoints of this round's day-two work - volumes
-// and their backups, storage pools, migration and evacuation, browser
-// sessions, consolidation - that the contract tests do not drive yet.
-// Their own e2e tests (volumes_test, migrate's agent tests, web_test,
-// consolidate_test) exercise them against a real server, and the OpenAPI
-// test checks the table and the contract agree; every exchange the
-// contract tests do make is still validated. Driving them here is open
-// work (see the closing note of stop 20): shrink this list, never grow it.
+// notYetDriven names the endpoints of this round's day-two work that no
+// contract test drives yet: the agents' side of volumes and backups, and
+// migration and evacuation. Their own tests exercise them against a real
+// server (volumes_test, the agent package's migration tests), and the
+// OpenAPI test checks the table and the contract agree; every exchange the
+// contract tests do make is still validated. Driving them is open work
+// (the closing note of stop 20): shrink this list, never grow it.
 func notYetDriven(path string) bool {
-	for _, p := range []string{"/volumes", "/volume-backups", "/backups", "/storage-pools", "/migrations", "/migrate", "/evacuate", "/v1/session", "/v1/consolidation"} {
+	for _, p := range []string{"/v1/agents/{id}/volumes", "/v1/agents/{id}/backups", "/migrations", "/migrate", "/evacuate"} {
+		if strings.Contains(path, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// dayTwoPath: the user-facing day-two endpoints TestDayTwoContract drives.
+func dayTwoPath(path string) bool {
+	for _, p := range []string{"/storage-pools", "/v1/projects/{project}/volume", "/v1/consolidation", "/v1/session"} {
 		if strings.Contains(path, p) {
 			return true
 		}
