@@ -371,19 +371,7 @@ func TestHostAndInstancesChangeTogether(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	ms := seeded(t, 5)
-	hs := hosts.New(ms, strings.Repeat("a", 64), 50*time.Millisecond)
-	jt, _ := hs.CreateJoinToken(ctx, api.JoinTokensPost{})
-	ag, err := hs.Join(ctx, api.AgentsPost{JoinToken: jt.Token, Name: "a", Driver: "sim", Hosts: []api.HostSpec{{Name: "h", Kinds: []string{"vm"}, Capacity: api.Size{VCPUs: 8, MemoryMiB: 8192, DiskGiB: 100}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	principal, err := hs.Authenticate(ctx, ag.Credential)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := New(ms, hs, "", slog.New(slog.DiscardHandler), Deps{})
-	go svc.cache.run(ctx, ms, svc.log)
-	svc.Ready(ctx)
+	svc, hs, principal := oneHostCloud(ctx, t, ms, 50*time.Millisecond)
 	sync := func() {
 		rev, _ := ms.Revision(ctx)
 		svc.cache.waitRev(ctx, rev)
@@ -567,19 +555,7 @@ func TestReportNotLostWhenTheStoreFails(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	ms := &failingStore{Store: seeded(t, 5)}
-	hs := hosts.New(ms, strings.Repeat("a", 64), time.Minute)
-	jt, _ := hs.CreateJoinToken(ctx, api.JoinTokensPost{})
-	ag, err := hs.Join(ctx, api.AgentsPost{JoinToken: jt.Token, Name: "a", Driver: "sim", Hosts: []api.HostSpec{{Name: "h", Kinds: []string{"vm"}, Capacity: api.Size{VCPUs: 8, MemoryMiB: 8192, DiskGiB: 100}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	principal, err := hs.Authenticate(ctx, ag.Credential)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := New(ms, hs, "", slog.New(slog.DiscardHandler), Deps{})
-	go svc.cache.run(ctx, ms, svc.log)
-	svc.Ready(ctx)
+	svc, hs, principal := oneHostCloud(ctx, t, ms, time.Minute)
 	if _, err := svc.Create(ctx, "p", api.InstancesPost{Name: "a", Type: "vm", Flavor: "small", Image: "x"}); err != nil {
 		t.Fatal(err)
 	}
@@ -607,4 +583,25 @@ func TestReportNotLostWhenTheStoreFails(t *testing.T) {
 	if in, _, _ := svc.Get(ctx, "p", "a"); in.State != api.StateBoot {
 		t.Fatalf("after the report: %s", in.State)
 	}
+}
+
+// oneHostCloud is a compute service on ms, its cache running, with one
+// agent "a" bringing host "h" (8 vCPUs, 8 GiB) that is silent after
+// grace; it returns the agent's principal too.
+func oneHostCloud(ctx context.Context, t *testing.T, ms store.Store, grace time.Duration) (*Service, *hosts.Service, *hosts.AgentPrincipal) {
+	t.Helper()
+	hs := hosts.New(ms, strings.Repeat("a", 64), grace)
+	jt, _ := hs.CreateJoinToken(ctx, api.JoinTokensPost{})
+	ag, err := hs.Join(ctx, api.AgentsPost{JoinToken: jt.Token, Name: "a", Driver: "sim", Hosts: []api.HostSpec{{Name: "h", Kinds: []string{"vm"}, Capacity: api.Size{VCPUs: 8, MemoryMiB: 8192, DiskGiB: 100}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	principal, err := hs.Authenticate(ctx, ag.Credential)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := New(ms, hs, "", slog.New(slog.DiscardHandler), Deps{})
+	go svc.cache.run(ctx, ms, svc.log)
+	svc.Ready(ctx)
+	return svc, hs, principal
 }
