@@ -28,13 +28,8 @@ func TestDayTwoContract(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	anon := s.remote(t, "")
-	anon.WrapTransport(v.Transport)
-	tok, err := anon.Login(ctx, api.TokensPost{Username: "admin", Password: s.AdminPassword, Description: "day two"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := anon.WithToken(tok.Secret)
+	admin := s.remote(t, s.adminToken(t))
+	admin.WrapTransport(v.Transport)
 	check := func(what string, err error) {
 		t.Helper()
 		if err != nil {
