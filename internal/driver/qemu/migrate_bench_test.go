@@ -42,10 +42,14 @@ func BenchmarkMigrate(b *testing.B) {
 		if err := src.Prepare(ctx, s); err != nil {
 			b.Fatal(err)
 		}
+		started := time.Now()
 		if err := src.Start(ctx, s); err != nil {
 			b.Fatal(err)
 		}
 		for st, _ := src.Status(ctx, s.ID); !st.Ready; st, _ = src.Status(ctx, s.ID) {
+			if time.Since(started) > bootWait {
+				b.Fatalf("the VM was not ready after %s: %s", bootWait, st.ReadyReason)
+			}
 			time.Sleep(10 * time.Millisecond)
 		}
 		tun := &pipeTunnel{ends: map[string]chan net.Conn{}}
@@ -89,11 +93,13 @@ func bareMigrate(b *testing.B, d *Driver, from, to driver.Spec) (int64, int64) {
 		b.Fatalf("bare qemu: %v %s", err, out)
 	}
 	defer d.ensureQuit(ctx, from.ID)
-	for {
+	for started := time.Now(); ; time.Sleep(10 * time.Millisecond) {
 		if bs, _ := os.ReadFile(log); local.ReadyMarker.Match(bs) {
 			break
 		}
-		time.Sleep(10 * time.Millisecond)
+		if time.Since(started) > bootWait {
+			b.Fatalf("the bare VM was not ready after %s", bootWait)
+		}
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -131,3 +137,7 @@ func bareMigrate(b *testing.B, d *Driver, from, to driver.Spec) (int64, int64) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// bootWait bounds a benchmark's wait for a TCG guest to be ready (a
+// failed boot ends the run instead of hanging it).
+const bootWait = 3 * time.Minute
