@@ -202,23 +202,7 @@ func (a *app) volumeSnapshotCmd() *cobra.Command {
 			col("CREATED", func(s api.VolumeSnapshot) string { return s.CreatedAt.Format("2006-01-02 15:04:05") }),
 		})
 	}}
-	var every string
-	var keep int
-	schedule := &cobra.Command{Use: "schedule VOLUME --every 24h --keep 7", Short: "Back a volume up on a schedule, keeping the newest (--every 0 stops)", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, project, err := a.clientAndProject(cmd)
-			if err != nil {
-				return err
-			}
-			v, err := c.ScheduleVolumeBackups(cmd.Context(), project, args[0], every, keep)
-			if err != nil {
-				return err
-			}
-			return a.printObject(v)
-		}}
-	schedule.Flags().StringVar(&every, "every", "24h", "how often (at least 1m; 0 stops)")
-	schedule.Flags().IntVar(&keep, "keep", 7, "how many scheduled backups to keep")
-	cmd.AddCommand(create, list, show, del, schedule)
+	cmd.AddCommand(create, list, show, del)
 	return cmd
 }
 
