@@ -567,7 +567,6 @@ func (d *Driver) migrateToFile(ctx context.Context, id, path string) error {
 	}
 }
 
-
 // Cleanup implements driver.Driver (EPILOG): the process, overlay, seed,
 // sockets and cgroup go; with keepSaved, a saved VM's files stay.
 func (d *Driver) Cleanup(ctx context.Context, id string, keepSaved bool) error {
