@@ -25,6 +25,7 @@ func serverCommand(root *cobra.Command) {
 		drvFlags                                           driverFlags
 		egressNAT                                          bool
 		minFreeMiB                                         int64
+		apiRate                                            server.APIRate
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -63,6 +64,7 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 				UnsafeNoFsync: os.Getenv("KUMO_UNSAFE_NO_FSYNC") == "1", MinFreeSpace: minFreeMiB << 20,
 				HostGrace: hostGrace, HAFenceTimeout: fenceTimeout, SchedulerPolicy: policy, Currency: currency,
 				EgressNAT: egressNAT, MetricsTokenFile: metricsTokenFile, MaxImageMiB: maxImageMiB,
+				APIRate: apiRate,
 			}
 			if drivers != "" && drivers != "none" {
 				cfgs, err := drvFlags.configs("drivers", drivers)
@@ -105,6 +107,8 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 	f.DurationVar(&fenceTimeout, "ha-fence-timeout", compute.DefaultFenceTimeout, "an HA instance whose host stays lost this long is recreated on another host (must exceed the agents' --fence-grace by 5s)")
 	f.Int64Var(&minFreeMiB, "min-free-space-mib", 256, "MiB kept free on the data dir's disk: below it writes answer 507 and reads go on, until space is freed")
 	f.StringVar(&metricsTokenFile, "metrics-token-file", "", "a file (mode 0600) holding a bearer token that lets Prometheus scrapers see per-project series on /metrics (without it: cloud admins only)")
+	f.Float64Var(&apiRate.Rate, "api-rate", server.DefaultAPIRate.Rate, "requests a second each project (for its endpoints) and each user (for the rest) may make on average; cloud admins, the socket and agents are not limited (0: no limit)")
+	f.IntVar(&apiRate.Burst, "api-burst", server.DefaultAPIRate.Burst, "requests a project or user may make at once before --api-rate applies")
 	drvFlags.register(f)
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")

@@ -79,6 +79,9 @@ type Config struct {
 	// server stays up for reads (an embedded etcd that runs out of space
 	// mid-write stops the process).
 	MinFreeSpace int64
+	// APIRate limits tenants' requests (zero: no limit; the command
+	// line's default is DefaultAPIRate).
+	APIRate APIRate
 	// HostGrace is how long a host may miss heartbeats before it is
 	// OFFLINE (default 15 s).
 	HostGrace time.Duration
@@ -130,6 +133,7 @@ type Server struct {
 	volumes   *volumes.Service
 	sessions  *sessions
 	consoles  consoleLimits
+	rates     *rateLimits
 	tunnels   *tunnels      // migrations' byte streams between two agents
 	fence     *projectFence // keeps changes out of projects being deleted
 	stopRun   context.CancelFunc
@@ -260,6 +264,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 		return nil, fmt.Errorf("scheduler policy %q: use packing, striping or load-aware", cfg.SchedulerPolicy)
 	}
 	s.hosts = hosts.New(st, fp, cfg.HostGrace)
+	s.rates = newRateLimits(cfg.APIRate)
 	s.sessions = newSessions()
 	s.fence = newProjectFence()
 	// The image and network services need to know of instances and the
