@@ -21,6 +21,7 @@ func serverCommand(root *cobra.Command) {
 		dataDir, listen, socket, etcdEndpoints, etcdPrefix string
 		defaultQuota, logLevel, logFormat, maxImageSize    string
 		tokenTTL, eventRetention, hostGrace, fenceTimeout  time.Duration
+		sessionIdle                                        time.Duration
 		drivers, policy, currency, metricsTokenFile        string
 		drvFlags                                           driverFlags
 		egressNAT                                          bool
@@ -64,7 +65,7 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 				UnsafeNoFsync: os.Getenv("KUMO_UNSAFE_NO_FSYNC") == "1", MinFreeSpace: minFreeMiB << 20,
 				HostGrace: hostGrace, HAFenceTimeout: fenceTimeout, SchedulerPolicy: policy, Currency: currency,
 				EgressNAT: egressNAT, MetricsTokenFile: metricsTokenFile, MaxImageMiB: maxImageMiB,
-				APIRate: apiRate,
+				APIRate: apiRate, SessionIdle: sessionIdle,
 			}
 			if drivers != "" && drivers != "none" {
 				cfgs, err := drvFlags.configs("drivers", drivers)
@@ -97,6 +98,7 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 	f.StringVar(&etcdPrefix, "etcd-prefix", "/kumo", "key prefix in an external etcd")
 	f.StringVar(&defaultQuota, "default-quota", "", "quota of new projects, e.g. instances=20,vcpus=40,memory=80GiB (unnamed limits keep the built-in defaults)")
 	f.DurationVar(&tokenTTL, "token-ttl", 0, "lifetime of new API tokens (default 168h)")
+	f.DurationVar(&sessionIdle, "session-idle", server.DefaultSessionIdle, "a browser session with no request for this long ends (its token is revoked; 0: sessions end only when their token expires)")
 	f.StringVar(&maxImageSize, "max-image-size", "20GiB", "the largest image the cloud takes, as uploaded and as unpacked on a host (a tarball's files, a disk file)")
 	f.DurationVar(&eventRetention, "event-retention", 24*time.Hour, "how long events are kept")
 	f.BoolVar(&egressNAT, "egress-nat", false, "let tenant networks reach past the hosts' default routes, masqueraded behind each host's address (off: only floating IPs leave)")

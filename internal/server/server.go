@@ -12,6 +12,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -79,6 +80,10 @@ type Config struct {
 	// server stays up for reads (an embedded etcd that runs out of space
 	// mid-write stops the process).
 	MinFreeSpace int64
+	// SessionIdle ends a browser session after this long without a
+	// request (zero: never; the command line's default is
+	// DefaultSessionIdle).
+	SessionIdle time.Duration
 	// APIRate limits tenants' requests (zero: no limit; the command
 	// line's default is DefaultAPIRate).
 	APIRate APIRate
@@ -134,13 +139,15 @@ type Server struct {
 	sessions  *sessions
 	consoles  consoleLimits
 	rates     *rateLimits
-	tunnels   *tunnels      // migrations' byte streams between two agents
-	fence     *projectFence // keeps changes out of projects being deleted
-	stopRun   context.CancelFunc
-	ops       *operations.Manager
-	meter     *metering.Meter
-	metrics   *metrics
-	registry  *prometheus.Registry // series anyone may scrape
+	// idleSessions ends browser sessions left idle (websession.go).
+	idleSessions *idleSessions
+	tunnels      *tunnels      // migrations' byte streams between two agents
+	fence        *projectFence // keeps changes out of projects being deleted
+	stopRun      context.CancelFunc
+	ops          *operations.Manager
+	meter        *metering.Meter
+	metrics      *metrics
+	registry     *prometheus.Registry // series anyone may scrape
 	// projectRegistry has per-project series (names, usage, cost): only
 	// for cloud admins and the metrics token.
 	projectRegistry *prometheus.Registry
@@ -265,6 +272,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	}
 	s.hosts = hosts.New(st, fp, cfg.HostGrace)
 	s.rates = newRateLimits(cfg.APIRate)
+	s.idleSessions = newIdleSessions(cfg.SessionIdle, cmp.Or(cfg.Identity.TokenTTL, identity.DefaultOptions().TokenTTL))
 	s.sessions = newSessions()
 	s.fence = newProjectFence()
 	// The image and network services need to know of instances and the
