@@ -12,6 +12,7 @@ import (
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/driver"
+	"github.com/kumocloud/kumo/internal/qmp"
 )
 
 // Live migration, as libvirt does it for local disks: the target's QEMU
@@ -241,31 +242,28 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 	}
 	defer mln.Close()
 	abandon := func(why error) (api.MigrationStats, error) {
-		// The VM keeps running here: the migration and the mirror end,
-		// the NBD client goes.
+		// The VM keeps running here.
 		bg := context.WithoutCancel(ctx)
-		c.Execute(bg, "migrate_cancel", nil, nil)
-		c.Execute(bg, "block-job-cancel", map[string]any{"device": "kumo-mirror", "force": true}, nil)
-		for i := 0; i < 50; i++ {
-			var jobs []json.RawMessage
-			if c.Execute(bg, "query-block-jobs", nil, &jobs) != nil || len(jobs) == 0 {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		c.Execute(bg, "blockdev-del", map[string]any{"node-name": "kumo-mig-target"}, nil)
+		endOutgoing(bg, c)
 		if qs, _ := d.qemuState(bg, id); qs == "paused" || qs == "postmigrate" {
 			c.Execute(bg, "cont", nil, nil)
 		}
 		return api.MigrationStats{}, why
 	}
+	// An earlier try whose agent was killed left its mirror's NBD client
+	// (and maybe the job) in this QEMU: it would refuse a second one.
+	endOutgoing(ctx, c)
 	// The disk first: mirror the overlay into the target's, in step.
 	if err := c.Execute(ctx, "blockdev-add", map[string]any{"driver": "nbd", "node-name": "kumo-mig-target",
 		"server": map[string]any{"type": "unix", "path": nbdOut}, "export": "disk"}, nil); err != nil {
 		return abandon(fmt.Errorf("connecting to the target's disk: %w", err))
 	}
-	if err := c.Execute(ctx, "blockdev-mirror", map[string]any{"job-id": "kumo-mirror", "device": "disk", "target": "kumo-mig-target",
-		"sync": "top", "copy-mode": "write-blocking", "auto-finalize": true}, nil); err != nil {
+	mirror := map[string]any{"job-id": "kumo-mirror", "device": "disk", "target": "kumo-mig-target",
+		"sync": "top", "copy-mode": "write-blocking", "auto-finalize": true}
+	if bw := d.o.MigrateBandwidthMiB; bw > 0 {
+		mirror["speed"] = bw << 20
+	}
+	if err := c.Execute(ctx, "blockdev-mirror", mirror, nil); err != nil {
 		return abandon(fmt.Errorf("blockdev-mirror: %w", err))
 	}
 	var disk int64
@@ -296,7 +294,11 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 	if err := c.Execute(ctx, "migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
 		return abandon(err)
 	}
-	if err := c.Execute(ctx, "migrate-set-parameters", map[string]any{"downtime-limit": opt.DowntimeLimitMS}, nil); err != nil {
+	params := map[string]any{"downtime-limit": opt.DowntimeLimitMS}
+	if bw := d.o.MigrateBandwidthMiB; bw > 0 {
+		params["max-bandwidth"] = bw << 20
+	}
+	if err := c.Execute(ctx, "migrate-set-parameters", params, nil); err != nil {
 		return abandon(err)
 	}
 	if err := c.Execute(ctx, "migrate", map[string]any{"uri": "unix:" + memOut}, nil); err != nil {
@@ -351,6 +353,22 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 	st := mi.stats(disk)
 	st.Status = "completed"
 	return st, nil
+}
+
+// endOutgoing ends what an outgoing migration made in a QEMU that runs
+// on: the memory migration, the disk mirror and its NBD client. Nothing
+// of it there is not an error.
+func endOutgoing(ctx context.Context, c *qmp.Conn) {
+	c.Execute(ctx, "migrate_cancel", nil, nil)
+	c.Execute(ctx, "block-job-cancel", map[string]any{"device": "kumo-mirror", "force": true}, nil)
+	for i := 0; i < 50; i++ {
+		var jobs []json.RawMessage
+		if c.Execute(ctx, "query-block-jobs", nil, &jobs) != nil || len(jobs) == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.Execute(ctx, "blockdev-del", map[string]any{"node-name": "kumo-mig-target"}, nil)
 }
 
 // LiveAbort implements driver.LiveMigrator: a source paused by a
