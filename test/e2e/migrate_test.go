@@ -311,9 +311,9 @@ func (mc *migCloud) migrateStarted(h string) api.Operation {
 // TestMigrateVM: real VMs (TCG) on two hosts of their own, a container
 // on a third. A live migration keeps the guest's memory (its counter and
 // boot id), its disk, its TCP connection and nearly all pings, with every
-// stage in the history; a source agent killed -9 in pre-copy and a
-// server killed -9 in pre-copy each leave it running exactly once with
-// nothing on the target; a last migration then completes.
+// stage in the history; a source agent, a target agent and a server
+// killed -9 in pre-copy each leave it running exactly once with nothing
+// on the target; a last migration then completes.
 func TestMigrateVM(t *testing.T) {
 	start := time.Now()
 	mc := startMigCloud(t)
@@ -399,6 +399,26 @@ func TestMigrateVM(t *testing.T) {
 			return err == nil && o.Status == api.OpFailed, fmt.Sprint(o.Status, " ", o.Error, err)
 		})
 		mc.agents["m2"].start()
+		mc.runsOnceOn("m2")
+		mc.counting(mc.counting(1) + 2)
+		hist := mc.history()
+		if tail := hist[strings.LastIndex(hist, "room reserved on m1"):]; !strings.Contains(tail, "abandoned the migration to m1") ||
+			!strings.Contains(tail, "tunnel from the source broke") && !strings.Contains(tail, "source host m2 stopped answering") {
+			t.Errorf("the history does not say why the migration was abandoned:\n%s", hist)
+		}
+	})
+
+	t.Run("target agent killed in pre-copy", func(t *testing.T) {
+		mc.t = t
+		defer func(s time.Time) { t.Logf("took %s", time.Since(s).Round(time.Second)) }(time.Now())
+		op := mc.migrateStarted("m1")
+		mc.agents["m1"].kill9()
+		eventually(t, 90*time.Second, "the migration abandoned", func() (bool, string) {
+			o, err := mc.c.Operation(ctx, op.ID)
+			return err == nil && o.Status == api.OpFailed, fmt.Sprint(o.Status, " ", o.Error, err)
+		})
+		// m1's agent, back, removes the QEMU waiting for the VM there.
+		mc.agents["m1"].start()
 		mc.runsOnceOn("m2")
 		mc.counting(mc.counting(1) + 2)
 		hist := mc.history()
