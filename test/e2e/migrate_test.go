@@ -282,7 +282,7 @@ func (mc *migCloud) counting(n int) int {
 		}
 		for i, v := range ts {
 			if i > 0 && v < ts[i-1] || v == 1 && n > 3 {
-				mc.t.Fatalf("vm's counter started again (a boot afresh): %v\n%s", ts, out)
+				mc.t.Fatalf("vm's counter started again (a boot afresh): %v\n%s\nhistory:\n%s", ts, out, mc.history())
 			}
 		}
 		if len(ts) > 0 {
@@ -293,6 +293,24 @@ func (mc *migCloud) counting(n int) int {
 	return last
 }
 
+// settled cancels a migration a failed step left under way and waits for
+// it to end, so the next step starts from a settled instance.
+func (mc *migCloud) settled() {
+	t := mc.t
+	if in, ok := instanceState(t, mc.c, "default", "vm"); !ok || in.Migration == nil {
+		return
+	}
+	mc.c.CancelMigration(context.Background(), "default", "vm")
+	deadline := time.Now().Add(3 * time.Minute)
+	for time.Now().Before(deadline) {
+		if in, ok := instanceState(t, mc.c, "default", "vm"); ok && in.Migration == nil {
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	t.Errorf("vm's migration did not settle after a cancel:\n%s", mc.history())
+}
+
 // migrateStarted starts moving vm to h and waits for its first pre-copy
 // round in the history; it returns the migration's operation.
 func (mc *migCloud) migrateStarted(h string) api.Operation {
@@ -301,7 +319,10 @@ func (mc *migCloud) migrateStarted(h string) api.Operation {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 120*time.Second, "a pre-copy round to "+h, func() (bool, string) {
+	// The target prepares first (the base image, the ports, a QEMU
+	// waiting), then the disk gets in step at 1 MiB/s: minutes on a
+	// machine as loaded as CI's can be.
+	eventually(t, 240*time.Second, "a pre-copy round to "+h, func() (bool, string) {
 		hist := mc.history()
 		return strings.Contains(hist[strings.LastIndex(hist, "room reserved on "+h):], "pre-copy round"), hist
 	})
@@ -322,6 +343,7 @@ func TestMigrateVM(t *testing.T) {
 
 	t.Run("live", func(t *testing.T) {
 		mc.t = t
+		defer mc.settled()
 		defer func(s time.Time) { t.Logf("took %s", time.Since(s).Round(time.Second)) }(time.Now())
 		bootID := mc.bootID()
 		before := mc.counting(3)
@@ -391,6 +413,7 @@ func TestMigrateVM(t *testing.T) {
 
 	t.Run("source agent killed in pre-copy", func(t *testing.T) {
 		mc.t = t
+		defer mc.settled()
 		defer func(s time.Time) { t.Logf("took %s", time.Since(s).Round(time.Second)) }(time.Now())
 		op := mc.migrateStarted("m1")
 		mc.agents["m2"].kill9()
@@ -410,6 +433,7 @@ func TestMigrateVM(t *testing.T) {
 
 	t.Run("target agent killed in pre-copy", func(t *testing.T) {
 		mc.t = t
+		defer mc.settled()
 		defer func(s time.Time) { t.Logf("took %s", time.Since(s).Round(time.Second)) }(time.Now())
 		op := mc.migrateStarted("m1")
 		mc.agents["m1"].kill9()
@@ -429,6 +453,7 @@ func TestMigrateVM(t *testing.T) {
 
 	t.Run("server killed in pre-copy", func(t *testing.T) {
 		mc.t = t
+		defer mc.settled()
 		defer func(s time.Time) { t.Logf("took %s", time.Since(s).Round(time.Second)) }(time.Now())
 		op := mc.migrateStarted("m1")
 		mc.s.kill9()
@@ -451,6 +476,7 @@ func TestMigrateVM(t *testing.T) {
 
 	t.Run("then a migration completes", func(t *testing.T) {
 		mc.t = t
+		defer mc.settled()
 		defer func(s time.Time) { t.Logf("took %s", time.Since(s).Round(time.Second)) }(time.Now())
 		in, _ := instanceState(t, mc.c, "default", "vm")
 		to := map[string]string{"m1": "m2", "m2": "m1"}[in.Host]
