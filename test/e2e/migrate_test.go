@@ -107,7 +107,7 @@ func startMigCloud(t *testing.T) *migCloud {
 	if mc.vm.Host != "m1" {
 		t.Fatalf("vm is on %q, not m1", mc.vm.Host)
 	}
-	eventually(t, 90*time.Second, "vm got its address and counts", func() (bool, string) {
+	eventually(t, 240*time.Second, "vm got its address and counts", func() (bool, string) {
 		out := must(t, mc.root, "", "instance", "logs", "vm", "--tail", "300")
 		return strings.Contains(out, "kumo: eth0 "+mc.vmIP+"/24") && lastTick(t, mc.root, "vm") >= 2, out
 	})
