@@ -40,6 +40,7 @@ func (d *driverFlags) register(f *pflag.FlagSet) {
 	f.DurationVar(&d.sim.StopDelay, "sim-stop-delay", 0, "sim driver: time a graceful stop takes")
 	f.Float64Var(&d.sim.FailRate, "sim-fail-rate", 0, "sim driver: share of boots that fail (0-1)")
 	f.StringVar(&d.qemu.Accel, "qemu-accel", "auto", "qemu driver: auto (KVM if a probe boot under it works, else TCG), kvm or tcg")
+	f.Int64Var(&d.qemu.MigrateBandwidthMiB, "qemu-migrate-bandwidth", 0, "qemu driver: MiB/s a live migration from this host may use (memory and disk each; 0: QEMU's default)")
 	f.Int64Var(&d.maxUnpackedGiB, "image-max-unpacked", local.DefaultMaxUnpacked>>30, "container and qemu drivers: GiB one image may unpack to in this host's image cache (a gzip bomb stops there)")
 	f.StringVar(&d.vtep, "vtep", "auto", "this host's address for the VXLAN tunnels of virtual networks (auto: the default route's interface)")
 	f.StringToStringVar(&d.uplinks, "uplink", nil, "NETWORK=DEVICE: bridge this host device into external network NETWORK (floating IPs); repeatable")

@@ -24,11 +24,11 @@ func TestDriverFlags(t *testing.T) {
 		}
 		return &d
 	}
-	cfgs, err := parse("--qemu-accel", "tcg", "--image-max-unpacked", "2", "--sim-hosts", "9").configs("driver", "container,qemu")
+	cfgs, err := parse("--qemu-accel", "tcg", "--image-max-unpacked", "2", "--qemu-migrate-bandwidth", "3", "--sim-hosts", "9").configs("driver", "container,qemu")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if q, ok := cfgs["qemu"].(qemu.Config); !ok || q.Accel != "tcg" || q.MaxUnpacked != 2<<30 {
+	if q, ok := cfgs["qemu"].(qemu.Config); !ok || q.Accel != "tcg" || q.MaxUnpacked != 2<<30 || q.MigrateBandwidthMiB != 3 {
 		t.Errorf("qemu's config: %#v", cfgs["qemu"])
 	}
 	if c, ok := cfgs["container"].(container.Config); !ok || c.MaxUnpacked != 2<<30 {
@@ -50,6 +50,7 @@ func TestDriverFlags(t *testing.T) {
 		{"lxc", nil, `--driver "lxc": use container (runc), qemu`},
 		{"qemu", []string{"--qemu-accel", "hvf"}, `--qemu-accel "hvf"`},
 		{"container", []string{"--image-max-unpacked", "-1"}, "--image-max-unpacked"},
+		{"qemu", []string{"--qemu-migrate-bandwidth", "-1"}, "--qemu-migrate-bandwidth -1"},
 		{"sim", []string{"--sim-fail-rate", "2"}, "--sim-fail-rate 2"},
 	} {
 		if _, err := parse(tc.args...).configs("driver", tc.list); err == nil || !strings.Contains(err.Error(), tc.says) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/driver"
+	"github.com/kumocloud/kumo/internal/qmp"
 )
 
 // Live migration, as libvirt does it for local disks: the target's QEMU
@@ -29,6 +30,9 @@ import (
 var _ driver.LiveMigrator = (*Driver)(nil)
 
 const incomingLive = "live"
+
+// qemuMaxBandwidth is QEMU's own default max-bandwidth (128 MiB/s).
+const qemuMaxBandwidth = 128 << 20
 
 // LiveReceive implements driver.LiveMigrator.
 func (d *Driver) LiveReceive(ctx context.Context, s driver.Spec, t driver.Tunnel) (err error) {
@@ -94,8 +98,10 @@ func (d *Driver) LiveReceive(ctx context.Context, s driver.Spec, t driver.Tunnel
 	// The source's word: "go" once everything is here, anything else (or
 	// the channel breaking) is the end of it.
 	word := make([]byte, 3)
-	if _, err := io.ReadFull(ctl, word); err != nil || string(word) != "go\n" {
-		return fmt.Errorf("the source gave up (%v)", err)
+	if _, err := io.ReadFull(ctl, word); err != nil {
+		return fmt.Errorf("the tunnel from the source broke before it said go (%v): its agent or the server stopped, or the link was cut", err)
+	} else if string(word) != "go\n" {
+		return errors.New("the source gave up (its own reason is in its report)")
 	}
 	// The source's QEMU is done once it has written everything; the last
 	// bytes may still be on their way through the tunnel.
@@ -241,31 +247,30 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 	}
 	defer mln.Close()
 	abandon := func(why error) (api.MigrationStats, error) {
-		// The VM keeps running here: the migration and the mirror end,
-		// the NBD client goes.
+		// The VM keeps running here; the target hears it was this side's
+		// decision (a broken tunnel is something else).
+		ctl.Write([]byte("no\n"))
 		bg := context.WithoutCancel(ctx)
-		c.Execute(bg, "migrate_cancel", nil, nil)
-		c.Execute(bg, "block-job-cancel", map[string]any{"device": "kumo-mirror", "force": true}, nil)
-		for i := 0; i < 50; i++ {
-			var jobs []json.RawMessage
-			if c.Execute(bg, "query-block-jobs", nil, &jobs) != nil || len(jobs) == 0 {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		c.Execute(bg, "blockdev-del", map[string]any{"node-name": "kumo-mig-target"}, nil)
+		endOutgoing(bg, c)
 		if qs, _ := d.qemuState(bg, id); qs == "paused" || qs == "postmigrate" {
 			c.Execute(bg, "cont", nil, nil)
 		}
 		return api.MigrationStats{}, why
 	}
+	// An earlier try whose agent was killed left its mirror's NBD client
+	// (and maybe the job) in this QEMU: it would refuse a second one.
+	endOutgoing(ctx, c)
 	// The disk first: mirror the overlay into the target's, in step.
 	if err := c.Execute(ctx, "blockdev-add", map[string]any{"driver": "nbd", "node-name": "kumo-mig-target",
 		"server": map[string]any{"type": "unix", "path": nbdOut}, "export": "disk"}, nil); err != nil {
 		return abandon(fmt.Errorf("connecting to the target's disk: %w", err))
 	}
-	if err := c.Execute(ctx, "blockdev-mirror", map[string]any{"job-id": "kumo-mirror", "device": "disk", "target": "kumo-mig-target",
-		"sync": "top", "copy-mode": "write-blocking", "auto-finalize": true}, nil); err != nil {
+	mirror := map[string]any{"job-id": "kumo-mirror", "device": "disk", "target": "kumo-mig-target",
+		"sync": "top", "copy-mode": "write-blocking", "auto-finalize": true}
+	if bw := d.o.MigrateBandwidthMiB; bw > 0 {
+		mirror["speed"] = bw << 20
+	}
+	if err := c.Execute(ctx, "blockdev-mirror", mirror, nil); err != nil {
 		return abandon(fmt.Errorf("blockdev-mirror: %w", err))
 	}
 	var disk int64
@@ -296,7 +301,13 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 	if err := c.Execute(ctx, "migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
 		return abandon(err)
 	}
-	if err := c.Execute(ctx, "migrate-set-parameters", map[string]any{"downtime-limit": opt.DowntimeLimitMS}, nil); err != nil {
+	// Always set: QEMU keeps what an earlier migration of it was given
+	// (an agent since restarted with another cap).
+	params := map[string]any{"downtime-limit": opt.DowntimeLimitMS, "max-bandwidth": qemuMaxBandwidth}
+	if bw := d.o.MigrateBandwidthMiB; bw > 0 {
+		params["max-bandwidth"] = bw << 20
+	}
+	if err := c.Execute(ctx, "migrate-set-parameters", params, nil); err != nil {
 		return abandon(err)
 	}
 	if err := c.Execute(ctx, "migrate", map[string]any{"uri": "unix:" + memOut}, nil); err != nil {
@@ -351,6 +362,22 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 	st := mi.stats(disk)
 	st.Status = "completed"
 	return st, nil
+}
+
+// endOutgoing ends what an outgoing migration made in a QEMU that runs
+// on: the memory migration, the disk mirror and its NBD client. Nothing
+// of it there is not an error.
+func endOutgoing(ctx context.Context, c *qmp.Conn) {
+	c.Execute(ctx, "migrate_cancel", nil, nil)
+	c.Execute(ctx, "block-job-cancel", map[string]any{"device": "kumo-mirror", "force": true}, nil)
+	for i := 0; i < 50; i++ {
+		var jobs []json.RawMessage
+		if c.Execute(ctx, "query-block-jobs", nil, &jobs) != nil || len(jobs) == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.Execute(ctx, "blockdev-del", map[string]any{"node-name": "kumo-mig-target"}, nil)
 }
 
 // LiveAbort implements driver.LiveMigrator: a source paused by a

@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/driver"
@@ -82,7 +83,14 @@ func TestLiveMigration(t *testing.T) {
 	if qs, _ := src.qemuState(ctx, s.ID); qs != "postmigrate" && qs != "paused" {
 		t.Errorf("the source is %q after the migration, not paused", qs)
 	}
-	waitFor(t, "the counter to go on on the target", func() bool { return len(ticks(t, dst, s.ID)) >= 2 })
+	for i := 0; len(ticks(t, dst, s.ID)) < 2; i++ {
+		if i > 600 {
+			qs, err := dst.qemuState(ctx, s.ID)
+			logs, _ := dst.Logs(ctx, s.ID, 60)
+			t.Fatalf("the counter does not go on on the target (QEMU %q %v); its console:\n%s", qs, err, logs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if got := ticks(t, dst, s.ID); got[0] < last[len(last)-1] {
 		t.Fatalf("on the target the counter printed %v after %v: the memory did not travel", got, last)
 	}

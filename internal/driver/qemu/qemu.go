@@ -56,6 +56,10 @@ type Config struct {
 	// MaxUnpacked bounds the bytes one image may unpack to in the host's
 	// image cache (--image-max-unpacked; 0: local.DefaultMaxUnpacked).
 	MaxUnpacked int64
+	// MigrateBandwidthMiB caps what a live migration sent from this host
+	// takes of the link, in MiB/s, memory and disk mirror each
+	// (--qemu-migrate-bandwidth; 0: QEMU's own default).
+	MigrateBandwidthMiB int64
 }
 
 // Validate implements driver.Config.
@@ -65,6 +69,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--qemu-accel %q: use auto, kvm or tcg", c.Accel)
 	case c.ReadyTimeout < 0 || c.StopTimeout < 0:
 		return fmt.Errorf("qemu driver: a timeout cannot be negative (ready %s, stop %s)", c.ReadyTimeout, c.StopTimeout)
+	case c.MigrateBandwidthMiB < 0:
+		return fmt.Errorf("--qemu-migrate-bandwidth %d: give MiB/s (0: no cap of kumo's)", c.MigrateBandwidthMiB)
 	case c.MaxUnpacked < 0:
 		return fmt.Errorf("--image-max-unpacked %d: give a size in GiB (0: the default, %d GiB)", c.MaxUnpacked>>30, local.DefaultMaxUnpacked>>30)
 	}
