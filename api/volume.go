@@ -16,6 +16,7 @@ const (
 	VolumeInUse     = "in-use"    // attached to an instance
 	VolumeDeleting  = "deleting"  // its host removes it; the record goes then
 	VolumeReverting = "reverting" // its host brings it back to a snapshot
+	VolumeMoving    = "moving"    // its bytes are copied to another host (MovingTo)
 	VolumeError     = "error"     // its host could not make it (error says why)
 )
 
@@ -52,6 +53,15 @@ type Volume struct {
 	// schedule: a backup that often, the newest BackupKeep kept.
 	BackupEvery string `json:"backup_every,omitempty"`
 	BackupKeep  int    `json:"backup_keep,omitempty"`
+	// MovingTo is the host a move copies it to (status moving).
+	MovingTo string `json:"moving_to,omitempty"`
+}
+
+// VolumeMove moves a detached volume of a local pool to another host:
+// Host (cloud admin) or the host of the instance Near.
+type VolumeMove struct {
+	Host string `json:"host,omitempty"`
+	Near string `json:"near,omitempty"`
 }
 
 // VolumeAttachment is a volume's place in an instance.

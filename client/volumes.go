@@ -112,6 +112,12 @@ func (c *Client) DeleteVolumeSnapshot(ctx context.Context, project, volume, name
 	return out, c.do(ctx, http.MethodDelete, p("v1", "projects", project, "volumes", volume, "snapshots", name), nil, nil, &out)
 }
 
+// MoveVolume starts moving a detached local volume to another host.
+func (c *Client) MoveVolume(ctx context.Context, project, volume string, req api.VolumeMove) (api.Volume, error) {
+	var out api.Volume
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "volumes", volume, "move"), nil, req, &out)
+}
+
 // RevertVolume brings a detached volume back to a snapshot.
 func (c *Client) RevertVolume(ctx context.Context, project, volume, snapshot string) (api.Volume, error) {
 	var out api.Volume

@@ -196,6 +196,11 @@ func (j *volumeJob) restore(ctx context.Context, b pool.Backend, pv pool.Volume,
 	if err := f.Sync(); err != nil {
 		return err
 	}
+	// The pool's directory may not be there yet: the first volume a host
+	// has may be a restore (or a move to it).
+	if err := os.MkdirAll(filepath.Dir(b.Source(pv)), 0o700); err != nil {
+		return err
+	}
 	if pv.Format == pool.Qcow2 {
 		tmp := b.Source(pv) + ".tmp"
 		src := vmimage.JSONFilename(vmimage.Node(raw, vmimage.FormatRaw))

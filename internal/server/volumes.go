@@ -239,6 +239,18 @@ func (s *Server) postVolumeRevert(r *request) response.Response {
 	return response.OK(v)
 }
 
+func (s *Server) postVolumeMove(r *request) response.Response {
+	var req api.VolumeMove
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	v, err := s.volumes.Move(r.Context(), r.PathValue("project"), r.PathValue("name"), req, r.p.CloudAdmin)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(v)
+}
+
 func (s *Server) getVolumeBackups(r *request) response.Response {
 	project := r.PathValue("project")
 	if _, err := s.ids.GetProject(r.Context(), project); err != nil {

@@ -124,9 +124,18 @@ func (svc *Service) CreateBackup(ctx context.Context, project, volume string, re
 
 // DeleteBackup removes a backup and the chunks no other backup has.
 func (svc *Service) DeleteBackup(ctx context.Context, project, name string) error {
-	_, rev, err := svc.getBackup(ctx, project, name)
+	b, rev, err := svc.getBackup(ctx, project, name)
 	if err != nil {
 		return err
+	}
+	vs, err := store.ListJSON[record](ctx, svc.s, prefix+project+"/")
+	if err != nil {
+		return err
+	}
+	for _, v := range vs {
+		if m := v.Value.Move; m != nil && m.Backup == b.ID {
+			return errs.Conflict("backup %q carries volume %q to host %q: it goes when the move is done", name, v.Value.Name, m.To)
+		}
 	}
 	if err := svc.s.Delete(ctx, backupKey(project, name), rev); err != nil {
 		return err
