@@ -128,15 +128,28 @@ type VolumeBackupsPost struct {
 	Incremental bool   `json:"incremental,omitempty"`
 }
 
-// BackupManifest is a backup's chunk list (agents).
+// BackupManifest is a backup's chunk list (agents), or a page of it: an
+// agent sends a long one in pages of at most BackupManifestPage chunks,
+// each at its Offset (the chunk's index), all but the last with Part set;
+// the last says Count, the number of chunks in all (0: Offset plus its
+// own). A restoring agent reads it in pages the same way (Count says how
+// many in all).
 type BackupManifest struct {
 	Chunks []string `json:"chunks"`
 	Error  string   `json:"error,omitempty"`
+	Offset int64    `json:"offset,omitempty"`
+	Count  int64    `json:"count,omitempty"`
+	Part   bool     `json:"part,omitempty"`
 }
 
-// BackupMissing lists the chunks the server still needs.
+// BackupManifestPage is the most chunks a page of a manifest holds.
+const BackupManifestPage = 8192
+
+// BackupMissing lists the chunks the server still needs (at most
+// BackupManifestPage at a time; More: there are others after them).
 type BackupMissing struct {
 	Missing []string `json:"missing"`
+	More    bool     `json:"more,omitempty"`
 }
 
 // VolumeSnapshot is a volume's content at a moment, kept beside it.

@@ -5,6 +5,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/url"
+	"strconv"
 
 	"github.com/kumocloud/kumo/api"
 )
@@ -170,10 +172,12 @@ func (c *Client) AgentBackupManifest(ctx context.Context, agentID, backup string
 	return out, c.do(ctx, http.MethodPost, p("v1", "agents", agentID, "backups", backup), nil, m, &out)
 }
 
-// AgentBackup is the manifest of a backup the agent restores.
-func (c *Client) AgentBackup(ctx context.Context, agentID, backup string) (api.BackupManifest, error) {
+// AgentBackup is a page of the manifest of a backup the agent restores:
+// limit chunks from offset (limit 0: all of them).
+func (c *Client) AgentBackup(ctx context.Context, agentID, backup string, offset, limit int64) (api.BackupManifest, error) {
 	var out api.BackupManifest
-	return out, c.do(ctx, http.MethodGet, p("v1", "agents", agentID, "backups", backup), nil, nil, &out)
+	q := url.Values{"offset": {strconv.FormatInt(offset, 10)}, "limit": {strconv.FormatInt(limit, 10)}}
+	return out, c.do(ctx, http.MethodGet, p("v1", "agents", agentID, "backups", backup), q, nil, &out)
 }
 
 // AgentBackupChunkRead streams a chunk of a backup the agent restores.

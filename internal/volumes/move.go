@@ -75,8 +75,6 @@ func (svc *Service) Move(ctx context.Context, project, name string, req api.Volu
 		return api.Volume{}, errs.Conflict("volume %q is attached to instance %q: detach it first (only a detached volume moves)", name, r.Attachment.Instance)
 	case r.Status != api.VolumeAvailable:
 		return api.Volume{}, errs.Conflict("volume %q is %s: only an available volume moves", name, r.Status)
-	case r.SizeGiB > MaxBackupGiB:
-		return api.Volume{}, errs.Invalid("volume", "volume %q is %d GiB: a move goes through a backup, of at most %d GiB", name, r.SizeGiB, MaxBackupGiB)
 	}
 	if snaps, err := store.ListAll(ctx, svc.s, snapPrefix+project+"/"+name+"/"); err != nil {
 		return api.Volume{}, err

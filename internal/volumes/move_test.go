@@ -80,7 +80,11 @@ func TestMoveRefusals(t *testing.T) {
 func TestMove(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, unlimited())
-	restart := func() { e.svc = New(e.st, e.svc.images, e.inst, e.svc.hosts, e.svc.now) }
+	restart := func() {
+		dir := e.svc.dir
+		e.svc = New(e.st, e.svc.images, e.inst, e.svc.hosts, e.svc.now)
+		e.svc.SetBackupDir(dir)
+	}
 	v, _ := e.svc.Create(ctx, "p", api.VolumesPost{Name: "data", SizeGiB: 1, Near: "vm1"}, false)
 	e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1})
 	mv, err := e.svc.Move(ctx, "p", "data", api.VolumeMove{Near: "vm2"}, false)
@@ -128,7 +132,7 @@ func TestMove(t *testing.T) {
 	if got.FromBackup != bs[0].ID || got.Host != "h2" || got.Delete {
 		t.Fatalf("h2 is not asked to restore: %+v", got)
 	}
-	if _, err := e.svc.BackupManifest(ctx, map[string]bool{"h2": true}, e.inst, bs[0].ID); err != nil {
+	if _, err := e.svc.BackupManifest(ctx, map[string]bool{"h2": true}, e.inst, bs[0].ID, 0, 0); err != nil {
 		t.Fatalf("h2 reading the move's backup: %v", err)
 	}
 	if got := viewOf(t, e.svc, e, "h1")[v.ID]; got.Delete {

@@ -70,6 +70,7 @@ type Service struct {
 	hosts  Hosts
 	now    func() time.Time
 	dir    string // the backup store (backups.go)
+	sets   chunkSets
 }
 
 // New returns the volume service.
