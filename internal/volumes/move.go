@@ -28,8 +28,9 @@ import (
 //     file; its report "gone" ends the move and drops the backup.
 //
 // A failed backup or restore ends the move with the volume where it was
-// (the error says why); a file the target made for a move that ended is
-// removed by its agent's sweep (no agent keeps a file nobody lists).
+// (the error says why); a target that failed is asked to remove what it
+// made, as an old home is, before the volume may move again (and any
+// file no volume lists is removed by its agent's sweep).
 // Before the switch the store names the old home, after it the new one:
 // the volume is on exactly one host as far as instances see.
 
@@ -70,7 +71,7 @@ func (svc *Service) Move(ctx context.Context, project, name string, req api.Volu
 	case r.Move != nil && !r.Move.Switched:
 		return api.Volume{}, errs.Conflict("volume %q is already moving to host %q", name, r.Move.To)
 	case r.Move != nil:
-		return api.Volume{}, errs.Conflict("volume %q was just moved: host %q still removes its old copy; try again in a moment", name, r.Move.From)
+		return api.Volume{}, errs.Conflict("host %q still removes a copy of volume %q a move left; try again in a moment", r.Move.From, name)
 	case r.Attachment != nil:
 		return api.Volume{}, errs.Conflict("volume %q is attached to instance %q: detach it first (only a detached volume moves)", name, r.Attachment.Instance)
 	case r.Status != api.VolumeAvailable:
@@ -195,10 +196,21 @@ func (svc *Service) reportMoves(ctx context.Context, vs []agentVolume, hosts map
 		byID[rep.ID] = rep
 	}
 	took := map[string]bool{}
+	var known map[string]bool // the hosts there are, read once a move needs them
 	for _, v := range vs {
 		r, m := v.rec, v.rec.Move
 		if m == nil {
 			continue
+		}
+		if known == nil && !m.Switched {
+			hs, _, err := svc.hosts.List(ctx, "", 0)
+			if err != nil {
+				return nil, err
+			}
+			known = map[string]bool{}
+			for _, h := range hs {
+				known[h.Name] = true
+			}
 		}
 		rep, said := byID[r.ID]
 		b, ok := backups[m.Backup]
@@ -206,9 +218,12 @@ func (svc *Service) reportMoves(ctx context.Context, vs []agentVolume, hosts map
 		nm := *m
 		next.Move = &nm
 		switch {
-		case !m.Switched && (!ok || b.Status == api.VolumeError):
+		case !m.Switched && (!ok || b.Status == api.VolumeError || !known[m.To]):
 			why := "its backup went"
-			if ok {
+			switch {
+			case !known[m.To]:
+				why = "the host was removed"
+			case ok:
 				why = b.Error
 			}
 			next.Move, next.Status, next.MovingTo, next.Error = nil, api.VolumeAvailable, "", "move to host "+m.To+" failed: "+why
@@ -219,7 +234,10 @@ func (svc *Service) reportMoves(ctx context.Context, vs []agentVolume, hosts map
 				nm.Switched = true
 				next.Host, next.Status, next.MovingTo, next.HostSizeGiB, next.Error = m.To, api.VolumeAvailable, "", rep.SizeGiB, ""
 			case "error":
-				next.Move, next.Status, next.MovingTo, next.Error = nil, api.VolumeAvailable, "", "move to host "+m.To+" failed: "+rep.Error
+				// The target may have made a file before it failed: it
+				// removes it as an old home would (the move's last step).
+				next.Move = &move{From: m.To, To: m.From, Backup: m.Backup, BackupName: m.BackupName, Switched: true}
+				next.Status, next.MovingTo, next.Error = api.VolumeAvailable, "", "move to host "+m.To+" failed: "+rep.Error
 			default:
 				continue
 			}

@@ -182,7 +182,7 @@ func TestMoveFails(t *testing.T) {
 	e := newEnv(t, unlimited())
 	v, _ := e.svc.Create(ctx, "p", api.VolumesPost{Name: "data", SizeGiB: 1, Near: "vm1"}, false)
 	e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1})
-	for _, step := range []string{"backup", "restore"} {
+	for _, step := range []string{"backup", "restore", "host removed"} {
 		if _, err := e.svc.Move(ctx, "p", "data", api.VolumeMove{Near: "vm2"}, false); err != nil {
 			t.Fatal(err)
 		}
@@ -190,9 +190,23 @@ func TestMoveFails(t *testing.T) {
 		if step == "backup" {
 			e.svc.FinishBackup(ctx, map[string]bool{"h1": true}, e.inst, bs[0].ID, api.BackupManifest{Error: "disk on fire"})
 			e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1})
-		} else {
+		} else if step == "restore" {
 			e.svc.FinishBackup(ctx, map[string]bool{"h1": true}, e.inst, bs[0].ID, api.BackupManifest{Chunks: make([]string, 256)})
 			e.report(t, []string{"h2"}, api.VolumeReport{ID: v.ID, Status: "error", Error: "no room"})
+			// h2 removes what it may have made before the volume moves
+			// again.
+			if got := viewOf(t, e.svc, e, "h2")[v.ID]; !got.Delete || got.FromBackup != "" {
+				t.Fatalf("h2 is not asked to remove its copy: %+v", got)
+			}
+			if _, err := e.svc.Move(ctx, "p", "data", api.VolumeMove{Near: "vm2"}, false); kindOf(err) != errs.KindConflict {
+				t.Fatalf("a move before h2 removed its copy: %v", err)
+			}
+			e.report(t, []string{"h2"}, api.VolumeReport{ID: v.ID, Status: "gone"})
+		} else {
+			hosts := e.svc.hosts
+			e.svc.hosts = fakeHosts{hosts.(fakeHosts)[0]}
+			e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1})
+			e.svc.hosts = hosts
 		}
 		got, _ := e.svc.Get(ctx, "p", "data")
 		if got.Host != "h1" || got.Status != api.VolumeAvailable || !strings.Contains(got.Error, "move to host h2 failed") {
