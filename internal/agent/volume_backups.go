@@ -127,24 +127,37 @@ func (j *volumeJob) sendBackup(ctx context.Context, id, cp, format string) error
 			break
 		}
 	}
-	// The manifest in pages; the last one answers what the server lacks
-	// (a page of it at a time), sent before the last page again.
-	send := func(last []string, off int64) (api.BackupMissing, error) {
-		return j.bk.BackupManifest(ctx, id, api.BackupManifest{Chunks: last, Offset: off, Count: int64(len(m.Chunks))})
-	}
-	lastOff := int64(len(m.Chunks)) / api.BackupManifestPage * api.BackupManifestPage
-	if lastOff == int64(len(m.Chunks)) && lastOff > 0 {
+	return j.sendManifest(ctx, id, m.Chunks, func(sum string) error {
+		off, ok := at[sum]
+		if !ok {
+			return fmt.Errorf("the server asks for chunk %s, which is not in the backup", sum)
+		}
+		n, err := f.ReadAt(buf, off)
+		if err != nil && err != io.EOF {
+			return err
+		}
+		return j.bk.BackupChunk(ctx, id, sum, buf[:n])
+	})
+}
+
+// sendManifest sends a backup's manifest in pages; the last one is
+// answered with what the server lacks (a page of it at a time), sent
+// (sendChunk) before the last page again.
+func (j *volumeJob) sendManifest(ctx context.Context, id string, chunks []string, sendChunk func(sum string) error) error {
+	n := int64(len(chunks))
+	lastOff := n / api.BackupManifestPage * api.BackupManifestPage
+	if lastOff == n && lastOff > 0 {
 		lastOff -= api.BackupManifestPage
 	}
 	for off := int64(0); off < lastOff; off += api.BackupManifestPage {
-		page := m.Chunks[off : off+api.BackupManifestPage]
+		page := chunks[off : off+api.BackupManifestPage]
 		if _, err := j.bk.BackupManifest(ctx, id, api.BackupManifest{Chunks: page, Offset: off, Part: true}); err != nil {
 			return err
 		}
 	}
 	sent := map[string]int{}
 	for {
-		miss, err := send(m.Chunks[lastOff:], lastOff)
+		miss, err := j.bk.BackupManifest(ctx, id, api.BackupManifest{Chunks: chunks[lastOff:], Offset: lastOff, Count: n})
 		if err != nil {
 			return err
 		}
@@ -152,18 +165,10 @@ func (j *volumeJob) sendBackup(ctx context.Context, id, cp, format string) error
 			return nil
 		}
 		for _, sum := range miss.Missing {
-			off, ok := at[sum]
-			if !ok {
-				return fmt.Errorf("the server asks for chunk %s, which is not in the backup", sum)
-			}
 			if sent[sum]++; sent[sum] > 3 {
 				return fmt.Errorf("the server still lacks chunk %s after it was sent three times", sum)
 			}
-			n, err := f.ReadAt(buf, off)
-			if err != nil && err != io.EOF {
-				return err
-			}
-			if err := j.bk.BackupChunk(ctx, id, sum, buf[:n]); err != nil {
+			if err := sendChunk(sum); err != nil {
 				return err
 			}
 		}
