@@ -16,6 +16,7 @@ const (
 	VolumeInUse     = "in-use"    // attached to an instance
 	VolumeDeleting  = "deleting"  // its host removes it; the record goes then
 	VolumeReverting = "reverting" // its host brings it back to a snapshot
+	VolumeMoving    = "moving"    // its bytes are copied to another host (MovingTo)
 	VolumeError     = "error"     // its host could not make it (error says why)
 )
 
@@ -52,6 +53,15 @@ type Volume struct {
 	// schedule: a backup that often, the newest BackupKeep kept.
 	BackupEvery string `json:"backup_every,omitempty"`
 	BackupKeep  int    `json:"backup_keep,omitempty"`
+	// MovingTo is the host a move copies it to (status moving).
+	MovingTo string `json:"moving_to,omitempty"`
+}
+
+// VolumeMove moves a detached volume of a local pool to another host:
+// Host (cloud admin) or the host of the instance Near.
+type VolumeMove struct {
+	Host string `json:"host,omitempty"`
+	Near string `json:"near,omitempty"`
 }
 
 // VolumeAttachment is a volume's place in an instance.
@@ -118,15 +128,28 @@ type VolumeBackupsPost struct {
 	Incremental bool   `json:"incremental,omitempty"`
 }
 
-// BackupManifest is a backup's chunk list (agents).
+// BackupManifest is a backup's chunk list (agents), or a page of it: an
+// agent sends a long one in pages of at most BackupManifestPage chunks,
+// each at its Offset (the chunk's index), all but the last with Part set;
+// the last says Count, the number of chunks in all (0: Offset plus its
+// own). A restoring agent reads it in pages the same way (Count says how
+// many in all).
 type BackupManifest struct {
 	Chunks []string `json:"chunks"`
 	Error  string   `json:"error,omitempty"`
+	Offset int64    `json:"offset,omitempty"`
+	Count  int64    `json:"count,omitempty"`
+	Part   bool     `json:"part,omitempty"`
 }
 
-// BackupMissing lists the chunks the server still needs.
+// BackupManifestPage is the most chunks a page of a manifest holds.
+const BackupManifestPage = 8192
+
+// BackupMissing lists the chunks the server still needs (at most
+// BackupManifestPage at a time; More: there are others after them).
 type BackupMissing struct {
 	Missing []string `json:"missing"`
+	More    bool     `json:"more,omitempty"`
 }
 
 // VolumeSnapshot is a volume's content at a moment, kept beside it.

@@ -5,6 +5,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/url"
+	"strconv"
 
 	"github.com/kumocloud/kumo/api"
 )
@@ -112,6 +114,12 @@ func (c *Client) DeleteVolumeSnapshot(ctx context.Context, project, volume, name
 	return out, c.do(ctx, http.MethodDelete, p("v1", "projects", project, "volumes", volume, "snapshots", name), nil, nil, &out)
 }
 
+// MoveVolume starts moving a detached local volume to another host.
+func (c *Client) MoveVolume(ctx context.Context, project, volume string, req api.VolumeMove) (api.Volume, error) {
+	var out api.Volume
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "volumes", volume, "move"), nil, req, &out)
+}
+
 // RevertVolume brings a detached volume back to a snapshot.
 func (c *Client) RevertVolume(ctx context.Context, project, volume, snapshot string) (api.Volume, error) {
 	var out api.Volume
@@ -164,10 +172,12 @@ func (c *Client) AgentBackupManifest(ctx context.Context, agentID, backup string
 	return out, c.do(ctx, http.MethodPost, p("v1", "agents", agentID, "backups", backup), nil, m, &out)
 }
 
-// AgentBackup is the manifest of a backup the agent restores.
-func (c *Client) AgentBackup(ctx context.Context, agentID, backup string) (api.BackupManifest, error) {
+// AgentBackup is a page of the manifest of a backup the agent restores:
+// limit chunks from offset (limit 0: all of them).
+func (c *Client) AgentBackup(ctx context.Context, agentID, backup string, offset, limit int64) (api.BackupManifest, error) {
 	var out api.BackupManifest
-	return out, c.do(ctx, http.MethodGet, p("v1", "agents", agentID, "backups", backup), nil, nil, &out)
+	q := url.Values{"offset": {strconv.FormatInt(offset, 10)}, "limit": {strconv.FormatInt(limit, 10)}}
+	return out, c.do(ctx, http.MethodGet, p("v1", "agents", agentID, "backups", backup), q, nil, &out)
 }
 
 // AgentBackupChunkRead streams a chunk of a backup the agent restores.

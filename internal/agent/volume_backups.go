@@ -28,7 +28,7 @@ import (
 type backupAPI interface {
 	BackupManifest(ctx context.Context, backup string, m api.BackupManifest) (api.BackupMissing, error)
 	BackupChunk(ctx context.Context, backup, sum string, data []byte) error
-	RestoreManifest(ctx context.Context, backup string) (api.BackupManifest, error)
+	RestoreManifest(ctx context.Context, backup string, offset, limit int64) (api.BackupManifest, error)
 	RestoreChunk(ctx context.Context, backup, sum string) (io.ReadCloser, error)
 }
 
@@ -40,8 +40,8 @@ func (s *serverAPI) BackupChunk(ctx context.Context, backup, sum string, data []
 	return s.c.AgentBackupChunk(ctx, s.id, backup, sum, data)
 }
 
-func (s *serverAPI) RestoreManifest(ctx context.Context, backup string) (api.BackupManifest, error) {
-	return s.c.AgentBackup(ctx, s.id, backup)
+func (s *serverAPI) RestoreManifest(ctx context.Context, backup string, offset, limit int64) (api.BackupManifest, error) {
+	return s.c.AgentBackup(ctx, s.id, backup, offset, limit)
 }
 
 func (s *serverAPI) RestoreChunk(ctx context.Context, backup, sum string) (io.ReadCloser, error) {
@@ -127,8 +127,37 @@ func (j *volumeJob) sendBackup(ctx context.Context, id, cp, format string) error
 			break
 		}
 	}
-	for round := 0; round < 3; round++ {
-		miss, err := j.bk.BackupManifest(ctx, id, m)
+	return j.sendManifest(ctx, id, m.Chunks, func(sum string) error {
+		off, ok := at[sum]
+		if !ok {
+			return fmt.Errorf("the server asks for chunk %s, which is not in the backup", sum)
+		}
+		n, err := f.ReadAt(buf, off)
+		if err != nil && err != io.EOF {
+			return err
+		}
+		return j.bk.BackupChunk(ctx, id, sum, buf[:n])
+	})
+}
+
+// sendManifest sends a backup's manifest in pages; the last one is
+// answered with what the server lacks (a page of it at a time), sent
+// (sendChunk) before the last page again.
+func (j *volumeJob) sendManifest(ctx context.Context, id string, chunks []string, sendChunk func(sum string) error) error {
+	n := int64(len(chunks))
+	lastOff := n / api.BackupManifestPage * api.BackupManifestPage
+	if lastOff == n && lastOff > 0 {
+		lastOff -= api.BackupManifestPage
+	}
+	for off := int64(0); off < lastOff; off += api.BackupManifestPage {
+		page := chunks[off : off+api.BackupManifestPage]
+		if _, err := j.bk.BackupManifest(ctx, id, api.BackupManifest{Chunks: page, Offset: off, Part: true}); err != nil {
+			return err
+		}
+	}
+	sent := map[string]int{}
+	for {
+		miss, err := j.bk.BackupManifest(ctx, id, api.BackupManifest{Chunks: chunks[lastOff:], Offset: lastOff, Count: n})
 		if err != nil {
 			return err
 		}
@@ -136,25 +165,40 @@ func (j *volumeJob) sendBackup(ctx context.Context, id, cp, format string) error
 			return nil
 		}
 		for _, sum := range miss.Missing {
-			off, ok := at[sum]
-			if !ok {
-				return fmt.Errorf("the server asks for chunk %s, which is not in the backup", sum)
+			if sent[sum]++; sent[sum] > 3 {
+				return fmt.Errorf("the server still lacks chunk %s after it was sent three times", sum)
 			}
-			n, err := f.ReadAt(buf, off)
-			if err != nil && err != io.EOF {
-				return err
-			}
-			if err := j.bk.BackupChunk(ctx, id, sum, buf[:n]); err != nil {
+			if err := sendChunk(sum); err != nil {
 				return err
 			}
 		}
 	}
-	return fmt.Errorf("the server still lacks chunks after three rounds")
+}
+
+// restoreManifest reads a backup's manifest a page at a time.
+func (j *volumeJob) restoreManifest(ctx context.Context, backup string) ([]string, error) {
+	var all []string
+	for {
+		p, err := j.bk.RestoreManifest(ctx, backup, int64(len(all)), api.BackupManifestPage)
+		if err != nil {
+			return nil, err
+		}
+		if p.Count > api.MaxVolumeGiB<<30/api.BackupChunk || p.Offset != int64(len(all)) || len(p.Chunks) > api.BackupManifestPage {
+			return nil, fmt.Errorf("backup %s: a bad manifest page (offset %d, %d chunks of %d)", backup, p.Offset, len(p.Chunks), p.Count)
+		}
+		all = append(all, p.Chunks...)
+		if int64(len(all)) >= p.Count || len(p.Chunks) == 0 {
+			if int64(len(all)) != p.Count {
+				return nil, fmt.Errorf("backup %s: its manifest has %d chunks, %d read", backup, p.Count, len(all))
+			}
+			return all, nil
+		}
+	}
 }
 
 // restore makes a new volume from a backup.
 func (j *volumeJob) restore(ctx context.Context, b pool.Backend, pv pool.Volume, v api.AgentVolume) error {
-	m, err := j.bk.RestoreManifest(ctx, v.FromBackup)
+	chunks, err := j.restoreManifest(ctx, v.FromBackup)
 	if err != nil {
 		return err
 	}
@@ -169,10 +213,10 @@ func (j *volumeJob) restore(ctx context.Context, b pool.Backend, pv pool.Volume,
 		return err
 	}
 	defer f.Close()
-	if err := f.Truncate(int64(len(m.Chunks)) * api.BackupChunk); err != nil {
+	if err := f.Truncate(int64(len(chunks)) * api.BackupChunk); err != nil {
 		return err
 	}
-	for i, sum := range m.Chunks {
+	for i, sum := range chunks {
 		if sum == "" {
 			continue
 		}
@@ -194,6 +238,11 @@ func (j *volumeJob) restore(ctx context.Context, b pool.Backend, pv pool.Volume,
 		}
 	}
 	if err := f.Sync(); err != nil {
+		return err
+	}
+	// The pool's directory may not be there yet: the first volume a host
+	// has may be a restore (or a move to it).
+	if err := os.MkdirAll(filepath.Dir(b.Source(pv)), 0o700); err != nil {
 		return err
 	}
 	if pv.Format == pool.Qcow2 {

@@ -149,7 +149,7 @@ func (a *app) volumeCmd() *cobra.Command {
 		return c.RevertVolume(cmd.Context(), project, args[0], snap)
 	})
 	revert.Flags().StringVar(&snap, "snapshot", "", "the snapshot")
-	cmd.AddCommand(create, list, show, resize, del, attach, detach, revert, a.volumeSnapshotCmd(), a.volumeBackupCmd())
+	cmd.AddCommand(create, list, show, resize, del, attach, detach, revert, a.volumeMoveCmd(), a.volumeSnapshotCmd(), a.volumeBackupCmd())
 	return cmd
 }
 

@@ -128,6 +128,8 @@ func matrixCases() []matrixCase {
 		{"DELETE", "/v1/projects/p/volumes/v3/snapshots/s1", nil, "cA:200 pA:200 pM:200 pR:403 qA:404" + bad},
 		{"POST", "/v1/projects/p/volumes/v3/revert", map[string]any{"snapshot": "s1"}, "cA:200 pA:200 pM:200 pR:403 qA:404" + bad},
 		{"POST", "/v1/projects/p/volumes/v3/backups", map[string]any{"name": "b2"}, members},
+		{"POST", "/v1/projects/p/volumes/v1/move", map[string]any{"near": "i1"}, "cA:409 pA:409 pM:409 pR:403 qA:404" + bad},
+		{"POST", "/v1/projects/p/volumes/v1/move?host", map[string]any{"host": "h1"}, "cA:409 pA:403 pM:403 pR:403 qA:404" + bad},
 		{"GET", "/v1/projects/p/volume-backups", nil, readersOfP},
 		{"GET", "/v1/projects/p/volume-backups/b1", nil, readersOfP},
 		{"DELETE", "/v1/projects/p/volume-backups/b1", nil, "cA:204 pA:204 pM:204 pR:403 qA:404" + bad},

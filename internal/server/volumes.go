@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
@@ -239,6 +240,18 @@ func (s *Server) postVolumeRevert(r *request) response.Response {
 	return response.OK(v)
 }
 
+func (s *Server) postVolumeMove(r *request) response.Response {
+	var req api.VolumeMove
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	v, err := s.volumes.Move(r.Context(), r.PathValue("project"), r.PathValue("name"), req, r.p.CloudAdmin)
+	if err != nil {
+		return response.Error(err)
+	}
+	return response.OK(v)
+}
+
 func (s *Server) getVolumeBackups(r *request) response.Response {
 	project := r.PathValue("project")
 	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
@@ -303,7 +316,17 @@ func (s *Server) postAgentBackup(r *request) response.Response {
 
 // getAgentBackup is the manifest of a backup the agent's hosts restore.
 func (s *Server) getAgentBackup(r *request) response.Response {
-	m, err := s.volumes.BackupManifest(r.Context(), r.agent.Hosts, liveInstances{s.compute}, r.PathValue("backup"))
+	var at [2]int64 // offset, limit
+	for i, name := range []string{"offset", "limit"} {
+		if v := r.URL.Query().Get(name); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return response.Error(errs.Invalid(name, "%s %q: a whole number, 0 or more", name, v))
+			}
+			at[i] = n
+		}
+	}
+	m, err := s.volumes.BackupManifest(r.Context(), r.agent.Hosts, liveInstances{s.compute}, r.PathValue("backup"), at[0], at[1])
 	if err != nil {
 		return response.Error(err)
 	}

@@ -104,6 +104,11 @@ func (svc *Service) AgentView(ctx context.Context, hosts map[string]bool, live L
 		}
 		out.Items = append(out.Items, av)
 	}
+	byID, err := svc.backupsByID(ctx)
+	if err != nil {
+		return api.AgentVolumes{}, err
+	}
+	out.Items = append(out.Items, svc.moveView(vs, hosts, pools, byID)...)
 	return out, nil
 }
 
@@ -134,9 +139,13 @@ func (svc *Service) Report(ctx context.Context, hosts map[string]bool, live Live
 	if err != nil {
 		return err
 	}
+	took, err := svc.reportMoves(ctx, vs, hosts, reps)
+	if err != nil {
+		return err
+	}
 	byID := map[string]agentVolume{}
 	for _, v := range vs {
-		if hosts[v.handler] {
+		if hosts[v.handler] && !took[v.rec.ID] {
 			byID[v.rec.ID] = v
 		}
 	}

@@ -44,10 +44,6 @@ func backupURL(project, name string) string {
 	return "/v1/projects/" + project + "/volume-backups/" + name
 }
 
-// MaxBackupGiB bounds what is backed up: a manifest (66 bytes a chunk)
-// is one request body of at most 1 MiB.
-const MaxBackupGiB = 48
-
 var sumRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // chunkPath is where a chunk is kept.
@@ -56,7 +52,7 @@ func (svc *Service) chunkPath(sum string) string { return filepath.Join(svc.dir,
 // SetBackupDir gives the service its chunk store.
 func (svc *Service) SetBackupDir(dir string) error {
 	svc.dir = dir
-	for _, d := range []string{"chunks", "tmp"} {
+	for _, d := range []string{"chunks", "tmp", "manifests"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			return err
 		}
@@ -105,9 +101,6 @@ func (svc *Service) CreateBackup(ctx context.Context, project, volume string, re
 	if r.Status != api.VolumeAvailable && r.Status != api.VolumeInUse {
 		return api.VolumeBackup{}, errs.Conflict("volume %q is %s: backups are made of available or in-use volumes", volume, r.Status)
 	}
-	if r.SizeGiB > MaxBackupGiB {
-		return api.VolumeBackup{}, errs.Invalid("volume", "volume %q is %d GiB: backups take volumes of at most %d GiB (the manifest is one request)", volume, r.SizeGiB, MaxBackupGiB)
-	}
 	t := svc.now().UTC()
 	b := api.VolumeBackup{Meta: api.Meta{ID: uuid.NewString(), Name: req.Name, CreatedAt: t, UpdatedAt: t},
 		Project: project, Volume: volume, VolumeID: r.ID, SizeGiB: r.SizeGiB, Format: r.Format, Status: api.VolumeCreating}
@@ -124,9 +117,18 @@ func (svc *Service) CreateBackup(ctx context.Context, project, volume string, re
 
 // DeleteBackup removes a backup and the chunks no other backup has.
 func (svc *Service) DeleteBackup(ctx context.Context, project, name string) error {
-	_, rev, err := svc.getBackup(ctx, project, name)
+	b, rev, err := svc.getBackup(ctx, project, name)
 	if err != nil {
 		return err
+	}
+	vs, err := store.ListJSON[record](ctx, svc.s, prefix+project+"/")
+	if err != nil {
+		return err
+	}
+	for _, v := range vs {
+		if m := v.Value.Move; m != nil && m.Backup == b.ID {
+			return errs.Conflict("backup %q carries volume %q to host %q: it goes when the move is done", name, v.Value.Name, m.To)
+		}
 	}
 	if err := svc.s.Delete(ctx, backupKey(project, name), rev); err != nil {
 		return err
@@ -143,19 +145,29 @@ func (svc *Service) dropUnusedChunks(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	used := map[string]bool{}
+	used, ids := map[string]bool{}, map[string]bool{}
 	for _, it := range items {
 		if it.Value.Status == api.VolumeCreating {
 			return // its chunks may not be listed yet
 		}
-		for _, c := range it.Value.Chunks {
+		ids[it.Value.ID] = true
+		if err := svc.eachChunk(it.Value, func(_ int64, c string) error {
 			used[c] = true
+			return nil
+		}); err != nil {
+			return // a manifest not read: keep every chunk
 		}
 	}
 	ents, _ := os.ReadDir(filepath.Join(svc.dir, "chunks"))
 	for _, e := range ents {
 		if !used[e.Name()] {
 			os.Remove(svc.chunkPath(e.Name()))
+		}
+	}
+	ents, _ = os.ReadDir(filepath.Join(svc.dir, "manifests"))
+	for _, e := range ents {
+		if !ids[e.Name()] {
+			os.Remove(svc.manifestPath(e.Name()))
 		}
 	}
 }
@@ -252,9 +264,10 @@ func (svc *Service) PutChunk(ctx context.Context, hosts map[string]bool, live Li
 	return os.Rename(tmp.Name(), svc.chunkPath(sum))
 }
 
-// FinishBackup takes an agent's manifest: the chunks the server lacks are
-// answered (the agent sends them and the manifest again); with none
-// missing the backup is available, its new bytes counted.
+// FinishBackup takes an agent's manifest, or a page of it (manifest.go):
+// once the last page is in, the chunks the server lacks are answered
+// (the agent sends them and the last page again); with none missing the
+// backup is available, its new bytes counted.
 func (svc *Service) FinishBackup(ctx context.Context, hosts map[string]bool, live Live, backup string, req api.BackupManifest) (api.BackupMissing, error) {
 	b, rev, err := svc.agentBackup(ctx, hosts, live, backup, true)
 	if err != nil {
@@ -264,58 +277,88 @@ func (svc *Service) FinishBackup(ctx context.Context, hosts map[string]bool, liv
 	if req.Error != "" {
 		b.Status, b.Error = api.VolumeError, req.Error
 		_, err := svc.s.Txn(ctx, []store.Cond{store.At(k, rev)}, []store.Op{store.PutJSON(k, b)})
+		os.Remove(svc.partialManifestPath(b.ID))
 		return api.BackupMissing{}, err
 	}
-	if int64(len(req.Chunks))*api.BackupChunk < b.SizeGiB<<30 {
-		return api.BackupMissing{}, errs.Invalid("chunks", "%d chunks do not cover a %d GiB volume", len(req.Chunks), b.SizeGiB)
+	out := api.BackupMissing{Missing: []string{}}
+	if err := svc.writeManifestPart(b.ID, req.Offset, req.Chunks); err != nil {
+		return out, err
+	}
+	if req.Part {
+		return out, nil
+	}
+	count := req.Count
+	if count == 0 {
+		count = req.Offset + int64(len(req.Chunks))
+	}
+	if count < req.Offset+int64(len(req.Chunks)) || count > maxChunks {
+		return out, errs.Invalid("count", "count %d: the number of chunks in all", count)
+	}
+	if count*api.BackupChunk < b.SizeGiB<<30 {
+		return out, errs.Invalid("chunks", "%d chunks do not cover a %d GiB volume", count, b.SizeGiB)
+	}
+	if err := os.Truncate(svc.partialManifestPath(b.ID), count*lineLen); err != nil {
+		return out, err
 	}
 	earlier := map[string]bool{}
 	items, err := store.ListJSON[api.VolumeBackup](ctx, svc.s, backupPrefix)
 	if err != nil {
-		return api.BackupMissing{}, err
+		return out, err
 	}
 	for _, it := range items {
-		for _, c := range it.Value.Chunks {
+		if err := svc.eachChunk(it.Value, func(_ int64, c string) error {
 			earlier[c] = true
+			return nil
+		}); err != nil {
+			return out, err
 		}
 	}
-	out := api.BackupMissing{Missing: []string{}}
+	m, err := openManifest(svc.partialManifestPath(b.ID))
+	if err != nil {
+		return out, err
+	}
 	var stored, total int64
 	seen := map[string]bool{}
-	for _, c := range req.Chunks {
-		if c == "" {
-			continue
-		}
-		if !sumRE.MatchString(c) {
-			return out, errs.Invalid("chunks", "chunk %q is not a sha256", c)
-		}
-		st, err := os.Stat(svc.chunkPath(c))
-		if err != nil {
-			if !seen[c] {
-				out.Missing = append(out.Missing, c)
-			}
-			seen[c] = true
-			continue
-		}
-		total += st.Size()
-		if !earlier[c] && !seen[c] {
-			stored += st.Size()
+	err = m.each(func(_ int64, c string) error {
+		if c == "" || seen[c] {
+			return nil
 		}
 		seen[c] = true
+		st, err := os.Stat(svc.chunkPath(c))
+		switch {
+		case err != nil && len(out.Missing) < api.BackupManifestPage:
+			out.Missing = append(out.Missing, c)
+		case err != nil:
+			out.More = true
+		default:
+			total += st.Size()
+			if !earlier[c] {
+				stored += st.Size()
+			}
+		}
+		return nil
+	})
+	m.f.Close()
+	if err != nil || len(out.Missing) > 0 {
+		return out, err
 	}
-	if len(out.Missing) > 0 {
-		return out, nil
+	if err := os.Rename(svc.partialManifestPath(b.ID), svc.manifestPath(b.ID)); err != nil {
+		return out, err
 	}
-	b.Chunks, b.Status, b.StoredBytes, b.TotalBytes, b.UpdatedAt = req.Chunks, api.VolumeAvailable, stored, total, svc.now().UTC()
+	b.Chunks, b.Status, b.StoredBytes, b.TotalBytes, b.UpdatedAt = nil, api.VolumeAvailable, stored, total, svc.now().UTC()
 	_, err = svc.s.Txn(ctx, []store.Cond{store.At(k, rev)}, []store.Op{store.PutJSON(k, b),
 		events.Op(ctx, "volume-backup", events.Updated, b.Project, backupURL(b.Project, b.Name), b)})
 	return out, err
 }
 
-// BackupManifest is a backup's manifest, for an agent restoring it.
-func (svc *Service) BackupManifest(ctx context.Context, hosts map[string]bool, live Live, backup string) (api.BackupManifest, error) {
+// BackupManifest is a page of a backup's manifest (limit 0: all of it),
+// for an agent restoring it.
+func (svc *Service) BackupManifest(ctx context.Context, hosts map[string]bool, live Live, backup string, offset, limit int64) (api.BackupManifest, error) {
 	b, _, err := svc.agentBackup(ctx, hosts, live, backup, false)
-	return api.BackupManifest{Chunks: b.Chunks}, err
+	if err != nil {
+		return api.BackupManifest{}, err
+	}
+	return svc.manifestPage(b, offset, limit)
 }
 
 // OpenChunk opens a chunk of a backup an agent restores, decompressed.
@@ -324,9 +367,9 @@ func (svc *Service) OpenChunk(ctx context.Context, hosts map[string]bool, live L
 	if err != nil {
 		return nil, err
 	}
-	found := false
-	for _, c := range b.Chunks {
-		found = found || c == sum && sum != ""
+	found, err := svc.hasChunk(b, sum)
+	if err != nil {
+		return nil, err
 	}
 	if !found {
 		return nil, errs.NotFound("backup %s has no chunk %s", backup, sum)

@@ -70,6 +70,7 @@ type Service struct {
 	hosts  Hosts
 	now    func() time.Time
 	dir    string // the backup store (backups.go)
+	sets   chunkSets
 }
 
 // New returns the volume service.
@@ -93,6 +94,8 @@ type record struct {
 	FromBackup string `json:"from_backup,omitempty"`
 	// Revert is the revert its host is asked to carry out.
 	Revert *api.AgentRevert `json:"revert,omitempty"`
+	// Move is the move to another host under way (move.go).
+	Move *move `json:"move,omitempty"`
 }
 
 func (r *record) view() api.Volume {
@@ -327,6 +330,8 @@ func (svc *Service) Resize(ctx context.Context, project, name string, gib int64)
 		return r.view(), nil
 	case r.Status == api.VolumeDeleting:
 		return api.Volume{}, errs.Conflict("volume %q is being deleted", name)
+	case r.Status == api.VolumeMoving:
+		return api.Volume{}, errs.Conflict("volume %q is moving to host %q: resize it once it is there", name, r.MovingTo)
 	}
 	grow := gib - r.SizeGiB
 	r.SizeGiB, r.UpdatedAt = gib, svc.now().UTC()
@@ -351,6 +356,9 @@ func (svc *Service) Delete(ctx context.Context, project, name string) (api.Volum
 	return svc.update(ctx, project, name, func(r *record) error {
 		if r.Attachment != nil {
 			return errs.Conflict("volume %q is attached to instance %q: detach it first", name, r.Attachment.Instance)
+		}
+		if r.Status == api.VolumeMoving {
+			return errs.Conflict("volume %q is moving to host %q: delete it once it is there", name, r.MovingTo)
 		}
 		r.Status = api.VolumeDeleting
 		return nil

@@ -66,7 +66,11 @@ func newEnv(t *testing.T, lim api.ResourceCounts) *env {
 		"disk":   {Meta: api.Meta{Name: "disk"}, Project: "p", Kind: api.KindVMDisk, Status: api.ImageActive, Format: "qcow2", SHA256: "abc", VirtualSize: 2 << 30},
 		"rootfs": {Meta: api.Meta{Name: "rootfs"}, Project: "p", Kind: api.KindContainerRootfs, Status: api.ImageActive},
 	}
-	return &env{svc: New(st, imgs, inst, hosts, time.Now), inst: inst, st: st}
+	svc := New(st, imgs, inst, hosts, time.Now)
+	if err := svc.SetBackupDir(t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	return &env{svc: svc, inst: inst, st: st}
 }
 
 func kindOf(err error) errs.Kind {

@@ -1,0 +1,94 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"testing"
+
+	"github.com/kumocloud/kumo/api"
+)
+
+// pagedServer is the server's side of backup manifests as the agent
+// sees it: pages kept at their offset, the last one answered with at
+// most a page of the chunks it lacks.
+type pagedServer struct {
+	t        *testing.T
+	manifest []string
+	have     map[string]bool
+	pages    int
+}
+
+func (s *pagedServer) BackupManifest(_ context.Context, _ string, m api.BackupManifest) (api.BackupMissing, error) {
+	if len(m.Chunks) > api.BackupManifestPage {
+		s.t.Fatalf("a page of %d chunks", len(m.Chunks))
+	}
+	s.pages++
+	if end := m.Offset + int64(len(m.Chunks)); int64(len(s.manifest)) < end {
+		s.manifest = append(s.manifest, make([]string, end-int64(len(s.manifest)))...)
+	}
+	copy(s.manifest[m.Offset:], m.Chunks)
+	if m.Part {
+		return api.BackupMissing{}, nil
+	}
+	if m.Count != int64(len(s.manifest)) {
+		s.t.Fatalf("count %d, %d chunks sent", m.Count, len(s.manifest))
+	}
+	out := api.BackupMissing{Missing: []string{}}
+	for _, c := range s.manifest {
+		if c != "" && !s.have[c] && !slices.Contains(out.Missing, c) {
+			if len(out.Missing) == api.BackupManifestPage {
+				out.More = true
+				break
+			}
+			out.Missing = append(out.Missing, c)
+		}
+	}
+	return out, nil
+}
+
+func (s *pagedServer) BackupChunk(context.Context, string, string, []byte) error { return nil }
+
+func (s *pagedServer) RestoreManifest(_ context.Context, _ string, offset, limit int64) (api.BackupManifest, error) {
+	n := int64(len(s.manifest))
+	end := min(n, offset+limit)
+	return api.BackupManifest{Chunks: s.manifest[min(offset, n):max(end, min(offset, n))], Offset: offset, Count: n}, nil
+}
+
+func (s *pagedServer) RestoreChunk(context.Context, string, string) (io.ReadCloser, error) {
+	return nil, fmt.Errorf("not here")
+}
+
+// TestBackupManifestPaged: a manifest longer than a page goes in pages,
+// the chunks the server lacks are sent over several rounds (it answers at
+// most a page of them at a time), and a restore reads it back whole.
+func TestBackupManifestPaged(t *testing.T) {
+	for _, n := range []int{256, api.BackupManifestPage, 2*api.BackupManifestPage + 3000} {
+		srv := &pagedServer{t: t, have: map[string]bool{}}
+		j := &volumeJob{bk: srv}
+		chunks := make([]string, n)
+		for i := range chunks {
+			if i%2 == 0 {
+				chunks[i] = fmt.Sprintf("%064x", i)
+			}
+		}
+		sent := 0
+		err := j.sendManifest(context.Background(), "b", chunks, func(sum string) error {
+			srv.have[sum] = true
+			sent++
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%d chunks: %v", n, err)
+		}
+		if !slices.Equal(srv.manifest, chunks) || sent != (n+1)/2 {
+			t.Fatalf("%d chunks: the server has %d, %d sent", n, len(srv.manifest), sent)
+		}
+		got, err := j.restoreManifest(context.Background(), "b")
+		if err != nil || !slices.Equal(got, chunks) {
+			t.Fatalf("%d chunks read back: %d %v", n, len(got), err)
+		}
+		t.Logf("%d chunks: %d manifest requests", n, srv.pages)
+	}
+}
