@@ -25,6 +25,10 @@ const (
 	PoolSharedDir = "shared-dir" // a directory every host mounts (NFS, CephFS): volumes attach anywhere
 )
 
+// BootDevice is the attachment device of a VM's boot volume: its root
+// disk (vdb..vdq are the hot-pluggable ones).
+const BootDevice = "vda"
+
 // MaxVolumeGiB bounds a volume's size.
 const MaxVolumeGiB = 16 << 10
 
@@ -52,6 +56,10 @@ type Volume struct {
 	// schedule: a backup that often, the newest BackupKeep kept.
 	BackupEvery string `json:"backup_every,omitempty"`
 	BackupKeep  int    `json:"backup_keep,omitempty"`
+	// DeleteOnTerminate: a root volume made with its instance, deleted
+	// when the instance is terminated (instance create without
+	// keep_root_volume).
+	DeleteOnTerminate bool `json:"delete_on_terminate,omitempty"`
 }
 
 // VolumeAttachment is a volume's place in an instance.
