@@ -100,10 +100,10 @@ func (svc *Service) planExisting(ctx context.Context, project string, in BootIns
 	switch {
 	case r.Attachment != nil:
 		return BootPlan{}, errs.Conflict("boot_volume: volume %q is attached to instance %q: detach it (or terminate that instance) first", name, r.Attachment.Instance)
-	case r.Status != api.VolumeAvailable:
-		return BootPlan{}, errs.Conflict("boot_volume: volume %q is %s, not available", name, r.Status)
 	case r.Format != api.VolumeQcow2:
 		return BootPlan{}, errs.Invalid("boot_volume", "boot_volume: volume %q is %s: a VM boots from a qcow2 volume", name, r.Format)
+	case r.Status != api.VolumeAvailable:
+		return BootPlan{}, errs.Conflict("boot_volume: volume %q is %s, not available", name, r.Status)
 	}
 	pools, err := svc.pools(ctx)
 	if err != nil {
