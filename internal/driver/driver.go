@@ -53,7 +53,7 @@ type Spec struct {
 	Volumes []Volume `json:",omitempty"`
 	// BootVolume is the id of the volume in Volumes that is a VM's root
 	// disk (device vda): it boots from it, and PROLOG makes no disk of
-	// its own. Drivers without the notion refuse such an instance.
+	// its own. Only VMs have one (the API refuses it for containers).
 	BootVolume string `json:",omitempty"`
 }
 

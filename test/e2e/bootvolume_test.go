@@ -54,7 +54,11 @@ esac
 	logsSay := func(name string, want ...string) {
 		t.Helper()
 		eventually(t, 180*time.Second, name+" says "+strings.Join(want, ", "), func() (bool, string) {
-			out := must(t, root, "", "instance", "logs", name, "--tail", "300")
+			r := kumo(t, root, "", "instance", "logs", name, "--tail", "300")
+			out := r.out
+			if r.code != 0 { // no console yet: still in PROLOG
+				return false, r.err
+			}
 			for _, w := range want {
 				if !strings.Contains(out, w) {
 					return false, out
