@@ -5,7 +5,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/kumo
 
-.PHONY: all build up down deps test check fuzz bench clean web
+.PHONY: all build up down deps test check web-check fuzz bench clean web
 
 all: build
 
@@ -35,10 +35,19 @@ check:
 	$(GO) vet ./...
 	# Doc comments start with the name they document (staticcheck, pinned in go.mod's tool lines).
 	$(GO) tool staticcheck -checks ST1020,ST1021,ST1022 ./...
+	$(MAKE) --no-print-directory web-check
 
 # Rebuild the web console's bundles (web/dist, committed: go build needs no npm).
 web:
 	cd web && npm ci --no-audit --no-fund && node build.mjs
+
+# The committed web/dist is what web/src builds to (esbuild's output is
+# reproducible from package-lock.json): a change to src without `make web`
+# fails here.
+web-check:
+	@out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && \
+	(cd web && npm ci --no-audit --no-fund --loglevel=error >/dev/null && WEB_OUT="$$out" node build.mjs >/dev/null) && \
+	diff -r web/dist "$$out" >/dev/null || { echo "web/dist is not what web/src builds to: run make web and commit web/dist"; exit 1; }
 
 bench:
 	$(GO) test -run '^$$' -bench . ./internal/scheduler ./internal/metering

@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -221,6 +222,27 @@ func (c *Client) raw(req *http.Request) (*http.Response, error) {
 	}
 	method, path := req.Method, req.URL.Path
 	resp, err := c.hc.Do(req)
+	// A tenant over its request rate is told when to come back (429 and
+	// Retry-After): wait and send again, a few times, if the body can be
+	// sent again.
+	for try := 1; err == nil && resp.StatusCode == http.StatusTooManyRequests && try < 5; try++ {
+		wait, ok := retryAfter(resp)
+		if !ok || (req.Body != nil && req.GetBody == nil) {
+			break
+		}
+		resp.Body.Close()
+		select {
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		case <-time.After(wait):
+		}
+		if req.GetBody != nil {
+			if req.Body, err = req.GetBody(); err != nil {
+				return nil, err
+			}
+		}
+		resp, err = c.hc.Do(req)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach the kumo server: %w", err)
 	}
@@ -229,6 +251,16 @@ func (c *Client) raw(req *http.Request) (*http.Response, error) {
 		return nil, errorAnswer(method, path, resp, 1<<20)
 	}
 	return resp, nil
+}
+
+// retryAfter is how long a 429 answer asks to wait (at most 10 s: longer
+// waits are the caller's to decide).
+func retryAfter(resp *http.Response) (time.Duration, bool) {
+	secs, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+	if err != nil || secs < 0 || secs > 10 {
+		return 0, false
+	}
+	return time.Duration(secs) * time.Second, true
 }
 
 // errorAnswer is an error answer as *api.ErrorBody (from its first max

@@ -31,3 +31,10 @@ fi
 
 command -v go >/dev/null || { echo "deps: Go is not installed (expected at /usr/local/go)"; exit 1; }
 go mod download
+# npm builds the web console in `make check` (to compare with the committed
+# web/dist); the machine image has Node.js, Debian's packages otherwise.
+if ! command -v npm >/dev/null; then
+	echo "deps: installing nodejs npm"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm
+fi

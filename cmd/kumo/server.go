@@ -21,10 +21,12 @@ func serverCommand(root *cobra.Command) {
 		dataDir, listen, socket, etcdEndpoints, etcdPrefix string
 		defaultQuota, logLevel, logFormat, maxImageSize    string
 		tokenTTL, eventRetention, hostGrace, fenceTimeout  time.Duration
+		sessionIdle                                        time.Duration
 		drivers, policy, currency, metricsTokenFile        string
 		drvFlags                                           driverFlags
 		egressNAT                                          bool
 		minFreeMiB                                         int64
+		apiRate                                            server.APIRate
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -63,6 +65,7 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 				UnsafeNoFsync: os.Getenv("KUMO_UNSAFE_NO_FSYNC") == "1", MinFreeSpace: minFreeMiB << 20,
 				HostGrace: hostGrace, HAFenceTimeout: fenceTimeout, SchedulerPolicy: policy, Currency: currency,
 				EgressNAT: egressNAT, MetricsTokenFile: metricsTokenFile, MaxImageMiB: maxImageMiB,
+				APIRate: apiRate, SessionIdle: sessionIdle,
 			}
 			if drivers != "" && drivers != "none" {
 				cfgs, err := drvFlags.configs("drivers", drivers)
@@ -95,6 +98,7 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 	f.StringVar(&etcdPrefix, "etcd-prefix", "/kumo", "key prefix in an external etcd")
 	f.StringVar(&defaultQuota, "default-quota", "", "quota of new projects, e.g. instances=20,vcpus=40,memory=80GiB (unnamed limits keep the built-in defaults)")
 	f.DurationVar(&tokenTTL, "token-ttl", 0, "lifetime of new API tokens (default 168h)")
+	f.DurationVar(&sessionIdle, "session-idle", server.DefaultSessionIdle, "a browser session with no request for this long ends (its token is revoked; 0: sessions end only when their token expires)")
 	f.StringVar(&maxImageSize, "max-image-size", "20GiB", "the largest image the cloud takes, as uploaded and as unpacked on a host (a tarball's files, a disk file)")
 	f.DurationVar(&eventRetention, "event-retention", 24*time.Hour, "how long events are kept")
 	f.BoolVar(&egressNAT, "egress-nat", false, "let tenant networks reach past the hosts' default routes, masqueraded behind each host's address (off: only floating IPs leave)")
@@ -105,6 +109,8 @@ Root on this machine reaches the server through the Unix socket with no login.`,
 	f.DurationVar(&fenceTimeout, "ha-fence-timeout", compute.DefaultFenceTimeout, "an HA instance whose host stays lost this long is recreated on another host (must exceed the agents' --fence-grace by 5s)")
 	f.Int64Var(&minFreeMiB, "min-free-space-mib", 256, "MiB kept free on the data dir's disk: below it writes answer 507 and reads go on, until space is freed")
 	f.StringVar(&metricsTokenFile, "metrics-token-file", "", "a file (mode 0600) holding a bearer token that lets Prometheus scrapers see per-project series on /metrics (without it: cloud admins only)")
+	f.Float64Var(&apiRate.Rate, "api-rate", server.DefaultAPIRate.Rate, "requests a second each project (for its endpoints) and each user (for the rest) may make on average; cloud admins, the socket and agents are not limited (0: no limit)")
+	f.IntVar(&apiRate.Burst, "api-burst", server.DefaultAPIRate.Burst, "requests a project or user may make at once before --api-rate applies")
 	drvFlags.register(f)
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")

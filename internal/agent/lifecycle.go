@@ -277,7 +277,8 @@ func (in *instances) spec(as api.Assignment) driver.Spec {
 func (in *instances) handle(ctx context.Context, as api.Assignment) {
 	d := in.d
 	fail := func(err error) {
-		in.report(as, api.StateFailed, "driver "+d.Name()+": "+err.Error())
+		in.log.Warn("driver failed", "instance", as.ID, "state", as.State, "err", err)
+		in.report(as, api.StateFailed, "driver "+d.Name()+": "+tenantReason(err))
 	}
 	step := func(to api.State, err error) bool {
 		if err != nil {

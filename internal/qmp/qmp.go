@@ -9,10 +9,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -159,6 +162,17 @@ func (c *Conn) read(r *bufio.Reader) {
 // Execute runs a command with arguments (nil for none) and decodes its
 // return value into out (nil to ignore it).
 func (c *Conn) Execute(ctx context.Context, cmd string, args, out any) error {
+	return c.execute(ctx, cmd, args, out, nil)
+}
+
+// ExecuteWithFile runs a command that takes a file descriptor with it
+// (getfd, add-fd): f travels beside the command as SCM_RIGHTS, so QEMU
+// gets a file kumo opened rather than a path it would open itself.
+func (c *Conn) ExecuteWithFile(ctx context.Context, cmd string, args, out any, f *os.File) error {
+	return c.execute(ctx, cmd, args, out, syscall.UnixRights(int(f.Fd())))
+}
+
+func (c *Conn) execute(ctx context.Context, cmd string, args, out any, oob []byte) error {
 	c.mu.Lock()
 	if c.closed != nil {
 		c.mu.Unlock()
@@ -176,7 +190,15 @@ func (c *Conn) Execute(ctx context.Context, cmd string, args, out any) error {
 	b, _ := json.Marshal(req)
 	dl, _ := ctx.Deadline() // zero (none) when ctx has no deadline
 	c.c.SetWriteDeadline(dl)
-	if _, err := c.c.Write(append(b, '\n')); err != nil {
+	var err error
+	if uc, ok := c.c.(*net.UnixConn); ok && oob != nil {
+		_, _, err = uc.WriteMsgUnix(append(b, '\n'), oob, nil)
+	} else if oob != nil {
+		err = errors.New("file descriptors travel only over a unix socket")
+	} else {
+		_, err = c.c.Write(append(b, '\n'))
+	}
+	if err != nil {
 		c.forget(id)
 		return fmt.Errorf("qmp: %s: %w", cmd, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -150,6 +151,21 @@ func TestRealQEMU(t *testing.T) {
 	st, err := c.QueryStatus(ctx)
 	if err != nil || st.Status != "prelaunch" {
 		t.Fatalf("status %+v %v", st, err)
+	}
+	// A file descriptor travels with a command; without one QEMU refuses.
+	if err := c.Execute(ctx, "getfd", map[string]any{"fdname": "probe"}, nil); err == nil {
+		t.Fatal("getfd without a descriptor succeeded")
+	}
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := c.ExecuteWithFile(ctx, "getfd", map[string]any{"fdname": "probe"}, nil, f); err != nil {
+		t.Fatalf("getfd with a descriptor: %v", err)
+	}
+	if err := c.Execute(ctx, "closefd", map[string]any{"fdname": "probe"}, nil); err != nil {
+		t.Fatalf("closefd of the descriptor QEMU got: %v", err)
 	}
 	if err := c.Execute(ctx, "quit", nil, nil); err != nil {
 		t.Fatal(err)

@@ -162,6 +162,10 @@ func (s *Server) wrap(ep Endpoint) http.Handler {
 			response.Error(err).Render(w, hr)
 			return
 		}
+		if err := s.rateLimit(w, hr, p); err != nil {
+			response.Error(err).Render(w, hr)
+			return
+		}
 		if ep.Method != http.MethodGet && strings.Contains(ep.Path, "{project}") {
 			// Nothing changes in a project being deleted.
 			leave, err := s.fence.enter(hr.PathValue("project"))

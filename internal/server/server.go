@@ -12,6 +12,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -79,6 +80,13 @@ type Config struct {
 	// server stays up for reads (an embedded etcd that runs out of space
 	// mid-write stops the process).
 	MinFreeSpace int64
+	// SessionIdle ends a browser session after this long without a
+	// request (zero: never; the command line's default is
+	// DefaultSessionIdle).
+	SessionIdle time.Duration
+	// APIRate limits tenants' requests (zero: no limit; the command
+	// line's default is DefaultAPIRate).
+	APIRate APIRate
 	// HostGrace is how long a host may miss heartbeats before it is
 	// OFFLINE (default 15 s).
 	HostGrace time.Duration
@@ -130,13 +138,16 @@ type Server struct {
 	volumes   *volumes.Service
 	sessions  *sessions
 	consoles  consoleLimits
-	tunnels   *tunnels      // migrations' byte streams between two agents
-	fence     *projectFence // keeps changes out of projects being deleted
-	stopRun   context.CancelFunc
-	ops       *operations.Manager
-	meter     *metering.Meter
-	metrics   *metrics
-	registry  *prometheus.Registry // series anyone may scrape
+	rates     *rateLimits
+	// idleSessions ends browser sessions left idle (websession.go).
+	idleSessions *idleSessions
+	tunnels      *tunnels      // migrations' byte streams between two agents
+	fence        *projectFence // keeps changes out of projects being deleted
+	stopRun      context.CancelFunc
+	ops          *operations.Manager
+	meter        *metering.Meter
+	metrics      *metrics
+	registry     *prometheus.Registry // series anyone may scrape
 	// projectRegistry has per-project series (names, usage, cost): only
 	// for cloud admins and the metrics token.
 	projectRegistry *prometheus.Registry
@@ -260,6 +271,8 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 		return nil, fmt.Errorf("scheduler policy %q: use packing, striping or load-aware", cfg.SchedulerPolicy)
 	}
 	s.hosts = hosts.New(st, fp, cfg.HostGrace)
+	s.rates = newRateLimits(cfg.APIRate)
+	s.idleSessions = newIdleSessions(cfg.SessionIdle, cmp.Or(cfg.Identity.TokenTTL, identity.DefaultOptions().TokenTTL))
 	s.sessions = newSessions()
 	s.fence = newProjectFence()
 	// The image and network services need to know of instances and the

@@ -67,6 +67,13 @@ func (s *Server) authenticateCookie(r *http.Request, secret string) (*identity.P
 	if err != nil {
 		return nil, err
 	}
+	if !s.idleSessions.touch(p.TokenID, time.Now()) {
+		// Ended for good: the token cannot come back after a restart.
+		if _, err := s.ids.RevokeToken(ctx, p.TokenID); err != nil {
+			return nil, err
+		}
+		return nil, errs.Unauthorized("the session ended after %s without a request: log in again", s.idleSessions.idle)
+	}
 	p.Via = "cookie"
 	return p, nil
 }

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kumocloud/kumo/api"
 )
@@ -136,5 +137,49 @@ func TestWebSessionLogin(t *testing.T) {
 	// A bearer token beside a cookie wins, and needs no CSRF token.
 	if r := ts.do("POST", "/v1/tokens", tok, map[string]any{"description": "x"}, "Cookie", cookie); r.Status != 201 {
 		t.Fatalf("bearer with a stale cookie: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestWebSessionIdle: a browser session idle past --session-idle is
+// refused and its token revoked (it stays refused after a restart, which
+// forgets the clocks); an active one goes on; bearer tokens have no idle
+// clock.
+func TestWebSessionIdle(t *testing.T) {
+	ts := newTestServer(t)
+	ts.s.idleSessions = newIdleSessions(time.Hour, 7*24*time.Hour)
+	ts.project("p")
+	tok := ts.user("alice", false, "p", "member")
+	cookies, _ := ts.login("alice", "password-alice")
+	cookie := sessionCookie + "=" + cookies[sessionCookie].Value
+	if r := ts.do("GET", "/v1/whoami", "", nil, "Cookie", cookie); r.Status != 200 {
+		t.Fatalf("a fresh session: %d %s", r.Status, r.Body)
+	}
+	backdate := func(d time.Duration) {
+		is := ts.s.idleSessions
+		is.mu.Lock()
+		defer is.mu.Unlock()
+		if len(is.last) != 1 {
+			t.Fatalf("%d session clocks, want 1", len(is.last))
+		}
+		for k := range is.last {
+			is.last[k] = is.last[k].Add(-d)
+		}
+	}
+	backdate(50 * time.Minute)
+	if r := ts.do("GET", "/v1/whoami", "", nil, "Cookie", cookie); r.Status != 200 {
+		t.Fatalf("a session idle 50 min of 60: %d %s", r.Status, r.Body)
+	}
+	backdate(61 * time.Minute)
+	r := ts.do("GET", "/v1/whoami", "", nil, "Cookie", cookie)
+	if r.Status != 401 || !strings.Contains(r.errBody(t).Message, "log in again") {
+		t.Fatalf("a session idle 61 min: %d %s", r.Status, r.Body)
+	}
+	// Revoked, not just forgotten: a server with no clocks refuses it too.
+	ts.s.idleSessions = newIdleSessions(time.Hour, 7*24*time.Hour)
+	if r := ts.do("GET", "/v1/whoami", "", nil, "Cookie", cookie); r.Status != 401 {
+		t.Fatalf("the idle session after a restart: %d", r.Status)
+	}
+	if r := ts.do("GET", "/v1/whoami", tok, nil); r.Status != 200 {
+		t.Fatalf("alice's bearer token: %d", r.Status)
 	}
 }

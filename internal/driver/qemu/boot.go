@@ -16,6 +16,7 @@ import (
 
 	"github.com/kumocloud/kumo/internal/driver"
 	"github.com/kumocloud/kumo/internal/driver/local"
+	"github.com/kumocloud/kumo/internal/qmp"
 	"github.com/kumocloud/kumo/internal/vmimage"
 )
 
@@ -299,7 +300,7 @@ func (d *Driver) args(id string, m meta, incoming string) []string {
 		"-m", strconv.FormatInt(m.Spec.Size.MemoryMiB, 10),
 		"-smp", strconv.FormatInt(max(m.Spec.Size.VCPUs, 1), 10),
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-shutdown",
-		"-daemonize", "-pidfile", p("qemu.pid"),
+		"-pidfile", p("qemu.pid"),
 		"-qmp", "unix:" + d.sock(id, "qmp.sock") + ",server=on,wait=off",
 		"-chardev", "socket,id=serial0,path=" + d.sock(id, "console.sock") + ",server=on,wait=off,logfile=" + p("console.log") + ",logappend=on",
 		"-serial", "chardev:serial0",
@@ -359,9 +360,14 @@ func (d *Driver) args(id string, m meta, incoming string) []string {
 		// disk is complete too (live.go).
 		a = append(a, "-S", "-incoming", "defer")
 	default:
-		a = append(a, "-incoming", "exec:cat "+shellQuote(incoming))
+		// A saved state: QEMU waits for the descriptor of the file kumo
+		// opens for it (restore).
+		a = append(a, "-incoming", "defer")
 	}
-	return a
+	// libvirt's sandbox: no obsolete or privilege-raising system calls, no
+	// new processes, no scheduler or resource changes. QEMU runs as root
+	// here, so a guest that escapes emulation still cannot exec a shell.
+	return append(a, "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")
 }
 
 // diskTree is the VM's disk as one QEMU node tree: the overlay (qcow2,
@@ -475,7 +481,11 @@ func (d *Driver) boot(ctx context.Context, id string, m meta) error {
 		return err
 	}
 	if incoming != "" {
-		if err := d.waitRunning(ctx, id); err != nil {
+		err := d.restore(ctx, id, incoming)
+		if err == nil {
+			err = d.waitRunning(ctx, id)
+		}
+		if err != nil {
 			d.ensureQuit(ctx, id)
 			m.Want = wantSaved
 			d.writeMeta(id, m)
@@ -486,8 +496,11 @@ func (d *Driver) boot(ctx context.Context, id string, m meta) error {
 	return nil
 }
 
-// spawn starts QEMU daemonized in its own session; its startup errors
-// (stderr until it daemonizes) are kept in qemu.log.
+// spawn starts QEMU in its own session; its errors go to qemu.log. QEMU
+// does not daemonize itself: its seccomp sandbox (args) forbids the fork
+// -daemonize needs. It is ready when its QMP socket answers; a QEMU that
+// exits first failed to start. The agent reaps it; an agent that restarts
+// leaves it to init, and finds it again by its pidfile.
 func (d *Driver) spawn(ctx context.Context, id string, m meta, incoming string) error {
 	os.Remove(d.path(id, "qemu.pid"))
 	os.RemoveAll(d.sock(id, ""))
@@ -502,20 +515,64 @@ func (d *Driver) spawn(ctx context.Context, id string, m meta, incoming string) 
 	cmd := exec.Command(d.qemu, d.args(id, m, incoming)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Run(); err != nil {
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("qemu did not start: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	if err := d.waitQMP(ctx, id, exited); err != nil {
+		cmd.Process.Kill()
 		b, _ := os.ReadFile(d.path(id, "qemu.log"))
 		return fmt.Errorf("qemu did not start: %v: %s", err, oneLine(b))
 	}
-	pid := d.pid(id)
-	if pid == 0 {
-		b, _ := os.ReadFile(d.path(id, "qemu.log"))
-		return fmt.Errorf("qemu exited right after it started: %s", oneLine(b))
-	}
-	if err := local.JoinCgroup(pid, id, d.limits(m.Spec.Size)); err != nil {
+	if err := local.JoinCgroup(cmd.Process.Pid, id, d.limits(m.Spec.Size)); err != nil {
 		d.ensureQuit(ctx, id)
 		return fmt.Errorf("moving qemu into its cgroup: %w", err)
 	}
 	return nil
+}
+
+// waitQMP waits until a starting QEMU's QMP socket answers, or it exits.
+func (d *Driver) waitQMP(ctx context.Context, id string, exited <-chan error) error {
+	wc, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("it exited (%v)", err)
+		default:
+		}
+		if c, err := qmp.Dial(wc, d.sock(id, "qmp.sock")); err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case err := <-exited:
+			return fmt.Errorf("it exited (%v)", err)
+		case <-wc.Done():
+			return fmt.Errorf("its QMP socket did not answer: %w", wc.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// restore hands a QEMU started with -incoming defer its saved state: kumo
+// opens the file and passes the descriptor over QMP.
+func (d *Driver) restore(ctx context.Context, id, state string) error {
+	f, err := os.Open(state)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	c, err := d.dial(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.ExecuteWithFile(ctx, "getfd", map[string]any{"fdname": "kumo-restore"}, nil, f); err != nil {
+		return err
+	}
+	return c.Execute(ctx, "migrate-incoming", map[string]any{"uri": "fd:kumo-restore"}, nil)
 }
 
 // waitRunning waits for a restore to finish (the guest then runs).

@@ -3,17 +3,19 @@
 //
 // PROLOG makes a qcow2 overlay on the cached base image (copy-on-write,
 // grown to the flavor's disk) and a NoCloud seed disk (label cidata:
-// meta-data, user-data). BOOT starts qemu daemonized, in its own session
-// and in cgroup kumo/<id>, so agent restarts never touch it; Recover finds
-// VMs again through their pid files and QMP sockets.
+// meta-data, user-data). BOOT starts qemu in its own session, under a
+// seccomp sandbox (no new processes) and in cgroup kumo/<id>, so agent
+// restarts never touch it; Recover finds VMs again through their pid files
+// and QMP sockets.
 //
 // The guest runs with -no-shutdown: when it powers itself off, QEMU stays
 // and says "shutdown", so a guest poweroff (POWEROFF) is told apart from
 // a QEMU that died (FAILED). Stop is an ACPI power-button press, a
 // timeout, then quit. Suspend/resume are QMP stop/cont (memory stays on
-// the host). Save migrates the whole VM state to a file (QEMU 7.2 has no
-// file: migration, so exec:cat) and ends the process; Start restores it
-// with -incoming.
+// the host). Save migrates the whole VM state to a file kumo opens and
+// hands QEMU over QMP (fd: migration; QEMU 7.2 has no file: migration and
+// the sandbox forbids exec:) and ends the process; Start restores it the
+// same way (-incoming defer, then migrate-incoming fd:).
 package qemu
 
 import (
@@ -520,8 +522,23 @@ func (d *Driver) migrateToFile(ctx context.Context, id, path string) error {
 	if err := c.Execute(ctx, "stop", nil, nil); err != nil {
 		return err
 	}
+	// kumo opens the file and hands QEMU the descriptor: QEMU runs under
+	// a seccomp sandbox that forbids it to spawn the shell an exec:
+	// migration would (args).
 	tmp := path + ".tmp"
-	if err := c.Execute(ctx, "migrate", map[string]any{"uri": "exec:cat > " + shellQuote(tmp)}, nil); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		c.Execute(ctx, "cont", nil, nil)
+		return err
+	}
+	err = c.ExecuteWithFile(ctx, "getfd", map[string]any{"fdname": "kumo-save"}, nil, f)
+	f.Close()
+	if err == nil {
+		err = c.Execute(ctx, "migrate", map[string]any{"uri": "fd:kumo-save"}, nil)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		c.Execute(ctx, "cont", nil, nil)
 		return err
 	}
 	for {
@@ -549,9 +566,6 @@ func (d *Driver) migrateToFile(ctx context.Context, id, path string) error {
 		}
 	}
 }
-
-// shellQuote quotes a path for the sh -c that QEMU's exec: migration runs.
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // Cleanup implements driver.Driver (EPILOG): the process, overlay, seed,
 // sockets and cgroup go; with keepSaved, a saved VM's files stay.

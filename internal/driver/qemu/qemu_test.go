@@ -403,6 +403,11 @@ func TestVMCgroup(t *testing.T) {
 			t.Errorf("cpuacct cgroup holds %q, not QEMU (%d)", procs, d.pid(s.ID))
 		}
 	}
+	// QEMU runs under its seccomp filter (mode 2), which forbids new
+	// processes: a guest that escaped emulation could not exec a shell.
+	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.pid(s.ID))); err != nil || !strings.Contains(string(st), "Seccomp:\t2") {
+		t.Errorf("QEMU is not under a seccomp filter (%v): %s", err, st)
+	}
 	d.Stop(ctx, s.ID, true)
 	if err := d.Cleanup(ctx, s.ID, false); err != nil {
 		t.Fatal(err)
