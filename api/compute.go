@@ -69,6 +69,8 @@ type Instance struct {
 	HA bool `json:"ha,omitempty"`
 	// Migration is the move in progress (or whose cleanup is), if any.
 	Migration *Migration `json:"migration,omitempty"`
+	// BootVolume is the volume the VM boots from (its root disk), if any.
+	BootVolume string `json:"boot_volume,omitempty"`
 }
 
 // Placement is one stay of an instance on a host; End is zero while it lasts.
@@ -96,6 +98,16 @@ type InstancesPost struct {
 	SecurityGroups []string `json:"security_groups,omitempty"`
 	// HA asks for high availability (docs/ha.md); a flavor may imply it.
 	HA bool `json:"ha,omitempty"`
+	// BootVolume (VMs): the VM's root disk is this volume of the project
+	// (available, qcow2): it boots from it, and the volume stays when the
+	// instance goes. Image is then optional: a vm-kernel image's kernel
+	// boots it, else the volume's own image or its boot loader.
+	BootVolume string `json:"boot_volume,omitempty"`
+	// RootVolumeSizeGiB (VMs): the root disk is a new persistent volume of
+	// this size made from the image (named INSTANCE-root), deleted with
+	// the instance unless KeepRootVolume.
+	RootVolumeSizeGiB int64 `json:"root_volume_size_gib,omitempty"`
+	KeepRootVolume    bool  `json:"keep_root_volume,omitempty"`
 }
 
 // InstanceActionPost asks for a lifecycle action: stop, start, suspend,
@@ -261,6 +273,9 @@ type Assignment struct {
 	HA bool `json:"ha,omitempty"`
 	// Migration is the instance's move between hosts, if one is under way.
 	Migration *AssignmentMigration `json:"migration,omitempty"`
+	// BootVolume is the id of the volume the VM boots from: it is attached
+	// as its root disk (BootDevice) and PROLOG waits until it is made.
+	BootVolume string `json:"boot_volume,omitempty"`
 }
 
 // SelfFenced starts the reason of an agent's report that it stopped an HA

@@ -26,6 +26,10 @@ const (
 	PoolSharedDir = "shared-dir" // a directory every host mounts (NFS, CephFS): volumes attach anywhere
 )
 
+// BootDevice is the attachment device of a VM's boot volume: its root
+// disk (vdb..vdq are the hot-pluggable ones).
+const BootDevice = "vda"
+
 // MaxVolumeGiB bounds a volume's size.
 const MaxVolumeGiB = 16 << 10
 
@@ -55,6 +59,10 @@ type Volume struct {
 	BackupKeep  int    `json:"backup_keep,omitempty"`
 	// MovingTo is the host a move copies it to (status moving).
 	MovingTo string `json:"moving_to,omitempty"`
+	// DeleteOnTerminate: a root volume made with its instance, deleted
+	// when the instance is terminated (instance create without
+	// keep_root_volume).
+	DeleteOnTerminate bool `json:"delete_on_terminate,omitempty"`
 }
 
 // VolumeMove moves a detached volume of a local pool to another host:

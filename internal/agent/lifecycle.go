@@ -270,7 +270,7 @@ func (in *instances) dispatch(ctx context.Context, as api.Assignment) {
 
 func (in *instances) spec(as api.Assignment) driver.Spec {
 	return in.ports.spec(driver.Spec{ID: as.ID, Project: as.Project, Name: as.Name, Type: as.Type, Host: as.Host, Image: as.Image,
-		ImageSHA256: as.ImageSHA256, UserData: as.UserData, Size: as.Size, Nesting: as.Nesting}, as)
+		ImageSHA256: as.ImageSHA256, UserData: as.UserData, Size: as.Size, Nesting: as.Nesting, BootVolume: as.BootVolume}, as)
 }
 
 // handle does what an instance's state asks of the host.
@@ -301,6 +301,12 @@ func (in *instances) handle(ctx context.Context, as api.Assignment) {
 	case api.StateProlog:
 		if err := in.ports.wire(ctx, as); err != nil {
 			fail(fmt.Errorf("network: %w", err))
+			return
+		}
+		if err := in.waitBootVolume(ctx, as); err != nil {
+			if ctx.Err() == nil && !errors.Is(err, errSuperseded) {
+				fail(err)
+			}
 			return
 		}
 		if step(api.StateBoot, d.Prepare(ctx, in.spec(as))) {

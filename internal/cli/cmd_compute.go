@@ -18,11 +18,13 @@ func (a *app) instanceCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "instance", Aliases: []string{"instances", "vm", "ct"}, Short: "Virtual machines and system containers"}
 	var req api.InstancesPost
 	var labels []string
-	var userDataFile string
+	var userDataFile, rootSize string
 	var wait bool
 	create := &cobra.Command{
-		Use: "create NAME --flavor F --image I [--type vm|container]", Short: "Create an instance", Args: cobra.ExactArgs(1),
-		Example: "  kumo instance create web-1 --flavor small --image tiny --type container --requirements 'RACK = \"r1\"' --rank FREE_CPU --wait",
+		Use: "create NAME --flavor F --image I [--type vm|container] [--boot-volume V | --root-volume-size 10GiB [--keep-root-volume]]", Short: "Create an instance", Args: cobra.ExactArgs(1),
+		Example: "  kumo instance create web-1 --flavor small --image tiny --type container --requirements 'RACK = \"r1\"' --rank FREE_CPU --wait\n" +
+			"  kumo instance create db-1 --type vm --image debian --root-volume-size 10GiB --keep-root-volume\n" +
+			"  kumo instance create db-2 --type vm --boot-volume db-1-root",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, project, err := a.clientAndProject(cmd)
 			if err != nil {
@@ -31,6 +33,14 @@ func (a *app) instanceCmd() *cobra.Command {
 			req.Name = args[0]
 			if req.Labels, err = parseLabels(labels); err != nil {
 				return err
+			}
+			if req.Image == "" && req.BootVolume == "" {
+				return usagef("give --image (or --boot-volume, for a VM)")
+			}
+			if rootSize != "" {
+				if req.RootVolumeSizeGiB, err = parseGiB(rootSize); err != nil {
+					return usagef("--root-volume-size %q: give a size such as 10GiB", rootSize)
+				}
 			}
 			if userDataFile != "" {
 				b, err := os.ReadFile(userDataFile)
@@ -63,8 +73,10 @@ func (a *app) instanceCmd() *cobra.Command {
 	f.StringArrayVarP(&labels, "label", "l", nil, "label KEY=VALUE (repeatable)")
 	f.StringArrayVar(&req.Networks, "network", nil, "attach to this network: eth0, eth1... in order (repeatable; owner/name for a shared one)")
 	f.StringArrayVar(&req.SecurityGroups, "security-group", nil, "security group of its ports (repeatable; default: the project's group 'default')")
+	f.StringVar(&req.BootVolume, "boot-volume", "", "VMs: boot from this volume (its root disk, kept when the instance goes); --image is then optional")
+	f.StringVar(&rootSize, "root-volume-size", "", "VMs: the root disk is a new volume NAME-root of this size (e.g. 10GiB) made from the image")
+	f.BoolVar(&req.KeepRootVolume, "keep-root-volume", false, "keep the root volume when the instance is terminated (it can boot another instance)")
 	waitFlag(create, &wait, "wait until the instance is RUNNING (or fails, or cannot be placed)")
-	create.MarkFlagRequired("image")
 
 	var all bool
 	var llabels []string

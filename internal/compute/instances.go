@@ -24,6 +24,7 @@ import (
 	"github.com/kumocloud/kumo/internal/scheduler"
 	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/validate"
+	"github.com/kumocloud/kumo/internal/volumes"
 )
 
 const (
@@ -58,6 +59,8 @@ type record struct {
 	// LastMigration is the instance's last migration once it has ended
 	// (migrations.go): how it went, for whoever waits on it.
 	LastMigration *api.Migration `json:"last_migration,omitempty"`
+	// Boot is the VM's boot volume (boot.go), if it has one.
+	Boot *bootVolume `json:"boot,omitempty"`
 }
 
 func (r *record) api(rev int64) api.Instance {
@@ -153,6 +156,7 @@ type Service struct {
 	ports   Ports
 	ha      haConfig
 	mover   Mover
+	volumes Volumes
 }
 
 // Images is what the compute service needs of the image service: the
@@ -199,7 +203,7 @@ func New(s store.Store, h *hosts.Service, policy string, log *slog.Logger, deps 
 		deps.Clock = time.Now
 	}
 	svc := &Service{s: s, hosts: h, log: log, cache: newCache(), policy: policy, kick: make(chan struct{}, 1), clock: deps.Clock,
-		usage: map[string]api.InstanceUsage{}, images: deps.Images, ports: deps.Ports, ha: newHAConfig(deps.FenceTimeout), mover: deps.Mover}
+		usage: map[string]api.InstanceUsage{}, images: deps.Images, ports: deps.Ports, ha: newHAConfig(deps.FenceTimeout), mover: deps.Mover, volumes: noVolumes{}}
 	if svc.mover == nil {
 		svc.mover = migrator{svc}
 	}
@@ -278,8 +282,8 @@ func ValidateInstancesPost(req *api.InstancesPost) error {
 	if err := validate.Name("flavor", req.Flavor); err != nil {
 		return err
 	}
-	if req.Image == "" {
-		return errs.Invalid("image", "image is required")
+	if req.Image == "" && req.BootVolume == "" {
+		return errs.Invalid("image", "image is required (or boot_volume, for a VM)")
 	}
 	if err := validate.Text("image", req.Image, 253); err != nil {
 		return err
@@ -334,19 +338,30 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 			return api.Instance{}, err
 		}
 	}
+	id := uuid.NewString()
+	boot, err := svc.volumes.PlanBoot(ctx, project, volumes.BootInstance{ID: id, Name: req.Name, Type: req.Type}, req)
+	if err != nil {
+		return api.Instance{}, err
+	}
+	if req.Image == "" {
+		req.Image = boot.Image
+	}
 	imageSum, imageRef, err := svc.image(ctx, project, req, fl)
 	if err != nil {
 		return api.Instance{}, err
 	}
 	t := svc.now()
 	r := record{Instance: api.Instance{
-		Meta:    api.Meta{ID: uuid.NewString(), Name: req.Name, Labels: req.Labels, CreatedAt: t, UpdatedAt: t},
+		Meta:    api.Meta{ID: id, Name: req.Name, Labels: req.Labels, CreatedAt: t, UpdatedAt: t},
 		Project: project, Type: req.Type, Flavor: fl.Name,
 		Size:  api.Size{VCPUs: fl.VCPUs, MemoryMiB: fl.MemoryMiB, DiskGiB: fl.DiskGiB, SwapMiB: fl.SwapMiB},
 		Image: imageRef, ImageSHA256: imageSum, Requirements: req.Requirements, Rank: req.Rank, ServerGroup: req.ServerGroup, UserData: req.UserData,
 		State: api.StatePending,
 	}, Nesting: fl.Nesting}
 	r.HA = req.HA || fl.HA
+	if boot.Volume != "" {
+		r.BootVolume, r.Boot = boot.Volume, &bootVolume{ID: boot.ID, Host: boot.Host, Local: boot.Local}
+	}
 	r.History = []api.HistoryRecord{{Seq: 1, Time: t, To: api.StatePending, Actor: reqctx.Actor(ctx), Reason: "created"}}
 	key := instanceKey(project, req.Name)
 	// The instance, its ports and their addresses are one transaction; a
@@ -371,13 +386,17 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 		r.NICs = ports.NICs
 		counts := charge(r.Size, 1)
 		counts.Ports = int64(len(ports.NICs))
-		rev, err = quota.Reserve(ctx, svc.s, project, counts, append([]store.Cond{store.Absent(key)}, ports.Conds...), slices.Concat([]store.Op{
+		counts.Volumes, counts.VolumeGiB = boot.Counts.Volumes, boot.Counts.VolumeGiB
+		rev, err = quota.Reserve(ctx, svc.s, project, counts, slices.Concat([]store.Cond{store.Absent(key)}, ports.Conds, boot.Conds), slices.Concat([]store.Op{
 			store.PutJSON(key, r),
 			events.Op(ctx, "instance", events.Created, project, instanceURL(project, r.Name), r.api(0)),
-		}, ports.Ops, idempotency.Done(ctx, r.api(0))))
+		}, ports.Ops, boot.Ops, idempotency.Done(ctx, r.api(0))))
 		if errors.Is(err, store.ErrConflict) {
 			if _, gerr := svc.s.Get(ctx, key); gerr == nil {
 				return api.Instance{}, errs.Conflict("instance %q already exists in project %q", req.Name, project)
+			}
+			if verr := svc.volumes.PlanConflict(ctx, project, boot); verr != nil {
+				return api.Instance{}, verr
 			}
 			if len(ports.NICs) > 0 && attempt < 20 {
 				continue
@@ -403,6 +422,9 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 // PROLOG with the reason); any other error (an ambiguous name, a store that
 // does not answer) is the create's.
 func (svc *Service) image(ctx context.Context, project string, req api.InstancesPost, fl api.Flavor) (sum, ref string, err error) {
+	if req.Image == "" {
+		return "", "", nil // a VM booting from a volume with a boot loader of its own
+	}
 	img, err := svc.images.Resolve(ctx, project, req.Image)
 	if errors.Is(err, errs.ErrNotFound) {
 		return "", req.Image, nil

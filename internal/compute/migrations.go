@@ -95,6 +95,10 @@ func (svc *Service) Migrate(ctx context.Context, project, name string, req api.I
 		if r.Migration != nil {
 			return api.Instance{}, errs.Conflict("instance %q: migration %s to %s is in phase %s; wait for it to end (or cancel it)", name, r.Migration.ID, r.Migration.Target, r.Migration.Phase)
 		}
+		if r.Boot != nil {
+			// Migration moves a VM's own disk, not a volume it boots from.
+			return api.Instance{}, errs.Conflict("cannot migrate instance %q: it boots from volume %q, and instances booting from a volume do not migrate yet", name, r.BootVolume)
+		}
 		if !slices.Contains(migratable, r.State) {
 			return api.Instance{}, errs.Conflict("cannot migrate instance %q: it is %s; migrate needs it RUNNING, POWEROFF or STOPPED", name, r.State)
 		}

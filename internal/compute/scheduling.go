@@ -41,7 +41,8 @@ func (svc *Service) snapshot() scheduler.Snapshot {
 
 // request turns an instance into a scheduler request.
 func (svc *Service) request(r *record, groups map[string]groupRecord) scheduler.Request {
-	req := scheduler.Request{ID: r.ID, Kind: r.Type, Home: r.home(), Size: scheduler.Resources{VCPUs: r.Size.VCPUs, MemoryMiB: r.Size.MemoryMiB, DiskGiB: r.Size.DiskGiB}}
+	req := scheduler.Request{ID: r.ID, Kind: r.Type, Home: r.home(), Volumes: r.volumeNeeds(),
+		Size: scheduler.Resources{VCPUs: r.Size.VCPUs, MemoryMiB: r.Size.MemoryMiB, DiskGiB: r.Size.DiskGiB}}
 	if r.Requirements != "" {
 		req.Requirements, _ = scheduler.Parse(r.Requirements)
 	}

@@ -51,6 +51,10 @@ type Spec struct {
 	// Volumes are the persistent volumes attached to the instance
 	// (volumes.go).
 	Volumes []Volume `json:",omitempty"`
+	// BootVolume is the id of the volume in Volumes that is a VM's root
+	// disk (device vda): it boots from it, and PROLOG makes no disk of
+	// its own. Only VMs have one (the API refuses it for containers).
+	BootVolume string `json:",omitempty"`
 }
 
 // NIC is one port of an instance as a driver needs it.

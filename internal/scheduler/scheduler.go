@@ -4,7 +4,8 @@
 // compare-and-swap and retries on conflict; a stale plan is never applied.
 //
 // Filters (a host is out if any fails): the instance's home (a host that
-// holds its saved state and disks, if one does), state (enabled, online,
+// holds its saved state and disks, if one does), the hosts of the volumes
+// in local pools it needs (its boot volume), state (enabled, online,
 // not draining), driver kind, capacity with allocation ratios, the requirement
 // expression, server-group affinity/anti-affinity (hard). Ranking among the
 // hosts left: a policy (packing, striping, load-aware), or a RANK
@@ -88,6 +89,15 @@ type Request struct {
 	// Home is the host that holds the instance's saved state and disks
 	// (a STOPPED instance started again): it goes there or nowhere.
 	Home string
+	// Volumes are the volumes in local pools the instance needs (its boot
+	// volume): each lives on one host, and the instance goes there.
+	Volumes []VolumeNeed
+}
+
+// VolumeNeed is a volume an instance needs and the host it lives on.
+type VolumeNeed struct {
+	Name string
+	Host string
 }
 
 // Snapshot is the world a plan is made against.
@@ -186,10 +196,16 @@ const (
 	reasonAnti     = "anti-affinity: group %s already there"
 	reasonAff      = "affinity: group %s is elsewhere"
 	reasonHome     = "not its home: its saved state and disks are on %s"
+	reasonVolume   = "volume %s lives on host %s (local pool)"
 )
 
 // filter returns "" if the host can take the request, else why not.
 func filter(h *Host, r *Request, groupHosts map[string]map[string]int) string {
+	for _, v := range r.Volumes {
+		if v.Host != "" && v.Host != h.Name {
+			return fmt.Sprintf(reasonVolume, v.Name, v.Host)
+		}
+	}
 	switch {
 	case r.Home != "" && h.Name != r.Home:
 		return fmt.Sprintf(reasonHome, r.Home)

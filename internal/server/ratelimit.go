@@ -26,7 +26,7 @@ type APIRate struct {
 	Burst int
 }
 
-// DefaultAPIRate: far above what a person or the CLI does, low enough
+// DefaultAPIRate is far above what a person or the CLI does, low enough
 // that one tenant's loop leaves the server to the others.
 var DefaultAPIRate = APIRate{Rate: 100, Burst: 500}
 

@@ -288,6 +288,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 		compute.Deps{Images: s.images, Ports: s.networks, Clock: cfg.Clock, FenceTimeout: cfg.HAFenceTimeout})
 	later.c = s.compute
 	s.volumes = volumes.New(st, s.images, s.compute, s.hosts, cfg.Clock)
+	s.compute.SetVolumes(s.volumes)
 	if err := s.volumes.SetBackupDir(filepath.Join(cfg.DataDir, "volume-backups")); err != nil {
 		return nil, err
 	}

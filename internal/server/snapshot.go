@@ -26,6 +26,9 @@ func (s *Server) postInstanceSnapshot(r *request) response.Response {
 	if err := mayPublish(r, req.Visibility); err != nil {
 		return response.Error(err)
 	}
+	if in, _, err := s.compute.Get(r.Context(), r.PathValue("project"), r.PathValue("name")); err == nil && in.BootVolume != "" {
+		return response.Error(errs.Conflict("instance %q boots from volume %q: take a volume snapshot (kumo volume snapshot create %s NAME) instead", in.Name, in.BootVolume, in.BootVolume))
+	}
 	op, err := s.snapshots.Start(r.Context(), r.PathValue("project"), r.PathValue("name"), req)
 	if err != nil {
 		return response.Error(err)

@@ -17,10 +17,10 @@ type Live interface {
 }
 
 // handler is the host whose agent carries a volume out: the instance's
-// host for a volume of a shared pool attached to a placed instance, else
-// the volume's home.
+// host for a volume of a shared pool attached to a placed instance, or for
+// a new root volume not made yet (boot.go), else the volume's home.
 func handler(r *record, shared bool, instHost string) string {
-	if shared && r.Attachment != nil && instHost != "" {
+	if (shared || r.Host == "") && r.Attachment != nil && instHost != "" {
 		return instHost
 	}
 	return r.Host
@@ -177,6 +177,10 @@ func (svc *Service) Report(ctx context.Context, hosts map[string]bool, live Live
 			if next.Status == api.VolumeCreating || next.Status == api.VolumeError {
 				next.Status = api.VolumeAvailable
 			}
+			if next.Host == "" {
+				// A new root volume is made on its instance's host: its home now.
+				next.Host = v.handler
+			}
 		case "error":
 			next.Error = rep.Error
 			if rep.SizeGiB > 0 {
@@ -193,6 +197,9 @@ func (svc *Service) Report(ctx context.Context, hosts map[string]bool, live Live
 			case rep.AttachedTo == "" && (v.attach == nil || v.gone):
 				// Let go after a detach, or the instance is gone.
 				next.Attachment, next.Detaching = nil, false
+				if v.gone && next.DeleteOnTerminate {
+					next.Status = api.VolumeDeleting
+				}
 			}
 		}
 		if next.Revert != nil && rep.Reverted == next.Revert.ID {
@@ -221,5 +228,5 @@ func same(a, b record) bool {
 	if (a.Attachment == nil) != (b.Attachment == nil) || a.Attachment != nil && *a.Attachment != *b.Attachment {
 		return false
 	}
-	return (a.Revert == nil) == (b.Revert == nil) && a.Status == b.Status && a.HostSizeGiB == b.HostSizeGiB && a.Error == b.Error && a.Detaching == b.Detaching
+	return (a.Revert == nil) == (b.Revert == nil) && a.Status == b.Status && a.Host == b.Host && a.HostSizeGiB == b.HostSizeGiB && a.Error == b.Error && a.Detaching == b.Detaching
 }

@@ -75,7 +75,7 @@ func (svc *Service) schedulePass(ctx context.Context) error {
 		}
 	}
 	now := svc.now().UTC()
-	var errOut error
+	errOut := svc.sweepUnhomed(ctx, vols)
 	for _, it := range vols {
 		r := it.Value
 		every, err := time.ParseDuration(r.BackupEvery)

@@ -498,6 +498,9 @@ func (svc *Service) Detach(ctx context.Context, project, name string) (api.Volum
 		if r.Attachment == nil {
 			return errs.Conflict("volume %q is not attached", name)
 		}
+		if r.Attachment.Device == api.BootDevice {
+			return errs.Conflict("volume %q is the root disk of instance %q: it is let go when the instance is terminated", name, r.Attachment.Instance)
+		}
 		if !r.Attachment.Attached {
 			// Never attached on a host: nothing to undo.
 			r.Attachment, r.Status, r.Detaching = nil, api.VolumeAvailable, false

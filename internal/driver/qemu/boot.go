@@ -140,6 +140,9 @@ func (d *Driver) Prepare(ctx context.Context, s driver.Spec) (err error) {
 		// without a word on the console.
 		return fmt.Errorf("a VM needs at least %d MiB of memory; the flavor gives %d MiB", MinMemoryMiB, s.Size.MemoryMiB)
 	}
+	if s.BootVolume != "" {
+		return d.prepareBootVolume(ctx, s)
+	}
 	img, err := d.image(ctx, s)
 	if err != nil {
 		return err
@@ -166,15 +169,7 @@ func (d *Driver) Prepare(ctx context.Context, s driver.Spec) (err error) {
 		// (QEMU is given the base as a node of its own, see args).
 		args = append(args, "-u", "-F", info.Format, "-b", m.Base)
 	}
-	if exists(filepath.Join(img, "vmlinuz")) {
-		m.Kernel = filepath.Join(img, "vmlinuz")
-		if p := filepath.Join(img, "initrd"); exists(p) {
-			m.Initrd = p
-		}
-		if b, err := os.ReadFile(filepath.Join(img, "cmdline")); err == nil {
-			m.Cmdline = strings.TrimSpace(string(b))
-		}
-	}
+	m = withKernel(m, img)
 	if size <= 0 {
 		size = 1 << 30
 	}
@@ -182,6 +177,13 @@ func (d *Driver) Prepare(ctx context.Context, s driver.Spec) (err error) {
 	if out, err := exec.CommandContext(ctx, "qemu-img", args...).CombinedOutput(); err != nil {
 		return fmt.Errorf("qemu-img create: %v: %s", err, strings.TrimSpace(string(out)))
 	}
+	return d.finishPrepare(ctx, s, m)
+}
+
+// finishPrepare makes what every VM has besides its root disk - the
+// NoCloud seed, the swap disk of a flavor with swap - and writes its
+// record.
+func (d *Driver) finishPrepare(ctx context.Context, s driver.Spec, m meta) error {
 	if err := d.writeSeed(ctx, s); err != nil {
 		return err
 	}
@@ -191,6 +193,21 @@ func (d *Driver) Prepare(ctx context.Context, s driver.Spec) (err error) {
 		}
 	}
 	return d.writeMeta(s.ID, m)
+}
+
+// withKernel takes a vm-kernel image's kernel, initrd and command line
+// (a cached image without a vmlinuz boots from its disk).
+func withKernel(m meta, img string) meta {
+	if exists(filepath.Join(img, "vmlinuz")) {
+		m.Kernel = filepath.Join(img, "vmlinuz")
+		if p := filepath.Join(img, "initrd"); exists(p) {
+			m.Initrd = p
+		}
+		if b, err := os.ReadFile(filepath.Join(img, "cmdline")); err == nil {
+			m.Cmdline = strings.TrimSpace(string(b))
+		}
+	}
+	return m
 }
 
 // makeSwap makes the swap disk of a flavor with swap, formatted on the
@@ -301,10 +318,14 @@ func (d *Driver) args(id string, m meta, incoming string) []string {
 	// before) stays the same.
 	seed := vmimage.Node(p("seed.iso"), vmimage.FormatRaw)
 	readOnly(seed)
+	root := d.diskTree(id, m)
+	if m.Spec.BootVolume != "" {
+		root = bootNode(m)
+	}
 	disks := []struct {
 		name string
 		node map[string]any
-	}{{"disk", d.diskTree(id, m)}, {"seed", seed}}
+	}{{"disk", root}, {"seed", seed}}
 	if exists(p("swap.img")) {
 		disks = append(disks, struct {
 			name string
@@ -422,7 +443,11 @@ func (d *Driver) Start(ctx context.Context, s driver.Spec) error {
 		default: // a guest that powered off, not yet reaped
 			d.ensureQuit(ctx, s.ID)
 		}
-		return d.boot(ctx, s.ID, withVolumes(m, s))
+		m = withVolumes(m, s)
+		if _, ok := bootVolume(m.Spec); m.Spec.BootVolume != "" && !ok {
+			return fmt.Errorf("boot volume %s is not attached on this host", m.Spec.BootVolume)
+		}
+		return d.boot(ctx, s.ID, m)
 	})
 }
 

@@ -86,6 +86,9 @@ func withVolumes(m meta, s driver.Spec) meta {
 // AttachVolume implements driver.VolumeAttacher: hot-plug into a running
 // VM; a VM that is not running has it at its next boot.
 func (d *Driver) AttachVolume(ctx context.Context, id string, v driver.Volume) error {
+	if m, err := d.readMeta(id); err == nil && m.Spec.BootVolume == v.ID {
+		return nil // the root disk: in the VM from its boot on
+	}
 	dev, err := volDevice(v)
 	if err != nil {
 		return err
