@@ -96,7 +96,11 @@ func (m *Meter) Report(ctx context.Context, project string, from, to time.Time, 
 	if err != nil {
 		return api.UsageReport{}, err
 	}
-	return ReportAll(insts, imgs, prices, rules, from, to, m.now(), groupBy), nil
+	stored, err := LoadStorage(ctx, m.s, project)
+	if err != nil {
+		return api.UsageReport{}, err
+	}
+	return ReportAll(insts, imgs, stored, prices, rules, from, to, m.now(), groupBy), nil
 }
 
 // monthStart is the first instant of t's month (UTC).
@@ -141,15 +145,22 @@ func (m *Meter) SetStoragePrice(ctx context.Context, put api.PricePut) error {
 	return SetStoragePrice(ctx, m.s, put, m.now())
 }
 
+// SetKindPrice changes the price per GiB-hour of volumes,
+// volume-snapshots or volume-backups (name).
+func (m *Meter) SetKindPrice(ctx context.Context, name string, put api.PricePut) error {
+	return SetKindPrice(ctx, m.s, name, put, m.now())
+}
+
 // SetRules changes which states bill what.
 func (m *Meter) SetRules(ctx context.Context, put api.RulesPut) error {
 	return SetRules(ctx, m.s, put)
 }
 
 // ForgetProject removes what metering keeps under the name of a deleted
-// project (its budget alerts).
-func (m *Meter) ForgetProject(ctx context.Context, project string) error {
-	return ForgetProject(ctx, m.s, project)
+// project (its budget alerts) and moves its storage ledger to the name
+// as.
+func (m *Meter) ForgetProject(ctx context.Context, project, as string) error {
+	return ForgetProject(ctx, m.s, project, as)
 }
 
 // monthMetrics are per-project month-to-date figures for Prometheus.
