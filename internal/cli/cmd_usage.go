@@ -147,7 +147,7 @@ func (a *app) priceCmd() *cobra.Command {
 	var storage, eff string
 	kinds := map[string]*string{"volumes": new(string), "volume-snapshots": new(string), "volume-backups": new(string)}
 	set := &cobra.Command{
-		Use: "set [--storage-per-gib-hour P] [--volume-per-gib-hour P] [--snapshot-per-gib-hour P] [--backup-per-gib-hour P] [--effective TIME]",
+		Use:   "set [--storage-per-gib-hour P] [--volume-per-gib-hour P] [--snapshot-per-gib-hour P] [--backup-per-gib-hour P] [--effective TIME]",
 		Short: "Change the price of stored disks and images, volumes, volume snapshots or volume backups (cloud admin)", Args: cobra.NoArgs,
 		Example: "  kumo price set --storage-per-gib-hour 0.0001\n  kumo price set --volume-per-gib-hour 0.00015 --backup-per-gib-hour 0.00005",
 		RunE: func(cmd *cobra.Command, _ []string) error {
