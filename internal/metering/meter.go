@@ -59,6 +59,16 @@ type Meter struct {
 	images    Images
 	budgets   Budgets
 	metrics   *monthMetrics
+	// feed and running: when set, the budget loop keeps running totals
+	// of instances (running.go) instead of reading them all each round.
+	feed    InstanceFeed
+	running *Running
+}
+
+// Follow makes Run keep running totals of instances from feed; until its
+// first listing is in, rounds read every instance as before.
+func (m *Meter) Follow(feed InstanceFeed) {
+	m.feed, m.running = feed, NewRunning(SourceLive, SourceArchive)
 }
 
 // New returns a meter keeping prices in s and reading the rest through
@@ -201,13 +211,34 @@ func (mm *monthMetrics) show(rep api.UsageReport, currency string) {
 	mm.shown = in
 }
 
+// monthByProject is the month-to-date report by project: from the
+// running totals once they are in, else from every instance.
+func (m *Meter) monthByProject(ctx context.Context, now time.Time) (api.UsageReport, error) {
+	if m.running == nil || !m.running.Ready() {
+		return m.Report(ctx, "", monthStart(now), now, ByProject)
+	}
+	prices, rules, err := Load(ctx, m.s, m.cfg.Currency)
+	if err != nil {
+		return api.UsageReport{}, err
+	}
+	imgs, err := m.images.MeteredImages(ctx, "")
+	if err != nil {
+		return api.UsageReport{}, err
+	}
+	stored, err := LoadStorage(ctx, m.s, "")
+	if err != nil {
+		return api.UsageReport{}, err
+	}
+	return m.running.Report(imgs, stored, prices, rules, now), nil
+}
+
 // CheckBudgets updates the metrics and fires budget events: at 80 % and
 // at 100 % of a project's monthly budget, once each per month (recorded
 // in the store, so restarts do not repeat them).
 func (m *Meter) CheckBudgets(ctx context.Context) error {
 	ctx = reqctx.WithActor(ctx, "metering")
 	now := m.now()
-	rep, err := m.Report(ctx, "", monthStart(now), now, ByProject)
+	rep, err := m.monthByProject(ctx, now)
 	if err != nil {
 		return err
 	}
@@ -242,6 +273,9 @@ func (m *Meter) CheckBudgets(ctx context.Context) error {
 
 // Run checks budgets every cfg.Every until ctx ends.
 func (m *Meter) Run(ctx context.Context) {
+	if m.feed != nil {
+		go m.feed.FollowInstances(ctx, m.running, m.cfg.Logger)
+	}
 	t := time.NewTicker(m.cfg.Every)
 	defer t.Stop()
 	for {

@@ -147,6 +147,38 @@ func (a *acc) add(b *acc) {
 	}
 }
 
+// sub takes b (added before) out of a.
+func (a *acc) sub(b *acc) {
+	a.instMS -= b.instMS
+	a.vcpuMS -= b.vcpuMS
+	a.memMiBMS -= b.memMiBMS
+	a.diskGiBMS -= b.diskGiBMS
+	for k, v := range b.storedMiBMS {
+		a.storedMiBMS[k] -= v
+	}
+	for k, v := range b.charges {
+		a.charges[k] -= v
+	}
+}
+
+// empty says nothing was used.
+func (a *acc) empty() bool {
+	if a.instMS != 0 || a.vcpuMS != 0 || a.memMiBMS != 0 || a.diskGiBMS != 0 {
+		return false
+	}
+	for _, v := range a.storedMiBMS {
+		if v != 0 {
+			return false
+		}
+	}
+	for _, v := range a.charges {
+		if v != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 func newAcc() *acc {
 	return &acc{storedMiBMS: map[string]int64{}, charges: map[chargeKey]int64{}, points: map[chargeKey]api.PricePoint{}}
 }
@@ -225,6 +257,7 @@ type tally struct {
 	end      time.Time
 	groupBy  string
 	groups   map[string]*acc
+	charges  map[string]string // flavor -> its charge's name, made once
 }
 
 func newTally(prices api.Prices, rules Rules, from, to, now time.Time, groupBy string) *tally {
@@ -232,7 +265,7 @@ func newTally(prices api.Prices, rules Rules, from, to, now time.Time, groupBy s
 	if now.Before(end) {
 		end = now
 	}
-	return &tally{prices: prices, rules: rules, from: from, to: to, end: end, groupBy: groupBy, groups: map[string]*acc{}}
+	return &tally{prices: prices, rules: rules, from: from, to: to, end: end, groupBy: groupBy, groups: map[string]*acc{}, charges: map[string]string{}}
 }
 
 func (t *tally) group(key string) *acc {
@@ -275,7 +308,12 @@ func (t *tally) instance(in *Instance, lo, hi int) {
 				g.instMS += ms
 				g.vcpuMS += in.Size.VCPUs * ms
 				g.memMiBMS += in.Size.MemoryMiB * ms
-				g.charge("flavor "+in.Flavor, t.prices.Flavors[in.Flavor], s, segEnd, 1)
+				what, ok := t.charges[in.Flavor]
+				if !ok {
+					what = "flavor " + in.Flavor
+					t.charges[in.Flavor] = what
+				}
+				g.charge(what, t.prices.Flavors[in.Flavor], s, segEnd, 1)
 			} else {
 				g.charge("storage", t.prices.Storage, s, segEnd, in.Size.DiskGiB)
 			}
@@ -342,8 +380,10 @@ func storagePrices(p api.Prices, kind string) []api.PricePoint {
 func (t *tally) report() api.UsageReport {
 	rep := api.UsageReport{From: t.from, To: t.to, GroupBy: t.groupBy, Currency: t.prices.Currency, Groups: []api.UsageLine{}}
 	keys := make([]string, 0, len(t.groups))
-	for k := range t.groups {
-		keys = append(keys, k)
+	for k, g := range t.groups {
+		if !g.empty() { // a group of nothing (a 0 GiB disk stored) is no line
+			keys = append(keys, k)
+		}
 	}
 	sort.Strings(keys)
 	total := newAcc()
@@ -386,6 +426,9 @@ func lineOf(key string, a *acc) api.UsageLine {
 	})
 	for _, k := range ks {
 		q := a.charges[k]
+		if q == 0 {
+			continue // nothing charged (0 GiB stored)
+		}
 		p := a.points[k]
 		num := new(big.Int).Mul(big.NewInt(p.Micro), big.NewInt(q))
 		div := msPerHour
