@@ -66,7 +66,7 @@ func follow(tb testing.TB, svc *Service) (*metering.Running, context.CancelFunc)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := metering.NewRunning(metering.SourceLive, metering.SourceArchive)
 	go svc.FollowMetered(ctx, runningSink{r}, nil)
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(10 * time.Minute) // 100,000 records listed on a busy machine
 	for !r.Ready() {
 		if time.Now().After(deadline) {
 			tb.Fatal("the feed never listed")
