@@ -156,6 +156,30 @@ func BenchmarkBudgetRound100k(b *testing.B) {
 			fullReport(b, svc, meterPrices, rules, now.Add(time.Duration(i)*time.Second))
 		}
 	})
+	// The old round without the store's read: decode every record and
+	// recompute (a lower bound for any store; memstore's paged listing
+	// is quadratic and dominates "full").
+	b.Run("full-decode-only", func(b *testing.B) {
+		var kvs []store.KV
+		for _, prefix := range []string{instancesPrefix, archivePrefix} {
+			l, err := store.ListAll(context.Background(), st, prefix)
+			if err != nil {
+				b.Fatal(err)
+			}
+			kvs = append(kvs, l...)
+		}
+		from := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			insts := make([]metering.Instance, 0, len(kvs))
+			for _, kv := range kvs {
+				if m, ok := decodeMetered(kv); ok {
+					insts = append(insts, toMetering(m))
+				}
+			}
+			metering.ReportAll(insts, nil, nil, meterPrices, rules, from, now, now, metering.ByProject)
+		}
+	})
 	b.Run("running", func(b *testing.B) {
 		r, cancel := follow(b, svc)
 		defer cancel()
