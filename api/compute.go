@@ -380,14 +380,19 @@ type UsageReport struct {
 // project). Money is in integer micro-units of Currency; Cost is the same
 // amount as a decimal string.
 type UsageLine struct {
-	Key             string   `json:"key"`
-	InstanceSeconds int64    `json:"instance_seconds"`
-	VCPUHours       float64  `json:"vcpu_hours"`
-	MemoryGiBHours  float64  `json:"memory_gib_hours"`
-	StorageGiBHours float64  `json:"storage_gib_hours"`
-	CostMicro       int64    `json:"cost_micro"`
-	Cost            string   `json:"cost"`
-	Charges         []Charge `json:"charges,omitempty"`
+	Key             string  `json:"key"`
+	InstanceSeconds int64   `json:"instance_seconds"`
+	VCPUHours       float64 `json:"vcpu_hours"`
+	MemoryGiBHours  float64 `json:"memory_gib_hours"`
+	StorageGiBHours float64 `json:"storage_gib_hours"`
+	// GiB-hours of volumes (their provisioned size), volume snapshots and
+	// volume backups (what they store).
+	VolumeGiBHours   float64  `json:"volume_gib_hours"`
+	SnapshotGiBHours float64  `json:"snapshot_gib_hours"`
+	BackupGiBHours   float64  `json:"backup_gib_hours"`
+	CostMicro        int64    `json:"cost_micro"`
+	Cost             string   `json:"cost"`
+	Charges          []Charge `json:"charges,omitempty"`
 }
 
 // Charge is one price applied: what, at which price (per hour, or per
@@ -414,6 +419,11 @@ type Prices struct {
 	// Storage is per GiB-hour of an instance's disk in states billed as
 	// storage.
 	Storage []PricePoint `json:"storage"`
+	// Volumes, Snapshots and Backups are per GiB-hour of volumes, volume
+	// snapshots and volume backups (none set: free).
+	Volumes   []PricePoint `json:"volumes"`
+	Snapshots []PricePoint `json:"volume_snapshots"`
+	Backups   []PricePoint `json:"volume_backups"`
 	// ComputeStates bill the flavor's price; StorageStates bill storage
 	// only; all others bill nothing.
 	ComputeStates []State `json:"compute_states"`

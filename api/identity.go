@@ -11,8 +11,14 @@ type ResourceCounts struct {
 	MemoryMiB int64 `json:"memory_mib"`
 	DiskGiB   int64 `json:"disk_gib"`
 	Volumes   int64 `json:"volumes"`
-	// VolumeGiB is the size of the project's volumes, in GiB.
-	VolumeGiB   int64 `json:"volume_gib"`
+	// VolumeGiB is the size of the project's volumes and their
+	// snapshots, in GiB.
+	VolumeGiB int64 `json:"volume_gib"`
+	// Snapshots counts volume snapshots; Backups volume backups, and
+	// BackupGiB the size of the volumes they were made of.
+	Snapshots   int64 `json:"snapshots"`
+	Backups     int64 `json:"backups"`
+	BackupGiB   int64 `json:"backup_gib"`
 	Networks    int64 `json:"networks"`
 	Ports       int64 `json:"ports"`
 	FloatingIPs int64 `json:"floating_ips"`

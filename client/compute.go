@@ -183,6 +183,13 @@ func (c *Client) SetStoragePrice(ctx context.Context, put api.PricePut) (api.Pri
 	return out, c.do(ctx, http.MethodPut, "/v1/prices/storage", nil, put, &out)
 }
 
+// SetKindPrice changes the price per GiB-hour of volumes,
+// volume-snapshots or volume-backups (kind).
+func (c *Client) SetKindPrice(ctx context.Context, kind string, put api.PricePut) (api.Prices, error) {
+	var out api.Prices
+	return out, c.do(ctx, http.MethodPut, "/v1/prices/storage/"+url.PathEscape(kind), nil, put, &out)
+}
+
 // SetRules changes the charging rules.
 func (c *Client) SetRules(ctx context.Context, put api.RulesPut) (api.Prices, error) {
 	var out api.Prices

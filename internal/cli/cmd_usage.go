@@ -14,7 +14,7 @@ import (
 )
 
 func (a *app) usageCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "usage", Short: "What projects used and what it cost (metered per second from instance history)"}
+	cmd := &cobra.Command{Use: "usage", Short: "What projects used and what it cost (metered per second from instance history and the storage ledger)"}
 	var from, to, month, by string
 	var all bool
 	show := &cobra.Command{
@@ -71,6 +71,9 @@ func (a *app) usageCmd() *cobra.Command {
 				col("VCPU HOURS", func(l api.UsageLine) string { return strconv.FormatFloat(l.VCPUHours, 'f', 3, 64) }),
 				col("MEMORY GIB HOURS", func(l api.UsageLine) string { return strconv.FormatFloat(l.MemoryGiBHours, 'f', 3, 64) }),
 				col("STORAGE GIB HOURS", func(l api.UsageLine) string { return strconv.FormatFloat(l.StorageGiBHours, 'f', 3, 64) }),
+				col("VOLUME GIB HOURS", func(l api.UsageLine) string { return strconv.FormatFloat(l.VolumeGiBHours, 'f', 3, 64) }),
+				col("SNAPSHOT GIB HOURS", func(l api.UsageLine) string { return strconv.FormatFloat(l.SnapshotGiBHours, 'f', 3, 64) }),
+				col("BACKUP GIB HOURS", func(l api.UsageLine) string { return strconv.FormatFloat(l.BackupGiBHours, 'f', 3, 64) }),
 				col("COST "+rep.Currency, func(l api.UsageLine) string { return l.Cost }),
 			}); err != nil {
 				return err
@@ -127,6 +130,9 @@ func (a *app) priceCmd() *cobra.Command {
 				add("flavor "+n+" (per hour)", p.Flavors[n])
 			}
 			add("storage (per GiB-hour)", p.Storage)
+			add("volumes (per GiB-hour)", p.Volumes)
+			add("volume snapshots (per GiB-hour)", p.Snapshots)
+			add("volume backups (per GiB-hour)", p.Backups)
 			if err := printList(a, rows, []column[row]{
 				col("WHAT", func(r row) string { return r.what }),
 				col("PRICE "+p.Currency, func(r row) string { return r.price }),
@@ -139,27 +145,49 @@ func (a *app) priceCmd() *cobra.Command {
 		},
 	}
 	var storage, eff string
+	kinds := map[string]*string{"volumes": new(string), "volume-snapshots": new(string), "volume-backups": new(string)}
 	set := &cobra.Command{
-		Use: "set --storage-per-gib-hour P [--effective TIME]", Short: "Change the storage price (cloud admin)", Args: cobra.NoArgs,
+		Use:   "set [--storage-per-gib-hour P] [--volume-per-gib-hour P] [--snapshot-per-gib-hour P] [--backup-per-gib-hour P] [--effective TIME]",
+		Short: "Change the price of stored disks and images, volumes, volume snapshots or volume backups (cloud admin)", Args: cobra.NoArgs,
+		Example: "  kumo price set --storage-per-gib-hour 0.0001\n  kumo price set --volume-per-gib-hour 0.00015 --backup-per-gib-hour 0.00005",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if storage == "" && *kinds["volumes"] == "" && *kinds["volume-snapshots"] == "" && *kinds["volume-backups"] == "" {
+				return usagef("give a price: --storage-per-gib-hour, --volume-per-gib-hour, --snapshot-per-gib-hour or --backup-per-gib-hour")
+			}
 			c, err := a.client()
 			if err != nil {
 				return err
 			}
-			put, err := pricePut(storage, eff)
-			if err != nil {
-				return err
+			var p api.Prices
+			if storage != "" {
+				put, err := pricePut(storage, eff)
+				if err != nil {
+					return err
+				}
+				if p, err = c.SetStoragePrice(cmd.Context(), put); err != nil {
+					return err
+				}
 			}
-			p, err := c.SetStoragePrice(cmd.Context(), put)
-			if err != nil {
-				return err
+			for _, k := range metering.PricedKinds {
+				if *kinds[k.Name] == "" {
+					continue
+				}
+				put, err := pricePut(*kinds[k.Name], eff)
+				if err != nil {
+					return err
+				}
+				if p, err = c.SetKindPrice(cmd.Context(), k.Name, put); err != nil {
+					return err
+				}
 			}
-			return a.printObject(p.Storage)
+			return a.printObject(map[string]any{"storage": p.Storage, "volumes": p.Volumes, "volume_snapshots": p.Snapshots, "volume_backups": p.Backups})
 		},
 	}
-	set.Flags().StringVar(&storage, "storage-per-gib-hour", "", "price per GiB-hour of stored disk")
+	set.Flags().StringVar(&storage, "storage-per-gib-hour", "", "price per GiB-hour of stored disk (instances billed as storage) and images")
+	set.Flags().StringVar(kinds["volumes"], "volume-per-gib-hour", "", "price per GiB-hour of a volume's provisioned size")
+	set.Flags().StringVar(kinds["volume-snapshots"], "snapshot-per-gib-hour", "", "price per GiB-hour of a volume snapshot")
+	set.Flags().StringVar(kinds["volume-backups"], "backup-per-gib-hour", "", "price per GiB-hour of what a volume backup stores")
 	set.Flags().StringVar(&eff, "effective", "", "from when (RFC 3339; default now)")
-	set.MarkFlagRequired("storage-per-gib-hour")
 	var compute, stor []string
 	rules := &cobra.Command{
 		Use: "rules --compute STATES --storage STATES", Short: "Change which states bill compute or storage (cloud admin)", Args: cobra.NoArgs,

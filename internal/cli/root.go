@@ -128,7 +128,7 @@ func (a *app) rootCmd() *cobra.Command {
 	root.AddCommand(a.versionCmd(), a.loginCmd(), a.logoutCmd(), a.remoteCmd(), a.whoamiCmd(),
 		a.projectCmd(), a.userCmd(), a.tokenCmd(), a.flavorCmd(), a.operationCmd(), a.eventCmd(),
 		a.instanceCmd(), a.serverGroupCmd(), a.hostCmd(), a.benchCmd(), a.usageCmd(), a.priceCmd(), a.imageCmd(), a.networkCmd(), a.portCmd(), a.securityGroupCmd(), a.floatingIPCmd(), a.cloudCmd(),
-		a.volumeCmd(), a.storageCmd())
+		a.volumeCmd(), a.storageCmd(), a.quotaCmd())
 	return root
 }
 

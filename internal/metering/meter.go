@@ -59,6 +59,16 @@ type Meter struct {
 	images    Images
 	budgets   Budgets
 	metrics   *monthMetrics
+	// feed and running: when set, the budget loop keeps running totals
+	// of instances (running.go) instead of reading them all each round.
+	feed    InstanceFeed
+	running *Running
+}
+
+// Follow makes Run keep running totals of instances from feed; until its
+// first listing is in, rounds read every instance as before.
+func (m *Meter) Follow(feed InstanceFeed) {
+	m.feed, m.running = feed, NewRunning(SourceLive, SourceArchive)
 }
 
 // New returns a meter keeping prices in s and reading the rest through
@@ -96,7 +106,11 @@ func (m *Meter) Report(ctx context.Context, project string, from, to time.Time, 
 	if err != nil {
 		return api.UsageReport{}, err
 	}
-	return ReportAll(insts, imgs, prices, rules, from, to, m.now(), groupBy), nil
+	stored, err := LoadStorage(ctx, m.s, project)
+	if err != nil {
+		return api.UsageReport{}, err
+	}
+	return ReportAll(insts, imgs, stored, prices, rules, from, to, m.now(), groupBy), nil
 }
 
 // monthStart is the first instant of t's month (UTC).
@@ -141,15 +155,22 @@ func (m *Meter) SetStoragePrice(ctx context.Context, put api.PricePut) error {
 	return SetStoragePrice(ctx, m.s, put, m.now())
 }
 
+// SetKindPrice changes the price per GiB-hour of volumes,
+// volume-snapshots or volume-backups (name).
+func (m *Meter) SetKindPrice(ctx context.Context, name string, put api.PricePut) error {
+	return SetKindPrice(ctx, m.s, name, put, m.now())
+}
+
 // SetRules changes which states bill what.
 func (m *Meter) SetRules(ctx context.Context, put api.RulesPut) error {
 	return SetRules(ctx, m.s, put)
 }
 
 // ForgetProject removes what metering keeps under the name of a deleted
-// project (its budget alerts).
-func (m *Meter) ForgetProject(ctx context.Context, project string) error {
-	return ForgetProject(ctx, m.s, project)
+// project (its budget alerts) and moves its storage ledger to the name
+// as.
+func (m *Meter) ForgetProject(ctx context.Context, project, as string) error {
+	return ForgetProject(ctx, m.s, project, as)
 }
 
 // monthMetrics are per-project month-to-date figures for Prometheus.
@@ -190,13 +211,34 @@ func (mm *monthMetrics) show(rep api.UsageReport, currency string) {
 	mm.shown = in
 }
 
+// monthByProject is the month-to-date report by project: from the
+// running totals once they are in, else from every instance.
+func (m *Meter) monthByProject(ctx context.Context, now time.Time) (api.UsageReport, error) {
+	if m.running == nil || !m.running.Ready() {
+		return m.Report(ctx, "", monthStart(now), now, ByProject)
+	}
+	prices, rules, err := Load(ctx, m.s, m.cfg.Currency)
+	if err != nil {
+		return api.UsageReport{}, err
+	}
+	imgs, err := m.images.MeteredImages(ctx, "")
+	if err != nil {
+		return api.UsageReport{}, err
+	}
+	stored, err := LoadStorage(ctx, m.s, "")
+	if err != nil {
+		return api.UsageReport{}, err
+	}
+	return m.running.Report(imgs, stored, prices, rules, now), nil
+}
+
 // CheckBudgets updates the metrics and fires budget events: at 80 % and
 // at 100 % of a project's monthly budget, once each per month (recorded
 // in the store, so restarts do not repeat them).
 func (m *Meter) CheckBudgets(ctx context.Context) error {
 	ctx = reqctx.WithActor(ctx, "metering")
 	now := m.now()
-	rep, err := m.Report(ctx, "", monthStart(now), now, ByProject)
+	rep, err := m.monthByProject(ctx, now)
 	if err != nil {
 		return err
 	}
@@ -231,6 +273,9 @@ func (m *Meter) CheckBudgets(ctx context.Context) error {
 
 // Run checks budgets every cfg.Every until ctx ends.
 func (m *Meter) Run(ctx context.Context) {
+	if m.feed != nil {
+		go m.feed.FollowInstances(ctx, m.running, m.cfg.Logger)
+	}
 	t := time.NewTicker(m.cfg.Every)
 	defer t.Stop()
 	for {

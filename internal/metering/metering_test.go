@@ -92,7 +92,7 @@ func TestRangesAndOpenIntervals(t *testing.T) {
 // from upload to delete.
 func TestImageStorage(t *testing.T) {
 	img := Image{Project: "p", Name: "tiny", Bytes: 1 << 20, From: t0, To: t0.Add(3 * time.Hour)}
-	r := ReportAll(nil, []Image{img}, prices(100_000), rules, t0, t0.Add(24*time.Hour), t0.Add(24*time.Hour), ByInstance)
+	r := ReportAll(nil, []Image{img}, nil, prices(100_000), rules, t0, t0.Add(24*time.Hour), t0.Add(24*time.Hour), ByInstance)
 	if len(r.Groups) != 1 || r.Groups[0].Key != "image:tiny" || r.Total.CostMicro != 300 || r.Total.StorageGiBHours != 3 {
 		t.Fatalf("image storage: %+v", r)
 	}

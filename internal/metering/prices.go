@@ -19,8 +19,10 @@ import (
 const (
 	flavorPricesPrefix = "/prices/flavors/"
 	storagePriceKey    = "/prices/storage"
-	rulesKey           = "/prices/rules"
-	alertsPrefix       = "/metering/alerts/"
+	// kindPricesPrefix + volumes|volume-snapshots|volume-backups
+	kindPricesPrefix = "/prices/storage/"
+	rulesKey         = "/prices/rules"
+	alertsPrefix     = "/metering/alerts/"
 )
 
 type pointsRecord struct {
@@ -65,6 +67,16 @@ func Load(ctx context.Context, s store.Store, currency string) (api.Prices, Rule
 		p.Storage = sr.Points
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return p, nil, err
+	}
+	for _, k := range PricedKinds {
+		var kr pointsRecord
+		if _, err := store.GetJSON(ctx, s, kindPricesPrefix+k.Name, &kr); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return p, nil, err
+		}
+		if kr.Points == nil {
+			kr.Points = []api.PricePoint{}
+		}
+		*k.points(&p) = kr.Points
 	}
 	rr := rulesRecord{Compute: DefaultComputeStates, Storage: DefaultStorageStates}
 	if _, err := store.GetJSON(ctx, s, rulesKey, &rr); err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -126,6 +138,32 @@ func SetStoragePrice(ctx context.Context, s store.Store, put api.PricePut, now t
 	return setPoint(ctx, s, storagePriceKey, "storage", put, now)
 }
 
+// PricedKind is a storage kind with a price of its own, as the API names
+// it.
+type PricedKind struct {
+	Name   string // volumes, volume-snapshots, volume-backups
+	Kind   string // the ledger's kind
+	points func(*api.Prices) *[]api.PricePoint
+}
+
+// PricedKinds are the storage kinds priced apart from disks and images.
+var PricedKinds = []PricedKind{
+	{"volumes", KindVolume, func(p *api.Prices) *[]api.PricePoint { return &p.Volumes }},
+	{"volume-snapshots", KindSnapshot, func(p *api.Prices) *[]api.PricePoint { return &p.Snapshots }},
+	{"volume-backups", KindBackup, func(p *api.Prices) *[]api.PricePoint { return &p.Backups }},
+}
+
+// SetKindPrice changes the price per GiB-hour of volumes,
+// volume-snapshots or volume-backups (name).
+func SetKindPrice(ctx context.Context, s store.Store, name string, put api.PricePut, now time.Time) error {
+	for _, k := range PricedKinds {
+		if k.Name == name {
+			return setPoint(ctx, s, kindPricesPrefix+name, name, put, now)
+		}
+	}
+	return errs.NotFound("no price %q: use volumes, volume-snapshots or volume-backups", name)
+}
+
 // SetRules changes which states bill what (applies to every report from
 // then on, past periods included: it is a policy, not a price).
 func SetRules(ctx context.Context, s store.Store, put api.RulesPut) error {
@@ -146,10 +184,14 @@ func SetRules(ctx context.Context, s store.Store, put api.RulesPut) error {
 	return err
 }
 
-// ForgetProject removes the budget alerts recorded for a deleted project:
-// a new project of the same name gets its own.
-func ForgetProject(ctx context.Context, s store.Store, project string) error {
-	return store.DeleteUnder(ctx, s, alertsPrefix+project+"/", nil)
+// ForgetProject removes the budget alerts recorded for a deleted project
+// (a new project of the same name gets its own) and moves its storage
+// ledger to the name as, which no project can have.
+func ForgetProject(ctx context.Context, s store.Store, project, as string) error {
+	if err := store.DeleteUnder(ctx, s, alertsPrefix+project+"/", nil); err != nil {
+		return err
+	}
+	return moveLedger(ctx, s, project, as)
 }
 
 // MarkAlert records that a budget threshold was crossed in a period;

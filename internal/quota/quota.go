@@ -9,6 +9,7 @@ package quota
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -33,6 +34,19 @@ type Record struct {
 	Usage api.ResourceCounts `json:"usage"`
 }
 
+// UnmarshalJSON reads a stored record; a limit the record does not name
+// (a resource added after the project was made) takes its default, so
+// an upgrade does not turn new resources off for old projects.
+func (r *Record) UnmarshalJSON(b []byte) error {
+	type plain Record
+	p := plain{Limit: Defaults()}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*r = Record(p)
+	return nil
+}
+
 // Key is the store key of a project's quota record.
 func Key(project string) string { return Prefix + project }
 
@@ -51,6 +65,9 @@ var resources = []resource{
 	{"disk_gib", []string{"disk"}, "GiB", func(r *api.ResourceCounts) *int64 { return &r.DiskGiB }},
 	{"volumes", nil, "", func(r *api.ResourceCounts) *int64 { return &r.Volumes }},
 	{"volume_gib", []string{"volume-size", "volume-storage"}, "GiB", func(r *api.ResourceCounts) *int64 { return &r.VolumeGiB }},
+	{"snapshots", []string{"volume-snapshots"}, "", func(r *api.ResourceCounts) *int64 { return &r.Snapshots }},
+	{"backups", []string{"volume-backups"}, "", func(r *api.ResourceCounts) *int64 { return &r.Backups }},
+	{"backup_gib", []string{"backup-size", "backup-storage"}, "GiB", func(r *api.ResourceCounts) *int64 { return &r.BackupGiB }},
 	{"networks", nil, "", func(r *api.ResourceCounts) *int64 { return &r.Networks }},
 	{"ports", nil, "", func(r *api.ResourceCounts) *int64 { return &r.Ports }},
 	{"floating_ips", []string{"floating-ips", "fips"}, "", func(r *api.ResourceCounts) *int64 { return &r.FloatingIPs }},
@@ -84,7 +101,7 @@ func lookup(name string) (resource, bool) {
 
 // Defaults is the quota of a new project unless the server is told otherwise.
 func Defaults() api.ResourceCounts {
-	return api.ResourceCounts{Instances: 20, VCPUs: 40, MemoryMiB: 80 * 1024, DiskGiB: 1000, Volumes: 20, VolumeGiB: 1000, Networks: 10, Ports: 100, FloatingIPs: 5, Images: 20, ImageMiB: 50 * 1024}
+	return api.ResourceCounts{Instances: 20, VCPUs: 40, MemoryMiB: 80 * 1024, DiskGiB: 1000, Volumes: 20, VolumeGiB: 1000, Snapshots: 20, Backups: 20, BackupGiB: 1000, Networks: 10, Ports: 100, FloatingIPs: 5, Images: 20, ImageMiB: 50 * 1024}
 }
 
 // Apply sets the limits named in changes (API names) on lim. A value must be
@@ -124,7 +141,7 @@ func ParseSpec(spec string) (map[string]int64, error) {
 		}
 		r, ok := lookup(k)
 		if !ok {
-			return nil, fmt.Errorf("quota %q: unknown resource %q; use one of instances, vcpus, memory, disk, volumes, volume-size, networks, floating-ips, images, image-size", part, k)
+			return nil, fmt.Errorf("quota %q: unknown resource %q; use one of instances, vcpus, memory, disk, volumes, volume-size, snapshots, backups, backup-size, networks, floating-ips, images, image-size", part, k)
 		}
 		n, err := parseValue(strings.TrimSpace(v), r.unit)
 		if err != nil {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"log/slog"
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/compute"
@@ -49,10 +50,38 @@ func (m meteredInstances) MeteredInstances(ctx context.Context, project string) 
 	ms, err := m.c.ForMetering(ctx, project)
 	out := make([]metering.Instance, len(ms))
 	for i, m := range ms {
-		out[i] = metering.Instance{ID: m.Instance.ID, Name: m.Instance.Name, Project: m.Instance.Project, Flavor: m.Instance.Flavor, Size: m.Instance.Size, History: m.History}
+		out[i] = meteredOf(m)
 	}
 	return out, err
 }
+
+func meteredOf(m compute.Metered) metering.Instance {
+	return metering.Instance{ID: m.Instance.ID, Name: m.Instance.Name, Project: m.Instance.Project, Flavor: m.Instance.Flavor, Size: m.Instance.Size, History: m.History}
+}
+
+// FollowInstances feeds metering's running totals from compute.
+func (m meteredInstances) FollowInstances(ctx context.Context, r *metering.Running, log *slog.Logger) {
+	m.c.FollowMetered(ctx, runningSink{r}, log)
+}
+
+// runningSink is metering's running totals as compute feeds them.
+type runningSink struct{ r *metering.Running }
+
+var meteredSources = map[string]string{compute.SourceLive: metering.SourceLive, compute.SourceArchive: metering.SourceArchive}
+
+func (s runningSink) Replace(source string, items map[string]compute.Metered) {
+	out := make(map[string]metering.Instance, len(items))
+	for k, m := range items {
+		out[k] = meteredOf(m)
+	}
+	s.r.Replace(meteredSources[source], out)
+}
+
+func (s runningSink) Put(source, key string, m compute.Metered) {
+	s.r.Put(meteredSources[source], key, meteredOf(m))
+}
+
+func (s runningSink) Delete(source, key string) { s.r.Delete(meteredSources[source], key) }
 
 // meteredImages is the image service as metering reads it.
 type meteredImages struct{ svc *images.Service }

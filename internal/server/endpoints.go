@@ -204,6 +204,7 @@ func Endpoints() []Endpoint {
 		{Method: "GET", Path: "/v1/usage", Perm: PermCloudAdmin, Summary: "Usage and cost of every project (showback)", handler: (*Server).getUsage},
 		{Method: "GET", Path: "/v1/prices", Perm: PermAuthenticated, Summary: "Prices, their history and the charging rules", handler: (*Server).getPrices},
 		{Method: "PUT", Path: "/v1/prices/storage", Perm: PermCloudAdmin, Summary: "Change the storage price per GiB-hour", handler: (*Server).putStoragePrice},
+		{Method: "PUT", Path: "/v1/prices/storage/{kind}", Perm: PermCloudAdmin, Summary: "Change the price per GiB-hour of volumes, volume snapshots or volume backups", handler: (*Server).putKindPrice},
 		{Method: "PUT", Path: "/v1/prices/rules", Perm: PermCloudAdmin, Summary: "Change which states bill compute or storage", handler: (*Server).putRules},
 		{Method: "PUT", Path: "/v1/flavors/{flavor}/price", Perm: PermCloudAdmin, Summary: "Change a flavor's price from a time on", handler: (*Server).putFlavorPrice},
 

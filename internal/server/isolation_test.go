@@ -184,6 +184,7 @@ func matrixCases() []matrixCase {
 		{"GET", "/v1/usage?from=2020-01-01&to=2020-02-01", nil, admins},
 		{"GET", "/v1/prices", nil, anyValid},
 		{"PUT", "/v1/prices/storage", map[string]any{"micro_per_hour": 100}, admins},
+		{"PUT", "/v1/prices/storage/volumes", map[string]any{"micro_per_hour": 100}, admins},
 		{"PUT", "/v1/prices/rules", map[string]any{"compute_states": []string{"RUNNING"}, "storage_states": []string{"STOPPED"}}, admins},
 		{"PUT", "/v1/flavors/small/price", map[string]any{"micro_per_hour": 12000}, admins},
 

@@ -53,6 +53,8 @@ func (s *Server) runDeleteProject(ctx context.Context, op *operations.Op) error 
 //   - /secgroups/{p}/  security groups, its default one too: deleted
 //   - /servergroups/{p}/  server groups: deleted
 //   - /metering/alerts/{p}/  budget alerts already fired: deleted
+//   - /metering/storage/{p}/  the ledger of its volumes, snapshots and
+//     backups: moved as the archives below are
 //   - /archive/instances/{p}/, /archive/images/{p}/  the history of its
 //     DONE instances and deleted images (metering bills from it): kept,
 //     moved to the name "{p}.deleted-{id}" (never a valid project name),
@@ -70,10 +72,10 @@ func (s *Server) forgetProject(ctx context.Context, name, id string) error {
 	if err := s.compute.DeleteProjectGroups(ctx, name); err != nil {
 		return err
 	}
-	if err := s.meter.ForgetProject(ctx, name); err != nil {
+	tomb := name + ".deleted-" + id[:min(8, len(id))]
+	if err := s.meter.ForgetProject(ctx, name, tomb); err != nil {
 		return err
 	}
-	tomb := name + ".deleted-" + id[:min(8, len(id))]
 	if err := s.compute.ArchiveProject(ctx, name, tomb); err != nil {
 		return err
 	}

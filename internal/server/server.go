@@ -294,6 +294,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	}
 	s.meter = metering.New(st, metering.Config{Currency: cfg.Currency, Clock: cfg.Clock, Every: cfg.BudgetEvery, Logger: cfg.Logger.With("component", "metering")},
 		meteredInstances{s.compute}, meteredImages{s.images}, projectBudgets{s.ids})
+	s.meter.Follow(meteredInstances{s.compute})
 	s.ops = operations.New(st, cfg.Logger)
 	s.ops.Register(opDeleteProject, s.runDeleteProject)
 	s.registerMigrations()

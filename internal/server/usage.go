@@ -139,6 +139,17 @@ func (s *Server) putStoragePrice(r *request) response.Response {
 	return s.getPrices(r)
 }
 
+func (s *Server) putKindPrice(r *request) response.Response {
+	var req api.PricePut
+	if err := decodeBody(r.Request, &req); err != nil {
+		return response.Error(err)
+	}
+	if err := s.meter.SetKindPrice(r.Context(), r.PathValue("kind"), req); err != nil {
+		return response.Error(err)
+	}
+	return s.getPrices(r)
+}
+
 func (s *Server) putRules(r *request) response.Response {
 	var req api.RulesPut
 	if err := decodeBody(r.Request, &req); err != nil {

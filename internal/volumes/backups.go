@@ -18,6 +18,7 @@ import (
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
 	"github.com/kumocloud/kumo/internal/idempotency"
+	"github.com/kumocloud/kumo/internal/quota"
 	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/validate"
 )
@@ -105,7 +106,7 @@ func (svc *Service) CreateBackup(ctx context.Context, project, volume string, re
 	b := api.VolumeBackup{Meta: api.Meta{ID: uuid.NewString(), Name: req.Name, CreatedAt: t, UpdatedAt: t},
 		Project: project, Volume: volume, VolumeID: r.ID, SizeGiB: r.SizeGiB, Format: r.Format, Status: api.VolumeCreating}
 	k := backupKey(project, req.Name)
-	nrev, err := svc.s.Txn(ctx, []store.Cond{store.Absent(k), store.At(key(project, volume), rev)},
+	nrev, err := quota.Reserve(ctx, svc.s, project, backupCounts(1, b.SizeGiB), []store.Cond{store.Absent(k), store.At(key(project, volume), rev)},
 		append([]store.Op{store.PutJSON(k, b), events.Op(ctx, "volume-backup", events.Created, project, backupURL(project, req.Name), b)},
 			idempotency.Done(ctx, b)...))
 	if errors.Is(err, store.ErrConflict) {
@@ -130,7 +131,11 @@ func (svc *Service) DeleteBackup(ctx context.Context, project, name string) erro
 			return errs.Conflict("backup %q carries volume %q to host %q: it goes when the move is done", name, v.Value.Name, m.To)
 		}
 	}
-	if err := svc.s.Delete(ctx, backupKey(project, name), rev); err != nil {
+	if _, err := quota.Reserve(ctx, svc.s, project, backupCounts(-1, -b.SizeGiB), []store.Cond{store.At(backupKey(project, name), rev)},
+		[]store.Op{store.Del(backupKey(project, name)), meterBackup(&b, 0, svc.now())}); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return errs.Conflict("backup %q changed meanwhile; try again", name)
+		}
 		return err
 	}
 	svc.dropUnusedChunks(ctx)
@@ -347,7 +352,7 @@ func (svc *Service) FinishBackup(ctx context.Context, hosts map[string]bool, liv
 	}
 	b.Chunks, b.Status, b.StoredBytes, b.TotalBytes, b.UpdatedAt = nil, api.VolumeAvailable, stored, total, svc.now().UTC()
 	_, err = svc.s.Txn(ctx, []store.Cond{store.At(k, rev)}, []store.Op{store.PutJSON(k, b),
-		events.Op(ctx, "volume-backup", events.Updated, b.Project, backupURL(b.Project, b.Name), b)})
+		events.Op(ctx, "volume-backup", events.Updated, b.Project, backupURL(b.Project, b.Name), b), meterBackup(&b, stored, b.UpdatedAt)})
 	return out, err
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
 	"github.com/kumocloud/kumo/internal/idempotency"
+	"github.com/kumocloud/kumo/internal/quota"
 	"github.com/kumocloud/kumo/internal/store"
 )
 
@@ -93,7 +94,10 @@ func (svc *Service) Move(ctx context.Context, project, name string, req api.Volu
 	r.Move = &move{From: r.Host, To: to, Backup: b.ID, BackupName: b.Name}
 	r.Status, r.MovingTo, r.Error, r.UpdatedAt = api.VolumeMoving, to, "", t
 	bk := backupKey(project, b.Name)
-	nrev, err := svc.s.Txn(ctx, []store.Cond{store.At(key(project, name), rev), store.Absent(bk)},
+	// The move's backup counts in the backups quota while it lasts, as
+	// any backup does (so deleting one a failed move left gives back what
+	// it took).
+	nrev, err := quota.Reserve(ctx, svc.s, project, backupCounts(1, b.SizeGiB), []store.Cond{store.At(key(project, name), rev), store.Absent(bk)},
 		append([]store.Op{store.PutJSON(key(project, name), r), store.PutJSON(bk, b),
 			events.Op(ctx, "volume", events.Updated, project, url(project, name), r.Volume)},
 			idempotency.Done(ctx, r.view())...))
@@ -253,12 +257,16 @@ func (svc *Service) reportMoves(ctx context.Context, vs []agentVolume, hosts map
 		next.UpdatedAt = svc.now().UTC()
 		ops := []store.Op{store.PutJSON(key(r.Project, r.Name), next), events.Op(ctx, "volume", events.Updated, r.Project, url(r.Project, r.Name), next.Volume)}
 		conds := []store.Cond{store.At(key(r.Project, r.Name), v.rev)}
+		var err error
 		if next.Move == nil && ok {
-			// The move's backup goes with it.
+			// The move's backup goes with it: its quota and its metering.
 			conds = append(conds, store.At(backupKey(b.Project, b.Name), b.Revision))
-			ops = append(ops, store.Del(backupKey(b.Project, b.Name)))
+			ops = append(ops, store.Del(backupKey(b.Project, b.Name)), meterBackup(&b, 0, next.UpdatedAt))
+			_, err = quota.Reserve(ctx, svc.s, r.Project, backupCounts(-1, -b.SizeGiB), conds, ops)
+		} else {
+			_, err = svc.s.Txn(ctx, conds, ops)
 		}
-		if _, err := svc.s.Txn(ctx, conds, ops); err != nil && !errors.Is(err, store.ErrConflict) {
+		if err != nil && !errors.Is(err, store.ErrConflict) {
 			return took, err
 		}
 		if next.Move == nil && ok {

@@ -86,8 +86,8 @@ func (svc *Service) CreateSnapshot(ctx context.Context, project, volume string, 
 	s := api.VolumeSnapshot{Meta: api.Meta{ID: uuid.NewString(), Name: req.Name, CreatedAt: t, UpdatedAt: t},
 		Project: project, Volume: volume, VolumeID: r.ID, SizeGiB: r.SizeGiB, Status: api.VolumeCreating}
 	k := snapKey(project, volume, req.Name)
-	nrev, err := quota.Reserve(ctx, svc.s, project, counts(0, s.SizeGiB), []store.Cond{store.Absent(k), store.At(key(project, volume), rev)},
-		append([]store.Op{store.PutJSON(k, s), events.Op(ctx, "volume-snapshot", events.Created, project, snapURL(project, volume, req.Name), s)},
+	nrev, err := quota.Reserve(ctx, svc.s, project, snapCounts(1, s.SizeGiB), []store.Cond{store.Absent(k), store.At(key(project, volume), rev)},
+		append([]store.Op{store.PutJSON(k, s), events.Op(ctx, "volume-snapshot", events.Created, project, snapURL(project, volume, req.Name), s), meterSnapshot(&s, s.SizeGiB, t)},
 			idempotency.Done(ctx, s)...))
 	if errors.Is(err, store.ErrConflict) {
 		if _, _, gerr := svc.getSnapshot(ctx, project, volume, req.Name); gerr == nil {
@@ -205,8 +205,8 @@ func (svc *Service) reportSnapshots(ctx context.Context, snaps []store.Item[api.
 		var err error
 		switch {
 		case rep.Status == "gone" && s.Status == api.VolumeDeleting:
-			_, err = quota.Reserve(ctx, svc.s, s.Project, counts(0, -s.SizeGiB), []store.Cond{store.At(k, it.Revision)},
-				[]store.Op{store.Del(k), events.Op(ctx, "volume-snapshot", events.Deleted, s.Project, snapURL(s.Project, s.Volume, s.Name), nil)})
+			_, err = quota.Reserve(ctx, svc.s, s.Project, snapCounts(-1, -s.SizeGiB), []store.Cond{store.At(k, it.Revision)},
+				[]store.Op{store.Del(k), events.Op(ctx, "volume-snapshot", events.Deleted, s.Project, snapURL(s.Project, s.Volume, s.Name), nil), meterSnapshot(&s, 0, svc.now())})
 		case rep.Status == "ready" && s.Status == api.VolumeCreating, rep.Status == "error" && s.Status == api.VolumeCreating:
 			s.Status, s.Error, s.UpdatedAt = api.VolumeAvailable, "", svc.now().UTC()
 			if rep.Status == "error" {

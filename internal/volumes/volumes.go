@@ -188,7 +188,7 @@ func (svc *Service) Create(ctx context.Context, project string, req api.VolumesP
 	}
 	k := key(project, req.Name)
 	rev, err := quota.Reserve(ctx, svc.s, project, counts(1, req.SizeGiB), []store.Cond{store.Absent(k)}, append([]store.Op{
-		store.PutJSON(k, r), events.Op(ctx, "volume", events.Created, project, url(project, req.Name), r.Volume),
+		store.PutJSON(k, r), events.Op(ctx, "volume", events.Created, project, url(project, req.Name), r.Volume), meterVolume(&r, r.SizeGiB, t),
 	}, idempotency.Done(ctx, r.Volume)...))
 	if errors.Is(err, store.ErrConflict) {
 		return api.Volume{}, errs.Conflict("volume %q already exists in project %q", req.Name, project)
@@ -336,7 +336,7 @@ func (svc *Service) Resize(ctx context.Context, project, name string, gib int64)
 	grow := gib - r.SizeGiB
 	r.SizeGiB, r.UpdatedAt = gib, svc.now().UTC()
 	nrev, err := quota.Reserve(ctx, svc.s, project, counts(0, grow), []store.Cond{store.At(key(project, name), rev)},
-		[]store.Op{store.PutJSON(key(project, name), r), events.Op(ctx, "volume", events.Updated, project, url(project, name), r.Volume)})
+		[]store.Op{store.PutJSON(key(project, name), r), events.Op(ctx, "volume", events.Updated, project, url(project, name), r.Volume), meterVolume(&r, gib, r.UpdatedAt)})
 	if errors.Is(err, store.ErrConflict) {
 		return api.Volume{}, errs.Conflict("volume %q changed meanwhile; try again", name)
 	}
@@ -368,7 +368,7 @@ func (svc *Service) Delete(ctx context.Context, project, name string) (api.Volum
 // remove drops a volume record its host deleted, releasing its quota.
 func (svc *Service) remove(ctx context.Context, r record, rev int64) error {
 	_, err := quota.Reserve(ctx, svc.s, r.Project, counts(-1, -r.SizeGiB), []store.Cond{store.At(key(r.Project, r.Name), rev)},
-		[]store.Op{store.Del(key(r.Project, r.Name)), events.Op(ctx, "volume", events.Deleted, r.Project, url(r.Project, r.Name), nil)})
+		[]store.Op{store.Del(key(r.Project, r.Name)), events.Op(ctx, "volume", events.Deleted, r.Project, url(r.Project, r.Name), nil), meterVolume(&r, 0, svc.now())})
 	return err
 }
 

@@ -82,7 +82,7 @@ func kindOf(err error) errs.Kind {
 }
 
 func unlimited() api.ResourceCounts {
-	return api.ResourceCounts{Volumes: -1, VolumeGiB: -1}
+	return api.ResourceCounts{Volumes: -1, VolumeGiB: -1, Snapshots: -1, Backups: -1, BackupGiB: -1}
 }
 
 // report is what an agent of hosts says.
@@ -267,7 +267,7 @@ func TestInstanceGoneFreesVolume(t *testing.T) {
 // snapshots kept until they go.
 func TestSnapshots(t *testing.T) {
 	ctx := context.Background()
-	e := newEnv(t, api.ResourceCounts{Volumes: -1, VolumeGiB: 4})
+	e := newEnv(t, api.ResourceCounts{Volumes: -1, VolumeGiB: 4, Snapshots: -1})
 	v, _ := e.svc.Create(ctx, "p", api.VolumesPost{Name: "data", SizeGiB: 1, Near: "vm2"}, false)
 	if _, err := e.svc.CreateSnapshot(ctx, "p", "data", api.VolumeSnapshotsPost{Name: "s1"}); kindOf(err) != errs.KindConflict {
 		t.Fatalf("snapshot of a volume still being made: %v", err)

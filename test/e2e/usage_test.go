@@ -1,12 +1,16 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/client"
 )
 
 // TestUsageCLI: prices, a budget, and usage reports through the CLI
@@ -51,8 +55,45 @@ func TestUsageCLI(t *testing.T) {
 		t.Fatalf("usage %+v; the history says %d ms in compute states: want a flavor charge of %d", rep, computeMS, computeMS*1000)
 	}
 	csv := must(t, root, "", "usage", "show", "--from", start, "--by", "flavor", "-o", "csv")
-	if !strings.HasPrefix(csv, "flavor,instance_hours,vcpu_hours,memory_gib_hours,storage_gib_hours,cost_eur\nsmall,") {
+	if !strings.HasPrefix(csv, "flavor,instance_hours,vcpu_hours,memory_gib_hours,storage_gib_hours,volume_gib_hours,snapshot_gib_hours,backup_gib_hours,cost_eur\nsmall,") {
 		t.Errorf("csv:\n%s", csv)
+	}
+
+	// A volume is billed per GiB-hour of its size from create to the
+	// removal of its file: at 3600/GiB-h, 1000 micro-units per GiB-ms.
+	must(t, root, "", "price", "set", "--volume-per-gib-hour", "3600")
+	must(t, root, "", "volume", "create", "d1", "--size", "2GiB")
+	c := client.Socket(s.socket)
+	volumeIs(t, c, "d1", "the volume made", 60*time.Second, func(v api.Volume) bool { return v.Status == api.VolumeAvailable })
+	if out := must(t, root, "", "quota", "show"); !strings.Contains(out, "volume_gib") || !strings.Contains(out, "backup_gib") {
+		t.Errorf("quota show:\n%s", out)
+	}
+	var qrows []struct {
+		Resource    string
+		Used, Limit int64
+	}
+	json.Unmarshal([]byte(must(t, root, "", "quota", "show", "-o", "json")), &qrows)
+	for _, r := range qrows {
+		if r.Resource == "volume_gib" && r.Used != 2 {
+			t.Errorf("quota show: volume_gib used %d, want 2", r.Used)
+		}
+	}
+	must(t, root, "", "volume", "delete", "d1")
+	eventually(t, 60*time.Second, "the volume gone", func() (bool, string) {
+		_, err := c.Volume(context.Background(), "default", "d1")
+		return err != nil && strings.Contains(err.Error(), "not found"), fmt.Sprint(err)
+	})
+	if err := json.Unmarshal([]byte(must(t, root, "", "usage", "show", "--from", start, "-o", "json")), &rep); err != nil {
+		t.Fatal(err)
+	}
+	var vol api.UsageLine
+	for _, g := range rep.Groups {
+		if g.Key == "volume:d1" {
+			vol = g
+		}
+	}
+	if gibMS := vol.VolumeGiBHours * 3.6e6; vol.CostMicro == 0 || math.Abs(float64(vol.CostMicro)-gibMS*1000) > 1 || len(vol.Charges) != 1 || vol.Charges[0].What != "volume storage" {
+		t.Fatalf("volume usage %+v (%.0f GiB-ms)", vol, gibMS)
 	}
 	// The current month's report ends at now, cut to the second: once
 	// that is past the instance's end, the whole run is in it.
