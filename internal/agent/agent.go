@@ -134,6 +134,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	for i, h := range specs {
 		a.hostSet[h.Name] = true
 		specs[i].FenceGraceSeconds = int64((cfg.FenceGrace + time.Second - 1) / time.Second)
+		specs[i].Capabilities = hostCapabilities(cfg.Driver, h)
 		if cfg.Network != nil && h.Address == "" {
 			specs[i].Address = cfg.Network.VTEP().String()
 		}
