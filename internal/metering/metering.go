@@ -211,8 +211,9 @@ func ReportAll(insts []Instance, imgs []Image, prices api.Prices, rules Rules, f
 	for i := range insts {
 		in := &insts[i]
 		h := in.History
+		var left api.State // the state the instance's migration left
 		for j := range h {
-			class := rules[h[j].To]
+			class := rules.classOf(h[j], &left)
 			if class == None {
 				continue
 			}
