@@ -264,6 +264,13 @@ func (mg *migrations) receive(ctx context.Context, as api.Assignment, t driver.T
 	return err
 }
 
+// liveConvergeBound is how long a live migration's memory phase may go
+// on without converging (auto-converge throttling the guest) before the
+// source abandons it, its figures the reason in the instance's history,
+// and the VM runs on there. It is under the default migration timeout,
+// so the reason is the driver's, not the deadline's.
+const liveConvergeBound = 5 * time.Minute
+
 // send is the source's side.
 func (mg *migrations) send(ctx context.Context, as api.Assignment, t driver.Tunnel) (api.MigrationStats, error) {
 	m := as.Migration
@@ -286,7 +293,7 @@ func (mg *migrations) send(ctx context.Context, as api.Assignment, t driver.Tunn
 			}
 			mg.reportProgress(ctx, as, pct, &st)
 		}
-		return lm.LiveSend(ctx, as.ID, t, driver.LiveOptions{DowntimeLimitMS: 300, AutoConverge: true}, progress)
+		return lm.LiveSend(ctx, as.ID, t, driver.LiveOptions{DowntimeLimitMS: 300, AutoConverge: true, ConvergeWithin: liveConvergeBound}, progress)
 	}
 	cm, err := driver.Feature[driver.Migrator](mg.d)
 	if err != nil {

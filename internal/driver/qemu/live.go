@@ -296,9 +296,14 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 	if err := c.Execute(ctx, "migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
 		return abandon(err)
 	}
-	if err := c.Execute(ctx, "migrate-set-parameters", map[string]any{"downtime-limit": opt.DowntimeLimitMS}, nil); err != nil {
+	params := map[string]any{"downtime-limit": opt.DowntimeLimitMS}
+	if opt.MaxBandwidth > 0 {
+		params["max-bandwidth"] = opt.MaxBandwidth
+	}
+	if err := c.Execute(ctx, "migrate-set-parameters", params, nil); err != nil {
 		return abandon(err)
 	}
+	memStart := time.Now()
 	if err := c.Execute(ctx, "migrate", map[string]any{"uri": "unix:" + memOut}, nil); err != nil {
 		return abandon(err)
 	}
@@ -314,6 +319,9 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 			return abandon(fmt.Errorf("the migration %s: %s", mi.Status, mi.ErrorDesc))
 		}
 		progress(mi.stats(disk))
+		if opt.ConvergeWithin > 0 && time.Since(memStart) > opt.ConvergeWithin {
+			return abandon(notConverged(opt, mi))
+		}
 		select {
 		case <-ctx.Done():
 			return abandon(ctx.Err())
