@@ -74,7 +74,8 @@ func TestLiveMigrateQemuBetweenAgents(t *testing.T) {
 	dst := c.qemuAgent("qdst")
 	waitFor(t, "qdst online", func() bool { h, err := c.admin.Host(ctx, "qdst"); return err == nil && h.State == api.HostOnline })
 	lastTick := func(d *qemu.Driver) int { return lastCount(d, in.ID, "tick") }
-	waitFor(t, "the counter to reach 3", func() bool { return lastTick(src) >= 3 })
+	// A TCG guest boots slowly on a loaded machine: a generous wait.
+	until(t, 5*time.Minute, "the counter to reach 3", func() bool { return lastTick(src) >= 3 })
 	op, err := c.migrate("vm", api.InstanceMigrate{})
 	if err != nil || op.Status != api.OpSucceeded {
 		t.Fatalf("migrate: %v %+v\n%s", err, op, c.historyText("vm"))
