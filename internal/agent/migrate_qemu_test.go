@@ -96,7 +96,6 @@ func TestLiveMigrateQemuBetweenAgents(t *testing.T) {
 	c.waitState("vm", api.StateDone)
 }
 
-
 // uploadTinyVM registers the tiny-vm test image as "tiny-vm" of project
 // default.
 func (c *cloud) uploadTinyVM() {
