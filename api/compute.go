@@ -181,6 +181,9 @@ type Host struct {
 	NetworkSyncedAt time.Time `json:"network_synced_at,omitzero"`
 	// FenceGraceSeconds is what its agent registered (HostSpec).
 	FenceGraceSeconds int64 `json:"fence_grace_seconds,omitempty"`
+	// Capabilities is what its agent registered (HostSpec); absent for
+	// hosts of agents that do not say.
+	Capabilities map[string][]string `json:"capabilities,omitempty"`
 }
 
 // HostPatch changes what an admin controls of a host.
@@ -218,7 +221,19 @@ type HostSpec struct {
 	// when it has not reached the server for this long (0: it does not
 	// self-fence, and its HA instances are never recreated elsewhere).
 	FenceGraceSeconds int64 `json:"fence_grace_seconds,omitempty"`
+	// Capabilities are what the host's driver can do beyond the
+	// lifecycle, per kind of instance it runs (CapExec ... CapLiveMigrate:
+	// "exec", "logs", "console", "snapshot", "networks", "host-health",
+	// "migrate", "live-migrate"). Absent: the agent does not say (the
+	// server then assumes what the kind used to mean).
+	Capabilities map[string][]string `json:"capabilities,omitempty"`
 }
+
+// The capabilities the server acts on (HostSpec.Capabilities).
+const (
+	CapMigrate     = "migrate"
+	CapLiveMigrate = "live-migrate"
+)
 
 // AgentsPost is an agent joining with a join token. Hosts that already
 // exist must be the joining agent's own: a host never passes to another

@@ -67,6 +67,11 @@ type Config struct {
 	// Uplinks name the host device of each external network (by name
 	// or owner/name), bridged for floating IPs.
 	Uplinks map[string]string
+	// LiveConvergeWithin bounds the memory phase of the live migrations
+	// this agent sends (default 5 min), LiveBandwidth caps their stream
+	// in bytes a second (default: the hypervisor's).
+	LiveConvergeWithin time.Duration
+	LiveBandwidth      int64
 }
 
 // Agent is a running agent.
@@ -134,6 +139,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	for i, h := range specs {
 		a.hostSet[h.Name] = true
 		specs[i].FenceGraceSeconds = int64((cfg.FenceGrace + time.Second - 1) / time.Second)
+		specs[i].Capabilities = hostCapabilities(cfg.Driver, h)
 		if cfg.Network != nil && h.Address == "" {
 			specs[i].Address = cfg.Network.VTEP().String()
 		}
@@ -163,6 +169,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a.inst = newInstances(a.srv, cfg.Driver, withVolumes{a.net, a.vols}, cfg.Workers, cfg.ResyncEvery, tell, started, cfg.Log)
 	a.inst.fence = a.fence
 	a.inst.mig = newMigrations(a.srv, cfg.Driver, a.hostSet, a.net, cfg.Log)
+	a.inst.mig.live = liveOptions(cfg)
 	a.sessions = &sessionJob{src: a.srv, d: cfg.Driver, tempDir: cfg.StateDir, log: cfg.Log}
 	return a, nil
 }

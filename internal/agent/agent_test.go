@@ -31,19 +31,19 @@ import (
 // cloud is a real server on an in-memory store, served over HTTPS on
 // loopback in this process, with a logged-in cloud admin.
 type cloud struct {
-	t     *testing.T
+	t     testing.TB
 	url   string
 	fp    string
 	admin *client.Client
 }
 
-func newCloud(t *testing.T) *cloud {
+func newCloud(t testing.TB) *cloud {
 	t.Helper()
 	return newCloudWith(t, func(*server.Config) {})
 }
 
 // newCloudWith is newCloud with its server's configuration changed by set.
-func newCloudWith(t *testing.T, set func(*server.Config)) *cloud {
+func newCloudWith(t testing.TB, set func(*server.Config)) *cloud {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -78,15 +78,9 @@ func newCloudWith(t *testing.T, set func(*server.Config)) *cloud {
 }
 
 // waitFor waits (generously: the machine may be busy) for evidence.
-func waitFor(t *testing.T, what string, ok func() bool) {
+func waitFor(t testing.TB, what string, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	until(t, 60*time.Second, what, ok)
 }
 
 // cutTransport fails every request while cut is set: the network between

@@ -51,6 +51,18 @@ type migrations struct {
 	// side of (and said so): assignments of the transfer phase that were
 	// already queued (progress, the other side's word) are not work.
 	done map[string]bool
+	// live tunes the live migrations this agent sends.
+	live driver.LiveOptions
+}
+
+// liveOptions are the live migrations' settings of an agent of cfg: a
+// 300 ms downtime limit, auto-converge, the bound and bandwidth it says.
+func liveOptions(cfg Config) driver.LiveOptions {
+	o := driver.LiveOptions{DowntimeLimitMS: 300, AutoConverge: true, ConvergeWithin: cfg.LiveConvergeWithin, MaxBandwidth: cfg.LiveBandwidth}
+	if o.ConvergeWithin <= 0 {
+		o.ConvergeWithin = liveConvergeBound
+	}
+	return o
 }
 
 func newMigrations(src migrationSource, d driver.Driver, hosts map[string]bool, ports portWiring, log *slog.Logger) *migrations {
@@ -264,6 +276,13 @@ func (mg *migrations) receive(ctx context.Context, as api.Assignment, t driver.T
 	return err
 }
 
+// liveConvergeBound is how long, by default, a live migration's memory phase may go
+// on without converging (auto-converge throttling the guest) before the
+// source abandons it, its figures the reason in the instance's history,
+// and the VM runs on there. It is under the default migration timeout,
+// so the reason is the driver's, not the deadline's.
+const liveConvergeBound = 5 * time.Minute
+
 // send is the source's side.
 func (mg *migrations) send(ctx context.Context, as api.Assignment, t driver.Tunnel) (api.MigrationStats, error) {
 	m := as.Migration
@@ -286,7 +305,7 @@ func (mg *migrations) send(ctx context.Context, as api.Assignment, t driver.Tunn
 			}
 			mg.reportProgress(ctx, as, pct, &st)
 		}
-		return lm.LiveSend(ctx, as.ID, t, driver.LiveOptions{DowntimeLimitMS: 300, AutoConverge: true}, progress)
+		return lm.LiveSend(ctx, as.ID, t, mg.live, progress)
 	}
 	cm, err := driver.Feature[driver.Migrator](mg.d)
 	if err != nil {

@@ -2,7 +2,6 @@ package agent_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -19,7 +18,10 @@ import (
 
 // qemuAgent runs an agent whose qemu driver fetches images through the
 // agent's own connection, as 'kumo agent' does.
-func (c *cloud) qemuAgent(name string) *qemu.Driver {
+func (c *cloud) qemuAgent(name string) *qemu.Driver { return c.qemuAgentWith(name, nil) }
+
+// qemuAgentWith is qemuAgent with the agent's configuration changed by set.
+func (c *cloud) qemuAgentWith(name string, set func(*agent.Config)) *qemu.Driver {
 	c.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	jt, err := c.admin.CreateJoinToken(ctx, api.JoinTokensPost{})
@@ -31,7 +33,11 @@ func (c *cloud) qemuAgent(name string) *qemu.Driver {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	a, err := agent.New(ctx, agent.Config{Conn: conn, Driver: d, HeartbeatEvery: 200 * time.Millisecond, ResyncEvery: time.Hour, StateDir: c.t.TempDir()})
+	cfg := agent.Config{Conn: conn, Driver: d, HeartbeatEvery: 200 * time.Millisecond, ResyncEvery: time.Hour, StateDir: c.t.TempDir()}
+	if set != nil {
+		set(&cfg)
+	}
+	a, err := agent.New(ctx, cfg)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -55,27 +61,10 @@ func (c *cloud) qemuAgent(name string) *qemu.Driver {
 // the target with its memory (its counter goes on), the source keeps
 // nothing, and the history has QEMU's figures.
 func TestLiveMigrateQemuBetweenAgents(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil || os.Geteuid() != 0 {
-		t.Skip("needs qemu-system-x86_64 and root (CI has both)")
-	}
+	needQemu(t)
 	c := newCloud(t)
 	ctx := context.Background()
-	path, err := vmimage.TinyVMCached(ctx, vmimage.DefaultCache, rootfs.Busybox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	if _, err := c.admin.CreateImage(ctx, "default", api.ImagesPost{Name: "tiny-vm", Kind: api.KindVMKernel, Format: "tar.gz"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.admin.UploadImage(ctx, "default", "tiny-vm", f, st.Size()); err != nil {
-		t.Fatal(err)
-	}
+	c.uploadTinyVM()
 	src := c.qemuAgent("qsrc")
 	ud := "#!/bin/sh\n(i=0; while :; do i=$((i+1)); echo \"tick $i\" >/dev/ttyS0; sleep 1; done) &\n"
 	if _, err := c.admin.CreateInstance(ctx, "default", api.InstancesPost{Name: "vm", Type: api.TypeVM, Flavor: "tiny", Image: "tiny-vm", UserData: ud}); err != nil {
@@ -84,20 +73,9 @@ func TestLiveMigrateQemuBetweenAgents(t *testing.T) {
 	in := c.waitState("vm", api.StateRunning)
 	dst := c.qemuAgent("qdst")
 	waitFor(t, "qdst online", func() bool { h, err := c.admin.Host(ctx, "qdst"); return err == nil && h.State == api.HostOnline })
-	lastTick := func(d *qemu.Driver) int {
-		b, _ := d.Logs(ctx, in.ID, 200)
-		n := 0
-		for _, l := range strings.Split(string(b), "\n") {
-			if i := strings.LastIndex(l, "tick "); i >= 0 {
-				var v int
-				if _, err := fmtSscanf(l[i:], &v); err == nil {
-					n = v
-				}
-			}
-		}
-		return n
-	}
-	waitFor(t, "the counter to reach 3", func() bool { return lastTick(src) >= 3 })
+	lastTick := func(d *qemu.Driver) int { return lastCount(d, in.ID, "tick") }
+	// A TCG guest boots slowly on a loaded machine: a generous wait.
+	until(t, 5*time.Minute, "the counter to reach 3", func() bool { return lastTick(src) >= 3 })
 	op, err := c.migrate("vm", api.InstanceMigrate{})
 	if err != nil || op.Status != api.OpSucceeded {
 		t.Fatalf("migrate: %v %+v\n%s", err, op, c.historyText("vm"))
@@ -118,4 +96,32 @@ func TestLiveMigrateQemuBetweenAgents(t *testing.T) {
 	c.waitState("vm", api.StateDone)
 }
 
-func fmtSscanf(s string, v *int) (int, error) { return fmt.Sscanf(s, "tick %d", v) }
+// uploadTinyVM registers the tiny-vm test image as "tiny-vm" of project
+// default.
+func (c *cloud) uploadTinyVM() {
+	c.t.Helper()
+	ctx := context.Background()
+	path, err := vmimage.TinyVMCached(ctx, vmimage.DefaultCache, rootfs.Busybox)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	if _, err := c.admin.CreateImage(ctx, "default", api.ImagesPost{Name: "tiny-vm", Kind: api.KindVMKernel, Format: "tar.gz"}); err != nil {
+		c.t.Fatal(err)
+	}
+	if _, err := c.admin.UploadImage(ctx, "default", "tiny-vm", f, st.Size()); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// needQemu skips unless QEMU and root are there (CI has both).
+func needQemu(t testing.TB) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil || os.Geteuid() != 0 {
+		t.Skip("needs qemu-system-x86_64 and root (CI has both)")
+	}
+}

@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -154,9 +155,19 @@ func TestMigrateColdContainerAndStopped(t *testing.T) {
 	})
 	th.waitState("ct1", api.StateRunning)
 	th.waitState("vm2", api.StateRunning)
+	// The agents said what their driver can do: the server refuses a
+	// live container move up front, before anything is reserved.
+	if h, err := th.admin.Host(context.Background(), "src-0000"); err != nil ||
+		!slices.Contains(h.Capabilities[api.TypeVM], api.CapLiveMigrate) || slices.Contains(h.Capabilities[api.TypeContainer], api.CapLiveMigrate) ||
+		!slices.Contains(h.Capabilities[api.TypeContainer], api.CapMigrate) {
+		t.Fatalf("src-0000's capabilities: %v %v", h.Capabilities, err)
+	}
 	_, err := th.migrate("ct1", api.InstanceMigrate{Mode: api.MigrateLive})
-	if err == nil || !strings.Contains(err.Error(), "CRIU") {
-		t.Fatalf("live container migration: %v, want a refusal naming CRIU", err)
+	if client.StatusOf(err) != 400 || !strings.Contains(err.Error(), "CRIU") || !strings.Contains(err.Error(), "driver sim") {
+		t.Fatalf("live container migration: %v, want a 400 naming CRIU and the driver", err)
+	}
+	if ct := th.instance("ct1"); ct.State != api.StateRunning || ct.Migration != nil {
+		t.Fatalf("a refused migration changed ct1: %s %+v", ct.State, ct.Migration)
 	}
 	if op, err := th.migrate("ct1", api.InstanceMigrate{Host: "dst-0000"}); err != nil || op.Status != api.OpSucceeded {
 		t.Fatalf("cold migrate: %v %+v\n%s", err, op, th.historyText("ct1"))

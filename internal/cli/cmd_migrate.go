@@ -66,7 +66,7 @@ func (a *app) migrateCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&req.Host, "host", "", "the target host (default: the scheduler's choice)")
-	cmd.Flags().BoolVar(&live, "live", false, "move a running VM while it runs (refused for containers: no checkpoint/restore here)")
+	cmd.Flags().BoolVar(&live, "live", false, "move it while it runs (refused up front where the host's driver cannot: containers have no checkpoint/restore here; see host show's capabilities)")
 	cmd.Flags().BoolVar(&cold, "cold", false, "stop (or save) it, move its disks and state, start it there")
 	cmd.Flags().IntVar(&req.TimeoutSeconds, "timeout", 0, "abandon the move after this many seconds (default 600)")
 	cmd.Flags().BoolVar(&cancel, "cancel", false, "abort the migration under way")

@@ -88,7 +88,7 @@ func (svc *Service) EvacuationPlan(ctx context.Context, host string) (api.Evacua
 			mv.Reason = fmt.Sprintf("it is %s: only RUNNING, POWEROFF and STOPPED instances migrate", r.State)
 			continue
 		}
-		mv.Mode, _ = migrationMode(r, "")
+		mv.Mode, _ = svc.migrationMode(r, host, "")
 		req := svc.request(r, groups)
 		req.Home = ""
 		reqs = append(reqs, req)

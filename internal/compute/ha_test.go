@@ -11,7 +11,6 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/flavor"
 	"github.com/kumocloud/kumo/internal/hosts"
-	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/store/memstore"
 )
 
@@ -75,19 +74,7 @@ func (env *haEnv) service(timeout time.Duration) *Service {
 func (env *haEnv) sync(svc *Service) {
 	rev, _ := env.ms.Revision(env.ctx)
 	svc.cache.waitRev(env.ctx, rev)
-	for env.ctx.Err() == nil {
-		kvs, _ := store.ListAll(env.ctx, env.ms, hosts.Prefix)
-		svc.cache.mu.RLock()
-		same := len(kvs) == len(svc.cache.hosts)
-		for _, kv := range kvs {
-			same = same && svc.cache.hosts[kv.Key[len(hosts.Prefix):]].Revision == kv.Revision
-		}
-		svc.cache.mu.RUnlock()
-		if same {
-			return
-		}
-		time.Sleep(time.Millisecond)
-	}
+	env.syncHosts(svc)
 }
 
 func (env *haEnv) get(svc *Service, name string) (api.Instance, []api.HistoryRecord) {

@@ -102,10 +102,6 @@ func (svc *Service) Migrate(ctx context.Context, project, name string, req api.I
 		if !slices.Contains(migratable, r.State) {
 			return api.Instance{}, errs.Conflict("cannot migrate instance %q: it is %s; migrate needs it RUNNING, POWEROFF or STOPPED", name, r.State)
 		}
-		mode, err := migrationMode(&r, req.Mode)
-		if err != nil {
-			return api.Instance{}, err
-		}
 		source := r.Host
 		if source == "" {
 			source = r.home()
@@ -113,7 +109,11 @@ func (svc *Service) Migrate(ctx context.Context, project, name string, req api.I
 		if source == "" {
 			return api.Instance{}, errs.Conflict("instance %q has never been placed: there is nothing to migrate", name)
 		}
-		res, _, err := svc.migrationVerdicts(ctx, &r, source)
+		mode, err := svc.migrationMode(&r, source, req.Mode)
+		if err != nil {
+			return api.Instance{}, err
+		}
+		res, _, err := svc.migrationVerdicts(ctx, &r, source, mode)
 		if err != nil {
 			return api.Instance{}, err
 		}
@@ -170,23 +170,6 @@ func (svc *Service) Migrate(ctx context.Context, project, name string, req api.I
 	return api.Instance{}, errs.Unavailable("instance %q or its target kept changing; try again", name)
 }
 
-// migrationMode is the mode a migration of r runs in: live for a RUNNING
-// VM unless asked cold; live is refused for anything else, with why.
-func migrationMode(r *record, asked string) (string, error) {
-	canLive := r.State == api.StateRunning && r.Type == api.TypeVM
-	switch {
-	case asked == api.MigrateLive && r.Type == api.TypeContainer:
-		return "", errs.Invalid("mode", "a container cannot migrate live: that needs checkpoint/restore (CRIU), which does not work on these hosts; migrate it cold (it stops, moves with its files, starts again)")
-	case asked == api.MigrateLive && !canLive:
-		return "", errs.Invalid("mode", "instance %q is %s: only a RUNNING VM migrates live; migrate it cold", r.Name, r.State)
-	case asked == "" && canLive:
-		return api.MigrateLive, nil
-	case asked == "":
-		return api.MigrateCold, nil
-	}
-	return asked, nil
-}
-
 // pickTarget is the named host if it is feasible, else the best one.
 func pickTarget(res []scheduler.HostResult, want, name string) (string, error) {
 	for _, h := range res {
@@ -236,7 +219,7 @@ const (
 // migrationVerdicts runs the scheduler's filters and ranking for r as if
 // it were not on source, without its home filter (migration is how it
 // leaves home), with the source and hosts of another driver refused.
-func (svc *Service) migrationVerdicts(ctx context.Context, r *record, source string) ([]scheduler.HostResult, scheduler.Snapshot, error) {
+func (svc *Service) migrationVerdicts(ctx context.Context, r *record, source, mode string) ([]scheduler.HostResult, scheduler.Snapshot, error) {
 	groups, err := svc.allGroups(ctx)
 	if err != nil {
 		return nil, scheduler.Snapshot{}, err
@@ -245,8 +228,10 @@ func (svc *Service) migrationVerdicts(ctx context.Context, r *record, source str
 	req.Home = ""
 	svc.cache.mu.RLock()
 	drivers := map[string]string{}
+	cannot := map[string]string{}
 	for n, h := range svc.cache.hosts {
 		drivers[n] = h.Driver
+		cannot[n] = cannotReceive(h, r.Type, mode)
 	}
 	svc.cache.mu.RUnlock()
 	res := scheduler.Explain(snap, req, svc.policy)
@@ -257,6 +242,8 @@ func (svc *Service) migrationVerdicts(ctx context.Context, r *record, source str
 			h.Feasible, h.Reason, h.Score = false, reasonSource, 0
 		case h.Feasible && drivers[h.Host] != drivers[source]:
 			h.Feasible, h.Reason, h.Score = false, fmt.Sprintf(reasonDriver, drivers[h.Host], drivers[source]), 0
+		case h.Feasible && cannot[h.Host] != "":
+			h.Feasible, h.Reason, h.Score = false, cannot[h.Host], 0
 		}
 	}
 	slices.SortStableFunc(res, func(a, b scheduler.HostResult) int {
@@ -309,7 +296,8 @@ func (svc *Service) ExplainMigrate(ctx context.Context, project, name string) (a
 	if source == "" {
 		source = r.home()
 	}
-	res, snap, err := svc.migrationVerdicts(ctx, &r, source)
+	mode, modeErr := svc.migrationMode(&r, source, "")
+	res, snap, err := svc.migrationVerdicts(ctx, &r, source, mode)
 	if err != nil {
 		return api.Explain{}, err
 	}
@@ -326,10 +314,12 @@ func (svc *Service) ExplainMigrate(ctx context.Context, project, name string) (a
 		out.Summary = "no hosts have joined"
 	case !slices.Contains(migratable, r.State):
 		out.Summary = fmt.Sprintf("it is %s: migrate needs it RUNNING, POWEROFF or STOPPED", r.State)
+	case modeErr != nil:
+		out.Summary = modeErr.Error()
 	case feasible == 0:
-		out.Summary = "no host can take it: " + summarizeVerdicts(res)
+		out.Summary = fmt.Sprintf("no host can take it (%s): %s", mode, summarizeVerdicts(res))
 	default:
-		out.Summary = fmt.Sprintf("%d host(s) can take it; the scheduler would choose %s", feasible, res[0].Host)
+		out.Summary = fmt.Sprintf("%d host(s) can take it (%s); the scheduler would choose %s", feasible, mode, res[0].Host)
 	}
 	return out, nil
 }

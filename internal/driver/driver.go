@@ -178,12 +178,7 @@ func (c Capability) Has(want Capability) bool { return c&want == want }
 
 // String lists the capabilities ("exec,logs"; "none").
 func (c Capability) String() string {
-	var out []string
-	for i, n := range capNames {
-		if c.Has(1 << i) {
-			out = append(out, n)
-		}
-	}
+	out := c.Names()
 	if len(out) == 0 {
 		return "none"
 	}
@@ -192,7 +187,7 @@ func (c Capability) String() string {
 
 // Capabilities are a driver's capabilities per instance type it runs
 // (api.TypeVM, api.TypeContainer). A driver declares one entry for every
-// kind its hosts offer, the same for each (Same): Feature, which is asked
+// kind its hosts offer, usually the same for each (Same): Feature, which is asked
 // before any instance is known, goes by what any type can do, and only
 // Combine, which routes each call to the driver of the instance, tells
 // types apart.

@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"io"
+	"time"
 
 	"github.com/kumocloud/kumo/api"
 )
@@ -56,6 +57,13 @@ type LiveOptions struct {
 	// AutoConverge throttles a guest whose memory dirties faster than it
 	// is sent.
 	AutoConverge bool
+	// ConvergeWithin bounds the memory phase: still not converged after
+	// it, the migration is abandoned with its figures as the reason and
+	// the instance keeps running here (0: only ctx bounds it).
+	ConvergeWithin time.Duration
+	// MaxBandwidth caps the memory stream, in bytes a second (0: the
+	// hypervisor's default).
+	MaxBandwidth int64
 }
 
 // PrepareAfresh prepares s on d for a migration to arrive into - what an

@@ -143,6 +143,7 @@ func (svc *Service) registerOnce(ctx context.Context, rec agentRecord, specs []a
 			h.Agent, h.Driver = cur.ID, cur.Driver
 			h.Address, h.Kinds, h.Capacity, h.Attributes = spec.Address, spec.Kinds, spec.Capacity, spec.Attributes
 			h.FenceGraceSeconds = spec.FenceGraceSeconds
+			h.Capabilities = spec.Capabilities
 			h.UpdatedAt = now()
 			ops = append(ops, store.PutJSON(hostsPrefix+spec.Name, h))
 		}

@@ -163,6 +163,9 @@ func validateSpecs(specs []api.HostSpec) error {
 		if h.FenceGraceSeconds < 0 || h.FenceGraceSeconds > 86400 {
 			return errs.Invalid(f+".fence_grace_seconds", "host %q: fence_grace_seconds must be between 0 and 86400", h.Name)
 		}
+		if err := validateCapabilities(f+".capabilities", h); err != nil {
+			return err
+		}
 		if h.Capacity.VCPUs < 1 || h.Capacity.MemoryMiB < 1 || h.Capacity.DiskGiB < 0 {
 			return errs.Invalid(f+".capacity", "host %q: capacity must have vcpus and memory", h.Name)
 		}

@@ -281,8 +281,13 @@ func (t *tally) group(key string) *acc {
 // an instance (the last one open up to the end).
 func (t *tally) instance(in *Instance, lo, hi int) {
 	h := in.History
+	// The state a migration under way at lo left (classOf).
+	var left api.State
+	for j := 0; j < lo; j++ {
+		t.rules.classOf(h[j], &left)
+	}
 	for j := lo; j < hi; j++ {
-		class := t.rules[h[j].To]
+		class := t.rules.classOf(h[j], &left)
 		if class == None {
 			continue
 		}

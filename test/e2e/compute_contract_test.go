@@ -15,51 +15,27 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/client"
 	"github.com/kumocloud/kumo/internal/agent"
-	"github.com/kumocloud/kumo/internal/apitest"
-	"github.com/kumocloud/kumo/internal/driver"
-	"github.com/kumocloud/kumo/internal/driver/sim"
 )
 
-// computePath: endpoints TestComputeContract covers (TestContract the rest).
+// computePath: endpoints TestComputeContract covers (TestContract the
+// rest, TestMigrationContract migration's).
 func computePath(p string) bool {
-	for _, s := range []string{"/instances", "/server-groups", "/hosts", "/join-tokens", "/agents"} {
-		if strings.Contains(p, s) {
-			return true
-		}
-	}
-	return false
+	return !migrationPath(p) && containsAny(p, "/instances", "/server-groups", "/hosts", "/join-tokens", "/agents")
 }
 
 // TestComputeContract drives the compute, host and agent endpoints over
 // HTTPS - the agent's own calls included - validating every exchange
 // against api/openapi.yaml.
 func TestComputeContract(t *testing.T) {
-	s := startServer(t)
-	v, err := apitest.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	admin := s.remote(t, s.adminToken(t))
-	admin.WrapTransport(v.Transport)
-	check := func(what string, err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
+	s, v, admin, ctx, check := contractSetup(t, 2*time.Minute)
 	jt, err := admin.CreateJoinToken(ctx, api.JoinTokensPost{Description: "contract"})
 	check("join token", err)
 	_, err = admin.JoinTokens(ctx)
 	check("list join tokens", err)
 
-	d, err := sim.New(ctx, driver.Common{StateDir: t.TempDir()}, sim.Config{Hosts: 3})
-	check("sim", err)
 	actx, acancel := context.WithCancel(ctx)
 	defer acancel()
-	cc := agent.ConnConfig{Server: s.url(), JoinToken: jt.Token, Name: "contract", StateDir: t.TempDir(), WrapTransport: v.Transport}
-	cfg := agent.Config{Conn: agent.NewConn(cc), Driver: d, HeartbeatEvery: 500 * time.Millisecond, UsageEvery: 500 * time.Millisecond}
+	cc, cfg := simAgent(t, ctx, s, v, jt.Token, "contract", 500*time.Millisecond)
 	_, err = agent.New(actx, cfg)
 	check("agent joins", err)
 	cfg.Conn = agent.NewConn(cc)

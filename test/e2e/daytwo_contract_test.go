@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"net/http"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/kumocloud/kumo/api"
-	"github.com/kumocloud/kumo/internal/apitest"
 )
 
 // TestDayTwoContract drives the user-facing endpoints of this round's
@@ -21,23 +19,9 @@ import (
 // refusals (a sim host makes no volume, so a snapshot of it is a
 // conflict): what is checked is that each is one the contract promises.
 func TestDayTwoContract(t *testing.T) {
-	s := startServer(t, "--drivers", "sim")
-	v, err := apitest.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	admin := s.remote(t, s.adminToken(t))
-	admin.WrapTransport(v.Transport)
-	check := func(what string, err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
+	s, v, admin, ctx, check := contractSetup(t, 2*time.Minute, "--drivers", "sim")
 	// Storage pools (cloud admin).
-	_, err = admin.CreateStoragePool(ctx, api.StoragePoolsPost{Name: "shared", Type: "shared-dir", Path: t.TempDir()})
+	_, err := admin.CreateStoragePool(ctx, api.StoragePoolsPost{Name: "shared", Type: "shared-dir", Path: t.TempDir()})
 	check("create pool", err)
 	_, err = admin.StoragePools(ctx)
 	check("list pools", err)

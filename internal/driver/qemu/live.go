@@ -302,14 +302,19 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 		return abandon(err)
 	}
 	// Always set: QEMU keeps what an earlier migration of it was given
-	// (an agent since restarted with another cap).
+	// (an agent since restarted with another cap). The migration's own
+	// cap wins over the driver's.
 	params := map[string]any{"downtime-limit": opt.DowntimeLimitMS, "max-bandwidth": qemuMaxBandwidth}
 	if bw := d.o.MigrateBandwidthMiB; bw > 0 {
 		params["max-bandwidth"] = bw << 20
 	}
+	if opt.MaxBandwidth > 0 {
+		params["max-bandwidth"] = opt.MaxBandwidth
+	}
 	if err := c.Execute(ctx, "migrate-set-parameters", params, nil); err != nil {
 		return abandon(err)
 	}
+	memStart := time.Now()
 	if err := c.Execute(ctx, "migrate", map[string]any{"uri": "unix:" + memOut}, nil); err != nil {
 		return abandon(err)
 	}
@@ -325,6 +330,9 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 			return abandon(fmt.Errorf("the migration %s: %s", mi.Status, mi.ErrorDesc))
 		}
 		progress(mi.stats(disk))
+		if opt.ConvergeWithin > 0 && time.Since(memStart) > opt.ConvergeWithin {
+			return abandon(notConverged(opt, mi))
+		}
 		select {
 		case <-ctx.Done():
 			return abandon(ctx.Err())

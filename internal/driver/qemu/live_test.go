@@ -41,19 +41,8 @@ func (p *pipeTunnel) open(ctx context.Context, channel string) (io.ReadWriteClos
 // from where it was (memory kept); the source is paused for good and the
 // figures (downtime, rounds) are QEMU's.
 func TestLiveMigration(t *testing.T) {
-	sum, fetch := tinyVM(t)
-	src := newDriver(t, t.TempDir(), fetch)
-	dst := newDriver(t, t.TempDir(), fetch)
-	t.Cleanup(func() { assertNoLeftovers(t, src); assertNoLeftovers(t, dst) })
+	src, dst, s := runningOnOneOfTwo(t, "vm-live", counter)
 	ctx := context.Background()
-	s := spec("vm-live", sum, 128, counter)
-	if err := src.Prepare(ctx, s); err != nil {
-		t.Fatal(err)
-	}
-	if err := src.Start(ctx, s); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.Cleanup(ctx, s.ID, false); dst.Cleanup(ctx, s.ID, false) })
 	waitFor(t, "the counter to reach 3", func() bool { n := ticks(t, src, s.ID); return len(n) > 0 && n[len(n)-1] >= 3 })
 	tun := &pipeTunnel{ends: map[string]chan net.Conn{}}
 	recv := make(chan error, 1)
@@ -97,4 +86,24 @@ func TestLiveMigration(t *testing.T) {
 	if st, err := dst.Status(ctx, s.ID); err != nil || st.State != driver.Running {
 		t.Fatalf("target: %+v %v", st, err)
 	}
+}
+
+// runningOnOneOfTwo starts VM id running userData on the first of two
+// drivers (two hosts' state dirs); both are cleaned up and checked for
+// leftovers at the end.
+func runningOnOneOfTwo(t *testing.T, id, userData string) (src, dst *Driver, s driver.Spec) {
+	sum, fetch := tinyVM(t)
+	src = newDriver(t, t.TempDir(), fetch)
+	dst = newDriver(t, t.TempDir(), fetch)
+	t.Cleanup(func() { assertNoLeftovers(t, src); assertNoLeftovers(t, dst) })
+	ctx := context.Background()
+	s = spec(id, sum, 128, userData)
+	if err := src.Prepare(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Start(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Cleanup(ctx, s.ID, false); dst.Cleanup(ctx, s.ID, false) })
+	return src, dst, s
 }

@@ -201,9 +201,11 @@ func (d *Driver) Name() string { return "sim" }
 
 // Capabilities implements driver.Driver: a log of what was simulated, and
 // hosts that crash; no exec, console or snapshot, and networks are only
-// simulated (no datapath).
+// simulated (no datapath). Instances migrate; like the real drivers'
+// (no CRIU for containers), only VMs migrate live.
 func (d *Driver) Capabilities() driver.Capabilities {
-	return driver.Same(driver.CapLogs|driver.CapHostHealth|driver.CapMigrate|driver.CapLiveMigrate, api.TypeVM, api.TypeContainer)
+	c := driver.CapLogs | driver.CapHostHealth | driver.CapMigrate
+	return driver.Capabilities{api.TypeVM: c | driver.CapLiveMigrate, api.TypeContainer: c}
 }
 
 // Has implements driver.Driver.
