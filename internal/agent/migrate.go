@@ -190,7 +190,10 @@ func (mg *migrations) transfer(ctx context.Context, as api.Assignment, src, dst 
 		go func() {
 			defer wg.Done()
 			if err := mg.receive(tctx, as, tunnel(m.Target)); err != nil {
-				mg.report(ctx, as, m.Target, api.MigrationFailed, err.Error(), nil)
+				// A source that gave up reports its own reason.
+				if !errors.Is(err, driver.ErrSourceGaveUp) {
+					mg.report(ctx, as, m.Target, api.MigrationFailed, err.Error(), nil)
+				}
 				cancel()
 				return
 			}

@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"io"
 	"time"
 
@@ -65,6 +66,11 @@ type LiveOptions struct {
 	// hypervisor's default).
 	MaxBandwidth int64
 }
+
+// ErrSourceGaveUp is a receiving side's error when the sending side said
+// it abandons the migration: the sender reports why, the receiver only
+// cleans up (its report would hide the reason).
+var ErrSourceGaveUp = errors.New("the source gave up (its own reason is in its report)")
 
 // PrepareAfresh prepares s on d for a migration to arrive into - what an
 // earlier try left of it removed first - and returns how to remove it all

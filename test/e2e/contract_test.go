@@ -96,6 +96,8 @@ func TestContract(t *testing.T) {
 	check("flavor price", err)
 	_, err = admin.SetStoragePrice(ctx, api.PricePut{Micro: 100})
 	check("storage price", err)
+	_, err = admin.SetKindPrice(ctx, "volumes", api.PricePut{Micro: 50})
+	check("volume price", err)
 	_, err = admin.SetRules(ctx, api.RulesPut{ComputeStates: []api.State{"RUNNING", "SUSPENDED", "UNKNOWN"}, StorageStates: []api.State{"STOPPED", "POWEROFF"}})
 	check("rules", err)
 	_, err = admin.Prices(ctx)

@@ -50,6 +50,8 @@ func TestDayTwoContract(t *testing.T) {
 	check("list backups", err)
 	admin.VolumeBackup(ctx, "default", "nope")
 	admin.DeleteVolumeBackup(ctx, "default", "nope")
+	// A move to a host that does not exist: refused, as the contract says.
+	admin.MoveVolume(ctx, "default", "data", api.VolumeMove{Host: "nope"})
 	admin.DeleteVolume(ctx, "default", "data")
 
 	// Consolidation (nothing to move on one host).

@@ -101,7 +101,7 @@ func (d *Driver) LiveReceive(ctx context.Context, s driver.Spec, t driver.Tunnel
 	if _, err := io.ReadFull(ctl, word); err != nil {
 		return fmt.Errorf("the tunnel from the source broke before it said go (%v): its agent or the server stopped, or the link was cut", err)
 	} else if string(word) != "go\n" {
-		return errors.New("the source gave up (its own reason is in its report)")
+		return driver.ErrSourceGaveUp
 	}
 	// The source's QEMU is done once it has written everything; the last
 	// bytes may still be on their way through the tunnel.
