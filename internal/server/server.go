@@ -144,6 +144,7 @@ type Server struct {
 	tunnels      *tunnels      // migrations' byte streams between two agents
 	fence        *projectFence // keeps changes out of projects being deleted
 	stopRun      context.CancelFunc
+	stopCache    context.CancelFunc
 	ops          *operations.Manager
 	meter        *metering.Meter
 	metrics      *metrics
@@ -258,7 +259,18 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	if cfg.BudgetEvery <= 0 {
 		cfg.BudgetEvery = 30 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, store: st, storeDesc: "store", instance: requestID(), alone: len(cfg.EtcdEndpoints) == 0}
+	// Records every create reads and few write are read from memory
+	// (store.Cached: read-your-writes copies kept by watches; every
+	// decision is still a conditional write on the store).
+	cctx, stopCache := context.WithCancel(context.Background())
+	st = store.NewCached(cctx, st, cfg.Logger.With("component", "store-cache"), cachedPrefixes...)
+	s := &Server{cfg: cfg, log: cfg.Logger, store: st, storeDesc: "store", instance: requestID(), alone: len(cfg.EtcdEndpoints) == 0, stopCache: stopCache}
+	built := false
+	defer func() {
+		if !built {
+			stopCache()
+		}
+	}()
 	cert, fp, err := loadOrCreateTLS(filepath.Join(cfg.DataDir, "tls"))
 	if err != nil {
 		return nil, err
@@ -328,6 +340,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	go s.meter.Run(rctx)
 	go s.volumes.RunSchedules(rctx, 30*time.Second, cfg.Logger.With("component", "volumes"))
 	s.ready = true
+	built = true
 	return s, nil
 }
 
@@ -446,6 +459,9 @@ func (s *Server) Close() {
 		s.stopRun = nil
 	}
 	s.ops.Shutdown()
+	if s.stopCache != nil {
+		s.stopCache()
+	}
 	if s.cfg.Socket != "" {
 		os.Remove(s.cfg.Socket)
 	}
