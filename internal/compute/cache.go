@@ -34,9 +34,13 @@ type cache struct {
 	// instances).
 	assigned    map[string]map[string]*entry // host -> store key -> entry
 	assignedRev map[string]int64
-	instRev     int64         // newest instance change applied
-	changed     chan struct{} // closed and replaced on every change
-	ready       chan struct{}
+	// pending indexes the PENDING instances: a scheduler round plans
+	// them only (scanning 100,000 instances for a few new ones was most
+	// of a round at scale).
+	pending map[string]*entry // store key -> entry
+	instRev int64             // newest instance change applied
+	changed chan struct{}     // closed and replaced on every change
+	ready   chan struct{}
 }
 
 // hostUse is what a host's instances take, and how many there are.
@@ -60,11 +64,19 @@ func (c *cache) clearInstances() {
 	c.instances, c.byID = map[string]*entry{}, map[string]string{}
 	c.use, c.groups = map[string]hostUse{}, map[string]map[string]int{}
 	c.assigned, c.assignedRev = map[string]map[string]*entry{}, map[string]int64{}
+	c.pending = map[string]*entry{}
 }
 
 // index adds an instance's entry to (sign 1) or takes it from (sign -1)
-// the assignments of its hosts.
+// the assignments of its hosts, and the pending instances.
 func (c *cache) index(key string, e *entry, sign int) {
+	if e.rec.State == api.StatePending {
+		if sign < 0 {
+			delete(c.pending, key)
+		} else {
+			c.pending[key] = e
+		}
+	}
 	for _, h := range assignedHosts(&e.rec) {
 		if sign < 0 {
 			if delete(c.assigned[h], key); len(c.assigned[h]) == 0 {

@@ -99,10 +99,8 @@ func (svc *Service) scheduleOnce(ctx context.Context) (int, int64, int64) {
 	}
 	svc.cache.mu.RLock()
 	var pending []*entry
-	for _, e := range svc.cache.instances {
-		if e.rec.State == api.StatePending {
-			pending = append(pending, e)
-		}
+	for _, e := range svc.cache.pending {
+		pending = append(pending, e)
 	}
 	if len(pending) == 0 {
 		svc.cache.mu.RUnlock()
