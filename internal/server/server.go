@@ -145,6 +145,7 @@ type Server struct {
 	fence        *projectFence // keeps changes out of projects being deleted
 	stopRun      context.CancelFunc
 	stopCache    context.CancelFunc
+	guard        *store.SpaceGuard // the data dir's disk space check (embedded etcd)
 	ops          *operations.Manager
 	meter        *metering.Meter
 	metrics      *metrics
@@ -262,9 +263,10 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	// Records every create reads and few write are read from memory
 	// (store.Cached: read-your-writes copies kept by watches; every
 	// decision is still a conditional write on the store).
+	guard, _ := st.(*store.SpaceGuard)
 	cctx, stopCache := context.WithCancel(context.Background())
 	st = store.NewCached(cctx, st, cfg.Logger.With("component", "store-cache"), cachedPrefixes...)
-	s := &Server{cfg: cfg, log: cfg.Logger, store: st, storeDesc: "store", instance: requestID(), alone: len(cfg.EtcdEndpoints) == 0, stopCache: stopCache}
+	s := &Server{cfg: cfg, log: cfg.Logger, store: st, storeDesc: "store", instance: requestID(), alone: len(cfg.EtcdEndpoints) == 0, stopCache: stopCache, guard: guard}
 	built := false
 	defer func() {
 		if !built {
