@@ -153,25 +153,38 @@ func (c *Cached) Txn(ctx context.Context, conds []Cond, ops []Op) (int64, error)
 	return rev, err
 }
 
-// Delete implements Store.
+// Delete implements Store. Under a cached prefix a conditional delete is
+// made as a transaction, whose revision the copy then records exactly; an
+// unconditional one records the store's revision after it, so listings go
+// to the store until the watch has passed the deletion.
 func (c *Cached) Delete(ctx context.Context, key string, rev int64) error {
 	pc := c.cacheFor(key)
 	if pc == nil {
 		return c.Store.Delete(ctx, key, rev)
 	}
-	known := rev
-	if known == 0 {
-		pc.mu.RLock()
-		known = pc.kvs[key].Revision
-		pc.mu.RUnlock()
+	if rev > 0 {
+		wrev, err := c.Store.Txn(ctx, []Cond{At(key, rev)}, []Op{Del(key)})
+		if errors.Is(err, ErrConflict) {
+			c.repair(ctx, key)
+			if _, gerr := c.Store.Get(ctx, key); errors.Is(gerr, ErrNotFound) {
+				return ErrNotFound
+			}
+			return ErrConflict
+		}
+		c.wrote(ctx, nil, []Op{Del(key)}, wrev, err)
+		return err
 	}
-	err := c.Store.Delete(ctx, key, rev)
+	pc.mu.RLock()
+	known := pc.kvs[key].Revision
+	pc.mu.RUnlock()
+	err := c.Store.Delete(ctx, key, 0)
 	if err != nil {
-		if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
+		if errors.Is(err, ErrNotFound) {
 			c.repair(ctx, key)
 		}
 		return err
 	}
+	after, rerr := c.Store.Revision(ctx)
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	// The deletion's own revision is not known here; what the key was at
@@ -180,6 +193,10 @@ func (c *Cached) Delete(ctx context.Context, key string, rev int64) error {
 		delete(pc.kvs, key)
 	}
 	pc.tombs[key] = max(pc.tombs[key], known)
+	if rerr != nil {
+		after = pc.applied + 1
+	}
+	pc.ahead = max(pc.ahead, after)
 	return nil
 }
 
