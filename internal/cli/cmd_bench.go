@@ -237,7 +237,10 @@ func runBench(ctx context.Context, c *client.Client, project string, n, conc int
 	}
 	end := time.Now()
 	// The truth is what exists: the counts come from the list.
-	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	// Listing what exists reads every instance: a minute per 10,000 (at
+	// 100,000 on a loaded machine one minute was not enough, and the run's
+	// figures were lost with it).
+	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), max(time.Minute, time.Duration(n/10000)*time.Minute))
 	defer lcancel()
 	listErr := b.fromList(lctx)
 	b.mu.Lock()

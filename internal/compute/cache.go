@@ -20,6 +20,10 @@ type cache struct {
 	instances map[string]*entry // store key -> entry
 	byID      map[string]string // instance id -> store key
 	hosts     map[string]api.Host
+	// attrs is, per host, its attributes with its labels over them, as
+	// the scheduler matches them: made when a host changes, not in every
+	// round for every host (shared, never changed in place).
+	attrs map[string]map[string]string
 	// use sums, per host, what the instances on it take, kept as
 	// instances come and go (a scheduler round reads it for every host;
 	// summing 100,000 instances each round was most of a round's work);
@@ -34,9 +38,13 @@ type cache struct {
 	// instances).
 	assigned    map[string]map[string]*entry // host -> store key -> entry
 	assignedRev map[string]int64
-	instRev     int64         // newest instance change applied
-	changed     chan struct{} // closed and replaced on every change
-	ready       chan struct{}
+	// pending indexes the PENDING instances: a scheduler round plans
+	// them only (scanning 100,000 instances for a few new ones was most
+	// of a round at scale).
+	pending map[string]*entry // store key -> entry
+	instRev int64             // newest instance change applied
+	changed chan struct{}     // closed and replaced on every change
+	ready   chan struct{}
 }
 
 // hostUse is what a host's instances take, and how many there are.
@@ -51,7 +59,7 @@ type entry struct {
 }
 
 func newCache() *cache {
-	c := &cache{hosts: map[string]api.Host{}, changed: make(chan struct{}), ready: make(chan struct{})}
+	c := &cache{hosts: map[string]api.Host{}, attrs: map[string]map[string]string{}, changed: make(chan struct{}), ready: make(chan struct{})}
 	c.clearInstances()
 	return c
 }
@@ -60,11 +68,19 @@ func (c *cache) clearInstances() {
 	c.instances, c.byID = map[string]*entry{}, map[string]string{}
 	c.use, c.groups = map[string]hostUse{}, map[string]map[string]int{}
 	c.assigned, c.assignedRev = map[string]map[string]*entry{}, map[string]int64{}
+	c.pending = map[string]*entry{}
 }
 
 // index adds an instance's entry to (sign 1) or takes it from (sign -1)
-// the assignments of its hosts.
+// the assignments of its hosts, and the pending instances.
 func (c *cache) index(key string, e *entry, sign int) {
+	if e.rec.State == api.StatePending {
+		if sign < 0 {
+			delete(c.pending, key)
+		} else {
+			c.pending[key] = e
+		}
+	}
 	for _, h := range assignedHosts(&e.rec) {
 		if sign < 0 {
 			if delete(c.assigned[h], key); len(c.assigned[h]) == 0 {
@@ -198,7 +214,7 @@ type hostView struct{ cacheView }
 
 func (v *hostView) Replace(kvs []store.KV, _ int64) {
 	v.replace(func(c *cache) {
-		c.hosts = map[string]api.Host{}
+		c.hosts, c.attrs = map[string]api.Host{}, map[string]map[string]string{}
 		for _, kv := range kvs {
 			c.putHost(kv)
 		}
@@ -217,6 +233,7 @@ func (v *hostView) Apply(ev store.WatchEvent) {
 		c.putHost(ev.KV)
 	} else {
 		delete(c.hosts, name)
+		delete(c.attrs, name)
 	}
 	c.notify()
 }
@@ -240,6 +257,14 @@ func (c *cache) putHost(kv store.KV) {
 	}
 	h.Revision = kv.Revision
 	c.hosts[h.Name] = h
+	attrs := make(map[string]string, len(h.Attributes)+len(h.Labels))
+	for k, v := range h.Attributes {
+		attrs[k] = v
+	}
+	for k, v := range h.Labels {
+		attrs[k] = v
+	}
+	c.attrs[h.Name] = attrs
 }
 
 // notify wakes waiters; called with mu held.

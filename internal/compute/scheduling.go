@@ -17,16 +17,10 @@ import (
 // sum of the instances' flavors. Called with the cache read-locked.
 func (svc *Service) snapshot() scheduler.Snapshot {
 	use := svc.cache.use
-	snap := scheduler.Snapshot{GroupHosts: svc.cache.groupHosts()}
+	snap := scheduler.Snapshot{GroupHosts: svc.cache.groupHosts(), Hosts: make([]scheduler.Host, 0, len(svc.cache.hosts))}
 	for _, h := range svc.cache.hosts {
 		alive, _ := svc.hosts.Alive(h.Name)
-		attrs := map[string]string{}
-		for k, v := range h.Attributes {
-			attrs[k] = v
-		}
-		for k, v := range h.Labels {
-			attrs[k] = v
-		}
+		attrs := svc.cache.attrs[h.Name]
 		u := use[h.Name]
 		a := u.size
 		snap.Hosts = append(snap.Hosts, scheduler.Host{
@@ -100,10 +94,8 @@ func (svc *Service) scheduleOnce(ctx context.Context) (int, int64, int64) {
 	}
 	svc.cache.mu.RLock()
 	var pending []*entry
-	for _, e := range svc.cache.instances {
-		if e.rec.State == api.StatePending {
-			pending = append(pending, e)
-		}
+	for _, e := range svc.cache.pending {
+		pending = append(pending, e)
 	}
 	if len(pending) == 0 {
 		svc.cache.mu.RUnlock()

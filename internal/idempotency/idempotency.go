@@ -16,6 +16,7 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/kumocloud/kumo/internal/store"
@@ -47,12 +48,25 @@ type Claim struct {
 	BodyHash  string
 	CreatedAt time.Time
 	Instance  string
+	// completed is set when Done made the completing write, so the
+	// middleware need not write the answer again (a write that would
+	// only fail its revision check, at the cost of a store round trip).
+	completed *atomic.Bool
+}
+
+// Completed says whether a create under the claim in ctx added the
+// record's completing write to its transaction (Done). A 201 answer after
+// that means the transaction committed, and the record holds the answer.
+func Completed(ctx context.Context) bool {
+	c, ok := ctx.Value(claimKey{}).(Claim)
+	return ok && c.completed != nil && c.completed.Load()
 }
 
 type claimKey struct{}
 
 // WithClaim carries a claim to the services the request calls.
 func WithClaim(ctx context.Context, c Claim) context.Context {
+	c.completed = new(atomic.Bool)
 	return context.WithValue(ctx, claimKey{}, c)
 }
 
@@ -72,6 +86,9 @@ func Done(ctx context.Context, obj any) []store.Op {
 	enc.SetEscapeHTML(false)
 	if enc.Encode(obj) != nil {
 		return nil
+	}
+	if c.completed != nil {
+		c.completed.Store(true)
 	}
 	return []store.Op{store.PutJSON(c.Key, Record{BodyHash: c.BodyHash, Status: 201, Body: body.Bytes(), FillRevision: true, CreatedAt: c.CreatedAt, Instance: c.Instance})}
 }

@@ -20,7 +20,13 @@ func TestDoneAndAnswer(t *testing.T) {
 		} `json:"nested"`
 		Note string `json:"note"`
 	}
+	if Completed(ctx) {
+		t.Fatal("a claim is completed before Done")
+	}
 	ops := Done(ctx, obj{Name: "a<b>", Note: "x"})
+	if !Completed(ctx) {
+		t.Fatal("Done does not mark the claim completed: the middleware would write the answer twice")
+	}
 	if len(ops) != 1 || ops[0].Key != Prefix+"k" {
 		t.Fatalf("ops = %+v", ops)
 	}

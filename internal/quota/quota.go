@@ -283,6 +283,14 @@ type queue struct {
 	mu      sync.Mutex
 	waiting []*reservation
 	leading bool
+	// last is the quota record as this queue's last transaction left it,
+	// at revision lastRev (0: unknown). Only the leader touches them. The
+	// next batch starts from this copy instead of reading the store: the
+	// transaction's condition on the record's revision still decides, so
+	// a copy gone stale (someone else changed the quota) costs a conflict
+	// and a read, never a wrong charge.
+	last    Record
+	lastRev int64
 }
 
 type queueKey struct {
@@ -318,14 +326,14 @@ func (q *queue) lead(s store.Store, project string) {
 			return
 		}
 		q.mu.Unlock()
-		commit(s, project, batch)
+		q.commit(s, project, batch)
 	}
 }
 
 // commit tries the batch as one transaction; when a caller's condition
 // fails it falls back to one transaction each, so one bad create cannot
 // fail the others.
-func commit(s store.Store, project string, batch []*reservation) {
+func (q *queue) commit(s store.Store, project string, batch []*reservation) {
 	live := batch[:0:0]
 	for _, r := range batch {
 		if r.ctx.Err() == nil {
@@ -345,16 +353,27 @@ func commit(s store.Store, project string, batch []*reservation) {
 	// write there.
 	live, later := disjoint(live)
 	if len(later) > 0 {
-		defer commit(s, project, later)
+		defer q.commit(s, project, later)
 	}
 	ctx := context.WithoutCancel(live[0].ctx)
 	for attempt := 0; attempt < maxRetries; attempt++ {
-		rec, rev, err := Get(ctx, s, project)
+		rec, rev, err := q.last, q.lastRev, error(nil)
+		cached := rev != 0
+		if !cached {
+			rec, rev, err = Get(ctx, s, project)
+		}
+		q.lastRev = 0
 		if err != nil {
 			for _, r := range live {
 				r.done <- result{err: err}
 			}
 			return
+		}
+		if cached && !fits(rec, live) {
+			// The copy may be stale (quota since released or raised):
+			// only the store's own figures may refuse anyone.
+			attempt--
+			continue
 		}
 		var in []*reservation
 		all := []store.Cond{store.At(Key(project), rev)}
@@ -375,6 +394,7 @@ func commit(s store.Store, project string, batch []*reservation) {
 		}
 		wrev, err := s.Txn(ctx, all, ops)
 		if err == nil {
+			q.last, q.lastRev = rec, wrev
 			for _, r := range in {
 				r.done <- result{rev: wrev}
 			}
@@ -386,14 +406,15 @@ func commit(s store.Store, project string, batch []*reservation) {
 			}
 			return
 		}
-		if _, now, gerr := Get(ctx, s, project); gerr == nil && now == rev {
+		if fresh, now, gerr := Get(ctx, s, project); gerr == nil && now == rev {
+			q.last, q.lastRev = fresh, now
 			// A caller's own condition failed.
 			if len(in) == 1 {
 				in[0].done <- result{err: store.ErrConflict}
 				return
 			}
 			for _, r := range in {
-				commit(s, project, []*reservation{r})
+				q.commit(s, project, []*reservation{r})
 			}
 			return
 		}
@@ -402,6 +423,16 @@ func commit(s store.Store, project string, batch []*reservation) {
 	for _, r := range live {
 		r.done <- result{err: errs.Unavailable("quota of project %q is too contended; try again", project)}
 	}
+}
+
+// fits says whether every reservation fits in rec's limits.
+func fits(rec Record, batch []*reservation) bool {
+	for _, r := range batch {
+		if apply(&rec.Usage, rec.Limit, r.delta) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // disjoint splits a batch into callers whose keys (conditions and writes)

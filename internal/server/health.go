@@ -9,7 +9,6 @@ import (
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
 	"github.com/kumocloud/kumo/internal/server/response"
-	"github.com/kumocloud/kumo/internal/store"
 )
 
 func (s *Server) healthz(r *request, w http.ResponseWriter) {
@@ -24,8 +23,8 @@ func (s *Server) readyz(r *request, w http.ResponseWriter) {
 		response.Error(errs.Unavailable("not ready: the store does not answer")).Render(w, r.Request)
 		return
 	}
-	if g, ok := s.store.(*store.SpaceGuard); ok {
-		if free, full := g.Free(); full {
+	if s.guard != nil {
+		if free, full := s.guard.Free(); full {
 			response.Error(errs.Unavailable("not ready for writes: the data dir's disk is full (%d MiB free); reads are served", free>>20)).Render(w, r.Request)
 			return
 		}

@@ -69,8 +69,10 @@ func (s *Server) idempotent(w http.ResponseWriter, r *request, ep Endpoint) {
 	key := idempotencyPrefix + hex.EncodeToString(kh[:])
 
 	rec := idemRecord{Pending: true, BodyHash: bodyHash, CreatedAt: time.Now().UTC(), Instance: s.instance}
-	rev, err := s.store.Create(ctx, key, store.MustJSON(rec))
-	if errors.Is(err, store.ErrExists) {
+	// The record and its expiry index key go together (see
+	// idempotency.Prune).
+	rev, err := s.store.Txn(ctx, []store.Cond{store.Absent(key)}, idempotency.ClaimOps(key, rec))
+	if errors.Is(err, store.ErrConflict) {
 		var old idemRecord
 		orev, gerr := store.GetJSON(ctx, s.store, key, &old)
 		switch {
@@ -88,7 +90,7 @@ func (s *Server) idempotent(w http.ResponseWriter, r *request, ep Endpoint) {
 			return
 		}
 		// A stale pending record: its request died; take it over.
-		rev, err = s.store.Update(ctx, key, store.MustJSON(rec), orev)
+		rev, err = s.store.Txn(ctx, []store.Cond{store.At(key, orev)}, idempotency.ClaimOps(key, rec))
 	}
 	if err != nil {
 		response.Error(err).Render(w, r.Request)
@@ -104,11 +106,16 @@ func (s *Server) idempotent(w http.ResponseWriter, r *request, ep Endpoint) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	// A create that succeeded has completed the record in its own
-	// transaction: the record is no longer at rev, and stays as it is.
-	if cw.status >= 500 {
+	// transaction: the record is no longer at rev, and stays as it is
+	// (no need to try: Done says it wrote it).
+	switch {
+	case cw.status == http.StatusCreated && idempotency.Completed(r.Context()):
+	case cw.status >= 500:
 		s.store.Delete(sctx, key, rev) // let a retry try again
-	} else if _, err := s.store.Update(sctx, key, store.MustJSON(done), rev); err != nil && !errors.Is(err, store.ErrConflict) {
-		s.log.Warn("saving idempotency record", "err", err)
+	default:
+		if _, err := s.store.Update(sctx, key, store.MustJSON(done), rev); err != nil && !errors.Is(err, store.ErrConflict) {
+			s.log.Warn("saving idempotency record", "err", err)
+		}
 	}
 	for k, v := range cw.header {
 		w.Header()[k] = v
@@ -137,6 +144,8 @@ func replay(w http.ResponseWriter, rec idemRecord, rev int64) {
 	w.Write(rec.Answer(rev))
 }
 
-func pruneIdempotency(ctx context.Context, s store.Store, cutoff time.Time) {
-	store.PruneJSON(ctx, s, idempotencyPrefix, func(r *idemRecord) bool { return r.CreatedAt.Before(cutoff) })
+// pruneIdempotency deletes the records older than cutoff, reading only
+// those (idempotency.Prune), not the day of live ones.
+func pruneIdempotency(ctx context.Context, s store.Store, cutoff time.Time) (int, error) {
+	return idempotency.Prune(ctx, s, cutoff)
 }

@@ -144,6 +144,8 @@ type Server struct {
 	tunnels      *tunnels      // migrations' byte streams between two agents
 	fence        *projectFence // keeps changes out of projects being deleted
 	stopRun      context.CancelFunc
+	stopCache    context.CancelFunc
+	guard        *store.SpaceGuard // the data dir's disk space check (embedded etcd)
 	ops          *operations.Manager
 	meter        *metering.Meter
 	metrics      *metrics
@@ -258,7 +260,19 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	if cfg.BudgetEvery <= 0 {
 		cfg.BudgetEvery = 30 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, store: st, storeDesc: "store", instance: requestID(), alone: len(cfg.EtcdEndpoints) == 0}
+	// Records every create reads and few write are read from memory
+	// (store.Cached: read-your-writes copies kept by watches; every
+	// decision is still a conditional write on the store).
+	guard, _ := st.(*store.SpaceGuard)
+	cctx, stopCache := context.WithCancel(context.Background())
+	st = store.NewCached(cctx, st, cfg.Logger.With("component", "store-cache"), cachedPrefixes...)
+	s := &Server{cfg: cfg, log: cfg.Logger, store: st, storeDesc: "store", instance: requestID(), alone: len(cfg.EtcdEndpoints) == 0, stopCache: stopCache, guard: guard}
+	built := false
+	defer func() {
+		if !built {
+			stopCache()
+		}
+	}()
 	cert, fp, err := loadOrCreateTLS(filepath.Join(cfg.DataDir, "tls"))
 	if err != nil {
 		return nil, err
@@ -330,6 +344,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	go s.meter.Run(rctx)
 	go s.volumes.RunSchedules(rctx, 30*time.Second, cfg.Logger.With("component", "volumes"))
 	s.ready = true
+	built = true
 	return s, nil
 }
 
@@ -448,6 +463,9 @@ func (s *Server) Close() {
 		s.stopRun = nil
 	}
 	s.ops.Shutdown()
+	if s.stopCache != nil {
+		s.stopCache()
+	}
 	if s.cfg.Socket != "" {
 		os.Remove(s.cfg.Socket)
 	}
