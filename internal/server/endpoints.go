@@ -150,7 +150,7 @@ func Endpoints() []Endpoint {
 		{Method: "GET", Path: "/v1/projects/{project}/volumes/{name}/snapshots/{snapshot}", Perm: PermProjectReader, Summary: "Show a snapshot", handler: (*Server).getVolumeSnapshot},
 		{Method: "DELETE", Path: "/v1/projects/{project}/volumes/{name}/snapshots/{snapshot}", Perm: PermProjectMember, Summary: "Delete a snapshot", handler: (*Server).deleteVolumeSnapshot},
 		{Method: "POST", Path: "/v1/projects/{project}/volumes/{name}/revert", Perm: PermProjectMember, Summary: "Bring a detached volume back to a snapshot", handler: (*Server).postVolumeRevert},
-		{Method: "POST", Path: "/v1/projects/{project}/volumes/{name}/move", Perm: PermProjectMember, Summary: "Move a detached local volume to another host (through the backup store)", handler: (*Server).postVolumeMove, create: true},
+		{Method: "POST", Path: "/v1/projects/{project}/volumes/{name}/move", Perm: PermProjectMember, Summary: "Move a detached local volume to another host (through the backup store)", handler: (*Server).postVolumeMove},
 		{Method: "POST", Path: "/v1/projects/{project}/volumes/{name}/backups", Perm: PermProjectMember, Summary: "Back a volume up to the server (only chunks the store lacks are sent)", handler: (*Server).postVolumeBackups, create: true},
 		{Method: "GET", Path: "/v1/projects/{project}/volume-backups", Perm: PermProjectReader, Summary: "List the project's volume backups", handler: (*Server).getVolumeBackups},
 		{Method: "GET", Path: "/v1/projects/{project}/volume-backups/{backup}", Perm: PermProjectReader, Summary: "Show a volume backup", handler: (*Server).getVolumeBackup},

@@ -9,7 +9,6 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/events"
-	"github.com/kumocloud/kumo/internal/idempotency"
 	"github.com/kumocloud/kumo/internal/quota"
 	"github.com/kumocloud/kumo/internal/store"
 )
@@ -98,9 +97,8 @@ func (svc *Service) Move(ctx context.Context, project, name string, req api.Volu
 	// any backup does (so deleting one a failed move left gives back what
 	// it took).
 	nrev, err := quota.Reserve(ctx, svc.s, project, backupCounts(1, b.SizeGiB), []store.Cond{store.At(key(project, name), rev), store.Absent(bk)},
-		append([]store.Op{store.PutJSON(key(project, name), r), store.PutJSON(bk, b),
-			events.Op(ctx, "volume", events.Updated, project, url(project, name), r.Volume)},
-			idempotency.Done(ctx, r.view())...))
+		[]store.Op{store.PutJSON(key(project, name), r), store.PutJSON(bk, b),
+			events.Op(ctx, "volume", events.Updated, project, url(project, name), r.Volume)})
 	if errors.Is(err, store.ErrConflict) {
 		return api.Volume{}, errs.Conflict("volume %q changed meanwhile; try again", name)
 	}
