@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 
@@ -28,6 +29,10 @@ type Console struct {
 	exit    *int
 	err     error
 	pending []byte
+	// left is set once this side closed the console: a Read cut short by
+	// it has reached the end (io.EOF), however the close handshake went
+	// (a peer slow to answer it leaves a read on a closed connection).
+	left atomic.Bool
 }
 
 // maxConsoleMessage bounds one message from the server.
@@ -89,7 +94,7 @@ func (k *Console) Read(p []byte) (int, error) {
 			switch {
 			case k.err != nil:
 				return 0, k.err
-			case websocket.CloseStatus(err) == websocket.StatusNormalClosure:
+			case websocket.CloseStatus(err) == websocket.StatusNormalClosure, k.left.Load():
 				return 0, io.EOF
 			}
 			return 0, fmt.Errorf("console: %w", err)
@@ -143,6 +148,7 @@ func (k *Console) ExitCode() (code int, ok bool) {
 
 // Close leaves the console (a shell is hung up).
 func (k *Console) Close() error {
+	k.left.Store(true)
 	err := k.ws.Close(websocket.StatusNormalClosure, "")
 	if errors.Is(err, io.EOF) {
 		return nil
