@@ -83,6 +83,18 @@ func waitFor(t testing.TB, what string, ok func() bool) {
 	until(t, 60*time.Second, what, ok)
 }
 
+// until polls cond until it holds, failing after d.
+func until(tb testing.TB, d time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // cutTransport fails every request while cut is set: the network between
 // the agent and the server is down. It counts complete-list polls, and
 // keeps the largest heartbeat and usage request.

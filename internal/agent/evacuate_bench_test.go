@@ -125,15 +125,3 @@ func lastDowntime(b *testing.B, c *cloud, name string) int64 {
 	b.Fatalf("%s's history has no downtime", name)
 	return 0
 }
-
-// until polls cond until it holds, failing after d.
-func until(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}

@@ -77,6 +77,7 @@ func (env *haEnv) syncHosts(svc *Service) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+	env.t.Fatalf("the instance cache never caught up with the hosts in the store: %v", env.ctx.Err())
 }
 
 // TestMigrateGoesByHostCapabilities: what a host's agent says its driver
