@@ -45,6 +45,13 @@ type cache struct {
 	instRev int64             // newest instance change applied
 	changed chan struct{}     // closed and replaced on every change
 	ready   chan struct{}
+	// followers are fed every live instance and each change as the
+	// cache applies it (follow): metering's running totals share the
+	// cache's one decode of each change instead of watching and decoding
+	// every instance again (at 100,000 instances a second decoded copy
+	// of every record and its history, and 6% of the create path).
+	followers  map[int]MeteredSink
+	nextFollow int
 }
 
 // hostUse is what a host's instances take, and how many there are.
@@ -59,7 +66,8 @@ type entry struct {
 }
 
 func newCache() *cache {
-	c := &cache{hosts: map[string]api.Host{}, attrs: map[string]map[string]string{}, changed: make(chan struct{}), ready: make(chan struct{})}
+	c := &cache{hosts: map[string]api.Host{}, attrs: map[string]map[string]string{}, changed: make(chan struct{}), ready: make(chan struct{}),
+		followers: map[int]MeteredSink{}}
 	c.clearInstances()
 	return c
 }
@@ -177,6 +185,12 @@ func (v *instanceView) Replace(kvs []store.KV, rev int64) {
 			c.putInstance(kv)
 		}
 		c.instRev = max(c.instRev, rev)
+		if len(c.followers) > 0 {
+			all := c.metered()
+			for _, f := range c.followers {
+				f.Replace(SourceLive, all)
+			}
+		}
 	})
 }
 
@@ -194,12 +208,19 @@ func (v *instanceView) Apply(ev store.WatchEvent) {
 			c.count(&old.rec, -1)
 			c.index(ev.KV.Key, old, -1)
 		}
-		c.putInstance(ev.KV)
+		if e := c.putInstance(ev.KV); e != nil {
+			for _, f := range c.followers {
+				f.Put(SourceLive, ev.KV.Key, e.metered())
+			}
+		}
 	case had:
 		delete(c.byID, old.rec.ID)
 		delete(c.instances, ev.KV.Key)
 		c.count(&old.rec, -1)
 		c.index(ev.KV.Key, old, -1)
+		for _, f := range c.followers {
+			f.Delete(SourceLive, ev.KV.Key)
+		}
 	}
 	// Publish a revision only once all its changes are in, or a long
 	// poll could hand out half a transaction.
@@ -238,16 +259,56 @@ func (v *hostView) Apply(ev store.WatchEvent) {
 	c.notify()
 }
 
-func (c *cache) putInstance(kv store.KV) {
+// putInstance decodes and indexes one instance; nil if it does not
+// decode.
+func (c *cache) putInstance(kv store.KV) *entry {
 	var r record
 	if store.Decode(kv, &r) != nil {
-		return
+		return nil
 	}
 	e := &entry{rec: r, rev: kv.Revision}
 	c.instances[kv.Key] = e
 	c.byID[r.ID] = kv.Key
 	c.count(&r, 1)
 	c.index(kv.Key, e, 1)
+	return e
+}
+
+// metered is what metering reads of an entry: the record's history is
+// shared, never changed in place (a change is a new entry).
+func (e *entry) metered() Metered {
+	return Metered{Instance: e.rec.Instance, History: e.rec.History}
+}
+
+// metered is every live instance for metering; under c.mu.
+func (c *cache) metered() map[string]Metered {
+	out := make(map[string]Metered, len(c.instances))
+	for k, e := range c.instances {
+		out[k] = e.metered()
+	}
+	return out
+}
+
+// follow feeds sink with every live instance once the cache has them,
+// then with each change in the order the cache applies them, until ctx
+// ends. The sink is called under the cache's lock: it must be quick and
+// must not call back into the cache.
+func (c *cache) follow(ctx context.Context, sink MeteredSink) {
+	select {
+	case <-c.ready:
+	case <-ctx.Done():
+		return
+	}
+	c.mu.Lock()
+	id := c.nextFollow
+	c.nextFollow++
+	c.followers[id] = sink
+	sink.Replace(SourceLive, c.metered())
+	c.mu.Unlock()
+	<-ctx.Done()
+	c.mu.Lock()
+	delete(c.followers, id)
+	c.mu.Unlock()
 }
 
 func (c *cache) putHost(kv store.KV) {

@@ -26,11 +26,13 @@ const (
 
 // FollowMetered feeds sink with every instance and then each change,
 // until ctx ends: the budget loop keeps running totals from it instead of
-// reading every instance each round. It lists and watches from exactly
-// that revision (store.Reflect), so no change is missed.
+// reading every instance each round. Archived instances are listed and
+// watched from exactly that revision (store.Reflect), so no change is
+// missed; live ones come from the service's cache, which does the same
+// (it must be running: Run), decoded once for both.
 func (svc *Service) FollowMetered(ctx context.Context, sink MeteredSink, log *slog.Logger) {
 	go store.Reflect(ctx, svc.s, archivePrefix, &meteredView{sink: sink, source: SourceArchive}, log)
-	store.Reflect(ctx, svc.s, instancesPrefix, &meteredView{sink: sink, source: SourceLive}, log)
+	svc.cache.follow(ctx, sink)
 }
 
 // meteredView is a MeteredSink as a store.View.

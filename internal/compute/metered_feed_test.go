@@ -3,6 +3,7 @@ package compute
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"testing"
 	"time"
@@ -61,10 +62,12 @@ func simCloud(tb testing.TB, n int, t0 time.Time) *memstore.Store {
 	return st
 }
 
-// follow starts the feed into running totals and waits for its listing.
+// follow starts the service's cache and the feed into running totals and
+// waits for its listing.
 func follow(tb testing.TB, svc *Service) (*metering.Running, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := metering.NewRunning(metering.SourceLive, metering.SourceArchive)
+	go svc.cache.run(ctx, svc.s, slog.New(slog.DiscardHandler))
 	go svc.FollowMetered(ctx, runningSink{r}, nil)
 	deadline := time.Now().Add(10 * time.Minute) // 100,000 records listed on a busy machine
 	for !r.Ready() {
@@ -97,7 +100,7 @@ var meterPrices = api.Prices{Currency: "EUR", Flavors: map[string][]api.PricePoi
 func TestFollowMetered(t *testing.T) {
 	t0 := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
 	st := simCloud(t, 200, t0)
-	svc := &Service{s: st}
+	svc := &Service{s: st, cache: newCache()}
 	r, cancel := follow(t, svc)
 	defer cancel()
 	rules := metering.NewRules(metering.DefaultComputeStates, metering.DefaultStorageStates)
@@ -148,7 +151,7 @@ func TestFollowMetered(t *testing.T) {
 func BenchmarkBudgetRound100k(b *testing.B) {
 	t0 := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
 	st := simCloud(b, 100_000, t0)
-	svc := &Service{s: st}
+	svc := &Service{s: st, cache: newCache()}
 	rules := metering.NewRules(metering.DefaultComputeStates, metering.DefaultStorageStates)
 	now := t0.Add(72 * time.Hour)
 	b.Run("full", func(b *testing.B) {
