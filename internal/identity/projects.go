@@ -103,6 +103,14 @@ func (svc *Service) GetProject(ctx context.Context, name string) (api.Project, e
 	return rec.api(q, rev), nil
 }
 
+// RequireProject answers errs.NotFound unless the project exists: what a
+// project's endpoints check before anything else (without GetProject's
+// read of its quota, on every create).
+func (svc *Service) RequireProject(ctx context.Context, name string) error {
+	_, _, err := svc.getProjectRecord(ctx, name)
+	return err
+}
+
 // ProjectExists reports whether the project exists (and is not being
 // deleted: nothing new may name it).
 func (svc *Service) ProjectExists(ctx context.Context, name string) (bool, error) {

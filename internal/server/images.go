@@ -14,7 +14,7 @@ import (
 
 func (s *Server) getImages(r *request) response.Response {
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	imgs, err := s.images.List(r.Context(), project)
@@ -30,7 +30,7 @@ func (s *Server) postImages(r *request) response.Response {
 		return response.Error(err)
 	}
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	if err := mayPublish(r, req.Visibility); err != nil {
@@ -57,7 +57,7 @@ func mayPublish(r *request, visibility string) error {
 // getImageShares lists the images other projects offer this one.
 func (s *Server) getImageShares(r *request) response.Response {
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	shares, err := s.images.SharesFor(r.Context(), project)

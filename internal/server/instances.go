@@ -15,7 +15,7 @@ func (s *Server) getInstances(r *request) response.Response {
 		return response.Error(err)
 	}
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	items, next, err := s.compute.List(r.Context(), project, lp.labels, all, lp.after, lp.limit)
@@ -31,7 +31,7 @@ func (s *Server) postInstances(r *request) response.Response {
 		return response.Error(err)
 	}
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	in, err := s.compute.Create(r.Context(), project, req)

@@ -8,7 +8,7 @@ import (
 
 func (s *Server) getNetworks(r *request) response.Response {
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	ns, err := s.networks.ListNetworks(r.Context(), project)
@@ -27,7 +27,7 @@ func (s *Server) postNetworks(r *request) response.Response {
 		return response.Error(errs.Forbidden("only a cloud admin may make shared or external networks"))
 	}
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	n, err := s.networks.CreateNetwork(r.Context(), project, req)
@@ -54,7 +54,7 @@ func (s *Server) deleteNetwork(r *request) response.Response {
 
 func (s *Server) getPorts(r *request) response.Response {
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	ps, err := s.networks.ListPorts(r.Context(), project, r.URL.Query().Get("network"))
@@ -70,7 +70,7 @@ func (s *Server) postPorts(r *request) response.Response {
 		return response.Error(err)
 	}
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	p, err := s.networks.CreatePort(r.Context(), project, req)
@@ -97,7 +97,7 @@ func (s *Server) deletePort(r *request) response.Response {
 
 func (s *Server) getSecurityGroups(r *request) response.Response {
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	gs, err := s.networks.ListSecurityGroups(r.Context(), project)
@@ -113,7 +113,7 @@ func (s *Server) postSecurityGroups(r *request) response.Response {
 		return response.Error(err)
 	}
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	g, err := s.networks.CreateSecurityGroup(r.Context(), project, req)
@@ -160,7 +160,7 @@ func (s *Server) deleteSecurityRule(r *request) response.Response {
 
 func (s *Server) getFloatingIPs(r *request) response.Response {
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	fs, err := s.networks.ListFloatingIPs(r.Context(), project)
@@ -176,7 +176,7 @@ func (s *Server) postFloatingIPs(r *request) response.Response {
 		return response.Error(err)
 	}
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	f, err := s.networks.CreateFloatingIP(r.Context(), project, req)

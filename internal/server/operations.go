@@ -36,7 +36,7 @@ func (s *Server) getOperations(r *request) response.Response {
 
 func (s *Server) getProjectOperations(r *request) response.Response {
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	return s.listOperations(r, func(op api.Operation) bool { return op.Project == project })

@@ -75,7 +75,7 @@ func (s *Server) putQuota(r *request) response.Response {
 
 func (s *Server) getMembers(r *request) response.Response {
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	m, err := s.ids.Members(r.Context(), project)

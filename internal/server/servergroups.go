@@ -7,7 +7,7 @@ import (
 
 func (s *Server) getServerGroups(r *request) response.Response {
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	gs, err := s.compute.ListGroups(r.Context(), project)
@@ -23,7 +23,7 @@ func (s *Server) postServerGroups(r *request) response.Response {
 		return response.Error(err)
 	}
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	g, err := s.compute.CreateGroup(r.Context(), project, req)

@@ -67,7 +67,7 @@ func parseGroupBy(r *request, def string) (string, error) {
 
 func (s *Server) getProjectUsage(r *request) response.Response {
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	from, to, err := s.parseRange(r)

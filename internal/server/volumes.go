@@ -29,7 +29,7 @@ func (l liveInstances) LiveInstance(ctx context.Context, project, name string) (
 
 func (s *Server) getVolumes(r *request) response.Response {
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	vs, err := s.volumes.List(r.Context(), project)
@@ -45,7 +45,7 @@ func (s *Server) postVolumes(r *request) response.Response {
 		return response.Error(err)
 	}
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	v, err := s.volumes.Create(r.Context(), project, req, r.p.CloudAdmin)
@@ -254,7 +254,7 @@ func (s *Server) postVolumeMove(r *request) response.Response {
 
 func (s *Server) getVolumeBackups(r *request) response.Response {
 	project := r.PathValue("project")
-	if _, err := s.ids.GetProject(r.Context(), project); err != nil {
+	if err := s.ids.RequireProject(r.Context(), project); err != nil {
 		return response.Error(err)
 	}
 	bs, err := s.volumes.ListBackups(r.Context(), project)
