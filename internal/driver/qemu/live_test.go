@@ -124,7 +124,7 @@ func runningOnOneOfTwo(t *testing.T, id, userData string) (src, dst *Driver, s d
 func TestLiveCancelEndsWhatAKilledAgentLeft(t *testing.T) {
 	src, _, s := runningOnOneOfTwo(t, "vm-abort", counter)
 	ctx := context.Background()
-	waitFor(t, "the counter to reach 2", func() bool { n := ticks(t, src, s.ID); return len(n) > 0 && n[len(n)-1] >= 2 })
+	within(t, 5*time.Minute, "the counter to reach 2", func() bool { n := ticks(t, src, s.ID); return len(n) > 0 && n[len(n)-1] >= 2 })
 	_, fetch := tinyVM(t)
 	for _, end := range []string{"LiveCancel", "LiveAbort"} {
 		leaveMigrating(t, src, s.ID)
