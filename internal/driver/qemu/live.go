@@ -447,26 +447,30 @@ func (d *Driver) LiveCancel(ctx context.Context, id string) error {
 // then failed runs again.
 func (d *Driver) LiveAbort(ctx context.Context, id string) error {
 	return d.act(ctx, id, func(m meta, qs string) error {
-		if qs != "" {
-			c, err := d.dial(ctx, id)
-			if err != nil {
-				return err
-			}
-			err = endOutgoing(ctx, c)
-			c.Close()
-			if err != nil {
+		if qs == "" {
+			return nil
+		}
+		c, err := d.dial(ctx, id)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		ended := endOutgoing(ctx, c)
+		// Resumed even if QEMU's migration did not end: a source runs
+		// while it migrates (pre-copy) anyway.
+		if st, err := c.QueryStatus(ctx); err != nil {
+			return err
+		} else if st.Status == "paused" || st.Status == "postmigrate" || st.Status == "finish-migrate" {
+			if err := c.Execute(ctx, "cont", nil, nil); err != nil {
 				return err
 			}
 		}
-		if qs == "paused" || qs == "postmigrate" || qs == "finish-migrate" {
-			if err := d.do(ctx, id, "cont", nil, nil); err != nil {
-				return err
-			}
-		}
-		if m.Want != wantRunning && qs != "" {
+		if m.Want != wantRunning {
 			m.Want = wantRunning
-			return d.writeMeta(id, m)
+			if err := d.writeMeta(id, m); err != nil {
+				return err
+			}
 		}
-		return nil
+		return ended
 	})
 }

@@ -158,6 +158,23 @@ func TestLiveCancelEndsWhatAKilledAgentLeft(t *testing.T) {
 		}
 		c.Close()
 	}
+	// A source paused for the switch-over whose target then failed runs
+	// again by LiveAbort (LiveCancel leaves that to the rollback).
+	if err := src.do(ctx, s.ID, "stop", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.LiveCancel(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	if qs, _ := src.qemuState(ctx, s.ID); qs != "paused" {
+		t.Errorf("LiveCancel left the guest %q, not paused", qs)
+	}
+	if err := src.LiveAbort(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	if qs, _ := src.qemuState(ctx, s.ID); qs != "running" {
+		t.Errorf("LiveAbort left the guest %q, not running", qs)
+	}
 }
 
 // blockNodes are a QEMU's named block nodes and their virtual sizes.
