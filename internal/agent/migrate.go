@@ -113,6 +113,11 @@ func (mg *migrations) handle(ctx context.Context, as api.Assignment) bool {
 		}
 		if as.State != api.StateMigrate || m.Cancel {
 			if m.Cancel && src {
+				// A transfer this agent ran (note cancelled it) ended
+				// what it began in the driver; one begun before this
+				// agent restarted may still be running there. The
+				// guest is not resumed: the rollback says so.
+				mg.liveCancel(ctx, as)
 				mg.report(ctx, as, m.Source, api.MigrationFailed, "cancelled", nil)
 			}
 			return true
@@ -136,15 +141,38 @@ func (mg *migrations) handle(ctx context.Context, as api.Assignment) bool {
 			mg.remove(ctx, as, m.Target)
 			mg.report(ctx, as, m.Target, api.MigrationCleaned, "", nil)
 			return true
-		case src && m.Mode == api.MigrateLive:
-			if lm, err := driver.Feature[driver.LiveMigrator](mg.d); err == nil {
-				if err := lm.LiveAbort(ctx, as.ID); err != nil {
-					mg.log.Warn("resuming after a failed live migration", "instance", as.ID, "err", err)
-				}
-			}
+		case src:
+			mg.liveAbort(ctx, as)
 		}
 	}
 	return false
+}
+
+// liveAbort ends, on the source, what a live migration left in the
+// driver (QEMU's outgoing migration, its disk mirror) and runs the
+// instance again if it was paused for the switch-over.
+func (mg *migrations) liveAbort(ctx context.Context, as api.Assignment) {
+	if as.Migration.Mode != api.MigrateLive {
+		return
+	}
+	if lm, err := driver.Feature[driver.LiveMigrator](mg.d); err == nil {
+		if err := lm.LiveAbort(ctx, as.ID); err != nil {
+			mg.log.Warn("ending a live migration that failed or was cancelled", "instance", as.ID, "err", err)
+		}
+	}
+}
+
+// liveCancel ends, on the source, a live migration the driver may still
+// be running.
+func (mg *migrations) liveCancel(ctx context.Context, as api.Assignment) {
+	if as.Migration.Mode != api.MigrateLive {
+		return
+	}
+	if lc, ok := mg.d.(driver.LiveCanceler); ok {
+		if err := lc.LiveCancel(ctx, as.ID); err != nil {
+			mg.log.Warn("ending a cancelled live migration", "instance", as.ID, "err", err)
+		}
+	}
 }
 
 // remove takes an instance off one of this agent's hosts: its process,

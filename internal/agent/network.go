@@ -271,6 +271,17 @@ func (h *hostNetwork) kickNow() {
 	}
 }
 
+// receiving says whether an assignment is a migration still in transfer:
+// its target wired the ports for the QEMU (or container) waiting there,
+// and the server's view shows them on the source until the move commits.
+// Removing them then deleted the TAP under the target's QEMU: its NIC was
+// dead after the move, and its main loop spun on the detached descriptor
+// (EBADFD), starving the next migration from that host of QEMU's lock
+// (it sent nothing).
+func receiving(as api.Assignment) bool {
+	return as.Migration != nil && as.Migration.Phase == api.MigrationTransfer
+}
+
 // wired are the assignments whose ports should be on this host now.
 func (h *hostNetwork) wired() map[string]api.Assignment {
 	h.mu.Lock()
@@ -412,7 +423,7 @@ func (h *hostNetwork) syncLocked(ctx context.Context) {
 	// in a row lack them (one may come from a server a moment behind);
 	// their devices go below.
 	for id := range wired {
-		if inView[id] {
+		if inView[id] || receiving(wired[id]) {
 			delete(h.unplaced, id)
 			continue
 		}

@@ -62,3 +62,18 @@ func (c *combined) LiveAbort(ctx context.Context, id string) error {
 	}
 	return m.LiveAbort(ctx, id)
 }
+
+var _ LiveCanceler = (*combined)(nil)
+
+// LiveCancel is the LiveCanceler of the instance's driver; one that has
+// none leaves nothing running once its caller is gone.
+func (c *combined) LiveCancel(ctx context.Context, id string) error {
+	d, err := c.owner(id)
+	if err != nil {
+		return err
+	}
+	if lc, ok := d.(LiveCanceler); ok {
+		return lc.LiveCancel(ctx, id)
+	}
+	return nil
+}

@@ -50,6 +50,15 @@ type LiveMigrator interface {
 	LiveAbort(ctx context.Context, id string) error
 }
 
+// LiveCanceler is a LiveMigrator whose hypervisor may go on migrating
+// after its caller is gone (an agent killed mid-try): LiveCancel ends
+// whatever outgoing migration of the instance is under way there, and
+// never resumes a guest paused for the switch-over (its target may run
+// it now: only the server, rolling back, says it runs here again).
+type LiveCanceler interface {
+	LiveCancel(ctx context.Context, id string) error
+}
+
 // LiveOptions tune a live migration.
 type LiveOptions struct {
 	// DowntimeLimitMS is the longest pause allowed at stop-and-copy

@@ -42,7 +42,7 @@ func dirtyPasses(t *testing.T, d *Driver, id string) int {
 func TestLiveMigrationThatCannotConverge(t *testing.T) {
 	src, dst, s := runningOnOneOfTwo(t, "vm-dirty", dirtier)
 	ctx := context.Background()
-	waitFor(t, "the guest to dirty its memory", func() bool { return dirtyPasses(t, src, s.ID) >= 2 })
+	within(t, 5*time.Minute, "the guest to dirty its memory", func() bool { return dirtyPasses(t, src, s.ID) >= 2 })
 	before := dirtyPasses(t, src, s.ID)
 
 	tun := &pipeTunnel{ends: map[string]chan net.Conn{}}
@@ -79,8 +79,8 @@ func TestLiveMigrationThatCannotConverge(t *testing.T) {
 		t.Fatalf("the source is %q (%v) after the abandon, not running", qs, err)
 	}
 	n := ticks(t, src, s.ID)
-	waitFor(t, "the source's counter to go on", func() bool { m := ticks(t, src, s.ID); return len(m) > 0 && m[len(m)-1] > n[len(n)-1] })
-	waitFor(t, "the source's writer to go on", func() bool { return dirtyPasses(t, src, s.ID) > before })
+	within(t, 3*time.Minute, "the source's counter to go on", func() bool { m := ticks(t, src, s.ID); return len(m) > 0 && m[len(m)-1] > n[len(n)-1] })
+	within(t, 3*time.Minute, "the source's writer to go on", func() bool { return dirtyPasses(t, src, s.ID) > before })
 	if st, err := src.Status(ctx, s.ID); err != nil || st.State != driver.Running {
 		t.Fatalf("source: %+v %v", st, err)
 	}

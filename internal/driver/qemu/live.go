@@ -251,15 +251,21 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 		// decision (a broken tunnel is something else).
 		ctl.Write([]byte("no\n"))
 		bg := context.WithoutCancel(ctx)
-		endOutgoing(bg, c)
-		if qs, _ := d.qemuState(bg, id); qs == "paused" || qs == "postmigrate" {
+		if err := endOutgoing(bg, c); err != nil {
+			why = fmt.Errorf("%w; and ending it: %v", why, err)
+		}
+		var st qmp.Status
+		if st, _ = c.QueryStatus(bg); st.Status == "paused" || st.Status == "postmigrate" || st.Status == "finish-migrate" {
 			c.Execute(bg, "cont", nil, nil)
 		}
 		return api.MigrationStats{}, why
 	}
 	// An earlier try whose agent was killed left its mirror's NBD client
-	// (and maybe the job) in this QEMU: it would refuse a second one.
-	endOutgoing(ctx, c)
+	// (and maybe the job, or the memory migration) in this QEMU: it would
+	// refuse a second one.
+	if err := endOutgoing(ctx, c); err != nil {
+		return abandon(fmt.Errorf("an earlier migration of it does not end: %w", err))
+	}
 	// The disk first: mirror the overlay into the target's, in step.
 	if err := c.Execute(ctx, "blockdev-add", map[string]any{"driver": "nbd", "node-name": "kumo-mig-target",
 		"server": map[string]any{"type": "unix", "path": nbdOut}, "export": "disk"}, nil); err != nil {
@@ -374,8 +380,10 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 
 // endOutgoing ends what an outgoing migration made in a QEMU that runs
 // on: the memory migration, the disk mirror and its NBD client. Nothing
-// of it there is not an error.
-func endOutgoing(ctx context.Context, c *qmp.Conn) {
+// of it there is not an error; a migration QEMU has not ended once
+// cancelled (within a bound) is, since the next try would be refused
+// ("There's a migration process in progress").
+func endOutgoing(ctx context.Context, c *qmp.Conn) error {
 	c.Execute(ctx, "migrate_cancel", nil, nil)
 	c.Execute(ctx, "block-job-cancel", map[string]any{"device": "kumo-mirror", "force": true}, nil)
 	for i := 0; i < 50; i++ {
@@ -386,21 +394,83 @@ func endOutgoing(ctx context.Context, c *qmp.Conn) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	c.Execute(ctx, "blockdev-del", map[string]any{"node-name": "kumo-mig-target"}, nil)
+	// migrate_cancel only asks: QEMU's migration thread ends it when it
+	// next looks (a thread waiting for QEMU's lock looks late).
+	var mi migrationInfo
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if err := c.Execute(ctx, "query-migrate", nil, &mi); err != nil {
+			return fmt.Errorf("query-migrate after migrate_cancel: %w", err)
+		}
+		if !migrating(mi.Status) {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("QEMU's outgoing migration is still %q 30 s after migrate_cancel", mi.Status)
+		}
+		c.Execute(ctx, "migrate_cancel", nil, nil)
+	}
 }
 
-// LiveAbort implements driver.LiveMigrator: a source paused by a
-// migration whose target then failed runs again.
+// migrating says whether an outgoing migration in QEMU's status s is
+// still under way (a new one would be refused).
+func migrating(s string) bool {
+	switch s {
+	case "", "none", "completed", "failed", "cancelled":
+		return false
+	}
+	return true
+}
+
+var _ driver.LiveCanceler = (*Driver)(nil)
+
+// LiveCancel implements driver.LiveCanceler: endOutgoing, under the
+// VM's lock, on a QEMU that runs.
+func (d *Driver) LiveCancel(ctx context.Context, id string) error {
+	return d.act(ctx, id, func(_ meta, qs string) error {
+		if qs == "" {
+			return nil
+		}
+		c, err := d.dial(ctx, id)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return endOutgoing(ctx, c)
+	})
+}
+
+// LiveAbort implements driver.LiveMigrator: whatever an outgoing
+// migration left in the VM's QEMU ends - the memory migration (a source
+// agent killed mid-try, or restarted since, left it running: cancelling
+// the try must end it, or every later one is refused), the disk mirror
+// and its NBD client - and a source paused by a migration whose target
+// then failed runs again.
 func (d *Driver) LiveAbort(ctx context.Context, id string) error {
 	return d.act(ctx, id, func(m meta, qs string) error {
-		if qs == "paused" || qs == "postmigrate" {
-			if err := d.do(ctx, id, "cont", nil, nil); err != nil {
+		if qs == "" {
+			return nil
+		}
+		c, err := d.dial(ctx, id)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		ended := endOutgoing(ctx, c)
+		// Resumed even if QEMU's migration did not end: a source runs
+		// while it migrates (pre-copy) anyway.
+		if st, err := c.QueryStatus(ctx); err != nil {
+			return err
+		} else if st.Status == "paused" || st.Status == "postmigrate" || st.Status == "finish-migrate" {
+			if err := c.Execute(ctx, "cont", nil, nil); err != nil {
 				return err
 			}
 		}
-		if m.Want != wantRunning && qs != "" {
+		if m.Want != wantRunning {
 			m.Want = wantRunning
-			return d.writeMeta(id, m)
+			if err := d.writeMeta(id, m); err != nil {
+				return err
+			}
 		}
-		return nil
+		return ended
 	})
 }

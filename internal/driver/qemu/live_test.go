@@ -2,14 +2,17 @@ package qemu
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/driver"
+	"github.com/kumocloud/kumo/internal/qmp"
 )
 
 // pipeTunnel is a migration tunnel in one process: both sides opening a
@@ -107,4 +110,129 @@ func runningOnOneOfTwo(t *testing.T, id, userData string) (src, dst *Driver, s d
 	}
 	t.Cleanup(func() { src.Cleanup(ctx, s.ID, false); dst.Cleanup(ctx, s.ID, false) })
 	return src, dst, s
+}
+
+// TestLiveCancelEndsWhatAKilledAgentLeft: a source agent killed in the
+// middle of a live migration leaves its QEMU migrating - the memory
+// stream (here to a socket that takes nothing, as a stalled tunnel) and
+// the disk mirror with its NBD client node. The restarted agent's driver
+// (a new one on the same state dir), told the migration was cancelled
+// (LiveCancel) or rolled back (LiveAbort), ends all of it: QEMU's
+// migration is cancelled (a new one would otherwise be refused: "There's
+// a migration process in progress"), no block job or target node is
+// left, and the guest runs on.
+func TestLiveCancelEndsWhatAKilledAgentLeft(t *testing.T) {
+	src, _, s := runningOnOneOfTwo(t, "vm-abort", counter)
+	ctx := context.Background()
+	within(t, 5*time.Minute, "the counter to reach 2", func() bool { n := ticks(t, src, s.ID); return len(n) > 0 && n[len(n)-1] >= 2 })
+	_, fetch := tinyVM(t)
+	for _, end := range []string{"LiveCancel", "LiveAbort"} {
+		leaveMigrating(t, src, s.ID)
+		restarted := newDriver(t, src.root, fetch)
+		var err error
+		if end == "LiveCancel" {
+			err = restarted.LiveCancel(ctx, s.ID)
+		} else {
+			err = restarted.LiveAbort(ctx, s.ID)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", end, err)
+		}
+		c, err := qmp.Dial(ctx, src.sock(s.ID, "qmp.sock"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mi migrationInfo
+		if err := c.Execute(ctx, "query-migrate", nil, &mi); err != nil || mi.Status != "cancelled" {
+			t.Errorf("QEMU's migration after %s: %q (%v), not cancelled", end, mi.Status, err)
+		}
+		var jobs []json.RawMessage
+		if err := c.Execute(ctx, "query-block-jobs", nil, &jobs); err != nil || len(jobs) != 0 {
+			t.Errorf("block jobs left after %s: %s (%v)", end, jobs, err)
+		}
+		if blockNodes(t, c)["kumo-mig-target"] != 0 {
+			t.Errorf("the mirror's target node is left after %s", end)
+		}
+		if st, err := c.QueryStatus(ctx); err != nil || st.Status != "running" {
+			t.Errorf("the guest is %q (%v) after %s, not running", st.Status, err, end)
+		}
+		c.Close()
+	}
+	// A source paused for the switch-over whose target then failed runs
+	// again by LiveAbort (LiveCancel leaves that to the rollback).
+	if err := src.do(ctx, s.ID, "stop", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.LiveCancel(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	if qs, _ := src.qemuState(ctx, s.ID); qs != "paused" {
+		t.Errorf("LiveCancel left the guest %q, not paused", qs)
+	}
+	if err := src.LiveAbort(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	if qs, _ := src.qemuState(ctx, s.ID); qs != "running" {
+		t.Errorf("LiveAbort left the guest %q, not running", qs)
+	}
+}
+
+// blockNodes are a QEMU's named block nodes and their virtual sizes.
+func blockNodes(t *testing.T, c *qmp.Conn) map[string]int64 {
+	var nodes []struct {
+		NodeName string `json:"node-name"`
+		Image    struct {
+			VirtualSize int64 `json:"virtual-size"`
+		} `json:"image"`
+	}
+	if err := c.Execute(context.Background(), "query-named-block-nodes", nil, &nodes); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, n := range nodes {
+		out[n.NodeName] = max(n.Image.VirtualSize, 1)
+	}
+	return out
+}
+
+// leaveMigrating does to VM id what a source agent killed in pre-copy
+// leaves: a disk mirror (to a node that takes 1 byte/s) and a memory
+// migration into a socket nobody reads, both under way, and no QMP
+// client.
+func leaveMigrating(t *testing.T, d *Driver, id string) {
+	ctx := context.Background()
+	stalled := filepath.Join(t.TempDir(), "stalled.sock")
+	ln, err := net.Listen("unix", stalled)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			t.Cleanup(func() { c.Close() }) // held, never read
+		}
+	}()
+	c, err := qmp.Dial(ctx, d.sock(id, "qmp.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close() // the agent is killed
+	steps := []struct {
+		cmd  string
+		args any
+	}{
+		{"blockdev-add", map[string]any{"driver": "null-co", "node-name": "kumo-mig-target", "size": blockNodes(t, c)["disk"]}},
+		{"blockdev-mirror", map[string]any{"job-id": "kumo-mirror", "device": "disk", "target": "kumo-mig-target", "sync": "full", "speed": 1}},
+		{"migrate-set-parameters", map[string]any{"max-bandwidth": 1 << 20}},
+		{"migrate", map[string]any{"uri": "unix:" + stalled}},
+	}
+	for _, st := range steps {
+		if err := c.Execute(ctx, st.cmd, st.args, nil); err != nil {
+			t.Fatalf("%s: %v", st.cmd, err)
+		}
+	}
+	var mi migrationInfo
+	waitFor(t, "the migration to be under way", func() bool {
+		return c.Execute(ctx, "query-migrate", nil, &mi) == nil && migrating(mi.Status)
+	})
 }

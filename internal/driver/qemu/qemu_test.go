@@ -104,6 +104,17 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("timed out waiting for %s", what)
 }
 
+// within is waitFor bounded by time, for what a TCG guest on a loaded
+// machine does slowly (booting: 60 polls of a second were not enough).
+func within(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+	}
+}
+
 // ticks returns the numbers the guest's counter printed on its console.
 func ticks(t *testing.T, d *Driver, id string) []int {
 	b, _ := d.Logs(context.Background(), id, 1000)
