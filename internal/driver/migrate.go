@@ -74,6 +74,11 @@ type LiveOptions struct {
 	// MaxBandwidth caps the memory stream, in bytes a second (0: the
 	// hypervisor's default).
 	MaxBandwidth int64
+	// CopyVolumes are the ids of the instance's volumes (its boot volume
+	// included) in local pools: the source mirrors them to the target
+	// with its own disk. Volumes not named are on storage both hosts
+	// open (a shared pool) and are not copied.
+	CopyVolumes []string
 }
 
 // ErrSourceGaveUp is a receiving side's error when the sending side said

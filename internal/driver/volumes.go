@@ -22,6 +22,11 @@ type Volume struct {
 	Device string `json:"device,omitempty"`
 	// Target is where a container sees the volume.
 	Target string `json:"target,omitempty"`
+	// Local: the volume's file is on this host only (a local pool). A
+	// live migration's target is given it as an empty file of the
+	// volume's size, which the source mirrors into; a volume of a pool
+	// every host mounts is opened as it is on both.
+	Local bool `json:"local,omitempty"`
 }
 
 // ErrNoLiveAttach says a driver cannot attach or detach a volume while

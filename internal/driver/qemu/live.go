@@ -2,8 +2,6 @@ package qemu
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -75,13 +73,18 @@ func (d *Driver) LiveReceive(ctx context.Context, s driver.Spec, t driver.Tunnel
 		args any
 	}{
 		{"nbd-server-start", map[string]any{"addr": map[string]any{"type": "unix", "data": map[string]any{"path": nbdSock}}}},
-		{"nbd-server-add", map[string]any{"device": "disk", "writable": true}},
 		{"migrate-set-capabilities", map[string]any{"capabilities": []map[string]any{{"capability": "auto-converge", "state": true}}}},
 		{"migrate-incoming", map[string]any{"uri": "unix:" + memSock}},
 	}
-	for _, st := range steps {
+	var disks []string
+	for i, st := range steps {
 		if err := c.Execute(ctx, st.cmd, st.args, nil); err != nil {
 			return fmt.Errorf("%s: %w", st.cmd, err)
+		}
+		if i == 0 {
+			if disks, err = serveDisks(ctx, c, s); err != nil { // live_volumes.go
+				return err
+			}
 		}
 	}
 	ctl, err := t(ctx, "ctl")
@@ -92,8 +95,10 @@ func (d *Driver) LiveReceive(ctx context.Context, s driver.Spec, t driver.Tunnel
 	// The source connects as it needs: the disk first, then the memory.
 	bctx, stop := context.WithCancel(ctx)
 	defer stop()
-	bridged := make(chan error, 2)
-	go func() { bridged <- bridgeTo(bctx, t, "nbd", nbdSock) }()
+	bridged := make(chan error, 1+len(disks))
+	for _, ch := range disks {
+		go func() { bridged <- bridgeTo(bctx, t, ch, nbdSock) }()
+	}
 	go func() { bridged <- bridgeTo(bctx, t, "mem", memSock) }()
 	// The source's word: "go" once everything is here, anything else (or
 	// the channel breaking) is the end of it.
@@ -235,12 +240,7 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 	defer ctl.Close()
 	bctx, stop := context.WithCancel(ctx)
 	defer stop()
-	nbdOut, memOut := d.sock(id, "nbd-out.sock"), d.sock(id, "migrate-out.sock")
-	nln, nbdDone, err := bridgeFrom(bctx, t, "nbd", nbdOut)
-	if err != nil {
-		return api.MigrationStats{}, err
-	}
-	defer nln.Close()
+	memOut := d.sock(id, "migrate-out.sock")
 	mln, memDone, err := bridgeFrom(bctx, t, "mem", memOut)
 	if err != nil {
 		return api.MigrationStats{}, err
@@ -266,41 +266,11 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 	if err := endOutgoing(ctx, c); err != nil {
 		return abandon(fmt.Errorf("an earlier migration of it does not end: %w", err))
 	}
-	// The disk first: mirror the overlay into the target's, in step.
-	if err := c.Execute(ctx, "blockdev-add", map[string]any{"driver": "nbd", "node-name": "kumo-mig-target",
-		"server": map[string]any{"type": "unix", "path": nbdOut}, "export": "disk"}, nil); err != nil {
-		return abandon(fmt.Errorf("connecting to the target's disk: %w", err))
-	}
-	mirror := map[string]any{"job-id": "kumo-mirror", "device": "disk", "target": "kumo-mig-target",
-		"sync": "top", "copy-mode": "write-blocking", "auto-finalize": true}
-	if bw := d.o.MigrateBandwidthMiB; bw > 0 {
-		mirror["speed"] = bw << 20
-	}
-	if err := c.Execute(ctx, "blockdev-mirror", mirror, nil); err != nil {
-		return abandon(fmt.Errorf("blockdev-mirror: %w", err))
-	}
-	var disk int64
-	for ready := false; !ready; {
-		var jobs []struct {
-			Device string `json:"device"`
-			Ready  bool   `json:"ready"`
-			Offset int64  `json:"offset"`
-			Len    int64  `json:"len"`
-		}
-		if err := c.Execute(ctx, "query-block-jobs", nil, &jobs); err != nil {
-			return abandon(err)
-		}
-		if len(jobs) == 0 {
-			return abandon(errors.New("the disk mirror ended before it was in step"))
-		}
-		ready, disk = jobs[0].Ready, jobs[0].Offset
-		select {
-		case <-ctx.Done():
-			return abandon(ctx.Err())
-		case err := <-nbdDone:
-			return abandon(fmt.Errorf("the disk's tunnel ended: %v", err))
-		case <-time.After(100 * time.Millisecond):
-		}
+	// The disks first (live_volumes.go): mirrored into the target's, in
+	// step.
+	disks, disk, err := d.mirrorDisks(ctx, bctx, c, id, t, opt)
+	if err != nil {
+		return abandon(err)
 	}
 	// Then the memory.
 	caps := []map[string]any{{"capability": "auto-converge", "state": opt.AutoConverge}}
@@ -347,23 +317,9 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 	}
 	// The source is paused for good; the mirror ends in step (writes were
 	// synchronous), then the target may go.
-	if err := c.Execute(ctx, "block-job-cancel", map[string]any{"device": "kumo-mirror"}, nil); err != nil {
+	if err := endMirrors(ctx, c, disks); err != nil {
 		return abandon(err)
 	}
-	for i := 0; ; i++ {
-		var jobs []json.RawMessage
-		if err := c.Execute(ctx, "query-block-jobs", nil, &jobs); err != nil {
-			return abandon(err)
-		}
-		if len(jobs) == 0 {
-			break
-		}
-		if i > 600 {
-			return abandon(errors.New("the disk mirror did not end"))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	c.Execute(ctx, "blockdev-del", map[string]any{"node-name": "kumo-mig-target"}, nil)
 	<-memDone
 	if _, err := ctl.Write([]byte("go\n")); err != nil {
 		return abandon(err)
@@ -385,15 +341,7 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 // ("There's a migration process in progress").
 func endOutgoing(ctx context.Context, c *qmp.Conn) error {
 	c.Execute(ctx, "migrate_cancel", nil, nil)
-	c.Execute(ctx, "block-job-cancel", map[string]any{"device": "kumo-mirror", "force": true}, nil)
-	for i := 0; i < 50; i++ {
-		var jobs []json.RawMessage
-		if c.Execute(ctx, "query-block-jobs", nil, &jobs) != nil || len(jobs) == 0 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	c.Execute(ctx, "blockdev-del", map[string]any{"node-name": "kumo-mig-target"}, nil)
+	endMirrorsForced(ctx, c) // live_volumes.go
 	// migrate_cancel only asks: QEMU's migration thread ends it when it
 	// next looks (a thread waiting for QEMU's lock looks late).
 	var mi migrationInfo
