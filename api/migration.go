@@ -83,6 +83,23 @@ type AssignmentMigration struct {
 	Phase  string `json:"phase"`
 	From   State  `json:"from"`
 	Cancel bool   `json:"cancel,omitempty"`
+	// Volumes go with the instance: those of a local pool are copied to
+	// the target (a live migration mirrors them), the others are on
+	// storage both hosts mount.
+	Volumes []MigrationVolume `json:"volumes,omitempty"`
+}
+
+// MigrationVolume is a volume attached to a migrating instance (its boot
+// volume included, at Device vda).
+type MigrationVolume struct {
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	Device   string `json:"device,omitempty"`
+	Path     string `json:"path,omitempty"`
+	Format   string `json:"format"`
+	SizeGiB  int64  `json:"size_gib"`
+	PoolType string `json:"pool_type"`
+	PoolPath string `json:"pool_path,omitempty"`
 }
 
 // Migration report events.

@@ -169,6 +169,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a.inst = newInstances(a.srv, cfg.Driver, withVolumes{a.net, a.vols}, cfg.Workers, cfg.ResyncEvery, tell, started, cfg.Log)
 	a.inst.fence = a.fence
 	a.inst.mig = newMigrations(a.srv, cfg.Driver, a.hostSet, a.net, cfg.Log)
+	a.inst.mig.vols = a.vols
 	a.inst.mig.live = liveOptions(cfg)
 	a.sessions = &sessionJob{src: a.srv, d: cfg.Driver, tempDir: cfg.StateDir, log: cfg.Log}
 	return a, nil

@@ -53,6 +53,9 @@ type migrations struct {
 	done map[string]bool
 	// live tunes the live migrations this agent sends.
 	live driver.LiveOptions
+	// vols is the agent's volume job: volumes go with an instance
+	// (migrate_volumes.go); nil: none do.
+	vols *volumeJob
 }
 
 // liveOptions are the live migrations' settings of an agent of cfg: a
@@ -185,6 +188,13 @@ func (mg *migrations) remove(ctx context.Context, as api.Assignment, host string
 	as.Host = host
 	mg.ports.forget(as.ID)
 	mg.ports.unwire(ctx, as)
+	if mg.vols != nil {
+		if host == as.Migration.Source {
+			mg.vols.left(as.ID)
+		} else {
+			mg.vols.dropIncoming(as.ID)
+		}
+	}
 }
 
 // transfer runs this agent's side (or both) of a migration's transfer.
@@ -280,12 +290,17 @@ func (mg *migrations) receive(ctx context.Context, as api.Assignment, t driver.T
 		if st, err := mg.d.Status(ctx, as.ID); err == nil && st.Host == m.Target && st.State == driver.Running {
 			return nil
 		}
+		if spec, err = mg.migrationVolumes(ctx, as, spec); err != nil {
+			return fmt.Errorf("volumes: %w", err)
+		}
 		if err := mg.ports.wire(ctx, as); err != nil {
+			mg.dropIncoming(as)
 			return fmt.Errorf("network: %w", err)
 		}
 		if err := lm.LiveReceive(ctx, spec, t); err != nil {
 			mg.ports.forget(as.ID)
 			mg.ports.unwire(context.WithoutCancel(ctx), as)
+			mg.dropIncoming(as)
 			return err
 		}
 		return nil
@@ -336,7 +351,16 @@ func (mg *migrations) send(ctx context.Context, as api.Assignment, t driver.Tunn
 			}
 			mg.reportProgress(ctx, as, pct, &st)
 		}
-		return lm.LiveSend(ctx, as.ID, t, mg.live, progress)
+		opt := mg.live
+		opt.CopyVolumes = mg.copyVolumes(m)
+		if mg.vols != nil {
+			mg.vols.leave(as.ID, true)
+		}
+		st, err := lm.LiveSend(ctx, as.ID, t, opt, progress)
+		if err != nil && mg.vols != nil {
+			mg.vols.leave(as.ID, false)
+		}
+		return st, err
 	}
 	cm, err := driver.Feature[driver.Migrator](mg.d)
 	if err != nil {

@@ -66,6 +66,11 @@ type volumeJob struct {
 	mu   sync.Mutex // one round (or spec) at a time; guards what follows
 	view map[string]api.AgentVolume
 	att  map[string]attachment // by volume id
+	// incoming: volumes a live migration's target made to receive into
+	// (volume id -> instance id); leaving: instances a migration takes
+	// away (migrate_volumes.go).
+	incoming map[string]string
+	leaving  map[string]bool
 }
 
 func newVolumeJob(src volumeView, bk backupAPI, d driver.Driver, images driver.ImageSource, dir string, log *slog.Logger) *volumeJob {
@@ -139,8 +144,16 @@ func (j *volumeJob) round(ctx context.Context) {
 	var reps []api.VolumeReport
 	// Detaches first: a volume moving between instances leaves one
 	// before it joins the other.
+	for id := range j.incoming {
+		if _, ok := j.view[id]; ok {
+			delete(j.incoming, id) // the move committed: the view has it
+		}
+	}
 	for id, a := range j.att {
 		v, ok := j.view[id]
+		if j.leaving[a.InstanceID] {
+			continue // migrating away: the migration's cleanup drops it
+		}
 		if !ok || v.Delete || v.Attach == nil || v.Attach.InstanceID != a.InstanceID {
 			if err := j.detach(ctx, id, a); err != nil {
 				j.log.Warn("detaching a volume", "volume", id, "instance", a.InstanceID, "err", err)
@@ -431,7 +444,7 @@ func (j *volumeJob) sweep(ctx context.Context) {
 	ids, _ := j.localPool().IDs()
 	for _, id := range ids {
 		if _, ok := j.view[id]; !ok {
-			if _, att := j.att[id]; !att {
+			if _, att := j.att[id]; !att && j.incoming[id] == "" {
 				j.log.Info("removing a volume nobody lists", "volume", id)
 				j.localPool().Remove(ctx, id)
 			}

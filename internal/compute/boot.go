@@ -6,6 +6,7 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/scheduler"
+	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/volumes"
 )
 
@@ -21,6 +22,10 @@ import (
 type Volumes interface {
 	PlanBoot(ctx context.Context, project string, in volumes.BootInstance, req api.InstancesPost) (volumes.BootPlan, error)
 	PlanConflict(ctx context.Context, project string, p volumes.BootPlan) error
+	// MigrationVolumes and MigrationCommit: the volumes that go with a
+	// migrating instance (migrate_volumes.go).
+	MigrationVolumes(ctx context.Context, project, instanceID string) ([]api.MigrationVolume, error)
+	MigrationCommit(ctx context.Context, project, instanceID, target string, moved []api.MigrationVolume) ([]store.Cond, []store.Op, error)
 }
 
 // noVolumes is a cloud without a volume service.
@@ -34,6 +39,14 @@ func (noVolumes) PlanBoot(_ context.Context, _ string, _ volumes.BootInstance, r
 }
 
 func (noVolumes) PlanConflict(context.Context, string, volumes.BootPlan) error { return nil }
+
+func (noVolumes) MigrationVolumes(context.Context, string, string) ([]api.MigrationVolume, error) {
+	return nil, nil
+}
+
+func (noVolumes) MigrationCommit(context.Context, string, string, string, []api.MigrationVolume) ([]store.Cond, []store.Op, error) {
+	return nil, nil, nil
+}
 
 // SetVolumes gives the compute service the volume service (made after it:
 // the volume service asks compute about instances).

@@ -61,6 +61,9 @@ type record struct {
 	LastMigration *api.Migration `json:"last_migration,omitempty"`
 	// Boot is the VM's boot volume (boot.go), if it has one.
 	Boot *bootVolume `json:"boot,omitempty"`
+	// MigVolumes are the volumes its migration in progress carries
+	// (migrate_volumes.go).
+	MigVolumes []api.MigrationVolume `json:"migration_volumes,omitempty"`
 }
 
 func (r *record) api(rev int64) api.Instance {

@@ -95,10 +95,6 @@ func (svc *Service) Migrate(ctx context.Context, project, name string, req api.I
 		if r.Migration != nil {
 			return api.Instance{}, errs.Conflict("instance %q: migration %s to %s is in phase %s; wait for it to end (or cancel it)", name, r.Migration.ID, r.Migration.Target, r.Migration.Phase)
 		}
-		if r.Boot != nil {
-			// Migration moves a VM's own disk, not a volume it boots from.
-			return api.Instance{}, errs.Conflict("cannot migrate instance %q: it boots from volume %q, and instances booting from a volume do not migrate yet", name, r.BootVolume)
-		}
 		if !slices.Contains(migratable, r.State) {
 			return api.Instance{}, errs.Conflict("cannot migrate instance %q: it is %s; migrate needs it RUNNING, POWEROFF or STOPPED", name, r.State)
 		}
@@ -110,6 +106,10 @@ func (svc *Service) Migrate(ctx context.Context, project, name string, req api.I
 			return api.Instance{}, errs.Conflict("instance %q has never been placed: there is nothing to migrate", name)
 		}
 		mode, err := svc.migrationMode(&r, source, req.Mode)
+		if err != nil {
+			return api.Instance{}, err
+		}
+		vols, err := svc.migrationVolumes(ctx, &r, mode)
 		if err != nil {
 			return api.Instance{}, err
 		}
@@ -129,7 +129,7 @@ func (svc *Service) Migrate(ctx context.Context, project, name string, req api.I
 		from := r.State
 		r.Migration = &api.Migration{ID: secret.Hex(16), Source: source, Target: target, Mode: mode, Phase: api.MigrationTransfer,
 			From: from, StartedAt: t, Deadline: t.Add(timeout)}
-		r.Action = api.ActionMigrate
+		r.Action, r.MigVolumes = api.ActionMigrate, vols
 		why := fmt.Sprintf("user: migrate (%s) from %s to %s", mode, source, target)
 		if from != api.StateStopped {
 			why += fmt.Sprintf(": room reserved on %s (%d vCPU, %d MiB, %d GiB)", target, r.Size.VCPUs, r.Size.MemoryMiB, r.Size.DiskGiB)
@@ -226,6 +226,10 @@ func (svc *Service) migrationVerdicts(ctx context.Context, r *record, source, mo
 	}
 	snap, req := svc.unplacedView(r, groups)
 	req.Home = ""
+	if mode == api.MigrateLive {
+		// Its volumes of a local pool move with it (migrate_volumes.go).
+		req.Volumes = nil
+	}
 	svc.cache.mu.RLock()
 	drivers := map[string]string{}
 	cannot := map[string]string{}
@@ -450,6 +454,8 @@ func (svc *Service) MigrationReport(ctx context.Context, agent *hosts.AgentPrinc
 		if m == nil || m.ID != rep.Migration {
 			return api.Instance{}, errs.Conflict("migration %s of instance %s is over", rep.Migration, r.Name)
 		}
+		var vconds []store.Cond
+		var vops []store.Op
 		source, target := rep.Host == m.Source, rep.Host == m.Target
 		t := svc.now()
 		switch {
@@ -479,6 +485,14 @@ func (svc *Service) MigrationReport(ctx context.Context, agent *hosts.AgentPrinc
 				r.note(t, actor, fmt.Sprintf("sent to %s: %s in %d ms", m.Target, mib(st.Transferred), st.TotalMS))
 			}
 		case rep.Event == api.MigrationReceived && target && m.Phase == api.MigrationTransfer:
+			var verr error
+			if vconds, vops, verr = svc.commitVolumes(ctx, &r); verr != nil && errs.KindOf(verr) != errs.KindConflict {
+				return api.Instance{}, verr
+			}
+			if verr != nil {
+				svc.rollbackMigration(&r, t, actor, verr.Error())
+				break
+			}
 			svc.commitMigration(&r, t, actor)
 		case rep.Event == api.MigrationFailed && source && m.Phase == api.MigrationTransfer && m.Mode == api.MigrateLive && m.Stats != nil && m.Stats.Status == "completed":
 			// The source sent everything: the VM may run on the target
@@ -493,14 +507,21 @@ func (svc *Service) MigrationReport(ctx context.Context, agent *hosts.AgentPrinc
 		case rep.Event == api.MigrationCleaned && source && m.Phase == api.MigrationCleanup,
 			rep.Event == api.MigrationCleaned && target && m.Phase == api.MigrationRollback:
 			r.note(t, actor, fmt.Sprintf("migration %s: %s cleaned up", m.ID, rep.Host))
-			r.LastMigration, r.Migration = m, nil
+			r.LastMigration, r.Migration, r.MigVolumes = m, nil, nil
 		case rep.Event == api.MigrationCleaned || rep.Event == api.MigrationReceived || rep.Event == api.MigrationSent:
 			// A repeat of what was applied (its answer was lost).
 			return r.api(rev), nil
 		default:
 			return api.Instance{}, errs.Conflict("migration %s of %s is in phase %s: %s cannot report %q", m.ID, r.Name, m.Phase, rep.Host, rep.Event)
 		}
-		nrev, err := svc.write(ctx, &r, rev)
+		var nrev int64
+		if len(vops) > 0 {
+			// The volumes' new home, in the commit's transaction.
+			key := instanceKey(r.Project, r.Name)
+			nrev, err = svc.s.Txn(ctx, append([]store.Cond{store.At(key, rev)}, vconds...), append([]store.Op{store.PutJSON(key, r), r.event(ctx)}, vops...))
+		} else {
+			nrev, err = svc.write(ctx, &r, rev)
+		}
 		if errors.Is(err, store.ErrConflict) {
 			continue
 		}
@@ -544,6 +565,12 @@ func (svc *Service) commitMigration(r *record, t time.Time, actor string) {
 	r.Action = ""
 	if to == api.StateBoot {
 		r.Action = api.ActionStart
+	}
+	why += volumesNote(r.MigVolumes, m.Target)
+	if b := r.Boot; b != nil && b.Local && b.Host != "" && len(localVolumes(r.MigVolumes)) > 0 {
+		nb := *b
+		nb.Host = m.Target // its volume moved with it (migrate_volumes.go)
+		r.Boot = &nb
 	}
 	r.transition(t, to, host, actor, why)
 	m.Phase, m.Progress, m.Outcome = api.MigrationCleanup, 100, "completed"
@@ -643,7 +670,7 @@ func assignmentMigration(r *record) *api.AssignmentMigration {
 	if m == nil {
 		return nil
 	}
-	return &api.AssignmentMigration{ID: m.ID, Source: m.Source, Target: m.Target, Mode: m.Mode, Phase: m.Phase, From: m.From, Cancel: m.Cancel}
+	return &api.AssignmentMigration{ID: m.ID, Source: m.Source, Target: m.Target, Mode: m.Mode, Phase: m.Phase, From: m.From, Cancel: m.Cancel, Volumes: r.MigVolumes}
 }
 
 // ActiveMigration finds a migration by id among the live instances.

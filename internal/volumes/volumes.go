@@ -436,6 +436,9 @@ func (svc *Service) Attach(ctx context.Context, project, name string, req api.Vo
 	if in.State == api.StateDone || in.State == api.StateShutdown || in.State == api.StateEpilog {
 		return api.Volume{}, errs.Conflict("instance %q is %s", req.Instance, in.State)
 	}
+	if in.State == api.StateMigrate {
+		return api.Volume{}, errs.Conflict("instance %q is migrating: attach once it has moved", req.Instance)
+	}
 	pools, err := svc.pools(ctx)
 	if err != nil {
 		return api.Volume{}, err
@@ -494,6 +497,11 @@ func (svc *Service) Attach(ctx context.Context, project, name string, req api.Vo
 // Detach asks the instance's host to let the volume go; the attachment
 // goes once it has.
 func (svc *Service) Detach(ctx context.Context, project, name string) (api.Volume, error) {
+	if r, _, err := svc.get(ctx, project, name); err == nil && r.Attachment != nil {
+		if in, _, err := svc.inst.Get(ctx, project, r.Attachment.Instance); err == nil && in.State == api.StateMigrate && in.ID == r.Attachment.InstanceID {
+			return api.Volume{}, errs.Conflict("instance %q is migrating: detach volume %q once it has moved", in.Name, name)
+		}
+	}
 	return svc.update(ctx, project, name, func(r *record) error {
 		if r.Attachment == nil {
 			return errs.Conflict("volume %q is not attached", name)

@@ -1,0 +1,97 @@
+package volumes
+
+import (
+	"context"
+	"slices"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/store"
+)
+
+// Volumes that go with a migrating instance (compute's migrations.go).
+// Those of a local pool are copied to the target (a live migration
+// mirrors them, as the instance's own disk) and their home switches to
+// the target in the transaction that commits the instance's move, so the
+// store names one host for them at every instant; volumes of a pool every
+// host mounts need no copy. A failed move leaves the store as it was: the
+// target's agent removes the copy it made (no volume lists it there).
+
+// MigrationVolumes lists the volumes attached to an instance (its boot
+// volume included) as its migration carries them. A volume being
+// detached, not yet attached on the instance's host, or with snapshots
+// kept beside it on that host refuses the move (409, naming it).
+func (svc *Service) MigrationVolumes(ctx context.Context, project, instanceID string) ([]api.MigrationVolume, error) {
+	pools, err := svc.pools(ctx)
+	if err != nil {
+		return nil, err
+	}
+	items, err := store.ListJSON[record](ctx, svc.s, prefix+project+"/")
+	if err != nil {
+		return nil, err
+	}
+	var out []api.MigrationVolume
+	for _, it := range items {
+		r := it.Value
+		a := r.Attachment
+		if a == nil || a.InstanceID != instanceID {
+			continue
+		}
+		p := pools[r.Pool]
+		switch {
+		case r.Detaching:
+			return nil, errs.Conflict("volume %q is being detached from the instance: wait until it is, then migrate", r.Name)
+		case !a.Attached && a.Device != api.BootDevice:
+			return nil, errs.Conflict("volume %q is not attached on the instance's host yet: wait until it is, then migrate", r.Name)
+		case r.Move != nil:
+			return nil, errs.Conflict("volume %q is moving", r.Name)
+		}
+		if p.Type == api.PoolLocal {
+			snaps, err := store.ListAll(ctx, svc.s, snapPrefix+project+"/"+r.Name+"/")
+			if err != nil {
+				return nil, err
+			}
+			if len(snaps) > 0 {
+				return nil, errs.Conflict("volume %q has %d snapshots, kept beside it on host %q: they do not move with it; delete them first", r.Name, len(snaps), r.Host)
+			}
+		}
+		out = append(out, api.MigrationVolume{ID: r.ID, Name: r.Name, Device: a.Device, Path: a.Path, Format: r.Format,
+			SizeGiB: r.SizeGiB, PoolType: p.Type, PoolPath: p.Path})
+	}
+	return out, nil
+}
+
+// MigrationCommit is the volumes' part of the transaction that commits
+// an instance's move to target: every local volume attached to it gets
+// the target as its home, conditional on its record being as read. A
+// local volume attached to it that the migration did not carry (moved)
+// is an error: its bytes are not on the target.
+func (svc *Service) MigrationCommit(ctx context.Context, project, instanceID, target string, moved []api.MigrationVolume) ([]store.Cond, []store.Op, error) {
+	pools, err := svc.pools(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	items, err := store.ListJSON[record](ctx, svc.s, prefix+project+"/")
+	if err != nil {
+		return nil, nil, err
+	}
+	var conds []store.Cond
+	var ops []store.Op
+	for _, it := range items {
+		r := it.Value
+		if a := r.Attachment; a == nil || a.InstanceID != instanceID || pools[r.Pool].Type != api.PoolLocal {
+			continue
+		}
+		if !slices.ContainsFunc(moved, func(m api.MigrationVolume) bool { return m.ID == r.ID && m.PoolType == api.PoolLocal }) {
+			return nil, nil, errs.Conflict("volume %q was attached during the migration: it is still on host %q only", r.Name, r.Host)
+		}
+		if r.Detaching {
+			return nil, nil, errs.Conflict("volume %q was asked to detach during the migration", r.Name)
+		}
+		r.Host, r.UpdatedAt = target, svc.now().UTC()
+		conds = append(conds, store.At(key(project, r.Name), it.Revision))
+		ops = append(ops, store.PutJSON(key(project, r.Name), r), events.Op(ctx, "volume", events.Updated, project, url(project, r.Name), r.Volume))
+	}
+	return conds, ops, nil
+}
