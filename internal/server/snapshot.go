@@ -17,7 +17,8 @@ import (
 )
 
 // postInstanceSnapshot starts copying a VM's disk into a new image: 202
-// with the operation (images.Snapshots does the work).
+// with the operation (images.Snapshots does the work). A VM booting from
+// a volume gives that volume's bytes (its root disk).
 func (s *Server) postInstanceSnapshot(r *request) response.Response {
 	var req api.InstanceSnapshotPost
 	if err := decodeBody(r.Request, &req); err != nil {
@@ -25,9 +26,6 @@ func (s *Server) postInstanceSnapshot(r *request) response.Response {
 	}
 	if err := mayPublish(r, req.Visibility); err != nil {
 		return response.Error(err)
-	}
-	if in, _, err := s.compute.Get(r.Context(), r.PathValue("project"), r.PathValue("name")); err == nil && in.BootVolume != "" {
-		return response.Error(errs.Conflict("instance %q boots from volume %q: take a volume snapshot (kumo volume snapshot create %s NAME) instead", in.Name, in.BootVolume, in.BootVolume))
 	}
 	op, err := s.snapshots.Start(r.Context(), r.PathValue("project"), r.PathValue("name"), req)
 	if err != nil {

@@ -1,8 +1,12 @@
 package qemu
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -15,17 +19,20 @@ import (
 	"github.com/kumocloud/kumo/internal/driver"
 )
 
-// diskTicker writes, every second, "kumo-tick-N" at 1 MiB into every disk
+// diskTicker writes "kumo-written-once" at 2 MiB into every disk of the
+// guest but its seed, then, every second, "kumo-tick-N" at 1 MiB into every disk
 // of the guest but its seed (fsync'd: QEMU has it), then prints "tick N".
 const diskTicker = `#!/bin/sh
 seed=$(findfs LABEL=cidata)
 disks=""
 for d in /dev/vd?; do [ "$d" = "$seed" ] || disks="$disks $d"; done
+for d in $disks; do printf 'kumo-written-once' | dd of=$d bs=512 seek=4096 conv=fsync 2>/dev/null; done
 (i=0; while :; do i=$((i+1)); for d in $disks; do printf 'kumo-tick-%08d' $i | dd of=$d bs=512 seek=2048 conv=fsync 2>/dev/null; done; echo "tick $i" >/dev/ttyS0; sleep 1; done) &
 `
 
-// diskTick reads the tick a qcow2 file holds at 1 MiB (0: none).
-func diskTick(t *testing.T, file string) int {
+// diskTick reads the tick a qcow2 file holds at 1 MiB (0: none), and
+// whether it holds the mark written once.
+func diskTick(t *testing.T, file string) (int, bool) {
 	t.Helper()
 	raw := filepath.Join(t.TempDir(), "raw")
 	if out, err := exec.Command("qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw", file, raw).CombinedOutput(); err != nil {
@@ -40,11 +47,42 @@ func diskTick(t *testing.T, file string) int {
 	if _, err := f.ReadAt(b, 1<<20); err != nil {
 		t.Fatal(err)
 	}
-	var n int
-	if _, err := fmt.Sscanf(string(b), "kumo-tick-%08d", &n); err != nil {
-		return 0
+	mark := make([]byte, 17)
+	if _, err := f.ReadAt(mark, 2<<20); err != nil {
+		t.Fatal(err)
 	}
-	return n
+	var n int
+	fmt.Sscanf(string(b), "kumo-tick-%08d", &n)
+	return n, string(mark) == "kumo-written-once"
+}
+
+// imageDisk writes the disk.qcow2 of a vm-kernel image to a file.
+func imageDisk(t *testing.T, r io.Reader) string {
+	t.Helper()
+	zr, err := gzip.NewReader(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("no disk.qcow2 in the image: %v", err)
+		}
+		if h.Name != "disk.qcow2" {
+			continue
+		}
+		p := filepath.Join(t.TempDir(), "disk.qcow2")
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := io.Copy(f, tr); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
 }
 
 func qcow2File(t *testing.T, path string, size int64) {
@@ -59,7 +97,8 @@ func qcow2File(t *testing.T, path string, size int64) {
 // The target is given empty files (as its agent makes them); the source
 // mirrors both volumes into them. What the guest wrote before the move
 // is in the target's files, and what it writes after the move lands
-// there too; the guest's counter goes on (memory kept).
+// there too; the guest's counter goes on (memory kept). An instance
+// snapshot of it then holds its boot volume's bytes.
 func TestLiveMigrationOfVolumes(t *testing.T) {
 	sum, fetch := tinyVM(t)
 	src := newDriver(t, t.TempDir(), fetch)
@@ -130,11 +169,23 @@ func TestLiveMigrationOfVolumes(t *testing.T) {
 	if after[0] < last {
 		t.Fatalf("on the target the counter printed %v after %d: the memory did not travel", after, last)
 	}
+	// An instance snapshot of it is the volume it boots from (with the
+	// image's kernel): the mark is in the image's disk.
+	var img bytes.Buffer
+	if err := dst.Snapshot(ctx, s.ID, &img); err != nil {
+		t.Fatalf("instance snapshot: %v", err)
+	}
+	if _, mark := diskTick(t, imageDisk(t, &img)); !mark {
+		t.Error("the instance snapshot lacks what the guest wrote on its boot volume")
+	}
 	if err := dst.Stop(ctx, s.ID, true); err != nil {
 		t.Fatal(err)
 	}
 	for _, v := range ts.Volumes {
-		got := diskTick(t, v.Source)
+		got, mark := diskTick(t, v.Source)
+		if !mark {
+			t.Errorf("volume %s on the target lacks what the guest wrote before the move", v.Device)
+		}
 		if got < last+1 {
 			t.Errorf("volume %s on the target holds tick %d: the guest wrote up to %d before the move and more after it", v.Device, got, last)
 		}
@@ -145,7 +196,7 @@ func TestLiveMigrationOfVolumes(t *testing.T) {
 	// The source's files were left as they were when the move completed
 	// (the agent removes them once the move is committed).
 	for _, v := range s.Volumes {
-		if got := diskTick(t, v.Source); got > last+1 || got < 3 {
+		if got, mark := diskTick(t, v.Source); got > last+1 || got < 3 || !mark {
 			t.Errorf("volume %s on the source holds tick %d (last on the source: %d)", v.Device, got, last)
 		}
 	}

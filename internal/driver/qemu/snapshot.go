@@ -19,7 +19,8 @@ var _ driver.Snapshotter = (*Driver)(nil)
 // w - inside a vm-kernel tarball with the kernel, initrd and cmdline when
 // the VM boots from a kernel image. A running guest is paused while its
 // disk is copied, so the copy is consistent as after a power cut, and
-// continues afterwards.
+// continues afterwards. A VM booting from a volume has that volume's
+// bytes as its disk.
 func (d *Driver) Snapshot(ctx context.Context, id string, w io.Writer) error {
 	var m meta
 	tmp := d.path(id, "snapshot.qcow2")
@@ -35,11 +36,17 @@ func (d *Driver) Snapshot(ctx context.Context, id string, w io.Writer) error {
 		// -U: QEMU holds the image lock while it runs (paused here). The
 		// source is the same node tree QEMU runs (diskTree): the base is
 		// named explicitly, no header is followed, nothing is probed.
-		rec, err := d.withBase(ctx, id, rec)
-		if err != nil {
-			return err
+		var src string
+		if rec.Spec.BootVolume != "" {
+			// Its root disk is the volume it boots from (bootvolume.go).
+			src = vmimage.JSONFilename(bootNode(rec))
+		} else {
+			rec, err := d.withBase(ctx, id, rec)
+			if err != nil {
+				return err
+			}
+			src = vmimage.JSONFilename(d.diskTree(id, rec))
 		}
-		src := vmimage.JSONFilename(d.diskTree(id, rec))
 		out, err := exec.CommandContext(ctx, "qemu-img", "convert", "-U", "-O", "qcow2", src, tmp).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("qemu-img convert: %v: %s", err, strings.TrimSpace(string(out)))
