@@ -55,8 +55,8 @@ func TestMigrateLiveWithVolumes(t *testing.T) {
 		}
 	}
 
-	if _, err := th.admin.MigrateInstance(ctx, "default", "vm1", api.InstanceMigrate{Mode: api.MigrateCold}); err == nil || !strings.Contains(err.Error(), "local pool") {
-		t.Fatalf("a cold move of local volumes: %v", err)
+	if _, err := th.admin.MigrateInstance(ctx, "default", "vm1", api.InstanceMigrate{Mode: api.MigrateCold}); err == nil || !strings.Contains(err.Error(), "moves live only") {
+		t.Fatalf("a cold move of a VM booting from a volume: %v", err)
 	}
 	op, err := th.migrate("vm1", api.InstanceMigrate{})
 	if err != nil || op.Status != api.OpSucceeded {

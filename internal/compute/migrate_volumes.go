@@ -15,9 +15,10 @@ import (
 // live migration copies those of a local pool (the source mirrors them
 // into empty ones the target makes), and the commit that puts the
 // instance on its target gives them the target as their home in the
-// same transaction. A cold move carries no volume of a local pool (it
-// is refused: only a live migration copies them); volumes of a pool
-// every host mounts need no copy, live or cold.
+// same transaction. A cold move carries no volume of a local pool and
+// no VM booting from a volume (both refused: only a live migration copies
+// them); attached volumes of a pool every host mounts need no copy, live
+// or cold.
 
 // migrationVolumes lists what r's migration carries, or why it cannot
 // move in this mode.
@@ -27,6 +28,9 @@ func (svc *Service) migrationVolumes(ctx context.Context, r *record, mode string
 		return nil, err
 	}
 	if mode == api.MigrateCold {
+		if r.Boot != nil {
+			return nil, errs.Conflict("cannot migrate instance %q cold: it boots from volume %q, and a VM booting from a volume moves live only (start it, then migrate it)", r.Name, r.BootVolume)
+		}
 		for _, v := range vols {
 			if v.PoolType == api.PoolLocal {
 				what := "volume " + v.Name
