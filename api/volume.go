@@ -243,6 +243,9 @@ type AgentVolume struct {
 	Revert *AgentRevert `json:"revert,omitempty"`
 	// Attach is where it should be attached now (nil: nowhere).
 	Attach *AgentVolumeAttach `json:"attach,omitempty"`
+	// Incoming: a live migration to this host copies the volume here
+	// (the migration makes its file): keep the file, do nothing else.
+	Incoming bool `json:"incoming,omitempty"`
 }
 
 // AgentSnapshot is a snapshot as its volume's agent sees it.

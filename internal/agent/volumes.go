@@ -145,7 +145,7 @@ func (j *volumeJob) round(ctx context.Context) {
 	// Detaches first: a volume moving between instances leaves one
 	// before it joins the other.
 	for id := range j.incoming {
-		if _, ok := j.view[id]; ok {
+		if v, ok := j.view[id]; ok && !v.Incoming {
 			delete(j.incoming, id) // the move committed: the view has it
 		}
 	}
@@ -161,8 +161,8 @@ func (j *volumeJob) round(ctx context.Context) {
 		}
 	}
 	for _, v := range view.Items {
-		if pool.CheckID(v.ID) != nil {
-			continue
+		if pool.CheckID(v.ID) != nil || v.Incoming {
+			continue // (an incoming one is the migration's: migrate_volumes.go)
 		}
 		reps = append(reps, j.reconcile(ctx, v))
 	}

@@ -27,6 +27,16 @@ func (l liveInstances) LiveInstance(ctx context.Context, project, name string) (
 	return in.ID, in.Type, l.c.HostOf(project, name), nil
 }
 
+// LiveMigrationTarget implements volumes.Migrating.
+func (l liveInstances) LiveMigrationTarget(ctx context.Context, project, name string) (string, bool) {
+	in, _, err := l.c.Get(ctx, project, name)
+	if err != nil || in.Migration == nil {
+		return "", false
+	}
+	m := in.Migration
+	return m.Target, m.Mode == api.MigrateLive && m.Phase == api.MigrationTransfer
+}
+
 func (s *Server) getVolumes(r *request) response.Response {
 	project := r.PathValue("project")
 	if err := s.ids.RequireProject(r.Context(), project); err != nil {

@@ -109,6 +109,7 @@ func (svc *Service) AgentView(ctx context.Context, hosts map[string]bool, live L
 		return api.AgentVolumes{}, err
 	}
 	out.Items = append(out.Items, svc.moveView(vs, hosts, pools, byID)...)
+	out.Items = append(out.Items, incomingView(ctx, vs, hosts, live, pools)...)
 	return out, nil
 }
 

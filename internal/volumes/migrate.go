@@ -95,3 +95,36 @@ func (svc *Service) MigrationCommit(ctx context.Context, project, instanceID, ta
 	}
 	return conds, ops, nil
 }
+
+// Migrating is what the agent view needs of an instance that migrates
+// live: the host it goes to, while its transfer lasts.
+type Migrating interface {
+	LiveMigrationTarget(ctx context.Context, project, name string) (string, bool)
+}
+
+// incomingView lists, for an agent, the local volumes a live migration
+// in transfer copies to one of its hosts (Incoming): the files the
+// target's agent made to receive them are then kept by its sweep, also
+// after it restarted, until the move commits (and the volume's home is
+// that host) or is rolled back (and nothing lists them: swept).
+func incomingView(ctx context.Context, vs []agentVolume, hosts map[string]bool, live Live, pools map[string]api.StoragePool) []api.AgentVolume {
+	mg, ok := live.(Migrating)
+	if !ok {
+		return nil
+	}
+	var out []api.AgentVolume
+	for _, v := range vs {
+		r := v.rec
+		if r.Attachment == nil || v.gone || pools[r.Pool].Type != api.PoolLocal {
+			continue
+		}
+		to, ok := mg.LiveMigrationTarget(ctx, r.Project, r.Attachment.Instance)
+		if !ok || !hosts[to] || hosts[v.handler] {
+			continue
+		}
+		p := pools[r.Pool]
+		out = append(out, api.AgentVolume{ID: r.ID, Project: r.Project, Name: r.Name, Host: to, SizeGiB: r.SizeGiB, Format: r.Format,
+			PoolType: p.Type, PoolPath: p.Path, Incoming: true})
+	}
+	return out
+}
