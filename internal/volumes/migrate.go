@@ -89,6 +89,11 @@ func (svc *Service) MigrationCommit(ctx context.Context, project, instanceID, ta
 		if r.Detaching {
 			return nil, nil, errs.Conflict("volume %q was asked to detach during the migration", r.Name)
 		}
+		if snaps, err := store.ListAll(ctx, svc.s, snapPrefix+project+"/"+r.Name+"/"); err != nil {
+			return nil, nil, err
+		} else if len(snaps) > 0 {
+			return nil, nil, errs.Conflict("volume %q got a snapshot during the migration, kept on host %q", r.Name, r.Host)
+		}
 		r.Host, r.UpdatedAt = target, svc.now().UTC()
 		conds = append(conds, store.At(key(project, r.Name), it.Revision))
 		ops = append(ops, store.PutJSON(key(project, r.Name), r), events.Op(ctx, "volume", events.Updated, project, url(project, r.Name), r.Volume))

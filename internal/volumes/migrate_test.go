@@ -56,6 +56,12 @@ func TestMigrationCarriesAttachedVolumes(t *testing.T) {
 	if len(view.Items) != 1 || view.Items[0].Incoming || view.Items[0].Attach == nil {
 		t.Fatalf("the source's view: %+v", view.Items)
 	}
+	// (With vm1 migrating, no snapshot of its volume is taken.)
+	e.inst["vm1"] = func(in api.Instance) api.Instance { in.State = api.StateMigrate; return in }(e.inst["vm1"])
+	if _, err := e.svc.CreateSnapshot(ctx, "p", "data", api.VolumeSnapshotsPost{Name: "s1"}); kindOf(err) != errs.KindConflict || !strings.Contains(err.Error(), "migrating") {
+		t.Fatalf("a snapshot during the migration: %v", err)
+	}
+	e.inst["vm1"] = func(in api.Instance) api.Instance { in.State = api.StateRunning; return in }(e.inst["vm1"])
 	if _, err := e.svc.Detach(ctx, "p", "data"); err != nil {
 		// (fakeInstances says vm1 RUNNING: detaching is compute's call.)
 		t.Fatal(err)

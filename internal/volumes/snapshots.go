@@ -82,6 +82,13 @@ func (svc *Service) CreateSnapshot(ctx context.Context, project, volume string, 
 	if r.Status != api.VolumeAvailable && r.Status != api.VolumeInUse {
 		return api.VolumeSnapshot{}, errs.Conflict("volume %q is %s: snapshots are taken of available or in-use volumes", volume, r.Status)
 	}
+	if a := r.Attachment; a != nil {
+		// A snapshot is kept beside its volume: not while it moves with
+		// its instance (migrate.go).
+		if in, _, err := svc.inst.Get(ctx, project, a.Instance); err == nil && in.ID == a.InstanceID && in.State == api.StateMigrate {
+			return api.VolumeSnapshot{}, errs.Conflict("instance %q is migrating: snapshot volume %q once it has moved", a.Instance, volume)
+		}
+	}
 	t := svc.now().UTC()
 	s := api.VolumeSnapshot{Meta: api.Meta{ID: uuid.NewString(), Name: req.Name, CreatedAt: t, UpdatedAt: t},
 		Project: project, Volume: volume, VolumeID: r.ID, SizeGiB: r.SizeGiB, Status: api.VolumeCreating}
