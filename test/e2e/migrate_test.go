@@ -407,7 +407,23 @@ func TestMigrateVM(t *testing.T) {
 			ps = mc.pings()
 			return len(ps) > len(pingsBefore)+10, fmt.Sprint(len(ps))
 		})
-		lost := ps[len(ps)-1] - ps[0] + 1 - len(ps)
+		// Each sequence number counts once (a duplicate reply must not
+		// hide a lost one); the missing ones are listed.
+		seen, dups := map[int]bool{}, 0
+		for _, s := range ps {
+			if seen[s] {
+				dups++
+			}
+			seen[s] = true
+		}
+		var missing []int
+		for s := ps[0]; s <= ps[len(ps)-1]; s++ {
+			if !seen[s] {
+				missing = append(missing, s)
+			}
+		}
+		lost := len(missing)
+		t.Logf("pings: seq %d..%d, missing %v, %d duplicate replies", ps[0], ps[len(ps)-1], missing, dups)
 		downtime := 0
 		if m := regexp.MustCompile(`stop-and-copy done: downtime (\d+) ms`).FindStringSubmatch(mc.history()); m != nil {
 			downtime, _ = strconv.Atoi(m[1])
