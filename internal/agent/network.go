@@ -360,7 +360,11 @@ func (h *hostNetwork) applyLocked(ctx context.Context, view api.AgentNetworks) {
 			h.fwKey = ""
 		}
 	}
+	start := time.Now()
 	defer h.synced.Store(time.Now().UnixNano())
+	if view.Version != h.version {
+		defer func() { h.log.Debug("network view applied", "version", view.Version, "took", time.Since(start)) }()
+	}
 	h.version = view.Version
 	h.keepNames(view)
 	wired := h.wired()

@@ -212,7 +212,7 @@ func (v *instanceView) Apply(ev store.WatchEvent) {
 		delete(c.instances, ev.KV.Key)
 		c.count(&old.rec, -1)
 		c.index(ev.KV.Key, old, -1)
-		if len(old.rec.NICs) > 0 {
+		if !samePlacedNICs(&old.rec, &record{}) {
 			c.notifyNet()
 		}
 	}
@@ -301,10 +301,11 @@ func (c *cache) notifyNet() {
 // samePlacedNICs says whether two versions of an instance place the same
 // ports on the same hosts (placedNICs would list the same for both).
 func samePlacedNICs(a, b *record) bool {
-	if len(a.NICs) == 0 && len(b.NICs) == 0 {
-		return true
+	ha, hb := placedHost(a), placedHost(b)
+	if (ha == "" || len(a.NICs) == 0) && (hb == "" || len(b.NICs) == 0) {
+		return true // neither places a port (a PENDING one getting its ports)
 	}
-	return placedHost(a) == placedHost(b) && liveTarget(a) == liveTarget(b) && a.Name == b.Name &&
+	return ha == hb && liveTarget(a) == liveTarget(b) && a.Name == b.Name &&
 		slices.EqualFunc(a.NICs, b.NICs, func(x, y api.InstanceNIC) bool { return reflect.DeepEqual(x, y) })
 }
 

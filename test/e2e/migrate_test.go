@@ -398,10 +398,14 @@ func TestMigrateVM(t *testing.T) {
 				break
 			}
 		}
-		// Pings (5 a second): lost only while the VM was paused (QEMU's
-		// measured downtime, which a loaded 2-core machine stretches) and
-		// until the other hosts' next network round (every 2 s) points
-		// them at the VM's new host: a few seconds' worth at most.
+		// Pings (5 a second): lost only while the VM was paused - QEMU's
+		// measured downtime, and the steps between QEMU's completion
+		// and the target's cont (the mirror's end, the source's "go",
+		// the target's own check), which a loaded 2-core machine
+		// stretches - and until the other hosts point the VM's MAC at
+		// its new host: the commit answers their network views' long
+		// polls at once (about 10 ms here). At most a few beyond the
+		// downtime: the bar.
 		var ps []int
 		eventually(t, 30*time.Second, "pings after the move", func() (bool, string) {
 			ps = mc.pings()
@@ -432,7 +436,7 @@ func TestMigrateVM(t *testing.T) {
 		if downtime == 0 {
 			t.Errorf("no measured downtime in the history")
 		}
-		if allowed := (downtime+3000)/200 + 2; lost > allowed {
+		if allowed := downtime/200 + 5; lost > allowed {
 			t.Errorf("%d pings lost across the migration (of %d; %d allowed with a downtime of %d ms)", lost, ps[len(ps)-1]-ps[0]+1, allowed, downtime)
 		}
 		hist := mc.history()
