@@ -57,9 +57,16 @@ type InstanceBackup struct {
 	InstanceID string                 `json:"instance_id"`
 	Definition InstanceDefinition     `json:"definition"`
 	Volumes    []InstanceBackupVolume `json:"volumes"`
-	// EphemeralRoot: the instance's root disk was its image's copy, not a
-	// volume: it is not in the backup, and a restored instance starts
-	// from its image again (only volumes keep data).
+	// RootImage is the private image (BACKUP-root, of id RootImageID)
+	// holding a copy of a VM's own root disk (one that is its image's
+	// copy, not a volume), made by the instance snapshot operation
+	// RootOperation; a restore starts from it.
+	RootImage     string `json:"root_image,omitempty"`
+	RootImageID   string `json:"root_image_id,omitempty"`
+	RootOperation string `json:"root_operation,omitempty"`
+	// EphemeralRoot: the instance's root disk is not in the backup (a
+	// container's root filesystem, or a VM backed up with
+	// skip_root_disk): a restored instance starts from its image again.
 	EphemeralRoot bool `json:"ephemeral_root,omitempty"`
 	// Status: creating until every volume backup is made, then available;
 	// error if one failed (Error says which and why).
@@ -74,7 +81,13 @@ type InstanceBackup struct {
 // InstanceBackupsPost backs an instance up.
 type InstanceBackupsPost struct {
 	Name string `json:"name"`
+	// SkipRootDisk: a VM's own root disk (not a volume) is not copied.
+	SkipRootDisk bool `json:"skip_root_disk,omitempty"`
 }
+
+// RootDiskSuffix names the image holding a VM's root disk in an instance
+// backup: BACKUP-root.
+const RootDiskSuffix = "-root"
 
 // InstanceRestore makes a new instance from an instance backup: Name
 // (default: the instance's name) with new volumes restored from the

@@ -9,9 +9,9 @@ import (
 
 // CreateInstanceBackup backs an instance up: its definition and a backup
 // of every volume attached to it (creating, then available).
-func (c *Client) CreateInstanceBackup(ctx context.Context, project, instance, name string) (api.InstanceBackup, error) {
+func (c *Client) CreateInstanceBackup(ctx context.Context, project, instance string, req api.InstanceBackupsPost) (api.InstanceBackup, error) {
 	var out api.InstanceBackup
-	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "instances", instance, "backups"), nil, api.InstanceBackupsPost{Name: name}, &out)
+	return out, c.do(ctx, http.MethodPost, p("v1", "projects", project, "instances", instance, "backups"), nil, req, &out)
 }
 
 // InstanceBackups lists the project's instance backups.

@@ -13,7 +13,7 @@ import (
 // instanceBackupCmd is 'kumo instance backup': an instance's definition
 // and all its volumes backed up together (what vzdump makes).
 func (a *app) instanceBackupCmd() *cobra.Command {
-	var wait bool
+	var wait, skipRoot bool
 	backup := func(cmd *cobra.Command, args []string) error {
 		c, project, err := a.clientAndProject(cmd)
 		if err != nil {
@@ -25,7 +25,7 @@ func (a *app) instanceBackupCmd() *cobra.Command {
 		} else {
 			name = defaultBackupName(args[0], time.Now())
 		}
-		ib, err := c.CreateInstanceBackup(cmd.Context(), project, args[0], name)
+		ib, err := c.CreateInstanceBackup(cmd.Context(), project, args[0], api.InstanceBackupsPost{Name: name, SkipRootDisk: skipRoot})
 		if err != nil {
 			return err
 		}
@@ -50,15 +50,18 @@ func (a *app) instanceBackupCmd() *cobra.Command {
 		Short:   "Back an instance up: its definition and every volume attached to it (restore with 'kumo instance restore')",
 		Long: "Each attached volume (a boot volume too) is backed up to the server's backup store as 'kumo volume backup' does;\n" +
 			"the definition (flavor, image, networks, security groups, user data, labels, ha) is kept with them.\n" +
-			"A root disk that is the image's copy, not a volume, is not in it: a restored instance starts from its image again.\n" +
+			"A VM's own root disk (not a volume) is copied into the image BACKUP-root (the VM paused meanwhile), unless --skip-root-disk;\n" +
+			"a container's root filesystem is not in it: a restored container starts from its image again.\n" +
 			"BACKUP defaults to NAME-YYYYMMDD-HHMMSS.",
 		Example: "  kumo instance backup db-1 nightly --wait\n  kumo instance backup list\n  kumo instance restore nightly --name db-1b",
 		Args:    cobra.RangeArgs(1, 2),
 		RunE:    backup,
 	}
-	cmd.Flags().BoolVar(&wait, "wait", false, "wait until every volume backup is made")
 	create := &cobra.Command{Use: "create NAME [BACKUP] [--wait]", Short: "Back an instance up (as 'kumo instance backup NAME')", Args: cobra.RangeArgs(1, 2), RunE: backup}
-	create.Flags().BoolVar(&wait, "wait", false, "wait until every volume backup is made")
+	for _, c := range []*cobra.Command{cmd, create} {
+		c.Flags().BoolVar(&wait, "wait", false, "wait until every volume backup (and the root disk's copy) is made")
+		c.Flags().BoolVar(&skipRoot, "skip-root-disk", false, "do not copy a VM's own root disk (one that is not a volume)")
+	}
 	list := &cobra.Command{Use: "list", Short: "The project's instance backups", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, _ []string) error {
 		c, project, err := a.clientAndProject(cmd)
 		if err != nil {

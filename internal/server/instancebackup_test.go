@@ -280,3 +280,76 @@ func TestInstanceBackupRestore(t *testing.T) {
 		t.Fatalf("usage after the delete: %+v", u)
 	}
 }
+
+// A VM's own root disk (not a volume) is copied into an image with its
+// backup (the instance snapshot operation): refused while no host keeps
+// the disk (unless skip_root_disk), started with the backup (the image
+// registered, the operation running, the backup creating until it is
+// active), and dropped with the backup.
+func TestInstanceBackupRootDisk(t *testing.T) {
+	ts := validated(t)
+	admin := ts.user("boss", true)
+	ts.project("p")
+	member := ts.user("m", false, "p", "member")
+	var jt api.JoinToken
+	ts.do("POST", "/v1/join-tokens", admin, map[string]any{}).decode(t, &jt)
+	var a api.Agent
+	ts.do("POST", "/v1/agents", "", api.AgentsPost{JoinToken: jt.Token, Name: "a1", Driver: "sim",
+		Hosts: []api.HostSpec{{Name: "h1", Kinds: []string{"vm"}, Capacity: api.Size{VCPUs: 8, MemoryMiB: 8192, DiskGiB: 100}}}}).decode(t, &a)
+	if r := ts.do("POST", "/v1/projects/p/instances", member, api.InstancesPost{Name: "vm", Type: "vm", Flavor: "tiny", Image: "x"}); r.Status != 201 {
+		t.Fatalf("vm: %d %s", r.Status, r.Body)
+	}
+	var in api.Instance
+	waitFor(t, "vm placed", func() bool {
+		ts.do("GET", "/v1/projects/p/instances/vm", member, nil).decode(t, &in)
+		return in.State == api.StateProlog
+	})
+	// In PROLOG no host keeps its disk yet.
+	if r := ts.do("POST", "/v1/projects/p/instances/vm/backups", member, api.InstanceBackupsPost{Name: "early"}); r.Status != 409 || !strings.Contains(r.errBody(t).Message, "skip_root_disk") {
+		t.Fatalf("backup in PROLOG: %d %s", r.Status, r.Body)
+	}
+	var ib api.InstanceBackup
+	if r := ts.do("POST", "/v1/projects/p/instances/vm/backups", member, api.InstanceBackupsPost{Name: "noroot", SkipRootDisk: true}); r.Status != 201 {
+		t.Fatalf("backup without its root: %d %s", r.Status, r.Body)
+	} else if r.decode(t, &ib); !ib.EphemeralRoot || ib.RootImage != "" || ib.Status != api.VolumeAvailable {
+		t.Fatalf("backup without its root: %+v", ib)
+	}
+	for _, st := range []api.State{api.StateBoot, api.StateRunning} {
+		if r := ts.do("POST", "/v1/agents/"+a.ID+"/reports", a.Credential, api.AgentReport{Instances: []api.InstanceReport{{ID: in.ID, Host: "h1", From: in.State, To: st}}}); r.Status != 200 {
+			t.Fatalf("report: %d %s", r.Status, r.Body)
+		}
+		in.State = st
+	}
+	ib = api.InstanceBackup{}
+	if r := ts.do("POST", "/v1/projects/p/instances/vm/backups", member, api.InstanceBackupsPost{Name: "full"}); r.Status != 201 {
+		t.Fatalf("backup: %d %s", r.Status, r.Body)
+	} else {
+		r.decode(t, &ib)
+	}
+	if ib.EphemeralRoot || ib.RootImage != "full-root" || ib.RootImageID == "" || ib.RootOperation == "" || ib.Status != api.VolumeCreating {
+		t.Fatalf("backup with its root: %+v", ib)
+	}
+	var img api.Image
+	if r := ts.do("GET", "/v1/projects/p/images/full-root", member, nil); r.Status != 200 {
+		t.Fatalf("root image: %d %s", r.Status, r.Body)
+	} else if r.decode(t, &img); img.ID != ib.RootImageID || img.Status == api.ImageActive {
+		t.Fatalf("root image: %+v", img)
+	}
+	var op api.Operation
+	if ts.do("GET", "/v1/operations/"+ib.RootOperation, member, nil).decode(t, &op); op.Kind != "instance.snapshot" {
+		t.Fatalf("root operation: %+v", op)
+	}
+	if r := ts.do("POST", "/v1/projects/p/instance-backups/full/restore", member, api.InstanceRestore{Name: "vm2"}); r.Status != 409 || !strings.Contains(r.errBody(t).Message, "creating") {
+		t.Fatalf("restore while the root is copied: %d %s", r.Status, r.Body)
+	}
+	// A second backup of that name is refused before any copy starts.
+	if r := ts.do("POST", "/v1/projects/p/instances/vm/backups", member, api.InstanceBackupsPost{Name: "full"}); r.Status != 409 || !strings.Contains(r.errBody(t).Message, "already exists") {
+		t.Fatalf("a second full: %d %s", r.Status, r.Body)
+	}
+	if r := ts.do("DELETE", "/v1/projects/p/instance-backups/full", member, nil); r.Status != 204 {
+		t.Fatalf("delete: %d %s", r.Status, r.Body)
+	}
+	if r := ts.do("GET", "/v1/projects/p/images/full-root", member, nil); r.Status != 404 {
+		t.Fatalf("the root image after the delete: %d %s", r.Status, r.Body)
+	}
+}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
@@ -26,7 +27,7 @@ func (s *Server) postInstanceBackups(r *request) response.Response {
 	if err != nil {
 		return response.Error(err)
 	}
-	ib, err := s.volumes.CreateInstanceBackup(r.Context(), project, in, req.Name)
+	ib, err := s.volumes.CreateInstanceBackup(r.Context(), project, in, req, rootCopier{s})
 	if err != nil {
 		return response.Error(err)
 	}
@@ -54,7 +55,7 @@ func (s *Server) getInstanceBackup(r *request) response.Response {
 }
 
 func (s *Server) deleteInstanceBackup(r *request) response.Response {
-	if err := s.volumes.DeleteInstanceBackup(r.Context(), r.PathValue("project"), r.PathValue("backup")); err != nil {
+	if err := s.volumes.DeleteInstanceBackup(r.Context(), r.PathValue("project"), r.PathValue("backup"), rootCopier{s}); err != nil {
 		return response.Error(err)
 	}
 	return response.NoContent()
@@ -93,6 +94,9 @@ func restoreRequest(ib api.InstanceBackup, req api.InstanceRestore) api.Instance
 	if in.Name == "" {
 		in.Name = ib.Instance
 	}
+	if ib.RootImage != "" {
+		in.Image = ib.Project + "/" + ib.RootImage // its root disk's copy
+	}
 	for _, v := range ib.Volumes {
 		if v.Device == api.BootDevice && in.Image == "" {
 			// A VM booting from a volume of its own loader: the restored
@@ -107,6 +111,10 @@ func restoreRequest(ib api.InstanceBackup, req api.InstanceRestore) api.Instance
 // one backed up (another image took its name): the new instance would
 // start from other bytes.
 func (s *Server) restoreImage(ctx context.Context, project string, ib api.InstanceBackup) error {
+	if ib.RootImage != "" {
+		// RestoreDefinition found it active, of the id recorded.
+		return nil
+	}
 	d := ib.Definition
 	if d.ImageSHA256 == "" {
 		return nil
@@ -130,6 +138,46 @@ func (s *Server) restoreImage(ctx context.Context, project string, ib api.Instan
 func restoreError(err error, ib api.InstanceBackup) error {
 	if errors.Is(err, errs.ErrNotFound) {
 		return errs.Conflict("instance backup %q cannot be restored as it was made: %v", ib.Name, err)
+	}
+	return err
+}
+
+// rootCopier copies a VM's own root disk into an image for an instance
+// backup: the instance snapshot operation (images.Snapshots).
+type rootCopier struct{ s *Server }
+
+func (c rootCopier) CopyRoot(ctx context.Context, project, instance, image string) (string, string, error) {
+	op, err := c.s.snapshots.Start(ctx, project, instance, api.InstanceSnapshotPost{Name: image,
+		Labels: map[string]string{"kumo/instance-backup": strings.TrimSuffix(image, api.RootDiskSuffix)}})
+	if err != nil {
+		return "", "", err
+	}
+	img, err := c.s.images.Get(ctx, project, project+"/"+image)
+	if err != nil {
+		return "", "", err
+	}
+	return img.ID, op.ID, nil
+}
+
+// DropRoot deletes the image of an instance backup's root disk, if it is
+// still the one made for it; one instances now use (restored from it)
+// stays, an image of the project like any other.
+func (c rootCopier) DropRoot(ctx context.Context, project, image, id string) error {
+	img, err := c.s.images.Get(ctx, project, project+"/"+image)
+	if errors.Is(err, errs.ErrNotFound) || err == nil && img.ID != id {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	err = c.s.images.Delete(ctx, project, image, false)
+	if errors.Is(err, errs.ErrNotFound) {
+		return nil
+	}
+	if errors.Is(err, errs.ErrConflict) {
+		if n, uerr := c.s.compute.ImageUsers(ctx, project, image); uerr == nil && n > 0 {
+			return nil
+		}
 	}
 	return err
 }

@@ -54,9 +54,34 @@ func ibBackupName(name string, v api.VolumeAttachment, i int) string {
 	return fmt.Sprintf("%s-vol%d", name, i+1)
 }
 
+// RootCopier copies a VM's own root disk into a new private image of the
+// project (the instance snapshot operation) and drops such an image.
+type RootCopier interface {
+	CopyRoot(ctx context.Context, project, instance, image string) (imageID, opID string, err error)
+	DropRoot(ctx context.Context, project, image, imageID string) error
+}
+
+// rootCopied says whether an instance's root disk is copied into an
+// image with its backup: a VM's own disk (not a volume), unless asked
+// not to; refused when no host keeps it.
+func rootCopied(in api.Instance, req api.InstanceBackupsPost, root RootCopier) (bool, error) {
+	if in.Type != api.TypeVM || in.BootVolume != "" || req.SkipRootDisk || root == nil {
+		return false, nil
+	}
+	switch in.State {
+	case api.StateRunning, api.StateSuspended, api.StatePoweroff, api.StateStopped:
+		return true, nil
+	}
+	return false, errs.Conflict("instance %q is %s: its root disk is copied while a host keeps it (RUNNING, SUSPENDED, POWEROFF or STOPPED); back it up then, or without its root disk (skip_root_disk)", in.Name, in.State)
+}
+
 // CreateInstanceBackup backs up an instance (as compute shows it): its
-// definition and every volume attached to it.
-func (svc *Service) CreateInstanceBackup(ctx context.Context, project string, in api.Instance, name string) (api.InstanceBackup, error) {
+// definition and every volume attached to it, and a VM's own root disk
+// through root (nil: never). The root disk's copy is started first (its
+// image registered, its operation running), then everything else is one
+// transaction; if that transaction fails the image is dropped.
+func (svc *Service) CreateInstanceBackup(ctx context.Context, project string, in api.Instance, req api.InstanceBackupsPost, root RootCopier) (api.InstanceBackup, error) {
+	name := req.Name
 	if err := validate.Name("name", name); err != nil {
 		return api.InstanceBackup{}, err
 	}
@@ -83,7 +108,7 @@ func (svc *Service) CreateInstanceBackup(ctx context.Context, project string, in
 	})
 	t := svc.now().UTC()
 	ib := api.InstanceBackup{Meta: api.Meta{ID: uuid.NewString(), Name: name, CreatedAt: t, UpdatedAt: t},
-		Project: project, Instance: in.Name, InstanceID: in.ID, EphemeralRoot: in.BootVolume == "", Volumes: []api.InstanceBackupVolume{},
+		Project: project, Instance: in.Name, InstanceID: in.ID, Volumes: []api.InstanceBackupVolume{},
 		Definition: api.InstanceDefinition{Type: in.Type, Flavor: in.Flavor, Image: in.Image, ImageSHA256: in.ImageSHA256,
 			Requirements: in.Requirements, Rank: in.Rank, ServerGroup: in.ServerGroup, UserData: in.UserData, Labels: in.Labels, HA: in.HA}}
 	for i, n := range in.NICs {
@@ -110,15 +135,41 @@ func (svc *Service) CreateInstanceBackup(ctx context.Context, project string, in
 		conds = append(conds, store.Absent(bk), store.At(key(project, r.Name), it.Revision))
 		ops = append(ops, store.PutJSON(bk, b), events.Op(ctx, "volume-backup", events.Created, project, backupURL(project, bname), b))
 	}
+	copyRoot, err := rootCopied(in, req, root)
+	if err != nil {
+		return api.InstanceBackup{}, err
+	}
+	// Refused before any copy starts: the names taken.
+	if _, gerr := svc.s.Get(ctx, k); gerr == nil {
+		return api.InstanceBackup{}, errs.Conflict("instance backup %q already exists in project %q", name, project)
+	}
+	for _, v := range ib.Volumes {
+		if _, gerr := svc.s.Get(ctx, backupKey(project, v.Backup)); gerr == nil {
+			return api.InstanceBackup{}, errs.Conflict("a volume backup named %q exists in project %q: the instance backup's volume backups are named after it; choose another name", v.Backup, project)
+		}
+	}
 	ib.Status = api.VolumeCreating
-	if len(ib.Volumes) == 0 {
+	if len(ib.Volumes) == 0 && !copyRoot {
 		ib.Status = api.VolumeAvailable
+	}
+	if copyRoot {
+		ib.RootImage = name + api.RootDiskSuffix
+		if ib.RootImageID, ib.RootOperation, err = root.CopyRoot(ctx, project, in.Name, ib.RootImage); err != nil {
+			return api.InstanceBackup{}, err
+		}
+	} else if in.BootVolume == "" {
+		ib.EphemeralRoot = true
 	}
 	ops = append(ops, store.PutJSON(k, ib), events.Op(ctx, "instance-backup", events.Created, project, ibURL(project, name), ib))
 	// The instance backup counts as one backup, and each volume backup as
 	// one (of its volume's size), as volume backups do.
 	rev, err := quota.Reserve(ctx, svc.s, project, backupCounts(int64(1+len(ib.Volumes)), ib.SizeGiB), conds,
 		append(ops, idempotency.Done(ctx, ib)...))
+	if err != nil && ib.RootImageID != "" {
+		if derr := root.DropRoot(context.WithoutCancel(ctx), project, ib.RootImage, ib.RootImageID); derr != nil {
+			err = fmt.Errorf("%w (and image %q, the copy of its root disk, could not be dropped: %v)", err, ib.RootImage, derr)
+		}
+	}
 	if errors.Is(err, store.ErrConflict) {
 		if _, gerr := svc.s.Get(ctx, k); gerr == nil {
 			return api.InstanceBackup{}, errs.Conflict("instance backup %q already exists in project %q", name, project)
@@ -135,6 +186,26 @@ func (svc *Service) CreateInstanceBackup(ctx context.Context, project string, in
 	}
 	ib.Revision = rev
 	return ib, nil
+}
+
+// rootStatus says what of an instance backup's root disk image: creating
+// while its copy runs, "" once active, else error with why.
+func (svc *Service) rootStatus(ctx context.Context, ib api.InstanceBackup) (string, string, error) {
+	if ib.RootImage == "" {
+		return "", "", nil
+	}
+	img, err := svc.images.Resolve(ctx, ib.Project, ib.Project+"/"+ib.RootImage)
+	switch {
+	case errors.Is(err, errs.ErrNotFound) || err == nil && img.ID != ib.RootImageID:
+		return api.VolumeError, fmt.Sprintf("image %q, the copy of its root disk, is gone (its copy failed: operation %s says why); delete this backup and make another", ib.RootImage, ib.RootOperation), nil
+	case err != nil:
+		return "", "", err
+	case img.Status == api.ImageActive:
+		return "", "", nil
+	case img.Status == api.ImageError:
+		return api.VolumeError, fmt.Sprintf("image %q, the copy of its root disk, failed: %s", ib.RootImage, img.Error), nil
+	}
+	return api.VolumeCreating, "", nil
 }
 
 // withStatus fills an instance backup's status from its volume backups'.
@@ -166,10 +237,17 @@ func (svc *Service) withStatus(ctx context.Context, ib api.InstanceBackup) (api.
 			}
 		}
 	}
+	rs, why, err := svc.rootStatus(ctx, ib)
+	if err != nil {
+		return ib, err
+	}
+	if ib.Error == "" {
+		ib.Error = why
+	}
 	switch {
 	case ib.Error != "":
 		ib.Status = api.VolumeError
-	case creating:
+	case creating || rs == api.VolumeCreating:
 		ib.Status = api.VolumeCreating
 	}
 	return ib, nil
@@ -217,7 +295,7 @@ func (svc *Service) ListInstanceBackups(ctx context.Context, project string) ([]
 // DeleteInstanceBackup removes an instance backup and its volume backups
 // in one transaction (their quota with them), then the chunks no other
 // backup has. Refused while a volume is being restored from it.
-func (svc *Service) DeleteInstanceBackup(ctx context.Context, project, name string) error {
+func (svc *Service) DeleteInstanceBackup(ctx context.Context, project, name string, root RootCopier) error {
 	var ib api.InstanceBackup
 	rev, err := store.GetJSON(ctx, svc.s, ibKey(project, name), &ib)
 	if errors.Is(err, store.ErrNotFound) {
@@ -251,6 +329,13 @@ func (svc *Service) DeleteInstanceBackup(ctx context.Context, project, name stri
 	for _, v := range vs {
 		if b, ok := ids[v.Value.FromBackup]; ok && v.Value.Status == api.VolumeCreating {
 			return errs.Conflict("volume %q is being restored from backup %q of instance backup %q: delete it once the volume is made", v.Value.Name, b, name)
+		}
+	}
+	// The root disk's image first: a crash after it leaves the backup
+	// (in error), to be deleted again.
+	if ib.RootImageID != "" && root != nil {
+		if err := root.DropRoot(ctx, project, ib.RootImage, ib.RootImageID); err != nil {
+			return err
 		}
 	}
 	if _, err := quota.Reserve(ctx, svc.s, project, backupCounts(-n, -gib), conds, ops); err != nil {

@@ -58,7 +58,7 @@ func TestDayTwoContract(t *testing.T) {
 	// definition only), restored under another name.
 	_, err = admin.CreateInstance(ctx, "default", api.InstancesPost{Name: "ib-src", Type: "container", Flavor: "tiny", Image: "x"})
 	check("create instance", err)
-	_, err = admin.CreateInstanceBackup(ctx, "default", "ib-src", "ib1")
+	_, err = admin.CreateInstanceBackup(ctx, "default", "ib-src", api.InstanceBackupsPost{Name: "ib1"})
 	check("instance backup", err)
 	_, err = admin.InstanceBackups(ctx, "default")
 	check("list instance backups", err)
