@@ -82,7 +82,8 @@ func TestInstanceBackupContainer(t *testing.T) {
 // backup' copies the root disk into an image and backs the volume up; the
 // VM is terminated; 'kumo instance restore' makes a new VM that finds both
 // marks at its first boot: its root disk from the copy, and the restored
-// volume already there when it boots (PROLOG waited for it).
+// volume already there when it boots (PROLOG waits for it; the agent's
+// TestPrologWaitsForNewVolumes shows the wait itself).
 func TestInstanceBackupVM(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("VMs' cgroups need root; CI runs as root")
