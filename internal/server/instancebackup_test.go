@@ -48,9 +48,25 @@ func TestInstanceBackupRestore(t *testing.T) {
 		r.decode(t, &a)
 		agents[h] = a
 	}
+	// An agent reports what its view lists (its hosts' volumes, with the
+	// attachment to carry out): wait until it does, as an agent would.
 	report := func(host string, reps ...api.VolumeReport) {
 		t.Helper()
 		a := agents[host]
+		waitFor(t, host+"'s view of the volumes reported", func() bool {
+			var view api.AgentVolumes
+			ts.do("GET", "/v1/agents/"+a.ID+"/volumes", a.Credential, nil).decode(t, &view)
+			listed := map[string]bool{}
+			for _, it := range view.Items {
+				listed[it.ID] = it.Attach != nil
+			}
+			for _, rep := range reps {
+				if attached, ok := listed[rep.ID]; !ok || rep.AttachedTo != "" && !attached {
+					return false
+				}
+			}
+			return true
+		})
 		if r := ts.do("POST", "/v1/agents/"+a.ID+"/volumes", a.Credential, api.AgentVolumeReport{Volumes: reps}); r.Status != 204 {
 			t.Fatalf("report: %d %s", r.Status, r.Body)
 		}

@@ -140,13 +140,8 @@ func (svc *Service) CreateInstanceBackup(ctx context.Context, project string, in
 		return api.InstanceBackup{}, err
 	}
 	// Refused before any copy starts: the names taken.
-	if _, gerr := svc.s.Get(ctx, k); gerr == nil {
-		return api.InstanceBackup{}, errs.Conflict("instance backup %q already exists in project %q", name, project)
-	}
-	for _, v := range ib.Volumes {
-		if _, gerr := svc.s.Get(ctx, backupKey(project, v.Backup)); gerr == nil {
-			return api.InstanceBackup{}, errs.Conflict("a volume backup named %q exists in project %q: the instance backup's volume backups are named after it; choose another name", v.Backup, project)
-		}
+	if err := svc.ibNameTaken(ctx, ib); err != nil {
+		return api.InstanceBackup{}, err
 	}
 	ib.Status = api.VolumeCreating
 	if len(ib.Volumes) == 0 && !copyRoot {
@@ -171,13 +166,8 @@ func (svc *Service) CreateInstanceBackup(ctx context.Context, project string, in
 		}
 	}
 	if errors.Is(err, store.ErrConflict) {
-		if _, gerr := svc.s.Get(ctx, k); gerr == nil {
-			return api.InstanceBackup{}, errs.Conflict("instance backup %q already exists in project %q", name, project)
-		}
-		for _, v := range ib.Volumes {
-			if _, gerr := svc.s.Get(ctx, backupKey(project, v.Backup)); gerr == nil {
-				return api.InstanceBackup{}, errs.Conflict("a volume backup named %q exists in project %q: the instance backup's volume backups are named after it; choose another name", v.Backup, project)
-			}
+		if err := svc.ibNameTaken(ctx, ib); err != nil {
+			return api.InstanceBackup{}, err
 		}
 		return api.InstanceBackup{}, errs.Conflict("a volume of instance %q changed meanwhile; try again", in.Name)
 	}
@@ -186,6 +176,20 @@ func (svc *Service) CreateInstanceBackup(ctx context.Context, project string, in
 	}
 	ib.Revision = rev
 	return ib, nil
+}
+
+// ibNameTaken says which of an instance backup's names is taken: its
+// own, or one of its volume backups'.
+func (svc *Service) ibNameTaken(ctx context.Context, ib api.InstanceBackup) error {
+	if _, err := svc.s.Get(ctx, ibKey(ib.Project, ib.Name)); err == nil {
+		return errs.Conflict("instance backup %q already exists in project %q", ib.Name, ib.Project)
+	}
+	for _, v := range ib.Volumes {
+		if _, err := svc.s.Get(ctx, backupKey(ib.Project, v.Backup)); err == nil {
+			return errs.Conflict("a volume backup named %q exists in project %q: the instance backup's volume backups are named after it; choose another name", v.Backup, ib.Project)
+		}
+	}
+	return nil
 }
 
 // rootStatus says what of an instance backup's root disk image: creating
