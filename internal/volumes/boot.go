@@ -166,7 +166,7 @@ func (svc *Service) planRoot(ctx context.Context, project string, in BootInstanc
 	k := key(project, name)
 	return BootPlan{Volume: name, ID: r.ID, Local: true, Image: r.Image, Counts: counts(1, r.SizeGiB),
 		Conds: []store.Cond{store.Absent(k)},
-		Ops:   []store.Op{store.PutJSON(k, r), events.Op(ctx, "volume", events.Created, project, url(project, name), r.Volume)}}, nil
+		Ops:   []store.Op{store.PutJSON(k, r), events.Op(ctx, "volume", events.Created, project, url(project, name), r.Volume), meterVolume(&r, r.SizeGiB, t)}}, nil
 }
 
 // PlanConflict says which of a plan's volumes changed when the instance's
