@@ -48,6 +48,7 @@ func TestInstanceBackupContainer(t *testing.T) {
 	if err != nil || ib.Status != api.VolumeAvailable || len(ib.Volumes) != 1 || ib.Volumes[0].Path != "/data" || !ib.EphemeralRoot || ib.StoredBytes < 8<<20 {
 		t.Fatalf("instance backup: %+v %v", ib, err)
 	}
+	t.Logf("instance backup of a container with a 1 GiB volume holding 8 MiB of random data: %d bytes stored, %d in all", ib.StoredBytes, ib.TotalBytes)
 	if out := must(t, root, "", "instance", "backup", "list"); !strings.Contains(out, "nightly") {
 		t.Fatalf("backup list: %q", out)
 	}
