@@ -61,6 +61,9 @@ type record struct {
 	LastMigration *api.Migration `json:"last_migration,omitempty"`
 	// Boot is the VM's boot volume (boot.go), if it has one.
 	Boot *bootVolume `json:"boot,omitempty"`
+	// NewVolumes are the other volumes made with it on its host (a
+	// restore from an instance backup): its PROLOG waits for them.
+	NewVolumes []string `json:"new_volumes,omitempty"`
 }
 
 func (r *record) api(rev int64) api.Instance {
@@ -326,6 +329,18 @@ func ValidateInstancesPost(req *api.InstancesPost) error {
 // Create makes an instance in PENDING, charging the project's quota in
 // the same transaction.
 func (svc *Service) Create(ctx context.Context, project string, req api.InstancesPost) (api.Instance, error) {
+	return svc.CreateWith(ctx, project, req, nil)
+}
+
+// VolumePlanner plans the volumes made with a new instance (a restore
+// from an instance backup), in place of its boot_volume or
+// root_volume_size_gib.
+type VolumePlanner func(ctx context.Context, in volumes.BootInstance) (volumes.BootPlan, error)
+
+// CreateWith is Create with the instance's volumes planned by plan (nil:
+// from the request's boot_volume or root_volume_size_gib), written in the
+// instance's own transaction.
+func (svc *Service) CreateWith(ctx context.Context, project string, req api.InstancesPost, plan VolumePlanner) (api.Instance, error) {
 	if err := ValidateInstancesPost(&req); err != nil {
 		return api.Instance{}, err
 	}
@@ -339,7 +354,13 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 		}
 	}
 	id := uuid.NewString()
-	boot, err := svc.volumes.PlanBoot(ctx, project, volumes.BootInstance{ID: id, Name: req.Name, Type: req.Type}, req)
+	bi := volumes.BootInstance{ID: id, Name: req.Name, Type: req.Type}
+	var boot volumes.BootPlan
+	if plan != nil {
+		boot, err = plan(ctx, bi)
+	} else {
+		boot, err = svc.volumes.PlanBoot(ctx, project, bi, req)
+	}
 	if err != nil {
 		return api.Instance{}, err
 	}
@@ -362,6 +383,7 @@ func (svc *Service) Create(ctx context.Context, project string, req api.Instance
 	if boot.Volume != "" {
 		r.BootVolume, r.Boot = boot.Volume, &bootVolume{ID: boot.ID, Host: boot.Host, Local: boot.Local}
 	}
+	r.NewVolumes = boot.Wait
 	r.History = []api.HistoryRecord{{Seq: 1, Time: t, To: api.StatePending, Actor: reqctx.Actor(ctx), Reason: "created"}}
 	key := instanceKey(project, req.Name)
 	// The instance, its ports and their addresses are one transaction; a
