@@ -155,11 +155,13 @@ type Service struct {
 	clock   func() time.Time
 	usageMu sync.Mutex
 	usage   map[string]api.InstanceUsage
-	images  Images
-	ports   Ports
-	ha      haConfig
-	mover   Mover
-	volumes Volumes
+	// usageSwept is when usage last forgot what nobody reports (setUsage).
+	usageSwept time.Time
+	images     Images
+	ports      Ports
+	ha         haConfig
+	mover      Mover
+	volumes    Volumes
 }
 
 // Images is what the compute service needs of the image service: the
@@ -585,8 +587,12 @@ func (svc *Service) setUsage(us []api.InstanceUsage) {
 		svc.usage[u.ID] = u
 	}
 	// Forget instances nobody reported for ten minutes (gone, or their
-	// host is): the map must not grow with every instance ever run.
-	if len(us) > 0 {
+	// host is): the map must not grow with every instance ever run. A
+	// sweep reads the whole map, so it runs once a minute, not for every
+	// batch (at 100,000 instances, 200 batches of 500 a round each read
+	// 100,000 entries: a quarter of the server's CPU).
+	if len(us) > 0 && us[0].At.Sub(svc.usageSwept) >= time.Minute {
+		svc.usageSwept = us[0].At
 		cutoff := us[0].At.Add(-10 * time.Minute)
 		for id, u := range svc.usage {
 			if u.At.Before(cutoff) {
