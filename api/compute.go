@@ -291,6 +291,10 @@ type Assignment struct {
 	// BootVolume is the id of the volume the VM boots from: it is attached
 	// as its root disk (BootDevice) and PROLOG waits until it is made.
 	BootVolume string `json:"boot_volume,omitempty"`
+	// NewVolumes are the ids of the volumes made with the instance on its
+	// host (an instance restored from a backup): PROLOG waits until each
+	// is made and attached, as for BootVolume.
+	NewVolumes []string `json:"new_volumes,omitempty"`
 }
 
 // SelfFenced starts the reason of an agent's report that it stopped an HA

@@ -14,7 +14,8 @@ type ResourceCounts struct {
 	// VolumeGiB is the size of the project's volumes and their
 	// snapshots, in GiB.
 	VolumeGiB int64 `json:"volume_gib"`
-	// Snapshots counts volume snapshots; Backups volume backups, and
+	// Snapshots counts volume snapshots; Backups volume backups (and one
+	// for each instance backup), and
 	// BackupGiB the size of the volumes they were made of.
 	Snapshots   int64 `json:"snapshots"`
 	Backups     int64 `json:"backups"`

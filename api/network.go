@@ -156,6 +156,10 @@ type AgentNetworks struct {
 	// asked with this very version (?names_version=), the names are left
 	// out: they have not changed since it last got them.
 	NamesVersion string `json:"names_version"`
+	// Version is a digest of the whole view (names by their version).
+	// An agent that asks with it (?version=, and ?wait=) is answered
+	// when the view differs from it, or at the end of the wait.
+	Version string `json:"version"`
 }
 
 // AgentNetwork is one network as an agent's hosts need it.

@@ -127,6 +127,9 @@ type VolumeBackup struct {
 	TotalBytes  int64 `json:"total_bytes"`
 	// Chunks is the manifest (left out of API answers).
 	Chunks []string `json:"chunks,omitempty"`
+	// InstanceBackup names the instance backup it belongs to, if any: it
+	// goes with that one (and is not deleted alone).
+	InstanceBackup string `json:"instance_backup,omitempty"`
 }
 
 // VolumeBackupsPost makes a backup. Every backup is incremental (only

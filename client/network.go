@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"strconv"
+	"time"
 
 	"github.com/kumocloud/kumo/api"
 )
@@ -97,10 +99,23 @@ func (c *Client) DeleteSecurityRule(ctx context.Context, project, group, id stri
 // the DNS names are left out if namesVersion, the version the agent has,
 // is current.
 func (c *Client) AgentNetworks(ctx context.Context, id, namesVersion string) (api.AgentNetworks, error) {
+	return c.AgentNetworksWait(ctx, id, namesVersion, "", 0)
+}
+
+// AgentNetworksWait is AgentNetworks as a long poll: the server answers
+// when the view's version is not version (the one the agent has), or
+// after wait (at most 60 s), with the whole view either way.
+func (c *Client) AgentNetworksWait(ctx context.Context, id, namesVersion, version string, wait time.Duration) (api.AgentNetworks, error) {
 	var out api.AgentNetworks
-	var q url.Values
+	q := url.Values{}
 	if namesVersion != "" {
-		q = url.Values{"names_version": {namesVersion}}
+		q.Set("names_version", namesVersion)
+	}
+	if version != "" {
+		q.Set("version", version)
+	}
+	if wait > 0 {
+		q.Set("wait", strconv.FormatFloat(wait.Seconds(), 'f', 1, 64))
 	}
 	return out, c.do(ctx, http.MethodGet, p("v1", "agents", id, "networks"), q, nil, &out)
 }

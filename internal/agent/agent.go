@@ -208,8 +208,8 @@ func (s *serverAPI) Usage(ctx context.Context, us []api.InstanceUsage) error {
 	return s.c.AgentUsage(ctx, s.id, us)
 }
 
-func (s *serverAPI) Networks(ctx context.Context, namesVersion string) (api.AgentNetworks, error) {
-	return s.c.AgentNetworks(ctx, s.id, namesVersion)
+func (s *serverAPI) Networks(ctx context.Context, namesVersion, version string, wait time.Duration) (api.AgentNetworks, error) {
+	return s.c.AgentNetworksWait(ctx, s.id, namesVersion, version, wait)
 }
 
 func (s *serverAPI) Sessions(ctx context.Context, wait time.Duration) ([]api.Session, error) {

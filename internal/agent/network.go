@@ -25,15 +25,22 @@ import (
 // server says (GET /v1/agents/{id}/networks): networks with local ports,
 // VXLAN peers, DHCP leases, the metadata service, the firewall; devices
 // nobody wants any more are removed, and what was deleted by hand is made
-// again.
+// again. The loop long-polls the view: the server answers as soon as it
+// differs from the version last applied here (a port moved to another
+// host, a rule changed), so a live-migrated VM's new host is known to
+// every host within one answer, not one polling period.
 
-// netEvery is how often the datapath is reconciled.
+// netEvery bounds the time between two rounds: a round that nothing
+// asked for (no change of the view) still comes, to repair what was
+// changed by hand on the host.
 const netEvery = 2 * time.Second
 
 // networkView is what the host network job needs of the server: the
-// view, its DNS names left out if namesVersion is current.
+// view, its DNS names left out if namesVersion is current; with version
+// (the version of the view applied here) and wait, answered when the
+// view differs from version or after wait.
 type networkView interface {
-	Networks(ctx context.Context, namesVersion string) (api.AgentNetworks, error)
+	Networks(ctx context.Context, namesVersion, version string, wait time.Duration) (api.AgentNetworks, error)
 }
 
 // hostNetwork is the host network job. dp is nil on hosts without a
@@ -64,6 +71,9 @@ type hostNetwork struct {
 	// namesVersion (the server sends them only when they change).
 	names        map[int64][]datapath.Name
 	namesVersion string
+	// version is the version of the view last applied here, which the
+	// next long poll waits to change.
+	version string
 }
 
 func newHostNetwork(dp *datapath.Host, netErr string, sim bool, view networkView, meta *metadataService, uplinks map[string]string, assigned <-chan struct{}, log *slog.Logger) *hostNetwork {
@@ -226,8 +236,9 @@ func (h *hostNetwork) unwire(ctx context.Context, as api.Assignment) {
 	}
 }
 
-// networkLoop reconciles the datapath every netEvery, and at once when
-// kicked.
+// run makes the datapath match the server's view: once per view the
+// long poll brings (at once when the view changes, else every netEvery),
+// and at once when kicked.
 func (h *hostNetwork) run(ctx context.Context) {
 	if h.dp == nil {
 		return
@@ -239,18 +250,60 @@ func (h *hostNetwork) run(ctx context.Context) {
 		return
 	case <-h.assigned:
 	}
-	t := time.NewTicker(netEvery)
-	defer t.Stop()
-	for {
-		h.netMu.Lock()
-		h.syncLocked(ctx)
-		h.netMu.Unlock()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-h.kick:
+	for ctx.Err() == nil {
+		view, err := h.poll(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				h.log.Warn("network view", "err", err)
+				// The server is away or not ready: try again soon (or
+				// when kicked).
+				select {
+				case <-ctx.Done():
+				case <-h.kick:
+				case <-time.After(time.Second):
+				}
+			}
+			continue
 		}
+		h.netMu.Lock()
+		h.applyLocked(ctx, view)
+		h.netMu.Unlock()
+		if view.Version == "" {
+			// A server that does not version its views answers every
+			// poll at once: poll it every netEvery, as before.
+			select {
+			case <-ctx.Done():
+			case <-h.kick:
+			case <-time.After(netEvery):
+			}
+		}
+	}
+}
+
+// poll long-polls the view for a change from the one applied here, up to
+// netEvery; a kick ends the wait with a view read at once.
+func (h *hostNetwork) poll(ctx context.Context) (api.AgentNetworks, error) {
+	h.netMu.Lock()
+	names, version := h.namesVersion, h.version
+	h.netMu.Unlock()
+	type answer struct {
+		view api.AgentNetworks
+		err  error
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	got := make(chan answer, 1)
+	go func() {
+		v, err := h.view.Networks(pctx, names, version, netEvery)
+		got <- answer{v, err}
+	}()
+	select {
+	case a := <-got:
+		return a.view, a.err
+	case <-h.kick:
+		cancel()
+		<-got
+		return h.view.Networks(ctx, names, "", 0)
 	}
 }
 
@@ -299,6 +352,18 @@ func (h *hostNetwork) wired() map[string]api.Assignment {
 // setting is a whole transaction, are set when what they should be
 // changes, and every 30th round anyway, to repair changes made by hand.
 func (h *hostNetwork) syncLocked(ctx context.Context) {
+	view, err := h.view.Networks(ctx, h.namesVersion, "", 0)
+	if err != nil {
+		if ctx.Err() == nil {
+			h.log.Warn("network view", "err", err)
+		}
+		return
+	}
+	h.applyLocked(ctx, view)
+}
+
+// applyLocked makes the datapath match a view just read (see syncLocked).
+func (h *hostNetwork) applyLocked(ctx context.Context, view api.AgentNetworks) {
 	dp := h.dp
 	if h.netRounds++; h.netRounds%30 == 0 {
 		clear(h.routers)
@@ -306,14 +371,12 @@ func (h *hostNetwork) syncLocked(ctx context.Context) {
 			h.fwKey = ""
 		}
 	}
-	view, err := h.view.Networks(ctx, h.namesVersion)
-	if err != nil {
-		if ctx.Err() == nil {
-			h.log.Warn("network view", "err", err)
-		}
-		return
-	}
+	start := time.Now()
 	defer h.synced.Store(time.Now().UnixNano())
+	if view.Version != h.version {
+		defer func() { h.log.Debug("network view applied", "version", view.Version, "took", time.Since(start)) }()
+	}
+	h.version = view.Version
 	h.keepNames(view)
 	wired := h.wired()
 	wantNet := map[int64]bool{}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/network/datapath"
@@ -21,7 +22,7 @@ import (
 // its source).
 type emptyView struct{}
 
-func (emptyView) Networks(context.Context, string) (api.AgentNetworks, error) {
+func (emptyView) Networks(context.Context, string, string, time.Duration) (api.AgentNetworks, error) {
 	return api.AgentNetworks{Networks: []api.AgentNetwork{}}, nil
 }
 

@@ -270,7 +270,7 @@ func (a *app) instanceCmd() *cobra.Command {
 	snapshot.Flags().StringVar(&snapName, "name", "", "the new image's name")
 	snapshot.Flags().BoolVar(&snapPublic, "public", false, "every project may use it (cloud admin)")
 	snapshot.Flags().BoolVar(&snapNoWait, "no-wait", false, "print the operation copying the disk and return ('kumo operation wait ID' follows it)")
-	cmd.AddCommand(create, list, show, history, explain, execCmd, logs, console, snapshot, a.migrateCmd())
+	cmd.AddCommand(create, list, show, history, explain, execCmd, logs, console, snapshot, a.migrateCmd(), a.instanceBackupCmd(), a.instanceRestoreCmd())
 	for _, act := range api.Actions {
 		cmd.AddCommand(a.actionCmd(act))
 	}

@@ -20,7 +20,7 @@ func assignment(e *entry) api.Assignment {
 	}
 	return api.Assignment{ID: r.ID, Project: r.Project, Name: r.Name, Type: r.Type, Host: host, Size: r.Size,
 		Image: r.Image, ImageSHA256: r.ImageSHA256, UserData: r.UserData, State: r.State, Action: r.Action, Revision: e.rev, NICs: r.NICs, Nesting: r.Nesting, HA: r.HA,
-		Migration: assignmentMigration(r), BootVolume: r.bootID()}
+		Migration: assignmentMigration(r), BootVolume: r.bootID(), NewVolumes: r.NewVolumes}
 }
 
 // assignedHosts are the hosts whose agents have the instance: where it

@@ -3,6 +3,8 @@ package compute
 import (
 	"context"
 	"log/slog"
+	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -44,7 +46,13 @@ type cache struct {
 	pending map[string]*entry // store key -> entry
 	instRev int64             // newest instance change applied
 	changed chan struct{}     // closed and replaced on every change
-	ready   chan struct{}
+	// netChanged is closed and replaced on a change that can change
+	// agents' network views (placedNICs): an instance's ports coming,
+	// going or moving, a host's address. Agents' long polls of their
+	// views wait on it, not on every instance write (progress reports,
+	// state changes of instances without ports).
+	netChanged chan struct{}
+	ready      chan struct{}
 	// followers are fed every live instance and each change as the
 	// cache applies it (follow): metering's running totals share the
 	// cache's one decode of each change instead of watching and decoding
@@ -66,7 +74,7 @@ type entry struct {
 }
 
 func newCache() *cache {
-	c := &cache{hosts: map[string]api.Host{}, attrs: map[string]map[string]string{}, changed: make(chan struct{}), ready: make(chan struct{}),
+	c := &cache{hosts: map[string]api.Host{}, attrs: map[string]map[string]string{}, changed: make(chan struct{}), netChanged: make(chan struct{}), ready: make(chan struct{}),
 		followers: map[int]MeteredSink{}}
 	c.clearInstances()
 	return c
@@ -171,6 +179,7 @@ func (v *cacheView) replace(fill func(c *cache)) {
 	v.c.mu.Lock()
 	fill(v.c)
 	v.c.notify()
+	v.c.notifyNet()
 	v.c.mu.Unlock()
 	v.once.Do(v.listed.Done)
 }
@@ -208,7 +217,11 @@ func (v *instanceView) Apply(ev store.WatchEvent) {
 			c.count(&old.rec, -1)
 			c.index(ev.KV.Key, old, -1)
 		}
-		if e := c.putInstance(ev.KV); e != nil {
+		e := c.putInstance(ev.KV)
+		if e == nil || !had || !samePlacedNICs(&old.rec, &e.rec) {
+			c.notifyNet()
+		}
+		if e != nil {
 			for _, f := range c.followers {
 				f.Put(SourceLive, ev.KV.Key, e.metered())
 			}
@@ -218,6 +231,9 @@ func (v *instanceView) Apply(ev store.WatchEvent) {
 		delete(c.instances, ev.KV.Key)
 		c.count(&old.rec, -1)
 		c.index(ev.KV.Key, old, -1)
+		if !samePlacedNICs(&old.rec, &record{}) {
+			c.notifyNet()
+		}
 		for _, f := range c.followers {
 			f.Delete(SourceLive, ev.KV.Key)
 		}
@@ -247,7 +263,8 @@ func (v *hostView) Apply(ev store.WatchEvent) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	name := ev.KV.Key[len(hosts.Prefix):]
-	if old, ok := c.hosts[name]; ok && old.Revision >= ev.KV.Revision {
+	old, had := c.hosts[name]
+	if had && old.Revision >= ev.KV.Revision {
 		return // a replay
 	}
 	if ev.Type == store.EventPut {
@@ -255,6 +272,9 @@ func (v *hostView) Apply(ev store.WatchEvent) {
 	} else {
 		delete(c.hosts, name)
 		delete(c.attrs, name)
+	}
+	if now, ok := c.hosts[name]; ok != had || now.Address != old.Address {
+		c.notifyNet() // a VXLAN endpoint came, went or moved
 	}
 	c.notify()
 }
@@ -332,6 +352,23 @@ func (c *cache) putHost(kv store.KV) {
 func (c *cache) notify() {
 	close(c.changed)
 	c.changed = make(chan struct{})
+}
+
+// notifyNet wakes the waiters for network changes; called with mu held.
+func (c *cache) notifyNet() {
+	close(c.netChanged)
+	c.netChanged = make(chan struct{})
+}
+
+// samePlacedNICs says whether two versions of an instance place the same
+// ports on the same hosts (placedNICs would list the same for both).
+func samePlacedNICs(a, b *record) bool {
+	ha, hb := placedHost(a), placedHost(b)
+	if (ha == "" || len(a.NICs) == 0) && (hb == "" || len(b.NICs) == 0) {
+		return true // neither places a port (a PENDING one getting its ports)
+	}
+	return ha == hb && liveTarget(a) == liveTarget(b) && a.Name == b.Name &&
+		slices.EqualFunc(a.NICs, b.NICs, func(x, y api.InstanceNIC) bool { return reflect.DeepEqual(x, y) })
 }
 
 // waitRev waits (up to 5 s) until the cache has applied instance

@@ -210,7 +210,7 @@ func TestHARecreatesAfterFenceTimeout(t *testing.T) {
 	if in, _ := env.get(svc2, "a"); len(in.NICs) != 1 || in.NICs[0].IP != nic.IP || in.NICs[0].MAC != nic.MAC {
 		t.Fatalf("a's ports after the move: %+v", in.NICs)
 	}
-	if nics, _ := svc2.PlacedNICs(); len(nics) != 1 || nics[0].Host != "h2" {
+	if nics, _, _ := svc2.PlacedNICs(); len(nics) != 1 || nics[0].Host != "h2" {
 		t.Fatalf("a's port is placed on %+v", nics)
 	}
 	alloc, counts := svc2.HostUsage()

@@ -136,6 +136,14 @@ func Stream(ctx context.Context, s store.Store, since int64, follow bool, f Filt
 			return err
 		}
 		after, v.last = rev, ID(rev+1, 0)-1
+	} else {
+		// Resume by watching from the revision of the last event the
+		// consumer has (the watch replays that revision's events, those
+		// up to since are dropped by ID), not by listing every kept
+		// event: at 100,000 instances a day's events are half a million,
+		// seconds of the server's CPU for each resumed stream. A revision
+		// compacted away lists them (Follow).
+		after = max(since/perRevision-1, 0)
 	}
 	store.Follow(sctx, s, Prefix, after, v, nil)
 	if v.err != nil {

@@ -12,8 +12,9 @@ import (
 
 // Names for the networks' DNS servers. Every host serving a network needs
 // the names of all its instances, wherever they run, and agents fetch
-// their view every 2 s: so the names go with a version (a digest of all of
-// them), and an agent that already has the current version gets none. A
+// their view at least every 2 s and at every change (a long poll): so the
+// names go with a version (a digest of all of them), and an agent that
+// already has the current version gets none. A
 // network of 10,000 ports is about 450 KB of names, sent to a host when a
 // name on one of its networks comes, goes or moves, not every 2 s; what
 // every fetch costs the server is sorting and hashing them: about 2 ms

@@ -74,6 +74,9 @@ type Service struct {
 	// egressNAT: tenant networks reach past their hosts' default routes
 	// (masqueraded); off, only floating IPs leave.
 	egressNAT bool
+	// viewChanges wakes agents' long polls of their views
+	// (viewchanges.go).
+	viewChanges changes
 }
 
 // New returns the service.

@@ -228,10 +228,25 @@ func (svc *Service) CheckGroups(ctx context.Context, project string, names []str
 }
 
 // PlacedNIC is a port of an instance on a host, as the compute service
-// knows it.
+// knows it. Target is the host a live migration moves it to while the
+// guest still runs on Host: its agent has the port wired, ready for the
+// guest's activation there, and gets it in its view as a local port;
+// every other host still reaches it on Host.
 type PlacedNIC struct {
-	Host, Project, Instance, InstanceID string
-	NIC                                 api.InstanceNIC
+	Host, Target, Project, Instance, InstanceID string
+	NIC                                         api.InstanceNIC
+}
+
+// here is the host of local holding the port ("" if none): its own
+// host, or a live migration's target.
+func (p PlacedNIC) here(local map[string]bool) string {
+	switch {
+	case local[p.Host]:
+		return p.Host
+	case p.Target != "" && local[p.Target]:
+		return p.Target
+	}
+	return ""
 }
 
 // AgentView is what an agent's hosts need of networks: for each network
@@ -252,7 +267,7 @@ func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed
 			k := fmt.Sprintf("%s/%s/%d", p.Project, g, p.NIC.VNI)
 			members[k] = append(members[k], p.NIC.IP+"/32")
 		}
-		if local[p.Host] {
+		if p.here(local) != "" {
 			projects[p.Project] = true
 			if byVNI[p.NIC.VNI] == nil {
 				byVNI[p.NIC.VNI] = &api.AgentNetwork{VNI: p.NIC.VNI, CIDR: p.NIC.CIDR, Gateway: p.NIC.Gateway, DNS: p.NIC.DNS, DHCP: p.NIC.DHCP,
@@ -291,7 +306,11 @@ func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed
 			continue
 		}
 		n.Names = append(n.Names, dnsName(p))
+		here := p.here(local)
 		if !local[p.Host] {
+			// Others reach it on its host (on a live migration's target
+			// too, until it is activated there: the bridge learns the
+			// guest's own port from its announcement then).
 			if peers[n.VNI] == nil {
 				peers[n.VNI] = map[string]*api.NetworkPeer{}
 			}
@@ -301,9 +320,11 @@ func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed
 				peers[n.VNI][p.Host] = pe
 			}
 			pe.MACs = append(pe.MACs, p.NIC.MAC)
-			continue
+			if here == "" {
+				continue
+			}
 		}
-		port := api.AgentPort{Host: p.Host, Instance: p.Instance, InstanceID: p.InstanceID, PortID: p.NIC.PortID, MAC: p.NIC.MAC, IP: p.NIC.IP, Rules: []api.ResolvedRule{}}
+		port := api.AgentPort{Host: here, Instance: p.Instance, InstanceID: p.InstanceID, PortID: p.NIC.PortID, MAC: p.NIC.MAC, IP: p.NIC.IP, Rules: []api.ResolvedRule{}}
 		if f, ok := fips[p.InstanceID]; ok && f.Port == p.NIC.Port {
 			ext, ok := externals[f.Network]
 			if !ok {
@@ -327,6 +348,7 @@ func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed
 				rr := api.ResolvedRule{Direction: r.Direction, Protocol: r.Protocol, PortMin: r.PortMin, PortMax: r.PortMax, Remotes: []string{}}
 				if r.RemoteGroup != "" {
 					rr.Remotes = append(rr.Remotes, members[fmt.Sprintf("%s/%s/%d", p.Project, r.RemoteGroup, p.NIC.VNI)]...)
+					sort.Strings(rr.Remotes) // one view, one version (placed is in no order)
 				} else {
 					rr.Remotes = append(rr.Remotes, r.RemoteCIDR)
 				}
@@ -338,10 +360,13 @@ func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed
 	for vni, n := range byVNI {
 		for _, pe := range peers[vni] {
 			if pe.VTEP != "" {
+				sort.Strings(pe.MACs)
 				n.Peers = append(n.Peers, *pe)
 			}
 		}
+		// In an order of their own, so that one view has one version.
 		sort.Slice(n.Peers, func(i, j int) bool { return n.Peers[i].Host < n.Peers[j].Host })
+		sort.Slice(n.Ports, func(i, j int) bool { return n.Ports[i].PortID < n.Ports[j].PortID })
 		out.Networks = append(out.Networks, *n)
 	}
 	sort.Slice(out.Networks, func(i, j int) bool { return out.Networks[i].VNI < out.Networks[j].VNI })
@@ -350,5 +375,6 @@ func (svc *Service) AgentView(ctx context.Context, local map[string]bool, placed
 		out.Externals = append(out.Externals, e)
 	}
 	sort.Slice(out.Externals, func(i, j int) bool { return out.Externals[i].VNI < out.Externals[j].VNI })
+	out.Version = viewVersion(out)
 	return out, nil
 }

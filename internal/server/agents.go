@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -99,13 +101,9 @@ func (s *Server) getAssignments(r *request) response.Response {
 		}
 		since = n
 	}
-	wait := time.Duration(0)
-	if v := q.Get("wait"); v != "" {
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || f < 0 {
-			return response.Error(errs.Invalid("wait", "wait must be seconds >= 0"))
-		}
-		wait = min(time.Duration(f*float64(time.Second)), maxPoll)
+	wait, err := pollWait(q)
+	if err != nil {
+		return response.Error(err)
 	}
 	as, err := s.compute.Assignments(r.Context(), r.agent, since, wait)
 	if err != nil {
@@ -126,18 +124,80 @@ func (s *Server) postReports(r *request) response.Response {
 	return response.OK(res)
 }
 
+// pollWait is a long poll's ?wait= (seconds, capped at maxPoll).
+func pollWait(q url.Values) (time.Duration, error) {
+	v := q.Get("wait")
+	if v == "" {
+		return 0, nil
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, errs.Invalid("wait", "wait must be seconds >= 0")
+	}
+	return min(time.Duration(min(f, maxPoll.Seconds())*float64(time.Second)), maxPoll), nil
+}
+
+// viewGap is the least time between two views one long poll computes:
+// every change of any port wakes every agent's poll, and a burst of them
+// (a hundred instances placed) costs each poll one view per gap, not one
+// per change. The first change after a quiet spell is answered at once.
+const viewGap = 50 * time.Millisecond
+
+// getAgentNetworks is an agent's network view. With ?version= (the
+// version of the view the agent has) and ?wait= it is a long poll, as the
+// assignments are: answered as soon as the view differs from that
+// version (a port moved, a rule changed), else at the end of the wait,
+// and always whole, so an answer lost is a change delayed, never missed.
 func (s *Server) getAgentNetworks(r *request) response.Response {
+	q := r.URL.Query()
+	wait, err := pollWait(q)
+	if err != nil {
+		return response.Error(err)
+	}
 	// Never an empty view from a cache still filling after a restart: the
 	// agent would take it as "no ports here" and unplug them.
 	if err := s.compute.Ready(r.Context()); err != nil {
 		return response.Error(err)
 	}
-	placed, vteps := s.compute.PlacedNICs()
-	v, err := s.networks.AgentView(r.Context(), r.agent.Hosts, placed, vteps, r.URL.Query().Get("names_version"))
-	if err != nil {
-		return response.Error(err)
+	known := q.Get("version")
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	expired := false
+	for {
+		// The changes to wait for are taken before the view is read.
+		netChanged := s.networks.ViewChanged()
+		placed, vteps, placedChanged := s.compute.PlacedNICs()
+		computed := time.Now()
+		v, err := s.networks.AgentView(r.Context(), r.agent.Hosts, placed, vteps, q.Get("names_version"))
+		if err != nil {
+			return response.Error(err)
+		}
+		if known == "" || v.Version != known || wait == 0 || expired {
+			return response.OK(v)
+		}
+		s.viewPolls.Add(1)
+		select {
+		case <-placedChanged:
+		case <-netChanged:
+		case <-deadline.C:
+			expired = true
+		case <-r.Context().Done():
+			expired = true
+		}
+		s.viewPolls.Add(-1)
+		if expired {
+			return response.OK(v)
+		}
+		if gap := viewGap - time.Since(computed); gap > 0 {
+			select {
+			case <-time.After(gap):
+			case <-deadline.C:
+				expired = true
+			case <-r.Context().Done():
+				return response.OK(v)
+			}
+		}
 	}
-	return response.OK(v)
 }
 
 // getAgentImage serves an agent the bytes of an image that an instance

@@ -137,6 +137,11 @@ func matrixCases() []matrixCase {
 		{"POST", "/v1/agents/{agent}/backups/{b1}", map[string]any{"chunks": []string{}}, agentOnly + " ag:400"},
 		{"GET", "/v1/agents/{agent}/backups/{b1}", nil, agentOnly + " ag:404"},
 		{"GET", "/v1/agents/{agent}/backups/{b1}/chunks/00", nil, agentOnly + " ag:404"},
+		{"POST", "/v1/projects/p/instances/i1/backups", map[string]any{"name": "ib2"}, members},
+		{"GET", "/v1/projects/p/instance-backups", nil, readersOfP},
+		{"GET", "/v1/projects/p/instance-backups/ib1", nil, readersOfP},
+		{"DELETE", "/v1/projects/p/instance-backups/ib1", nil, "cA:204 pA:204 pM:204 pR:403 qA:404" + bad},
+		{"POST", "/v1/projects/p/instance-backups/ib1/restore", map[string]any{"name": "i2"}, members},
 		{"GET", "/v1/storage-pools", nil, anyValid},
 		{"POST", "/v1/storage-pools", map[string]any{"name": "nfs", "type": "shared-dir", "path": "/mnt/nfs"}, "cA:201 pA:403 pM:403 pR:403 qA:403" + bad},
 		{"GET", "/v1/storage-pools/local", nil, anyValid},
@@ -296,6 +301,13 @@ func newFixtureOn(t *testing.T, ts *testServer) *fixture {
 		t.Fatal(err)
 	}
 	f.backupID = b1.ID
+	i1, _, err := ts.s.compute.Get(ctxA, "p", "i1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.s.volumes.CreateInstanceBackup(ctxA, "p", i1, api.InstanceBackupsPost{Name: "ib1"}, nil); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := ts.s.volumes.CreatePool(ctxA, api.StoragePoolsPost{Name: "sp1", Type: "shared-dir", Path: "/srv/sp1"}); err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -135,6 +136,9 @@ type Server struct {
 	images    *images.Service
 	snapshots *images.Snapshots
 	networks  *network.Service
+	// viewPolls counts the agents' long polls of their network views
+	// waiting for a change (agents.go).
+	viewPolls atomic.Int64
 	volumes   *volumes.Service
 	sessions  *sessions
 	consoles  consoleLimits
@@ -341,6 +345,7 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 	rctx, rcancel := context.WithCancel(context.Background())
 	s.stopRun = rcancel
 	go s.compute.Run(rctx)
+	s.networks.FollowViewChanges(rctx, cfg.Logger.With("component", "network"))
 	go s.meter.Run(rctx)
 	go s.volumes.RunSchedules(rctx, 30*time.Second, cfg.Logger.With("component", "volumes"))
 	s.ready = true

@@ -122,6 +122,9 @@ func (svc *Service) DeleteBackup(ctx context.Context, project, name string) erro
 	if err != nil {
 		return err
 	}
+	if b.InstanceBackup != "" {
+		return errs.Conflict("backup %q belongs to instance backup %q: it goes with it (kumo instance backup delete %s)", name, b.InstanceBackup, b.InstanceBackup)
+	}
 	vs, err := store.ListJSON[record](ctx, svc.s, prefix+project+"/")
 	if err != nil {
 		return err

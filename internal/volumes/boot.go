@@ -51,6 +51,11 @@ type BootPlan struct {
 	Counts api.ResourceCounts
 	Conds  []store.Cond
 	Ops    []store.Op
+	// New names every volume the plan makes (a restore makes several);
+	// Wait are the ids of those other than the boot volume that are made
+	// on the instance's host with it (its PROLOG waits for them).
+	New  []string
+	Wait []string
 }
 
 // PlanBoot checks an instance's boot volume request (boot_volume, or
@@ -161,13 +166,18 @@ func (svc *Service) planRoot(ctx context.Context, project string, in BootInstanc
 	k := key(project, name)
 	return BootPlan{Volume: name, ID: r.ID, Local: true, Image: r.Image, Counts: counts(1, r.SizeGiB),
 		Conds: []store.Cond{store.Absent(k)},
-		Ops:   []store.Op{store.PutJSON(k, r), events.Op(ctx, "volume", events.Created, project, url(project, name), r.Volume)}}, nil
+		Ops:   []store.Op{store.PutJSON(k, r), events.Op(ctx, "volume", events.Created, project, url(project, name), r.Volume), meterVolume(&r, r.SizeGiB, t)}}, nil
 }
 
 // PlanConflict says which of a plan's volumes changed when the instance's
 // transaction failed on its conditions ("" when none did).
 func (svc *Service) PlanConflict(ctx context.Context, project string, p BootPlan) error {
-	if p.Volume == "" {
+	for _, name := range p.New {
+		if _, err := svc.s.Get(ctx, key(project, name)); err == nil {
+			return errs.Conflict("volume %q already exists in project %q: a restored instance's volumes are named after it; delete that volume or restore under another name", name, project)
+		}
+	}
+	if p.Volume == "" || len(p.New) > 0 {
 		return nil
 	}
 	if p.Counts.Volumes > 0 {
@@ -179,13 +189,14 @@ func (svc *Service) PlanConflict(ctx context.Context, project string, p BootPlan
 	return errs.Conflict("boot_volume: volume %q changed meanwhile; try again", p.Volume)
 }
 
-// sweepUnhomed removes the new root volumes never made whose instance is
+// sweepUnhomed removes the volumes made with an instance (a new root
+// volume, a restored instance's volumes) never made whose instance is
 // gone (terminated before it was placed): no host has a file of them.
 func (svc *Service) sweepUnhomed(ctx context.Context, vols []store.Item[record]) error {
 	var errOut error
 	for _, it := range vols {
 		r := it.Value
-		if r.Host != "" || r.Attachment == nil || r.Attachment.Device != api.BootDevice {
+		if r.Host != "" || r.Attachment == nil {
 			continue
 		}
 		in, _, err := svc.inst.Get(ctx, r.Project, r.Attachment.Instance)

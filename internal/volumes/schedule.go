@@ -70,7 +70,7 @@ func (svc *Service) schedulePass(ctx context.Context) error {
 	}
 	byVol := map[string][]api.VolumeBackup{}
 	for _, it := range backups {
-		if strings.HasPrefix(it.Value.Name, autoPrefix) {
+		if strings.HasPrefix(it.Value.Name, autoPrefix) && it.Value.InstanceBackup == "" {
 			byVol[it.Value.VolumeID] = append(byVol[it.Value.VolumeID], it.Value)
 		}
 	}

@@ -292,7 +292,7 @@ func notYetDriven(path string) bool {
 
 // dayTwoPath: the user-facing day-two endpoints TestDayTwoContract drives.
 func dayTwoPath(path string) bool {
-	for _, p := range []string{"/storage-pools", "/v1/projects/{project}/volume", "/v1/consolidation", "/v1/session"} {
+	for _, p := range []string{"/storage-pools", "/v1/projects/{project}/volume", "/v1/consolidation", "/v1/session", "/instance-backups", "/instances/{name}/backups"} {
 		if strings.Contains(path, p) {
 			return true
 		}

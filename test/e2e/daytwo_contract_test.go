@@ -54,6 +54,20 @@ func TestDayTwoContract(t *testing.T) {
 	admin.MoveVolume(ctx, "default", "data", api.VolumeMove{Host: "nope"})
 	admin.DeleteVolume(ctx, "default", "data")
 
+	// Instance backups: of a sim container without volumes (its
+	// definition only), restored under another name.
+	_, err = admin.CreateInstance(ctx, "default", api.InstancesPost{Name: "ib-src", Type: "container", Flavor: "tiny", Image: "x"})
+	check("create instance", err)
+	_, err = admin.CreateInstanceBackup(ctx, "default", "ib-src", api.InstanceBackupsPost{Name: "ib1"})
+	check("instance backup", err)
+	_, err = admin.InstanceBackups(ctx, "default")
+	check("list instance backups", err)
+	_, err = admin.InstanceBackup(ctx, "default", "ib1")
+	check("show instance backup", err)
+	_, err = admin.RestoreInstance(ctx, "default", "ib1", "ib-copy")
+	check("restore instance", err)
+	check("delete instance backup", admin.DeleteInstanceBackup(ctx, "default", "ib1"))
+
 	// Consolidation (nothing to move on one host).
 	_, err = admin.Consolidation(ctx)
 	check("consolidation plan", err)

@@ -65,6 +65,12 @@ func OpenEmbedded(ctx context.Context, opts EmbedOptions) (*Store, error) {
 	// compacting older revisions so the database does not grow forever.
 	cfg.AutoCompactionMode = "periodic"
 	cfg.AutoCompactionRetention = "1h"
+	// A member alone needs no long raft log for followers to catch up
+	// from: etcd's default (a snapshot every 100,000 entries) held up to
+	// 100,000 transactions, values and all, in memory - a fifth of the
+	// server's heap at 100,000 instances.
+	cfg.SnapshotCount = 10_000
+	cfg.SnapshotCatchUpEntries = 1_000
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("start embedded etcd in %s: %w", opts.Dir, err)
