@@ -31,6 +31,16 @@ var _ driver.LiveMigrator = (*Driver)(nil)
 
 const incomingLive = "live"
 
+// liveTrace, when set (a benchmark sets it), hears each phase of a live
+// migration as it is reached, on either side: where the time goes.
+var liveTrace func(id, phase string)
+
+func trace(id, phase string) {
+	if liveTrace != nil {
+		liveTrace(id, phase)
+	}
+}
+
 // qemuMaxBandwidth is QEMU's own default max-bandwidth (128 MiB/s).
 const qemuMaxBandwidth = 128 << 20
 
@@ -76,7 +86,7 @@ func (d *Driver) LiveReceive(ctx context.Context, s driver.Spec, t driver.Tunnel
 	}{
 		{"nbd-server-start", map[string]any{"addr": map[string]any{"type": "unix", "data": map[string]any{"path": nbdSock}}}},
 		{"nbd-server-add", map[string]any{"device": "disk", "writable": true}},
-		{"migrate-set-capabilities", map[string]any{"capabilities": []map[string]any{{"capability": "auto-converge", "state": true}}}},
+		{"migrate-set-capabilities", map[string]any{"capabilities": []map[string]any{{"capability": "auto-converge", "state": true}, {"capability": "events", "state": true}}}},
 		{"migrate-incoming", map[string]any{"uri": "unix:" + memSock}},
 	}
 	for _, st := range steps {
@@ -98,30 +108,38 @@ func (d *Driver) LiveReceive(ctx context.Context, s driver.Spec, t driver.Tunnel
 	// The source's word: "go" once everything is here, anything else (or
 	// the channel breaking) is the end of it.
 	word := make([]byte, 3)
+	trace(s.ID, "target: ready, waiting for go")
 	if _, err := io.ReadFull(ctl, word); err != nil {
 		return fmt.Errorf("the tunnel from the source broke before it said go (%v): its agent or the server stopped, or the link was cut", err)
 	} else if string(word) != "go\n" {
 		return driver.ErrSourceGaveUp
 	}
+	trace(s.ID, "target: go received")
 	// The source's QEMU is done once it has written everything; the last
-	// bytes may still be on their way through the tunnel.
-	for i := 0; ; i++ {
+	// bytes may still be on their way through the tunnel. QEMU says when
+	// the incoming migration's status changes (MIGRATION events).
+	deadline := time.Now().Add(time.Minute)
+	if err := await(ctx, c, "MIGRATION", 50*time.Millisecond, func() (bool, error) {
 		var mi migrationInfo
 		if err := c.Execute(ctx, "query-migrate", nil, &mi); err != nil {
-			return err
+			return false, err
 		}
 		if mi.Status == "completed" {
-			break
+			return true, nil
 		}
-		if mi.Status == "failed" || mi.Status == "cancelled" || i > 1200 {
-			return fmt.Errorf("the incoming migration is %q: %s", mi.Status, mi.ErrorDesc)
+		if mi.Status == "failed" || mi.Status == "cancelled" || time.Now().After(deadline) {
+			return false, fmt.Errorf("the incoming migration is %q: %s", mi.Status, mi.ErrorDesc)
 		}
-		time.Sleep(50 * time.Millisecond)
+		return false, nil
+	}); err != nil {
+		return err
 	}
+	trace(s.ID, "target: incoming completed")
 	c.Execute(ctx, "nbd-server-stop", nil, nil)
 	if err := c.Execute(ctx, "cont", nil, nil); err != nil {
 		return fmt.Errorf("cont: %w", err)
 	}
+	trace(s.ID, "target: running")
 	// Gratuitous ARP (and RARP) for every NIC, so switches and peers
 	// learn at once where the MACs went.
 	c.Execute(ctx, "announce-self", map[string]any{"initial": 50, "max": 550, "rounds": 5, "step": 100}, nil)
@@ -267,6 +285,7 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 		return abandon(fmt.Errorf("an earlier migration of it does not end: %w", err))
 	}
 	// The disk first: mirror the overlay into the target's, in step.
+	trace(id, "source: mirror start")
 	if err := c.Execute(ctx, "blockdev-add", map[string]any{"driver": "nbd", "node-name": "kumo-mig-target",
 		"server": map[string]any{"type": "unix", "path": nbdOut}, "export": "disk"}, nil); err != nil {
 		return abandon(fmt.Errorf("connecting to the target's disk: %w", err))
@@ -279,8 +298,10 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 	if err := c.Execute(ctx, "blockdev-mirror", mirror, nil); err != nil {
 		return abandon(fmt.Errorf("blockdev-mirror: %w", err))
 	}
+	// In step when QEMU says the job is ready (JOB_STATUS_CHANGE), or a
+	// check every 100 ms finds it so.
 	var disk int64
-	for ready := false; !ready; {
+	if err := await(ctx, c, "JOB_STATUS_CHANGE", 100*time.Millisecond, func() (bool, error) {
 		var jobs []struct {
 			Device string `json:"device"`
 			Ready  bool   `json:"ready"`
@@ -288,22 +309,24 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 			Len    int64  `json:"len"`
 		}
 		if err := c.Execute(ctx, "query-block-jobs", nil, &jobs); err != nil {
-			return abandon(err)
+			return false, err
 		}
 		if len(jobs) == 0 {
-			return abandon(errors.New("the disk mirror ended before it was in step"))
+			return false, errors.New("the disk mirror ended before it was in step")
 		}
-		ready, disk = jobs[0].Ready, jobs[0].Offset
+		disk = jobs[0].Offset
 		select {
-		case <-ctx.Done():
-			return abandon(ctx.Err())
 		case err := <-nbdDone:
-			return abandon(fmt.Errorf("the disk's tunnel ended: %v", err))
-		case <-time.After(100 * time.Millisecond):
+			return false, fmt.Errorf("the disk's tunnel ended: %v", err)
+		default:
 		}
+		return jobs[0].Ready, nil
+	}); err != nil {
+		return abandon(err)
 	}
 	// Then the memory.
-	caps := []map[string]any{{"capability": "auto-converge", "state": opt.AutoConverge}}
+	trace(id, "source: mirror ready")
+	caps := []map[string]any{{"capability": "auto-converge", "state": opt.AutoConverge}, {"capability": "events", "state": true}}
 	if err := c.Execute(ctx, "migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
 		return abandon(err)
 	}
@@ -321,50 +344,54 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 		return abandon(err)
 	}
 	memStart := time.Now()
+	trace(id, "source: migrate")
 	if err := c.Execute(ctx, "migrate", map[string]any{"uri": "unix:" + memOut}, nil); err != nil {
 		return abandon(err)
 	}
+	// Completed when QEMU says so (a MIGRATION event, at once); the
+	// figures are read every 200 ms meanwhile, for progress and the bound.
 	var mi migrationInfo
-	for {
+	if err := await(ctx, c, "MIGRATION", 200*time.Millisecond, func() (bool, error) {
 		if err := c.Execute(ctx, "query-migrate", nil, &mi); err != nil {
-			return abandon(err)
+			return false, err
 		}
 		if mi.Status == "completed" {
-			break
+			return true, nil
 		}
 		if mi.Status == "failed" || mi.Status == "cancelled" {
-			return abandon(fmt.Errorf("the migration %s: %s", mi.Status, mi.ErrorDesc))
+			return false, fmt.Errorf("the migration %s: %s", mi.Status, mi.ErrorDesc)
 		}
 		progress(mi.stats(disk))
 		if opt.ConvergeWithin > 0 && time.Since(memStart) > opt.ConvergeWithin {
-			return abandon(notConverged(opt, mi))
+			return false, notConverged(opt, mi)
 		}
-		select {
-		case <-ctx.Done():
-			return abandon(ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
+		return false, nil
+	}); err != nil {
+		return abandon(err)
 	}
+	trace(id, "source: migration completed")
 	// The source is paused for good; the mirror ends in step (writes were
 	// synchronous), then the target may go.
 	if err := c.Execute(ctx, "block-job-cancel", map[string]any{"device": "kumo-mirror"}, nil); err != nil {
 		return abandon(err)
 	}
-	for i := 0; ; i++ {
+	deadline := time.Now().Add(30 * time.Second)
+	if err := await(ctx, c, "JOB_STATUS_CHANGE", 50*time.Millisecond, func() (bool, error) {
 		var jobs []json.RawMessage
 		if err := c.Execute(ctx, "query-block-jobs", nil, &jobs); err != nil {
-			return abandon(err)
+			return false, err
 		}
-		if len(jobs) == 0 {
-			break
+		if len(jobs) > 0 && time.Now().After(deadline) {
+			return false, errors.New("the disk mirror did not end")
 		}
-		if i > 600 {
-			return abandon(errors.New("the disk mirror did not end"))
-		}
-		time.Sleep(50 * time.Millisecond)
+		return len(jobs) == 0, nil
+	}); err != nil {
+		return abandon(err)
 	}
 	c.Execute(ctx, "blockdev-del", map[string]any{"node-name": "kumo-mig-target"}, nil)
+	trace(id, "source: mirror ended")
 	<-memDone
+	trace(id, "source: memory channel closed")
 	if _, err := ctl.Write([]byte("go\n")); err != nil {
 		return abandon(err)
 	}
@@ -373,9 +400,31 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 	// comes back, and stays paused - never running twice.
 	ack := make([]byte, 3)
 	io.ReadFull(ctl, ack)
+	trace(id, "source: target said ok")
 	st := mi.stats(disk)
 	st.Status = "completed"
 	return st, nil
+}
+
+// await returns once done says so, checking at once, again whenever
+// QEMU sends an event named name (a job's or a migration's status
+// changed: nothing waits for a poll's next tick) and at least every
+// `every` (an event missed, or one left from before, costs a check).
+func await(ctx context.Context, c *qmp.Conn, name string, every time.Duration, done func() (bool, error)) error {
+	for {
+		if ok, err := done(); ok || err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, every)
+		_, err := c.WaitEvent(wctx, name)
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil && wctx.Err() == nil {
+			return err // QEMU went away
+		}
+	}
 }
 
 // endOutgoing ends what an outgoing migration made in a QEMU that runs
