@@ -348,27 +348,41 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 	if err := c.Execute(ctx, "migrate", map[string]any{"uri": "unix:" + memOut}, nil); err != nil {
 		return abandon(err)
 	}
-	// Completed when QEMU says so (a MIGRATION event, at once); the
-	// figures are read every 200 ms meanwhile, for progress and the bound.
+	// This migration's status is what QEMU's MIGRATION events say, at
+	// once (nothing waits for a poll's tick), and they are this
+	// migration's own changes: query-migrate's "status" mixes in a QEMU's
+	// earlier incoming migration (a VM migrated in shows its "completed"
+	// while no outgoing one has a state). Its figures, read every 200 ms
+	// meanwhile, feed progress and the bound.
 	var mi migrationInfo
-	if err := await(ctx, c, "MIGRATION", 200*time.Millisecond, func() (bool, error) {
+	for status := "setup"; ; {
 		if err := c.Execute(ctx, "query-migrate", nil, &mi); err != nil {
-			return false, err
+			return abandon(err)
 		}
-		if mi.Status == "completed" {
-			return true, nil
+		if status == "completed" {
+			// QEMU says "completed" a moment before it has its figures.
+			for i := 0; mi.TotalTime == 0 && i < 100; i++ {
+				time.Sleep(5 * time.Millisecond)
+				if err := c.Execute(ctx, "query-migrate", nil, &mi); err != nil {
+					return abandon(err)
+				}
+			}
+			break
 		}
-		if mi.Status == "failed" || mi.Status == "cancelled" {
-			return false, fmt.Errorf("the migration %s: %s", mi.Status, mi.ErrorDesc)
+		if status == "failed" || status == "cancelled" {
+			return abandon(fmt.Errorf("the migration %s: %s", status, mi.ErrorDesc))
 		}
+		mi.Status = status
 		progress(mi.stats(disk))
 		if opt.ConvergeWithin > 0 && time.Since(memStart) > opt.ConvergeWithin {
-			return false, notConverged(opt, mi)
+			return abandon(notConverged(opt, mi))
 		}
-		return false, nil
-	}); err != nil {
-		return abandon(err)
+		var err error
+		if status, err = nextStatus(ctx, c, 200*time.Millisecond, status); err != nil {
+			return abandon(err)
+		}
 	}
+	mi.Status = "completed"
 	trace(id, "source: migration completed")
 	// The source is paused for good; the mirror ends in step (writes were
 	// synchronous), then the target may go.
@@ -424,6 +438,32 @@ func await(ctx context.Context, c *qmp.Conn, name string, every time.Duration, d
 		if err != nil && wctx.Err() == nil {
 			return err // QEMU went away
 		}
+	}
+}
+
+// nextStatus is the status of the last of QEMU's MIGRATION events queued
+// on c, waiting up to wait for one (last if none came).
+func nextStatus(ctx context.Context, c *qmp.Conn, wait time.Duration, last string) (string, error) {
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		ev, err := c.WaitEvent(wctx, "MIGRATION")
+		if err != nil {
+			if ctx.Err() != nil {
+				return last, ctx.Err()
+			}
+			if wctx.Err() == nil {
+				return last, err // QEMU went away
+			}
+			return last, nil
+		}
+		var st struct {
+			Status string `json:"status"`
+		}
+		if json.Unmarshal(ev.Data, &st) == nil && st.Status != "" {
+			last = st.Status
+		}
+		cancel() // the ones queued behind it, without waiting
 	}
 }
 

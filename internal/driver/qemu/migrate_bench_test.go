@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"sort"
 	"strings"
 	"sync"
@@ -15,91 +16,110 @@ import (
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/driver"
-	"github.com/kumocloud/kumo/internal/driver/local"
 	"github.com/kumocloud/kumo/internal/qmp"
 )
 
-// BenchmarkMigrate measures, in one run, three live migrations of an idle
-// 512 MiB tiny-vm (1 vCPU), each VM freshly booted to its shell:
+// BenchmarkMigrate measures, in one run, three kinds of live migration
+// of one idle 512 MiB tiny-vm (1 vCPU), booted once to its shell and then
+// moved back and forth between two drivers (two hosts' state dirs), the
+// kinds taking turns (each iteration starts with the next kind, so drift
+// in the machine's load falls on all three):
 //
-//   - kumo: the driver's LiveSend/LiveReceive between two drivers (two
-//     hosts' state dirs): the overlay mirrored over NBD, then the memory
-//     pre-copied, all through a tunnel of loopback TCP connections (the
-//     agents' tunnel adds TLS and the server's hop; not here);
-//   - bare memory-only: the same VM's QEMU command (same cgroup limits,
-//     same downtime limit and bandwidth) migrated with QMP "migrate tcp:"
-//     to a second QEMU waiting with -incoming - no disk copy (it would
-//     need shared storage);
+//   - kumo: the driver's LiveSend/LiveReceive: the overlay mirrored over
+//     NBD, then the memory pre-copied, all through a tunnel of loopback
+//     TCP connections (the agents' tunnel adds TLS and the server's hop:
+//     BenchmarkMigrationTunnel in internal/agent measures that);
+//   - bare memory-only: QMP by hand, "migrate tcp:" to a second QEMU
+//     waiting with -incoming, no disk copy (as with shared storage: the
+//     overlay is copied beforehand, untimed);
 //   - bare memory+disk: what kumo must do without shared storage, by hand
 //     over QMP: the incoming QEMU exports its fresh overlay over NBD
 //     (tcp:), the source mirrors into it (blockdev-mirror, sync top,
 //     write-blocking), then "migrate tcp:", then the mirror is ended and
 //     the target continued.
 //
-// Reported: QEMU's own total time and downtime of the memory migration;
-// the wall time of the whole move (from the first mirror command, or the
-// "migrate" for memory-only, until the target runs: the guest's pause is
-// QEMU's downtime plus what follows its migration until that "cont");
-// and kumo's ratios to both bare variants. Each run logs kumo's phases.
+// Every QEMU is the driver's own command line in the VM's cgroup, with
+// the same downtime limit (300 ms) and bandwidth (128 MiB/s). On one
+// machine the two QEMUs of a move share the VM's cgroup (/kumo/<id>, one
+// vCPU's quota) whichever kind moves it.
+//
+// Reported (medians): QEMU's own total time and downtime of the memory
+// migration; the wall time of the whole move (from LiveSend, or the
+// first QMP command of a bare move, until the target runs); the
+// switch-over (from QEMU's "completed" on the source until the target
+// runs: the guest's pause is QEMU's downtime plus this); and kumo's
+// ratios to both bare kinds. Each kumo move logs its phases.
 func BenchmarkMigrate(b *testing.B) {
 	sum, fetch := tinyVM(b)
-	src := newDriver(b, b.TempDir(), fetch)
-	dst := newDriver(b, b.TempDir(), fetch)
+	drivers := []*Driver{newDriver(b, b.TempDir(), fetch), newDriver(b, b.TempDir(), fetch)}
 	ctx := context.Background()
 	var tl timeline
 	liveTrace = tl.mark
 	defer func() { liveTrace = nil }()
-	var k, bm, bd []moveFigures
+	s := spec("mig", sum, 512, "")
+	bootReady(b, drivers[0], s)
+	on := 0
+	defer func() { drivers[on].Cleanup(ctx, s.ID, false) }()
+	figures := map[string][]moveFigures{}
+	kinds := []string{"kumo", "bare-mem", "bare-disk"}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		s := spec(fmt.Sprintf("mig%d", i), sum, 512, "")
-		bootReady(b, src, s)
-		tun := &tcpTunnel{ends: map[string]chan net.Conn{}}
-		defer tun.close()
-		tl.reset()
-		recv := make(chan error, 1)
-		go func() { recv <- dst.LiveReceive(ctx, s, tun.open) }()
-		// As for the bare ones, the target's QEMU is up before the clock
-		// starts (an agent starts it while the source sets up).
-		if err := tl.await("target: ready, waiting for go", recv); err != nil {
-			b.Fatal(err)
+		for j := range kinds {
+			kind := kinds[(i+j)%len(kinds)]
+			from, to := drivers[on], drivers[1-on]
+			var f moveFigures
+			if kind == "kumo" {
+				f = kumoMove(b, &tl, from, to, s)
+				fmt.Fprintf(os.Stderr, "kumo #%d:%s\n", i, &tl)
+			} else {
+				f = bareMove(b, from, to, s, kind == "bare-disk")
+			}
+			from.Cleanup(ctx, s.ID, false)
+			on = 1 - on
+			figures[kind] = append(figures[kind], f)
+			fmt.Fprintf(os.Stderr, "#%d %s %+v\n", i, kind, f)
 		}
-		tl.mark(s.ID, "bench: LiveSend called")
-		st, err := src.LiveSend(ctx, s.ID, tun.open, driver.LiveOptions{DowntimeLimitMS: 300, AutoConverge: true}, func(api.MigrationStats) {})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := <-recv; err != nil {
-			b.Fatal(err)
-		}
-		wall := tl.between("bench: LiveSend called", "target: running")
-		k = append(k, moveFigures{total: st.TotalMS, down: st.DowntimeMS, wall: wall,
-			after: tl.between("source: migration completed", "target: running")})
-		b.Logf("kumo #%d:%s", i, &tl)
-		src.Cleanup(ctx, s.ID, false)
-		dst.Cleanup(ctx, s.ID, false)
-
-		bm = append(bm, bareMigrate(b, src, sum, fmt.Sprintf("bare-mem%d", i), false))
-		bd = append(bd, bareMigrate(b, src, sum, fmt.Sprintf("bare-disk%d", i), true))
-		b.Logf("#%d kumo %+v, bare memory-only %+v, bare memory+disk %+v", i, k[i], bm[i], bd[i])
 	}
 	b.StopTimer()
-	km, bmm, bdm := medians(k), medians(bm), medians(bd)
-	b.ReportMetric(float64(km.total), "kumo-total-ms")
-	b.ReportMetric(float64(km.down), "kumo-downtime-ms")
-	b.ReportMetric(float64(km.wall), "kumo-wall-ms")
-	b.ReportMetric(float64(km.after), "kumo-switchover-ms")
-	b.ReportMetric(float64(bmm.total), "bare-mem-total-ms")
-	b.ReportMetric(float64(bmm.down), "bare-mem-downtime-ms")
-	b.ReportMetric(float64(bmm.wall), "bare-mem-wall-ms")
-	b.ReportMetric(float64(bdm.total), "bare-disk-total-ms")
-	b.ReportMetric(float64(bdm.down), "bare-disk-downtime-ms")
-	b.ReportMetric(float64(bdm.wall), "bare-disk-wall-ms")
-	b.ReportMetric(float64(bdm.after), "bare-disk-switchover-ms")
-	b.ReportMetric(float64(km.total)/float64(max(bmm.total, 1)), "ratio-total-vs-mem")
-	b.ReportMetric(float64(km.total)/float64(max(bdm.total, 1)), "ratio-total-vs-disk")
-	b.ReportMetric(float64(km.wall)/float64(max(bmm.wall, 1)), "ratio-wall-vs-mem")
-	b.ReportMetric(float64(km.wall)/float64(max(bdm.wall, 1)), "ratio-wall-vs-disk")
+	k, bm, bd := medians(figures["kumo"]), medians(figures["bare-mem"]), medians(figures["bare-disk"])
+	for _, m := range []struct {
+		kind string
+		f    moveFigures
+	}{{"kumo", k}, {"bare-mem", bm}, {"bare-disk", bd}} {
+		b.ReportMetric(float64(m.f.total), m.kind+"-total-ms")
+		b.ReportMetric(float64(m.f.down), m.kind+"-downtime-ms")
+		b.ReportMetric(float64(m.f.wall), m.kind+"-wall-ms")
+		b.ReportMetric(float64(m.f.after), m.kind+"-switchover-ms")
+	}
+	b.ReportMetric(float64(k.total)/float64(max(bm.total, 1)), "ratio-total-vs-mem")
+	b.ReportMetric(float64(k.total)/float64(max(bd.total, 1)), "ratio-total-vs-disk")
+	b.ReportMetric(float64(k.wall)/float64(max(bm.wall, 1)), "ratio-wall-vs-mem")
+	b.ReportMetric(float64(k.wall)/float64(max(bd.wall, 1)), "ratio-wall-vs-disk")
+}
+
+// kumoMove live-migrates s with the driver, from one driver to the other.
+func kumoMove(b *testing.B, tl *timeline, from, to *Driver, s driver.Spec) moveFigures {
+	ctx := context.Background()
+	tun := &tcpTunnel{ends: map[string]chan net.Conn{}}
+	defer tun.close()
+	tl.reset()
+	recv := make(chan error, 1)
+	go func() { recv <- to.LiveReceive(ctx, s, tun.open) }()
+	// As for the bare moves, the target's QEMU is up before the clock
+	// starts (an agent starts it while the source sets up).
+	if err := tl.await("target: ready, waiting for go", recv); err != nil {
+		b.Fatal(err)
+	}
+	tl.mark(s.ID, "bench: LiveSend called")
+	st, err := from.LiveSend(ctx, s.ID, tun.open, driver.LiveOptions{DowntimeLimitMS: 300, AutoConverge: true}, func(api.MigrationStats) {})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := <-recv; err != nil {
+		b.Fatal(err)
+	}
+	return moveFigures{total: st.TotalMS, down: st.DowntimeMS, wall: tl.between("bench: LiveSend called", "target: running"),
+		after: tl.between("source: migration completed", "target: running")}
 }
 
 // moveFigures are one migration's: QEMU's total time and downtime, the
@@ -239,46 +259,40 @@ func bootReady(b *testing.B, d *Driver, s driver.Spec) {
 	}
 }
 
-// bareMigrate boots a VM's QEMU command (as the driver spawns it: same
-// arguments, same cgroup limits) and migrates it by hand over QMP to a
-// second QEMU started -S -incoming defer on loopback TCP; withDisk, the
-// overlay is mirrored first into the target's over NBD. It returns
-// QEMU's figures and the wall time from the first command until the
-// target was continued.
-func bareMigrate(b *testing.B, d *Driver, sum, name string, withDisk bool) moveFigures {
+// bareMove migrates s by hand over QMP from its QEMU under one driver
+// to a QEMU the other driver starts for it (the driver's command line
+// and cgroup, -S -incoming defer) on loopback TCP; withDisk, the overlay
+// is mirrored first into the target's over NBD, else it is copied
+// before (untimed: shared storage). The target then runs it as the
+// driver's own (as LiveReceive leaves it). It returns QEMU's figures and
+// the wall time from the first timed command until the target runs.
+func bareMove(b *testing.B, from, to *Driver, s driver.Spec, withDisk bool) moveFigures {
 	ctx := context.Background()
-	from, to := spec(name+"-src", sum, 512, ""), spec(name+"-dst", sum, 512, "")
-	for _, s := range []driver.Spec{from, to} {
-		if err := d.Prepare(ctx, s); err != nil {
-			b.Fatal(err)
-		}
-		defer d.Cleanup(ctx, s.ID, false)
-	}
-	mf, _ := d.readMeta(from.ID)
-	mt, _ := d.readMeta(to.ID)
-	if err := d.spawn(ctx, from.ID, mf, ""); err != nil {
+	if _, err := driver.PrepareAfresh(ctx, to, s); err != nil {
 		b.Fatal(err)
 	}
-	defer d.ensureQuit(ctx, from.ID)
-	log := d.path(from.ID, "console.log")
-	for started := time.Now(); ; time.Sleep(10 * time.Millisecond) {
-		if bs, _ := os.ReadFile(log); local.ReadyMarker.Match(bs) {
-			break
-		}
-		if time.Since(started) > bootWait {
-			b.Fatalf("the bare VM was not ready after %s", bootWait)
-		}
-	}
-	if err := d.spawn(ctx, to.ID, mt, incomingLive); err != nil {
+	m, err := to.readMeta(s.ID)
+	if err != nil {
 		b.Fatal(err)
 	}
-	defer d.ensureQuit(ctx, to.ID)
-	sc, err := d.dial(ctx, from.ID)
+	m.Want, m.Accel, m.BootAt, m.BootOffset = wantRunning, to.accel, time.Now().UTC(), 0
+	if err := to.writeMeta(s.ID, m); err != nil {
+		b.Fatal(err)
+	}
+	if !withDisk {
+		if out, err := exec.Command("cp", from.path(s.ID, "disk.qcow2"), to.path(s.ID, "disk.qcow2")).CombinedOutput(); err != nil {
+			b.Fatalf("copying the overlay: %v %s", err, out)
+		}
+	}
+	if err := to.spawn(ctx, s.ID, m, incomingLive); err != nil {
+		b.Fatal(err)
+	}
+	sc, err := from.dial(ctx, s.ID)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer sc.Close()
-	tc, err := d.dial(ctx, to.ID)
+	tc, err := to.dial(ctx, s.ID)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -296,7 +310,8 @@ func bareMigrate(b *testing.B, d *Driver, sum, name string, withDisk bool) moveF
 		must(tc, "nbd-server-add", map[string]any{"device": "disk", "writable": true})
 	}
 	must(tc, "migrate-incoming", map[string]any{"uri": fmt.Sprintf("tcp:127.0.0.1:%d", memPort)})
-	must(sc, "migrate-set-capabilities", map[string]any{"capabilities": events})
+	// An earlier kumo move left its settings in this QEMU: the same ones.
+	must(sc, "migrate-set-capabilities", map[string]any{"capabilities": []map[string]any{{"capability": "events", "state": true}, {"capability": "auto-converge", "state": true}}})
 	must(sc, "migrate-set-parameters", map[string]any{"downtime-limit": 300, "max-bandwidth": qemuMaxBandwidth})
 	started := time.Now()
 	if withDisk {
@@ -312,6 +327,7 @@ func bareMigrate(b *testing.B, d *Driver, sum, name string, withDisk bool) moveF
 	if withDisk {
 		must(sc, "block-job-cancel", map[string]any{"device": "bare-mirror"})
 		waitJob(b, sc, func(status string) bool { return status == "null" })
+		must(sc, "blockdev-del", map[string]any{"node-name": "bare-target"})
 	}
 	waitMigration(b, tc)
 	if withDisk {
@@ -344,26 +360,35 @@ func waitJob(b *testing.B, c *qmp.Conn, done func(string) bool) {
 	}
 }
 
-// waitMigration waits, by QEMU's MIGRATION events, until its migration
-// (outgoing or incoming) completed.
+// waitMigration waits, by QEMU's MIGRATION events (query-migrate's
+// status is not the outgoing migration's on a QEMU migrated in, see
+// LiveSend), until its migration (outgoing or incoming) completed.
 func waitMigration(b *testing.B, c *qmp.Conn) migrationInfo {
 	ctx, cancel := context.WithTimeout(context.Background(), bootWait)
 	defer cancel()
-	for {
-		var mi migrationInfo
+	status := ""
+	for status != "completed" {
+		var err error
+		if status, err = nextStatus(ctx, c, 100*time.Millisecond, status); err != nil {
+			b.Fatalf("the bare migration (%s): %v", status, err)
+		}
+		if status == "failed" || status == "cancelled" {
+			var mi migrationInfo
+			c.Execute(ctx, "query-migrate", nil, &mi)
+			b.Fatalf("bare migration %s: %s", status, mi.ErrorDesc)
+		}
+	}
+	var mi migrationInfo
+	// QEMU says "completed" a moment before it has its figures.
+	for i := 0; mi.TotalTime == 0 && i < 100; i++ {
+		if i > 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
 		if err := c.Execute(ctx, "query-migrate", nil, &mi); err != nil {
 			b.Fatal(err)
 		}
-		switch mi.Status {
-		case "completed":
-			return mi
-		case "failed", "cancelled":
-			b.Fatalf("bare migration %s: %s", mi.Status, mi.ErrorDesc)
-		}
-		if _, err := c.WaitEvent(ctx, "MIGRATION"); err != nil {
-			b.Fatal(err)
-		}
 	}
+	return mi
 }
 
 func freePort(b *testing.B) int {
