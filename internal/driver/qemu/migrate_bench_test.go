@@ -322,14 +322,14 @@ func bareMove(b *testing.B, from, to *Driver, s driver.Spec, withDisk bool) move
 		waitJob(b, sc, func(status string) bool { return status == "ready" })
 	}
 	must(sc, "migrate", map[string]any{"uri": fmt.Sprintf("tcp:127.0.0.1:%d", memPort)})
-	mi := waitMigration(b, sc)
+	mi := waitMigration(b, sc, true)
 	completed := time.Now()
 	if withDisk {
 		must(sc, "block-job-cancel", map[string]any{"device": "bare-mirror"})
 		waitJob(b, sc, func(status string) bool { return status == "null" })
 		must(sc, "blockdev-del", map[string]any{"node-name": "bare-target"})
 	}
-	waitMigration(b, tc)
+	waitMigration(b, tc, false)
 	if withDisk {
 		must(tc, "nbd-server-stop", nil)
 	}
@@ -363,7 +363,7 @@ func waitJob(b *testing.B, c *qmp.Conn, done func(string) bool) {
 // waitMigration waits, by QEMU's MIGRATION events (query-migrate's
 // status is not the outgoing migration's on a QEMU migrated in, see
 // LiveSend), until its migration (outgoing or incoming) completed.
-func waitMigration(b *testing.B, c *qmp.Conn) migrationInfo {
+func waitMigration(b *testing.B, c *qmp.Conn, outgoing bool) migrationInfo {
 	ctx, cancel := context.WithTimeout(context.Background(), bootWait)
 	defer cancel()
 	status := ""
@@ -379,8 +379,9 @@ func waitMigration(b *testing.B, c *qmp.Conn) migrationInfo {
 		}
 	}
 	var mi migrationInfo
-	// QEMU says "completed" a moment before it has its figures.
-	for i := 0; mi.TotalTime == 0 && i < 100; i++ {
+	// QEMU says "completed" a moment before it has the outgoing one's
+	// figures (an incoming one has none).
+	for i := 0; i == 0 || outgoing && mi.TotalTime == 0 && i < 100; i++ {
 		if i > 0 {
 			time.Sleep(5 * time.Millisecond)
 		}
