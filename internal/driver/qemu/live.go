@@ -352,12 +352,17 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 	// once (nothing waits for a poll's tick), and they are this
 	// migration's own changes: query-migrate's "status" mixes in a QEMU's
 	// earlier incoming migration (a VM migrated in shows its "completed"
-	// while no outgoing one has a state). Its figures, read every 200 ms
-	// meanwhile, feed progress and the bound.
+	// while no outgoing one has a state), so its "completed" counts only
+	// with the outgoing one's figures (a missed event costs 200 ms). Its
+	// figures, read every 200 ms meanwhile, feed progress and the bound.
 	var mi migrationInfo
 	for status := "setup"; ; {
 		if err := c.Execute(ctx, "query-migrate", nil, &mi); err != nil {
 			return abandon(err)
+		}
+		switch {
+		case mi.Status == "completed" && mi.TotalTime > 0, mi.Status == "failed", mi.Status == "cancelled":
+			status = mi.Status
 		}
 		if status == "completed" {
 			// QEMU says "completed" a moment before it has its figures.
