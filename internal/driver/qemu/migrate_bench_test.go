@@ -59,7 +59,12 @@ func BenchmarkMigrate(b *testing.B) {
 	s := spec("mig", sum, 512, "")
 	bootReady(b, drivers[0], s)
 	on := 0
-	defer func() { drivers[on].Cleanup(ctx, s.ID, false) }()
+	// Both sides: a failed move may leave a QEMU on either.
+	defer func() {
+		for _, d := range drivers {
+			d.Cleanup(ctx, s.ID, false)
+		}
+	}()
 	figures := map[string][]moveFigures{}
 	kinds := []string{"kumo", "bare-mem", "bare-disk"}
 	b.ResetTimer()
