@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -28,6 +29,16 @@ import (
 var _ driver.LiveMigrator = (*Driver)(nil)
 
 const incomingLive = "live"
+
+// liveTrace, when set (a benchmark sets it), hears each phase of a live
+// migration as it is reached, on either side: where the time goes.
+var liveTrace func(id, phase string)
+
+func trace(id, phase string) {
+	if liveTrace != nil {
+		liveTrace(id, phase)
+	}
+}
 
 // qemuMaxBandwidth is QEMU's own default max-bandwidth (128 MiB/s).
 const qemuMaxBandwidth = 128 << 20
@@ -73,7 +84,7 @@ func (d *Driver) LiveReceive(ctx context.Context, s driver.Spec, t driver.Tunnel
 		args any
 	}{
 		{"nbd-server-start", map[string]any{"addr": map[string]any{"type": "unix", "data": map[string]any{"path": nbdSock}}}},
-		{"migrate-set-capabilities", map[string]any{"capabilities": []map[string]any{{"capability": "auto-converge", "state": true}}}},
+		{"migrate-set-capabilities", map[string]any{"capabilities": []map[string]any{{"capability": "auto-converge", "state": true}, {"capability": "events", "state": true}}}},
 		{"migrate-incoming", map[string]any{"uri": "unix:" + memSock}},
 	}
 	var disks []string
@@ -103,30 +114,38 @@ func (d *Driver) LiveReceive(ctx context.Context, s driver.Spec, t driver.Tunnel
 	// The source's word: "go" once everything is here, anything else (or
 	// the channel breaking) is the end of it.
 	word := make([]byte, 3)
+	trace(s.ID, "target: ready, waiting for go")
 	if _, err := io.ReadFull(ctl, word); err != nil {
 		return fmt.Errorf("the tunnel from the source broke before it said go (%v): its agent or the server stopped, or the link was cut", err)
 	} else if string(word) != "go\n" {
 		return driver.ErrSourceGaveUp
 	}
+	trace(s.ID, "target: go received")
 	// The source's QEMU is done once it has written everything; the last
-	// bytes may still be on their way through the tunnel.
-	for i := 0; ; i++ {
+	// bytes may still be on their way through the tunnel. QEMU says when
+	// the incoming migration's status changes (MIGRATION events).
+	deadline := time.Now().Add(time.Minute)
+	if err := await(ctx, c, "MIGRATION", 50*time.Millisecond, func() (bool, error) {
 		var mi migrationInfo
 		if err := c.Execute(ctx, "query-migrate", nil, &mi); err != nil {
-			return err
+			return false, err
 		}
 		if mi.Status == "completed" {
-			break
+			return true, nil
 		}
-		if mi.Status == "failed" || mi.Status == "cancelled" || i > 1200 {
-			return fmt.Errorf("the incoming migration is %q: %s", mi.Status, mi.ErrorDesc)
+		if mi.Status == "failed" || mi.Status == "cancelled" || time.Now().After(deadline) {
+			return false, fmt.Errorf("the incoming migration is %q: %s", mi.Status, mi.ErrorDesc)
 		}
-		time.Sleep(50 * time.Millisecond)
+		return false, nil
+	}); err != nil {
+		return err
 	}
+	trace(s.ID, "target: incoming completed")
 	c.Execute(ctx, "nbd-server-stop", nil, nil)
 	if err := c.Execute(ctx, "cont", nil, nil); err != nil {
 		return fmt.Errorf("cont: %w", err)
 	}
+	trace(s.ID, "target: running")
 	// Gratuitous ARP (and RARP) for every NIC, so switches and peers
 	// learn at once where the MACs went.
 	c.Execute(ctx, "announce-self", map[string]any{"initial": 50, "max": 550, "rounds": 5, "step": 100}, nil)
@@ -266,6 +285,7 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 	if err := endOutgoing(ctx, c); err != nil {
 		return abandon(fmt.Errorf("an earlier migration of it does not end: %w", err))
 	}
+	trace(id, "source: mirror start")
 	// The disks first (live_volumes.go): mirrored into the target's, in
 	// step.
 	disks, disk, err := d.mirrorDisks(ctx, bctx, c, id, t, opt)
@@ -273,7 +293,8 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 		return abandon(err)
 	}
 	// Then the memory.
-	caps := []map[string]any{{"capability": "auto-converge", "state": opt.AutoConverge}}
+	trace(id, "source: mirror ready")
+	caps := []map[string]any{{"capability": "auto-converge", "state": opt.AutoConverge}, {"capability": "events", "state": true}}
 	if err := c.Execute(ctx, "migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
 		return abandon(err)
 	}
@@ -291,36 +312,59 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 		return abandon(err)
 	}
 	memStart := time.Now()
+	trace(id, "source: migrate")
 	if err := c.Execute(ctx, "migrate", map[string]any{"uri": "unix:" + memOut}, nil); err != nil {
 		return abandon(err)
 	}
+	// This migration's status is what QEMU's MIGRATION events say, at
+	// once (nothing waits for a poll's tick), and they are this
+	// migration's own changes: query-migrate's "status" mixes in a QEMU's
+	// earlier incoming migration (a VM migrated in shows its "completed"
+	// while no outgoing one has a state), so its "completed" counts only
+	// with the outgoing one's figures (a missed event costs 200 ms). Its
+	// figures, read every 200 ms meanwhile, feed progress and the bound.
 	var mi migrationInfo
-	for {
+	for status := "setup"; ; {
 		if err := c.Execute(ctx, "query-migrate", nil, &mi); err != nil {
 			return abandon(err)
 		}
-		if mi.Status == "completed" {
+		switch {
+		case mi.Status == "completed" && mi.TotalTime > 0, mi.Status == "failed", mi.Status == "cancelled":
+			status = mi.Status
+		}
+		if status == "completed" {
+			// QEMU says "completed" a moment before it has its figures.
+			for i := 0; mi.TotalTime == 0 && i < 100; i++ {
+				time.Sleep(5 * time.Millisecond)
+				if err := c.Execute(ctx, "query-migrate", nil, &mi); err != nil {
+					return abandon(err)
+				}
+			}
 			break
 		}
-		if mi.Status == "failed" || mi.Status == "cancelled" {
-			return abandon(fmt.Errorf("the migration %s: %s", mi.Status, mi.ErrorDesc))
+		if status == "failed" || status == "cancelled" {
+			return abandon(fmt.Errorf("the migration %s: %s", status, mi.ErrorDesc))
 		}
+		mi.Status = status
 		progress(mi.stats(disk))
 		if opt.ConvergeWithin > 0 && time.Since(memStart) > opt.ConvergeWithin {
 			return abandon(notConverged(opt, mi))
 		}
-		select {
-		case <-ctx.Done():
-			return abandon(ctx.Err())
-		case <-time.After(200 * time.Millisecond):
+		var err error
+		if status, err = nextStatus(ctx, c, 200*time.Millisecond, status); err != nil {
+			return abandon(err)
 		}
 	}
+	mi.Status = "completed"
+	trace(id, "source: migration completed")
 	// The source is paused for good; the mirror ends in step (writes were
 	// synchronous), then the target may go.
 	if err := endMirrors(ctx, c, disks); err != nil {
 		return abandon(err)
 	}
+	trace(id, "source: mirror ended")
 	<-memDone
+	trace(id, "source: memory channel closed")
 	if _, err := ctl.Write([]byte("go\n")); err != nil {
 		return abandon(err)
 	}
@@ -329,9 +373,57 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 	// comes back, and stays paused - never running twice.
 	ack := make([]byte, 3)
 	io.ReadFull(ctl, ack)
+	trace(id, "source: target said ok")
 	st := mi.stats(disk)
 	st.Status = "completed"
 	return st, nil
+}
+
+// await returns once done says so, checking at once, again whenever
+// QEMU sends an event named name (a job's or a migration's status
+// changed: nothing waits for a poll's next tick) and at least every
+// `every` (an event missed, or one left from before, costs a check).
+func await(ctx context.Context, c *qmp.Conn, name string, every time.Duration, done func() (bool, error)) error {
+	for {
+		if ok, err := done(); ok || err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, every)
+		_, err := c.WaitEvent(wctx, name)
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil && wctx.Err() == nil {
+			return err // QEMU went away
+		}
+	}
+}
+
+// nextStatus is the status of the last of QEMU's MIGRATION events queued
+// on c, waiting up to wait for one (last if none came).
+func nextStatus(ctx context.Context, c *qmp.Conn, wait time.Duration, last string) (string, error) {
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		ev, err := c.WaitEvent(wctx, "MIGRATION")
+		if err != nil {
+			if ctx.Err() != nil {
+				return last, ctx.Err()
+			}
+			if wctx.Err() == nil {
+				return last, err // QEMU went away
+			}
+			return last, nil
+		}
+		var st struct {
+			Status string `json:"status"`
+		}
+		if json.Unmarshal(ev.Data, &st) == nil && st.Status != "" {
+			last = st.Status
+		}
+		cancel() // the ones queued behind it, without waiting
+	}
 }
 
 // endOutgoing ends what an outgoing migration made in a QEMU that runs

@@ -236,3 +236,46 @@ func leaveMigrating(t *testing.T, d *Driver, id string) {
 		return c.Execute(ctx, "query-migrate", nil, &mi) == nil && migrating(mi.Status)
 	})
 }
+
+// TestLiveMigrationThereAndBack: a VM live-migrated to another driver
+// moves back again, its second source a QEMU that was itself migrated in
+// (its query-migrate mixes in that incoming migration; the driver follows
+// its own by QEMU's events): the move back completes with QEMU's figures,
+// its source ends paused and the counter goes on from where it was.
+func TestLiveMigrationThereAndBack(t *testing.T) {
+	src, dst, s := runningOnOneOfTwo(t, "vm-back", counter)
+	ctx := context.Background()
+	within(t, 5*time.Minute, "the counter to reach 3", func() bool { n := ticks(t, src, s.ID); return len(n) > 0 && n[len(n)-1] >= 3 })
+	move := func(from, to *Driver) api.MigrationStats {
+		t.Helper()
+		tun := &pipeTunnel{ends: map[string]chan net.Conn{}}
+		recv := make(chan error, 1)
+		go func() { recv <- to.LiveReceive(ctx, s, tun.open) }()
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		defer cancel()
+		st, err := from.LiveSend(sctx, s.ID, tun.open, driver.LiveOptions{DowntimeLimitMS: 300, AutoConverge: true}, func(api.MigrationStats) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := <-recv; err != nil {
+			t.Fatal(err)
+		}
+		if qs, _ := from.qemuState(ctx, s.ID); qs != "postmigrate" && qs != "paused" {
+			t.Errorf("the source is %q after the migration, not paused", qs)
+		}
+		return st
+	}
+	there := move(src, dst)
+	within(t, 3*time.Minute, "the counter to go on on the target", func() bool { return len(ticks(t, dst, s.ID)) >= 1 })
+	src.Cleanup(ctx, s.ID, false)
+	back := move(dst, src)
+	t.Logf("there: %+v; back: %+v", there, back)
+	if back.Status != "completed" || back.TotalMS <= 0 || back.Rounds < 1 {
+		t.Errorf("the move back reports %+v: not QEMU's figures of a completed migration", back)
+	}
+	last := ticks(t, dst, s.ID)
+	within(t, 3*time.Minute, "the counter to go on back on the source", func() bool {
+		n := ticks(t, src, s.ID)
+		return len(n) > 0 && n[0] >= last[len(last)-1]
+	})
+}

@@ -98,16 +98,19 @@ func (d *Driver) mirrorDisks(ctx, bctx context.Context, c *qmp.Conn, id string, 
 			return disks, 0, fmt.Errorf("blockdev-mirror of %s: %w", ld.node, err)
 		}
 	}
-	for {
+	// In step when QEMU says every job is ready (JOB_STATUS_CHANGE), or
+	// a check at least every 100 ms finds them so.
+	var bytes int64
+	err = await(ctx, c, "JOB_STATUS_CHANGE", 100*time.Millisecond, func() (bool, error) {
 		var jobs []struct {
 			Device string `json:"device"`
 			Ready  bool   `json:"ready"`
 			Offset int64  `json:"offset"`
 		}
 		if err := c.Execute(ctx, "query-block-jobs", nil, &jobs); err != nil {
-			return disks, 0, err
+			return false, err
 		}
-		var bytes int64
+		bytes = 0
 		ready := 0
 		for _, ld := range disks {
 			i := slices.IndexFunc(jobs, func(j struct {
@@ -118,24 +121,21 @@ func (d *Driver) mirrorDisks(ctx, bctx context.Context, c *qmp.Conn, id string, 
 				return j.Device == ld.job
 			})
 			if i < 0 {
-				return disks, bytes, fmt.Errorf("the mirror of disk %s ended before it was in step", ld.node)
+				return false, fmt.Errorf("the mirror of disk %s ended before it was in step", ld.node)
 			}
 			bytes += jobs[i].Offset
 			if jobs[i].Ready {
 				ready++
 			}
 		}
-		if ready == len(disks) {
-			return disks, bytes, nil
-		}
 		select {
-		case <-ctx.Done():
-			return disks, bytes, ctx.Err()
 		case err := <-ended:
-			return disks, bytes, fmt.Errorf("the disk's tunnel ended: %v", err)
-		case <-time.After(100 * time.Millisecond):
+			return false, fmt.Errorf("the disk's tunnel ended: %v", err)
+		default:
 		}
-	}
+		return ready == len(disks), nil
+	})
+	return disks, bytes, err
 }
 
 // endMirrors ends the mirrors of a migration that completed (the source
@@ -146,18 +146,20 @@ func endMirrors(ctx context.Context, c *qmp.Conn, disks []liveDisk) error {
 			return err
 		}
 	}
-	for i := 0; ; i++ {
+	// Ended when QEMU says so (JOB_STATUS_CHANGE), or a check at least
+	// every 50 ms finds no job left; 30 s at most.
+	deadline := time.Now().Add(30 * time.Second)
+	if err := await(ctx, c, "JOB_STATUS_CHANGE", 50*time.Millisecond, func() (bool, error) {
 		left := mirrorsLeft(ctx, c)
-		if left < 0 {
-			return errors.New("query-block-jobs failed")
+		switch {
+		case left < 0:
+			return false, errors.New("query-block-jobs failed")
+		case left > 0 && time.Now().After(deadline):
+			return false, errors.New("the disk mirror did not end")
 		}
-		if left == 0 {
-			break
-		}
-		if i > 600 {
-			return errors.New("the disk mirror did not end")
-		}
-		time.Sleep(50 * time.Millisecond)
+		return left == 0, nil
+	}); err != nil {
+		return err
 	}
 	for _, ld := range disks {
 		c.Execute(ctx, "blockdev-del", map[string]any{"node-name": ld.target}, nil)
