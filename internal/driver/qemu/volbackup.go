@@ -69,13 +69,10 @@ func volNodeInfo(ctx context.Context, c *qmp.Conn, node string) (blockNode, erro
 	return blockNode{}, fmt.Errorf("the VM has no disk %s open", node)
 }
 
-// CopyVolumeForBackup implements driver.VolumeBackupCopier.
-func (d *Driver) CopyVolumeForBackup(ctx context.Context, id string, v driver.Volume, since string, size int64, next, target string, chunk int64) (driver.VolumeCopy, error) {
-	var out driver.VolumeCopy
-	node, _, _ := volNames(v)
-	short := strings.TrimPrefix(node, "vol-")
-	job, tnode := "bk-"+short, "bkt-"+short
-	err := d.act(ctx, id, func(m meta, qs string) error {
+// onVolume runs fn with a QMP connection to the running (or paused) VM
+// and what QEMU says of the volume's node.
+func (d *Driver) onVolume(ctx context.Context, id, node string, fn func(c *qmp.Conn, n blockNode) error) error {
+	return d.act(ctx, id, func(m meta, qs string) error {
 		if qs != "running" && qs != "paused" {
 			return fmt.Errorf("%w: the VM does not run", driver.ErrState)
 		}
@@ -88,6 +85,17 @@ func (d *Driver) CopyVolumeForBackup(ctx context.Context, id string, v driver.Vo
 		if err != nil {
 			return err
 		}
+		return fn(c, n)
+	})
+}
+
+// CopyVolumeForBackup implements driver.VolumeBackupCopier.
+func (d *Driver) CopyVolumeForBackup(ctx context.Context, id string, v driver.Volume, since string, size int64, next, target string, chunk int64) (driver.VolumeCopy, error) {
+	var out driver.VolumeCopy
+	node, _, _ := volNames(v)
+	short := strings.TrimPrefix(node, "vol-")
+	job, tnode := "bk-"+short, "bkt-"+short
+	err := d.onVolume(ctx, id, node, func(c *qmp.Conn, n blockNode) error {
 		out.Size = n.Image.VirtualSize
 		incremental := false
 		for _, b := range n.DirtyBitmaps {
@@ -192,19 +200,7 @@ func waitJob(ctx context.Context, c *qmp.Conn, job string) error {
 // bitmaps on the volume's node but keep's are removed.
 func (d *Driver) KeepVolumeTracking(ctx context.Context, id string, v driver.Volume, keep string) error {
 	node, _, _ := volNames(v)
-	return d.act(ctx, id, func(m meta, qs string) error {
-		if qs != "running" && qs != "paused" {
-			return fmt.Errorf("%w: the VM does not run", driver.ErrState)
-		}
-		c, err := d.dial(ctx, id)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		n, err := volNodeInfo(ctx, c, node)
-		if err != nil {
-			return err
-		}
+	return d.onVolume(ctx, id, node, func(c *qmp.Conn, n blockNode) error {
 		for _, b := range n.DirtyBitmaps {
 			if strings.HasPrefix(b.Name, bitmapPrefix) && (keep == "" || b.Name != bitmapPrefix+keep) {
 				if err := c.Execute(ctx, "block-dirty-bitmap-remove", map[string]any{"node": node, "name": b.Name}, nil); err != nil {
