@@ -216,33 +216,8 @@ func (d *Driver) SnapshotVolume(ctx context.Context, id string, v driver.Volume,
 	node, _, _ := volNames(v)
 	job := "snap-" + node
 	tnode := "snapt-" + strings.TrimPrefix(node, "vol-")
-	return d.act(ctx, id, func(m meta, qs string) error {
-		if qs != "running" && qs != "paused" {
-			return fmt.Errorf("%w: the VM does not run", driver.ErrState)
-		}
-		c, err := d.dial(ctx, id)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		var info []struct {
-			NodeName string `json:"node-name"`
-			Image    struct {
-				VirtualSize int64 `json:"virtual-size"`
-			} `json:"image"`
-		}
-		if err := c.Execute(ctx, "query-named-block-nodes", map[string]any{"flat": true}, &info); err != nil {
-			return err
-		}
-		size := int64(0)
-		for _, n := range info {
-			if n.NodeName == node {
-				size = n.Image.VirtualSize
-			}
-		}
-		if size == 0 {
-			return fmt.Errorf("the VM has no disk %s open", node)
-		}
+	return d.onVolume(ctx, id, node, func(c *qmp.Conn, n blockNode) error {
+		size := n.Image.VirtualSize
 		if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", target, fmt.Sprint(size)).CombinedOutput(); err != nil {
 			return fmt.Errorf("qemu-img create: %v: %s", err, out)
 		}
