@@ -5,14 +5,18 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/driver"
 	"github.com/kumocloud/kumo/internal/vmimage"
 	"github.com/kumocloud/kumo/internal/volumes/pool"
 )
@@ -67,7 +71,8 @@ func (j *volumeJob) startBackups(ctx context.Context, b pool.Backend, pv pool.Vo
 			continue
 		}
 		cp := filepath.Join(dir, "backup-"+id+"."+pv.Format)
-		if err := j.takeSnapshot(ctx, b, pv, v.ID, cp); err != nil {
+		t, err := j.backupCopy(ctx, b, pv, v.ID, id, cp)
+		if err != nil {
 			j.bk.BackupManifest(ctx, id, api.BackupManifest{Error: "copying the volume: " + err.Error()})
 			continue
 		}
@@ -81,7 +86,18 @@ func (j *volumeJob) startBackups(ctx context.Context, b pool.Backend, pv pool.Vo
 				delete(j.inflight, id)
 				j.bmu.Unlock()
 			}()
-			if err := j.sendBackup(ctx, id, cp, pv.Format); err != nil && ctx.Err() == nil {
+			err := j.sendBackup(ctx, id, cp, pv.Format, t)
+			if t != nil {
+				j.tracked(ctx, v.ID, id, t, err)
+			}
+			switch {
+			case errors.Is(err, errBaseGone):
+				// The next round copies the volume whole.
+				j.bmu.Lock()
+				j.full[id] = true
+				j.bmu.Unlock()
+				j.log.Info("a backup's base is gone from the server: sending it whole", "backup", id)
+			case err != nil && ctx.Err() == nil:
 				j.log.Warn("sending a backup", "backup", id, "err", err)
 				j.bk.BackupManifest(ctx, id, api.BackupManifest{Error: err.Error()})
 			}
@@ -90,8 +106,10 @@ func (j *volumeJob) startBackups(ctx context.Context, b pool.Backend, pv pool.Vo
 }
 
 // sendBackup sends a copy's chunks that the server lacks, then its
-// manifest.
-func (j *volumeJob) sendBackup(ctx context.Context, id, cp, format string) error {
+// manifest. An incremental copy (t) holds only the chunks written since
+// the base backup: the others are the base's, and only the written ones
+// are read.
+func (j *volumeJob) sendBackup(ctx context.Context, id, cp, format string, t *trackedCopy) error {
 	raw := cp
 	if format == pool.Qcow2 {
 		raw = cp + ".raw"
@@ -110,25 +128,50 @@ func (j *volumeJob) sendBackup(ctx context.Context, id, cp, format string) error
 	at := map[string]int64{}
 	buf := make([]byte, api.BackupChunk)
 	zero := make([]byte, api.BackupChunk)
-	for off := int64(0); ; off += api.BackupChunk {
-		n, err := io.ReadFull(f, buf)
-		if n == 0 {
-			break
-		}
+	hash := func(off int64, n int) string {
 		if bytes.Equal(buf[:n], zero[:n]) {
-			m.Chunks = append(m.Chunks, "")
-		} else {
-			h := sha256.Sum256(buf[:n])
-			sum := hex.EncodeToString(h[:])
-			m.Chunks = append(m.Chunks, sum)
-			at[sum] = off
+			return ""
 		}
-		if err != nil {
-			break
+		h := sha256.Sum256(buf[:n])
+		sum := hex.EncodeToString(h[:])
+		at[sum] = off
+		return sum
+	}
+	if t != nil && t.copy.Incremental {
+		m.Chunks = slices.Clone(t.base.Chunks)
+		for _, i := range t.copy.Changed {
+			if i < 0 || i >= int64(len(m.Chunks)) {
+				return fmt.Errorf("chunk %d changed in a volume of %d", i, len(m.Chunks))
+			}
+			off := i * api.BackupChunk
+			n, err := f.ReadAt(buf, off)
+			if err != nil && err != io.EOF {
+				return err
+			}
+			m.Chunks[i] = hash(off, n)
 		}
+	} else {
+		for off := int64(0); ; off += api.BackupChunk {
+			n, err := io.ReadFull(f, buf)
+			if n == 0 {
+				break
+			}
+			m.Chunks = append(m.Chunks, hash(off, n))
+			if err != nil {
+				break
+			}
+		}
+	}
+	if t != nil {
+		t.chunks = m.Chunks
 	}
 	return j.sendManifest(ctx, id, m.Chunks, func(sum string) error {
 		off, ok := at[sum]
+		if !ok && t != nil && t.copy.Incremental {
+			// A chunk of the base that no backup on the server keeps
+			// any more (its backups were deleted).
+			return errBaseGone
+		}
 		if !ok {
 			return fmt.Errorf("the server asks for chunk %s, which is not in the backup", sum)
 		}
@@ -255,4 +298,122 @@ func (j *volumeJob) restore(ctx context.Context, b pool.Backend, pv pool.Volume,
 		return os.Rename(tmp, b.Source(pv))
 	}
 	return pool.Copy(ctx, raw, b.Source(pv), pool.Ext4)
+}
+
+// Incremental backups of a running VM's volume (QEMU dirty bitmaps, see
+// internal/driver/qemu/volbackup.go): the driver copies the volume and
+// tracks the guest's writes from then on under the backup's id; the
+// agent keeps the manifest of the last backup the server took in
+// backup-bases/<volume id>.json. The next backup asks the driver for the
+// chunks written since that one and reads only those; the rest of its
+// manifest is the base's. Anything amiss - no base here, the driver not
+// tracking it (the VM crashed, the file was made anew by a restore, a
+// move or a revert, the volume grew) - gives a whole copy, read whole, as
+// any backup. A base chunk the server no longer keeps (the backups
+// holding it were deleted) makes the next round send the backup whole.
+
+// errBaseGone: the server lacks a chunk of the base backup.
+var errBaseGone = errors.New("the server no longer has a chunk of the base backup")
+
+// backupBase is the manifest of the last backup sent of a volume.
+type backupBase struct {
+	Backup string   `json:"backup"`
+	Size   int64    `json:"size"`
+	Chunks []string `json:"chunks"`
+}
+
+// trackedCopy is a backup's copy made by the driver.
+type trackedCopy struct {
+	a      attachment
+	base   *backupBase // what the copy is incremental to, if it is
+	copy   driver.VolumeCopy
+	chunks []string // the manifest sent
+}
+
+func (j *volumeJob) basePath(volID string) string {
+	return filepath.Join(j.dir, "backup-bases", volID+".json")
+}
+
+// readBase reads a volume's base, nil if it has none that fits.
+func (j *volumeJob) readBase(volID string) *backupBase {
+	var b backupBase
+	bs, err := os.ReadFile(j.basePath(volID))
+	if err != nil || json.Unmarshal(bs, &b) != nil || pool.CheckID(b.Backup) != nil ||
+		int64(len(b.Chunks)) != (b.Size+api.BackupChunk-1)/api.BackupChunk {
+		return nil
+	}
+	return &b
+}
+
+// writeBase replaces a volume's base (through a rename).
+func (j *volumeJob) writeBase(volID string, b backupBase) error {
+	p := j.basePath(volID)
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	bs, _ := json.Marshal(b)
+	if err := os.WriteFile(p+".tmp", bs, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(p+".tmp", p)
+}
+
+// backupCopy makes a backup's consistent copy at cp: a running VM's
+// qcow2 volume through its driver, which tracks the writes from then on
+// (and copies only those since the base when there is one); anything
+// else as a snapshot is made.
+func (j *volumeJob) backupCopy(ctx context.Context, b pool.Backend, pv pool.Volume, volID, id, cp string) (*trackedCopy, error) {
+	a, attached := j.att[volID]
+	bc, ok := j.d.(driver.VolumeBackupCopier)
+	if attached && ok && a.Type == api.TypeVM && pv.Format == pool.Qcow2 {
+		if st, err := j.d.Status(ctx, a.InstanceID); err == nil && (st.State == driver.Running || st.State == driver.Suspended) {
+			j.bmu.Lock()
+			whole := j.full[id]
+			j.bmu.Unlock()
+			base := j.readBase(volID)
+			since, size := "", int64(0)
+			if base != nil && !whole {
+				since, size = base.Backup, base.Size
+			}
+			vc, err := bc.CopyVolumeForBackup(ctx, a.InstanceID, a.Volume, since, size, id, cp, api.BackupChunk)
+			switch {
+			case err == nil:
+				t := &trackedCopy{a: a, copy: vc}
+				if vc.Incremental {
+					t.base = base
+				}
+				return t, nil
+			case !errors.Is(err, driver.ErrNotTracked):
+				os.Remove(cp)
+				return nil, err
+			}
+		}
+	}
+	return nil, j.takeSnapshot(ctx, b, pv, volID, cp)
+}
+
+// tracked ends a tracked copy: once the server has the backup its
+// manifest is the volume's base and only its tracking goes on; if it
+// failed, the base's tracking goes on (the writes since the base).
+func (j *volumeJob) tracked(ctx context.Context, volID, id string, t *trackedCopy, sent error) {
+	bc, ok := j.d.(driver.VolumeBackupCopier)
+	if !ok {
+		return
+	}
+	keep := ""
+	if sent == nil {
+		if err := j.writeBase(volID, backupBase{Backup: id, Size: t.copy.Size, Chunks: t.chunks}); err != nil {
+			j.log.Warn("keeping a backup's manifest", "backup", id, "err", err)
+		} else {
+			keep = id
+			j.bmu.Lock()
+			delete(j.full, id)
+			j.bmu.Unlock()
+		}
+	} else if b := j.readBase(volID); b != nil {
+		keep = b.Backup
+	}
+	if err := bc.KeepVolumeTracking(ctx, t.a.InstanceID, t.a.Volume, keep); err != nil && ctx.Err() == nil {
+		j.log.Info("dropping tracked writes", "volume", volID, "err", err)
+	}
 }

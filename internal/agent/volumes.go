@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,8 +61,9 @@ type volumeJob struct {
 	kick   chan struct{}
 
 	bk       backupAPI
-	bmu      sync.Mutex      // guards inflight
+	bmu      sync.Mutex      // guards inflight and full
 	inflight map[string]bool // backups being sent
+	full     map[string]bool // backups to copy whole (their base is gone)
 
 	mu   sync.Mutex // one round (or spec) at a time; guards what follows
 	view map[string]api.AgentVolume
@@ -74,7 +76,7 @@ type volumeJob struct {
 }
 
 func newVolumeJob(src volumeView, bk backupAPI, d driver.Driver, images driver.ImageSource, dir string, log *slog.Logger) *volumeJob {
-	j := &volumeJob{src: src, bk: bk, inflight: map[string]bool{}, d: d, images: images, dir: dir, log: log, kick: make(chan struct{}, 1),
+	j := &volumeJob{src: src, bk: bk, inflight: map[string]bool{}, full: map[string]bool{}, d: d, images: images, dir: dir, log: log, kick: make(chan struct{}, 1),
 		view: map[string]api.AgentVolume{}, att: map[string]attachment{}}
 	if b, err := os.ReadFile(j.recordFile()); err == nil {
 		json.Unmarshal(b, &j.att)
@@ -447,6 +449,17 @@ func (j *volumeJob) sweep(ctx context.Context) {
 			if _, att := j.att[id]; !att && j.incoming[id] == "" {
 				j.log.Info("removing a volume nobody lists", "volume", id)
 				j.localPool().Remove(ctx, id)
+			}
+		}
+	}
+	// The base manifests of incremental backups (volume_backups.go) of
+	// volumes this host no longer handles.
+	bases, _ := os.ReadDir(filepath.Join(j.dir, "backup-bases"))
+	for _, e := range bases {
+		id := strings.TrimSuffix(strings.TrimSuffix(e.Name(), ".tmp"), ".json")
+		if _, ok := j.view[id]; !ok {
+			if _, att := j.att[id]; !att {
+				os.Remove(filepath.Join(j.dir, "backup-bases", e.Name()))
 			}
 		}
 	}

@@ -102,3 +102,61 @@ func (c *combined) SnapshotVolume(ctx context.Context, id string, v Volume, targ
 		return ErrNoLiveAttach
 	})
 }
+
+// VolumeCopy says what CopyVolumeForBackup copied.
+type VolumeCopy struct {
+	// Size is the volume's size in bytes.
+	Size int64
+	// Incremental: only the chunks in Changed were copied (the rest of
+	// the target reads as zeros); otherwise the whole volume was.
+	Incremental bool
+	// Changed are the indices of the chunks written since the copy
+	// tracked as since.
+	Changed []int64
+}
+
+// ErrNotTracked says a driver tracks no writes to that volume: the
+// caller copies it whole another way (SnapshotVolume).
+var ErrNotTracked = errors.New("driver: the volume's writes are not tracked")
+
+// VolumeBackupCopier is the optional feature of drivers that track what
+// a running instance writes to a volume (QEMU's persistent dirty
+// bitmaps), so that a backup reads only what changed since the last one.
+type VolumeBackupCopier interface {
+	// CopyVolumeForBackup copies the volume of a running instance into a
+	// new file at target, at one instant, and tracks the writes made from
+	// that instant on under the name next. When the writes since an
+	// earlier copy (since, "" for none) are still tracked, consistently
+	// (the instance did not crash since), in chunks of chunkSize bytes
+	// and the volume is still size bytes, only the chunks written since
+	// are copied; otherwise the whole volume is.
+	CopyVolumeForBackup(ctx context.Context, id string, v Volume, since string, size int64, next, target string, chunkSize int64) (VolumeCopy, error)
+	// KeepVolumeTracking stops tracking writes under every name but keep
+	// ("": none).
+	KeepVolumeTracking(ctx context.Context, id string, v Volume, keep string) error
+}
+
+var _ VolumeBackupCopier = (*combined)(nil)
+
+// CopyVolumeForBackup routes to the driver of the instance.
+func (c *combined) CopyVolumeForBackup(ctx context.Context, id string, v Volume, since string, size int64, next, target string, chunkSize int64) (VolumeCopy, error) {
+	var out VolumeCopy
+	err := c.on(ctx, id, func(d Driver) (err error) {
+		if vc, ok := d.(VolumeBackupCopier); ok {
+			out, err = vc.CopyVolumeForBackup(ctx, id, v, since, size, next, target, chunkSize)
+			return err
+		}
+		return ErrNotTracked
+	})
+	return out, err
+}
+
+// KeepVolumeTracking routes to the driver of the instance.
+func (c *combined) KeepVolumeTracking(ctx context.Context, id string, v Volume, keep string) error {
+	return c.on(ctx, id, func(d Driver) error {
+		if vc, ok := d.(VolumeBackupCopier); ok {
+			return vc.KeepVolumeTracking(ctx, id, v, keep)
+		}
+		return ErrNotTracked
+	})
+}

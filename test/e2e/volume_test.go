@@ -337,6 +337,36 @@ done) &
 		sn, err := c.VolumeSnapshot(context.Background(), "default", "data", "s1")
 		return err == nil && sn.Status == api.VolumeAvailable, fmt.Sprintf("%+v %v", sn, err)
 	})
+	// Backups of the attached disk: the first copies it whole and starts
+	// QEMU's dirty bitmap on it; the next reads only the chunks written
+	// since (none: the agent keeps its manifest as the base of the next)
+	// and restores to the volume's bytes (checked once it is detached).
+	vbIs := func(name string) api.VolumeBackup {
+		var b api.VolumeBackup
+		eventually(t, 120*time.Second, "backup "+name+" made", func() (bool, string) {
+			var err error
+			b, err = c.VolumeBackup(context.Background(), "default", name)
+			return err == nil && b.Status == api.VolumeAvailable, fmt.Sprintf("%+v %v", b, err)
+		})
+		return b
+	}
+	must(t, root, "", "volume", "backup", "create", "data", "vb1")
+	vbIs("vb1")
+	must(t, root, "", "volume", "backup", "create", "data", "vb2", "--incremental")
+	vb2 := vbIs("vb2")
+	var base []byte
+	filepath.Walk(s.dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Name() == v.ID+".json" && filepath.Base(filepath.Dir(p)) == "backup-bases" {
+			base, _ = os.ReadFile(p)
+		}
+		return nil
+	})
+	if !strings.Contains(string(base), `"backup":"`+vb2.ID+`"`) {
+		t.Errorf("the agent's base manifest after vb2: %.200s", base)
+	}
+	if vb2.StoredBytes != 0 {
+		t.Errorf("vb2 stored %d bytes with nothing written since vb1", vb2.StoredBytes)
+	}
 	must(t, root, "", "volume", "resize", "data", "--size", "2GiB")
 	volumeIs(t, c, "data", "grown", 60*time.Second, func(v api.Volume) bool { return v.HostSizeGiB == 2 })
 	guestSees("the guest sees the new size", " "+serial+":4194304", false)
@@ -358,6 +388,24 @@ done) &
 	if b, _ := os.ReadFile(head); !strings.HasPrefix(string(b), "volume-marker-"+serial+"-vm1") {
 		t.Errorf("the volume's first bytes: %q", b[:min(len(b), 40)])
 	}
+	// vb2 restored is the volume's first GiB (it grew by zeros since).
+	must(t, root, "", "volume", "create", "fromvb2", "--size", "1GiB", "--from-backup", "vb2", "--near", "vm1")
+	rv := volumeIs(t, c, "fromvb2", "restored", 120*time.Second, func(v api.Volume) bool { return v.Status == api.VolumeAvailable })
+	rawSum := func(qcow2 string, size int64) string {
+		raw := filepath.Join(dir, "raw")
+		defer os.Remove(raw)
+		if out, err := exec.Command("qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw", qcow2, raw).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img convert: %v %s", err, out)
+		}
+		os.Truncate(raw, size)
+		return sha256File(t, raw)
+	}
+	if a, b := rawSum(file, 1<<30), rawSum(filepath.Join(filepath.Dir(file), rv.ID+".qcow2"), 1<<30); a != b {
+		t.Errorf("the incremental backup restored differs from the volume: %s %s", a, b)
+	}
+	must(t, root, "", "volume", "delete", "fromvb2")
+	must(t, root, "", "volume", "backup", "delete", "vb1")
+	must(t, root, "", "volume", "backup", "delete", "vb2")
 	snapFile := strings.TrimSuffix(file, ".qcow2") + "@" + mustSnapshotID(t, c, "data", "s1") + ".qcow2"
 	os.Remove(head)
 	if out, err := exec.Command("qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=512", "count=1", "if="+snapFile, "of="+head).CombinedOutput(); err != nil {

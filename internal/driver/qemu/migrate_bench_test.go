@@ -324,14 +324,14 @@ func bareMove(b *testing.B, from, to *Driver, s driver.Spec, withDisk bool) move
 			"server": map[string]any{"type": "inet", "host": "127.0.0.1", "port": fmt.Sprint(nbdPort)}})
 		must(sc, "blockdev-mirror", map[string]any{"job-id": "bare-mirror", "device": "disk", "target": "bare-target",
 			"sync": "top", "copy-mode": "write-blocking"})
-		waitJob(b, sc, func(status string) bool { return status == "ready" })
+		benchWaitJob(b, sc, func(status string) bool { return status == "ready" })
 	}
 	must(sc, "migrate", map[string]any{"uri": fmt.Sprintf("tcp:127.0.0.1:%d", memPort)})
 	mi := waitMigration(b, sc, true)
 	completed := time.Now()
 	if withDisk {
 		must(sc, "block-job-cancel", map[string]any{"device": "bare-mirror"})
-		waitJob(b, sc, func(status string) bool { return status == "null" })
+		benchWaitJob(b, sc, func(status string) bool { return status == "null" })
 		must(sc, "blockdev-del", map[string]any{"node-name": "bare-target"})
 	}
 	waitMigration(b, tc, false)
@@ -344,7 +344,7 @@ func bareMove(b *testing.B, from, to *Driver, s driver.Spec, withDisk bool) move
 
 // waitJob waits, by QEMU's JOB_STATUS_CHANGE events, until the one block
 // job reaches a status.
-func waitJob(b *testing.B, c *qmp.Conn, done func(string) bool) {
+func benchWaitJob(b *testing.B, c *qmp.Conn, done func(string) bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), bootWait)
 	defer cancel()
 	for {
