@@ -342,7 +342,7 @@ func bareMove(b *testing.B, from, to *Driver, s driver.Spec, withDisk bool) move
 	return moveFigures{total: mi.TotalTime, down: mi.Downtime, wall: time.Since(started).Milliseconds(), after: time.Since(completed).Milliseconds()}
 }
 
-// waitJob waits, by QEMU's JOB_STATUS_CHANGE events, until the one block
+// benchWaitJob waits, by QEMU's JOB_STATUS_CHANGE events, until the one block
 // job reaches a status.
 func benchWaitJob(b *testing.B, c *qmp.Conn, done func(string) bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), bootWait)
