@@ -1,0 +1,41 @@
+package main
+
+import (
+	"math"
+	"runtime/debug"
+	"testing"
+)
+
+// TestTuneGC: --heap-limit sets GOGC 200 under a soft limit, 0 leaves Go's
+// defaults, a bad value is refused naming the flag.
+func TestTuneGC(t *testing.T) {
+	t.Setenv("GOGC", "")
+	t.Setenv("GOMEMLIMIT", "")
+	restore := func() {
+		debug.SetGCPercent(100)
+		debug.SetMemoryLimit(math.MaxInt64)
+	}
+	defer restore()
+	for _, c := range []struct {
+		flag      string
+		wantPct   int
+		wantLimit int64
+		wantErr   bool
+	}{
+		{"1536MiB", 200, 1536 << 20, false},
+		{"2GiB", 200, 2 << 30, false},
+		{"0", 100, math.MaxInt64, false},
+		{"lots", 100, math.MaxInt64, true},
+	} {
+		restore()
+		err := tuneGC(c.flag)
+		if (err != nil) != c.wantErr {
+			t.Fatalf("%s: error %v", c.flag, err)
+		}
+		pct := debug.SetGCPercent(100)
+		limit := debug.SetMemoryLimit(-1)
+		if pct != c.wantPct || limit != c.wantLimit {
+			t.Errorf("--heap-limit %s: GOGC %d, limit %d; want %d, %d", c.flag, pct, limit, c.wantPct, c.wantLimit)
+		}
+	}
+}
