@@ -20,7 +20,7 @@ import (
 // computePath: endpoints TestComputeContract covers (TestContract the
 // rest, TestMigrationContract migration's).
 func computePath(p string) bool {
-	return !migrationPath(p) && !dayTwoPath(p) && containsAny(p, "/instances", "/server-groups", "/hosts", "/join-tokens", "/agents")
+	return !migrationPath(p) && !dayTwoPath(p) && !volumeAgentPath(p) && containsAny(p, "/instances", "/server-groups", "/hosts", "/join-tokens", "/agents")
 }
 
 // TestComputeContract drives the compute, host and agent endpoints over
