@@ -386,12 +386,15 @@ func waitMigration(b *testing.B, c *qmp.Conn, outgoing bool) migrationInfo {
 	var mi migrationInfo
 	// QEMU says "completed" a moment before it has the outgoing one's
 	// figures (an incoming one has none).
-	for i := 0; i == 0 || outgoing && mi.TotalTime == 0 && i < 100; i++ {
-		if i > 0 {
-			time.Sleep(5 * time.Millisecond)
-		}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		if err := c.Execute(ctx, "query-migrate", nil, &mi); err != nil {
 			b.Fatal(err)
+		}
+		if !outgoing || mi.TotalTime != 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("QEMU said completed but gave no figures in 10 s: %+v", mi)
 		}
 	}
 	return mi

@@ -95,17 +95,12 @@ func spec(id, sum string, mem int64, userData string) driver.Spec {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for i := 0; i < 600; i++ {
-		if cond() {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	within(t, 2*time.Minute, what, cond)
 }
 
-// within is waitFor bounded by time, for what a TCG guest on a loaded
-// machine does slowly (booting: 60 polls of a second were not enough).
+// within waits until cond holds, checking every 100 ms, for up to d of
+// wall-clock time (longer bounds for what a TCG guest on a loaded machine
+// does slowly: booting took over a minute).
 func within(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(d); !cond(); time.Sleep(100 * time.Millisecond) {
