@@ -246,7 +246,7 @@ type AgentVolume struct {
 	Revert *AgentRevert `json:"revert,omitempty"`
 	// Attach is where it should be attached now (nil: nowhere).
 	Attach *AgentVolumeAttach `json:"attach,omitempty"`
-	// Incoming: a live migration to this host copies the volume here
+	// Incoming: a migration to this host (live or cold) copies the volume here
 	// (the migration makes its file): keep the file, do nothing else.
 	Incoming bool `json:"incoming,omitempty"`
 }

@@ -69,7 +69,8 @@ type Config struct {
 	Uplinks map[string]string
 	// LiveConvergeWithin bounds the memory phase of the live migrations
 	// this agent sends (default 5 min), LiveBandwidth caps their stream
-	// in bytes a second (default: the hypervisor's).
+	// in bytes a second (default: the hypervisor's), and the volume files
+	// a cold migration sends (default: no cap).
 	LiveConvergeWithin time.Duration
 	LiveBandwidth      int64
 }

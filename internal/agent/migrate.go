@@ -146,6 +146,9 @@ func (mg *migrations) handle(ctx context.Context, as api.Assignment) bool {
 			return true
 		case src:
 			mg.liveAbort(ctx, as)
+			if as.Migration.Mode == api.MigrateCold && mg.vols != nil {
+				mg.vols.stay(as.ID) // its volumes as they were (a container's mounted)
+			}
 		}
 	}
 	return false
@@ -290,7 +293,8 @@ func (mg *migrations) receive(ctx context.Context, as api.Assignment, t driver.T
 		if st, err := mg.d.Status(ctx, as.ID); err == nil && st.Host == m.Target && st.State == driver.Running {
 			return nil
 		}
-		if spec, err = mg.migrationVolumes(ctx, as, spec); err != nil {
+		spec, err = mg.migrationVolumes(as, spec, func(j *volumeJob) ([]driver.Volume, error) { return j.receiveVolumes(ctx, as.ID, m.Volumes) })
+		if err != nil {
 			return fmt.Errorf("volumes: %w", err)
 		}
 		if err := mg.ports.wire(ctx, as); err != nil {
@@ -314,7 +318,15 @@ func (mg *migrations) receive(ctx context.Context, as api.Assignment, t driver.T
 		return fmt.Errorf("tunnel: %w", err)
 	}
 	defer rw.Close()
+	// Its volumes first: the driver prepares it with them.
+	spec, err = mg.migrationVolumes(as, spec, func(j *volumeJob) ([]driver.Volume, error) {
+		return j.receiveCold(ctx, as.ID, as.Type, m.Volumes, mg.coldVolumes(m), rw)
+	})
+	if err != nil {
+		return fmt.Errorf("volumes: %w", err)
+	}
 	if err := cm.ReceiveCold(ctx, spec, rw); err != nil {
+		mg.dropIncoming(as)
 		return err
 	}
 	// Tell the sender all arrived (it waits for this before it reports).
@@ -330,7 +342,7 @@ func (mg *migrations) receive(ctx context.Context, as api.Assignment, t driver.T
 const liveConvergeBound = 5 * time.Minute
 
 // send is the source's side.
-func (mg *migrations) send(ctx context.Context, as api.Assignment, t driver.Tunnel) (api.MigrationStats, error) {
+func (mg *migrations) send(ctx context.Context, as api.Assignment, t driver.Tunnel) (_ api.MigrationStats, err error) {
 	m := as.Migration
 	start := time.Now()
 	if m.Mode == api.MigrateLive {
@@ -366,6 +378,15 @@ func (mg *migrations) send(ctx context.Context, as api.Assignment, t driver.Tunn
 	if err != nil {
 		return api.MigrationStats{}, err
 	}
+	vols := mg.coldVolumes(m)
+	if mg.vols != nil && !mg.hosts[m.Target] {
+		defer func() {
+			if err != nil {
+				mg.vols.stay(as.ID)
+			}
+		}()
+		mg.vols.leave(as.ID, true)
+	}
 	if m.From == api.StateRunning {
 		// A VM keeps its memory (saved, restored on the target); a
 		// container stops (no checkpoint/restore here).
@@ -384,10 +405,22 @@ func (mg *migrations) send(ctx context.Context, as api.Assignment, t driver.Tunn
 		return api.MigrationStats{}, fmt.Errorf("tunnel: %w", err)
 	}
 	defer rw.Close()
+	var vn int64
+	if mg.vols != nil && !mg.hosts[m.Target] {
+		if err := mg.vols.releaseCold(as.ID); err != nil {
+			return api.MigrationStats{}, err
+		}
+		if len(vols) > 0 {
+			if vn, err = mg.vols.sendCold(ctx, vols, rw, mg.live.MaxBandwidth); err != nil {
+				return api.MigrationStats{}, err
+			}
+		}
+	}
 	n, err := cm.SendCold(ctx, as.ID, rw)
 	if err != nil {
 		return api.MigrationStats{}, err
 	}
+	n += vn
 	if cw, ok := rw.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}

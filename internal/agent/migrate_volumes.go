@@ -74,15 +74,31 @@ func (j *volumeJob) receiveVolumes(ctx context.Context, id string, vols []api.Mi
 	return out, nil
 }
 
-// dropIncoming forgets the volumes received for instance id: the next
-// sweep removes their files unless the view lists them here by then.
+// dropIncoming forgets the volumes received for instance id (and the
+// attachments a cold move made of them): the next sweep removes their
+// files unless the view lists them here by then.
 func (j *volumeJob) dropIncoming(id string) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	changed := false
 	for v, inst := range j.incoming {
-		if inst == id {
-			delete(j.incoming, v)
+		if inst != id {
+			continue
 		}
+		delete(j.incoming, v)
+		if a, ok := j.att[v]; ok && a.InstanceID == id {
+			if a.Mount != "" {
+				if err := pool.UnmountFS(a.Mount); err != nil {
+					j.log.Warn("unmounting a volume a failed move brought", "volume", v, "err", err)
+					continue
+				}
+			}
+			delete(j.att, v)
+			changed = true
+		}
+	}
+	if changed {
+		j.save()
 	}
 }
 
@@ -140,8 +156,11 @@ func (j *volumeJob) ownVolumes(id string) []driver.Volume {
 	return out
 }
 
-// migrationVolumes gives the target's spec its volumes (live).
-func (mg *migrations) migrationVolumes(ctx context.Context, as api.Assignment, s driver.Spec) (driver.Spec, error) {
+// migrationVolumes gives the target's spec its volumes: those receive
+// makes here (live: empty files the mirror fills; cold: read from the
+// stream), or the source's own attachments when both hosts are this
+// agent's.
+func (mg *migrations) migrationVolumes(as api.Assignment, s driver.Spec, receive func(j *volumeJob) ([]driver.Volume, error)) (driver.Spec, error) {
 	m := as.Migration
 	s.BootVolume = as.BootVolume
 	if mg.vols == nil || len(m.Volumes) == 0 {
@@ -151,7 +170,7 @@ func (mg *migrations) migrationVolumes(ctx context.Context, as api.Assignment, s
 		s.Volumes = mg.vols.ownVolumes(as.ID)
 		return s, nil
 	}
-	vs, err := mg.vols.receiveVolumes(ctx, as.ID, m.Volumes)
+	vs, err := receive(mg.vols)
 	if err != nil {
 		mg.vols.dropIncoming(as.ID)
 		return s, err

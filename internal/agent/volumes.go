@@ -156,6 +156,9 @@ func (j *volumeJob) round(ctx context.Context) {
 		if j.leaving[a.InstanceID] {
 			continue // migrating away: the migration's cleanup drops it
 		}
+		if ok && v.Incoming || !ok && j.incoming[id] == a.InstanceID {
+			continue // brought by a cold move not yet committed (migrate_volumes_cold.go)
+		}
 		if !ok || v.Delete || v.Attach == nil || v.Attach.InstanceID != a.InstanceID {
 			if err := j.detach(ctx, id, a); err != nil {
 				j.log.Warn("detaching a volume", "volume", id, "instance", a.InstanceID, "err", err)

@@ -90,7 +90,7 @@ func (svc *Service) EvacuationPlan(ctx context.Context, host string) (api.Evacua
 		}
 		mv.Mode, _ = svc.migrationMode(r, host, "")
 		req := svc.request(r, groups)
-		req.Home = ""
+		req.Home, req.Volumes = "", nil // its local volumes move with it, live or cold
 		reqs = append(reqs, req)
 		byID[r.ID] = mv
 	}

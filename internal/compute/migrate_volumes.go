@@ -5,43 +5,23 @@ import (
 	"fmt"
 
 	"github.com/kumocloud/kumo/api"
-	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/store"
 )
 
 // Volumes that go with a migrating instance (internal/volumes/migrate.go):
 // the volumes attached to it when its migration starts are kept in its
-// record (MigVolumes) and handed to both agents with the migration. A
-// live migration copies those of a local pool (the source mirrors them
-// into empty ones the target makes), and the commit that puts the
-// instance on its target gives them the target as their home in the
-// same transaction. A cold move carries no volume of a local pool and
-// no VM booting from a volume (both refused: only a live migration copies
-// them); attached volumes of a pool every host mounts need no copy, live
-// or cold.
+// record (MigVolumes) and handed to both agents with the migration. Those
+// of a local pool are copied - a live migration mirrors them into empty
+// ones the target makes, a cold one streams their files ahead of the
+// instance's own (internal/agent/migrate_volumes_cold.go) - and the
+// commit that puts the instance on its target gives them the target as
+// their home in the same transaction. Attached volumes of a pool every
+// host mounts need no copy.
 
 // migrationVolumes lists what r's migration carries, or why it cannot
-// move in this mode.
-func (svc *Service) migrationVolumes(ctx context.Context, r *record, mode string) ([]api.MigrationVolume, error) {
-	vols, err := svc.volumes.MigrationVolumes(ctx, r.Project, r.ID)
-	if err != nil {
-		return nil, err
-	}
-	if mode == api.MigrateCold {
-		if r.Boot != nil {
-			return nil, errs.Conflict("cannot migrate instance %q cold: it boots from volume %q, and a VM booting from a volume moves live only (start it, then migrate it)", r.Name, r.BootVolume)
-		}
-		for _, v := range vols {
-			if v.PoolType == api.PoolLocal {
-				what := "volume " + v.Name
-				if v.Device == api.BootDevice {
-					what = "its boot volume " + v.Name
-				}
-				return nil, errs.Conflict("cannot migrate instance %q cold: %s is in a local pool, and only a live migration (of a RUNNING VM) copies a volume with its instance", r.Name, what)
-			}
-		}
-	}
-	return vols, nil
+// move (internal/volumes' MigrationVolumes says).
+func (svc *Service) migrationVolumes(ctx context.Context, r *record) ([]api.MigrationVolume, error) {
+	return svc.volumes.MigrationVolumes(ctx, r.Project, r.ID)
 }
 
 // localVolumes are the ids of the local-pool volumes a migration copies.

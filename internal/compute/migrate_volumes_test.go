@@ -2,13 +2,10 @@ package compute
 
 import (
 	"context"
-	"errors"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
-	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/volumes"
 )
@@ -33,9 +30,10 @@ func (attachedVolumes) MigrationCommit(context.Context, string, string, string, 
 }
 
 // TestMigrationCarriesVolumes: a VM with a volume of a local pool
-// attached is refused a cold move (only a live one copies the volume)
-// and moves live with the volume listed in its migration, for both
-// agents; one with only shared-pool volumes moves cold too.
+// attached moves live or cold with the volume listed in its migration,
+// for both agents (a cold one as well: its agents stream the volume's
+// file ahead of the instance's own); one with only shared-pool volumes
+// moves cold too.
 func TestMigrationCarriesVolumes(t *testing.T) {
 	ctx := context.Background()
 	all := []string{api.CapMigrate, api.CapLiveMigrate}
@@ -43,10 +41,16 @@ func TestMigrationCarriesVolumes(t *testing.T) {
 	svc := env.service(time.Hour)
 	local := api.MigrationVolume{ID: "v1", Name: "data", Device: "vdb", Format: "qcow2", SizeGiB: 1, PoolType: api.PoolLocal}
 	svc.SetVolumes(attachedVolumes{vols: []api.MigrationVolume{local}})
-	env.placeOn(svc, "a", "h1")
-	if _, err := svc.Migrate(ctx, "p", "a", api.InstanceMigrate{Mode: api.MigrateCold}); !errors.Is(err, errs.ErrConflict) || !strings.Contains(err.Error(), "volume data is in a local pool") {
+	env.placeOn(svc, "c", "h1")
+	if _, err := svc.Migrate(ctx, "p", "c", api.InstanceMigrate{Mode: api.MigrateCold}); err != nil {
 		t.Fatalf("cold with a local volume: %v", err)
 	}
+	if r, _, err := svc.get(ctx, "p", "c"); err != nil {
+		t.Fatal(err)
+	} else if m := assignmentMigration(&r); m == nil || m.Mode != api.MigrateCold || len(m.Volumes) != 1 || m.Volumes[0].ID != "v1" {
+		t.Fatalf("the agents of a cold move are not told of the volume: %+v", m)
+	}
+	env.placeOn(svc, "a", "h1")
 	if _, err := svc.Migrate(ctx, "p", "a", api.InstanceMigrate{Mode: api.MigrateLive}); err != nil {
 		t.Fatalf("live with a local volume: %v", err)
 	}
@@ -64,5 +68,49 @@ func TestMigrationCarriesVolumes(t *testing.T) {
 	env.placeOn(svc, "b", "h2")
 	if _, err := svc.Migrate(ctx, "p", "b", api.InstanceMigrate{Mode: api.MigrateCold}); err != nil {
 		t.Fatalf("cold with a shared volume: %v", err)
+	}
+}
+
+// bootOnH1 is a volume service whose instances boot from a local volume
+// on h1, with it attached.
+type bootOnH1 struct{ attachedVolumes }
+
+func (bootOnH1) PlanBoot(context.Context, string, volumes.BootInstance, api.InstancesPost) (volumes.BootPlan, error) {
+	return volumes.BootPlan{Volume: "root", ID: "v1", Host: "h1", Local: true}, nil
+}
+
+// TestEvacuationMovesBootVolumeVMs: a VM booting from a local volume is
+// not pinned to its host by the volume when it is to move (the volume
+// goes with it, live or cold): the evacuation plan of its host names
+// another host, and a cold move carries the volume.
+func TestEvacuationMovesBootVolumeVMs(t *testing.T) {
+	ctx := context.Background()
+	all := []string{api.CapMigrate, api.CapLiveMigrate}
+	env := newCapsEnv(t, ctx, map[string][]string{"h1": all, "h2": all, "h3": all})
+	svc := env.service(time.Hour)
+	root := api.MigrationVolume{ID: "v1", Name: "root", Device: api.BootDevice, Format: "qcow2", SizeGiB: 1, PoolType: api.PoolLocal}
+	svc.SetVolumes(bootOnH1{attachedVolumes{vols: []api.MigrationVolume{root}}})
+	if _, err := svc.Create(ctx, "p", api.InstancesPost{Name: "b", Type: "vm", Flavor: "small", Image: "img", BootVolume: "root"}); err != nil {
+		t.Fatal(err)
+	}
+	env.sync(svc)
+	if n, _, _ := svc.scheduleOnce(ctx); n != 1 {
+		t.Fatalf("placed %d", n)
+	}
+	env.sync(svc)
+	env.run(svc, "b")
+	if r, _, _ := svc.get(ctx, "p", "b"); r.Host != "h1" {
+		t.Fatalf("b placed on %q, not where its volume is", r.Host)
+	}
+	plan, err := svc.EvacuationPlan(ctx, "h1")
+	if err != nil || len(plan.Moves) != 1 || plan.Moves[0].Target == "" || plan.Moves[0].Target == "h1" {
+		t.Fatalf("evacuation plan of h1: %+v %v", plan, err)
+	}
+	if _, err := svc.Migrate(ctx, "p", "b", api.InstanceMigrate{Mode: api.MigrateCold}); err != nil {
+		t.Fatalf("a cold move of a VM booting from a local volume: %v", err)
+	}
+	r, _, _ := svc.get(ctx, "p", "b")
+	if m := assignmentMigration(&r); m == nil || m.Target == "h1" || len(m.Volumes) != 1 || m.Volumes[0].Device != api.BootDevice {
+		t.Fatalf("the migration: %+v", m)
 	}
 }

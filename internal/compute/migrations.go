@@ -109,7 +109,7 @@ func (svc *Service) Migrate(ctx context.Context, project, name string, req api.I
 		if err != nil {
 			return api.Instance{}, err
 		}
-		vols, err := svc.migrationVolumes(ctx, &r, mode)
+		vols, err := svc.migrationVolumes(ctx, &r)
 		if err != nil {
 			return api.Instance{}, err
 		}
@@ -226,10 +226,7 @@ func (svc *Service) migrationVerdicts(ctx context.Context, r *record, source, mo
 	}
 	snap, req := svc.unplacedView(r, groups)
 	req.Home = ""
-	if mode == api.MigrateLive {
-		// Its volumes of a local pool move with it (migrate_volumes.go).
-		req.Volumes = nil
-	}
+	req.Volumes = nil // its volumes of a local pool move with it (migrate_volumes.go)
 	svc.cache.mu.RLock()
 	drivers := map[string]string{}
 	cannot := map[string]string{}

@@ -27,14 +27,14 @@ func (l liveInstances) LiveInstance(ctx context.Context, project, name string) (
 	return in.ID, in.Type, l.c.HostOf(project, name), nil
 }
 
-// LiveMigrationTarget implements volumes.Migrating.
-func (l liveInstances) LiveMigrationTarget(ctx context.Context, project, name string) (string, bool) {
+// MigrationTarget implements volumes.Migrating.
+func (l liveInstances) MigrationTarget(ctx context.Context, project, name string) (string, bool) {
 	in, _, err := l.c.Get(ctx, project, name)
 	if err != nil || in.Migration == nil {
 		return "", false
 	}
 	m := in.Migration
-	return m.Target, m.Mode == api.MigrateLive && m.Phase == api.MigrationTransfer
+	return m.Target, m.Phase == api.MigrationTransfer
 }
 
 func (s *Server) getVolumes(r *request) response.Response {

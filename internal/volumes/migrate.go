@@ -12,7 +12,8 @@ import (
 
 // Volumes that go with a migrating instance (compute's migrations.go).
 // Those of a local pool are copied to the target (a live migration
-// mirrors them, as the instance's own disk) and their home switches to
+// mirrors them, as the instance's own disk; a cold one streams their
+// files) and their home switches to
 // the target in the transaction that commits the instance's move, so the
 // store names one host for them at every instant; volumes of a pool every
 // host mounts need no copy. A failed move leaves the store as it was: the
@@ -102,13 +103,13 @@ func (svc *Service) MigrationCommit(ctx context.Context, project, instanceID, ta
 }
 
 // Migrating is what the agent view needs of an instance that migrates
-// live: the host it goes to, while its transfer lasts.
+// (live or cold): the host it goes to, while its transfer lasts.
 type Migrating interface {
-	LiveMigrationTarget(ctx context.Context, project, name string) (string, bool)
+	MigrationTarget(ctx context.Context, project, name string) (string, bool)
 }
 
-// incomingView lists, for an agent, the local volumes a live migration
-// in transfer copies to one of its hosts (Incoming): the files the
+// incomingView lists, for an agent, the local volumes a migration in
+// transfer (live or cold) copies to one of its hosts (Incoming): the files the
 // target's agent made to receive them are then kept by its sweep, also
 // after it restarted, until the move commits (and the volume's home is
 // that host) or is rolled back (and nothing lists them: swept).
@@ -123,7 +124,7 @@ func incomingView(ctx context.Context, vs []agentVolume, hosts map[string]bool, 
 		if r.Attachment == nil || v.gone || pools[r.Pool].Type != api.PoolLocal {
 			continue
 		}
-		to, ok := mg.LiveMigrationTarget(ctx, r.Project, r.Attachment.Instance)
+		to, ok := mg.MigrationTarget(ctx, r.Project, r.Attachment.Instance)
 		if !ok || !hosts[to] || hosts[v.handler] {
 			continue
 		}

@@ -16,7 +16,7 @@ type migratingInstances struct {
 	to map[string]string
 }
 
-func (m migratingInstances) LiveMigrationTarget(_ context.Context, _, name string) (string, bool) {
+func (m migratingInstances) MigrationTarget(_ context.Context, _, name string) (string, bool) {
 	to, ok := m.to[name]
 	return to, ok
 }

@@ -5,13 +5,10 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/kumocloud/kumo/internal/driver"
 )
@@ -69,7 +66,7 @@ func (d *Driver) SendCold(ctx context.Context, id string, w io.Writer) (int64, e
 	if _, err := fmt.Fprintf(bw, "%s%s\n", migrationHeader, head); err != nil {
 		return cw.N, err
 	}
-	if err := sendExtents(ctx, f, st.Size(), bw); err != nil {
+	if err := driver.SendExtents(ctx, f, st.Size(), bw); err != nil {
 		return cw.N, err
 	}
 	if err := sendConsole(filepath.Join(d.dir(id), "console.log"), bw); err != nil {
@@ -77,44 +74,6 @@ func (d *Driver) SendCold(ctx context.Context, id string, w io.Writer) (int64, e
 	}
 	err = bw.Flush()
 	return cw.N, err
-}
-
-// sendExtents writes the file's data extents (SEEK_DATA/SEEK_HOLE).
-func sendExtents(ctx context.Context, f *os.File, size int64, w io.Writer) error {
-	var hdr [16]byte
-	for off := int64(0); off < size; {
-		data, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			break // only a hole is left
-		}
-		if err != nil {
-			return err
-		}
-		hole, err := unix.Seek(int(f.Fd()), data, unix.SEEK_HOLE)
-		if err != nil {
-			return err
-		}
-		for data < hole {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			n := min(hole-data, 8<<20)
-			binary.BigEndian.PutUint64(hdr[:8], uint64(data))
-			binary.BigEndian.PutUint64(hdr[8:], uint64(n))
-			if _, err := w.Write(hdr[:]); err != nil {
-				return err
-			}
-			if _, err := io.Copy(w, io.NewSectionReader(f, data, n)); err != nil {
-				return err
-			}
-			data += n
-		}
-		off = hole
-	}
-	binary.BigEndian.PutUint64(hdr[:8], 0)
-	binary.BigEndian.PutUint64(hdr[8:], 0)
-	_, err := w.Write(hdr[:])
-	return err
 }
 
 func sendConsole(path string, w io.Writer) error {
@@ -179,7 +138,7 @@ func (d *Driver) ReceiveCold(ctx context.Context, s driver.Spec, r io.Reader) (e
 	if err != nil {
 		return err
 	}
-	err = receiveExtents(ctx, br, f, head.DiskSize)
+	err = driver.ReceiveExtents(ctx, br, f, head.DiskSize)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -199,31 +158,6 @@ func (d *Driver) ReceiveCold(ctx context.Context, s driver.Spec, r io.Reader) (e
 	}
 	m.Saved = head.Saved
 	return d.writeMeta(s.ID, m)
-}
-
-func receiveExtents(ctx context.Context, r io.Reader, f *os.File, size int64) error {
-	if err := f.Truncate(size); err != nil {
-		return err
-	}
-	var hdr [16]byte
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			return fmt.Errorf("migration stream: %w", err)
-		}
-		off, n := binary.BigEndian.Uint64(hdr[:8]), binary.BigEndian.Uint64(hdr[8:])
-		if n == 0 {
-			return nil
-		}
-		if n > 8<<20 || off > uint64(size) || off+n > uint64(size) {
-			return fmt.Errorf("migration stream: an extent at %d of %d bytes is outside the %d-byte disk", off, n, size)
-		}
-		if _, err := io.Copy(io.NewOffsetWriter(f, int64(off)), io.LimitReader(r, int64(n))); err != nil {
-			return fmt.Errorf("migration stream: %w", err)
-		}
-	}
 }
 
 func receiveConsole(r io.Reader, path string) error {

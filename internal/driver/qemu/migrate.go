@@ -17,7 +17,8 @@ import (
 // Cold migration of VMs: a stopped or saved VM travels as a tar stream of
 // its overlay (the disk's changes over the base image), its saved state
 // (memory and devices, restored on the target with the guest's memory
-// intact), its swap, its console log and a few words of its record. The
+// intact), its swap, its console log and a few words of its record (a VM
+// booting from a volume has no overlay: the agent sends its volumes). The
 // target prepares the VM as PROLOG does - the base image fetched by hash
 // into its own cache, a fresh seed disk - then takes the files and points
 // the overlay at its own copy of the base.
@@ -143,8 +144,13 @@ func (d *Driver) ReceiveCold(ctx context.Context, s driver.Spec, r io.Reader) (e
 			return err
 		}
 	}
-	if !got["record.json"] || !got["disk.qcow2"] {
+	// A VM booting from a volume has no overlay: its root disk is the
+	// volume, which travels beside this stream (the agent's).
+	if !got["record.json"] || !got["disk.qcow2"] && s.BootVolume == "" {
 		return errors.New("migration stream: incomplete (no record or no disk)")
+	}
+	if got["disk.qcow2"] && s.BootVolume != "" {
+		return errors.New("migration stream: an overlay for a VM booting from a volume")
 	}
 	switch rec.Want {
 	case wantStopped, wantPrepared:
@@ -155,8 +161,10 @@ func (d *Driver) ReceiveCold(ctx context.Context, s driver.Spec, r io.Reader) (e
 	default:
 		return fmt.Errorf("migration stream: a VM that is %q cannot move cold", rec.Want)
 	}
-	if err := d.adoptOverlay(ctx, s.ID, m); err != nil {
-		return err
+	if s.BootVolume == "" {
+		if err := d.adoptOverlay(ctx, s.ID, m); err != nil {
+			return err
+		}
 	}
 	m.Want, m.Accel, m.Reason = rec.Want, rec.Accel, rec.Reason
 	return d.writeMeta(s.ID, m)
