@@ -1,0 +1,98 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/client"
+)
+
+// TestMigrateColdContainerVolume: a real container (runc) with a local
+// ext4 volume mounted at /data holding a file migrates cold between two
+// hosts, each an agent in a network namespace of its own: it runs on the
+// target with the volume mounted at /data again and the file in it; the
+// volume's home is the target and the source keeps no copy of it.
+func TestMigrateColdContainerVolume(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("hosts in namespaces, containers and loop mounts need root; CI runs as root")
+	}
+	if _, err := exec.LookPath("runc"); err != nil {
+		t.Skip("runc is not installed (scripts/deps.sh installs it)")
+	}
+	h0, h1, h2 := testNamespace(t, "srv"), testNamespace(t, "cv1"), testNamespace(t, "cv2")
+	for i, h := range []string{h1, h2} {
+		dev := fmt.Sprintf("ul%d", i+1)
+		ipIn(t, h0, "link", "add", dev, "type", "veth", "peer", "name", dev, "netns", h)
+		ipIn(t, h0, "addr", "add", fmt.Sprintf("198.19.%d.1/24", i+1), "dev", dev)
+		ipIn(t, h0, "link", "set", dev, "up")
+		ipIn(t, h, "addr", "add", fmt.Sprintf("198.19.%d.2/24", i+1), "dev", dev)
+		ipIn(t, h, "link", "set", dev, "up")
+	}
+	port := strings.Split(freeAddr(t), ":")[1]
+	s := startServerIn(t, h0, "--listen", "0.0.0.0:"+port, "--host-grace", "5s")
+	root := []string{"KUMO_SOCKET=" + s.socket}
+	c := client.Socket(s.socket)
+	ctx := context.Background()
+	dirs := map[string]string{}
+	startHost := func(i int) *netAgent {
+		name, dir := fmt.Sprintf("cv%d", i), t.TempDir()
+		dirs[name] = dir
+		a := &netAgent{t: t, stateDir: dir, args: []string{"--net=" + []string{h1, h2}[i-1], kumoBin, "agent", "--server", fmt.Sprintf("https://198.19.%d.1:%s", i, port),
+			"--join-token", joinToken(t, root), "--driver", "container", "--state-dir", dir, "--host-name", name,
+			"--vtep", fmt.Sprintf("198.19.%d.2", i), "--heartbeat", "1s", "--fence-grace", "0"}}
+		a.start()
+		t.Cleanup(func() { a.kill9(); removeInstances(dir) })
+		eventually(t, 30*time.Second, name+" online", func() (bool, string) {
+			h, err := c.Host(ctx, name)
+			return err == nil && h.State == api.HostOnline, fmt.Sprint(h, err) + a.out.String()
+		})
+		return a
+	}
+	a1 := startHost(1)
+	img := filepath.Join(t.TempDir(), "tiny-rootfs.tar.gz")
+	must(t, root, "", "image", "build", "tiny-rootfs", "-f", img)
+	must(t, root, "", "image", "import", img, "--name", "tiny", "--public")
+	must(t, root, "", "instance", "create", "c1", "--type", "container", "--image", "tiny", "--flavor", "tiny", "--wait")
+	must(t, root, "", "volume", "create", "cdata", "--size", "1GiB", "--format", "ext4", "--near", "c1")
+	volumeIs(t, c, "cdata", "made", 60*time.Second, func(v api.Volume) bool { return v.Status == api.VolumeAvailable })
+	must(t, root, "", "volume", "attach", "cdata", "c1", "--path", "/data")
+	v := volumeIs(t, c, "cdata", "attached", 60*time.Second, func(v api.Volume) bool { return v.Attachment != nil && v.Attachment.Attached })
+	must(t, root, "", "instance", "exec", "c1", "--", "sh", "-c", "echo kept-across-hosts > /data/hello && sync")
+	a2 := startHost(2)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(s.out.String(), a1.out.String(), a2.out.String())
+		}
+	})
+
+	out := must(t, root, "", "instance", "migrate", "c1", "--host", "cv2", "--wait")
+	in, _ := instanceState(t, c, "default", "c1")
+	if in.Host != "cv2" || in.State != api.StateRunning {
+		t.Fatalf("c1 after the move: %s on %s\n%s", in.State, in.Host, out)
+	}
+	if got := strings.TrimSpace(must(t, root, "", "instance", "exec", "c1", "--", "cat", "/data/hello")); got != "kept-across-hosts" {
+		t.Fatalf("/data/hello on cv2: %q", got)
+	}
+	moved, _ := c.Volume(ctx, "default", "cdata")
+	if moved.Host != "cv2" || moved.Attachment == nil || !moved.Attachment.Attached {
+		t.Fatalf("the volume after the move: %+v", moved)
+	}
+	file := func(host string) string { return filepath.Join(dirs[host], "volumes", "local", v.ID+".ext4") }
+	eventually(t, 60*time.Second, "the source's copy gone", func() (bool, string) {
+		_, err := os.Stat(file("cv1"))
+		_, derr := os.Stat(file("cv2"))
+		return os.IsNotExist(err) && derr == nil, fmt.Sprint(err, derr)
+	})
+	must(t, root, "", "instance", "terminate", "c1", "--wait")
+	volumeIs(t, c, "cdata", "detached", 60*time.Second, func(v api.Volume) bool { return v.Status == api.VolumeAvailable })
+	if mi, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mi), v.ID) {
+		t.Error("volume mounts left")
+	}
+}
