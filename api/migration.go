@@ -100,6 +100,10 @@ type MigrationVolume struct {
 	SizeGiB  int64  `json:"size_gib"`
 	PoolType string `json:"pool_type"`
 	PoolPath string `json:"pool_path,omitempty"`
+	// Snapshots are the ids of a local volume's snapshots (kept beside it
+	// on its host): a cold move carries them with it; a live one does not
+	// yet, and is refused while there are any.
+	Snapshots []string `json:"snapshots,omitempty"`
 }
 
 // Migration report events.

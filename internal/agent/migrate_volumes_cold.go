@@ -35,8 +35,13 @@ import (
 // migration's cleanup: a failed move leaves them attached as they were
 // (a container's filesystems mounted again).
 //
+// A local volume's snapshots (whole sparse copies kept beside it) travel
+// after it, the same way: the migration names them, and the commit
+// re-checks that they are still those.
+//
 // Stream: "kumo-volumes v1\n", the count (big-endian uint64), then per
-// volume in the migration's order its file's length and its extents.
+// volume in the migration's order its file's length and its extents, the
+// number of its snapshots, and each snapshot's file likewise.
 
 const coldVolumesHeader = "kumo-volumes v1\n"
 
@@ -118,32 +123,71 @@ func (j *volumeJob) sendCold(ctx context.Context, vols []api.MigrationVolume, w 
 	}
 	cw := &driver.CountWriter{W: w}
 	bw := bufio.NewWriterSize(cw, 1<<20)
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(vols)))
 	bw.WriteString(coldVolumesHeader)
-	bw.Write(n[:])
+	writeUint(bw, uint64(len(vols)))
 	for _, v := range vols {
-		if err := pool.CheckID(v.ID); err != nil {
-			return cw.N, err
-		}
-		f, err := os.Open(j.localPool().Source(pool.Volume{ID: v.ID, Format: v.Format}))
-		if err != nil {
-			return cw.N, fmt.Errorf("volume %s: %w", v.Name, err)
-		}
-		st, err := f.Stat()
-		if err == nil {
-			binary.BigEndian.PutUint64(n[:], uint64(st.Size()))
-			if _, err = bw.Write(n[:]); err == nil {
-				err = driver.SendExtents(ctx, f, st.Size(), bw)
-			}
-		}
-		f.Close()
-		if err != nil {
+		if err := sendVolume(ctx, j.localPool(), v, bw); err != nil {
 			return cw.N, fmt.Errorf("sending volume %s: %w", v.Name, err)
 		}
 	}
 	err := bw.Flush()
 	return cw.N, err
+}
+
+// sendVolume writes one volume's file, then its snapshots' count and
+// files (in the migration's order).
+func sendVolume(ctx context.Context, b pool.Dir, v api.MigrationVolume, w io.Writer) error {
+	if err := pool.CheckID(v.ID); err != nil {
+		return err
+	}
+	pv := pool.Volume{ID: v.ID, Format: v.Format}
+	if err := sendFile(ctx, b.Source(pv), w); err != nil {
+		return err
+	}
+	if err := writeUint(w, uint64(len(v.Snapshots))); err != nil {
+		return err
+	}
+	for _, snap := range v.Snapshots {
+		if err := pool.CheckID(snap); err != nil {
+			return err
+		}
+		if err := sendFile(ctx, b.SnapshotSource(pv, snap), w); err != nil {
+			return fmt.Errorf("snapshot %s: %w", snap, err)
+		}
+	}
+	return nil
+}
+
+// sendFile writes a file's length, then its extents.
+func sendFile(ctx context.Context, path string, w io.Writer) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if err := writeUint(w, uint64(st.Size())); err != nil {
+		return err
+	}
+	return driver.SendExtents(ctx, f, st.Size(), w)
+}
+
+func writeUint(w io.Writer, n uint64) error {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], n)
+	_, err := w.Write(b[:])
+	return err
+}
+
+func readUint(r io.Reader) (uint64, error) {
+	var b [8]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return 0, fmt.Errorf("migration stream: %w", err)
+	}
+	return binary.BigEndian.Uint64(b[:]), nil
 }
 
 // receiveCold makes, for a cold move's target, the volumes of instance
@@ -191,7 +235,7 @@ func (j *volumeJob) receiveCold(ctx context.Context, id, typ string, vols, copy 
 			return nil, fmt.Errorf("migration stream: %d volumes, not the %d the migration carries", n, len(copy))
 		}
 		for _, v := range copy {
-			if err := j.receiveFile(ctx, v, r); err != nil {
+			if err := j.receiveVolume(ctx, v, r); err != nil {
 				return nil, fmt.Errorf("volume %s: %w", v.Name, err)
 			}
 		}
@@ -221,18 +265,9 @@ func (j *volumeJob) receiveCold(ctx context.Context, id, typ string, vols, copy 
 	return out, nil
 }
 
-// receiveFile makes one volume's file in the local pool from r: under a
-// temporary name (an earlier try's leftovers removed first), checked,
-// then renamed into place.
-func (j *volumeJob) receiveFile(ctx context.Context, v api.MigrationVolume, r io.Reader) error {
-	var n [8]byte
-	if _, err := io.ReadFull(r, n[:]); err != nil {
-		return fmt.Errorf("migration stream: %w", err)
-	}
-	size := int64(binary.BigEndian.Uint64(n[:]))
-	if size <= 0 || size > maxVolumeFile(v) {
-		return fmt.Errorf("migration stream: a file of %d bytes for a %d GiB %s volume", size, v.SizeGiB, v.Format)
-	}
+// receiveVolume makes one volume's file in the local pool from r (what
+// an earlier try left removed first), then its snapshots'.
+func (j *volumeJob) receiveVolume(ctx context.Context, v api.MigrationVolume, r io.Reader) error {
 	b := j.localPool()
 	if err := b.Remove(ctx, v.ID); err != nil {
 		return err
@@ -240,7 +275,39 @@ func (j *volumeJob) receiveFile(ctx context.Context, v api.MigrationVolume, r io
 	if err := os.MkdirAll(b.Path, 0o700); err != nil {
 		return err
 	}
-	dst := b.Source(pool.Volume{ID: v.ID, Format: v.Format})
+	pv := pool.Volume{ID: v.ID, Format: v.Format}
+	if err := receiveFile(ctx, r, b.Source(pv), v); err != nil {
+		return err
+	}
+	n, err := readUint(r)
+	if err != nil {
+		return err
+	}
+	if n != uint64(len(v.Snapshots)) {
+		return fmt.Errorf("migration stream: %d snapshots, not the %d the migration carries", n, len(v.Snapshots))
+	}
+	for _, snap := range v.Snapshots {
+		if err := pool.CheckID(snap); err != nil {
+			return err
+		}
+		if err := receiveFile(ctx, r, b.SnapshotSource(pv, snap), v); err != nil {
+			return fmt.Errorf("snapshot %s: %w", snap, err)
+		}
+	}
+	return nil
+}
+
+// receiveFile makes dst, a file of volume v, from r: under a temporary
+// name, checked, then renamed into place.
+func receiveFile(ctx context.Context, r io.Reader, dst string, v api.MigrationVolume) error {
+	n, err := readUint(r)
+	if err != nil {
+		return err
+	}
+	size := int64(n)
+	if size <= 0 || size > maxVolumeFile(v) {
+		return fmt.Errorf("migration stream: a file of %d bytes for a %d GiB %s volume", size, v.SizeGiB, v.Format)
+	}
 	tmp := dst + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {

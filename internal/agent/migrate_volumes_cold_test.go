@@ -136,6 +136,21 @@ func TestMigrateColdWithVolumes(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(volMount(cv.srcHome, cv.cdata), "hello"), []byte("kept"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A snapshot of data (what it holds now) goes with it.
+	snap, err := cv.admin.CreateVolumeSnapshot(ctx, "default", "data", "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the snapshot made", func() bool {
+		s, _ := cv.admin.VolumeSnapshot(ctx, "default", "data", "s1")
+		return s.Status == api.VolumeAvailable
+	})
+	snapFile := func(home string) string {
+		return filepath.Join(home, "volumes", "local", cv.data.ID+"@"+snap.ID+".qcow2")
+	}
+	if err := qemuIO(t, volFile(cv.srcHome, cv.data), "write -P 0x33 2M 64k"); err != nil {
+		t.Fatal(err)
+	}
 	if op, err := cv.migrate("vm1", api.InstanceMigrate{}); err != nil || op.Status != api.OpSucceeded {
 		t.Fatalf("migrate vm1: %v %+v\n%s", err, op, cv.historyText("vm1"))
 	}
@@ -149,6 +164,13 @@ func TestMigrateColdWithVolumes(t *testing.T) {
 		t.Fatalf("ct1 runs on %q", ct.Host)
 	}
 	cv.checkOn(t, "dst-0000", cv.dstHome, cv.srcHome)
+	if exists(snapFile(cv.srcHome)) || qemuIO(t, snapFile(cv.dstHome), "read -P 0x5a 1M 64k") != nil || qemuIO(t, snapFile(cv.dstHome), "read -P 0 2M 64k") != nil ||
+		qemuIO(t, volFile(cv.dstHome, cv.data), "read -P 0x33 2M 64k") != nil {
+		t.Fatalf("the snapshot did not move with its volume (on src: %v)", exists(snapFile(cv.srcHome)))
+	}
+	if s, err := cv.admin.VolumeSnapshot(ctx, "default", "data", "s1"); err != nil || s.Status != api.VolumeAvailable {
+		t.Fatalf("the snapshot after the move: %+v %v", s, err)
+	}
 	if h := cv.historyText("vm1"); !strings.Contains(h, "migrated (cold)") || !strings.Contains(h, "volumes now on dst-0000: ") {
 		t.Errorf("vm1's history:\n%s", h)
 	}
@@ -170,6 +192,9 @@ func TestMigrateColdWithVolumes(t *testing.T) {
 		t.Fatalf("vm1's home is %q after the evacuation", vm.Home)
 	}
 	cv.checkOn(t, "src-0000", cv.srcHome, cv.dstHome)
+	if exists(snapFile(cv.dstHome)) || qemuIO(t, snapFile(cv.srcHome), "read -P 0x5a 1M 64k") != nil {
+		t.Fatal("the snapshot did not move back with its volume")
+	}
 	// The VM starts where its volumes are.
 	cv.action("vm1", api.ActionStart)
 	if vm := cv.waitState("vm1", api.StateRunning); vm.Host != "src-0000" {

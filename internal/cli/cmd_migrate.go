@@ -16,7 +16,7 @@ func (a *app) migrateCmd() *cobra.Command {
 		Use:   "migrate NAME [--host H] [--live|--cold] [--wait] | NAME --cancel",
 		Short: "Move an instance to another host (live for a running VM, cold otherwise); --cancel aborts the move under way",
 		Long: "The scheduler chooses the target unless --host names one (every filter applies: 'kumo instance explain NAME --migrate' says why each host can or cannot take it). " +
-			"Its volumes of a local pool go with it (live: mirrored; cold: their files streamed), those of a shared pool need no copy. " +
+			"Its volumes of a local pool go with it (live: mirrored; cold: their files and snapshots streamed: a VM whose volume has snapshots moves cold), those of a shared pool need no copy. " +
 			"The instance passes through MIGRATE; its history records each stage. A failure or --cancel leaves it on its source. docs/migration.md says more.",
 		Example: "  kumo instance migrate vm1 --wait\n  kumo instance migrate vm1 --host node2 --cold\n  kumo instance migrate vm1 --cancel",
 		Args:    cobra.ExactArgs(1),

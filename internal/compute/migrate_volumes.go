@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/store"
 )
 
@@ -13,15 +14,32 @@ import (
 // record (MigVolumes) and handed to both agents with the migration. Those
 // of a local pool are copied - a live migration mirrors them into empty
 // ones the target makes, a cold one streams their files ahead of the
-// instance's own (internal/agent/migrate_volumes_cold.go) - and the
+// instance's own, with their snapshots (internal/agent/
+// migrate_volumes_cold.go) - and the
 // commit that puts the instance on its target gives them the target as
 // their home in the same transaction. Attached volumes of a pool every
 // host mounts need no copy.
 
-// migrationVolumes lists what r's migration carries, or why it cannot
-// move (internal/volumes' MigrationVolumes says).
-func (svc *Service) migrationVolumes(ctx context.Context, r *record) ([]api.MigrationVolume, error) {
-	return svc.volumes.MigrationVolumes(ctx, r.Project, r.ID)
+// migrationVolumes lists what r's migration carries and the mode it then
+// runs in, or why it cannot move in the mode asked: a local volume's
+// snapshots travel with it in a cold move only (a live one mirrors the
+// volume alone), so a RUNNING VM with some moves cold unless live was
+// asked for (then refused).
+func (svc *Service) migrationVolumes(ctx context.Context, r *record, mode, asked string) ([]api.MigrationVolume, string, error) {
+	vols, err := svc.volumes.MigrationVolumes(ctx, r.Project, r.ID)
+	if err != nil {
+		return nil, "", err
+	}
+	for _, v := range vols {
+		if mode != api.MigrateLive || len(v.Snapshots) == 0 {
+			continue
+		}
+		if asked == api.MigrateLive {
+			return nil, "", errs.Conflict("cannot migrate instance %q live: volume %q has %d snapshots, which only a cold move carries (migrate it --cold, or delete them)", r.Name, v.Name, len(v.Snapshots))
+		}
+		mode = api.MigrateCold
+	}
+	return vols, mode, nil
 }
 
 // localVolumes are the ids of the local-pool volumes a migration copies.

@@ -2,10 +2,13 @@ package compute
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/volumes"
 )
@@ -51,6 +54,21 @@ func TestMigrationCarriesVolumes(t *testing.T) {
 		t.Fatalf("the agents of a cold move are not told of the volume: %+v", m)
 	}
 	env.placeOn(svc, "a", "h1")
+	// Its snapshots go with a volume in a cold move only.
+	snapped := local
+	snapped.Snapshots = []string{"s1"}
+	svc.SetVolumes(attachedVolumes{vols: []api.MigrationVolume{snapped}})
+	if _, err := svc.Migrate(ctx, "p", "a", api.InstanceMigrate{Mode: api.MigrateLive}); !errors.Is(err, errs.ErrConflict) || !strings.Contains(err.Error(), "only a cold move carries") {
+		t.Fatalf("live with a volume's snapshot: %v", err)
+	}
+	env.placeOn(svc, "d", "h1")
+	if _, err := svc.Migrate(ctx, "p", "d", api.InstanceMigrate{}); err != nil {
+		t.Fatalf("the default move of a RUNNING VM with a volume's snapshot: %v", err)
+	}
+	if r, _, _ := svc.get(ctx, "p", "d"); r.Migration == nil || r.Migration.Mode != api.MigrateCold {
+		t.Fatalf("the default move of a RUNNING VM with a volume's snapshot is not cold: %+v", r.Migration)
+	}
+	svc.SetVolumes(attachedVolumes{vols: []api.MigrationVolume{local}})
 	if _, err := svc.Migrate(ctx, "p", "a", api.InstanceMigrate{Mode: api.MigrateLive}); err != nil {
 		t.Fatalf("live with a local volume: %v", err)
 	}

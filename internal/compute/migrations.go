@@ -109,7 +109,7 @@ func (svc *Service) Migrate(ctx context.Context, project, name string, req api.I
 		if err != nil {
 			return api.Instance{}, err
 		}
-		vols, err := svc.migrationVolumes(ctx, &r)
+		vols, mode, err := svc.migrationVolumes(ctx, &r, mode, req.Mode)
 		if err != nil {
 			return api.Instance{}, err
 		}

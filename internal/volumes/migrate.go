@@ -20,9 +20,11 @@ import (
 // target's agent removes the copy it made (no volume lists it there).
 
 // MigrationVolumes lists the volumes attached to an instance (its boot
-// volume included) as its migration carries them. A volume being
-// detached, not yet attached on the instance's host, or with snapshots
-// kept beside it on that host refuses the move (409, naming it).
+// volume included) as its migration carries them, a local volume's
+// snapshots (kept beside it on its host) named: a cold move carries them
+// too. A volume being detached, not yet attached on the instance's host,
+// or with a snapshot being taken or deleted refuses the move (409, naming
+// it).
 func (svc *Service) MigrationVolumes(ctx context.Context, project, instanceID string) ([]api.MigrationVolume, error) {
 	pools, err := svc.pools(ctx)
 	if err != nil {
@@ -48,17 +50,14 @@ func (svc *Service) MigrationVolumes(ctx context.Context, project, instanceID st
 		case r.Move != nil:
 			return nil, errs.Conflict("volume %q is moving", r.Name)
 		}
+		mv := api.MigrationVolume{ID: r.ID, Name: r.Name, Device: a.Device, Path: a.Path, Format: r.Format,
+			SizeGiB: r.SizeGiB, PoolType: p.Type, PoolPath: p.Path}
 		if p.Type == api.PoolLocal {
-			snaps, err := store.ListAll(ctx, svc.s, snapPrefix+project+"/"+r.Name+"/")
-			if err != nil {
+			if mv.Snapshots, err = svc.settledSnapshots(ctx, project, r.Name); err != nil {
 				return nil, err
 			}
-			if len(snaps) > 0 {
-				return nil, errs.Conflict("volume %q has %d snapshots, kept beside it on host %q: they do not move with it; delete them first", r.Name, len(snaps), r.Host)
-			}
 		}
-		out = append(out, api.MigrationVolume{ID: r.ID, Name: r.Name, Device: a.Device, Path: a.Path, Format: r.Format,
-			SizeGiB: r.SizeGiB, PoolType: p.Type, PoolPath: p.Path})
+		out = append(out, mv)
 	}
 	return out, nil
 }
@@ -66,8 +65,9 @@ func (svc *Service) MigrationVolumes(ctx context.Context, project, instanceID st
 // MigrationCommit is the volumes' part of the transaction that commits
 // an instance's move to target: every local volume attached to it gets
 // the target as its home, conditional on its record being as read. A
-// local volume attached to it that the migration did not carry (moved)
-// is an error: its bytes are not on the target.
+// local volume attached to it that the migration did not carry (moved),
+// or whose snapshots are not those it carried, is an error: its bytes are
+// not on the target.
 func (svc *Service) MigrationCommit(ctx context.Context, project, instanceID, target string, moved []api.MigrationVolume) ([]store.Cond, []store.Op, error) {
 	pools, err := svc.pools(ctx)
 	if err != nil {
@@ -90,10 +90,11 @@ func (svc *Service) MigrationCommit(ctx context.Context, project, instanceID, ta
 		if r.Detaching {
 			return nil, nil, errs.Conflict("volume %q was asked to detach during the migration", r.Name)
 		}
-		if snaps, err := store.ListAll(ctx, svc.s, snapPrefix+project+"/"+r.Name+"/"); err != nil {
+		i := slices.IndexFunc(moved, func(m api.MigrationVolume) bool { return m.ID == r.ID })
+		if snaps, err := svc.settledSnapshots(ctx, project, r.Name); err != nil && errs.KindOf(err) != errs.KindConflict {
 			return nil, nil, err
-		} else if len(snaps) > 0 {
-			return nil, nil, errs.Conflict("volume %q got a snapshot during the migration, kept on host %q", r.Name, r.Host)
+		} else if err != nil || !sameSet(snaps, moved[i].Snapshots) {
+			return nil, nil, errs.Conflict("volume %q's snapshots changed during the migration (they are kept on host %q)", r.Name, r.Host)
 		}
 		r.Host, r.UpdatedAt = target, svc.now().UTC()
 		conds = append(conds, store.At(key(project, r.Name), it.Revision))
@@ -133,4 +134,26 @@ func incomingView(ctx context.Context, vs []agentVolume, hosts map[string]bool, 
 			PoolType: p.Type, PoolPath: p.Path, Incoming: true})
 	}
 	return out
+}
+
+// settledSnapshots are the ids of a volume's snapshots, all made; one
+// being taken or deleted is a conflict (wait for it).
+func (svc *Service) settledSnapshots(ctx context.Context, project, volume string) ([]string, error) {
+	items, err := store.ListJSON[api.VolumeSnapshot](ctx, svc.s, snapPrefix+project+"/"+volume+"/")
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, it := range items {
+		if st := it.Value.Status; st != api.VolumeAvailable {
+			return nil, errs.Conflict("snapshot %q of volume %q is %s, not made: wait for it (or delete it), then migrate", it.Value.Name, volume, st)
+		}
+		ids = append(ids, it.Value.ID)
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+func sameSet(a, b []string) bool {
+	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
 }

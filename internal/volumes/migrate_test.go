@@ -88,3 +88,49 @@ func TestMigrationCarriesAttachedVolumes(t *testing.T) {
 		t.Fatalf("after the commit: %+v", got)
 	}
 }
+
+// TestMigrationCarriesSnapshots: a local volume's snapshots are named in
+// its migration (a cold move carries their files); one still being taken
+// refuses the move, and a commit whose volume's snapshots are not those
+// the migration carried is refused.
+func TestMigrationCarriesSnapshots(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, unlimited())
+	v, err := e.svc.Create(ctx, "p", api.VolumesPost{Name: "data", SizeGiB: 1, Near: "vm1"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1})
+	s1, err := e.svc.CreateSnapshot(ctx, "p", "data", api.VolumeSnapshotsPost{Name: "s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Attach(ctx, "p", "data", api.VolumeAttach{Instance: "vm1"}); err != nil {
+		t.Fatal(err)
+	}
+	e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1, AttachedTo: "id-vm1"})
+	if _, err := e.svc.MigrationVolumes(ctx, "p", "id-vm1"); kindOf(err) != errs.KindConflict || !strings.Contains(err.Error(), `snapshot "s1"`) {
+		t.Fatalf("a snapshot being taken: %v", err)
+	}
+	e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1, AttachedTo: "id-vm1",
+		Snapshots: []api.SnapshotReport{{ID: s1.ID, Status: "ready"}}})
+	vols, err := e.svc.MigrationVolumes(ctx, "p", "id-vm1")
+	if err != nil || len(vols) != 1 || len(vols[0].Snapshots) != 1 || vols[0].Snapshots[0] != s1.ID {
+		t.Fatalf("migration volumes: %+v %v", vols, err)
+	}
+	stale := []api.MigrationVolume{vols[0]}
+	stale[0].Snapshots = nil
+	if _, _, err := e.svc.MigrationCommit(ctx, "p", "id-vm1", "h2", stale); kindOf(err) != errs.KindConflict || !strings.Contains(err.Error(), "snapshots changed") {
+		t.Fatalf("commit with other snapshots than carried: %v", err)
+	}
+	conds, ops, err := e.svc.MigrationCommit(ctx, "p", "id-vm1", "h2", vols)
+	if err != nil || len(conds) != 1 {
+		t.Fatalf("commit: %v %v", conds, err)
+	}
+	if _, err := e.st.Txn(ctx, conds, ops); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.svc.Get(ctx, "p", "data"); got.Host != "h2" {
+		t.Fatalf("after the commit: %+v", got)
+	}
+}

@@ -72,11 +72,11 @@ func TestMigrateColdContainerVolume(t *testing.T) {
 		}
 	})
 
-	out := must(t, root, "", "instance", "migrate", "c1", "--host", "cv2", "--wait")
-	in, _ := instanceState(t, c, "default", "c1")
-	if in.Host != "cv2" || in.State != api.StateRunning {
-		t.Fatalf("c1 after the move: %s on %s\n%s", in.State, in.Host, out)
-	}
+	must(t, root, "", "instance", "migrate", "c1", "--host", "cv2", "--wait")
+	eventually(t, 60*time.Second, "c1 running on cv2", func() (bool, string) {
+		in, _ := instanceState(t, c, "default", "c1")
+		return in.Host == "cv2" && in.State == api.StateRunning, fmt.Sprint(in.State, " on ", in.Host)
+	})
 	if got := strings.TrimSpace(must(t, root, "", "instance", "exec", "c1", "--", "cat", "/data/hello")); got != "kept-across-hosts" {
 		t.Fatalf("/data/hello on cv2: %q", got)
 	}
