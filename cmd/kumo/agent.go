@@ -81,6 +81,7 @@ func agentCommand(root *cobra.Command) {
 	var (
 		server, token, name, stateDir, drv, logLevel, hostName string
 		heartbeat, fenceGrace                                  time.Duration
+		volumeBandwidthMiB                                     int64
 		fenceWatchdog                                          bool
 		drivers                                                driverFlags
 	)
@@ -123,7 +124,8 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 			if err != nil {
 				return err
 			}
-			a, err := agent.New(cmd.Context(), agent.Config{Conn: conn, Driver: d, HeartbeatEvery: heartbeat, FenceGrace: fenceGrace, Log: log, VTEP: drivers.vtep, Uplinks: drivers.uplinks})
+			a, err := agent.New(cmd.Context(), agent.Config{Conn: conn, Driver: d, HeartbeatEvery: heartbeat, FenceGrace: fenceGrace, Log: log, VTEP: drivers.vtep, Uplinks: drivers.uplinks,
+				VolumeBandwidth: volumeBandwidthMiB << 20})
 			if err != nil {
 				return err
 			}
@@ -142,6 +144,7 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 	f.DurationVar(&fenceGrace, "fence-grace", 30*time.Second, "stop this host's HA instances when the server has not answered for this long (self-fencing; 0: never, and they are never recreated elsewhere); keep it 5s under the server's --ha-fence-timeout")
 	f.BoolVar(&fenceWatchdog, "fence-watchdog", false, "run as the agent's fencing watchdog (the agent starts it)")
 	f.MarkHidden("fence-watchdog")
+	f.Int64Var(&volumeBandwidthMiB, "migrate-volume-bandwidth", 0, "MiB/s the volume files a cold migration sends from this host may use (0: no cap)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	drivers.register(f)
 	root.AddCommand(cmd)

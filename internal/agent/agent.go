@@ -69,10 +69,12 @@ type Config struct {
 	Uplinks map[string]string
 	// LiveConvergeWithin bounds the memory phase of the live migrations
 	// this agent sends (default 5 min), LiveBandwidth caps their stream
-	// in bytes a second (default: the hypervisor's), and the volume files
-	// a cold migration sends (default: no cap).
+	// in bytes a second (default: the hypervisor's).
 	LiveConvergeWithin time.Duration
 	LiveBandwidth      int64
+	// VolumeBandwidth caps the volume files a cold migration sends from
+	// this agent, in bytes a second (0: no cap).
+	VolumeBandwidth int64
 }
 
 // Agent is a running agent.
@@ -172,6 +174,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a.inst.mig = newMigrations(a.srv, cfg.Driver, a.hostSet, a.net, cfg.Log)
 	a.inst.mig.vols = a.vols
 	a.inst.mig.live = liveOptions(cfg)
+	a.inst.mig.volumeBandwidth = cfg.VolumeBandwidth
 	a.sessions = &sessionJob{src: a.srv, d: cfg.Driver, tempDir: cfg.StateDir, log: cfg.Log}
 	return a, nil
 }

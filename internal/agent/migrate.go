@@ -53,6 +53,9 @@ type migrations struct {
 	done map[string]bool
 	// live tunes the live migrations this agent sends.
 	live driver.LiveOptions
+	// volumeBandwidth caps the volume files its cold migrations send
+	// (bytes a second; 0: no cap).
+	volumeBandwidth int64
 	// vols is the agent's volume job: volumes go with an instance
 	// (migrate_volumes.go); nil: none do.
 	vols *volumeJob
@@ -411,7 +414,7 @@ func (mg *migrations) send(ctx context.Context, as api.Assignment, t driver.Tunn
 			return api.MigrationStats{}, err
 		}
 		if len(vols) > 0 {
-			if vn, err = mg.vols.sendCold(ctx, vols, rw, mg.live.MaxBandwidth); err != nil {
+			if vn, err = mg.vols.sendCold(ctx, vols, rw, mg.volumeBandwidth); err != nil {
 				return api.MigrationStats{}, err
 			}
 		}

@@ -338,8 +338,8 @@ func receiveFile(ctx context.Context, r io.Reader, dst string, v api.MigrationVo
 // capBurst is the largest write a capped stream lets through at once.
 const capBurst = 256 << 10
 
-// capWriter holds writes to its limiter's rate (the agent's migration
-// bandwidth, which caps a live migration's streams too).
+// capWriter holds writes to its limiter's rate (the agent's
+// --migrate-volume-bandwidth).
 type capWriter struct {
 	ctx context.Context
 	w   io.Writer

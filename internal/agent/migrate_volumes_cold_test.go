@@ -240,7 +240,7 @@ func (cv *coldVolumes) checkOn(t *testing.T, host, to, from string) {
 func TestMigrateColdVolumesTargetDies(t *testing.T) {
 	needRoot(t)
 	ctx := context.Background()
-	cv := newColdVolumes(t, func(cfg *agent.Config) { cfg.LiveBandwidth = 1 << 20 })
+	cv := newColdVolumes(t, func(cfg *agent.Config) { cfg.VolumeBandwidth = 1 << 20 })
 	// 16 MiB of data: 16 s at 1 MiB/s.
 	if err := qemuIO(t, volFile(cv.srcHome, cv.data), "write -P 0x5a 0 16M"); err != nil {
 		t.Fatal(err)
