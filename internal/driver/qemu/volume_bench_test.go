@@ -239,9 +239,9 @@ func BenchmarkVolumeIO(b *testing.B) {
 			b.Fatalf("bare qemu: %v", err)
 		}
 		go func() { cmd.Wait() }() // QEMU does not daemonize (its sandbox forbids the fork)
-		defer local.RemoveCgroup(bareCgroup)
+		defer local.Cgroups{}.Remove(bareCgroup)
 		defer d.ensureQuit(ctx, base.ID)
-		if err := local.JoinCgroup(cmd.Process.Pid, bareCgroup, bareLimits); err != nil {
+		if err := (local.Cgroups{}).Join(cmd.Process.Pid, bareCgroup, bareLimits); err != nil {
 			b.Fatal(err)
 		}
 		r := fioResults(b, log)
