@@ -14,6 +14,7 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/driver"
 	"github.com/kumocloud/kumo/internal/driver/sim"
+	"github.com/kumocloud/kumo/internal/volumes/pool"
 )
 
 // specsDriver is a sim driver that keeps the spec of every start.
@@ -166,5 +167,92 @@ func TestHAFenceRecreatesWithSharedVolumes(t *testing.T) {
 	}
 	if in := c.instance("db"); in.State != api.StateRunning || in.Host != "hostb-0000" || !attached("hostb-0000") {
 		t.Fatalf("db is %s on %s after hosta returned", in.State, in.Host)
+	}
+}
+
+// An HA container with a filesystem volume (ext4) of a shared-dir pool,
+// really loop-mounted on the host (the sim driver runs no process, the
+// volume job mounts for real): its host's agent, cut off, fences it and
+// unmounts the volume from its host before the server recreates it on
+// the other host, which mounts it - never both at once - and a file
+// written into it on the first host is there on the second, also after
+// the first host is back.
+func TestHAFenceReleasesSharedFilesystem(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("loop-mounting a volume needs root")
+	}
+	ctx := context.Background()
+	c := haCloud(t)
+	shared, dirA, dirB := t.TempDir(), t.TempDir(), t.TempDir()
+	if _, err := c.admin.CreateStoragePool(ctx, api.StoragePoolsPost{Name: "nfs", Type: api.PoolSharedDir, Path: shared}); err != nil {
+		t.Fatal(err)
+	}
+	da, db := haSim(t, "hosta"), haSim(t, "hostb")
+	var mountA, mountB string
+	// After the agents stop (cleanups run last first).
+	t.Cleanup(func() {
+		if mountA != "" {
+			pool.UnmountFS(mountA)
+			pool.UnmountFS(mountB)
+		}
+	})
+	a := c.startFencing(da, dirA)
+	vol, err := c.admin.CreateVolume(ctx, "default", api.VolumesPost{Name: "files", SizeGiB: 1, Format: api.VolumeExt4, Pool: "nfs", Host: "hosta-0000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mountA = filepath.Join(dirA, "volumes", "mounts", vol.ID)
+	mountB = filepath.Join(dirB, "volumes", "mounts", vol.ID)
+	waitFor(t, "the volume to be made", func() bool {
+		v, _ := c.admin.Volume(ctx, "default", "files")
+		return v.Status == api.VolumeAvailable
+	})
+	if _, err := c.admin.CreateInstance(ctx, "default", api.InstancesPost{Name: "app", Type: api.TypeContainer, Flavor: "tiny", Image: "x", HA: true}); err != nil {
+		t.Fatal(err)
+	}
+	in := c.waitState("app", api.StateRunning)
+	if _, err := c.admin.AttachVolume(ctx, "default", "files", api.VolumeAttach{Instance: "app", Path: "/srv"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the volume mounted on hosta", func() bool { return pool.IsMount(mountA) })
+	if err := os.WriteFile(filepath.Join(mountA, "written-on-hosta"), []byte("kept"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.startFencing(db, dirB)
+
+	a.link.cut.Store(true)
+	both := func() {
+		if pool.IsMount(mountA) && pool.IsMount(mountB) {
+			t.Fatal("the volume is mounted on both hosts")
+		}
+	}
+	waitFor(t, "hosta to fence app and unmount its volume", func() bool {
+		both()
+		st, err := da.Status(ctx, in.ID)
+		return err == nil && st.State == driver.Stopped && !pool.IsMount(mountA)
+	})
+	waitFor(t, "app RUNNING on hostb with its volume mounted there", func() bool {
+		both()
+		in := c.instance("app")
+		v, _ := c.admin.Volume(ctx, "default", "files")
+		return in.State == api.StateRunning && in.Host == "hostb-0000" && v.Attachment != nil && v.Attachment.Attached && v.Attachment.Path == "/srv" && pool.IsMount(mountB)
+	})
+	if b, err := os.ReadFile(filepath.Join(mountB, "written-on-hosta")); err != nil || string(b) != "kept" {
+		t.Fatalf("the file written on hosta, read on hostb: %q %v", b, err)
+	}
+
+	a.link.cut.Store(false)
+	waitFor(t, "hosta to sweep its fenced copy", func() bool {
+		both()
+		_, err := da.Status(ctx, in.ID)
+		return errors.Is(err, driver.ErrNotFound)
+	})
+	waitFor(t, "hosta ONLINE", func() bool {
+		h, err := c.admin.Host(ctx, "hosta-0000")
+		return err == nil && h.State == api.HostOnline
+	})
+	both()
+	if b, err := os.ReadFile(filepath.Join(mountB, "written-on-hosta")); err != nil || string(b) != "kept" || !pool.IsMount(mountB) {
+		t.Fatalf("after hosta returned: %q %v (mounted on hostb: %v)", b, err, pool.IsMount(mountB))
 	}
 }

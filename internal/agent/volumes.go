@@ -440,6 +440,31 @@ func (j *volumeJob) detach(ctx context.Context, id string, a attachment) error {
 	return nil
 }
 
+// releaseFenced unmounts the host mounts of a fenced (stopped) instance's
+// volumes (fence.go): the server may recreate the instance on another
+// host with its shared volumes, which that host then mounts. Their
+// attachment records go with them: a start here (the host back in time)
+// mounts them again, and a host back too late has nothing left to undo,
+// so it never touches the files. It gives way at once to a round in
+// progress (which may wait on the unreachable server): the fencer tries
+// again at its next check.
+func (j *volumeJob) releaseFenced(ctx context.Context, instanceID string) {
+	if !j.mu.TryLock() {
+		return
+	}
+	defer j.mu.Unlock()
+	for id, a := range j.att {
+		if a.InstanceID != instanceID || a.Mount == "" {
+			continue
+		}
+		if err := j.detach(ctx, id, a); err != nil {
+			j.log.Warn("fencing: unmounting a fenced instance's volume", "volume", id, "instance", instanceID, "err", err)
+			continue
+		}
+		j.log.Warn("fencing: unmounted a fenced instance's volume from the host", "volume", id, "instance", instanceID)
+	}
+}
+
 // sweep removes what nobody lists: local volume files, and host mounts of
 // no attachment.
 func (j *volumeJob) sweep(ctx context.Context) {
