@@ -465,6 +465,43 @@ func (j *volumeJob) releaseFenced(ctx context.Context, instanceID string) {
 	}
 }
 
+// releaseRecorded is releaseFenced for the fence watchdog, which runs
+// without the volume job (its agent is gone): it reads the job's
+// attachment records in dir, unmounts the host mounts of the stopped
+// instances' volumes and writes the records back without them. An agent
+// started meanwhile with the older records finds those mounts gone: its
+// own fencer, or its detach, then only removes the records.
+func releaseRecorded(dir string, stopped map[string]bool, log *slog.Logger) error {
+	j := &volumeJob{dir: dir, log: log, att: map[string]attachment{}}
+	b, err := os.ReadFile(j.recordFile())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &j.att); err != nil {
+		return fmt.Errorf("%s: %w", j.recordFile(), err)
+	}
+	var failed error
+	n := len(j.att)
+	for id, a := range j.att {
+		if !stopped[a.InstanceID] || a.Mount == "" {
+			continue
+		}
+		if err := pool.UnmountFS(a.Mount); err != nil {
+			failed = err
+			continue
+		}
+		delete(j.att, id)
+		log.Warn("fencing: unmounted a fenced instance's volume from the host", "volume", id, "instance", a.InstanceID)
+	}
+	if len(j.att) != n {
+		j.save()
+	}
+	return failed
+}
+
 // sweep removes what nobody lists: local volume files, and host mounts of
 // no attachment.
 func (j *volumeJob) sweep(ctx context.Context) {
