@@ -216,6 +216,15 @@ func (svc *Service) checkHA(ctx context.Context) int {
 			plan = volumes.HAPlan{}
 		case haRecreate:
 			r.Action, r.Rehome = "", r.Host
+			// Its new host's PROLOG waits until its data volumes are
+			// attached there (as for its boot volume), so it starts with
+			// them; cleared once it runs.
+			r.NewVolumes = nil
+			for _, v := range plan.Volumes {
+				if v.ID != r.bootID() {
+					r.NewVolumes = append(r.NewVolumes, v.ID)
+				}
+			}
 			r.transition(now, api.StatePending, "", "ha", why)
 		}
 		err := svc.haWrite(ctx, r, c, plan)

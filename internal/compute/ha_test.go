@@ -439,6 +439,11 @@ func TestHAWithVolumes(t *testing.T) {
 			t.Fatalf("%s after the decision: %+v", name, v.Attachment)
 		}
 	}
+	// Its new host's PROLOG waits for its data volume (and its boot volume).
+	data, _ := vs.Get(ctx, "p", "s-data")
+	if r, _, _ := svc.get(ctx, "p", "s"); len(r.NewVolumes) != 1 || r.NewVolumes[0] != data.ID || r.Boot == nil {
+		t.Fatalf("s waits for %v (boot %+v)", r.NewVolumes, r.Boot)
+	}
 	notes := func() int {
 		_, hist := env.get(svc, "l")
 		n := 0
@@ -486,5 +491,9 @@ func TestHAWithVolumes(t *testing.T) {
 		if n != want {
 			t.Fatalf("%s's view attaches %d volumes, want %d: %+v", hs, n, want, view.Items)
 		}
+	}
+	env.run(svc, "s")
+	if r, _, _ := svc.get(ctx, "p", "s"); r.NewVolumes != nil {
+		t.Fatalf("s still waits for %v once RUNNING", r.NewVolumes)
 	}
 }

@@ -24,7 +24,7 @@ import (
 
 // HAVolume is a volume attached to an instance whose host is lost.
 type HAVolume struct {
-	Name string
+	ID, Name string
 	// Local: in a local pool, on Host only.
 	Local bool
 	Host  string
@@ -54,7 +54,7 @@ func (p HAPlan) Local() []HAVolume {
 }
 
 // PlanHA lists the volumes attached to an instance (its boot volume
-// included), by name, and the changes that hand the shared ones over to
+// included; not a shared one being detached), by name, and the changes that hand the shared ones over to
 // the host that will take the instance: each is attached nowhere until
 // that host attaches it (a detach asked before the host was lost is done
 // now: that volume stays behind, detached). Every volume read is a
@@ -78,9 +78,11 @@ func (svc *Service) PlanHA(ctx context.Context, project, instanceID string) (HAP
 			continue
 		}
 		local := pools[r.Pool].Type != api.PoolSharedDir
-		p.Volumes = append(p.Volumes, HAVolume{Name: r.Name, Local: local, Host: r.Host, Device: a.Device, Path: a.Path})
 		k := key(project, r.Name)
 		p.Conds = append(p.Conds, store.At(k, it.Revision))
+		if local || !r.Detaching {
+			p.Volumes = append(p.Volumes, HAVolume{ID: r.ID, Name: r.Name, Local: local, Host: r.Host, Device: a.Device, Path: a.Path})
+		}
 		if local {
 			continue
 		}
