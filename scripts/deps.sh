@@ -4,7 +4,8 @@
 # qemu-utils and genisoimage for VMs; busybox-static for the tiny images;
 # debootstrap and e2fsprogs for the debian image (e2fsprogs and mount also
 # for ext4 volumes, loop-mounted); iperf3 for the network throughput
-# benchmark; chromium for the web console's browser tests).
+# benchmark; fio for the volume I/O benchmark; chromium for the web
+# console's browser tests).
 # The tiny-vm builder fetches linux-image-cloud-amd64 with apt-get download,
 # so the package lists must be there.
 set -euo pipefail
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
 
 # Debian packages kumo's tests and drivers use. Installed only if missing.
-PACKAGES=(ca-certificates runc busybox-static qemu-system-x86 qemu-utils genisoimage debootstrap e2fsprogs mount iproute2 iperf3 chromium)
+PACKAGES=(ca-certificates runc busybox-static qemu-system-x86 qemu-utils genisoimage debootstrap e2fsprogs mount iproute2 iperf3 fio chromium)
 missing=()
 for p in "${PACKAGES[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

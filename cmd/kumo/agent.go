@@ -80,6 +80,7 @@ func (d *driverFlags) configs(flag, list string) (driver.Configs, error) {
 func agentCommand(root *cobra.Command) {
 	var (
 		server, token, name, stateDir, drv, logLevel, hostName string
+		cgroupParent                                           string
 		heartbeat, fenceGrace                                  time.Duration
 		volumeBandwidthMiB                                     int64
 		fenceWatchdog                                          bool
@@ -106,8 +107,12 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 			if err != nil {
 				return err
 			}
+			if err := local.ValidCgroupParent(cgroupParent); err != nil {
+				return fmt.Errorf("--cgroup-parent: %w", err)
+			}
+			common := driver.Common{StateDir: stateDir, HostName: hostName, CgroupParent: cgroupParent}
 			if fenceWatchdog {
-				return runFenceWatchdog(cmd.Context(), drv, stateDir, hostName, cfgs, log)
+				return runFenceWatchdog(cmd.Context(), drv, common, cfgs, log)
 			}
 			// Instances outlive their agent; a dead agent's HA instances
 			// are fenced by its watchdog (the simulator's live and die
@@ -120,7 +125,8 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 			conn := agent.NewConn(agent.ConnConfig{Server: server, JoinToken: token, Name: name, StateDir: stateDir, Log: log})
 			// The drivers start under the command's context: an agent
 			// stopped meanwhile (the qemu driver's KVM probe) stops them.
-			d, err := driver.Open(cmd.Context(), drv, driver.Common{StateDir: stateDir, HostName: hostName, Images: conn}, cfgs)
+			common.Images = conn
+			d, err := driver.Open(cmd.Context(), drv, common, cfgs)
 			if err != nil {
 				return err
 			}
@@ -139,6 +145,7 @@ credential in --state-dir and re-attaches to its instances on restart.`,
 	f.StringVar(&name, "name", "", "agent name (default: host name)")
 	f.StringVar(&hostName, "host-name", "", "container and qemu drivers: the name of the host this agent brings (default: the machine's host name)")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/kumo-agent", "credential and driver state")
+	f.StringVar(&cgroupParent, "cgroup-parent", local.DefaultCgroupParent, "container and qemu drivers: the cgroup (below each hierarchy's root) that instances' cgroups are made in; two agents on one machine need one each")
 	f.StringVar(&drv, "driver", "container", "driver: container (runc), qemu (VMs), container,qemu (both) or sim")
 	f.DurationVar(&heartbeat, "heartbeat", 5*time.Second, "heartbeat interval")
 	f.DurationVar(&fenceGrace, "fence-grace", 30*time.Second, "stop this host's HA instances when the server has not answered for this long (self-fencing; 0: never, and they are never recreated elsewhere); keep it 5s under the server's --ha-fence-timeout")

@@ -56,14 +56,14 @@ func startFenceWatchdog(stateDir string) error {
 
 // runFenceWatchdog is the watchdog process: it waits for its stdin to
 // close (the agent died) and fences as agent.Watchdog says.
-func runFenceWatchdog(ctx context.Context, drv, stateDir, hostName string, cfgs driver.Configs, log *slog.Logger) error {
+func runFenceWatchdog(ctx context.Context, drv string, common driver.Common, cfgs driver.Configs, log *slog.Logger) error {
 	gone := make(chan struct{})
 	go func() {
 		io.Copy(io.Discard, os.Stdin)
 		close(gone)
 	}()
 	open := func(ctx context.Context) (driver.Driver, error) {
-		return driver.Open(ctx, drv, driver.Common{StateDir: stateDir, HostName: hostName}, cfgs)
+		return driver.Open(ctx, drv, common, cfgs)
 	}
-	return agent.Watchdog(ctx, open, stateDir, gone, log)
+	return agent.Watchdog(ctx, open, common.StateDir, gone, log)
 }

@@ -169,6 +169,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	// told by a heartbeat at once (operators and tests wait for it).
 	tell := instanceNews{readiness: kick(a.kickUsage), reconciled: kick(a.kickBeat)}
 	a.vols = newVolumeJob(a.srv, a.srv, cfg.Driver, cfg.Conn, filepath.Join(cfg.StateDir, "volumes"), cfg.Log)
+	a.fence.setRelease(a.vols.releaseFenced)
 	a.inst = newInstances(a.srv, cfg.Driver, withVolumes{a.net, a.vols}, cfg.Workers, cfg.ResyncEvery, tell, started, cfg.Log)
 	a.inst.fence = a.fence
 	a.inst.mig = newMigrations(a.srv, cfg.Driver, a.hostSet, a.net, cfg.Log)

@@ -60,6 +60,10 @@ type fencer struct {
 
 	mu    sync.Mutex
 	state fenceFile
+	// release lets go of what a fenced, stopped instance holds on the
+	// host beyond its process (the volume job's host mounts of its
+	// volumes: releaseFenced); called at every check while it is fenced.
+	release func(ctx context.Context, id string)
 	// saved is when fence.json was last written.
 	saved time.Time
 }
@@ -176,6 +180,16 @@ func (f *fencer) forget(id string) {
 	}
 }
 
+// setRelease sets what lets go of a fenced instance's host resources.
+func (f *fencer) setRelease(release func(ctx context.Context, id string)) {
+	if !f.enabled() {
+		return
+	}
+	f.mu.Lock()
+	f.release = release
+	f.mu.Unlock()
+}
+
 // reason is the fencing reason of an instance this agent fenced ("" if
 // it did not).
 func (f *fencer) reason(id string) string {
@@ -240,5 +254,31 @@ func (f *fencer) check(ctx context.Context) {
 			continue
 		}
 		f.log.Warn("fencing: stopped an HA instance: the server is out of reach", "instance", id, "silent", silent.Round(time.Second))
+	}
+	f.releaseStopped(ctx)
+}
+
+// releaseStopped lets go of what the fenced instances that are stopped
+// still hold on the host: the server may recreate them elsewhere, with
+// their shared volumes, and a filesystem must not stay mounted by two
+// hosts' kernels (the old host's unmount, when it returns, would write to
+// it). Level-triggered, as check is: cheap when there is nothing left.
+func (f *fencer) releaseStopped(ctx context.Context) {
+	f.mu.Lock()
+	release := f.release
+	ids := make([]string, 0, len(f.state.Fenced))
+	for id := range f.state.Fenced {
+		ids = append(ids, id)
+	}
+	f.mu.Unlock()
+	if release == nil {
+		return
+	}
+	for _, id := range ids {
+		st, err := f.d.Status(ctx, id)
+		if err == nil && (st.State == driver.Running || st.State == driver.Suspended) {
+			continue // stopped again at the next check first
+		}
+		release(ctx, id)
 	}
 }

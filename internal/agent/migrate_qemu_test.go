@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/agent"
 	"github.com/kumocloud/kumo/internal/driver"
+	"github.com/kumocloud/kumo/internal/driver/local"
 	"github.com/kumocloud/kumo/internal/driver/qemu"
 	"github.com/kumocloud/kumo/internal/rootfs"
 	"github.com/kumocloud/kumo/internal/vmimage"
@@ -29,7 +31,11 @@ func (c *cloud) qemuAgentWith(name string, set func(*agent.Config)) *qemu.Driver
 		c.t.Fatal(err)
 	}
 	conn := agent.NewConn(agent.ConnConfig{Server: c.url, JoinToken: jt.Token, Name: name, StateDir: c.t.TempDir()})
-	d, err := qemu.New(ctx, driver.Common{StateDir: c.t.TempDir(), Images: conn, HostName: name}, qemu.Config{Accel: "tcg", StopTimeout: 10 * time.Second})
+	// A cgroup parent per agent, as two machines would have: the two
+	// QEMUs of a migration between them are in cgroups of their own.
+	cgroups := local.Cgroups{Parent: "kumo-test-" + name + "-" + filepath.Base(c.t.TempDir())}
+	c.t.Cleanup(cgroups.RemoveParent)
+	d, err := qemu.New(ctx, driver.Common{StateDir: c.t.TempDir(), Images: conn, HostName: name, CgroupParent: cgroups.Parent}, qemu.Config{Accel: "tcg", StopTimeout: 10 * time.Second})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package agent_test
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -101,19 +100,6 @@ func needRoot(t *testing.T) {
 }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-// qemuIO runs qemu-io on a qcow2 file.
-func qemuIO(t *testing.T, file, cmd string) error {
-	t.Helper()
-	out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", cmd, file).CombinedOutput()
-	if err == nil && strings.Contains(string(out), "Pattern verification failed") {
-		return os.ErrInvalid
-	}
-	if err != nil {
-		t.Logf("qemu-io %s: %v: %s", cmd, err, out)
-	}
-	return err
-}
 
 // TestMigrateColdWithVolumes: a STOPPED VM booting from a local volume
 // with a data volume, and a running container with a local ext4 volume

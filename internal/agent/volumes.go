@@ -443,6 +443,68 @@ func (j *volumeJob) detach(ctx context.Context, id string, a attachment) error {
 	return nil
 }
 
+// releaseFenced unmounts the host mounts of a fenced (stopped) instance's
+// volumes (fence.go): the server may recreate the instance on another
+// host with its shared volumes, which that host then mounts. Their
+// attachment records go with them: a start here (the host back in time)
+// mounts them again, and a host back too late has nothing left to undo,
+// so it never touches the files. It gives way at once to a round in
+// progress (which may wait on the unreachable server): the fencer tries
+// again at its next check.
+func (j *volumeJob) releaseFenced(ctx context.Context, instanceID string) {
+	if !j.mu.TryLock() {
+		return
+	}
+	defer j.mu.Unlock()
+	for id, a := range j.att {
+		if a.InstanceID != instanceID || a.Mount == "" {
+			continue
+		}
+		if err := j.detach(ctx, id, a); err != nil {
+			j.log.Warn("fencing: unmounting a fenced instance's volume", "volume", id, "instance", instanceID, "err", err)
+			continue
+		}
+		j.log.Warn("fencing: unmounted a fenced instance's volume from the host", "volume", id, "instance", instanceID)
+	}
+}
+
+// releaseRecorded is releaseFenced for the fence watchdog, which runs
+// without the volume job (its agent is gone): it reads the job's
+// attachment records in dir, unmounts the host mounts of the stopped
+// instances' volumes and writes the records back without them. An agent
+// started meanwhile with the older records finds those mounts gone: its
+// own fencer, or its detach, then only removes the records.
+func releaseRecorded(dir string, stopped map[string]bool, log *slog.Logger) error {
+	j := &volumeJob{dir: dir, log: log, att: map[string]attachment{}}
+	b, err := os.ReadFile(j.recordFile())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &j.att); err != nil {
+		return fmt.Errorf("%s: %w", j.recordFile(), err)
+	}
+	var failed error
+	n := len(j.att)
+	for id, a := range j.att {
+		if !stopped[a.InstanceID] || a.Mount == "" {
+			continue
+		}
+		if err := pool.UnmountFS(a.Mount); err != nil {
+			failed = err
+			continue
+		}
+		delete(j.att, id)
+		log.Warn("fencing: unmounted a fenced instance's volume from the host", "volume", id, "instance", a.InstanceID)
+	}
+	if len(j.att) != n {
+		j.save()
+	}
+	return failed
+}
+
 // sweep removes what nobody lists: local volume files, and host mounts of
 // no attachment.
 func (j *volumeJob) sweep(ctx context.Context) {

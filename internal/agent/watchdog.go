@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
@@ -93,6 +94,19 @@ func watchdogFence(ctx context.Context, d driver.Driver, path string, st fenceFi
 			continue
 		}
 		log.Warn("fence watchdog: stopped an HA instance: its agent is gone", "instance", id)
+	}
+	// Then their volumes' host mounts, as the agent's fencer would have
+	// (releaseFenced): the server recreates them elsewhere with their
+	// shared volumes.
+	stopped := map[string]bool{}
+	for id := range st.HA {
+		if s, err := d.Status(ctx, id); errors.Is(err, driver.ErrNotFound) || err == nil && s.State != driver.Running && s.State != driver.Suspended {
+			stopped[id] = true
+		}
+	}
+	if err := releaseRecorded(filepath.Join(filepath.Dir(path), "volumes"), stopped, log); err != nil {
+		log.Error("fence watchdog: unmounting the stopped instances' volumes", "err", err)
+		failed = err
 	}
 	return failed
 }

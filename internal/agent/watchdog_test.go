@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,8 @@ import (
 	"github.com/kumocloud/kumo/internal/driver"
 	"github.com/kumocloud/kumo/internal/driver/sim"
 	"github.com/kumocloud/kumo/internal/store"
+	"github.com/kumocloud/kumo/internal/volumes/pool"
+	"golang.org/x/sys/unix"
 )
 
 // runningSim is a sim driver running instances ids on its host.
@@ -109,5 +112,52 @@ func TestWatchdogFencesOnlyAfterTheAgentIsGone(t *testing.T) {
 	}
 	if _, err := os.Stat(fencePath(dir2)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The watchdog also unmounts from the host the filesystem volumes of the
+// HA instances it stopped (the server recreates them elsewhere, where
+// their shared volumes are mounted), and drops those attachment records;
+// the volumes of other instances stay mounted.
+func TestWatchdogUnmountsFencedVolumes(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	dir := t.TempDir()
+	d := runningSim(t, "ha1", "plain")
+	vols := filepath.Join(dir, "volumes")
+	mounts := map[string]string{}
+	att := map[string]attachment{}
+	for _, id := range []string{"ha1", "plain"} {
+		m := filepath.Join(vols, "mounts", "vol-"+id)
+		if err := os.MkdirAll(m, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mount("tmpfs", m, "tmpfs", 0, "size=1m"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pool.UnmountFS(m) })
+		mounts[id] = m
+		att["vol-"+id] = attachment{InstanceID: id, Type: api.TypeContainer, Mount: m}
+	}
+	if err := atomicfile.Write(filepath.Join(vols, "attachments.json"), store.MustJSON(att), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := atomicfile.Write(fencePath(dir), store.MustJSON(fenceFile{LastContact: time.Now().Add(-time.Hour), HA: map[string]string{"ha1": "w-0000"}, GraceMillis: 1000}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gone := make(chan struct{})
+	close(gone)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := Watchdog(ctx, func(context.Context) (driver.Driver, error) { return d, nil }, dir, gone, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if pool.IsMount(mounts["ha1"]) || !pool.IsMount(mounts["plain"]) {
+		t.Fatalf("after the watchdog: ha1's volume mounted %v, plain's %v", pool.IsMount(mounts["ha1"]), pool.IsMount(mounts["plain"]))
+	}
+	b, err := os.ReadFile(filepath.Join(vols, "attachments.json"))
+	if err != nil || strings.Contains(string(b), "vol-ha1") || !strings.Contains(string(b), "vol-plain") {
+		t.Fatalf("the attachment records after: %s %v", b, err)
 	}
 }

@@ -53,6 +53,7 @@ func (a *app) instanceCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			a.warnHABoot(cmd.Context(), c, project, in)
 			if wait {
 				if in, err = a.waitSettled(cmd.Context(), c, project, in.Name); err != nil {
 					return err

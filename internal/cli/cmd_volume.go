@@ -129,7 +129,11 @@ func (a *app) volumeCmd() *cobra.Command {
 			return api.Volume{}, err
 		}
 		att.Instance = args[1]
-		return c.AttachVolume(cmd.Context(), project, args[0], att)
+		v, err := c.AttachVolume(cmd.Context(), project, args[0], att)
+		if err == nil {
+			a.warnHAAttach(cmd.Context(), c, project, v)
+		}
+		return v, err
 	})
 	attach.Flags().StringVar(&att.Device, "device", "", "a VM's disk name, vdb to vdq (default: the first free)")
 	attach.Flags().StringVar(&att.Path, "path", "", "where a container sees it (default /data)")

@@ -26,6 +26,9 @@ type Volumes interface {
 	// migrating instance (migrate_volumes.go).
 	MigrationVolumes(ctx context.Context, project, instanceID string) ([]api.MigrationVolume, error)
 	MigrationCommit(ctx context.Context, project, instanceID, target string, moved []api.MigrationVolume) ([]store.Cond, []store.Op, error)
+	// PlanHA: the volumes of an instance an HA decision would recreate
+	// elsewhere, and the changes that hand its shared ones over (ha.go).
+	PlanHA(ctx context.Context, project, instanceID string) (volumes.HAPlan, error)
 }
 
 // noVolumes is a cloud without a volume service.
@@ -46,6 +49,10 @@ func (noVolumes) MigrationVolumes(context.Context, string, string) ([]api.Migrat
 
 func (noVolumes) MigrationCommit(context.Context, string, string, string, []api.MigrationVolume) ([]store.Cond, []store.Op, error) {
 	return nil, nil, nil
+}
+
+func (noVolumes) PlanHA(context.Context, string, string) (volumes.HAPlan, error) {
+	return volumes.HAPlan{}, nil
 }
 
 // SetVolumes gives the compute service the volume service (made after it:

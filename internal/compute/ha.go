@@ -12,6 +12,7 @@ import (
 	"github.com/kumocloud/kumo/internal/hosts"
 	"github.com/kumocloud/kumo/internal/reqctx"
 	"github.com/kumocloud/kumo/internal/store"
+	"github.com/kumocloud/kumo/internal/volumes"
 )
 
 // High availability (docs/ha.md). An HA instance whose host is lost - the
@@ -30,6 +31,14 @@ import (
 // home forgotten), with its ports and their addresses. When the old host
 // returns, its agent's complete assignment list no longer names the
 // instance, and its housekeeping sweep removes the fenced copy.
+//
+// Volumes (internal/volumes/ha.go): an instance whose volumes are all in
+// a shared pool is recreated with them - it boots from its shared boot
+// volume, its data volumes are attached again at the same devices or
+// paths - and their attachments change hands in the decision's own
+// transaction. One with a volume of a local pool is not recreated: its
+// bytes are on the lost host. The decision says so, once, in its history,
+// and the instance stays UNKNOWN until the host returns.
 //
 // A host that returns before the timeout finds its fenced HA instances
 // stopped; its agent reports them POWEROFF with a reason that starts with
@@ -72,11 +81,14 @@ const (
 
 // haDecide decides for an HA instance that is UNKNOWN on an OFFLINE host:
 // alive and lastSeen are the host's liveness as this server knows it,
-// now the clock. It returns the verdict and its reason.
-func haDecide(r *record, h api.Host, alive bool, lastSeen, started, now time.Time, timeout time.Duration) (haVerdict, string) {
+// now the clock, vols the volumes attached to it (nil: not looked at yet;
+// a recreate is decided only once they have been). It returns the verdict
+// and its reason.
+func haDecide(r *record, h api.Host, alive bool, lastSeen, started, now time.Time, timeout time.Duration, vols []volumes.HAVolume) (haVerdict, string) {
 	lostAt, from := r.UpdatedAt, api.State("")
 	for i := len(r.History) - 1; i >= 0; i-- {
-		if r.History[i].To == api.StateUnknown {
+		// (A note - an earlier refusal - changes no state.)
+		if r.History[i].To == api.StateUnknown && r.History[i].From != api.StateUnknown {
 			lostAt, from = r.History[i].Time, r.History[i].From
 			break
 		}
@@ -101,8 +113,34 @@ func haDecide(r *record, h api.Host, alive bool, lastSeen, started, now time.Tim
 	if now.Sub(since) < timeout {
 		return haWait, ""
 	}
-	return haRecreate, fmt.Sprintf("HA: host %s lost since %s, past the fence timeout %s (its agent self-fences after %ds); recreating from image %s on another host",
-		h.Name, lostAt.UTC().Format(time.RFC3339), timeout, h.FenceGraceSeconds, r.Image)
+	var local, shared []string
+	for _, v := range vols {
+		at := v.Device + v.Path
+		if !v.Local {
+			shared = append(shared, v.Name+" ("+at+")")
+			continue
+		}
+		where := "lost host " + h.Name
+		if v.Host != "" && v.Host != h.Name {
+			where = "host " + v.Host
+		}
+		local = append(local, fmt.Sprintf("volume %s (%s) lives on %s (local pool)", v.Name, at, where))
+	}
+	if len(local) > 0 {
+		return haRefuse, fmt.Sprintf("HA: not recreated: %s: its data cannot follow the instance to another host, so it stays UNKNOWN until host %s returns",
+			strings.Join(local, "; "), h.Name)
+	}
+	what := "from image " + r.Image
+	switch {
+	case r.Boot != nil && len(shared) > 1:
+		what = fmt.Sprintf("booting from its boot volume %s, with its shared volumes %s", r.BootVolume, strings.Join(shared, ", "))
+	case r.Boot != nil:
+		what = "booting from its boot volume " + r.BootVolume + " (shared pool)"
+	case len(shared) > 0:
+		what += ", with its shared volumes " + strings.Join(shared, ", ")
+	}
+	return haRecreate, fmt.Sprintf("HA: host %s lost since %s, past the fence timeout %s (its agent self-fences after %ds); recreating on another host %s",
+		h.Name, lostAt.UTC().Format(time.RFC3339), timeout, h.FenceGraceSeconds, what)
 }
 
 // haController decides for HA instances every second (level-triggered:
@@ -152,7 +190,17 @@ func (svc *Service) checkHA(ctx context.Context) int {
 	n := 0
 	for _, c := range lost {
 		alive, seen := svc.hosts.Alive(c.host.Name)
-		v, why := haDecide(&c.e.rec, c.host, alive, seen, svc.ha.started, svc.now(), svc.ha.timeout)
+		now := svc.now()
+		v, why := haDecide(&c.e.rec, c.host, alive, seen, svc.ha.started, now, svc.ha.timeout, nil)
+		var plan volumes.HAPlan
+		if v == haRecreate {
+			var err error
+			if plan, err = svc.volumes.PlanHA(ctx, c.e.rec.Project, c.e.rec.ID); err != nil {
+				svc.log.Warn("ha: reading an instance's volumes", "instance", c.e.rec.Project+"/"+c.e.rec.Name, "err", err)
+				continue
+			}
+			v, why = haDecide(&c.e.rec, c.host, alive, seen, svc.ha.started, now, svc.ha.timeout, plan.Volumes)
+		}
 		r := c.e.rec
 		switch v {
 		case haWait:
@@ -161,12 +209,25 @@ func (svc *Service) checkHA(ctx context.Context) int {
 			if r.Reason == why {
 				continue
 			}
-			r.Reason = why // said once, not a transition
+			// Said once: in the history as a note (no state changes),
+			// and as the instance's reason.
+			r.note(now, "ha", why)
+			r.Reason = why
+			plan = volumes.HAPlan{}
 		case haRecreate:
 			r.Action, r.Rehome = "", r.Host
-			r.transition(svc.now(), api.StatePending, "", "ha", why)
+			// Its new host's PROLOG waits until its data volumes are
+			// attached there (as for its boot volume), so it starts with
+			// them; cleared once it runs.
+			r.NewVolumes = nil
+			for _, v := range plan.Volumes {
+				if v.ID != r.bootID() {
+					r.NewVolumes = append(r.NewVolumes, v.ID)
+				}
+			}
+			r.transition(now, api.StatePending, "", "ha", why)
 		}
-		err := svc.haWrite(ctx, r, c)
+		err := svc.haWrite(ctx, r, c, plan)
 		switch {
 		case err != nil && !errors.Is(err, store.ErrConflict):
 			svc.log.Warn("ha: writing a decision", "instance", r.Project+"/"+r.Name, "err", err)
@@ -184,7 +245,7 @@ func (svc *Service) checkHA(ctx context.Context) int {
 		r := c.e.rec
 		r.Action = api.ActionStart
 		r.transition(svc.now(), api.StateBoot, "", "ha", "HA: started again: its host's agent had stopped it (self-fencing) and the host is back")
-		if err := svc.haWrite(ctx, r, c); err != nil {
+		if err := svc.haWrite(ctx, r, c, volumes.HAPlan{}); err != nil {
 			svc.log.Debug("ha: restarting a fenced instance", "instance", r.Project+"/"+r.Name, "err", err)
 			continue
 		}
@@ -196,14 +257,23 @@ func (svc *Service) checkHA(ctx context.Context) int {
 	return n
 }
 
-// haWrite writes a decision: CAS on the instance and on the host record
-// the decision saw.
-func (svc *Service) haWrite(ctx context.Context, r record, c haCandidate) error {
+// haWrite writes a decision: CAS on the instance, on the host record the
+// decision saw and on the volumes it read; with the volumes' changes.
+func (svc *Service) haWrite(ctx context.Context, r record, c haCandidate, plan volumes.HAPlan) error {
 	key := instanceKey(r.Project, r.Name)
 	_, err := svc.s.Txn(ctx,
-		[]store.Cond{store.At(key, c.e.rev), store.At(hosts.Prefix+c.host.Name, c.host.Revision)},
-		[]store.Op{store.PutJSON(key, r), r.event(ctx)})
+		append([]store.Cond{store.At(key, c.e.rev), store.At(hosts.Prefix+c.host.Name, c.host.Revision)}, plan.Conds...),
+		append([]store.Op{store.PutJSON(key, r), r.event(ctx)}, plan.Ops...))
 	return err
+}
+
+// Rehoming says whether an HA decision is recreating the instance on
+// another host and it is not placed there yet (volumes.Rehoming).
+func (svc *Service) Rehoming(project, name string) bool {
+	svc.cache.mu.RLock()
+	defer svc.cache.mu.RUnlock()
+	e := svc.cache.instances[instanceKey(project, name)]
+	return e != nil && e.rec.Rehome != ""
 }
 
 // selfFenced says whether the instance's last move was its agent stopping

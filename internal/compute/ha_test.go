@@ -11,7 +11,10 @@ import (
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/flavor"
 	"github.com/kumocloud/kumo/internal/hosts"
+	"github.com/kumocloud/kumo/internal/quota"
+	"github.com/kumocloud/kumo/internal/store"
 	"github.com/kumocloud/kumo/internal/store/memstore"
+	"github.com/kumocloud/kumo/internal/volumes"
 )
 
 // haEnv is a store with two hosts, each its own agent's (so each agent's
@@ -310,9 +313,187 @@ func TestHADecide(t *testing.T) {
 		{"an agent that does not fence", rec(api.StateRunning), noFence, false, time.Time{}, time.Hour, haRefuse, "does not self-fence"},
 		{"a fence grace too long", rec(api.StateRunning), late, false, time.Time{}, time.Hour, haRefuse, "too close"},
 	} {
-		v, why := haDecide(tc.r, tc.h, tc.alive, tc.seen, time.Time{}, lost.Add(tc.at), time.Minute)
+		v, why := haDecide(tc.r, tc.h, tc.alive, tc.seen, time.Time{}, lost.Add(tc.at), time.Minute, nil)
 		if v != tc.want || !strings.Contains(why, tc.contains) {
 			t.Errorf("%s: %v %q, want %v with %q", tc.name, v, why, tc.want, tc.contains)
 		}
+	}
+
+	// Volumes: shared ones follow the instance, a local one keeps it.
+	booting := func(from api.State) *record {
+		r := rec(from)
+		r.BootVolume, r.Boot = "root", &bootVolume{ID: "v-root"}
+		return r
+	}
+	sharedRoot := volumes.HAVolume{Name: "root", Device: "vda"}
+	sharedData := volumes.HAVolume{Name: "data", Device: "vdb"}
+	localData := volumes.HAVolume{Name: "data", Local: true, Host: "h", Device: "vdb"}
+	localRoot := volumes.HAVolume{Name: "root", Local: true, Host: "h", Device: "vda"}
+	for _, tc := range []struct {
+		name     string
+		r        *record
+		vols     []volumes.HAVolume
+		at       time.Duration
+		want     haVerdict
+		contains string
+	}{
+		{"a shared data volume", rec(api.StateRunning), []volumes.HAVolume{sharedData}, 61 * time.Second, haRecreate, "with its shared volumes data (vdb)"},
+		{"a shared boot volume", booting(api.StateRunning), []volumes.HAVolume{sharedRoot}, 61 * time.Second, haRecreate, "booting from its boot volume root (shared pool)"},
+		{"shared boot and data volumes", booting(api.StateRunning), []volumes.HAVolume{sharedData, sharedRoot}, 61 * time.Second, haRecreate, "booting from its boot volume root, with its shared volumes data (vdb), root (vda)"},
+		{"a shared volume, before the timeout", rec(api.StateRunning), []volumes.HAVolume{sharedData}, 59 * time.Second, haWait, ""},
+		{"a local data volume", rec(api.StateRunning), []volumes.HAVolume{sharedRoot, localData}, 61 * time.Second, haRefuse, "volume data (vdb) lives on lost host h (local pool)"},
+		{"a local boot volume", booting(api.StateRunning), []volumes.HAVolume{localRoot}, 61 * time.Second, haRefuse, "volume root (vda) lives on lost host h (local pool)"},
+		{"a local volume, before the timeout", rec(api.StateRunning), []volumes.HAVolume{localData}, 59 * time.Second, haWait, ""},
+		{"a local volume of a powered-off instance", rec(api.StatePoweroff), []volumes.HAVolume{localData}, time.Hour, haRefuse, "it was POWEROFF"},
+	} {
+		v, why := haDecide(tc.r, host, false, time.Time{}, time.Time{}, lost.Add(tc.at), time.Minute, tc.vols)
+		if v != tc.want || !strings.Contains(why, tc.contains) {
+			t.Errorf("%s: %v %q, want %v with %q", tc.name, v, why, tc.want, tc.contains)
+		}
+	}
+}
+
+// haLive is compute as the volume service's agent side reads it (as the
+// server wires it).
+type haLive struct{ svc *Service }
+
+func (l haLive) LiveInstance(ctx context.Context, project, name string) (string, string, string, error) {
+	in, _, err := l.svc.Get(ctx, project, name)
+	return in.ID, in.Type, l.svc.HostOf(project, name), err
+}
+
+func (l haLive) Rehoming(_ context.Context, project, name string) bool {
+	return l.svc.Rehoming(project, name)
+}
+
+// An HA instance whose volumes are all in a shared pool is recreated with
+// them, their attachments handed over in the decision's transaction; one
+// with a volume of the local pool stays UNKNOWN, and its history says
+// why, once.
+func TestHAWithVolumes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	env := newHAEnv(t, ctx, 10)
+	if _, err := env.ms.Txn(ctx, nil, []store.Op{quota.InitOp("p", api.ResourceCounts{Instances: 10, VCPUs: -1, MemoryMiB: -1, DiskGiB: -1, Volumes: -1, VolumeGiB: -1})}); err != nil {
+		t.Fatal(err)
+	}
+	svc := env.service(30 * time.Second)
+	vs := volumes.New(env.ms, nil, svc, env.hs, env.now)
+	svc.SetVolumes(vs)
+	live := haLive{svc}
+	if _, err := vs.CreatePool(ctx, api.StoragePoolsPost{Name: "nfs", Type: api.PoolSharedDir, Path: "/srv/nfs"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range []api.VolumesPost{{Name: "s-root", Pool: "nfs"}, {Name: "s-data", Pool: "nfs"}, {Name: "l-data"}} {
+		req.SizeGiB, req.Host = 1, "h1"
+		v, err := vs.Create(ctx, "p", req, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := vs.Report(ctx, map[string]bool{"h1": true}, live, []api.VolumeReport{{ID: v.ID, Status: "ready", SizeGiB: 1}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, req := range []api.InstancesPost{
+		{Name: "s", Type: "vm", Flavor: "small", Image: "img", HA: true, BootVolume: "s-root"},
+		{Name: "l", Type: "vm", Flavor: "small", Image: "img", HA: true},
+	} {
+		if _, err := svc.Create(ctx, "p", req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env.hs.Heartbeat([]string{"h1"}, api.Heartbeat{})
+	env.sync(svc)
+	if n, _, _ := svc.scheduleOnce(ctx); n != 2 {
+		t.Fatalf("placed %d", n)
+	}
+	env.sync(svc)
+	env.run(svc, "s", "l")
+	for vol, inst := range map[string]string{"s-data": "s", "l-data": "l"} {
+		if _, err := vs.Attach(ctx, "p", vol, api.VolumeAttach{Instance: inst, Device: "vdc"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"s-root", "s-data", "l-data"} {
+		v, _ := vs.Get(ctx, "p", name)
+		if err := vs.Report(ctx, map[string]bool{"h1": true}, live, []api.VolumeReport{{ID: v.ID, Status: "ready", SizeGiB: 1, AttachedTo: v.Attachment.InstanceID}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env.loseH1(svc)
+	if _, err := vs.Attach(ctx, "p", "s-data", api.VolumeAttach{Instance: "l"}); err == nil || !strings.Contains(err.Error(), "UNKNOWN") {
+		t.Fatalf("an attach to an instance of a lost host: %v", err)
+	}
+	env.advance(31 * time.Second)
+	env.hs.Heartbeat([]string{"h2"}, api.Heartbeat{})
+	if n := svc.checkHA(ctx); n != 1 {
+		t.Fatalf("recreated %d, want s only", n)
+	}
+	env.sync(svc)
+	in, hist := env.get(svc, "s")
+	if last := hist[len(hist)-1]; in.State != api.StatePending || !strings.Contains(last.Reason, "booting from its boot volume s-root, with its shared volumes s-data (vdc), s-root (vda)") {
+		t.Fatalf("s after the decision: %s, %+v", in.State, last)
+	}
+	for _, name := range []string{"s-root", "s-data"} {
+		if v, _ := vs.Get(ctx, "p", name); v.Attachment == nil || v.Attachment.Instance != "s" || v.Attachment.Attached {
+			t.Fatalf("%s after the decision: %+v", name, v.Attachment)
+		}
+	}
+	// Its new host's PROLOG waits for its data volume (and its boot volume).
+	data, _ := vs.Get(ctx, "p", "s-data")
+	if r, _, _ := svc.get(ctx, "p", "s"); len(r.NewVolumes) != 1 || r.NewVolumes[0] != data.ID || r.Boot == nil {
+		t.Fatalf("s waits for %v (boot %+v)", r.NewVolumes, r.Boot)
+	}
+	notes := func() int {
+		_, hist := env.get(svc, "l")
+		n := 0
+		for _, h := range hist {
+			if h.Actor == "ha" && strings.Contains(h.Reason, "volume l-data (vdc) lives on lost host h1 (local pool)") {
+				n++
+			}
+		}
+		return n
+	}
+	if in, _ := env.get(svc, "l"); in.State != api.StateUnknown || in.Host != "h1" || notes() != 1 || !strings.Contains(in.Reason, "until host h1 returns") {
+		t.Fatalf("l: %s on %s, reason %q, %d notes", in.State, in.Host, in.Reason, notes())
+	}
+	env.advance(time.Minute)
+	if n := svc.checkHA(ctx); n != 0 {
+		t.Fatalf("decided %d more", n)
+	}
+	env.sync(svc)
+	if notes() != 1 {
+		t.Fatalf("the refusal was recorded %d times", notes())
+	}
+	if v, _ := vs.Get(ctx, "p", "l-data"); v.Attachment == nil || !v.Attachment.Attached || v.Host != "h1" {
+		t.Fatalf("the local volume: %+v", v)
+	}
+
+	// s is placed on h2, which attaches its volumes: h1 never lists them.
+	if n, _, _ := svc.scheduleOnce(ctx); n != 1 {
+		t.Fatalf("placed %d", n)
+	}
+	env.sync(svc)
+	if in, _ := env.get(svc, "s"); in.Host != "h2" {
+		t.Fatalf("s placed on %q", in.Host)
+	}
+	for hs, want := range map[string]int{"h1": 1, "h2": 2} {
+		view, err := vs.AgentView(ctx, map[string]bool{hs: true}, live)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, v := range view.Items {
+			if v.Attach != nil {
+				n++
+			}
+		}
+		if n != want {
+			t.Fatalf("%s's view attaches %d volumes, want %d: %+v", hs, n, want, view.Items)
+		}
+	}
+	env.run(svc, "s")
+	if r, _, _ := svc.get(ctx, "p", "s"); r.NewVolumes != nil {
+		t.Fatalf("s still waits for %v once RUNNING", r.NewVolumes)
 	}
 }

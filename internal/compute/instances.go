@@ -135,6 +135,12 @@ func (r *record) transition(t time.Time, to api.State, host, actor, reason strin
 		r.History = r.History[len(r.History)-maxHistory:]
 	}
 	r.State, r.Reason, r.UpdatedAt, r.Unplaceable = to, reason, t, false
+	if to == api.StateRunning {
+		// Made and attached: a later PROLOG (a restart elsewhere) has
+		// nothing of them to wait for, and one since detached would be
+		// waited for in vain.
+		r.NewVolumes = nil
+	}
 	// Host is where it holds resources; Home, where its state stays.
 	if to == api.StateStopped || to == api.StatePending {
 		r.Host = ""

@@ -320,6 +320,10 @@ type Common struct {
 	// Shared is what the drivers opened together for one machine share
 	// (nil: the driver stands alone).
 	Shared *Shared
+	// CgroupParent is the cgroup, below each hierarchy's root, that a
+	// driver running processes makes its instances' cgroups in
+	// (--cgroup-parent; "": local.DefaultCgroupParent, "kumo").
+	CgroupParent string
 }
 
 // Shared holds what the drivers opened together for one machine share -

@@ -27,6 +27,11 @@ func (l liveInstances) LiveInstance(ctx context.Context, project, name string) (
 	return in.ID, in.Type, l.c.HostOf(project, name), nil
 }
 
+// Rehoming implements volumes.Rehoming.
+func (l liveInstances) Rehoming(_ context.Context, project, name string) bool {
+	return l.c.Rehoming(project, name)
+}
+
 // MigrationTarget implements volumes.Migrating.
 func (l liveInstances) MigrationTarget(ctx context.Context, project, name string) (string, bool) {
 	in, _, err := l.c.Get(ctx, project, name)

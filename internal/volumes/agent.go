@@ -65,7 +65,12 @@ func (svc *Service) agentVolumes(ctx context.Context, live Live) ([]agentVolume,
 				}
 			}
 		}
-		v.handler = handler(&r, pools[r.Pool].Type == api.PoolSharedDir, instHost)
+		shared := pools[r.Pool].Type == api.PoolSharedDir
+		v.handler = handler(&r, shared, instHost)
+		if shared && instHost == "" && v.attach != nil && rehoming(ctx, live, &r) {
+			// Its instance's lost host must not take it up again (ha.go).
+			v.handler, v.attach = "", nil
+		}
 		out = append(out, v)
 	}
 	return out, nil

@@ -439,6 +439,12 @@ func (svc *Service) Attach(ctx context.Context, project, name string, req api.Vo
 	if in.State == api.StateMigrate {
 		return api.Volume{}, errs.Conflict("instance %q is migrating: attach once it has moved", req.Instance)
 	}
+	if in.State == api.StateUnknown {
+		// Its host cannot carry the attachment out, and an HA decision
+		// that recreates it elsewhere hands over only the volumes it read
+		// (ha.go).
+		return api.Volume{}, errs.Conflict("instance %q is UNKNOWN (its host %s is lost): attach once it is back", req.Instance, in.Host)
+	}
 	pools, err := svc.pools(ctx)
 	if err != nil {
 		return api.Volume{}, err

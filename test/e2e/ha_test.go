@@ -197,3 +197,87 @@ func TestHAAgentKilledStaysDead(t *testing.T) {
 	env.a1.start()
 	env.backOnce()
 }
+
+// TestHAWithSharedVolume: the --ha container has a filesystem volume of a
+// shared-dir pool (a directory both hosts see) mounted at /data, where it
+// wrote a file; a local volume attached to it meanwhile is warned about
+// (HA could not bring it along) and detached again. ha1's network is cut:
+// ha1 fences web and unmounts the volume from its host, the server
+// recreates web on ha2 with the volume mounted at /data again, and the
+// file is there. When ha1 is back, web runs once, on ha2, and still reads
+// it.
+func TestHAWithSharedVolume(t *testing.T) {
+	env := startHAHosts(t)
+	ctx := context.Background()
+	root := env.root
+	must(t, root, "", "volume", "create", "loc", "--size", "1GiB", "--format", "ext4", "--near", "web")
+	volumeIs(t, env.c, "loc", "made", 60*time.Second, func(v api.Volume) bool { return v.Status == api.VolumeAvailable })
+	if r := kumo(t, root, "", "volume", "attach", "loc", "web", "--path", "/local"); r.code != 0 || !strings.Contains(r.err, "warning: volume loc is in the local pool") {
+		t.Fatalf("attaching a local volume to an HA instance: exit %d, stderr %q", r.code, r.err)
+	}
+	volumeIs(t, env.c, "loc", "attached", 60*time.Second, func(v api.Volume) bool { return v.Attachment != nil && v.Attachment.Attached })
+	must(t, root, "", "volume", "detach", "loc")
+	volumeIs(t, env.c, "loc", "detached", 60*time.Second, func(v api.Volume) bool { return v.Attachment == nil })
+
+	must(t, root, "", "storage", "pool", "create", "nfs", "--path", t.TempDir())
+	must(t, root, "", "volume", "create", "files", "--size", "1GiB", "--format", "ext4", "--pool", "nfs")
+	volumeIs(t, env.c, "files", "made", 60*time.Second, func(v api.Volume) bool { return v.Status == api.VolumeAvailable })
+	if r := kumo(t, root, "", "volume", "attach", "files", "web", "--path", "/data"); r.code != 0 || strings.Contains(r.err, "warning") {
+		t.Fatalf("attaching a shared volume to an HA instance: exit %d, stderr %q", r.code, r.err)
+	}
+	volumeIs(t, env.c, "files", "attached on ha1", 60*time.Second, func(v api.Volume) bool { return v.Attachment != nil && v.Attachment.Attached })
+	must(t, root, "", "instance", "exec", "web", "--", "sh", "-c", "echo written-on-ha1 > /data/f")
+
+	vol := volumeIs(t, env.c, "files", "known", time.Second, func(api.Volume) bool { return true })
+	mount1 := filepath.Join(env.dir1, "volumes", "mounts", vol.ID)
+	mount2 := filepath.Join(env.dir2, "volumes", "mounts", vol.ID)
+	if !mountedAt(mount1) {
+		t.Fatal("the volume is not mounted on ha1's host")
+	}
+	ipIn(t, env.h1, "link", "set", "ul1", "down")
+	// ha1 unmounts it (fencing) before ha2 mounts it: never both.
+	eventually(t, 30*time.Second, "ha1 to fence web and unmount its volume", func() (bool, string) {
+		st := env.once()
+		return !mountedAt(mount1), st
+	})
+	if mountedAt(mount2) {
+		t.Fatal("ha2 mounted the volume while ha1 still had it")
+	}
+	env.fencedAndMoved(env.a1.out.String)
+	if mountedAt(mount1) || !mountedAt(mount2) {
+		t.Fatalf("after the move: mounted on ha1 %v, on ha2 %v", mountedAt(mount1), mountedAt(mount2))
+	}
+	eventually(t, 60*time.Second, "web reads its file on ha2", func() (bool, string) {
+		r := kumo(t, root, "", "instance", "exec", "web", "--", "cat", "/data/f")
+		return r.code == 0 && strings.TrimSpace(r.out) == "written-on-ha1", r.out + r.err
+	})
+	hist, err := env.c.InstanceHistory(ctx, "default", "web")
+	if err != nil || !strings.Contains(fmt.Sprint(hist), "with its shared volumes files (/data)") {
+		t.Fatalf("the history does not say web moved with its volume: %+v %v", hist, err)
+	}
+	ipIn(t, env.h1, "link", "set", "ul1", "up")
+	eventually(t, 90*time.Second, "ha1 back and its fenced copy gone", func() (bool, string) {
+		st := env.once()
+		h, err := env.c.Host(ctx, "ha1")
+		return err == nil && h.State == api.HostOnline && runcStatus(env.dir1, env.web.ID) == "", st
+	})
+	if out := must(t, root, "", "instance", "exec", "web", "--", "cat", "/data/f"); strings.TrimSpace(out) != "written-on-ha1" {
+		t.Fatalf("after ha1 returned web reads %q", out)
+	}
+	if in, _ := instanceState(t, env.c, "default", "web"); in.Host != "ha2" || in.State != api.StateRunning {
+		t.Fatalf("after ha1 returned web is %s on %s", in.State, in.Host)
+	}
+	must(t, root, "", "instance", "terminate", "web", "--wait")
+}
+
+// mountedAt says whether something is mounted at path (in this mount
+// namespace: the agents enter only network namespaces).
+func mountedAt(path string) bool {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && f[4] == path {
+			return true
+		}
+	}
+	return false
+}

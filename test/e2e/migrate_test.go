@@ -131,10 +131,10 @@ func (mc *migCloud) startAgent(h, port string, extra ...string) {
 	ip := map[string]string{"m1": "198.19.0.2", "m2": "198.19.0.3"}[h]
 	a := &netAgent{t: t, stateDir: dir, args: append([]string{"--net=" + mc.ns[h], kumoBin, "agent", "--server", "https://198.19.0.1:" + port,
 		"--join-token", joinToken(t, mc.root), "--name", h, "--driver", "qemu", "--qemu-accel", "tcg", "--state-dir", dir, "--host-name", h,
-		"--vtep", ip, "--heartbeat", "1s", "--fence-grace", "0"}, extra...)}
+		"--vtep", ip, "--heartbeat", "1s", "--fence-grace", "0", "--cgroup-parent", migCgroupParent(h)}, extra...)}
 	a.start()
 	mc.agents[h] = a
-	t.Cleanup(func() { a.kill9(); removeInstances(dir) })
+	t.Cleanup(func() { a.kill9(); removeInstances(dir); removeCgroupParent(migCgroupParent(h)) })
 	eventually(t, 60*time.Second, h+" online", func() (bool, string) {
 		hh, err := mc.c.Host(context.Background(), h)
 		return err == nil && hh.State == api.HostOnline, fmt.Sprint(hh.State, err) + a.out.String()
@@ -281,11 +281,15 @@ func (mc *migCloud) runsOnceOn(h string) {
 			fmt.Sprintf("%s on %s (migration %+v); qemu %s %d, %s %d; files on %s: %v; tap there: %q\n%s", in.State, in.Host, in.Migration,
 				h, mc.qemuOf(h), other, mc.qemuOf(other), other, err, tap, mc.history())
 	})
-	// One kernel holds both "hosts": the instance's cgroup is one path;
-	// only the running QEMU is in it.
-	procs, _ := os.ReadFile("/sys/fs/cgroup/memory/kumo/" + mc.vm.ID + "/cgroup.procs")
+	// One kernel holds both "hosts", each agent with a cgroup parent of
+	// its own (as two machines have two cgroup trees): the running QEMU
+	// alone is in h's cgroup for the VM, and the other host has none.
+	procs, _ := os.ReadFile("/sys/fs/cgroup/memory/" + migCgroupParent(h) + "/" + mc.vm.ID + "/cgroup.procs")
 	if got := strings.Fields(string(procs)); len(got) != 1 || got[0] != strconv.Itoa(mc.qemuOf(h)) {
-		t.Errorf("vm's cgroup holds %v, not only the QEMU on %s (%d)", got, h, mc.qemuOf(h))
+		t.Errorf("vm's cgroup on %s holds %v, not only its QEMU (%d)", h, got, mc.qemuOf(h))
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/memory/" + migCgroupParent(other) + "/" + mc.vm.ID); !os.IsNotExist(err) {
+		t.Errorf("vm's cgroup is left on %s (%v)", other, err)
 	}
 	eventually(t, 30*time.Second, "allocations: vm on "+h+" only", func() (bool, string) {
 		a, errA := mc.c.Host(context.Background(), h)
@@ -570,4 +574,18 @@ func TestMigrateVM(t *testing.T) {
 	must(t, mc.root, "", "instance", "terminate", "vm", "--wait")
 	must(t, mc.root, "", "instance", "terminate", "peer", "--wait")
 	t.Logf("all in %s", time.Since(start).Round(time.Second))
+}
+
+// migCgroupParent is the cgroup parent of host h's agent: the two agents
+// share one kernel, and with one parent the two QEMUs of a migration
+// would share the VM's cgroup (its CPU quota, its memory limit).
+func migCgroupParent(h string) string { return "kumo-e2e-" + h }
+
+// removeCgroupParent removes an agent's cgroup parent from every
+// hierarchy once it is empty.
+func removeCgroupParent(p string) {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", p))
+	for _, d := range dirs {
+		os.Remove(d)
+	}
 }

@@ -49,10 +49,10 @@ func TestMigrateColdContainerVolume(t *testing.T) {
 		dirs[name] = dir
 		a := &netAgent{t: t, stateDir: dir, args: []string{"--net=" + []string{h1, h2}[i-1], kumoBin, "agent", "--server", fmt.Sprintf("https://198.19.%d.1:%s", i, port),
 			"--join-token", joinToken(t, root), "--driver", "container", "--state-dir", dir, "--host-name", name,
-			"--vtep", fmt.Sprintf("198.19.%d.2", i), "--heartbeat", "1s", "--fence-grace", "0"}}
+			"--vtep", fmt.Sprintf("198.19.%d.2", i), "--heartbeat", "1s", "--fence-grace", "0", "--cgroup-parent", migCgroupParent(name)}}
 		a.args = append(a.args, extra...)
 		a.start()
-		t.Cleanup(func() { a.kill9(); removeInstances(dir) })
+		t.Cleanup(func() { a.kill9(); removeInstances(dir); removeCgroupParent(migCgroupParent(name)) })
 		eventually(t, 30*time.Second, name+" online", func() (bool, string) {
 			h, err := c.Host(ctx, name)
 			return err == nil && h.State == api.HostOnline, fmt.Sprint(h, err) + a.out.String()

@@ -51,7 +51,7 @@ func (d *Driver) writeBundle(s driver.Spec) error {
 			{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755"}},
 		},
 		Linux: &specs.Linux{
-			CgroupsPath: local.CgroupPath(s.ID),
+			CgroupsPath: d.cgroups.Path(s.ID),
 			Resources: &specs.LinuxResources{
 				Memory:  &specs.LinuxMemory{Limit: &mem, Swap: &swap},
 				CPU:     &specs.LinuxCPU{Quota: &quota, Period: &period},

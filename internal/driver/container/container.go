@@ -52,14 +52,16 @@ func (c Config) Validate() error {
 
 // Driver runs containers with runc.
 type Driver struct {
-	o     Config
-	root  string // state dir
-	runc  string
-	mkfs  string
-	host  string
-	inst  local.Instances
-	cache *local.Cache
-	ready local.Readiness
+	o    Config
+	root string // state dir
+	runc string
+	mkfs string
+	host string
+	// cgroups names the instances' cgroups (below --cgroup-parent).
+	cgroups local.Cgroups
+	inst    local.Instances
+	cache   *local.Cache
+	ready   local.Readiness
 }
 
 var _ driver.Driver = (*Driver)(nil)
@@ -82,7 +84,7 @@ func New(ctx context.Context, c driver.Common, cfg Config) (*Driver, error) {
 	if c.StateDir == "" {
 		return nil, errors.New("the container driver needs a state dir")
 	}
-	d := &Driver{o: cfg, root: c.StateDir, runc: runc, mkfs: mkfs, host: c.HostName}
+	d := &Driver{o: cfg, root: c.StateDir, runc: runc, mkfs: mkfs, host: c.HostName, cgroups: local.Cgroups{Parent: c.CgroupParent}}
 	if d.host == "" {
 		d.host = local.HostName()
 	}
@@ -479,7 +481,7 @@ func (d *Driver) status(id string, m meta, runcState string) driver.Status {
 			st.State = driver.Prepared
 		}
 	}
-	st.CPUSeconds, st.MemoryMiB = local.CgroupUsage(id)
+	st.CPUSeconds, st.MemoryMiB = d.cgroups.Usage(id)
 	if st.State == driver.Running {
 		st.Ready = d.ready.Check(filepath.Join(d.dir(id), "console.log"), m.BootOffset)
 	}

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/kumocloud/kumo/internal/driver"
-	"github.com/kumocloud/kumo/internal/driver/local"
 )
 
 // waitFor waits (generously: the machine is shared) for evidence.
@@ -359,8 +358,8 @@ func TestContainerConfinement(t *testing.T) {
 	if err != nil || json.Unmarshal(st, &state) != nil || state.Pid == 0 {
 		t.Fatalf("runc state: %v %s", err, st)
 	}
-	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", state.Pid)); !strings.Contains(string(b), local.CgroupPath(plain.ID)) {
-		t.Errorf("the host does not see the container in %s: %s", local.CgroupPath(plain.ID), b)
+	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", state.Pid)); !strings.Contains(string(b), d.cgroups.Path(plain.ID)) {
+		t.Errorf("the host does not see the container in %s: %s", d.cgroups.Path(plain.ID), b)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/containerd/cgroups/v3"
@@ -15,7 +16,7 @@ import (
 
 // An instance's processes live in cgroup /kumo/<id> of every hierarchy
 // the host has (runc puts containers there, from config.json's
-// cgroupsPath; JoinCgroup puts VMs there): their usage is read there, the
+// cgroupsPath; Cgroups.Join puts VMs there): their usage is read there, the
 // flavor's limits hold there, and a restart of the agent's own cgroup (a
 // systemd unit) does not take them along. The hierarchies are found by
 // github.com/containerd/cgroups: cgroup v2, or v1 with its controllers
@@ -47,56 +48,118 @@ func (l Limits) resources() *specs.LinuxResources {
 	return r
 }
 
-// CgroupPath is an instance's cgroup, below each hierarchy's root.
-func CgroupPath(id string) string { return "/kumo/" + id }
+// DefaultCgroupParent is the cgroup instances' cgroups are made in,
+// below each hierarchy's root, unless the agent is given another
+// (--cgroup-parent, as Docker's and the kubelet's flag of that name).
+const DefaultCgroupParent = "kumo"
+
+// Cgroups names and manages instances' cgroups below one parent. Two
+// agents on one machine (tests, or a lab holding two "hosts") each need a
+// parent of their own: with one, the two QEMUs of a migration between
+// them would share one cgroup, its CPU quota and memory limit, and the
+// target's cleanup would remove the source's cgroup.
+type Cgroups struct {
+	// Parent is a relative cgroup path ("" is DefaultCgroupParent).
+	Parent string
+}
+
+// ValidCgroupParent checks a --cgroup-parent: one or more names of
+// letters, digits, '.', '_' and '-', separated by '/', none "." or "..".
+func ValidCgroupParent(p string) error {
+	if p == "" {
+		return nil
+	}
+	for _, part := range strings.Split(p, "/") {
+		ok := part != "" && part != "." && part != ".."
+		for _, r := range part {
+			ok = ok && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
+		}
+		if !ok {
+			return fmt.Errorf("cgroup parent %q: give a relative path of names made of letters, digits, '.', '_' and '-' (not '.' or '..')", p)
+		}
+	}
+	return nil
+}
+
+// Path is an instance's cgroup, below each hierarchy's root.
+func (c Cgroups) Path(id string) string {
+	p := c.Parent
+	if p == "" {
+		p = DefaultCgroupParent
+	}
+	return "/" + p + "/" + id
+}
 
 // unifiedHybrid is where the v2 hierarchy is mounted in the hybrid layout.
 const unifiedHybrid = "/sys/fs/cgroup/unified"
 
-// JoinCgroup makes the instance's cgroup with its limits and moves pid
-// (all its threads) into it.
-func JoinCgroup(pid int, id string, lim Limits) error {
+// RemoveParent removes the parent cgroup from every hierarchy where it is
+// empty (an agent leaves its parent in place; a test that gave agents
+// parents of their own removes them when it ends).
+func (c Cgroups) RemoveParent() {
+	p := c.Parent
+	if p == "" {
+		p = DefaultCgroupParent
+	}
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", p))
+	dirs = append(dirs, filepath.Join("/sys/fs/cgroup", p))
+	for _, d := range dirs {
+		// Deepest first: a parent of several names is removed name by
+		// name, while each is empty.
+		for rel := p; rel != "." && rel != "/"; rel = filepath.Dir(rel) {
+			if os.Remove(filepath.Join(strings.TrimSuffix(d, p), rel)) != nil {
+				break
+			}
+		}
+	}
+}
+
+// Join makes the instance's cgroup with its limits and moves pid (all
+// its threads) into it.
+func (c Cgroups) Join(pid int, id string, lim Limits) error {
+	path := c.Path(id)
 	if cgroups.Mode() == cgroups.Unified {
-		m, err := cgroup2.NewManager("/sys/fs/cgroup", CgroupPath(id), cgroup2.ToResources(lim.resources()))
+		m, err := cgroup2.NewManager("/sys/fs/cgroup", path, cgroup2.ToResources(lim.resources()))
 		if err != nil {
-			return fmt.Errorf("cgroup %s: %w", CgroupPath(id), err)
+			return fmt.Errorf("cgroup %s: %w", path, err)
 		}
 		return m.AddProc(uint64(pid))
 	}
-	cg, err := cgroup1.New(cgroup1.StaticPath(CgroupPath(id)), lim.resources())
+	cg, err := cgroup1.New(cgroup1.StaticPath(path), lim.resources())
 	if err != nil {
-		return fmt.Errorf("cgroup %s: %w", CgroupPath(id), err)
+		return fmt.Errorf("cgroup %s: %w", path, err)
 	}
 	if err := cg.Add(cgroup1.Process{Pid: pid}); err != nil {
-		return fmt.Errorf("cgroup %s: %w", CgroupPath(id), err)
+		return fmt.Errorf("cgroup %s: %w", path, err)
 	}
 	if cgroups.Mode() == cgroups.Hybrid {
 		// No controllers there: only systemd's tracking of the process.
-		m, err := cgroup2.NewManager(unifiedHybrid, CgroupPath(id), &cgroup2.Resources{})
+		m, err := cgroup2.NewManager(unifiedHybrid, path, &cgroup2.Resources{})
 		if err != nil {
-			return fmt.Errorf("cgroup %s: %w", CgroupPath(id), err)
+			return fmt.Errorf("cgroup %s: %w", path, err)
 		}
 		return m.AddProc(uint64(pid))
 	}
 	return nil
 }
 
-// RemoveCgroup removes the instance's cgroup. A process that was just
-// killed may still be leaving it (the kernel refuses to remove a cgroup
-// with a task in it), so removal is retried for up to two seconds.
-func RemoveCgroup(id string) {
+// Remove removes the instance's cgroup. A process that was just killed
+// may still be leaving it (the kernel refuses to remove a cgroup with a
+// task in it), so removal is retried for up to two seconds.
+func (c Cgroups) Remove(id string) {
+	path := c.Path(id)
 	remove := func() error {
 		if cgroups.Mode() == cgroups.Unified {
-			return removeV2("/sys/fs/cgroup", id)
+			return removeV2("/sys/fs/cgroup", path)
 		}
 		var errs []error
-		if cg, err := cgroup1.Load(cgroup1.StaticPath(CgroupPath(id))); err == nil {
+		if cg, err := cgroup1.Load(cgroup1.StaticPath(path)); err == nil {
 			errs = append(errs, cg.Delete())
 		} else if !errors.Is(err, cgroup1.ErrCgroupDeleted) {
 			errs = append(errs, err)
 		}
 		if cgroups.Mode() == cgroups.Hybrid {
-			errs = append(errs, removeV2(unifiedHybrid, id))
+			errs = append(errs, removeV2(unifiedHybrid, path))
 		}
 		return errors.Join(errs...)
 	}
@@ -105,22 +168,23 @@ func RemoveCgroup(id string) {
 	}
 }
 
-func removeV2(mount, id string) error {
-	if _, err := os.Stat(filepath.Join(mount, CgroupPath(id))); errors.Is(err, os.ErrNotExist) {
+func removeV2(mount, path string) error {
+	if _, err := os.Stat(filepath.Join(mount, path)); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	m, err := cgroup2.Load(CgroupPath(id), cgroup2.WithMountpoint(mount))
+	m, err := cgroup2.Load(path, cgroup2.WithMountpoint(mount))
 	if err != nil {
 		return err
 	}
 	return m.Delete()
 }
 
-// CgroupUsage reads the CPU time (seconds) and memory (MiB) of the
-// instance's cgroup; zeros when it has none.
-func CgroupUsage(id string) (float64, int64) {
+// Usage reads the CPU time (seconds) and memory (MiB) of the instance's
+// cgroup; zeros when it has none.
+func (c Cgroups) Usage(id string) (float64, int64) {
+	path := c.Path(id)
 	if cgroups.Mode() == cgroups.Unified {
-		m, err := cgroup2.Load(CgroupPath(id))
+		m, err := cgroup2.Load(path)
 		if err != nil {
 			return 0, 0
 		}
@@ -130,7 +194,7 @@ func CgroupUsage(id string) (float64, int64) {
 		}
 		return float64(st.CPU.UsageUsec) / 1e6, int64(st.Memory.Usage >> 20)
 	}
-	cg, err := cgroup1.Load(cgroup1.StaticPath(CgroupPath(id)), cgroup1.WithHierarchy(usageHierarchy))
+	cg, err := cgroup1.Load(cgroup1.StaticPath(path), cgroup1.WithHierarchy(usageHierarchy))
 	if err != nil {
 		return 0, 0
 	}

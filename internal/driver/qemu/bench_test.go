@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -40,11 +41,14 @@ func BenchmarkBootVsQemu(b *testing.B) {
 			b.Fatal(err)
 		}
 		running += time.Since(t0)
-		for {
+		for limit := time.Now().Add(2 * time.Minute); ; {
 			st, _ := d.Status(ctx, s.ID)
 			if st.Ready {
 				rss += st.MemoryMiB
 				break
+			}
+			if time.Now().After(limit) {
+				b.Fatalf("kumo's guest not ready after 2 minutes")
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
@@ -54,18 +58,35 @@ func BenchmarkBootVsQemu(b *testing.B) {
 
 		log := d.path(base.ID, "console.log")
 		os.Remove(log)
+		os.MkdirAll(d.sock(base.ID, ""), 0o700)
 		t0 = time.Now()
-		if out, err := exec.Command(d.qemu, args...).CombinedOutput(); err != nil {
-			b.Fatalf("bare qemu: %v %s", err, out)
+		// QEMU does not daemonize (its sandbox forbids the fork): it runs
+		// beside the benchmark, and exits when ensureQuit asks it to.
+		var out bytes.Buffer
+		cmd := exec.Command(d.qemu, args...)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			b.Fatalf("bare qemu: %v", err)
 		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		deadline := time.After(2 * time.Minute)
 		for {
 			if bs, _ := os.ReadFile(log); local.ReadyMarker.Match(bs) {
 				break
 			}
-			time.Sleep(5 * time.Millisecond)
+			select {
+			case err := <-exited:
+				b.Fatalf("bare qemu exited before its guest was ready: %v %s", err, out.Bytes())
+			case <-deadline:
+				cmd.Process.Kill()
+				b.Fatalf("bare qemu's guest not ready after 2 minutes")
+			case <-time.After(5 * time.Millisecond):
+			}
 		}
 		bare += time.Since(t0)
 		d.ensureQuit(ctx, base.ID)
+		<-exited
 	}
 	b.StopTimer()
 	d.Cleanup(ctx, base.ID, false)

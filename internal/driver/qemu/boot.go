@@ -525,7 +525,7 @@ func (d *Driver) spawn(ctx context.Context, id string, m meta, incoming string) 
 		b, _ := os.ReadFile(d.path(id, "qemu.log"))
 		return fmt.Errorf("qemu did not start: %v: %s", err, oneLine(b))
 	}
-	if err := local.JoinCgroup(cmd.Process.Pid, id, d.limits(m.Spec.Size)); err != nil {
+	if err := d.cgroups.Join(cmd.Process.Pid, id, d.limits(m.Spec.Size)); err != nil {
 		d.ensureQuit(ctx, id)
 		return fmt.Errorf("moving qemu into its cgroup: %w", err)
 	}

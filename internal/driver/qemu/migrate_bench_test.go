@@ -39,9 +39,9 @@ import (
 //     the target continued.
 //
 // Every QEMU is the driver's own command line in the VM's cgroup, with
-// the same downtime limit (300 ms) and bandwidth (128 MiB/s). On one
-// machine the two QEMUs of a move share the VM's cgroup (/kumo/<id>, one
-// vCPU's quota) whichever kind moves it.
+// the same downtime limit (300 ms) and bandwidth (128 MiB/s). The two
+// drivers have cgroup parents of their own (as two machines would): the
+// two QEMUs of a move are in two cgroups, whichever kind moves it.
 //
 // Reported (medians): QEMU's own total time and downtime of the memory
 // migration; the wall time of the whole move (from LiveSend, or the

@@ -84,6 +84,8 @@ type Driver struct {
 	qemu    string
 	version string
 	host    string
+	// cgroups names the instances' cgroups (below --cgroup-parent).
+	cgroups local.Cgroups
 	accel   string
 	// accelReason says why accel was chosen (the probe's verdict).
 	accelReason string
@@ -132,7 +134,7 @@ func New(ctx context.Context, c driver.Common, cfg Config) (*Driver, error) {
 		return nil, fmt.Errorf("%s --version: %w", bin, err)
 	}
 	version := strings.TrimPrefix(strings.SplitN(string(out), "\n", 2)[0], "QEMU emulator version ")
-	d := &Driver{o: cfg, root: c.StateDir, qemu: bin, version: version, host: c.HostName, locks: map[string]*sync.Mutex{}}
+	d := &Driver{o: cfg, root: c.StateDir, qemu: bin, version: version, host: c.HostName, locks: map[string]*sync.Mutex{}, cgroups: local.Cgroups{Parent: c.CgroupParent}}
 	if abs, err := filepath.Abs(c.StateDir); err == nil {
 		sum := sha256.Sum256([]byte(abs))
 		d.runTag = hex.EncodeToString(sum[:4])
@@ -406,7 +408,7 @@ func (d *Driver) Stop(ctx context.Context, id string, force bool) error {
 		_ = d.powerdown(ctx, id)
 	}
 	d.ensureQuit(ctx, id)
-	local.RemoveCgroup(id)
+	d.cgroups.Remove(id)
 	return nil
 }
 
@@ -511,7 +513,7 @@ func (d *Driver) Save(ctx context.Context, id string) error {
 			return err
 		}
 		d.ensureQuit(ctx, id)
-		local.RemoveCgroup(id)
+		d.cgroups.Remove(id)
 		return nil
 	})
 }
@@ -592,7 +594,7 @@ func (d *Driver) Cleanup(ctx context.Context, id string, keepSaved bool) error {
 		return nil
 	}
 	d.ensureQuit(ctx, id)
-	local.RemoveCgroup(id)
+	d.cgroups.Remove(id)
 	os.RemoveAll(d.sock(id, ""))
 	os.Remove(filepath.Dir(d.sock(id, ""))) // the run tag's dir, once empty
 	d.ready.Forget(d.path(id, "console.log"))
@@ -646,7 +648,7 @@ func (d *Driver) status(ctx context.Context, id string, m meta) driver.Status {
 		m.Want, m.Reason = wantStopped, "the guest powered itself off"
 		d.writeMeta(id, m)
 		d.ensureQuit(ctx, id)
-		local.RemoveCgroup(id)
+		d.cgroups.Remove(id)
 		st.State, st.Reason = driver.Stopped, m.Reason
 		return st
 	case qs == "paused" || qs == "finish-migrate" || qs == "postmigrate":
@@ -655,7 +657,7 @@ func (d *Driver) status(ctx context.Context, id string, m meta) driver.Status {
 		// running, or QMP did not answer (QEMU is alive: it runs).
 		st.State = driver.Running
 	}
-	st.CPUSeconds, st.MemoryMiB = local.CgroupUsage(id)
+	st.CPUSeconds, st.MemoryMiB = d.cgroups.Usage(id)
 	st.Ready = d.ready.Check(d.path(id, "console.log"), m.BootOffset)
 	if !st.Ready && !m.BootAt.IsZero() && time.Since(m.BootAt) > d.o.ReadyTimeout {
 		tail, _ := local.Tail(d.path(id, "console.log"), 5)

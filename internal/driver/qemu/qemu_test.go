@@ -58,7 +58,14 @@ func newDriver(t testing.TB, dir string, fetch func(context.Context, string) (io
 	if os.Geteuid() != 0 {
 		t.Skip("VM cgroups need root; CI runs as root")
 	}
-	d, err := New(context.Background(), driver.Common{StateDir: dir, Images: driver.ImageFunc(fetch), HostName: "testhost"}, Config{Accel: "tcg", StopTimeout: 20 * time.Second})
+	// A cgroup parent per state dir, as each machine has a cgroup tree of
+	// its own: the two drivers of a migration test put the two QEMUs of a
+	// move in two cgroups (one would share one vCPU's quota between them),
+	// and a driver opened again on a dir finds its VMs' cgroups.
+	sum := sha256.Sum256([]byte(dir))
+	cg := local.Cgroups{Parent: "kumo-test-" + hex.EncodeToString(sum[:4])}
+	t.Cleanup(cg.RemoveParent)
+	d, err := New(context.Background(), driver.Common{StateDir: dir, Images: driver.ImageFunc(fetch), HostName: "testhost", CgroupParent: cg.Parent}, Config{Accel: "tcg", StopTimeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,7 +397,7 @@ func TestVMCgroup(t *testing.T) {
 		}
 		return strings.TrimSpace(string(b))
 	}
-	cg := local.CgroupPath(s.ID)
+	cg := d.cgroups.Path(s.ID)
 	if cgroups.Mode() == cgroups.Unified {
 		if got := read(cg + "/cpu.max"); got != "200000 100000" {
 			t.Errorf("cpu.max %q, want 2 vCPUs' worth", got)
