@@ -54,7 +54,9 @@ func (svc *Service) Consolidation(ctx context.Context) (api.Consolidation, error
 			continue
 		}
 		req := svc.request(r, groups)
-		req.ID, req.Home = r.Project+"/"+r.Name, ""
+		// Its local volumes move with it (live or cold), as in an
+		// evacuation: they do not hold it on its host.
+		req.ID, req.Home, req.Volumes = r.Project+"/"+r.Name, "", nil
 		sizes[req.ID] = r.Size
 		placed = append(placed, scheduler.Placed{Request: req, Host: r.Host, Movable: movable(r.State), Why: "it is " + string(r.State)})
 	}

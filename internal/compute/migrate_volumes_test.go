@@ -93,7 +93,10 @@ func TestMigrationCarriesVolumes(t *testing.T) {
 // on h1, with it attached.
 type bootOnH1 struct{ attachedVolumes }
 
-func (bootOnH1) PlanBoot(context.Context, string, volumes.BootInstance, api.InstancesPost) (volumes.BootPlan, error) {
+func (bootOnH1) PlanBoot(_ context.Context, _ string, _ volumes.BootInstance, req api.InstancesPost) (volumes.BootPlan, error) {
+	if req.BootVolume == "" {
+		return volumes.BootPlan{}, nil
+	}
 	return volumes.BootPlan{Volume: "root", ID: "v1", Host: "h1", Local: true}, nil
 }
 
@@ -123,6 +126,22 @@ func TestEvacuationMovesBootVolumeVMs(t *testing.T) {
 	plan, err := svc.EvacuationPlan(ctx, "h1")
 	if err != nil || len(plan.Moves) != 1 || plan.Moves[0].Target == "" || plan.Moves[0].Target == "h1" {
 		t.Fatalf("evacuation plan of h1: %+v %v", plan, err)
+	}
+	// Consolidation too may move it: its volume does not hold it there.
+	// A second instance, held to h2, makes two hosts in use: b is the
+	// one that can move.
+	if _, err := svc.Create(ctx, "p", api.InstancesPost{Name: "c", Type: "vm", Flavor: "small", Image: "img", Requirements: `NAME = "h2"`}); err != nil {
+		t.Fatal(err)
+	}
+	env.sync(svc)
+	if n, _, _ := svc.scheduleOnce(ctx); n != 1 {
+		t.Fatalf("placed %d", n)
+	}
+	env.sync(svc)
+	env.run(svc, "c")
+	cons, err := svc.Consolidation(ctx)
+	if err != nil || len(cons.Moves) != 1 || cons.Moves[0].Instance != "b" || cons.Moves[0].To != "h2" {
+		t.Fatalf("consolidation: %+v %v", cons, err)
 	}
 	if _, err := svc.Migrate(ctx, "p", "b", api.InstanceMigrate{Mode: api.MigrateCold}); err != nil {
 		t.Fatalf("a cold move of a VM booting from a local volume: %v", err)
