@@ -302,14 +302,22 @@ func (svc *Service) FinishBackup(ctx context.Context, hosts map[string]bool, liv
 	if count < req.Offset+int64(len(req.Chunks)) || count > maxChunks {
 		return out, errs.Invalid("count", "count %d: the number of chunks in all", count)
 	}
-	if count*api.BackupChunk < b.SizeGiB<<30 {
-		return out, errs.Invalid("chunks", "%d chunks do not cover a %d GiB volume", count, b.SizeGiB)
+	// Exactly the volume's chunks: fewer do not cover it, and more would
+	// restore into a volume larger than the one backed up (and than the
+	// quota its project pays for). A volume grown while its copy was made
+	// fails here; back it up again.
+	if want := (b.SizeGiB<<30 + api.BackupChunk - 1) / api.BackupChunk; count != want {
+		return out, errs.Invalid("chunks", "%d chunks for a %d GiB volume, which has %d (did it grow while it was copied? back it up again)", count, b.SizeGiB, want)
 	}
 	if err := os.Truncate(svc.partialManifestPath(b.ID), count*lineLen); err != nil {
 		return out, err
 	}
+	// What the backup adds is counted against its own project's backups
+	// only: the chunk store is shared, but what one project's backup
+	// stores (stored_bytes, metered) must not tell it whether another
+	// project holds the same bytes, nor bill it less because one does.
 	earlier := map[string]bool{}
-	items, err := store.ListJSON[api.VolumeBackup](ctx, svc.s, backupPrefix)
+	items, err := store.ListJSON[api.VolumeBackup](ctx, svc.s, backupPrefix+b.Project+"/")
 	if err != nil {
 		return out, err
 	}

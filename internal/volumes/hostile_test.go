@@ -1,0 +1,124 @@
+package volumes
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"testing"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/quota"
+	"github.com/kumocloud/kumo/internal/store"
+)
+
+// backupOf makes a 1 GiB volume of project on h1 and a backup of it
+// (status creating: its host is to send it).
+func backupOf(t *testing.T, e *env, project, name string) api.VolumeBackup {
+	t.Helper()
+	ctx := context.Background()
+	v, err := e.svc.Create(ctx, project, api.VolumesPost{Name: name, SizeGiB: 1, Host: "h1"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1})
+	b, err := e.svc.CreateBackup(ctx, project, name, api.VolumeBackupsPost{Name: name + "-b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestBackupStoredBytesAreTheProjectsOwn: what a backup stores (shown to
+// its project as stored_bytes, and metered) counts the chunks its own
+// project had not backed up before, never less because another project
+// happens to hold the same bytes. Otherwise a tenant learns whether any
+// other tenant's backup holds a 4 MiB chunk it guesses (write the guess,
+// back it up, read stored_bytes), and pays nothing for bytes it keeps
+// once the other tenant deletes its backup.
+func TestBackupStoredBytesAreTheProjectsOwn(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, unlimited())
+	if _, err := e.st.Txn(ctx, nil, []store.Op{quota.InitOp("q", unlimited())}); err != nil {
+		t.Fatal(err)
+	}
+	h1 := map[string]bool{"h1": true}
+	secret := []byte(strings.Repeat("the other tenant's secret ", 100))
+	h := sha256.Sum256(secret)
+	sum := hex.EncodeToString(h[:])
+	chunks := make([]string, 1<<30/api.BackupChunk)
+	chunks[7] = sum
+
+	send := func(b api.VolumeBackup) api.VolumeBackup {
+		t.Helper()
+		miss, err := e.svc.FinishBackup(ctx, h1, e.inst, b.ID, api.BackupManifest{Chunks: chunks, Count: int64(len(chunks))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(miss.Missing) > 0 {
+			if err := e.svc.PutChunk(ctx, h1, e.inst, b.ID, sum, strings.NewReader(string(secret))); err != nil {
+				t.Fatal(err)
+			}
+			if miss, err = e.svc.FinishBackup(ctx, h1, e.inst, b.ID, api.BackupManifest{Chunks: chunks, Count: int64(len(chunks))}); err != nil || len(miss.Missing) > 0 {
+				t.Fatalf("after the chunk: %+v %v", miss, err)
+			}
+		}
+		got, err := e.svc.GetBackup(ctx, b.Project, b.Name)
+		if err != nil || got.Status != api.VolumeAvailable {
+			t.Fatalf("backup %s: %+v %v", b.Name, got, err)
+		}
+		return got
+	}
+	a := send(backupOf(t, e, "p", "va"))
+	if a.StoredBytes <= 0 {
+		t.Fatalf("the first backup of the chunk stores %d bytes", a.StoredBytes)
+	}
+	b := send(backupOf(t, e, "q", "vb"))
+	if b.StoredBytes != a.StoredBytes {
+		t.Errorf("project q's first backup of the same bytes says it stores %d bytes, project p's %d: q learns p holds them", b.StoredBytes, a.StoredBytes)
+	}
+	// A second backup of the same bytes in q adds nothing: that is q's own.
+	again, err := e.svc.CreateBackup(ctx, "q", "vb", api.VolumeBackupsPost{Name: "vb-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := send(again); c.StoredBytes != 0 {
+		t.Errorf("q's second backup of its own bytes stores %d bytes, want 0", c.StoredBytes)
+	}
+}
+
+// TestBackupManifestMustFitTheVolume: a host's manifest says how many
+// chunks the backup has; more than its volume holds is refused, or a
+// restore would make a volume larger than the one backed up (and than
+// its quota): its host's disk filled past what the project may use.
+func TestBackupManifestMustFitTheVolume(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, unlimited())
+	h1 := map[string]bool{"h1": true}
+	b := backupOf(t, e, "p", "v")
+	n := int64(1 << 30 / api.BackupChunk)
+	for _, count := range []int64{n + 1, 64 * n} {
+		// Every page sent (zeros), then the last one.
+		last := (count - 1) / api.BackupManifestPage * api.BackupManifestPage
+		for off := int64(0); off < last; off += api.BackupManifestPage {
+			if _, err := e.svc.FinishBackup(ctx, h1, e.inst, b.ID, api.BackupManifest{Chunks: make([]string, api.BackupManifestPage), Offset: off, Part: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err := e.svc.FinishBackup(ctx, h1, e.inst, b.ID, api.BackupManifest{Chunks: make([]string, count-last), Offset: last, Count: count})
+		if kindOf(err) != errs.KindInvalid {
+			t.Errorf("a manifest of %d chunks for a 1 GiB volume (%d chunks): %v", count, n, err)
+		}
+	}
+	if got, _ := e.svc.GetBackup(ctx, "p", "v-b"); got.Status != api.VolumeCreating {
+		t.Fatalf("the backup after the refusals: %s", got.Status)
+	}
+	// The right count is taken.
+	if _, err := e.svc.FinishBackup(ctx, h1, e.inst, b.ID, api.BackupManifest{Chunks: make([]string, n), Count: n}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.svc.GetBackup(ctx, "p", "v-b"); got.Status != api.VolumeAvailable {
+		t.Fatalf("the backup: %s", got.Status)
+	}
+}
