@@ -133,6 +133,9 @@ func (svc *Service) DeleteBackup(ctx context.Context, project, name string) erro
 		if m := v.Value.Move; m != nil && m.Backup == b.ID {
 			return errs.Conflict("backup %q carries volume %q to host %q: it goes when the move is done", name, v.Value.Name, m.To)
 		}
+		if v.Value.FromBackup == b.ID && v.Value.Status == api.VolumeCreating {
+			return errs.Conflict("volume %q is being restored from backup %q: delete it once the volume is made", v.Value.Name, name)
+		}
 	}
 	if _, err := quota.Reserve(ctx, svc.s, project, backupCounts(-1, -b.SizeGiB), []store.Cond{store.At(backupKey(project, name), rev)},
 		[]store.Op{store.Del(backupKey(project, name)), meterBackup(&b, 0, svc.now())}); err != nil {

@@ -122,3 +122,28 @@ func TestBackupManifestMustFitTheVolume(t *testing.T) {
 		t.Fatalf("the backup: %s", got.Status)
 	}
 }
+
+// TestBackupNotDeletedWhileRestored: a volume backup a volume is being
+// restored from is not deleted under it (its chunks would go mid-restore,
+// leaving the volume in error for good), as an instance backup is not.
+func TestBackupNotDeletedWhileRestored(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, unlimited())
+	h1 := map[string]bool{"h1": true}
+	b := backupOf(t, e, "p", "v")
+	n := int64(1 << 30 / api.BackupChunk)
+	if _, err := e.svc.FinishBackup(ctx, h1, e.inst, b.ID, api.BackupManifest{Chunks: make([]string, n), Count: n}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.svc.Create(ctx, "p", api.VolumesPost{Name: "r", SizeGiB: 1, Host: "h1", Backup: b.Name}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.DeleteBackup(ctx, "p", b.Name); kindOf(err) != errs.KindConflict {
+		t.Fatalf("deleting the backup a volume is being restored from: %v", err)
+	}
+	e.report(t, []string{"h1"}, api.VolumeReport{ID: r.ID, Status: "ready", SizeGiB: 1})
+	if err := e.svc.DeleteBackup(ctx, "p", b.Name); err != nil {
+		t.Fatalf("once the volume is made: %v", err)
+	}
+}
