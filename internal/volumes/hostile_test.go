@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"strings"
 	"testing"
 
@@ -145,5 +146,63 @@ func TestBackupNotDeletedWhileRestored(t *testing.T) {
 	e.report(t, []string{"h1"}, api.VolumeReport{ID: r.ID, Status: "ready", SizeGiB: 1})
 	if err := e.svc.DeleteBackup(ctx, "p", b.Name); err != nil {
 		t.Fatalf("once the volume is made: %v", err)
+	}
+}
+
+// failingTxn is a store whose next transaction fails once armed, as a
+// server killed between two writes would leave things.
+type failingTxn struct {
+	store.Store
+	armed bool
+}
+
+func (f *failingTxn) Txn(ctx context.Context, conds []store.Cond, ops []store.Op) (int64, error) {
+	if f.armed {
+		f.armed = false
+		return 0, errors.New("the server died here")
+	}
+	return f.Store.Txn(ctx, conds, ops)
+}
+
+// TestBackupFinishedTwice: a server that dies between keeping a
+// finished manifest and writing the backup available (or whose write
+// lost a race) takes the host's next try of the last page: the backup
+// becomes available, as if nothing happened. (The manifest was already
+// renamed into place, so the retried last page found the earlier pages
+// gone and the backup failed for good.)
+func TestBackupFinishedTwice(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, unlimited())
+	fs := &failingTxn{Store: e.st}
+	e.svc.s = fs
+	h1 := map[string]bool{"h1": true}
+	v, err := e.svc.Create(ctx, "p", api.VolumesPost{Name: "v", SizeGiB: 40, Host: "h1"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 40})
+	b, err := e.svc.CreateBackup(ctx, "p", "v", api.VolumeBackupsPost{Name: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int64(40 << 30 / api.BackupChunk) // two pages
+	if _, err := e.svc.FinishBackup(ctx, h1, e.inst, b.ID, api.BackupManifest{Chunks: make([]string, api.BackupManifestPage), Part: true}); err != nil {
+		t.Fatal(err)
+	}
+	last := api.BackupManifest{Chunks: make([]string, n-api.BackupManifestPage), Offset: api.BackupManifestPage, Count: n}
+	fs.armed = true
+	if _, err := e.svc.FinishBackup(ctx, h1, e.inst, b.ID, last); err == nil {
+		t.Fatal("the armed failure did not happen")
+	}
+	if miss, err := e.svc.FinishBackup(ctx, h1, e.inst, b.ID, last); err != nil || len(miss.Missing) > 0 {
+		t.Fatalf("the last page again: %+v %v", miss, err)
+	}
+	got, err := e.svc.GetBackup(ctx, "p", "b")
+	if err != nil || got.Status != api.VolumeAvailable {
+		t.Fatalf("the backup: %s %v", got.Status, err)
+	}
+	p, err := e.svc.manifestPage(got, 0, 0)
+	if err != nil || p.Count != n {
+		t.Fatalf("its manifest: %d chunks, %v", p.Count, err)
 	}
 }

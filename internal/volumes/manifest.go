@@ -73,6 +73,14 @@ func (svc *Service) writeManifestPart(id string, offset int64, chunks []string) 
 	if err := checkBackupID(id); err != nil {
 		return err
 	}
+	// A backup still being made whose manifest is already in place: the
+	// server died (or its write lost a race) between the rename and the
+	// record. The host's retry of the last page takes it back.
+	if _, err := os.Stat(svc.partialManifestPath(id)); errors.Is(err, os.ErrNotExist) {
+		if err := os.Rename(svc.manifestPath(id), svc.partialManifestPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
 	f, err := os.OpenFile(svc.partialManifestPath(id), os.O_CREATE|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
