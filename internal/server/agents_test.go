@@ -59,6 +59,17 @@ func (ts *testServer) joinAgent(jt, name, host string) api.Agent {
 	return a
 }
 
+// victimAndIntruder is a server with project p, a cloud admin, and two
+// agents of one join token, both named "local": the victim with host hv,
+// the intruder with host hi.
+func victimAndIntruder(t *testing.T) (ts *testServer, admin string, jt api.JoinToken, victim, intruder api.Agent) {
+	ts = validated(t)
+	admin = ts.user("boss", true)
+	ts.project("p")
+	ts.do("POST", "/v1/join-tokens", admin, map[string]any{}).decode(t, &jt)
+	return ts, admin, jt, ts.joinAgent(jt.Token, "local", "hv"), ts.joinAgent(jt.Token, "local", "hi")
+}
+
 // An agent acts only on what its own hosts hold. Another agent - here one
 // that named itself like the victim - gets no assignment (no user-data)
 // of the victim's instances, cannot report their state, set their usage
@@ -66,14 +77,7 @@ func (ts *testServer) joinAgent(jt, name, host string) api.Agent {
 // their host by joining or re-registering. And the host leaves its agent
 // only by a cloud admin's delete, refused while instances live on it.
 func TestAgentTouchesOnlyItsOwnHosts(t *testing.T) {
-	ts := validated(t)
-	admin := ts.user("boss", true)
-	ts.project("p")
-	var jt api.JoinToken
-	ts.do("POST", "/v1/join-tokens", admin, map[string]any{}).decode(t, &jt)
-
-	victim := ts.joinAgent(jt.Token, "local", "hv")
-	intruder := ts.joinAgent(jt.Token, "local", "hi")
+	ts, admin, jt, victim, intruder := victimAndIntruder(t)
 	ts.do("PATCH", "/v1/hosts/hi", admin, map[string]any{"enabled": false}) // place on hv
 
 	img := rootfs(t)
