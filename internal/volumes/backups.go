@@ -370,12 +370,16 @@ func (svc *Service) FinishBackup(ctx context.Context, hosts map[string]bool, liv
 	return out, err
 }
 
-// BackupManifest is a page of a backup's manifest (limit 0: all of it),
-// for an agent restoring it.
+// BackupManifest is a page of a backup's manifest, for an agent
+// restoring it: limit chunks from offset, at most a page (limit 0: a
+// page), so that no request builds a 16 TiB volume's whole manifest.
 func (svc *Service) BackupManifest(ctx context.Context, hosts map[string]bool, live Live, backup string, offset, limit int64) (api.BackupManifest, error) {
 	b, _, err := svc.agentBackup(ctx, hosts, live, backup, false)
 	if err != nil {
 		return api.BackupManifest{}, err
+	}
+	if limit == 0 || limit > api.BackupManifestPage {
+		limit = api.BackupManifestPage
 	}
 	return svc.manifestPage(b, offset, limit)
 }

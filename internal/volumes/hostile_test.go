@@ -206,3 +206,41 @@ func TestBackupFinishedTwice(t *testing.T) {
 		t.Fatalf("its manifest: %d chunks, %v", p.Count, err)
 	}
 }
+
+// TestRestoreManifestComesInPages: an agent asking for a restore's
+// manifest whole (limit 0, or a limit past a page) gets one page: a 16 TiB
+// backup's manifest (four million chunks, ~300 MB in memory and as JSON)
+// is never built for one request.
+func TestRestoreManifestComesInPages(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, unlimited())
+	h1, h2 := map[string]bool{"h1": true}, map[string]bool{"h2": true}
+	v, err := e.svc.Create(ctx, "p", api.VolumesPost{Name: "v", SizeGiB: 40, Host: "h1"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 40})
+	b, err := e.svc.CreateBackup(ctx, "p", "v", api.VolumeBackupsPost{Name: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int64(40 << 30 / api.BackupChunk)
+	for off := int64(0); off < n; off += api.BackupManifestPage {
+		page := api.BackupManifest{Chunks: make([]string, min(api.BackupManifestPage, n-off)), Offset: off, Part: off+api.BackupManifestPage < n, Count: n}
+		if _, err := e.svc.FinishBackup(ctx, h1, e.inst, b.ID, page); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.svc.Create(ctx, "p", api.VolumesPost{Name: "r", SizeGiB: 40, Host: "h2", Backup: "b"}, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int64{0, n} {
+		p, err := e.svc.BackupManifest(ctx, h2, e.inst, b.ID, 0, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Chunks) != api.BackupManifestPage || p.Count != n {
+			t.Errorf("limit %d: %d chunks of %d in one answer, want a page of %d", limit, len(p.Chunks), p.Count, api.BackupManifestPage)
+		}
+	}
+}
