@@ -15,15 +15,20 @@ import (
 )
 
 // backupOf makes a 1 GiB volume of project on h1 and a backup of it
-// (status creating: its host is to send it).
+// (status creating: its host is to send it), NAME-b.
 func backupOf(t *testing.T, e *env, project, name string) api.VolumeBackup {
+	return bigBackupOf(t, e, project, name, 1)
+}
+
+// bigBackupOf is backupOf with a volume of gib GiB.
+func bigBackupOf(t *testing.T, e *env, project, name string, gib int64) api.VolumeBackup {
 	t.Helper()
 	ctx := context.Background()
-	v, err := e.svc.Create(ctx, project, api.VolumesPost{Name: name, SizeGiB: 1, Host: "h1"}, true)
+	v, err := e.svc.Create(ctx, project, api.VolumesPost{Name: name, SizeGiB: gib, Host: "h1"}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1})
+	e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: gib})
 	b, err := e.svc.CreateBackup(ctx, project, name, api.VolumeBackupsPost{Name: name + "-b"})
 	if err != nil {
 		t.Fatal(err)
@@ -176,15 +181,7 @@ func TestBackupFinishedTwice(t *testing.T) {
 	fs := &failingTxn{Store: e.st}
 	e.svc.s = fs
 	h1 := map[string]bool{"h1": true}
-	v, err := e.svc.Create(ctx, "p", api.VolumesPost{Name: "v", SizeGiB: 40, Host: "h1"}, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 40})
-	b, err := e.svc.CreateBackup(ctx, "p", "v", api.VolumeBackupsPost{Name: "b"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := bigBackupOf(t, e, "p", "v", 40)
 	n := int64(40 << 30 / api.BackupChunk) // two pages
 	if _, err := e.svc.FinishBackup(ctx, h1, e.inst, b.ID, api.BackupManifest{Chunks: make([]string, api.BackupManifestPage), Part: true}); err != nil {
 		t.Fatal(err)
@@ -197,7 +194,7 @@ func TestBackupFinishedTwice(t *testing.T) {
 	if miss, err := e.svc.FinishBackup(ctx, h1, e.inst, b.ID, last); err != nil || len(miss.Missing) > 0 {
 		t.Fatalf("the last page again: %+v %v", miss, err)
 	}
-	got, err := e.svc.GetBackup(ctx, "p", "b")
+	got, err := e.svc.GetBackup(ctx, "p", b.Name)
 	if err != nil || got.Status != api.VolumeAvailable {
 		t.Fatalf("the backup: %s %v", got.Status, err)
 	}
@@ -215,15 +212,7 @@ func TestRestoreManifestComesInPages(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, unlimited())
 	h1, h2 := map[string]bool{"h1": true}, map[string]bool{"h2": true}
-	v, err := e.svc.Create(ctx, "p", api.VolumesPost{Name: "v", SizeGiB: 40, Host: "h1"}, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 40})
-	b, err := e.svc.CreateBackup(ctx, "p", "v", api.VolumeBackupsPost{Name: "b"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := bigBackupOf(t, e, "p", "v", 40)
 	n := int64(40 << 30 / api.BackupChunk)
 	for off := int64(0); off < n; off += api.BackupManifestPage {
 		page := api.BackupManifest{Chunks: make([]string, min(api.BackupManifestPage, n-off)), Offset: off, Part: off+api.BackupManifestPage < n, Count: n}
@@ -231,7 +220,7 @@ func TestRestoreManifestComesInPages(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := e.svc.Create(ctx, "p", api.VolumesPost{Name: "r", SizeGiB: 40, Host: "h2", Backup: "b"}, true); err != nil {
+	if _, err := e.svc.Create(ctx, "p", api.VolumesPost{Name: "r", SizeGiB: 40, Host: "h2", Backup: b.Name}, true); err != nil {
 		t.Fatal(err)
 	}
 	for _, limit := range []int64{0, n} {
