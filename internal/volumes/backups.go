@@ -148,24 +148,30 @@ func (svc *Service) DeleteBackup(ctx context.Context, project, name string) erro
 	return nil
 }
 
-// dropUnusedChunks removes chunks no backup lists (those of backups still
-// being sent included: their chunks are listed once they are done, so
-// only chunks older than a minute go).
+// dropUnusedChunks removes chunks no backup lists, those of backups still
+// being sent included (their partial manifests list every chunk they
+// send: a host sends chunks only once its last page is in). It holds the
+// write side of svc.gc, so no backup is being finished meanwhile.
 func (svc *Service) dropUnusedChunks(ctx context.Context) {
+	svc.gc.Lock()
+	defer svc.gc.Unlock()
 	items, err := store.ListJSON[api.VolumeBackup](ctx, svc.s, backupPrefix)
 	if err != nil {
 		return
 	}
 	used, ids := map[string]bool{}, map[string]bool{}
 	for _, it := range items {
-		if it.Value.Status == api.VolumeCreating {
-			return // its chunks may not be listed yet
-		}
 		ids[it.Value.ID] = true
-		if err := svc.eachChunk(it.Value, func(_ int64, c string) error {
+		keep := func(_ int64, c string) error {
 			used[c] = true
 			return nil
-		}); err != nil {
+		}
+		if it.Value.Status == api.VolumeCreating {
+			err = svc.partialChunks(it.Value.ID, keep)
+		} else {
+			err = svc.eachChunk(it.Value, keep)
+		}
+		if err != nil {
 			return // a manifest not read: keep every chunk
 		}
 	}
@@ -292,6 +298,11 @@ func (svc *Service) FinishBackup(ctx context.Context, hosts map[string]bool, liv
 		return api.BackupMissing{}, err
 	}
 	out := api.BackupMissing{Missing: []string{}}
+	// No chunk is removed from when this page is written (it may list
+	// chunks that exist now) until the backup's record says what it
+	// found (dropUnusedChunks).
+	svc.gc.RLock()
+	defer svc.gc.RUnlock()
 	if err := svc.writeManifestPart(b.ID, req.Offset, req.Chunks); err != nil {
 		return out, err
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -231,5 +232,57 @@ func TestRestoreManifestComesInPages(t *testing.T) {
 		if len(p.Chunks) != api.BackupManifestPage || p.Count != n {
 			t.Errorf("limit %d: %d chunks of %d in one answer, want a page of %d", limit, len(p.Chunks), p.Count, api.BackupManifestPage)
 		}
+	}
+}
+
+// TestChunksGoWhileAnotherBackupIsMade: deleting a backup removes the
+// chunks no other backup lists even while another backup is being made
+// (the chunks that one has sent are kept, and it finishes): a backup that
+// stays creating - its host gone quiet - no longer keeps every deleted
+// backup's chunks on the server's disk for good.
+func TestChunksGoWhileAnotherBackupIsMade(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, unlimited())
+	h1 := map[string]bool{"h1": true}
+	n := int64(1 << 30 / api.BackupChunk)
+	// send sends a backup whose chunk 3 holds data, as its host does: the
+	// manifest, the chunk the server lacks, then (finish) the manifest again.
+	send := func(b api.VolumeBackup, data string, finish bool) string {
+		t.Helper()
+		h := sha256.Sum256([]byte(data))
+		sum := hex.EncodeToString(h[:])
+		m := api.BackupManifest{Chunks: make([]string, n), Count: n}
+		m.Chunks[3] = sum
+		if miss, err := e.svc.FinishBackup(ctx, h1, e.inst, b.ID, m); err != nil || len(miss.Missing) != 1 {
+			t.Fatalf("manifest: %+v %v", miss, err)
+		}
+		if err := e.svc.PutChunk(ctx, h1, e.inst, b.ID, sum, strings.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+		if finish {
+			if miss, err := e.svc.FinishBackup(ctx, h1, e.inst, b.ID, m); err != nil || len(miss.Missing) != 0 {
+				t.Fatalf("manifest again: %+v %v", miss, err)
+			}
+		}
+		return sum
+	}
+	has := func(sum string) bool { _, err := os.Stat(e.svc.chunkPath(sum)); return err == nil }
+	old := backupOf(t, e, "p", "old")
+	oldSum := send(old, "the old backup's bytes", true)
+	making := backupOf(t, e, "p", "new")
+	makingSum := send(making, "the new backup's bytes", false)
+	if err := e.svc.DeleteBackup(ctx, "p", old.Name); err != nil {
+		t.Fatal(err)
+	}
+	if has(oldSum) {
+		t.Errorf("the deleted backup's chunk is kept while another backup is being made")
+	}
+	if !has(makingSum) {
+		t.Fatalf("the chunk of the backup being made was removed")
+	}
+	m := api.BackupManifest{Chunks: make([]string, n), Count: n}
+	m.Chunks[3] = makingSum
+	if miss, err := e.svc.FinishBackup(ctx, h1, e.inst, making.ID, m); err != nil || len(miss.Missing) != 0 {
+		t.Fatalf("the backup being made, finished: %+v %v", miss, err)
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -71,6 +72,9 @@ type Service struct {
 	now    func() time.Time
 	dir    string // the backup store (backups.go)
 	sets   chunkSets
+	// gc: chunks are removed (write) only while no backup is being
+	// finished (read: its chunks checked, its record written).
+	gc sync.RWMutex
 }
 
 // New returns the volume service.
