@@ -286,3 +286,61 @@ func TestChunksGoWhileAnotherBackupIsMade(t *testing.T) {
 		t.Fatalf("the backup being made, finished: %+v %v", miss, err)
 	}
 }
+
+// TestVolumeNotDeletedWhileBackedUp: a volume whose backup is being made
+// is not deleted under it (its host removed the file and the backup
+// stayed creating for good, in the quota); once the backup is made, or
+// deleted, the volume is.
+func TestVolumeNotDeletedWhileBackedUp(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, unlimited())
+	b := backupOf(t, e, "p", "v")
+	if _, err := e.svc.Delete(ctx, "p", "v"); kindOf(err) != errs.KindConflict || !strings.Contains(err.Error(), b.Name) {
+		t.Fatalf("deleting a volume being backed up: %v", err)
+	}
+	if err := e.svc.DeleteBackup(ctx, "p", b.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Delete(ctx, "p", "v"); err != nil {
+		t.Fatalf("once the backup is gone: %v", err)
+	}
+}
+
+// TestVolumeOfAGoneInstanceWaitsForItsBackup: a volume deleted with its
+// instance (delete on terminate) waits for a backup of it being made (an
+// instance backup's, say) before its host is told to remove it; then it
+// goes.
+func TestVolumeOfAGoneInstanceWaitsForItsBackup(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, unlimited())
+	h1 := map[string]bool{"h1": true}
+	v, err := e.svc.Create(ctx, "p", api.VolumesPost{Name: "v", SizeGiB: 1, Near: "vm1"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1})
+	if _, err := e.svc.Attach(ctx, "p", "v", api.VolumeAttach{Instance: "vm1"}); err != nil {
+		t.Fatal(err)
+	}
+	e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1, AttachedTo: "id-vm1"})
+	if _, err := e.svc.update(ctx, "p", "v", func(r *record) error { r.DeleteOnTerminate = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	b, err := e.svc.CreateBackup(ctx, "p", "v", api.VolumeBackupsPost{Name: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(e.inst, "vm1") // terminated
+	e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1})
+	if got, _ := e.svc.Get(ctx, "p", "v"); got.Status == api.VolumeDeleting {
+		t.Fatal("the volume is deleted while its backup is being made")
+	}
+	n := int64(1 << 30 / api.BackupChunk)
+	if _, err := e.svc.FinishBackup(ctx, h1, e.inst, b.ID, api.BackupManifest{Chunks: make([]string, n), Count: n}); err != nil {
+		t.Fatal(err)
+	}
+	e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1})
+	if got, _ := e.svc.Get(ctx, "p", "v"); got.Status != api.VolumeDeleting || got.Attachment != nil {
+		t.Fatalf("once the backup is made: %s, attachment %+v", got.Status, got.Attachment)
+	}
+}
