@@ -117,3 +117,25 @@ func TestRestoreRefusesAManifestLargerThanTheVolume(t *testing.T) {
 		t.Errorf("a volume file is left after the refusal")
 	}
 }
+
+// TestVolumeJobSweepsWhatACrashLeft: the copies an agent killed in the
+// middle of a backup, a restore or a volume made from an image left in
+// its tmp dir (each as large as the volume's data) are removed when the
+// volume job starts again: nothing of its own is in flight then.
+func TestVolumeJobSweepsWhatACrashLeft(t *testing.T) {
+	dir := t.TempDir()
+	tmp := filepath.Join(dir, "tmp")
+	os.MkdirAll(tmp, 0o700)
+	for _, f := range []string{"backup-5b2e8c1a-7d3f-4e9b-a6c4-1f2e3d4c5b6a.qcow2", "backup-5b2e8c1a-7d3f-4e9b-a6c4-1f2e3d4c5b6a.qcow2.raw", "restore-3f0c2a9e-1d4b-4c6e-8f7a-0b1c2d3e4f50.raw", "image-123"} {
+		if err := os.WriteFile(filepath.Join(tmp, f), []byte("left by a crash"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j := &volumeJob{dir: dir, kick: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the job starts and stops: only its start's work is done
+	j.run(ctx)
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Fatalf("left in the volume job's tmp dir after a restart: %v", left)
+	}
+}
