@@ -101,3 +101,44 @@ func TestAgentTouchesOnlyItsOwnVolumes(t *testing.T) {
 		}
 	}
 }
+
+// What an agent says went wrong with a volume or a backup is shown to the
+// tenant (kumo volume show prints it in a terminal): it arrives without
+// control characters (a terminal obeys escape sequences) and bounded, not
+// as the megabyte a request body may hold.
+func TestAgentErrorsReachTenantsPrintable(t *testing.T) {
+	ts, admin, _, victim, _ := victimAndIntruder(t)
+	at := func(rest string) string { return "/v1/agents/" + victim.ID + rest }
+	if r := ts.do("POST", "/v1/projects/p/volumes", admin, api.VolumesPost{Name: "v", SizeGiB: 1, Format: "ext4", Host: "hv"}); r.Status != 201 {
+		t.Fatalf("volume: %d %s", r.Status, r.Body)
+	}
+	var v api.Volume
+	ts.do("GET", "/v1/projects/p/volumes/v", admin, nil).decode(t, &v)
+	bad := "mkfs failed\x1b]0;owned\x07\x1b[2J" + strings.Repeat("x", 200<<10)
+	if r := ts.do("POST", at("/volumes"), victim.Credential, api.AgentVolumeReport{Volumes: []api.VolumeReport{{ID: v.ID, Status: "error", Error: bad}}}); r.Status != 204 {
+		t.Fatalf("report: %d %s", r.Status, r.Body)
+	}
+	ts.do("GET", "/v1/projects/p/volumes/v", admin, nil).decode(t, &v)
+	if v.Error == "" || strings.ContainsAny(v.Error, "\x1b\x07") || len(v.Error) > 1024 {
+		t.Errorf("the volume's error as the tenant sees it: %d bytes %q...", len(v.Error), v.Error[:min(len(v.Error), 40)])
+	}
+	report := func(reps ...api.VolumeReport) {
+		t.Helper()
+		if r := ts.do("POST", at("/volumes"), victim.Credential, api.AgentVolumeReport{Volumes: reps}); r.Status != 204 {
+			t.Fatalf("report: %d %s", r.Status, r.Body)
+		}
+	}
+	report(api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1})
+	var b api.VolumeBackup
+	if r := ts.do("POST", "/v1/projects/p/volumes/v/backups", admin, api.VolumeBackupsPost{Name: "b"}); r.Status != 201 {
+		t.Fatalf("backup: %d %s", r.Status, r.Body)
+	}
+	ts.do("GET", "/v1/projects/p/volume-backups/b", admin, nil).decode(t, &b)
+	if r := ts.do("POST", at("/backups/"+b.ID), victim.Credential, api.BackupManifest{Error: bad}); r.Status != 200 {
+		t.Fatalf("the backup's failure: %d %s", r.Status, r.Body)
+	}
+	ts.do("GET", "/v1/projects/p/volume-backups/b", admin, nil).decode(t, &b)
+	if b.Status != api.VolumeError || strings.ContainsAny(b.Error, "\x1b\x07") || len(b.Error) > 1024 {
+		t.Errorf("the backup's error as the tenant sees it: %s, %d bytes", b.Status, len(b.Error))
+	}
+}

@@ -295,7 +295,7 @@ func (svc *Service) FinishBackup(ctx context.Context, hosts map[string]bool, liv
 		b.Status, b.Error = api.VolumeError, req.Error
 		_, err := svc.s.Txn(ctx, []store.Cond{store.At(k, rev)}, []store.Op{store.PutJSON(k, b)})
 		os.Remove(svc.partialManifestPath(b.ID))
-		return api.BackupMissing{}, err
+		return api.BackupMissing{Missing: []string{}}, err
 	}
 	out := api.BackupMissing{Missing: []string{}}
 	// No chunk is removed from when this page is written (it may list
