@@ -146,7 +146,7 @@ type VolumeBackupsPost struct {
 // own). A restoring agent reads it in pages the same way (Count says how
 // many in all).
 type BackupManifest struct {
-	Chunks []string `json:"chunks"`
+	Chunks []string `json:"chunks,omitempty"`
 	Error  string   `json:"error,omitempty"`
 	Offset int64    `json:"offset,omitempty"`
 	Count  int64    `json:"count,omitempty"`

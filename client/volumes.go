@@ -173,7 +173,8 @@ func (c *Client) AgentBackupManifest(ctx context.Context, agentID, backup string
 }
 
 // AgentBackup is a page of the manifest of a backup the agent restores:
-// limit chunks from offset (limit 0: all of them).
+// limit chunks from offset, at most api.BackupManifestPage (limit 0: a
+// page); Count says how many there are.
 func (c *Client) AgentBackup(ctx context.Context, agentID, backup string, offset, limit int64) (api.BackupManifest, error) {
 	var out api.BackupManifest
 	q := url.Values{"offset": {strconv.FormatInt(offset, 10)}, "limit": {strconv.FormatInt(limit, 10)}}

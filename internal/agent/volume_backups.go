@@ -245,6 +245,10 @@ func (j *volumeJob) restore(ctx context.Context, b pool.Backend, pv pool.Volume,
 	if err != nil {
 		return err
 	}
+	// Never a volume larger than its record (and its project's quota).
+	if int64(len(chunks))*api.BackupChunk > v.SizeGiB<<30 {
+		return fmt.Errorf("backup %s holds %d chunks, more than a %d GiB volume has", v.FromBackup, len(chunks), v.SizeGiB)
+	}
 	dir := filepath.Join(j.dir, "tmp")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err

@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/volumes/pool"
 )
 
 // pagedServer is the server's side of backup manifests as the agent
@@ -90,5 +93,49 @@ func TestBackupManifestPaged(t *testing.T) {
 			t.Fatalf("%d chunks read back: %d %v", n, len(got), err)
 		}
 		t.Logf("%d chunks: %d manifest requests", n, srv.pages)
+	}
+}
+
+// TestRestoreRefusesAManifestLargerThanTheVolume: a backup's manifest
+// longer than the volume being made of it (a server that took one, or a
+// backup from before the server checked) is refused, nothing left in the
+// pool: a restore never makes a volume larger than its record says.
+func TestRestoreRefusesAManifestLargerThanTheVolume(t *testing.T) {
+	dir := t.TempDir()
+	// 2 GiB of zero chunks for a 1 GiB volume.
+	srv := &pagedServer{t: t, manifest: make([]string, 2<<30/api.BackupChunk), have: map[string]bool{}}
+	j := &volumeJob{bk: srv, dir: dir}
+	v := api.AgentVolume{ID: "3f0c2a9e-1d4b-4c6e-8f7a-0b1c2d3e4f50", SizeGiB: 1, Format: pool.Ext4, FromBackup: "5b2e8c1a-7d3f-4e9b-a6c4-1f2e3d4c5b6a"}
+	b := pool.Dir{Path: filepath.Join(dir, "local")}
+	pv := poolVolume(v)
+	err := j.restore(context.Background(), b, pv, v)
+	if err == nil {
+		st, _ := os.Stat(b.Source(pv))
+		t.Fatalf("a 2 GiB manifest restored into a 1 GiB volume: a file of %d bytes", st.Size())
+	}
+	if b.Exists(pv) {
+		t.Errorf("a volume file is left after the refusal")
+	}
+}
+
+// TestVolumeJobSweepsWhatACrashLeft: the copies an agent killed in the
+// middle of a backup, a restore or a volume made from an image left in
+// its tmp dir (each as large as the volume's data) are removed when the
+// volume job starts again: nothing of its own is in flight then.
+func TestVolumeJobSweepsWhatACrashLeft(t *testing.T) {
+	dir := t.TempDir()
+	tmp := filepath.Join(dir, "tmp")
+	os.MkdirAll(tmp, 0o700)
+	for _, f := range []string{"backup-5b2e8c1a-7d3f-4e9b-a6c4-1f2e3d4c5b6a.qcow2", "backup-5b2e8c1a-7d3f-4e9b-a6c4-1f2e3d4c5b6a.qcow2.raw", "restore-3f0c2a9e-1d4b-4c6e-8f7a-0b1c2d3e4f50.raw", "image-123"} {
+		if err := os.WriteFile(filepath.Join(tmp, f), []byte("left by a crash"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j := &volumeJob{dir: dir, kick: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the job starts and stops: only its start's work is done
+	j.run(ctx)
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Fatalf("left in the volume job's tmp dir after a restart: %v", left)
 	}
 }

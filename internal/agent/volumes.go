@@ -116,6 +116,10 @@ func (j *volumeJob) run(ctx context.Context) {
 	if err := os.MkdirAll(j.dir, 0o700); err != nil {
 		j.log.Warn("volume dir", "err", err)
 	}
+	// What a killed agent left of backups, restores and images being
+	// copied (each as large as a volume's data): nothing of this job's
+	// is in flight yet, and the work is done again if still wanted.
+	os.RemoveAll(filepath.Join(j.dir, "tmp"))
 	for ctx.Err() == nil {
 		j.round(ctx)
 		select {

@@ -448,6 +448,15 @@ func (svc *Service) MigrationReport(ctx context.Context, agent *hosts.AgentPrinc
 			return api.Instance{}, err
 		}
 		m := r.Migration
+		// Only the agents of its two hosts hear of a migration, the one
+		// under way or the last (a late repeat): any other is told
+		// nothing of the instance (not its name, not its record).
+		involved := func(x *api.Migration) bool {
+			return x != nil && x.ID == rep.Migration && (rep.Host == x.Source || rep.Host == x.Target)
+		}
+		if !involved(m) && !involved(r.LastMigration) {
+			return api.Instance{}, errs.NotFound("no migration %q of host %q", rep.Migration, rep.Host)
+		}
 		if m == nil || m.ID != rep.Migration {
 			return api.Instance{}, errs.Conflict("migration %s of instance %s is over", rep.Migration, r.Name)
 		}

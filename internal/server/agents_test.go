@@ -59,25 +59,23 @@ func (ts *testServer) joinAgent(jt, name, host string) api.Agent {
 	return a
 }
 
-// An agent acts only on what its own hosts hold. Another agent - here one
-// that named itself like the victim - gets no assignment (no user-data)
-// of the victim's instances, cannot report their state, set their usage
-// or readiness, fetch their private image, answer their sessions, or take
-// their host by joining or re-registering. And the host leaves its agent
-// only by a cloud admin's delete, refused while instances live on it.
-func TestAgentTouchesOnlyItsOwnHosts(t *testing.T) {
-	ts := validated(t)
-	admin := ts.user("boss", true)
+// victimAndIntruder is a server with project p, a cloud admin, and two
+// agents of one join token, both named "local": the victim with host hv,
+// the intruder with host hi.
+func victimAndIntruder(t *testing.T) (ts *testServer, admin string, jt api.JoinToken, victim, intruder api.Agent) {
+	ts = validated(t)
+	admin = ts.user("boss", true)
 	ts.project("p")
-	var jt api.JoinToken
 	ts.do("POST", "/v1/join-tokens", admin, map[string]any{}).decode(t, &jt)
+	return ts, admin, jt, ts.joinAgent(jt.Token, "local", "hv"), ts.joinAgent(jt.Token, "local", "hi")
+}
 
-	victim := ts.joinAgent(jt.Token, "local", "hv")
-	intruder := ts.joinAgent(jt.Token, "local", "hi")
-	ts.do("PATCH", "/v1/hosts/hi", admin, map[string]any{"enabled": false}) // place on hv
-
-	img := rootfs(t)
-	sum := sha256.Sum256(img)
+// victimsInstance is container i1 of project p, made of image img (a
+// container rootfs) with user data "the-victims-secret", once placed on hv
+// (the only host enabled).
+func (ts *testServer) victimsInstance(admin string, img []byte) api.Instance {
+	t := ts.t
+	t.Helper()
 	ts.do("POST", "/v1/projects/p/images", admin, map[string]any{"name": "img", "kind": "container-rootfs"})
 	if r := ts.do("PUT", "/v1/projects/p/images/img/file", admin, string(img), "Content-Type", "application/octet-stream"); r.Status != 200 {
 		t.Fatalf("upload: %d %s", r.Status, r.Body)
@@ -90,6 +88,22 @@ func TestAgentTouchesOnlyItsOwnHosts(t *testing.T) {
 		ts.do("GET", "/v1/projects/p/instances/i1", admin, nil).decode(t, &in)
 		return in.Host == "hv"
 	})
+	return in
+}
+
+// An agent acts only on what its own hosts hold. Another agent - here one
+// that named itself like the victim - gets no assignment (no user-data)
+// of the victim's instances, cannot report their state, set their usage
+// or readiness, fetch their private image, answer their sessions, or take
+// their host by joining or re-registering. And the host leaves its agent
+// only by a cloud admin's delete, refused while instances live on it.
+func TestAgentTouchesOnlyItsOwnHosts(t *testing.T) {
+	ts, admin, jt, victim, intruder := victimAndIntruder(t)
+	ts.do("PATCH", "/v1/hosts/hi", admin, map[string]any{"enabled": false}) // place on hv
+
+	img := rootfs(t)
+	sum := sha256.Sum256(img)
+	in := ts.victimsInstance(admin, img)
 	agentPath := func(a api.Agent, rest string) string { return "/v1/agents/" + a.ID + rest }
 	report := func(a api.Agent, from, to api.State) api.AgentReportResult {
 		var res api.AgentReportResult

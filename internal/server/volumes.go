@@ -9,6 +9,7 @@ import (
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/compute"
+	"github.com/kumocloud/kumo/internal/driver"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/server/response"
 )
@@ -194,6 +195,13 @@ func (s *Server) postAgentVolumes(r *request) response.Response {
 	if len(req.Volumes) > api.MaxUsageBatch {
 		return response.Error(errs.Invalid("volumes", "at most %d volumes a request", api.MaxUsageBatch))
 	}
+	for i := range req.Volumes {
+		rep := &req.Volumes[i]
+		rep.Error = agentText(rep.Error)
+		for k := range rep.Snapshots {
+			rep.Snapshots[k].Error = agentText(rep.Snapshots[k].Error)
+		}
+	}
 	if err := s.volumes.Report(r.Context(), r.agent.Hosts, liveInstances{s.compute}, req.Volumes); err != nil {
 		return response.Error(err)
 	}
@@ -322,6 +330,7 @@ func (s *Server) postAgentBackup(r *request) response.Response {
 	if err := decodeBody(r.Request, &req); err != nil {
 		return response.Error(err)
 	}
+	req.Error = agentText(req.Error)
 	m, err := s.volumes.FinishBackup(r.Context(), r.agent.Hosts, liveInstances{s.compute}, r.PathValue("backup"), req)
 	if err != nil {
 		return response.Error(err)
@@ -359,4 +368,17 @@ func (s *Server) getAgentBackupChunk(r *request, w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.WriteHeader(http.StatusOK)
 	io.Copy(w, rc)
+}
+
+// agentText is what an agent says went wrong, as tenants are shown it
+// (kumo volume show prints it in their terminal): without control
+// characters, bounded; never empty when something was said.
+func agentText(s string) string {
+	if s == "" {
+		return ""
+	}
+	if t := driver.Attribute(s); t != "" {
+		return t
+	}
+	return "(no printable reason given)"
 }

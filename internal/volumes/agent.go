@@ -149,6 +149,10 @@ func (svc *Service) Report(ctx context.Context, hosts map[string]bool, live Live
 	if err != nil {
 		return err
 	}
+	making, err := svc.backupsByVolume(ctx)
+	if err != nil {
+		return err
+	}
 	byID := map[string]agentVolume{}
 	for _, v := range vs {
 		if hosts[v.handler] && !took[v.rec.ID] {
@@ -200,6 +204,9 @@ func (svc *Service) Report(ctx context.Context, hosts map[string]bool, live Live
 			switch {
 			case rep.AttachedTo == a.InstanceID && v.attach != nil:
 				a.Attached = true
+			case rep.AttachedTo == "" && v.gone && next.DeleteOnTerminate && len(making[r.ID]) > 0:
+				// Deleted with its instance once the backup being made
+				// of it is (its host would remove the file under it).
 			case rep.AttachedTo == "" && (v.attach == nil || v.gone):
 				// Let go after a detach, or the instance is gone.
 				next.Attachment, next.Detaching = nil, false

@@ -133,6 +133,9 @@ func (svc *Service) DeleteBackup(ctx context.Context, project, name string) erro
 		if m := v.Value.Move; m != nil && m.Backup == b.ID {
 			return errs.Conflict("backup %q carries volume %q to host %q: it goes when the move is done", name, v.Value.Name, m.To)
 		}
+		if v.Value.FromBackup == b.ID && v.Value.Status == api.VolumeCreating {
+			return errs.Conflict("volume %q is being restored from backup %q: delete it once the volume is made", v.Value.Name, name)
+		}
 	}
 	if _, err := quota.Reserve(ctx, svc.s, project, backupCounts(-1, -b.SizeGiB), []store.Cond{store.At(backupKey(project, name), rev)},
 		[]store.Op{store.Del(backupKey(project, name)), meterBackup(&b, 0, svc.now())}); err != nil {
@@ -145,24 +148,30 @@ func (svc *Service) DeleteBackup(ctx context.Context, project, name string) erro
 	return nil
 }
 
-// dropUnusedChunks removes chunks no backup lists (those of backups still
-// being sent included: their chunks are listed once they are done, so
-// only chunks older than a minute go).
+// dropUnusedChunks removes chunks no backup lists, those of backups still
+// being sent included (their partial manifests list every chunk they
+// send: a host sends chunks only once its last page is in). It holds the
+// write side of svc.gc, so no backup is being finished meanwhile.
 func (svc *Service) dropUnusedChunks(ctx context.Context) {
+	svc.gc.Lock()
+	defer svc.gc.Unlock()
 	items, err := store.ListJSON[api.VolumeBackup](ctx, svc.s, backupPrefix)
 	if err != nil {
 		return
 	}
 	used, ids := map[string]bool{}, map[string]bool{}
 	for _, it := range items {
-		if it.Value.Status == api.VolumeCreating {
-			return // its chunks may not be listed yet
-		}
 		ids[it.Value.ID] = true
-		if err := svc.eachChunk(it.Value, func(_ int64, c string) error {
+		keep := func(_ int64, c string) error {
 			used[c] = true
 			return nil
-		}); err != nil {
+		}
+		if it.Value.Status == api.VolumeCreating {
+			err = svc.partialChunks(it.Value.ID, keep)
+		} else {
+			err = svc.eachChunk(it.Value, keep)
+		}
+		if err != nil {
 			return // a manifest not read: keep every chunk
 		}
 	}
@@ -286,9 +295,14 @@ func (svc *Service) FinishBackup(ctx context.Context, hosts map[string]bool, liv
 		b.Status, b.Error = api.VolumeError, req.Error
 		_, err := svc.s.Txn(ctx, []store.Cond{store.At(k, rev)}, []store.Op{store.PutJSON(k, b)})
 		os.Remove(svc.partialManifestPath(b.ID))
-		return api.BackupMissing{}, err
+		return api.BackupMissing{Missing: []string{}}, err
 	}
 	out := api.BackupMissing{Missing: []string{}}
+	// No chunk is removed from when this page is written (it may list
+	// chunks that exist now) until the backup's record says what it
+	// found (dropUnusedChunks).
+	svc.gc.RLock()
+	defer svc.gc.RUnlock()
 	if err := svc.writeManifestPart(b.ID, req.Offset, req.Chunks); err != nil {
 		return out, err
 	}
@@ -302,14 +316,22 @@ func (svc *Service) FinishBackup(ctx context.Context, hosts map[string]bool, liv
 	if count < req.Offset+int64(len(req.Chunks)) || count > maxChunks {
 		return out, errs.Invalid("count", "count %d: the number of chunks in all", count)
 	}
-	if count*api.BackupChunk < b.SizeGiB<<30 {
-		return out, errs.Invalid("chunks", "%d chunks do not cover a %d GiB volume", count, b.SizeGiB)
+	// Exactly the volume's chunks: fewer do not cover it, and more would
+	// restore into a volume larger than the one backed up (and than the
+	// quota its project pays for). A volume grown while its copy was made
+	// fails here; back it up again.
+	if want := (b.SizeGiB<<30 + api.BackupChunk - 1) / api.BackupChunk; count != want {
+		return out, errs.Invalid("chunks", "%d chunks for a %d GiB volume, which has %d (did it grow while it was copied? back it up again)", count, b.SizeGiB, want)
 	}
 	if err := os.Truncate(svc.partialManifestPath(b.ID), count*lineLen); err != nil {
 		return out, err
 	}
+	// What the backup adds is counted against its own project's backups
+	// only: the chunk store is shared, but what one project's backup
+	// stores (stored_bytes, metered) must not tell it whether another
+	// project holds the same bytes, nor bill it less because one does.
 	earlier := map[string]bool{}
-	items, err := store.ListJSON[api.VolumeBackup](ctx, svc.s, backupPrefix)
+	items, err := store.ListJSON[api.VolumeBackup](ctx, svc.s, backupPrefix+b.Project+"/")
 	if err != nil {
 		return out, err
 	}
@@ -359,12 +381,16 @@ func (svc *Service) FinishBackup(ctx context.Context, hosts map[string]bool, liv
 	return out, err
 }
 
-// BackupManifest is a page of a backup's manifest (limit 0: all of it),
-// for an agent restoring it.
+// BackupManifest is a page of a backup's manifest, for an agent
+// restoring it: limit chunks from offset, at most a page (limit 0: a
+// page), so that no request builds a 16 TiB volume's whole manifest.
 func (svc *Service) BackupManifest(ctx context.Context, hosts map[string]bool, live Live, backup string, offset, limit int64) (api.BackupManifest, error) {
 	b, _, err := svc.agentBackup(ctx, hosts, live, backup, false)
 	if err != nil {
 		return api.BackupManifest{}, err
+	}
+	if limit == 0 || limit > api.BackupManifestPage {
+		limit = api.BackupManifestPage
 	}
 	return svc.manifestPage(b, offset, limit)
 }

@@ -1,6 +1,7 @@
 package volumes
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -73,6 +74,14 @@ func (svc *Service) writeManifestPart(id string, offset int64, chunks []string) 
 	if err := checkBackupID(id); err != nil {
 		return err
 	}
+	// A backup still being made whose manifest is already in place: the
+	// server died (or its write lost a race) between the rename and the
+	// record. The host's retry of the last page takes it back.
+	if _, err := os.Stat(svc.partialManifestPath(id)); errors.Is(err, os.ErrNotExist) {
+		if err := os.Rename(svc.manifestPath(id), svc.partialManifestPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
 	f, err := os.OpenFile(svc.partialManifestPath(id), os.O_CREATE|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
@@ -82,6 +91,41 @@ func (svc *Service) writeManifestPart(id string, offset int64, chunks []string) 
 		return err
 	}
 	return f.Close()
+}
+
+// partialChunks calls fn with every chunk a backup being made has listed
+// so far: its partial manifest (or its finished one, renamed into place
+// before its record said so), lines never written skipped.
+func (svc *Service) partialChunks(id string, fn func(i int64, sum string) error) error {
+	if err := checkBackupID(id); err != nil {
+		return nil
+	}
+	f, err := os.Open(svc.partialManifestPath(id))
+	if errors.Is(err, os.ErrNotExist) {
+		f, err = os.Open(svc.manifestPath(id))
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // nothing listed yet
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 1<<20)
+	line := make([]byte, lineLen)
+	for i := int64(0); ; i++ {
+		if _, err := io.ReadFull(r, line); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil
+			}
+			return err
+		}
+		if s := string(line[:64]); line[64] == '\n' && sumRE.MatchString(s) {
+			if err := fn(i, s); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 // maxChunks is the most chunks a manifest has: those of the biggest

@@ -94,7 +94,8 @@ func TestBackupLargeManifest(t *testing.T) {
 	}
 
 	// Restored on h2: the manifest read in pages is the one sent.
-	if _, err := e.svc.Create(ctx, "p", api.VolumesPost{Name: "copy", SizeGiB: 1000, Near: "vm2", Backup: "b"}, false); err != nil {
+	cp, err := e.svc.Create(ctx, "p", api.VolumesPost{Name: "copy", SizeGiB: 1000, Near: "vm2", Backup: "b"}, false)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.svc.BackupManifest(ctx, h1, e.inst, b.ID, 0, 10); kindOf(err) != errs.KindNotFound {
@@ -130,7 +131,8 @@ func TestBackupLargeManifest(t *testing.T) {
 	if _, err := e.svc.OpenChunk(ctx, h2, e.inst, b.ID, hex.EncodeToString(other[:])); kindOf(err) != errs.KindNotFound {
 		t.Errorf("a chunk the backup does not list: %v", err)
 	}
-	// Deleted: its manifest and chunks go.
+	// Deleted once the copy is made: its manifest and chunks go.
+	e.report(t, []string{"h2"}, api.VolumeReport{ID: cp.ID, Status: "ready", SizeGiB: 1000})
 	if err := e.svc.DeleteBackup(ctx, "p", "b"); err != nil {
 		t.Fatal(err)
 	}

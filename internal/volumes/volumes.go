@@ -24,6 +24,7 @@ import (
 	"errors"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -71,6 +72,9 @@ type Service struct {
 	now    func() time.Time
 	dir    string // the backup store (backups.go)
 	sets   chunkSets
+	// gc: chunks are removed (write) only while no backup is being
+	// finished (read: its chunks checked, its record written).
+	gc sync.RWMutex
 }
 
 // New returns the volume service.
@@ -353,7 +357,18 @@ func (svc *Service) Delete(ctx context.Context, project, name string) (api.Volum
 	} else if len(snaps) > 0 {
 		return api.Volume{}, errs.Conflict("volume %q has %d snapshots: delete them first", name, len(snaps))
 	}
+	backups, err := store.ListJSON[api.VolumeBackup](ctx, svc.s, backupPrefix+project+"/")
+	if err != nil {
+		return api.Volume{}, err
+	}
 	return svc.update(ctx, project, name, func(r *record) error {
+		for _, b := range backups {
+			// Its host would remove the file under the copy, and the
+			// backup would stay creating for good.
+			if b.Value.VolumeID == r.ID && b.Value.Status == api.VolumeCreating {
+				return errs.Conflict("backup %q of volume %q is being made: delete the volume once it is (or delete the backup)", b.Value.Name, name)
+			}
+		}
 		if r.Attachment != nil {
 			return errs.Conflict("volume %q is attached to instance %q: detach it first", name, r.Attachment.Instance)
 		}

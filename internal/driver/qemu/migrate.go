@@ -106,6 +106,15 @@ func (d *Driver) ReceiveCold(ctx context.Context, s driver.Spec, r io.Reader) (e
 	if err != nil {
 		return err
 	}
+	// The disk this host prepared for it: the received one may not be
+	// larger. (A VM booting from a volume has none: its root disk is the
+	// volume, checked by the agent that receives it.)
+	var prepared overlay
+	if s.BootVolume == "" {
+		if prepared, err = overlayInfo(ctx, d.path(s.ID, "disk.qcow2")); err != nil {
+			return err
+		}
+	}
 	limit := map[string]int64{
 		"record.json": 64 << 10,
 		"disk.qcow2":  max(s.Size.DiskGiB, 1)<<30 + 64<<20,
@@ -162,7 +171,7 @@ func (d *Driver) ReceiveCold(ctx context.Context, s driver.Spec, r io.Reader) (e
 		return fmt.Errorf("migration stream: a VM that is %q cannot move cold", rec.Want)
 	}
 	if s.BootVolume == "" {
-		if err := d.adoptOverlay(ctx, s.ID, m); err != nil {
+		if err := d.adoptOverlay(ctx, s.ID, m, prepared.VirtualSize); err != nil {
 			return err
 		}
 	}
@@ -170,24 +179,41 @@ func (d *Driver) ReceiveCold(ctx context.Context, s driver.Spec, r io.Reader) (e
 	return d.writeMeta(s.ID, m)
 }
 
-// adoptOverlay checks a received overlay and points it at this host's
-// base image (only the header changes: -u).
-func (d *Driver) adoptOverlay(ctx context.Context, id string, m meta) error {
-	disk := d.path(id, "disk.qcow2")
+// overlay is what qemu-img says of a VM's overlay (its header only: no
+// backing file is opened).
+type overlay struct {
+	Format      string `json:"format"`
+	VirtualSize int64  `json:"virtual-size"`
+	Spec        struct {
+		Data struct {
+			DataFile string `json:"data-file"`
+		} `json:"data"`
+	} `json:"format-specific"`
+}
+
+func overlayInfo(ctx context.Context, disk string) (overlay, error) {
+	var info overlay
 	out, err := exec.CommandContext(ctx, "qemu-img", "info", "-f", "qcow2", "--output=json", disk).Output()
 	if err != nil {
-		return fmt.Errorf("the received disk is not a qcow2 image: %w", err)
+		return info, fmt.Errorf("the disk is not a qcow2 image: %w", err)
 	}
-	var info struct {
-		Format string `json:"format"`
-		Spec   struct {
-			Data struct {
-				DataFile string `json:"data-file"`
-			} `json:"data"`
-		} `json:"format-specific"`
+	if err := json.Unmarshal(out, &info); err != nil || info.Format != "qcow2" {
+		return info, fmt.Errorf("the disk is not a qcow2 image (%v)", err)
 	}
-	if err := json.Unmarshal(out, &info); err != nil || info.Format != "qcow2" || info.Spec.Data.DataFile != "" {
-		return fmt.Errorf("the received disk is not a plain qcow2 overlay")
+	return info, nil
+}
+
+// adoptOverlay checks a received overlay - a plain qcow2, no larger than
+// the one this host prepared (max bytes) - and points it at this host's
+// base image (only the header changes: -u).
+func (d *Driver) adoptOverlay(ctx context.Context, id string, m meta, max int64) error {
+	disk := d.path(id, "disk.qcow2")
+	info, err := overlayInfo(ctx, disk)
+	if err != nil || info.Spec.Data.DataFile != "" {
+		return fmt.Errorf("the received disk is not a plain qcow2 overlay (%v)", err)
+	}
+	if info.VirtualSize > max {
+		return fmt.Errorf("migration stream: the disk is %d bytes, more than the %d this host prepared for the instance", info.VirtualSize, max)
 	}
 	args := []string{"rebase", "-u", "-f", "qcow2", "-b", "", disk}
 	if m.Base != "" {
