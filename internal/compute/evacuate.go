@@ -89,6 +89,11 @@ func (svc *Service) EvacuationPlan(ctx context.Context, host string) (api.Evacua
 			continue
 		}
 		mv.Mode, _ = svc.migrationMode(r, host, "")
+		// A volume with snapshots makes a RUNNING VM move cold (what the
+		// migration itself will decide).
+		if _, mode, err := svc.migrationVolumes(ctx, r, mv.Mode, ""); err == nil {
+			mv.Mode = mode
+		}
 		req := svc.request(r, groups)
 		req.Home, req.Volumes = "", nil // its local volumes move with it, live or cold
 		reqs = append(reqs, req)

@@ -62,6 +62,16 @@ func TestMigrationCarriesVolumes(t *testing.T) {
 		t.Fatalf("live with a volume's snapshot: %v", err)
 	}
 	env.placeOn(svc, "d", "h1")
+	// The evacuation plan says so too.
+	plan, err := svc.EvacuationPlan(ctx, "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mv := range plan.Moves {
+		if mv.Instance == "d" && mv.Mode != api.MigrateCold {
+			t.Errorf("the evacuation plan moves d %q, not cold: %+v", mv.Mode, plan)
+		}
+	}
 	if _, err := svc.Migrate(ctx, "p", "d", api.InstanceMigrate{}); err != nil {
 		t.Fatalf("the default move of a RUNNING VM with a volume's snapshot: %v", err)
 	}
