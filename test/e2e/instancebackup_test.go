@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -96,19 +95,7 @@ func TestInstanceBackupContainer(t *testing.T) {
 // volume already there when it boots (PROLOG waits for it; the agent's
 // TestPrologWaitsForNewVolumes shows the wait itself).
 func TestInstanceBackupVM(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("VMs' cgroups need root; CI runs as root")
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 is not installed (make test installs it)")
-	}
-	s := startServer(t, "--drivers", "qemu")
-	t.Cleanup(func() {
-		exec.Command("pkill", "-9", "-f", filepath.Join(s.dir, "agent", "qemu")).Run()
-		if t.Failed() {
-			t.Log(s.out.String())
-		}
-	})
+	s := startQEMUServer(t)
 	root := []string{"KUMO_SOCKET=" + s.socket}
 	dir := t.TempDir()
 	must(t, root, "", "image", "build", "tiny-vm", "-f", filepath.Join(dir, "tiny-vm.tar.gz"), "--import", "--public")
