@@ -295,6 +295,10 @@ type Assignment struct {
 	// host (an instance restored from a backup): PROLOG waits until each
 	// is made and attached, as for BootVolume.
 	NewVolumes []string `json:"new_volumes,omitempty"`
+	// RootBackup is the id of the volume backup its root filesystem is
+	// restored from in PROLOG (a container restored from an instance
+	// backup that kept its writable layer).
+	RootBackup string `json:"root_backup,omitempty"`
 }
 
 // SelfFenced starts the reason of an agent's report that it stopped an HA

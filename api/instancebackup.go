@@ -64,9 +64,13 @@ type InstanceBackup struct {
 	RootImage     string `json:"root_image,omitempty"`
 	RootImageID   string `json:"root_image_id,omitempty"`
 	RootOperation string `json:"root_operation,omitempty"`
+	// RootBackup is the volume backup (BACKUP-root, marked root_of the
+	// instance) holding a container's root filesystem: its writable
+	// layer, restored under the image's filesystem.
+	RootBackup string `json:"root_backup,omitempty"`
 	// EphemeralRoot: the instance's root disk is not in the backup (a
-	// container's root filesystem, or a VM backed up with
-	// skip_root_disk): a restored instance starts from its image again.
+	// VM or container backed up with skip_root_disk): a restored
+	// instance starts from its image again.
 	EphemeralRoot bool `json:"ephemeral_root,omitempty"`
 	// Status: creating until every volume backup is made, then available;
 	// error if one failed (Error says which and why).
@@ -81,7 +85,8 @@ type InstanceBackup struct {
 // InstanceBackupsPost backs an instance up.
 type InstanceBackupsPost struct {
 	Name string `json:"name"`
-	// SkipRootDisk: a VM's own root disk (not a volume) is not copied.
+	// SkipRootDisk: a VM's own root disk (not a volume), or a
+	// container's root filesystem, is not copied.
 	SkipRootDisk bool `json:"skip_root_disk,omitempty"`
 }
 

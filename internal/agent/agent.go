@@ -168,6 +168,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a.vols = newVolumeJob(a.srv, a.srv, cfg.Driver, cfg.Conn, filepath.Join(cfg.StateDir, "volumes"), cfg.Log)
 	a.inst = newInstances(a.srv, cfg.Driver, withVolumes{a.net, a.vols}, cfg.Workers, cfg.ResyncEvery, tell, started, cfg.Log)
 	a.inst.fence = a.fence
+	a.inst.roots = a.vols
 	a.inst.mig = newMigrations(a.srv, cfg.Driver, a.hostSet, a.net, cfg.Log)
 	a.inst.mig.vols = a.vols
 	a.inst.mig.live = liveOptions(cfg)

@@ -168,6 +168,7 @@ func (j *volumeJob) round(ctx context.Context) {
 		}
 		reps = append(reps, j.reconcile(ctx, v))
 	}
+	j.rootBackups(ctx, view.Roots)
 	j.sweep(ctx)
 	if len(reps) > 0 {
 		if err := j.src.VolumeReport(ctx, reps); err != nil && ctx.Err() == nil {

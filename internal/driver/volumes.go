@@ -160,3 +160,32 @@ func (c *combined) KeepVolumeTracking(ctx context.Context, id string, v Volume, 
 		return ErrNotTracked
 	})
 }
+
+// ErrNoRootCopy says a driver cannot copy an instance's root filesystem
+// for a backup.
+var ErrNoRootCopy = errors.New("driver: this driver does not back up root filesystems")
+
+// RootDiskCopier is the optional feature of drivers whose instances have
+// a root filesystem of their own to back up (a container's writable
+// layer): CopyRootDisk copies it, consistent (the filesystem frozen while
+// it is copied), into a new file at target, in the format it returns.
+// A driver with it takes Spec.RootDisk in Prepare: the instance's root
+// filesystem is made of that file (a restored backup) instead of anew.
+type RootDiskCopier interface {
+	CopyRootDisk(ctx context.Context, id, target string) (format string, err error)
+}
+
+var _ RootDiskCopier = (*combined)(nil)
+
+// CopyRootDisk routes to the driver of the instance.
+func (c *combined) CopyRootDisk(ctx context.Context, id, target string) (string, error) {
+	var format string
+	err := c.on(ctx, id, func(d Driver) (err error) {
+		if rc, ok := d.(RootDiskCopier); ok {
+			format, err = rc.CopyRootDisk(ctx, id, target)
+			return err
+		}
+		return ErrNoRootCopy
+	})
+	return format, err
+}

@@ -35,19 +35,7 @@ func TestInstanceBackupRestore(t *testing.T) {
 	ts.project("q")
 	member := ts.user("m", false, "p", "member")
 	qm := ts.user("qm", false, "q", "member")
-	var jt api.JoinToken
-	ts.do("POST", "/v1/join-tokens", admin, map[string]any{}).decode(t, &jt)
-	agents := map[string]api.Agent{}
-	for _, h := range []string{"h1", "h2"} {
-		var a api.Agent
-		r := ts.do("POST", "/v1/agents", "", api.AgentsPost{JoinToken: jt.Token, Name: "a-" + h, Driver: "sim",
-			Hosts: []api.HostSpec{{Name: h, Kinds: []string{"vm", "container"}, Capacity: api.Size{VCPUs: 8, MemoryMiB: 8192, DiskGiB: 100}}}})
-		if r.Status != 201 {
-			t.Fatalf("join %s: %d %s", h, r.Status, r.Body)
-		}
-		r.decode(t, &a)
-		agents[h] = a
-	}
+	agents := simAgents(t, ts, admin, []string{"vm", "container"}, "h1", "h2")
 	// An agent reports what its view lists (its hosts' volumes, with the
 	// attachment to carry out): wait until it does, as an agent would.
 	report := func(host string, reps ...api.VolumeReport) {

@@ -27,6 +27,11 @@ func (l liveInstances) LiveInstance(ctx context.Context, project, name string) (
 	return in.ID, in.Type, l.c.HostOf(project, name), nil
 }
 
+// RestoresRoot implements volumes.RootRestores.
+func (l liveInstances) RestoresRoot(_ context.Context, hosts map[string]bool, backup string) bool {
+	return l.c.RestoresRoot(hosts, backup)
+}
+
 // LiveMigrationTarget implements volumes.Migrating.
 func (l liveInstances) LiveMigrationTarget(ctx context.Context, project, name string) (string, bool) {
 	in, _, err := l.c.Get(ctx, project, name)

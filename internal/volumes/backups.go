@@ -225,6 +225,14 @@ func (svc *Service) agentBackup(ctx context.Context, hosts map[string]bool, live
 			return svc.backupByID(ctx, id)
 		}
 	}
+	for _, r := range view.Roots {
+		if making && r.Backup == id {
+			return svc.backupByID(ctx, id)
+		}
+	}
+	if rr, ok := live.(RootRestores); ok && !making && rr.RestoresRoot(ctx, hosts, id) {
+		return svc.backupByID(ctx, id)
+	}
 	return api.VolumeBackup{}, 0, errs.NotFound("no backup %s for this agent's hosts", id)
 }
 

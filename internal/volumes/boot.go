@@ -56,6 +56,9 @@ type BootPlan struct {
 	// on the instance's host with it (its PROLOG waits for them).
 	New  []string
 	Wait []string
+	// RootBackup is the id of the volume backup a restored container's
+	// root filesystem (its writable layer) is made from.
+	RootBackup string
 }
 
 // PlanBoot checks an instance's boot volume request (boot_volume, or

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -75,6 +76,29 @@ func rootCopied(in api.Instance, req api.InstanceBackupsPost, root RootCopier) (
 	return false, errs.Conflict("instance %q is %s: its root disk is copied while a host keeps it (RUNNING, SUSPENDED, POWEROFF or STOPPED); back it up then, or without its root disk (skip_root_disk)", in.Name, in.State)
 }
 
+// rootLayerKept says whether a container's root filesystem (its writable
+// layer) is backed up with it, unless asked not to: its host sends it as
+// a volume backup, so the container must be on a host.
+func rootLayerKept(in api.Instance, req api.InstanceBackupsPost) (bool, error) {
+	if in.Type != api.TypeContainer || req.SkipRootDisk {
+		return false, nil
+	}
+	switch in.State {
+	case api.StateRunning, api.StateSuspended, api.StatePoweroff:
+		return true, nil
+	}
+	return false, errs.Conflict("instance %q is %s: a container's root filesystem is backed up while a host runs it (RUNNING, SUSPENDED or POWEROFF); back it up then, or without its root filesystem (skip_root_disk)", in.Name, in.State)
+}
+
+// rootLayerBackup is the volume backup of a container's writable layer:
+// an ext4 filesystem of the flavor's disk size (at least 1 GiB, as the
+// container driver makes it), sent by the container's host.
+func rootLayerBackup(project, name string, in api.Instance, t time.Time) api.VolumeBackup {
+	return api.VolumeBackup{Meta: api.Meta{ID: uuid.NewString(), Name: name + api.RootDiskSuffix, CreatedAt: t, UpdatedAt: t},
+		Project: project, VolumeID: in.ID, RootOf: in.Name, SizeGiB: max(in.Size.DiskGiB, 1), Format: api.VolumeExt4,
+		Status: api.VolumeCreating, InstanceBackup: name}
+}
+
 // CreateInstanceBackup backs up an instance (as compute shows it): its
 // definition and every volume attached to it, and a VM's own root disk
 // through root (nil: never). The root disk's copy is started first (its
@@ -139,12 +163,24 @@ func (svc *Service) CreateInstanceBackup(ctx context.Context, project string, in
 	if err != nil {
 		return api.InstanceBackup{}, err
 	}
+	layer, err := rootLayerKept(in, req)
+	if err != nil {
+		return api.InstanceBackup{}, err
+	}
+	nb := int64(1 + len(ib.Volumes))
+	if layer {
+		b := rootLayerBackup(project, name, in, t)
+		ib.RootBackup, ib.SizeGiB, nb = b.Name, ib.SizeGiB+b.SizeGiB, nb+1
+		bk := backupKey(project, b.Name)
+		conds = append(conds, store.Absent(bk))
+		ops = append(ops, store.PutJSON(bk, b), events.Op(ctx, "volume-backup", events.Created, project, backupURL(project, b.Name), b))
+	}
 	// Refused before any copy starts: the names taken.
 	if err := svc.ibNameTaken(ctx, ib); err != nil {
 		return api.InstanceBackup{}, err
 	}
 	ib.Status = api.VolumeCreating
-	if len(ib.Volumes) == 0 && !copyRoot {
+	if len(ib.Volumes) == 0 && !copyRoot && !layer {
 		ib.Status = api.VolumeAvailable
 	}
 	if copyRoot {
@@ -152,13 +188,14 @@ func (svc *Service) CreateInstanceBackup(ctx context.Context, project string, in
 		if ib.RootImageID, ib.RootOperation, err = root.CopyRoot(ctx, project, in.Name, ib.RootImage); err != nil {
 			return api.InstanceBackup{}, err
 		}
-	} else if in.BootVolume == "" {
+	} else if in.BootVolume == "" && !layer {
 		ib.EphemeralRoot = true
 	}
 	ops = append(ops, store.PutJSON(k, ib), events.Op(ctx, "instance-backup", events.Created, project, ibURL(project, name), ib))
 	// The instance backup counts as one backup, and each volume backup as
-	// one (of its volume's size), as volume backups do.
-	rev, err := quota.Reserve(ctx, svc.s, project, backupCounts(int64(1+len(ib.Volumes)), ib.SizeGiB), conds,
+	// one (of its volume's size), as volume backups do; so does a
+	// container's root filesystem.
+	rev, err := quota.Reserve(ctx, svc.s, project, backupCounts(nb, ib.SizeGiB), conds,
 		append(ops, idempotency.Done(ctx, ib)...))
 	if err != nil && ib.RootImageID != "" {
 		if derr := root.DropRoot(context.WithoutCancel(ctx), project, ib.RootImage, ib.RootImageID); derr != nil {
@@ -184,12 +221,25 @@ func (svc *Service) ibNameTaken(ctx context.Context, ib api.InstanceBackup) erro
 	if _, err := svc.s.Get(ctx, ibKey(ib.Project, ib.Name)); err == nil {
 		return errs.Conflict("instance backup %q already exists in project %q", ib.Name, ib.Project)
 	}
-	for _, v := range ib.Volumes {
-		if _, err := svc.s.Get(ctx, backupKey(ib.Project, v.Backup)); err == nil {
-			return errs.Conflict("a volume backup named %q exists in project %q: the instance backup's volume backups are named after it; choose another name", v.Backup, ib.Project)
+	for _, b := range ibBackups(ib) {
+		if _, err := svc.s.Get(ctx, backupKey(ib.Project, b)); err == nil {
+			return errs.Conflict("a volume backup named %q exists in project %q: the instance backup's volume backups are named after it; choose another name", b, ib.Project)
 		}
 	}
 	return nil
+}
+
+// ibBackups names an instance backup's volume backups: its volumes' and
+// its root filesystem's.
+func ibBackups(ib api.InstanceBackup) []string {
+	var out []string
+	for _, v := range ib.Volumes {
+		out = append(out, v.Backup)
+	}
+	if ib.RootBackup != "" {
+		out = append(out, ib.RootBackup)
+	}
+	return out
 }
 
 // rootStatus says what of an instance backup's root disk image: creating
@@ -216,20 +266,19 @@ func (svc *Service) rootStatus(ctx context.Context, ib api.InstanceBackup) (stri
 func (svc *Service) withStatus(ctx context.Context, ib api.InstanceBackup) (api.InstanceBackup, error) {
 	ib.Status, ib.Error, ib.StoredBytes, ib.TotalBytes = api.VolumeAvailable, "", 0, 0
 	creating := false
-	for i := range ib.Volumes {
-		v := &ib.Volumes[i]
-		b, _, err := svc.getBackup(ctx, ib.Project, v.Backup)
+	// take adds a volume backup's figures and status (what names what it
+	// holds, for the error); it says the backup's status.
+	take := func(name, what string) (string, error) {
+		b, _, err := svc.getBackup(ctx, ib.Project, name)
 		switch {
 		case errors.Is(err, errs.ErrNotFound):
-			v.Status = api.VolumeError
 			if ib.Error == "" {
-				ib.Error = fmt.Sprintf("volume backup %q of volume %q is gone", v.Backup, v.Volume)
+				ib.Error = fmt.Sprintf("volume backup %q of %s is gone", name, what)
 			}
-			continue
+			return api.VolumeError, nil
 		case err != nil:
-			return ib, err
+			return "", err
 		}
-		v.Status = b.Status
 		ib.StoredBytes += b.StoredBytes
 		ib.TotalBytes += b.TotalBytes
 		switch b.Status {
@@ -237,8 +286,22 @@ func (svc *Service) withStatus(ctx context.Context, ib api.InstanceBackup) (api.
 			creating = true
 		case api.VolumeError:
 			if ib.Error == "" {
-				ib.Error = fmt.Sprintf("volume backup %q of volume %q: %s", v.Backup, v.Volume, b.Error)
+				ib.Error = fmt.Sprintf("volume backup %q of %s: %s", name, what, b.Error)
 			}
+		}
+		return b.Status, nil
+	}
+	for i := range ib.Volumes {
+		v := &ib.Volumes[i]
+		st, err := take(v.Backup, fmt.Sprintf("volume %q", v.Volume))
+		if err != nil {
+			return ib, err
+		}
+		v.Status = st
+	}
+	if ib.RootBackup != "" {
+		if _, err := take(ib.RootBackup, "its root filesystem"); err != nil {
+			return ib, err
 		}
 	}
 	rs, why, err := svc.rootStatus(ctx, ib)
@@ -312,8 +375,8 @@ func (svc *Service) DeleteInstanceBackup(ctx context.Context, project, name stri
 	ops := []store.Op{store.Del(ibKey(project, name)), events.Op(ctx, "instance-backup", events.Deleted, project, ibURL(project, name), nil)}
 	ids := map[string]string{}
 	n, gib := int64(1), int64(0)
-	for _, v := range ib.Volumes {
-		b, brev, err := svc.getBackup(ctx, project, v.Backup)
+	for _, name := range ibBackups(ib) {
+		b, brev, err := svc.getBackup(ctx, project, name)
 		if errors.Is(err, errs.ErrNotFound) {
 			continue
 		}
@@ -400,6 +463,15 @@ func (svc *Service) PlanRestore(ctx context.Context, project string, in BootInst
 	}
 	t := svc.now().UTC()
 	var p BootPlan
+	if ib.RootBackup != "" {
+		// A container's root filesystem: its host restores the backup
+		// as the container's writable layer in PROLOG.
+		b, _, err := svc.getBackup(ctx, project, ib.RootBackup)
+		if err != nil {
+			return BootPlan{}, err
+		}
+		p.RootBackup = b.ID
+	}
 	for i, v := range ib.Volumes {
 		b, _, err := svc.getBackup(ctx, project, v.Backup)
 		if err != nil {

@@ -14,10 +14,13 @@ import (
 )
 
 // TestInstanceBackupContainer: a container writes random data to its
-// volume; 'kumo instance backup' keeps its definition and the volume; the
-// container is terminated and its volume deleted; 'kumo instance restore'
-// brings it back under its name, the volume restored on its host and
-// mounted where it was before it starts: the same sha256.
+// volume and to its root filesystem; 'kumo instance backup' keeps its
+// definition, the volume and its root filesystem (its writable layer);
+// a second backup after a small change stores little (chunks already
+// kept are not sent again); the container is terminated and its volume
+// deleted; 'kumo instance restore' brings it back under its name, the
+// volume restored on its host and mounted where it was before it starts,
+// its root filesystem restored: the same sha256 in both.
 func TestInstanceBackupContainer(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("runc containers and loop mounts need root; CI runs as root")
@@ -41,13 +44,25 @@ func TestInstanceBackupContainer(t *testing.T) {
 	volumeIs(t, c, "files", "attached", 60*time.Second, func(v api.Volume) bool { return v.Attachment != nil && v.Attachment.Attached })
 	must(t, root, "", "instance", "exec", "c1", "--", "sh", "-c", "dd if=/dev/urandom of=/data/blob bs=1048576 count=8 2>/dev/null; sync")
 	sum := strings.Fields(must(t, root, "", "instance", "exec", "c1", "--", "sha256sum", "/data/blob"))[0]
+	must(t, root, "", "instance", "exec", "c1", "--", "sh", "-c", "dd if=/dev/urandom of=/var/rootblob bs=1048576 count=4 2>/dev/null; echo kept >/etc/kumo-marker; rm /etc/hostname; sync")
+	rootSum := strings.Fields(must(t, root, "", "instance", "exec", "c1", "--", "sha256sum", "/var/rootblob"))[0]
 
 	must(t, root, "", "instance", "backup", "c1", "nightly", "--wait")
 	ib, err := c.InstanceBackup(ctx, "default", "nightly")
-	if err != nil || ib.Status != api.VolumeAvailable || len(ib.Volumes) != 1 || ib.Volumes[0].Path != "/data" || !ib.EphemeralRoot || ib.StoredBytes < 8<<20 {
+	if err != nil || ib.Status != api.VolumeAvailable || len(ib.Volumes) != 1 || ib.Volumes[0].Path != "/data" || ib.EphemeralRoot ||
+		ib.RootBackup != "nightly-root" || ib.StoredBytes < 12<<20 {
 		t.Fatalf("instance backup: %+v %v", ib, err)
 	}
-	t.Logf("instance backup of a container with a 1 GiB volume holding 8 MiB of random data: %d bytes stored, %d in all", ib.StoredBytes, ib.TotalBytes)
+	t.Logf("instance backup of a container with a 1 GiB volume holding 8 MiB of random data and 4 MiB in its root filesystem: %d bytes stored, %d in all", ib.StoredBytes, ib.TotalBytes)
+	// A small change: only the chunks it touched are stored.
+	must(t, root, "", "instance", "exec", "c1", "--", "sh", "-c", "echo again >/etc/kumo-again; sync")
+	must(t, root, "", "instance", "backup", "c1", "again", "--wait")
+	again, err := c.InstanceBackup(ctx, "default", "again")
+	if err != nil || again.Status != api.VolumeAvailable || again.RootBackup != "again-root" || again.StoredBytes >= 4<<20 {
+		t.Fatalf("second instance backup: %+v %v", again, err)
+	}
+	t.Logf("the second instance backup after a small change: %d bytes stored, %d in all", again.StoredBytes, again.TotalBytes)
+	must(t, root, "", "instance", "backup", "delete", "again")
 	if out := must(t, root, "", "instance", "backup", "list"); !strings.Contains(out, "nightly") {
 		t.Fatalf("backup list: %q", out)
 	}
@@ -77,6 +92,12 @@ func TestInstanceBackupContainer(t *testing.T) {
 	}
 	if got := strings.Fields(must(t, root, "", "instance", "exec", "c1", "--", "sha256sum", "/data/blob"))[0]; got != sum {
 		t.Fatalf("restored data: sha256 %s, backed up %s", got, sum)
+	}
+	if got := strings.Fields(must(t, root, "", "instance", "exec", "c1", "--", "sha256sum", "/var/rootblob"))[0]; got != rootSum {
+		t.Fatalf("restored root filesystem: sha256 %s, backed up %s", got, rootSum)
+	}
+	if got := must(t, root, "", "instance", "exec", "c1", "--", "cat", "/etc/kumo-marker"); strings.TrimSpace(got) != "kept" {
+		t.Fatalf("restored /etc/kumo-marker: %q", got)
 	}
 	must(t, root, "", "instance", "terminate", "c1", "--wait")
 	volumeIs(t, c, "c1-vol1", "let go", 60*time.Second, func(v api.Volume) bool { return v.Attachment == nil })

@@ -1,0 +1,52 @@
+package volumes
+
+import (
+	"context"
+	"errors"
+	"sort"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/errs"
+)
+
+// A container's root filesystem in an instance backup: its writable
+// layer (an ext4 filesystem of the flavor's disk size, over the image's
+// filesystem) is kept as a volume backup like any other - chunks of raw
+// bytes, content-addressed, compressed, only the chunks the store lacks
+// sent - marked root_of the instance, with the instance's id as its
+// volume id. The container's host sends it: the backup is in its agent's
+// view (Roots) while it is being made and the container is on one of the
+// agent's hosts. A restore gives the new instance the backup's id
+// (BootPlan.RootBackup, kept by compute and handed to the agent with the
+// assignment); the host the new container is placed on reads that backup
+// (RootRestores says it may) and makes the writable layer of it in PROLOG.
+
+// RootRestores is the optional part of Live that says whether an
+// instance placed on one of these hosts has its root filesystem restored
+// from this backup (its agent may then read the backup).
+type RootRestores interface {
+	RestoresRoot(ctx context.Context, hosts map[string]bool, backup string) bool
+}
+
+// rootView lists the root filesystem backups being made of containers on
+// these hosts.
+func rootView(ctx context.Context, hosts map[string]bool, live Live, byID map[string]api.VolumeBackup) ([]api.AgentRootBackup, error) {
+	var out []api.AgentRootBackup
+	for _, b := range byID {
+		if b.RootOf == "" || b.Status != api.VolumeCreating {
+			continue
+		}
+		id, _, host, err := live.LiveInstance(ctx, b.Project, b.RootOf)
+		switch {
+		case errors.Is(err, errs.ErrNotFound):
+			continue
+		case err != nil:
+			return nil, err
+		}
+		if id == b.VolumeID && hosts[host] {
+			out = append(out, api.AgentRootBackup{Backup: b.ID, InstanceID: id, Format: b.Format})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Backup < out[j].Backup })
+	return out, nil
+}
