@@ -3,10 +3,13 @@ package volumes
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
+	"github.com/kumocloud/kumo/internal/events"
+	"github.com/kumocloud/kumo/internal/store"
 )
 
 // A container's root filesystem in an instance backup: its writable
@@ -49,4 +52,34 @@ func rootView(ctx context.Context, hosts map[string]bool, live Live, byID map[st
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Backup < out[j].Backup })
 	return out, nil
+}
+
+// failOrphanRoots ends in error the root filesystem backups still to be
+// sent whose container is gone (terminated, or another instance now has
+// its name): no host will ever send them. The server's volume loop runs
+// it, so a crash anywhere is picked up by its next pass.
+func (svc *Service) failOrphanRoots(ctx context.Context, backups []store.Item[api.VolumeBackup]) error {
+	var errOut error
+	for _, it := range backups {
+		b := it.Value
+		if b.RootOf == "" || b.Status != api.VolumeCreating {
+			continue
+		}
+		in, _, err := svc.inst.Get(ctx, b.Project, b.RootOf)
+		switch {
+		case errors.Is(err, errs.ErrNotFound) || err == nil && (in.ID != b.VolumeID || in.State == api.StateDone):
+		case err != nil:
+			errOut = err
+			continue
+		default:
+			continue
+		}
+		b.Status, b.Error, b.UpdatedAt = api.VolumeError, fmt.Sprintf("instance %q went before its host sent its root filesystem", b.RootOf), svc.now().UTC()
+		k := backupKey(b.Project, b.Name)
+		if _, err := svc.s.Txn(ctx, []store.Cond{store.At(k, it.Revision)}, []store.Op{store.PutJSON(k, b),
+			events.Op(ctx, "volume-backup", events.Updated, b.Project, backupURL(b.Project, b.Name), b)}); err != nil && !errors.Is(err, store.ErrConflict) {
+			errOut = err
+		}
+	}
+	return errOut
 }
