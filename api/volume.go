@@ -130,9 +130,9 @@ type VolumeBackup struct {
 	// InstanceBackup names the instance backup it belongs to, if any: it
 	// goes with that one (and is not deleted alone).
 	InstanceBackup string `json:"instance_backup,omitempty"`
-	// RootOf names the instance whose root filesystem it holds (a
-	// container's writable layer, an ext4 filesystem; VolumeID is then
-	// the instance's id and Volume is empty), not a volume's content.
+	// RootOf names the instance whose own root disk it holds (a VM's
+	// disk flattened, qcow2; a container's writable layer, ext4; VolumeID
+	// is then the instance's id and Volume is empty), not a volume's.
 	RootOf string `json:"root_of,omitempty"`
 }
 
@@ -283,8 +283,8 @@ type AgentVolumes struct {
 	Roots []AgentRootBackup `json:"roots,omitempty"`
 }
 
-// AgentRootBackup is a backup of an instance's root filesystem (a
-// container's writable layer) to make and send.
+// AgentRootBackup is a backup of an instance's own root disk (a VM's
+// disk, a container's writable layer) to make and send.
 type AgentRootBackup struct {
 	Backup     string `json:"backup"`
 	InstanceID string `json:"instance_id"`

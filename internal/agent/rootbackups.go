@@ -12,14 +12,14 @@ import (
 	"github.com/kumocloud/kumo/internal/volumes/pool"
 )
 
-// A container's root filesystem in an instance backup
-// (internal/volumes/rootbackups.go): the volume job copies it through the
-// driver (its writable layer, frozen while copied) and sends it as any
+// An instance's own root disk in an instance backup (a VM's disk, a
+// container's root filesystem; internal/volumes/rootbackups.go): the
+// volume job copies it through the driver (consistent: a VM paused, a
+// container's writable layer frozen while copied) and sends it as any
 // volume backup, by chunk hashes; an instance restored from it has its
-// writable layer made of the backup in PROLOG, before the driver
-// prepares it.
+// disk made of the backup in PROLOG, before the driver prepares it.
 
-// rootBackups makes and sends the root filesystem backups asked for.
+// rootBackups makes and sends the root disk backups asked for.
 func (j *volumeJob) rootBackups(ctx context.Context, roots []api.AgentRootBackup) {
 	rc, ok := j.d.(driver.RootDiskCopier)
 	for _, r := range roots {
@@ -47,7 +47,7 @@ func (j *volumeJob) rootBackups(ctx context.Context, roots []api.AgentRootBackup
 		if err != nil {
 			os.Remove(cp)
 			if ctx.Err() == nil {
-				j.bk.BackupManifest(ctx, r.Backup, api.BackupManifest{Error: "copying the root filesystem: " + err.Error()})
+				j.bk.BackupManifest(ctx, r.Backup, api.BackupManifest{Error: "copying the root disk: " + err.Error()})
 			}
 			continue
 		}
@@ -55,8 +55,7 @@ func (j *volumeJob) rootBackups(ctx context.Context, roots []api.AgentRootBackup
 	}
 }
 
-// restoreRoot makes the file an instance's root filesystem is restored
-// from (its assignment's RootBackup); the caller removes it once the
+// restoreRoot makes the file an instance's root disk is restored from (its assignment's RootBackup); the caller removes it once the
 // driver prepared the instance.
 func (j *volumeJob) restoreRoot(ctx context.Context, as api.Assignment) (string, error) {
 	if err := pool.CheckID(as.RootBackup); err != nil {
@@ -73,21 +72,21 @@ func (j *volumeJob) restoreRoot(ctx context.Context, as api.Assignment) (string,
 	return f, nil
 }
 
-// prologSpec is the spec PROLOG prepares: with the file of its root
-// filesystem when it is restored from a backup (done removes it).
+// prologSpec is the spec PROLOG prepares: with the file of its root disk
+// when it is restored from a backup (done removes it).
 func (in *instances) prologSpec(ctx context.Context, as api.Assignment) (driver.Spec, func(), error) {
 	spec := in.spec(as)
 	if as.RootBackup == "" || in.d.Has(as.ID) {
 		// No backup, or prepared already (a restart of a STOPPED
-		// container, a PROLOG done again): its own root filesystem.
+		// container, a PROLOG done again): its own root disk.
 		return spec, func() {}, nil
 	}
 	if in.roots == nil {
-		return spec, nil, errors.New("this agent cannot restore a root filesystem")
+		return spec, nil, errors.New("this agent cannot restore a root disk")
 	}
 	f, err := in.roots.restoreRoot(ctx, as)
 	if err != nil {
-		return spec, nil, fmt.Errorf("restoring its root filesystem from backup %s: %w", as.RootBackup, err)
+		return spec, nil, fmt.Errorf("restoring its root disk from backup %s: %w", as.RootBackup, err)
 	}
 	spec.RootDisk = f
 	return spec, func() { os.Remove(f) }, nil

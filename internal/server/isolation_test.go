@@ -305,7 +305,7 @@ func newFixtureOn(t *testing.T, ts *testServer) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ts.s.volumes.CreateInstanceBackup(ctxA, "p", i1, api.InstanceBackupsPost{Name: "ib1", SkipRootDisk: true}, nil); err != nil {
+	if _, err := ts.s.volumes.CreateInstanceBackup(ctxA, "p", i1, api.InstanceBackupsPost{Name: "ib1", SkipRootDisk: true}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ts.s.volumes.CreatePool(ctxA, api.StoragePoolsPost{Name: "sp1", Type: "shared-dir", Path: "/srv/sp1"}); err != nil {

@@ -310,8 +310,13 @@ func (svc *Service) FinishBackup(ctx context.Context, hosts map[string]bool, liv
 	if count < req.Offset+int64(len(req.Chunks)) || count > maxChunks {
 		return out, errs.Invalid("count", "count %d: the number of chunks in all", count)
 	}
-	if count*api.BackupChunk < b.SizeGiB<<30 {
+	switch {
+	case b.RootOf == "" && count*api.BackupChunk < b.SizeGiB<<30:
 		return out, errs.Invalid("chunks", "%d chunks do not cover a %d GiB volume", count, b.SizeGiB)
+	case b.RootOf != "" && count*api.BackupChunk > b.SizeGiB<<30:
+		// An instance's root disk (rootbackups.go) is as big as its
+		// host found it, up to the whole GiB counted.
+		return out, errs.Invalid("chunks", "%d chunks are more than a %d GiB root disk", count, b.SizeGiB)
 	}
 	if err := os.Truncate(svc.partialManifestPath(b.ID), count*lineLen); err != nil {
 		return out, err

@@ -56,8 +56,9 @@ type BootPlan struct {
 	// on the instance's host with it (its PROLOG waits for them).
 	New  []string
 	Wait []string
-	// RootBackup is the id of the volume backup a restored container's
-	// root filesystem (its writable layer) is made from.
+	// RootBackup is the id of the volume backup a restored instance's
+	// own root disk (a VM's disk, a container's writable layer) is made
+	// from.
 	RootBackup string
 }
 

@@ -20,8 +20,9 @@ import (
 
 // Instance backups (what Proxmox's vzdump makes): an instance's
 // definition and a backup of every volume attached to it (its boot volume
-// included), made in one transaction: the instance backup's record, one
-// volume backup per volume (marked with the instance backup's name) and
+// included) and of its own root disk (rootbackups.go), made in one
+// transaction: the instance backup's record, one volume backup per volume
+// and one of its root disk (marked with the instance backup's name) and
 // their quota. The volume backups are then made by the volumes' hosts
 // exactly as any volume backup is (level-triggered: the agents' volume
 // rounds send them; a crash anywhere is picked up by the next round), and
@@ -55,56 +56,56 @@ func ibBackupName(name string, v api.VolumeAttachment, i int) string {
 	return fmt.Sprintf("%s-vol%d", name, i+1)
 }
 
-// RootCopier copies a VM's own root disk into a new private image of the
-// project (the instance snapshot operation) and drops such an image.
+// RootCopier drops the image of an instance backup made before a VM's
+// root disk went to the backup store (it was copied into a private image
+// BACKUP-root by the instance snapshot operation): deleting such a backup
+// deletes that image.
 type RootCopier interface {
-	CopyRoot(ctx context.Context, project, instance, image string) (imageID, opID string, err error)
 	DropRoot(ctx context.Context, project, image, imageID string) error
 }
 
-// rootCopied says whether an instance's root disk is copied into an
-// image with its backup: a VM's own disk (not a volume), unless asked
-// not to; refused when no host keeps it.
-func rootCopied(in api.Instance, req api.InstanceBackupsPost, root RootCopier) (bool, error) {
-	if in.Type != api.TypeVM || in.BootVolume != "" || req.SkipRootDisk || root == nil {
-		return false, nil
-	}
-	switch in.State {
-	case api.StateRunning, api.StateSuspended, api.StatePoweroff, api.StateStopped:
-		return true, nil
-	}
-	return false, errs.Conflict("instance %q is %s: its root disk is copied while a host keeps it (RUNNING, SUSPENDED, POWEROFF or STOPPED); back it up then, or without its root disk (skip_root_disk)", in.Name, in.State)
-}
-
-// rootLayerKept says whether a container's root filesystem (its writable
-// layer) is backed up with it, unless asked not to: its host sends it as
-// a volume backup, so the container must be on a host.
-func rootLayerKept(in api.Instance, req api.InstanceBackupsPost) (bool, error) {
-	if in.Type != api.TypeContainer || req.SkipRootDisk {
+// rootKept says whether an instance's own root disk is backed up with it
+// (a VM's disk that is not a volume, a container's root filesystem),
+// unless asked not to: its host sends it as a volume backup, so the
+// instance must be on a host.
+func rootKept(in api.Instance, req api.InstanceBackupsPost) (bool, error) {
+	if in.BootVolume != "" || req.SkipRootDisk {
 		return false, nil
 	}
 	switch in.State {
 	case api.StateRunning, api.StateSuspended, api.StatePoweroff:
 		return true, nil
 	}
-	return false, errs.Conflict("instance %q is %s: a container's root filesystem is backed up while a host runs it (RUNNING, SUSPENDED or POWEROFF); back it up then, or without its root filesystem (skip_root_disk)", in.Name, in.State)
+	what := "root disk"
+	if in.Type == api.TypeContainer {
+		what = "root filesystem"
+	}
+	return false, errs.Conflict("instance %q is %s: its %s is backed up while a host has it running, paused or powered off (RUNNING, SUSPENDED or POWEROFF); back it up then, or without its %s (skip_root_disk)", in.Name, in.State, what, what)
 }
 
-// rootLayerBackup is the volume backup of a container's writable layer:
-// an ext4 filesystem of the flavor's disk size (at least 1 GiB, as the
-// container driver makes it), sent by the container's host.
-func rootLayerBackup(project, name string, in api.Instance, t time.Time) api.VolumeBackup {
-	return api.VolumeBackup{Meta: api.Meta{ID: uuid.NewString(), Name: name + api.RootDiskSuffix, CreatedAt: t, UpdatedAt: t},
+// rootBackup is the volume backup of an instance's own root disk, sent by
+// its host: a container's writable layer (an ext4 filesystem of the
+// flavor's disk size, at least 1 GiB, as the container driver makes it)
+// or a VM's disk flattened (qcow2, raw bytes in the store; as big as the
+// flavor's disk or the image's, whichever is bigger).
+func (svc *Service) rootBackup(ctx context.Context, project, name string, in api.Instance, t time.Time) api.VolumeBackup {
+	b := api.VolumeBackup{Meta: api.Meta{ID: uuid.NewString(), Name: name + api.RootDiskSuffix, CreatedAt: t, UpdatedAt: t},
 		Project: project, VolumeID: in.ID, RootOf: in.Name, SizeGiB: max(in.Size.DiskGiB, 1), Format: api.VolumeExt4,
 		Status: api.VolumeCreating, InstanceBackup: name}
+	if in.Type == api.TypeVM {
+		size := in.Size.DiskGiB << 30
+		if img, err := svc.images.Resolve(ctx, project, in.Image); err == nil {
+			size = max(size, img.VirtualSize)
+		}
+		b.Format, b.SizeGiB = api.VolumeQcow2, max((size+1<<30-1)>>30, 1)
+	}
+	return b
 }
 
 // CreateInstanceBackup backs up an instance (as compute shows it): its
-// definition and every volume attached to it, and a VM's own root disk
-// through root (nil: never). The root disk's copy is started first (its
-// image registered, its operation running), then everything else is one
-// transaction; if that transaction fails the image is dropped.
-func (svc *Service) CreateInstanceBackup(ctx context.Context, project string, in api.Instance, req api.InstanceBackupsPost, root RootCopier) (api.InstanceBackup, error) {
+// definition, every volume attached to it and its own root disk, in one
+// transaction.
+func (svc *Service) CreateInstanceBackup(ctx context.Context, project string, in api.Instance, req api.InstanceBackupsPost) (api.InstanceBackup, error) {
 	name := req.Name
 	if err := validate.Name("name", name); err != nil {
 		return api.InstanceBackup{}, err
@@ -159,49 +160,29 @@ func (svc *Service) CreateInstanceBackup(ctx context.Context, project string, in
 		conds = append(conds, store.Absent(bk), store.At(key(project, r.Name), it.Revision))
 		ops = append(ops, store.PutJSON(bk, b), events.Op(ctx, "volume-backup", events.Created, project, backupURL(project, bname), b))
 	}
-	copyRoot, err := rootCopied(in, req, root)
-	if err != nil {
-		return api.InstanceBackup{}, err
-	}
-	layer, err := rootLayerKept(in, req)
+	kept, err := rootKept(in, req)
 	if err != nil {
 		return api.InstanceBackup{}, err
 	}
 	nb := int64(1 + len(ib.Volumes))
-	if layer {
-		b := rootLayerBackup(project, name, in, t)
+	if kept {
+		b := svc.rootBackup(ctx, project, name, in, t)
 		ib.RootBackup, ib.SizeGiB, nb = b.Name, ib.SizeGiB+b.SizeGiB, nb+1
 		bk := backupKey(project, b.Name)
 		conds = append(conds, store.Absent(bk))
 		ops = append(ops, store.PutJSON(bk, b), events.Op(ctx, "volume-backup", events.Created, project, backupURL(project, b.Name), b))
 	}
-	// Refused before any copy starts: the names taken.
-	if err := svc.ibNameTaken(ctx, ib); err != nil {
-		return api.InstanceBackup{}, err
-	}
 	ib.Status = api.VolumeCreating
-	if len(ib.Volumes) == 0 && !copyRoot && !layer {
+	if len(ib.Volumes) == 0 && !kept {
 		ib.Status = api.VolumeAvailable
 	}
-	if copyRoot {
-		ib.RootImage = name + api.RootDiskSuffix
-		if ib.RootImageID, ib.RootOperation, err = root.CopyRoot(ctx, project, in.Name, ib.RootImage); err != nil {
-			return api.InstanceBackup{}, err
-		}
-	} else if in.BootVolume == "" && !layer {
-		ib.EphemeralRoot = true
-	}
+	ib.EphemeralRoot = in.BootVolume == "" && !kept
 	ops = append(ops, store.PutJSON(k, ib), events.Op(ctx, "instance-backup", events.Created, project, ibURL(project, name), ib))
 	// The instance backup counts as one backup, and each volume backup as
-	// one (of its volume's size), as volume backups do; so does a
-	// container's root filesystem.
+	// one (of its volume's size), as volume backups do; so does its root
+	// disk's.
 	rev, err := quota.Reserve(ctx, svc.s, project, backupCounts(nb, ib.SizeGiB), conds,
 		append(ops, idempotency.Done(ctx, ib)...))
-	if err != nil && ib.RootImageID != "" {
-		if derr := root.DropRoot(context.WithoutCancel(ctx), project, ib.RootImage, ib.RootImageID); derr != nil {
-			err = fmt.Errorf("%w (and image %q, the copy of its root disk, could not be dropped: %v)", err, ib.RootImage, derr)
-		}
-	}
 	if errors.Is(err, store.ErrConflict) {
 		if err := svc.ibNameTaken(ctx, ib); err != nil {
 			return api.InstanceBackup{}, err
@@ -230,7 +211,7 @@ func (svc *Service) ibNameTaken(ctx context.Context, ib api.InstanceBackup) erro
 }
 
 // ibBackups names an instance backup's volume backups: its volumes' and
-// its root filesystem's.
+// its own root disk's.
 func ibBackups(ib api.InstanceBackup) []string {
 	var out []string
 	for _, v := range ib.Volumes {
@@ -300,7 +281,7 @@ func (svc *Service) withStatus(ctx context.Context, ib api.InstanceBackup) (api.
 		v.Status = st
 	}
 	if ib.RootBackup != "" {
-		if _, err := take(ib.RootBackup, "its root filesystem"); err != nil {
+		if _, err := take(ib.RootBackup, "its root disk"); err != nil {
 			return ib, err
 		}
 	}
@@ -464,8 +445,8 @@ func (svc *Service) PlanRestore(ctx context.Context, project string, in BootInst
 	t := svc.now().UTC()
 	var p BootPlan
 	if ib.RootBackup != "" {
-		// A container's root filesystem: its host restores the backup
-		// as the container's writable layer in PROLOG.
+		// Its own root disk: the instance's host restores the backup
+		// in PROLOG (a VM's disk, a container's writable layer).
 		b, _, err := svc.getBackup(ctx, project, ib.RootBackup)
 		if err != nil {
 			return BootPlan{}, err

@@ -17,7 +17,7 @@ func TestRootBackupOfAGoneContainer(t *testing.T) {
 	e := newEnv(t, unlimited())
 	c := api.Instance{Meta: api.Meta{ID: "id-c1", Name: "c1"}, Type: api.TypeContainer, State: api.StateRunning, Host: "h1", Size: api.Size{DiskGiB: 2}}
 	e.inst["c1"] = c
-	ib, err := e.svc.CreateInstanceBackup(ctx, "p", c, api.InstanceBackupsPost{Name: "ib"}, nil)
+	ib, err := e.svc.CreateInstanceBackup(ctx, "p", c, api.InstanceBackupsPost{Name: "ib"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestRootBackupOfAGoneContainer(t *testing.T) {
 	if err := e.svc.schedulePass(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if ib, _ = e.svc.GetInstanceBackup(ctx, "p", "ib"); ib.Status != api.VolumeError || !strings.Contains(ib.Error, "went before its host sent") {
+	if ib, _ = e.svc.GetInstanceBackup(ctx, "p", "ib"); ib.Status != api.VolumeError || !strings.Contains(ib.Error, "went before its host sent its root disk") {
 		t.Fatalf("after its container went: %+v", ib)
 	}
 }

@@ -110,7 +110,8 @@ func TestInstanceBackupContainer(t *testing.T) {
 
 // TestInstanceBackupVM: a VM (QEMU) marks its own root disk (the image's
 // copy, not a volume) and a volume hot-plugged into it; 'kumo instance
-// backup' copies the root disk into an image and backs the volume up; the
+// backup' sends the root disk (flattened, paused meanwhile) and the volume
+// to the backup store as chunks; the
 // VM is terminated; 'kumo instance restore' makes a new VM that finds both
 // marks at its first boot: its root disk from the copy, and the restored
 // volume already there when it boots (PROLOG waits for it; the agent's
@@ -163,7 +164,7 @@ esac
 
 	must(t, root, "", "instance", "backup", "vm1", "ib", "--wait")
 	ib, err := c.InstanceBackup(ctx, "default", "ib")
-	if err != nil || ib.Status != api.VolumeAvailable || ib.RootImage != "ib-root" || ib.EphemeralRoot || len(ib.Volumes) != 1 || ib.Volumes[0].Device != "vdc" {
+	if err != nil || ib.Status != api.VolumeAvailable || ib.RootBackup != "ib-root" || ib.RootImage != "" || ib.EphemeralRoot || len(ib.Volumes) != 1 || ib.Volumes[0].Device != "vdc" {
 		t.Fatalf("instance backup: %+v %v", ib, err)
 	}
 	must(t, root, "", "instance", "terminate", "vm1", "--wait")
@@ -175,12 +176,15 @@ esac
 		t.Fatalf("vm2 found a disk unmarked:\n%s", out)
 	}
 	rv := volumeIs(t, c, "vm2-vdc", "the restored volume attached", 60*time.Second, func(v api.Volume) bool { return v.Attachment != nil && v.Attachment.Attached })
-	if in, _ := instanceState(t, c, "default", "vm2"); rv.Host != in.Host || in.Image != "default/ib-root" {
+	if in, _ := instanceState(t, c, "default", "vm2"); rv.Host != in.Host || !strings.HasSuffix(in.Image, "/tiny-vm") {
 		t.Fatalf("vm2 on %s from %s, its volume on %s", in.Host, in.Image, rv.Host)
 	}
 	must(t, root, "", "instance", "terminate", "vm2", "--wait")
 	must(t, root, "", "instance", "backup", "delete", "ib")
 	if _, err := c.Image(ctx, "default", "ib-root"); err == nil {
-		t.Fatal("the root disk's image outlived its backup")
+		t.Fatal("an image was made of the root disk")
+	}
+	if bs, err := c.VolumeBackups(ctx, "default"); err != nil || len(bs) != 0 {
+		t.Fatalf("volume backups left: %+v %v", bs, err)
 	}
 }
