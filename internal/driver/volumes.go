@@ -161,16 +161,17 @@ func (c *combined) KeepVolumeTracking(ctx context.Context, id string, v Volume, 
 	})
 }
 
-// ErrNoRootCopy says a driver cannot copy an instance's root filesystem
-// for a backup.
-var ErrNoRootCopy = errors.New("driver: this driver does not back up root filesystems")
+// ErrNoRootCopy says a driver cannot copy an instance's root disk for a
+// backup.
+var ErrNoRootCopy = errors.New("driver: this driver does not back up root disks")
 
 // RootDiskCopier is the optional feature of drivers whose instances have
-// a root filesystem of their own to back up (a container's writable
-// layer): CopyRootDisk copies it, consistent (the filesystem frozen while
-// it is copied), into a new file at target, in the format it returns.
-// A driver with it takes Spec.RootDisk in Prepare: the instance's root
-// filesystem is made of that file (a restored backup) instead of anew.
+// a root disk of their own to back up (a VM's disk that is not a volume,
+// a container's writable layer): CopyRootDisk copies it, consistent (a VM
+// paused, a filesystem frozen while it is copied), into a new file at
+// target, in the format it returns. A driver with it takes Spec.RootDisk
+// (raw bytes, or the filesystem image) in Prepare: the instance's root
+// disk is made of that file (a restored backup) instead of anew.
 type RootDiskCopier interface {
 	CopyRootDisk(ctx context.Context, id, target string) (format string, err error)
 }
