@@ -295,6 +295,10 @@ type Assignment struct {
 	// host (an instance restored from a backup): PROLOG waits until each
 	// is made and attached, as for BootVolume.
 	NewVolumes []string `json:"new_volumes,omitempty"`
+	// RootBackup is the id of the volume backup its own root disk (a
+	// VM's disk, a container's writable layer) is restored from in PROLOG
+	// (an instance restored from an instance backup that kept it).
+	RootBackup string `json:"root_backup,omitempty"`
 }
 
 // SelfFenced starts the reason of an agent's report that it stopped an HA

@@ -57,16 +57,21 @@ type InstanceBackup struct {
 	InstanceID string                 `json:"instance_id"`
 	Definition InstanceDefinition     `json:"definition"`
 	Volumes    []InstanceBackupVolume `json:"volumes"`
-	// RootImage is the private image (BACKUP-root, of id RootImageID)
-	// holding a copy of a VM's own root disk (one that is its image's
-	// copy, not a volume), made by the instance snapshot operation
-	// RootOperation; a restore starts from it.
+	// RootImage, in a backup made before root disks went to the backup
+	// store, is the private image (BACKUP-root, of id RootImageID)
+	// holding a copy of a VM's own root disk, made by the instance
+	// snapshot operation RootOperation; a restore starts from it.
 	RootImage     string `json:"root_image,omitempty"`
 	RootImageID   string `json:"root_image_id,omitempty"`
 	RootOperation string `json:"root_operation,omitempty"`
+	// RootBackup is the volume backup (BACKUP-root, marked root_of the
+	// instance) holding its own root disk: a VM's disk that is not a
+	// volume (flattened), or a container's root filesystem (its writable
+	// layer, restored under the image's filesystem).
+	RootBackup string `json:"root_backup,omitempty"`
 	// EphemeralRoot: the instance's root disk is not in the backup (a
-	// container's root filesystem, or a VM backed up with
-	// skip_root_disk): a restored instance starts from its image again.
+	// VM or container backed up with skip_root_disk): a restored
+	// instance starts from its image again.
 	EphemeralRoot bool `json:"ephemeral_root,omitempty"`
 	// Status: creating until every volume backup is made, then available;
 	// error if one failed (Error says which and why).
@@ -81,7 +86,8 @@ type InstanceBackup struct {
 // InstanceBackupsPost backs an instance up.
 type InstanceBackupsPost struct {
 	Name string `json:"name"`
-	// SkipRootDisk: a VM's own root disk (not a volume) is not copied.
+	// SkipRootDisk: the instance's own root disk (a VM's disk that is
+	// not a volume, a container's root filesystem) is not kept.
 	SkipRootDisk bool `json:"skip_root_disk,omitempty"`
 }
 

@@ -130,6 +130,10 @@ type VolumeBackup struct {
 	// InstanceBackup names the instance backup it belongs to, if any: it
 	// goes with that one (and is not deleted alone).
 	InstanceBackup string `json:"instance_backup,omitempty"`
+	// RootOf names the instance whose own root disk it holds (a VM's
+	// disk flattened, qcow2; a container's writable layer, ext4; VolumeID
+	// is then the instance's id and Volume is empty), not a volume's.
+	RootOf string `json:"root_of,omitempty"`
 }
 
 // VolumeBackupsPost makes a backup. Every backup is incremental (only
@@ -274,6 +278,17 @@ type AgentVolumeAttach struct {
 // AgentVolumes is the complete list of the volumes of an agent's hosts.
 type AgentVolumes struct {
 	Items []AgentVolume `json:"items"`
+	// Roots are backups of the root filesystems of instances on the
+	// agent's hosts, to make and send as volume backups are.
+	Roots []AgentRootBackup `json:"roots,omitempty"`
+}
+
+// AgentRootBackup is a backup of an instance's own root disk (a VM's
+// disk, a container's writable layer) to make and send.
+type AgentRootBackup struct {
+	Backup     string `json:"backup"`
+	InstanceID string `json:"instance_id"`
+	Format     string `json:"format"`
 }
 
 // VolumeReport is what an agent says of one volume.

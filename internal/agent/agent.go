@@ -172,6 +172,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a.fence.setRelease(a.vols.releaseFenced)
 	a.inst = newInstances(a.srv, cfg.Driver, withVolumes{a.net, a.vols}, cfg.Workers, cfg.ResyncEvery, tell, started, cfg.Log)
 	a.inst.fence = a.fence
+	a.inst.roots = a.vols
 	a.inst.mig = newMigrations(a.srv, cfg.Driver, a.hostSet, a.net, cfg.Log)
 	a.inst.mig.vols = a.vols
 	a.inst.mig.live = liveOptions(cfg)

@@ -61,6 +61,10 @@ type instances struct {
 	fence   *fencer
 	// mig is the migration part (nil: the agent takes no part in them).
 	mig *migrations
+	// roots restores root filesystems from backups (nil: it cannot).
+	roots interface {
+		restoreRoot(ctx context.Context, as api.Assignment) (string, error)
+	}
 
 	mu      sync.Mutex
 	work    map[string]*work
@@ -309,7 +313,15 @@ func (in *instances) handle(ctx context.Context, as api.Assignment) {
 			}
 			return
 		}
-		if step(api.StateBoot, d.Prepare(ctx, in.spec(as))) {
+		spec, done, err := in.prologSpec(ctx, as)
+		if err != nil {
+			if ctx.Err() == nil {
+				fail(err)
+			}
+			return
+		}
+		defer done()
+		if step(api.StateBoot, d.Prepare(ctx, spec)) {
 			step(api.StateRunning, d.Start(ctx, in.spec(as)))
 		}
 	case api.StateBoot:

@@ -76,33 +76,39 @@ func (j *volumeJob) startBackups(ctx context.Context, b pool.Backend, pv pool.Vo
 			j.bk.BackupManifest(ctx, id, api.BackupManifest{Error: "copying the volume: " + err.Error()})
 			continue
 		}
-		j.bmu.Lock()
-		j.inflight[id] = true
-		j.bmu.Unlock()
-		go func() {
-			defer func() {
-				os.Remove(cp)
-				j.bmu.Lock()
-				delete(j.inflight, id)
-				j.bmu.Unlock()
-			}()
-			err := j.sendBackup(ctx, id, cp, pv.Format, t)
-			if t != nil {
-				j.tracked(ctx, v.ID, id, t, err)
-			}
-			switch {
-			case errors.Is(err, errBaseGone):
-				// The next round copies the volume whole.
-				j.bmu.Lock()
-				j.full[id] = true
-				j.bmu.Unlock()
-				j.log.Info("a backup's base is gone from the server: sending it whole", "backup", id)
-			case err != nil && ctx.Err() == nil:
-				j.log.Warn("sending a backup", "backup", id, "err", err)
-				j.bk.BackupManifest(ctx, id, api.BackupManifest{Error: err.Error()})
-			}
-		}()
+		j.sendInBackground(ctx, id, cp, pv.Format, v.ID, t)
 	}
+}
+
+// sendInBackground sends a backup's copy cp on a goroutine of its own
+// (the backup in flight meanwhile), then removes it.
+func (j *volumeJob) sendInBackground(ctx context.Context, id, cp, format, volID string, t *trackedCopy) {
+	j.bmu.Lock()
+	j.inflight[id] = true
+	j.bmu.Unlock()
+	go func() {
+		defer func() {
+			os.Remove(cp)
+			j.bmu.Lock()
+			delete(j.inflight, id)
+			j.bmu.Unlock()
+		}()
+		err := j.sendBackup(ctx, id, cp, format, t)
+		if t != nil {
+			j.tracked(ctx, volID, id, t, err)
+		}
+		switch {
+		case errors.Is(err, errBaseGone):
+			// The next round copies the volume whole.
+			j.bmu.Lock()
+			j.full[id] = true
+			j.bmu.Unlock()
+			j.log.Info("a backup's base is gone from the server: sending it whole", "backup", id)
+		case err != nil && ctx.Err() == nil:
+			j.log.Warn("sending a backup", "backup", id, "err", err)
+			j.bk.BackupManifest(ctx, id, api.BackupManifest{Error: err.Error()})
+		}
+	}()
 }
 
 // sendBackup sends a copy's chunks that the server lacks, then its
@@ -239,22 +245,22 @@ func (j *volumeJob) restoreManifest(ctx context.Context, backup string) ([]strin
 	}
 }
 
-// restore makes a new volume from a backup.
-func (j *volumeJob) restore(ctx context.Context, b pool.Backend, pv pool.Volume, v api.AgentVolume) error {
-	chunks, err := j.restoreManifest(ctx, v.FromBackup)
+// restoreRaw writes a backup's bytes into a new sparse file at raw, each
+// chunk checked against its hash; a backup of more than limit bytes is
+// refused (0: only the largest volume's bound, which restoreManifest
+// holds every manifest to).
+func (j *volumeJob) restoreRaw(ctx context.Context, backup, raw string, limit int64) error {
+	chunks, err := j.restoreManifest(ctx, backup)
 	if err != nil {
 		return err
 	}
 	// Never a volume larger than its record (and its project's quota).
-	if int64(len(chunks))*api.BackupChunk > v.SizeGiB<<30 {
-		return fmt.Errorf("backup %s holds %d chunks, more than a %d GiB volume has", v.FromBackup, len(chunks), v.SizeGiB)
+	if limit > 0 && int64(len(chunks))*api.BackupChunk > limit {
+		return fmt.Errorf("backup %s holds %d chunks, more than the %d GiB it is restored to has", backup, len(chunks), limit>>30)
 	}
-	dir := filepath.Join(j.dir, "tmp")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(raw), 0o700); err != nil {
 		return err
 	}
-	raw := filepath.Join(dir, "restore-"+v.ID+".raw")
-	defer os.Remove(raw)
 	f, err := os.Create(raw)
 	if err != nil {
 		return err
@@ -267,7 +273,7 @@ func (j *volumeJob) restore(ctx context.Context, b pool.Backend, pv pool.Volume,
 		if sum == "" {
 			continue
 		}
-		rc, err := j.bk.RestoreChunk(ctx, v.FromBackup, sum)
+		rc, err := j.bk.RestoreChunk(ctx, backup, sum)
 		if err != nil {
 			return err
 		}
@@ -278,13 +284,20 @@ func (j *volumeJob) restore(ctx context.Context, b pool.Backend, pv pool.Volume,
 		}
 		h := sha256.Sum256(data)
 		if len(data) > api.BackupChunk || hex.EncodeToString(h[:]) != sum {
-			return fmt.Errorf("chunk %d of backup %s does not hash to %s", i, v.FromBackup, sum)
+			return fmt.Errorf("chunk %d of backup %s does not hash to %s", i, backup, sum)
 		}
 		if _, err := f.WriteAt(data, int64(i)*api.BackupChunk); err != nil {
 			return err
 		}
 	}
-	if err := f.Sync(); err != nil {
+	return f.Sync()
+}
+
+// restore makes a new volume from a backup.
+func (j *volumeJob) restore(ctx context.Context, b pool.Backend, pv pool.Volume, v api.AgentVolume) error {
+	raw := filepath.Join(j.dir, "tmp", "restore-"+v.ID+".raw")
+	defer os.Remove(raw)
+	if err := j.restoreRaw(ctx, v.FromBackup, raw, v.SizeGiB<<30); err != nil {
 		return err
 	}
 	// The pool's directory may not be there yet: the first volume a host

@@ -175,6 +175,7 @@ func (j *volumeJob) round(ctx context.Context) {
 		}
 		reps = append(reps, j.reconcile(ctx, v))
 	}
+	j.rootBackups(ctx, view.Roots)
 	j.sweep(ctx)
 	if len(reps) > 0 {
 		if err := j.src.VolumeReport(ctx, reps); err != nil && ctx.Err() == nil {
@@ -269,7 +270,8 @@ func (j *volumeJob) ensure(ctx context.Context, b pool.Backend, pv pool.Volume, 
 
 // fromImage makes a volume from an image: fetched by hash, checked as
 // the image service checks uploads (a disk naming no other file), then
-// converted into a standalone qcow2.
+// converted into a standalone qcow2. The image is a vm-disk, or a
+// vm-kernel tarball whose disk.qcow2 is the volume's content.
 func (j *volumeJob) fromImage(ctx context.Context, b pool.Backend, pv pool.Volume, v api.AgentVolume) (int64, error) {
 	if j.images == nil {
 		return 0, fmt.Errorf("this agent cannot fetch images")
@@ -297,12 +299,33 @@ func (j *volumeJob) fromImage(ctx context.Context, b pool.Backend, pv pool.Volum
 	if got := hex.EncodeToString(h.Sum(nil)); got != v.ImageSHA256 {
 		return 0, fmt.Errorf("image bytes hash to %s, not %s", got, v.ImageSHA256)
 	}
-	if _, err := vmimage.InspectDisk(ctx, f.Name(), v.ImageFormat); err != nil {
+	pv.Image, pv.ImageFormat = f.Name(), v.ImageFormat
+	var info vmimage.DiskInfo
+	if v.ImageFormat == vmimage.FormatKernelTarball {
+		// A vm-kernel image's own root disk: the tarball is checked as
+		// the image service checks it, its disk.qcow2 taken out.
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return 0, err
+		}
+		disk, di, err := vmimage.KernelImageDisk(ctx, f, tmpDir, v.SizeGiB<<30+kernelImageSlack)
+		if err != nil {
+			return 0, fmt.Errorf("image refused: %w", err)
+		}
+		defer os.Remove(disk)
+		pv.Image, pv.ImageFormat, info = disk, vmimage.FormatQcow2, di
+	} else if info, err = vmimage.InspectDisk(ctx, f.Name(), v.ImageFormat); err != nil {
 		return 0, fmt.Errorf("image refused: %w", err)
 	}
-	pv.Image, pv.ImageFormat = f.Name(), v.ImageFormat
+	if info.VirtualSize > v.SizeGiB<<30 {
+		return 0, fmt.Errorf("image refused: its disk is %d bytes, larger than the volume's %d GiB", info.VirtualSize, v.SizeGiB)
+	}
 	return b.Ensure(ctx, pv)
 }
+
+// kernelImageSlack is what a vm-kernel image may hold besides a disk of
+// the volume's size (its kernel, initrd and the disk's own metadata):
+// more is refused before it fills the host's disk.
+const kernelImageSlack = 1 << 30
 
 // snapshots makes a volume's snapshots match the view: taken (a running
 // VM's disk through QEMU, a mounted filesystem frozen while copied),

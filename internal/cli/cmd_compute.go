@@ -75,7 +75,7 @@ func (a *app) instanceCmd() *cobra.Command {
 	f.StringArrayVar(&req.Networks, "network", nil, "attach to this network: eth0, eth1... in order (repeatable; owner/name for a shared one)")
 	f.StringArrayVar(&req.SecurityGroups, "security-group", nil, "security group of its ports (repeatable; default: the project's group 'default')")
 	f.StringVar(&req.BootVolume, "boot-volume", "", "VMs: boot from this volume (its root disk, kept when the instance goes); --image is then optional")
-	f.StringVar(&rootSize, "root-volume-size", "", "VMs: the root disk is a new volume NAME-root of this size (e.g. 10GiB) made from the image")
+	f.StringVar(&rootSize, "root-volume-size", "", "VMs: the root disk is a new volume NAME-root of this size (e.g. 10GiB) made from the image's disk (a vm-disk's, or a vm-kernel image's own disk.qcow2; at least its size)")
 	f.BoolVar(&req.KeepRootVolume, "keep-root-volume", false, "keep the root volume when the instance is terminated (it can boot another instance)")
 	waitFlag(create, &wait, "wait until the instance is RUNNING (or fails, or cannot be placed)")
 

@@ -50,8 +50,8 @@ func (a *app) instanceBackupCmd() *cobra.Command {
 		Short:   "Back an instance up: its definition and every volume attached to it (restore with 'kumo instance restore')",
 		Long: "Each attached volume (a boot volume too) is backed up to the server's backup store as 'kumo volume backup' does;\n" +
 			"the definition (flavor, image, networks, security groups, user data, labels, ha) is kept with them.\n" +
-			"A VM's own root disk (not a volume) is copied into the image BACKUP-root (the VM paused meanwhile), unless --skip-root-disk;\n" +
-			"a container's root filesystem is not in it: a restored container starts from its image again.\n" +
+			"Its own root disk - a VM's disk that is not a volume (the VM paused while it is copied), a container's root filesystem\n" +
+			"(its writable layer) - is backed up as the volume backup BACKUP-root, unless --skip-root-disk.\n" +
 			"BACKUP defaults to NAME-YYYYMMDD-HHMMSS.",
 		Example: "  kumo instance backup db-1 nightly --wait\n  kumo instance backup list\n  kumo instance restore nightly --name db-1b",
 		Args:    cobra.RangeArgs(1, 2),
@@ -60,7 +60,7 @@ func (a *app) instanceBackupCmd() *cobra.Command {
 	create := &cobra.Command{Use: "create NAME [BACKUP] [--wait]", Short: "Back an instance up (as 'kumo instance backup NAME')", Args: cobra.RangeArgs(1, 2), RunE: backup}
 	for _, c := range []*cobra.Command{cmd, create} {
 		c.Flags().BoolVar(&wait, "wait", false, "wait until every volume backup (and the root disk's copy) is made")
-		c.Flags().BoolVar(&skipRoot, "skip-root-disk", false, "do not copy a VM's own root disk (one that is not a volume)")
+		c.Flags().BoolVar(&skipRoot, "skip-root-disk", false, "leave out its own root disk (a VM's disk that is not a volume, a container's root filesystem)")
 	}
 	list := &cobra.Command{Use: "list", Short: "The project's instance backups", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, _ []string) error {
 		c, project, err := a.clientAndProject(cmd)
@@ -124,7 +124,8 @@ func (a *app) instanceRestoreCmd() *cobra.Command {
 		Use:   "restore BACKUP [--name N] [--wait]",
 		Short: "Make a new instance from an instance backup, its volumes restored and attached where they were",
 		Long: "The volumes are named after the new instance (N-root, N-vdb, N-vol1) and made on the host it is placed on;\n" +
-			"it starts once they all are. Its ports are new (new addresses) on the same networks.",
+			"it starts once they all are, its own root disk (or a container's root filesystem) restored.\n" +
+			"Its ports are new (new addresses) on the same networks.",
 		Example: "  kumo instance restore nightly --name db-1b --wait",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -20,7 +20,7 @@ func assignment(e *entry) api.Assignment {
 	}
 	return api.Assignment{ID: r.ID, Project: r.Project, Name: r.Name, Type: r.Type, Host: host, Size: r.Size,
 		Image: r.Image, ImageSHA256: r.ImageSHA256, UserData: r.UserData, State: r.State, Action: r.Action, Revision: e.rev, NICs: r.NICs, Nesting: r.Nesting, HA: r.HA,
-		Migration: assignmentMigration(r), BootVolume: r.bootID(), NewVolumes: r.NewVolumes}
+		Migration: assignmentMigration(r), BootVolume: r.bootID(), NewVolumes: r.NewVolumes, RootBackup: r.RootBackup}
 }
 
 // assignedHosts are the hosts whose agents have the instance: where it
@@ -107,6 +107,11 @@ func (svc *Service) Report(ctx context.Context, agent *hosts.AgentPrincipal, rep
 			}
 			applied = true
 			rec.transition(svc.now(), r.To, "", "agent:"+agent.Name, r.Reason)
+			if r.To == api.StateBoot {
+				// Prepared: a restored root filesystem was taken, the
+				// backup is no longer the instance's (rootbackup.go).
+				rec.RootBackup = ""
+			}
 			if r.To == api.StateRunning || r.To == api.StateSuspended || r.To == api.StatePoweroff || r.To == api.StateStopped || r.To == api.StateDone || r.To == api.StateFailed {
 				rec.Action = ""
 			}

@@ -67,6 +67,9 @@ type record struct {
 	// NewVolumes are the other volumes made with it on its host (a
 	// restore from an instance backup): its PROLOG waits for them.
 	NewVolumes []string `json:"new_volumes,omitempty"`
+	// RootBackup is the volume backup a restored container's root
+	// filesystem is made from (rootbackup.go).
+	RootBackup string `json:"root_backup,omitempty"`
 }
 
 func (r *record) api(rev int64) api.Instance {
@@ -394,7 +397,7 @@ func (svc *Service) CreateWith(ctx context.Context, project string, req api.Inst
 	if boot.Volume != "" {
 		r.BootVolume, r.Boot = boot.Volume, &bootVolume{ID: boot.ID, Host: boot.Host, Local: boot.Local}
 	}
-	r.NewVolumes = boot.Wait
+	r.NewVolumes, r.RootBackup = boot.Wait, boot.RootBackup
 	r.History = []api.HistoryRecord{{Seq: 1, Time: t, To: api.StatePending, Actor: reqctx.Actor(ctx), Reason: "created"}}
 	key := instanceKey(project, req.Name)
 	// The instance, its ports and their addresses are one transaction; a

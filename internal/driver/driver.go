@@ -55,6 +55,10 @@ type Spec struct {
 	// disk (device vda): it boots from it, and PROLOG makes no disk of
 	// its own. Only VMs have one (the API refuses it for containers).
 	BootVolume string `json:",omitempty"`
+	// RootDisk is a file holding the instance's root disk, restored from
+	// a backup (RootDiskCopier): Prepare makes the instance's own of it
+	// instead of a new one.
+	RootDisk string `json:",omitempty"`
 }
 
 // NIC is one port of an instance as a driver needs it.

@@ -160,3 +160,33 @@ func (c *combined) KeepVolumeTracking(ctx context.Context, id string, v Volume, 
 		return ErrNotTracked
 	})
 }
+
+// ErrNoRootCopy says a driver cannot copy an instance's root disk for a
+// backup.
+var ErrNoRootCopy = errors.New("driver: this driver does not back up root disks")
+
+// RootDiskCopier is the optional feature of drivers whose instances have
+// a root disk of their own to back up (a VM's disk that is not a volume,
+// a container's writable layer): CopyRootDisk copies it, consistent (a VM
+// paused, a filesystem frozen while it is copied), into a new file at
+// target, in the format it returns. A driver with it takes Spec.RootDisk
+// (raw bytes, or the filesystem image) in Prepare: the instance's root
+// disk is made of that file (a restored backup) instead of anew.
+type RootDiskCopier interface {
+	CopyRootDisk(ctx context.Context, id, target string) (format string, err error)
+}
+
+var _ RootDiskCopier = (*combined)(nil)
+
+// CopyRootDisk routes to the driver of the instance.
+func (c *combined) CopyRootDisk(ctx context.Context, id, target string) (string, error) {
+	var format string
+	err := c.on(ctx, id, func(d Driver) (err error) {
+		if rc, ok := d.(RootDiskCopier); ok {
+			format, err = rc.CopyRootDisk(ctx, id, target)
+			return err
+		}
+		return ErrNoRootCopy
+	})
+	return format, err
+}

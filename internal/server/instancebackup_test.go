@@ -35,19 +35,7 @@ func TestInstanceBackupRestore(t *testing.T) {
 	ts.project("q")
 	member := ts.user("m", false, "p", "member")
 	qm := ts.user("qm", false, "q", "member")
-	var jt api.JoinToken
-	ts.do("POST", "/v1/join-tokens", admin, map[string]any{}).decode(t, &jt)
-	agents := map[string]api.Agent{}
-	for _, h := range []string{"h1", "h2"} {
-		var a api.Agent
-		r := ts.do("POST", "/v1/agents", "", api.AgentsPost{JoinToken: jt.Token, Name: "a-" + h, Driver: "sim",
-			Hosts: []api.HostSpec{{Name: h, Kinds: []string{"vm", "container"}, Capacity: api.Size{VCPUs: 8, MemoryMiB: 8192, DiskGiB: 100}}}})
-		if r.Status != 201 {
-			t.Fatalf("join %s: %d %s", h, r.Status, r.Body)
-		}
-		r.decode(t, &a)
-		agents[h] = a
-	}
+	agents := simAgents(t, ts, admin, []string{"vm", "container"}, "h1", "h2")
 	// An agent reports what its view lists (its hosts' volumes, with the
 	// attachment to carry out): wait until it does, as an agent would.
 	report := func(host string, reps ...api.VolumeReport) {
@@ -297,21 +285,17 @@ func TestInstanceBackupRestore(t *testing.T) {
 	}
 }
 
-// A VM's own root disk (not a volume) is copied into an image with its
-// backup (the instance snapshot operation): refused while no host keeps
-// the disk (unless skip_root_disk), started with the backup (the image
-// registered, the operation running, the backup creating until it is
-// active), and dropped with the backup.
+// A VM's own root disk (not a volume) is kept with its backup as a volume
+// backup NAME-root (root_of the VM, in the backup store as chunks): refused
+// while no host runs it (unless skip_root_disk), asked of the VM's host
+// only, its size the disk's (the flavor's or the image's), the backup
+// creating until it is sent, and deleted with the backup.
 func TestInstanceBackupRootDisk(t *testing.T) {
 	ts := validated(t)
 	admin := ts.user("boss", true)
 	ts.project("p")
 	member := ts.user("m", false, "p", "member")
-	var jt api.JoinToken
-	ts.do("POST", "/v1/join-tokens", admin, map[string]any{}).decode(t, &jt)
-	var a api.Agent
-	ts.do("POST", "/v1/agents", "", api.AgentsPost{JoinToken: jt.Token, Name: "a1", Driver: "sim",
-		Hosts: []api.HostSpec{{Name: "h1", Kinds: []string{"vm"}, Capacity: api.Size{VCPUs: 8, MemoryMiB: 8192, DiskGiB: 100}}}}).decode(t, &a)
+	a := simAgents(t, ts, admin, []string{"vm"}, "h1")["h1"]
 	if r := ts.do("POST", "/v1/projects/p/instances", member, api.InstancesPost{Name: "vm", Type: "vm", Flavor: "tiny", Image: "x"}); r.Status != 201 {
 		t.Fatalf("vm: %d %s", r.Status, r.Body)
 	}
@@ -320,14 +304,14 @@ func TestInstanceBackupRootDisk(t *testing.T) {
 		ts.do("GET", "/v1/projects/p/instances/vm", member, nil).decode(t, &in)
 		return in.State == api.StateProlog
 	})
-	// In PROLOG no host keeps its disk yet.
+	// In PROLOG no host runs it yet.
 	if r := ts.do("POST", "/v1/projects/p/instances/vm/backups", member, api.InstanceBackupsPost{Name: "early"}); r.Status != 409 || !strings.Contains(r.errBody(t).Message, "skip_root_disk") {
 		t.Fatalf("backup in PROLOG: %d %s", r.Status, r.Body)
 	}
 	var ib api.InstanceBackup
 	if r := ts.do("POST", "/v1/projects/p/instances/vm/backups", member, api.InstanceBackupsPost{Name: "noroot", SkipRootDisk: true}); r.Status != 201 {
 		t.Fatalf("backup without its root: %d %s", r.Status, r.Body)
-	} else if r.decode(t, &ib); !ib.EphemeralRoot || ib.RootImage != "" || ib.Status != api.VolumeAvailable {
+	} else if r.decode(t, &ib); !ib.EphemeralRoot || ib.RootBackup != "" || ib.Status != api.VolumeAvailable {
 		t.Fatalf("backup without its root: %+v", ib)
 	}
 	for _, st := range []api.State{api.StateBoot, api.StateRunning} {
@@ -342,30 +326,42 @@ func TestInstanceBackupRootDisk(t *testing.T) {
 	} else {
 		r.decode(t, &ib)
 	}
-	if ib.EphemeralRoot || ib.RootImage != "full-root" || ib.RootImageID == "" || ib.RootOperation == "" || ib.Status != api.VolumeCreating {
+	if ib.EphemeralRoot || ib.RootBackup != "full-root" || ib.RootImage != "" || ib.Status != api.VolumeCreating || ib.SizeGiB != 1 {
 		t.Fatalf("backup with its root: %+v", ib)
 	}
-	var img api.Image
-	if r := ts.do("GET", "/v1/projects/p/images/full-root", member, nil); r.Status != 200 {
-		t.Fatalf("root image: %d %s", r.Status, r.Body)
-	} else if r.decode(t, &img); img.ID != ib.RootImageID || img.Status == api.ImageActive {
-		t.Fatalf("root image: %+v", img)
+	var rb api.VolumeBackup
+	ts.do("GET", "/v1/projects/p/volume-backups/full-root", member, nil).decode(t, &rb)
+	if rb.RootOf != "vm" || rb.VolumeID != in.ID || rb.Format != api.VolumeQcow2 || rb.SizeGiB != 1 {
+		t.Fatalf("root disk backup: %+v", rb)
 	}
-	var op api.Operation
-	if ts.do("GET", "/v1/operations/"+ib.RootOperation, member, nil).decode(t, &op); op.Kind != "instance.snapshot" {
-		t.Fatalf("root operation: %+v", op)
+	var view api.AgentVolumes
+	ts.do("GET", "/v1/agents/"+a.ID+"/volumes", a.Credential, nil).decode(t, &view)
+	if len(view.Roots) != 1 || view.Roots[0].Backup != rb.ID || view.Roots[0].Format != api.VolumeQcow2 {
+		t.Fatalf("the VM's host is asked for %+v", view.Roots)
 	}
 	if r := ts.do("POST", "/v1/projects/p/instance-backups/full/restore", member, api.InstanceRestore{Name: "vm2"}); r.Status != 409 || !strings.Contains(r.errBody(t).Message, "creating") {
-		t.Fatalf("restore while the root is copied: %d %s", r.Status, r.Body)
+		t.Fatalf("restore while the root is sent: %d %s", r.Status, r.Body)
 	}
-	// A second backup of that name is refused before any copy starts.
+	// More chunks than the disk counted are refused; the disk's own size
+	// (less than the whole GiB) is taken.
+	if r := ts.do("POST", "/v1/agents/"+a.ID+"/backups/"+rb.ID, a.Credential, api.BackupManifest{Chunks: make([]string, 1<<30/api.BackupChunk+1)}); r.Status != 400 {
+		t.Fatalf("too many chunks: %d %s", r.Status, r.Body)
+	}
+	if r := ts.do("POST", "/v1/agents/"+a.ID+"/backups/"+rb.ID, a.Credential, api.BackupManifest{Chunks: make([]string, 100)}); r.Status != 200 {
+		t.Fatalf("manifest: %d %s", r.Status, r.Body)
+	}
+	ts.do("GET", "/v1/projects/p/instance-backups/full", member, nil).decode(t, &ib)
+	if ib.Status != api.VolumeAvailable {
+		t.Fatalf("once sent: %+v", ib)
+	}
+	// A second backup of that name is refused.
 	if r := ts.do("POST", "/v1/projects/p/instances/vm/backups", member, api.InstanceBackupsPost{Name: "full"}); r.Status != 409 || !strings.Contains(r.errBody(t).Message, "already exists") {
 		t.Fatalf("a second full: %d %s", r.Status, r.Body)
 	}
 	if r := ts.do("DELETE", "/v1/projects/p/instance-backups/full", member, nil); r.Status != 204 {
 		t.Fatalf("delete: %d %s", r.Status, r.Body)
 	}
-	if r := ts.do("GET", "/v1/projects/p/images/full-root", member, nil); r.Status != 404 {
-		t.Fatalf("the root image after the delete: %d %s", r.Status, r.Body)
+	if r := ts.do("GET", "/v1/projects/p/volume-backups/full-root", member, nil); r.Status != 404 {
+		t.Fatalf("the root disk's backup after the delete: %d %s", r.Status, r.Body)
 	}
 }

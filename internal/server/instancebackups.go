@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"strings"
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/errs"
@@ -27,7 +26,7 @@ func (s *Server) postInstanceBackups(r *request) response.Response {
 	if err != nil {
 		return response.Error(err)
 	}
-	ib, err := s.volumes.CreateInstanceBackup(r.Context(), project, in, req, rootCopier{s})
+	ib, err := s.volumes.CreateInstanceBackup(r.Context(), project, in, req)
 	if err != nil {
 		return response.Error(err)
 	}
@@ -142,22 +141,9 @@ func restoreError(err error, ib api.InstanceBackup) error {
 	return err
 }
 
-// rootCopier copies a VM's own root disk into an image for an instance
-// backup: the instance snapshot operation (images.Snapshots).
+// rootCopier drops the image holding a VM's root disk in an instance
+// backup made before root disks went to the backup store.
 type rootCopier struct{ s *Server }
-
-func (c rootCopier) CopyRoot(ctx context.Context, project, instance, image string) (string, string, error) {
-	op, err := c.s.snapshots.Start(ctx, project, instance, api.InstanceSnapshotPost{Name: image,
-		Labels: map[string]string{"kumo/instance-backup": strings.TrimSuffix(image, api.RootDiskSuffix)}})
-	if err != nil {
-		return "", "", err
-	}
-	img, err := c.s.images.Get(ctx, project, project+"/"+image)
-	if err != nil {
-		return "", "", err
-	}
-	return img.ID, op.ID, nil
-}
 
 // DropRoot deletes the image of an instance backup's root disk, if it is
 // still the one made for it; one instances now use (restored from it)

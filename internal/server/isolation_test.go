@@ -137,7 +137,7 @@ func matrixCases() []matrixCase {
 		{"POST", "/v1/agents/{agent}/backups/{b1}", map[string]any{"chunks": []string{}}, agentOnly + " ag:400"},
 		{"GET", "/v1/agents/{agent}/backups/{b1}", nil, agentOnly + " ag:404"},
 		{"GET", "/v1/agents/{agent}/backups/{b1}/chunks/00", nil, agentOnly + " ag:404"},
-		{"POST", "/v1/projects/p/instances/i1/backups", map[string]any{"name": "ib2"}, members},
+		{"POST", "/v1/projects/p/instances/i1/backups", map[string]any{"name": "ib2", "skip_root_disk": true}, members},
 		{"GET", "/v1/projects/p/instance-backups", nil, readersOfP},
 		{"GET", "/v1/projects/p/instance-backups/ib1", nil, readersOfP},
 		{"DELETE", "/v1/projects/p/instance-backups/ib1", nil, "cA:204 pA:204 pM:204 pR:403 qA:404" + bad},
@@ -305,7 +305,7 @@ func newFixtureOn(t *testing.T, ts *testServer) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ts.s.volumes.CreateInstanceBackup(ctxA, "p", i1, api.InstanceBackupsPost{Name: "ib1"}, nil); err != nil {
+	if _, err := ts.s.volumes.CreateInstanceBackup(ctxA, "p", i1, api.InstanceBackupsPost{Name: "ib1", SkipRootDisk: true}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ts.s.volumes.CreatePool(ctxA, api.StoragePoolsPost{Name: "sp1", Type: "shared-dir", Path: "/srv/sp1"}); err != nil {

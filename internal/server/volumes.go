@@ -33,6 +33,11 @@ func (l liveInstances) Rehoming(_ context.Context, project, name string) bool {
 	return l.c.Rehoming(project, name)
 }
 
+// RestoresRoot implements volumes.RootRestores.
+func (l liveInstances) RestoresRoot(_ context.Context, hosts map[string]bool, backup string) bool {
+	return l.c.RestoresRoot(hosts, backup)
+}
+
 // MigrationTarget implements volumes.Migrating.
 func (l liveInstances) MigrationTarget(ctx context.Context, project, name string) (string, bool) {
 	in, _, err := l.c.Get(ctx, project, name)

@@ -269,6 +269,8 @@ type Unpacked struct {
 	Bytes int64
 	// VirtualSize is its disk's virtual size (0: it has none).
 	VirtualSize int64
+	// Disk is what InspectDisk said of its disk (a vm-kernel image's).
+	Disk DiskInfo
 }
 
 // CheckKernelImage checks a vm-kernel tarball: only the known members
@@ -277,10 +279,34 @@ type Unpacked struct {
 // archive is read to its end (gzip's checksum included) and its members'
 // bytes are counted against limit (< 0: none): ErrTooLarge beyond.
 func CheckKernelImage(ctx context.Context, r io.Reader, tmpDir string, limit int64) (Unpacked, error) {
-	var u Unpacked
+	u, _, err := checkKernelImage(ctx, r, tmpDir, limit, false)
+	return u, err
+}
+
+// KernelImageDisk checks a vm-kernel tarball as CheckKernelImage does
+// and keeps its disk.qcow2 (checked: it names no other file) in a new
+// file of tmpDir, whose name it returns, with what the check said of it
+// (the caller removes it). A tarball without a disk is refused.
+func KernelImageDisk(ctx context.Context, r io.Reader, tmpDir string, limit int64) (string, DiskInfo, error) {
+	u, disk, err := checkKernelImage(ctx, r, tmpDir, limit, true)
+	if err == nil && disk == "" {
+		err = errors.New("the vm-kernel image has no disk.qcow2")
+	}
+	if err != nil {
+		if disk != "" {
+			os.Remove(disk)
+		}
+		return "", DiskInfo{}, err
+	}
+	return disk, u.Disk, nil
+}
+
+// checkKernelImage is CheckKernelImage, keeping the disk's file (whose
+// name it returns) when asked.
+func checkKernelImage(ctx context.Context, r io.Reader, tmpDir string, limit int64, keep bool) (u Unpacked, disk string, err error) {
 	zr, err := gzip.NewReader(r)
 	if err != nil {
-		return u, fmt.Errorf("not a gzipped tarball: %w", err)
+		return u, "", fmt.Errorf("not a gzipped tarball: %w", err)
 	}
 	tr := tar.NewReader(zr)
 	seen := map[string]bool{}
@@ -291,56 +317,67 @@ func CheckKernelImage(ctx context.Context, r io.Reader, tmpDir string, limit int
 			break
 		}
 		if err != nil {
-			return u, fmt.Errorf("broken tarball: %w", err)
+			return u, disk, fmt.Errorf("broken tarball: %w", err)
 		}
 		name := strings.TrimPrefix(h.Name, "./")
 		if h.Typeflag == tar.TypeDir && (name == "" || name == ".") {
 			continue
 		}
 		if !slices.Contains(KernelImageFiles, name) || h.Typeflag != tar.TypeReg {
-			return u, fmt.Errorf("entry %q: a vm-kernel image holds only regular files named %s", h.Name, strings.Join(KernelImageFiles, ", "))
+			return u, disk, fmt.Errorf("entry %q: a vm-kernel image holds only regular files named %s", h.Name, strings.Join(KernelImageFiles, ", "))
 		}
 		if seen[name] {
-			return u, fmt.Errorf("entry %q appears twice", name)
+			return u, disk, fmt.Errorf("entry %q appears twice", name)
 		}
 		seen[name] = true
 		if name == "disk.qcow2" {
-			info, err := checkMember(ctx, tr, tmpDir, &budget)
+			info, kept, err := checkMember(ctx, tr, tmpDir, &budget, keep)
+			disk = kept
 			if err != nil {
-				return u, err
+				return u, disk, err
 			}
-			u.VirtualSize = info.VirtualSize
+			u.VirtualSize, u.Disk = info.VirtualSize, info
 		} else if err := budget.Copy(io.Discard, tr); err != nil {
-			return u, fmt.Errorf("entry %q: %w", name, err)
+			return u, disk, fmt.Errorf("entry %q: %w", name, err)
 		}
 	}
 	if !seen["vmlinuz"] {
-		return u, errors.New("a vm-kernel image needs a vmlinuz")
+		return u, disk, errors.New("a vm-kernel image needs a vmlinuz")
 	}
 	// Read to the very end, so gzip checks its length and checksum.
 	if _, err := io.Copy(io.Discard, zr); err != nil {
-		return u, fmt.Errorf("broken tarball: %w", err)
+		return u, disk, fmt.Errorf("broken tarball: %w", err)
 	}
 	u.Bytes = budget.Used
-	return u, nil
+	return u, disk, nil
 }
 
-func checkMember(ctx context.Context, r io.Reader, tmpDir string, budget *Budget) (DiskInfo, error) {
+// checkMember copies a tarball's disk.qcow2 into a file of tmpDir and
+// inspects it; the file is removed unless keep (its name is then
+// returned, also when the check failed).
+func checkMember(ctx context.Context, r io.Reader, tmpDir string, budget *Budget, keep bool) (DiskInfo, string, error) {
 	f, err := os.CreateTemp(tmpDir, "disk-*")
 	if err != nil {
-		return DiskInfo{}, err
+		return DiskInfo{}, "", err
 	}
-	defer os.Remove(f.Name())
+	kept := f.Name()
+	if !keep {
+		kept = ""
+		defer os.Remove(f.Name())
+	}
 	defer f.Close()
 	if err := budget.Copy(f, r); err != nil {
 		if errors.Is(err, ErrTooLarge) {
-			return DiskInfo{}, fmt.Errorf("disk.qcow2: %w", err)
+			return DiskInfo{}, kept, fmt.Errorf("disk.qcow2: %w", err)
 		}
-		return DiskInfo{}, fmt.Errorf("broken tarball: %w", err)
+		return DiskInfo{}, kept, fmt.Errorf("broken tarball: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return DiskInfo{}, kept, err
 	}
 	info, err := InspectDisk(ctx, f.Name(), FormatQcow2)
 	if err != nil {
-		return info, fmt.Errorf("disk.qcow2: %w", err)
+		return info, kept, fmt.Errorf("disk.qcow2: %w", err)
 	}
-	return info, nil
+	return info, kept, nil
 }

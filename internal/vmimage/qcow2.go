@@ -17,6 +17,9 @@ const (
 	FormatRaw   = "raw"
 	// FormatGzip is a vm-kernel tarball (or a container rootfs).
 	FormatGzip = "gzip"
+	// FormatKernelTarball is the declared format of a vm-kernel image
+	// (its bytes sniff as FormatGzip).
+	FormatKernelTarball = "tar.gz"
 )
 
 // probeSize is how much of a file Sniff looks at (QEMU's probe buffer).

@@ -115,7 +115,8 @@ func (svc *Service) AgentView(ctx context.Context, hosts map[string]bool, live L
 	}
 	out.Items = append(out.Items, svc.moveView(vs, hosts, pools, byID)...)
 	out.Items = append(out.Items, incomingView(ctx, vs, hosts, live, pools)...)
-	return out, nil
+	out.Roots, err = rootView(ctx, hosts, live, byID)
+	return out, err
 }
 
 // VolumeImage says whether a volume an agent's hosts handle is made from

@@ -234,6 +234,14 @@ func (svc *Service) agentBackup(ctx context.Context, hosts map[string]bool, live
 			return svc.backupByID(ctx, id)
 		}
 	}
+	for _, r := range view.Roots {
+		if making && r.Backup == id {
+			return svc.backupByID(ctx, id)
+		}
+	}
+	if rr, ok := live.(RootRestores); ok && !making && rr.RestoresRoot(ctx, hosts, id) {
+		return svc.backupByID(ctx, id)
+	}
 	return api.VolumeBackup{}, 0, errs.NotFound("no backup %s for this agent's hosts", id)
 }
 
@@ -316,12 +324,17 @@ func (svc *Service) FinishBackup(ctx context.Context, hosts map[string]bool, liv
 	if count < req.Offset+int64(len(req.Chunks)) || count > maxChunks {
 		return out, errs.Invalid("count", "count %d: the number of chunks in all", count)
 	}
-	// Exactly the volume's chunks: fewer do not cover it, and more would
-	// restore into a volume larger than the one backed up (and than the
-	// quota its project pays for). A volume grown while its copy was made
-	// fails here; back it up again.
-	if want := (b.SizeGiB<<30 + api.BackupChunk - 1) / api.BackupChunk; count != want {
+	switch want := (b.SizeGiB<<30 + api.BackupChunk - 1) / api.BackupChunk; {
+	case b.RootOf == "" && count != want:
+		// Exactly the volume's chunks: fewer do not cover it, and more
+		// would restore into a volume larger than the one backed up (and
+		// than the quota its project pays for). A volume grown while its
+		// copy was made fails here; back it up again.
 		return out, errs.Invalid("chunks", "%d chunks for a %d GiB volume, which has %d (did it grow while it was copied? back it up again)", count, b.SizeGiB, want)
+	case b.RootOf != "" && count > want:
+		// An instance's root disk (rootbackups.go) is as big as its
+		// host found it, up to the whole GiB counted.
+		return out, errs.Invalid("chunks", "%d chunks are more than a %d GiB root disk", count, b.SizeGiB)
 	}
 	if err := os.Truncate(svc.partialManifestPath(b.ID), count*lineLen); err != nil {
 		return out, err

@@ -56,6 +56,10 @@ type BootPlan struct {
 	// on the instance's host with it (its PROLOG waits for them).
 	New  []string
 	Wait []string
+	// RootBackup is the id of the volume backup a restored instance's
+	// own root disk (a VM's disk, a container's writable layer) is made
+	// from.
+	RootBackup string
 }
 
 // PlanBoot checks an instance's boot volume request (boot_volume, or
@@ -127,8 +131,9 @@ func (svc *Service) planExisting(ctx context.Context, project string, in BootIns
 }
 
 // planRoot makes a new root volume of the size asked from the instance's
-// image: a vm-disk image's disk, or (a vm-kernel image without a disk of
-// its own, whose kernel boots it) an empty disk.
+// image: a vm-disk image's disk, a vm-kernel image's own disk.qcow2 (its
+// kernel boots it), or (a vm-kernel image without a disk of its own) an
+// empty disk.
 func (svc *Service) planRoot(ctx context.Context, project string, in BootInstance, req api.InstancesPost) (BootPlan, error) {
 	if err := checkSize("root_volume_size_gib", req.RootVolumeSizeGiB); err != nil {
 		return BootPlan{}, err
@@ -151,15 +156,16 @@ func (svc *Service) planRoot(ctx context.Context, project string, in BootInstanc
 		return BootPlan{}, err
 	case img.Status != api.ImageActive:
 		return BootPlan{}, errs.Conflict("image %q is %s, not active", req.Image, img.Status)
-	case img.Kind == api.KindVMDisk:
-		if img.VirtualSize > req.RootVolumeSizeGiB<<30 {
-			return BootPlan{}, errs.Invalid("root_volume_size_gib", "image %q is a %d GiB disk: the root volume must be at least that big", req.Image, (img.VirtualSize+1<<30-1)>>30)
-		}
-		r.Image, r.ImageSHA256, r.ImageFormat = img.Project+"/"+img.Name, img.SHA256, img.Format
 	case img.Kind == api.KindVMKernel && img.VirtualSize == 0:
 		r.Image = img.Project + "/" + img.Name
-	case img.Kind == api.KindVMKernel:
-		return BootPlan{}, errs.Invalid("root_volume_size_gib", "image %q is a vm-kernel image with a root disk of its own: a root volume is made from vm-disk images and disk-less vm-kernel images only (not yet from this kind)", req.Image)
+	case img.Kind == api.KindVMDisk || img.Kind == api.KindVMKernel:
+		// The image's disk (a vm-kernel image's disk.qcow2, taken out
+		// of its tarball by the agent) fills the volume; a vm-kernel
+		// image's kernel then boots it.
+		if img.VirtualSize > req.RootVolumeSizeGiB<<30 {
+			return BootPlan{}, errs.Invalid("root_volume_size_gib", "image %q has a %d GiB disk: the root volume must be at least that big", req.Image, (img.VirtualSize+1<<30-1)>>30)
+		}
+		r.Image, r.ImageSHA256, r.ImageFormat = img.Project+"/"+img.Name, img.SHA256, img.Format
 	default:
 		return BootPlan{}, errs.Invalid("image", "image %q is a %s: a VM's root volume is made from a vm-disk image", req.Image, img.Kind)
 	}

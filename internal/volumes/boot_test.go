@@ -118,7 +118,7 @@ func TestRootVolumeLifecycle(t *testing.T) {
 func TestPlanBootRefuses(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, unlimited())
-	e.svc.images.(fakeImages)["kernel-disk"] = api.Image{Meta: api.Meta{Name: "kernel-disk"}, Project: "p", Kind: api.KindVMKernel, Status: api.ImageActive, VirtualSize: 1 << 30}
+	e.svc.images.(fakeImages)["kernel-disk"] = api.Image{Meta: api.Meta{Name: "kernel-disk"}, Project: "p", Kind: api.KindVMKernel, Format: "tar.gz", Status: api.ImageActive, VirtualSize: 2 << 30}
 	if _, err := e.svc.Create(ctx, "p", api.VolumesPost{Name: "files", SizeGiB: 1, Format: api.VolumeExt4}, false); err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestPlanBootRefuses(t *testing.T) {
 	}{
 		{"a container", BootInstance{ID: "id-c", Name: "c", Type: api.TypeContainer}, api.InstancesPost{Image: "rootfs", RootVolumeSizeGiB: 1}, "root_volume_size_gib"},
 		{"too small for the image", vm, api.InstancesPost{Image: "disk", RootVolumeSizeGiB: 1}, "root_volume_size_gib"},
-		{"a kernel image with a disk", vm, api.InstancesPost{Image: "kernel-disk", RootVolumeSizeGiB: 4}, "root_volume_size_gib"},
+		{"too small for a kernel image's disk", vm, api.InstancesPost{Image: "kernel-disk", RootVolumeSizeGiB: 1}, "root_volume_size_gib"},
 		{"a rootfs image", vm, api.InstancesPost{Image: "rootfs", RootVolumeSizeGiB: 4}, "image"},
 		{"an ext4 volume", vm, api.InstancesPost{BootVolume: "files"}, "boot_volume"},
 		{"no such volume", vm, api.InstancesPost{BootVolume: "nope"}, "boot_volume"},
@@ -142,5 +142,26 @@ func TestPlanBootRefuses(t *testing.T) {
 		if !errors.As(err, &ee) || ee.Field != tc.field {
 			t.Errorf("%s: %v, want an error naming %s", tc.what, err, tc.field)
 		}
+	}
+}
+
+// A vm-kernel image carrying its own disk gives its root volume that
+// disk: the agent is told the image's bytes and that they are a vm-kernel
+// tarball (it takes disk.qcow2 out of it).
+func TestRootVolumeFromKernelImageDisk(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, unlimited())
+	e.svc.images.(fakeImages)["kernel-disk"] = api.Image{Meta: api.Meta{Name: "kernel-disk"}, Project: "p", Kind: api.KindVMKernel, Format: "tar.gz", SHA256: "def", Status: api.ImageActive, VirtualSize: 2 << 30}
+	p := e.plant(t, "deb", api.InstancesPost{Image: "kernel-disk", RootVolumeSizeGiB: 2})
+	if p.Volume != "deb-root" || p.Image != "p/kernel-disk" || p.Counts.VolumeGiB != 2 {
+		t.Fatalf("plan %+v", p)
+	}
+	e.inst["deb"] = api.Instance{Meta: api.Meta{ID: "id-deb", Name: "deb"}, Type: api.TypeVM, State: api.StateProlog, Host: "h1"}
+	v, err := e.svc.AgentView(ctx, map[string]bool{"h1": true}, e.inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Items) != 1 || v.Items[0].ImageSHA256 != "def" || v.Items[0].ImageFormat != "tar.gz" || v.Items[0].SizeGiB != 2 {
+		t.Fatalf("h1's view: %+v", v.Items)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -19,8 +20,9 @@ import (
 
 // Instance backups (what Proxmox's vzdump makes): an instance's
 // definition and a backup of every volume attached to it (its boot volume
-// included), made in one transaction: the instance backup's record, one
-// volume backup per volume (marked with the instance backup's name) and
+// included) and of its own root disk (rootbackups.go), made in one
+// transaction: the instance backup's record, one volume backup per volume
+// and one of its root disk (marked with the instance backup's name) and
 // their quota. The volume backups are then made by the volumes' hosts
 // exactly as any volume backup is (level-triggered: the agents' volume
 // rounds send them; a crash anywhere is picked up by the next round), and
@@ -54,33 +56,56 @@ func ibBackupName(name string, v api.VolumeAttachment, i int) string {
 	return fmt.Sprintf("%s-vol%d", name, i+1)
 }
 
-// RootCopier copies a VM's own root disk into a new private image of the
-// project (the instance snapshot operation) and drops such an image.
+// RootCopier drops the image of an instance backup made before a VM's
+// root disk went to the backup store (it was copied into a private image
+// BACKUP-root by the instance snapshot operation): deleting such a backup
+// deletes that image.
 type RootCopier interface {
-	CopyRoot(ctx context.Context, project, instance, image string) (imageID, opID string, err error)
 	DropRoot(ctx context.Context, project, image, imageID string) error
 }
 
-// rootCopied says whether an instance's root disk is copied into an
-// image with its backup: a VM's own disk (not a volume), unless asked
-// not to; refused when no host keeps it.
-func rootCopied(in api.Instance, req api.InstanceBackupsPost, root RootCopier) (bool, error) {
-	if in.Type != api.TypeVM || in.BootVolume != "" || req.SkipRootDisk || root == nil {
+// rootKept says whether an instance's own root disk is backed up with it
+// (a VM's disk that is not a volume, a container's root filesystem),
+// unless asked not to: its host sends it as a volume backup, so the
+// instance must be on a host.
+func rootKept(in api.Instance, req api.InstanceBackupsPost) (bool, error) {
+	if in.BootVolume != "" || req.SkipRootDisk {
 		return false, nil
 	}
 	switch in.State {
-	case api.StateRunning, api.StateSuspended, api.StatePoweroff, api.StateStopped:
+	case api.StateRunning, api.StateSuspended, api.StatePoweroff:
 		return true, nil
 	}
-	return false, errs.Conflict("instance %q is %s: its root disk is copied while a host keeps it (RUNNING, SUSPENDED, POWEROFF or STOPPED); back it up then, or without its root disk (skip_root_disk)", in.Name, in.State)
+	what := "root disk"
+	if in.Type == api.TypeContainer {
+		what = "root filesystem"
+	}
+	return false, errs.Conflict("instance %q is %s: its %s is backed up while a host has it running, paused or powered off (RUNNING, SUSPENDED or POWEROFF); back it up then, or without its %s (skip_root_disk)", in.Name, in.State, what, what)
+}
+
+// rootBackup is the volume backup of an instance's own root disk, sent by
+// its host: a container's writable layer (an ext4 filesystem of the
+// flavor's disk size, at least 1 GiB, as the container driver makes it)
+// or a VM's disk flattened (qcow2, raw bytes in the store; as big as the
+// flavor's disk or the image's, whichever is bigger).
+func (svc *Service) rootBackup(ctx context.Context, project, name string, in api.Instance, t time.Time) api.VolumeBackup {
+	b := api.VolumeBackup{Meta: api.Meta{ID: uuid.NewString(), Name: name + api.RootDiskSuffix, CreatedAt: t, UpdatedAt: t},
+		Project: project, VolumeID: in.ID, RootOf: in.Name, SizeGiB: max(in.Size.DiskGiB, 1), Format: api.VolumeExt4,
+		Status: api.VolumeCreating, InstanceBackup: name}
+	if in.Type == api.TypeVM {
+		size := in.Size.DiskGiB << 30
+		if img, err := svc.images.Resolve(ctx, project, in.Image); err == nil {
+			size = max(size, img.VirtualSize)
+		}
+		b.Format, b.SizeGiB = api.VolumeQcow2, max((size+1<<30-1)>>30, 1)
+	}
+	return b
 }
 
 // CreateInstanceBackup backs up an instance (as compute shows it): its
-// definition and every volume attached to it, and a VM's own root disk
-// through root (nil: never). The root disk's copy is started first (its
-// image registered, its operation running), then everything else is one
-// transaction; if that transaction fails the image is dropped.
-func (svc *Service) CreateInstanceBackup(ctx context.Context, project string, in api.Instance, req api.InstanceBackupsPost, root RootCopier) (api.InstanceBackup, error) {
+// definition, every volume attached to it and its own root disk, in one
+// transaction.
+func (svc *Service) CreateInstanceBackup(ctx context.Context, project string, in api.Instance, req api.InstanceBackupsPost) (api.InstanceBackup, error) {
 	name := req.Name
 	if err := validate.Name("name", name); err != nil {
 		return api.InstanceBackup{}, err
@@ -135,36 +160,29 @@ func (svc *Service) CreateInstanceBackup(ctx context.Context, project string, in
 		conds = append(conds, store.Absent(bk), store.At(key(project, r.Name), it.Revision))
 		ops = append(ops, store.PutJSON(bk, b), events.Op(ctx, "volume-backup", events.Created, project, backupURL(project, bname), b))
 	}
-	copyRoot, err := rootCopied(in, req, root)
+	kept, err := rootKept(in, req)
 	if err != nil {
 		return api.InstanceBackup{}, err
 	}
-	// Refused before any copy starts: the names taken.
-	if err := svc.ibNameTaken(ctx, ib); err != nil {
-		return api.InstanceBackup{}, err
+	nb := int64(1 + len(ib.Volumes))
+	if kept {
+		b := svc.rootBackup(ctx, project, name, in, t)
+		ib.RootBackup, ib.SizeGiB, nb = b.Name, ib.SizeGiB+b.SizeGiB, nb+1
+		bk := backupKey(project, b.Name)
+		conds = append(conds, store.Absent(bk))
+		ops = append(ops, store.PutJSON(bk, b), events.Op(ctx, "volume-backup", events.Created, project, backupURL(project, b.Name), b))
 	}
 	ib.Status = api.VolumeCreating
-	if len(ib.Volumes) == 0 && !copyRoot {
+	if len(ib.Volumes) == 0 && !kept {
 		ib.Status = api.VolumeAvailable
 	}
-	if copyRoot {
-		ib.RootImage = name + api.RootDiskSuffix
-		if ib.RootImageID, ib.RootOperation, err = root.CopyRoot(ctx, project, in.Name, ib.RootImage); err != nil {
-			return api.InstanceBackup{}, err
-		}
-	} else if in.BootVolume == "" {
-		ib.EphemeralRoot = true
-	}
+	ib.EphemeralRoot = in.BootVolume == "" && !kept
 	ops = append(ops, store.PutJSON(k, ib), events.Op(ctx, "instance-backup", events.Created, project, ibURL(project, name), ib))
 	// The instance backup counts as one backup, and each volume backup as
-	// one (of its volume's size), as volume backups do.
-	rev, err := quota.Reserve(ctx, svc.s, project, backupCounts(int64(1+len(ib.Volumes)), ib.SizeGiB), conds,
+	// one (of its volume's size), as volume backups do; so does its root
+	// disk's.
+	rev, err := quota.Reserve(ctx, svc.s, project, backupCounts(nb, ib.SizeGiB), conds,
 		append(ops, idempotency.Done(ctx, ib)...))
-	if err != nil && ib.RootImageID != "" {
-		if derr := root.DropRoot(context.WithoutCancel(ctx), project, ib.RootImage, ib.RootImageID); derr != nil {
-			err = fmt.Errorf("%w (and image %q, the copy of its root disk, could not be dropped: %v)", err, ib.RootImage, derr)
-		}
-	}
 	if errors.Is(err, store.ErrConflict) {
 		if err := svc.ibNameTaken(ctx, ib); err != nil {
 			return api.InstanceBackup{}, err
@@ -184,12 +202,25 @@ func (svc *Service) ibNameTaken(ctx context.Context, ib api.InstanceBackup) erro
 	if _, err := svc.s.Get(ctx, ibKey(ib.Project, ib.Name)); err == nil {
 		return errs.Conflict("instance backup %q already exists in project %q", ib.Name, ib.Project)
 	}
-	for _, v := range ib.Volumes {
-		if _, err := svc.s.Get(ctx, backupKey(ib.Project, v.Backup)); err == nil {
-			return errs.Conflict("a volume backup named %q exists in project %q: the instance backup's volume backups are named after it; choose another name", v.Backup, ib.Project)
+	for _, b := range ibBackups(ib) {
+		if _, err := svc.s.Get(ctx, backupKey(ib.Project, b)); err == nil {
+			return errs.Conflict("a volume backup named %q exists in project %q: the instance backup's volume backups are named after it; choose another name", b, ib.Project)
 		}
 	}
 	return nil
+}
+
+// ibBackups names an instance backup's volume backups: its volumes' and
+// its own root disk's.
+func ibBackups(ib api.InstanceBackup) []string {
+	var out []string
+	for _, v := range ib.Volumes {
+		out = append(out, v.Backup)
+	}
+	if ib.RootBackup != "" {
+		out = append(out, ib.RootBackup)
+	}
+	return out
 }
 
 // rootStatus says what of an instance backup's root disk image: creating
@@ -216,20 +247,19 @@ func (svc *Service) rootStatus(ctx context.Context, ib api.InstanceBackup) (stri
 func (svc *Service) withStatus(ctx context.Context, ib api.InstanceBackup) (api.InstanceBackup, error) {
 	ib.Status, ib.Error, ib.StoredBytes, ib.TotalBytes = api.VolumeAvailable, "", 0, 0
 	creating := false
-	for i := range ib.Volumes {
-		v := &ib.Volumes[i]
-		b, _, err := svc.getBackup(ctx, ib.Project, v.Backup)
+	// take adds a volume backup's figures and status (what names what it
+	// holds, for the error); it says the backup's status.
+	take := func(name, what string) (string, error) {
+		b, _, err := svc.getBackup(ctx, ib.Project, name)
 		switch {
 		case errors.Is(err, errs.ErrNotFound):
-			v.Status = api.VolumeError
 			if ib.Error == "" {
-				ib.Error = fmt.Sprintf("volume backup %q of volume %q is gone", v.Backup, v.Volume)
+				ib.Error = fmt.Sprintf("volume backup %q of %s is gone", name, what)
 			}
-			continue
+			return api.VolumeError, nil
 		case err != nil:
-			return ib, err
+			return "", err
 		}
-		v.Status = b.Status
 		ib.StoredBytes += b.StoredBytes
 		ib.TotalBytes += b.TotalBytes
 		switch b.Status {
@@ -237,8 +267,22 @@ func (svc *Service) withStatus(ctx context.Context, ib api.InstanceBackup) (api.
 			creating = true
 		case api.VolumeError:
 			if ib.Error == "" {
-				ib.Error = fmt.Sprintf("volume backup %q of volume %q: %s", v.Backup, v.Volume, b.Error)
+				ib.Error = fmt.Sprintf("volume backup %q of %s: %s", name, what, b.Error)
 			}
+		}
+		return b.Status, nil
+	}
+	for i := range ib.Volumes {
+		v := &ib.Volumes[i]
+		st, err := take(v.Backup, fmt.Sprintf("volume %q", v.Volume))
+		if err != nil {
+			return ib, err
+		}
+		v.Status = st
+	}
+	if ib.RootBackup != "" {
+		if _, err := take(ib.RootBackup, "its root disk"); err != nil {
+			return ib, err
 		}
 	}
 	rs, why, err := svc.rootStatus(ctx, ib)
@@ -312,8 +356,8 @@ func (svc *Service) DeleteInstanceBackup(ctx context.Context, project, name stri
 	ops := []store.Op{store.Del(ibKey(project, name)), events.Op(ctx, "instance-backup", events.Deleted, project, ibURL(project, name), nil)}
 	ids := map[string]string{}
 	n, gib := int64(1), int64(0)
-	for _, v := range ib.Volumes {
-		b, brev, err := svc.getBackup(ctx, project, v.Backup)
+	for _, name := range ibBackups(ib) {
+		b, brev, err := svc.getBackup(ctx, project, name)
 		if errors.Is(err, errs.ErrNotFound) {
 			continue
 		}
@@ -400,6 +444,15 @@ func (svc *Service) PlanRestore(ctx context.Context, project string, in BootInst
 	}
 	t := svc.now().UTC()
 	var p BootPlan
+	if ib.RootBackup != "" {
+		// Its own root disk: the instance's host restores the backup
+		// in PROLOG (a VM's disk, a container's writable layer).
+		b, _, err := svc.getBackup(ctx, project, ib.RootBackup)
+		if err != nil {
+			return BootPlan{}, err
+		}
+		p.RootBackup = b.ID
+	}
 	for i, v := range ib.Volumes {
 		b, _, err := svc.getBackup(ctx, project, v.Backup)
 		if err != nil {

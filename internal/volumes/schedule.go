@@ -75,7 +75,7 @@ func (svc *Service) schedulePass(ctx context.Context) error {
 		}
 	}
 	now := svc.now().UTC()
-	errOut := svc.sweepUnhomed(ctx, vols)
+	errOut := errors.Join(svc.sweepUnhomed(ctx, vols), svc.failOrphanRoots(ctx, backups))
 	for _, it := range vols {
 		r := it.Value
 		every, err := time.ParseDuration(r.BackupEvery)

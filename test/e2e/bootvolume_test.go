@@ -20,19 +20,7 @@ import (
 // and reads what the first wrote. A root volume not asked to be kept goes
 // with its instance.
 func TestBootVolumeVM(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("VMs' cgroups need root; CI runs as root")
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 is not installed (make test installs it)")
-	}
-	s := startServer(t, "--drivers", "qemu")
-	t.Cleanup(func() {
-		exec.Command("pkill", "-9", "-f", filepath.Join(s.dir, "agent", "qemu")).Run()
-		if t.Failed() {
-			t.Log(s.out.String())
-		}
-	})
+	s := startQEMUServer(t)
 	root := []string{"KUMO_SOCKET=" + s.socket}
 	dir := t.TempDir()
 	must(t, root, "", "image", "build", "tiny-vm", "-f", filepath.Join(dir, "tiny-vm.tar.gz"), "--import", "--public")
@@ -128,4 +116,24 @@ esac
 		_, err := os.Stat(file)
 		return os.IsNotExist(err), fmt.Sprint(err)
 	})
+}
+
+// startQEMUServer starts a server whose agent runs real QEMU VMs (skipped
+// where they cannot run); its VMs are killed when the test ends.
+func startQEMUServer(t *testing.T) *server {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("VMs' cgroups need root; CI runs as root")
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 is not installed (make test installs it)")
+	}
+	s := startServer(t, "--drivers", "qemu")
+	t.Cleanup(func() {
+		exec.Command("pkill", "-9", "-f", filepath.Join(s.dir, "agent", "qemu")).Run()
+		if t.Failed() {
+			t.Log(s.out.String())
+		}
+	})
+	return s
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,10 +14,13 @@ import (
 )
 
 // TestInstanceBackupContainer: a container writes random data to its
-// volume; 'kumo instance backup' keeps its definition and the volume; the
-// container is terminated and its volume deleted; 'kumo instance restore'
-// brings it back under its name, the volume restored on its host and
-// mounted where it was before it starts: the same sha256.
+// volume and to its root filesystem; 'kumo instance backup' keeps its
+// definition, the volume and its root filesystem (its writable layer);
+// a second backup after a small change stores little (chunks already
+// kept are not sent again); the container is terminated and its volume
+// deleted; 'kumo instance restore' brings it back under its name, the
+// volume restored on its host and mounted where it was before it starts,
+// its root filesystem restored: the same sha256 in both.
 func TestInstanceBackupContainer(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("runc containers and loop mounts need root; CI runs as root")
@@ -42,13 +44,25 @@ func TestInstanceBackupContainer(t *testing.T) {
 	volumeIs(t, c, "files", "attached", 60*time.Second, func(v api.Volume) bool { return v.Attachment != nil && v.Attachment.Attached })
 	must(t, root, "", "instance", "exec", "c1", "--", "sh", "-c", "dd if=/dev/urandom of=/data/blob bs=1048576 count=8 2>/dev/null; sync")
 	sum := strings.Fields(must(t, root, "", "instance", "exec", "c1", "--", "sha256sum", "/data/blob"))[0]
+	must(t, root, "", "instance", "exec", "c1", "--", "sh", "-c", "dd if=/dev/urandom of=/var/rootblob bs=1048576 count=4 2>/dev/null; echo kept >/etc/kumo-marker; rm /etc/hostname; sync")
+	rootSum := strings.Fields(must(t, root, "", "instance", "exec", "c1", "--", "sha256sum", "/var/rootblob"))[0]
 
 	must(t, root, "", "instance", "backup", "c1", "nightly", "--wait")
 	ib, err := c.InstanceBackup(ctx, "default", "nightly")
-	if err != nil || ib.Status != api.VolumeAvailable || len(ib.Volumes) != 1 || ib.Volumes[0].Path != "/data" || !ib.EphemeralRoot || ib.StoredBytes < 8<<20 {
+	if err != nil || ib.Status != api.VolumeAvailable || len(ib.Volumes) != 1 || ib.Volumes[0].Path != "/data" || ib.EphemeralRoot ||
+		ib.RootBackup != "nightly-root" || ib.StoredBytes < 12<<20 {
 		t.Fatalf("instance backup: %+v %v", ib, err)
 	}
-	t.Logf("instance backup of a container with a 1 GiB volume holding 8 MiB of random data: %d bytes stored, %d in all", ib.StoredBytes, ib.TotalBytes)
+	t.Logf("instance backup of a container with a 1 GiB volume holding 8 MiB of random data and 4 MiB in its root filesystem: %d bytes stored, %d in all", ib.StoredBytes, ib.TotalBytes)
+	// A small change: only the chunks it touched are stored.
+	must(t, root, "", "instance", "exec", "c1", "--", "sh", "-c", "echo again >/etc/kumo-again; sync")
+	must(t, root, "", "instance", "backup", "c1", "again", "--wait")
+	again, err := c.InstanceBackup(ctx, "default", "again")
+	if err != nil || again.Status != api.VolumeAvailable || again.RootBackup != "again-root" || again.StoredBytes >= 4<<20 {
+		t.Fatalf("second instance backup: %+v %v", again, err)
+	}
+	t.Logf("the second instance backup after a small change: %d bytes stored, %d in all", again.StoredBytes, again.TotalBytes)
+	must(t, root, "", "instance", "backup", "delete", "again")
 	if out := must(t, root, "", "instance", "backup", "list"); !strings.Contains(out, "nightly") {
 		t.Fatalf("backup list: %q", out)
 	}
@@ -79,6 +93,12 @@ func TestInstanceBackupContainer(t *testing.T) {
 	if got := strings.Fields(must(t, root, "", "instance", "exec", "c1", "--", "sha256sum", "/data/blob"))[0]; got != sum {
 		t.Fatalf("restored data: sha256 %s, backed up %s", got, sum)
 	}
+	if got := strings.Fields(must(t, root, "", "instance", "exec", "c1", "--", "sha256sum", "/var/rootblob"))[0]; got != rootSum {
+		t.Fatalf("restored root filesystem: sha256 %s, backed up %s", got, rootSum)
+	}
+	if got := must(t, root, "", "instance", "exec", "c1", "--", "cat", "/etc/kumo-marker"); strings.TrimSpace(got) != "kept" {
+		t.Fatalf("restored /etc/kumo-marker: %q", got)
+	}
 	must(t, root, "", "instance", "terminate", "c1", "--wait")
 	volumeIs(t, c, "c1-vol1", "let go", 60*time.Second, func(v api.Volume) bool { return v.Attachment == nil })
 	must(t, root, "", "volume", "delete", "c1-vol1")
@@ -90,25 +110,14 @@ func TestInstanceBackupContainer(t *testing.T) {
 
 // TestInstanceBackupVM: a VM (QEMU) marks its own root disk (the image's
 // copy, not a volume) and a volume hot-plugged into it; 'kumo instance
-// backup' copies the root disk into an image and backs the volume up; the
+// backup' sends the root disk (flattened, paused meanwhile) and the volume
+// to the backup store as chunks; the
 // VM is terminated; 'kumo instance restore' makes a new VM that finds both
 // marks at its first boot: its root disk from the copy, and the restored
 // volume already there when it boots (PROLOG waits for it; the agent's
 // TestPrologWaitsForNewVolumes shows the wait itself).
 func TestInstanceBackupVM(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("VMs' cgroups need root; CI runs as root")
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 is not installed (make test installs it)")
-	}
-	s := startServer(t, "--drivers", "qemu")
-	t.Cleanup(func() {
-		exec.Command("pkill", "-9", "-f", filepath.Join(s.dir, "agent", "qemu")).Run()
-		if t.Failed() {
-			t.Log(s.out.String())
-		}
-	})
+	s := startQEMUServer(t)
 	root := []string{"KUMO_SOCKET=" + s.socket}
 	dir := t.TempDir()
 	must(t, root, "", "image", "build", "tiny-vm", "-f", filepath.Join(dir, "tiny-vm.tar.gz"), "--import", "--public")
@@ -155,7 +164,7 @@ esac
 
 	must(t, root, "", "instance", "backup", "vm1", "ib", "--wait")
 	ib, err := c.InstanceBackup(ctx, "default", "ib")
-	if err != nil || ib.Status != api.VolumeAvailable || ib.RootImage != "ib-root" || ib.EphemeralRoot || len(ib.Volumes) != 1 || ib.Volumes[0].Device != "vdc" {
+	if err != nil || ib.Status != api.VolumeAvailable || ib.RootBackup != "ib-root" || ib.RootImage != "" || ib.EphemeralRoot || len(ib.Volumes) != 1 || ib.Volumes[0].Device != "vdc" {
 		t.Fatalf("instance backup: %+v %v", ib, err)
 	}
 	must(t, root, "", "instance", "terminate", "vm1", "--wait")
@@ -167,12 +176,15 @@ esac
 		t.Fatalf("vm2 found a disk unmarked:\n%s", out)
 	}
 	rv := volumeIs(t, c, "vm2-vdc", "the restored volume attached", 60*time.Second, func(v api.Volume) bool { return v.Attachment != nil && v.Attachment.Attached })
-	if in, _ := instanceState(t, c, "default", "vm2"); rv.Host != in.Host || in.Image != "default/ib-root" {
+	if in, _ := instanceState(t, c, "default", "vm2"); rv.Host != in.Host || !strings.HasSuffix(in.Image, "/tiny-vm") {
 		t.Fatalf("vm2 on %s from %s, its volume on %s", in.Host, in.Image, rv.Host)
 	}
 	must(t, root, "", "instance", "terminate", "vm2", "--wait")
 	must(t, root, "", "instance", "backup", "delete", "ib")
 	if _, err := c.Image(ctx, "default", "ib-root"); err == nil {
-		t.Fatal("the root disk's image outlived its backup")
+		t.Fatal("an image was made of the root disk")
+	}
+	if bs, err := c.VolumeBackups(ctx, "default"); err != nil || len(bs) != 0 {
+		t.Fatalf("volume backups left: %+v %v", bs, err)
 	}
 }

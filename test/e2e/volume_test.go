@@ -271,19 +271,7 @@ func dfKiB(out string) int64 {
 // a snapshot taken while it runs and the volume itself hold what it
 // wrote, and a second VM the volume is attached to reads it.
 func TestVolumesVM(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("VMs' cgroups need root; CI runs as root")
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 is not installed (make test installs it)")
-	}
-	s := startServer(t, "--drivers", "qemu")
-	t.Cleanup(func() {
-		exec.Command("pkill", "-9", "-f", filepath.Join(s.dir, "agent", "qemu")).Run()
-		if t.Failed() {
-			t.Log(s.out.String())
-		}
-	})
+	s := startQEMUServer(t)
 	root := []string{"KUMO_SOCKET=" + s.socket}
 	dir := t.TempDir()
 	must(t, root, "", "image", "build", "tiny-vm", "-f", filepath.Join(dir, "tiny-vm.tar.gz"), "--import", "--public")

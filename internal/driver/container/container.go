@@ -199,7 +199,13 @@ func (d *Driver) Prepare(ctx context.Context, s driver.Spec) (err error) {
 			return err
 		}
 	}
-	if err := d.makeDisk(ctx, s.ID, s.Size.DiskGiB); err != nil {
+	if s.RootDisk != "" {
+		err = d.takeRootDisk(ctx, s)
+		s.RootDisk = "" // taken: not the instance's to keep
+	} else {
+		err = d.makeDisk(ctx, s.ID, s.Size.DiskGiB)
+	}
+	if err != nil {
 		return err
 	}
 	if err := d.mount(s.ID, lower); err != nil {

@@ -143,6 +143,9 @@ func (d *Driver) Prepare(ctx context.Context, s driver.Spec) (err error) {
 	if s.BootVolume != "" {
 		return d.prepareBootVolume(ctx, s)
 	}
+	if s.RootDisk != "" {
+		return d.prepareRootDisk(ctx, s)
+	}
 	img, err := d.image(ctx, s)
 	if err != nil {
 		return err

@@ -30,10 +30,18 @@ func bootVolume(s driver.Spec) (driver.Volume, bool) {
 
 // prepareBootVolume is PROLOG for a VM booting from a volume: the image's
 // kernel (if it is a vm-kernel image), the seed and swap; no disk.
-func (d *Driver) prepareBootVolume(ctx context.Context, s driver.Spec) (err error) {
+func (d *Driver) prepareBootVolume(ctx context.Context, s driver.Spec) error {
 	if _, ok := bootVolume(s); !ok {
 		return fmt.Errorf("boot volume %s is not attached on this host", s.BootVolume)
 	}
+	return d.prepareWithoutOverlay(ctx, s, nil)
+}
+
+// prepareWithoutOverlay is PROLOG for a VM whose root disk is not an
+// overlay on its image: the image gives only its kernel (a vm-kernel
+// image), makeDisk (if any) makes the disk in the VM's directory; then
+// the seed and swap. Nothing is left when it fails.
+func (d *Driver) prepareWithoutOverlay(ctx context.Context, s driver.Spec, makeDisk func() error) (err error) {
 	m := meta{Spec: s, Want: wantPrepared, BaseKnown: true}
 	if s.Image != "" {
 		img, err := d.image(ctx, s)
@@ -51,6 +59,11 @@ func (d *Driver) prepareBootVolume(ctx context.Context, s driver.Spec) (err erro
 			os.RemoveAll(dir)
 		}
 	}()
+	if makeDisk != nil {
+		if err := makeDisk(); err != nil {
+			return err
+		}
+	}
 	return d.finishPrepare(ctx, s, m)
 }
 

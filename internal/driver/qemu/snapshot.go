@@ -22,9 +22,35 @@ var _ driver.Snapshotter = (*Driver)(nil)
 // continues afterwards. A VM booting from a volume has that volume's
 // bytes as its disk.
 func (d *Driver) Snapshot(ctx context.Context, id string, w io.Writer) error {
-	var m meta
 	tmp := d.path(id, "snapshot.qcow2")
 	defer os.Remove(tmp)
+	m, err := d.copyDisk(ctx, id, tmp)
+	if err != nil {
+		return err
+	}
+	if m.Kernel == "" {
+		f, err := os.Open(tmp)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.Copy(w, f)
+		return err
+	}
+	members := []vmimage.Member{{Name: "vmlinuz", Path: m.Kernel}}
+	if m.Initrd != "" {
+		members = append(members, vmimage.Member{Name: "initrd", Path: m.Initrd})
+	}
+	if m.Cmdline != "" {
+		members = append(members, vmimage.Member{Name: "cmdline", Data: []byte(m.Cmdline + "\n")})
+	}
+	return vmimage.WriteKernelImage(w, append(members, vmimage.Member{Name: "disk.qcow2", Path: tmp}))
+}
+
+// copyDisk copies the VM's disk, flattened into one standalone qcow2, to
+// tmp: paused while it is copied if it runs. It returns the VM's record.
+func (d *Driver) copyDisk(ctx context.Context, id, tmp string) (meta, error) {
+	var m meta
 	err := d.act(ctx, id, func(rec meta, qs string) error {
 		m = rec
 		if qs == "running" {
@@ -53,24 +79,5 @@ func (d *Driver) Snapshot(ctx context.Context, id string, w io.Writer) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	if m.Kernel == "" {
-		f, err := os.Open(tmp)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		_, err = io.Copy(w, f)
-		return err
-	}
-	members := []vmimage.Member{{Name: "vmlinuz", Path: m.Kernel}}
-	if m.Initrd != "" {
-		members = append(members, vmimage.Member{Name: "initrd", Path: m.Initrd})
-	}
-	if m.Cmdline != "" {
-		members = append(members, vmimage.Member{Name: "cmdline", Data: []byte(m.Cmdline + "\n")})
-	}
-	return vmimage.WriteKernelImage(w, append(members, vmimage.Member{Name: "disk.qcow2", Path: tmp}))
+	return m, err
 }
