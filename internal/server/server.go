@@ -453,6 +453,8 @@ func (s *Server) track(srv *http.Server) {
 
 // Close shuts the server down and closes the store.
 func (s *Server) Close() {
+	// First: no host is judged lost by a server that stopped listening.
+	s.hosts.Stopping()
 	s.mu.Lock()
 	ls := s.listeners
 	s.listeners = nil
