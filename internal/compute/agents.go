@@ -48,16 +48,19 @@ func (svc *Service) Assignments(ctx context.Context, agent *hosts.AgentPrincipal
 	}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
+	seen := since // the hostLog up to here holds none of the agent's hosts
 	for {
 		svc.cache.mu.RLock()
 		out := api.Assignments{Items: []api.Assignment{}, Revision: svc.cache.instRev, Complete: since == 0}
-		for h := range agent.Hosts {
-			if svc.cache.assignedRev[h] <= since {
-				continue
-			}
-			for _, e := range svc.cache.assigned[h] {
-				if e.rev > since {
-					out.Items = append(out.Items, assignment(e))
+		if since == 0 || seen < svc.cache.logFloor || svc.cache.changedFor(agent.Hosts, &seen) {
+			for h := range agent.Hosts {
+				if svc.cache.assignedRev[h] <= since {
+					continue
+				}
+				for _, e := range svc.cache.assigned[h] {
+					if e.rev > since {
+						out.Items = append(out.Items, assignment(e))
+					}
 				}
 			}
 		}

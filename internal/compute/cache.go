@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"reflect"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -40,6 +41,14 @@ type cache struct {
 	// instances).
 	assigned    map[string]map[string]*entry // host -> store key -> entry
 	assignedRev map[string]int64
+	// hostLog lists, in revision order, each raise of an assignedRev
+	// since logFloor (older ones may be gone): a long poll woken by a
+	// change reads what changed since it last looked instead of all its
+	// agent's hosts (every change woke ten agents' polls, each looking at
+	// its 1,000 hosts: a quarter of the server's CPU at 100,000 instances
+	// on 10,000 hosts).
+	hostLog  []hostChange
+	logFloor int64
 	// pending indexes the PENDING instances: a scheduler round plans
 	// them only (scanning 100,000 instances for a few new ones was most
 	// of a round at scale).
@@ -109,7 +118,43 @@ func (c *cache) index(key string, e *entry, sign int) {
 		}
 		c.assigned[h][key] = e
 		c.assignedRev[h] = max(c.assignedRev[h], e.rev)
+		c.logChange(e.rev, h)
 	}
+}
+
+// hostChange is an entry of the cache's hostLog.
+type hostChange struct {
+	rev  int64
+	host string
+}
+
+// maxHostLog bounds the hostLog; past it the older half is dropped (a
+// poll from before the floor looks at all its hosts).
+var maxHostLog = 100_000
+
+func (c *cache) logChange(rev int64, host string) {
+	c.hostLog = append(c.hostLog, hostChange{rev, host})
+	if len(c.hostLog) > maxHostLog {
+		half := len(c.hostLog) / 2
+		c.logFloor = c.hostLog[half-1].rev
+		c.hostLog = append([]hostChange(nil), c.hostLog[half:]...)
+	}
+}
+
+// changedFor says whether any of hosts had an assignment change after
+// *seen, as far as the hostLog tells (callers check *seen >= logFloor),
+// and moves *seen past what it read when none had.
+func (c *cache) changedFor(hosts map[string]bool, seen *int64) bool {
+	i := sort.Search(len(c.hostLog), func(i int) bool { return c.hostLog[i].rev > *seen })
+	for _, ch := range c.hostLog[i:] {
+		if hosts[ch.host] {
+			return true
+		}
+	}
+	if n := len(c.hostLog); n > 0 {
+		*seen = max(*seen, c.hostLog[n-1].rev)
+	}
+	return false
 }
 
 // count adds (sign 1) or takes away (sign -1) what an instance takes from
@@ -193,6 +238,9 @@ func (v *instanceView) Replace(kvs []store.KV, rev int64) {
 		for _, kv := range kvs {
 			c.putInstance(kv)
 		}
+		// A listing indexes in key order, not revision order: the log
+		// starts afresh after it.
+		c.hostLog, c.logFloor = nil, rev
 		c.instRev = max(c.instRev, rev)
 		if len(c.followers) > 0 {
 			all := c.metered()

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
@@ -59,6 +60,8 @@ type Service struct {
 	caFP    string
 	grace   time.Duration
 	started time.Time
+	// stopping: this server is shutting down (see Stopping).
+	stopping atomic.Bool
 
 	mu         sync.Mutex
 	lastSeen   map[string]time.Time     // host -> last heartbeat
@@ -216,8 +219,17 @@ func (svc *Service) Alive(host string) (bool, time.Time) {
 	if !ok || seen.Before(svc.started) {
 		since = svc.started
 	}
-	return time.Since(since) < svc.grace, seen
+	return svc.stopping.Load() || time.Since(since) < svc.grace, seen
 }
+
+// Stopping tells the registry that this server is shutting down: its
+// listeners are closed, so it hears no heartbeats while it drains its
+// requests (up to 10 s), and a silence it cannot hear is no evidence that
+// a host is lost. From now on every host counts as alive here; the next
+// server gives every host a full grace from its own start. (Without it, a
+// server stopped with SIGTERM marked hosts OFFLINE and their instances
+// UNKNOWN on its way out: 7 of 10,000 in a 100,000-instance run.)
+func (svc *Service) Stopping() { svc.stopping.Store(true) }
 
 // List returns host records by name, at most limit (0: all) after the
 // name after, and the name to pass as after for the next page ("" at the

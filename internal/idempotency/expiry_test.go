@@ -99,3 +99,39 @@ func TestPruneDeletesOnlyExpiredAndReadsOnlyThem(t *testing.T) {
 		t.Errorf("a prune listed %d live records", s.recordsListed)
 	}
 }
+
+// TestNewStoreIsNeverBackfilled: on a store marked at its start, a prune
+// never lists the records (they all have their index keys) and writes no
+// second index key; a store that already held records is not marked (its
+// records may predate the index).
+func TestNewStoreIsNeverBackfilled(t *testing.T) {
+	ctx := context.Background()
+	s := &countingStore{Store: memstore.New()}
+	if err := MarkIndexed(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	for i := range 50 {
+		claim(t, s, fmt.Sprintf("r-%d", i), now)
+	}
+	before, _ := s.Revision(ctx)
+	s.recordsListed = 0
+	if _, err := Prune(ctx, s, now.Add(-24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := s.Revision(ctx); after != before || s.recordsListed != 0 {
+		t.Fatalf("a prune of a new store listed %d records and wrote %d times", s.recordsListed, after-before)
+	}
+
+	old := memstore.New()
+	legacy := Prefix + "legacy"
+	if _, err := old.Create(ctx, legacy, store.MustJSON(Record{CreatedAt: now.Add(-25 * time.Hour)})); err != nil {
+		t.Fatal(err)
+	}
+	if err := MarkIndexed(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := Prune(ctx, old, now.Add(-24*time.Hour)); err != nil || n != 1 {
+		t.Fatalf("a record older than the index: Prune = %d, %v; want 1", n, err)
+	}
+}

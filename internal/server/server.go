@@ -38,6 +38,7 @@ import (
 	"github.com/kumocloud/kumo/internal/events"
 	"github.com/kumocloud/kumo/internal/flavor"
 	"github.com/kumocloud/kumo/internal/hosts"
+	"github.com/kumocloud/kumo/internal/idempotency"
 	"github.com/kumocloud/kumo/internal/identity"
 	"github.com/kumocloud/kumo/internal/images"
 	"github.com/kumocloud/kumo/internal/metering"
@@ -216,7 +217,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			dirLock.release()
 			return nil, err
 		}
-	} else if es, err = etcdstore.OpenEmbedded(ctx, etcdstore.EmbedOptions{Dir: filepath.Join(cfg.DataDir, "etcd"), NoFsync: cfg.UnsafeNoFsync}); err != nil {
+	} else if es, err = etcdstore.OpenEmbedded(ctx, etcdstore.EmbedOptions{Dir: filepath.Join(cfg.DataDir, "etcd"), NoFsync: cfg.UnsafeNoFsync, Logger: cfg.Logger}); err != nil {
 		dirLock.release()
 		return nil, err
 	}
@@ -325,6 +326,9 @@ func NewWithStore(ctx context.Context, cfg Config, st store.Store) (*Server, err
 		return nil, fmt.Errorf("bootstrap: %w", err)
 	}
 	s.AdminPassword = pw
+	if err := idempotency.MarkIndexed(ctx, st); err != nil {
+		return nil, fmt.Errorf("idempotency records: %w", err)
+	}
 	s.registry = prometheus.NewRegistry()
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = newMetrics(s.registry)
@@ -449,6 +453,8 @@ func (s *Server) track(srv *http.Server) {
 
 // Close shuts the server down and closes the store.
 func (s *Server) Close() {
+	// First: no host is judged lost by a server that stopped listening.
+	s.hosts.Stopping()
 	s.mu.Lock()
 	ls := s.listeners
 	s.listeners = nil

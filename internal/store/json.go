@@ -46,6 +46,13 @@ func Snapshot(ctx context.Context, s Store, prefix string) ([]KV, int64, error) 
 	page := Page{Limit: 1000}
 	for {
 		res, err := s.List(ctx, prefix, page)
+		if errors.Is(err, ErrCompacted) && page.Revision != 0 {
+			// The store trimmed its history past the first page's
+			// revision while this listed (a long listing in a burst of
+			// writes): list again from now.
+			out, page = nil, Page{Limit: 1000}
+			continue
+		}
 		if err != nil {
 			return nil, 0, err
 		}

@@ -1,0 +1,76 @@
+package compute
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/hosts"
+	"github.com/kumocloud/kumo/internal/store"
+)
+
+// TestLongPollSeesOnlyItsHostsChanges: an agent's long poll is answered
+// with a change on its own hosts, keeps waiting through changes on other
+// agents' hosts, and still gets its changes after the log of changes was
+// trimmed past what it had, or started afresh with a listing.
+func TestLongPollSeesOnlyItsHostsChanges(t *testing.T) {
+	defer func(n int) { maxHostLog = n }(maxHostLog)
+	maxHostLog = 8
+	ctx := context.Background()
+	svc := &Service{cache: newCache()}
+	close(svc.cache.ready)
+	v := &instanceView{cacheView{c: svc.cache, listed: new(sync.WaitGroup)}}
+	v.listed.Add(1)
+	rev := int64(0)
+	put := func(name, host string) {
+		rev++
+		r := record{Instance: api.Instance{Meta: api.Meta{ID: name, Name: name}, Project: "p", State: api.StateRunning, Host: host}}
+		v.Apply(store.WatchEvent{Type: store.EventPut, KV: store.KV{Key: instancesPrefix + "p/" + name, Value: store.MustJSON(r), Revision: rev}, RevisionEnd: true})
+	}
+	mine := &hosts.AgentPrincipal{Name: "a1", Hosts: map[string]bool{"h1": true}}
+	poll := func(since int64) []string {
+		res, err := svc.Assignments(ctx, mine, since, 50*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, a := range res.Items {
+			names = append(names, a.Name)
+		}
+		return names
+	}
+	put("x", "h1")
+	since := rev
+	for i := range 3 {
+		put(fmt.Sprint("other-", i), "h2")
+	}
+	if got := poll(since); len(got) != 0 {
+		t.Fatalf("changes on another agent's host answered the poll: %v", got)
+	}
+	put("y", "h1")
+	if got := poll(since); len(got) != 1 || got[0] != "y" {
+		t.Fatalf("after y on h1: %v", got)
+	}
+	// Enough changes elsewhere to trim z's change out of the log.
+	since = rev
+	put("z", "h1")
+	for i := range 20 {
+		put(fmt.Sprint("more-", i), "h2")
+	}
+	if svc.cache.logFloor <= since+1 {
+		t.Fatalf("the log was not trimmed past %d (floor %d)", since, svc.cache.logFloor)
+	}
+	if got := poll(since); len(got) != 1 || got[0] != "z" {
+		t.Fatalf("after the log was trimmed: %v", got)
+	}
+	// A listing starts the log afresh.
+	since = rev
+	v.Replace([]store.KV{{Key: instancesPrefix + "p/z", Value: store.MustJSON(record{Instance: api.Instance{Meta: api.Meta{ID: "z2", Name: "z"}, Project: "p", State: api.StateRunning, Host: "h1"}}), Revision: rev + 1}}, rev+1)
+	rev++
+	if got := poll(since); len(got) != 1 || got[0] != "z" {
+		t.Fatalf("after a listing: %v", got)
+	}
+}
