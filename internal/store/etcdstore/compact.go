@@ -28,7 +28,7 @@ type History struct {
 	Every time.Duration
 }
 
-// DefaultHistory: five minutes, at most 25,000 revisions, trimmed every
+// DefaultHistory is five minutes, at most 25,000 revisions, trimmed every
 // 30 s. A revision is a transaction: a create is about 1.1 of them (the
 // server batches), with ~9 versions of keys (the instance, its event, its
 // idempotency record...), each of which a restart reads. 25,000 is a
