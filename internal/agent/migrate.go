@@ -316,7 +316,7 @@ func (mg *migrations) receive(ctx context.Context, as api.Assignment, t driver.T
 	if err != nil {
 		return err
 	}
-	rw, err := t(ctx, "cold")
+	rw, err := t(ctx, driver.ChannelCold)
 	if err != nil {
 		return fmt.Errorf("tunnel: %w", err)
 	}
@@ -403,7 +403,7 @@ func (mg *migrations) send(ctx context.Context, as api.Assignment, t driver.Tunn
 		}
 	}
 	mg.reportProgress(ctx, as, 10, nil)
-	rw, err := t(ctx, "cold")
+	rw, err := t(ctx, driver.ChannelCold)
 	if err != nil {
 		return api.MigrationStats{}, fmt.Errorf("tunnel: %w", err)
 	}

@@ -63,14 +63,15 @@ func BenchmarkMigrationTunnel(b *testing.B) {
 }
 
 // pumpDriver is the sim driver whose live migrations first push
-// tunnelBytes through a "bulk" channel of the tunnel.
+// tunnelBytes through the tunnel's disk channel (one the server joins for
+// a live migration; the sim driver does not use it).
 type pumpDriver struct {
 	*sim.Driver
 	took chan time.Duration
 }
 
 func (p *pumpDriver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt driver.LiveOptions, progress func(api.MigrationStats)) (api.MigrationStats, error) {
-	rw, err := t(ctx, "bulk")
+	rw, err := t(ctx, driver.ChannelDisk)
 	if err != nil {
 		return api.MigrationStats{}, err
 	}
@@ -94,7 +95,7 @@ func (p *pumpDriver) LiveSend(ctx context.Context, id string, t driver.Tunnel, o
 }
 
 func (p *pumpDriver) LiveReceive(ctx context.Context, s driver.Spec, t driver.Tunnel) error {
-	rw, err := t(ctx, "bulk")
+	rw, err := t(ctx, driver.ChannelDisk)
 	if err != nil {
 		return err
 	}

@@ -337,7 +337,7 @@ func (a *app) volumeBackupCmd() *cobra.Command {
 			return a.printObject(v)
 		}}
 	schedule.Flags().StringVar(&every, "every", "24h", "how often (at least 1m; 0 stops)")
-	schedule.Flags().IntVar(&keep, "keep", 7, "how many scheduled backups to keep")
+	schedule.Flags().IntVar(&keep, "keep", 7, "how many good scheduled backups to keep (failed ones: the newest two)")
 	cmd.AddCommand(create, list, show, del, schedule)
 	return cmd
 }

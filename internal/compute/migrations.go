@@ -679,14 +679,15 @@ func assignmentMigration(r *record) *api.AssignmentMigration {
 	return &api.AssignmentMigration{ID: m.ID, Source: m.Source, Target: m.Target, Mode: m.Mode, Phase: m.Phase, From: m.From, Cancel: m.Cancel, Volumes: r.MigVolumes}
 }
 
-// ActiveMigration finds a migration by id among the live instances.
-func (svc *Service) ActiveMigration(id string) (api.Migration, bool) {
+// ActiveMigration finds a migration by id among the live instances, with
+// the volumes it carries (read only: the record's own slice).
+func (svc *Service) ActiveMigration(id string) (api.Migration, []api.MigrationVolume, bool) {
 	svc.cache.mu.RLock()
 	defer svc.cache.mu.RUnlock()
 	for _, e := range svc.cache.instances {
 		if m := e.rec.Migration; m != nil && m.ID == id {
-			return *m, true
+			return *m, e.rec.MigVolumes, true
 		}
 	}
-	return api.Migration{}, false
+	return api.Migration{}, nil, false
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
@@ -13,6 +14,35 @@ import (
 // same channel opened on the other host (the agent joins them through
 // the server; the two ends are the migration's two agents, nobody else).
 type Tunnel func(ctx context.Context, channel string) (io.ReadWriteCloser, error)
+
+// The channels of a migration's tunnel: a cold migration has one, a live
+// one its control, memory and root disk channels and one per volume it
+// copies. The server joins no other names, and each at most once at a
+// time, so an agent cannot hold more than these open.
+const (
+	ChannelCold = "cold"
+	ChannelCtl  = "ctl"
+	ChannelMem  = "mem"
+	ChannelDisk = "nbd"
+)
+
+// VolumeChannel is the live migration channel of a volume's disk.
+func VolumeChannel(volumeID string) string {
+	short := strings.ReplaceAll(volumeID, "-", "")
+	return "nbd-" + short[:min(20, len(short))]
+}
+
+// Channels are the names a migration in mode carrying vols may open.
+func Channels(mode string, vols []api.MigrationVolume) []string {
+	if mode != api.MigrateLive {
+		return []string{ChannelCold}
+	}
+	out := []string{ChannelCtl, ChannelMem, ChannelDisk}
+	for _, v := range vols {
+		out = append(out, VolumeChannel(v.ID))
+	}
+	return out
+}
 
 // Migrator is the optional feature of CapMigrate: cold migration. The
 // agent has stopped (or saved) the instance on the source first.

@@ -14,31 +14,9 @@ import (
 // nothing (the repeat of a report answered the instance, user data and
 // all, to any agent); the migration goes on as if it had said nothing.
 func TestAgentTouchesOnlyItsOwnMigrations(t *testing.T) {
-	ts, admin, jt, victim, intruder := victimAndIntruder(t)
-	target := ts.joinAgent(jt.Token, "local", "ht")
-	for _, h := range []string{"hi", "ht"} {
-		ts.do("PATCH", "/v1/hosts/"+h, admin, map[string]any{"enabled": false}) // place on hv
-	}
-	in := ts.victimsInstance(admin, rootfs(t))
-	at := func(a api.Agent, rest string) string { return "/v1/agents/" + a.ID + rest }
-	for _, step := range [][2]api.State{{api.StateProlog, api.StateBoot}, {api.StateBoot, api.StateRunning}} {
-		var res api.AgentReportResult
-		ts.do("POST", at(victim, "/reports"), victim.Credential, api.AgentReport{Instances: []api.InstanceReport{{ID: in.ID, Host: "hv", From: step[0], To: step[1]}}}).decode(t, &res)
-		if res.Applied != 1 {
-			t.Fatalf("victim's report %v: %+v", step, res)
-		}
-	}
-	ts.do("PATCH", "/v1/hosts/ht", admin, map[string]any{"enabled": true})
-	var r resp
-	waitFor(t, "ht enabled for the scheduler: the migration started", func() bool {
-		r = ts.do("POST", "/v1/projects/p/instances/i1/migrate", admin, api.InstanceMigrate{Host: "ht"})
-		return r.Status == 202
-	})
-	ts.do("GET", "/v1/projects/p/instances/i1", admin, nil).decode(t, &in)
+	ts, admin, _, intruder, target, in := migratingInstance(t)
 	m := in.Migration
-	if m == nil || m.Phase != api.MigrationTransfer {
-		t.Fatalf("the migration: %+v", m)
-	}
+	at := func(a api.Agent, rest string) string { return "/v1/agents/" + a.ID + rest }
 	for _, host := range []string{"ht", "hv", "hi"} {
 		for _, ev := range []string{api.MigrationReceived, api.MigrationFailed, api.MigrationProgress} {
 			r := ts.do("POST", at(intruder, "/migrations/"+m.ID), intruder.Credential, api.MigrationReport{Instance: in.ID, Host: host, Event: ev, Reason: "forged", Progress: 50})
@@ -62,4 +40,35 @@ func TestAgentTouchesOnlyItsOwnMigrations(t *testing.T) {
 	if r := ts.do("POST", at(target, "/migrations/"+m.ID), target.Credential, api.MigrationReport{Instance: in.ID, Host: "ht", Event: api.MigrationReceived}); r.Status != 200 {
 		t.Fatalf("the target's report: %d %s", r.Status, r.Body)
 	}
+}
+
+// migratingInstance is victimsInstance i1 migrating (cold: a container)
+// from hv (victim's host) to ht (target's), in its transfer phase; hi is
+// the intruder's host.
+func migratingInstance(t *testing.T) (ts *testServer, admin string, victim, intruder, target api.Agent, in api.Instance) {
+	ts, admin, jt, victim, intruder := victimAndIntruder(t)
+	target = ts.joinAgent(jt.Token, "local", "ht")
+	for _, h := range []string{"hi", "ht"} {
+		ts.do("PATCH", "/v1/hosts/"+h, admin, map[string]any{"enabled": false}) // place on hv
+	}
+	in = ts.victimsInstance(admin, rootfs(t))
+	at := func(a api.Agent, rest string) string { return "/v1/agents/" + a.ID + rest }
+	for _, step := range [][2]api.State{{api.StateProlog, api.StateBoot}, {api.StateBoot, api.StateRunning}} {
+		var res api.AgentReportResult
+		ts.do("POST", at(victim, "/reports"), victim.Credential, api.AgentReport{Instances: []api.InstanceReport{{ID: in.ID, Host: "hv", From: step[0], To: step[1]}}}).decode(t, &res)
+		if res.Applied != 1 {
+			t.Fatalf("victim's report %v: %+v", step, res)
+		}
+	}
+	ts.do("PATCH", "/v1/hosts/ht", admin, map[string]any{"enabled": true})
+	waitFor(t, "ht enabled for the scheduler: the migration started", func() bool {
+		r := ts.do("POST", "/v1/projects/p/instances/i1/migrate", admin, api.InstanceMigrate{Host: "ht"})
+		return r.Status == 202
+	})
+	ts.do("GET", "/v1/projects/p/instances/i1", admin, nil).decode(t, &in)
+	m := in.Migration
+	if m == nil || m.Phase != api.MigrationTransfer {
+		t.Fatalf("the migration: %+v", m)
+	}
+	return ts, admin, victim, intruder, target, in
 }

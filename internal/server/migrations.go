@@ -6,11 +6,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/driver"
 	"github.com/kumocloud/kumo/internal/errs"
 	"github.com/kumocloud/kumo/internal/operations"
 	"github.com/kumocloud/kumo/internal/server/response"
@@ -24,7 +27,7 @@ const (
 )
 
 func (s *Server) registerMigrations() {
-	s.tunnels = &tunnels{waiting: map[string]*tunnelEnd{}}
+	s.tunnels = &tunnels{waiting: map[string]*tunnelEnd{}, joined: map[string]bool{}}
 	s.ops.Register(opMigrate, s.runMigrate)
 	s.ops.Register(opEvacuate, s.runEvacuate)
 }
@@ -118,9 +121,14 @@ func (s *Server) postMigrationReport(r *request) response.Response {
 // Only the agents of the migration's source and target hosts may open
 // its channels, and only while it transfers; nothing listens anywhere
 // for anyone else. In memory: a channel lives as long as its two ends.
+// An agent is hostile too: it may open only its migration's channels
+// (driver.Channels), each once at a time - one end waiting (opened again,
+// it replaces the old one) or one joined pair - so a migration holds at
+// most two connections per channel it needs, never a flood.
 type tunnels struct {
 	mu      sync.Mutex
 	waiting map[string]*tunnelEnd
+	joined  map[string]bool // channels whose two ends are spliced
 }
 
 type tunnelEnd struct {
@@ -143,7 +151,7 @@ func (s *Server) getMigrationTunnel(r *request, w http.ResponseWriter) {
 		fail(errs.NotFound("host %q is not one of this agent's", host))
 		return
 	}
-	m, ok := s.compute.ActiveMigration(mid)
+	m, vols, ok := s.compute.ActiveMigration(mid)
 	role := ""
 	switch {
 	case !ok || m.Phase != api.MigrationTransfer:
@@ -157,21 +165,41 @@ func (s *Server) getMigrationTunnel(r *request, w http.ResponseWriter) {
 		fail(errs.NotFound("migration %q is not transferring", mid))
 		return
 	}
+	if chans := driver.Channels(m.Mode, vols); !slices.Contains(chans, channel) {
+		fail(errs.Invalid("channel", "migration %q has no channel %q (its channels: %s)", mid, channel, strings.Join(chans, ", ")))
+		return
+	}
+	key := mid + "/" + channel
+	t := s.tunnels
+	t.mu.Lock()
+	busy := t.joined[key]
+	t.mu.Unlock()
+	if busy {
+		fail(errs.Conflict("channel %q of migration %q is already joined: a migration opens each of its channels once at a time", channel, mid))
+		return
+	}
 	conn, err := hijack(w)
 	if err != nil {
 		return
 	}
 	conn.SetDeadline(time.Time{})
-	key := mid + "/" + channel
 	me := &tunnelEnd{role: role, conn: conn, taken: make(chan struct{})}
-	t := s.tunnels
 	t.mu.Lock()
+	if t.joined[key] { // joined while this one was being upgraded
+		t.mu.Unlock()
+		conn.Close()
+		return
+	}
 	peer := t.waiting[key]
 	if peer != nil && peer.role != role {
 		delete(t.waiting, key)
+		t.joined[key] = true
 		t.mu.Unlock()
 		close(peer.taken)
 		splice(conn, peer.conn)
+		t.mu.Lock()
+		delete(t.joined, key)
+		t.mu.Unlock()
 		return
 	}
 	if peer != nil {

@@ -17,10 +17,16 @@ import (
 // the newest few. A level-triggered loop in the server looks at every
 // volume with a schedule: when its newest scheduled backup is older than
 // the period (and none is being made), it starts one; scheduled backups
-// past the number to keep go, oldest first. A crash at any point is
+// past the number to keep go, oldest first, and so do failed ones past the
+// newest keepFailed (kept so the user can read why), or a volume whose
+// backups keep failing would fill the backup quota with failures until
+// no backup could be made. A crash at any point is
 // picked up by the next pass. Scheduled backups are named auto-<time>.
 
 const autoPrefix = "auto-"
+
+// keepFailed is how many failed scheduled backups of a volume are kept.
+const keepFailed = 2
 
 // MinBackupEvery is the shortest schedule.
 const MinBackupEvery = time.Minute
@@ -95,12 +101,18 @@ func (svc *Service) schedulePass(ctx context.Context) error {
 				errOut = err
 			}
 		}
-		kept := 0
+		kept, failed := 0, 0
 		for _, b := range auto {
-			if b.Status != api.VolumeAvailable {
-				continue
+			var past bool
+			switch b.Status {
+			case api.VolumeAvailable:
+				kept++
+				past = kept > r.BackupKeep
+			case api.VolumeError:
+				failed++
+				past = failed > keepFailed
 			}
-			if kept++; kept > r.BackupKeep {
+			if past {
 				if err := svc.DeleteBackup(ctx, b.Project, b.Name); err != nil && !errors.Is(err, errs.ErrNotFound) {
 					errOut = err
 				}

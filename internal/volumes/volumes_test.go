@@ -352,13 +352,20 @@ func TestSnapshots(t *testing.T) {
 
 // The schedule loop starts a backup when one is due, never two at once,
 // and keeps only the newest.
+// readyVolume is volume data of project p, ready on h1, in a service
+// whose clock is *now.
+func readyVolume(t *testing.T, now *time.Time) *env {
+	e := newEnv(t, unlimited())
+	e.svc.now = func() time.Time { return *now }
+	v, _ := e.svc.Create(context.Background(), "p", api.VolumesPost{Name: "data", SizeGiB: 1, Near: "vm1"}, false)
+	e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1})
+	return e
+}
+
 func TestBackupSchedule(t *testing.T) {
 	ctx := context.Background()
-	e := newEnv(t, unlimited())
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	e.svc.now = func() time.Time { return now }
-	v, _ := e.svc.Create(ctx, "p", api.VolumesPost{Name: "data", SizeGiB: 1, Near: "vm1"}, false)
-	e.report(t, []string{"h1"}, api.VolumeReport{ID: v.ID, Status: "ready", SizeGiB: 1})
+	e := readyVolume(t, &now)
 	if _, err := e.svc.SetSchedule(ctx, "p", "data", time.Second, 2); kindOf(err) != errs.KindInvalid {
 		t.Fatalf("every second: %v", err)
 	}
@@ -405,5 +412,49 @@ func TestBackupSchedule(t *testing.T) {
 	// hour old and none was being made); the newest two kept.
 	if len(got) != 2 || got[0] != "auto-20260101-033100:available" || got[1] != "auto-20260101-043200:available" {
 		t.Fatalf("kept: %v", got)
+	}
+}
+
+// Scheduled backups that fail are pruned too, past the newest two (kept
+// so the user can read why): a volume whose backups keep failing does
+// not fill the backup quota with failures, and its good backups stay.
+func TestBackupScheduleDropsOldFailures(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	e := readyVolume(t, &now)
+	if _, err := e.svc.SetSchedule(ctx, "p", "data", time.Hour, 3); err != nil {
+		t.Fatal(err)
+	}
+	// The first succeeds, the next six fail; an hour apart.
+	for i := range 7 {
+		if err := e.svc.schedulePass(ctx); err != nil {
+			t.Fatal(err)
+		}
+		bs, _ := e.svc.ListBackups(ctx, "p")
+		for _, b := range bs {
+			if b.Status != api.VolumeCreating {
+				continue
+			}
+			m := api.BackupManifest{Chunks: make([]string, 256)}
+			if i > 0 {
+				m = api.BackupManifest{Error: "copying the volume: disk gone"}
+			}
+			if _, err := e.svc.FinishBackup(ctx, map[string]bool{"h1": true}, e.inst, b.ID, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		now = now.Add(time.Hour)
+	}
+	if err := e.svc.schedulePass(ctx); err != nil { // prunes (and starts the eighth)
+		t.Fatal(err)
+	}
+	bs, _ := e.svc.ListBackups(ctx, "p")
+	var got []string
+	for _, b := range bs {
+		got = append(got, b.Name+":"+b.Status)
+	}
+	want := "auto-20260101-000000:available auto-20260101-050000:error auto-20260101-060000:error auto-20260101-070000:creating"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("backups:\n got %v\nwant %s", got, want)
 	}
 }

@@ -98,7 +98,7 @@ func (d *Driver) LiveReceive(ctx context.Context, s driver.Spec, t driver.Tunnel
 			}
 		}
 	}
-	ctl, err := t(ctx, "ctl")
+	ctl, err := t(ctx, driver.ChannelCtl)
 	if err != nil {
 		return fmt.Errorf("tunnel: %w", err)
 	}
@@ -110,7 +110,7 @@ func (d *Driver) LiveReceive(ctx context.Context, s driver.Spec, t driver.Tunnel
 	for _, ch := range disks {
 		go func() { bridged <- bridgeTo(bctx, t, ch, nbdSock) }()
 	}
-	go func() { bridged <- bridgeTo(bctx, t, "mem", memSock) }()
+	go func() { bridged <- bridgeTo(bctx, t, driver.ChannelMem, memSock) }()
 	// The source's word: "go" once everything is here, anything else (or
 	// the channel breaking) is the end of it.
 	word := make([]byte, 3)
@@ -252,7 +252,7 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 		return api.MigrationStats{}, err
 	}
 	defer c.Close()
-	ctl, err := t(ctx, "ctl")
+	ctl, err := t(ctx, driver.ChannelCtl)
 	if err != nil {
 		return api.MigrationStats{}, fmt.Errorf("tunnel: %w", err)
 	}
@@ -260,7 +260,7 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 	bctx, stop := context.WithCancel(ctx)
 	defer stop()
 	memOut := d.sock(id, "migrate-out.sock")
-	mln, memDone, err := bridgeFrom(bctx, t, "mem", memOut)
+	mln, memDone, err := bridgeFrom(bctx, t, driver.ChannelMem, memOut)
 	if err != nil {
 		return api.MigrationStats{}, err
 	}

@@ -35,7 +35,7 @@ type liveDisk struct {
 func liveDisks(s driver.Spec, copies func(driver.Volume) bool) []liveDisk {
 	var out []liveDisk
 	if b, ok := bootVolume(s); s.BootVolume == "" || ok && copies(b) {
-		out = append(out, liveDisk{node: "disk", job: "kumo-mirror", target: "kumo-mig-target", channel: "nbd", sock: "nbd-out.sock", sync: "top"})
+		out = append(out, liveDisk{node: "disk", job: "kumo-mirror", target: "kumo-mig-target", channel: driver.ChannelDisk, sock: "nbd-out.sock", sync: "top"})
 	}
 	for _, v := range s.Volumes {
 		if v.ID == s.BootVolume || !copies(v) {
@@ -46,7 +46,7 @@ func liveDisks(s driver.Spec, copies func(driver.Volume) bool) []liveDisk {
 		}
 		node, _, _ := volNames(v)
 		short := strings.TrimPrefix(node, "vol-")
-		out = append(out, liveDisk{node: node, job: "kumo-mirror-" + short, target: "kumo-mig-" + short, channel: "nbd-" + short,
+		out = append(out, liveDisk{node: node, job: "kumo-mirror-" + short, target: "kumo-mig-" + short, channel: driver.VolumeChannel(v.ID),
 			sock: fmt.Sprintf("nbd-out%d.sock", len(out)), sync: "full"})
 	}
 	return out

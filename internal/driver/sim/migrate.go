@@ -138,7 +138,7 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 	if in.State != driver.Running {
 		return api.MigrationStats{}, fmt.Errorf("%w: a live migration needs it running, not %s", driver.ErrState, in.State)
 	}
-	rw, err := t(ctx, "mem")
+	rw, err := t(ctx, driver.ChannelMem)
 	if err != nil {
 		return api.MigrationStats{}, err
 	}
@@ -175,7 +175,7 @@ func (d *Driver) LiveSend(ctx context.Context, id string, t driver.Tunnel, opt d
 
 // LiveReceive implements driver.LiveMigrator.
 func (d *Driver) LiveReceive(ctx context.Context, s driver.Spec, t driver.Tunnel) error {
-	rw, err := t(ctx, "mem")
+	rw, err := t(ctx, driver.ChannelMem)
 	if err != nil {
 		return err
 	}
