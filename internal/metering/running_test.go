@@ -86,6 +86,8 @@ func runningVersusFull(t *testing.T, rnd *rand.Rand) {
 			} else {
 				rl = NewRules([]api.State{"RUNNING"}, []api.State{"STOPPED", "SUSPENDED"})
 			}
+		case x < 84:
+			now = now.Add(-time.Duration(rnd.Int63n(int64(3 * time.Hour)))) // a clock stepped back
 		default:
 			now = now.Add(time.Duration(rnd.Int63n(int64(36 * time.Hour))))
 		}
