@@ -161,6 +161,31 @@ func (a *acc) sub(b *acc) {
 	}
 }
 
+// addScaled adds b x f to a (f -1: takes b out). Sums may wrap through
+// int64 on the way (a rate x milliseconds less its base): the result is
+// exact modulo 2^64, so exact whenever it fits.
+func (a *acc) addScaled(b *acc, f int64) {
+	a.instMS += b.instMS * f
+	a.vcpuMS += b.vcpuMS * f
+	a.memMiBMS += b.memMiBMS * f
+	a.diskGiBMS += b.diskGiBMS * f
+	for k, v := range b.storedMiBMS {
+		a.storedMiBMS[k] += v * f
+	}
+	for k, v := range b.charges {
+		a.charges[k] += v * f
+		a.points[k] = b.points[k]
+	}
+}
+
+// reset makes a empty for reuse.
+func (a *acc) reset() {
+	a.instMS, a.vcpuMS, a.memMiBMS, a.diskGiBMS = 0, 0, 0, 0
+	clear(a.storedMiBMS)
+	clear(a.charges)
+	clear(a.points)
+}
+
 // empty says nothing was used.
 func (a *acc) empty() bool {
 	if a.instMS != 0 || a.vcpuMS != 0 || a.memMiBMS != 0 || a.diskGiBMS != 0 {

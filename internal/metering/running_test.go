@@ -86,6 +86,8 @@ func runningVersusFull(t *testing.T, rnd *rand.Rand) {
 			} else {
 				rl = NewRules([]api.State{"RUNNING"}, []api.State{"STOPPED", "SUSPENDED"})
 			}
+		case x < 84:
+			now = now.Add(-time.Duration(rnd.Int63n(int64(3 * time.Hour)))) // a clock stepped back
 		default:
 			now = now.Add(time.Duration(rnd.Int63n(int64(36 * time.Hour))))
 		}
@@ -119,4 +121,48 @@ func anyKey(rnd *rand.Rand, m map[string]Instance) string {
 	// Map order is random but not from rnd: sort for a repeatable run.
 	sort.Strings(keys)
 	return keys[rnd.Intn(len(keys))]
+}
+
+// TestRunningChangesDuringRounds: instances change state and size while
+// rounds run (the feed calls in from the compute cache at any moment);
+// once the changes stop, a round equals a full recompute.
+func TestRunningChangesDuringRounds(t *testing.T) {
+	r := NewRunning(SourceLive, SourceArchive)
+	r.Replace(SourceLive, nil)
+	r.Replace(SourceArchive, nil)
+	p, now := prices(100_000), t0.Add(10*time.Hour)
+	final := make([]Instance, 50)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 2000 {
+			j := i % len(final)
+			in := final[j]
+			if in.ID == "" {
+				in = inst(fmt.Sprint("i", j), hist(time.Duration(j)*time.Minute, "RUNNING"))
+			}
+			last := in.History[len(in.History)-1]
+			to := api.State("STOPPED")
+			if last.To == to {
+				to = "RUNNING"
+			}
+			in.History = append(append([]api.HistoryRecord(nil), in.History...), api.HistoryRecord{Seq: last.Seq + 1, Time: last.Time.Add(time.Second), From: last.To, To: to})
+			in.Size.VCPUs = int64(1 + i%4)
+			final[j] = in
+			r.Put(SourceLive, "/i/"+in.ID, in)
+		}
+	}()
+	rounds := 0
+	for running := true; running; rounds++ {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		now = now.Add(time.Second)
+		r.Report(nil, nil, p, rules, now)
+	}
+	if got, want := r.Report(nil, nil, p, rules, now), ReportAll(final, nil, nil, p, rules, monthStart(now), now, now, ByProject); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after %d rounds: running %+v\nfull    %+v", rounds, got.Total, want.Total)
+	}
 }
