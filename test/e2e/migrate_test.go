@@ -582,10 +582,22 @@ func TestMigrateVM(t *testing.T) {
 func migCgroupParent(h string) string { return "kumo-e2e-" + h }
 
 // removeCgroupParent removes an agent's cgroup parent from every
-// hierarchy once it is empty.
+// hierarchy, with the instances' cgroups in it: a test that ends with
+// its agent killed (-9) and its VMs killed by removeInstances leaves
+// their cgroups, empty of processes, which only the agent would have
+// removed. A process still exiting keeps its cgroup busy for a moment.
 func removeCgroupParent(p string) {
 	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", p))
 	for _, d := range dirs {
+		kids, _ := filepath.Glob(filepath.Join(d, "*"))
+		for _, k := range kids {
+			if st, err := os.Stat(k); err != nil || !st.IsDir() {
+				continue
+			}
+			for i := 0; i < 50 && os.Remove(k) != nil; i++ {
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
 		os.Remove(d)
 	}
 }

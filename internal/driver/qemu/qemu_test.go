@@ -470,7 +470,7 @@ func TestOldCacheAdopted(t *testing.T) {
 
 	fetches := 0
 	counted := driver.ImageFunc(func(ctx context.Context, sum string) (io.ReadCloser, error) { fetches++; return fetch(ctx, sum) })
-	d, err := New(ctx, driver.Common{StateDir: dir, Images: counted, HostName: "testhost", Shared: &driver.Shared{Dir: base}}, Config{Accel: "tcg", StopTimeout: 20 * time.Second})
+	d, err := New(ctx, driver.Common{StateDir: dir, Images: counted, HostName: "testhost", Shared: &driver.Shared{Dir: base}, CgroupParent: old.cgroups.Parent}, Config{Accel: "tcg", StopTimeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
