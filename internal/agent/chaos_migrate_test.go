@@ -1,0 +1,94 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/kumocloud/kumo/api"
+	"github.com/kumocloud/kumo/internal/agent"
+	"github.com/kumocloud/kumo/internal/volumes/pool"
+)
+
+// TestMigrateColdVolumesSourceDies: the source's agent dies while a
+// running container's local ext4 volume streams to the target (the
+// source's bandwidth capped so the stream lasts), and comes back. The
+// cloud converges, whichever way the server ends the move: the container
+// runs on one host only, its volume's file is on that host only (no
+// .tmp), mounted there with what it held, and the migration is over.
+func TestMigrateColdVolumesSourceDies(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	capped := func(cfg *agent.Config) { cfg.ResyncEvery = time.Hour; cfg.VolumeBandwidth = 1 << 20 }
+	cv := newColdVolumes(t, capped)
+	data := bytes.Repeat([]byte("kumo"), 4<<20) // 16 MiB: 16 s at 1 MiB/s
+	if err := os.WriteFile(filepath.Join(volMount(cv.srcHome, cv.cdata), "big"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	op, err := cv.admin.MigrateInstance(ctx, "default", "ct1", api.InstanceMigrate{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	partial := volFile(cv.dstHome, cv.cdata) + ".tmp"
+	waitFor(t, "the container volume to arrive on dst-0000", func() bool {
+		st, err := os.Stat(partial)
+		return err == nil && st.Size() > 0
+	})
+	cv.srcAg.stop()
+	cv.srcAg = cv.startAgentAs("src", cv.src, cv.srcHome, capped)
+	// This agent's cleanup runs before newColdVolumes' (which needs it).
+	t.Cleanup(func() { terminateAll(t, cv) })
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	op, _ = cv.admin.WaitOperation(wctx, op.ID)
+	t.Logf("operation %s: %s\n%s", op.Status, op.Error, cv.historyText("ct1"))
+	ct := cv.waitState("ct1", api.StateRunning)
+	on, off := cv.srcHome, cv.dstHome
+	if ct.Host == "dst-0000" {
+		on, off = off, on
+	}
+	waitFor(t, "ct1's volume on "+ct.Host+" only, mounted there, the migration over", func() bool {
+		v, _ := cv.admin.Volume(ctx, "default", "cdata")
+		return v.Host == ct.Host && exists(volFile(on, cv.cdata)) && !exists(volFile(off, cv.cdata)) &&
+			!exists(volFile(on, cv.cdata)+".tmp") && !exists(volFile(off, cv.cdata)+".tmp") &&
+			pool.IsMount(volMount(on, cv.cdata)) && !pool.IsMount(volMount(off, cv.cdata)) &&
+			v.Attachment != nil && v.Attachment.Attached && cv.instance("ct1").Migration == nil
+	})
+	if b, err := os.ReadFile(filepath.Join(volMount(on, cv.cdata), "big")); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("the container's file on %s: %d bytes, %v", ct.Host, len(b), err)
+	}
+	other := cv.dst
+	if ct.Host == "dst-0000" {
+		other = cv.src
+	}
+	// No mount of the volume anywhere but its host's mount dir.
+	mounts, _ := os.ReadFile("/proc/mounts")
+	for _, l := range bytes.Split(mounts, []byte("\n")) {
+		if bytes.Contains(l, []byte(cv.cdata.ID)) && !bytes.Contains(l, []byte(volMount(on, cv.cdata))) {
+			t.Errorf("a mount of ct1's volume left (src %s, dst %s): %s", cv.srcHome, cv.dstHome, l)
+		}
+	}
+	// The room reserved on the target is released (or taken by ct1 there):
+	// one host counts ct1, the other nothing of it.
+	offHost := map[string]string{"src-0000": "dst-0000", "dst-0000": "src-0000"}[ct.Host]
+	waitFor(t, "the allocations on "+offHost+" to be released", func() bool { return cv.allocated(offHost).VCPUs == 0 })
+	if st, ok := driverHas(other, ct.ID); ok {
+		t.Fatalf("ct1 is also on the other host's driver: %+v", st)
+	}
+}
+
+// terminateAll ends cv's instances and waits for the container volume's
+// mounts to go (while the agents still run).
+func terminateAll(t *testing.T, cv *coldVolumes) {
+	ctx := context.Background()
+	for _, n := range []string{"ct1", "vm1"} {
+		cv.admin.InstanceAction(ctx, "default", n, api.ActionTerminate)
+	}
+	waitFor(t, "the container volume's mounts to go", func() bool {
+		v, _ := cv.admin.Volume(ctx, "default", "cdata")
+		return v.Attachment == nil && !pool.IsMount(volMount(cv.srcHome, cv.cdata)) && !pool.IsMount(volMount(cv.dstHome, cv.cdata))
+	})
+}
