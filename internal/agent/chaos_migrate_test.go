@@ -20,6 +20,13 @@ import (
 // runs on one host only, its volume's file is on that host only (no
 // .tmp), mounted there with what it held, and the migration is over.
 func TestMigrateColdVolumesSourceDies(t *testing.T) {
+	t.Run("back at once", func(t *testing.T) { sourceDies(t, false) })
+	// Back only once the server rolled the move back: the rollback's
+	// word to the source (mount its volumes again) came while it was down.
+	t.Run("back after the rollback", func(t *testing.T) { sourceDies(t, true) })
+}
+
+func sourceDies(t *testing.T, late bool) {
 	needRoot(t)
 	ctx := context.Background()
 	capped := func(cfg *agent.Config) { cfg.ResyncEvery = time.Hour; cfg.VolumeBandwidth = 1 << 20 }
@@ -38,6 +45,12 @@ func TestMigrateColdVolumesSourceDies(t *testing.T) {
 		return err == nil && st.Size() > 0
 	})
 	cv.srcAg.stop()
+	if late {
+		waitFor(t, "the move to be rolled back", func() bool {
+			in := cv.instance("ct1")
+			return in.Migration == nil && in.State != api.StateMigrate
+		})
+	}
 	cv.srcAg = cv.startAgentAs("src", cv.src, cv.srcHome, capped)
 	// This agent's cleanup runs before newColdVolumes' (which needs it).
 	t.Cleanup(func() { terminateAll(t, cv) })
