@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,4 +105,63 @@ func terminateAll(t *testing.T, cv *coldVolumes) {
 		v, _ := cv.admin.Volume(ctx, "default", "cdata")
 		return v.Attachment == nil && !pool.IsMount(volMount(cv.srcHome, cv.cdata)) && !pool.IsMount(volMount(cv.dstHome, cv.cdata))
 	})
+}
+
+// TestMigrateColdSnapshotTakenMidStream: a snapshot of a STOPPED VM's
+// local volume is asked for while the volume streams to the target (the
+// source's bandwidth capped). Whatever the server makes of it (refused,
+// or the move rolled back at its commit, the snapshots no longer those
+// it carried), the volume and each of its made snapshots are on the
+// VM's home only, and nothing of them is left on the other host.
+func TestMigrateColdSnapshotTakenMidStream(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	cv := newColdVolumes(t, func(cfg *agent.Config) { cfg.VolumeBandwidth = 1 << 20 })
+	if err := qemuIO(t, volFile(cv.srcHome, cv.data), "write -P 0x5a 0 16M"); err != nil {
+		t.Fatal(err)
+	}
+	op, err := cv.admin.MigrateInstance(ctx, "default", "vm1", api.InstanceMigrate{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the data volume to arrive on dst-0000", func() bool {
+		st, err := os.Stat(volFile(cv.dstHome, cv.data) + ".tmp")
+		return err == nil && st.Size() > 0
+	})
+	snap, serr := cv.admin.CreateVolumeSnapshot(ctx, "default", "data", "mid")
+	t.Logf("snapshot mid-stream: %+v %v", snap, serr)
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	op, _ = cv.admin.WaitOperation(wctx, op.ID)
+	t.Logf("operation %s: %s", op.Status, op.Error)
+	vm := cv.waitState("vm1", api.StateStopped)
+	on, off := cv.srcHome, cv.dstHome
+	if vm.Home == "dst-0000" {
+		on, off = off, on
+	}
+	if serr == nil {
+		waitFor(t, "the snapshot made", func() bool {
+			s, _ := cv.admin.VolumeSnapshot(ctx, "default", "data", "mid")
+			return s.Status == api.VolumeAvailable
+		})
+	}
+	waitFor(t, "data and its snapshots on "+vm.Home+" only", func() bool {
+		v, _ := cv.admin.Volume(ctx, "default", "data")
+		if v.Host != vm.Home || !exists(volFile(on, cv.data)) || cv.instance("vm1").Migration != nil {
+			return false
+		}
+		ents, _ := os.ReadDir(filepath.Join(off, "volumes", "local"))
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), cv.data.ID) {
+				return false
+			}
+		}
+		return true
+	})
+	if serr == nil {
+		f := filepath.Join(on, "volumes", "local", cv.data.ID+"@"+snap.ID+".qcow2")
+		if err := qemuIO(t, f, "read -P 0x5a 0 16M"); err != nil {
+			t.Fatalf("the snapshot taken mid-stream on %s: %v", vm.Home, err)
+		}
+	}
 }
