@@ -173,12 +173,14 @@ func TestMigrateColdSnapshotTakenMidStream(t *testing.T) {
 // mount are there only, with what it held, and the migration is over.
 func TestMigrateColdTargetRestartsBeforeCommit(t *testing.T) {
 	if os.Getenv("KUMO_CHAOS") == "" {
-		// Which path it takes depends on where the cut lands. 10 of 12
-		// runs converged in 6-8 s; in 2 the move rolled back and the test
-		// then spent ~2 min in teardown (an agent slow to stop?), and in
-		// one of those ct1's volume had not converged within 60 s (which
-		// condition was not recorded). Not yet understood: run it with
-		// KUMO_CHAOS=1.
+		// Which path it takes depends on where the cut lands. Of 11
+		// runs, 7 committed and converged in 6-8 s; 3 rolled back, and
+		// each spent ~2 min (two of them passing, the time going after
+		// the checks: teardown - an agent slow to stop?), one of them
+		// with ct1's volume not converged within 60 s (which condition
+		// was not recorded); one was cut off by the go test timeout,
+		// leaving the volume mounted on a host. Not yet understood: run
+		// it with KUMO_CHAOS=1.
 		t.Skip("chaos: a target restarted before the commit sometimes converges slowly or not (KUMO_CHAOS=1 runs it)")
 	}
 	needRoot(t)
