@@ -100,6 +100,7 @@ func New(ctx context.Context, c driver.Common, cfg Config) (*Driver, error) {
 	d.cache.Use(d.inst.ImagesInUse)
 	// An entry of the old cache was DIR/<sha256>/rootfs: the same form.
 	d.cache.Adopt(filepath.Join(d.root, "images"), imageForm, imageForm)
+	d.thawDisks()
 	return d, nil
 }
 

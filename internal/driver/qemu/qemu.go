@@ -166,6 +166,7 @@ func New(ctx context.Context, c driver.Common, cfg Config) (*Driver, error) {
 	// An entry of the old cache was DIR/<sha256> holding what is now the
 	// form.
 	d.moved = d.cache.Adopt(filepath.Join(d.root, "images"), "", imageForm)
+	d.resumeCopies(ctx)
 	return d, nil
 }
 
@@ -252,6 +253,10 @@ type meta struct {
 	BaseFormat string `json:"base_format,omitempty"`
 	// BaseKnown is false for a VM prepared before meta kept its base.
 	BaseKnown bool `json:"base_known,omitempty"`
+	// PausedForCopy marks a VM paused while its disk is copied (copyDisk):
+	// a driver killed before it continued the guest finds it so when
+	// opened again (resumeCopies), not suspended forever.
+	PausedForCopy bool `json:"paused_for_copy,omitempty"`
 }
 
 func (d *Driver) dir(id string) string { return d.inst.Dir(id) }

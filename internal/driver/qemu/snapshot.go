@@ -54,10 +54,18 @@ func (d *Driver) copyDisk(ctx context.Context, id, tmp string) (meta, error) {
 	err := d.act(ctx, id, func(rec meta, qs string) error {
 		m = rec
 		if qs == "running" {
-			if err := d.do(ctx, id, "stop", nil, nil); err != nil {
+			// Marked first: a driver killed before the cont below
+			// (the agent's process) continues it when opened again.
+			rec.PausedForCopy = true
+			if err := d.writeMeta(id, rec); err != nil {
 				return err
 			}
-			defer d.do(context.WithoutCancel(ctx), id, "cont", nil, nil)
+			if err := d.do(ctx, id, "stop", nil, nil); err != nil {
+				d.continueCopy(context.WithoutCancel(ctx), id)
+				return err
+			}
+			defer d.continueCopy(context.WithoutCancel(ctx), id)
+			copyPaused(id)
 		}
 		// -U: QEMU holds the image lock while it runs (paused here). The
 		// source is the same node tree QEMU runs (diskTree): the base is
@@ -81,3 +89,37 @@ func (d *Driver) copyDisk(ctx context.Context, id, tmp string) (meta, error) {
 	})
 	return m, err
 }
+
+// continueCopy runs a VM copyDisk paused again and clears its mark.
+func (d *Driver) continueCopy(ctx context.Context, id string) {
+	if err := d.do(ctx, id, "cont", nil, nil); err != nil {
+		return // the mark stays: the next opening of the driver tries again
+	}
+	if m, err := d.readMeta(id); err == nil && m.PausedForCopy {
+		m.PausedForCopy = false
+		d.writeMeta(id, m)
+	}
+}
+
+// resumeCopies continues, as the driver opens, the VMs a killed driver
+// paused to copy their disks (nothing of this driver copies yet): their
+// guests would else stay paused while the cloud says they run.
+func (d *Driver) resumeCopies(ctx context.Context) {
+	ids, _ := d.inst.IDs()
+	for _, id := range ids {
+		m, err := d.readMeta(id)
+		if err != nil || !m.PausedForCopy {
+			continue
+		}
+		if qs, err := d.qemuState(ctx, id); err == nil && qs == "paused" {
+			d.continueCopy(ctx, id)
+			continue
+		}
+		m.PausedForCopy = false // not paused (any more): nothing to continue
+		d.writeMeta(id, m)
+	}
+}
+
+// copyPaused is called once copyDisk paused a VM (tests stop there, as a
+// killed agent would).
+var copyPaused = func(string) {}
