@@ -280,6 +280,20 @@ func removeInstances(dir string) {
 		}
 	}
 	exec.Command("pkill", "-9", "-f", filepath.Join(dir, "qemu")).Run()
+	// A killed VM's cgroup stays (its agent would have removed it), empty
+	// once the process is gone; runc removes a deleted container's.
+	ids, _ := filepath.Glob(filepath.Join(dir, "qemu", "instances", "*"))
+	for _, id := range ids {
+		cgs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", "kumo", filepath.Base(id)))
+		for _, cg := range cgs {
+			for i := 0; i < 50 && os.Remove(cg) != nil; i++ {
+				if _, err := os.Stat(cg); err != nil {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}
 	b, _ := os.ReadFile("/proc/self/mountinfo")
 	var mounts []string
 	for _, l := range strings.Split(string(b), "\n") {
