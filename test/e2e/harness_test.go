@@ -22,6 +22,7 @@ import (
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/client"
+	"github.com/kumocloud/kumo/internal/driver/local"
 )
 
 var kumoBin string
@@ -297,17 +298,10 @@ func removeInstances(dir string) {
 	exec.Command("pkill", "-9", "-f", filepath.Join(dir, "qemu")).Run()
 	// A killed VM's cgroup stays (its agent would have removed it), empty
 	// once the process is gone; runc removes a deleted container's.
+	// The driver's own removal (it waits for a process still leaving).
 	ids, _ := filepath.Glob(filepath.Join(dir, "qemu", "instances", "*"))
 	for _, id := range ids {
-		cgs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", "kumo", filepath.Base(id)))
-		for _, cg := range cgs {
-			for i := 0; i < 50 && os.Remove(cg) != nil; i++ {
-				if _, err := os.Stat(cg); err != nil {
-					break
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
-		}
+		local.Cgroups{}.Remove(filepath.Base(id))
 	}
 	b, _ := os.ReadFile("/proc/self/mountinfo")
 	var mounts []string

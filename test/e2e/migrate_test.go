@@ -15,6 +15,7 @@ import (
 
 	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/client"
+	"github.com/kumocloud/kumo/internal/driver/local"
 )
 
 // migCloud is a server (with a container host of its own, "the third
@@ -585,19 +586,14 @@ func migCgroupParent(h string) string { return "kumo-e2e-" + h }
 // hierarchy, with the instances' cgroups in it: a test that ends with
 // its agent killed (-9) and its VMs killed by removeInstances leaves
 // their cgroups, empty of processes, which only the agent would have
-// removed. A process still exiting keeps its cgroup busy for a moment.
+// removed (the driver's removal waits for a process still leaving).
 func removeCgroupParent(p string) {
-	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", p))
-	for _, d := range dirs {
-		kids, _ := filepath.Glob(filepath.Join(d, "*"))
-		for _, k := range kids {
-			if st, err := os.Stat(k); err != nil || !st.IsDir() {
-				continue
-			}
-			for i := 0; i < 50 && os.Remove(k) != nil; i++ {
-				time.Sleep(100 * time.Millisecond)
-			}
+	cg := local.Cgroups{Parent: p}
+	kids, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", p, "*"))
+	for _, k := range kids {
+		if st, err := os.Stat(k); err == nil && st.IsDir() {
+			cg.Remove(filepath.Base(k))
 		}
-		os.Remove(d)
 	}
+	cg.RemoveParent()
 }
