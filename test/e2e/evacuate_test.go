@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/kumocloud/kumo/api"
-	"github.com/kumocloud/kumo/client"
 )
 
 // evacVMScript counts on the VM's console: a count that goes on after a
@@ -36,35 +35,16 @@ func TestEvacuateHost(t *testing.T) {
 			t.Skipf("%s is not installed (scripts/deps.sh installs it)", bin)
 		}
 	}
-	h0, h1, h2 := testNamespace(t, "srv"), testNamespace(t, "ev1"), testNamespace(t, "ev2")
-	for i, h := range []string{h1, h2} {
-		dev := fmt.Sprintf("ul%d", i+1)
-		ipIn(t, h0, "link", "add", dev, "type", "veth", "peer", "name", dev, "netns", h)
-		ipIn(t, h0, "addr", "add", fmt.Sprintf("198.19.%d.1/24", i+1), "dev", dev)
-		ipIn(t, h0, "link", "set", dev, "up")
-		ipIn(t, h, "addr", "add", fmt.Sprintf("198.19.%d.2/24", i+1), "dev", dev)
-		ipIn(t, h, "link", "set", dev, "up")
-	}
-	port := strings.Split(freeAddr(t), ":")[1]
-	s := startServerIn(t, h0, "--listen", "0.0.0.0:"+port, "--host-grace", "5s")
-	root := []string{"KUMO_SOCKET=" + s.socket}
-	c := client.Socket(s.socket)
+	lh := startLinkedHosts(t, 2, "--host-grace", "5s")
+	s, root, c := lh.s, lh.root, lh.c
 	ctx := context.Background()
 	dirs := map[string]string{}
 	var agents []*netAgent
 	startHost := func(i int) {
-		name, dir := fmt.Sprintf("ev%d", i), t.TempDir()
-		dirs[name] = dir
-		a := &netAgent{t: t, stateDir: dir, args: []string{"--net=" + []string{h1, h2}[i-1], kumoBin, "agent", "--server", fmt.Sprintf("https://198.19.%d.1:%s", i, port),
-			"--join-token", joinToken(t, root), "--driver", "container,qemu", "--qemu-accel", "tcg", "--state-dir", dir, "--host-name", name,
-			"--vtep", fmt.Sprintf("198.19.%d.2", i), "--heartbeat", "1s", "--fence-grace", "0", "--cgroup-parent", migCgroupParent(name)}}
-		a.start()
+		name := fmt.Sprintf("ev%d", i)
+		a := lh.startAgent(i, name, "--driver", "container,qemu", "--qemu-accel", "tcg", "--fence-grace", "0")
+		dirs[name] = a.stateDir
 		agents = append(agents, a)
-		t.Cleanup(func() { a.kill9(); removeInstances(dir); removeCgroupParent(migCgroupParent(name)) })
-		eventually(t, 120*time.Second, name+" online", func() (bool, string) {
-			h, err := c.Host(ctx, name)
-			return err == nil && h.State == api.HostOnline, fmt.Sprint(h, err) + a.out.String()
-		})
 	}
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -49,31 +49,16 @@ func startHAHosts(t *testing.T) *haHosts {
 	if _, err := exec.LookPath("runc"); err != nil {
 		t.Skip("runc is not installed (scripts/deps.sh installs it)")
 	}
-	h0, h1, h2 := testNamespace(t, "srv"), testNamespace(t, "ha1"), testNamespace(t, "ha2")
-	for i, h := range []string{h1, h2} {
-		dev := fmt.Sprintf("ul%d", i+1)
-		ipIn(t, h0, "link", "add", dev, "type", "veth", "peer", "name", dev, "netns", h)
-		ipIn(t, h0, "addr", "add", fmt.Sprintf("198.19.%d.1/24", i+1), "dev", dev)
-		ipIn(t, h0, "link", "set", dev, "up")
-		ipIn(t, h, "addr", "add", fmt.Sprintf("198.19.%d.2/24", i+1), "dev", dev)
-		ipIn(t, h, "link", "set", dev, "up")
-	}
-	port := strings.Split(freeAddr(t), ":")[1]
-	s := startServerIn(t, h0, "--listen", "0.0.0.0:"+port, "--host-grace", "3s", "--ha-fence-timeout", "12s")
-	env := &haHosts{t: t, root: []string{"KUMO_SOCKET=" + s.socket}, c: client.Socket(s.socket), h1: h1}
+	lh := startLinkedHosts(t, 2, "--host-grace", "3s", "--ha-fence-timeout", "12s")
+	env := &haHosts{t: t, root: lh.root, c: lh.c, h1: lh.ns[0]}
 	startHost := func(i int) (*netAgent, string) {
-		dir := t.TempDir()
-		ns := []string{h1, h2}[i-1]
-		a := &netAgent{t: t, stateDir: dir, args: []string{"--net=" + ns, kumoBin, "agent", "--server", fmt.Sprintf("https://198.19.%d.1:%s", i, port),
-			"--join-token", joinToken(t, env.root), "--driver", "container", "--state-dir", dir, "--host-name", fmt.Sprintf("ha%d", i),
-			"--vtep", fmt.Sprintf("198.19.%d.2", i), "--heartbeat", "1s", "--fence-grace", "3s"}}
-		a.start()
-		t.Cleanup(func() { a.kill9(); removeInstances(dir) })
-		eventually(t, 30*time.Second, fmt.Sprintf("ha%d online", i), func() (bool, string) {
-			h, err := env.c.Host(context.Background(), fmt.Sprintf("ha%d", i))
-			return err == nil && h.State == api.HostOnline && h.FenceGraceSeconds == 3, fmt.Sprint(h, err) + a.out.String()
+		name := fmt.Sprintf("ha%d", i)
+		a := lh.startAgent(i, name, "--driver", "container", "--fence-grace", "3s")
+		eventually(t, 30*time.Second, name+" registers its fence grace", func() (bool, string) {
+			h, err := env.c.Host(context.Background(), name)
+			return err == nil && h.FenceGraceSeconds == 3, fmt.Sprint(h, err)
 		})
-		return a, dir
+		return a, a.stateDir
 	}
 	env.a1, env.dir1 = startHost(1)
 	img := filepath.Join(t.TempDir(), "tiny-rootfs.tar.gz")

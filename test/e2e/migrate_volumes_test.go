@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/kumocloud/kumo/api"
-	"github.com/kumocloud/kumo/client"
 )
 
 // TestMigrateColdContainerVolume: a real container (runc) with a local
@@ -29,34 +28,14 @@ func TestMigrateColdContainerVolume(t *testing.T) {
 	if _, err := exec.LookPath("runc"); err != nil {
 		t.Skip("runc is not installed (scripts/deps.sh installs it)")
 	}
-	h0, h1, h2 := testNamespace(t, "srv"), testNamespace(t, "cv1"), testNamespace(t, "cv2")
-	for i, h := range []string{h1, h2} {
-		dev := fmt.Sprintf("ul%d", i+1)
-		ipIn(t, h0, "link", "add", dev, "type", "veth", "peer", "name", dev, "netns", h)
-		ipIn(t, h0, "addr", "add", fmt.Sprintf("198.19.%d.1/24", i+1), "dev", dev)
-		ipIn(t, h0, "link", "set", dev, "up")
-		ipIn(t, h, "addr", "add", fmt.Sprintf("198.19.%d.2/24", i+1), "dev", dev)
-		ipIn(t, h, "link", "set", dev, "up")
-	}
-	port := strings.Split(freeAddr(t), ":")[1]
-	s := startServerIn(t, h0, "--listen", "0.0.0.0:"+port, "--host-grace", "5s")
-	root := []string{"KUMO_SOCKET=" + s.socket}
-	c := client.Socket(s.socket)
+	lh := startLinkedHosts(t, 2, "--host-grace", "5s")
+	s, root, c := lh.s, lh.root, lh.c
 	ctx := context.Background()
 	dirs := map[string]string{}
 	startHost := func(i int, extra ...string) *netAgent {
-		name, dir := fmt.Sprintf("cv%d", i), t.TempDir()
-		dirs[name] = dir
-		a := &netAgent{t: t, stateDir: dir, args: []string{"--net=" + []string{h1, h2}[i-1], kumoBin, "agent", "--server", fmt.Sprintf("https://198.19.%d.1:%s", i, port),
-			"--join-token", joinToken(t, root), "--driver", "container", "--state-dir", dir, "--host-name", name,
-			"--vtep", fmt.Sprintf("198.19.%d.2", i), "--heartbeat", "1s", "--fence-grace", "0", "--cgroup-parent", migCgroupParent(name)}}
-		a.args = append(a.args, extra...)
-		a.start()
-		t.Cleanup(func() { a.kill9(); removeInstances(dir); removeCgroupParent(migCgroupParent(name)) })
-		eventually(t, 30*time.Second, name+" online", func() (bool, string) {
-			h, err := c.Host(ctx, name)
-			return err == nil && h.State == api.HostOnline, fmt.Sprint(h, err) + a.out.String()
-		})
+		name := fmt.Sprintf("cv%d", i)
+		a := lh.startAgent(i, name, append([]string{"--driver", "container", "--fence-grace", "0"}, extra...)...)
+		dirs[name] = a.stateDir
 		return a
 	}
 	// cv1 sends volume files at 1 MiB/s: a move lasts long enough to be
