@@ -53,8 +53,14 @@ type cache struct {
 	// them only (scanning 100,000 instances for a few new ones was most
 	// of a round at scale).
 	pending map[string]*entry // store key -> entry
-	instRev int64             // newest instance change applied
-	changed chan struct{}     // closed and replaced on every change
+	// ha and migrating index the HA instances and those with a migration
+	// under way: the HA and migration controllers look at them every
+	// second (scanning 100,000 instances twice a second for the few that
+	// matter held the cache's lock, and the scheduler and agents' polls
+	// queued behind a waiting writer, at scale).
+	ha, migrating map[string]*entry // store key -> entry
+	instRev       int64             // newest instance change applied
+	changed       chan struct{}     // closed and replaced on every change
 	// netChanged is closed and replaced on a change that can change
 	// agents' network views (placedNICs): an instance's ports coming,
 	// going or moving, a host's address. Agents' long polls of their
@@ -94,16 +100,23 @@ func (c *cache) clearInstances() {
 	c.use, c.groups = map[string]hostUse{}, map[string]map[string]int{}
 	c.assigned, c.assignedRev = map[string]map[string]*entry{}, map[string]int64{}
 	c.pending = map[string]*entry{}
+	c.ha, c.migrating = map[string]*entry{}, map[string]*entry{}
 }
 
 // index adds an instance's entry to (sign 1) or takes it from (sign -1)
-// the assignments of its hosts, and the pending instances.
+// the assignments of its hosts, and the pending, HA and migrating
+// instances.
 func (c *cache) index(key string, e *entry, sign int) {
-	if e.rec.State == api.StatePending {
-		if sign < 0 {
-			delete(c.pending, key)
-		} else {
-			c.pending[key] = e
+	for _, set := range []struct {
+		in bool
+		m  map[string]*entry
+	}{{e.rec.State == api.StatePending, c.pending}, {e.rec.HA, c.ha}, {e.rec.Migration != nil, c.migrating}} {
+		switch {
+		case !set.in:
+		case sign < 0:
+			delete(set.m, key)
+		default:
+			set.m[key] = e
 		}
 	}
 	for _, h := range assignedHosts(&e.rec) {

@@ -172,10 +172,7 @@ type haCandidate struct {
 func (svc *Service) checkHA(ctx context.Context) int {
 	svc.cache.mu.RLock()
 	var lost, fenced []haCandidate
-	for _, e := range svc.cache.instances {
-		if !e.rec.HA {
-			continue
-		}
+	for _, e := range svc.cache.ha {
 		h, ok := svc.cache.hosts[e.rec.Host]
 		switch {
 		case !ok:

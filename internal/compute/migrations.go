@@ -621,7 +621,7 @@ func (svc *Service) migrationController(ctx context.Context) {
 func (svc *Service) checkMigrations(ctx context.Context) {
 	svc.cache.mu.RLock()
 	var changes []change
-	for _, e := range svc.cache.instances {
+	for _, e := range svc.cache.migrating {
 		if m := e.rec.Migration; m != nil && m.Phase == api.MigrationTransfer {
 			if c, ok := svc.migrationCheck(e); ok {
 				changes = append(changes, c)
@@ -684,7 +684,7 @@ func assignmentMigration(r *record) *api.AssignmentMigration {
 func (svc *Service) ActiveMigration(id string) (api.Migration, []api.MigrationVolume, bool) {
 	svc.cache.mu.RLock()
 	defer svc.cache.mu.RUnlock()
-	for _, e := range svc.cache.instances {
+	for _, e := range svc.cache.migrating {
 		if m := e.rec.Migration; m != nil && m.ID == id {
 			return *m, e.rec.MigVolumes, true
 		}
