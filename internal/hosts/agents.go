@@ -257,27 +257,63 @@ func (svc *Service) Delete(ctx context.Context, name string) error {
 	return errs.Conflict("host %q changed while being deleted; try again", name)
 }
 
-// AgentPrincipal is an authenticated agent.
+// AgentPrincipal is an authenticated agent. One is shared by the
+// requests of an agent (see Authenticate): nobody may change it.
 type AgentPrincipal struct {
 	ID    string
 	Name  string
 	Hosts map[string]bool
 }
 
-// Authenticate checks an agent credential.
+// principalAt is an agent's principal and the revision and secret hash
+// of the record it was made from.
+type principalAt struct {
+	rev        int64
+	secretHash string
+	p          *AgentPrincipal
+}
+
+// Authenticate checks an agent credential. Every request of an agent
+// reads its record (a record deleted or changed is seen at once), but the
+// principal - a set of up to thousands of hosts - is made again only when
+// the record changed: decoding the record and building the set for each
+// of the agents' requests (usage batches, long polls, reports) was a
+// tenth of the server's CPU at 10,000 hosts.
 func (svc *Service) Authenticate(ctx context.Context, cred string) (*AgentPrincipal, error) {
 	rest, _ := strings.CutPrefix(cred, CredentialPrefix)
 	id, secret, ok := strings.Cut(rest, "_")
 	if !ok {
 		return nil, errs.Unauthorized("malformed agent credential")
 	}
-	var rec agentRecord
-	if _, err := store.GetJSON(ctx, svc.s, agentsPrefix+id, &rec); err != nil || subtle.ConstantTimeCompare([]byte(secretpkg.Hash(secret)), []byte(rec.SecretHash)) != 1 {
-		return nil, errs.Unauthorized("agent credential not recognised: the agent never joined, or a cloud admin deleted its hosts; remove the agent's state (agent.json) and join again with a join token")
+	unknown := errs.Unauthorized("agent credential not recognised: the agent never joined, or a cloud admin deleted its hosts; remove the agent's state (agent.json) and join again with a join token")
+	kv, err := svc.s.Get(ctx, agentsPrefix+id)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			svc.mu.Lock()
+			delete(svc.principals, id)
+			svc.mu.Unlock()
+		}
+		return nil, unknown
 	}
-	p := &AgentPrincipal{ID: rec.ID, Name: rec.Name, Hosts: map[string]bool{}}
-	for _, h := range rec.Hosts {
-		p.Hosts[h] = true
+	hash := []byte(secretpkg.Hash(secret))
+	svc.mu.Lock()
+	known, ok := svc.principals[id]
+	svc.mu.Unlock()
+	if !ok || known.rev != kv.Revision {
+		var rec agentRecord
+		if store.Decode(kv, &rec) != nil {
+			return nil, unknown
+		}
+		known = principalAt{rev: kv.Revision, secretHash: rec.SecretHash, p: &AgentPrincipal{ID: rec.ID, Name: rec.Name, Hosts: make(map[string]bool, len(rec.Hosts))}}
+		for _, h := range rec.Hosts {
+			known.p.Hosts[h] = true
+		}
+		svc.mu.Lock()
+		svc.principals[id] = known
+		svc.mu.Unlock()
 	}
-	return p, nil
+	if subtle.ConstantTimeCompare(hash, []byte(known.secretHash)) != 1 {
+		return nil, unknown
+	}
+	return known.p, nil
 }

@@ -66,6 +66,9 @@ type Service struct {
 	mu         sync.Mutex
 	lastSeen   map[string]time.Time     // host -> last heartbeat
 	reconciled map[string]api.Heartbeat // host -> its agent's last reconcile and network sync, as it said
+	// principals keeps each agent's principal with the revision of the
+	// record it was made from (see Authenticate).
+	principals map[string]principalAt
 }
 
 // New returns the registry. caFP is put in join tokens; grace is how long a
@@ -74,7 +77,7 @@ func New(s store.Store, caFP string, grace time.Duration) *Service {
 	if grace <= 0 {
 		grace = 15 * time.Second
 	}
-	return &Service{s: s, caFP: caFP, grace: grace, started: time.Now(), lastSeen: map[string]time.Time{}, reconciled: map[string]api.Heartbeat{}}
+	return &Service{s: s, caFP: caFP, grace: grace, started: time.Now(), lastSeen: map[string]time.Time{}, reconciled: map[string]api.Heartbeat{}, principals: map[string]principalAt{}}
 }
 
 // Grace is how long a host may be silent.

@@ -126,13 +126,25 @@ func TestNoAgentTakesAnotherAgentsHost(t *testing.T) {
 
 // Only a cloud admin's host delete frees a host: the old agent can no
 // longer act for it, a new agent may then bring it, and an agent left
-// without hosts loses its credential.
+// without hosts loses its credential. The principals Authenticate keeps
+// between requests follow every change at once, and a wrong secret never
+// gets a kept one.
 func TestHostDeleteIsTheOnlyWayAHostChangesAgents(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
 	old, err := f.join("local", "", "h1", "h2")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if p := f.principal(old); !p.Hosts["h1"] || !p.Hosts["h2"] {
+		t.Fatalf("old agent acts for %v", p.Hosts)
+	}
+	forged := old.Credential[:len(old.Credential)-4] + "0000"
+	if forged == old.Credential {
+		forged = old.Credential[:len(old.Credential)-4] + "1111"
+	}
+	if _, err := f.svc.Authenticate(ctx, forged); errs.KindOf(err) != errs.KindUnauthorized {
+		t.Fatalf("a wrong secret for a known agent: %v", err)
 	}
 	if err := f.svc.Delete(ctx, "h1"); err != nil {
 		t.Fatal(err)
