@@ -226,21 +226,32 @@ func runBench(ctx context.Context, c *client.Client, project string, n, conc int
 	wg.Wait()
 	// Wait until every acknowledged create has settled; the list is
 	// asked now and then too, so events lost with a server that died do
-	// not leave the count short.
+	// not leave the count short. Listing a large project is work for the
+	// server: after a list that took d, the next waits 4d more, so the
+	// bench's own lists never take more than a fifth of the server's time
+	// (at 100,000 instances lists every 2 s of quiet kept a loaded server
+	// listing and slowed the run they measured several times over).
+	var listed time.Time
+	var listTook time.Duration
 	for wctx.Err() == nil && !b.allSettled() {
 		select {
 		case <-b.changed:
 		case <-time.After(2 * time.Second):
-			b.fromList(wctx)
+			if time.Since(listed) >= 4*listTook {
+				t := time.Now()
+				b.fromList(wctx)
+				listed, listTook = time.Now(), time.Since(t)
+			}
 		case <-wctx.Done():
 		}
 	}
 	end := time.Now()
 	// The truth is what exists: the counts come from the list.
-	// Listing what exists reads every instance: a minute per 10,000 (at
-	// 100,000 on a loaded machine one minute was not enough, and the run's
-	// figures were lost with it).
-	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), max(time.Minute, time.Duration(n/10000)*time.Minute))
+	// Listing what exists reads every instance of the project, not only
+	// this run's n: a minute per 10,000 on a loaded machine, and --timeout
+	// at least (3,000 closed-loop creates in a project of 100,000 had
+	// their figures lost with a one-minute list).
+	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), max(time.Minute, timeout, time.Duration(n/10000)*time.Minute))
 	defer lcancel()
 	listErr := b.fromList(lctx)
 	b.mu.Lock()
