@@ -52,6 +52,16 @@ func (svc *Service) Assignments(ctx context.Context, agent *hosts.AgentPrincipal
 	for {
 		svc.cache.mu.RLock()
 		out := api.Assignments{Items: []api.Assignment{}, Revision: svc.cache.instRev, Complete: since == 0}
+		if since == 0 {
+			// A complete list (an agent's resync, every 30 s): one
+			// allocation of its size, not a slice grown 14 times for
+			// 10,000 instances.
+			n := 0
+			for h := range agent.Hosts {
+				n += len(svc.cache.assigned[h])
+			}
+			out.Items = make([]api.Assignment, 0, n)
+		}
 		if since == 0 || seen < svc.cache.logFloor || svc.cache.changedFor(agent.Hosts, &seen) {
 			for h := range agent.Hosts {
 				if svc.cache.assignedRev[h] <= since {

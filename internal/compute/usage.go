@@ -12,9 +12,10 @@ import (
 
 // SetAgentUsage keeps the latest usage an agent reported for instances on
 // its hosts (others are ignored), in memory like liveness: it changes all
-// the time and is worth nothing after a restart.
+// the time and is worth nothing after a restart. us is filtered in place:
+// the caller gives it up.
 func (svc *Service) SetAgentUsage(agent *hosts.AgentPrincipal, us []api.InstanceUsage) {
-	mine := us[:0:0]
+	mine := us[:0]
 	svc.cache.mu.RLock()
 	for _, u := range us {
 		if key, ok := svc.cache.byID[u.ID]; ok {
