@@ -18,13 +18,18 @@ import (
 func (svc *Service) snapshot() scheduler.Snapshot {
 	use := svc.cache.use
 	snap := scheduler.Snapshot{GroupHosts: svc.cache.groupHosts(), Hosts: make([]scheduler.Host, 0, len(svc.cache.hosts))}
-	for _, h := range svc.cache.hosts {
-		alive, _ := svc.hosts.Alive(h.Name)
+	names := make([]string, 0, len(svc.cache.hosts))
+	for name := range svc.cache.hosts {
+		names = append(names, name)
+	}
+	alive := svc.hosts.AliveEach(names)
+	for i, name := range names {
+		h := svc.cache.hosts[name]
 		attrs := svc.cache.attrs[h.Name]
 		u := use[h.Name]
 		a := u.size
 		snap.Hosts = append(snap.Hosts, scheduler.Host{
-			Name: h.Name, Enabled: h.Enabled, Online: alive, Draining: h.Draining,
+			Name: h.Name, Enabled: h.Enabled, Online: alive[i], Draining: h.Draining,
 			Kinds: h.Kinds, CPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB, DiskGiB: h.Capacity.DiskGiB,
 			CPURatio: h.Ratios.CPU, MemRatio: h.Ratios.Memory, DiskRatio: h.Ratios.Disk, Attrs: attrs,
 			Used: scheduler.Resources{VCPUs: a.VCPUs, MemoryMiB: a.MemoryMiB, DiskGiB: a.DiskGiB}, Instances: u.n,

@@ -234,3 +234,28 @@ func TestAgentsSayPrintableThings(t *testing.T) {
 		}
 	}
 }
+
+// AliveEach answers as Alive does for each host: one that beat within
+// the grace, one silent past it, one never heard of (alive for a grace
+// from the server's start), and every host while the server stops.
+func TestAliveEachIsAliveForEach(t *testing.T) {
+	svc := New(memstore.New(), strings.Repeat("ab", 32), time.Minute)
+	svc.started = time.Now().Add(-2 * time.Minute)
+	svc.Heartbeat([]string{"beat"}, api.Heartbeat{})
+	svc.mu.Lock()
+	svc.lastSeen["silent"] = time.Now().Add(-90 * time.Second)
+	svc.mu.Unlock()
+	names := []string{"beat", "silent", "never"}
+	check := func(want ...bool) {
+		t.Helper()
+		got := svc.AliveEach(names)
+		for i, n := range names {
+			if one, _ := svc.Alive(n); got[i] != one || got[i] != want[i] {
+				t.Errorf("%s: AliveEach %v, Alive %v, want %v", n, got[i], one, want[i])
+			}
+		}
+	}
+	check(true, false, false)
+	svc.Stopping()
+	check(true, true, true)
+}
