@@ -464,7 +464,7 @@ func (in *instances) monitor(ctx context.Context) {
 			}
 			check = asked
 		}
-		kick := false
+		kick, changed := false, false
 		for _, as := range check {
 			st, ok := have[as.ID]
 			in.mu.Lock()
@@ -494,11 +494,20 @@ func (in *instances) monitor(ctx context.Context) {
 			default:
 				continue
 			}
+			changed = true
 			in.mu.Lock()
 			delete(in.running, as.ID)
 			delete(in.ready, as.ID)
 			in.mu.Unlock()
 			delete(booting, as.ID)
+		}
+		if (kick || changed) && !full {
+			// The listing kept for statuses is older than what this
+			// check saw: the usage round told of it must list again,
+			// or it would send what was before.
+			in.mu.Lock()
+			in.listedAt = time.Time{}
+			in.mu.Unlock()
 		}
 		if kick {
 			in.tell.readiness()
@@ -549,7 +558,8 @@ func (in *instances) toCheck(hh driver.HostHealth, booting map[string]time.Time,
 }
 
 // statuses lists the driver's instances, or reuses the monitor's listing
-// when it is younger than fresh.
+// when it is younger than fresh (and no quick check saw it out of date
+// since).
 func (in *instances) statuses(ctx context.Context, fresh time.Duration) ([]driver.Status, error) {
 	in.mu.Lock()
 	sts, at := in.listed, in.listedAt

@@ -198,11 +198,21 @@ func TestMonitorQuickChecksAskOnlyBootingGuests(t *testing.T) {
 	if err := w.Driver.Start(ctx, s); err != nil {
 		t.Fatal(err)
 	}
+	told = news.Load()
 	in.dispatch(ctx, api.Assignment{ID: "late", Host: "w-0000", State: api.StateRunning, Revision: 1})
-	waitUntil(t, "late noticed ready", func() bool { return in.isReady("late") })
-
+	waitUntil(t, "late noticed ready, and told", func() bool { return in.isReady("late") && news.Load() > told })
 	if lists, _ := w.counts(); lists != 1 {
 		t.Fatalf("the driver listed %d times: quick checks listed", lists)
+	}
+	// The usage round told of it sees it ready: the listing kept from
+	// before is not reused, however fresh it is asked to be.
+	sts, err := in.statuses(ctx, time.Hour)
+	found := false
+	for _, st := range sts {
+		found = found || st.ID == "late" && st.Ready
+	}
+	if err != nil || !found {
+		t.Fatalf("statuses after late was seen ready: %v; %d statuses, none of late ready (the listing from before it ran)", err, len(sts))
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
