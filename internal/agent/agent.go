@@ -42,8 +42,9 @@ type Config struct {
 	StateDir string
 	// HeartbeatEvery defaults to 5 s (the server's grace is 15 s).
 	HeartbeatEvery time.Duration
-	// UsageEvery is how often what the instances use is sent (default
-	// 10 s; a guest's readiness changing sends it at once).
+	// UsageEvery is how often what the instances use is sent, all of
+	// them (default 10 s); a guest's readiness changing sends that of the
+	// guests whose readiness changed at once.
 	UsageEvery time.Duration
 	// ResyncEvery is how often the agent asks for its complete assignment
 	// list and reconciles the driver with it (default 30 s; it also does

@@ -96,8 +96,9 @@ func until(tb testing.TB, d time.Duration, what string, cond func() bool) {
 }
 
 // cutTransport fails every request while cut is set: the network between
-// the agent and the server is down. It counts complete-list polls, and
-// keeps the largest heartbeat and usage request.
+// the agent and the server is down. It counts complete-list polls and the
+// instances' usage reports sent, and keeps the largest heartbeat and
+// usage request.
 type cutTransport struct {
 	next        http.RoundTripper
 	cut         atomic.Bool
@@ -106,6 +107,7 @@ type cutTransport struct {
 	maxUsage    atomic.Int64
 	usageSeen   sync.Map // instance id -> true
 	usageCounts atomic.Int64
+	usageSent   atomic.Int64
 }
 
 func (c *cutTransport) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -124,6 +126,7 @@ func (c *cutTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			var u api.AgentUsage
 			json.Unmarshal(body, &u)
 			keepMax(&c.maxUsage, int64(len(u.Usage)))
+			c.usageSent.Add(int64(len(u.Usage)))
 			for _, x := range u.Usage {
 				if _, seen := c.usageSeen.LoadOrStore(x.ID, true); !seen {
 					c.usageCounts.Add(1)
@@ -530,4 +533,111 @@ func TestHeartbeatsDoNotGrowWithInstances(t *testing.T) {
 	if m := ag.link.maxUsage.Load(); m > 500 {
 		t.Errorf("a usage request carried %d instances (the batch is 500)", m)
 	}
+}
+
+// notReadySim is a sim driver whose guests named in never (by instance
+// name) never say they are ready.
+type notReadySim struct {
+	*sim.Driver
+	never map[string]bool
+	mu    sync.Mutex
+	held  map[string]bool // their ids
+}
+
+func (n *notReadySim) Prepare(ctx context.Context, s driver.Spec) error {
+	if n.never[s.Name] {
+		n.mu.Lock()
+		n.held[s.ID] = true
+		n.mu.Unlock()
+	}
+	return n.Driver.Prepare(ctx, s)
+}
+
+func (n *notReadySim) Status(ctx context.Context, id string) (driver.Status, error) {
+	st, err := n.Driver.Status(ctx, id)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st.Ready = st.Ready && !n.held[id]
+	return st, err
+}
+
+func (n *notReadySim) Recover(ctx context.Context) ([]driver.Status, error) {
+	sts, err := n.Driver.Recover(ctx)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i := range sts {
+		sts[i].Ready = sts[i].Ready && !n.held[sts[i].ID]
+	}
+	return sts, err
+}
+
+// readyInstances creates n instances i00... and waits until each runs
+// and the server shows it ready.
+func (c *cloud) readyInstances(n int) {
+	c.t.Helper()
+	ctx := context.Background()
+	if _, err := c.admin.SetQuota(ctx, "default", map[string]int64{"instances": int64(n) + 10, "vcpus": -1, "memory_mib": -1, "disk_gib": -1}); err != nil {
+		c.t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		c.create(fmt.Sprintf("i%02d", i))
+	}
+	waitFor(c.t, fmt.Sprintf("%d instances running and ready", n), func() bool {
+		ins, err := c.admin.Instances(ctx, "default", false, client.ListOptions{})
+		ready := 0
+		for _, in := range ins {
+			if in.State == api.StateRunning && in.Ready {
+				ready++
+			}
+		}
+		return err == nil && ready >= n
+	})
+}
+
+// TestReadinessRoundSendsOnlyChanges: a guest getting ready sends its
+// own usage at once, not that of every instance the agent runs; the
+// server keeps what it had of the others. (No complete round comes in
+// the test: UsageEvery is an hour. A guest that never gets ready keeps
+// the monitor's quick checks going, as a boot storm does.)
+func TestReadinessRoundSendsOnlyChanges(t *testing.T) {
+	const n = 40
+	c := newCloud(t)
+	ctx := context.Background()
+	if _, err := c.admin.SetQuota(ctx, "default", map[string]int64{"instances": n + 10, "vcpus": -1, "memory_mib": -1, "disk_gib": -1}); err != nil {
+		t.Fatal(err)
+	}
+	d := &notReadySim{Driver: simDriver(t, 2, t.TempDir()), never: map[string]bool{"slow": true}, held: map[string]bool{}}
+	ag := c.startAgentWith(d, t.TempDir(), func(cfg *agent.Config) { cfg.ResyncEvery, cfg.UsageEvery = time.Hour, time.Hour })
+	c.create("slow")
+	slow := c.waitState("slow", api.StateRunning)
+	// The others getting ready send slow's usage too, new then.
+	c.readyInstances(n)
+	waitFor(t, "slow's usage sent", func() bool { _, ok := ag.link.usageSeen.Load(slow.ID); return ok })
+
+	before := ag.link.usageSent.Load()
+	c.create("late")
+	waitFor(t, "late ready", func() bool { return c.instance("late").Ready })
+	if sent := ag.link.usageSent.Load() - before; sent != 1 {
+		t.Errorf("late getting ready sent the usage of %d instances, want its own only", sent)
+	}
+	ins, err := c.admin.Instances(ctx, "default", false, client.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range ins {
+		if in.Ready != (in.Name != "slow") || in.Usage == nil {
+			t.Errorf("%s: ready %v, usage %+v", in.Name, in.Ready, in.Usage)
+		}
+	}
+}
+
+// TestUsageRoundIsComplete: every UsageEvery the agent sends the usage of
+// every instance it runs, though none changed.
+func TestUsageRoundIsComplete(t *testing.T) {
+	const n = 30
+	c := newCloud(t)
+	ag := c.startAgentWith(simDriver(t, 2, t.TempDir()), t.TempDir(), func(cfg *agent.Config) { cfg.ResyncEvery = time.Hour })
+	c.readyInstances(n)
+	ag.link.maxUsage.Store(0)
+	waitFor(t, "a usage request of every instance", func() bool { return ag.link.maxUsage.Load() >= n })
 }

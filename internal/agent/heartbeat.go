@@ -44,17 +44,31 @@ func (a *Agent) heartbeats(ctx context.Context) {
 const usageBatch = 500
 
 // usage sends what the running instances use - CPU time, memory,
-// readiness - every UsageEvery in batches, and soon after a guest's
-// readiness changed (at most once a second: a boot storm sends a round a
-// second, not one per guest).
+// readiness - every UsageEvery in batches: a complete round. Soon after a
+// guest's readiness changed (at most once a second) it sends a partial
+// round: only the instances whose readiness differs from what this agent
+// last sent of them, new ones included. A boot storm on an agent of
+// 10,000 instances would otherwise send all of them every second.
+//
+// A partial round is safe because the server keeps the latest usage of
+// each instance until a newer report (forgetting only those unreported
+// for ten minutes: compute.SetAgentUsage), so what a partial round leaves
+// out is still there. A report the server ignored (of an instance it
+// did not place on this agent's hosts yet) is put right by the next
+// complete round; a batch that failed is sent again by the next round.
 func (a *Agent) usage(ctx context.Context) {
 	t := time.NewTicker(a.cfg.UsageEvery)
 	defer t.Stop()
+	// sent is the readiness last sent of each instance, as of the last
+	// complete round and the partial ones since.
+	sent := map[string]readiness{}
 	for {
+		complete := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			complete = true
 		case <-a.kickUsage:
 		}
 		sts, err := a.inst.statuses(ctx, time.Second)
@@ -64,18 +78,37 @@ func (a *Agent) usage(ctx context.Context) {
 		now := time.Now().UTC()
 		var us []api.InstanceUsage
 		for _, st := range sts {
-			if st.State == driver.Running || st.State == driver.Suspended {
+			if st.State != driver.Running && st.State != driver.Suspended {
+				continue
+			}
+			if was, ok := sent[st.ID]; complete || !ok || was != (readiness{st.Ready, st.ReadyReason}) {
 				us = append(us, api.InstanceUsage{ID: st.ID, CPUSeconds: st.CPUSeconds, MemoryMiB: st.MemoryMiB, Ready: st.Ready, ReadyReason: st.ReadyReason, At: now})
 			}
 		}
+		if complete {
+			// Instances gone since are forgotten, and so are those
+			// whose batch fails below: sent again as new.
+			sent = make(map[string]readiness, len(us))
+		}
 		for len(us) > 0 && ctx.Err() == nil {
 			n := min(len(us), usageBatch)
-			if err := a.srv.Usage(ctx, us[:n]); err != nil && ctx.Err() == nil {
-				a.log.Warn("usage", "err", err)
+			if err := a.srv.Usage(ctx, us[:n]); err != nil {
+				if ctx.Err() == nil {
+					a.log.Warn("usage", "err", err)
+				}
 				break
+			}
+			for _, u := range us[:n] {
+				sent[u.ID] = readiness{u.Ready, u.ReadyReason}
 			}
 			us = us[n:]
 		}
 		sleep(ctx, time.Second)
 	}
+}
+
+// readiness is what a usage report says of a guest being up.
+type readiness struct {
+	ready  bool
+	reason string
 }

@@ -75,6 +75,13 @@ type instances struct {
 	written    map[string]int64
 	dispatched map[string]int64
 	ready      map[string]bool
+	// unseen are the running instances the monitor has not checked since
+	// they became RUNNING: its quick checks look at them besides the
+	// booting ones, so a new guest is noticed as soon as in a listing.
+	unseen map[string]bool
+	// checkEvery and bootCheckEvery are the monitor's pace (checks of
+	// everything, quick checks of booting guests); tests slow the first.
+	checkEvery, bootCheckEvery time.Duration
 	// listed is the monitor's latest listing of the driver's instances;
 	// heartbeats reuse it while it is fresh rather than list again (for
 	// VMs a listing asks every QEMU over QMP).
@@ -97,7 +104,8 @@ func (in *instances) reconciledAt() time.Time {
 func newInstances(src assignmentSource, d driver.Driver, ports portWiring, workers int, resync time.Duration, tell instanceNews, started chan struct{}, log *slog.Logger) *instances {
 	return &instances{src: src, d: d, ports: ports, log: log, resync: resync, tell: tell,
 		reps: make(chan api.InstanceReport, 4096), sem: make(chan struct{}, workers), started: started,
-		work: map[string]*work{}, running: map[string]api.Assignment{}, written: map[string]int64{}, dispatched: map[string]int64{}, ready: map[string]bool{}}
+		work: map[string]*work{}, running: map[string]api.Assignment{}, written: map[string]int64{}, dispatched: map[string]int64{}, ready: map[string]bool{},
+		unseen: map[string]bool{}, checkEvery: 2 * time.Second, bootCheckEvery: 250 * time.Millisecond}
 }
 
 // run follows the assignments until ctx ends. A complete list (since 0)
@@ -191,6 +199,7 @@ func (in *instances) reconcile(ctx context.Context, list api.Assignments) {
 		in.mu.Lock()
 		delete(in.running, id)
 		delete(in.ready, id)
+		delete(in.unseen, id)
 		delete(in.dispatched, id)
 		delete(in.written, id)
 		in.mu.Unlock()
@@ -231,10 +240,14 @@ func (in *instances) dispatch(ctx context.Context, as api.Assignment) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if as.State == api.StateRunning && in.mig.mine(as) {
+		if _, ok := in.running[as.ID]; !ok {
+			in.unseen[as.ID] = true
+		}
 		in.running[as.ID] = as
 	} else {
 		delete(in.running, as.ID)
 		delete(in.ready, as.ID)
+		delete(in.unseen, as.ID)
 	}
 	if as.Revision <= in.written[as.ID] || as.Revision <= in.dispatched[as.ID] {
 		return
@@ -383,53 +396,80 @@ func (in *instances) handle(ctx context.Context, as api.Assignment) {
 // monitor notices instances that stopped by themselves: a container
 // whose init exited or a VM whose guest powered off goes POWEROFF with the
 // reason (its host resources are then accounted as the table says); one
-// the driver lost, or whose QEMU crashed, goes FAILED.
+// the driver lost, or whose QEMU crashed, goes FAILED. It also notices
+// each guest's readiness changing, and tells of it.
+//
+// A full check comes every checkEvery (2 s): one listing of every
+// instance the driver has, not one driver call per instance. While a
+// guest is booting - it started within the last minute and has not said
+// it is ready, or it runs and was not checked yet - quick checks come
+// every bootCheckEvery (250 ms): the moment it is ready is what users
+// wait for (create-to-ready). A quick check asks the driver of those
+// guests only, one Status each: a sim agent has 10,000 instances, and
+// listing them all four times a second whenever one booted was most of
+// its CPU.
 func (in *instances) monitor(ctx context.Context) {
 	hh, _ := driver.Feature[driver.HostHealth](in.d)
-	// Checks come every 2 s, and every 250 ms while a guest that started
-	// within the last minute has not said it is ready: the moment it does
-	// is what users wait for (create-to-ready).
-	booting := map[string]time.Time{}
+	booting := map[string]time.Time{} // since when each was seen not ready
+	var lastFull time.Time
 	for {
-		every := 2 * time.Second
+		every := in.checkEvery
 		for id, since := range booting {
 			if time.Since(since) < time.Minute {
-				every = 250 * time.Millisecond
+				every = in.bootCheckEvery
 			} else {
 				delete(booting, id)
 			}
 		}
+		in.mu.Lock()
+		if len(in.unseen) > 0 {
+			every = in.bootCheckEvery
+		}
+		in.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(every):
 		}
-		in.mu.Lock()
-		var check []api.Assignment
-		for _, as := range in.running {
-			if in.work[as.ID] == nil && (hh == nil || hh.HostUp(as.Host)) {
-				check = append(check, as)
-			}
-		}
-		in.mu.Unlock()
+		check, full := in.toCheck(hh, booting, time.Since(lastFull) >= in.checkEvery)
 		if len(check) == 0 {
 			continue
 		}
-		// One listing per check, not one driver call per instance.
-		sts, err := in.d.Recover(ctx)
-		if err != nil {
-			continue
+		var have map[string]driver.Status
+		if full {
+			sts, err := in.d.Recover(ctx)
+			if err != nil {
+				continue
+			}
+			lastFull = time.Now()
+			in.mu.Lock()
+			in.listed, in.listedAt = sts, lastFull
+			in.mu.Unlock()
+			have = make(map[string]driver.Status, len(sts))
+			for _, st := range sts {
+				have[st.ID] = st
+			}
+		} else {
+			have = make(map[string]driver.Status, len(check))
+			asked := check[:0]
+			for _, as := range check {
+				st, err := in.d.Status(ctx, as.ID)
+				switch {
+				case err == nil:
+					have[as.ID] = st
+				case !errors.Is(err, driver.ErrNotFound):
+					continue // not known either way: asked again next time
+				}
+				asked = append(asked, as)
+			}
+			check = asked
 		}
-		in.mu.Lock()
-		in.listed, in.listedAt = sts, time.Now()
-		in.mu.Unlock()
-		have := make(map[string]driver.Status, len(sts))
-		for _, st := range sts {
-			have[st.ID] = st
-		}
-		kick := false
+		kick, changed := false, false
 		for _, as := range check {
 			st, ok := have[as.ID]
+			in.mu.Lock()
+			delete(in.unseen, as.ID)
+			in.mu.Unlock()
 			if ok && st.State == driver.Running {
 				if _, seen := booting[as.ID]; !seen && !st.Ready {
 					booting[as.ID] = time.Now()
@@ -454,11 +494,20 @@ func (in *instances) monitor(ctx context.Context) {
 			default:
 				continue
 			}
+			changed = true
 			in.mu.Lock()
 			delete(in.running, as.ID)
 			delete(in.ready, as.ID)
 			in.mu.Unlock()
 			delete(booting, as.ID)
+		}
+		if (kick || changed) && !full {
+			// The listing kept for statuses is older than what this
+			// check saw: the usage round told of it must list again,
+			// or it would send what was before.
+			in.mu.Lock()
+			in.listedAt = time.Time{}
+			in.mu.Unlock()
 		}
 		if kick {
 			in.tell.readiness()
@@ -466,8 +515,51 @@ func (in *instances) monitor(ctx context.Context) {
 	}
 }
 
+// toCheck picks the running instances a check looks at, leaving out
+// those a worker has in hand and those whose host is down. A full check
+// looks at all of them; a quick one at the booting and unseen ones -
+// unless they are more than a quarter of the running ones: then one
+// listing costs less than their Status calls (a listing is a copy of
+// each instance's status; a Status call the same plus a lookup and a
+// lock, and for VMs a QMP round trip either way), and the check becomes
+// a full one. Booting guests no longer running are forgotten.
+func (in *instances) toCheck(hh driver.HostHealth, booting map[string]time.Time, full bool) (check []api.Assignment, _ bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	add := func(as api.Assignment) {
+		if in.work[as.ID] == nil && (hh == nil || hh.HostUp(as.Host)) {
+			check = append(check, as)
+		}
+	}
+	if !full {
+		for id := range booting {
+			if as, ok := in.running[id]; ok {
+				add(as)
+			} else {
+				delete(booting, id)
+			}
+		}
+		for id := range in.unseen {
+			if as, ok := in.running[id]; !ok {
+				delete(in.unseen, id)
+			} else if _, dup := booting[id]; !dup {
+				add(as)
+			}
+		}
+		if len(check)*4 <= len(in.running) {
+			return check, false
+		}
+		check = check[:0]
+	}
+	for _, as := range in.running {
+		add(as)
+	}
+	return check, true
+}
+
 // statuses lists the driver's instances, or reuses the monitor's listing
-// when it is younger than fresh.
+// when it is younger than fresh (and no quick check saw it out of date
+// since).
 func (in *instances) statuses(ctx context.Context, fresh time.Duration) ([]driver.Status, error) {
 	in.mu.Lock()
 	sts, at := in.listed, in.listedAt

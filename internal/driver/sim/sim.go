@@ -2,6 +2,11 @@
 // no real work, configurable boot and stop delays, and failure injection
 // (a share of starts fail; hosts can crash). It keeps its instances in a
 // file, so an agent restart finds them again as a real driver would.
+//
+// A simulated guest is ready (Status.Ready) as soon as it runs: its boot
+// delay has passed by then, so create-to-ready can be measured against
+// the simulator ('kumo bench provision --ready'), and the agent does not
+// watch every simulated guest as one still booting.
 package sim
 
 import (
@@ -32,7 +37,8 @@ type Config struct {
 	MemoryMiB int64  // --sim-memory
 	DiskGiB   int64  // --sim-disk
 	// BootDelay and StopDelay are how long a boot and a graceful stop
-	// take (--sim-boot-delay, --sim-stop-delay).
+	// take (--sim-boot-delay, --sim-stop-delay); a guest is ready once it
+	// runs, that is once its boot delay has passed.
 	BootDelay, StopDelay time.Duration
 	// FailRate is the share of boots that fail (--sim-fail-rate, 0-1).
 	FailRate float64
@@ -387,8 +393,12 @@ func (d *Driver) Status(ctx context.Context, id string) (driver.Status, error) {
 	return d.status(in), nil
 }
 
+// status is what Status and Recover report of an instance. A running
+// guest is ready: Start returns only once the boot delay has passed, so
+// there is no booting guest to tell apart (a real guest says it is ready
+// on its console some time after its process starts).
 func (d *Driver) status(in *instance) driver.Status {
-	st := driver.Status{ID: in.Spec.ID, Host: in.Spec.Host, State: in.State}
+	st := driver.Status{ID: in.Spec.ID, Host: in.Spec.Host, State: in.State, Ready: in.State == driver.Running}
 	if in.State == driver.Running || in.State == driver.Suspended {
 		st.MemoryMiB = in.Spec.Size.MemoryMiB
 	}

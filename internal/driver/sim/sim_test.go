@@ -140,3 +140,38 @@ func TestJournalKeepsEveryChange(t *testing.T) {
 		t.Fatalf("the journal is never compacted: %v %v", fi, err)
 	}
 }
+
+// TestRunningGuestIsReady: a simulated guest says it is ready once it
+// runs - after its boot delay - and only while it runs, in Status and in
+// Recover alike (the agent reads both).
+func TestRunningGuestIsReady(t *testing.T) {
+	ctx := context.Background()
+	d, err := New(ctx, driver.Common{}, Config{Hosts: 1, BootDelay: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := driver.Spec{ID: "g", Host: d.HostName(0)}
+	ready := func(when string, want bool) {
+		t.Helper()
+		st, err := d.Status(ctx, s.ID)
+		if err != nil || st.Ready != want {
+			t.Fatalf("%s: Status says %+v, %v; want ready %v", when, st, err, want)
+		}
+		sts, _ := d.Recover(ctx)
+		if len(sts) != 1 || sts[0].Ready != want {
+			t.Fatalf("%s: Recover says %+v; want ready %v", when, sts, want)
+		}
+	}
+	d.Prepare(ctx, s)
+	ready("prepared", false)
+	if err := d.Start(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	ready("running", true)
+	d.Suspend(ctx, s.ID)
+	ready("suspended", false)
+	d.Resume(ctx, s.ID)
+	ready("resumed", true)
+	d.Stop(ctx, s.ID, true)
+	ready("stopped", false)
+}
