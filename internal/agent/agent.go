@@ -47,8 +47,10 @@ type Config struct {
 	// guests whose readiness changed at once.
 	UsageEvery time.Duration
 	// ResyncEvery is how often the agent asks for its complete assignment
-	// list and reconciles the driver with it (default 30 s; it also does
-	// at start and whenever the server was out of reach).
+	// list and reconciles the driver with it (default 30 s, each time
+	// moved by up to a quarter either way so that agents do not ask
+	// together; it also does at start and whenever the server was out of
+	// reach).
 	ResyncEvery time.Duration
 	// FenceGrace: when the agent has not reached its server for this
 	// long, it stops its HA instances itself (fence.go; 0: it does not,
