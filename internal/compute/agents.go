@@ -50,32 +50,7 @@ func (svc *Service) Assignments(ctx context.Context, agent *hosts.AgentPrincipal
 	defer deadline.Stop()
 	seen := since // the hostLog up to here holds none of the agent's hosts
 	for {
-		svc.cache.mu.RLock()
-		out := api.Assignments{Items: []api.Assignment{}, Revision: svc.cache.instRev, Complete: since == 0}
-		if since == 0 {
-			// A complete list (an agent's resync, every 30 s): one
-			// allocation of its size, not a slice grown 14 times for
-			// 10,000 instances.
-			n := 0
-			for h := range agent.Hosts {
-				n += len(svc.cache.assigned[h])
-			}
-			out.Items = make([]api.Assignment, 0, n)
-		}
-		if since == 0 || seen < svc.cache.logFloor || svc.cache.changedFor(agent.Hosts, &seen) {
-			for h := range agent.Hosts {
-				if svc.cache.assignedRev[h] <= since {
-					continue
-				}
-				for _, e := range svc.cache.assigned[h] {
-					if e.rev > since {
-						out.Items = append(out.Items, assignment(e))
-					}
-				}
-			}
-		}
-		ch := svc.cache.changed
-		svc.cache.mu.RUnlock()
+		out, ch := svc.cache.assignmentsAfter(agent.Hosts, since, &seen)
 		if len(out.Items) > 0 || since == 0 {
 			return out, nil
 		}
@@ -87,6 +62,39 @@ func (svc *Service) Assignments(ctx context.Context, agent *hosts.AgentPrincipal
 			return out, nil
 		}
 	}
+}
+
+// assignmentsAfter is one look of a long poll: the instances on hosts
+// that changed after revision since (all when since is 0), and the channel
+// closed by the cache's next change. seen is how far the hostLog is known
+// to hold none of hosts' changes; it moves on here.
+func (c *cache) assignmentsAfter(hosts map[string]bool, since int64, seen *int64) (api.Assignments, <-chan struct{}) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := api.Assignments{Items: []api.Assignment{}, Revision: c.instRev, Complete: since == 0}
+	if since == 0 {
+		// A complete list (an agent's resync, every 30 s): one
+		// allocation of its size, not a slice grown 14 times for
+		// 10,000 instances.
+		n := 0
+		for h := range hosts {
+			n += len(c.assigned[h])
+		}
+		out.Items = make([]api.Assignment, 0, n)
+	}
+	if since == 0 || *seen < c.logFloor || c.changedFor(hosts, seen) {
+		for h := range hosts {
+			if c.assignedRev[h] <= since {
+				continue
+			}
+			for _, e := range c.assigned[h] {
+				if e.rev > since {
+					out.Items = append(out.Items, assignment(e))
+				}
+			}
+		}
+	}
+	return out, c.changed
 }
 
 // Report applies an agent's state reports. Each must name an instance on

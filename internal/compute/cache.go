@@ -156,7 +156,10 @@ func (c *cache) logChange(rev int64, host string) {
 
 // changedFor says whether any of hosts had an assignment change after
 // *seen, as far as the hostLog tells (callers check *seen >= logFloor),
-// and moves *seen past what it read when none had.
+// and moves *seen past what it read when none had - but never past
+// instRev: the log's newest revision may be a transaction only partly
+// applied, and its other changes, logged later at the same revision,
+// would be behind *seen and never looked at.
 func (c *cache) changedFor(hosts map[string]bool, seen *int64) bool {
 	i := sort.Search(len(c.hostLog), func(i int) bool { return c.hostLog[i].rev > *seen })
 	for _, ch := range c.hostLog[i:] {
@@ -165,7 +168,7 @@ func (c *cache) changedFor(hosts map[string]bool, seen *int64) bool {
 		}
 	}
 	if n := len(c.hostLog); n > 0 {
-		*seen = max(*seen, c.hostLog[n-1].rev)
+		*seen = max(*seen, min(c.hostLog[n-1].rev, c.instRev))
 	}
 	return false
 }
