@@ -33,12 +33,15 @@ type BenchResult struct {
 	WritesPerInst float64 `json:"store_writes_per_instance"`
 	ServerRSSMiB  float64 `json:"server_rss_mib"`
 	// Ready* are create-to-ready (the guest said it is up), with --ready.
-	Ready          int     `json:"ready,omitempty"`
-	ReadyP50ms     float64 `json:"ready_p50_ms,omitempty"`
-	ReadyP95ms     float64 `json:"ready_p95_ms,omitempty"`
-	Hosts          int     `json:"hosts"`
-	Project        string  `json:"project"`
-	CreateFailures int     `json:"create_failures"`
+	Ready      int     `json:"ready,omitempty"`
+	ReadyP50ms float64 `json:"ready_p50_ms,omitempty"`
+	ReadyP95ms float64 `json:"ready_p95_ms,omitempty"`
+	Hosts      int     `json:"hosts"`
+	Project    string  `json:"project"`
+	// NamePrefix starts the names of this run's instances (and only
+	// theirs: --cleanup terminates those, not the rest of --project).
+	NamePrefix     string `json:"name_prefix"`
+	CreateFailures int    `json:"create_failures"`
 	// Retries are creates sent again (same Idempotency-Key) after the
 	// server did not answer; Lost are creates it acknowledged that do
 	// not exist (there should be none).
@@ -90,7 +93,7 @@ Without --project it makes a project with unlimited quota (cloud admin).`,
 				return err
 			}
 			if cleanup {
-				terminateAll(ctx, c, project, n, conc)
+				terminateRun(ctx, c, project, res.NamePrefix, conc)
 			}
 			if a.output != "table" {
 				return a.printObject(res)
@@ -119,7 +122,7 @@ Without --project it makes a project with unlimited quota (cloud admin).`,
 	f.StringVar(&flv, "flavor", "tiny", "flavor")
 	f.StringVar(&project, "project", "", "project to use (default: a new one with unlimited quota)")
 	f.DurationVar(&timeout, "timeout", 10*time.Minute, "give up waiting after this long")
-	f.BoolVar(&cleanup, "cleanup", false, "terminate the instances afterwards")
+	f.BoolVar(&cleanup, "cleanup", false, "terminate the instances this run made afterwards (other instances of --project stay)")
 	f.BoolVar(&ready, "ready", false, "also wait for each guest to say it is ready and report create-to-ready (readiness reaches the API with heartbeats, checked every 250 ms while a guest boots); with --closed-loop each worker waits for its guest")
 	f.BoolVar(&closed, "closed-loop", false, "each worker waits for its instance to be RUNNING before the next create (latency without queueing)")
 	cmd.AddCommand(prov)
@@ -181,7 +184,8 @@ func runBench(ctx context.Context, c *client.Client, project string, n, conc int
 	}
 	rb := make([]byte, 3)
 	rand.Read(rb)
-	b := &bench{c: c, project: project, prefix: "b" + hex.EncodeToString(rb) + "-", n: n,
+	res.NamePrefix = "b" + hex.EncodeToString(rb) + "-"
+	b := &bench{c: c, project: project, prefix: res.NamePrefix, n: n,
 		created: map[string]time.Time{}, running: map[string]time.Time{}, failed: map[string]bool{}, acked: map[string]bool{}, lastEvent: info.EventsAfter, changed: make(chan struct{}, 1)}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -306,11 +310,19 @@ func runBench(ctx context.Context, c *client.Client, project string, n, conc int
 	return res, nil
 }
 
-// terminateAll terminates the bench's instances.
-func terminateAll(ctx context.Context, c *client.Client, project string, n, conc int) {
-	ins, err := c.Instances(ctx, project, false, client.ListOptions{})
+// terminateRun terminates the instances one bench run made: those named
+// with its prefix. A --project may hold other instances (the cloud an
+// earlier run filled, the user's own); they are left alone.
+func terminateRun(ctx context.Context, c *client.Client, project, prefix string, conc int) {
+	all, err := c.Instances(ctx, project, false, client.ListOptions{})
 	if err != nil {
 		return
+	}
+	var ins []api.Instance
+	for _, in := range all {
+		if strings.HasPrefix(in.Name, prefix) {
+			ins = append(ins, in)
+		}
 	}
 	ch := make(chan string)
 	var wg sync.WaitGroup

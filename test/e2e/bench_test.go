@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kumocloud/kumo/api"
 	"github.com/kumocloud/kumo/internal/cli"
 )
 
@@ -26,5 +27,44 @@ func TestBenchProvision(t *testing.T) {
 	table := must(t, root, "", "bench", "provision", "--instances", "20", "--concurrency", "4")
 	if !strings.Contains(table, "instances/s reaching RUNNING") {
 		t.Errorf("bench table:\n%s", table)
+	}
+
+	// --cleanup in a --project that holds more than the run: only the
+	// run's own instances go (it once terminated the whole project - the
+	// 100,000 instances a scale test had filled it with).
+	var first, second cli.BenchResult
+	benchJSON(t, root, &first, "--instances", "10", "--concurrency", "4")
+	benchJSON(t, root, &second, "--project", first.Project, "--instances", "10", "--concurrency", "4", "--cleanup")
+	if second.NamePrefix == "" || second.NamePrefix == first.NamePrefix {
+		t.Fatalf("name prefixes %q and %q", first.NamePrefix, second.NamePrefix)
+	}
+	var ins api.List[api.Instance]
+	if err := json.Unmarshal([]byte(must(t, root, "", "instance", "list", "-p", first.Project, "-o", "json")), &ins); err != nil {
+		t.Fatal(err)
+	}
+	kept, terminated := 0, 0
+	for _, in := range ins.Items {
+		switch {
+		case strings.HasPrefix(in.Name, first.NamePrefix) && in.State == api.StateRunning:
+			kept++
+		case strings.HasPrefix(in.Name, second.NamePrefix) && in.State != api.StateRunning:
+			terminated++
+		default:
+			t.Errorf("after the second run's cleanup: %s is %s", in.Name, in.State)
+		}
+	}
+	if kept != 10 || terminated > 10 {
+		t.Errorf("%d of the first run's 10 instances still RUNNING, %d of the second's terminating", kept, terminated)
+	}
+}
+
+func benchJSON(t *testing.T, env []string, res *cli.BenchResult, args ...string) {
+	t.Helper()
+	out := must(t, env, "", append([]string{"bench", "provision", "-o", "json"}, args...)...)
+	if err := json.Unmarshal([]byte(out), res); err != nil {
+		t.Fatalf("bench output %q: %v", out, err)
+	}
+	if res.Running != res.Instances {
+		t.Fatalf("bench result %+v", res)
 	}
 }
