@@ -124,7 +124,9 @@ func (in *instances) run(ctx context.Context) {
 		if wait <= 0 {
 			since, wait = 0, 0
 		}
+		asked := time.Now()
 		as, err := in.src.Assignments(ctx, since, wait)
+		in.log.Debug("assignments", "since", since, "wait", wait, "items", len(as.Items), "complete", as.Complete, "revision", as.Revision, "took", time.Since(asked), "err", err)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -611,7 +613,9 @@ func (in *instances) reporter(ctx context.Context) {
 			in.log.Error("driver sync", "err", err)
 		}
 		for attempt := 0; ctx.Err() == nil; attempt++ {
+			sent := time.Now()
 			res, err := in.src.Report(ctx, batch)
+			in.log.Debug("reported", "reports", len(batch), "took", time.Since(sent), "err", err)
 			if err == nil {
 				in.mu.Lock()
 				for id, rev := range res.Revisions {
