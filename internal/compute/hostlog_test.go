@@ -3,6 +3,7 @@ package compute
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -112,5 +113,80 @@ func TestLongPollWokenMidTransactionMissesNothing(t *testing.T) {
 	put("ours", "h1", 2, true) // ...and again here
 	if got := look(); len(got) != 1 || got[0] != "ours" {
 		t.Fatalf("the second change of one revision was not seen: %v (seen %d)", got, seen)
+	}
+}
+
+// TestLongPollsMissNoChangeOfManyAgents: transactions spanning three
+// agents' hosts are applied event by event while each agent long-polls
+// concurrently, as a real agent does (since = the revision answered).
+// Every placement must reach its agent by incremental polls alone - none
+// waiting for a complete list - however the wakeups interleave.
+func TestLongPollsMissNoChangeOfManyAgents(t *testing.T) {
+	svc := &Service{cache: newCache()}
+	close(svc.cache.ready)
+	v := &instanceView{cacheView{c: svc.cache, listed: new(sync.WaitGroup)}}
+	v.listed.Add(1)
+	const agents, perTxn, txns = 3, 5, 400
+	hostOf := func(agent, i int) string { return fmt.Sprintf("a%d-h%d", agent, i%4) }
+	principals := make([]*hosts.AgentPrincipal, agents)
+	for a := range principals {
+		principals[a] = &hosts.AgentPrincipal{Name: fmt.Sprint("a", a), Hosts: map[string]bool{}}
+		for i := range 4 {
+			principals[a].Hosts[hostOf(a, i)] = true
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	want := make([]int, agents)
+	seen := make([]map[string]bool, agents)
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	for a := range agents {
+		seen[a] = map[string]bool{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			since := int64(0)
+			for {
+				// The first poll is an incremental one too: the
+				// agent starts before the first placement.
+				res, err := svc.Assignments(ctx, principals[a], max(since, 1), 200*time.Millisecond)
+				if err != nil || ctx.Err() != nil {
+					return
+				}
+				for _, as := range res.Items {
+					seen[a][as.Name] = true
+				}
+				since = res.Revision
+				select {
+				case <-done:
+					if len(seen[a]) == want[a] {
+						return
+					}
+				default:
+				}
+			}
+		}()
+	}
+	v.Apply(store.WatchEvent{Type: store.EventPut, KV: store.KV{Key: instancesPrefix + "p/first", Value: store.MustJSON(record{Instance: api.Instance{Meta: api.Meta{ID: "first", Name: "first"}, Project: "p", State: api.StatePending}}), Revision: 1}, RevisionEnd: true})
+	n := 0
+	for txn := range txns {
+		rev := int64(txn + 2)
+		for i := range perTxn {
+			a := (txn + i) % agents
+			name := fmt.Sprint("i", n)
+			n++
+			want[a]++
+			r := record{Instance: api.Instance{Meta: api.Meta{ID: name, Name: name}, Project: "p", State: api.StateProlog, Host: hostOf(a, n)}}
+			v.Apply(store.WatchEvent{Type: store.EventPut, KV: store.KV{Key: instancesPrefix + "p/" + name, Value: store.MustJSON(r), Revision: rev}, RevisionEnd: i == perTxn-1})
+			runtime.Gosched() // let woken polls look mid-transaction
+		}
+	}
+	close(done)
+	wg.Wait()
+	for a := range agents {
+		if len(seen[a]) != want[a] {
+			t.Errorf("agent %d saw %d of its %d placements by long polls", a, len(seen[a]), want[a])
+		}
 	}
 }
