@@ -137,6 +137,9 @@ func TestLongPollsMissNoChangeOfManyAgents(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	// Revision 1, placing nothing, is applied before the agents poll
+	// from it.
+	v.Apply(store.WatchEvent{Type: store.EventPut, KV: store.KV{Key: instancesPrefix + "p/first", Value: store.MustJSON(record{Instance: api.Instance{Meta: api.Meta{ID: "first", Name: "first"}, Project: "p", State: api.StatePending}}), Revision: 1}, RevisionEnd: true})
 	want := make([]int, agents)
 	seen := make([]map[string]bool, agents)
 	var wg sync.WaitGroup
@@ -146,11 +149,12 @@ func TestLongPollsMissNoChangeOfManyAgents(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			since := int64(0)
+			// Since revision 1, not 0 (a complete list): the agent
+			// starts before the first placement, and every poll is
+			// an incremental one.
+			since := int64(1)
 			for {
-				// The first poll is an incremental one too: the
-				// agent starts before the first placement.
-				res, err := svc.Assignments(ctx, principals[a], max(since, 1), 200*time.Millisecond)
+				res, err := svc.Assignments(ctx, principals[a], since, 200*time.Millisecond)
 				if err != nil || ctx.Err() != nil {
 					return
 				}
@@ -168,7 +172,6 @@ func TestLongPollsMissNoChangeOfManyAgents(t *testing.T) {
 			}
 		}()
 	}
-	v.Apply(store.WatchEvent{Type: store.EventPut, KV: store.KV{Key: instancesPrefix + "p/first", Value: store.MustJSON(record{Instance: api.Instance{Meta: api.Meta{ID: "first", Name: "first"}, Project: "p", State: api.StatePending}}), Revision: 1}, RevisionEnd: true})
 	n := 0
 	for txn := range txns {
 		rev := int64(txn + 2)
