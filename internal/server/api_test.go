@@ -261,6 +261,24 @@ func TestEventsResume(t *testing.T) {
 	if len(more) != 1 || more[0].Project != "e2" || more[0].ID <= last.ID {
 		t.Fatalf("resumed: %+v", more)
 	}
+	// An event's ID is its revision*4096 plus its place: the revision is
+	// the object's, as a list shows it (the web console relies on this).
+	var e2 api.Project
+	ts.do("GET", "/v1/projects/e2", admin, nil).decode(t, &e2)
+	if more[0].ID/4096 != e2.Revision {
+		t.Fatalf("event %d is of revision %d; the project it made is at %d", more[0].ID, more[0].ID/4096, e2.Revision)
+	}
+	// A browser reconnecting sends its URL's since and, in Last-Event-ID,
+	// the last event it got: the later one counts, either way round.
+	for _, c := range []struct{ since, header int64 }{{1, last.ID}, {last.ID, 1}} {
+		got := parseSSE(t, ts.do("GET", fmt.Sprintf("/v1/events?follow=false&since=%d", c.since), admin, nil, "Last-Event-ID", fmt.Sprint(c.header)).Body)
+		if len(got) != 1 || got[0].ID != more[0].ID {
+			t.Fatalf("since=%d with Last-Event-ID %d: %d events, want only %d", c.since, c.header, len(got), more[0].ID)
+		}
+	}
+	if r := ts.do("GET", "/v1/events?follow=false", admin, nil, "Last-Event-ID", "x"); r.Status != 400 || !strings.Contains(string(r.Body), "Last-Event-ID") {
+		t.Fatalf("a bad Last-Event-ID: %d %s", r.Status, r.Body)
+	}
 	typed := parseSSE(t, ts.do("GET", "/v1/events?follow=false&type=flavor", admin, nil).Body)
 	for _, ev := range typed {
 		if ev.Type != "flavor" {

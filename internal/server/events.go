@@ -19,8 +19,8 @@ import (
 
 // getEvents streams events as server-sent events. ?project= and ?type=
 // (comma-separated; "project" also matches "project.x") filter them;
-// ?since=ID or the Last-Event-ID header resumes after an event;
-// ?follow=false sends what is kept and ends.
+// ?since=ID or the Last-Event-ID header (the later of the two) resumes
+// after an event; ?follow=false sends what is kept and ends.
 func (s *Server) getEvents(r *request, w http.ResponseWriter) {
 	q := r.URL.Query()
 	f := events.Filter{Global: r.p.CloudAdmin}
@@ -40,18 +40,20 @@ func (s *Server) getEvents(r *request, w http.ResponseWriter) {
 	if t := q.Get("type"); t != "" {
 		f.Types = strings.Split(t, ",")
 	}
-	since := q.Get("since")
-	if since == "" {
-		since = r.Header.Get("Last-Event-ID")
-	}
+	// The later of ?since and Last-Event-ID: a browser's EventSource
+	// reconnects to the URL it was given, since and all, and names the
+	// last event it got in the header.
 	var sinceID int64
-	if since != "" {
-		n, err := strconv.ParseInt(since, 10, 64)
+	for _, in := range []struct{ field, value string }{{"since", q.Get("since")}, {"Last-Event-ID", r.Header.Get("Last-Event-ID")}} {
+		if in.value == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(in.value, 10, 64)
 		if err != nil || n < 0 {
-			response.Error(errs.Invalid("since", "since must be an event id (a non-negative integer), got %q", since)).Render(w, r.Request)
+			response.Error(errs.Invalid(in.field, "%s must be an event id (a non-negative integer), got %q", in.field, in.value)).Render(w, r.Request)
 			return
 		}
-		sinceID = n
+		sinceID = max(sinceID, n)
 	}
 	follow := true
 	if v := q.Get("follow"); v != "" {

@@ -95,10 +95,18 @@ export function upload(path, file, onProgress) {
   });
 }
 
-// events follows the event stream (server-sent events); fn gets each event.
-// Returns a function that stops it. onOpen runs at each (re)connection.
-export function events(query, fn, onOpen) {
-  const es = new EventSource('/v1/events' + (query ? '?' + query : ''));
+// events follows the event stream (server-sent events) from the moment it
+// is called, and resolves to a function that stops it; fn gets each event.
+// It asks the server where its events are now (events_after) and resumes
+// the stream from there, so an event that happens before the stream's
+// connection is made is still delivered: a page calls it before it lists
+// what it shows, and nothing between its list and its stream is missed
+// (the stream alone starts when the server takes the connection, which
+// can be after the list was answered). onOpen runs at each (re)connection;
+// a reconnection resumes after the last event received (Last-Event-ID).
+export async function events(query, fn, onOpen) {
+  const info = await get('/v1');
+  const es = new EventSource('/v1/events?' + (query ? query + '&' : '') + 'since=' + encodeURIComponent(info.events_after));
   const handler = e => { try { fn(JSON.parse(e.data)); } catch { /* a malformed event is skipped */ } };
   for (const t of ['agent', 'budget', 'flavor', 'host', 'image', 'instance', 'jointoken', 'network', 'operation', 'port', 'price', 'project', 'servergroup', 'securitygroup', 'floatingip', 'token', 'user']) {
     es.addEventListener(t, handler);
@@ -107,6 +115,12 @@ export function events(query, fn, onOpen) {
   if (onOpen) es.addEventListener('open', onOpen);
   return () => es.close();
 }
+
+// eventRevision is the store revision that wrote an event: its ID is
+// revision*4096 plus its place in the transaction (api/openapi.yaml,
+// Event). An object in an event is as that revision left it, so it
+// compares with a listed object's `revision`.
+export const eventRevision = ev => Math.floor(ev.id / 4096);
 
 // recentEvents reads the kept events (follow=false) and returns the last n.
 export async function recentEvents(query, n) {

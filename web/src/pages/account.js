@@ -39,17 +39,29 @@ export async function operations({project}) {
     replace(box, table([['Created', o => fmtTime(o.created_at)], ['Kind', o => o.kind], ['Description', o => o.description], ['Status', o => o.status],
       ['Progress', o => h('progress', {max: 100, value: o.progress || 0, 'aria-label': 'Progress of ' + o.id})], ['Resource', o => o.resource], ['Error', o => o.error || '']], items, {label: 'Operations'}));
   }
+  onLeave(await api.events('project=' + api.enc(project) + '&type=operation', () => refresh().catch(() => {})));
   await refresh();
-  onLeave(api.events('project=' + api.enc(project) + '&type=operation', () => refresh().catch(() => {})));
   return h('div', h('h1', 'Operations'), box);
 }
 
 export async function eventsPage({project}) {
-  const evs = await api.recentEvents('project=' + api.enc(project), 200);
-  const box = h('div', eventTable(evs));
-  onLeave(api.events('project=' + api.enc(project), ev => {
+  // The stream from now first, then the kept events, newest first; what
+  // came by the stream meanwhile and what both have are merged by ID.
+  const box = h('div');
+  let evs = null;
+  const early = [];
+  const add = ev => {
+    if (evs.length && ev.id <= evs[0].id) return;
     evs.unshift(ev);
-    replace(box, eventTable(evs.slice(0, 200)));
+    if (evs.length > 200) evs.length = 200;
+  };
+  onLeave(await api.events('project=' + api.enc(project), ev => {
+    if (!evs) { early.push(ev); return; }
+    add(ev);
+    replace(box, eventTable(evs));
   }));
+  evs = await api.recentEvents('project=' + api.enc(project), 200);
+  early.forEach(add);
+  replace(box, eventTable(evs));
   return h('div', h('h1', 'Events'), h('p', 'Newest first; new events appear as they happen.'), box);
 }

@@ -29,8 +29,8 @@ export async function hosts() {
           x.draining ? toggle('draining', false, 'Stop draining') : toggle('draining', true, 'Drain')));
     })), items.length ? null : h('p', 'No hosts have joined.'));
   }
+  onLeave(await api.events('type=host', () => refresh().catch(() => {})));
   await refresh();
-  onLeave(api.events('type=host', () => refresh().catch(() => {})));
   return h('div', h('h1', 'Hosts'), box);
 }
 

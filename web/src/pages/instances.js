@@ -59,11 +59,12 @@ export async function instances({project}) {
     r.tr.hidden = !visible(i);
     r.tr.dataset.state = i.state;
   }
-  function add(i) {
+  // add makes a row for an instance as it was at store revision rev.
+  function add(i, rev) {
     const tr = h('tr', {dataset: {name: i.name}},
       h('td', h('a', {href: P(project) + '/instances/' + encodeURIComponent(i.name)}, i.name)),
       h('td'), h('td', i.type), h('td', i.flavor), h('td', i.image), h('td'), h('td'), h('td'));
-    const r = {inst: i, tr};
+    const r = {inst: i, tr, rev};
     rows.set(i.name, r);
     fill(r);
     return tr;
@@ -73,10 +74,19 @@ export async function instances({project}) {
     for (const r of rows.values()) if (!r.tr.hidden) n++;
     count.textContent = n + ' shown of ' + rows.size;
   }
+  // load shows a list. The stream may have been ahead of it: a row it
+  // took past the list's view keeps what it said, and one it made that the
+  // list lacks (created after the list was read) stays unless it is DONE.
   function load(items) {
+    const before = new Map(rows);
     rows.clear();
     const frag = document.createDocumentFragment();
-    for (const i of items.sort((a, b) => a.name < b.name ? -1 : 1)) frag.appendChild(add(i));
+    for (const i of items.sort((a, b) => a.name < b.name ? -1 : 1)) {
+      const old = before.get(i.name);
+      before.delete(i.name);
+      frag.appendChild(old && old.rev > i.revision ? add(old.inst, old.rev) : add(i, i.revision));
+    }
+    for (const old of before.values()) if (old.inst.state !== 'DONE') frag.appendChild(add(old.inst, old.rev));
     tbody.replaceChildren(frag);
     recount();
     tableEl.dataset.rows = String(rows.size);
@@ -88,15 +98,17 @@ export async function instances({project}) {
     scheduled = false;
     const batch = pending;
     pending = [];
-    for (const i of batch) {
+    for (const {i, rev} of batch) {
       const r = rows.get(i.name);
       if (r) {
-        // The stream is in order; only a list fetched meanwhile can be newer.
-        if (Date.parse(i.updated_at) < Date.parse(r.inst.updated_at)) continue;
+        // The stream is in order, and resumes from before the list was
+        // read: what the list already shows newer is skipped.
+        if (rev < r.rev) continue;
         r.inst = i;
+        r.rev = rev;
         fill(r);
       } else {
-        tbody.appendChild(add(i));
+        tbody.appendChild(add(i, rev));
       }
     }
     applied += batch.length;
@@ -108,10 +120,13 @@ export async function instances({project}) {
   for (const el of [filterText, filterState]) el.addEventListener('input', () => { for (const r of rows.values()) r.tr.hidden = !r.inst || !visible(r.inst); recount(); });
   showAll.addEventListener('change', refresh);
 
+  // The stream first, from now; then the list: a change made while the
+  // list is read comes by the stream (list-then-watch, the other way
+  // round, could miss it).
   let opened = false;
-  const stop = api.events('project=' + api.enc(project) + '&type=instance', ev => {
+  const stop = await api.events('project=' + api.enc(project) + '&type=instance', ev => {
     if (ev.type !== 'instance' || !ev.object) return;
-    pending.push(ev.object);
+    pending.push({i: ev.object, rev: api.eventRevision(ev)});
     if (!scheduled) { scheduled = true; requestAnimationFrame(flush); }
   }, () => { if (opened) refresh(); opened = true; });
   onLeave(stop);
@@ -220,12 +235,13 @@ export async function instanceDetail({project, name}) {
       mem.update(memPts.slice(-120));
     }
   }
-  await refresh();
-  const stop = api.events('project=' + api.enc(project) + '&type=instance', ev => {
+  const stop = await api.events('project=' + api.enc(project) + '&type=instance', ev => {
     if (ev.object && ev.object.name === name) refresh().catch(() => {});
   });
+  onLeave(stop);
+  await refresh();
   const timer = setInterval(() => refresh().catch(() => {}), 10000);
-  onLeave(() => { stop(); clearInterval(timer); });
+  onLeave(() => clearInterval(timer));
   return h('div.detail', head,
     h('section', h('h2', 'Usage'), cpu, mem),
     h('section', h('h2', 'Scheduler'), h('button', {type: 'button', id: 'explain', onclick: async () => replace(explainBox, explainView(await api.get(url + '/explain')))}, 'Explain placement'), explainBox),

@@ -17,8 +17,10 @@ export async function resourcePage({title, url, cols, form, itemURL, live, extra
     }
     replace(box, table(all, items, {label: title, empty}));
   }
+  // The stream from now first, then the list: nothing changed between
+  // them is missed (api.events).
+  if (live) onLeave(await api.events(live, () => refresh().catch(() => {})));
   await refresh();
-  if (live) onLeave(api.events(live, () => refresh().catch(() => {})));
   let formEl = null;
   if (form) {
     const out = h('p.error', {role: 'alert'});
@@ -161,6 +163,7 @@ export async function images({project}) {
       }}, 'Delete')],
     ], items, {label: 'Images'}));
   }
+  onLeave(await api.events('project=' + api.enc(project) + '&type=image', () => refresh().catch(() => {})));
   await refresh();
   const shares = await api.list(base + '/image-shares').catch(() => []);
   const progress = h('progress', {id: 'upload-progress', max: 100, value: 0, 'aria-label': 'Upload progress'});
@@ -193,7 +196,6 @@ export async function images({project}) {
     ['Image', s => s.owner + '/' + s.name], ['Status', s => s.status],
     ['', s => h('div', ['accepted', 'rejected'].map(st => h('button.small', {type: 'button', onclick: () => api.put(base + '/image-shares/' + api.enc(s.owner) + '/' + api.enc(s.name), {status: st}).then(() => toast(st), x => toast(x.message, 'error'))}, st === 'accepted' ? 'Accept' : 'Reject')))],
   ], shares, {label: 'Image shares'})) : null;
-  onLeave(api.events('project=' + api.enc(project) + '&type=image', () => refresh().catch(() => {})));
   return h('div', h('h1', 'Images'), box, shareBox, form);
 }
 
