@@ -535,46 +535,6 @@ func (svc *Service) Get(ctx context.Context, project, name string) (api.Instance
 	return svc.withUsage(r.api(rev)), r.History, nil
 }
 
-// archivedCursor starts the cursor of a list that has reached the
-// archived (DONE) instances.
-const archivedCursor = "archived:"
-
-// List lists a project's live instances (and DONE ones with all: after
-// the live ones, paged alike), at most limit (0: all) after the cursor.
-func (svc *Service) List(ctx context.Context, project string, sel map[string]string, all bool, after string, limit int) ([]api.Instance, string, error) {
-	decode := func(live bool) func(kv store.KV) (api.Instance, bool, error) {
-		return func(kv store.KV) (api.Instance, bool, error) {
-			var r record
-			if err := store.Decode(kv, &r); err != nil {
-				return api.Instance{}, false, err
-			}
-			if live {
-				return svc.withUsage(r.api(kv.Revision)), r.HasLabels(sel), nil
-			}
-			return r.api(kv.Revision), r.HasLabels(sel), nil
-		}
-	}
-	var items []api.Instance
-	if !strings.HasPrefix(after, archivedCursor) {
-		live, next, err := store.Paginate(ctx, svc.s, instancesPrefix+project+"/", after, limit, decode(true))
-		if err != nil || !all || next != "" {
-			return live, next, err
-		}
-		if limit > 0 && len(live) == limit {
-			return live, archivedCursor, nil
-		}
-		items, after = live, archivedCursor
-		if limit > 0 {
-			limit -= len(live)
-		}
-	}
-	done, next, err := store.Paginate(ctx, svc.s, archivePrefix+project+"/", strings.TrimPrefix(after, archivedCursor), limit, decode(false))
-	if next != "" {
-		next = archivedCursor + next
-	}
-	return append(items, done...), next, err
-}
-
 // ImageUsers counts the live instances, of any project, using project's
 // image.
 func (svc *Service) ImageUsers(ctx context.Context, project, image string) (int, error) {

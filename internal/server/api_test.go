@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -356,5 +357,65 @@ func TestListsArePaged(t *testing.T) {
 	}
 	if len(seen) != 1200 {
 		t.Fatalf("the pages gave %d instances, want 1200 (1170 live, 30 DONE)", len(seen))
+	}
+}
+
+// TestPagesAreOnePicture: an instance that goes DONE while a client pages
+// through `--all` (from the live instances, which come first, to the
+// archive) is listed once, as it was when the listing began; a cursor
+// naming a revision the store has not reached is refused.
+func TestPagesAreOnePicture(t *testing.T) {
+	ts := validated(t)
+	admin := ts.user("boss", true)
+	ctx := context.Background()
+	for i := range 6 {
+		if _, err := ts.s.compute.Create(ctx, "default", api.InstancesPost{Name: fmt.Sprintf("i%d", i), Type: "vm", Flavor: "tiny", Image: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var first api.List[api.Instance]
+	ts.do("GET", "/v1/projects/default/instances?all=true&limit=2", admin, nil).decode(t, &first)
+	if len(first.Items) != 2 || first.Next == "" {
+		t.Fatalf("first page: %d items, next %q", len(first.Items), first.Next)
+	}
+	// i0 was on the first page; i4 is on a later one. Both go DONE (a
+	// PENDING instance terminated is archived at once).
+	for _, name := range []string{"i0", "i4"} {
+		if _, err := ts.s.compute.Action(ctx, "default", name, "terminate"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	states := map[string][]api.State{}
+	for _, in := range first.Items {
+		states[in.Name] = append(states[in.Name], in.State)
+	}
+	for after, pages := first.Next, 0; after != "" && pages < 10; pages++ {
+		var p api.List[api.Instance]
+		ts.do("GET", "/v1/projects/default/instances?all=true&limit=2&after="+url.QueryEscape(after), admin, nil).decode(t, &p)
+		for _, in := range p.Items {
+			states[in.Name] = append(states[in.Name], in.State)
+		}
+		after = p.Next
+	}
+	for i := range 6 {
+		name := fmt.Sprintf("i%d", i)
+		if got := states[name]; len(got) != 1 || got[0] != api.StatePending {
+			t.Errorf("%s listed as %v, want once, PENDING (as when the listing began)", name, got)
+		}
+	}
+	// A listing begun now sees them DONE.
+	var now api.List[api.Instance]
+	ts.do("GET", "/v1/projects/default/instances?all=true", admin, nil).decode(t, &now)
+	done := 0
+	for _, in := range now.Items {
+		if in.State == api.StateDone {
+			done++
+		}
+	}
+	if len(now.Items) != 6 || done != 2 {
+		t.Fatalf("a new listing: %d items, %d DONE; want 6, 2", len(now.Items), done)
+	}
+	if r := ts.do("GET", "/v1/projects/default/instances?after="+url.QueryEscape("@999999999:i1"), admin, nil); r.Status != 400 || !strings.Contains(string(r.Body), "after") {
+		t.Fatalf("a cursor from the future: %d %s", r.Status, r.Body)
 	}
 }

@@ -70,6 +70,17 @@ func Snapshot(ctx context.Context, s Store, prefix string) ([]KV, int64, error) 
 // returns at most limit objects (0 = all) and, when more may follow, the
 // name to pass as `after` for the next page.
 func Paginate[T any](ctx context.Context, s Store, prefix, after string, limit int, decode func(KV) (T, bool, error)) ([]T, string, error) {
+	out, next, _, err := PaginateAt(ctx, s, prefix, after, limit, 0, decode)
+	return out, next, err
+}
+
+// PaginateAt is Paginate reading the store as it was at revision rev (0:
+// now). It returns the revision it read at: given to the next page's
+// call, every page of a listing is one picture. A revision asked for that
+// the store no longer keeps is ErrCompacted; asked for none (0), a
+// listing the store compacted under while it read starts again.
+func PaginateAt[T any](ctx context.Context, s Store, prefix, after string, limit int, rev int64, decode func(KV) (T, bool, error)) ([]T, string, int64, error) {
+	asked := rev
 	out := []T{}
 	cursor := ""
 	if after != "" {
@@ -80,15 +91,23 @@ func Paginate[T any](ctx context.Context, s Store, prefix, after string, limit i
 		if limit > 0 && limit < batch {
 			batch = limit
 		}
-		res, err := s.List(ctx, prefix, Page{After: cursor, Limit: batch})
-		if err != nil {
-			return nil, "", err
+		res, err := s.List(ctx, prefix, Page{After: cursor, Limit: batch, Revision: rev})
+		if errors.Is(err, ErrCompacted) && asked == 0 && rev != 0 {
+			out, cursor, rev = []T{}, "", 0
+			if after != "" {
+				cursor = prefix + after
+			}
+			continue
 		}
+		if err != nil {
+			return nil, "", 0, err
+		}
+		rev = res.Revision
 		for i, kv := range res.KVs {
 			cursor = kv.Key
 			v, keep, err := decode(kv)
 			if err != nil {
-				return nil, "", err
+				return nil, "", 0, err
 			}
 			if !keep {
 				continue
@@ -98,13 +117,13 @@ func Paginate[T any](ctx context.Context, s Store, prefix, after string, limit i
 				// A next page only if keys remain (they may all be
 				// filtered out: then that page is empty).
 				if i < len(res.KVs)-1 || res.More {
-					return out, cursor[len(prefix):], nil
+					return out, cursor[len(prefix):], rev, nil
 				}
-				return out, "", nil
+				return out, "", rev, nil
 			}
 		}
 		if !res.More || len(res.KVs) == 0 {
-			return out, "", nil
+			return out, "", rev, nil
 		}
 	}
 }

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -52,5 +53,42 @@ func TestSnapshotOutlivesCompaction(t *testing.T) {
 	}
 	if len(seen) != 2500 || rev != 2500 {
 		t.Fatalf("%d keys at revision %d, want 2500 at 2500", len(seen), rev)
+	}
+}
+
+// TestPaginateAtOnePicture: the pages of one PaginateAt call read one
+// revision, and a later call given it reads it again; a listing asked for
+// no revision that is compacted under starts again, one asked for a
+// compacted revision says so.
+func TestPaginateAtOnePicture(t *testing.T) {
+	ctx := context.Background()
+	m := memstore.New()
+	for i := range 1200 {
+		if _, err := m.Create(ctx, fmt.Sprintf("/p/%05d", i), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keep := func(kv store.KV) (string, bool, error) { return kv.Key, true, nil }
+	first, next, rev, err := store.PaginateAt(ctx, m, "/p/", "", 700, 0, keep)
+	if err != nil || len(first) != 700 || next == "" || rev != 1200 {
+		t.Fatalf("first page: %d keys, next %q, revision %d, %v", len(first), next, rev, err)
+	}
+	// Written after the first page: not in the listing's picture.
+	if _, err := m.Create(ctx, "/p/99999", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	rest, next, rev2, err := store.PaginateAt(ctx, m, "/p/", next, 0, rev, keep)
+	if err != nil || len(rest) != 500 || next != "" || rev2 != rev {
+		t.Fatalf("second page at %d: %d keys, next %q, read at %d, %v", rev, len(rest), next, rev2, err)
+	}
+
+	c := &compactsOnce{Store: m}
+	all, _, _, err := store.PaginateAt(ctx, c, "/p/", "", 0, 0, keep)
+	if err != nil || !c.done || len(all) != 1201 {
+		t.Fatalf("compacted under a listing from now: %d keys (compacted: %v), %v", len(all), c.done, err)
+	}
+	c = &compactsOnce{Store: m}
+	if _, _, _, err := store.PaginateAt(ctx, c, "/p/", "", 0, rev, keep); !errors.Is(err, store.ErrCompacted) {
+		t.Fatalf("a compacted revision asked for: %v, want ErrCompacted", err)
 	}
 }

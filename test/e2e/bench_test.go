@@ -42,15 +42,17 @@ func TestBenchProvision(t *testing.T) {
 	if err := json.Unmarshal([]byte(must(t, root, "", "instance", "list", "-p", first.Project, "--all", "-o", "json")), &ins); err != nil {
 		t.Fatal(err)
 	}
-	// A name, not a count, for the second run's: the live and archived
-	// instances are listed at two revisions, so one reaching DONE
-	// in between is listed twice (SHUTDOWN and DONE).
+	// Each name once: the pages of one listing are one picture, even for
+	// an instance reaching DONE (live, then archived) while it is read.
 	kept, terminated := 0, map[string]bool{}
 	for _, in := range ins.Items {
 		switch {
 		case strings.HasPrefix(in.Name, first.NamePrefix) && in.State == api.StateRunning:
 			kept++
 		case strings.HasPrefix(in.Name, second.NamePrefix) && in.State != api.StateRunning:
+			if terminated[in.Name] {
+				t.Errorf("%s listed twice", in.Name)
+			}
 			terminated[in.Name] = true
 		default:
 			t.Errorf("after the second run's cleanup: %s is %s", in.Name, in.State)
