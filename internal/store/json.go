@@ -82,10 +82,11 @@ func Paginate[T any](ctx context.Context, s Store, prefix, after string, limit i
 func PaginateAt[T any](ctx context.Context, s Store, prefix, after string, limit int, rev int64, decode func(KV) (T, bool, error)) ([]T, string, int64, error) {
 	asked := rev
 	out := []T{}
-	cursor := ""
+	start := ""
 	if after != "" {
-		cursor = prefix + after
+		start = prefix + after
 	}
+	cursor := start
 	for {
 		batch := 500
 		if limit > 0 && limit < batch {
@@ -93,10 +94,7 @@ func PaginateAt[T any](ctx context.Context, s Store, prefix, after string, limit
 		}
 		res, err := s.List(ctx, prefix, Page{After: cursor, Limit: batch, Revision: rev})
 		if errors.Is(err, ErrCompacted) && asked == 0 && rev != 0 {
-			out, cursor, rev = []T{}, "", 0
-			if after != "" {
-				cursor = prefix + after
-			}
+			out, cursor, rev = []T{}, start, 0
 			continue
 		}
 		if err != nil {
